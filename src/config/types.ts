@@ -1,0 +1,100 @@
+/** The effective configuration, frozen after load. Keys match config/router.example.yaml. */
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface LifetimeBounds { readonly min: number; readonly max: number }
+
+export interface PolicyRule {
+  readonly action: 'allow' | 'deny';
+  /** external port range */
+  readonly extStart: number; readonly extEnd: number;
+  /** internal address prefix */
+  readonly address: string; readonly prefix: number;
+  /** internal port range */
+  readonly intStart: number; readonly intEnd: number;
+  /** the rule as written, for logs */
+  readonly text: string;
+}
+
+export interface PolicyConfig {
+  readonly secureMode: boolean;
+  readonly maxLeasesPerClient: number;
+  readonly reservedPorts: readonly number[];
+  readonly lifetime: {
+    readonly pcp: LifetimeBounds;
+    readonly natpmp: LifetimeBounds;
+    readonly upnp: { readonly min: number; readonly max: number };
+    readonly trigger: { readonly min: number; readonly max: number };
+  };
+  readonly rules: readonly PolicyRule[];
+  /** ended leases are kept this many seconds for the admin's history */
+  readonly historyRetention: number;
+}
+
+export interface PortRange { readonly start: number; readonly end: number }
+
+export interface StaticForwardConfig {
+  readonly protocol: 'tcp' | 'udp';
+  readonly externalPort: number;
+  readonly externalPortEnd: number;
+  readonly internalAddress: string;
+  readonly internalPort: number;
+  readonly remoteAddress: string | null;
+  readonly description: string;
+}
+
+export interface TriggerConfig {
+  readonly name: string;
+  readonly preset: string | null;
+  readonly match: { readonly protocol: 'tcp' | 'udp' | 'both'; readonly ports: readonly PortRange[] };
+  readonly open: readonly { readonly protocol: 'tcp' | 'udp'; readonly ports: PortRange }[];
+  readonly idleTimeout: number;
+  readonly maxLifetime: number | null;
+  readonly hosts: readonly string[];
+  readonly enabled: boolean;
+}
+
+export interface Config {
+  readonly logLevel: LogLevel;
+  readonly interfaces: { readonly wan: string; readonly lan: readonly string[] };
+  /** 'auto' = read from the WAN interface; otherwise a fixed IPv4 */
+  readonly externalAddress: string;
+  /** when set, front-ends listen on these addresses instead of those read from interfaces.lan (loopback default uses 127.0.0.1) */
+  readonly listenAddresses: readonly string[] | null;
+  readonly stateDir: string;
+  readonly database: { readonly path: string; readonly synchronous: 'normal' | 'full' };
+  readonly dataplane: {
+    readonly driver: 'nftables' | 'memory';
+    readonly table: string;
+    readonly hairpin: boolean;
+    readonly reconcileInterval: number;
+    /** seconds added to each kernel element timeout beyond the lease's expiry */
+    readonly grace: number;
+    readonly nftPath: string;
+    readonly conntrackPath: string;
+  };
+  readonly policy: PolicyConfig;
+  readonly upnp: {
+    readonly enabled: boolean;
+    readonly httpPort: number;
+    readonly ssdp: boolean;
+    readonly friendlyName: string;
+    readonly manufacturer: string;
+    readonly modelName: string;
+    readonly notifyInterval: number;
+    readonly listAllLeases: boolean;
+    readonly maxSubscriptions: number;
+  };
+  readonly pcp: {
+    readonly enabled: boolean;
+    readonly port: number;
+    readonly peer: boolean;
+    readonly thirdParty: readonly string[];
+    readonly allowAllProtocols: boolean;
+    readonly rateLimit: number;
+    readonly ipv6: boolean;
+  };
+  readonly natpmp: { readonly enabled: boolean };
+  readonly admin: { readonly listen: string; readonly token: string | null; readonly tokenFile: string | null };
+  readonly staticForwards: readonly StaticForwardConfig[];
+  readonly triggers: readonly TriggerConfig[];
+}

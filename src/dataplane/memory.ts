@@ -1,0 +1,46 @@
+import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
+import { entryKey } from './types.js';
+
+export interface MemoryDataplaneOptions {
+  /** test hook: called before a batch is applied; throw to simulate a kernel refusal */
+  readonly failIf?: (batch: DataplaneBatch) => boolean;
+}
+
+/** For tests and the loopback default: same contract as the kernel driver, no kernel. */
+export function createMemoryDataplane(opts: MemoryDataplaneOptions = {}): Dataplane & { readonly entries: ReadonlyMap<string, DataplaneEntry>; batches: number } {
+  const entries = new Map<string, DataplaneEntry>();
+  let externalAddresses: readonly string[] = [];
+  let lastReconcileAt: number | null = null;
+  const self = {
+    driver: 'memory' as const,
+    entries,
+    batches: 0,
+    async init() {},
+    async apply(batch: DataplaneBatch) {
+      if (opts.failIf?.(batch)) throw new Error('memory dataplane: batch refused (test hook)');
+      // validate first so the batch is all-or-nothing
+      const next = new Map(entries);
+      for (const e of batch.remove) next.delete(entryKey(e));
+      for (const e of batch.add) {
+        const k = entryKey(e);
+        if (next.has(k)) throw new Error(`memory dataplane: element ${k} exists`);
+        next.set(k, e);
+      }
+      entries.clear();
+      for (const [k, v] of next) entries.set(k, v);
+      self.batches++;
+    },
+    async list() { return [...entries.values()]; },
+    async count() { return entries.size; },
+    async reset(list: readonly DataplaneEntry[]) {
+      entries.clear();
+      for (const e of list) entries.set(entryKey(e), e);
+      lastReconcileAt = Date.now();
+    },
+    async endFlows() {},
+    async setExternalAddresses(a: readonly string[]) { externalAddresses = [...a]; void externalAddresses; },
+    health(): DataplaneHealth { return { ok: true, lastReconcileAt, lastDrift: 0 }; },
+    async close() {},
+  };
+  return self;
+}

@@ -1,0 +1,59 @@
+/**
+ * The narrow interface between the lease table and the kernel (or memory).
+ * One entry is one lease as the dataplane needs it: nothing about who asked or why.
+ */
+export type L4Protocol = 'tcp' | 'udp';
+
+export interface DataplaneEntry {
+  /** lease id; stable, used for logging and for the memory driver's identity */
+  readonly id: string;
+  readonly protocol: L4Protocol;
+  readonly externalAddress: string;
+  readonly externalPort: number;
+  /** equal to externalPort for a single port; a range maps 1:1 onto internalPort.. */
+  readonly externalPortEnd: number;
+  readonly internalAddress: string;
+  readonly internalPort: number;
+  /** only this peer may use the opening (UPnP RemoteHost, PCP FILTER); null = anyone */
+  readonly remoteAddress: string | null;
+  /** kernel timeout in whole seconds (remaining lifetime + grace); null = no timeout (static) */
+  readonly timeoutSeconds: number | null;
+}
+
+/** One writer tick's changes. Removals are applied before additions; a renewal is remove + add of the same key. */
+export interface DataplaneBatch {
+  readonly remove: readonly DataplaneEntry[];
+  readonly add: readonly DataplaneEntry[];
+}
+
+export interface DataplaneHealth {
+  readonly ok: boolean;
+  readonly lastReconcileAt: number | null;
+  readonly lastDrift: number;
+  readonly detail?: string;
+}
+
+export interface Dataplane {
+  readonly driver: 'memory' | 'nftables';
+  /** create (or adopt) the owned kernel state; must be idempotent */
+  init(): Promise<void>;
+  /** apply atomically: either the whole batch is in effect afterwards, or it throws and nothing changed */
+  apply(batch: DataplaneBatch): Promise<void>;
+  /** every entry currently in effect (may be expensive: use count() for cheap checks) */
+  list(): Promise<DataplaneEntry[]>;
+  /** number of entries in effect, cheap */
+  count(): Promise<number>;
+  /** replace everything with exactly these entries, atomically (reconcile) */
+  reset(entries: readonly DataplaneEntry[]): Promise<void>;
+  /** end established flows that used these (now removed) entries; best effort */
+  endFlows(entries: readonly DataplaneEntry[]): Promise<void>;
+  /** change the addresses treated as ours on the WAN */
+  setExternalAddresses(addresses: readonly string[]): Promise<void>;
+  health(): DataplaneHealth;
+  close(): Promise<void>;
+}
+
+/** key under which the kernel knows an entry: two entries with the same key cannot coexist */
+export function entryKey(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd' | 'remoteAddress'>): string {
+  return `${e.protocol}/${e.externalPort}-${e.externalPortEnd}/${e.remoteAddress ?? '*'}`;
+}

@@ -1,0 +1,49 @@
+/**
+ * Which external ports are taken, per protocol: a cache derived from the lease table (rebuilt on
+ * start and after a rolled-back tick), so that finding a free port never probes the database port
+ * by port. Blocks of 256 ports keep a free count, so a mostly full space is skipped block by block.
+ */
+const BLOCK = 256;
+const BLOCKS = 65536 / BLOCK;
+
+export class PortMap {
+  private readonly used = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
+  private readonly free = { tcp: new Uint16Array(BLOCKS).fill(BLOCK), udp: new Uint16Array(BLOCKS).fill(BLOCK) };
+
+  clear(): void {
+    for (const p of ['tcp', 'udp'] as const) { this.used[p].fill(0); this.free[p].fill(BLOCK); }
+  }
+
+  take(protocol: 'tcp' | 'udp', start: number, end: number): void {
+    const u = this.used[protocol], f = this.free[protocol];
+    for (let p = start; p <= end; p++) { if (u[p] === 0) f[p >> 8]!--; u[p] = 1; }
+  }
+
+  release(protocol: 'tcp' | 'udp', start: number, end: number): void {
+    const u = this.used[protocol], f = this.free[protocol];
+    for (let p = start; p <= end; p++) { if (u[p] === 1) f[p >> 8]!++; u[p] = 0; }
+  }
+
+  isFree(protocol: 'tcp' | 'udp', start: number, end: number): boolean {
+    const u = this.used[protocol];
+    for (let p = start; p <= end; p++) if (u[p] !== 0) return false;
+    return true;
+  }
+
+  /**
+   * A free port in [lo, hi] for which `accept` holds, searching from `from` and wrapping around;
+   * null when none. Full blocks are skipped without looking at their ports.
+   */
+  findFree(protocol: 'tcp' | 'udp', lo: number, hi: number, from: number, accept: (port: number) => boolean): number | null {
+    const u = this.used[protocol], f = this.free[protocol];
+    const span = hi - lo + 1;
+    let offset = 0;
+    while (offset < span) {
+      const p = lo + ((from - lo + offset) % span);
+      if (p % BLOCK === 0 && f[p >> 8] === 0 && offset + BLOCK <= span) { offset += BLOCK; continue; }
+      if (u[p] === 0 && accept(p)) return p;
+      offset++;
+    }
+    return null;
+  }
+}

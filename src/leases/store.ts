@@ -1,0 +1,188 @@
+import Database from 'better-sqlite3';
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ErrorCode, PortdError } from '../errors.js';
+import type { EndReason, HistoryEntry, Lease, LeaseEventType, LeaseSource } from './types.js';
+
+/** schema versions, applied in order; `PRAGMA user_version` records the last applied */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE leases (
+     id TEXT PRIMARY KEY,
+     source TEXT NOT NULL,
+     protocol TEXT NOT NULL,
+     external_address TEXT NOT NULL,
+     external_port INTEGER NOT NULL,
+     external_port_end INTEGER NOT NULL,
+     internal_address TEXT NOT NULL,
+     internal_port INTEGER NOT NULL,
+     remote_address TEXT,
+     remote_prefix INTEGER,
+     remote_port INTEGER,
+     owner TEXT NOT NULL,
+     description TEXT NOT NULL DEFAULT '',
+     nonce TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     expires_at INTEGER,
+     requested_lifetime INTEGER,
+     read_only INTEGER NOT NULL DEFAULT 0,
+     rule TEXT,
+     state TEXT NOT NULL,
+     ended_at INTEGER,
+     end_reason TEXT
+   );
+   CREATE INDEX leases_active_ext ON leases(protocol, external_port) WHERE state = 'active';
+   CREATE INDEX leases_active_int ON leases(protocol, internal_address, internal_port) WHERE state = 'active';
+   CREATE INDEX leases_active_expiry ON leases(expires_at) WHERE state = 'active' AND expires_at IS NOT NULL;
+   CREATE INDEX leases_active_owner ON leases(owner) WHERE state = 'active';
+   CREATE INDEX leases_ended ON leases(ended_at) WHERE state = 'ended';
+   CREATE TABLE events (
+     seq INTEGER PRIMARY KEY,
+     lease_id TEXT NOT NULL,
+     type TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     actor TEXT,
+     reason TEXT
+   );
+   CREATE INDEX events_lease ON events(lease_id);
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+];
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export interface LeaseRow {
+  id: string; source: string; protocol: string; external_address: string; external_port: number; external_port_end: number;
+  internal_address: string; internal_port: number; remote_address: string | null; remote_prefix: number | null; remote_port: number | null;
+  owner: string; description: string; nonce: string | null; created_at: number; updated_at: number; expires_at: number | null;
+  requested_lifetime: number | null; read_only: number; rule: string | null; state: string; ended_at: number | null; end_reason: string | null;
+}
+
+export function rowToLease(r: LeaseRow): Lease {
+  return {
+    id: r.id, source: r.source as LeaseSource, protocol: r.protocol as 'tcp' | 'udp',
+    externalAddress: r.external_address, externalPort: r.external_port, externalPortEnd: r.external_port_end,
+    internalAddress: r.internal_address, internalPort: r.internal_port,
+    remoteAddress: r.remote_address, remotePrefix: r.remote_prefix, remotePort: r.remote_port,
+    owner: r.owner, description: r.description, nonce: r.nonce,
+    createdAt: r.created_at, updatedAt: r.updated_at, expiresAt: r.expires_at, requestedLifetime: r.requested_lifetime,
+    readOnly: r.read_only === 1, rule: r.rule, state: r.state as 'active' | 'ended', endedAt: r.ended_at,
+    endReason: r.end_reason as EndReason | null,
+  };
+}
+
+export interface OpenStoreOptions {
+  readonly path: string;
+  readonly synchronous?: 'normal' | 'full';
+}
+
+/** A lock file beside the database so two portd processes never share one table. */
+function acquireLock(dbPath: string): () => void {
+  if (dbPath === ':memory:') return () => {};
+  const lockPath = `${dbPath}.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockPath, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => { try { if (readFileSync(lockPath, 'utf8') === String(process.pid)) unlinkSync(lockPath); } catch { /* gone */ } };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let pid = NaN;
+      try { pid = Number(readFileSync(lockPath, 'utf8')); } catch { /* raced */ }
+      let alive = false;
+      if (pid === process.pid) alive = true;
+      else if (Number.isInteger(pid) && pid > 0) {
+        try { process.kill(pid, 0); alive = true; } catch (k) { alive = (k as NodeJS.ErrnoException).code === 'EPERM'; }
+      }
+      if (alive) {
+        throw new PortdError(ErrorCode.DATABASE_LOCKED, `database ${dbPath} is in use by another portd (pid ${pid})`,
+          `stop that portd first, or point database.path at another file`);
+      }
+      try { unlinkSync(lockPath); } catch { /* raced */ } // stale lock from a killed portd
+    }
+  }
+  throw new PortdError(ErrorCode.DATABASE_LOCKED, `could not lock ${dbPath}`, `remove ${lockPath} if no portd is running`);
+}
+
+export function openStore(opts: OpenStoreOptions) {
+  if (opts.path !== ':memory:') {
+    try { mkdirSync(dirname(opts.path), { recursive: true }); } catch (e) {
+      throw new PortdError(ErrorCode.DATABASE_OPEN, `cannot create the directory of ${opts.path}: ${(e as Error).message}`, 'check database.path and permissions');
+    }
+  }
+  const unlock = acquireLock(opts.path);
+  let db: Database.Database;
+  try {
+    db = new Database(opts.path);
+    db.pragma('journal_mode = WAL');
+    db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+    db.pragma('busy_timeout = 2000');
+    db.pragma('foreign_keys = ON');
+  } catch (e) {
+    unlock();
+    throw new PortdError(ErrorCode.DATABASE_OPEN, `cannot open database ${opts.path}: ${(e as Error).message}`, 'check database.path, permissions and free space');
+  }
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    db.close(); unlock();
+    throw new PortdError(ErrorCode.DATABASE_SCHEMA, `database ${opts.path} has schema version ${version}, newer than this portd knows (${MIGRATIONS.length})`, 'upgrade portd or use another database.path');
+  }
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => { db.exec(MIGRATIONS[v]!); db.pragma(`user_version = ${v + 1}`); })();
+  }
+  // a second connection for readers: under WAL it sees only committed state, never a tick in flight
+  const reader = opts.path === ':memory:' ? db : new Database(opts.path, { readonly: true, fileMustExist: true });
+
+  const s = {
+    insert: db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
+      remote_address, remote_prefix, remote_port, owner, description, nonce, created_at, updated_at, expires_at, requested_lifetime, read_only, rule, state)
+      VALUES (@id, @source, @protocol, @external_address, @external_port, @external_port_end, @internal_address, @internal_port,
+      @remote_address, @remote_prefix, @remote_port, @owner, @description, @nonce, @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active')`),
+    renew: db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at, requested_lifetime = @requested_lifetime,
+      description = @description, nonce = @nonce, internal_port = @internal_port, remote_address = @remote_address, remote_prefix = @remote_prefix,
+      remote_port = @remote_port WHERE id = @id`),
+    end: db.prepare(`UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id AND state = 'active'`),
+    event: db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, ?, ?, ?, ?)`),
+    byId: db.prepare(`SELECT * FROM leases WHERE id = ?`),
+    byInternal: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND internal_address = ? AND internal_port = ?
+      AND source IN ('pcp', 'natpmp') LIMIT 1`),
+    // (protocol, lowest start that could still overlap, end, start): the lower bound keeps the index scan short
+    overlapping: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND external_port >= ? AND external_port <= ?
+      AND external_port_end >= ? ORDER BY external_port LIMIT 1`),
+    maxSpan: db.prepare(`SELECT coalesce(max(external_port_end - external_port), 0) AS span FROM leases WHERE state = 'active'`),
+    ownerCount: db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'active' AND owner = ? AND source IN ('upnp', 'pcp', 'natpmp')`),
+    due: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`),
+    nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
+    allActive: db.prepare(`SELECT * FROM leases WHERE state = 'active'`),
+    activeRanges: db.prepare(`SELECT protocol, external_port, external_port_end, source, owner FROM leases WHERE state = 'active'`),
+    rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + ?, created_at = created_at + ?, updated_at = updated_at + ? WHERE state = 'active'`),
+    pruneEvents: db.prepare(`DELETE FROM events WHERE lease_id IN (SELECT id FROM leases WHERE state = 'ended' AND ended_at < ?)`),
+    pruneLeases: db.prepare(`DELETE FROM leases WHERE state = 'ended' AND ended_at < ?`),
+    metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
+    metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
+  };
+  const r = {
+    byId: reader.prepare(`SELECT * FROM leases WHERE id = ?`),
+    history: reader.prepare(`SELECT lease_id, type, at, actor, reason FROM events WHERE lease_id = ? ORDER BY seq`),
+    countBySource: reader.prepare(`SELECT source, count(*) AS n FROM leases WHERE state = 'active' GROUP BY source`),
+    countByOwner: reader.prepare(`SELECT owner, count(*) AS n FROM leases WHERE state = 'active' GROUP BY owner`),
+    byInternal: reader.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND internal_address = ? AND internal_port = ?
+      AND source IN ('pcp', 'natpmp') LIMIT 1`),
+    overlapping: reader.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND external_port >= ? AND external_port <= ?
+      AND external_port_end >= ? ORDER BY external_port LIMIT 1`),
+  };
+  return {
+    db, reader, s, r,
+    history(id: string): HistoryEntry[] {
+      return (r.history.all(id) as { lease_id: string; type: string; at: number; actor: string | null; reason: string | null }[])
+        .map((h) => ({ leaseId: h.lease_id, type: h.type as LeaseEventType, at: h.at, actor: h.actor, reason: h.reason }));
+    },
+    meta(key: string): string | null { return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null; },
+    setMeta(key: string, value: string) { s.metaSet.run(key, value); },
+    close() {
+      if (reader !== db) reader.close();
+      db.close();
+      unlock();
+    },
+  };
+}
+export type Store = ReturnType<typeof openStore>;

@@ -1,0 +1,617 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { StaticForwardConfig } from '../config/types.js';
+import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
+import { entryKey } from '../dataplane/types.js';
+import type { Metrics } from '../metrics.js';
+import type { Policy } from '../policy/policy.js';
+import type { Clock } from './clock.js';
+import { PortMap } from './port-map.js';
+import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
+import type { LeaseTableApi } from './table-api.js';
+import type {
+  EndReason, GrantResult, Lease, LeaseEvent, LeaseEventType, LeaseFilter, LeaseRequest, Refusal, ReleaseRequest, ReleaseResult,
+} from './types.js';
+
+export interface LeaseTableOptions {
+  readonly database: { readonly path: string; readonly synchronous?: 'normal' | 'full' };
+  readonly dataplane: Dataplane;
+  readonly policy: Policy;
+  readonly clock: Clock & { rebase?(deltaMs: number): void };
+  readonly log: Logger;
+  readonly metrics?: Metrics;
+  readonly externalAddress: string;
+  /** seconds added to every kernel timeout past the lease's expiry */
+  readonly grace?: number;
+  /** ended leases older than this (seconds) are deleted with their history */
+  readonly historyRetention?: number;
+  /** the range free external ports are picked from */
+  readonly allocationRange?: { readonly start: number; readonly end: number };
+  /** at most this many leases expire per writer tick, so requests keep flowing during an expiry burst */
+  readonly expiryBatch?: number;
+}
+
+/** what one job did inside a tick: rows are written already (inside the tick's transaction) */
+interface JobOutcome<R> {
+  result: R;
+  add: DataplaneEntry[];
+  remove: DataplaneEntry[];
+  events: LeaseEvent[];
+  /** removals only: a failed kernel delete must not keep the row alive (the element may be gone already) */
+  removalOnly?: boolean;
+}
+
+interface Job<R = unknown> {
+  readonly name: string;
+  readonly run: () => JobOutcome<R>;
+  /** runs alone, between ticks, with nothing else touching the table or the dataplane (reconcile) */
+  readonly exclusive?: () => Promise<R>;
+  readonly onUnavailable: (detail: string) => R;
+  resolve(r: R): void;
+  solo?: boolean;
+}
+
+const unavailable = (detail: string): Refusal => ({ ok: false, reason: 'unavailable', detail });
+
+export type LeaseTable = ReturnType<typeof createLeaseTable>;
+
+export function createLeaseTable(opts: LeaseTableOptions) {
+  const { dataplane, policy, clock, metrics } = opts;
+  const log = opts.log.child({ component: 'leases' });
+  const grace = opts.grace ?? 5;
+  const retentionMs = (opts.historyRetention ?? 86400) * 1000;
+  const alloc = opts.allocationRange ?? { start: 1024, end: 65535 };
+  const expiryBatch = opts.expiryBatch ?? 2000;
+  const store: Store = openStore(opts.database);
+  const { s } = store;
+  let externalAddress = opts.externalAddress;
+
+  // ---- derived caches (rebuilt from the database, never a second truth) ----
+  const ports = new PortMap();
+  let maxSpan = 0;
+  const activeBySource = new Map<string, number>();
+  function rebuildCaches(): void {
+    ports.clear();
+    activeBySource.clear();
+    for (const r of s.activeRanges.iterate() as Iterable<{ protocol: 'tcp' | 'udp'; external_port: number; external_port_end: number; source: string }>) {
+      ports.take(r.protocol, r.external_port, r.external_port_end);
+      activeBySource.set(r.source, (activeBySource.get(r.source) ?? 0) + 1);
+    }
+    maxSpan = (s.maxSpan.get() as { span: number }).span;
+    publishGauges();
+  }
+  function publishGauges(): void {
+    if (!metrics) return;
+    for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static']) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
+  }
+  function countSource(source: string, delta: number): void {
+    activeBySource.set(source, (activeBySource.get(source) ?? 0) + delta);
+  }
+
+  // ---- helpers ----
+  const newId = () => randomBytes(6).toString('hex');
+  function toEntry(l: Pick<Lease, 'id' | 'protocol' | 'externalAddress' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort' | 'remoteAddress' | 'expiresAt'>, now: number): DataplaneEntry {
+    return {
+      id: l.id, protocol: l.protocol, externalAddress: l.externalAddress, externalPort: l.externalPort, externalPortEnd: l.externalPortEnd,
+      internalAddress: l.internalAddress, internalPort: l.internalPort, remoteAddress: l.remoteAddress,
+      timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
+    };
+  }
+  function overlapping(protocol: 'tcp' | 'udp', start: number, end: number): LeaseRow | undefined {
+    return s.overlapping.get(protocol, Math.max(0, start - maxSpan), end, start) as LeaseRow | undefined;
+  }
+  function event(type: LeaseEventType, lease: Lease, at: number, actor: string | null, reason: string | null): LeaseEvent {
+    s.event.run(lease.id, type, at, actor, reason);
+    return { type, at, leaseId: lease.id, lease, source: lease.source, owner: lease.owner, actor, reason };
+  }
+  function conflictOf(h: LeaseRow): Refusal {
+    return { ok: false, reason: 'conflict', holder: { id: h.id, source: h.source as Lease['source'], owner: h.owner, externalPort: h.external_port, externalPortEnd: h.external_port_end } };
+  }
+  function endLease(row: LeaseRow, reason: EndReason, at: number, actor: string | null, type: LeaseEventType, detail: string | null): JobOutcome<Lease> {
+    s.end.run({ id: row.id, at, reason });
+    const before = rowToLease(row);
+    const lease: Lease = { ...before, state: 'ended', endedAt: at, endReason: reason };
+    ports.release(before.protocol, before.externalPort, before.externalPortEnd);
+    countSource(before.source, -1);
+    return { result: lease, add: [], remove: [toEntry(before, at)], events: [event(type, lease, at, actor, detail)], removalOnly: true };
+  }
+
+  // ---- the operations, each run inside a writer tick ----
+  function doRequest(req: LeaseRequest): JobOutcome<GrantResult> {
+    const now = clock.now();
+    const none = (r: Refusal): JobOutcome<GrantResult> => ({ result: r, add: [], remove: [], events: [] });
+    const lifetime = policy.clampLifetime(req.source, req.lifetime);
+    const expiresAt = lifetime === null ? null : now + lifetime * 1000;
+    const wantStart = req.externalPort ?? 0;
+    const span = (req.externalPortEnd ?? wantStart) - wantStart;
+    if (span < 0) return none({ ok: false, reason: 'invalid', detail: `external port range ${wantStart}-${req.externalPortEnd} is reversed` });
+
+    // 1. is this a renewal of an existing lease?
+    let existing: LeaseRow | undefined;
+    if (req.identity === 'internal') {
+      existing = s.byInternal.get(req.protocol, req.internalAddress, req.internalPort) as LeaseRow | undefined;
+    } else if (wantStart > 0) {
+      existing = overlapping(req.protocol, wantStart, wantStart + span);
+      if (existing) {
+        const same = existing.owner === req.owner && existing.source === req.source && existing.internal_address === req.internalAddress
+          && existing.external_port === wantStart && existing.external_port_end === wantStart + span;
+        if (!same) {
+          if (req.allowOtherPort) existing = undefined; // AddAnyPortMapping: pick another below
+          else return none(conflictOf(existing));
+        }
+      }
+    }
+    if (existing) {
+      const old = rowToLease(existing);
+      if (old.readOnly && !req.readOnly) return none({ ok: false, reason: 'not_authorized', detail: `lease ${old.id} is read-only (defined in the configuration)` });
+      if (old.owner !== req.owner && !req.thirdPartyAllowed) return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${old.owner}` });
+      // PCP nonce rules (RFC 6887 §11.3); a NAT-PMP-created lease (no nonce) is adopted by PCP
+      if (req.source === 'pcp' && old.nonce !== null && req.nonce && req.nonce !== old.nonce)
+        return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
+      const refusal = policy.check({ ...req, externalPort: old.externalPort }, old.externalPort, old.externalPortEnd);
+      if (refusal && refusal.reason !== 'quota') return none(refusal);
+      const renewed: Lease = {
+        ...old, updatedAt: now, expiresAt, requestedLifetime: req.lifetime,
+        description: req.description ?? old.description,
+        nonce: req.source === 'pcp' ? (req.nonce ?? old.nonce) : old.nonce,
+        internalPort: req.identity === 'external' ? req.internalPort : old.internalPort,
+        remoteAddress: req.remoteAddress !== undefined ? req.remoteAddress : old.remoteAddress,
+        remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
+        remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
+      };
+      s.renew.run({
+        id: old.id, updated_at: now, expires_at: expiresAt, requested_lifetime: req.lifetime, description: renewed.description,
+        nonce: renewed.nonce, internal_port: renewed.internalPort, remote_address: renewed.remoteAddress,
+        remote_prefix: renewed.remotePrefix, remote_port: renewed.remotePort,
+      });
+      return {
+        result: { ok: true, lease: renewed, created: false, lifetime },
+        remove: [toEntry(old, now)], add: [toEntry(renewed, now)],
+        events: [event('renewed', renewed, now, req.actor ?? null, null)],
+      };
+    }
+
+    // 2. a new lease: policy, quota, then a port
+    if (!policy.isTrusted(req.source)) {
+      const n = (s.ownerCount.get(req.owner) as { n: number }).n;
+      if (n >= policy.quota()) return none({ ok: false, reason: 'quota', detail: `${req.owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})` });
+    }
+    let start = wantStart;
+    if (start > 0) {
+      const refusal = policy.check(req, start, start + span);
+      if (refusal) {
+        if (!req.allowOtherPort || refusal.reason === 'not_authorized' || refusal.reason === 'invalid') return none(refusal);
+        start = 0;
+      } else if (!ports.isFree(req.protocol, start, start + span)) {
+        const holder = overlapping(req.protocol, start, start + span);
+        if (!req.allowOtherPort) return none(holder ? conflictOf(holder) : { ok: false, reason: 'no_port', detail: `port ${start} is taken` });
+        start = 0;
+      }
+    }
+    if (start === 0) {
+      if (span > 0) return none({ ok: false, reason: 'invalid', detail: 'a port range needs an explicit start' });
+      const probe = policy.check(req, alloc.start, alloc.start);
+      if (probe && (probe.reason === 'not_authorized' || probe.reason === 'invalid')) return none(probe);
+      const hint = wantStart >= alloc.start && wantStart <= alloc.end ? wantStart : alloc.start + ((req.internalPort * 7919) % (alloc.end - alloc.start + 1));
+      const found = ports.findFree(req.protocol, alloc.start, alloc.end, hint, (p) => policy.portAllowed(req, p));
+      if (found === null) return none({ ok: false, reason: 'no_port', detail: `no free ${req.protocol} port allowed for ${req.internalAddress}` });
+      start = found;
+    }
+    const lease: Lease = {
+      id: newId(), source: req.source, protocol: req.protocol, externalAddress,
+      externalPort: start, externalPortEnd: start + span, internalAddress: req.internalAddress, internalPort: req.internalPort,
+      remoteAddress: req.remoteAddress ?? null, remotePrefix: req.remotePrefix ?? null, remotePort: req.remotePort ?? null,
+      owner: req.owner, description: req.description ?? '', nonce: req.nonce ?? null,
+      createdAt: now, updatedAt: now, expiresAt, requestedLifetime: req.lifetime, readOnly: req.readOnly ?? false,
+      rule: req.rule ?? null, state: 'active', endedAt: null, endReason: null,
+    };
+    s.insert.run({
+      id: lease.id, source: lease.source, protocol: lease.protocol, external_address: lease.externalAddress,
+      external_port: lease.externalPort, external_port_end: lease.externalPortEnd, internal_address: lease.internalAddress,
+      internal_port: lease.internalPort, remote_address: lease.remoteAddress, remote_prefix: lease.remotePrefix, remote_port: lease.remotePort,
+      owner: lease.owner, description: lease.description, nonce: lease.nonce, created_at: now, updated_at: now, expires_at: expiresAt,
+      requested_lifetime: lease.requestedLifetime, read_only: lease.readOnly ? 1 : 0, rule: lease.rule,
+    });
+    ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd);
+    maxSpan = Math.max(maxSpan, span);
+    countSource(lease.source, 1);
+    return {
+      result: { ok: true, lease, created: true, lifetime },
+      remove: [], add: [toEntry(lease, now)],
+      events: [event('granted', lease, now, req.actor ?? null, null)],
+    };
+  }
+
+  function doRelease(req: ReleaseRequest): JobOutcome<ReleaseResult> {
+    const now = clock.now();
+    const none = (r: ReleaseResult): JobOutcome<ReleaseResult> => ({ result: r, add: [], remove: [], events: [] });
+    let row: LeaseRow | undefined;
+    if (req.identity === 'internal') {
+      row = s.byInternal.get(req.protocol, req.internalAddress ?? '', req.internalPort ?? 0) as LeaseRow | undefined;
+    } else {
+      row = overlapping(req.protocol, req.externalPort ?? 0, req.externalPort ?? 0);
+      if (row && req.remoteAddress !== undefined && (row.remote_address ?? '') !== (req.remoteAddress ?? '')) row = undefined;
+    }
+    if (!row) return none({ ok: true, lease: null });
+    if (row.read_only === 1) return none({ ok: false, reason: 'not_authorized', detail: `lease ${row.id} is read-only (defined in the configuration)` });
+    if (row.owner !== req.owner && !req.thirdPartyAllowed) return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${row.owner}` });
+    if (req.source === 'pcp' && row.nonce !== null && req.nonce !== row.nonce) return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
+    if (req.identity === 'external' && (row.source === 'pcp' || row.source === 'natpmp' || row.source === 'trigger' || row.source === 'static') && req.source !== row.source && !req.thirdPartyAllowed) {
+      // UPnP may not delete what another mechanism holds
+      return none(conflictOf(row));
+    }
+    const out = endLease(row, 'released', now, req.actor ?? null, 'released', null);
+    return { ...out, result: { ok: true, lease: out.result } };
+  }
+
+  function doRevoke(id: string, actor: string, reason: string | null, allowReadOnly: boolean): JobOutcome<ReleaseResult> {
+    const now = clock.now();
+    const row = s.byId.get(id) as LeaseRow | undefined;
+    if (!row || row.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
+    if (row.read_only === 1 && !allowReadOnly) return { result: { ok: false, reason: 'not_authorized', detail: `lease ${id} is read-only (defined in the configuration); change the configuration instead` }, add: [], remove: [], events: [] };
+    const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
+    return { ...out, result: { ok: true, lease: out.result } };
+  }
+
+  function doExpire(): JobOutcome<number> {
+    const now = clock.now();
+    const rows = s.due.all(now, expiryBatch) as LeaseRow[];
+    const out: JobOutcome<number> = { result: rows.length, add: [], remove: [], events: [], removalOnly: true };
+    for (const row of rows) {
+      const o = endLease(row, 'expired', now, null, 'expired', null);
+      out.remove.push(...o.remove);
+      out.events.push(...o.events);
+    }
+    if (retentionMs > 0) { s.pruneEvents.run(now - retentionMs); s.pruneLeases.run(now - retentionMs); }
+    return out;
+  }
+
+  // ---- the single writer: one transaction and one dataplane batch per tick ----
+  const queue: Job[] = [];
+  let running = false;
+  let closed = false;
+  let scheduled = false;
+  const listeners = new Set<(e: LeaseEvent) => void>();
+
+  function enqueue<R>(name: string, run: () => JobOutcome<R>, onUnavailable: (d: string) => R): Promise<R> {
+    if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
+    return new Promise<R>((resolve) => {
+      queue.push({ name, run, onUnavailable, resolve: resolve as (r: unknown) => void } as Job);
+      kick();
+    });
+  }
+  function enqueueExclusive<R>(name: string, fn: () => Promise<R>, onUnavailable: (d: string) => R): Promise<R> {
+    if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
+    return new Promise<R>((resolve) => {
+      queue.push({ name, run: () => { throw new Error('exclusive'); }, exclusive: fn, onUnavailable, resolve: resolve as (r: unknown) => void } as Job);
+      kick();
+    });
+  }
+  function kick(): void {
+    if (running || scheduled || queue.length === 0) return;
+    scheduled = true;
+    setImmediate(() => { scheduled = false; void tick(); });
+  }
+
+  /** net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing */
+  function netBatch(outcomes: JobOutcome<unknown>[]): { add: DataplaneEntry[]; remove: DataplaneEntry[] } {
+    const removes = new Map<string, DataplaneEntry>();
+    const adds = new Map<string, DataplaneEntry>();
+    for (const o of outcomes) {
+      for (const e of o.remove) { const k = entryKey(e); if (adds.has(k)) adds.delete(k); else removes.set(k, e); }
+      for (const e of o.add) adds.set(entryKey(e), e);
+    }
+    return { add: [...adds.values()], remove: [...removes.values()] };
+  }
+
+  async function tick(): Promise<void> {
+    if (running) return;
+    running = true;
+    try {
+      while (queue.length > 0) {
+        const head = queue[0]!;
+        if (head.exclusive) {
+          queue.shift();
+          try { head.resolve(await head.exclusive()); } catch (e) {
+            log.error({ job: head.name, err: (e as Error).message }, 'exclusive job failed');
+            head.resolve(head.onUnavailable((e as Error).message));
+          }
+          continue;
+        }
+        // a job retried alone after a failed batch runs in a tick of its own
+        const jobs: Job[] = head.solo ? [queue.shift()!] : [];
+        while (!jobs[0]?.solo && queue.length > 0 && !queue[0]!.solo && !queue[0]!.exclusive && jobs.length < 1024) jobs.push(queue.shift()!);
+        await runTick(jobs);
+      }
+    } finally {
+      running = false;
+      kick();
+    }
+  }
+
+  async function runTick(jobs: Job[]): Promise<void> {
+    const outcomes: (JobOutcome<unknown> | null)[] = [];
+    const failures: (string | null)[] = [];
+    try {
+      store.db.exec('BEGIN IMMEDIATE');
+    } catch (e) {
+      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
+      log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
+      return;
+    }
+    for (const j of jobs) {
+      store.db.exec('SAVEPOINT job');
+      try {
+        outcomes.push(j.run());
+        failures.push(null);
+        store.db.exec('RELEASE job');
+      } catch (e) {
+        store.db.exec('ROLLBACK TO job');
+        store.db.exec('RELEASE job');
+        outcomes.push(null);
+        failures.push((e as Error).message);
+        log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
+      }
+    }
+    const ok = outcomes.filter((o): o is JobOutcome<unknown> => o !== null);
+    const batch = netBatch(ok);
+    let applied = true;
+    let dpError = '';
+    if (batch.add.length + batch.remove.length > 0) {
+      const t0 = performance.now();
+      try {
+        await dataplane.apply(batch);
+      } catch (e) {
+        applied = false;
+        dpError = (e as Error).message;
+        metrics?.dataplaneErrors.inc();
+      }
+      metrics?.dataplaneBatchSeconds.observe((performance.now() - t0) / 1000);
+    }
+    metrics?.writerTickSize.observe(jobs.length);
+    if (!applied) {
+      const allRemovals = ok.every((o) => o.removalOnly);
+      if (jobs.length > 1) {
+        store.db.exec('ROLLBACK');
+        rebuildCaches();
+        log.warn({ jobs: jobs.length, err: dpError }, 'dataplane refused a batch; retrying its requests one by one');
+        for (const j of jobs.reverse()) { j.solo = true; queue.unshift(j); }
+        return;
+      }
+      if (allRemovals) {
+        // the element is most likely gone from the kernel already (timed out): the row must end anyway; reconcile repairs the rest
+        log.warn({ job: jobs[0]?.name, err: dpError }, 'dataplane refused a removal; ending the lease anyway and scheduling a reconcile');
+        needReconcile = true;
+      } else {
+        store.db.exec('ROLLBACK');
+        rebuildCaches();
+        log.error({ job: jobs[0]?.name, err: dpError }, 'dataplane refused the change; request refused');
+        for (const j of jobs) j.resolve(j.onUnavailable(`dataplane: ${dpError}`));
+        return;
+      }
+    }
+    try {
+      store.db.exec('COMMIT');
+    } catch (e) {
+      try { store.db.exec('ROLLBACK'); } catch { /* already rolled back */ }
+      rebuildCaches();
+      log.error({ err: (e as Error).message }, 'database commit failed; tick refused and scheduled a reconcile');
+      needReconcile = true;
+      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
+      return;
+    }
+    // committed: now, and only now, answer
+    const ended: DataplaneEntry[] = [];
+    let oi = 0;
+    for (let i = 0; i < jobs.length; i++) {
+      const j = jobs[i]!;
+      if (failures[i] !== null) { j.resolve(j.onUnavailable(failures[i]!)); continue; }
+      const o = ok[oi++]!;
+      j.resolve(o.result);
+      for (const e of o.events) emit(e);
+      if (o.removalOnly) ended.push(...o.remove);
+    }
+    publishGauges();
+    if (ended.length > 0) dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
+    scheduleExpiry();
+    if (needReconcile) { needReconcile = false; void reconcile('after a refused dataplane change'); }
+  }
+  let needReconcile = false;
+
+  function emit(e: LeaseEvent): void {
+    metrics?.leaseEvents.inc({ type: e.type, source: e.source });
+    const l = e.lease;
+    const fields = l ? { id: l.id, source: l.source, owner: l.owner, protocol: l.protocol, external: l.externalPort === l.externalPortEnd ? l.externalPort : `${l.externalPort}-${l.externalPortEnd}`, internal: `${l.internalAddress}:${l.internalPort}`, expiresAt: l.expiresAt, actor: e.actor ?? undefined, reason: e.reason ?? undefined } : {};
+    if (e.type !== 'renewed') log.info(fields, `lease ${e.type}`);
+    else log.debug(fields, 'lease renewed');
+    for (const fn of listeners) { try { fn(e); } catch (err) { log.error({ err: (err as Error).message }, 'lease event listener failed'); } }
+  }
+
+  // ---- expiry: one timer at the earliest expiresAt ----
+  let expiryTimer: unknown = null;
+  let expiryAt: number | null = null;
+  function scheduleExpiry(): void {
+    if (closed) return;
+    const next = (s.nextExpiry.get() as { t: number | null }).t;
+    if (next === expiryAt && expiryTimer !== null) return;
+    if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
+    expiryTimer = null;
+    expiryAt = next;
+    if (next === null) return;
+    expiryTimer = clock.setTimeout(() => { expiryTimer = null; expiryAt = null; void expireDue(); }, Math.max(0, next - clock.now()));
+  }
+  async function expireDue(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await enqueue('expire', doExpire, () => 0);
+      total += n;
+      if (n < expiryBatch) break;
+    }
+    scheduleExpiry();
+    return total;
+  }
+
+  // ---- wall-clock jumps: re-base stored times so remaining lifetimes stay what they were ----
+  function checkWallClock(): number {
+    const drift = clock.wall() - clock.now();
+    if (Math.abs(drift) < 2000 || !clock.rebase) return 0;
+    const tx = store.db.transaction(() => { s.rebaseActive.run(drift, drift, drift); });
+    tx();
+    clock.rebase(drift);
+    log.warn({ driftMs: drift }, 'wall clock jumped; lease times re-based, lifetimes unchanged');
+    if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
+    expiryTimer = null; expiryAt = null;
+    scheduleExpiry();
+    return drift;
+  }
+
+  // ---- reconcile: the kernel gets exactly the table ----
+  let lastReconcile: { at: number; drift: number; added: number; removed: number } | null = null;
+  async function reconcile(why: string, full = true): Promise<{ drift: number }> {
+    return enqueueExclusive('reconcile', async () => {
+      const now = clock.now();
+      const rows = s.allActive.all() as LeaseRow[];
+      if (!full) {
+        const n = await dataplane.count();
+        if (n === rows.length) { lastReconcile = { at: now, drift: 0, added: 0, removed: 0 }; return { drift: 0 }; }
+      }
+      const desired = rows.filter((r) => r.expires_at === null || r.expires_at > now).map((r) => toEntry(rowToLease(r), now));
+      let drift = 0;
+      try {
+        const current = await dataplane.list();
+        const want = new Map(desired.map((e) => [entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort, e]));
+        const have = new Set(current.map((e) => entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort));
+        for (const k of want.keys()) if (!have.has(k)) drift++;
+        for (const k of have) if (!want.has(k)) drift++;
+      } catch { drift = -1; }
+      await dataplane.reset(desired);
+      if (drift !== 0) {
+        metrics?.reconcileDrift.inc(Math.max(drift, 0));
+        log.warn({ why, drift, entries: desired.length }, 'reconcile repaired the dataplane');
+      } else {
+        log.debug({ why, entries: desired.length }, 'reconcile: dataplane matches the table');
+      }
+      lastReconcile = { at: now, drift, added: 0, removed: 0 };
+      return { drift };
+    }, () => ({ drift: -1 }));
+  }
+
+  // ---- static forwards from the configuration ----
+  async function syncStatic(forwards: readonly StaticForwardConfig[]): Promise<{ added: number; removed: number; refused: string[] }> {
+    const want = new Map(forwards.map((f) => [`${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}/${f.remoteAddress ?? ''}/${f.description}`, f]));
+    const rows = (s.allActive.all() as LeaseRow[]).filter((r) => r.source === 'static' && r.read_only === 1);
+    let removed = 0;
+    for (const r of rows) {
+      const k = `${r.protocol}/${r.external_port}-${r.external_port_end}>${r.internal_address}:${r.internal_port}/${r.remote_address ?? ''}/${r.description}`;
+      if (want.has(k)) want.delete(k);
+      else { await enqueue('static-remove', () => doRevoke(r.id, 'config', 'removed from the configuration', true), unavailable); removed++; }
+    }
+    const refused: string[] = [];
+    let added = 0;
+    for (const f of want.values()) {
+      const res = await enqueue('static-add', () => doRequest({
+        source: 'static', identity: 'external', protocol: f.protocol, owner: f.internalAddress, internalAddress: f.internalAddress,
+        internalPort: f.internalPort, externalPort: f.externalPort, externalPortEnd: f.externalPortEnd, allowOtherPort: false,
+        remoteAddress: f.remoteAddress, lifetime: null, description: f.description, thirdPartyAllowed: true, readOnly: true, actor: 'config',
+      }), unavailable);
+      if (res.ok) added++;
+      else {
+        const why = res.reason === 'conflict' ? `port held by ${res.holder.source} lease ${res.holder.id} (${res.holder.owner})` : res.detail;
+        refused.push(`${f.protocol} ${f.externalPort}: ${why}`);
+        log.error({ protocol: f.protocol, externalPort: f.externalPort, why }, 'static forward from the configuration refused');
+      }
+    }
+    return { added, removed, refused };
+  }
+
+  // ---- public face ----
+  rebuildCaches();
+  const table = {
+    store,
+    request: (req: LeaseRequest) => {
+      const p = enqueue<GrantResult>('request', () => doRequest(req), unavailable);
+      return p.then((r) => {
+        if (!r.ok) {
+          metrics?.refusals.inc({ reason: r.reason, source: req.source });
+          const detail = r.reason === 'conflict' ? `held by ${r.holder.source} lease ${r.holder.id} of ${r.holder.owner}` : r.detail;
+          log.info({ source: req.source, owner: req.owner, protocol: req.protocol, externalPort: req.externalPort, internal: `${req.internalAddress}:${req.internalPort}`, reason: r.reason, detail }, 'lease refused');
+          for (const fn of listeners) { try { fn({ type: 'refused', at: clock.now(), leaseId: r.reason === 'conflict' ? r.holder.id : null, lease: null, source: req.source, owner: req.owner, actor: req.actor ?? null, reason: `${r.reason}: ${detail}` }); } catch { /* listener bug */ } }
+        }
+        return r;
+      });
+    },
+    release: (req: ReleaseRequest) => enqueue<ReleaseResult>('release', () => doRelease(req), unavailable),
+    revoke: (id: string, actor: string, reason?: string) => enqueue<ReleaseResult>('revoke', () => doRevoke(id, actor, reason ?? null, false), unavailable),
+    get(id: string): Lease | null { const r = store.r.byId.get(id) as LeaseRow | undefined; return r ? rowToLease(r) : null; },
+    findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null {
+      const r = store.r.byInternal.get(protocol, internalAddress, internalPort) as LeaseRow | undefined; return r ? rowToLease(r) : null;
+    },
+    findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null {
+      const r = store.r.overlapping.get(protocol, Math.max(0, externalPort - maxSpan), externalPort, externalPort) as LeaseRow | undefined;
+      if (!r) return null;
+      if (remoteAddress !== undefined && (r.remote_address ?? null) !== (remoteAddress || null)) return null;
+      return rowToLease(r);
+    },
+    list(filter: LeaseFilter = {}): { leases: Lease[]; total: number } {
+      const where: string[] = [];
+      const args: unknown[] = [];
+      const state = filter.state ?? 'active';
+      if (state !== 'all') { where.push('state = ?'); args.push(state); }
+      if (filter.source) { where.push('source = ?'); args.push(filter.source); }
+      if (filter.owner) { where.push('owner = ?'); args.push(filter.owner); }
+      if (filter.protocol) { where.push('protocol = ?'); args.push(filter.protocol); }
+      if (filter.externalPort !== undefined) { where.push('external_port <= ? AND external_port_end >= ?'); args.push(filter.externalPort, filter.externalPort); }
+      if (filter.internalPort !== undefined) { where.push('internal_port = ?'); args.push(filter.internalPort); }
+      if (filter.search) { where.push(`(description LIKE ? ESCAPE '\\' OR rule LIKE ? ESCAPE '\\')`); const q = `%${filter.search.replace(/[\\%_]/g, (c) => '\\' + c)}%`; args.push(q, q); }
+      const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+      const col = { createdAt: 'created_at', expiresAt: 'expires_at', externalPort: 'external_port', owner: 'owner' }[filter.sort ?? 'createdAt'];
+      const order = filter.order === 'desc' ? 'DESC' : 'ASC';
+      const limit = Math.min(Math.max(filter.limit ?? 100, 1), 10000);
+      const offset = Math.max(filter.offset ?? 0, 0);
+      const total = (store.reader.prepare(`SELECT count(*) AS n FROM leases ${w}`).get(...args) as { n: number }).n;
+      const rows = store.reader.prepare(`SELECT * FROM leases ${w} ORDER BY ${col} ${order}, id LIMIT ? OFFSET ?`).all(...args, limit, offset) as LeaseRow[];
+      return { leases: rows.map(rowToLease), total };
+    },
+    history: (id: string) => store.history(id),
+    countActive() {
+      const bySource: Record<string, number> = {};
+      const byOwner: Record<string, number> = {};
+      let total = 0;
+      for (const r of store.r.countBySource.all() as { source: string; n: number }[]) { bySource[r.source] = r.n; total += r.n; }
+      for (const r of store.r.countByOwner.all() as { owner: string; n: number }[]) byOwner[r.owner] = r.n;
+      return { total, bySource, byOwner };
+    },
+    on(fn: (e: LeaseEvent) => void) { listeners.add(fn); return () => { listeners.delete(fn); }; },
+    externalAddress: () => externalAddress,
+    /** a new WAN address: leases follow it (rows and kernel), one tick */
+    async setExternalAddress(addr: string): Promise<void> {
+      if (addr === externalAddress) return;
+      const old = externalAddress;
+      externalAddress = addr;
+      await enqueueExclusive('external-address', async () => {
+        store.db.prepare(`UPDATE leases SET external_address = ? WHERE state = 'active'`).run(addr);
+        await dataplane.setExternalAddresses([addr]);
+        return null;
+      }, () => null);
+      log.warn({ from: old, to: addr }, 'external address changed; leases follow');
+    },
+    expireDue,
+    reconcile,
+    syncStatic,
+    checkWallClock,
+    scheduleExpiry,
+    lastReconcile: () => lastReconcile,
+    /** queued + in-flight jobs, for tests and status */
+    pending: () => queue.length + (running ? 1 : 0),
+    async close(): Promise<void> {
+      // let queued work finish, then stop accepting
+      while (running || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
+      closed = true;
+      if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
+      expiryTimer = null;
+      store.close();
+    },
+  };
+  scheduleExpiry();
+  return table satisfies LeaseTableApi & Record<string, unknown>;
+}

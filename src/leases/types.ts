@@ -1,0 +1,147 @@
+import type { L4Protocol } from '../dataplane/types.js';
+
+export type LeaseSource = 'upnp' | 'pcp' | 'natpmp' | 'trigger' | 'static';
+export const LEASE_SOURCES: readonly LeaseSource[] = ['upnp', 'pcp', 'natpmp', 'trigger', 'static'];
+
+export interface Lease {
+  readonly id: string;
+  readonly source: LeaseSource;
+  readonly protocol: L4Protocol;
+  readonly externalAddress: string;
+  readonly externalPort: number;
+  readonly externalPortEnd: number;
+  readonly internalAddress: string;
+  readonly internalPort: number;
+  readonly remoteAddress: string | null;
+  readonly remotePrefix: number | null;
+  readonly remotePort: number | null;
+  /** the LAN address that asked */
+  readonly owner: string;
+  readonly description: string;
+  /** PCP mapping nonce as 24 hex chars; null for others */
+  readonly nonce: string | null;
+  /** epoch ms (wall clock at grant, re-based on start) */
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** epoch ms; null only for leases without expiry (static forwards) */
+  readonly expiresAt: number | null;
+  /** the lifetime requested by the client in seconds, before clamping (0 = "permanent" for UPnP v1) */
+  readonly requestedLifetime: number | null;
+  /** config-file static forwards and trigger rules: not revocable / editable via API */
+  readonly readOnly: boolean;
+  /** for triggers: the rule name */
+  readonly rule: string | null;
+  readonly state: 'active' | 'ended';
+  readonly endedAt: number | null;
+  readonly endReason: EndReason | null;
+}
+
+export type EndReason = 'released' | 'expired' | 'revoked' | 'replaced' | 'config';
+
+/**
+ * What a front-end asks for. The core knows no protocol numbers.
+ * identity: how the caller names the mapping.
+ *  - 'internal' (PCP MAP, NAT-PMP): (protocol, internalAddress, internalPort) — a renewal may suggest another or no port
+ *  - 'external' (UPnP, admin, trigger): (protocol, externalPort, remoteAddress)
+ */
+export interface LeaseRequest {
+  readonly source: LeaseSource;
+  readonly identity: 'internal' | 'external';
+  readonly protocol: L4Protocol;
+  readonly owner: string;
+  readonly internalAddress: string;
+  readonly internalPort: number;
+  /** suggested external port; 0 or undefined = any */
+  readonly externalPort?: number;
+  /** for ranges (triggers, static); defaults to externalPort */
+  readonly externalPortEnd?: number;
+  /** when the suggested port is taken, may another be allocated? (PCP without PREFER_FAILURE, AddAnyPortMapping) */
+  readonly allowOtherPort: boolean;
+  readonly remoteAddress?: string | null;
+  readonly remotePrefix?: number | null;
+  readonly remotePort?: number | null;
+  /** requested lifetime in seconds; null = no expiry (static only). Clamped by policy per source. 0 is NOT a delete here: use release(). */
+  readonly lifetime: number | null;
+  readonly description?: string;
+  readonly nonce?: string | null;
+  /** the requester is a trusted third party (PCP THIRD_PARTY allowed by policy, admin, trigger) */
+  readonly thirdPartyAllowed?: boolean;
+  readonly readOnly?: boolean;
+  readonly rule?: string | null;
+  /** who is acting, for the audit trail (e.g. 'admin:token-name', 'pcp:192.168.1.5') */
+  readonly actor?: string;
+}
+
+export type Refusal =
+  | { readonly ok: false; readonly reason: 'conflict'; readonly holder: { readonly id: string; readonly source: LeaseSource; readonly owner: string; readonly externalPort: number; readonly externalPortEnd: number } }
+  | { readonly ok: false; readonly reason: 'not_authorized'; readonly detail: string }   // secure mode, third party, nonce mismatch, read-only lease
+  | { readonly ok: false; readonly reason: 'denied'; readonly detail: string }           // allow/deny rules
+  | { readonly ok: false; readonly reason: 'reserved'; readonly detail: string }         // reserved port
+  | { readonly ok: false; readonly reason: 'quota'; readonly detail: string }            // per-owner limit
+  | { readonly ok: false; readonly reason: 'no_port'; readonly detail: string }          // no free external port left
+  | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string }          // bad arguments (port 0 internal, range mismatch...)
+  | { readonly ok: false; readonly reason: 'unavailable'; readonly detail: string };     // database or dataplane failure: transient
+
+export type RefusalReason = Refusal['reason'];
+
+export type GrantResult =
+  | { readonly ok: true; readonly lease: Lease; readonly created: boolean; readonly lifetime: number | null }
+  | Refusal;
+
+/** release by the holder (UPnP DeletePortMapping, PCP/NAT-PMP lifetime 0) */
+export interface ReleaseRequest {
+  readonly source: LeaseSource;
+  readonly identity: 'internal' | 'external';
+  readonly protocol: L4Protocol;
+  readonly owner: string;
+  /** internal identity */
+  readonly internalAddress?: string;
+  readonly internalPort?: number;
+  /** external identity */
+  readonly externalPort?: number;
+  readonly remoteAddress?: string | null;
+  /** PCP: must match the lease's nonce when the lease has one */
+  readonly nonce?: string | null;
+  /** may release leases of other owners (admin, secure mode off) */
+  readonly thirdPartyAllowed?: boolean;
+  readonly actor?: string;
+}
+
+export type ReleaseResult =
+  | { readonly ok: true; readonly lease: Lease | null }   // null: nothing to release (PCP says: success)
+  | Refusal;
+
+export interface LeaseFilter {
+  readonly source?: LeaseSource;
+  readonly owner?: string;
+  readonly protocol?: L4Protocol;
+  readonly externalPort?: number;
+  readonly internalPort?: number;
+  readonly state?: 'active' | 'ended' | 'all';
+  readonly search?: string;
+  readonly limit?: number;
+  readonly offset?: number;
+  readonly sort?: 'createdAt' | 'expiresAt' | 'externalPort' | 'owner';
+  readonly order?: 'asc' | 'desc';
+}
+
+export type LeaseEventType = 'granted' | 'renewed' | 'released' | 'expired' | 'revoked' | 'refused' | 'replaced';
+
+export interface LeaseEvent {
+  readonly type: LeaseEventType;
+  readonly at: number;
+  readonly leaseId: string | null;
+  readonly lease: Lease | null;
+  readonly source: LeaseSource;
+  readonly owner: string;
+  readonly actor: string | null;
+  readonly reason: string | null;
+}
+
+export interface HistoryEntry {
+  readonly leaseId: string;
+  readonly type: LeaseEventType;
+  readonly at: number;
+  readonly actor: string | null;
+  readonly reason: string | null;
+}

@@ -1,0 +1,32 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** All portd metrics on one registry, created once per running instance (no globals: tests build their own). */
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'portd_process_' });
+  const m = {
+    registry,
+    leasesActive: new Gauge({ name: 'portd_leases_active', help: 'Active leases by source', labelNames: ['source'] as const, registers: [registry] }),
+    requests: new Counter({ name: 'portd_requests_total', help: 'Requests by front-end and result code', labelNames: ['frontend', 'result'] as const, registers: [registry] }),
+    requestSeconds: new Histogram({
+      name: 'portd_request_duration_seconds', help: 'Request latency by front-end', labelNames: ['frontend'] as const,
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry],
+    }),
+    refusals: new Counter({ name: 'portd_refusals_total', help: 'Refused lease requests by reason and source', labelNames: ['reason', 'source'] as const, registers: [registry] }),
+    leaseEvents: new Counter({ name: 'portd_lease_events_total', help: 'Lease events by type and source', labelNames: ['type', 'source'] as const, registers: [registry] }),
+    dataplaneBatchSeconds: new Histogram({
+      name: 'portd_dataplane_batch_duration_seconds', help: 'Dataplane batch apply latency',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5], registers: [registry],
+    }),
+    dataplaneErrors: new Counter({ name: 'portd_dataplane_errors_total', help: 'Failed dataplane batches', registers: [registry] }),
+    writerTickSize: new Histogram({ name: 'portd_writer_tick_requests', help: 'Requests per writer tick (group commit)', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024], registers: [registry] }),
+    reconcileDrift: new Counter({ name: 'portd_reconcile_drift_total', help: 'Kernel entries added or removed by reconcile', registers: [registry] }),
+    badInput: new Counter({ name: 'portd_bad_input_total', help: 'Malformed or hostile input dropped or refused, by front-end and kind', labelNames: ['frontend', 'kind'] as const, registers: [registry] }),
+    rateLimited: new Counter({ name: 'portd_rate_limited_total', help: 'Requests dropped by a per-client rate limit', labelNames: ['frontend'] as const, registers: [registry] }),
+    ssdp: new Counter({ name: 'portd_ssdp_messages_total', help: 'SSDP messages by kind (search, response, notify)', labelNames: ['kind'] as const, registers: [registry] }),
+    gena: new Counter({ name: 'portd_gena_total', help: 'GENA subscriptions and notifications by kind', labelNames: ['kind'] as const, registers: [registry] }),
+    triggerFirings: new Counter({ name: 'portd_trigger_firings_total', help: 'Trigger firings by rule and result', labelNames: ['rule', 'result'] as const, registers: [registry] }),
+  };
+  return m;
+}
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,72 @@
+import type { PolicyConfig, PolicyRule } from '../config/types.js';
+import type { LeaseRequest, LeaseSource, Refusal } from '../leases/types.js';
+import { ipv4ToInt } from './ip.js';
+
+/** sources an admin configured: allow/deny rules, reserved ports and quotas don't apply to them */
+const TRUSTED: ReadonlySet<LeaseSource> = new Set(['static', 'trigger']);
+
+export interface Policy {
+  readonly config: PolicyConfig;
+  /** the first refusal that applies before any write, or null */
+  check(req: LeaseRequest, externalPort: number, externalPortEnd: number): Refusal | null;
+  /** is this external port allowed for the request (used while allocating) */
+  portAllowed(req: LeaseRequest, externalPort: number): boolean;
+  /** the lifetime to grant in seconds, from the requested one; null = no expiry */
+  clampLifetime(source: LeaseSource, requested: number | null): number | null;
+  isTrusted(source: LeaseSource): boolean;
+  quota(): number;
+}
+
+function ruleMatches(r: PolicyRule, ext: number, addr: number, iport: number): boolean {
+  if (ext < r.extStart || ext > r.extEnd) return false;
+  if (iport < r.intStart || iport > r.intEnd) return false;
+  const mask = r.prefix === 0 ? 0 : (~0 << (32 - r.prefix)) >>> 0;
+  return ((addr & mask) >>> 0) === ((ipv4ToInt(r.address) & mask) >>> 0);
+}
+
+export function createPolicy(config: PolicyConfig): Policy {
+  const reserved = new Set(config.reservedPorts);
+  /** first match wins, like miniupnpd; no rules at all = allow; rules but no match = deny */
+  function ruleFor(req: LeaseRequest, ext: number): PolicyRule | 'none' | null {
+    if (config.rules.length === 0) return 'none';
+    const addr = ipv4ToInt(req.internalAddress);
+    for (const r of config.rules) if (ruleMatches(r, ext, addr, req.internalPort)) return r;
+    return null;
+  }
+  const policy: Policy = {
+    config,
+    isTrusted: (s) => TRUSTED.has(s),
+    quota: () => config.maxLeasesPerClient,
+    portAllowed(req, ext) {
+      if (TRUSTED.has(req.source)) return true;
+      if (reserved.has(ext)) return false;
+      const r = ruleFor(req, ext);
+      return r === 'none' || (r !== null && r.action === 'allow');
+    },
+    check(req, ext, extEnd) {
+      if (!Number.isInteger(req.internalPort) || req.internalPort < 1 || req.internalPort > 65535)
+        return { ok: false, reason: 'invalid', detail: `internal port ${req.internalPort} is not 1-65535` };
+      if (ipv4ToInt(req.internalAddress) < 0) return { ok: false, reason: 'invalid', detail: `internal address ${req.internalAddress} is not IPv4` };
+      if (ext < 1 || extEnd > 65535 || extEnd < ext) return { ok: false, reason: 'invalid', detail: `external ports ${ext}-${extEnd} are not a range within 1-65535` };
+      if (req.internalPort + (extEnd - ext) > 65535) return { ok: false, reason: 'invalid', detail: 'internal port range passes 65535' };
+      if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress)
+        return { ok: false, reason: 'not_authorized', detail: `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}` };
+      if (TRUSTED.has(req.source)) return null;
+      for (let p = ext; p <= extEnd; p++) {
+        if (reserved.has(p)) return { ok: false, reason: 'reserved', detail: `external port ${p} is reserved (policy.reservedPorts)` };
+        const r = ruleFor(req, p);
+        if (r === null) return { ok: false, reason: 'denied', detail: `no policy rule allows ${req.internalAddress}:${req.internalPort} on external port ${p}` };
+        if (r !== 'none' && r.action === 'deny') return { ok: false, reason: 'denied', detail: `policy rule "${r.text}" denies external port ${p} to ${req.internalAddress}` };
+      }
+      return null;
+    },
+    clampLifetime(source, requested) {
+      if (source === 'static') return requested === null || requested === 0 ? null : requested;
+      const b = config.lifetime[source];
+      // UPnP v1 "permanent" (0) is capped at the maximum, as IGD:2 requires
+      if (requested === null || requested === 0) return b.max;
+      return Math.min(b.max, Math.max(b.min, Math.floor(requested)));
+    },
+  };
+  return policy;
+}
