@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// Installs the system tools the test suites need when run as root and they are missing (Debian apt).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { TOOLS } from './tools.mjs';
+
+const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0
+  || spawnSync('sh', ['-c', `test -x /usr/sbin/${bin} || test -x /sbin/${bin}`], { stdio: 'ignore' }).status === 0;
+const missing = TOOLS.filter((t) => !has(t.bin));
+if (missing.length === 0) process.exit(0);
+const isRoot = process.getuid?.() === 0;
+if (!isRoot) {
+  console.error(`pretest: missing ${missing.map((t) => t.bin).join(', ')} (not root: not installing; suites needing them will say so)`);
+  process.exit(0);
+}
+const pkgs = [...new Set(missing.map((t) => t.pkg))];
+console.error(`pretest: installing ${pkgs.join(' ')} with apt for ${missing.map((t) => t.bin).join(', ')}`);
+const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+try {
+  execFileSync('apt-get', ['update', '-q'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...pkgs], { stdio: ['ignore', 'ignore', 'inherit'], env });
+} catch (e) {
+  console.error(`pretest: apt-get failed: ${e.message}`);
+  if (process.env.CI === 'true') process.exit(1);
+}
+const still = TOOLS.filter((t) => !has(t.bin));
+if (still.length > 0) {
+  console.error(`pretest: still missing after apt: ${still.map((t) => t.bin).join(', ')}`);
+  if (process.env.CI === 'true') process.exit(1);
+}

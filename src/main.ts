@@ -1,0 +1,157 @@
+import { networkInterfaces } from 'node:os';
+import type { Logger } from 'pino';
+import type { Config } from './config/types.js';
+import { createMemoryDataplane } from './dataplane/memory.js';
+import type { Dataplane } from './dataplane/types.js';
+import { ErrorCode, PortdError } from './errors.js';
+import { createSystemClock } from './leases/clock.js';
+import { createLeaseTable, type LeaseTable } from './leases/table.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { createPolicy } from './policy/policy.js';
+
+export const VERSION = '0.1.0';
+
+/** a part of the running daemon that can be stopped */
+interface Part { readonly name: string; close(): Promise<void> }
+
+export interface Portd {
+  readonly config: Config;
+  readonly leases: LeaseTable;
+  readonly dataplane: Dataplane;
+  readonly metrics: Metrics;
+  readonly startedAt: number;
+  /** apply a new configuration: policy, static forwards and triggers change atomically */
+  reload(next: Config): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** the IPv4 addresses front-ends listen on: configured, or read from the LAN interfaces */
+export function listenAddresses(config: Config): string[] {
+  if (config.listenAddresses && config.listenAddresses.length > 0) return [...config.listenAddresses];
+  const ifs = networkInterfaces();
+  const out: string[] = [];
+  for (const name of config.interfaces.lan) {
+    for (const a of ifs[name] ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
+  }
+  return out;
+}
+
+async function createDataplane(config: Config, log: Logger, metrics: Metrics): Promise<Dataplane> {
+  if (config.dataplane.driver === 'memory') return createMemoryDataplane();
+  const { preflight } = await import('./dataplane/preflight.js');
+  await preflight({ nftPath: config.dataplane.nftPath });
+  const { createNftablesDataplane } = await import('./dataplane/nftables.js');
+  return createNftablesDataplane({
+    table: config.dataplane.table, wan: config.interfaces.wan, lan: [...config.interfaces.lan], hairpin: config.dataplane.hairpin,
+    grace: config.dataplane.grace, nftPath: config.dataplane.nftPath, conntrackPath: config.dataplane.conntrackPath,
+    frontendPorts: {
+      tcp: [config.upnp.httpPort, ...(adminPort(config) ? [adminPort(config)!] : [])],
+      udp: [1900, config.pcp.port],
+    },
+    log, metrics,
+  });
+}
+
+function adminPort(config: Config): number | null {
+  const m = /:(\d+)$/.exec(config.admin.listen);
+  return m ? Number(m[1]) : null;
+}
+
+async function resolveExternalAddress(config: Config, log: Logger): Promise<string> {
+  if (config.externalAddress !== 'auto') return config.externalAddress;
+  const { readInterfaceAddress } = await import('./dataplane/external-address.js');
+  const a = await readInterfaceAddress(config.interfaces.wan);
+  if (!a) {
+    log.warn({ wan: config.interfaces.wan }, 'WAN interface has no IPv4 address yet; using 0.0.0.0 until it gets one');
+    return '0.0.0.0';
+  }
+  return a;
+}
+
+export async function startPortd(config: Config, log: Logger): Promise<Portd> {
+  const startedAt = Date.now();
+  const metrics = createMetrics({ defaultMetrics: true });
+  const parts: Part[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  const clock = createSystemClock();
+  let policy = createPolicy(config.policy);
+  let current = config;
+
+  const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics);
+  await dataplane.init();
+  const externalAddress = await resolveExternalAddress(config, log);
+  await dataplane.setExternalAddresses([externalAddress]);
+
+  // the table reads the policy through this indirection, so SIGHUP swaps it atomically between ticks
+  const policyRef = new Proxy({} as ReturnType<typeof createPolicy>, { get: (_t, k) => (policy as unknown as Record<string | symbol, unknown>)[k] });
+  const leases = createLeaseTable({
+    database: config.database, dataplane, policy: policyRef, clock, log, metrics, externalAddress,
+    grace: config.dataplane.grace, historyRetention: config.policy.historyRetention,
+  });
+  parts.push({ name: 'leases', close: () => leases.close() });
+
+  // reconcile on start: the kernel gets exactly the table; then leases that expired while we were down end
+  const t0 = performance.now();
+  const r = await leases.reconcile('start');
+  log.info({ drift: r.drift, ms: Math.round(performance.now() - t0), active: leases.countActive().total }, 'dataplane reconciled on start');
+  await leases.expireDue();
+  const st = await leases.syncStatic(config.staticForwards);
+  if (st.added || st.removed) log.info(st, 'static forwards from the configuration applied');
+
+  // periodic, cheap reconcile (count compare; full compare when the counts differ)
+  if (config.dataplane.reconcileInterval > 0) {
+    timers.push(setInterval(() => { void leases.reconcile('periodic', false); }, config.dataplane.reconcileInterval * 1000));
+  }
+  // an NTP step after boot must neither expire nor extend leases
+  timers.push(setInterval(() => leases.checkWallClock(), 5000));
+  for (const t of timers) t.unref();
+
+  const listen = listenAddresses(config);
+  if (listen.length === 0) log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
+  const ctx: FrontendContext = { config, leases, metrics, log, listen, clock, dataplane, startedAt, parts };
+  for (const start of frontendStarters) await start(ctx);
+
+  const portd: Portd = {
+    get config() { return current; },
+    leases, dataplane, metrics, startedAt,
+    async reload(next: Config) {
+      const changed: string[] = [];
+      for (const k of ['interfaces', 'database', 'dataplane', 'upnp', 'pcp', 'natpmp', 'admin', 'listenAddresses', 'stateDir'] as const) {
+        if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
+      }
+      if (changed.length) log.warn({ keys: changed }, 'these settings change only on restart; kept the running values');
+      policy = createPolicy(next.policy);
+      current = next;
+      const res = await leases.syncStatic(next.staticForwards);
+      for (const fn of reloadHooks) await fn(next, ctx);
+      log.info({ staticAdded: res.added, staticRemoved: res.removed, refused: res.refused.length }, 'configuration reloaded');
+    },
+    async close() {
+      for (const t of timers) clearInterval(t);
+      for (const p of [...parts].reverse()) {
+        try { await p.close(); } catch (e) { log.error({ part: p.name, err: (e as Error).message }, 'error while stopping'); }
+      }
+      await dataplane.close();
+    },
+  };
+  return portd;
+}
+
+/** what a front-end needs to start; each registers its own Part for shutdown */
+export interface FrontendContext {
+  readonly config: Config;
+  readonly leases: LeaseTable;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly listen: string[];
+  readonly clock: ReturnType<typeof createSystemClock>;
+  readonly dataplane: Dataplane;
+  readonly startedAt: number;
+  readonly parts: Part[];
+}
+
+/** front-ends in start order; each is added as it lands */
+const frontendStarters: ((ctx: FrontendContext) => Promise<void>)[] = [];
+const reloadHooks: ((next: Config, ctx: FrontendContext) => Promise<void>)[] = [];
+
+export function assertNever(x: never): never { throw new PortdError(ErrorCode.USAGE, `unexpected ${String(x)}`); }
