@@ -18,16 +18,16 @@ export function createMemoryDataplane(opts: MemoryDataplaneOptions = {}): Datapl
     async init() {},
     async apply(batch: DataplaneBatch) {
       if (opts.failIf?.(batch)) throw new Error('memory dataplane: batch refused (test hook)');
-      // validate first so the batch is all-or-nothing
-      const next = new Map(entries);
-      for (const e of batch.remove) next.delete(entryKey(e));
+      // validate first so the batch is all-or-nothing (an add may reuse a key the same batch removes)
+      const removed = new Set(batch.remove.map(entryKey));
+      const added = new Set<string>();
       for (const e of batch.add) {
         const k = entryKey(e);
-        if (next.has(k)) throw new Error(`memory dataplane: element ${k} exists`);
-        next.set(k, e);
+        if ((entries.has(k) && !removed.has(k)) || added.has(k)) throw new Error(`memory dataplane: element ${k} exists`);
+        added.add(k);
       }
-      entries.clear();
-      for (const [k, v] of next) entries.set(k, v);
+      for (const k of removed) entries.delete(k);
+      for (const e of batch.add) entries.set(entryKey(e), e);
       self.batches++;
     },
     async list() { return [...entries.values()]; },

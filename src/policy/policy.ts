@@ -26,12 +26,11 @@ function ruleMatches(r: PolicyRule, ext: number, addr: number, iport: number): b
 
 export function createPolicy(config: PolicyConfig): Policy {
   const reserved = new Set(config.reservedPorts);
-  /** first match wins, like miniupnpd; no rules at all = allow; rules but no match = deny */
-  function ruleFor(req: LeaseRequest, ext: number): PolicyRule | 'none' | null {
-    if (config.rules.length === 0) return 'none';
+  /** first match wins; no match allows (miniupnpd's default: end the list with a deny-all rule to close it) */
+  function ruleFor(req: LeaseRequest, ext: number): PolicyRule | 'none' {
     const addr = ipv4ToInt(req.internalAddress);
     for (const r of config.rules) if (ruleMatches(r, ext, addr, req.internalPort)) return r;
-    return null;
+    return 'none';
   }
   const policy: Policy = {
     config,
@@ -41,7 +40,7 @@ export function createPolicy(config: PolicyConfig): Policy {
       if (TRUSTED.has(req.source)) return true;
       if (reserved.has(ext)) return false;
       const r = ruleFor(req, ext);
-      return r === 'none' || (r !== null && r.action === 'allow');
+      return r === 'none' || r.action === 'allow';
     },
     check(req, ext, extEnd) {
       if (!Number.isInteger(req.internalPort) || req.internalPort < 1 || req.internalPort > 65535)
@@ -55,7 +54,6 @@ export function createPolicy(config: PolicyConfig): Policy {
       for (let p = ext; p <= extEnd; p++) {
         if (reserved.has(p)) return { ok: false, reason: 'reserved', detail: `external port ${p} is reserved (policy.reservedPorts)` };
         const r = ruleFor(req, p);
-        if (r === null) return { ok: false, reason: 'denied', detail: `no policy rule allows ${req.internalAddress}:${req.internalPort} on external port ${p}` };
         if (r !== 'none' && r.action === 'deny') return { ok: false, reason: 'denied', detail: `policy rule "${r.text}" denies external port ${p} to ${req.internalAddress}` };
       }
       return null;
