@@ -1,0 +1,114 @@
+import { isIPv4 } from 'node:net';
+import type { StaticForwardConfig } from './types.js';
+import { Issues, joinPath, show } from './errors.js';
+import { type Raw, parseAt, section, suggest } from './check.js';
+import { formatPortRange, parsePortRange, rangesOverlap, reservedIn } from './ports.js';
+import { isUsableIPv4Host } from './net.js';
+
+export const STATIC_FORWARD_KEYS = ['protocol', 'externalPort', 'internal', 'remoteHost', 'description'] as const;
+
+/**
+ * Reads one static forward:
+ *   { protocol: tcp|udp|both, externalPort: 8443 | "8000-8010", internal: "192.168.1.20:443" | "192.168.1.20",
+ *     remoteHost?: "203.0.113.7", description?: "nas" }
+ * A range maps 1:1 onto the internal port range starting at the internal port (or the same ports
+ * when the internal port is left out). `both` yields one forward per protocol.
+ */
+export function readStaticForward(obj: unknown, path: string, reservedPorts: readonly number[], issues: Issues): StaticForwardConfig[] {
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+    issues.add(path, `must be a mapping like { protocol: tcp, externalPort: 8443, internal: "192.168.1.20:443" }, got ${show(obj)}`);
+    return [];
+  }
+  const before = issues.count;
+  const raw: Raw = section(obj, path, STATIC_FORWARD_KEYS, issues);
+
+  const pp = joinPath(path, 'protocol');
+  const proto = raw['protocol'];
+  let protocols: ('tcp' | 'udp')[] = [];
+  if (proto === undefined) issues.add(pp, 'is required: tcp, udp or both');
+  else if (proto === 'tcp' || proto === 'udp') protocols = [proto];
+  else if (proto === 'both') protocols = ['tcp', 'udp'];
+  else {
+    const s = typeof proto === 'string' ? suggest(proto.toLowerCase(), ['tcp', 'udp', 'both']) : null;
+    issues.add(pp, `must be one of tcp, udp, both, got ${show(proto)}${s && s !== proto ? ` (did you mean ${s}?)` : ''}`);
+  }
+
+  const ep = joinPath(path, 'externalPort');
+  const ext = raw['externalPort'] === undefined
+    ? (issues.add(ep, 'is required: a port like 8443 or a range like "8000-8010"'), undefined)
+    : parseAt(ep, issues, () => parsePortRange(raw['externalPort']));
+  if (ext) {
+    const reserved = reservedIn(ext, reservedPorts);
+    if (reserved.length > 0) {
+      issues.add(ep, `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ${reserved.length > 1 ? 'them' : 'it'})`);
+    }
+  }
+
+  const ip = joinPath(path, 'internal');
+  const internal = raw['internal'];
+  let internalAddress = '';
+  let internalPort = ext?.start ?? 0;
+  if (internal === undefined) issues.add(ip, 'is required: "192.168.1.20:443" or "192.168.1.20" (same port)');
+  else {
+    const m = typeof internal === 'string' ? /^(\d+\.\d+\.\d+\.\d+)(?::(\d{1,5}))?$/.exec(internal.trim()) : null;
+    if (!m || !isIPv4(m[1]!)) {
+      issues.add(ip, `must be "address:port" or "address" (same port) with an IPv4 LAN address, got ${show(internal)}`);
+    } else if (!isUsableIPv4Host(m[1]!)) {
+      issues.add(ip, `must be a unicast IPv4 host address, got ${show(m[1])}`);
+    } else {
+      internalAddress = m[1]!;
+      if (m[2] !== undefined) {
+        const port = Number(m[2]);
+        if (port < 1 || port > 65535) issues.add(ip, `port must be between 1 and 65535, got ${port}`);
+        else {
+          internalPort = port;
+          if (ext && port + (ext.end - ext.start) > 65535) {
+            issues.add(ip, `the range ${formatPortRange(ext)} maps 1:1 onto ${port}-${port + ext.end - ext.start}, past port 65535`);
+          }
+        }
+      }
+    }
+  }
+
+  let remoteAddress: string | null = null;
+  const rh = raw['remoteHost'];
+  if (rh !== undefined && rh !== null && rh !== '') {
+    if (typeof rh !== 'string' || !isIPv4(rh) || !isUsableIPv4Host(rh)) issues.add(joinPath(path, 'remoteHost'), `must be an IPv4 host address (only that peer may use the forward) or null, got ${show(rh)}`);
+    else remoteAddress = rh;
+  }
+
+  let description = '';
+  const d = raw['description'];
+  if (d !== undefined && d !== null) {
+    if (typeof d !== 'string') issues.add(joinPath(path, 'description'), `must be a string, got ${show(d)}`);
+    else if (d.length > 256) issues.add(joinPath(path, 'description'), `must be at most 256 characters, got ${d.length}`);
+    else description = d;
+  }
+
+  if (issues.count > before || !ext) return [];
+  return protocols.map((protocol) => ({
+    protocol,
+    externalPort: ext.start,
+    externalPortEnd: ext.end,
+    internalAddress,
+    internalPort,
+    remoteAddress,
+    description,
+  }));
+}
+
+/** reports forwards that claim the same external ports (per protocol) */
+export function checkStaticOverlaps(forwards: readonly { fwd: StaticForwardConfig; path: string }[], issues: Issues): void {
+  for (let i = 0; i < forwards.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = forwards[i]!; const b = forwards[j]!;
+      if (a.path === b.path) continue; // the two halves of a `both`
+      if (a.fwd.protocol !== b.fwd.protocol) continue;
+      const ra = { start: a.fwd.externalPort, end: a.fwd.externalPortEnd };
+      const rb = { start: b.fwd.externalPort, end: b.fwd.externalPortEnd };
+      if (rangesOverlap(ra, rb)) {
+        issues.add(joinPath(a.path, 'externalPort'), `${a.fwd.protocol} ${formatPortRange(ra)} overlaps ${b.fwd.protocol} ${formatPortRange(rb)} of ${b.path}`);
+      }
+    }
+  }
+}
