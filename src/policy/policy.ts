@@ -1,6 +1,7 @@
 import type { PolicyConfig, PolicyRule } from '../config/types.js';
 import type { LeaseRequest, LeaseSource, Refusal } from '../leases/types.js';
-import { ipv4ToInt } from './ip.js';
+import { inPrefix } from './ip.js';
+import { ipv4ToInt } from '../config/net.js';
 
 /** sources an admin configured: allow/deny rules, reserved ports and quotas don't apply to them */
 const TRUSTED: ReadonlySet<LeaseSource> = new Set(['static', 'trigger']);
@@ -17,19 +18,17 @@ export interface Policy {
   quota(): number;
 }
 
-function ruleMatches(r: PolicyRule, ext: number, addr: number, iport: number): boolean {
+function ruleMatches(r: PolicyRule, ext: number, addr: string, iport: number): boolean {
   if (ext < r.extStart || ext > r.extEnd) return false;
   if (iport < r.intStart || iport > r.intEnd) return false;
-  const mask = r.prefix === 0 ? 0 : (~0 << (32 - r.prefix)) >>> 0;
-  return ((addr & mask) >>> 0) === ((ipv4ToInt(r.address) & mask) >>> 0);
+  return inPrefix(addr, r.address, r.prefix);
 }
 
 export function createPolicy(config: PolicyConfig): Policy {
   const reserved = new Set(config.reservedPorts);
   /** first match wins; no match allows (miniupnpd's default: end the list with a deny-all rule to close it) */
   function ruleFor(req: LeaseRequest, ext: number): PolicyRule | 'none' {
-    const addr = ipv4ToInt(req.internalAddress);
-    for (const r of config.rules) if (ruleMatches(r, ext, addr, req.internalPort)) return r;
+    for (const r of config.rules) if (ruleMatches(r, ext, req.internalAddress, req.internalPort)) return r;
     return 'none';
   }
   const policy: Policy = {
@@ -45,7 +44,7 @@ export function createPolicy(config: PolicyConfig): Policy {
     check(req, ext, extEnd) {
       if (!Number.isInteger(req.internalPort) || req.internalPort < 1 || req.internalPort > 65535)
         return { ok: false, reason: 'invalid', detail: `internal port ${req.internalPort} is not 1-65535` };
-      if (ipv4ToInt(req.internalAddress) < 0) return { ok: false, reason: 'invalid', detail: `internal address ${req.internalAddress} is not IPv4` };
+      if (ipv4ToInt(req.internalAddress) === null) return { ok: false, reason: 'invalid', detail: `internal address ${req.internalAddress} is not IPv4` };
       if (ext < 1 || extEnd > 65535 || extEnd < ext) return { ok: false, reason: 'invalid', detail: `external ports ${ext}-${extEnd} are not a range within 1-65535` };
       if (req.internalPort + (extEnd - ext) > 65535) return { ok: false, reason: 'invalid', detail: 'internal port range passes 65535' };
       if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress)
