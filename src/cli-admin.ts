@@ -1,31 +1,35 @@
-import { parseArgs } from 'node:util';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DEFAULT_CONFIG_PATH } from './config/index.js';
 import type { Config } from './config/types.js';
 
-/** `portd leases|revoke|forward|status`: find the admin API from the config (or --url), then talk to it */
+/**
+ * `portd leases|revoke|forward|status`: find the admin API (--url, PORTD_ADMIN_URL, admin.listen of --config
+ * or /etc/portd/portd.yaml, else 127.0.0.1:8080) and its token (--token, PORTD_ADMIN_TOKEN, admin.token,
+ * admin.tokenFile, <stateDir>/admin-token), then run the command against it.
+ */
 export async function runCliAdminCommand(cmd: string, rest: string[], readConfig: (path: string | undefined) => Config): Promise<number> {
-  const { values, tokens } = parseArgs({
-    args: rest, strict: false, tokens: true,
-    options: { config: { type: 'string', short: 'c' }, url: { type: 'string' }, token: { type: 'string' } },
-  });
-  // strip the connection flags; the command parser sees the rest
-  const drop = new Set<number>();
-  for (const t of tokens ?? []) if (t.kind === 'option' && ['config', 'url', 'token'].includes(t.name)) {
-    drop.add(t.index);
-    if (t.value !== undefined && t.inlineValue === false) drop.add(t.index + 1);
+  const args: string[] = [];
+  let configPath: string | undefined;
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (a === '--config' || a === '-c') configPath = rest[++i];
+    else if (a.startsWith('--config=')) configPath = a.slice('--config='.length);
+    else args.push(a);
   }
-  const args = rest.filter((_, i) => !drop.has(i));
-  let baseUrl = typeof values.url === 'string' ? values.url : null;
-  let token = typeof values.token === 'string' ? values.token : process.env.PORTD_ADMIN_TOKEN ?? null;
-  if (!baseUrl) {
-    const config = readConfig(typeof values.config === 'string' ? values.config : (process.env.PORTD_CONFIG ?? DEFAULT_CONFIG_PATH));
-    const listen = config.admin.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
-    baseUrl = `http://${listen}`;
-    token ??= config.admin.token;
-    if (!token && config.admin.tokenFile) {
-      try { token = (await import('node:fs')).readFileSync(config.admin.tokenFile, 'utf8').trim(); } catch { /* the server may not need one */ }
-    }
+  const hasUrl = args.some((a) => a === '--url' || a.startsWith('--url=')) || !!process.env.PORTD_ADMIN_URL;
+  let config: Config | null = null;
+  if (configPath) config = readConfig(configPath);
+  else if (!hasUrl && existsSync(DEFAULT_CONFIG_PATH)) config = readConfig(DEFAULT_CONFIG_PATH);
+  let tokenFromFile: string | null = null;
+  for (const f of [config?.admin.tokenFile, config ? join(config.stateDir, 'admin-token') : null]) {
+    if (!f || tokenFromFile) continue;
+    try { tokenFromFile = readFileSync(f, 'utf8').trim() || null; } catch { /* not there or not ours to read */ }
   }
-  const { runAdminCommand } = await import('./admin/cli-commands.js');
-  return runAdminCommand([cmd, ...args], { baseUrl, token, out: process.stdout, err: process.stderr });
+  const { adminClientTarget, runAdminCommand } = await import('./admin/index.js');
+  const flag = (name: string) => { const i = args.findIndex((a) => a === `--${name}`); if (i >= 0) { const v = args[i + 1]; args.splice(i, 2); return v; } const j = args.findIndex((a) => a.startsWith(`--${name}=`)); if (j >= 0) { const v = args[j]!.slice(name.length + 3); args.splice(j, 1); return v; } return undefined; };
+  const url = flag('url');
+  const token = flag('token');
+  const target = adminClientTarget({ config, env: process.env, ...(url ? { url } : {}), ...(token ? { token } : {}), tokenFromFile });
+  return runAdminCommand([cmd, ...args], { baseUrl: target.baseUrl, token: target.token, out: process.stdout, err: process.stderr });
 }

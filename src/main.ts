@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config/types.js';
 import { createMemoryDataplane } from './dataplane/memory.js';
 import type { Dataplane } from './dataplane/types.js';
-import { ErrorCode, PortdError } from './errors.js';
+import { startAdmin } from './admin/index.js';
 import { createSystemClock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -108,8 +108,17 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   const listen = listenAddresses(config);
   if (listen.length === 0) log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
-  const ctx: FrontendContext = { config, leases, metrics, log, listen, clock, dataplane, startedAt, parts };
-  for (const start of frontendStarters) await start(ctx);
+  const frontends: { name: string; listening: string[] }[] = [];
+  let pcpEpoch: () => number | null = () => null;
+  let upnpDescriptionUrls: () => string[] = () => [];
+
+  // the admin server starts last, so it is closed first
+  const admin = await startAdmin({
+    config, leases, dataplane, metrics, log, clock, startedAt, version: VERSION, env: process.env,
+    pcpEpoch: () => pcpEpoch(), frontends: () => frontends, upnpDescriptionUrls: () => upnpDescriptionUrls(),
+  });
+  parts.push({ name: 'admin', close: () => admin.close() });
+  log.info({ url: `http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}/`, auth: admin.authRequired }, 'admin API and dashboard listening');
 
   const portd: Portd = {
     get config() { return current; },
@@ -123,7 +132,6 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       policy = createPolicy(next.policy);
       current = next;
       const res = await leases.syncStatic(next.staticForwards);
-      for (const fn of reloadHooks) await fn(next, ctx);
       log.info({ staticAdded: res.added, staticRemoved: res.removed, refused: res.refused.length }, 'configuration reloaded');
     },
     async close() {
@@ -136,22 +144,3 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   };
   return portd;
 }
-
-/** what a front-end needs to start; each registers its own Part for shutdown */
-export interface FrontendContext {
-  readonly config: Config;
-  readonly leases: LeaseTable;
-  readonly metrics: Metrics;
-  readonly log: Logger;
-  readonly listen: string[];
-  readonly clock: ReturnType<typeof createSystemClock>;
-  readonly dataplane: Dataplane;
-  readonly startedAt: number;
-  readonly parts: Part[];
-}
-
-/** front-ends in start order; each is added as it lands */
-const frontendStarters: ((ctx: FrontendContext) => Promise<void>)[] = [];
-const reloadHooks: ((next: Config, ctx: FrontendContext) => Promise<void>)[] = [];
-
-export function assertNever(x: never): never { throw new PortdError(ErrorCode.USAGE, `unexpected ${String(x)}`); }

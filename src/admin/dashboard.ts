@@ -1,0 +1,359 @@
+/**
+ * The dashboard: one page, vanilla JS, no build step. Served as strings so `tsc` output
+ * needs no asset copying. The script is a separate URL so the CSP can forbid inline scripts.
+ * Everything from the API is put into the page with textContent, never as HTML.
+ */
+
+export const DASHBOARD_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>portd</title>
+<style>
+  :root { --bg:#f6f7f9; --fg:#1d2330; --muted:#667085; --line:#e3e6eb; --card:#fff; --accent:#2f6fed; --bad:#c0392b;
+    --upnp:#2f6fed; --pcp:#0f9d58; --natpmp:#00897b; --trigger:#e67e22; --static:#7e57c2; }
+  * { box-sizing: border-box; }
+  body { margin:0; font:14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background:var(--bg); color:var(--fg); }
+  header { background:#1d2330; color:#fff; padding:10px 16px; display:flex; flex-wrap:wrap; gap:6px 18px; align-items:baseline; }
+  header h1 { font-size:18px; margin:0 8px 0 0; }
+  header .kv { font-size:13px; color:#cfd6e4; } header .kv b { color:#fff; font-weight:600; }
+  #live { font-size:12px; padding:1px 8px; border-radius:10px; background:#555; }
+  #live.on { background:#0f9d58; } #live.off { background:var(--bad); }
+  main { padding:12px 16px; max-width:1280px; margin:0 auto; }
+  section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px; margin-bottom:14px; }
+  h2 { font-size:15px; margin:0 0 10px; }
+  .counts span { display:inline-block; margin:0 10px 4px 0; }
+  .chip { display:inline-block; padding:1px 8px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
+  .src-upnp { background:var(--upnp); } .src-pcp { background:var(--pcp); } .src-natpmp { background:var(--natpmp); }
+  .src-trigger { background:var(--trigger); } .src-static { background:var(--static); }
+  tr.row-upnp td:first-child { border-left:4px solid var(--upnp); } tr.row-pcp td:first-child { border-left:4px solid var(--pcp); }
+  tr.row-natpmp td:first-child { border-left:4px solid var(--natpmp); } tr.row-trigger td:first-child { border-left:4px solid var(--trigger); }
+  tr.row-static td:first-child { border-left:4px solid var(--static); }
+  .toolbar { display:flex; flex-wrap:wrap; gap:8px; margin-bottom:8px; }
+  #filter { flex:1; min-width:200px; max-width:480px; }
+  input, select, button { font:inherit; padding:6px 8px; border:1px solid #c7ccd6; border-radius:6px; background:#fff; }
+  button { cursor:pointer; background:var(--accent); color:#fff; border-color:var(--accent); }
+  button.revoke { background:#fff; color:var(--bad); border-color:var(--bad); padding:3px 10px; }
+  table { width:100%; border-collapse:collapse; }
+  th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
+  th { font-size:12px; color:var(--muted); font-weight:600; text-transform:uppercase; }
+  td.mono { font-family:ui-monospace, SFMono-Regular, Menlo, monospace; font-size:13px; }
+  .muted { color:var(--muted); } .err { color:var(--bad); } .ok { color:#0f9d58; }
+  #empty { padding:12px 8px; }
+  form.grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(150px, 1fr)); gap:8px; align-items:end; }
+  form.grid label { display:flex; flex-direction:column; font-size:12px; color:var(--muted); gap:3px; }
+  #login { max-width:420px; margin:40px auto; }
+  #login form { display:flex; gap:8px; } #login input { flex:1; }
+  [hidden] { display:none !important; }
+  @media (max-width: 700px) {
+    header { padding:8px 10px; } main { padding:8px; }
+    table, thead, tbody, tr, td { display:block; width:100%; }
+    thead { display:none; }
+    tr { border:1px solid var(--line); border-radius:8px; margin-bottom:8px; padding:4px 0; }
+    td { border:0; padding:3px 10px; display:flex; justify-content:space-between; gap:10px; }
+    td::before { content:attr(data-label); color:var(--muted); font-size:12px; }
+    tr[class^="row-"] td:first-child { border-left:0; }
+  }
+</style>
+</head>
+<body>
+<header>
+  <h1>portd</h1>
+  <span id="live">connecting</span>
+  <span class="kv">version <b id="s-version">–</b></span>
+  <span class="kv">external <b id="s-external">–</b></span>
+  <span class="kv">up <b id="s-uptime">–</b></span>
+  <span class="kv">dataplane <b id="s-dataplane">–</b></span>
+  <span class="kv">PCP epoch <b id="s-epoch">–</b></span>
+</header>
+<div id="login" hidden>
+  <section>
+    <h2>Admin token</h2>
+    <p class="muted">This portd listens on a non-loopback address: enter the admin token (from the config, PORTD_ADMIN_TOKEN or the admin-token file in the state directory).</p>
+    <form id="login-form"><input id="login-token" type="password" autocomplete="current-password" placeholder="token" required><button type="submit">Log in</button></form>
+    <p id="login-msg" class="err"></p>
+  </section>
+</div>
+<main id="app" hidden>
+  <section>
+    <h2>Leases <span class="muted" id="lease-count"></span></h2>
+    <div class="counts" id="counts"></div>
+    <div class="toolbar">
+      <input id="filter" type="search" placeholder="filter: address, port, description, source…" aria-label="filter">
+      <select id="state" aria-label="state"><option value="active">active</option><option value="ended">ended</option><option value="all">all</option></select>
+    </div>
+    <table id="leases">
+      <thead><tr><th>Source</th><th>Protocol</th><th>External</th><th>Internal</th><th>Owner</th><th>Remote</th><th>Description</th><th>Time left</th><th></th></tr></thead>
+      <tbody id="lease-rows"></tbody>
+    </table>
+    <div id="empty" class="muted" hidden>No leases.</div>
+    <p id="table-msg" class="err"></p>
+  </section>
+  <section>
+    <h2>Add a static forward</h2>
+    <form id="forward-form" class="grid">
+      <label>Protocol<select name="protocol"><option>tcp</option><option>udp</option></select></label>
+      <label>External port(s)<input name="ports" placeholder="8080 or 6000-6010" required></label>
+      <label>Internal address<input name="internalAddress" placeholder="192.168.1.20" required></label>
+      <label>Internal port<input name="internalPort" placeholder="same as external" inputmode="numeric"></label>
+      <label>Remote host<input name="remoteAddress" placeholder="anyone"></label>
+      <label>Lifetime (s)<input name="lifetime" placeholder="no expiry" inputmode="numeric"></label>
+      <label>Description<input name="description" maxlength="200"></label>
+      <button type="submit" id="forward-submit">Add forward</button>
+    </form>
+    <p id="forward-msg"></p>
+  </section>
+  <section id="triggers">
+    <h2>Port triggers</h2>
+    <div id="triggers-body" class="muted">Loading…</div>
+  </section>
+  <section>
+    <h2>Front-ends</h2>
+    <div id="frontends" class="muted"></div>
+  </section>
+</main>
+<script src="/dashboard.js"></script>
+</body>
+</html>
+`;
+
+export const DASHBOARD_JS = `'use strict';
+(function () {
+  var API = '/api/v1';
+  var leases = new Map();
+  var status = null;
+  var skew = 0;          // server clock minus ours, ms
+  var es = null;
+  var statusTimer = null;
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, props, children) {
+    var e = document.createElement(tag);
+    if (props) for (var k in props) { if (k === 'text') e.textContent = props[k]; else if (k === 'cls') e.className = props[k]; else e.setAttribute(k, props[k]); }
+    (children || []).forEach(function (c) { e.appendChild(c); });
+    return e;
+  }
+
+  function api(method, path, body) {
+    var init = { method: method, credentials: 'same-origin', headers: {} };
+    if (body !== undefined) { init.headers['content-type'] = 'application/json'; init.body = JSON.stringify(body); }
+    return fetch(path, init).then(function (r) {
+      var date = r.headers.get('date');
+      if (date) { var d = Date.parse(date); if (!isNaN(d)) skew = d - Date.now(); }
+      if (r.status === 401 && path !== API + '/login') { showLogin(); throw new Error('unauthorized'); }
+      return r.text().then(function (t) {
+        var data = null; try { data = t ? JSON.parse(t) : null; } catch (e) { data = { message: t }; }
+        if (!r.ok) { var err = new Error((data && data.message) || ('HTTP ' + r.status)); err.status = r.status; err.data = data; throw err; }
+        return data;
+      });
+    });
+  }
+
+  function showLogin() {
+    if (es) { es.close(); es = null; }
+    $('app').hidden = true; $('login').hidden = false;
+    setLive('off', 'logged out');
+    $('login-token').focus();
+  }
+
+  $('login-form').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    $('login-msg').textContent = '';
+    api('POST', API + '/login', { token: $('login-token').value }).then(function () {
+      $('login-token').value = '';
+      start();
+    }).catch(function (e) { $('login-msg').textContent = e.status === 401 ? 'Token not accepted.' : e.message; });
+  });
+
+  function setLive(cls, text) { var l = $('live'); l.className = cls; l.textContent = text; }
+
+  function fmtDuration(s) {
+    if (s < 0) s = 0;
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60), sec = Math.floor(s % 60);
+    if (d) return d + 'd ' + h + 'h';
+    if (h) return h + 'h ' + m + 'm';
+    if (m) return m + 'm ' + (sec < 10 ? '0' : '') + sec + 's';
+    return sec + 's';
+  }
+  function serverNow() { return Date.now() + skew; }
+  function timeLeft(l) {
+    if (l.state !== 'active') return l.endReason || 'ended';
+    if (l.expiresAt === null) return 'no expiry';
+    return fmtDuration((l.expiresAt - serverNow()) / 1000);
+  }
+  function ports(l) { return l.externalPortEnd !== l.externalPort ? l.externalPort + '-' + l.externalPortEnd : String(l.externalPort); }
+
+  // ---- status ----
+  function loadStatus() {
+    return api('GET', API + '/status').then(function (s) {
+      status = s; status.loadedAt = Date.now();
+      $('s-version').textContent = s.version;
+      $('s-external').textContent = s.externalAddress;
+      $('s-dataplane').textContent = s.dataplane.driver + (s.dataplane.ok ? ' ok' : ' FAILING');
+      $('s-dataplane').className = s.dataplane.ok ? '' : 'err';
+      $('s-epoch').textContent = s.pcpEpoch === null ? 'off' : String(s.pcpEpoch);
+      var counts = $('counts'); counts.textContent = '';
+      Object.keys(s.leases.bySource).forEach(function (src) {
+        counts.appendChild(el('span', null, [el('span', { cls: 'chip src-' + src, text: src }), document.createTextNode(' ' + s.leases.bySource[src])]));
+      });
+      var fe = $('frontends'); fe.textContent = '';
+      if (!s.frontends.length) fe.textContent = 'none listening';
+      s.frontends.forEach(function (f) { fe.appendChild(el('div', { text: f.name + ': ' + (f.listening.join(', ') || 'off') })); });
+      s.upnpDescriptionUrls.forEach(function (u) { fe.appendChild(el('div', { text: 'UPnP description: ' + u })); });
+      tickUptime();
+    });
+  }
+  function scheduleStatus() { if (statusTimer) return; statusTimer = setTimeout(function () { statusTimer = null; loadStatus().catch(function () {}); }, 400); }
+  function tickUptime() { if (status) $('s-uptime').textContent = fmtDuration(status.uptimeSeconds + (Date.now() - status.loadedAt) / 1000); }
+
+  // ---- lease table ----
+  function matches(l) {
+    var f = $('filter').value.trim().toLowerCase();
+    var st = $('state').value;
+    if (st !== 'all' && l.state !== st) return false;
+    if (!f) return true;
+    var hay = [l.id, l.source, l.protocol, l.externalAddress + ':' + ports(l), l.internalAddress + ':' + l.internalPort, l.owner, l.remoteAddress || '', l.description, l.rule || ''].join(' ').toLowerCase();
+    return f.split(/\\s+/).every(function (w) { return hay.indexOf(w) >= 0; });
+  }
+
+  function row(l) {
+    var tr = el('tr', { 'data-id': l.id, 'data-source': l.source, cls: 'row-' + l.source });
+    function td(label, text, cls) { var c = el('td', { 'data-label': label, text: text }); if (cls) c.className = cls; tr.appendChild(c); return c; }
+    var s = td('Source', ''); s.appendChild(el('span', { cls: 'chip src-' + l.source, text: l.source }));
+    td('Protocol', l.protocol);
+    td('External', l.externalAddress + ':' + ports(l), 'mono');
+    td('Internal', l.internalAddress + ':' + l.internalPort + (l.externalPortEnd !== l.externalPort ? '-' + (l.internalPort + l.externalPortEnd - l.externalPort) : ''), 'mono');
+    td('Owner', l.owner, 'mono');
+    td('Remote', l.remoteAddress || 'any', 'mono');
+    td('Description', l.description || (l.rule ? 'rule ' + l.rule : ''));
+    var left = td('Time left', timeLeft(l)); left.setAttribute('data-left', '1');
+    var act = td('', '');
+    if (l.state === 'active' && !l.readOnly) {
+      var b = el('button', { cls: 'revoke', type: 'button', text: 'Revoke', 'data-revoke': l.id, title: 'close this port now' });
+      b.addEventListener('click', function () { revoke(l); });
+      act.appendChild(b);
+    } else if (l.readOnly) act.appendChild(el('span', { cls: 'muted', text: 'config' }));
+    return tr;
+  }
+
+  function render() {
+    var body = $('lease-rows');
+    var list = Array.from(leases.values()).filter(matches);
+    list.sort(function (a, b) { return a.externalPort - b.externalPort || a.protocol.localeCompare(b.protocol); });
+    body.textContent = '';
+    list.forEach(function (l) { body.appendChild(row(l)); });
+    $('empty').hidden = list.length > 0;
+    $('lease-count').textContent = '(' + list.length + (list.length !== leases.size ? ' of ' + leases.size : '') + ')';
+  }
+
+  function tickLeft() {
+    var rows = $('lease-rows').children;
+    for (var i = 0; i < rows.length; i++) {
+      var l = leases.get(rows[i].getAttribute('data-id'));
+      var c = rows[i].querySelector('[data-left]');
+      if (l && c) c.textContent = timeLeft(l);
+    }
+    tickUptime();
+  }
+
+  function loadLeases() {
+    var st = $('state').value;
+    return api('GET', API + '/leases?limit=1000&state=' + encodeURIComponent(st)).then(function (r) {
+      leases.clear();
+      r.leases.forEach(function (l) { leases.set(l.id, l); });
+      $('table-msg').textContent = r.total > r.leases.length ? 'Showing the first ' + r.leases.length + ' of ' + r.total + ' leases.' : '';
+      render();
+    });
+  }
+
+  function revoke(l) {
+    if (!window.confirm('Revoke ' + l.protocol + ' ' + ports(l) + ' → ' + l.internalAddress + ':' + l.internalPort + ' (' + l.source + ')?')) return;
+    api('DELETE', API + '/leases/' + encodeURIComponent(l.id)).then(function (r) {
+      if ($('state').value === 'active') leases.delete(l.id); else leases.set(l.id, r.lease);
+      render(); scheduleStatus();
+    }).catch(function (e) { $('table-msg').textContent = 'Revoke failed: ' + e.message; });
+  }
+
+  // ---- events ----
+  function connect() {
+    if (es) es.close();
+    es = new EventSource(API + '/events');
+    es.onopen = function () { setLive('on', 'live'); loadLeases().catch(function () {}); };
+    es.onerror = function () {
+      setLive('off', 'reconnecting');
+      // EventSource hides the status: ask the API whether we are still logged in
+      loadStatus().catch(function () {});
+    };
+    ['granted', 'renewed'].forEach(function (t) {
+      es.addEventListener(t, function (m) {
+        var e = JSON.parse(m.data);
+        if (e.lease && $('state').value !== 'ended') { leases.set(e.lease.id, e.lease); render(); }
+        if (t === 'granted') scheduleStatus();
+      });
+    });
+    ['released', 'expired', 'revoked', 'replaced'].forEach(function (t) {
+      es.addEventListener(t, function (m) {
+        var e = JSON.parse(m.data);
+        var st = $('state').value;
+        if (st === 'active') leases.delete(e.leaseId);
+        else if (e.lease) leases.set(e.lease.id, e.lease);
+        render(); scheduleStatus();
+      });
+    });
+  }
+
+  // ---- add a static forward ----
+  $('forward-form').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    var f = ev.target, msg = $('forward-msg');
+    msg.className = ''; msg.textContent = '';
+    var m = /^\\s*(\\d+)\\s*(?:-\\s*(\\d+))?\\s*$/.exec(f.ports.value);
+    if (!m) { msg.className = 'err'; msg.textContent = 'External port: a number or a range like 6000-6010.'; return; }
+    var body = { protocol: f.protocol.value, externalPort: Number(m[1]), internalAddress: f.internalAddress.value.trim(), description: f.description.value };
+    if (m[2]) body.externalPortEnd = Number(m[2]);
+    if (f.internalPort.value.trim()) body.internalPort = Number(f.internalPort.value);
+    if (f.remoteAddress.value.trim()) body.remoteAddress = f.remoteAddress.value.trim();
+    if (f.lifetime.value.trim()) body.lifetime = Number(f.lifetime.value);
+    api('POST', API + '/leases', body).then(function (r) {
+      leases.set(r.lease.id, r.lease); render(); scheduleStatus();
+      msg.className = 'ok'; msg.textContent = (r.created ? 'Added ' : 'Renewed ') + r.lease.protocol + ' ' + ports(r.lease) + ' → ' + r.lease.internalAddress + ':' + r.lease.internalPort + '.';
+      f.reset();
+    }).catch(function (e) { msg.className = 'err'; msg.textContent = e.message; });
+  });
+
+  $('filter').addEventListener('input', render);
+  $('state').addEventListener('change', function () { loadLeases().catch(function () {}); });
+
+  // ---- triggers (the panel fills in when the API offers /api/v1/triggers) ----
+  function loadTriggers() {
+    var box = $('triggers-body');
+    return fetch(API + '/triggers', { credentials: 'same-origin' }).then(function (r) {
+      if (r.status === 404) { box.textContent = 'Port triggering is not available in this build.'; return; }
+      if (!r.ok) { box.textContent = 'Triggers: HTTP ' + r.status; return; }
+      return r.json().then(function (d) {
+        var list = Array.isArray(d) ? d : (d.triggers || []);
+        box.textContent = '';
+        if (!list.length) { box.textContent = 'No trigger rules configured.'; return; }
+        var keys = Object.keys(list[0]).filter(function (k) { return typeof list[0][k] !== 'object' || list[0][k] === null; });
+        var t = el('table', { id: 'trigger-table' }, [el('thead', null, [el('tr', null, keys.map(function (k) { return el('th', { text: k }); }))])]);
+        var tb = el('tbody');
+        list.forEach(function (tr) { tb.appendChild(el('tr', null, keys.map(function (k) { return el('td', { 'data-label': k, text: tr[k] === null ? '' : String(tr[k]) }); }))); });
+        t.appendChild(tb); box.appendChild(t); box.className = '';
+      });
+    }).catch(function () { box.textContent = 'Triggers: unavailable.'; });
+  }
+
+  var started = false;
+  function start() {
+    return loadStatus().then(function () {
+      $('login').hidden = true; $('app').hidden = false;
+      connect();
+      loadTriggers();
+      if (!started) { started = true; setInterval(tickLeft, 1000); }
+      return loadLeases();
+    }).catch(function (e) { if (e.message !== 'unauthorized') { setLive('off', 'error'); $('app').hidden = false; $('table-msg').textContent = e.message; } });
+  }
+  start();
+})();
+`;

@@ -1,0 +1,146 @@
+/**
+ * TypeBox schemas of the admin API. They validate requests (fastify/ajv), shape responses
+ * (fast-json-stringify) and are the source of the OpenAPI document: one description, three uses.
+ */
+import { Type } from '@sinclair/typebox';
+import type { Static, TSchema } from '@sinclair/typebox';
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+/** a string enum as `enum` (not anyOf of literals) so a 400 can list the allowed values */
+export const StringEnum = <const T extends readonly string[]>(values: T, opts: { description?: string; default?: T[number] } = {}) =>
+  Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...opts });
+
+export const Source = StringEnum(['upnp', 'pcp', 'natpmp', 'trigger', 'static'] as const, { description: 'who created the lease' });
+export const Protocol = StringEnum(['tcp', 'udp'] as const);
+const Port = Type.Integer({ minimum: 1, maximum: 65535 });
+const EndReason = StringEnum(['released', 'expired', 'revoked', 'replaced', 'config'] as const);
+const EventType = StringEnum(['granted', 'renewed', 'released', 'expired', 'revoked', 'refused', 'replaced'] as const);
+
+export const LeaseSchema = Type.Object({
+  id: Type.String(),
+  source: Source,
+  protocol: Protocol,
+  externalAddress: Type.String(),
+  externalPort: Type.Integer(),
+  externalPortEnd: Type.Integer(),
+  internalAddress: Type.String(),
+  internalPort: Type.Integer(),
+  remoteAddress: Nullable(Type.String()),
+  remotePrefix: Nullable(Type.Integer()),
+  remotePort: Nullable(Type.Integer()),
+  owner: Type.String({ description: 'the LAN address that asked' }),
+  description: Type.String(),
+  nonce: Nullable(Type.String()),
+  createdAt: Type.Integer({ description: 'epoch ms' }),
+  updatedAt: Type.Integer({ description: 'epoch ms' }),
+  expiresAt: Nullable(Type.Integer({ description: 'epoch ms; null = no expiry' })),
+  requestedLifetime: Nullable(Type.Integer()),
+  readOnly: Type.Boolean({ description: 'config-file forwards and trigger rules cannot be revoked through the API' }),
+  rule: Nullable(Type.String()),
+  state: StringEnum(['active', 'ended'] as const),
+  endedAt: Nullable(Type.Integer()),
+  endReason: Nullable(EndReason),
+});
+
+export const HistoryEntrySchema = Type.Object({
+  leaseId: Type.String(),
+  type: EventType,
+  at: Type.Integer({ description: 'epoch ms' }),
+  actor: Nullable(Type.String()),
+  reason: Nullable(Type.String()),
+});
+
+export const ErrorSchema = Type.Object({
+  code: Type.String({ description: 'stable code from docs/errors.md' }),
+  message: Type.String(),
+  field: Type.Optional(Type.String({ description: 'the offending request field (400)' })),
+  holder: Type.Optional(Type.Object({
+    id: Type.String(), source: Source, owner: Type.String(), externalPort: Type.Integer(), externalPortEnd: Type.Integer(),
+  }, { description: 'the lease in the way (409)' })),
+});
+
+export const LeaseListQuery = Type.Object({
+  source: Type.Optional(Source),
+  owner: Type.Optional(Type.String({ format: 'ipv4' })),
+  protocol: Type.Optional(Protocol),
+  externalPort: Type.Optional(Port),
+  internalPort: Type.Optional(Port),
+  state: Type.Optional(StringEnum(['active', 'ended', 'all'] as const, { default: 'active' })),
+  q: Type.Optional(Type.String({ maxLength: 200, description: 'text search in the description' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
+  sort: Type.Optional(StringEnum(['createdAt', 'expiresAt', 'externalPort', 'owner'] as const)),
+  order: Type.Optional(StringEnum(['asc', 'desc'] as const)),
+}, { additionalProperties: false });
+export type LeaseListQuery = Static<typeof LeaseListQuery>;
+
+export const LeaseList = Type.Object({
+  leases: Type.Array(LeaseSchema),
+  total: Type.Integer({ description: 'matching leases before paging' }),
+  limit: Type.Integer(),
+  offset: Type.Integer(),
+});
+
+export const EventsQuery = Type.Object({ source: Type.Optional(Source) }, { additionalProperties: false });
+
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
+
+export const RevokeQuery = Type.Object({
+  reason: Type.Optional(Type.String({ maxLength: 200, description: 'recorded in the lease history' })),
+}, { additionalProperties: false });
+
+export const LeaseDetail = Type.Object({ lease: LeaseSchema, history: Type.Array(HistoryEntrySchema) });
+
+export const StaticForwardBody = Type.Object({
+  protocol: Protocol,
+  externalPort: Port,
+  externalPortEnd: Type.Optional(Port),
+  internalAddress: Type.String({ format: 'ipv4' }),
+  internalPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'defaults to externalPort; a range maps 1:1' })),
+  remoteAddress: Type.Optional(Nullable(Type.String({ format: 'ipv4', description: 'only this peer may use the forward' }))),
+  lifetime: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 31536000, description: 'seconds; null or absent = no expiry' }))),
+  description: Type.String({ maxLength: 200, default: '' }),
+}, { additionalProperties: false });
+export type StaticForwardBody = Static<typeof StaticForwardBody>;
+
+export const GrantResponse = Type.Object({
+  lease: LeaseSchema,
+  created: Type.Boolean({ description: 'false when an identical forward was renewed' }),
+});
+
+export const LoginBody = Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) }, { additionalProperties: false });
+
+export const OkResponse = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
+
+export const StatusResponse = Type.Object({
+  version: Type.String(),
+  startedAt: Type.Integer({ description: 'epoch ms' }),
+  uptimeSeconds: Type.Integer(),
+  externalAddress: Type.String(),
+  pcpEpoch: Nullable(Type.Integer({ description: 'PCP/NAT-PMP epoch seconds' })),
+  leases: Type.Object({
+    total: Type.Integer(),
+    bySource: Type.Record(Type.String(), Type.Integer()),
+  }),
+  quota: Type.Object({
+    maxLeasesPerClient: Type.Integer(),
+    clients: Type.Array(Type.Object({ owner: Type.String(), leases: Type.Integer() }), { description: 'busiest first' }),
+  }),
+  dataplane: Type.Object({
+    driver: Type.String(),
+    ok: Type.Boolean(),
+    lastReconcileAt: Nullable(Type.Integer()),
+    lastDrift: Type.Integer(),
+    detail: Type.Optional(Type.String()),
+  }),
+  frontends: Type.Array(Type.Object({
+    name: Type.String(),
+    listening: Type.Array(Type.String({ description: 'address:port' })),
+  })),
+  upnpDescriptionUrls: Type.Array(Type.String()),
+  auth: Type.Object({ required: Type.Boolean(), caller: Type.String() }),
+});
+export type StatusResponse = Static<typeof StatusResponse>;
+
+/** error responses every authenticated route may give */
+export const errorResponses = { 400: ErrorSchema, 401: ErrorSchema } as const;
