@@ -4,6 +4,7 @@ import type { Config } from './config/types.js';
 import { createMemoryDataplane } from './dataplane/memory.js';
 import type { Dataplane } from './dataplane/types.js';
 import { startAdmin } from './admin/index.js';
+import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createSystemClock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -109,8 +110,24 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const listen = listenAddresses(config);
   if (listen.length === 0) log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
+  /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
+  const onStateLost: ((why: string) => void)[] = [];
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
+
+  if (config.pcp.enabled || config.natpmp.enabled) {
+    const pcp = createPcpServer({
+      config, leases, log, metrics, clock, listen,
+      conntrack: config.pcp.peer && config.dataplane.driver === 'nftables' ? createConntrackCli({ path: config.dataplane.conntrackPath }) : null,
+      // no multicast on loopback: announcements only when listening on real LAN addresses
+      ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
+    });
+    await pcp.start();
+    parts.push({ name: 'pcp', close: () => pcp.close() });
+    frontends.push({ name: 'pcp', listening: pcp.addresses().map((a) => `${a.address}:${a.port}`) });
+    pcpEpoch = () => pcp.epoch();
+    onStateLost.push((why) => pcp.resetEpoch(why));
+  }
 
   // the admin server starts last, so it is closed first
   const admin = await startAdmin({

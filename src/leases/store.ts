@@ -152,7 +152,6 @@ export function openStore(opts: OpenStoreOptions) {
     overlapping: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND external_port >= ? AND external_port <= ?
       AND external_port_end >= ? ORDER BY external_port LIMIT 1`),
     maxSpan: db.prepare(`SELECT coalesce(max(external_port_end - external_port), 0) AS span FROM leases WHERE state = 'active'`),
-    ownerCount: db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'active' AND owner = ? AND source IN ('upnp', 'pcp', 'natpmp')`),
     due: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`),
     nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
     allActive: db.prepare(`SELECT * FROM leases WHERE state = 'active'`),

@@ -70,12 +70,17 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const ports = new PortMap();
   let maxSpan = 0;
   const activeBySource = new Map<string, number>();
+  /** quota use: active upnp/pcp/natpmp leases per owner */
+  const quotaUse = new Map<string, number>();
+  const QUOTA_SOURCES = new Set(['upnp', 'pcp', 'natpmp']);
   function rebuildCaches(): void {
     ports.clear();
     activeBySource.clear();
-    for (const r of s.activeRanges.iterate() as Iterable<{ protocol: 'tcp' | 'udp'; external_port: number; external_port_end: number; source: string }>) {
+    quotaUse.clear();
+    for (const r of s.activeRanges.iterate() as Iterable<{ protocol: 'tcp' | 'udp'; external_port: number; external_port_end: number; source: string; owner: string }>) {
       ports.take(r.protocol, r.external_port, r.external_port_end);
       activeBySource.set(r.source, (activeBySource.get(r.source) ?? 0) + 1);
+      if (QUOTA_SOURCES.has(r.source)) quotaUse.set(r.owner, (quotaUse.get(r.owner) ?? 0) + 1);
     }
     maxSpan = (s.maxSpan.get() as { span: number }).span;
     publishGauges();
@@ -84,8 +89,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     if (!metrics) return;
     for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static']) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
   }
-  function countSource(source: string, delta: number): void {
-    activeBySource.set(source, (activeBySource.get(source) ?? 0) + delta);
+  function count(l: Pick<Lease, 'source' | 'owner'>, delta: number): void {
+    activeBySource.set(l.source, (activeBySource.get(l.source) ?? 0) + delta);
+    if (QUOTA_SOURCES.has(l.source)) {
+      const n = (quotaUse.get(l.owner) ?? 0) + delta;
+      if (n > 0) quotaUse.set(l.owner, n); else quotaUse.delete(l.owner);
+    }
   }
 
   // ---- helpers ----
@@ -112,7 +121,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const before = rowToLease(row);
     const lease: Lease = { ...before, state: 'ended', endedAt: at, endReason: reason };
     ports.release(before.protocol, before.externalPort, before.externalPortEnd);
-    countSource(before.source, -1);
+    count(before, -1);
     return { result: lease, add: [], remove: [toEntry(before, at)], events: [event(type, lease, at, actor, detail)], removalOnly: true };
   }
 
@@ -173,7 +182,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
 
     // 2. a new lease: policy, quota, then a port
     if (!policy.isTrusted(req.source)) {
-      const n = (s.ownerCount.get(req.owner) as { n: number }).n;
+      const n = quotaUse.get(req.owner) ?? 0;
       if (n >= policy.quota()) return none({ ok: false, reason: 'quota', detail: `${req.owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})` });
     }
     let start = wantStart;
@@ -214,7 +223,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     });
     ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd);
     maxSpan = Math.max(maxSpan, span);
-    countSource(lease.source, 1);
+    count(lease, 1);
     return {
       result: { ok: true, lease, created: true, lifetime },
       remove: [], add: [toEntry(lease, now)],

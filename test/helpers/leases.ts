@@ -22,7 +22,7 @@ export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
 }
 
 /** a lease table on a temp-file database, memory dataplane and a fixed clock; dispose() removes it all */
-export function makeTable(opts: { policy?: Partial<PolicyConfig>; dataplane?: MemoryDataplaneOptions; dir?: string; clock?: ReturnType<typeof createFixedClock> } & Partial<LeaseTableOptions> = {}) {
+export function makeTable(opts: { policy?: Partial<PolicyConfig>; dataplane?: MemoryDataplaneOptions; dir?: string; clock?: ReturnType<typeof createFixedClock> } & Omit<Partial<LeaseTableOptions>, 'policy' | 'dataplane' | 'clock'> = {}) {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'portd-test-'));
   const clock = opts.clock ?? createFixedClock();
   const dataplane = createMemoryDataplane(opts.dataplane);

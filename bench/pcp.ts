@@ -1,0 +1,251 @@
+// PCP front-end throughput on loopback: MAP creates at 1 and 32 requests in flight (fresh ports),
+// renewals and deletes, through the real lease table (memory dataplane unless one is passed in),
+// next to the ceiling of a trivial UDP echo server measured with the same load generator.
+// The generator runs in a worker thread (its own core), the server in this thread.
+//   node --import tsx bench/pcp.ts [--count 2000] [--preload 0] [--clients 32]
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import pino from 'pino';
+import { createMemoryDataplane } from '../src/dataplane/memory.js';
+import type { Dataplane } from '../src/dataplane/types.js';
+import { createPcpServer } from '../src/frontends/pcp/index.js';
+import { createSystemClock } from '../src/leases/clock.js';
+import { createLeaseTable } from '../src/leases/table.js';
+import type { LeaseRequest } from '../src/leases/types.js';
+import { createMetrics } from '../src/metrics.js';
+import { createPolicy } from '../src/policy/policy.js';
+import { encodePcpRequest } from '../protocols/pcp/index.js';
+import { percentile, printTable, round } from './lib.js';
+
+/** The load generator (plain JS, run with eval in a worker): `concurrency` sockets, one request in flight on each. */
+const GENERATOR = `
+const { parentPort, workerData } = require('node:worker_threads');
+const dgram = require('node:dgram');
+const { port, server, slots, timeoutMs, retries } = workerData;
+const lat = [];
+const codes = {};
+let timeouts = 0;
+const t0 = performance.now();
+function key(b) { return Buffer.from(b.buffer, b.byteOffset + 24, 18).toString('hex'); }
+function slot({ host, packets }) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    let next = 0, k = '', started = 0, timer = null, tries = 0, busy = false;
+    const fire = () => {
+      if (next >= packets.length) { s.close(); resolve(); return; }
+      tries = 0; send(packets[next++]);
+    };
+    const send = (p) => {
+      k = key(p); started = performance.now(); busy = true;
+      timer = setTimeout(() => {
+        timeouts++;
+        if (++tries > retries) { busy = false; fire(); } else send(p);
+      }, timeoutMs);
+      s.send(p, port, server);
+    };
+    s.on('message', (m) => {
+      if (!busy || m.length < 42 || Buffer.from(m.buffer, m.byteOffset + 24, 18).toString('hex') !== k) return;
+      busy = false;
+      clearTimeout(timer);
+      lat.push(performance.now() - started);
+      const c = m[3]; codes[c] = (codes[c] || 0) + 1;
+      fire();
+    });
+    s.bind(0, host, fire);
+  });
+}
+Promise.all(slots.map(slot)).then(() => {
+  parentPort.postMessage({ lat, codes, timeouts, wallMs: performance.now() - t0 });
+});
+`;
+
+interface PhaseResult {
+  phase: string;
+  concurrency: number;
+  clients: number;
+  n: number;
+  perSecond: number;
+  p50ms: number;
+  p99ms: number;
+  timeouts: number;
+  failed: number;
+}
+
+/** LAN client i of `clients`, as a loopback source address (Linux answers all of 127/8) */
+const clientHost = (i: number): string => `127.0.${1 + (i >> 8)}.${1 + (i & 255)}`;
+
+/**
+ * Runs `n` requests, `concurrency` in flight, spread round-robin over `clients` source addresses.
+ * `packet(i, host)` builds request i as sent from `host`.
+ */
+async function generate(name: string, port: number, n: number, concurrency: number, clients: number,
+  packet: (i: number, host: string) => Uint8Array): Promise<PhaseResult> {
+  const slots = Array.from({ length: concurrency }, (_, s) => ({ host: clientHost(s % clients), packets: [] as Uint8Array[] }));
+  for (let i = 0; i < n; i++) {
+    const slot = slots[i % concurrency]!;
+    slot.packets.push(packet(i, slot.host));
+  }
+  const w = new Worker(GENERATOR, { eval: true, workerData: { server: '127.0.0.1', port, slots, timeoutMs: 1000, retries: 2 } });
+  const r = await new Promise<{ lat: number[]; codes: Record<string, number>; timeouts: number; wallMs: number }>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  await w.terminate();
+  const ok = [...r.lat].sort((a, b) => a - b);
+  const success = r.codes['0'] ?? 0;
+  return {
+    phase: name, concurrency, clients: Math.min(clients, concurrency), n,
+    perSecond: Math.round((ok.length / r.wallMs) * 1000),
+    p50ms: round(percentile(ok, 50)), p99ms: round(percentile(ok, 99)),
+    timeouts: r.timeouts, failed: ok.length - success + (n - ok.length),
+  };
+}
+
+function mapPacket(internalPort: number, lifetime: number, host: string): Uint8Array {
+  const nonce = new Uint8Array(12).fill(1);
+  return encodePcpRequest({
+    version: 2, opcode: 1, lifetime, clientAddress: host, options: [],
+    map: { nonce, protocol: 6, internalPort, externalPort: internalPort, externalAddress: '0.0.0.0' },
+  });
+}
+
+/** a trivial UDP echo server: the ceiling of what the generator can measure on this machine */
+async function echoCeiling(count: number): Promise<PhaseResult[]> {
+  const s = createSocket('udp4');
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  const port = s.address().port;
+  const p = (i: number, host: string) => mapPacket(20000 + (i % 40000), 3600, host);
+  const out = [await generate('echo ceiling', port, count, 1, 1, p), await generate('echo ceiling', port, count, 32, 32, p)];
+  s.close();
+  return out;
+}
+
+/**
+ * The PCP front-end alone: decode, policy of the front-end, encode and the socket, with a lease table
+ * stub that grants at once. Separates the front-end's cost from the lease table's and the kernel's.
+ */
+async function frontendCeiling(count: number, clients: number): Promise<PhaseResult[]> {
+  const now = Date.now();
+  const stub = {
+    async request(req: LeaseRequest) {
+      const lease = {
+        id: 'x', source: req.source, protocol: req.protocol, externalAddress: '203.0.113.1', externalPort: req.externalPort || req.internalPort,
+        externalPortEnd: req.externalPort || req.internalPort, internalAddress: req.internalAddress, internalPort: req.internalPort,
+        remoteAddress: null, remotePrefix: null, remotePort: null, owner: req.owner, description: '', nonce: req.nonce ?? null,
+        createdAt: now, updatedAt: now, expiresAt: now + 3600_000, requestedLifetime: req.lifetime, readOnly: false, rule: null,
+        state: 'active' as const, endedAt: null, endReason: null,
+      };
+      return { ok: true as const, lease, created: true, lifetime: req.lifetime };
+    },
+    async release() { return { ok: true as const, lease: null }; },
+    externalAddress: () => '203.0.113.1',
+  } as unknown as Parameters<typeof createPcpServer>[0]['leases'];
+  const server = createPcpServer({
+    config: {
+      pcp: { enabled: true, port: 0, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
+      natpmp: { enabled: true },
+      policy: createPolicy({ secureMode: true, maxLeasesPerClient: 1, reservedPorts: [], rules: [], historyRetention: 1,
+        lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 1 }, trigger: { min: 1, max: 1 } } }).config,
+    },
+    leases: stub, log: pino({ level: 'silent' }), metrics: createMetrics(), clock: createSystemClock(), listen: ['127.0.0.1'], announce: null, addressCheckMs: 0,
+  });
+  await server.start();
+  const port = server.addresses()[0]!.port;
+  const p = (i: number, h: string) => mapPacket(10000 + (i % 50000), 3600, h);
+  const out = [await generate('front-end only (stub table)', port, count, 1, clients, p), await generate('front-end only (stub table)', port, count, 32, clients, p)];
+  await server.close();
+  return out;
+}
+
+export interface PcpBenchOptions {
+  /** requests per phase (default 2000) */
+  count?: number;
+  /** leases held before measuring (default 0) */
+  preload?: number;
+  /** measure with this dataplane (e.g. the nftables driver in the lab); default: memory */
+  dataplane?: Dataplane;
+  /** skip the echo ceiling */
+  noEcho?: boolean;
+  /** distinct LAN clients (loopback source addresses 127.0.x.y) the requests come from (default 32) */
+  clients?: number;
+}
+
+export async function run(opts: PcpBenchOptions = {}) {
+  const count = opts.count ?? 2000;
+  const preload = opts.preload ?? 0;
+  const clients = Math.max(1, opts.clients ?? 32);
+  const dir = mkdtempSync(join(tmpdir(), 'portd-bench-pcp-'));
+  const dataplane = opts.dataplane ?? createMemoryDataplane();
+  const policy = createPolicy({
+    secureMode: true, maxLeasesPerClient: 1_000_000, reservedPorts: [], rules: [], historyRetention: 86400,
+    lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
+  });
+  const clock = createSystemClock();
+  const metrics = createMetrics();
+  const log = pino({ level: 'silent' });
+  const table = createLeaseTable({ database: { path: join(dir, 'bench.sqlite') }, dataplane, policy, clock, log, metrics, externalAddress: '203.0.113.1' });
+  const server = createPcpServer({
+    config: {
+      pcp: { enabled: true, port: 0, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
+      natpmp: { enabled: true },
+      policy: policy.config,
+    },
+    leases: table, log, metrics, clock, listen: ['127.0.0.1'], announce: null, addressCheckMs: 0,
+  });
+  const results: PhaseResult[] = [];
+  try {
+    await dataplane.init();
+    // preload: other LAN hosts' leases (udp, so the measured tcp ports stay free), 64 in flight
+    for (let i = 0; i < preload;) {
+      const batch: Promise<unknown>[] = [];
+      for (let j = 0; j < 64 && i < preload; j++, i++) {
+        const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+        const req: LeaseRequest = { source: 'pcp', identity: 'internal', protocol: 'udp', owner: host, internalAddress: host, internalPort: 1024 + (i % 60000), allowOtherPort: true, lifetime: 3600, nonce: 'cd'.repeat(12) };
+        batch.push(table.request(req));
+      }
+      await Promise.all(batch);
+    }
+    await server.start();
+    const port = server.addresses()[0]!.port;
+    // fresh internal ports for each create phase (external suggested = internal)
+    const c = clients;
+    results.push(await generate('MAP create', port, count, 1, c, (i, h) => mapPacket(10000 + i, 3600, h)));
+    results.push(await generate('MAP create', port, count, 32, c, (i, h) => mapPacket(30000 + i, 3600, h)));
+    results.push(await generate('MAP renew', port, count, 32, c, (i, h) => mapPacket(30000 + i, 7200, h)));
+    results.push(await generate('MAP delete', port, count, 32, c, (i, h) => mapPacket(30000 + i, 0, h)));
+    results.push(await generate('MAP delete', port, count, 1, c, (i, h) => mapPacket(10000 + i, 0, h)));
+  } finally {
+    await server.close();
+    await table.close();
+    if (!opts.dataplane) await dataplane.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const frontend = opts.noEcho ? [] : await frontendCeiling(count, clients);
+  const echo = opts.noEcho ? [] : await echoCeiling(count);
+  return {
+    name: 'pcp',
+    driver: dataplane.driver,
+    count,
+    preload,
+    clients,
+    cpus: (await import('node:os')).cpus().length,
+    phases: results,
+    frontend,
+    echo,
+  };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const arg = (name: string): number | undefined => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i > 0 ? Number(process.argv[i + 1]) : undefined;
+  };
+  const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0, clients: arg('clients') ?? 32 });
+  console.log(JSON.stringify(res, null, 2));
+  printTable(`PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients (${res.cpus} CPUs)`, [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[]);
+}

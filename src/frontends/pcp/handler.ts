@@ -1,0 +1,346 @@
+/**
+ * One datagram in, at most one datagram out: PCP (RFC 6887) and NAT-PMP (RFC 6886) requests
+ * turned into lease-table calls, and the answers (or typed refusals) turned back into result
+ * codes. No sockets here; the server in server.ts feeds it.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../../config/types.js';
+import { ipInCidr } from '../../config/net.js';
+import type { LeaseTableApi } from '../../leases/table-api.js';
+import type { Lease, Refusal } from '../../leases/types.js';
+import {
+  classifyPacket, decodeNatPmpRequest, decodePcpRequest, encodeNatPmpResponse, encodePcpResponse, errorLifetime,
+  errorResponseFor, IpProtocol, NAT_PMP_RESULT_CODE_NAMES, NatPmpDecodeError, NatPmpOpcode, NatPmpResultCode, nonceHex,
+  normalizeAddress, Opcode, PcpDecodeError, RESULT_CODE_NAMES, ResultCode, Version, isUnspecified, sameAddress,
+} from '../../../protocols/pcp/index.js';
+import type { MapData, NatPmpRequest, PcpOption, PcpRequest, PcpResponse, PeerData } from '../../../protocols/pcp/index.js';
+import type { ConntrackApi } from './conntrack.js';
+
+export type PcpFrontend = 'pcp' | 'natpmp';
+
+export interface HandleResult {
+  /** the answer to send to the packet's source; null = drop silently */
+  readonly response: Uint8Array | null;
+  readonly frontend: PcpFrontend;
+  /** result code name for metrics and logs ('DROPPED' when nothing is sent) */
+  readonly result: string;
+  /** why, for the log line of a refusal or bad input */
+  readonly detail?: string;
+  /** true when the packet was malformed or hostile (counted as bad input) */
+  readonly bad?: boolean;
+}
+
+export interface PcpHandlerDeps {
+  readonly config: Pick<Config, 'pcp' | 'natpmp' | 'policy'>;
+  readonly leases: LeaseTableApi;
+  readonly log: Logger;
+  readonly conntrack: ConntrackApi | null;
+  /** seconds since the epoch began (RFC 6887 §8.5, RFC 6886 §3.6) */
+  readonly epoch: () => number;
+}
+
+const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true } as const;
+
+function protocolName(p: number): 'tcp' | 'udp' | null {
+  return p === IpProtocol.TCP ? 'tcp' : p === IpProtocol.UDP ? 'udp' : null;
+}
+
+function isIpv4(a: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(a);
+}
+
+/**
+ * Refusal reason → PCP result code (RFC 6887 §7.4).
+ * - conflict / no_port: CANNOT_PROVIDE_EXTERNAL with PREFER_FAILURE (§13.2); otherwise the table
+ *   already tried other ports, so no_port means none is left: NO_RESOURCES
+ * - reserved: CANNOT_PROVIDE_EXTERNAL (this port cannot be had, another might: a short error)
+ * - denied (allow/deny rules) and not_authorized (secure mode, nonce, read-only): NOT_AUTHORIZED
+ * - quota: USER_EX_QUOTA; invalid: MALFORMED_REQUEST; unavailable: NO_RESOURCES (short lifetime)
+ */
+export function pcpCodeFor(r: Refusal, preferFailure: boolean): number {
+  switch (r.reason) {
+    case 'conflict': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'no_port': return preferFailure ? ResultCode.CANNOT_PROVIDE_EXTERNAL : ResultCode.NO_RESOURCES;
+    case 'reserved': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'denied': return ResultCode.NOT_AUTHORIZED;
+    case 'not_authorized': return ResultCode.NOT_AUTHORIZED;
+    case 'quota': return ResultCode.USER_EX_QUOTA;
+    case 'invalid': return ResultCode.MALFORMED_REQUEST;
+    case 'unavailable': return ResultCode.NO_RESOURCES;
+  }
+}
+
+/** Refusal reason → NAT-PMP result code (RFC 6886 §3.5) */
+export function natPmpCodeFor(r: Refusal): number {
+  switch (r.reason) {
+    case 'conflict':
+    case 'no_port':
+    case 'quota':
+    case 'unavailable':
+      return NatPmpResultCode.OUT_OF_RESOURCES;
+    case 'reserved':
+    case 'denied':
+    case 'not_authorized':
+    case 'invalid':
+      return NatPmpResultCode.NOT_AUTHORIZED;
+  }
+}
+
+function refusalDetail(r: Refusal): string {
+  return r.reason === 'conflict' ? `conflict with ${r.holder.source} lease ${r.holder.id}` : `${r.reason}: ${r.detail}`;
+}
+
+export function createPcpHandler(deps: PcpHandlerDeps) {
+  const { config, leases, conntrack } = deps;
+  const opcodes: number[] = [Opcode.ANNOUNCE, Opcode.MAP];
+  if (config.pcp.peer && conntrack) opcodes.push(Opcode.PEER);
+  const pcpBounds = config.policy.lifetime.pcp;
+
+  function thirdPartyAllowed(requester: string): boolean {
+    return config.pcp.thirdParty.some((c) => ipInCidr(requester, c));
+  }
+
+  function pcpResult(res: PcpResponse, detail?: string): HandleResult {
+    return { response: encodePcpResponse(res), frontend: 'pcp', result: RESULT_CODE_NAMES[res.resultCode] ?? String(res.resultCode), ...(detail ? { detail } : {}) };
+  }
+
+  function pcpError(req: PcpRequest, code: number, options: readonly PcpOption[], detail: string, data?: { map?: MapData; peer?: PeerData }): HandleResult {
+    return pcpResult({
+      version: Version.PCP, opcode: req.opcode, resultCode: code, lifetime: errorLifetime(code), epoch: deps.epoch(),
+      ...(req.opcode === Opcode.MAP ? { map: data?.map ?? req.map } : {}),
+      ...(req.opcode === Opcode.PEER ? { peer: data?.peer ?? req.peer } : {}),
+      options,
+    }, detail);
+  }
+
+  /** common MAP/PEER checks: THIRD_PARTY and protocol (RFC 6887 §13.1, §11.1) */
+  function subject(req: PcpRequest & { opcode: 1 | 2 }, source: string, data: MapData):
+    | { ok: true; internalAddress: string; thirdParty: boolean; protocol: 'tcp' | 'udp'; processed: PcpOption[] }
+    | { ok: false; result: HandleResult } {
+    const processed: PcpOption[] = [];
+    let internalAddress = normalizeAddress(req.clientAddress) ?? req.clientAddress;
+    let thirdParty = false;
+    const tp = req.options.find((o): o is Extract<PcpOption, { kind: 'third_party' }> => o.kind === 'third_party');
+    if (tp) {
+      processed.push(tp);
+      if (!thirdPartyAllowed(source)) return { ok: false, result: pcpError(req, ResultCode.NOT_AUTHORIZED, processed, `THIRD_PARTY from ${source} not allowed (pcp.thirdParty)`) };
+      internalAddress = normalizeAddress(tp.address) ?? tp.address;
+      thirdParty = true;
+    }
+    if (data.protocol === IpProtocol.ALL) {
+      // whole-host mappings have no lease shape in portd; an admin who enables them still gets UNSUPP_PROTOCOL
+      const code = config.pcp.allowAllProtocols ? ResultCode.UNSUPP_PROTOCOL : ResultCode.NOT_AUTHORIZED;
+      return { ok: false, result: pcpError(req, code, processed, 'protocol 0 (all protocols)') };
+    }
+    const protocol = protocolName(data.protocol);
+    if (!protocol) return { ok: false, result: pcpError(req, ResultCode.UNSUPP_PROTOCOL, processed, `protocol ${data.protocol}`) };
+    if (!isIpv4(internalAddress)) {
+      return { ok: false, result: pcpError(req, ResultCode.NOT_AUTHORIZED, processed, `internal address ${internalAddress} is not IPv4 (IPv6 pinholes are not supported)`) };
+    }
+    return { ok: true, internalAddress, thirdParty, protocol, processed };
+  }
+
+  async function handleMap(req: PcpRequest & { opcode: 1 }, source: string): Promise<HandleResult> {
+    const m = req.map;
+    const s = subject(req, source, m);
+    if (!s.ok) return s.result;
+    const processed = s.processed;
+    const preferFailure = req.options.some((o) => o.kind === 'prefer_failure');
+    if (preferFailure) processed.push({ kind: 'prefer_failure' });
+
+    // FILTER (RFC 6887 §13.3): prefix length 0 removes all filters; portd keeps one remote peer per lease
+    const filters = req.options.filter((o): o is Extract<PcpOption, { kind: 'filter' }> => o.kind === 'filter');
+    processed.push(...filters);
+    let remote: { remoteAddress: string | null; remotePrefix: number | null; remotePort: number | null } | undefined;
+    if (filters.some((f) => f.prefixLength === 0)) {
+      remote = { remoteAddress: null, remotePrefix: null, remotePort: null };
+    } else if (filters.length > 1) {
+      return pcpError(req, ResultCode.EXCESSIVE_REMOTE_PEERS, processed, `${filters.length} FILTER options; portd supports 1`);
+    } else if (filters.length === 1) {
+      const f = filters[0]!;
+      const v4 = isIpv4(f.remoteAddress);
+      const prefix = v4 ? f.prefixLength - 96 : f.prefixLength;
+      if (v4 !== isIpv4(s.internalAddress)) return pcpError(req, ResultCode.MALFORMED_OPTION, processed, 'FILTER of another address family');
+      remote = { remoteAddress: f.remoteAddress, remotePrefix: prefix, remotePort: f.remotePort === 0 ? null : f.remotePort };
+    }
+
+    const ext = leases.externalAddress();
+    const nonce = nonceHex(m.nonce);
+    const common = {
+      source: 'pcp' as const, identity: 'internal' as const, protocol: s.protocol, owner: source,
+      internalAddress: s.internalAddress, internalPort: m.internalPort, nonce, thirdPartyAllowed: s.thirdParty, actor: `pcp:${source}`,
+    };
+
+    if (req.lifetime === 0) {
+      // delete (RFC 6887 §15); deleting what does not exist succeeds
+      const released = m.internalPort === 0
+        ? await releaseAll(s.protocol, s.internalAddress, source, { ...common, identity: 'internal' }, nonce)
+        : await leases.release({ ...common });
+      if (!released.ok) return pcpError(req, pcpCodeFor(released, preferFailure), processed, refusalDetail(released));
+      const port = released.lease?.externalPort ?? m.externalPort;
+      return pcpResult({
+        version: Version.PCP, opcode: Opcode.MAP, resultCode: ResultCode.SUCCESS, lifetime: 0, epoch: deps.epoch(),
+        map: { ...m, externalPort: port, externalAddress: released.lease?.externalAddress ?? (isUnspecified(m.externalAddress) ? ext : m.externalAddress) },
+        options: processed,
+      }, released.lease ? `deleted lease ${released.lease.id}` : 'nothing to delete');
+    }
+
+    if (!isUnspecified(m.externalAddress) && !sameAddress(m.externalAddress, ext) && preferFailure) {
+      return pcpError(req, ResultCode.CANNOT_PROVIDE_EXTERNAL, processed, `suggested external address ${m.externalAddress} is not ours (${ext})`);
+    }
+    const r = await leases.request({
+      ...common,
+      externalPort: m.externalPort === 0 ? undefined : m.externalPort,
+      allowOtherPort: !preferFailure,
+      ...(remote ?? {}),
+      lifetime: req.lifetime,
+      description: `PCP ${s.protocol.toUpperCase()} ${s.internalAddress}:${m.internalPort}`,
+    } as Parameters<LeaseTableApi['request']>[0]);
+    if (!r.ok) return pcpError(req, pcpCodeFor(r, preferFailure), processed, refusalDetail(r));
+    return pcpResult({
+      version: Version.PCP, opcode: Opcode.MAP, resultCode: ResultCode.SUCCESS, lifetime: r.lifetime ?? 0, epoch: deps.epoch(),
+      map: { ...m, externalPort: r.lease.externalPort, externalAddress: r.lease.externalAddress },
+      options: processed,
+    }, `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`);
+  }
+
+  /** internal port 0 + lifetime 0: every mapping of this internal address for the protocol (RFC 6887 §11.1, RFC 6886 §3.4) */
+  async function releaseAll(protocol: 'tcp' | 'udp', internalAddress: string, owner: string,
+    base: Omit<Parameters<LeaseTableApi['release']>[0], 'internalPort'>, nonce: string | null): Promise<{ ok: true; lease: Lease | null } | Refusal> {
+    const mine = leases.list({ owner, protocol, state: 'active', limit: 10000 }).leases
+      .filter((l) => (l.source === 'pcp' || l.source === 'natpmp') && l.internalAddress === internalAddress);
+    for (const l of mine) {
+      if (base.source === 'pcp' && l.nonce !== null && l.nonce !== nonce) continue; // another nonce: not this client's to end
+      const r = await leases.release({ ...base, internalPort: l.internalPort });
+      if (!r.ok) return r;
+    }
+    return { ok: true, lease: null };
+  }
+
+  async function handlePeer(req: PcpRequest & { opcode: 2 }, source: string): Promise<HandleResult> {
+    const p = req.peer;
+    const s = subject(req, source, p);
+    if (!s.ok) return s.result;
+    if (!conntrack) return pcpError(req, ResultCode.UNSUPP_OPCODE, s.processed, 'PEER without conntrack');
+    const q = { protocol: s.protocol, internalAddress: s.internalAddress, internalPort: p.internalPort, remoteAddress: p.remoteAddress, remotePort: p.remotePort };
+    let flow;
+    try {
+      flow = await conntrack.lookup(q);
+    } catch (e) {
+      return pcpError(req, ResultCode.NO_RESOURCES, s.processed, `conntrack lookup failed: ${(e as Error).message}`);
+    }
+    // no such flow: portd does not create implicit mappings ahead of traffic; NO_RESOURCES
+    // (a short error) tells the client to retry once its first packet has created the flow
+    if (!flow) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, `no ${s.protocol} flow ${s.internalAddress}:${p.internalPort} → ${p.remoteAddress}:${p.remotePort}`);
+    let lifetime = 0;
+    if (req.lifetime > 0) {
+      lifetime = Math.min(pcpBounds.max, Math.max(pcpBounds.min, req.lifetime));
+      const ok = await conntrack.extend(q, lifetime).catch(() => false);
+      if (!ok) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, 'flow ended before it could be extended');
+    }
+    return pcpResult({
+      version: Version.PCP, opcode: Opcode.PEER, resultCode: ResultCode.SUCCESS, lifetime, epoch: deps.epoch(),
+      peer: { ...p, externalPort: flow.externalPort, externalAddress: flow.externalAddress },
+      options: s.processed,
+    }, `flow via ${flow.externalAddress}:${flow.externalPort} kept ${lifetime}s`);
+  }
+
+  async function handlePcp(b: Uint8Array, source: string): Promise<HandleResult> {
+    if (!config.pcp.enabled) {
+      // NAT-PMP-only gateway: RFC 6887 §9 — answer like a NAT-PMP server so PCP clients fall back
+      return natPmpUnsupportedVersion(b);
+    }
+    let req: PcpRequest;
+    try {
+      req = decodePcpRequest(b, { source, opcodes });
+    } catch (e) {
+      if (!(e instanceof PcpDecodeError)) throw e;
+      const res = errorResponseFor(e, deps.epoch());
+      if (!res) return { ...PCP_DROP, detail: e.message };
+      return { ...pcpResult(res, e.message), bad: true };
+    }
+    switch (req.opcode) {
+      case Opcode.ANNOUNCE:
+        // RFC 6887 §14.1: a success with lifetime 0 lets the client learn our epoch
+        return pcpResult({ version: Version.PCP, opcode: Opcode.ANNOUNCE, resultCode: ResultCode.SUCCESS, lifetime: 0, epoch: deps.epoch(), options: [] });
+      case Opcode.MAP:
+        return handleMap(req, source);
+      case Opcode.PEER:
+        return handlePeer(req, source);
+    }
+  }
+
+  function natPmpUnsupportedVersion(b: Uint8Array): HandleResult {
+    const response = encodeNatPmpResponse({ opcode: (b[1] ?? 0) & 0x7f, resultCode: NatPmpResultCode.UNSUPPORTED_VERSION, epoch: deps.epoch(), headerOnly: true });
+    return { response, frontend: 'natpmp', result: 'UNSUPPORTED_VERSION', bad: true };
+  }
+
+  function natResult(res: Parameters<typeof encodeNatPmpResponse>[0], detail?: string, bad?: boolean): HandleResult {
+    return {
+      response: encodeNatPmpResponse(res), frontend: 'natpmp', result: NAT_PMP_RESULT_CODE_NAMES[res.resultCode] ?? String(res.resultCode),
+      ...(detail ? { detail } : {}), ...(bad ? { bad } : {}),
+    };
+  }
+
+  async function handleNatPmp(b: Uint8Array, source: string): Promise<HandleResult> {
+    if (!config.natpmp.enabled) {
+      // PCP-only: RFC 6887 §9 — a version we do not speak; the answer carries version 2
+      return pcpResult({ version: Version.PCP, opcode: (b[1] ?? 0) & 0x7f, resultCode: ResultCode.UNSUPP_VERSION, lifetime: errorLifetime(ResultCode.UNSUPP_VERSION), epoch: deps.epoch(), options: [] }, 'NAT-PMP disabled');
+    }
+    let req: NatPmpRequest;
+    try {
+      req = decodeNatPmpRequest(b);
+    } catch (e) {
+      if (!(e instanceof NatPmpDecodeError)) throw e;
+      if (e.action === 'drop') return { response: null, frontend: 'natpmp', result: 'DROPPED', detail: e.message, bad: true };
+      return natResult({ opcode: e.opcode, resultCode: e.resultCode, epoch: deps.epoch(), headerOnly: true }, e.message, true);
+    }
+    const owner = normalizeAddress(source) ?? source;
+    const ext = leases.externalAddress();
+    if (req.opcode === NatPmpOpcode.EXTERNAL_ADDRESS) {
+      if (!isIpv4(ext) || ext === '0.0.0.0') {
+        return natResult({ opcode: req.opcode, resultCode: NatPmpResultCode.NETWORK_FAILURE, epoch: deps.epoch(), externalAddress: '0.0.0.0' }, 'no external IPv4 address');
+      }
+      return natResult({ opcode: req.opcode, resultCode: NatPmpResultCode.SUCCESS, epoch: deps.epoch(), externalAddress: ext });
+    }
+    const protocol = req.opcode === NatPmpOpcode.MAP_UDP ? 'udp' : 'tcp';
+    const fail = (code: number, detail: string) =>
+      natResult({ opcode: req.opcode, resultCode: code, epoch: deps.epoch(), internalPort: req.internalPort, externalPort: 0, lifetime: 0 }, detail);
+    if (!isIpv4(owner)) return fail(NatPmpResultCode.NOT_AUTHORIZED, 'NAT-PMP is IPv4 only');
+    const base = { source: 'natpmp' as const, identity: 'internal' as const, protocol, owner, internalAddress: owner, actor: `natpmp:${owner}` } as const;
+
+    if (req.lifetime === 0) {
+      // RFC 6886 §3.4: delete; internal port 0 deletes all of this client's mappings for the protocol
+      const r = req.internalPort === 0
+        ? await releaseAll(protocol, owner, owner, base, null)
+        : await leases.release({ ...base, internalPort: req.internalPort });
+      if (!r.ok) return fail(natPmpCodeFor(r), refusalDetail(r));
+      return natResult({ opcode: req.opcode, resultCode: NatPmpResultCode.SUCCESS, epoch: deps.epoch(), internalPort: req.internalPort, externalPort: 0, lifetime: 0 },
+        r.lease ? `deleted lease ${r.lease.id}` : 'nothing to delete');
+    }
+    if (req.internalPort === 0) return fail(NatPmpResultCode.NOT_AUTHORIZED, 'internal port 0 with a lifetime');
+    const r = await leases.request({
+      ...base, internalPort: req.internalPort, externalPort: req.externalPort === 0 ? undefined : req.externalPort,
+      allowOtherPort: true, lifetime: req.lifetime, description: `NAT-PMP ${protocol.toUpperCase()} ${owner}:${req.internalPort}`,
+    } as Parameters<LeaseTableApi['request']>[0]);
+    if (!r.ok) return fail(natPmpCodeFor(r), refusalDetail(r));
+    return natResult({
+      opcode: req.opcode, resultCode: NatPmpResultCode.SUCCESS, epoch: deps.epoch(),
+      internalPort: req.internalPort, externalPort: r.lease.externalPort, lifetime: r.lifetime ?? 0,
+    }, `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`);
+  }
+
+  return {
+    /** handle one datagram from `source` (the packet's source address) */
+    async handle(packet: Uint8Array, source: string): Promise<HandleResult> {
+      const src = normalizeAddress(source) ?? source;
+      switch (classifyPacket(packet)) {
+        case 'drop': return { ...PCP_DROP, detail: packet.length < 2 ? 'shorter than 2 octets' : 'R bit set' };
+        case 'natpmp': return handleNatPmp(packet, src);
+        case 'pcp': return handlePcp(packet, src);
+      }
+    },
+    opcodes: opcodes as readonly number[],
+  };
+}
+export type PcpHandler = ReturnType<typeof createPcpHandler>;

@@ -1,0 +1,251 @@
+/**
+ * The PCP / NAT-PMP server: UDP sockets on the LAN addresses (never WAN), a per-client rate
+ * limit in front of the handler, the epoch (RFC 6887 §8.5, RFC 6886 §3.6) and the unsolicited
+ * announcements sent on start, on epoch reset and when the external address changes.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import type { Logger } from 'pino';
+import type { Config } from '../../config/types.js';
+import type { Clock } from '../../leases/clock.js';
+import type { LeaseTableApi } from '../../leases/table-api.js';
+import type { Metrics } from '../../metrics.js';
+import { ErrorCode, PortdError } from '../../errors.js';
+import {
+  ANNOUNCE_GROUP, encodeNatPmpResponse, encodePcpResponse, NatPmpOpcode, NatPmpResultCode, Opcode, Port, ResultCode, Version,
+} from '../../../protocols/pcp/index.js';
+import type { ConntrackApi } from './conntrack.js';
+import { createPcpHandler } from './handler.js';
+import { createLogGate, createRateLimiter } from './rate-limit.js';
+
+export interface PcpServerOptions {
+  readonly config: Pick<Config, 'pcp' | 'natpmp' | 'policy'>;
+  readonly leases: LeaseTableApi;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
+  /** LAN addresses to listen on (IPv6 ones only used when config.pcp.ipv6) */
+  readonly listen: readonly string[];
+  /** PEER support; null/absent = PEER answered with UNSUPP_OPCODE */
+  readonly conntrack?: ConntrackApi | null;
+  /**
+   * Where unsolicited announcements go. Default: 224.0.0.1:5350 (and [ff02::1]:5350 from IPv6
+   * sockets). Tests point this at a loopback socket; null disables announcements.
+   */
+  readonly announce?: { readonly address: string; readonly port: number } | null;
+  /** how many times each announcement is sent, 250 ms apart and doubling (RFC 6886 §3.2.1: up to 10) */
+  readonly announceRepeats?: number;
+  /** clock.now() value at which the epoch began, e.g. restored across restarts; default: start() */
+  readonly epochStart?: number;
+  /** interval for "once per client" log lines of refusals and drops, ms (default 60 s) */
+  readonly logIntervalMs?: number;
+  /** how often to look for a changed external address, ms (default 5 s; 0 = only on requests) */
+  readonly addressCheckMs?: number;
+}
+
+export interface PcpServer {
+  start(): Promise<void>;
+  /** the bound addresses (port resolved when config.pcp.port is 0) */
+  addresses(): { address: string; port: number }[];
+  /** seconds since the epoch began */
+  epoch(): number;
+  /** state may have been lost (or the external address changed): new epoch + announcements */
+  resetEpoch(reason: string): void;
+  close(): Promise<void>;
+}
+
+export function createPcpServer(opts: PcpServerOptions): PcpServer {
+  const { config, leases, metrics, clock } = opts;
+  const log = opts.log.child({ component: 'pcp' });
+  let epochStart = opts.epochStart ?? clock.now();
+  const sockets: { socket: Socket; address: string; family: 4 | 6 }[] = [];
+  const limiter = createRateLimiter({ rate: config.pcp.rateLimit, now: () => clock.now() });
+  const gate = createLogGate({ intervalMs: opts.logIntervalMs ?? 60_000, now: () => clock.now() });
+  const announceRepeats = Math.max(1, Math.min(10, opts.announceRepeats ?? 10));
+  let announceTimer: unknown = null;
+  let addressTimer: unknown = null;
+  let lastExternal = leases.externalAddress();
+  let closed = false;
+  let inFlight = 0;
+
+  const epoch = (): number => Math.max(0, Math.floor((clock.now() - epochStart) / 1000)) >>> 0;
+  const handler = createPcpHandler({ config, leases, log, conntrack: opts.conntrack ?? null, epoch });
+
+  function checkExternalAddress(): void {
+    const now = leases.externalAddress();
+    if (now !== lastExternal) {
+      const from = lastExternal;
+      lastExternal = now;
+      resetEpoch(`external address changed from ${from} to ${now}`);
+    }
+  }
+
+  function announcementPackets(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    if (config.pcp.enabled) {
+      // RFC 6887 §14.1.3: unsolicited ANNOUNCE response, lifetime 0, our current epoch
+      out.push(encodePcpResponse({ version: Version.PCP, opcode: Opcode.ANNOUNCE, resultCode: ResultCode.SUCCESS, lifetime: 0, epoch: epoch(), options: [] }));
+    }
+    const ext = leases.externalAddress();
+    if (config.natpmp.enabled && /^\d{1,3}(\.\d{1,3}){3}$/.test(ext) && ext !== '0.0.0.0') {
+      // RFC 6886 §3.2.1: the external address response, sent unsolicited
+      out.push(encodeNatPmpResponse({ opcode: NatPmpOpcode.EXTERNAL_ADDRESS, resultCode: NatPmpResultCode.SUCCESS, epoch: epoch(), externalAddress: ext }));
+    }
+    return out;
+  }
+
+  function interfaceOf(address: string): string | null {
+    for (const [name, list] of Object.entries(networkInterfaces())) {
+      if (list?.some((i) => i.address === address)) return name;
+    }
+    return null;
+  }
+
+  function sendAnnouncements(): void {
+    if (opts.announce === null || closed) return;
+    const packets = announcementPackets();
+    for (const s of sockets) {
+      let address: string;
+      let port: number;
+      if (opts.announce) {
+        if (isIPv6(opts.announce.address) !== (s.family === 6)) continue;
+        ({ address, port } = opts.announce);
+      } else if (s.family === 4) {
+        address = ANNOUNCE_GROUP.ipv4;
+        port = Port.CLIENT;
+      } else {
+        const ifname = interfaceOf(s.address);
+        if (!ifname) continue;
+        address = `${ANNOUNCE_GROUP.ipv6}%${ifname}`;
+        port = Port.CLIENT;
+      }
+      for (const p of packets) {
+        s.socket.send(p, port, address, (err) => {
+          if (err) log.debug({ err: err.message, from: s.address, to: `${address}:${port}` }, 'announcement not sent');
+        });
+      }
+    }
+  }
+
+  /** first at once, then 250 ms, 500 ms, ... apart (RFC 6886 §3.2.1, RFC 6887 §14.1.3) */
+  function announceSeries(): void {
+    if (announceTimer !== null) clock.clearTimeout(announceTimer);
+    announceTimer = null;
+    let sent = 0;
+    let gap = 250;
+    const step = (): void => {
+      announceTimer = null;
+      if (closed) return;
+      sendAnnouncements();
+      sent++;
+      if (sent < announceRepeats) {
+        announceTimer = clock.setTimeout(step, gap);
+        gap *= 2;
+      }
+    };
+    step();
+  }
+
+  function resetEpoch(reason: string): void {
+    epochStart = clock.now();
+    lastExternal = leases.externalAddress();
+    log.warn({ reason }, 'PCP/NAT-PMP epoch reset; announcing');
+    announceSeries();
+  }
+
+  function onMessage(s: { socket: Socket; address: string }, msg: Buffer, rinfo: { address: string; port: number }): void {
+    const client = rinfo.address;
+    const started = performance.now();
+    if (!limiter.take(client)) {
+      metrics.rateLimited.inc({ frontend: 'pcp' });
+      const n = gate.pass(`rate:${client}`);
+      if (n !== null) log.warn({ client, suppressed: n, rateLimit: config.pcp.rateLimit }, 'client over rate limit; requests dropped');
+      return;
+    }
+    if (opts.addressCheckMs === 0) checkExternalAddress();
+    inFlight++;
+    handler.handle(msg, client).then((r) => {
+      metrics.requests.inc({ frontend: r.frontend, result: r.result });
+      metrics.requestSeconds.observe({ frontend: r.frontend }, (performance.now() - started) / 1000);
+      if (r.bad) {
+        metrics.badInput.inc({ frontend: r.frontend, kind: r.result });
+        const n = gate.pass(`bad:${client}`);
+        if (n !== null) log.info({ client, port: rinfo.port, result: r.result, detail: r.detail, suppressed: n }, 'bad request');
+      } else if (r.result !== 'SUCCESS') {
+        const n = gate.pass(`refused:${client}:${r.result}`);
+        if (n !== null) log.info({ client, port: rinfo.port, frontend: r.frontend, result: r.result, detail: r.detail, suppressed: n }, 'request refused');
+      } else {
+        log.debug({ client, port: rinfo.port, frontend: r.frontend, detail: r.detail }, 'request answered');
+      }
+      if (r.response && !closed) s.socket.send(r.response, rinfo.port, rinfo.address);
+    }).catch((err: unknown) => {
+      // a bug, not the client's fault: log it, never crash the daemon
+      log.error({ client, err: err instanceof Error ? err.message : String(err) }, 'PCP request failed');
+      metrics.requests.inc({ frontend: 'pcp', result: 'INTERNAL_ERROR' });
+    }).finally(() => { inFlight--; });
+  }
+
+  async function bindOne(address: string): Promise<void> {
+    const family = isIPv6(address) ? 6 : 4;
+    const socket = createSocket({ type: family === 6 ? 'udp6' : 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      socket.once('error', onError);
+      socket.bind({ address, port: config.pcp.port, exclusive: true }, () => {
+        socket.off('error', onError);
+        resolve();
+      });
+    }).catch((err: Error) => {
+      socket.close();
+      throw new PortdError(ErrorCode.LISTEN_FAILED, `PCP/NAT-PMP cannot listen on ${address}:${config.pcp.port}: ${err.message}`,
+        'another NAT-PMP/PCP daemon (miniupnpd?) may hold the port, or the address is not on this host');
+    });
+    if (family === 4 && opts.announce === undefined) {
+      try { socket.setMulticastInterface(address); } catch { /* loopback or no multicast: announcements may fail, requests still work */ }
+    }
+    const entry = { socket, address, family: family as 4 | 6 };
+    socket.on('message', (msg, rinfo) => onMessage(entry, msg, rinfo));
+    socket.on('error', (err) => log.error({ address, err: err.message }, 'PCP socket error'));
+    sockets.push(entry);
+  }
+
+  return {
+    async start() {
+      if (!config.pcp.enabled && !config.natpmp.enabled) return;
+      const addrs = opts.listen.filter((a) => !isIPv6(a) || config.pcp.ipv6);
+      try {
+        for (const a of addrs) await bindOne(a);
+      } catch (e) {
+        for (const s of sockets.splice(0)) s.socket.close();
+        throw e;
+      }
+      if (opts.epochStart === undefined) epochStart = clock.now();
+      lastExternal = leases.externalAddress();
+      log.info({ listen: sockets.map((s) => `${s.address}:${s.socket.address().port}`), pcp: config.pcp.enabled, natpmp: config.natpmp.enabled, peer: handler.opcodes.includes(Opcode.PEER) }, 'PCP/NAT-PMP listening');
+      announceSeries();
+      const every = opts.addressCheckMs ?? 5000;
+      if (every > 0) {
+        const tick = (): void => {
+          addressTimer = null;
+          if (closed) return;
+          checkExternalAddress();
+          addressTimer = clock.setTimeout(tick, every);
+        };
+        addressTimer = clock.setTimeout(tick, every);
+      }
+    },
+    addresses: () => sockets.map((s) => ({ address: s.address, port: s.socket.address().port })),
+    epoch,
+    resetEpoch,
+    async close() {
+      closed = true;
+      if (announceTimer !== null) clock.clearTimeout(announceTimer);
+      if (addressTimer !== null) clock.clearTimeout(addressTimer);
+      announceTimer = addressTimer = null;
+      // let answers in flight go out (bounded: the lease table answers or fails each request)
+      for (let i = 0; i < 200 && inFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
+      await Promise.all(sockets.splice(0).map((s) => new Promise<void>((r) => s.socket.close(() => r()))));
+    },
+  };
+}
