@@ -1,0 +1,20 @@
+// `npm run bench`: every benchmark, each in its own process (so RSS figures are its own), bounded in time.
+// Each prints JSON and a table with the ratio to its anchor. Root-only benches (network namespaces) are
+// skipped with a line when not root. Pass names to run a subset: `npm run bench -- leases pcp`.
+import { spawnSync } from 'node:child_process';
+
+const all = [
+  { name: 'leases', file: 'bench/leases.ts', root: false },
+  { name: 'pcp', file: 'bench/pcp.ts', root: false },
+  { name: 'upnp', file: 'bench/upnp.ts', root: false },
+  { name: 'dataplane', file: 'bench/dataplane.ts', root: true },
+];
+const only = process.argv.slice(2);
+let failed = false;
+for (const b of all.filter((x) => only.length === 0 || only.includes(x.name))) {
+  if (b.root && process.getuid?.() !== 0) { console.error(`bench: skipping ${b.name} (needs root for a network namespace)`); continue; }
+  console.error(`\n=== bench ${b.name} ===`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--expose-gc', b.file], { stdio: 'inherit', timeout: 20 * 60_000 });
+  if (r.status !== 0) { console.error(`bench: ${b.name} failed (${r.status ?? r.signal})`); failed = true; }
+}
+process.exit(failed ? 1 : 0);
