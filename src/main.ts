@@ -5,6 +5,8 @@ import { createMemoryDataplane } from './dataplane/memory.js';
 import type { Dataplane } from './dataplane/types.js';
 import { startAdmin } from './admin/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
+import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
+import { inPrefix, normalizeAddress } from './policy/ip.js';
 import { createSystemClock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -26,13 +28,19 @@ export interface Portd {
   close(): Promise<void>;
 }
 
-/** the IPv4 addresses front-ends listen on: configured, or read from the LAN interfaces */
-export function listenAddresses(config: Config): string[] {
-  if (config.listenAddresses && config.listenAddresses.length > 0) return [...config.listenAddresses];
-  const ifs = networkInterfaces();
-  const out: string[] = [];
+/** the LAN networks front-ends serve, as address/prefix: configured listen addresses, or the LAN interfaces' IPv4 */
+export function lanNetworks(config: Config): { address: string; cidr: string }[] {
+  const ifs = Object.values(networkInterfaces()).flat().filter((a) => a !== undefined);
+  if (config.listenAddresses && config.listenAddresses.length > 0) {
+    return config.listenAddresses.map((address) => {
+      const found = ifs.find((a) => a.address === address);
+      return { address, cidr: found?.cidr ?? `${address}/${address.startsWith('127.') ? 8 : 32}` };
+    });
+  }
+  const named = networkInterfaces();
+  const out: { address: string; cidr: string }[] = [];
   for (const name of config.interfaces.lan) {
-    for (const a of ifs[name] ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
+    for (const a of named[name] ?? []) if (a.family === 'IPv4' && a.cidr) out.push({ address: a.address, cidr: a.cidr });
   }
   return out;
 }
@@ -107,11 +115,16 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   timers.push(setInterval(() => leases.checkWallClock(), 5000));
   for (const t of timers) t.unref();
 
-  const listen = listenAddresses(config);
+  const lan = lanNetworks(config);
+  const listen = lan.map((n) => n.address);
+  // interface CIDRs carry host bits (192.168.1.1/24): compare under the mask
+  const isLanClient = (a: string) => { const ip = normalizeAddress(a); return lan.some((n) => { const [net, len] = n.cidr.split('/'); return inPrefix(ip, net!, Number(len)); }); };
   if (listen.length === 0) log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
   /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
   const onStateLost: ((why: string) => void)[] = [];
+  /** called after the external address changed (UPnP ExternalIPAddress event) */
+  const onExternalAddress: ((addr: string) => void)[] = [];
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
 
@@ -127,6 +140,24 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     frontends.push({ name: 'pcp', listening: pcp.addresses().map((a) => `${a.address}:${a.port}`) });
     pcpEpoch = () => pcp.epoch();
     onStateLost.push((why) => pcp.resetEpoch(why));
+  }
+
+  if (config.upnp.enabled) {
+    let uuids: unknown = null;
+    try { uuids = JSON.parse(leases.store.meta('upnp.uuids') ?? 'null'); } catch { /* regenerate */ }
+    if (!isUpnpUuids(uuids)) { uuids = generateUuids(); leases.store.setMeta('upnp.uuids', JSON.stringify(uuids)); }
+    const adminHost = config.admin.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    const adminOnLan = !['127.0.0.1', '::1', 'localhost'].includes(adminHost);
+    const upnp = createUpnpServer({
+      config, leases, log, metrics, clock, uuids: uuids as UpnpUuids, isLanClient,
+      listen: { addresses: lan.map((n) => n.cidr), httpPort: config.upnp.httpPort },
+      presentationUrl: adminOnLan ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:${config.admin.listen.replace(/^.*:/, '')}/` : null,
+    });
+    await upnp.listen();
+    parts.push({ name: 'upnp', close: () => upnp.close() });
+    frontends.push({ name: 'upnp', listening: upnp.httpAddresses().map((a) => `${a.address}:${a.port}`) });
+    upnpDescriptionUrls = () => upnp.descriptionUrls().flatMap((d) => [d.v1, d.v2]);
+    onExternalAddress.push(() => upnp.stateChanged());
   }
 
   // the admin server starts last, so it is closed first

@@ -1,0 +1,166 @@
+// UPnP front-end throughput on loopback: AddPortMapping and DeletePortMapping at concurrency 1 and 8,
+// over keep-alive HTTP (node http.Agent keepAlive) and one connection per request, through the real
+// lease table (memory dataplane unless one is passed in), next to the ceiling of a trivial HTTP echo
+// server measured with the same load generator. The generator runs in a worker thread (its own core).
+//   node --import tsx bench/upnp.ts [--count 2000] [--preload 0]
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os, { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import pino from 'pino';
+import { validateConfig } from '../src/config/index.js';
+import type { Config } from '../src/config/types.js';
+import { createMemoryDataplane } from '../src/dataplane/memory.js';
+import type { Dataplane } from '../src/dataplane/types.js';
+import { createUpnpServer, generateUuids } from '../src/frontends/upnp/index.js';
+import { createSystemClock } from '../src/leases/clock.js';
+import { createLeaseTable } from '../src/leases/table.js';
+import { createMetrics } from '../src/metrics.js';
+import { createPolicy } from '../src/policy/policy.js';
+import { printTable, round } from './lib.js';
+
+/** HTTP load generator (plain JS, eval'd in a worker): `concurrency` requests in flight, bodies from a template. */
+const GENERATOR = `
+const { parentPort, workerData } = require('node:worker_threads');
+const http = require('node:http');
+const { url, template, headers, count, concurrency, keepAlive, maxMs, first } = workerData;
+const u = new URL(url);
+const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: concurrency }) : false;
+const lat = []; const codes = {};
+let next = 0; const t0 = performance.now(); const deadline = t0 + maxMs;
+function one(i) {
+  return new Promise((resolve) => {
+    const body = template.replace(/\\{PORT\\}/g, String(first + i));
+    const s = performance.now();
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent,
+      headers: { ...headers, 'content-length': Buffer.byteLength(body), ...(keepAlive ? {} : { connection: 'close' }) } }, (res) => {
+      let n = 0; res.on('data', (d) => { n += d.length; });
+      res.on('end', () => { lat.push(performance.now() - s); codes[res.statusCode] = (codes[res.statusCode] || 0) + 1; resolve(); });
+    });
+    req.on('error', (e) => { codes[e.code || 'error'] = (codes[e.code || 'error'] || 0) + 1; resolve(); });
+    req.end(body);
+  });
+}
+async function worker() { while (next < count && performance.now() < deadline) await one(next++); }
+Promise.all(Array.from({ length: concurrency }, worker)).then(() => {
+  if (agent) agent.destroy();
+  parentPort.postMessage({ lat, codes, wallMs: performance.now() - t0 });
+});
+`;
+
+interface Phase { phase: string; concurrency: number; keepAlive: boolean; n: number; perSecond: number; p50ms: number; p99ms: number; errors: number }
+
+function pct(sorted: number[], p: number) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+async function generate(phase: string, url: string, template: string, headers: Record<string, string>, count: number, concurrency: number, keepAlive: boolean, first: number, maxMs = 30_000): Promise<Phase> {
+  const w = new Worker(GENERATOR, { eval: true, workerData: { url, template, headers, count, concurrency, keepAlive, maxMs, first } });
+  const r = await new Promise<{ lat: number[]; codes: Record<string, number>; wallMs: number }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  await w.terminate();
+  const s = [...r.lat].sort((a, b) => a - b);
+  const errors = Object.entries(r.codes).filter(([k]) => k !== '200').reduce((a, [, v]) => a + v, 0);
+  return { phase, concurrency, keepAlive, n: s.length, perSecond: Math.round((s.length / r.wallMs) * 1000), p50ms: round(pct(s, 50)), p99ms: round(pct(s, 99)), errors };
+}
+
+const IPC2 = 'urn:schemas-upnp-org:service:WANIPConnection:2';
+const envelope = (action: string, args: string) =>
+  `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${IPC2}">${args}</u:${action}></s:Body></s:Envelope>`;
+const ADD = envelope('AddPortMapping', '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol><NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient><NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>');
+const DEL = envelope('DeletePortMapping', '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol>');
+const hdr = (action: string) => ({ 'content-type': 'text/xml; charset="utf-8"', soapaction: `"${IPC2}#${action}"` });
+
+/** a trivial HTTP server that reads the body and answers a fixed SOAP-sized reply: the ceiling of node http here */
+async function echoCeiling(count: number): Promise<Phase[]> {
+  const reply = envelope('AddPortMappingResponse', '');
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'text/xml' }).end(reply));
+  });
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  const out: Phase[] = [];
+  try {
+    for (const keepAlive of [true, false]) for (const c of [1, 8]) out.push(await generate('HTTP echo', url, ADD, hdr('AddPortMapping'), count, c, keepAlive, 10000));
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+  return out;
+}
+
+export interface UpnpBenchOptions {
+  readonly count?: number;
+  /** leases held by other clients before measuring */
+  readonly preload?: number;
+  readonly dataplane?: Dataplane;
+  readonly noEcho?: boolean;
+  /** keep-alive first (default) or not */
+  readonly order?: readonly boolean[];
+}
+
+export async function run(opts: UpnpBenchOptions = {}) {
+  const count = opts.count ?? 2000;
+  const preload = opts.preload ?? 0;
+  const dir = mkdtempSync(join(tmpdir(), 'portd-bench-upnp-'));
+  const dataplane = opts.dataplane ?? createMemoryDataplane();
+  const policyConfig = {
+    secureMode: true, maxLeasesPerClient: 1_000_000, reservedPorts: [], rules: [], historyRetention: 86400,
+    lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
+  };
+  const policy = createPolicy(policyConfig);
+  const clock = createSystemClock();
+  const metrics = createMetrics();
+  const log = pino({ level: 'silent' });
+  const table = createLeaseTable({ database: { path: join(dir, 'bench.sqlite') }, dataplane, policy, clock, log, metrics, externalAddress: '203.0.113.1' });
+  const config: Config = { ...validateConfig({ upnp: { httpPort: 0, ssdp: false } }, 'bench'), policy: policyConfig };
+  const server = createUpnpServer({
+    config, leases: table, log, metrics, clock, uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
+    isLanClient: (a) => a.startsWith('127.'), presentationUrl: null, wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
+  });
+  const phases: Phase[] = [];
+  try {
+    await dataplane.init();
+    for (let i = 0; i < preload;) {
+      const batch: Promise<unknown>[] = [];
+      for (let j = 0; j < 64 && i < preload; j++, i++) {
+        const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+        batch.push(table.request({ source: 'upnp', identity: 'external', protocol: 'udp', owner: host, internalAddress: host, internalPort: 1024 + (i % 60000), externalPort: 1024 + (i % 64000), allowOtherPort: true, lifetime: 3600 }));
+      }
+      await Promise.all(batch);
+    }
+    await server.listen();
+    const url = server.descriptionUrls()[0]!.v2.replace('/igd2/desc.xml', '/igd2/ctl/IPConn');
+    // distinct external ports per phase (tcp; the preload is udp)
+    let base = 2000;
+    for (const keepAlive of opts.order ?? [true, false]) {
+      for (const c of [1, 8]) {
+        phases.push(await generate('AddPortMapping', url, ADD, hdr('AddPortMapping'), count, c, keepAlive, base));
+        phases.push(await generate('DeletePortMapping', url, DEL, hdr('DeletePortMapping'), count, c, keepAlive, base));
+        base += count;
+      }
+    }
+  } finally {
+    await server.close();
+    await table.close();
+    if (!opts.dataplane) await dataplane.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const echo = opts.noEcho ? [] : await echoCeiling(count);
+  return { name: 'upnp', driver: dataplane.driver, count, preload, cpus: os.cpus().length, phases, echo };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const arg = (name: string): number | undefined => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i > 0 ? Number(process.argv[i + 1]) : undefined;
+  };
+  const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0 });
+  console.log(JSON.stringify(res, null, 2));
+  printTable(`UPnP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...res.echo] as unknown as Record<string, unknown>[]);
+}

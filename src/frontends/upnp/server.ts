@@ -1,0 +1,341 @@
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import os from 'node:os';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { SsdpTarget } from '../../../protocols/ssdp/index.js';
+import {
+  ServiceType, SoapDecodeError, UpnpErrorCode, decodeSoapRequest, defaultConnectionService, encodeSoapFault, encodeSoapResponse,
+  formatTimeoutHeader, SOAP_MAX_BODY_BYTES,
+} from '../../../protocols/upnp/index.js';
+import type { Config } from '../../config/types.js';
+import type { LeaseTableApi } from '../../leases/table-api.js';
+import type { Metrics } from '../../metrics.js';
+import { normalizeAddress } from '../../policy/ip.js';
+import { createActionHandler, type WanStats } from './actions.js';
+import { buildDeviceSet, type Endpoint } from './devices.js';
+import { createGena, type EventVars } from './gena.js';
+import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
+import type { UpnpUuids } from './uuids.js';
+
+export interface UpnpServerOptions {
+  readonly config: Config;
+  readonly leases: LeaseTableApi;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly clock: { now(): number };
+  /** persisted device UUIDs (generateUuids() once, then store) */
+  readonly uuids: UpnpUuids;
+  readonly listen: {
+    /** LAN addresses, "192.168.1.1/24" (the prefix drives the SSDP source-subnet check) or bare "127.0.0.1" (/32) */
+    readonly addresses: readonly string[];
+    /** 0 = ephemeral (tests); otherwise config.upnp.httpPort */
+    readonly httpPort: number;
+  };
+  /** is this peer a LAN client we answer? (HTTP connections and SSDP searches) */
+  readonly isLanClient: (address: string) => boolean;
+  /** dashboard URL for presentationURL; null when the admin server listens on loopback only */
+  readonly presentationUrl: string | null;
+  /** BOOTID.UPNP.ORG; default: seconds since the epoch at creation (increases across restarts) */
+  readonly bootId?: number;
+  /** CONFIGID.UPNP.ORG (0..16777215) */
+  readonly configId?: number;
+  readonly ssdp?: {
+    /** default config.upnp.ssdp */
+    readonly enabled?: boolean;
+    readonly port?: number;
+    readonly multicastAddress?: string;
+    readonly joinMulticast?: boolean;
+    readonly notifyTarget?: { readonly address: string; readonly port: number };
+    readonly maxDelayMs?: number;
+    readonly random?: () => number;
+  };
+  readonly gena?: { readonly notifyTimeoutMs?: number; readonly coalesceMs?: number; readonly defaultTimeout?: number };
+  /** WAN counters; default: /sys/class/net/<interfaces.wan>/statistics */
+  readonly wanStats?: () => WanStats | Promise<WanStats>;
+  readonly connectionStatus?: () => 'Connected' | 'Disconnected';
+  readonly linkBitRates?: { readonly up: number; readonly down: number };
+  /** HTTP timeouts in ms */
+  readonly timeouts?: { readonly request?: number; readonly headers?: number; readonly keepAlive?: number; readonly idle?: number };
+}
+
+export interface UpnpServer {
+  listen(): Promise<void>;
+  close(): Promise<void>;
+  /** bound HTTP endpoints, one per LAN address */
+  httpAddresses(): { address: string; port: number }[];
+  ssdpAddresses(): { address: string; port: number }[];
+  /** description URLs per LAN address: v1 = IGD:1 root, v2 = IGD:2 root */
+  descriptionUrls(): { address: string; v1: string; v2: string }[];
+  /** re-read external address / connection status and tell GENA subscribers (call when the WAN address changes) */
+  stateChanged(): void;
+  readonly app: FastifyInstance;
+}
+
+const SERVER_PRODUCT = 'portd/0.1';
+
+function parseListen(a: string): LanInterface {
+  const [address, p] = a.split('/');
+  return { address: address!, prefix: p === undefined ? 32 : Number(p) };
+}
+
+async function readWanStats(iface: string): Promise<WanStats> {
+  const read = async (n: string) => {
+    try { return Number((await readFile(`/sys/class/net/${iface}/statistics/${n}`, 'utf8')).trim()) || 0; } catch { return 0; }
+  };
+  const [bytesSent, bytesReceived, packetsSent, packetsReceived] = await Promise.all([read('tx_bytes'), read('rx_bytes'), read('tx_packets'), read('rx_packets')]);
+  return { bytesSent, bytesReceived, packetsSent, packetsReceived };
+}
+
+/**
+ * UPnP IGD front-end: SSDP, descriptions, SOAP control, GENA eventing, for both IGD:1 and IGD:2.
+ * Translates requests into lease requests; never touches the dataplane or the database.
+ */
+export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
+  const { config, leases, metrics } = opts;
+  const log = opts.log.child({ component: 'upnp' });
+  const now = () => opts.clock.now();
+  const startedAt = now();
+  const interfaces = opts.listen.addresses.map(parseListen);
+  const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
+  const configId = opts.configId ?? 1;
+  const serverHeader = `${os.type()}/${os.release()} UPnP/1.1 ${SERVER_PRODUCT}`;
+  const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
+  const devices = buildDeviceSet(opts.uuids, {
+    friendlyName: config.upnp.friendlyName, manufacturer: config.upnp.manufacturer, modelName: config.upnp.modelName,
+    modelDescription: 'portd Internet Gateway Device', modelNumber: '0.1', manufacturerURL: 'https://github.com/', modelURL: 'https://github.com/',
+    serialNumber: opts.uuids.v2.igd.slice(0, 8), presentationURL: opts.presentationUrl,
+  }, configId);
+
+  const actions = createActionHandler({
+    config, leases, log, now, startedAt, connectionStatus,
+    wanStats: opts.wanStats ?? (() => readWanStats(config.interfaces.wan)),
+    linkBitRates: opts.linkBitRates ?? { up: 1_000_000_000, down: 1_000_000_000 },
+  });
+
+  let systemUpdateId = 1;
+  function stateOf(path: string): EventVars {
+    const ep = devices.events.get(path);
+    if (!ep) return [];
+    switch (ep.service.type) {
+      case ServiceType.WAN_IP_CONNECTION: {
+        const vars: [string, string | number][] = [
+          ['PossibleConnectionTypes', 'IP_Routed'], ['ConnectionStatus', connectionStatus()],
+          ['ExternalIPAddress', leases.externalAddress()], ['PortMappingNumberOfEntries', actions.numberOfEntries()],
+        ];
+        if (ep.service.version >= 2) vars.push(['SystemUpdateID', systemUpdateId]);
+        return vars;
+      }
+      case ServiceType.WAN_COMMON_INTERFACE_CONFIG: return [['PhysicalLinkStatus', connectionStatus() === 'Connected' ? 'Up' : 'Down']];
+      case ServiceType.LAYER3_FORWARDING: return [['DefaultConnectionService', defaultConnectionService(ep.root)]];
+    }
+  }
+
+  const gena = createGena({
+    log, metrics, now, maxSubscriptions: config.upnp.maxSubscriptions, stateOf,
+    notifyTimeoutMs: opts.gena?.notifyTimeoutMs, defaultTimeout: opts.gena?.defaultTimeout,
+  });
+
+  // what subscribers last heard, to send only changes
+  const ipConnPaths = [...devices.events.entries()].filter(([, e]) => e.service.type === ServiceType.WAN_IP_CONNECTION);
+  let last = { entries: -1, ext: '', status: '' };
+  let coalesceTimer: NodeJS.Timeout | null = null;
+  function publish(mappingsChanged: boolean) {
+    const cur = { entries: actions.numberOfEntries(), ext: leases.externalAddress(), status: connectionStatus() };
+    const changed: [string, string | number][] = [];
+    if (cur.entries !== last.entries || mappingsChanged) changed.push(['PortMappingNumberOfEntries', cur.entries]);
+    if (cur.ext !== last.ext) changed.push(['ExternalIPAddress', cur.ext]);
+    if (cur.status !== last.status) changed.push(['ConnectionStatus', cur.status]);
+    last = cur;
+    if (changed.length === 0) return;
+    if (mappingsChanged) systemUpdateId = systemUpdateId >= 0xffffffff ? 1 : systemUpdateId + 1;
+    for (const [path, ep] of ipConnPaths) gena.changed(path, ep.service.version >= 2 && mappingsChanged ? [...changed, ['SystemUpdateID', systemUpdateId]] : changed);
+  }
+  function schedulePublish() {
+    // nobody listening: nothing to compute (the count is read again when someone subscribes)
+    if (coalesceTimer || gena.count() === 0) { if (!coalesceTimer) last = { entries: -1, ext: '', status: '' }; return; }
+    coalesceTimer = setTimeout(() => { coalesceTimer = null; publish(true); }, opts.gena?.coalesceMs ?? 50);
+    coalesceTimer.unref();
+  }
+  let unsubscribeLeases: (() => void) | null = null;
+
+  // ---- HTTP ----
+  const timeouts = { request: 10_000, headers: 5_000, keepAlive: 5_000, idle: 30_000, ...opts.timeouts };
+  const app = Fastify({ logger: false, bodyLimit: SOAP_MAX_BODY_BYTES, return503OnClosing: true });
+  app.addHttpMethod('SUBSCRIBE');
+  app.addHttpMethod('UNSUBSCRIBE');
+  app.removeAllContentTypeParsers();
+  // text/xml with any charset, application/xml, or no content type at all: the body is XML text
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: SOAP_MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
+
+  const xml = (reply: FastifyReply, status: number, body: string) =>
+    reply.code(status).header('content-type', 'text/xml; charset="utf-8"').header('server', serverHeader).header('ext', '').send(body);
+
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
+    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      metrics.badInput.inc({ frontend: 'upnp', kind: 'too_large' });
+      log.warn({ client, url: req.url }, 'upnp refused oversize body');
+      return reply.code(413).header('connection', 'close').send();
+    }
+    metrics.badInput.inc({ frontend: 'upnp', kind: 'http' });
+    log.debug({ client, err: err.message }, 'upnp http error');
+    return reply.code(err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500).send();
+  });
+  app.setNotFoundHandler((req, reply) => {
+    log.debug({ client: normalizeAddress(req.socket.remoteAddress ?? ''), method: req.method, url: req.url }, 'upnp 404');
+    return reply.code(404).send();
+  });
+
+  for (const r of devices.roots) app.get(r.descriptionPath, (_req, reply) => xml(reply, 200, r.descriptionXml));
+  for (const [path, body] of devices.scpds) app.get(path, (_req, reply) => xml(reply, 200, body));
+
+  async function control(ep: Endpoint, req: FastifyRequest, reply: FastifyReply) {
+    const started = performance.now();
+    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const answer = (status: number, body: string, result: string) => {
+      metrics.requests.inc({ frontend: 'upnp', result });
+      metrics.requestSeconds.observe({ frontend: 'upnp' }, (performance.now() - started) / 1000);
+      return xml(reply, status, body);
+    };
+    const soapAction = req.headers['soapaction'];
+    let call;
+    try {
+      call = decodeSoapRequest(typeof req.body === 'string' ? req.body : '', typeof soapAction === 'string' ? soapAction : null);
+    } catch (e) {
+      if (!(e instanceof SoapDecodeError)) throw e;
+      metrics.badInput.inc({ frontend: 'upnp', kind: e.kind });
+      log.warn({ client, kind: e.kind, err: e.message }, 'upnp bad SOAP request');
+      return answer(500, encodeSoapFault(e.upnpCode), String(e.upnpCode));
+    }
+    // a client may speak any version up to ours: v1 SOAPActions reach the v2 control URL (QUIRKS.md)
+    if (call.serviceType !== ep.service.type || call.version > ep.service.version || call.version < 1) {
+      log.info({ client, action: call.action, serviceUrn: call.serviceUrn, endpoint: req.url }, 'upnp action for another service');
+      return answer(500, encodeSoapFault(UpnpErrorCode.INVALID_ACTION), String(UpnpErrorCode.INVALID_ACTION));
+    }
+    const res = await actions.handle({ endpoint: ep, version: call.version, action: call.action, args: call.args, client });
+    if (!res.ok) {
+      log.info({ client, action: call.action, code: res.code, why: res.detail }, 'upnp action refused');
+      return answer(500, encodeSoapFault(res.code), String(res.code));
+    }
+    log.debug({ client, action: call.action }, 'upnp action');
+    return answer(200, encodeSoapResponse(call.serviceUrn, call.action, res.out), 'ok');
+  }
+  for (const [path, ep] of devices.control) app.post(path, (req, reply) => control(ep, req, reply));
+
+  for (const [path] of devices.events) {
+    app.route({
+      method: ['SUBSCRIBE', 'UNSUBSCRIBE'], url: path,
+      handler: (req, reply) => {
+        const client = normalizeAddress(req.socket.remoteAddress ?? '');
+        const h = req.headers;
+        const sid = typeof h['sid'] === 'string' ? h['sid'] : undefined;
+        const nt = typeof h['nt'] === 'string' ? h['nt'] : undefined;
+        const callback = typeof h['callback'] === 'string' ? h['callback'] : undefined;
+        const timeout = typeof h['timeout'] === 'string' ? h['timeout'] : undefined;
+        reply.header('server', serverHeader);
+        if (req.method === 'UNSUBSCRIBE') {
+          if (!sid) return reply.code(412).send();
+          if (nt || callback) return reply.code(400).send(); // UDA 1.1 §4.1.4: incompatible headers
+          return reply.code(gena.unsubscribe(path, sid, client) ? 200 : 412).send();
+        }
+        if (sid) {
+          if (nt || callback) return reply.code(400).send(); // UDA 1.1 §4.1.3
+          const r = gena.renew(path, sid, client, timeout);
+          if (!r.ok) return reply.code(r.status).send();
+          return reply.code(200).header('sid', r.sid).header('timeout', formatTimeoutHeader(r.timeout)).header('content-length', '0').send();
+        }
+        if (nt !== 'upnp:event') return reply.code(412).send(); // UDA 1.1 §4.1.2
+        const r = gena.subscribe(path, client, callback, timeout);
+        if (!r.ok) return reply.code(r.status).send();
+        // the initial event goes out only after the client has the SID (UDA 1.1 §4.2.1)
+        reply.raw.once('finish', () => gena.sendInitial(r.sid));
+        return reply.code(200).header('sid', r.sid).header('timeout', formatTimeoutHeader(r.timeout)).header('content-length', '0').send();
+      },
+    });
+  }
+
+  const servers: { iface: LanInterface; server: http.Server }[] = [];
+  let ssdp: Ssdp | null = null;
+  const sockets = new Set<Socket>();
+
+  function httpPortOf(iface: LanInterface): number {
+    const s = servers.find((x) => x.iface.address === iface.address);
+    return s ? (s.server.address() as AddressInfo).port : opts.listen.httpPort;
+  }
+  function targetsFor(iface: LanInterface): SsdpTarget[] {
+    const base = `http://${iface.address}:${httpPortOf(iface)}`;
+    return devices.advertisements.map((a) => ({ nt: a.nt, usn: a.usn, location: `${base}${a.descriptionPath}` }));
+  }
+
+  async function listen() {
+    await app.ready();
+    for (const iface of interfaces) {
+      const server = http.createServer({ maxHeaderSize: 8192 }, (req, res) => app.routing(req, res));
+      server.requestTimeout = timeouts.request;
+      server.headersTimeout = timeouts.headers;
+      server.keepAliveTimeout = timeouts.keepAlive;
+      server.timeout = timeouts.idle;
+      server.maxHeadersCount = 64;
+      server.on('connection', (sock: Socket) => {
+        const peer = normalizeAddress(sock.remoteAddress ?? '');
+        // only LAN clients are answered: others see the connection closed, nothing else
+        if (!opts.isLanClient(peer)) {
+          metrics.badInput.inc({ frontend: 'upnp', kind: 'not_lan' });
+          log.debug({ peer }, 'upnp dropped connection from outside the LAN');
+          sock.destroy();
+          return;
+        }
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: iface.address, port: opts.listen.httpPort }, () => { server.off('error', reject); resolve(); });
+      });
+      servers.push({ iface, server });
+    }
+    publish(false);
+    unsubscribeLeases = leases.on((e) => { if (e.type !== 'refused') schedulePublish(); });
+    if (opts.ssdp?.enabled ?? config.upnp.ssdp) {
+      ssdp = createSsdp({
+        interfaces, port: opts.ssdp?.port, multicastAddress: opts.ssdp?.multicastAddress, joinMulticast: opts.ssdp?.joinMulticast,
+        notifyTarget: opts.ssdp?.notifyTarget, maxDelayMs: opts.ssdp?.maxDelayMs, random: opts.ssdp?.random,
+        targetsFor, isLanClient: opts.isLanClient, log: log.child({ component: 'ssdp' }), metrics, now,
+        maxAge: Math.max(1800, config.upnp.notifyInterval * 2), server: serverHeader, bootId, configId,
+      });
+      await ssdp.start();
+    }
+    log.info({ http: httpAddresses(), ssdp: ssdp?.addresses() ?? null, descriptions: descriptionUrls() }, 'upnp listening');
+  }
+
+  function httpAddresses() {
+    return servers.map((s) => { const a = s.server.address() as AddressInfo; return { address: a.address, port: a.port }; });
+  }
+  function descriptionUrls() {
+    return servers.map((s) => {
+      const base = `http://${s.iface.address}:${(s.server.address() as AddressInfo).port}`;
+      return { address: s.iface.address, v1: `${base}/igd1/desc.xml`, v2: `${base}/igd2/desc.xml` };
+    });
+  }
+
+  async function close() {
+    unsubscribeLeases?.();
+    unsubscribeLeases = null;
+    if (coalesceTimer) clearTimeout(coalesceTimer);
+    await ssdp?.close();
+    gena.close();
+    const closed = servers.map((s) => new Promise<void>((r) => s.server.close(() => r())));
+    for (const s of servers) s.server.closeIdleConnections();
+    for (const sock of sockets) sock.destroy();
+    await Promise.all(closed);
+    servers.length = 0;
+    await app.close();
+  }
+
+  return {
+    listen, close, httpAddresses, ssdpAddresses: () => ssdp?.addresses() ?? [], descriptionUrls,
+    stateChanged: () => publish(false), app,
+  };
+}

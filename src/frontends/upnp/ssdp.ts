@@ -1,0 +1,205 @@
+import dgram from 'node:dgram';
+import type { Logger } from 'pino';
+import {
+  Nts, SSDP_MULTICAST_ADDRESS, SSDP_PORT, SsdpDecodeError, decodeSearch, encodeNotify, encodeSearchResponse, httpDate, matchSearch,
+  type SsdpTarget,
+} from '../../../protocols/ssdp/index.js';
+import { inPrefix, normalizeAddress } from '../../policy/ip.js';
+import type { Metrics } from '../../metrics.js';
+
+export interface LanInterface {
+  readonly address: string;
+  readonly prefix: number;
+}
+
+export interface SsdpOptions {
+  readonly interfaces: readonly LanInterface[];
+  /** UDP port to listen on (1900; 0 = ephemeral, for tests) */
+  readonly port?: number;
+  readonly multicastAddress?: string;
+  /** join the multicast group on each interface (off in loopback tests: lo has no multicast) */
+  readonly joinMulticast?: boolean;
+  /** where NOTIFYs go (default: multicastAddress:1900); tests point it at a unicast receiver */
+  readonly notifyTarget?: { readonly address: string; readonly port: number };
+  readonly targetsFor: (iface: LanInterface) => readonly SsdpTarget[];
+  readonly isLanClient: (address: string) => boolean;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly now: () => number;
+  readonly random?: () => number;
+  /** cap on the random response delay (MX seconds at most); tests lower it */
+  readonly maxDelayMs?: number;
+  /** CACHE-CONTROL max-age; NOTIFY alive is repeated every maxAge/2 */
+  readonly maxAge: number;
+  readonly server: string;
+  readonly bootId: number;
+  readonly configId: number;
+  /** bound on responses waiting for their delay, against floods of searches */
+  readonly maxPending?: number;
+}
+
+interface Bound { readonly iface: LanInterface | null; readonly socket: dgram.Socket }
+
+/**
+ * SSDP on the LAN interfaces (UDA 1.1 §1): one socket per LAN address (unicast searches, our
+ * NOTIFYs, our responses) and one socket on the multicast group joined on those interfaces only.
+ * A search is answered only when its source is a LAN client inside one of our subnets.
+ */
+export function createSsdp(opts: SsdpOptions) {
+  const { log, metrics } = opts;
+  const port = opts.port ?? SSDP_PORT;
+  const group = opts.multicastAddress ?? SSDP_MULTICAST_ADDRESS;
+  const random = opts.random ?? Math.random;
+  const maxDelayMs = opts.maxDelayMs ?? 5000;
+  const maxPending = opts.maxPending ?? 512;
+  const bound: Bound[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  let notifyTimer: NodeJS.Timeout | null = null;
+  let pending = 0;
+  let closing = false;
+
+  function ifaceFor(src: string, via: LanInterface | null): LanInterface | null {
+    let best: LanInterface | null = null;
+    for (const i of opts.interfaces) if (inPrefix(src, i.address, i.prefix) && (!best || i.prefix > best.prefix)) best = i;
+    // a unicast search to one of our addresses: that address answers (loopback tests, /32 configs)
+    return best ?? via;
+  }
+
+  function socketFor(iface: LanInterface): dgram.Socket | null {
+    return bound.find((b) => b.iface?.address === iface.address)?.socket ?? null;
+  }
+
+  function onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, via: LanInterface | null) {
+    if (closing) return;
+    const src = normalizeAddress(rinfo.address);
+    let search;
+    try {
+      search = decodeSearch(msg);
+    } catch (e) {
+      if (e instanceof SsdpDecodeError) {
+        // other devices' NOTIFYs are normal multicast chatter, not bad input
+        if (e.kind !== 'not_search') {
+          metrics.badInput.inc({ frontend: 'ssdp', kind: e.kind });
+          log.debug({ src, kind: e.kind, err: e.message }, 'ssdp ignored datagram');
+        }
+        return;
+      }
+      log.error({ src, err: (e as Error).message }, 'ssdp decoder failed unexpectedly');
+      return;
+    }
+    metrics.ssdp.inc({ kind: 'search' });
+    const iface = opts.isLanClient(src) ? ifaceFor(src, via) : null;
+    if (!iface) {
+      metrics.badInput.inc({ frontend: 'ssdp', kind: 'not_lan' });
+      log.debug({ src }, 'ssdp ignored search from outside the LAN');
+      return;
+    }
+    const sock = socketFor(iface);
+    if (!sock) return;
+    const matches = matchSearch(search.st, opts.targetsFor(iface));
+    if (matches.length === 0) return;
+    log.debug({ src: `${src}:${rinfo.port}`, st: search.st, answers: matches.length }, 'ssdp search');
+    for (const m of matches) {
+      if (pending >= maxPending) { metrics.rateLimited.inc({ frontend: 'ssdp' }); return; }
+      // UDA 1.1 §1.3.3: answer after a random delay within MX; no MX (unicast search) = at once
+      const delay = search.mx === null ? 0 : Math.floor(random() * Math.min(search.mx * 1000, maxDelayMs));
+      pending++;
+      const t = setTimeout(() => {
+        timers.delete(t);
+        pending--;
+        if (closing) return;
+        let bytes: Uint8Array;
+        try {
+          bytes = encodeSearchResponse({
+            st: m.st, usn: m.target.usn, location: m.target.location, maxAge: opts.maxAge, date: httpDate(opts.now()),
+            server: opts.server, bootId: opts.bootId, configId: opts.configId,
+          });
+        } catch (e) {
+          log.warn({ src, err: (e as Error).message }, 'ssdp response not built');
+          return;
+        }
+        sock.send(bytes, rinfo.port, rinfo.address, (err) => {
+          if (err) log.debug({ err: err.message, dst: src }, 'ssdp response not sent');
+          else metrics.ssdp.inc({ kind: 'response' });
+        });
+      }, delay);
+      timers.add(t);
+    }
+  }
+
+  function sendAll(nts: typeof Nts.ALIVE | typeof Nts.BYEBYE): Promise<void> {
+    const dst = opts.notifyTarget ?? { address: group, port: SSDP_PORT };
+    const sends: Promise<void>[] = [];
+    for (const b of bound) {
+      if (!b.iface) continue;
+      for (const t of opts.targetsFor(b.iface)) {
+        const bytes = nts === Nts.ALIVE
+          ? encodeNotify({ nts, nt: t.nt, usn: t.usn, location: t.location, maxAge: opts.maxAge, server: opts.server, bootId: opts.bootId, configId: opts.configId, host: `${group}:${SSDP_PORT}` })
+          : encodeNotify({ nts, nt: t.nt, usn: t.usn, bootId: opts.bootId, configId: opts.configId, host: `${group}:${SSDP_PORT}` });
+        sends.push(new Promise((resolve) => b.socket.send(bytes, dst.port, dst.address, (err) => {
+          if (err) log.debug({ err: err.message }, 'ssdp notify not sent');
+          else metrics.ssdp.inc({ kind: 'notify' });
+          resolve();
+        })));
+      }
+    }
+    return Promise.all(sends).then(() => undefined);
+  }
+
+  function bind(socket: dgram.Socket, address: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      socket.once('error', onError);
+      socket.bind({ port, address, exclusive: false }, () => {
+        socket.off('error', onError);
+        socket.on('error', (e) => log.warn({ err: e.message }, 'ssdp socket error'));
+        resolve();
+      });
+    });
+  }
+
+  async function start() {
+    for (const iface of opts.interfaces) {
+      const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+      socket.on('message', (m, r) => onMessage(m, r, iface));
+      await bind(socket, iface.address);
+      try {
+        socket.setMulticastInterface(iface.address);
+        socket.setMulticastTTL(2); // UDA 1.1 §1.1.2: TTL default 2
+      } catch (e) {
+        log.debug({ err: (e as Error).message, address: iface.address }, 'ssdp: no multicast options on this address');
+      }
+      bound.push({ iface, socket });
+    }
+    if (opts.joinMulticast !== false) {
+      const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+      socket.on('message', (m, r) => onMessage(m, r, null));
+      // bound to the group address: unicast datagrams to other addresses of the host never arrive here
+      await bind(socket, group);
+      for (const iface of opts.interfaces) socket.addMembership(group, iface.address);
+      bound.push({ iface: null, socket });
+    }
+    await sendAll(Nts.ALIVE);
+    notifyTimer = setInterval(() => { void sendAll(Nts.ALIVE); }, Math.max(1, opts.maxAge / 2) * 1000);
+    notifyTimer.unref();
+    log.info({ interfaces: opts.interfaces.map((i) => `${i.address}/${i.prefix}`), port: addresses()[0]?.port ?? port, multicast: opts.joinMulticast !== false }, 'ssdp listening');
+  }
+
+  function addresses(): { address: string; port: number }[] {
+    return bound.filter((b) => b.iface).map((b) => { const a = b.socket.address(); return { address: a.address, port: a.port }; });
+  }
+
+  async function close() {
+    if (closing) return;
+    if (notifyTimer) clearInterval(notifyTimer);
+    try { await sendAll(Nts.BYEBYE); } catch { /* best effort */ }
+    closing = true;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    await Promise.all(bound.map((b) => new Promise<void>((r) => { try { b.socket.close(() => r()); } catch { r(); } })));
+    bound.length = 0;
+  }
+
+  return { start, close, addresses };
+}
+export type Ssdp = ReturnType<typeof createSsdp>;
