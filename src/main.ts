@@ -48,7 +48,8 @@ export function lanNetworks(config: Config): { address: string; cidr: string }[]
 async function createDataplane(config: Config, log: Logger, metrics: Metrics): Promise<Dataplane> {
   if (config.dataplane.driver === 'memory') return createMemoryDataplane();
   const { preflight } = await import('./dataplane/preflight.js');
-  await preflight({ nftPath: config.dataplane.nftPath });
+  const pre = await preflight({ nftPath: config.dataplane.nftPath, conntrackPath: config.dataplane.conntrackPath, table: config.dataplane.table });
+  for (const w of pre.warnings) log.warn({ nft: pre.nftVersion }, w);
   const { createNftablesDataplane } = await import('./dataplane/nftables.js');
   return createNftablesDataplane({
     table: config.dataplane.table, wan: config.interfaces.wan, lan: [...config.interfaces.lan], hairpin: config.dataplane.hairpin,
@@ -85,6 +86,10 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const clock = createSystemClock();
   let policy = createPolicy(config.policy);
   let current = config;
+  /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
+  const onStateLost: ((why: string) => void)[] = [];
+  /** called after the external address changed (UPnP ExternalIPAddress event) */
+  const onExternalAddress: ((addr: string) => void)[] = [];
 
   const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics);
   await dataplane.init();
@@ -111,6 +116,14 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   if (config.dataplane.reconcileInterval > 0) {
     timers.push(setInterval(() => { void leases.reconcile('periodic', false); }, config.dataplane.reconcileInterval * 1000));
   }
+  // a table deleted from outside is noticed within 10 s and rebuilt (kernel state was lost: PCP resets its epoch)
+  if (dataplane.check) {
+    timers.push(setInterval(() => {
+      void dataplane.check!().then((r) => {
+        if (r.rebuilt) { log.warn({ reason: r.reason }, 'dataplane state was lost and rebuilt'); for (const fn of onStateLost) fn(r.reason ?? 'dataplane rebuilt'); }
+      }).catch((e) => log.error({ err: (e as Error).message }, 'dataplane check failed'));
+    }, 10_000));
+  }
   // an NTP step after boot must neither expire nor extend leases
   timers.push(setInterval(() => leases.checkWallClock(), 5000));
   for (const t of timers) t.unref();
@@ -121,10 +134,6 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const isLanClient = (a: string) => { const ip = normalizeAddress(a); return lan.some((n) => { const [net, len] = n.cidr.split('/'); return inPrefix(ip, net!, Number(len)); }); };
   if (listen.length === 0) log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
-  /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
-  const onStateLost: ((why: string) => void)[] = [];
-  /** called after the external address changed (UPnP ExternalIPAddress event) */
-  const onExternalAddress: ((addr: string) => void)[] = [];
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
 
@@ -158,6 +167,17 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     frontends.push({ name: 'upnp', listening: upnp.httpAddresses().map((a) => `${a.address}:${a.port}`) });
     upnpDescriptionUrls = () => upnp.descriptionUrls().flatMap((d) => [d.v1, d.v2]);
     onExternalAddress.push(() => upnp.stateChanged());
+  }
+
+  // a WAN address read from the interface follows the interface (PCP notices leases.externalAddress() itself)
+  if (config.externalAddress === 'auto' && config.dataplane.driver === 'nftables') {
+    const { watchExternalAddress } = await import('./dataplane/external-address.js');
+    const watcher = await watchExternalAddress({ interface: config.interfaces.wan, log }, (addrs) => {
+      const next = addrs[0];
+      if (!next || next === leases.externalAddress()) return;
+      void leases.setExternalAddress(next).then(() => { for (const fn of onExternalAddress) fn(next); });
+    });
+    parts.push({ name: 'wan-address', close: async () => watcher.stop() });
   }
 
   // the admin server starts last, so it is closed first

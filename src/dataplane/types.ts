@@ -50,6 +50,8 @@ export interface Dataplane {
   /** change the addresses treated as ours on the WAN */
   setExternalAddresses(addresses: readonly string[]): Promise<void>;
   health(): DataplaneHealth;
+  /** cheap liveness check of the owned kernel state; rebuilds it when it vanished (drivers without kernel state omit it) */
+  check?(): Promise<{ ok: boolean; rebuilt: boolean; reason?: string }>;
   close(): Promise<void>;
 }
 

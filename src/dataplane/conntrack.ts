@@ -1,0 +1,86 @@
+/**
+ * Ending the established flows of ended leases: `conntrack -D` by original destination
+ * (our external address and the lease's external port). The kernel rule in our forward chain
+ * already stops marked flows whose port is no longer live; deleting the entries frees them at
+ * once and keeps a later lease on the same port from inheriting the old NAT binding.
+ */
+import type { Logger } from 'pino';
+import { run, type CommandPrefix } from './nftables-runner.js';
+import type { DataplaneEntry } from './types.js';
+
+/** ports of one range we delete one by one; wider ranges are left to the kernel drop rule */
+export const MAX_FLOW_PORTS_PER_ENTRY = 256;
+
+export interface ConntrackOptions extends CommandPrefix {
+  readonly conntrackPath: string;
+  readonly log: Logger;
+}
+
+/** `conntrack -D` argument lists for these entries (pure) */
+export function flowDeleteArgs(entries: readonly DataplaneEntry[]): string[][] {
+  const out: string[][] = [];
+  const seen = new Set<string>();
+  for (const e of entries) {
+    const last = Math.min(e.externalPortEnd, e.externalPort + MAX_FLOW_PORTS_PER_ENTRY - 1);
+    for (let p = e.externalPort; p <= last; p++) {
+      const args = ['-D', '-f', 'ipv4', '-p', e.protocol, '--orig-dst', e.externalAddress, '--orig-port-dst', String(p)];
+      if (e.remoteAddress !== null) args.push('--orig-src', e.remoteAddress);
+      const k = args.join(' ');
+      if (seen.has(k)) continue;
+      seen.add(k);
+      out.push(args);
+    }
+  }
+  return out;
+}
+
+export interface FlowEnder {
+  /** deletes the flows; never throws (best effort), returns the number of conntrack commands that failed to run */
+  end(entries: readonly DataplaneEntry[]): Promise<number>;
+}
+
+export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
+  const log = opts.log;
+  // conntrack-tools >= 1.4.7 reads many commands from a file in one process (-R); older ones get one process per port
+  let batchSupported: boolean | null = null;
+
+  async function one(args: string[]): Promise<boolean> {
+    try {
+      const r = await run(opts, opts.conntrackPath, args, { timeoutMs: 10_000 });
+      // exit 1 with "0 flow entries have been deleted" is not a failure
+      if (r.code !== 0 && !/0 flow entries/.test(r.stderr)) {
+        log.warn({ args: args.join(' '), stderr: r.stderr.trim().slice(0, 200) }, 'conntrack delete failed');
+        return false;
+      }
+      return true;
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'conntrack not runnable; flows end by the kernel rule only');
+      return false;
+    }
+  }
+
+  return {
+    async end(entries) {
+      const cmds = flowDeleteArgs(entries);
+      if (cmds.length === 0) return 0;
+      if (batchSupported !== false && cmds.length > 1) {
+        try {
+          const r = await run(opts, opts.conntrackPath, ['-R', '/dev/stdin'], { input: cmds.map((c) => c.join(' ')).join('\n') + '\n', timeoutMs: 30_000 });
+          if (r.code === 0) { batchSupported = true; return 0; }
+          if (batchSupported === null && /invalid option|unknown option|-R/i.test(r.stderr)) batchSupported = false;
+          else log.warn({ stderr: r.stderr.trim().slice(0, 200) }, 'conntrack batch delete reported an error; retrying one by one');
+        } catch (err) {
+          log.warn({ err: (err as Error).message }, 'conntrack not runnable; flows end by the kernel rule only');
+          return cmds.length;
+        }
+      }
+      let failed = 0;
+      // a few at a time: each is a process
+      for (let i = 0; i < cmds.length; i += 8) {
+        const res = await Promise.all(cmds.slice(i, i + 8).map(one));
+        failed += res.filter((ok) => !ok).length;
+      }
+      return failed;
+    },
+  };
+}

@@ -1,0 +1,128 @@
+// A small network agent run inside a lab namespace (`ip netns exec NS node agent.mjs LABEL`).
+// Reads one JSON command per line on stdin, answers one JSON line on stdout: {id, ok, ...}.
+// Plain JS so it needs no loader inside the namespace. Every wait is bounded by timeoutMs.
+import net from 'node:net';
+import dgram from 'node:dgram';
+import readline from 'node:readline';
+
+const label = process.argv[2] ?? 'agent';
+const conns = new Map();
+const socks = new Map();
+const servers = [];
+let next = 1;
+
+function reply(id, body) {
+  process.stdout.write(JSON.stringify({ id, ...body }) + '\n');
+}
+
+function echoText(remote, data) {
+  return `${label}|${remote}|${data}`;
+}
+
+function listen(msg) {
+  return new Promise((resolve) => {
+    if (msg.proto === 'tcp') {
+      const srv = net.createServer((s) => {
+        s.on('data', (d) => s.write(echoText(s.remoteAddress, d.toString())));
+        s.on('error', () => {});
+      });
+      srv.on('error', (e) => resolve({ ok: false, error: e.message }));
+      srv.listen(msg.port, msg.host ?? '0.0.0.0', () => { servers.push(srv); resolve({ ok: true }); });
+    } else {
+      const s = dgram.createSocket('udp4');
+      s.on('message', (d, r) => s.send(echoText(r.address, d.toString()), r.port, r.address));
+      s.on('error', (e) => resolve({ ok: false, error: e.message }));
+      s.bind(msg.port, msg.host ?? '0.0.0.0', () => { servers.push(s); resolve({ ok: true }); });
+    }
+  });
+}
+
+function tcpConnect(msg) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: msg.host, port: msg.port, localAddress: msg.localAddress });
+    const t = setTimeout(() => { s.destroy(); resolve({ ok: false, error: 'timeout' }); }, msg.timeoutMs ?? 2000);
+    s.once('connect', () => {
+      clearTimeout(t);
+      const id = next++;
+      const c = { s, buf: '', waiter: null, closed: false };
+      s.on('data', (d) => { c.buf += d.toString(); if (c.waiter) { const w = c.waiter; c.waiter = null; w(); } });
+      s.on('close', () => { c.closed = true; if (c.waiter) { const w = c.waiter; c.waiter = null; w(); } });
+      conns.set(id, c);
+      resolve({ ok: true, conn: id });
+    });
+    s.once('error', (e) => { clearTimeout(t); resolve({ ok: false, error: e.code ?? e.message }); });
+  });
+}
+
+function tcpSend(msg) {
+  const c = conns.get(msg.conn);
+  if (!c) return Promise.resolve({ ok: false, error: 'no such connection' });
+  if (c.closed) return Promise.resolve({ ok: false, error: 'closed' });
+  c.buf = '';
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { c.waiter = null; resolve({ ok: false, error: 'timeout' }); }, msg.timeoutMs ?? 2000);
+    c.waiter = () => { clearTimeout(t); resolve(c.buf ? { ok: true, reply: c.buf } : { ok: false, error: 'closed' }); };
+    c.s.write(msg.data, (err) => { if (err) { clearTimeout(t); c.waiter = null; resolve({ ok: false, error: err.message }); } });
+  });
+}
+
+async function tcpProbe(msg) {
+  const r = await tcpConnect(msg);
+  if (!r.ok) return r;
+  const s = await tcpSend({ conn: r.conn, data: msg.data ?? 'probe', timeoutMs: msg.timeoutMs });
+  conns.get(r.conn)?.s.destroy();
+  conns.delete(r.conn);
+  return s;
+}
+
+function udpOpen(msg) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.on('error', (e) => resolve({ ok: false, error: e.message }));
+    s.bind(msg.port ?? 0, msg.localAddress, () => {
+      const id = next++;
+      const u = { s, waiter: null };
+      s.on('message', (d) => { if (u.waiter) { const w = u.waiter; u.waiter = null; w(d.toString()); } });
+      socks.set(id, u);
+      resolve({ ok: true, sock: id, port: s.address().port });
+    });
+  });
+}
+
+function udpSend(msg) {
+  const u = socks.get(msg.sock);
+  if (!u) return Promise.resolve({ ok: false, error: 'no such socket' });
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { u.waiter = null; resolve({ ok: false, error: 'timeout' }); }, msg.timeoutMs ?? 2000);
+    u.waiter = (reply) => { clearTimeout(t); resolve({ ok: true, reply }); };
+    u.s.send(msg.data, msg.port, msg.host, (err) => { if (err) { clearTimeout(t); u.waiter = null; resolve({ ok: false, error: err.message }); } });
+  });
+}
+
+async function udpProbe(msg) {
+  const o = await udpOpen({ localAddress: msg.localAddress });
+  if (!o.ok) return o;
+  const r = await udpSend({ sock: o.sock, host: msg.host, port: msg.port, data: msg.data ?? 'probe', timeoutMs: msg.timeoutMs });
+  socks.get(o.sock)?.s.close();
+  socks.delete(o.sock);
+  return r;
+}
+
+const ops = {
+  listen, tcpConnect, tcpSend, tcpProbe, udpOpen, udpSend, udpProbe,
+  tcpClose: async (m) => { conns.get(m.conn)?.s.destroy(); conns.delete(m.conn); return { ok: true }; },
+  udpClose: async (m) => { socks.get(m.sock)?.s.close(); socks.delete(m.sock); return { ok: true }; },
+  ping: async () => ({ ok: true, label }),
+};
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', async (line) => {
+  let msg;
+  try { msg = JSON.parse(line); } catch { return; }
+  const fn = ops[msg.op];
+  if (!fn) { reply(msg.id, { ok: false, error: `unknown op ${msg.op}` }); return; }
+  try { reply(msg.id, await fn(msg)); } catch (e) { reply(msg.id, { ok: false, error: String(e?.message ?? e) }); }
+});
+// the harness closes stdin to stop us; never outlive it
+rl.on('close', () => process.exit(0));
+process.on('SIGTERM', () => process.exit(0));

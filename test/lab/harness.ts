@@ -1,0 +1,273 @@
+/**
+ * Network-namespace lab: a gateway, two LAN hosts and a WAN host, all in namespaces this process
+ * creates and always removes (teardown(), and on exit / SIGINT / SIGTERM).
+ *
+ *   lanA 192.168.77.11 ─┐                        ┌─ wan 203.0.113.2 (+ .3)
+ *                       ├─ br0 [gw] wan0 ────────┘
+ *   lanB 192.168.77.12 ─┘ 192.168.77.1   203.0.113.1
+ *
+ * Names are short and unique per process: pd<pid><n><role>. Traffic stays inside these namespaces.
+ */
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export const ADDR = {
+  gwLan: '192.168.77.1',
+  gwWan: '203.0.113.1',
+  hostA: '192.168.77.11',
+  hostB: '192.168.77.12',
+  wanHost: '203.0.113.2',
+  wanHost2: '203.0.113.3',
+} as const;
+
+export const IF = { lan: 'br0', wan: 'wan0' } as const;
+
+const AGENT = join(dirname(fileURLToPath(import.meta.url)), 'agent.mjs');
+
+export interface ExecResult { readonly code: number; readonly stdout: string; readonly stderr: string }
+
+/** can this process build the lab? (root, ip, nft, a namespace can be made) */
+export function labAvailable(): { ok: boolean; why: string } {
+  if (process.platform !== 'linux') return { ok: false, why: 'not Linux' };
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return { ok: false, why: 'not root (the lab creates network namespaces)' };
+  for (const tool of ['ip', 'nft']) {
+    try { execFileSync(tool, ['-V'], { stdio: 'ignore' }); } catch {
+      try { execFileSync(tool, ['--version'], { stdio: 'ignore' }); } catch { return { ok: false, why: `${tool} not installed` }; }
+    }
+  }
+  const probe = `pdprobe${process.pid}`;
+  try {
+    execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' });
+  } catch (err) {
+    return { ok: false, why: `cannot create a network namespace: ${(err as Error).message.split('\n')[0]}` };
+  } finally {
+    try { execFileSync('ip', ['netns', 'del', probe], { stdio: 'ignore' }); } catch { /* was not made */ }
+  }
+  return { ok: true, why: '' };
+}
+
+/**
+ * For `describe(name, { skip: labSkip() }, ...)`: false when the lab can run; a reason (and one loud
+ * line) when it cannot; throws under CI=true, where a lab that cannot run is a failure.
+ */
+export function labSkip(suite: string): string | false {
+  const a = labAvailable();
+  if (a.ok) return false;
+  if (process.env['CI'] === 'true') throw new Error(`lab suite ${suite} cannot run under CI: ${a.why}`);
+  process.stderr.write(`\n*** LAB SKIPPED (${suite}): ${a.why} — run as root to prove the dataplane ***\n\n`);
+  return a.why;
+}
+
+export function hasTool(tool: string): boolean {
+  try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); return true; } catch { return false; }
+}
+
+// ---------- cleanup of everything, also on exit / signals ----------
+
+const liveNamespaces = new Set<string>();
+const liveAgents = new Set<ChildProcessWithoutNullStreams>();
+let hooksInstalled = false;
+
+function killNamespaceSync(ns: string): void {
+  try {
+    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(/\s+/).filter(Boolean);
+    for (const p of pids) { try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ } }
+  } catch { /* no such namespace */ }
+  try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* gone */ }
+  liveNamespaces.delete(ns);
+}
+
+function cleanupAllSync(): void {
+  for (const a of liveAgents) { try { a.kill('SIGKILL'); } catch { /* gone */ } }
+  liveAgents.clear();
+  for (const ns of [...liveNamespaces]) killNamespaceSync(ns);
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', cleanupAllSync);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => { cleanupAllSync(); process.exit(sig === 'SIGINT' ? 130 : 143); });
+  }
+}
+
+// ---------- commands ----------
+
+export function exec(ns: string | null, argv: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
+  const [cmd, args] = ns ? ['ip', ['netns', 'exec', ns, ...argv]] : [argv[0] ?? 'true', argv.slice(1)];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: 'pipe' });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`timeout: ${argv.join(' ')}`)); }, opts.timeoutMs ?? 30_000);
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }); });
+    child.stdin.on('error', () => { /* exited before reading its input; close reports */ });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** like exec, but throws with stderr when the command fails */
+export async function must(ns: string | null, argv: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
+  const r = await exec(ns, argv, opts);
+  if (r.code !== 0) throw new Error(`${ns ? `[${ns}] ` : ''}${argv.join(' ')} -> ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+// ---------- agents: long-lived node processes inside a namespace ----------
+
+export interface AgentReply { readonly ok: boolean; readonly error?: string; readonly reply?: string; readonly conn?: number; readonly sock?: number; readonly port?: number; readonly label?: string }
+
+export class Agent {
+  private seq = 0;
+  private buf = '';
+  private readonly waiting = new Map<number, (r: AgentReply) => void>();
+  constructor(readonly ns: string, readonly label: string, private readonly child: ChildProcessWithoutNullStreams) {
+    child.stdout.on('data', (d: Buffer) => {
+      this.buf += d.toString();
+      let i: number;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        try {
+          const { id, ...msg } = JSON.parse(line) as AgentReply & { id: number };
+          this.waiting.get(id)?.(msg);
+          this.waiting.delete(id);
+        } catch { /* not ours */ }
+      }
+    });
+    child.on('close', () => {
+      for (const w of this.waiting.values()) w({ ok: false, error: 'agent exited' });
+      this.waiting.clear();
+    });
+  }
+
+  call(op: string, args: Record<string, unknown> = {}): Promise<AgentReply> {
+    const id = ++this.seq;
+    const timeoutMs = (typeof args['timeoutMs'] === 'number' ? args['timeoutMs'] : 2000) + 5000;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { this.waiting.delete(id); resolve({ ok: false, error: 'agent did not answer' }); }, timeoutMs);
+      this.waiting.set(id, (r) => { clearTimeout(t); resolve(r); });
+      this.child.stdin.write(JSON.stringify({ id, op, ...args }) + '\n');
+    });
+  }
+
+  listen(proto: 'tcp' | 'udp', port: number, host?: string): Promise<AgentReply> { return this.call('listen', { proto, port, host }); }
+  /** connect, send, wait for the echo, close */
+  tcpProbe(host: string, port: number, opts: { timeoutMs?: number; localAddress?: string; data?: string } = {}): Promise<AgentReply> {
+    return this.call('tcpProbe', { host, port, timeoutMs: opts.timeoutMs ?? 1500, localAddress: opts.localAddress, data: opts.data });
+  }
+  udpProbe(host: string, port: number, opts: { timeoutMs?: number; localAddress?: string; data?: string } = {}): Promise<AgentReply> {
+    return this.call('udpProbe', { host, port, timeoutMs: opts.timeoutMs ?? 1500, localAddress: opts.localAddress, data: opts.data });
+  }
+  tcpConnect(host: string, port: number, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<AgentReply> {
+    return this.call('tcpConnect', { host, port, timeoutMs: opts.timeoutMs ?? 1500, localAddress: opts.localAddress });
+  }
+  tcpSend(conn: number, data: string, timeoutMs = 1500): Promise<AgentReply> { return this.call('tcpSend', { conn, data, timeoutMs }); }
+  tcpClose(conn: number): Promise<AgentReply> { return this.call('tcpClose', { conn }); }
+  udpOpen(opts: { localAddress?: string; port?: number } = {}): Promise<AgentReply> { return this.call('udpOpen', opts); }
+  udpSend(sock: number, host: string, port: number, data: string, timeoutMs = 1500): Promise<AgentReply> { return this.call('udpSend', { sock, host, port, data, timeoutMs }); }
+  udpClose(sock: number): Promise<AgentReply> { return this.call('udpClose', { sock }); }
+
+  stop(): void {
+    liveAgents.delete(this.child);
+    this.child.stdin.end();
+    this.child.kill('SIGKILL');
+  }
+}
+
+// ---------- the lab ----------
+
+export interface Lab {
+  readonly gw: string;
+  readonly lanA: string;
+  readonly lanB: string;
+  readonly wan: string;
+  readonly namespaces: readonly string[];
+  exec(ns: string, argv: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<ExecResult>;
+  must(ns: string, argv: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<string>;
+  /** `nft` inside the gateway, script on stdin */
+  nft(script: string): Promise<ExecResult>;
+  agent(ns: string, label: string): Promise<Agent>;
+  teardown(): Promise<void>;
+}
+
+let labSeq = 0;
+
+export interface LabOptions {
+  /** name stem; default pd<pid><n> */
+  readonly name?: string;
+  /** log each step */
+  readonly verbose?: boolean;
+}
+
+export async function createLab(opts: LabOptions = {}): Promise<Lab> {
+  installHooks();
+  const stem = opts.name ?? `pd${process.pid}${labSeq++}`;
+  const gw = `${stem}g`, lanA = `${stem}a`, lanB = `${stem}b`, wan = `${stem}w`;
+  const namespaces = [gw, lanA, lanB, wan];
+  const agents: Agent[] = [];
+  const step = async (ns: string | null, argv: string[]) => {
+    if (opts.verbose) process.stderr.write(`lab: ${ns ? `[${ns}] ` : ''}${argv.join(' ')}\n`);
+    await must(ns, argv);
+  };
+
+  const teardown = async () => {
+    for (const a of agents.splice(0)) a.stop();
+    for (const ns of namespaces) killNamespaceSync(ns);
+  };
+
+  try {
+    for (const ns of namespaces) {
+      liveNamespaces.add(ns);
+      await step(null, ['ip', 'netns', 'add', ns]);
+      await step(null, ['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    // gateway: LAN bridge with one veth per host, WAN veth to the WAN host
+    await step(null, ['ip', '-n', gw, 'link', 'add', IF.lan, 'type', 'bridge']);
+    await step(null, ['ip', '-n', gw, 'addr', 'add', `${ADDR.gwLan}/24`, 'dev', IF.lan]);
+    await step(null, ['ip', '-n', gw, 'link', 'set', IF.lan, 'up']);
+    for (const [host, ifname, addr] of [[lanA, 'lan1', ADDR.hostA], [lanB, 'lan2', ADDR.hostB]] as const) {
+      await step(null, ['ip', '-n', gw, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
+      await step(null, ['ip', '-n', gw, 'link', 'set', ifname, 'master', IF.lan, 'up']);
+      await step(null, ['ip', '-n', host, 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
+      await step(null, ['ip', '-n', host, 'link', 'set', 'eth0', 'up']);
+      await step(null, ['ip', '-n', host, 'route', 'add', 'default', 'via', ADDR.gwLan]);
+    }
+    await step(null, ['ip', '-n', gw, 'link', 'add', IF.wan, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', wan]);
+    await step(null, ['ip', '-n', gw, 'addr', 'add', `${ADDR.gwWan}/24`, 'dev', IF.wan]);
+    await step(null, ['ip', '-n', gw, 'link', 'set', IF.wan, 'up']);
+    await step(null, ['ip', '-n', wan, 'addr', 'add', `${ADDR.wanHost}/24`, 'dev', 'eth0']);
+    await step(null, ['ip', '-n', wan, 'addr', 'add', `${ADDR.wanHost2}/24`, 'dev', 'eth0']);
+    await step(null, ['ip', '-n', wan, 'link', 'set', 'eth0', 'up']);
+    await step(gw, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  } catch (err) {
+    await teardown();
+    throw err;
+  }
+
+  const lab: Lab = {
+    gw, lanA, lanB, wan, namespaces,
+    exec: (ns, argv, o) => exec(ns, argv, o),
+    must: (ns, argv, o) => must(ns, argv, o),
+    nft: (script) => exec(gw, ['nft', '-f', '-'], { input: script }),
+    async agent(ns, label) {
+      if (!existsSync(AGENT)) throw new Error(`agent script missing: ${AGENT}`);
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, AGENT, label], { stdio: 'pipe' });
+      liveAgents.add(child);
+      child.stderr.on('data', (d: Buffer) => { if (opts.verbose) process.stderr.write(`[${label}] ${d.toString()}`); });
+      const a = new Agent(ns, label, child);
+      agents.push(a);
+      const p = await a.call('ping');
+      if (!p.ok) throw new Error(`agent ${label} in ${ns} did not start: ${p.error ?? ''}`);
+      return a;
+    },
+    teardown,
+  };
+  return lab;
+}

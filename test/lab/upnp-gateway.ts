@@ -1,0 +1,55 @@
+/**
+ * The UPnP side of the lab gateway, run INSIDE the gateway namespace by test/lab/upnp.test.ts:
+ *   ip netns exec <gw> node --import tsx test/lab/upnp-gateway.ts
+ * Real lease table + nftables dataplane + UPnP server (SSDP multicast on br0, HTTP on 192.168.77.1:5000).
+ * Prints one JSON line {"ready":true,...} when listening; shuts down when stdin closes.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { validateConfig } from '../../src/config/index.js';
+import type { Config } from '../../src/config/types.js';
+import { createNftablesDataplane } from '../../src/dataplane/nftables.js';
+import { createUpnpServer, generateUuids } from '../../src/frontends/upnp/index.js';
+import { createSystemClock } from '../../src/leases/clock.js';
+import { createLeaseTable } from '../../src/leases/table.js';
+import { createMetrics } from '../../src/metrics.js';
+import { inPrefix } from '../../src/policy/ip.js';
+import { createPolicy } from '../../src/policy/policy.js';
+
+const log = pino({ level: process.env['LAB_LOG'] ?? 'silent' }, pino.destination(2));
+const dir = mkdtempSync(join(tmpdir(), 'portd-lab-upnp-'));
+const policyConfig: Config['policy'] = {
+  secureMode: true, maxLeasesPerClient: 1000, reservedPorts: [22, 53, 80, 443], rules: [], historyRetention: 86400,
+  lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
+};
+const config: Config = { ...validateConfig({ interfaces: { wan: 'wan0', lan: ['br0'] }, upnp: { httpPort: 5000, ssdp: true } }, 'lab'), policy: policyConfig };
+const dataplane = createNftablesDataplane({ table: 'portd', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900] }, log });
+await dataplane.init();
+await dataplane.setExternalAddresses(['203.0.113.1']);
+const clock = createSystemClock();
+const metrics = createMetrics();
+const table = createLeaseTable({ database: { path: join(dir, 'portd.sqlite') }, dataplane, policy: createPolicy(policyConfig), clock, log, metrics, externalAddress: '203.0.113.1' });
+const server = createUpnpServer({
+  config, leases: table, log, metrics, clock, uuids: generateUuids(),
+  listen: { addresses: ['192.168.77.1/24'], httpPort: 5000 },
+  isLanClient: (a) => inPrefix(a, '192.168.77.0', 24),
+  presentationUrl: null,
+  ssdp: { maxDelayMs: 300 },
+});
+await server.listen();
+process.stdout.write(JSON.stringify({ ready: true, descriptions: server.descriptionUrls(), ssdp: server.ssdpAddresses() }) + '\n');
+
+let stopping = false;
+async function stop() {
+  if (stopping) return;
+  stopping = true;
+  try { await server.close(); await table.close(); await dataplane.close(); } finally {
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(0);
+  }
+}
+process.stdin.on('end', () => { void stop(); });
+process.stdin.resume();
+process.on('SIGTERM', () => { void stop(); });
