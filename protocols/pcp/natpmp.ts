@@ -3,6 +3,7 @@
  */
 import { NatPmpOpcode, NatPmpResultCode, NatPmpSize, RESPONSE_BIT, Version } from './constants.js';
 import { NatPmpDecodeError } from './errors.js';
+import { put16, put32, u16, u32 } from './bytes.js';
 
 export type NatPmpRequest =
   | { readonly opcode: typeof NatPmpOpcode.EXTERNAL_ADDRESS } // RFC 6886 §3.2
@@ -38,22 +39,6 @@ export type NatPmpResponse =
     readonly headerOnly: true;
   };
 
-function u16(b: Uint8Array, o: number): number {
-  return ((b[o] ?? 0) << 8) | (b[o + 1] ?? 0);
-}
-function u32(b: Uint8Array, o: number): number {
-  return (((b[o] ?? 0) << 24) >>> 0) + (((b[o + 1] ?? 0) << 16) | ((b[o + 2] ?? 0) << 8) | (b[o + 3] ?? 0));
-}
-function put16(b: Uint8Array, o: number, v: number): void {
-  b[o] = (v >>> 8) & 0xff;
-  b[o + 1] = v & 0xff;
-}
-function put32(b: Uint8Array, o: number, v: number): void {
-  b[o] = (v >>> 24) & 0xff;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
 
 /**
  * Decode a NAT-PMP request. Throws NatPmpDecodeError only.

@@ -7,6 +7,7 @@ import {
   OptionCode, Opcode, RESPONSE_BIT, ResultCode, Size, Version, errorLifetime, isMandatoryOption,
 } from './constants.js';
 import { PcpDecodeError } from './errors.js';
+import { put16, put32, u16, u32 } from './bytes.js';
 
 /** MAP opcode-specific data (RFC 6887 §11.1). In a response the external fields are the assigned ones. */
 export interface MapData {
@@ -79,22 +80,6 @@ const OPTION_OPCODES: Readonly<Record<number, readonly number[]>> = {
   [OptionCode.FILTER]: [Opcode.MAP],
 };
 
-function u16(b: Uint8Array, o: number): number {
-  return ((b[o] ?? 0) << 8) | (b[o + 1] ?? 0);
-}
-function u32(b: Uint8Array, o: number): number {
-  return (((b[o] ?? 0) << 24) >>> 0) + (((b[o + 1] ?? 0) << 16) | ((b[o + 2] ?? 0) << 8) | (b[o + 3] ?? 0));
-}
-function put16(b: Uint8Array, o: number, v: number): void {
-  b[o] = (v >>> 8) & 0xff;
-  b[o + 1] = v & 0xff;
-}
-function put32(b: Uint8Array, o: number, v: number): void {
-  b[o] = (v >>> 24) & 0xff;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
 
 /** nonce as the 24 hex characters stored in the lease table */
 export function nonceHex(nonce: Uint8Array): string {

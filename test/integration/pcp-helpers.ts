@@ -3,46 +3,18 @@
  * dataplane, fixed clock) behind a real PCP server on 127.0.0.1, and a UDP client.
  */
 import { createSocket, type Socket } from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
-import { createMemoryDataplane } from '../../src/dataplane/memory.js';
-import { createFixedClock } from '../../src/leases/clock.js';
-import { createLeaseTable } from '../../src/leases/table.js';
-import { createMetrics } from '../../src/metrics.js';
-import { createPolicy } from '../../src/policy/policy.js';
+import { makeTable as makeSharedTable, testPolicy } from '../helpers/leases.js';
 import type { Config, PolicyConfig } from '../../src/config/types.js';
 import { createPcpServer, type PcpServerOptions } from '../../src/frontends/pcp/index.js';
 import type { ConntrackApi } from '../../src/frontends/pcp/index.js';
 import { encodePcpRequest, nonceFromHex, type PcpOption, type PcpRequest } from '../../protocols/pcp/index.js';
 
-export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
-  return {
-    secureMode: true,
-    maxLeasesPerClient: 128,
-    reservedPorts: [22, 53, 80, 443],
-    lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
-    rules: [],
-    historyRetention: 86400,
-    ...over,
-  };
-}
+export { testPolicy };
 
-/** a real lease table: SQLite in a temp dir, memory dataplane, fixed clock */
+/** a real lease table: SQLite in a temp dir, memory dataplane, fixed clock (the shared test helper) */
 export function makeTable(policy: PolicyConfig) {
-  const dir = mkdtempSync(join(tmpdir(), 'portd-pcp-'));
-  const clock = createFixedClock();
-  const dataplane = createMemoryDataplane();
-  const metrics = createMetrics();
-  const table = createLeaseTable({
-    database: { path: join(dir, 'portd.sqlite') }, dataplane, policy: createPolicy(policy), clock,
-    log: pino({ level: process.env.TEST_LOG ?? 'silent' }), metrics, externalAddress: EXTERNAL,
-  });
-  return {
-    table, clock, dataplane, metrics, dir,
-    async dispose() { try { await table.close(); } catch { /* closed */ } rmSync(dir, { recursive: true, force: true }); },
-  };
+  return makeSharedTable({ policy });
 }
 
 export const EXTERNAL = '203.0.113.1';

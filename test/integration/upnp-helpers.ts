@@ -3,36 +3,17 @@
  * fixed clock) behind a real UPnP server on 127.0.0.1, and helpers to run real clients.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
 import type { Config, PolicyConfig } from '../../src/config/types.js';
 import { validateConfig } from '../../src/config/index.js';
 import { createUpnpServer, generateUuids, type UpnpServer, type UpnpServerOptions } from '../../src/frontends/upnp/index.js';
-import { createMemoryDataplane } from '../../src/dataplane/memory.js';
-import { createFixedClock } from '../../src/leases/clock.js';
-import { createLeaseTable } from '../../src/leases/table.js';
-import { createMetrics } from '../../src/metrics.js';
-import { createPolicy } from '../../src/policy/policy.js';
-import { testPolicy } from '../helpers/leases.js';
+import { makeTable, testPolicy } from '../helpers/leases.js';
 
 export const EXTERNAL = '203.0.113.1';
 
-/** the real lease table on a temp-file database, memory dataplane, fixed clock */
+/** the real lease table on a temp-file database, memory dataplane, fixed clock (the shared test helper) */
 export function makeUpnpTable(policy: PolicyConfig) {
-  const dir = mkdtempSync(join(tmpdir(), 'portd-upnp-'));
-  const clock = createFixedClock();
-  const dataplane = createMemoryDataplane();
-  const metrics = createMetrics();
-  const table = createLeaseTable({
-    database: { path: join(dir, 'portd.sqlite') }, dataplane, policy: createPolicy(policy), clock,
-    log: pino({ level: process.env.TEST_LOG ?? 'silent' }), metrics, externalAddress: EXTERNAL,
-  });
-  return {
-    table, clock, dataplane, metrics, dir,
-    async dispose() { try { await table.close(); } catch { /* closed */ } rmSync(dir, { recursive: true, force: true }); },
-  };
+  return makeTable({ policy });
 }
 
 export function upnpConfig(over: Partial<Config['upnp']> = {}, policy: Partial<PolicyConfig> = {}): Config {
