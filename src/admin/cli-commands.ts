@@ -82,8 +82,19 @@ function fmtDuration(s: number): string {
   return `${sec}s`;
 }
 
+/**
+ * Text that came from the network (UPnP descriptions, owners) shown on a terminal: control
+ * characters and bidi overrides are written as escapes, so a LAN device cannot send escape
+ * sequences to the operator's terminal through `portd leases`.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => { const n = c.charCodeAt(0); return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`; });
+}
+
 function table(rows: string[][]): string {
   const widths: number[] = [];
+  rows = rows.map((r) => r.map(printable));
   for (const r of rows) r.forEach((c, i) => { widths[i] = Math.max(widths[i] ?? 0, c.length); });
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd()).join('\n') + '\n';
 }

@@ -14,6 +14,8 @@ export const Source = StringEnum(['upnp', 'pcp', 'natpmp', 'trigger', 'static'] 
 export const Protocol = StringEnum(['tcp', 'udp'] as const);
 const Port = Type.Integer({ minimum: 1, maximum: 65535 });
 const EndReason = StringEnum(['released', 'expired', 'revoked', 'replaced', 'config'] as const);
+/** free text stays printable: no control characters (they would reach terminals through `portd leases`) */
+const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
 const EventType = StringEnum(['granted', 'renewed', 'released', 'expired', 'revoked', 'refused', 'replaced'] as const);
 
 export const LeaseSchema = Type.Object({
@@ -86,7 +88,7 @@ export const EventsQuery = Type.Object({ source: Type.Optional(Source) }, { addi
 export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 
 export const RevokeQuery = Type.Object({
-  reason: Type.Optional(Type.String({ maxLength: 200, description: 'recorded in the lease history' })),
+  reason: Type.Optional(Type.String({ maxLength: 200, pattern: PRINTABLE, description: 'recorded in the lease history' })),
 }, { additionalProperties: false });
 
 export const LeaseDetail = Type.Object({ lease: LeaseSchema, history: Type.Array(HistoryEntrySchema) });
@@ -99,7 +101,7 @@ export const StaticForwardBody = Type.Object({
   internalPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'defaults to externalPort; a range maps 1:1' })),
   remoteAddress: Type.Optional(Nullable(Type.String({ format: 'ipv4', description: 'only this peer may use the forward' }))),
   lifetime: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 31536000, description: 'seconds; null or absent = no expiry' }))),
-  description: Type.String({ maxLength: 200, default: '' }),
+  description: Type.String({ maxLength: 200, pattern: PRINTABLE, default: '' }),
 }, { additionalProperties: false });
 export type StaticForwardBody = Static<typeof StaticForwardBody>;
 

@@ -16,6 +16,7 @@ import { LEASE_SOURCES } from '../leases/types.js';
 import type { Metrics } from '../metrics.js';
 import { SESSION_COOKIE, bearerToken, createSessionStore, isLoopbackListen, parseCookies, parseListen, tokenMatches } from './auth.js';
 import type { AdminToken } from './auth.js';
+import { createLogGate } from '../frontends/rate-limit.js';
 import { DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
 import { buildOpenApi, collectRoutes } from './openapi.js';
 import {
@@ -71,6 +72,8 @@ export interface AdminServerOptions {
   readonly heartbeatMs?: number;
   /** dashboard session lifetime (default 12 h) */
   readonly sessionTtlMs?: number;
+  /** interval for "once per client" log lines of refusals and bad input, ms (default 60 s) */
+  readonly logIntervalMs?: number;
 }
 
 export interface AdminServer {
@@ -99,6 +102,51 @@ function refusalStatus(r: Refusal): number {
   }
 }
 
+type JsonType = 'string' | 'integer' | 'number' | 'boolean' | 'object' | 'array' | 'null';
+
+/** the JSON types a (TypeBox) schema admits at its top level; null = anything */
+function typesOf(schema: Record<string, unknown>): Set<JsonType> | null {
+  if (Array.isArray(schema['enum'])) return new Set((schema['enum'] as unknown[]).map((v) => (v === null ? 'null' : typeof v) as JsonType));
+  const t = schema['type'];
+  if (typeof t === 'string') return new Set([t as JsonType]);
+  if (Array.isArray(t)) return new Set(t as JsonType[]);
+  const union = (schema['anyOf'] ?? schema['oneOf']) as Record<string, unknown>[] | undefined;
+  if (Array.isArray(union)) {
+    const out = new Set<JsonType>();
+    for (const s of union) { const m = typesOf(s); if (!m) return null; for (const x of m) out.add(x); }
+    return out;
+  }
+  return null;
+}
+
+function jsonTypeOf(v: unknown): JsonType {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'integer' : 'number';
+  return typeof v as JsonType;
+}
+
+/**
+ * ajv runs with coerceTypes (query strings are all text), which would also turn a body's "8443"
+ * or [8443] into 8443 and ["tcp"] into "tcp". A JSON body has real types: the first field whose
+ * type the schema does not admit is named, before ajv gets to coerce it.
+ */
+export function strictBodyTypeError(schema: unknown, body: unknown): { field: string; message: string } | null {
+  if (!schema || typeof schema !== 'object' || !body || typeof body !== 'object' || Array.isArray(body)) return null;
+  const props = (schema as Record<string, unknown>)['properties'] as Record<string, Record<string, unknown>> | undefined;
+  if (!props) return null;
+  for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
+    const p = props[k];
+    if (!p) continue; // unknown fields: ajv names them (additionalProperties: false)
+    const allowed = typesOf(p);
+    if (!allowed) continue;
+    const got = jsonTypeOf(v);
+    if (allowed.has(got) || (got === 'integer' && allowed.has('number'))) continue;
+    return { field: k, message: `body.${k} must be ${[...allowed].join(' or ')}, not ${got}` };
+  }
+  return null;
+}
+
 function fieldOfValidation(err: FastifyError): { field: string; message: string } {
   const v = err.validation?.[0];
   const ctx = err.validationContext ?? 'request';
@@ -122,6 +170,12 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   const heartbeatMs = opts.heartbeatMs ?? 15_000;
   const sessionTtlMs = opts.sessionTtlMs ?? 12 * 3600_000;
   const sessions = createSessionStore({ now: () => clock.now(), ttlMs: sessionTtlMs });
+  // refusals and bad input are logged once per client address (and kind) per minute, with the count held back
+  const gate = createLogGate({ intervalMs: opts.logIntervalMs ?? 60_000, now: () => performance.now() });
+  const logOnce = (key: string, fields: Record<string, unknown>, msg: string) => {
+    const n = gate.pass(key);
+    if (n !== null) log.info({ ...fields, suppressed: n }, msg);
+  };
   const streams = new Set<() => void>();
 
   if (authRequired && !token.value) {
@@ -136,6 +190,18 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
     bodyLimit: 64 * 1024,
     forceCloseConnections: true,
+    // a request must arrive whole within 30 s; Node checks every 2 s (its default, 30 s, would let
+    // a slowloris connection live that long). SSE streams are responses, not requests: unaffected.
+    requestTimeout: 30_000,
+    http: { connectionsCheckingInterval: 2_000 },
+    routerOptions: { maxParamLength: 128 },
+    // the router's own errors (bad percent-encoding, over-long ids) in portd's error format
+    frameworkErrors: (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+      metrics.badInput.inc({ frontend: 'admin', kind: err.code ?? 'router' });
+      logOnce(`router:${req.ip}`, { ip: req.ip, method: req.method, url: req.url.slice(0, 200), err: err.message }, 'admin: bad request URL');
+      return reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 400).type('application/json')
+        .send({ code: ErrorCode.ADMIN_BAD_REQUEST, message: err.message, field: 'url' });
+    },
   }) as unknown as FastifyInstance; // a pino Logger instance narrows fastify's logger generic; the base type is all we use
   const routes = collectRoutes(app);
   app.decorateRequest('portdCaller', '');
@@ -146,7 +212,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 
   const badRequest = (req: FastifyRequest, reply: FastifyReply, field: string, message: string) => {
     metrics.badInput.inc({ frontend: 'admin', kind: 'validation' });
-    log.info({ ip: req.ip, method: req.method, url: req.url, field }, `admin: bad request: ${message}`);
+    logOnce(`bad:${req.ip}`, { ip: req.ip, method: req.method, url: req.url.slice(0, 200), field, detail: message }, `admin: bad request: ${message}`);
     return sendError(reply, 400, ErrorCode.ADMIN_BAD_REQUEST, message, { field });
   };
 
@@ -158,7 +224,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     const status = err.statusCode ?? 500;
     if (status < 500) {
       metrics.badInput.inc({ frontend: 'admin', kind: err.code ?? 'client' });
-      log.info({ ip: req.ip, method: req.method, url: req.url, err: err.message }, 'admin: bad request');
+      logOnce(`bad:${req.ip}`, { ip: req.ip, method: req.method, url: req.url.slice(0, 200), err: err.message }, 'admin: bad request');
       return sendError(reply, status, ErrorCode.ADMIN_BAD_REQUEST, err.message, { field: 'body' });
     }
     log.error({ err, method: req.method, url: req.url }, 'admin: internal error');
@@ -181,10 +247,16 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     if (!authRequired) { req.portdCaller = 'local'; return; }
     if (req.routeOptions.config?.public) return;
     const tried = req.headers.authorization !== undefined || parseCookies(req.headers.cookie).has(SESSION_COOKIE);
-    log.info({ ip: req.ip, method: req.method, url: req.url.split('?')[0], tried }, tried ? 'admin: refused: wrong token or expired session' : 'admin: refused: no token');
+    metrics.badInput.inc({ frontend: 'admin', kind: 'unauthorized' });
+    logOnce(`auth:${req.ip}:${tried}`, { ip: req.ip, method: req.method, url: req.url.split('?')[0]?.slice(0, 200), tried }, tried ? 'admin: refused: wrong token or expired session' : 'admin: refused: no token');
     reply.header('www-authenticate', 'Bearer realm="portd"');
     return sendError(reply, 401, ErrorCode.ADMIN_UNAUTHORIZED,
       tried ? 'token not accepted or session expired' : 'authentication required: send Authorization: Bearer <token> or log in');
+  });
+
+  app.addHook('preValidation', async (req, reply) => {
+    const bad = strictBodyTypeError(req.routeOptions.schema?.body, req.body);
+    if (bad) return badRequest(req, reply, bad.field, bad.message);
   });
 
   app.addHook('onResponse', async (req, reply) => {
@@ -199,7 +271,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   }, async (req, reply) => {
     const { token: given } = req.body as { token: string };
     if (!token.value || !tokenMatches(given, token.value)) {
-      log.warn({ ip: req.ip }, 'admin: login failed: wrong token');
+      metrics.badInput.inc({ frontend: 'admin', kind: 'unauthorized' });
+      logOnce(`login:${req.ip}`, { ip: req.ip }, 'admin: login failed: wrong token');
       return sendError(reply, 401, ErrorCode.ADMIN_UNAUTHORIZED, 'token not accepted');
     }
     const sid = sessions.create(token.name);
@@ -263,7 +336,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     const actor = actorOf(req);
     const lease = leases.get(id);
     if (!lease) {
-      log.info({ id, actor, ip: req.ip }, 'admin: revoke refused: no such lease');
+      logOnce(`revoke404:${req.ip}`, { id: id.slice(0, 128), actor, ip: req.ip }, 'admin: revoke refused: no such lease');
       return sendError(reply, 404, ErrorCode.LEASE_NOT_FOUND, `no lease ${id}`);
     }
     if (lease.readOnly) {

@@ -17,7 +17,7 @@ import {
 } from '../../../protocols/pcp/index.js';
 import type { ConntrackApi } from './conntrack.js';
 import { createPcpHandler } from './handler.js';
-import { createLogGate, createRateLimiter } from './rate-limit.js';
+import { createLogGate, createRateLimiter } from '../rate-limit.js';
 
 export interface PcpServerOptions {
   readonly config: Pick<Config, 'pcp' | 'natpmp' | 'policy'>;
@@ -42,6 +42,13 @@ export interface PcpServerOptions {
   readonly logIntervalMs?: number;
   /** how often to look for a changed external address, ms (default 5 s; 0 = only on requests) */
   readonly addressCheckMs?: number;
+  /**
+   * Is this source a LAN client we answer? Others are dropped silently (no answer at all: a
+   * WAN scanner learns nothing), counted in portd_bad_input_total{frontend="pcp",kind="not_lan"}
+   * and logged once per source per interval. Checked before the rate limiter, so spoofed WAN
+   * sources take no bucket. Default: every source (the sockets are bound to LAN addresses only).
+   */
+  readonly isLanClient?: (address: string) => boolean;
 }
 
 export interface PcpServer {
@@ -55,12 +62,17 @@ export interface PcpServer {
   close(): Promise<void>;
 }
 
+const RECV_BUFFER_BYTES = 1 << 20;
+
 export function createPcpServer(opts: PcpServerOptions): PcpServer {
   const { config, leases, metrics, clock } = opts;
   const log = opts.log.child({ component: 'pcp' });
   let epochStart = opts.epochStart ?? clock.now();
   const sockets: { socket: Socket; address: string; family: 4 | 6 }[] = [];
   const limiter = createRateLimiter({ rate: config.pcp.rateLimit, now: () => clock.now() });
+  // the drop path runs once per flooded datagram: label lookups done once, not per packet
+  const rateLimitedPcp = metrics.rateLimited.labels({ frontend: 'pcp' });
+  const notLanPcp = metrics.badInput.labels({ frontend: 'pcp', kind: 'not_lan' });
   const gate = createLogGate({ intervalMs: opts.logIntervalMs ?? 60_000, now: () => clock.now() });
   const announceRepeats = Math.max(1, Math.min(10, opts.announceRepeats ?? 10));
   let announceTimer: unknown = null;
@@ -156,13 +168,19 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
 
   function onMessage(s: { socket: Socket; address: string }, msg: Buffer, rinfo: { address: string; port: number }): void {
     const client = rinfo.address;
-    const started = performance.now();
+    if (opts.isLanClient && !opts.isLanClient(client)) {
+      notLanPcp.inc();
+      const n = gate.pass(`wan:${client}`);
+      if (n !== null) log.warn({ client, port: rinfo.port, suppressed: n }, 'request from outside the LAN dropped');
+      return;
+    }
     if (!limiter.take(client)) {
-      metrics.rateLimited.inc({ frontend: 'pcp' });
+      rateLimitedPcp.inc();
       const n = gate.pass(`rate:${client}`);
       if (n !== null) log.warn({ client, suppressed: n, rateLimit: config.pcp.rateLimit }, 'client over rate limit; requests dropped');
       return;
     }
+    const started = performance.now();
     if (opts.addressCheckMs === 0) checkExternalAddress();
     inFlight++;
     handler.handle(msg, client).then((r) => {
@@ -204,6 +222,9 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     if (family === 4 && opts.announce === undefined) {
       try { socket.setMulticastInterface(address); } catch { /* loopback or no multicast: announcements may fail, requests still work */ }
     }
+    // a larger receive queue absorbs a flood's bursts, so fewer of other clients' datagrams are lost
+    // before the rate limiter sees them (the kernel caps it at net.core.rmem_max)
+    try { socket.setRecvBufferSize(RECV_BUFFER_BYTES); } catch { /* keep the default */ }
     const entry = { socket, address, family: family as 4 | 6 };
     socket.on('message', (msg, rinfo) => onMessage(entry, msg, rinfo));
     socket.on('error', (err) => log.error({ address, err: err.message }, 'PCP socket error'));

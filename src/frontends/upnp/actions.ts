@@ -159,7 +159,8 @@ export function createActionHandler(deps: ActionDeps) {
     if (parseBool(a.get('NewEnabled'), true) === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewEnabled is not a boolean');
     const lifetime = parseUi4(a.get('NewLeaseDuration'));
     if (lifetime === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewLeaseDuration is not a number');
-    const description = (a.get('NewPortMappingDescription') ?? '').slice(0, 256);
+    // control characters would travel to the admin's terminal and logs: each becomes a space
+    const description = (a.get('NewPortMappingDescription') ?? '').slice(0, 256).replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
     // secure mode: a client may map ports only to itself; the lease table checks it too
     if (secure && internal !== call.client) return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `${call.client} may not map ports to ${internal} (secure mode)`);
     const res = await leases.request({

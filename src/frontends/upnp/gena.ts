@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { encodePropertySet, formatTimeoutHeader, parseCallbackHeader, parseTimeoutHeader } from '../../../protocols/upnp/index.js';
 import { unmapIPv4 } from '../../config/net.js';
 import type { Metrics } from '../../metrics.js';
+import type { LogGate } from '../rate-limit.js';
 
 export type EventVars = readonly (readonly [string, string | number])[];
 
@@ -18,6 +19,10 @@ export interface GenaOptions {
   readonly defaultTimeout?: number;
   readonly minTimeout?: number;
   readonly notifyTimeoutMs?: number;
+  /** subscriptions one subscriber address may hold (default: maxSubscriptions) */
+  readonly maxPerSubscriber?: number;
+  /** "once per client per interval" for refusal log lines (default: every refusal logged) */
+  readonly gate?: LogGate;
 }
 
 interface Subscription {
@@ -46,6 +51,11 @@ export function createGena(opts: GenaOptions) {
   const minTimeout = opts.minTimeout ?? 60;
   const notifyTimeoutMs = opts.notifyTimeoutMs ?? 5000;
   const subs = new Map<string, Subscription>();
+  const maxPerSubscriber = Math.min(opts.maxPerSubscriber ?? opts.maxSubscriptions, opts.maxSubscriptions);
+  const refusedLog = (key: string, fields: Record<string, unknown>, msg: string) => {
+    const n = opts.gate ? opts.gate.pass(key) : 0;
+    if (n !== null) log.warn({ ...fields, suppressed: n }, msg);
+  };
   const agent = new http.Agent({ keepAlive: false, maxSockets: 16 });
   let closed = false;
 
@@ -60,19 +70,31 @@ export function createGena(opts: GenaOptions) {
     sweep();
     const subscriber = unmapIPv4(subscriberAddr);
     const callbacks = parseCallbackHeader(callbackHeader);
-    if (!callbacks) return { ok: false, status: 412, reason: 'missing or malformed CALLBACK' };
+    if (!callbacks) {
+      metrics.badInput.inc({ frontend: 'upnp', kind: 'gena_callback' });
+      refusedLog(`gena-cb:${subscriber}`, { client: subscriber, callback: (callbackHeader ?? '').slice(0, 200) }, 'gena refused a missing or malformed CALLBACK');
+      return { ok: false, status: 412, reason: 'missing or malformed CALLBACK' };
+    }
     for (const u of callbacks) {
       const host = u.hostname.replace(/^\[|\]$/g, '');
       if (unmapIPv4(host) !== subscriber) {
-        log.warn({ client: subscriber, callback: u.href }, 'gena refused callback to another host (CallStranger)');
+        refusedLog(`gena-cb:${subscriber}`, { client: subscriber, callback: u.href }, 'gena refused callback to another host (CallStranger)');
         metrics.badInput.inc({ frontend: 'upnp', kind: 'gena_callback' });
         return { ok: false, status: 412, reason: 'CALLBACK must point to the subscribing host' };
       }
     }
     if (subs.size >= opts.maxSubscriptions) {
-      log.warn({ client: subscriber, max: opts.maxSubscriptions }, 'gena refused subscription: limit reached');
+      refusedLog(`gena-max:${subscriber}`, { client: subscriber, max: opts.maxSubscriptions }, 'gena refused subscription: limit reached');
       metrics.gena.inc({ kind: 'refused' });
       return { ok: false, status: 503, reason: 'too many subscriptions' };
+    }
+    let mine = 0;
+    for (const s of subs.values()) if (s.subscriber === subscriber) mine++;
+    if (mine >= maxPerSubscriber) {
+      // one host cannot take every slot from the others
+      refusedLog(`gena-client:${subscriber}`, { client: subscriber, max: maxPerSubscriber }, 'gena refused subscription: client limit reached');
+      metrics.gena.inc({ kind: 'refused' });
+      return { ok: false, status: 503, reason: 'too many subscriptions from this client' };
     }
     const timeout = grant(parseTimeoutHeader(timeoutHeader));
     const sid = `uuid:${randomUUID()}`;

@@ -13,6 +13,7 @@ import type { Config } from '../../config/types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
 import { normalizeAddress } from '../../policy/ip.js';
+import { createLogGate, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
 import { createActionHandler, type WanStats } from './actions.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
 import { createGena, type EventVars } from './gena.js';
@@ -56,8 +57,34 @@ export interface UpnpServerOptions {
   readonly wanStats?: () => WanStats | Promise<WanStats>;
   readonly connectionStatus?: () => 'Connected' | 'Disconnected';
   readonly linkBitRates?: { readonly up: number; readonly down: number };
-  /** HTTP timeouts in ms */
-  readonly timeouts?: { readonly request?: number; readonly headers?: number; readonly keepAlive?: number; readonly idle?: number };
+  /**
+   * HTTP timeouts in ms. `check` is how often Node looks for connections past the request and
+   * headers timeouts (its default, 30 s, let a slowloris connection live 30 s with a 5 s limit).
+   */
+  readonly timeouts?: {
+    readonly request?: number; readonly headers?: number; readonly keepAlive?: number; readonly idle?: number; readonly check?: number;
+  };
+  /** per-client limits, so one LAN host cannot starve the others (0 = no limit) */
+  readonly limits?: UpnpLimits;
+  /** interval for "once per client" log lines of refusals and bad input, ms (default 60 s) */
+  readonly logIntervalMs?: number;
+}
+
+export interface UpnpLimits {
+  /** open HTTP connections per client address (default 16); more are closed at once */
+  readonly connectionsPerClient?: number;
+  /** HTTP requests per second per client address (default 50, bursts of `requestBurst`, default 200); over it a request waits for its turn (503 past 2 s) */
+  readonly requestsPerSecond?: number;
+  readonly requestBurst?: number;
+  /** GENA subscriptions per client address (default 16, never above config.upnp.maxSubscriptions) */
+  readonly subscriptionsPerClient?: number;
+  /** SSDP searches per second per source address (default 10, bursts of 30); over it: ignored */
+  readonly searchesPerSecond?: number;
+  /**
+   * the time source of the limiters and log gates, ms. Default: the monotonic clock, because a
+   * rate is about real elapsed time even when the injected service clock is fixed (tests).
+   */
+  readonly now?: () => number;
 }
 
 export interface UpnpServer {
@@ -74,6 +101,8 @@ export interface UpnpServer {
 }
 
 const SERVER_PRODUCT = 'portd/0.1';
+/** longest a request over its client's rate is held before it is refused with 503 */
+const MAX_RATE_WAIT_MS = 2000;
 
 function parseListen(a: string): LanInterface {
   const [address, p] = a.split('/');
@@ -96,6 +125,17 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const { config, leases, metrics } = opts;
   const log = opts.log.child({ component: 'upnp' });
   const now = () => opts.clock.now();
+  const realNow = opts.limits?.now ?? (() => performance.now());
+  const gate = createLogGate({ intervalMs: opts.logIntervalMs ?? 60_000, now: realNow });
+  const requestLimiter = createRateLimiter({
+    rate: opts.limits?.requestsPerSecond ?? 50, burst: opts.limits?.requestBurst ?? 200, now: realNow,
+  });
+  const connections = createPerClientCounter(opts.limits?.connectionsPerClient ?? 16);
+  /** one line per client and kind of refusal per interval: a flood cannot flood the log */
+  const logOnce = (level: 'info' | 'warn', key: string, fields: Record<string, unknown>, msg: string) => {
+    const n = gate.pass(key);
+    if (n !== null) log[level]({ ...fields, suppressed: n }, msg);
+  };
   const startedAt = now();
   const interfaces = opts.listen.addresses.map(parseListen);
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
@@ -133,7 +173,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   }
 
   const gena = createGena({
-    log, metrics, now, maxSubscriptions: config.upnp.maxSubscriptions, stateOf,
+    log, metrics, now, maxSubscriptions: config.upnp.maxSubscriptions, stateOf, gate,
+    maxPerSubscriber: opts.limits?.subscriptionsPerClient ?? 16,
     notifyTimeoutMs: opts.gena?.notifyTimeoutMs, defaultTimeout: opts.gena?.defaultTimeout,
   });
 
@@ -161,7 +202,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   let unsubscribeLeases: (() => void) | null = null;
 
   // ---- HTTP ----
-  const timeouts = { request: 10_000, headers: 5_000, keepAlive: 5_000, idle: 30_000, ...opts.timeouts };
+  const timeouts = { request: 10_000, headers: 5_000, keepAlive: 5_000, idle: 30_000, check: 1_000, ...opts.timeouts };
   const app = Fastify({ logger: false, bodyLimit: SOAP_MAX_BODY_BYTES, return503OnClosing: true });
   app.addHttpMethod('SUBSCRIBE');
   app.addHttpMethod('UNSUBSCRIBE');
@@ -176,16 +217,34 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     const client = normalizeAddress(req.socket.remoteAddress ?? '');
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       metrics.badInput.inc({ frontend: 'upnp', kind: 'too_large' });
-      log.warn({ client, url: req.url }, 'upnp refused oversize body');
+      logOnce('warn', `large:${client}`, { client, url: req.url }, 'upnp refused oversize body');
       return reply.code(413).header('connection', 'close').send();
     }
     metrics.badInput.inc({ frontend: 'upnp', kind: 'http' });
-    log.debug({ client, err: err.message }, 'upnp http error');
+    logOnce('info', `http:${client}`, { client, err: err.message }, 'upnp bad HTTP request');
     return reply.code(err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500).send();
   });
   app.setNotFoundHandler((req, reply) => {
-    log.debug({ client: normalizeAddress(req.socket.remoteAddress ?? ''), method: req.method, url: req.url }, 'upnp 404');
+    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    metrics.badInput.inc({ frontend: 'upnp', kind: 'not_found' });
+    logOnce('info', `404:${client}`, { client, method: req.method, url: req.url.slice(0, 200) }, 'upnp request for an unknown path');
     return reply.code(404).send();
+  });
+
+  // per-client request rate: a host over it is slowed to it (each connection has one request in
+  // flight, and connections per host are capped, so few wait); only a wait over 2 s is a 503
+  app.addHook('onRequest', async (req, reply) => {
+    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const wait = requestLimiter.wait(client, MAX_RATE_WAIT_MS);
+    if (wait === 0) return;
+    metrics.rateLimited.inc({ frontend: 'upnp' });
+    logOnce('warn', `rate:${client}`, { client, rate: opts.limits?.requestsPerSecond ?? 50 }, 'upnp client over its request rate; slowed down');
+    if (wait > 0) {
+      await new Promise((r) => setTimeout(r, wait));
+      return;
+    }
+    // the connection stays open: making the client reconnect would cost us more than the 503
+    return reply.code(503).header('retry-after', '1').send();
   });
 
   for (const r of devices.roots) app.get(r.descriptionPath, (_req, reply) => xml(reply, 200, r.descriptionXml));
@@ -206,17 +265,17 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     } catch (e) {
       if (!(e instanceof SoapDecodeError)) throw e;
       metrics.badInput.inc({ frontend: 'upnp', kind: e.kind });
-      log.warn({ client, kind: e.kind, err: e.message }, 'upnp bad SOAP request');
+      logOnce('warn', `soap:${client}`, { client, kind: e.kind, err: e.message }, 'upnp bad SOAP request');
       return answer(500, encodeSoapFault(e.upnpCode), String(e.upnpCode));
     }
     // a client may speak any version up to ours: v1 SOAPActions reach the v2 control URL (QUIRKS.md)
     if (call.serviceType !== ep.service.type || call.version > ep.service.version || call.version < 1) {
-      log.info({ client, action: call.action, serviceUrn: call.serviceUrn, endpoint: req.url }, 'upnp action for another service');
+      logOnce('info', `svc:${client}`, { client, action: call.action, serviceUrn: call.serviceUrn, endpoint: req.url }, 'upnp action for another service');
       return answer(500, encodeSoapFault(UpnpErrorCode.INVALID_ACTION), String(UpnpErrorCode.INVALID_ACTION));
     }
     const res = await actions.handle({ endpoint: ep, version: call.version, action: call.action, args: call.args, client });
     if (!res.ok) {
-      log.info({ client, action: call.action, code: res.code, why: res.detail }, 'upnp action refused');
+      logOnce('info', `refused:${client}:${res.code}`, { client, action: call.action, code: res.code, why: res.detail }, 'upnp action refused');
       return answer(500, encodeSoapFault(res.code), String(res.code));
     }
     log.debug({ client, action: call.action }, 'upnp action');
@@ -235,18 +294,24 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         const callback = typeof h['callback'] === 'string' ? h['callback'] : undefined;
         const timeout = typeof h['timeout'] === 'string' ? h['timeout'] : undefined;
         reply.header('server', serverHeader);
+        /** a refused (UN)SUBSCRIBE: counted, logged once per client and kind */
+        const refuse = (status: number, kind: string, why: string) => {
+          metrics.badInput.inc({ frontend: 'upnp', kind });
+          logOnce('info', `${kind}:${client}`, { client, method: req.method, path, status, why }, 'gena request refused');
+          return reply.code(status).send();
+        };
         if (req.method === 'UNSUBSCRIBE') {
-          if (!sid) return reply.code(412).send();
-          if (nt || callback) return reply.code(400).send(); // UDA 1.1 §4.1.4: incompatible headers
-          return reply.code(gena.unsubscribe(path, sid, client) ? 200 : 412).send();
+          if (!sid) return refuse(412, 'gena_headers', 'no SID');
+          if (nt || callback) return refuse(400, 'gena_headers', 'SID with NT or CALLBACK'); // UDA 1.1 §4.1.4: incompatible headers
+          return gena.unsubscribe(path, sid, client) ? reply.code(200).send() : refuse(412, 'gena_sid', 'unknown SID');
         }
         if (sid) {
-          if (nt || callback) return reply.code(400).send(); // UDA 1.1 §4.1.3
+          if (nt || callback) return refuse(400, 'gena_headers', 'SID with NT or CALLBACK'); // UDA 1.1 §4.1.3
           const r = gena.renew(path, sid, client, timeout);
-          if (!r.ok) return reply.code(r.status).send();
+          if (!r.ok) return refuse(r.status, 'gena_sid', r.reason);
           return reply.code(200).header('sid', r.sid).header('timeout', formatTimeoutHeader(r.timeout)).header('content-length', '0').send();
         }
-        if (nt !== 'upnp:event') return reply.code(412).send(); // UDA 1.1 §4.1.2
+        if (nt !== 'upnp:event') return refuse(412, 'gena_headers', `NT ${JSON.stringify(nt ?? null)}`); // UDA 1.1 §4.1.2
         const r = gena.subscribe(path, client, callback, timeout);
         if (!r.ok) return reply.code(r.status).send();
         // the initial event goes out only after the client has the SID (UDA 1.1 §4.2.1)
@@ -272,7 +337,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   async function listen() {
     await app.ready();
     for (const iface of interfaces) {
-      const server = http.createServer({ maxHeaderSize: 8192 }, (req, res) => app.routing(req, res));
+      const server = http.createServer({ maxHeaderSize: 8192, connectionsCheckingInterval: timeouts.check }, (req, res) => app.routing(req, res));
       server.requestTimeout = timeouts.request;
       server.headersTimeout = timeouts.headers;
       server.keepAliveTimeout = timeouts.keepAlive;
@@ -283,12 +348,18 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         // only LAN clients are answered: others see the connection closed, nothing else
         if (!opts.isLanClient(peer)) {
           metrics.badInput.inc({ frontend: 'upnp', kind: 'not_lan' });
-          log.debug({ peer }, 'upnp dropped connection from outside the LAN');
+          logOnce('warn', `wan:${peer}`, { peer }, 'upnp dropped connection from outside the LAN');
+          sock.destroy();
+          return;
+        }
+        if (!connections.take(peer)) {
+          metrics.rateLimited.inc({ frontend: 'upnp' });
+          logOnce('warn', `conns:${peer}`, { peer, max: opts.limits?.connectionsPerClient ?? 16 }, 'upnp client holds too many connections; new one closed');
           sock.destroy();
           return;
         }
         sockets.add(sock);
-        sock.once('close', () => sockets.delete(sock));
+        sock.once('close', () => { sockets.delete(sock); connections.give(peer); });
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -302,7 +373,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       ssdp = createSsdp({
         interfaces, port: opts.ssdp?.port, multicastAddress: opts.ssdp?.multicastAddress, joinMulticast: opts.ssdp?.joinMulticast,
         notifyTarget: opts.ssdp?.notifyTarget, maxDelayMs: opts.ssdp?.maxDelayMs, random: opts.ssdp?.random,
-        targetsFor, isLanClient: opts.isLanClient, log: log.child({ component: 'ssdp' }), metrics, now,
+        targetsFor, isLanClient: opts.isLanClient, log: log.child({ component: 'ssdp' }), metrics, now, gate,
+        searchLimiter: createRateLimiter({ rate: opts.limits?.searchesPerSecond ?? 10, burst: 3 * (opts.limits?.searchesPerSecond ?? 10), now: realNow }),
         maxAge: Math.max(1800, config.upnp.notifyInterval * 2), server: serverHeader, bootId, configId,
       });
       await ssdp.start();

@@ -6,6 +6,7 @@ import {
 } from '../../../protocols/ssdp/index.js';
 import { inPrefix, normalizeAddress } from '../../policy/ip.js';
 import type { Metrics } from '../../metrics.js';
+import { createPerClientCounter, type LogGate, type RateLimiter } from '../rate-limit.js';
 
 export interface LanInterface {
   readonly address: string;
@@ -36,6 +37,12 @@ export interface SsdpOptions {
   readonly configId: number;
   /** bound on responses waiting for their delay, against floods of searches */
   readonly maxPending?: number;
+  /** bound on one source's responses waiting for their delay (default maxPending / 8) */
+  readonly maxPendingPerSource?: number;
+  /** searches per source address; over it a search is ignored and counted (default: no limit) */
+  readonly searchLimiter?: RateLimiter;
+  /** "once per source per interval" for log lines of ignored searches (default: every line at debug) */
+  readonly gate?: LogGate;
 }
 
 interface Bound { readonly iface: LanInterface | null; readonly socket: dgram.Socket }
@@ -52,6 +59,12 @@ export function createSsdp(opts: SsdpOptions) {
   const random = opts.random ?? Math.random;
   const maxDelayMs = opts.maxDelayMs ?? 5000;
   const maxPending = opts.maxPending ?? 512;
+  const perSource = createPerClientCounter(opts.maxPendingPerSource ?? Math.max(1, Math.floor(maxPending / 8)));
+  const logOnce = (key: string, fields: Record<string, unknown>, msg: string) => {
+    if (!opts.gate) { log.debug(fields, msg); return; }
+    const n = opts.gate.pass(key);
+    if (n !== null) log.info({ ...fields, suppressed: n }, msg);
+  };
   const bound: Bound[] = [];
   const timers = new Set<NodeJS.Timeout>();
   let notifyTimer: NodeJS.Timeout | null = null;
@@ -80,7 +93,7 @@ export function createSsdp(opts: SsdpOptions) {
         // other devices' NOTIFYs are normal multicast chatter, not bad input
         if (e.kind !== 'not_search') {
           metrics.badInput.inc({ frontend: 'ssdp', kind: e.kind });
-          log.debug({ src, kind: e.kind, err: e.message }, 'ssdp ignored datagram');
+          logOnce(`ssdp-bad:${src}`, { src, kind: e.kind, err: e.message }, 'ssdp ignored bad datagram');
         }
         return;
       }
@@ -91,7 +104,12 @@ export function createSsdp(opts: SsdpOptions) {
     const iface = opts.isLanClient(src) ? ifaceFor(src, via) : null;
     if (!iface) {
       metrics.badInput.inc({ frontend: 'ssdp', kind: 'not_lan' });
-      log.debug({ src }, 'ssdp ignored search from outside the LAN');
+      logOnce(`ssdp-wan:${src}`, { src }, 'ssdp ignored search from outside the LAN');
+      return;
+    }
+    if (opts.searchLimiter && !opts.searchLimiter.take(src)) {
+      metrics.rateLimited.inc({ frontend: 'ssdp' });
+      logOnce(`ssdp-rate:${src}`, { src }, 'ssdp source over its search rate; searches ignored');
       return;
     }
     const sock = socketFor(iface);
@@ -100,13 +118,15 @@ export function createSsdp(opts: SsdpOptions) {
     if (matches.length === 0) return;
     log.debug({ src: `${src}:${rinfo.port}`, st: search.st, answers: matches.length }, 'ssdp search');
     for (const m of matches) {
-      if (pending >= maxPending) { metrics.rateLimited.inc({ frontend: 'ssdp' }); return; }
+      // bounded overall and per source, so one host's searches cannot crowd out another's answers
+      if (pending >= maxPending || !perSource.take(src)) { metrics.rateLimited.inc({ frontend: 'ssdp' }); return; }
       // UDA 1.1 §1.3.3: answer after a random delay within MX; no MX (unicast search) = at once
       const delay = search.mx === null ? 0 : Math.floor(random() * Math.min(search.mx * 1000, maxDelayMs));
       pending++;
       const t = setTimeout(() => {
         timers.delete(t);
         pending--;
+        perSource.give(src);
         if (closing) return;
         let bytes: Uint8Array;
         try {
@@ -152,6 +172,9 @@ export function createSsdp(opts: SsdpOptions) {
       socket.once('error', onError);
       socket.bind({ port, address, exclusive: false }, () => {
         socket.off('error', onError);
+        // a larger receive queue absorbs a burst of searches, so fewer of other hosts' are lost before
+        // the per-source limit sees them (the kernel caps it at net.core.rmem_max)
+        try { socket.setRecvBufferSize(1 << 20); } catch { /* keep the default */ }
         socket.on('error', (e) => log.warn({ err: e.message }, 'ssdp socket error'));
         resolve();
       });
