@@ -4,6 +4,8 @@ import type { Config } from './config/types.js';
 import { createMemoryDataplane } from './dataplane/memory.js';
 import type { Dataplane } from './dataplane/types.js';
 import { startAdmin } from './admin/index.js';
+import { triggerRoutes } from './admin/triggers-routes.js';
+import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
 import { inPrefix, normalizeAddress } from './policy/ip.js';
@@ -22,6 +24,9 @@ export interface Portd {
   readonly leases: LeaseTable;
   readonly dataplane: Dataplane;
   readonly metrics: Metrics;
+  readonly triggers: TriggerManager;
+  /** where the admin API listens (admin.listen may ask for port 0) */
+  readonly admin: { readonly address: string; readonly port: number };
   readonly startedAt: number;
   /** apply a new configuration: policy, static forwards and triggers change atomically */
   reload(next: Config): Promise<void>;
@@ -45,7 +50,7 @@ export function lanNetworks(config: Config): { address: string; cidr: string }[]
   return out;
 }
 
-async function createDataplane(config: Config, log: Logger, metrics: Metrics): Promise<Dataplane> {
+async function createDataplane(config: Config, log: Logger, metrics: Metrics, onRepaired: (why: string) => void): Promise<Dataplane> {
   if (config.dataplane.driver === 'memory') return createMemoryDataplane();
   const { preflight } = await import('./dataplane/preflight.js');
   const pre = await preflight({ nftPath: config.dataplane.nftPath, conntrackPath: config.dataplane.conntrackPath, table: config.dataplane.table });
@@ -58,7 +63,7 @@ async function createDataplane(config: Config, log: Logger, metrics: Metrics): P
       tcp: [config.upnp.httpPort, ...(adminPort(config) ? [adminPort(config)!] : [])],
       udp: [1900, config.pcp.port],
     },
-    log, metrics,
+    log, metrics, onRepaired,
   });
 }
 
@@ -91,7 +96,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   /** called after the external address changed (UPnP ExternalIPAddress event) */
   const onExternalAddress: ((addr: string) => void)[] = [];
 
-  const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics);
+  // the driver rewrote kernel state that was lost or altered from outside: PCP clients must re-map (new epoch)
+  const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics, (why) => { for (const fn of onStateLost) fn(why); });
   await dataplane.init();
   const externalAddress = await resolveExternalAddress(config, log);
   await dataplane.setExternalAddresses([externalAddress]);
@@ -112,17 +118,28 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const st = await leases.syncStatic(config.staticForwards);
   if (st.added || st.removed) log.info(st, 'static forwards from the configuration applied');
 
-  // periodic, cheap reconcile (count compare; full compare when the counts differ)
+  // port triggering: kernel rules + conntrack firings (nftables), API firings only (memory)
+  const triggers = await startTriggers({ config, leases, dataplane, log, metrics, clock });
+  parts.push({ name: 'triggers', close: () => triggers.close() });
+
+  // periodic, cheap reconcile (count compare; full compare when the counts differ), then the element audit
+  // when it is due (at most 1 % of the time: every period on a home router, every few minutes at 100k leases)
   if (config.dataplane.reconcileInterval > 0) {
-    timers.push(setInterval(() => { void leases.reconcile('periodic', false); }, config.dataplane.reconcileInterval * 1000));
+    timers.push(setInterval(() => {
+      void leases.reconcile('periodic', false)
+        .then(() => dataplane.audit?.())
+        .catch((e) => log.error({ err: (e as Error).message }, 'periodic dataplane audit failed'));
+    }, config.dataplane.reconcileInterval * 1000));
   }
-  // a table deleted from outside is noticed within 10 s and rebuilt (kernel state was lost: PCP resets its epoch)
+  // a table deleted or altered from outside is noticed within min(10 s, reconcileInterval) and rebuilt;
+  // the driver reports the rebuild through onRepaired (kernel state was lost: PCP resets its epoch)
   if (dataplane.check) {
+    const every = config.dataplane.reconcileInterval > 0 ? Math.min(10, config.dataplane.reconcileInterval) : 10;
     timers.push(setInterval(() => {
       void dataplane.check!().then((r) => {
-        if (r.rebuilt) { log.warn({ reason: r.reason }, 'dataplane state was lost and rebuilt'); for (const fn of onStateLost) fn(r.reason ?? 'dataplane rebuilt'); }
+        if (r.rebuilt) log.warn({ reason: r.reason }, 'dataplane state was lost or altered and rebuilt');
       }).catch((e) => log.error({ err: (e as Error).message }, 'dataplane check failed'));
-    }, 10_000));
+    }, every * 1000));
   }
   // an NTP step after boot must neither expire nor extend leases
   timers.push(setInterval(() => leases.checkWallClock(), 5000));
@@ -139,7 +156,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   if (config.pcp.enabled || config.natpmp.enabled) {
     const pcp = createPcpServer({
-      config, leases, log, metrics, clock, listen,
+      config, leases, log, metrics, clock, listen, isLanClient,
       conntrack: config.pcp.peer && config.dataplane.driver === 'nftables' ? createConntrackCli({ path: config.dataplane.conntrackPath }) : null,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
@@ -184,13 +201,15 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const admin = await startAdmin({
     config, leases, dataplane, metrics, log, clock, startedAt, version: VERSION, env: process.env,
     pcpEpoch: () => pcpEpoch(), frontends: () => frontends, upnpDescriptionUrls: () => upnpDescriptionUrls(),
+    routes: [triggerRoutes(triggers)],
   });
   parts.push({ name: 'admin', close: () => admin.close() });
   log.info({ url: `http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}/`, auth: admin.authRequired }, 'admin API and dashboard listening');
 
   const portd: Portd = {
     get config() { return current; },
-    leases, dataplane, metrics, startedAt,
+    leases, dataplane, metrics, triggers, startedAt,
+    admin: { address: admin.address, port: admin.port },
     async reload(next: Config) {
       const changed: string[] = [];
       for (const k of ['interfaces', 'database', 'dataplane', 'upnp', 'pcp', 'natpmp', 'admin', 'listenAddresses', 'stateDir'] as const) {
@@ -200,7 +219,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       policy = createPolicy(next.policy);
       current = next;
       const res = await leases.syncStatic(next.staticForwards);
-      log.info({ staticAdded: res.added, staticRemoved: res.removed, refused: res.refused.length }, 'configuration reloaded');
+      const tr = await triggers.reload(next);
+      log.info({ staticAdded: res.added, staticRemoved: res.removed, refused: res.refused.length, triggers: tr.rules, triggersNotInForce: tr.broken }, 'configuration reloaded');
     },
     async close() {
       for (const t of timers) clearInterval(t);

@@ -107,6 +107,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section id="triggers">
     <h2>Port triggers</h2>
     <div id="triggers-body" class="muted">Loading…</div>
+    <p id="triggers-msg"></p>
   </section>
   <section>
     <h2>Front-ends</h2>
@@ -290,6 +291,7 @@ export const DASHBOARD_JS = `'use strict';
         var e = JSON.parse(m.data);
         if (e.lease && $('state').value !== 'ended') { leases.set(e.lease.id, e.lease); render(); }
         if (t === 'granted') scheduleStatus();
+        if (e.source === 'trigger') scheduleTriggers();
       });
     });
     ['released', 'expired', 'revoked', 'replaced'].forEach(function (t) {
@@ -299,8 +301,10 @@ export const DASHBOARD_JS = `'use strict';
         if (st === 'active') leases.delete(e.leaseId);
         else if (e.lease) leases.set(e.lease.id, e.lease);
         render(); scheduleStatus();
+        if (e.source === 'trigger') scheduleTriggers();
       });
     });
+    es.addEventListener('refused', function (m) { var e = JSON.parse(m.data); if (e.source === 'trigger') scheduleTriggers(); });
   }
 
   // ---- add a static forward ----
@@ -326,6 +330,47 @@ export const DASHBOARD_JS = `'use strict';
   $('state').addEventListener('change', function () { loadLeases().catch(function () {}); });
 
   // ---- triggers (the panel fills in when the API offers /api/v1/triggers) ----
+  var triggerTimer = null;
+  function scheduleTriggers() { if (triggerTimer) return; triggerTimer = setTimeout(function () { triggerTimer = null; loadTriggers(); }, 300); }
+  function triggerState(t) {
+    if (t.state === 'held') return 'held by ' + t.holder + (t.until ? ' until ' + new Date(t.until - skew).toLocaleTimeString() : '');
+    if (t.state === 'error') return 'not in force: ' + (t.error || 'invalid');
+    return t.state;
+  }
+  function triggerRow(t) {
+    var tr = el('tr', { 'data-trigger': t.name, cls: 'row-trigger' });
+    function td(label, text, cls) { var c = el('td', { 'data-label': label, text: text }); if (cls) c.className = cls; tr.appendChild(c); return c; }
+    var n = td('Rule', t.name + ' ');
+    n.appendChild(el('span', { cls: 'muted', text: t.origin === 'config' ? '(config)' : '(api)' }));
+    td('Trigger → opens', t.summary, 'mono');
+    td('Idle', fmtDuration(t.idleTimeout) + (t.maxLifetime ? ' (max ' + fmtDuration(t.maxLifetime) + ')' : ''));
+    var st = td('State', triggerState(t)); st.setAttribute('data-state', t.state); if (t.state === 'error') st.className = 'err';
+    td('Fired / renewed / refused', t.counters.fired + ' / ' + t.counters.renewed + ' / ' + t.counters.refused);
+    var lr = t.lastRefusal;
+    td('Last refusal', lr ? lr.host + (lr.holder ? ' (held by ' + lr.holder.source + ' ' + lr.holder.owner + ')' : ' (' + lr.reason + ')') : '');
+    var act = td('', '');
+    if (t.state !== 'error') {
+      var f = el('button', { cls: 'revoke', type: 'button', text: 'Fire…', 'data-fire': t.name, title: 'open it for a LAN host now, as if the host had sent a packet' });
+      f.addEventListener('click', function () {
+        var host = window.prompt('Fire ' + t.name + ' for which LAN host?', t.holder || '');
+        if (!host) return;
+        api('POST', API + '/triggers/' + encodeURIComponent(t.name) + '/fire', { host: host.trim() })
+          .then(function () { $('triggers-msg').className = 'ok'; $('triggers-msg').textContent = t.name + ' opened for ' + host + '.'; loadTriggers(); })
+          .catch(function (e) { $('triggers-msg').className = 'err'; $('triggers-msg').textContent = t.name + ': ' + e.message; loadTriggers(); });
+      });
+      act.appendChild(f);
+    }
+    if (!t.readOnly) {
+      var d = el('button', { cls: 'revoke', type: 'button', text: 'Delete', 'data-delete-trigger': t.name });
+      d.addEventListener('click', function () {
+        if (!window.confirm('Delete trigger rule ' + t.name + '? Its opening closes.')) return;
+        api('DELETE', API + '/triggers/' + encodeURIComponent(t.name)).then(loadTriggers)
+          .catch(function (e) { $('triggers-msg').className = 'err'; $('triggers-msg').textContent = e.message; });
+      });
+      act.appendChild(d);
+    }
+    return tr;
+  }
   function loadTriggers() {
     var box = $('triggers-body');
     return fetch(API + '/triggers', { credentials: 'same-origin' }).then(function (r) {
@@ -335,11 +380,21 @@ export const DASHBOARD_JS = `'use strict';
         var list = Array.isArray(d) ? d : (d.triggers || []);
         box.textContent = '';
         if (!list.length) { box.textContent = 'No trigger rules configured.'; return; }
-        var keys = Object.keys(list[0]).filter(function (k) { return typeof list[0][k] !== 'object' || list[0][k] === null; });
-        var t = el('table', { id: 'trigger-table' }, [el('thead', null, [el('tr', null, keys.map(function (k) { return el('th', { text: k }); }))])]);
+        box.className = '';
+        if (!list[0].summary) {
+          // an older API: show the plain fields
+          var keys = Object.keys(list[0]).filter(function (k) { return typeof list[0][k] !== 'object' || list[0][k] === null; });
+          var t0 = el('table', { id: 'trigger-table' }, [el('thead', null, [el('tr', null, keys.map(function (k) { return el('th', { text: k }); }))])]);
+          var tb0 = el('tbody');
+          list.forEach(function (tr) { tb0.appendChild(el('tr', null, keys.map(function (k) { return el('td', { 'data-label': k, text: tr[k] === null ? '' : String(tr[k]) }); }))); });
+          t0.appendChild(tb0); box.appendChild(t0);
+          return;
+        }
+        var cols = ['Rule', 'Trigger → opens', 'Idle', 'State', 'Fired / renewed / refused', 'Last refusal', ''];
+        var t = el('table', { id: 'trigger-table' }, [el('thead', null, [el('tr', null, cols.map(function (k) { return el('th', { text: k }); }))])]);
         var tb = el('tbody');
-        list.forEach(function (tr) { tb.appendChild(el('tr', null, keys.map(function (k) { return el('td', { 'data-label': k, text: tr[k] === null ? '' : String(tr[k]) }); }))); });
-        t.appendChild(tb); box.appendChild(t); box.className = '';
+        list.forEach(function (tr) { tb.appendChild(triggerRow(tr)); });
+        t.appendChild(tb); box.appendChild(t);
       });
     }).catch(function () { box.textContent = 'Triggers: unavailable.'; });
   }

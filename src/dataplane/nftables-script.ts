@@ -13,6 +13,7 @@
 import { isIPv4 } from 'node:net';
 import type { DataplaneBatch, DataplaneEntry } from './types.js';
 import { entryKey } from './types.js';
+import { renderTriggers, type TriggerKernelRule } from './nftables-triggers.js';
 
 /** ct mark bit set on every flow portd forwarded; the drop rule and the hairpin masquerade key on it */
 export const PORTD_CT_MARK = 0x100;
@@ -43,6 +44,8 @@ export interface RulesetOptions {
   readonly lan: readonly string[];
   readonly hairpin: boolean;
   readonly frontendPorts: { readonly tcp: readonly number[]; readonly udp: readonly number[] };
+  /** port-trigger rules (nftables-triggers.ts): when set, the `triggers` chain and sets are part of the structure */
+  readonly triggers?: readonly TriggerKernelRule[];
 }
 
 /** what the driver believes is in the kernel: one entry per lease, with its kernel deadline (ms on the caller's clock) */
@@ -249,6 +252,7 @@ export function renderInit(o: RulesetOptions): string[] {
   cmds.push(`add rule ${T} forward ct mark & ${M} == ${M} accept`);
   if (o.frontendPorts.tcp.length > 0) cmds.push(`add rule ${T} input iifname ${wan} tcp dport { ${[...new Set(o.frontendPorts.tcp)].join(', ')} } drop`);
   if (o.frontendPorts.udp.length > 0) cmds.push(`add rule ${T} input iifname ${wan} udp dport { ${[...new Set(o.frontendPorts.udp)].join(', ')} } drop`);
+  if (o.triggers) cmds.push(...renderTriggers(o, o.triggers));
   return cmds;
 }
 

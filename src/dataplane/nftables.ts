@@ -19,6 +19,8 @@ import {
   type KernelElement, type RulesetOptions,
 } from './nftables-script.js';
 import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
+import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
+import { parseActivity, renderTouch, renderTriggers, triggerSetName, type TriggerKernelRule } from './nftables-triggers.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
 import { entryKey } from './types.js';
 
@@ -45,6 +47,10 @@ export interface NftablesDataplaneOptions {
   readonly interactive?: boolean;
   /** ticks with more element operations than this go through `nft -f -` (default 20000) */
   readonly interactiveMaxElements?: number;
+  /** port-trigger rules installed with the structure (and re-created on every rebuild); change them with setTriggers() */
+  readonly triggers?: readonly TriggerKernelRule[];
+  /** called when kernel state was lost or changed from outside and the driver rewrote it (PCP resets its epoch) */
+  readonly onRepaired?: (reason: string) => void;
 }
 
 export interface CheckResult {
@@ -69,8 +75,17 @@ export interface NftablesDataplane extends Dataplane {
   check(): Promise<CheckResult>;
   /** expensive full compare of kernel and model; repairs drift (one batch) */
   verify(): Promise<VerifyResult>;
+  /** verify(), but only when due: it takes at most 1 % of the time (every period on a home router,
+   *  every few minutes at 100k leases); null when skipped */
+  audit(): Promise<VerifyResult | null>;
   /** removes the table (uninstall, tests); close() keeps it so the kernel still enforces timeouts */
   destroy(): Promise<void>;
+  /** replaces the port-trigger rules (chain `triggers`, sets `trig_<rule>_active`) in one transaction; kept across rebuilds */
+  setTriggers(rules: readonly TriggerKernelRule[]): Promise<void>;
+  /** per rule: LAN host -> ms until the host counts as idle (null: no timeout), read from the small trig_* sets */
+  triggerActivity(rules: readonly string[]): Promise<Map<string, Map<string, number | null>>>;
+  /** marks a host active on a rule for `seconds` (a firing that did not come from a packet) */
+  touchTrigger(rule: string, host: string, seconds: number): Promise<void>;
 }
 
 function errText(err: unknown): string {
@@ -78,7 +93,10 @@ function errText(err: unknown): string {
 }
 
 export function createNftablesDataplane(opts: NftablesDataplaneOptions): NftablesDataplane {
-  const ruleset: RulesetOptions = { table: opts.table, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, frontendPorts: opts.frontendPorts };
+  let ruleset: RulesetOptions = {
+    table: opts.table, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, frontendPorts: opts.frontendPorts,
+    ...(opts.triggers ? { triggers: opts.triggers } : {}),
+  };
   validateRulesetOptions(ruleset);
   const log = opts.log.child({ component: 'nftables', table: opts.table });
   const nft = opts.nftPath ?? 'nft';
@@ -100,6 +118,11 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   let lastError: string | null = null;
   let lastPrune = -Infinity;
   let lastCountCheck = -Infinity;
+  let triggersListed = false;
+  /** our table's structure as we last wrote it (nftables-audit.ts), and for which ruleset */
+  let structure: string | null = null;
+  let structureOf: RulesetOptions | null = null;
+  let lastAudit: { at: number; ms: number } | null = null;
 
   // one kernel operation at a time: ticks, reconciles and checks never interleave
   let chain: Promise<unknown> = Promise.resolve();
@@ -120,27 +143,56 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     return parseTablesJson(r.stdout, T);
   }
 
-  /** structure (+ optional fill) in one batch; recreates the table when our old definitions conflict */
-  async function build(fill: readonly string[]): Promise<void> {
+  /** structure (+ optional fill) in one batch; recreates the table when our old definitions conflict
+   *  (or when asked: something foreign was added to our table) */
+  async function build(fill: readonly string[], recreate = false): Promise<void> {
     const ext = renderExternalAddresses(T, externals);
     try {
+      if (recreate) throw new Error('recreate requested');
       await script([...renderInit(ruleset), ...ext, ...fill]);
     } catch (err) {
-      log.warn({ err: errText(err) }, 'nft table definitions conflict; recreating the table');
+      if (!recreate) log.warn({ err: errText(err) }, 'nft table definitions conflict; recreating the table');
       await script([...renderRecreate(ruleset), ...ext, ...fill]);
     }
     handle = await readHandle();
+    await takeStructure();
   }
 
-  async function rebuild(reason: string): Promise<void> {
+  /** chains, rules and set definitions without elements: cheap at any number of leases */
+  async function readStructure(): Promise<string | null> {
+    const r = await run(prefix, nft, ['-j', '-t', 'list', 'table', 'inet', T], { timeoutMs: 10_000 });
+    if (r.code !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return null;
+      throw new CommandError(firstLines(r.stderr) || 'nft list table failed', r);
+    }
+    return structureFingerprint(r.stdout);
+  }
+  async function takeStructure(): Promise<void> {
+    structure = await readStructure();
+    structureOf = ruleset;
+  }
+
+  /** what changed in our table behind our back (rules, set definitions, external addresses), or null */
+  async function structureDrift(): Promise<string | null> {
+    if (structureOf !== ruleset) { await takeStructure(); return null; } // our own change (trigger rules): new baseline
+    const now = await readStructure();
+    if (now !== structure) return 'table structure altered from outside (chains, rules or set definitions)';
+    const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, 'ext4'], { timeoutMs: 10_000 });
+    if (r.code !== 0) return 'external address set missing';
+    if (setElements(r.stdout).join(',') !== [...new Set(externals)].sort().join(',')) return 'external address set altered from outside';
+    return null;
+  }
+
+  async function rebuild(reason: string, recreate = false): Promise<void> {
     model.pruneExpired(clock());
-    await build(renderFill(T, model, clock()));
+    await build(renderFill(T, model, clock()), recreate);
     suspect = false;
     lastError = null;
     lastDrift = model.size;
     lastReconcileAt = Date.now();
     opts.metrics?.reconcileDrift.inc(model.size);
     log.warn({ reason, entries: model.size }, 'nft table rebuilt');
+    opts.onRepaired?.(reason);
   }
 
   async function applyCommands(commands: readonly string[], elements: number): Promise<void> {
@@ -164,10 +216,16 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   function diff(kernel: readonly KernelElement[]): { missing: number; stale: number } {
     const now = clock();
     const expected = new Map<string, string | null>();
+    // elements whose kernel timeout ends within 2 s may be gone already: not missing when absent
+    const fading = new Set<string>();
     for (const m of model.entries.values()) {
-      for (const el of fwdElements(m.entry, null)) expected.set(elemId(el.set, el.key), el.data);
+      const soon = m.deadline !== null && m.deadline - now < 2000;
+      for (const el of fwdElements(m.entry, null)) { expected.set(elemId(el.set, el.key), el.data); if (soon) fading.add(elemId(el.set, el.key)); }
     }
-    for (const id of model.live.keys()) expected.set(id, null);
+    for (const [id, holders] of model.live) {
+      expected.set(id, null);
+      if ([...holders].every((k) => { const d = model.get(k)?.deadline; return d !== null && d !== undefined && d - now < 2000; })) fading.add(id);
+    }
     const seen = new Set<string>();
     let stale = 0;
     let missing = 0;
@@ -177,8 +235,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       if (!expected.has(id)) stale++;
       else if (expected.get(id) !== k.data) missing++;
     }
-    for (const id of expected.keys()) if (!seen.has(id)) missing++;
-    void now;
+    for (const id of expected.keys()) if (!seen.has(id) && !fading.has(id)) missing++;
     return { missing, stale };
   }
 
@@ -292,6 +349,9 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       model.clear();
       for (const [k, m] of plan.model.entries) model.set(k, m);
       handle = await readHandle();
+      // the baseline stays the one taken when we built the table: a reset re-asserts our rules but does not
+      // remove what someone else added, and the next check() must still see that
+      if (structure === null) await takeStructure();
       initialised = true;
       suspect = false;
       lastError = null;
@@ -322,10 +382,17 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         lastError = errText(err);
         return { ok: false, rebuilt: false, reason: lastError };
       }
-      if (h === null || h !== handle) {
-        const reason = h === null ? 'table deleted from outside' : 'table recreated from outside';
+      let reason: string | null = null;
+      try {
+        reason = h === null ? 'table deleted from outside' : h !== handle ? 'table recreated from outside' : await structureDrift();
+      } catch (err) {
+        lastError = errText(err);
+        return { ok: false, rebuilt: false, reason: lastError };
+      }
+      if (reason !== null) {
         try {
-          await rebuild(reason);
+          // a table that is no longer the one we built (altered, or recreated by someone) is replaced whole, in one transaction
+          await rebuild(reason, h !== null);
           return { ok: true, rebuilt: true, reason };
         } catch (err) {
           lastError = errText(err);
@@ -342,6 +409,14 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
     verify: () => serial(verifyNow),
 
+    audit: () => serial(async () => {
+      if (!initialised || !auditDue(clock(), lastAudit)) return null;
+      const t0 = clock();
+      const v = await verifyNow();
+      lastAudit = { at: t0, ms: clock() - t0 };
+      return v;
+    }),
+
     health(): DataplaneHealth {
       const ok = initialised && lastError === null;
       return { ok, lastReconcileAt, lastDrift, ...(lastError ? { detail: lastError } : initialised ? {} : { detail: 'not initialised' }) };
@@ -349,6 +424,47 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
     close: () => serial(async () => {
       interactive.kill();
+    }),
+
+    setTriggers: (rules: readonly TriggerKernelRule[]) => serial(async () => {
+      const before = ruleset.triggers ?? [];
+      const next: RulesetOptions = { ...ruleset, triggers: [...rules] };
+      validateRulesetOptions(next);
+      const removed = before.map((r) => r.name).filter((n) => !rules.some((r) => r.name === n));
+      // sets of rules dropped while portd was not running: found by name (terse: without elements)
+      if (initialised && !triggersListed) {
+        const r = await run(prefix, nft, ['-j', '-t', 'list', 'sets', 'inet'], { timeoutMs: 10_000 });
+        if (r.code === 0) {
+          triggersListed = true;
+          try {
+            const doc = JSON.parse(r.stdout) as { nftables?: { set?: { table: string; name: string } }[] };
+            for (const it of doc.nftables ?? []) {
+              const m = it.set && it.set.table === T ? /^trig_(.+)_active$/.exec(it.set.name) : null;
+              if (m && !removed.includes(m[1]!) && !rules.some((x) => x.name === m[1])) removed.push(m[1]!);
+            }
+          } catch { /* keep going: at worst an unused set stays */ }
+        }
+      }
+      const cmds = renderTriggers(next, next.triggers ?? [], removed); // validates
+      if (initialised) await script(cmds);
+      ruleset = next;
+      log.info({ rules: rules.map((r) => r.name), removed }, 'nft trigger rules set');
+    }),
+
+    // not serialised: reading a few small sets never conflicts with a tick, and must not wait behind a big reset
+    triggerActivity: async (rules: readonly string[]) => {
+      const out = new Map<string, Map<string, number | null>>();
+      await Promise.all(rules.map(async (name) => {
+        const r = await run(prefix, nft, ['list', 'set', 'inet', T, triggerSetName(name)], { timeoutMs: 10_000 });
+        // a missing set (table deleted, rebuild pending) reads as no activity
+        out.set(name, r.code === 0 ? parseActivity(r.stdout) : new Map());
+      }));
+      return out;
+    },
+
+    touchTrigger: (rule: string, host: string, seconds: number) => serial(async () => {
+      const cmds = renderTouch(T, rule, host, seconds);
+      await applyCommands(cmds, cmds.length);
     }),
 
     destroy: () => serial(async () => {
@@ -376,6 +492,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     lastReconcileAt = Date.now();
     opts.metrics?.reconcileDrift.inc(lastDrift);
     log.warn({ missing: d.missing, stale: d.stale }, 'nft drift repaired from the model');
+    opts.onRepaired?.(`elements altered from outside (missing ${d.missing}, stale ${d.stale})`);
     return { ...d, repaired: true };
   }
 

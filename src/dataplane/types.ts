@@ -52,6 +52,8 @@ export interface Dataplane {
   health(): DataplaneHealth;
   /** cheap liveness check of the owned kernel state; rebuilds it when it vanished (drivers without kernel state omit it) */
   check?(): Promise<{ ok: boolean; rebuilt: boolean; reason?: string }>;
+  /** full compare of every element with what the driver wrote, repairing drift; only when due (bounded share of time), null when skipped */
+  audit?(): Promise<{ missing: number; stale: number; repaired: boolean } | null>;
   close(): Promise<void>;
 }
 

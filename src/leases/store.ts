@@ -46,6 +46,24 @@ const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX events_lease ON events(lease_id);
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: port-trigger rules created through the admin API (config-file rules live in the file), and
+  // per-rule counters for every rule (src/triggers/store.ts)
+  `CREATE TABLE trigger_rules (
+     name TEXT PRIMARY KEY,
+     spec TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     actor TEXT
+   );
+   CREATE TABLE trigger_stats (
+     name TEXT PRIMARY KEY,
+     fired INTEGER NOT NULL DEFAULT 0,
+     renewed INTEGER NOT NULL DEFAULT 0,
+     refused INTEGER NOT NULL DEFAULT 0,
+     last_fired_at INTEGER,
+     last_host TEXT,
+     last_refusal TEXT
+   );`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

@@ -404,9 +404,24 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     } catch (e) {
       try { store.db.exec('ROLLBACK'); } catch { /* already rolled back */ }
       rebuildCaches();
-      log.error({ err: (e as Error).message }, 'database commit failed; tick refused and scheduled a reconcile');
-      needReconcile = true;
+      log.error({ err: (e as Error).message }, 'database commit failed (disk full or not writable?); tick refused, kernel changes taken back');
+      // the batch reached the kernel before the commit: undo it before anyone is answered, so a refused
+      // request leaves no open port and a refused renewal does not cut the lease it renews. Removed
+      // entries come back only when the (rolled back) table still holds them unexpired.
+      if (applied && batch.add.length + batch.remove.length > 0) {
+        const now = clock.now();
+        const back: DataplaneEntry[] = [];
+        for (const e of batch.remove) {
+          const row = s.byId.get(e.id) as LeaseRow | undefined;
+          if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now)) back.push(toEntry(rowToLease(row), now));
+        }
+        try { await dataplane.apply({ remove: batch.add, add: back }); } catch (u) {
+          log.error({ err: (u as Error).message }, 'could not undo the kernel changes of a refused tick; reconciling');
+          needReconcile = true;
+        }
+      }
       for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
+      if (needReconcile) { needReconcile = false; void reconcile('after a failed commit'); }
       return;
     }
     // committed: now, and only now, answer
@@ -439,9 +454,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // ---- expiry: one timer at the earliest expiresAt ----
   let expiryTimer: unknown = null;
   let expiryAt: number | null = null;
+  /** after an expiry the database refused: not again before this (portd ms), doubling up to 30 s */
+  let expiryRetryAt = 0;
+  let expiryBackoffMs = 0;
   function scheduleExpiry(): void {
     if (closed) return;
-    const next = (s.nextExpiry.get() as { t: number | null }).t;
+    let next = (s.nextExpiry.get() as { t: number | null }).t;
+    if (next !== null && next < expiryRetryAt) next = expiryRetryAt;
     if (next === expiryAt && expiryTimer !== null) return;
     if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
     expiryTimer = null;
@@ -452,7 +471,17 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   async function expireDue(): Promise<number> {
     let total = 0;
     for (;;) {
-      const n = await enqueue('expire', doExpire, () => 0);
+      const n = await enqueue('expire', doExpire, () => -1);
+      if (n < 0) {
+        // the database refused (disk full, not writable): the kernel closes the ports on its own (element
+        // timeouts); retry with back-off instead of spinning on the same overdue lease
+        expiryBackoffMs = Math.min(30_000, Math.max(1000, expiryBackoffMs * 2));
+        expiryRetryAt = clock.now() + expiryBackoffMs;
+        log.warn({ retryInMs: expiryBackoffMs }, 'expiry could not be written; retrying later');
+        break;
+      }
+      expiryBackoffMs = 0;
+      expiryRetryAt = 0;
       total += n;
       if (n < expiryBatch) break;
     }
