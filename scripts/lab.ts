@@ -64,7 +64,8 @@ async function main(): Promise<void> {
       'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
       'staticForwards:',
       `  - { protocol: tcp, externalPort: 2222, internal: "${ADDR.hostB}:22", description: "lab static forward" }`,
-      'triggers: []',
+      'triggers:',
+      '  - { preset: battlenet }          # try it: from lanA send UDP/TCP to the WAN host on port 6112',
     ].join('\n') + '\n';
     const cfgPath = join(dir, 'portd.yaml');
     writeFileSync(cfgPath, config);
