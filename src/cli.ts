@@ -55,7 +55,10 @@ async function start(configPath: string | undefined): Promise<number> {
   } catch (e) {
     log.fatal({ err: (e as Error).message, code: (e as PortdError).code }, 'portd could not start');
     log.flush?.();
-    return fail(e);
+    const code = fail(e);
+    // parts that did start (a listening socket) must not keep a failed start alive
+    setTimeout(() => process.exit(code), 200).unref();
+    return code;
   }
   log.info({ active: portd.leases.countActive().total }, 'portd ready');
   // keep the process alive even when no front-end holds a socket (all disabled)
