@@ -436,6 +436,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (o.removalOnly) ended.push(...o.remove);
     }
     publishGauges();
+    // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
+    if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) { expiryRetryAt = 0; expiryBackoffMs = 0; }
     if (ended.length > 0) dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
     scheduleExpiry();
     if (needReconcile) { needReconcile = false; void reconcile('after a refused dataplane change'); }
