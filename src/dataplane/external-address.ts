@@ -3,9 +3,10 @@
  * `ip monitor address dev X` (any line triggers a re-read, debounced) plus a slow poll as a
  * safety net when the monitor dies. The callback gets the new list only when it changed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import { run } from './nftables-runner.js';
+import { spawnTied } from '../child.js';
 
 export interface AddressInfo { readonly family?: string; readonly local?: string; readonly scope?: string; readonly secondary?: boolean; readonly deprecated?: boolean }
 
@@ -91,7 +92,7 @@ export async function watchExternalAddress(opts: ExternalAddressOptions, onChang
   function startMonitor(): void {
     if (stopped) return;
     const ns = opts.netns ? ['-n', opts.netns] : [];
-    const child = spawn(opts.ipPath ?? 'ip', [...ns, 'monitor', 'address', 'dev', opts.interface], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnTied(opts.ipPath ?? 'ip', [...ns, 'monitor', 'address', 'dev', opts.interface], { stdio: ['ignore', 'pipe', 'pipe'] }); // dies with portd
     monitor = child;
     child.stdout?.on('data', () => {
       if (debounce) clearTimeout(debounce);

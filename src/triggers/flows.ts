@@ -6,10 +6,11 @@
  *
  * Tests and the memory driver use an injected source instead (createManualFlowSource).
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams } from 'node:child_process';
 import type { Logger } from 'pino';
 import { argvFor, run, type CommandPrefix } from '../dataplane/nftables-runner.js';
 import { TRIGGER_CT_FLAG, TRIGGER_CT_MASK, triggerIdOfMark, triggerMark } from '../dataplane/nftables-triggers.js';
+import { spawnTied } from '../child.js';
 
 /** one new outbound flow that matched a trigger rule in the kernel */
 export interface TriggerFlow {
@@ -81,7 +82,7 @@ export function createConntrackFlowSource(opts: ConntrackFlowSourceOptions): Flo
     const [cmd, argv] = argvFor(opts, tool, ['-E', '-e', 'NEW', '-o', 'timestamp', '--mark', `${flag}/${flag}`]);
     let c: ChildProcessWithoutNullStreams;
     try {
-      c = spawn(cmd, argv, { stdio: 'pipe' });
+      c = spawnTied(cmd, argv); // dies with portd, even on kill -9
     } catch (e) {
       log.error({ err: (e as Error).message }, 'cannot start conntrack -E: triggers fire only through the API');
       schedule();

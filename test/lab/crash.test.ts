@@ -361,9 +361,9 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
   });
 
   // a killed portd must not leave its long-lived helpers behind: on a router whose supervisor restarts
-  // only the main process (procd), each crash would add one. `ip monitor` and `nft -i` end with portd;
-  // `conntrack -E` (src/triggers/flows.ts) does not yet: it lives until it next writes an event.
-  test('no helper process outlives a killed portd', { todo: 'conntrack -E of the trigger watcher survives kill -9 (reported)' }, () => {
+  // only the main process (procd), each crash would add one. `nft -i` ends on EOF of its stdin; `conntrack -E`
+  // and `ip monitor` are started through setpriv --pdeathsig KILL (src/child.ts).
+  test('no helper process outlives a killed portd', () => {
     assert.ok(orphans !== null, 'the churn test ran');
     assert.deepEqual([...new Set(orphans)], []);
   });
