@@ -142,7 +142,9 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     }, every * 1000));
   }
   // an NTP step after boot must neither expire nor extend leases
-  timers.push(setInterval(() => leases.checkWallClock(), 5000));
+  timers.push(setInterval(() => { void leases.checkWallClock(); }, 5000));
+  // ended leases leave the history after policy.historyRetention even when nothing expires
+  timers.push(setInterval(() => { void leases.prune(); }, 3600_000));
   for (const t of timers) t.unref();
 
   const lan = lanNetworks(config);

@@ -64,6 +64,19 @@ const MIGRATIONS: readonly string[] = [
      last_host TEXT,
      last_refusal TEXT
    );`,
+  // 3: an admin revoke holds for the rest of the lease's term: the holder's next renewal (a new grant for
+  // the same mapping, since the lease ended) is refused until then
+  `CREATE TABLE revocations (
+     protocol TEXT NOT NULL,
+     owner TEXT NOT NULL,
+     internal_address TEXT NOT NULL,
+     internal_port INTEGER NOT NULL,
+     external_port INTEGER NOT NULL,
+     until INTEGER NOT NULL,
+     lease_id TEXT NOT NULL
+   );
+   CREATE INDEX revocations_int ON revocations(protocol, internal_address, internal_port);
+   CREATE INDEX revocations_ext ON revocations(protocol, owner, external_port);`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -174,7 +187,13 @@ export function openStore(opts: OpenStoreOptions) {
     nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
     allActive: db.prepare(`SELECT * FROM leases WHERE state = 'active'`),
     activeRanges: db.prepare(`SELECT protocol, external_port, external_port_end, source, owner FROM leases WHERE state = 'active'`),
-    rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + ?, created_at = created_at + ?, updated_at = updated_at + ? WHERE state = 'active'`),
+    // only rows written in this run's (wrong) frame move; rows from before a restart were written in the true one
+    rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
+      WHERE state = 'active' AND updated_at >= @since`),
+    revoke: db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+    revoked: db.prepare(`SELECT lease_id, until FROM revocations WHERE until > @now AND protocol = @protocol
+      AND ((internal_address = @ia AND internal_port = @ip) OR (owner = @owner AND external_port = @ep)) LIMIT 1`),
+    pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
     pruneEvents: db.prepare(`DELETE FROM events WHERE lease_id IN (SELECT id FROM leases WHERE state = 'ended' AND ended_at < ?)`),
     pruneLeases: db.prepare(`DELETE FROM leases WHERE state = 'ended' AND ended_at < ?`),
     metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),

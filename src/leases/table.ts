@@ -180,7 +180,11 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       };
     }
 
-    // 2. a new lease: policy, quota, then a port
+    // 2. a new lease: revocations, policy, quota, then a port
+    if (!policy.isTrusted(req.source)) {
+      const rv = s.revoked.get({ now, protocol: req.protocol, ia: req.internalAddress, ip: req.internalPort, owner: req.owner, ep: wantStart }) as { lease_id: string; until: number } | undefined;
+      if (rv) return none({ ok: false, reason: 'not_authorized', detail: `mapping revoked by the admin (lease ${rv.lease_id}) until ${new Date(rv.until).toISOString()}` });
+    }
     if (!policy.isTrusted(req.source)) {
       const n = quotaUse.get(req.owner) ?? 0;
       if (n >= policy.quota()) return none({ ok: false, reason: 'quota', detail: `${req.owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})` });
@@ -253,11 +257,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return { ...out, result: { ok: true, lease: out.result } };
   }
 
-  function doRevoke(id: string, actor: string, reason: string | null, allowReadOnly: boolean): JobOutcome<ReleaseResult> {
+  function doRevoke(id: string, actor: string, reason: string | null, allowReadOnly: boolean, sticky = true): JobOutcome<ReleaseResult> {
     const now = clock.now();
     const row = s.byId.get(id) as LeaseRow | undefined;
     if (!row || row.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
     if (row.read_only === 1 && !allowReadOnly) return { result: { ok: false, reason: 'not_authorized', detail: `lease ${id} is read-only (defined in the configuration); change the configuration instead` }, add: [], remove: [], events: [] };
+    // the holder may not simply take it back: its renewals are refused for the rest of the lease's term
+    if (sticky && !allowReadOnly && row.expires_at !== null && row.expires_at > now && !policy.isTrusted(row.source as Lease['source'])) {
+      s.revoke.run(row.protocol, row.owner, row.internal_address, row.internal_port, row.external_port, row.expires_at, row.id);
+    }
     const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
     return { ...out, result: { ok: true, lease: out.result } };
   }
@@ -271,8 +279,14 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       out.remove.push(...o.remove);
       out.events.push(...o.events);
     }
-    if (retentionMs > 0) { s.pruneEvents.run(now - retentionMs); s.pruneLeases.run(now - retentionMs); }
+    prune(now);
     return out;
+  }
+
+  /** ended leases past the history retention, and revocations past their term */
+  function prune(now: number): void {
+    if (retentionMs > 0) { s.pruneEvents.run(now - retentionMs); s.pruneLeases.run(now - retentionMs); }
+    s.pruneRevocations.run(now);
   }
 
   // ---- the single writer: one transaction and one dataplane batch per tick ----
@@ -424,6 +438,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (needReconcile) { needReconcile = false; void reconcile('after a failed commit'); }
       return;
     }
+    // a job that threw was rolled back to its savepoint, but may have touched the derived caches first
+    if (failures.some((f) => f !== null)) rebuildCaches();
     // committed: now, and only now, answer
     const ended: DataplaneEntry[] = [];
     let oi = 0;
@@ -491,18 +507,51 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return total;
   }
 
-  // ---- wall-clock jumps: re-base stored times so remaining lifetimes stay what they were ----
-  function checkWallClock(): number {
-    const drift = clock.wall() - clock.now();
-    if (Math.abs(drift) < 2000 || !clock.rebase) return 0;
-    const tx = store.db.transaction(() => { s.rebaseActive.run(drift, drift, drift); });
-    tx();
-    clock.rebase(drift);
-    log.warn({ driftMs: drift }, 'wall clock jumped; lease times re-based, lifetimes unchanged');
+  // ---- wall-clock steps ----
+  // portd time runs on the monotonic clock. When the wall clock *steps* (NTP after boot on a router with no
+  // clock chip), rows written in this run's frame are moved onto the wall clock with the clock itself, so
+  // no remaining lifetime changes; rows from before a restart are in the true frame already and stay.
+  // A wall clock that is merely behind at start (no step yet) changes nothing: portd then starts from the
+  // last time it saw (meta clock.lastSeen), never before it.
+  const CLOCK_META = 'clock.lastSeen';
+  let runStart = clock.now();
+  {
+    const lastSeen = Number(store.meta(CLOCK_META) ?? NaN);
+    if (clock.rebase && Number.isFinite(lastSeen) && lastSeen - clock.now() > 2000) {
+      const behind = lastSeen - clock.now();
+      clock.rebase(behind);
+      runStart = clock.now();
+      log.warn({ behindMs: behind }, 'wall clock is behind the last time portd ran; lease times start from then until the clock is set');
+    }
+  }
+  let lastOffset = clock.wall() - clock.now();
+  async function checkWallClock(): Promise<number> {
+    if (!clock.rebase) return 0;
+    const offset = clock.wall() - clock.now();
+    const stepped = Math.abs(offset - lastOffset) >= 2000;
+    lastOffset = offset;
+    if (!stepped || Math.abs(offset) < 2000) {
+      // remember how far time has come, so a restart with a clock behind never goes back before it
+      await enqueueExclusive('clock-mark', async () => { store.setMeta(CLOCK_META, String(clock.now())); return 0; }, () => 0);
+      return 0;
+    }
+    const shift = offset;
+    const moved = await enqueueExclusive('wall-clock', async () => {
+      // inside the writer, between ticks: no tick can roll this back, and the clock moves only after the commit
+      store.db.transaction(() => { s.rebaseActive.run({ d: shift, since: runStart }); store.setMeta(CLOCK_META, String(clock.now() + shift)); })();
+      clock.rebase!(shift);
+      runStart += shift;
+      lastOffset = clock.wall() - clock.now();
+      return shift;
+    }, () => 0);
+    if (moved === 0) return 0;
+    log.warn({ stepMs: shift }, 'wall clock stepped; lease times re-based, lifetimes unchanged');
     if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
     expiryTimer = null; expiryAt = null;
     scheduleExpiry();
-    return drift;
+    // kernel timeouts were computed in the old frame when the table held rows from before a restart
+    await reconcile('wall clock stepped');
+    return shift;
   }
 
   // ---- reconcile: the kernel gets exactly the table ----
@@ -581,7 +630,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       });
     },
     release: (req: ReleaseRequest) => enqueue<ReleaseResult>('release', () => doRelease(req), unavailable),
-    revoke: (id: string, actor: string, reason?: string) => enqueue<ReleaseResult>('revoke', () => doRevoke(id, actor, reason ?? null, false), unavailable),
+    /** end a lease now; unless `sticky: false`, its holder's renewals are refused for the rest of its term */
+    revoke: (id: string, actor: string, reason?: string, opts: { sticky?: boolean } = {}) =>
+      enqueue<ReleaseResult>('revoke', () => doRevoke(id, actor, reason ?? null, false, opts.sticky ?? true), unavailable),
     get(id: string): Lease | null { const r = store.r.byId.get(id) as LeaseRow | undefined; return r ? rowToLease(r) : null; },
     findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null {
       const r = store.r.byInternal.get(protocol, internalAddress, internalPort) as LeaseRow | undefined; return r ? rowToLease(r) : null;
@@ -639,6 +690,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     reconcile,
     syncStatic,
     checkWallClock,
+    /** history and revocations past their time; also runs with every expiry */
+    prune: () => enqueueExclusive('prune', async () => { prune(clock.now()); return null; }, () => null),
     scheduleExpiry,
     lastReconcile: () => lastReconcile,
     /** queued + in-flight jobs, for tests and status */

@@ -9,7 +9,7 @@ let h: UpnpHarness;
 before(async () => { h = await startUpnp(); });
 after(async () => { await h?.close(); });
 beforeEach(async () => {
-  for (const l of h.env.table.list({ state: 'active' }).leases) await h.env.table.revoke(l.id, 'test');
+  for (const l of h.env.table.list({ state: 'active' }).leases) await h.env.table.revoke(l.id, 'test', 'reset between tests', { sticky: false });
 });
 
 const c1 = () => `${h.base}/igd1/ctl/IPConn`;

@@ -212,7 +212,7 @@ describe('lease table: release, revoke, expiry', () => {
     const a = await t.request(pcp({ lifetime: 600 }));
     assert.ok(a.ok);
     clock.jumpWall(5 * 3600_000); // NTP sets the time after boot
-    const drift = t.checkWallClock();
+    const drift = await t.checkWallClock();
     assert.equal(drift, 5 * 3600_000);
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(dataplane.entries.size, 1, 'not expired by the jump');
@@ -224,6 +224,46 @@ describe('lease table: release, revoke, expiry', () => {
     clock.advance(1_000);
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(dataplane.entries.size, 0, 'expired on time, not extended');
+  });
+});
+
+describe('lease table: time across restarts, sticky revokes', () => {
+  it('a restart with the wall clock hours behind neither extends leases nor moves them when NTP steps', async () => {
+    const first = table();
+    const a = await first.table.request(pcp({ lifetime: 600 }));
+    assert.ok(a.ok);
+    first.clock.advance(60_000);
+    await first.table.checkWallClock(); // records how far time has come
+    const lastSeen = first.clock.now();
+    await first.close();
+    const { createFixedClock } = await import('../../src/leases/clock.js');
+    const slow = createFixedClock(lastSeen - 3 * 3600_000); // router booted without a clock chip
+    const second = table({ dir: first.dir, clock: slow });
+    assert.equal(slow.now(), lastSeen, 'portd time starts from the last time it saw, not from the slow wall clock');
+    const l = second.table.get(a.lease.id)!;
+    assert.equal(l.expiresAt! - slow.now(), 540_000, '540 s left, not 3 h more');
+    await second.table.reconcile('start');
+    assert.equal([...second.dataplane.entries.values()][0]!.timeoutSeconds, 540 + 5);
+    slow.jumpWall(3 * 3600_000); // NTP sets the time
+    assert.equal(await second.table.checkWallClock(), 0, 'nothing to move: portd time was right');
+    assert.equal(second.table.get(a.lease.id)!.expiresAt! - slow.now(), 540_000);
+  });
+
+  it('a revoke sticks for the rest of the lease term: the holder cannot simply take it back', async () => {
+    const { table: t, clock } = table();
+    const a = await t.request(pcp({ lifetime: 600 }));
+    assert.ok(a.ok);
+    assert.ok((await t.revoke(a.lease.id, 'admin:ops')).ok);
+    const again = await t.request(pcp({ lifetime: 600 }));
+    assert.ok(!again.ok && again.reason === 'not_authorized');
+    assert.match(again.detail, /revoked by the admin/);
+    const upnpSamePort = await t.request(upnp({ externalPort: a.lease.externalPort, internalPort: 4000 }));
+    assert.ok(!upnpSamePort.ok && upnpSamePort.reason === 'not_authorized');
+    const other = await t.request(pcp({ internalPort: 4001, externalPort: 4001 }));
+    assert.ok(other.ok, 'other mappings of the same host are unaffected');
+    clock.advance(600_000);
+    const later = await t.request(pcp({ lifetime: 600 }));
+    assert.ok(later.ok, 'after the revoked lease would have expired, it may be asked for again');
   });
 });
 
