@@ -122,6 +122,8 @@ export async function run(opts: UpnpBenchOptions = {}) {
   const server = createUpnpServer({
     config, leases: table, log, metrics, clock, uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
     isLanClient: (a) => a.startsWith('127.'), presentationUrl: null, wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
+    // one load generator is one client: measure portd, not the per-client limit (upnp.rateLimit: 0)
+    limits: { requestsPerSecond: 0, connectionsPerClient: 0 },
   });
   const phases: Phase[] = [];
   try {

@@ -179,6 +179,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     const upnp = createUpnpServer({
       config, leases, log, metrics, clock, uuids: uuids as UpnpUuids, isLanClient,
       listen: { addresses: lan.map((n) => n.cidr), httpPort: config.upnp.httpPort },
+      limits: { requestsPerSecond: config.upnp.rateLimit, requestBurst: config.upnp.rateLimit * 4 },
       presentationUrl: adminOnLan ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:${config.admin.listen.replace(/^.*:/, '')}/` : null,
     });
     await upnp.listen();
@@ -212,7 +213,21 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     get config() { return current; },
     leases, dataplane, metrics, triggers, startedAt,
     admin: { address: admin.address, port: admin.port },
-    async reload(next: Config) {
+    reload(next: Config) {
+      // one reload at a time, in the order the signals came
+      reloading = reloading.then(() => applyReload(next), () => applyReload(next));
+      return reloading;
+    },
+    async close() {
+      for (const t of timers) clearInterval(t);
+      for (const p of [...parts].reverse()) {
+        try { await p.close(); } catch (e) { log.error({ part: p.name, err: (e as Error).message }, 'error while stopping'); }
+      }
+      await dataplane.close();
+    },
+  };
+  let reloading: Promise<void> = Promise.resolve();
+  async function applyReload(next: Config): Promise<void> {
       const changed: string[] = [];
       for (const k of ['interfaces', 'database', 'dataplane', 'upnp', 'pcp', 'natpmp', 'admin', 'listenAddresses', 'stateDir'] as const) {
         if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
@@ -223,14 +238,6 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       const res = await leases.syncStatic(next.staticForwards);
       const tr = await triggers.reload(next);
       log.info({ staticAdded: res.added, staticRemoved: res.removed, refused: res.refused.length, triggers: tr.rules, triggersNotInForce: tr.broken }, 'configuration reloaded');
-    },
-    async close() {
-      for (const t of timers) clearInterval(t);
-      for (const p of [...parts].reverse()) {
-        try { await p.close(); } catch (e) { log.error({ part: p.name, err: (e as Error).message }, 'error while stopping'); }
-      }
-      await dataplane.close();
-    },
-  };
+  }
   return portd;
 }

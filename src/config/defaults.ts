@@ -51,6 +51,7 @@ export const DEFAULTS = {
     notifyInterval: 900,
     listAllLeases: false,
     maxSubscriptions: 256,
+    rateLimit: 50,
   },
   pcp: {
     enabled: true,

@@ -83,6 +83,8 @@ export interface Config {
     readonly notifyInterval: number;
     readonly listAllLeases: boolean;
     readonly maxSubscriptions: number;
+    /** SOAP/GENA requests per second per client address (bursts of 4x); 0 = no limit */
+    readonly rateLimit: number;
   };
   readonly pcp: {
     readonly enabled: boolean;

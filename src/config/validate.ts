@@ -165,7 +165,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // upnp
   const ud = DEFAULTS.upnp;
-  const up = section(root['upnp'], 'upnp', ['enabled', 'httpPort', 'ssdp', 'friendlyName', 'manufacturer', 'modelName', 'notifyInterval', 'listAllLeases', 'maxSubscriptions'], issues);
+  const up = section(root['upnp'], 'upnp', ['enabled', 'httpPort', 'ssdp', 'friendlyName', 'manufacturer', 'modelName', 'notifyInterval', 'listAllLeases', 'maxSubscriptions', 'rateLimit'], issues);
   const upnp = {
     enabled: bool(up, 'enabled', 'upnp', ud.enabled, issues),
     httpPort: int(up, 'httpPort', 'upnp', ud.httpPort, { min: 0, max: 65535 }, issues),
@@ -177,6 +177,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     notifyInterval: int(up, 'notifyInterval', 'upnp', ud.notifyInterval, { min: 10, max: 86400 }, issues),
     listAllLeases: bool(up, 'listAllLeases', 'upnp', ud.listAllLeases, issues),
     maxSubscriptions: int(up, 'maxSubscriptions', 'upnp', ud.maxSubscriptions, { min: 0 }, issues),
+    rateLimit: int(up, 'rateLimit', 'upnp', ud.rateLimit, { min: 0 }, issues),
   };
 
   // pcp

@@ -59,8 +59,7 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
     }
   }
 
-  return {
-    async end(entries) {
+  async function endNow(entries: readonly DataplaneEntry[]): Promise<number> {
       const cmds = flowDeleteArgs(entries);
       if (cmds.length === 0) return 0;
       if (batchSupported !== false && cmds.length > 1) {
@@ -81,6 +80,34 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
         failed += res.filter((ok) => !ok).length;
       }
       return failed;
+  }
+
+  // Coalescing: leases end one tick at a time (a delete at concurrency 1 is one lease per tick), and a
+  // conntrack process costs ~25 ms. Entries wait while one run is in flight (at most FLUSH_DELAY_MS more),
+  // then go as one `conntrack -R` process: one process at a time, whatever the rate of deletes.
+  const FLUSH_DELAY_MS = 20;
+  let pending: { entries: DataplaneEntry[]; waiters: ((failed: number) => void)[] } | null = null;
+  let running = false;
+  function flushSoon(): void {
+    if (running || !pending) return;
+    running = true;
+    setTimeout(() => {
+      const batch = pending!;
+      pending = null;
+      void endNow(batch.entries).then((failed) => {
+        for (const w of batch.waiters) w(failed);
+      }).finally(() => { running = false; flushSoon(); });
+    }, FLUSH_DELAY_MS).unref?.();
+  }
+  return {
+    end(entries) {
+      if (entries.length === 0) return Promise.resolve(0);
+      return new Promise<number>((resolve) => {
+        pending ??= { entries: [], waiters: [] };
+        pending.entries.push(...entries);
+        pending.waiters.push(resolve);
+        flushSoon();
+      });
     },
   };
 }

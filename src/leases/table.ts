@@ -142,8 +142,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     } else if (wantStart > 0) {
       existing = overlapping(req.protocol, wantStart, wantStart + span);
       if (existing) {
+        // UPnP may move its own mapping to another internal port (AddPortMapping updates); an admin forward must match exactly
         const same = existing.owner === req.owner && existing.source === req.source && existing.internal_address === req.internalAddress
-          && existing.external_port === wantStart && existing.external_port_end === wantStart + span;
+          && existing.external_port === wantStart && existing.external_port_end === wantStart + span
+          && (req.source !== 'static' || existing.internal_port === req.internalPort);
         if (!same) {
           if (req.allowOtherPort) existing = undefined; // AddAnyPortMapping: pick another below
           else return none(conflictOf(existing));

@@ -57,7 +57,7 @@ describe('defaults', () => {
     });
     assert.equal(c.policy.historyRetention, 86400);
     assert.equal(c.policy.rules.at(-1)?.text, 'deny 0-65535 0.0.0.0/0 0-65535');
-    assert.deepEqual(c.upnp, { enabled: true, httpPort: 5000, ssdp: true, friendlyName: 'portd', manufacturer: 'portd', modelName: 'portd', notifyInterval: 900, listAllLeases: false, maxSubscriptions: 256 });
+    assert.deepEqual(c.upnp, { enabled: true, httpPort: 5000, ssdp: true, friendlyName: 'portd', manufacturer: 'portd', modelName: 'portd', notifyInterval: 900, listAllLeases: false, maxSubscriptions: 256, rateLimit: 50 });
     assert.deepEqual(c.pcp, { enabled: true, port: 5351, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 100, ipv6: false });
     assert.deepEqual(c.natpmp, { enabled: true });
     assert.deepEqual(c.admin, { listen: '127.0.0.1:8080', token: null, tokenFile: null });
