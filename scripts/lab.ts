@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const old = (await exec(null, ['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => new RegExp(`^${STEM}[gabw]$`).test(n));
   for (const n of old) await exec(null, ['ip', 'netns', 'del', n]);
 
-  const lab = await createLab({ name: STEM });
+  const lab = await createLab({ name: STEM, signalHooks: false });
   const dir = mkdtempSync(join(tmpdir(), 'portd-lab-'));
   let portd: ChildProcess | null = null;
   let stopping = false;
@@ -46,6 +46,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true })); // also when something fails
 
   try {
     const config = [
@@ -86,8 +87,8 @@ async function main(): Promise<void> {
       `gateway ${lab.gw}: LAN ${ADDR.gwLan} on ${IF.lan}, WAN ${ADDR.gwWan} on ${IF.wan}; LAN hosts ${lab.lanA} ${ADDR.hostA} (echo servers on tcp/udp 9000, 9001), ${lab.lanB} ${ADDR.hostB}; WAN host ${lab.wan} ${ADDR.wanHost}`,
       '',
       'Map a port from a LAN host:',
-      x(lab.lanA, `upnpc -a ${ADDR.hostA} 9000 40000 TCP 600`) + have('upnpc') + `   (or -u http://${ADDR.gwLan}:5000/igd1/desc.xml to skip discovery)`,
-      x(lab.lanA, `upnpc -l`) + have('upnpc'),
+      x(lab.lanA, `upnpc -i -a ${ADDR.hostA} 9000 40000 TCP 600`) + have('upnpc') + `   (or -u http://${ADDR.gwLan}:5000/igd1/desc.xml to skip discovery)`,
+      x(lab.lanA, `upnpc -i -l`) + have('upnpc'),
       x(lab.lanA, `natpmpc -g ${ADDR.gwLan} -a 40001 9001 udp 120`) + have('natpmpc'),
       '',
       'Use it from the WAN host (the echo server answers "lanA|<your address>|<what you sent>"):',

@@ -157,8 +157,12 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   let upnpDescriptionUrls: () => string[] = () => [];
 
   if (config.pcp.enabled || config.natpmp.enabled) {
+    // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6 (link-local ones need a scope: skipped)
+    const ipv6 = config.pcp.ipv6 && !config.listenAddresses
+      ? config.interfaces.lan.flatMap((name) => (networkInterfaces()[name] ?? []).filter((a) => a.family === 'IPv6' && !a.address.startsWith('fe80')).map((a) => a.address))
+      : [];
     const pcp = createPcpServer({
-      config, leases, log, metrics, clock, listen, isLanClient,
+      config, leases, log, metrics, clock, listen: [...listen, ...ipv6], isLanClient,
       conntrack: config.pcp.peer && config.dataplane.driver === 'nftables' ? createConntrackCli({ path: config.dataplane.conntrackPath }) : null,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),

@@ -85,10 +85,11 @@ function cleanupAllSync(): void {
   for (const ns of [...liveNamespaces]) killNamespaceSync(ns);
 }
 
-function installHooks(): void {
+function installHooks(signals: boolean): void {
   if (hooksInstalled) return;
   hooksInstalled = true;
   process.on('exit', cleanupAllSync);
+  if (!signals) return; // the caller handles signals itself (scripts/lab.ts stops portd gently first)
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => { cleanupAllSync(); process.exit(sig === 'SIGINT' ? 130 : 143); });
   }
@@ -200,6 +201,8 @@ export interface Lab {
 let labSeq = 0;
 
 export interface LabOptions {
+  /** install SIGINT/SIGTERM/SIGHUP hooks that tear everything down and exit (default true) */
+  readonly signalHooks?: boolean;
   /** name stem; default pd<pid><n> */
   readonly name?: string;
   /** log each step */
@@ -207,7 +210,7 @@ export interface LabOptions {
 }
 
 export async function createLab(opts: LabOptions = {}): Promise<Lab> {
-  installHooks();
+  installHooks(opts.signalHooks ?? true);
   const stem = opts.name ?? `pd${process.pid}${labSeq++}`;
   const gw = `${stem}g`, lanA = `${stem}a`, lanB = `${stem}b`, wan = `${stem}w`;
   const namespaces = [gw, lanA, lanB, wan];
