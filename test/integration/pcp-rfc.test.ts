@@ -304,6 +304,20 @@ describe('PCP PEER', () => {
     } finally { c.close(); await h.close(); }
   });
 
+  test('a flow conntrack keeps longer than asked is not shortened; the longer time is reported', async () => {
+    const extended: number[] = [];
+    const h = await startPcp({
+      conntrack: { async lookup() { return { ...flow, timeout: 431_999 }; }, async extend(_q, s) { extended.push(s); return true; } },
+    });
+    const c = await udpClient();
+    try {
+      const r = decodePcpResponse(await c.ask(peerRequest(600), h.port));
+      assert.equal(r.resultCode, ResultCode.SUCCESS);
+      assert.deepEqual(extended, [], 'conntrack not touched');
+      assert.equal(r.lifetime, 86400, 'the flow\'s own time, capped at policy.lifetime.pcp.max');
+    } finally { c.close(); await h.close(); }
+  });
+
   test('no such flow → NO_RESOURCES (short lifetime)', async () => {
     const h = await startPcp({ conntrack: { async lookup() { return null; }, async extend() { return false; } } });
     const c = await udpClient();

@@ -235,8 +235,13 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     let lifetime = 0;
     if (req.lifetime > 0) {
       lifetime = Math.min(pcpBounds.max, Math.max(pcpBounds.min, req.lifetime));
-      const ok = await conntrack.extend(q, lifetime).catch(() => false);
-      if (!ok) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, 'flow ended before it could be extended');
+      // a PEER request extends a flow, never shortens it (RFC 6887 §12.3: the lifetime is a minimum):
+      // a flow that conntrack keeps longer already is left as it is, and the longer time is reported
+      if (flow.timeout !== null && flow.timeout >= lifetime) lifetime = Math.min(pcpBounds.max, flow.timeout);
+      else {
+        const ok = await conntrack.extend(q, lifetime).catch(() => false);
+        if (!ok) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, 'flow ended before it could be extended');
+      }
     }
     return pcpResult({
       version: Version.PCP, opcode: Opcode.PEER, resultCode: ResultCode.SUCCESS, lifetime, epoch: deps.epoch(),
