@@ -413,7 +413,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       if (!initialised || !auditDue(clock(), lastAudit)) return null;
       const t0 = clock();
       const v = await verifyNow();
-      lastAudit = { at: t0, ms: clock() - t0 };
+      // the budget is the cost of looking, not of a repair (rare, and it must not push the next look out)
+      lastAudit = { at: t0, ms: v.repaired ? (lastAudit?.ms ?? 0) : clock() - t0 };
       return v;
     }),
 
