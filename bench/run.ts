@@ -8,6 +8,8 @@ const all = [
   { name: 'pcp', file: 'bench/pcp.ts', root: false },
   { name: 'upnp', file: 'bench/upnp.ts', root: false },
   { name: 'dataplane', file: 'bench/dataplane.ts', root: true },
+  // 1k vs 100k leases, nftables and memory drivers, expiry burst; writes docs/benchmarks.md (section scale)
+  { name: 'scale', file: 'bench/scale.ts', root: true },
 ];
 const only = process.argv.slice(2);
 let failed = false;
