@@ -4,7 +4,8 @@ import type { Config } from './types.js';
 import { ErrorCode, PortdError } from '../errors.js';
 import { validateConfig } from './validate.js';
 import { formatPolicyRule } from './rules.js';
-import { formatPortRange, formatPortRanges } from './ports.js';
+import { formatPortRange } from './ports.js';
+import { triggerToDocument } from './triggers.js';
 
 export interface ParseOptions {
   /** names the source in messages, e.g. the file path */
@@ -94,16 +95,7 @@ export function configToDocument(config: Config, opts: DescribeOptions = {}): Re
       remoteHost: f.remoteAddress,
       description: f.description,
     })),
-    triggers: config.triggers.map((t) => ({
-      name: t.name,
-      ...(t.preset ? { preset: t.preset } : {}),
-      match: { protocol: t.match.protocol, ports: formatPortRanges(t.match.ports) },
-      open: t.open.map((o) => ({ protocol: o.protocol, ports: formatPortRange(o.ports) })),
-      idleTimeout: t.idleTimeout,
-      maxLifetime: t.maxLifetime,
-      hosts: [...t.hosts],
-      enabled: t.enabled,
-    })),
+    triggers: config.triggers.map(triggerToDocument),
   };
 }
 

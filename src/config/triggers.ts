@@ -5,7 +5,7 @@
 import type { LifetimeBounds, PortRange, StaticForwardConfig, TriggerConfig } from './types.js';
 import { type ConfigIssue, Issues, joinPath, show } from './errors.js';
 import { type Raw, bool, describeInt, int, list, parseAt, section, suggest, checkStr } from './check.js';
-import { formatPortRange, parsePortRanges, rangesOverlap, reservedIn } from './ports.js';
+import { formatPortRange, formatPortRanges, parsePortRanges, rangesOverlap, reservedIn } from './ports.js';
 import { formatCidr, parseCidr } from './net.js';
 import { deepFreeze } from './freeze.js';
 import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from '../triggers/presets.js';
@@ -207,5 +207,30 @@ export function triggerContext(config: {
     lifetime: config.policy.lifetime.trigger,
     existing,
     staticForwards: config.staticForwards,
+  };
+}
+
+/** the rule as a document (ports as text), as the config file and the API write it; stored as JSON for API rules */
+export interface TriggerDocument {
+  name: string;
+  preset?: string;
+  match: { protocol: 'tcp' | 'udp' | 'both'; ports: string };
+  open: { protocol: 'tcp' | 'udp'; ports: string }[];
+  idleTimeout: number;
+  maxLifetime: number | null;
+  hosts: string[];
+  enabled: boolean;
+}
+
+export function triggerToDocument(t: TriggerConfig): TriggerDocument {
+  return {
+    name: t.name,
+    ...(t.preset ? { preset: t.preset } : {}),
+    match: { protocol: t.match.protocol, ports: formatPortRanges(t.match.ports) },
+    open: t.open.map((o) => ({ protocol: o.protocol, ports: formatPortRange(o.ports) })),
+    idleTimeout: t.idleTimeout,
+    maxLifetime: t.maxLifetime,
+    hosts: [...t.hosts],
+    enabled: t.enabled,
   };
 }

@@ -17,30 +17,7 @@ export interface TriggerRule {
   readonly id: number;
 }
 
-/** the rule as a document (ports as text), as the config file and the API write it; stored as JSON for API rules */
-export interface TriggerDocument {
-  name: string;
-  preset?: string;
-  match: { protocol: 'tcp' | 'udp' | 'both'; ports: string };
-  open: { protocol: 'tcp' | 'udp'; ports: string }[];
-  idleTimeout: number;
-  maxLifetime: number | null;
-  hosts: string[];
-  enabled: boolean;
-}
-
-export function toDocument(t: TriggerConfig): TriggerDocument {
-  return {
-    name: t.name,
-    ...(t.preset ? { preset: t.preset } : {}),
-    match: { protocol: t.match.protocol, ports: formatPortRanges(t.match.ports) },
-    open: t.open.map((o) => ({ protocol: o.protocol, ports: formatPortRange(o.ports) })),
-    idleTimeout: t.idleTimeout,
-    maxLifetime: t.maxLifetime,
-    hosts: [...t.hosts],
-    enabled: t.enabled,
-  };
-}
+export { type TriggerDocument, triggerToDocument as toDocument } from '../config/triggers.js';
 
 /** may this LAN host fire the rule? (empty hosts = any) */
 export function hostAllowed(t: TriggerConfig, host: string): boolean {
