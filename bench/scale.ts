@@ -13,7 +13,8 @@
  * the burst, how long the burst took (first to last 'lease expired' log line), and the kernel after it.
  *
  *   node --import tsx bench/scale.ts [--driver nftables|memory|both] [--leases 100000] [--small 1000]
- *                                    [--burst 10000] [--count 2000] [--burst-after 90] [--no-doc] [--json out.json]
+ *                                    [--burst 10000] [--count 2000] [--burst-after 90] [--conntrack-path /bin/true]
+ *                                    [--keep-logs] [--no-doc] [--json out.json]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
@@ -40,6 +41,8 @@ const BURST_AFTER_S = arg('burst-after', 90);
 const DRIVERS = argS('driver', 'both') === 'both' ? ['nftables', 'memory'] as const : [argS('driver', 'nftables') as 'nftables' | 'memory'];
 /** e.g. /bin/true: the nftables driver without `conntrack -D` on ended leases (to isolate its cost) */
 const CONNTRACK = argS('conntrack-path', '');
+/** node options for portd itself, e.g. --portd-node-args --trace-gc (its output lands in the kept portd.log) */
+const NODE_ARGS = argS('portd-node-args', '').split(' ').filter(Boolean);
 const STEM = 'pdscl';
 const say = (s: string) => process.stderr.write(`scale: ${s}\n`);
 const r1 = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
@@ -114,7 +117,7 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
     const burstAt = withBurst ? Date.now() + BURST_AFTER_S * 1000 : null;
     const preloadMs = preload(dbPath, leases, withBurst ? BURST : 0, burstAt);
     say(`${driver} ${leases}: ${leases} rows written in ${preloadMs} ms; starting portd`);
-    d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
+    d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
     say(`${driver} ${leases}: ready in ${d.readyMs} ms, reconcile ${d.reconcile?.ms} ms (${d.reconcile?.active} active)`);
     await new Promise((r) => setTimeout(r, 2000));
     const rss = d.rss();
@@ -168,7 +171,8 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
     g?.stop();
     try { await d?.stop(); } catch { /* teardown kills it */ }
     await lab.teardown();
-    rmSync(dir, { recursive: true, force: true });
+    if (process.argv.includes('--keep-logs')) say(`kept ${dir} (portd.log, portd.sqlite)`);
+    else rmSync(dir, { recursive: true, force: true });
     unclean();
   }
 }
@@ -227,7 +231,7 @@ async function main(): Promise<void> {
     mdTable(rows),
   ].join('\n');
   console.log(`\n${md}`);
-  if (!process.argv.includes('--no-doc')) { writeSection(CONNTRACK ? 'scale-noconntrack' : 'scale', md); say('written to docs/benchmarks.md (section scale)'); }
+  if (!process.argv.includes('--no-doc')) { const section = CONNTRACK ? 'scale-noconntrack' : 'scale'; writeSection(section, md); say(`written to docs/benchmarks.md (section ${section})`); }
   clearTimeout(watchdog);
 }
 

@@ -55,6 +55,8 @@ export interface PortdOptions {
   readonly timeoutMs?: number;
   /** how to run portd: `node <built>/src/cli.js` (see buildPortd) or, by default, bin/portd.js (tsx) */
   readonly cli?: string;
+  /** extra node options for the daemon's process, e.g. ['--trace-gc'] */
+  readonly nodeArgs?: readonly string[];
   /** dataplane driver (default nftables) */
   readonly driver?: 'nftables' | 'memory';
   /** extra keys of the dataplane section, e.g. `conntrackPath: /bin/true` */
@@ -111,7 +113,7 @@ export async function startPortd(lab: BenchLab, o: PortdOptions): Promise<PortdP
   const logFile = join(o.dir, 'portd.log');
   const fd = openSync(logFile, 'a');
   const t0 = performance.now();
-  const child = lab.spawnIn(lab.gw, [process.execPath, o.cli ?? join(ROOT, 'bin', 'portd.js'), 'start', '--config', cfg], { stdio: ['ignore', fd, fd], cwd: ROOT });
+  const child = lab.spawnIn(lab.gw, [process.execPath, ...(o.nodeArgs ?? []), o.cli ?? join(ROOT, 'bin', 'portd.js'), 'start', '--config', cfg], { stdio: ['ignore', fd, fd], cwd: ROOT });
   closeSync(fd);
   let exited: string | null = null;
   child.once('exit', (c, s) => { exited = `exited ${c ?? s}`; });

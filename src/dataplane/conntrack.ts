@@ -4,6 +4,9 @@
  * already stops marked flows whose port is no longer live; deleting the entries frees them at
  * once and keeps a later lease on the same port from inheriting the old NAT binding.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { run, type CommandPrefix } from './nftables-runner.js';
 import type { DataplaneEntry } from './types.js';
@@ -64,7 +67,12 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
       if (cmds.length === 0) return 0;
       if (batchSupported !== false && cmds.length > 1) {
         try {
-          const r = await run(opts, opts.conntrackPath, ['-R', '/dev/stdin'], { input: cmds.map((c) => c.join(' ')).join('\n') + '\n', timeoutMs: 30_000 });
+          // -R needs a real file: /dev/stdin is a socket under node's spawn and conntrack cannot open it
+          const dir = mkdtempSync(join(tmpdir(), 'portd-ct-'));
+          const file = join(dir, 'delete');
+          writeFileSync(file, cmds.map((c) => c.join(' ')).join('\n') + '\n', { mode: 0o600 });
+          let r;
+          try { r = await run(opts, opts.conntrackPath, ['-R', file], { timeoutMs: 30_000 }); } finally { rmSync(dir, { recursive: true, force: true }); }
           if (r.code === 0) { batchSupported = true; return 0; }
           if (batchSupported === null && /invalid option|unknown option|-R/i.test(r.stderr)) batchSupported = false;
           else log.warn({ stderr: r.stderr.trim().slice(0, 200) }, 'conntrack batch delete reported an error; retrying one by one');

@@ -196,6 +196,7 @@ export function openStore(opts: OpenStoreOptions) {
     pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
     pruneEvents: db.prepare(`DELETE FROM events WHERE lease_id IN (SELECT id FROM leases WHERE state = 'ended' AND ended_at < ?)`),
     pruneLeases: db.prepare(`DELETE FROM leases WHERE state = 'ended' AND ended_at < ?`),
+    maxId: db.prepare(`SELECT max(id) AS id FROM leases`),
     metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
     metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
   };

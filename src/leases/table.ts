@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
@@ -98,7 +97,14 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
 
   // ---- helpers ----
-  const newId = () => randomBytes(6).toString('hex');
+  // ids grow with time (ms since 2020 x 256, then +1 per id; 12 hex digits) so new rows append to the
+  // primary-key B-tree instead of dirtying a random page each: commit cost stays flatter at 100k leases.
+  // Seeded from the largest id stored, so a clock that went back across a restart cannot repeat one.
+  let lastId = Math.max(0, parseInt((s.maxId.get() as { id: string | null }).id ?? '0', 16) || 0);
+  const newId = () => {
+    lastId = Math.max(lastId + 1, (Date.now() - Date.UTC(2020, 0, 1)) * 256);
+    return lastId.toString(16).padStart(12, '0');
+  };
   function toEntry(l: Pick<Lease, 'id' | 'protocol' | 'externalAddress' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort' | 'remoteAddress' | 'expiresAt'>, now: number): DataplaneEntry {
     return {
       id: l.id, protocol: l.protocol, externalAddress: l.externalAddress, externalPort: l.externalPort, externalPortEnd: l.externalPortEnd,
