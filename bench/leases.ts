@@ -12,11 +12,10 @@ import { createLeaseTable } from '../src/leases/table.js';
 import type { LeaseRequest } from '../src/leases/types.js';
 import { createPolicy } from '../src/policy/policy.js';
 import { load, printTable, round } from './lib.js';
+import { testPolicy } from '../test/helpers/leases.js';
 
-const policy = {
-  secureMode: true, maxLeasesPerClient: 1_000_000, reservedPorts: [22, 53, 80, 443], rules: [], historyRetention: 86400,
-  lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
-};
+// the router defaults, without a quota: the bench's hosts hold thousands each
+const policy = testPolicy({ maxLeasesPerClient: 1_000_000 });
 /** 256 LAN hosts x 2 protocols x ~64k ports: room for 100k+ distinct leases */
 function req(i: number, source: 'pcp' | 'upnp' = 'pcp'): LeaseRequest {
   const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${(i & 255) + 0}`;

@@ -20,6 +20,7 @@ import { createMetrics } from '../src/metrics.js';
 import { createPolicy } from '../src/policy/policy.js';
 import { encodePcpRequest } from '../protocols/pcp/index.js';
 import { percentile, printTable, round } from './lib.js';
+import { testPolicy } from '../test/helpers/leases.js';
 
 /** The load generator (plain JS, run with eval in a worker): `concurrency` sockets, one request in flight on each. */
 const GENERATOR = `
@@ -181,10 +182,7 @@ export async function run(opts: PcpBenchOptions = {}) {
   const clients = Math.max(1, opts.clients ?? 32);
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-pcp-'));
   const dataplane = opts.dataplane ?? createMemoryDataplane();
-  const policy = createPolicy({
-    secureMode: true, maxLeasesPerClient: 1_000_000, reservedPorts: [], rules: [], historyRetention: 86400,
-    lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
-  });
+  const policy = createPolicy(testPolicy({ maxLeasesPerClient: 1_000_000, reservedPorts: [] }));
   const clock = createSystemClock();
   const metrics = createMetrics();
   const log = pino({ level: 'silent' });

@@ -21,6 +21,7 @@ import { createLeaseTable } from '../src/leases/table.js';
 import { createMetrics } from '../src/metrics.js';
 import { createPolicy } from '../src/policy/policy.js';
 import { printTable, round } from './lib.js';
+import { testPolicy } from '../test/helpers/leases.js';
 
 /** HTTP load generator (plain JS, eval'd in a worker): `concurrency` requests in flight, bodies from a template. */
 const GENERATOR = `
@@ -109,10 +110,7 @@ export async function run(opts: UpnpBenchOptions = {}) {
   const preload = opts.preload ?? 0;
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-upnp-'));
   const dataplane = opts.dataplane ?? createMemoryDataplane();
-  const policyConfig = {
-    secureMode: true, maxLeasesPerClient: 1_000_000, reservedPorts: [], rules: [], historyRetention: 86400,
-    lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
-  };
+  const policyConfig = testPolicy({ maxLeasesPerClient: 1_000_000, reservedPorts: [] });
   const policy = createPolicy(policyConfig);
   const clock = createSystemClock();
   const metrics = createMetrics();

@@ -24,15 +24,8 @@ import { parseActivity, renderTouch, renderTriggers, triggerSetName, type Trigge
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
 import { entryKey } from './types.js';
 
-export interface NftablesDataplaneOptions {
-  /** table name; the driver owns `table inet <table>` */
-  readonly table: string;
-  readonly wan: string;
-  readonly lan: readonly string[];
-  /** NAT loopback for LAN hosts connecting to the external address */
-  readonly hairpin: boolean;
-  /** front-end ports dropped when they arrive on the WAN interface */
-  readonly frontendPorts: { readonly tcp: readonly number[]; readonly udp: readonly number[] };
+/** the ruleset's shape (table, wan, lan, hairpin, frontendPorts, triggers) plus how the driver runs */
+export interface NftablesDataplaneOptions extends RulesetOptions {
   readonly nftPath?: string;
   readonly conntrackPath?: string;
   /** informational: the lease table already adds it to each entry's timeoutSeconds */
@@ -47,8 +40,6 @@ export interface NftablesDataplaneOptions {
   readonly interactive?: boolean;
   /** ticks with more element operations than this go through `nft -f -` (default 20000) */
   readonly interactiveMaxElements?: number;
-  /** port-trigger rules installed with the structure (and re-created on every rebuild); change them with setTriggers() */
-  readonly triggers?: readonly TriggerKernelRule[];
   /** called when kernel state was lost or changed from outside and the driver rewrote it (PCP resets its epoch) */
   readonly onRepaired?: (reason: string) => void;
 }

@@ -563,14 +563,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
 
   // ---- reconcile: the kernel gets exactly the table ----
-  let lastReconcile: { at: number; drift: number; added: number; removed: number } | null = null;
   async function reconcile(why: string, full = true): Promise<{ drift: number }> {
     return enqueueExclusive('reconcile', async () => {
       const now = clock.now();
       const rows = s.allActive.all() as LeaseRow[];
       if (!full) {
         const n = await dataplane.count();
-        if (n === rows.length) { lastReconcile = { at: now, drift: 0, added: 0, removed: 0 }; return { drift: 0 }; }
+        if (n === rows.length) return { drift: 0 };
       }
       const desired = rows.filter((r) => r.expires_at === null || r.expires_at > now).map((r) => toEntry(rowToLease(r), now));
       let drift = 0;
@@ -588,7 +587,6 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       } else {
         log.debug({ why, entries: desired.length }, 'reconcile: dataplane matches the table');
       }
-      lastReconcile = { at: now, drift, added: 0, removed: 0 };
       return { drift };
     }, () => ({ drift: -1 }));
   }
@@ -701,7 +699,6 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     /** history and revocations past their time; also runs with every expiry */
     prune: () => enqueueExclusive('prune', async () => { prune(clock.now()); return null; }, () => null),
     scheduleExpiry,
-    lastReconcile: () => lastReconcile,
     /** queued + in-flight jobs, for tests and status */
     pending: () => queue.length + (running ? 1 : 0),
     async close(): Promise<void> {
