@@ -1,6 +1,7 @@
 /**
  * The PCP benchmark (bench/pcp.ts) with the nftables driver, inside the lab's gateway namespace.
  * Root only.   node --import tsx test/lab/pcp-bench.ts [count=2000] [preload=0]
+ * PCP_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" passes node flags to the gateway process.
  * Prints the JSON result and a table; the lab is always torn down.
  */
 import { spawn } from 'node:child_process';
@@ -19,7 +20,7 @@ export async function runLabBench(): Promise<unknown> {
   const lab = await createLab();
   const dir = mkdtempSync(join(tmpdir(), 'portd-lab-pcp-bench-'));
   try {
-    const child = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, '--import', 'tsx', join(HERE, 'pcp-gateway.ts'), dir, 'bench', count, preload],
+    const child = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, ...(process.env['PCP_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean), '--import', 'tsx', join(HERE, 'pcp-gateway.ts'), dir, 'bench', count, preload],
       { stdio: ['ignore', 'pipe', 'inherit'], cwd: join(HERE, '..', '..') });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
