@@ -15,6 +15,7 @@
  *   node --import tsx bench/scale.ts [--driver nftables|memory|both] [--leases 100000] [--small 1000]
  *                                    [--burst 10000] [--count 2000] [--burst-after 90] [--conntrack-path /bin/true]
  *                                    [--keep-logs] [--no-doc] [--json out.json]
+ *                                    [--log-level debug] [--large-only] [--portd-node-args '--cpu-prof --cpu-prof-dir=/tmp/x']
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
@@ -43,6 +44,10 @@ const DRIVERS = argS('driver', 'both') === 'both' ? ['nftables', 'memory'] as co
 const CONNTRACK = argS('conntrack-path', '');
 /** node options for portd itself, e.g. --portd-node-args --trace-gc (its output lands in the kept portd.log) */
 const NODE_ARGS = argS('portd-node-args', '').split(' ').filter(Boolean);
+/** portd's log level (debug shows every nft batch with its ms: diagnostics; the figures then include the logging) */
+const LOG_LEVEL = argS('log-level', 'info');
+/** skip the small size (diagnostic runs of the burst only) */
+const LARGE_ONLY = process.argv.includes('--large-only');
 const STEM = 'pdscl';
 const say = (s: string) => process.stderr.write(`scale: ${s}\n`);
 const r1 = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
@@ -117,7 +122,7 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
     const burstAt = withBurst ? Date.now() + BURST_AFTER_S * 1000 : null;
     const preloadMs = preload(dbPath, leases, withBurst ? BURST : 0, burstAt);
     say(`${driver} ${leases}: ${leases} rows written in ${preloadMs} ms; starting portd`);
-    d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
+    d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
     say(`${driver} ${leases}: ready in ${d.readyMs} ms, reconcile ${d.reconcile?.ms} ms (${d.reconcile?.active} active)`);
     await new Promise((r) => setTimeout(r, 2000));
     const rss = d.rss();
@@ -188,8 +193,15 @@ async function main(): Promise<void> {
   const cli = buildPortd(buildDir);
   const results: SizeResult[] = [];
   for (const driver of DRIVERS) {
-    results.push(await runSize(driver, SMALL, false, cli));
+    if (!LARGE_ONLY) results.push(await runSize(driver, SMALL, false, cli));
     results.push(await runSize(driver, LARGE, true, cli));
+  }
+  if (LARGE_ONLY) {
+    console.log(JSON.stringify({ name: 'scale', results }, null, 2));
+    const jp = argS('json', '');
+    if (jp) writeFileSync(jp, JSON.stringify({ name: 'scale', results }, null, 2));
+    clearTimeout(watchdog);
+    return;
   }
   rmSync(buildDir, { recursive: true, force: true });
   const rows: Record<string, unknown>[] = [];

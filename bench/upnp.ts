@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { performance as perfHooks } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { validateConfig } from '../src/config/index.js';
@@ -52,7 +53,14 @@ Promise.all(Array.from({ length: concurrency }, worker)).then(() => {
 });
 `;
 
-interface Phase { phase: string; concurrency: number; keepAlive: boolean; n: number; perSecond: number; p50ms: number; p99ms: number; errors: number }
+interface Phase {
+  phase: string; concurrency: number; keepAlive: boolean; n: number; perSecond: number; p50ms: number; p99ms: number; errors: number;
+  /** portd's main thread busy per request (event-loop utilisation), ms */
+  loopMs?: number;
+  /** requests per writer tick (group commit) and mean dataplane batch time, ms */
+  perTick?: number;
+  batchMs?: number;
+}
 
 function pct(sorted: number[], p: number) {
   if (sorted.length === 0) return NaN;
@@ -103,6 +111,8 @@ export interface UpnpBenchOptions {
   readonly noEcho?: boolean;
   /** keep-alive first (default) or not */
   readonly order?: readonly boolean[];
+  /** requests in flight per phase (default [1, 8]) */
+  readonly concurrencies?: readonly number[];
 }
 
 export async function run(opts: UpnpBenchOptions = {}) {
@@ -124,8 +134,10 @@ export async function run(opts: UpnpBenchOptions = {}) {
     limits: { requestsPerSecond: 0, connectionsPerClient: 0 },
   });
   const phases: Phase[] = [];
+  let preloadMs = 0;
   try {
     await dataplane.init();
+    const preloadStarted = performance.now();
     for (let i = 0; i < preload;) {
       const batch: Promise<unknown>[] = [];
       for (let j = 0; j < 64 && i < preload; j++, i++) {
@@ -134,14 +146,34 @@ export async function run(opts: UpnpBenchOptions = {}) {
       }
       await Promise.all(batch);
     }
+    preloadMs = Math.round(performance.now() - preloadStarted);
     await server.listen();
     const url = server.descriptionUrls()[0]!.v2.replace('/igd2/desc.xml', '/igd2/ctl/IPConn');
     // distinct external ports per phase (tcp; the preload is udp)
     let base = 2000;
+    /** one phase, with what portd's main thread and its writer did meanwhile */
+    const measured = async (phase: string, template: string, c: number, keepAlive: boolean): Promise<Phase> => {
+      const sum = async () => {
+        const h = await metrics.writerTickSize.get();
+        const d = await metrics.dataplaneBatchSeconds.get();
+        const v = (m: typeof h, name: string) => m.values.find((x) => x.metricName === name)?.value ?? 0;
+        return { ticks: v(h, 'portd_writer_tick_requests_count'), batches: v(d, 'portd_dataplane_batch_duration_seconds_count'), batchS: v(d, 'portd_dataplane_batch_duration_seconds_sum') };
+      };
+      const m0 = await sum();
+      const elu0 = perfHooks.eventLoopUtilization();
+      const r = await generate(phase, url, template, hdr(phase), count, c, keepAlive, base);
+      const elu = perfHooks.eventLoopUtilization(elu0);
+      const m1 = await sum();
+      const batches = m1.batches - m0.batches;
+      return {
+        ...r, loopMs: round(elu.active / Math.max(1, r.n)), perTick: round(r.n / Math.max(1, m1.ticks - m0.ticks), 2),
+        batchMs: batches > 0 ? round(((m1.batchS - m0.batchS) * 1000) / batches) : 0,
+      };
+    };
     for (const keepAlive of opts.order ?? [true, false]) {
-      for (const c of [1, 8]) {
-        phases.push(await generate('AddPortMapping', url, ADD, hdr('AddPortMapping'), count, c, keepAlive, base));
-        phases.push(await generate('DeletePortMapping', url, DEL, hdr('DeletePortMapping'), count, c, keepAlive, base));
+      for (const c of opts.concurrencies ?? [1, 8]) {
+        phases.push(await measured('AddPortMapping', ADD, c, keepAlive));
+        phases.push(await measured('DeletePortMapping', DEL, c, keepAlive));
         base += count;
       }
     }
@@ -152,7 +184,7 @@ export async function run(opts: UpnpBenchOptions = {}) {
     rmSync(dir, { recursive: true, force: true });
   }
   const echo = opts.noEcho ? [] : await echoCeiling(count);
-  return { name: 'upnp', driver: dataplane.driver, count, preload, cpus: os.cpus().length, phases, echo };
+  return { name: 'upnp', driver: dataplane.driver, count, preload, preloadMs, cpus: os.cpus().length, phases, echo };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

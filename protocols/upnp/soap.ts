@@ -1,7 +1,7 @@
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { SoapDecodeError, UpnpErrorCode, UpnpErrorDescription } from './errors.js';
 import { Namespace, parseServiceUrn } from './urn.js';
-import { decodeXmlText, el, escapeXml } from './xml.js';
+import { el, escapeXml } from './xml.js';
+import { readXml, XmlReadError, type XmlElement } from './xml-reader.js';
 
 /** A decoded UPnP control request (UDA 1.1 §3.2.1). */
 export interface SoapRequest {
@@ -44,39 +44,6 @@ export function parseSoapActionHeader(value: string | undefined | null): SoapAct
   return { serviceUrn: urn, serviceType: st.type, version: st.version, action };
 }
 
-const parser = new XMLParser({
-  preserveOrder: true,
-  ignoreAttributes: false,
-  attributeNamePrefix: '',
-  // never expand entities: the five predefined ones are decoded by hand (decodeXmlText)
-  processEntities: false,
-  htmlEntities: false,
-  parseTagValue: false,
-  parseAttributeValue: false,
-  trimValues: false,
-  ignoreDeclaration: true,
-  ignorePiTags: true,
-  cdataPropName: '#cdata',
-  maxNestedTags: MAX_DEPTH,
-});
-
-type Node = Record<string, unknown>;
-
-function tagOf(n: Node): string | null {
-  for (const k of Object.keys(n)) if (k !== ':@' && k !== '#text' && k !== '#cdata') return k;
-  return null;
-}
-
-function attrsOf(n: Node): Record<string, string> {
-  const a = n[':@'];
-  return a && typeof a === 'object' ? (a as Record<string, string>) : {};
-}
-
-function childrenOf(n: Node, tag: string): Node[] {
-  const c = n[tag];
-  return Array.isArray(c) ? (c as Node[]) : [];
-}
-
 function split(tag: string): { prefix: string; local: string } {
   const i = tag.indexOf(':');
   return i < 0 ? { prefix: '', local: tag } : { prefix: tag.slice(0, i), local: tag.slice(i + 1) };
@@ -85,25 +52,16 @@ function split(tag: string): { prefix: string; local: string } {
 /** namespace scope: prefix → URI, '' for the default namespace */
 type Scope = ReadonlyMap<string, string>;
 
-function enter(scope: Scope, n: Node): Scope {
-  const attrs = attrsOf(n);
+function enter(scope: Scope, n: XmlElement): Scope {
+  if (!n.attrs) return scope;
   let next: Map<string, string> | null = null;
-  for (const [k, v] of Object.entries(attrs)) {
+  for (const [k, v] of n.attrs) {
     if (k === 'xmlns' || k.startsWith('xmlns:')) {
       next ??= new Map(scope);
-      next.set(k === 'xmlns' ? '' : k.slice(6), String(v));
+      next.set(k === 'xmlns' ? '' : k.slice(6), v);
     }
   }
   return next ?? scope;
-}
-
-function textOf(n: Node, tag: string): string {
-  let s = '';
-  for (const c of childrenOf(n, tag)) {
-    if (typeof c['#text'] === 'string') s += decodeXmlText(c['#text']);
-    else if (Array.isArray(c['#cdata'])) for (const t of c['#cdata'] as Node[]) if (typeof t['#text'] === 'string') s += t['#text'];
-  }
-  return s;
 }
 
 /**
@@ -131,53 +89,42 @@ export function decodeSoapRequest(body: string | Uint8Array, soapAction?: string
   if (size > maxBytes) throw new SoapDecodeError('too_large', UpnpErrorCode.INVALID_ARGS, `body of ${size} bytes exceeds ${maxBytes}`);
   const text = typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
   assertNoDeclarations(text);
-  const valid = XMLValidator.validate(text);
-  if (valid !== true) throw new SoapDecodeError('malformed', UpnpErrorCode.INVALID_ARGS, `not well-formed XML: ${valid.err.msg}`);
-  let doc: Node[];
+  let rootEl: XmlElement;
   try {
-    doc = parser.parse(text) as Node[];
+    rootEl = readXml(text, MAX_DEPTH);
   } catch (e) {
-    const msg = (e as Error).message ?? '';
-    throw new SoapDecodeError(/nested/i.test(msg) ? 'too_deep' : 'malformed', UpnpErrorCode.INVALID_ARGS, `unparsable XML: ${msg}`);
+    if (!(e instanceof XmlReadError)) throw e;
+    throw new SoapDecodeError(e.kind, UpnpErrorCode.INVALID_ARGS, `not well-formed XML: ${e.message}`, e.offset);
   }
-  const rootEl = doc.find((n) => tagOf(n) !== null);
-  if (!rootEl) throw new SoapDecodeError('not_envelope', UpnpErrorCode.INVALID_ARGS, 'no root element');
-  const rootTag = tagOf(rootEl)!;
   let scope = enter(new Map(), rootEl);
-  const r = split(rootTag);
+  const r = split(rootEl.name);
   if (r.local !== 'Envelope' || scope.get(r.prefix) !== Namespace.SOAP_ENVELOPE) {
-    throw new SoapDecodeError('not_envelope', UpnpErrorCode.INVALID_ARGS, `root element is ${rootTag}, not a SOAP Envelope`);
+    throw new SoapDecodeError('not_envelope', UpnpErrorCode.INVALID_ARGS, `root element is ${rootEl.name}, not a SOAP Envelope`);
   }
-  let bodyEl: Node | null = null;
-  let bodyTag = '';
-  for (const c of childrenOf(rootEl, rootTag)) {
-    const t = tagOf(c);
-    if (!t) continue;
-    const s = split(t);
+  let bodyEl: XmlElement | null = null;
+  for (const c of rootEl.children) {
+    const s = split(c.name);
     const sc = enter(scope, c);
-    if (s.local === 'Body' && sc.get(s.prefix) === Namespace.SOAP_ENVELOPE) { bodyEl = c; bodyTag = t; scope = sc; break; }
+    if (s.local === 'Body' && sc.get(s.prefix) === Namespace.SOAP_ENVELOPE) { bodyEl = c; scope = sc; break; }
   }
   if (!bodyEl) throw new SoapDecodeError('not_envelope', UpnpErrorCode.INVALID_ARGS, 'no SOAP Body');
-  const actionEl = childrenOf(bodyEl, bodyTag).find((c) => tagOf(c) !== null);
+  const actionEl = bodyEl.children[0];
   if (!actionEl) throw new SoapDecodeError('no_action', UpnpErrorCode.INVALID_ACTION, 'empty SOAP Body');
-  const actionTag = tagOf(actionEl)!;
   const aScope = enter(scope, actionEl);
-  const a = split(actionTag);
+  const a = split(actionEl.name);
   const ns = aScope.get(a.prefix) ?? '';
   const st = parseServiceUrn(ns);
-  if (!st) throw new SoapDecodeError('no_action', UpnpErrorCode.INVALID_ACTION, `action element ${actionTag} is not in a UPnP service namespace`);
+  if (!st) throw new SoapDecodeError('no_action', UpnpErrorCode.INVALID_ACTION, `action element ${actionEl.name} is not in a UPnP service namespace`);
   const header = parseSoapActionHeader(soapAction);
   if (header && header.action !== a.local) {
     throw new SoapDecodeError('action_mismatch', UpnpErrorCode.INVALID_ACTION, `SOAPACTION names ${header.action} but the body holds ${a.local}`);
   }
   const args = new Map<string, string>();
-  for (const c of childrenOf(actionEl, actionTag)) {
-    const t = tagOf(c);
-    if (!t) continue;
+  for (const c of actionEl.children) {
     if (args.size >= MAX_ARGS) throw new SoapDecodeError('malformed', UpnpErrorCode.INVALID_ARGS, `more than ${MAX_ARGS} arguments`);
     // arguments are unqualified (UDA 1.1 §3.2.1); tolerate a prefix by using the local name
-    const name = split(t).local;
-    if (!args.has(name)) args.set(name, textOf(c, t));
+    const name = split(c.name).local;
+    if (!args.has(name)) args.set(name, c.text);
   }
   return { serviceUrn: ns, serviceType: st.type, version: st.version, action: a.local, args };
 }

@@ -452,7 +452,19 @@ export function parseTableJson(json: string, table: string): KernelTable | null 
 }
 
 
-/** finds our table's handle in `nft -j list tables` */
+/** the items of our table (`inet <table>`: the table, its sets, maps, chains, rules) out of a JSON listing
+ *  of the whole ruleset, as a JSON document of the same form */
+export function tableOnly(json: string, table: string): string {
+  const doc = JSON.parse(json) as { nftables?: Record<string, Record<string, unknown>>[] };
+  const ours = (doc.nftables ?? []).filter((item) => {
+    const [kind, body] = Object.entries(item)[0] ?? [];
+    if (!kind || !body || kind === 'metainfo') return false;
+    return body['family'] === 'inet' && (kind === 'table' ? body['name'] === table : body['table'] === table);
+  });
+  return JSON.stringify({ nftables: ours });
+}
+
+/** finds our table's handle in `nft -j list tables` (or any listing that holds the table) */
 export function parseTablesJson(json: string, table: string): number | null {
   const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
   for (const item of doc.nftables ?? []) {

@@ -2,6 +2,8 @@
  * Which external ports are taken, per protocol: a cache derived from the lease table (rebuilt on
  * start and after a rolled-back tick), so that finding a free port never probes the database port
  * by port. Blocks of 256 ports keep a free count, so a mostly full space is skipped block by block.
+ * Each taken port also records the id of the lease holding it, so "who holds this port" needs no
+ * database index either.
  */
 const BLOCK = 256;
 const BLOCKS = 65536 / BLOCK;
@@ -9,19 +11,27 @@ const BLOCKS = 65536 / BLOCK;
 export class PortMap {
   private readonly used = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
   private readonly free = { tcp: new Uint16Array(BLOCKS).fill(BLOCK), udp: new Uint16Array(BLOCKS).fill(BLOCK) };
+  private readonly holders = { tcp: new Array<string | undefined>(65536), udp: new Array<string | undefined>(65536) };
 
   clear(): void {
-    for (const p of ['tcp', 'udp'] as const) { this.used[p].fill(0); this.free[p].fill(BLOCK); }
+    for (const p of ['tcp', 'udp'] as const) { this.used[p].fill(0); this.free[p].fill(BLOCK); this.holders[p].fill(undefined); }
   }
 
-  take(protocol: 'tcp' | 'udp', start: number, end: number): void {
-    const u = this.used[protocol], f = this.free[protocol];
-    for (let p = start; p <= end; p++) { if (u[p] === 0) f[p >> 8]!--; u[p] = 1; }
+  take(protocol: 'tcp' | 'udp', start: number, end: number, holder?: string): void {
+    const u = this.used[protocol], f = this.free[protocol], h = this.holders[protocol];
+    for (let p = start; p <= end; p++) { if (u[p] === 0) f[p >> 8]!--; u[p] = 1; h[p] = holder; }
   }
 
   release(protocol: 'tcp' | 'udp', start: number, end: number): void {
-    const u = this.used[protocol], f = this.free[protocol];
-    for (let p = start; p <= end; p++) { if (u[p] === 1) f[p >> 8]!++; u[p] = 0; }
+    const u = this.used[protocol], f = this.free[protocol], h = this.holders[protocol];
+    for (let p = start; p <= end; p++) { if (u[p] === 1) f[p >> 8]!++; u[p] = 0; h[p] = undefined; }
+  }
+
+  /** the holder of the lowest taken port in [start, end], or undefined when all are free */
+  holderIn(protocol: 'tcp' | 'udp', start: number, end: number): string | undefined {
+    const u = this.used[protocol], h = this.holders[protocol];
+    for (let p = Math.max(0, start); p <= Math.min(65535, end); p++) if (u[p] !== 0) return h[p];
+    return undefined;
   }
 
   isFree(protocol: 'tcp' | 'udp', start: number, end: number): boolean {

@@ -77,6 +77,11 @@ const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX revocations_int ON revocations(protocol, internal_address, internal_port);
    CREATE INDEX revocations_ext ON revocations(protocol, owner, external_port);`,
+  // 4: who holds an external port or an internal endpoint is answered from memory (src/leases/table.ts):
+  // these indexes over random keys only made every grant and release dirty random pages
+  `DROP INDEX leases_active_ext;
+   DROP INDEX leases_active_int;
+   DROP INDEX leases_active_owner;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -150,6 +155,7 @@ export function openStore(opts: OpenStoreOptions) {
     // 100k leases with their indexes are ~40 MiB: keep them in the page cache so cost stays flat with size
     db.pragma('cache_size = -65536');
     db.pragma('temp_store = MEMORY');
+    if (process.env['EXP_CKPT']) db.pragma(`wal_autocheckpoint = ${process.env['EXP_CKPT']}`);
     db.pragma('foreign_keys = ON');
   } catch (e) {
     unlock();
@@ -177,16 +183,10 @@ export function openStore(opts: OpenStoreOptions) {
     end: db.prepare(`UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id AND state = 'active'`),
     event: db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, ?, ?, ?, ?)`),
     byId: db.prepare(`SELECT * FROM leases WHERE id = ?`),
-    byInternal: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND internal_address = ? AND internal_port = ?
-      AND source IN ('pcp', 'natpmp') LIMIT 1`),
-    // (protocol, lowest start that could still overlap, end, start): the lower bound keeps the index scan short
-    overlapping: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND external_port >= ? AND external_port <= ?
-      AND external_port_end >= ? ORDER BY external_port LIMIT 1`),
-    maxSpan: db.prepare(`SELECT coalesce(max(external_port_end - external_port), 0) AS span FROM leases WHERE state = 'active'`),
     due: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`),
     nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
     allActive: db.prepare(`SELECT * FROM leases WHERE state = 'active'`),
-    activeRanges: db.prepare(`SELECT protocol, external_port, external_port_end, source, owner FROM leases WHERE state = 'active'`),
+    activeRanges: db.prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port FROM leases WHERE state = 'active'`),
     // only rows written in this run's (wrong) frame move; rows from before a restart were written in the true one
     rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
       WHERE state = 'active' AND updated_at >= @since`),
@@ -200,18 +200,19 @@ export function openStore(opts: OpenStoreOptions) {
     metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
     metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
   };
+  // the writer's transaction control, prepared once (db.exec would parse each statement on every tick)
+  const tx = {
+    begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'),
+    savepoint: db.prepare('SAVEPOINT job'), release: db.prepare('RELEASE job'), rollbackTo: db.prepare('ROLLBACK TO job'),
+  };
   const r = {
     byId: reader.prepare(`SELECT * FROM leases WHERE id = ?`),
     history: reader.prepare(`SELECT lease_id, type, at, actor, reason FROM events WHERE lease_id = ? ORDER BY seq`),
     countBySource: reader.prepare(`SELECT source, count(*) AS n FROM leases WHERE state = 'active' GROUP BY source`),
     countByOwner: reader.prepare(`SELECT owner, count(*) AS n FROM leases WHERE state = 'active' GROUP BY owner`),
-    byInternal: reader.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND internal_address = ? AND internal_port = ?
-      AND source IN ('pcp', 'natpmp') LIMIT 1`),
-    overlapping: reader.prepare(`SELECT * FROM leases WHERE state = 'active' AND protocol = ? AND external_port >= ? AND external_port <= ?
-      AND external_port_end >= ? ORDER BY external_port LIMIT 1`),
   };
   return {
-    db, reader, s, r,
+    db, reader, s, r, tx,
     history(id: string): HistoryEntry[] {
       return (r.history.all(id) as { lease_id: string; type: string; at: number; actor: string | null; reason: string | null }[])
         .map((h) => ({ leaseId: h.lease_id, type: h.type as LeaseEventType, at: h.at, actor: h.actor, reason: h.reason }));

@@ -66,8 +66,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   let externalAddress = opts.externalAddress;
 
   // ---- derived caches (rebuilt from the database, never a second truth) ----
+  // who holds an external port (the port map) and which PCP/NAT-PMP lease holds an internal endpoint:
+  // in memory, so the database needs no index over these random keys (each such index dirtied a random
+  // page per grant and release: commits grew with the table)
   const ports = new PortMap();
-  let maxSpan = 0;
+  const byInternal = new Map<string, string>();
+  const internalKey = (protocol: string, address: string, port: number) => `${protocol}|${address}|${port}`;
+  const INTERNAL_SOURCES = new Set(['pcp', 'natpmp']);
   const activeBySource = new Map<string, number>();
   /** quota use: active upnp/pcp/natpmp leases per owner */
   const quotaUse = new Map<string, number>();
@@ -76,12 +81,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     ports.clear();
     activeBySource.clear();
     quotaUse.clear();
-    for (const r of s.activeRanges.iterate() as Iterable<{ protocol: 'tcp' | 'udp'; external_port: number; external_port_end: number; source: string; owner: string }>) {
-      ports.take(r.protocol, r.external_port, r.external_port_end);
+    byInternal.clear();
+    for (const r of s.activeRanges.iterate() as Iterable<{ id: string; protocol: 'tcp' | 'udp'; external_port: number; external_port_end: number; source: string; owner: string; internal_address: string; internal_port: number }>) {
+      ports.take(r.protocol, r.external_port, r.external_port_end, r.id);
+      if (INTERNAL_SOURCES.has(r.source)) byInternal.set(internalKey(r.protocol, r.internal_address, r.internal_port), r.id);
       activeBySource.set(r.source, (activeBySource.get(r.source) ?? 0) + 1);
       if (QUOTA_SOURCES.has(r.source)) quotaUse.set(r.owner, (quotaUse.get(r.owner) ?? 0) + 1);
     }
-    maxSpan = (s.maxSpan.get() as { span: number }).span;
     publishGauges();
   }
   function publishGauges(): void {
@@ -112,8 +118,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
     };
   }
+  /** the active lease holding any external port in [start, end] (the lowest such port's holder) */
   function overlapping(protocol: 'tcp' | 'udp', start: number, end: number): LeaseRow | undefined {
-    return s.overlapping.get(protocol, Math.max(0, start - maxSpan), end, start) as LeaseRow | undefined;
+    const id = ports.holderIn(protocol, start, end);
+    return id === undefined ? undefined : s.byId.get(id) as LeaseRow | undefined;
+  }
+  /** the active PCP/NAT-PMP lease for an internal endpoint */
+  function internalHolder(protocol: 'tcp' | 'udp', address: string, port: number): LeaseRow | undefined {
+    const id = byInternal.get(internalKey(protocol, address, port));
+    return id === undefined ? undefined : s.byId.get(id) as LeaseRow | undefined;
   }
   function event(type: LeaseEventType, lease: Lease, at: number, actor: string | null, reason: string | null): LeaseEvent {
     s.event.run(lease.id, type, at, actor, reason);
@@ -127,6 +140,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const before = rowToLease(row);
     const lease: Lease = { ...before, state: 'ended', endedAt: at, endReason: reason };
     ports.release(before.protocol, before.externalPort, before.externalPortEnd);
+    const ik = internalKey(before.protocol, before.internalAddress, before.internalPort);
+    if (byInternal.get(ik) === before.id) byInternal.delete(ik);
     count(before, -1);
     return { result: lease, add: [], remove: [toEntry(before, at)], events: [event(type, lease, at, actor, detail)], removalOnly: true };
   }
@@ -144,7 +159,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     // 1. is this a renewal of an existing lease?
     let existing: LeaseRow | undefined;
     if (req.identity === 'internal') {
-      existing = s.byInternal.get(req.protocol, req.internalAddress, req.internalPort) as LeaseRow | undefined;
+      existing = internalHolder(req.protocol, req.internalAddress, req.internalPort);
     } else if (wantStart > 0) {
       existing = overlapping(req.protocol, wantStart, wantStart + span);
       if (existing) {
@@ -233,8 +248,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       owner: lease.owner, description: lease.description, nonce: lease.nonce, created_at: now, updated_at: now, expires_at: expiresAt,
       requested_lifetime: lease.requestedLifetime, read_only: lease.readOnly ? 1 : 0, rule: lease.rule,
     });
-    ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd);
-    maxSpan = Math.max(maxSpan, span);
+    ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd, lease.id);
+    if (INTERNAL_SOURCES.has(lease.source)) byInternal.set(internalKey(lease.protocol, lease.internalAddress, lease.internalPort), lease.id);
     count(lease, 1);
     return {
       result: { ok: true, lease, created: true, lifetime },
@@ -248,7 +263,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const none = (r: ReleaseResult): JobOutcome<ReleaseResult> => ({ result: r, add: [], remove: [], events: [] });
     let row: LeaseRow | undefined;
     if (req.identity === 'internal') {
-      row = s.byInternal.get(req.protocol, req.internalAddress ?? '', req.internalPort ?? 0) as LeaseRow | undefined;
+      row = internalHolder(req.protocol, req.internalAddress ?? '', req.internalPort ?? 0);
     } else {
       row = overlapping(req.protocol, req.externalPort ?? 0, req.externalPort ?? 0);
       if (row && req.remoteAddress !== undefined && (row.remote_address ?? '') !== (req.remoteAddress ?? '')) row = undefined;
@@ -360,25 +375,27 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
   }
 
+  const { tx } = store;
+
   async function runTick(jobs: Job[]): Promise<void> {
     const outcomes: (JobOutcome<unknown> | null)[] = [];
     const failures: (string | null)[] = [];
     try {
-      store.db.exec('BEGIN IMMEDIATE');
+      tx.begin.run();
     } catch (e) {
       for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
       log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
       return;
     }
     for (const j of jobs) {
-      store.db.exec('SAVEPOINT job');
+      tx.savepoint.run();
       try {
         outcomes.push(j.run());
         failures.push(null);
-        store.db.exec('RELEASE job');
+        tx.release.run();
       } catch (e) {
-        store.db.exec('ROLLBACK TO job');
-        store.db.exec('RELEASE job');
+        tx.rollbackTo.run();
+        tx.release.run();
         outcomes.push(null);
         failures.push((e as Error).message);
         log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
@@ -403,7 +420,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     if (!applied) {
       const allRemovals = ok.every((o) => o.removalOnly);
       if (jobs.length > 1) {
-        store.db.exec('ROLLBACK');
+        tx.rollback.run();
         rebuildCaches();
         log.warn({ jobs: jobs.length, err: dpError }, 'dataplane refused a batch; retrying its requests one by one');
         for (const j of jobs.reverse()) { j.solo = true; queue.unshift(j); }
@@ -414,7 +431,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         log.warn({ job: jobs[0]?.name, err: dpError }, 'dataplane refused a removal; ending the lease anyway and scheduling a reconcile');
         needReconcile = true;
       } else {
-        store.db.exec('ROLLBACK');
+        tx.rollback.run();
         rebuildCaches();
         log.error({ job: jobs[0]?.name, err: dpError }, 'dataplane refused the change; request refused');
         for (const j of jobs) j.resolve(j.onUnavailable(`dataplane: ${dpError}`));
@@ -422,9 +439,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       }
     }
     try {
-      store.db.exec('COMMIT');
+      tx.commit.run();
     } catch (e) {
-      try { store.db.exec('ROLLBACK'); } catch { /* already rolled back */ }
+      try { tx.rollback.run(); } catch { /* already rolled back */ }
       rebuildCaches();
       log.error({ err: (e as Error).message }, 'database commit failed (disk full or not writable?); tick refused, kernel changes taken back');
       // the batch reached the kernel before the commit: undo it before anyone is answered, so a refused
@@ -640,12 +657,17 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     revoke: (id: string, actor: string, reason?: string, opts: { sticky?: boolean } = {}) =>
       enqueue<ReleaseResult>('revoke', () => doRevoke(id, actor, reason ?? null, false, opts.sticky ?? true), unavailable),
     get(id: string): Lease | null { const r = store.r.byId.get(id) as LeaseRow | undefined; return r ? rowToLease(r) : null; },
+    // the writer's caches say which lease; the reader connection gives its committed row (so a lease
+    // whose tick is still in flight is not reported before it is acknowledged)
     findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null {
-      const r = store.r.byInternal.get(protocol, internalAddress, internalPort) as LeaseRow | undefined; return r ? rowToLease(r) : null;
+      const id = byInternal.get(internalKey(protocol, internalAddress, internalPort));
+      const r = id === undefined ? undefined : store.r.byId.get(id) as LeaseRow | undefined;
+      return r && r.state === 'active' ? rowToLease(r) : null;
     },
     findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null {
-      const r = store.r.overlapping.get(protocol, Math.max(0, externalPort - maxSpan), externalPort, externalPort) as LeaseRow | undefined;
-      if (!r) return null;
+      const id = ports.holderIn(protocol, externalPort, externalPort);
+      const r = id === undefined ? undefined : store.r.byId.get(id) as LeaseRow | undefined;
+      if (!r || r.state !== 'active') return null;
       if (remoteAddress !== undefined && (r.remote_address ?? null) !== (remoteAddress || null)) return null;
       return rowToLease(r);
     },

@@ -3,6 +3,9 @@
  *   ip netns exec <gw> node --import tsx test/lab/upnp-gateway.ts
  * Real lease table + nftables dataplane + UPnP server (SSDP multicast on br0, HTTP on 192.168.77.1:5000).
  * Prints one JSON line {"ready":true,...} when listening; shuts down when stdin closes.
+ * `bench [count] [preload]` arguments: runs bench/upnp.ts's run() against the nftables driver instead
+ * (load generator and server on the namespace's loopback), prints its result as one JSON line and exits
+ * (test/lab/upnp-bench.ts drives it).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +31,19 @@ const config: Config = { ...validateConfig({ interfaces: { wan: 'wan0', lan: ['b
 const dataplane = createNftablesDataplane({ table: 'portd', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900] }, log });
 await dataplane.init();
 await dataplane.setExternalAddresses(['203.0.113.1']);
+
+if (process.argv[2] === 'bench') {
+  const { run } = await import('../../bench/upnp.js');
+  try {
+    const res = await run({ dataplane, count: Number(process.argv[3] ?? 2000), preload: Number(process.argv[4] ?? 0) });
+    process.stdout.write(`${JSON.stringify(res)}\n`);
+  } finally {
+    await dataplane.destroy();
+    await dataplane.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
 const clock = createSystemClock();
 const metrics = createMetrics();
 const table = createLeaseTable({ database: { path: join(dir, 'portd.sqlite') }, dataplane, policy: createPolicy(policyConfig), clock, log, metrics, externalAddress: '203.0.113.1' });

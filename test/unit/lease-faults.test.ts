@@ -22,16 +22,14 @@ after(async () => { for (const t of toDispose) await t.dispose(); });
 function fullDiskTable() {
   const t = makeTable();
   toDispose.push(t);
-  const db = t.table.store.db;
-  const exec = db.exec.bind(db);
+  const commit = t.table.store.tx.commit;
+  const run = commit.run.bind(commit);
   const state = { full: false, commits: 0, refusedCommits: 0 };
-  db.exec = ((sql: string) => {
-    if (sql === 'COMMIT') {
-      state.commits++;
-      if (state.full) { state.refusedCommits++; throw new Error('SQLITE_FULL: database or disk is full'); }
-    }
-    return exec(sql);
-  }) as typeof db.exec;
+  commit.run = ((...args: unknown[]) => {
+    state.commits++;
+    if (state.full) { state.refusedCommits++; throw new Error('SQLITE_FULL: database or disk is full'); }
+    return run(...args);
+  }) as typeof commit.run;
   return { ...t, state };
 }
 

@@ -300,6 +300,31 @@ describe('lease table: group commit and durability', () => {
     assert.equal(second.dataplane.entries.size, 1);
   });
 
+  it('after a reopen, who holds a port or an internal endpoint is known again (from the rows, not an index)', async () => {
+    const first = table();
+    const a = await first.table.request(pcp());
+    const u = await first.table.request(upnp({ externalPort: 6000, externalPortEnd: 6009, source: 'static', identity: 'external', readOnly: true }));
+    assert.ok(a.ok && u.ok);
+    await first.close();
+    const second = table({ dir: first.dir, clock: first.clock });
+    const indexes = (second.table.store.db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'`).all() as { name: string }[]).map((r) => r.name);
+    assert.deepEqual(indexes.filter((n) => !n.startsWith('sqlite_autoindex')).sort(), ['leases_active_expiry', 'leases_ended']);
+    // renewal by internal key: the same lease, not a second one
+    const renewed = await second.table.request(pcp({ lifetime: 7200 }));
+    assert.ok(renewed.ok && !renewed.created && renewed.lease.id === a.lease.id);
+    // another owner inside the static range: a conflict naming it
+    const clash = await second.table.request(upnp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 6005 }));
+    assert.ok(!clash.ok && clash.reason === 'conflict' && clash.holder.source === 'static' && clash.holder.id === u.lease.id);
+    assert.equal(second.table.findByInternal('tcp', '192.168.77.11', 4000)?.id, a.lease.id);
+    assert.equal(second.table.findByExternal('tcp', 6009)?.id, u.lease.id);
+    assert.equal(second.table.findByExternal('tcp', 6010), null);
+    // released: gone from both
+    const rel = await second.table.release({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000, nonce: 'aa'.repeat(12) });
+    assert.ok(rel.ok && rel.lease?.id === a.lease.id);
+    assert.equal(second.table.findByInternal('tcp', '192.168.77.11', 4000), null);
+    assert.equal(second.table.findByExternal('tcp', 4000), null);
+  });
+
   it('a second table on the same database is refused', async () => {
     const first = table();
     assert.throws(() => table({ dir: first.dir }), /PORTD_DATABASE_LOCKED|in use by another portd/);
