@@ -155,7 +155,6 @@ export function openStore(opts: OpenStoreOptions) {
     // 100k leases with their indexes are ~40 MiB: keep them in the page cache so cost stays flat with size
     db.pragma('cache_size = -65536');
     db.pragma('temp_store = MEMORY');
-    if (process.env['EXP_CKPT']) db.pragma(`wal_autocheckpoint = ${process.env['EXP_CKPT']}`);
     db.pragma('foreign_keys = ON');
   } catch (e) {
     unlock();
