@@ -76,6 +76,9 @@ interface PhaseResult {
   failed: number;
 }
 
+/** the LAN host whose allowed block is full in the last phase */
+const FULL_HOST = '127.0.200.1';
+
 /** LAN client i of `clients`, as a loopback source address (Linux answers all of 127/8) */
 const clientHost = (i: number): string => `127.0.${1 + (i >> 8)}.${1 + (i & 255)}`;
 
@@ -84,8 +87,8 @@ const clientHost = (i: number): string => `127.0.${1 + (i >> 8)}.${1 + (i & 255)
  * `packet(i, host)` builds request i as sent from `host`.
  */
 async function generate(name: string, port: number, n: number, concurrency: number, clients: number,
-  packet: (i: number, host: string) => Uint8Array): Promise<PhaseResult> {
-  const slots = Array.from({ length: concurrency }, (_, s) => ({ host: clientHost(s % clients), packets: [] as Uint8Array[] }));
+  packet: (i: number, host: string) => Uint8Array, hostOf: (slot: number) => string = (s) => clientHost(s % clients)): Promise<PhaseResult> {
+  const slots = Array.from({ length: concurrency }, (_, s) => ({ host: hostOf(s), packets: [] as Uint8Array[] }));
   for (let i = 0; i < n; i++) {
     const slot = slots[i % concurrency]!;
     slot.packets.push(packet(i, slot.host));
@@ -182,7 +185,14 @@ export async function run(opts: PcpBenchOptions = {}) {
   const clients = Math.max(1, opts.clients ?? 32);
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-pcp-'));
   const dataplane = opts.dataplane ?? createMemoryDataplane();
-  const policy = createPolicy(testPolicy({ maxLeasesPerClient: 1_000_000, reservedPorts: [] }));
+  // one LAN host (FULL_HOST) may only map 50000-50255, and that block is taken before the last phase
+  const policy = createPolicy(testPolicy({
+    maxLeasesPerClient: 1_000_000, reservedPorts: [],
+    rules: [
+      { action: 'allow', extStart: 50000, extEnd: 50255, address: FULL_HOST, prefix: 32, intStart: 0, intEnd: 65535, text: `allow 50000-50255 ${FULL_HOST}/32 0-65535` },
+      { action: 'deny', extStart: 0, extEnd: 65535, address: FULL_HOST, prefix: 32, intStart: 0, intEnd: 65535, text: `deny 0-65535 ${FULL_HOST}/32 0-65535` },
+    ],
+  }));
   const clock = createSystemClock();
   const metrics = createMetrics();
   const log = pino({ level: 'silent' });
@@ -217,6 +227,16 @@ export async function run(opts: PcpBenchOptions = {}) {
     results.push(await generate('MAP renew', port, count, 32, c, (i, h) => mapPacket(30000 + i, 7200, h)));
     results.push(await generate('MAP delete', port, count, 32, c, (i, h) => mapPacket(30000 + i, 0, h)));
     results.push(await generate('MAP delete', port, count, 1, c, (i, h) => mapPacket(10000 + i, 0, h)));
+    // a host asking for ports in its only allowed block, which is full (every answer NO_RESOURCES), at 16 in
+    // flight, while 16 other clients create mappings: theirs should look like the concurrency-32 creates
+    for (let p = 50000; p <= 50255; p++) {
+      await table.request({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: FULL_HOST, internalAddress: FULL_HOST, internalPort: p, externalPort: p, allowOtherPort: false, lifetime: 3600, nonce: 'ef'.repeat(12) });
+    }
+    const [full, others] = await Promise.all([
+      generate('MAP into a full block (all refused)', port, count, 16, 1, (i, h) => mapPacket(20000 + i, 3600, h), () => FULL_HOST),
+      generate('MAP create beside it', port, count, 16, c, (i, h) => mapPacket(42000 + i, 3600, h)),
+    ]);
+    results.push(full, others);
   } finally {
     await server.close();
     await table.close();

@@ -54,7 +54,9 @@ function fail(msg: string, at: number): never {
  * Reads one document and returns its root element. Throws XmlReadError on anything not well-formed:
  * unbalanced or mismatched tags, a bad name or attribute, a duplicate attribute, `<` in an attribute
  * value, text or a second element outside the root, an unterminated comment, CDATA section or PI,
- * nesting deeper than `maxDepth`.
+ * an XML declaration after the root, nesting deeper than `maxDepth`. Tolerated, because real clients
+ * send them and they are harmless here: a bare `&` in text (kept as written), whitespace before the
+ * XML declaration.
  */
 export function readXml(src: string, maxDepth: number): XmlElement {
   const n = src.length;
@@ -93,7 +95,10 @@ export function readXml(src: string, maxDepth: number): XmlElement {
       // the XML declaration or a processing instruction: skipped
       const close = src.indexOf('?>', i + 2);
       if (close < 0) fail('unterminated processing instruction', i);
-      if (nameEnd(src, i + 2) === i + 2) fail(`processing instruction without a target at ${i}`, i);
+      const te = nameEnd(src, i + 2);
+      if (te === i + 2) fail(`processing instruction without a target at ${i}`, i);
+      // the XML declaration belongs before the root element (XML 1.0 §2.8; leading whitespace tolerated)
+      if (root && te === i + 5 && src.slice(i + 2, te).toLowerCase() === 'xml') fail(`XML declaration after the root element at ${i}`, i);
       i = close + 2;
     } else if (c === 0x2f /* / */) {
       const at = i + 2;

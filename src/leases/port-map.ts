@@ -41,6 +41,24 @@ export class PortMap {
   }
 
   /**
+   * A free port in one of `ranges` (sorted, disjoint) for which `accept` holds: first in the range
+   * holding `from` (searched from `from`, wrapping within it), then the ranges after it, wrapping
+   * around; null when none.
+   */
+  findFreeIn(protocol: 'tcp' | 'udp', ranges: readonly (readonly [number, number])[], from: number, accept: (port: number) => boolean): number | null {
+    const n = ranges.length;
+    if (n === 0) return null;
+    let k = ranges.findIndex(([, b]) => b >= from);
+    if (k < 0) k = 0;
+    for (let i = 0; i < n; i++) {
+      const [a, b] = ranges[(k + i) % n]!;
+      const p = this.findFree(protocol, a, b, i === 0 && from >= a && from <= b ? from : a, accept);
+      if (p !== null) return p;
+    }
+    return null;
+  }
+
+  /**
    * A free port in [lo, hi] for which `accept` holds, searching from `from` and wrapping around;
    * null when none. Full blocks are skipped without looking at their ports.
    */

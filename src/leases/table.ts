@@ -229,7 +229,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const probe = policy.check(req, alloc.start, alloc.start);
       if (probe && (probe.reason === 'not_authorized' || probe.reason === 'invalid')) return none(probe);
       const hint = wantStart >= alloc.start && wantStart <= alloc.end ? wantStart : alloc.start + ((req.internalPort * 7919) % (alloc.end - alloc.start + 1));
-      const found = ports.findFree(req.protocol, alloc.start, alloc.end, hint, (p) => policy.portAllowed(req, p));
+      const found = ports.findFreeIn(req.protocol, policy.allowedRanges(req, alloc.start, alloc.end), hint, (p) => policy.portAllowed(req, p));
       if (found === null) return none({ ok: false, reason: 'no_port', detail: `no free ${req.protocol} port allowed for ${req.internalAddress}` });
       start = found;
     }

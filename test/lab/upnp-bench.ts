@@ -38,5 +38,5 @@ export async function runLabBench(): Promise<unknown> {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const res = await runLabBench() as { phases: Record<string, unknown>[]; echo: Record<string, unknown>[]; driver: string; preload: number; cpus: number; preloadMs?: number };
   console.log(JSON.stringify(res, null, 2));
-  printTable(`UPnP in the lab, ${res.driver} dataplane, ${res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`, [...res.phases, ...res.echo]);
+  printTable(`UPnP in the lab, ${res.driver} dataplane, ${res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
 }

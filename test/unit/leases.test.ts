@@ -142,6 +142,25 @@ describe('lease table: policy', () => {
     const otherNet = await t.request(upnp({ owner: '10.0.0.5', internalAddress: '10.0.0.5', externalPort: 5003 }));
     assert.ok(!otherNet.ok && otherNet.reason === 'denied');
   });
+  it('allocation searches only the ports the rules leave open: a client confined to a full block gets no_port, others still get ports', async () => {
+    const rules = [
+      { action: 'allow' as const, extStart: 40000, extEnd: 40003, address: '192.168.77.11', prefix: 32, intStart: 1, intEnd: 65535, text: 'allow 40000-40003 192.168.77.11/32 1-65535' },
+      { action: 'deny' as const, extStart: 0, extEnd: 65535, address: '192.168.77.11', prefix: 32, intStart: 0, intEnd: 65535, text: 'deny 0-65535 192.168.77.11/32 0-65535' },
+    ];
+    const { table: t } = table({ policy: { rules } });
+    const got: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await t.request(pcp({ internalPort: 5000 + i, externalPort: 0 }));
+      assert.ok(r.ok, `grant ${i}`);
+      got.push(r.lease.externalPort);
+    }
+    assert.deepEqual(got.sort(), [40000, 40001, 40002, 40003]);
+    const full = await t.request(pcp({ internalPort: 5100, externalPort: 0 }));
+    assert.ok(!full.ok && full.reason === 'no_port');
+    const other = await t.request(pcp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', internalPort: 5100, externalPort: 40001 }));
+    assert.ok(other.ok && other.lease.externalPort !== 40001, 'another client is moved off the taken port, not refused');
+  });
+
   it('per-client quota', async () => {
     const { table: t } = table({ policy: { maxLeasesPerClient: 3 } });
     for (let i = 0; i < 3; i++) assert.ok((await t.request(upnp({ externalPort: 30000 + i }))).ok);
