@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { ErrorCode, PortdError } from '../errors.js';
 import type { EndReason, HistoryEntry, Lease, LeaseEventType, LeaseSource } from './types.js';
 
@@ -108,6 +110,60 @@ export function rowToLease(r: LeaseRow): Lease {
 export interface OpenStoreOptions {
   readonly path: string;
   readonly synchronous?: 'normal' | 'full';
+  /**
+   * Checkpoint the WAL from a worker thread every this many ms (default 500; 0 = SQLite's own
+   * automatic checkpoints, run inside whichever commit crosses 1,000 pages, on the event loop).
+   */
+  readonly checkpointIntervalMs?: number;
+  /** where the store reports trouble it works around (the checkpointer failing) */
+  readonly onWarning?: (message: string) => void;
+}
+
+/**
+ * The background checkpointer: its own connection in a worker thread copies committed WAL pages into
+ * the database file (and fsyncs it) every `intervalMs`, so no writer tick pays for that on the event
+ * loop. A PASSIVE checkpoint never waits for or blocks the writer. Plain CommonJS, evaluated.
+ */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.path, { fileMustExist: true });
+db.pragma('synchronous = ' + workerData.synchronous);
+let lastError = '';
+const timer = setInterval(() => {
+  try { db.pragma('wal_checkpoint(PASSIVE)'); lastError = ''; }
+  catch (e) { const m = String((e && e.message) || e); if (m !== lastError) { lastError = m; parentPort.postMessage(m); } }
+}, workerData.intervalMs);
+parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); } });
+`;
+
+function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() => void) {
+  const intervalMs = opts.checkpointIntervalMs ?? 500;
+  if (opts.path === ':memory:' || intervalMs <= 0) return () => {};
+  const warn = opts.onWarning ?? (() => {});
+  let worker: Worker;
+  try {
+    worker = new Worker(CHECKPOINTER, {
+      eval: true,
+      workerData: { driver: createRequire(import.meta.url).resolve('better-sqlite3'), path: opts.path, intervalMs, synchronous: opts.synchronous === 'full' ? 'FULL' : 'NORMAL' },
+    });
+  } catch (e) {
+    warn(`WAL checkpointer not started (${(e as Error).message}); SQLite checkpoints inside commits instead`);
+    return () => {};
+  }
+  worker.unref();
+  db.pragma('wal_autocheckpoint = 0');
+  let stopped = false;
+  worker.on('message', (m: string) => warn(`WAL checkpoint failed: ${m}`));
+  const fallBack = (why: string) => {
+    if (stopped) return;
+    stopped = true;
+    try { db.pragma('wal_autocheckpoint = 1000'); } catch { /* closed */ }
+    warn(`WAL checkpointer stopped (${why}); SQLite checkpoints inside commits instead`);
+  };
+  worker.on('error', (e) => fallBack(e.message));
+  worker.on('exit', (code) => fallBack(`exit ${code}`));
+  return () => { stopped = true; worker.postMessage('stop'); };
 }
 
 /** A lock file beside the database so two portd processes never share one table. */
@@ -170,6 +226,7 @@ export function openStore(opts: OpenStoreOptions) {
   }
   // a second connection for readers: under WAL it sees only committed state, never a tick in flight
   const reader = opts.path === ':memory:' ? db : new Database(opts.path, { readonly: true, fileMustExist: true });
+  const stopCheckpointer = startCheckpointer(db, opts);
 
   const s = {
     insert: db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
@@ -219,6 +276,7 @@ export function openStore(opts: OpenStoreOptions) {
     meta(key: string): string | null { return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null; },
     setMeta(key: string, value: string) { s.metaSet.run(key, value); },
     close() {
+      stopCheckpointer();
       if (reader !== db) reader.close();
       db.close();
       unlock();
