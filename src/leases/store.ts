@@ -122,16 +122,26 @@ export interface OpenStoreOptions {
 /**
  * The background checkpointer: its own connection in a worker thread copies committed WAL pages into
  * the database file (and fsyncs it) every `intervalMs`, so no writer tick pays for that on the event
- * loop. A PASSIVE checkpoint never waits for or blocks the writer. Plain CommonJS, evaluated.
+ * loop. A PASSIVE checkpoint never waits for or blocks the writer. But the WAL only starts over from
+ * its beginning when a writer finds every frame already checkpointed, which a writer that never pauses
+ * may never do: past 16 MiB the worker asks for a RESTART checkpoint, which holds the writer back for
+ * the moment it takes to copy the last frames. Plain CommonJS, evaluated.
  */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
+const { statSync } = require('node:fs');
 const Database = require(workerData.driver);
 const db = new Database(workerData.path, { fileMustExist: true });
 db.pragma('synchronous = ' + workerData.synchronous);
+db.pragma('busy_timeout = 1000');
+const walSize = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
 let lastError = '';
 const timer = setInterval(() => {
-  try { db.pragma('wal_checkpoint(PASSIVE)'); lastError = ''; }
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+    if (walSize() > 16 * 1024 * 1024) db.pragma('wal_checkpoint(RESTART)');
+    lastError = '';
+  }
   catch (e) { const m = String((e && e.message) || e); if (m !== lastError) { lastError = m; parentPort.postMessage(m); } }
 }, workerData.intervalMs);
 parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); } });
