@@ -124,8 +124,9 @@ export interface OpenStoreOptions {
  * the database file (and fsyncs it) every `intervalMs`, so no writer tick pays for that on the event
  * loop. A PASSIVE checkpoint never waits for or blocks the writer. But the WAL only starts over from
  * its beginning when a writer finds every frame already checkpointed, which a writer that never pauses
- * may never do: past 16 MiB the worker asks for a RESTART checkpoint, which holds the writer back for
- * the moment it takes to copy the last frames. Plain CommonJS, evaluated.
+ * may never do: past 16 MiB the worker asks for a TRUNCATE checkpoint, which holds the writer back for
+ * the moment it takes to copy the last frames, then starts the WAL over at zero bytes (under a
+ * saturating writer the file still reaches what half a second of commits writes). Plain CommonJS, evaluated.
  */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -136,14 +137,16 @@ db.pragma('synchronous = ' + workerData.synchronous);
 db.pragma('busy_timeout = 1000');
 const walSize = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
 let lastError = '';
+let last = 0;
 const timer = setInterval(() => {
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
-    if (walSize() > 16 * 1024 * 1024) db.pragma('wal_checkpoint(RESTART)');
+    const now = Date.now();
+    if (walSize() > 16 * 1024 * 1024) { db.pragma('wal_checkpoint(TRUNCATE)'); last = now; }
+    else if (now - last >= workerData.intervalMs) { db.pragma('wal_checkpoint(PASSIVE)'); last = now; }
     lastError = '';
   }
   catch (e) { const m = String((e && e.message) || e); if (m !== lastError) { lastError = m; parentPort.postMessage(m); } }
-}, workerData.intervalMs);
+}, Math.min(100, workerData.intervalMs));
 parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); } });
 `;
 
