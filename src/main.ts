@@ -161,9 +161,11 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     const ipv6 = config.pcp.ipv6 && !config.listenAddresses
       ? config.interfaces.lan.flatMap((name) => (networkInterfaces()[name] ?? []).filter((a) => a.family === 'IPv6' && !a.address.startsWith('fe80')).map((a) => a.address))
       : [];
+    const conntrack = config.pcp.peer && config.dataplane.driver === 'nftables' ? createConntrackCli({ path: config.dataplane.conntrackPath }) : null;
+    if (conntrack) parts.push({ name: 'pcp-peer-holds', close: async () => conntrack.close() });
     const pcp = createPcpServer({
       config, leases, log, metrics, clock, listen: [...listen, ...ipv6], isLanClient,
-      conntrack: config.pcp.peer && config.dataplane.driver === 'nftables' ? createConntrackCli({ path: config.dataplane.conntrackPath }) : null,
+      conntrack,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
     });

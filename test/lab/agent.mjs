@@ -108,8 +108,24 @@ async function udpProbe(msg) {
   return r;
 }
 
+// raw bytes over UDP (e.g. a PCP request built by the test): a fresh socket, bound to
+// localAddress:localPort when given, sends `hex` to host:port and answers the first reply as hex
+function udpBytes(msg) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    let done = false;
+    const finish = (r) => { if (done) return; done = true; clearTimeout(t); try { s.close(); } catch { /* closed */ } resolve(r); };
+    const t = setTimeout(() => finish({ ok: false, error: 'timeout' }), msg.timeoutMs ?? 2000);
+    s.on('error', (e) => finish({ ok: false, error: e.message }));
+    s.on('message', (d, r) => finish({ ok: true, reply: d.toString('hex'), from: `${r.address}:${r.port}` }));
+    s.bind(msg.localPort ?? 0, msg.localAddress, () => {
+      s.send(Buffer.from(String(msg.hex ?? ''), 'hex'), msg.port, msg.host, (err) => { if (err) finish({ ok: false, error: err.message }); });
+    });
+  });
+}
+
 const ops = {
-  listen, tcpConnect, tcpSend, tcpProbe, udpOpen, udpSend, udpProbe,
+  listen, tcpConnect, tcpSend, tcpProbe, udpOpen, udpSend, udpProbe, udpBytes,
   tcpClose: async (m) => { conns.get(m.conn)?.s.destroy(); conns.delete(m.conn); return { ok: true }; },
   udpClose: async (m) => { socks.get(m.sock)?.s.close(); socks.delete(m.sock); return { ok: true }; },
   ping: async () => ({ ok: true, label }),

@@ -3,11 +3,14 @@
  * a real lease table on the nftables driver and the PCP/NAT-PMP server on the LAN address.
  * Prints one JSON line when ready; exits when stdin closes. Optional `bench` argument: runs
  * bench/pcp.ts's run() against the nftables driver instead, prints its result and exits.
+ * LAB_PCP_PEER=1 in the environment turns PCP PEER on, answered from the namespace's real conntrack
+ * (test/lab/pcp-peer.test.ts; LAB_PCP_KEEP_MS sets how often held flows are re-extended);
+ * otherwise PEER is off (UNSUPP_OPCODE).
  */
 import { join } from 'node:path';
 import pino from 'pino';
 import { createNftablesDataplane } from '../../src/dataplane/nftables.js';
-import { createPcpServer } from '../../src/frontends/pcp/index.js';
+import { createConntrackCli, createPcpServer } from '../../src/frontends/pcp/index.js';
 import { createSystemClock } from '../../src/leases/clock.js';
 import { createLeaseTable } from '../../src/leases/table.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -15,6 +18,8 @@ import { createPolicy } from '../../src/policy/policy.js';
 
 const dir = process.argv[2] ?? '/tmp';
 const mode = process.argv[3] ?? 'serve';
+const peer = process.env['LAB_PCP_PEER'] === '1';
+const conntrack = peer ? createConntrackCli({ keepIntervalMs: Number(process.env['LAB_PCP_KEEP_MS'] ?? 10_000) }) : null;
 const log = pino({ level: process.env['LAB_LOG'] ?? 'silent' }, pino.destination(2));
 const dataplane = createNftablesDataplane({
   table: 'portd', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [], udp: [5351] }, log,
@@ -44,17 +49,19 @@ const table = createLeaseTable({
 });
 const server = createPcpServer({
   config: {
-    pcp: { enabled: true, port: 5351, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 100, ipv6: false },
+    pcp: { enabled: true, port: 5351, peer, thirdParty: [], allowAllProtocols: false, rateLimit: 100, ipv6: false },
     natpmp: { enabled: true },
     policy: policyConfig,
   },
   leases: table, log, metrics, clock, listen: ['192.168.77.1'],
+  conntrack,
 });
 await server.start();
 process.stdout.write(`${JSON.stringify({ ready: true, listen: server.addresses() })}\n`);
 process.stdin.resume();
 process.stdin.on('end', async () => {
   await server.close();
+  conntrack?.close();
   await table.close();
   await dataplane.destroy();
   await dataplane.close();

@@ -3,6 +3,14 @@
  * address and port the flow was translated to, and a way to keep the flow alive.
  * The server depends on the small `ConntrackApi` interface; `createConntrackCli` implements it
  * with the `conntrack` tool (conntrack-tools), so tests can inject a fake.
+ *
+ * The kernel resets a flow's timeout on every packet it passes (nf_ct_refresh: UDP back to 30 s,
+ * 120 s once it is a stream), so one `conntrack -U --timeout` only lasts until the flow's next
+ * packet — for an active flow, milliseconds. The CLI implementation therefore *holds* each
+ * extended flow until its PEER lifetime ends: a keeper lists the flows every `keepIntervalMs`
+ * (below the kernel's shortest UDP timeout) and lengthens again any held flow whose timeout fell
+ * below the time it still has. It never shortens a flow; when a hold ends the flow is left to
+ * conntrack's own timeout. Holds live in memory: a restart loses them, as it resets the PCP epoch.
  */
 import { execFile } from 'node:child_process';
 
@@ -27,6 +35,34 @@ export interface ConntrackApi {
   lookup(q: FlowQuery): Promise<FlowInfo | null>;
   /** keep the flow for at least `seconds`; false when the flow is gone */
   extend(q: FlowQuery, seconds: number): Promise<boolean>;
+  /** stop keeping the flow extended (PEER with lifetime 0): conntrack's own timeout applies again */
+  release?(q: FlowQuery): void;
+}
+
+/** `conntrack` run with arguments: exit code and stdout+stderr (injectable for tests) */
+export type ConntrackRunner = (args: string[]) => Promise<{ code: number; out: string }>;
+
+export interface ConntrackCliOptions {
+  readonly path?: string;
+  readonly timeoutMs?: number;
+  /** how often held flows are checked; must stay below the kernel's shortest UDP timeout (30 s). Default 10 s */
+  readonly keepIntervalMs?: number;
+  /** most flows held at once; an extend beyond it fails (the PEER answer is NO_RESOURCES). Default 4096 */
+  readonly maxHeld?: number;
+  /** ms clock (tests) */
+  readonly now?: () => number;
+  /** replaces running the tool (tests) */
+  readonly run?: ConntrackRunner;
+}
+
+export interface ConntrackCli extends ConntrackApi {
+  release(q: FlowQuery): void;
+  /** flows currently held */
+  held(): number;
+  /** one keeper pass now (the timer calls it; tests call it directly) */
+  keep(): Promise<void>;
+  /** stop the keeper and forget every hold */
+  close(): void;
 }
 
 function run(bin: string, args: string[], timeoutMs: number): Promise<{ code: number; out: string }> {
@@ -62,22 +98,116 @@ export function parseConntrackLine(line: string): FlowInfo | null {
   return { externalAddress, externalPort, timeout: Number.isFinite(timeout) ? timeout : null };
 }
 
-export function createConntrackCli(opts: { path?: string; timeoutMs?: number } = {}): ConntrackApi {
+/** a flow's original tuple and timeout from one `conntrack -L` line (the keeper matches held flows by it) */
+export function parseConntrackTuple(line: string): (FlowQuery & { timeout: number | null }) | null {
+  const words = line.trim().split(/\s+/);
+  const protocol = words[0];
+  if (protocol !== 'tcp' && protocol !== 'udp') return null;
+  const first = (key: string): string | undefined => words.find((w) => w.startsWith(`${key}=`))?.slice(key.length + 1);
+  const src = first('src'), dst = first('dst'), sport = Number(first('sport')), dport = Number(first('dport'));
+  if (!src || !dst || !Number.isInteger(sport) || !Number.isInteger(dport)) return null;
+  const timeout = Number(words[2]);
+  return { protocol, internalAddress: src, remoteAddress: dst, internalPort: sport, remotePort: dport, timeout: Number.isFinite(timeout) ? timeout : null };
+}
+
+function flowKey(q: FlowQuery): string {
+  return `${q.protocol} ${q.internalAddress}:${q.internalPort} ${q.remoteAddress}:${q.remotePort}`;
+}
+
+/** "N flow entries have been updated" with N ≥ 1 */
+function updatedSome(out: string): boolean {
+  const m = /(\d+) flow entr(?:y|ies) ha(?:s|ve) been updated/.exec(out);
+  return m !== null && Number(m[1]) > 0;
+}
+
+export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli {
   const bin = opts.path ?? 'conntrack';
   const timeoutMs = opts.timeoutMs ?? 2000;
+  const exec: ConntrackRunner = opts.run ?? ((args) => run(bin, args, timeoutMs));
+  const now = opts.now ?? Date.now;
+  const keepIntervalMs = opts.keepIntervalMs ?? 10_000;
+  const maxHeld = opts.maxHeld ?? 4096;
+  /** flow key → the flow and when its hold ends (ms) */
+  const holds = new Map<string, { q: FlowQuery; until: number }>();
+  let timer: ReturnType<typeof setInterval> | null = null;
+  let keeping: Promise<void> | null = null;
+
+  const secondsLeft = (until: number): number => Math.ceil((until - now()) / 1000);
+
+  async function update(q: FlowQuery, seconds: number): Promise<boolean> {
+    const r = await exec(['-U', ...tupleArgs(q), '--timeout', String(Math.max(1, Math.floor(seconds)))]);
+    return r.code === 0 && updatedSome(r.out);
+  }
+
+  function stopTimer(): void {
+    if (timer) clearInterval(timer);
+    timer = null;
+  }
+
+  async function pass(): Promise<void> {
+    for (const [k, h] of holds) if (secondsLeft(h.until) <= 0) holds.delete(k);
+    if (holds.size === 0) { stopTimer(); return; }
+    // one listing per pass, not one per held flow: each `conntrack` call walks the whole table
+    const r = await exec(['-L', '-f', 'ipv4']);
+    if (r.code !== 0) return; // keep the holds; the next pass tries again
+    const present = new Map<string, number | null>();
+    for (const line of r.out.split('\n')) {
+      const t = parseConntrackTuple(line);
+      if (t) present.set(flowKey(t), t.timeout);
+    }
+    for (const [k, h] of [...holds]) {
+      if (!present.has(k)) { holds.delete(k); continue; } // the flow ended (closed, flushed): nothing to hold
+      const left = secondsLeft(h.until);
+      const timeout = present.get(k) ?? null;
+      if (left <= 0) { holds.delete(k); continue; }
+      // only lengthen: traffic resets the timeout below what the hold promises; a longer one is left alone
+      if (timeout !== null && timeout >= left) continue;
+      if (!(await update(h.q, left))) holds.delete(k);
+    }
+    if (holds.size === 0) stopTimer();
+  }
+
+  function keep(): Promise<void> {
+    keeping ??= pass().finally(() => { keeping = null; });
+    return keeping;
+  }
+
   return {
     async lookup(q) {
-      const r = await run(bin, ['-L', ...tupleArgs(q)], timeoutMs);
+      const r = await exec(['-L', ...tupleArgs(q)]);
       if (r.code !== 0) return null;
       for (const line of r.out.split('\n')) {
         const f = parseConntrackLine(line);
-        if (f) return f;
+        if (!f) continue;
+        // a held flow keeps at least its hold, whatever traffic just reset the kernel's timeout to
+        const h = holds.get(flowKey(q));
+        const left = h ? secondsLeft(h.until) : 0;
+        return left > 0 && (f.timeout === null || f.timeout < left) ? { ...f, timeout: left } : f;
       }
       return null;
     },
     async extend(q, seconds) {
-      const r = await run(bin, ['-U', ...tupleArgs(q), '--timeout', String(Math.max(1, Math.floor(seconds)))], timeoutMs);
-      return r.code === 0 && /flow entr(y|ies) ha(s|ve) been updated/.test(r.out) && !/0 flow entries/.test(r.out);
+      const k = flowKey(q);
+      if (!holds.has(k) && holds.size >= maxHeld) return false;
+      if (!(await update(q, seconds))) { holds.delete(k); return false; }
+      // a renewal never shortens a hold (RFC 6887 §12.3: the lifetime is a minimum)
+      const until = Math.max(holds.get(k)?.until ?? 0, now() + Math.max(1, Math.floor(seconds)) * 1000);
+      holds.set(k, { q, until });
+      if (!timer) {
+        timer = setInterval(() => { void keep(); }, keepIntervalMs);
+        timer.unref?.();
+      }
+      return true;
+    },
+    release(q) {
+      holds.delete(flowKey(q));
+      if (holds.size === 0) stopTimer();
+    },
+    held: () => holds.size,
+    keep,
+    close() {
+      stopTimer();
+      holds.clear();
     },
   };
 }

@@ -233,6 +233,8 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     // (a short error) tells the client to retry once its first packet has created the flow
     if (!flow) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, `no ${s.protocol} flow ${s.internalAddress}:${p.internalPort} → ${p.remoteAddress}:${p.remotePort}`);
     let lifetime = 0;
+    // lifetime 0: the flow is left to conntrack's own timeout (docs/pcp.md), so any hold ends
+    if (req.lifetime === 0) conntrack.release?.(q);
     if (req.lifetime > 0) {
       lifetime = Math.min(pcpBounds.max, Math.max(pcpBounds.min, req.lifetime));
       // a PEER request extends a flow, never shortens it (RFC 6887 §12.3: the lifetime is a minimum):
@@ -240,7 +242,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       if (flow.timeout !== null && flow.timeout >= lifetime) lifetime = Math.min(pcpBounds.max, flow.timeout);
       else {
         const ok = await conntrack.extend(q, lifetime).catch(() => false);
-        if (!ok) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, 'flow ended before it could be extended');
+        if (!ok) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, 'flow could not be extended (it ended, or too many flows are held)');
       }
     }
     return pcpResult({
