@@ -58,28 +58,43 @@ export interface ModelEntry {
 /** the driver's view of the kernel, indexed so a tick costs O(batch), not O(table) */
 export class NftModel {
   readonly entries = new Map<string, ModelEntry>();
-  /** live element id (`set/key`) -> entry keys holding it */
-  readonly live = new Map<string, Set<string>>();
+  /** live element id (`set/key`) -> the entry key holding it, or a Set when several do (peer-filtered
+   *  leases on one port): one Set per lease was ≈ 15 MB at 100k leases, almost all with one holder */
+  private readonly liveHolders = new Map<string, string | Set<string>>();
   get size(): number { return this.entries.size; }
   get(k: string): ModelEntry | undefined { return this.entries.get(k); }
+  hasLive(id: string): boolean { return this.liveHolders.has(id); }
+  /** entry keys holding a live element */
+  holders(id: string): readonly string[] {
+    const h = this.liveHolders.get(id);
+    return h === undefined ? [] : typeof h === 'string' ? [h] : [...h];
+  }
+  /** every live element id with its holders */
+  *live(): Generator<[string, readonly string[]]> {
+    for (const [id, h] of this.liveHolders) yield [id, typeof h === 'string' ? [h] : [...h]];
+  }
   set(k: string, m: ModelEntry): void {
     this.delete(k);
     this.entries.set(k, m);
     const id = liveId(liveOf(m.entry));
-    let h = this.live.get(id);
-    if (!h) { h = new Set(); this.live.set(id, h); }
-    h.add(k);
+    const h = this.liveHolders.get(id);
+    if (h === undefined) this.liveHolders.set(id, k);
+    else if (typeof h === 'string') { if (h !== k) this.liveHolders.set(id, new Set([h, k])); }
+    else h.add(k);
   }
   delete(k: string): void {
     const m = this.entries.get(k);
     if (!m) return;
     this.entries.delete(k);
     const id = liveId(liveOf(m.entry));
-    const h = this.live.get(id);
-    h?.delete(k);
-    if (h && h.size === 0) this.live.delete(id);
+    const h = this.liveHolders.get(id);
+    if (h === undefined) return;
+    if (typeof h === 'string') { if (h === k) this.liveHolders.delete(id); return; }
+    h.delete(k);
+    if (h.size === 1) this.liveHolders.set(id, h.values().next().value as string);
+    else if (h.size === 0) this.liveHolders.delete(id);
   }
-  clear(): void { this.entries.clear(); this.live.clear(); }
+  clear(): void { this.entries.clear(); this.liveHolders.clear(); }
   apply(changes: ModelChanges): void {
     for (const k of changes.delete) this.delete(k);
     for (const [k, m] of changes.set) this.set(k, m);
@@ -330,9 +345,9 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
   }
   const liveEls: NftElement[] = [];
   for (const [id, lv] of touchedLive) {
-    if (model.live.has(id) || liveOfRemovals.has(id)) touch({ set: lv.set, key: lv.key, data: null, timeout: 1 });
+    if (model.hasLive(id) || liveOfRemovals.has(id)) touch({ set: lv.set, key: lv.key, data: null, timeout: 1 });
     const holders: ModelEntry[] = [];
-    for (const k of model.live.get(id) ?? []) { const m = model.get(k); if (m && !removed.has(k) && !added.has(k) && (m.deadline === null || m.deadline > now)) holders.push(m); }
+    for (const k of model.holders(id)) { const m = model.get(k); if (m && !removed.has(k) && !added.has(k) && (m.deadline === null || m.deadline > now)) holders.push(m); }
     holders.push(...(addedByLive.get(id) ?? []));
     if (holders.length === 0) continue;
     const deadline = holders.some((h) => h.deadline === null) ? null : Math.max(...holders.map((h) => h.deadline as number));
@@ -356,6 +371,12 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
  * fill them with exactly `entries`, in one batch. The external address set is kept.
  */
 export function planReset(o: RulesetOptions, entries: readonly DataplaneEntry[], now: number): { commands: string[]; model: NftModel; duplicates: string[] } {
+  const { model, duplicates } = planResetModel(entries, now);
+  return { commands: [...renderInit(o), ...renderFill(o.table, model, now)], model, duplicates };
+}
+
+/** the model a reset to `entries` leaves (the script: renderInit + renderFillLines) */
+export function planResetModel(entries: readonly DataplaneEntry[], now: number): { model: NftModel; duplicates: string[] } {
   const model = new NftModel();
   const duplicates: string[] = [];
   for (const e of entries) {
@@ -364,25 +385,44 @@ export function planReset(o: RulesetOptions, entries: readonly DataplaneEntry[],
     if (model.get(k)) duplicates.push(k);
     model.set(k, { entry: e, deadline: deadlineOf(e, now) });
   }
-  return { commands: [...renderInit(o), ...renderFill(o.table, model, now)], model, duplicates };
+  return { model, duplicates };
 }
 
 /** flush every lease map and live set, then add the model's elements with their remaining timeouts */
 export function renderFill(table: string, model: NftModel, now: number): string[] {
-  const cmds: string[] = [];
-  for (const s of FWD_SETS) cmds.push(`flush map inet ${table} ${s}`);
-  for (const s of LIVE_SETS) cmds.push(`flush set inet ${table} ${s}`);
-  const els: NftElement[] = [];
-  for (const m of model.entries.values()) els.push(...fwdElements(m.entry, remainingSeconds(m.deadline, now)));
-  for (const holders of model.live.values()) {
-    const ms = [...holders].map((k) => model.get(k)).filter((m): m is ModelEntry => m !== undefined);
-    const first = ms[0];
+  return [...renderFillLines(table, model, now, Infinity)];
+}
+
+/**
+ * renderFill one command at a time, at most `chunk` elements per command, so a fill of 100k leases
+ * never exists as one string or one array of element objects (the driver writes it to a file as it comes)
+ */
+export function* renderFillLines(table: string, model: NftModel, now: number, chunk = 2048): Generator<string> {
+  for (const s of FWD_SETS) yield `flush map inet ${table} ${s}`;
+  for (const s of LIVE_SETS) yield `flush set inet ${table} ${s}`;
+  const order: ElementSet[] = [...FWD_SETS, ...LIVE_SETS];
+  const pending = new Map<ElementSet, string[]>(order.map((s) => [s, []]));
+  const command = (s: ElementSet, list: string[]) => `add element inet ${table} ${s} { ${list.join(', ')} }`;
+  function* put(el: NftElement): Generator<string> {
+    const list = pending.get(el.set)!;
+    list.push(elemText(el));
+    if (list.length >= chunk) { yield command(el.set, list); pending.set(el.set, []); }
+  }
+  for (const m of model.entries.values()) for (const el of fwdElements(m.entry, remainingSeconds(m.deadline, now))) yield* put(el);
+  for (const [, holders] of model.live()) {
+    let first: ModelEntry | undefined;
+    let deadline: number | null = -Infinity;
+    for (const k of holders) {
+      const m = model.get(k);
+      if (!m) continue;
+      first ??= m;
+      deadline = deadline === null || m.deadline === null ? null : Math.max(deadline, m.deadline);
+    }
     if (!first) continue;
     const lv = liveOf(first.entry);
-    const deadline = ms.some((m) => m.deadline === null) ? null : Math.max(...ms.map((m) => m.deadline as number));
-    els.push({ set: lv.set, key: lv.key, data: null, timeout: remainingSeconds(deadline, now) });
+    yield* put({ set: lv.set, key: lv.key, data: null, timeout: remainingSeconds(deadline, now) });
   }
-  return [...cmds, ...grouped('add', table, els)];
+  for (const s of order) { const list = pending.get(s)!; if (list.length > 0) yield command(s, list); }
 }
 
 // ---------- reading the kernel back (nft -j list table) ----------

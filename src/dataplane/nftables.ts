@@ -8,14 +8,17 @@
  * recreated table cheaply (`nft list tables`) and rebuilds; verify() lists and compares everything
  * (≈ 1 s at 100k elements: on suspicion only).
  */
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { ErrorCode, PortdError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
 import {
-  NftModel, asFile, asLine, fwdElements, liveOf, parseTableJson, parseTablesJson, planBatch, planReset,
-  renderExternalAddresses, renderFill, renderInit, renderRecreate, tableOnly, validateRulesetOptions,
+  NftModel, asFile, asLine, fwdElements, liveOf, parseTableJson, parseTablesJson, planBatch, planResetModel,
+  renderExternalAddresses, renderFillLines, renderInit, renderRecreate, tableOnly, validateRulesetOptions,
   type KernelElement, type RulesetOptions,
 } from './nftables-script.js';
 import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
@@ -99,7 +102,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   const flows = createFlowEnder({ ...prefix, conntrackPath: opts.conntrackPath ?? 'conntrack', log });
   const interactive = new NftInteractive(prefix, nft);
 
-  const model = new NftModel();
+  let model = new NftModel();
   let externals: readonly string[] = [];
   let handle: number | null = null;
   let initialised = false;
@@ -133,6 +136,38 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   }
 
   /**
+   * A big script (reset, rebuild, repair: every lease) written to a file as it is rendered and run as
+   * `nft -f <file>`, still one transaction. As one string it was ≈ 7 MB at 100k leases, plus the element
+   * objects and strings it was joined from and the copy for nft's stdin: garbage that grew the heap (and
+   * portd's RSS, which does not shrink back) by far more than the leases themselves take.
+   */
+  async function scriptLines(lines: Iterable<string>): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'portd-nft-'));
+    try {
+      const file = join(dir, 'batch.nft');
+      const fd = openSync(file, 'w', 0o600);
+      let any = false;
+      try {
+        let buf: string[] = [];
+        let size = 0;
+        for (const l of lines) {
+          buf.push(l);
+          size += l.length + 1;
+          if (size >= 1 << 16) { writeSync(fd, `${buf.join('\n')}\n`); buf = []; size = 0; any = true; }
+        }
+        if (buf.length > 0) { writeSync(fd, `${buf.join('\n')}\n`); any = true; }
+      } finally {
+        closeSync(fd);
+      }
+      if (!any) return;
+      const r = await run(prefix, nft, ['-f', file], { timeoutMs: 120_000 });
+      if (r.code !== 0) throw new CommandError(firstLines(r.stderr) || `nft exited with ${r.code ?? r.signal}`, r);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
    * Our table's handle and structure (chains, rules, set definitions) from one terse ruleset listing.
    * nft 1.0.6 loads every set element for `list tables` and for `-t list table` (1.2–2.7 s and 170 MB
    * of nft memory each at 100k leases, measured), but not for `-t list ruleset` (≈ 5 ms at any size).
@@ -147,14 +182,15 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
   /** structure (+ optional fill) in one batch; recreates the table when our old definitions conflict
    *  (or when asked: something foreign was added to our table) */
-  async function build(fill: readonly string[], recreate = false): Promise<void> {
+  async function build(fill: () => Iterable<string>, recreate = false): Promise<void> {
     const ext = renderExternalAddresses(T, externals);
+    function* all(head: readonly string[]): Generator<string> { yield* head; yield* ext; yield* fill(); }
     try {
       if (recreate) throw new Error('recreate requested');
-      await script([...renderInit(ruleset), ...ext, ...fill]);
+      await scriptLines(all(renderInit(ruleset)));
     } catch (err) {
       if (!recreate) log.warn({ err: errText(err) }, 'nft table definitions conflict; recreating the table');
-      await script([...renderRecreate(ruleset), ...ext, ...fill]);
+      await scriptLines(all(renderRecreate(ruleset)));
     }
     const t = await readTable();
     handle = t.handle;
@@ -176,7 +212,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   async function rebuild(reason: string, recreate = false): Promise<void> {
     model.pruneExpired(clock());
     bulkGen++;
-    await build(renderFill(T, model, clock()), recreate);
+    const now = clock();
+    await build(() => renderFillLines(T, model, now), recreate);
     suspect = false;
     lastError = null;
     lastDrift = model.size;
@@ -213,9 +250,9 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       const soon = m.deadline !== null && m.deadline - now < 2000;
       for (const el of fwdElements(m.entry, null)) { expected.set(elemId(el.set, el.key), el.data); if (soon) fading.add(elemId(el.set, el.key)); }
     }
-    for (const [id, holders] of model.live) {
+    for (const [id, holders] of model.live()) {
       expected.set(id, null);
-      if ([...holders].every((k) => { const d = model.get(k)?.deadline; return d !== null && d !== undefined && d - now < 2000; })) fading.add(id);
+      if (holders.every((k) => { const d = model.get(k)?.deadline; return d !== null && d !== undefined && d - now < 2000; })) fading.add(id);
     }
     const seen = new Set<string>();
     let stale = 0;
@@ -235,7 +272,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     driver: 'nftables',
 
     init: () => serial(async () => {
-      await build([]);
+      await build(() => []);
       initialised = true;
       log.info({ handle, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, transport: useInteractive ? 'nft -i' : 'nft -f' }, 'nft table ready');
     }),
@@ -243,8 +280,9 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     apply: (batch: DataplaneBatch) => serial(async () => {
       if (batch.add.length === 0 && batch.remove.length === 0) return;
       const now = clock();
-      // pruning walks the whole model: at most once a second, not per tick (planBatch ignores expired entries itself)
-      if (now - lastPrune > 1000) { model.pruneExpired(now); lastPrune = now; }
+      // pruning walks the whole model (1–15 ms at 100k entries), so only once a minute here: planBatch ignores
+      // expired entries itself and count() prunes before it counts
+      if (now - lastPrune > 60_000) { model.pruneExpired(now); lastPrune = now; }
       const t0 = performance.now();
       let plan;
       try {
@@ -329,7 +367,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       const now = clock();
       model.pruneExpired(now);
       const t0 = performance.now();
-      const plan = planReset(ruleset, entries, now);
+      const plan = planResetModel(entries, now);
       if (plan.duplicates.length > 0) log.warn({ keys: plan.duplicates.slice(0, 10), count: plan.duplicates.length }, 'reset: duplicate keys, last one kept');
       // drift as far as we can tell without listing: what we believed vs what the table says
       let drift = 0;
@@ -339,16 +377,16 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         if (!old || entryKey(old.entry) !== k || old.entry.internalAddress !== m.entry.internalAddress || old.entry.internalPort !== m.entry.internalPort) drift++;
       }
       try {
-        await script([...plan.commands, ...renderExternalAddresses(T, externals)]);
+        const ext = renderExternalAddresses(T, externals);
+        await scriptLines((function* () { yield* renderInit(ruleset); yield* renderFillLines(T, plan.model, now); yield* ext; })());
       } catch (err) {
         opts.metrics?.dataplaneErrors.inc();
         lastError = errText(err);
         log.error({ err: lastError }, 'nft reset failed');
         throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables reset failed: ${lastError}`);
       }
-      model.clear();
+      model = plan.model;
       bulkGen++;
-      for (const [k, m] of plan.model.entries) model.set(k, m);
       const t = await readTable();
       handle = t.handle;
       // the baseline stays the one taken when we built the table: a reset re-asserts our rules but does not
@@ -515,7 +553,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     suspect = false;
     if (d.missing === 0 && d.stale === 0) { lastError = null; return { ...d, repaired: false }; }
     bulkGen++;
-    await script(renderFill(T, model, clock()));
+    const now = clock();
+    await scriptLines(renderFillLines(T, model, now));
     lastError = null;
     lastDrift = d.missing + d.stale;
     lastReconcileAt = Date.now();
