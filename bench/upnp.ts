@@ -1,8 +1,12 @@
 // UPnP front-end throughput on loopback: AddPortMapping and DeletePortMapping at concurrency 1 and 8,
 // over keep-alive HTTP (node http.Agent keepAlive) and one connection per request, through the real
-// lease table (memory dataplane unless one is passed in), next to the ceiling of a trivial HTTP echo
-// server measured with the same load generator. The generator runs in a worker thread (its own core).
-//   node --import tsx bench/upnp.ts [--count 2000] [--preload 0]
+// lease table (memory dataplane unless one is passed in), next to the front-end alone (a stub lease
+// table) and the ceiling of a trivial HTTP echo server, all measured with the same load generator.
+// The generator runs in a worker thread (its own core). Columns besides rate and latency: loopMs =
+// portd's main thread busy per request (event-loop utilisation, includes time descheduled in syscalls),
+// perTick = requests per writer tick (group commit), batchMs = mean dataplane batch time.
+//   node --import tsx bench/upnp.ts [--count 2000] [--preload 0] [--subscribe]   (--subscribe: one GENA subscriber)
+// In the lab with the nftables driver (root): node --import tsx test/lab/upnp-bench.ts [count] [preload]
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +15,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { performance as perfHooks } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { validateConfig } from '../src/config/index.js';
 import type { Config } from '../src/config/types.js';
 import { createMemoryDataplane } from '../src/dataplane/memory.js';
@@ -170,6 +174,10 @@ export interface UpnpBenchOptions {
    * phase's tail does not slow the next and the tail shows in the table (settleMs)
    */
   readonly settle?: () => Promise<number>;
+  /** portd's logger (default silent): e.g. info to a file, to see what the log lines cost */
+  readonly log?: Logger;
+  /** one GENA subscriber on WANIPConnection (as many clients do right after discovery); counts its NOTIFYs */
+  readonly subscribe?: boolean;
 }
 
 export async function run(opts: UpnpBenchOptions = {}) {
@@ -181,7 +189,7 @@ export async function run(opts: UpnpBenchOptions = {}) {
   const policy = createPolicy(policyConfig);
   const clock = createSystemClock();
   const metrics = createMetrics();
-  const log = pino({ level: 'silent' });
+  const log = opts.log ?? pino({ level: 'silent' });
   const table = createLeaseTable({ database: { path: join(dir, 'bench.sqlite') }, dataplane, policy, clock, log, metrics, externalAddress: '203.0.113.1' });
   const config: Config = { ...validateConfig({ upnp: { httpPort: 0, ssdp: false } }, 'bench'), policy: policyConfig };
   const server = createUpnpServer({
@@ -192,21 +200,40 @@ export async function run(opts: UpnpBenchOptions = {}) {
   });
   const phases: Phase[] = [];
   let preloadMs = 0;
+  let preloaded = 0;
+  let callback: http.Server | null = null;
+  let notifies = 0;
   try {
     await dataplane.init();
     const preloadStarted = performance.now();
+    // every udp port first, then tcp ports above the ones the phases use (2000 .. 2000 + 4 * count)
+    const UDP_PORTS = 65535 - 1024 + 1;
+    const tcpFrom = 2000 + 4 * count;
+    if (preload > UDP_PORTS + (65535 - tcpFrom + 1)) throw new Error(`a preload of ${preload} does not fit on one external address beside ${4 * count} measured ports`);
     for (let i = 0; i < preload;) {
-      const batch: Promise<unknown>[] = [];
+      const batch: Promise<{ ok: boolean }>[] = [];
       for (let j = 0; j < 64 && i < preload; j++, i++) {
         const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-        batch.push(table.request({ source: 'upnp', identity: 'external', protocol: 'udp', owner: host, internalAddress: host, internalPort: 1024 + (i % 60000), externalPort: 1024 + (i % 64000), allowOtherPort: true, lifetime: 3600 }));
+        const [protocol, port] = i < UDP_PORTS ? ['udp' as const, 1024 + i] : ['tcp' as const, tcpFrom + i - UDP_PORTS];
+        batch.push(table.request({ source: 'upnp', identity: 'external', protocol, owner: host, internalAddress: host, internalPort: port, externalPort: port, allowOtherPort: false, lifetime: 3600 }));
       }
-      await Promise.all(batch);
+      for (const r of await Promise.all(batch)) if (r.ok) preloaded++;
     }
     preloadMs = Math.round(performance.now() - preloadStarted);
     await server.listen();
     const url = server.descriptionUrls()[0]!.v2.replace('/igd2/desc.xml', '/igd2/ctl/IPConn');
-    // distinct external ports per phase (tcp; the preload is udp)
+    if (opts.subscribe) {
+      callback = http.createServer((req, res) => { req.resume(); req.on('end', () => { notifies++; res.end(); }); });
+      await new Promise<void>((r) => callback!.listen(0, '127.0.0.1', r));
+      const cb = `http://127.0.0.1:${(callback.address() as AddressInfo).port}/`;
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request(url.replace('/ctl/', '/evt/'), { method: 'SUBSCRIBE', headers: { callback: `<${cb}>`, nt: 'upnp:event', timeout: 'Second-1800' } }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+        req.on('error', reject);
+        req.end();
+      });
+      if (status !== 200) throw new Error(`SUBSCRIBE answered ${status}`);
+    }
+    // distinct external ports per phase (tcp, below the preload's tcp ports)
     let base = 2000;
     /** one phase, with what portd's main thread and its writer did meanwhile */
     const measured = async (phase: string, template: string, c: number, keepAlive: boolean): Promise<Phase> => {
@@ -237,13 +264,14 @@ export async function run(opts: UpnpBenchOptions = {}) {
     }
   } finally {
     await server.close();
+    if (callback) { callback.closeAllConnections(); await new Promise<void>((r) => callback!.close(() => r())); }
     await table.close();
     if (!opts.dataplane) await dataplane.close();
     rmSync(dir, { recursive: true, force: true });
   }
   const frontend = opts.noEcho ? [] : await frontendCeiling(count);
   const echo = opts.noEcho ? [] : await echoCeiling(count);
-  return { name: 'upnp', driver: dataplane.driver, count, preload, preloadMs, cpus: os.cpus().length, phases, frontend, echo };
+  return { name: 'upnp', driver: dataplane.driver, count, preload, preloaded, preloadMs, subscriber: opts.subscribe ? { notifies } : null, cpus: os.cpus().length, phases, frontend, echo };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
@@ -251,7 +279,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? Number(process.argv[i + 1]) : undefined;
   };
-  const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0 });
+  const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0, subscribe: process.argv.includes('--subscribe') });
   console.log(JSON.stringify(res, null, 2));
-  printTable(`UPnP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[]);
+  printTable(`UPnP on loopback, ${res.driver} dataplane, ${res.preloaded} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[]);
 }

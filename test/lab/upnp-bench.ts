@@ -3,7 +3,10 @@
  * AddPortMapping and DeletePortMapping at concurrency 1 and 8, keep-alive and one connection per
  * request, optionally with `preload` leases held by other clients, next to an HTTP echo ceiling.
  * Root only.   node --import tsx test/lab/upnp-bench.ts [count=2000] [preload=0]
- * UPNP_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" passes node flags to the gateway process.
+ * UPNP_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" passes node flags to the gateway process;
+ * LAB_CONNTRACK_PATH=/bin/true measures without ending flows (a diagnostic: what conntrack costs);
+ * LAB_LOG=info gives portd an info logger on stderr (redirect it: 2>file) to see what the log lines cost;
+ * UPNP_BENCH_SUBSCRIBE=1 adds one GENA subscriber (mapping-change events during the phases).
  * Prints the JSON result and a table; the lab is always torn down.
  */
 import { spawn } from 'node:child_process';
@@ -36,7 +39,9 @@ export async function runLabBench(): Promise<unknown> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const res = await runLabBench() as { phases: Record<string, unknown>[]; echo: Record<string, unknown>[]; driver: string; preload: number; cpus: number; preloadMs?: number };
+  const res = await runLabBench() as { phases: Record<string, unknown>[]; echo: Record<string, unknown>[]; driver: string; preload: number; preloaded?: number; cpus: number; preloadMs?: number };
   console.log(JSON.stringify(res, null, 2));
-  printTable(`UPnP in the lab, ${res.driver} dataplane, ${res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
+  const sub = (res as { subscriber?: { notifies: number } | null }).subscriber;
+  if (sub) console.log(`GENA subscriber received ${sub.notifies} NOTIFYs`);
+  printTable(`UPnP in the lab, ${res.driver} dataplane, ${res.preloaded ?? res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
 }

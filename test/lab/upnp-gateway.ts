@@ -28,7 +28,11 @@ const policyConfig: Config['policy'] = {
   lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
 };
 const config: Config = { ...validateConfig({ interfaces: { wan: 'wan0', lan: ['br0'] }, upnp: { httpPort: 5000, ssdp: true } }, 'lab'), policy: policyConfig };
-const dataplane = createNftablesDataplane({ table: 'portd', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900] }, log });
+// LAB_CONNTRACK_PATH=/bin/true: a diagnostic run without ending flows (what conntrack costs the benchmark)
+const dataplane = createNftablesDataplane({
+  table: 'portd', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900] }, log,
+  ...(process.env['LAB_CONNTRACK_PATH'] ? { conntrackPath: process.env['LAB_CONNTRACK_PATH'] } : {}),
+});
 await dataplane.init();
 await dataplane.setExternalAddresses(['203.0.113.1']);
 
@@ -52,7 +56,7 @@ async function settle(): Promise<number> {
 if (process.argv[2] === 'bench') {
   const { run } = await import('../../bench/upnp.js');
   try {
-    const res = await run({ dataplane, count: Number(process.argv[3] ?? 2000), preload: Number(process.argv[4] ?? 0), settle });
+    const res = await run({ dataplane, count: Number(process.argv[3] ?? 2000), preload: Number(process.argv[4] ?? 0), settle, subscribe: process.env['UPNP_BENCH_SUBSCRIBE'] === '1', ...(process.env['LAB_LOG'] ? { log } : {}) });
     process.stdout.write(`${JSON.stringify(res)}\n`);
   } finally {
     await dataplane.destroy();

@@ -170,7 +170,9 @@ export function createActionHandler(deps: ActionDeps) {
       lifetime, description, actor: `upnp:${call.client}`,
     });
     if (!res.ok) return refusal(res, v2, any ? 'addAny' : 'add');
-    log.info({ client: call.client, action: call.action, protocol, externalPort: res.lease.externalPort, internal: `${internal}:${intPort}`, lifetime: res.lifetime, requested: lifetime, created: res.created, leaseId: res.lease.id }, res.created ? 'upnp mapping granted' : 'upnp mapping renewed');
+    // the lease table logs the decision at info (`lease granted`, with actor upnp:<client>); this line adds
+    // the UPnP side (action, requested vs granted lifetime) for debugging, like PCP's `request answered`
+    log.debug({ client: call.client, action: call.action, protocol, externalPort: res.lease.externalPort, internal: `${internal}:${intPort}`, lifetime: res.lifetime, requested: lifetime, created: res.created, leaseId: res.lease.id }, res.created ? 'upnp mapping granted' : 'upnp mapping renewed');
     return any ? ok([['NewReservedPort', res.lease.externalPort]]) : ok();
   }
 
@@ -187,7 +189,7 @@ export function createActionHandler(deps: ActionDeps) {
       return fail(UpnpErrorCode.ACTION_FAILED, res.detail);
     }
     if (res.lease === null) return fail(UpnpErrorCode.NO_SUCH_ENTRY_IN_ARRAY, 'no such mapping');
-    log.info({ client: call.client, protocol: l.protocol, externalPort: l.externalPort, leaseId: l.id }, 'upnp mapping released');
+    log.debug({ client: call.client, protocol: l.protocol, externalPort: l.externalPort, leaseId: l.id }, 'upnp mapping released');
     return ok();
   }
 

@@ -52,7 +52,14 @@ export interface UpnpServerOptions {
     readonly maxDelayMs?: number;
     readonly random?: () => number;
   };
-  readonly gena?: { readonly notifyTimeoutMs?: number; readonly coalesceMs?: number; readonly defaultTimeout?: number };
+  readonly gena?: {
+    readonly notifyTimeoutMs?: number; readonly coalesceMs?: number; readonly defaultTimeout?: number;
+    /**
+     * least time between two mapping-change events (default 1000 ms): each one counts the visible
+     * leases in the table, ≈ 17 ms at 100,000 leases, so under churn they must not follow every tick
+     */
+    readonly minIntervalMs?: number;
+  };
   /** WAN counters; default: /sys/class/net/<interfaces.wan>/statistics */
   readonly wanStats?: () => WanStats | Promise<WanStats>;
   readonly connectionStatus?: () => 'Connected' | 'Disconnected';
@@ -182,6 +189,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const ipConnPaths = [...devices.events.entries()].filter(([, e]) => e.service.type === ServiceType.WAN_IP_CONNECTION);
   let last = { entries: -1, ext: '', status: '' };
   let coalesceTimer: NodeJS.Timeout | null = null;
+  let lastMappingEvent = -Infinity;
   function publish(mappingsChanged: boolean) {
     const cur = { entries: actions.numberOfEntries(), ext: leases.externalAddress(), status: connectionStatus() };
     const changed: [string, string | number][] = [];
@@ -196,7 +204,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   function schedulePublish() {
     // nobody listening: nothing to compute (the count is read again when someone subscribes)
     if (coalesceTimer || gena.count() === 0) { if (!coalesceTimer) last = { entries: -1, ext: '', status: '' }; return; }
-    coalesceTimer = setTimeout(() => { coalesceTimer = null; publish(true); }, opts.gena?.coalesceMs ?? 50);
+    const wait = Math.max(opts.gena?.coalesceMs ?? 50, lastMappingEvent + (opts.gena?.minIntervalMs ?? 1000) - realNow());
+    coalesceTimer = setTimeout(() => { coalesceTimer = null; lastMappingEvent = realNow(); publish(true); }, wait);
     coalesceTimer.unref();
   }
   let unsubscribeLeases: (() => void) | null = null;
