@@ -274,3 +274,40 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   };
   return lab;
 }
+
+export interface LabProcess {
+  readonly child: ChildProcessWithoutNullStreams;
+  /** closes its stdin (the gateway scripts exit on that), then SIGKILL after 5 s */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a TypeScript script (through tsx) inside a namespace and waits for the `"ready":true` line
+ * it prints on stdout; rejects with its stderr when it exits or stays silent for `timeoutMs`.
+ * The gateway scripts (test/lab/*-gateway.ts) run this way.
+ */
+export async function startLabProcess(ns: string, script: string, args: readonly string[] = [],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<LabProcess> {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', script, ...args],
+    { cwd: root, stdio: 'pipe', env: { ...process.env, ...opts.env } });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); if (process.env['LAB_LOG']) process.stderr.write(d); });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${script} did not start: ${stderr}`)); }, opts.timeoutMs ?? 30_000);
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('"ready":true')) { clearTimeout(t); resolve(); } });
+    child.once('exit', (code) => { clearTimeout(t); reject(new Error(`${script} exited ${code}: ${stderr}`)); });
+  });
+  return {
+    child,
+    async stop() {
+      child.removeAllListeners('exit');
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.stdin.end();
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      child.kill('SIGKILL');
+    },
+  };
+}

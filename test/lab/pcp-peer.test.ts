@@ -11,7 +11,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +21,7 @@ import {
   type PcpResponse,
 } from '../../protocols/pcp/index.js';
 import { parseConntrackLine, type FlowInfo } from '../../src/frontends/pcp/conntrack.js';
-import { ADDR, createLab, hasTool, labSkip, type Agent, type Lab } from './harness.js';
+import { ADDR, createLab, hasTool, labSkip, startLabProcess, type Agent, type Lab, type LabProcess } from './harness.js';
 
 const skip = labSkip('pcp-peer') || (hasTool('conntrack') ? false : 'conntrack (conntrack-tools) not installed');
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -50,7 +49,7 @@ table ip labnat {
 
 describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 120_000 }, () => {
   let lab: Lab;
-  let gw: ChildProcessWithoutNullStreams | null = null;
+  let gw: LabProcess | null = null;
   let hostA: Agent, wan: Agent;
   let dir: string;
   let flowSock = 0;
@@ -92,27 +91,14 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
     const nat = await lab.nft(LABNAT);
     assert.equal(nat.code, 0, nat.stderr);
     dir = mkdtempSync(join(tmpdir(), 'portd-lab-pcp-peer-'));
-    gw = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, '--import', 'tsx', join(HERE, 'pcp-gateway.ts'), dir], {
-      stdio: 'pipe', cwd: join(HERE, '..', '..'), env: { ...process.env, LAB_PCP_PEER: '1', LAB_PCP_KEEP_MS: String(KEEP_MS) },
-    });
-    let err = '';
-    gw.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`gateway did not start: ${err}`)), 20_000);
-      gw!.stdout.on('data', (d: Buffer) => { if (d.toString().includes('"ready":true')) { clearTimeout(t); resolve(); } });
-      gw!.on('exit', (code) => { clearTimeout(t); reject(new Error(`gateway exited ${code}: ${err}`)); });
-    });
+    gw = await startLabProcess(lab.gw, join(HERE, 'pcp-gateway.ts'), [dir], { env: { LAB_PCP_PEER: '1', LAB_PCP_KEEP_MS: String(KEEP_MS) } });
     hostA = await lab.agent(lab.lanA, 'hostA');
     wan = await lab.agent(lab.wan, 'wan');
     assert.ok((await wan.listen('udp', REMOTE_PORT)).ok);
   });
 
   after(async () => {
-    if (gw) {
-      gw.stdin.end();
-      await new Promise((r) => { const t = setTimeout(r, 5000); gw!.once('exit', () => { clearTimeout(t); r(null); }); });
-      gw.kill('SIGKILL');
-    }
+    await gw?.stop();
     await lab?.teardown();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });

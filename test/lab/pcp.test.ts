@@ -5,12 +5,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADDR, createLab, hasTool, labSkip, type Agent, type Lab } from './harness.js';
+import { ADDR, createLab, hasTool, labSkip, startLabProcess, type Agent, type Lab, type LabProcess } from './harness.js';
 
 const skip = labSkip('pcp') || (hasTool('natpmpc') ? false : 'natpmpc not installed');
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -18,31 +17,20 @@ const FAIL_MS = 700;
 
 describe('PCP/NAT-PMP through the nftables gateway', { skip, timeout: 120_000 }, () => {
   let lab: Lab;
-  let gw: ChildProcessWithoutNullStreams | null = null;
+  let gw: LabProcess | null = null;
   let hostA: Agent, wan: Agent;
   let dir: string;
 
   before(async () => {
     lab = await createLab();
     dir = mkdtempSync(join(tmpdir(), 'portd-lab-pcp-'));
-    gw = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, '--import', 'tsx', join(HERE, 'pcp-gateway.ts'), dir], { stdio: 'pipe', cwd: join(HERE, '..', '..') });
-    let err = '';
-    gw.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`gateway did not start: ${err}`)), 20_000);
-      gw!.stdout.on('data', (d: Buffer) => { if (d.toString().includes('"ready":true')) { clearTimeout(t); resolve(); } });
-      gw!.on('exit', (code) => { clearTimeout(t); reject(new Error(`gateway exited ${code}: ${err}`)); });
-    });
+    gw = await startLabProcess(lab.gw, join(HERE, 'pcp-gateway.ts'), [dir]);
     hostA = await lab.agent(lab.lanA, 'hostA');
     wan = await lab.agent(lab.wan, 'wan');
   });
 
   after(async () => {
-    if (gw) {
-      gw.stdin.end();
-      await new Promise((r) => { const t = setTimeout(r, 5000); gw!.once('exit', () => { clearTimeout(t); r(null); }); });
-      gw.kill('SIGKILL');
-    }
+    await gw?.stop();
     await lab?.teardown();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
