@@ -39,5 +39,5 @@ export async function runLabBench(): Promise<unknown> {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const res = await runLabBench() as { phases: Record<string, unknown>[]; echo: Record<string, unknown>[]; driver: string; preload: number; cpus: number };
   console.log(JSON.stringify(res, null, 2));
-  printTable(`PCP in the lab, ${res.driver} dataplane, ${res.preload} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
+  printTable(`PCP in the lab, ${res.driver} dataplane, ${(res as { preloaded?: number }).preloaded ?? res.preload} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
 }
