@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { test } from 'node:test';
+import { generateUuids } from '../../src/frontends/upnp/index.js';
 import { startUpnp } from './upnp-helpers.js';
 
 async function udp(address = '127.0.0.1') {
@@ -85,4 +86,22 @@ test('M-SEARCH answers, NOTIFY alive on start and byebye on close, outsiders ign
   assert.ok(await notifies.until(() => notifies.inbox.length >= 20));
   assert.ok(notifies.inbox.every((m) => header(m.text, 'NTS') === 'ssdp:byebye'));
   await Promise.all([notifies.close(), client.close(), outsider.close()]);
+});
+
+test('CONFIGID.UPNP.ORG follows the descriptions: the same for the same configuration, another when the friendly name changes', async () => {
+  const uuids = generateUuids();
+  const configIdOf = async (friendlyName: string) => {
+    const h = await startUpnp({ upnp: { friendlyName }, extra: { uuids } });
+    try {
+      const xml = await (await fetch(h.descV2)).text();
+      const m = /<root xmlns="urn:schemas-upnp-org:device-1-0" configId="(\d+)">/.exec(xml);
+      assert.ok(m, xml.slice(0, 200));
+      assert.match(xml, new RegExp(`<friendlyName>${friendlyName}</friendlyName>`));
+      return Number(m[1]);
+    } finally { await h.close(); }
+  };
+  const a = await configIdOf('Gateway A');
+  assert.ok(a >= 0 && a <= 16777215);
+  assert.equal(await configIdOf('Gateway A'), a);
+  assert.notEqual(await configIdOf('Gateway B'), a);
 });

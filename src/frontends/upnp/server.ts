@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -146,14 +147,17 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const startedAt = now();
   const interfaces = opts.listen.addresses.map(parseListen);
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
-  const configId = opts.configId ?? 1;
   const serverHeader = `${os.type()}/${os.release()} UPnP/1.1 ${SERVER_PRODUCT}`;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
-  const devices = buildDeviceSet(opts.uuids, {
+  const descriptionInfo = {
     friendlyName: config.upnp.friendlyName, manufacturer: config.upnp.manufacturer, modelName: config.upnp.modelName,
     modelDescription: 'portd Internet Gateway Device', modelNumber: '0.1', manufacturerURL: 'https://github.com/', modelURL: 'https://github.com/',
     serialNumber: opts.uuids.v2.igd.slice(0, 8), presentationURL: opts.presentationUrl,
-  }, configId);
+  };
+  // CONFIGID.UPNP.ORG changes exactly when the descriptions do (UDA 2.0 §1.1.2: control points may cache
+  // them by it): a 24-bit digest of what goes into them, this build's product string included
+  const configId = opts.configId ?? createHash('sha256').update(JSON.stringify([descriptionInfo, opts.uuids, SERVER_PRODUCT])).digest().readUIntBE(0, 3);
+  const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId);
 
   const actions = createActionHandler({
     config, leases, log, now, startedAt, connectionStatus,
