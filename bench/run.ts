@@ -3,11 +3,16 @@
 // skipped with a line when not root. Pass names to run a subset: `npm run bench -- leases pcp`.
 import { spawnSync } from 'node:child_process';
 
-const all = [
+const all: { name: string; file: string; root: boolean; args?: string[] }[] = [
   { name: 'leases', file: 'bench/leases.ts', root: false },
   { name: 'pcp', file: 'bench/pcp.ts', root: false },
   { name: 'upnp', file: 'bench/upnp.ts', root: false },
   { name: 'dataplane', file: 'bench/dataplane.ts', root: true },
+  // the PCP and UPnP benches in a namespace lab with the nftables driver, with 0 and 100k leases held
+  { name: 'lab-pcp', file: 'test/lab/pcp-bench.ts', root: true, args: ['2000', '0'] },
+  { name: 'lab-pcp-100k', file: 'test/lab/pcp-bench.ts', root: true, args: ['2000', '100000'] },
+  { name: 'lab-upnp', file: 'test/lab/upnp-bench.ts', root: true, args: ['2000', '0'] },
+  { name: 'lab-upnp-100k', file: 'test/lab/upnp-bench.ts', root: true, args: ['2000', '100000'] },
   // 1k vs 100k leases, nftables and memory drivers, expiry burst; writes docs/benchmarks.md (section scale)
   { name: 'scale', file: 'bench/scale.ts', root: true },
 ];
@@ -16,7 +21,7 @@ let failed = false;
 for (const b of all.filter((x) => only.length === 0 || only.includes(x.name))) {
   if (b.root && process.getuid?.() !== 0) { console.error(`bench: skipping ${b.name} (needs root for a network namespace)`); continue; }
   console.error(`\n=== bench ${b.name} ===`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--expose-gc', b.file], { stdio: 'inherit', timeout: 20 * 60_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--expose-gc', b.file, ...(b.args ?? [])], { stdio: 'inherit', timeout: 20 * 60_000 });
   if (r.status !== 0) { console.error(`bench: ${b.name} failed (${r.status ?? r.signal})`); failed = true; }
 }
 process.exit(failed ? 1 : 0);
