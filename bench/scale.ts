@@ -8,6 +8,7 @@
  *   - start-up: portd start → 'dataplane reconciled on start' (the log line's ms), and spawn → ready
  *   - RSS (VmRSS) after start, kernel elements
  *   - PCP MAP create latency p50/p99 at concurrency 1 and 32, and renew at 1 (fresh tcp ports)
+ *   - a restart (SIGTERM, start again) with the kernel holding every element: reconcile ms, drift, ready
  * and with the large size, an expiry burst: 10,000 of the leases due within the same second, while a
  * client keeps sending PCP MAP requests (concurrency 1, 2 ms apart): its p50/p99/max before and during
  * the burst, how long the burst took (first to last 'lease expired' log line), and the kernel after it.
@@ -16,8 +17,9 @@
  *                                    [--burst 10000] [--count 2000] [--burst-after 90] [--conntrack-path /bin/true]
  *                                    [--keep-logs] [--no-doc] [--json out.json]
  *                                    [--log-level debug] [--large-only] [--portd-node-args '--cpu-prof --cpu-prof-dir=/tmp/x']
+ *                                    [--no-restart]
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -48,6 +50,8 @@ const NODE_ARGS = argS('portd-node-args', '').split(' ').filter(Boolean);
 const LOG_LEVEL = argS('log-level', 'info');
 /** skip the small size (diagnostic runs of the burst only) */
 const LARGE_ONLY = process.argv.includes('--large-only');
+/** skip the restart measurement (portd stopped and started again with the kernel holding the elements) */
+const NO_RESTART = process.argv.includes('--no-restart');
 const STEM = 'pdscl';
 const say = (s: string) => process.stderr.write(`scale: ${s}\n`);
 const r1 = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
@@ -102,6 +106,8 @@ interface SizeResult {
   rssMiB: number | null; rssWithChildrenMiB: number | null; kernelElements: number | null;
   heap: { heapUsedMiB: number | null; heapTotalMiB: number | null; externalMiB: number | null };
   phases: Phase[];
+  /** a second start with the kernel holding the elements (null: --no-restart) */
+  restart: { reconcileMs: number | null; drift: number | null; active: number | null; readyMs: number; rssMiB: number | null } | null;
   burst?: {
     leases: number; dueAt: string; expiredLogged: number; firstExpiredMs: number | null; lastExpiredMs: number | null;
     before: { n: number; p50ms: number | null; p99ms: number | null; maxms: number | null };
@@ -127,6 +133,7 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
     await new Promise((r) => setTimeout(r, 2000));
     const rss = d.rss();
     const heap = await portdMemory(lab);
+    const first = { reconcileMs: d.reconcile?.ms ?? null, activeAtStart: d.reconcile?.active ?? null, readyMs: d.readyMs };
     const kernelElements = driver === 'nftables' ? await d.kernelMappings() : null;
     g = await Loadgen.start(lab);
     const hosts = lab.hosts.slice(0, 32);
@@ -136,10 +143,27 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
     phases.push(phase('PCP MAP create', 1, await pcp(2000, COUNT, 1, 3600)));
     phases.push(phase('PCP MAP create', 32, await pcp(2000 + COUNT, COUNT, 32, 3600)));
     phases.push(phase('PCP MAP renew', 1, await pcp(2000, COUNT, 1, 7200)));
+    // a restart (SIGTERM, start again): the kernel still holds every element, so the reconcile on start
+    // should not list them (the driver counts the live-port sets instead) and finds no drift
+    let restart: SizeResult['restart'] = null;
+    if (!NO_RESTART) {
+      g.stop();
+      g = null;
+      await d.stop();
+      // startPortd appends to portd.log and waits for its ready line: the first run's log moves aside
+      renameSync(d.logFile, join(dir, 'portd-first.log'));
+      d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
+      const rl = logLines(d.logFile).find((l) => l['msg'] === 'dataplane reconciled on start');
+      restart = { reconcileMs: rl ? Number(rl['ms']) : null, drift: rl ? Number(rl['drift']) : null, active: rl ? Number(rl['active']) : null, readyMs: d.readyMs, rssMiB: null };
+      await new Promise((r) => setTimeout(r, 2000));
+      restart.rssMiB = r1((d.rss().self ?? NaN) / 1024);
+      say(`${driver} ${leases}: restart ${JSON.stringify(restart)}`);
+      g = await Loadgen.start(lab);
+    }
     const out: SizeResult = {
       driver, leases, preloadMs,
-      startup: { reconcileMs: d.reconcile?.ms ?? null, activeAtStart: d.reconcile?.active ?? null, readyMs: d.readyMs },
-      rssMiB: r1((rss.self ?? NaN) / 1024), rssWithChildrenMiB: r1((rss.withChildren ?? NaN) / 1024), heap, kernelElements, phases,
+      startup: first,
+      rssMiB: r1((rss.self ?? NaN) / 1024), rssWithChildrenMiB: r1((rss.withChildren ?? NaN) / 1024), heap, kernelElements, phases, restart,
     };
     if (burstAt !== null) {
       const lead = burstAt - Date.now() - 3000;
@@ -211,6 +235,10 @@ async function main(): Promise<void> {
     const add = (metric: string, a: number | null | undefined, b: number | null | undefined, note = '') => rows.push({ driver, metric, [`${SMALL} leases`]: a ?? '—', [`${LARGE} leases`]: b ?? '—', [`${LARGE / 1000}k ÷ ${SMALL / 1000}k`]: ratio(b, a), note });
     add('start: reconcile ms (log line)', s.startup.reconcileMs, l.startup.reconcileMs, "'dataplane reconciled on start'");
     add('start: spawn → ready ms', s.startup.readyMs, l.startup.readyMs, 'node start, config, database, reconcile, front-ends, admin');
+    if (s.restart && l.restart) {
+      add('restart: reconcile ms (kernel holds the elements)', s.restart.reconcileMs, l.restart.reconcileMs, `drift ${s.restart.drift} / ${l.restart.drift}; ${s.restart.active} / ${l.restart.active} active`);
+      add('restart: spawn → ready ms', s.restart.readyMs, l.restart.readyMs, `RSS after: ${s.restart.rssMiB} / ${l.restart.rssMiB} MiB`);
+    }
     add('RSS MiB', s.rssMiB, l.rssMiB, `with children (nft -i): ${s.rssWithChildrenMiB} / ${l.rssWithChildrenMiB}`);
     add('V8 heap used MiB (portd metrics)', s.heap.heapUsedMiB, l.heap.heapUsedMiB, `heap total: ${s.heap.heapTotalMiB} / ${l.heap.heapTotalMiB}; external: ${s.heap.externalMiB} / ${l.heap.externalMiB}`);
     if (driver === 'nftables') add('kernel map elements after start', s.kernelElements, l.kernelElements);

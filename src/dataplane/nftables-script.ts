@@ -58,25 +58,26 @@ export interface ModelEntry {
 /** the driver's view of the kernel, indexed so a tick costs O(batch), not O(table) */
 export class NftModel {
   readonly entries = new Map<string, ModelEntry>();
-  /** live element id (`set/key`) -> the entry key holding it, or a Set when several do (peer-filtered
-   *  leases on one port): one Set per lease was ≈ 15 MB at 100k leases, almost all with one holder */
-  private readonly liveHolders = new Map<string, string | Set<string>>();
+  /** live element -> the entry key holding it, or a Set when several do (peer-filtered leases on one
+   *  port): one Set per lease was ≈ 15 MB at 100k leases, almost all with one holder. Single-port live
+   *  elements are keyed by a number (a `live_tcp/8080` string per lease was three heap objects) */
+  private readonly liveHolders = new Map<number | string, string | Set<string>>();
   get size(): number { return this.entries.size; }
   get(k: string): ModelEntry | undefined { return this.entries.get(k); }
-  hasLive(id: string): boolean { return this.liveHolders.has(id); }
+  hasLive(id: string): boolean { return this.liveHolders.has(liveSlot(id)); }
   /** entry keys holding a live element */
   holders(id: string): readonly string[] {
-    const h = this.liveHolders.get(id);
+    const h = this.liveHolders.get(liveSlot(id));
     return h === undefined ? [] : typeof h === 'string' ? [h] : [...h];
   }
   /** every live element id with its holders */
   *live(): Generator<[string, readonly string[]]> {
-    for (const [id, h] of this.liveHolders) yield [id, typeof h === 'string' ? [h] : [...h]];
+    for (const [slot, h] of this.liveHolders) yield [slotId(slot), typeof h === 'string' ? [h] : [...h]];
   }
   set(k: string, m: ModelEntry): void {
     this.delete(k);
     this.entries.set(k, m);
-    const id = liveId(liveOf(m.entry));
+    const id = entrySlot(m.entry);
     const h = this.liveHolders.get(id);
     if (h === undefined) this.liveHolders.set(id, k);
     else if (typeof h === 'string') { if (h !== k) this.liveHolders.set(id, new Set([h, k])); }
@@ -86,7 +87,7 @@ export class NftModel {
     const m = this.entries.get(k);
     if (!m) return;
     this.entries.delete(k);
-    const id = liveId(liveOf(m.entry));
+    const id = entrySlot(m.entry);
     const h = this.liveHolders.get(id);
     if (h === undefined) return;
     if (typeof h === 'string') { if (h === k) this.liveHolders.delete(id); return; }
@@ -105,6 +106,19 @@ export class NftModel {
     for (const [k, m] of this.entries) if (m.deadline !== null && m.deadline <= now) { this.delete(k); n++; }
     return n;
   }
+}
+
+/** the live-holder map's key for a live element: a number for a single port (tcp 0-65535, udp 65536-131071), else its id */
+function entrySlot(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd'>): number | string {
+  return e.externalPortEnd === e.externalPort ? (e.protocol === 'udp' ? 65536 : 0) + e.externalPort : liveId(liveOf(e));
+}
+function liveSlot(id: string): number | string {
+  if (id.startsWith('live_tcp/')) { const p = Number(id.slice(9)); if (Number.isInteger(p)) return p; }
+  if (id.startsWith('live_udp/')) { const p = Number(id.slice(9)); if (Number.isInteger(p)) return 65536 + p; }
+  return id;
+}
+function slotId(slot: number | string): string {
+  return typeof slot === 'string' ? slot : slot >= 65536 ? `live_udp/${slot - 65536}` : `live_tcp/${slot}`;
 }
 
 export interface ModelChanges {
@@ -186,7 +200,9 @@ function remainingSeconds(deadline: number | null, now: number): number | null {
 }
 
 function deadlineOf(e: DataplaneEntry, now: number): number | null {
-  return e.timeoutSeconds === null ? null : now + Math.ceil(e.timeoutSeconds) * 1000;
+  // whole ms (the kernel's timeout starts at `now` or later, so this is never past it): a small integer is
+  // stored in the entry itself, a fractional one is a heap number per lease
+  return e.timeoutSeconds === null ? null : Math.floor(now) + Math.ceil(e.timeoutSeconds) * 1000;
 }
 
 function elemText(el: NftElement): string {
@@ -460,6 +476,74 @@ function exprText(v: unknown): string {
   return scalar(v);
 }
 
+/** seconds in an nft duration (`1d59m59s988ms`, `59m`, `2h`) */
+export function durationSeconds(text: string): number {
+  let total = 0;
+  for (const m of text.matchAll(/(\d+)(ms|d|h|m|s)/g)) {
+    const n = Number(m[1]);
+    total += m[2] === 'ms' ? n / 1000 : m[2] === 'd' ? n * 86400 : m[2] === 'h' ? n * 3600 : m[2] === 'm' ? n * 60 : n;
+  }
+  return total;
+}
+
+/**
+ * The elements of one set or map from plain-text `nft list set|map inet T <name>`, read as the output
+ * arrives (push() each chunk, end() at the close). The same elements as parseTableJson, without holding
+ * the whole listing or a JSON tree of it: at 100k leases that JSON was 18 MB parsed in one go, 0.3–0.5 s
+ * of blocked event loop and ≈ 150 MB of garbage. Elements are `key [timeout T] [expires E] [: data]`,
+ * comma-separated inside `elements = { ... }` (none of our keys or data holds a comma or a brace).
+ */
+export class ListedElements {
+  private tail = '';
+  private started = false;
+  private finished = false;
+  constructor(private readonly set: ElementSet, private readonly onElement: (el: KernelElement) => void) {}
+
+  push(chunk: string): void {
+    if (this.finished) return;
+    let text = this.tail + chunk;
+    if (!this.started) {
+      const at = text.indexOf('elements = {');
+      if (at < 0) { this.tail = text.slice(-16); return; }
+      text = text.slice(at + 12);
+      this.started = true;
+    }
+    const close = text.indexOf('}');
+    const stop = close < 0 ? text.length : close;
+    let from = 0;
+    for (let comma = text.indexOf(','); comma >= 0 && comma < stop; comma = text.indexOf(',', from)) {
+      this.element(text.slice(from, comma));
+      from = comma + 1;
+    }
+    if (close >= 0) {
+      this.element(text.slice(from, close));
+      this.finished = true;
+      this.tail = '';
+    } else {
+      this.tail = text.slice(from);
+    }
+  }
+
+  /** whether the listing was whole: its element list closed, or it had none (an empty set lists no `elements`) */
+  end(): boolean {
+    return this.finished || !this.started;
+  }
+
+  private element(raw: string): void {
+    const s = raw.trim();
+    if (s === '') return;
+    const colon = s.indexOf(' : ');
+    const left = colon < 0 ? s : s.slice(0, colon);
+    const t = left.indexOf(' timeout ');
+    const e = left.indexOf(' expires ');
+    const keyEnd = t >= 0 ? t : e >= 0 ? e : left.length;
+    let expires: number | null = null;
+    if (e >= 0) expires = durationSeconds(left.slice(e + 9));
+    else if (t >= 0) expires = durationSeconds(left.slice(t + 9));
+    this.onElement({ set: this.set, key: left.slice(0, keyEnd), data: colon < 0 ? null : s.slice(colon + 3), expires });
+  }
+}
+
 /** parses `nft -j list table inet T` into our elements; unknown sets are ignored */
 export function parseTableJson(json: string, table: string): KernelTable | null {
   const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
@@ -512,6 +596,14 @@ export function parseTablesJson(json: string, table: string): number | null {
     if (t && t.family === 'inet' && t.name === table) return t.handle;
   }
   return null;
+}
+
+/** how many elements `nft -j list set|map ...` shows (0 for a set without elements) */
+export function countSetElements(json: string): number {
+  const doc = JSON.parse(json) as { nftables?: Record<string, { elem?: unknown[] } | undefined>[] };
+  let n = 0;
+  for (const item of doc.nftables ?? []) n += (item['set'] ?? item['map'])?.elem?.length ?? 0;
+  return n;
 }
 
 /** renders commands for `nft -f -` (one transaction per file) */

@@ -8,6 +8,7 @@
  * recreated table cheaply (`nft list tables`) and rebuilds; verify() lists and compares everything
  * (≈ 1 s at 100k elements: on suspicion only).
  */
+import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,11 +18,11 @@ import { ErrorCode, PortdError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
 import {
-  NftModel, asFile, asLine, fwdElements, liveOf, parseTableJson, parseTablesJson, planBatch, planResetModel,
+  FWD_SETS, LIVE_SETS, ListedElements, NftModel, asFile, asLine, countSetElements, fwdElements, liveOf, parseTableJson, parseTablesJson, planBatch, planResetModel,
   renderExternalAddresses, renderFillLines, renderInit, renderRecreate, tableOnly, validateRulesetOptions,
   type KernelElement, type RulesetOptions,
 } from './nftables-script.js';
-import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
+import { CommandError, NftInteractive, argvFor, firstLines, nftScript, run } from './nftables-runner.js';
 import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
 import { parseActivity, renderTouch, renderTriggers, triggerSetName, type TriggerKernelRule } from './nftables-triggers.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
@@ -69,6 +70,12 @@ export interface NftablesDataplane extends Dataplane {
   check(): Promise<CheckResult>;
   /** expensive full compare of kernel and model; repairs drift (one batch) */
   verify(): Promise<VerifyResult>;
+  /**
+   * How many leases the kernel holds as far as a cheap count tells: the elements of the live-port sets
+   * (one per lease; peer-filtered leases on one port share one), 0 when the table is missing. For the
+   * lease table's reconcile on start, which lists every element only when this differs from its rows.
+   */
+  kernelCount(): Promise<number>;
   /** verify(), but only when due: it takes at most 1 % of the time (every period on a home router,
    *  every few minutes at 100k leases); null when skipped */
   audit(): Promise<VerifyResult | null>;
@@ -450,32 +457,38 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
     verify: () => serial(verifyNow),
 
+    // the live-port sets list fast (≈ 0.25 s per 50k elements as JSON in nft 1.0.6, both big ones side by
+    // side; as text 0.3–0.4 s each), the forwarding maps slowly (2–3 s and 170–460 MB of nft memory at 100k
+    // leases): so a start where the kernel kept every element costs no full listing
+    kernelCount: () => serial(async () => {
+      const counts = await Promise.all(LIVE_SETS.map(async (set) => {
+        const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, set], { timeoutMs: 60_000 });
+        if (r.code === 0) return countSetElements(r.stdout);
+        if (/No such file or directory/.test(r.stderr)) return 0;
+        throw new CommandError(firstLines(r.stderr) || `nft list set ${set} failed`, r);
+      }));
+      return counts.reduce((a, b) => a + b, 0);
+    }),
+
     // The listing (1–3 s of nft at 100k elements) runs beside the ticks, not in the serial chain: in it, it
     // stalled every request for its whole length. Elements the ticks write meanwhile are left out of the
-    // compare; drift found this way is confirmed (and repaired) by verify() in the chain.
+    // compare; drift found this way is confirmed (and repaired) by verify() in the chain. The listing is
+    // plain text read set by set as it arrives, and the model is walked in slices with the event loop
+    // free between them: as one JSON document it blocked the loop 0.3–0.5 s every few minutes at 100k.
     audit: async () => {
       if (!initialised || auditTouched !== null || !auditDue(clock(), lastAudit)) return null;
       const t0 = clock();
       const gen = bulkGen;
-      auditTouched = new Set();
-      let k: Awaited<ReturnType<typeof kernelElements>>;
-      let touched: Set<string>;
+      const touched = new Set<string>();
+      auditTouched = touched;
+      let d: { missing: number; stale: number };
       try {
-        k = await kernelElements();
+        d = await auditCompare(t0, touched);
       } finally {
-        touched = auditTouched;
         auditTouched = null;
       }
       let v: VerifyResult | null = null;
-      if (k && gen === bulkGen) {
-        // elements whose kernel timeout ends within the listing's time (+ 2 s) may be gone by now, or gone
-        // from the model: left out as well
-        const window = (clock() - t0) / 1000 + 2;
-        for (const el of k.elements) if (el.expires !== null && el.expires <= window) touched.add(elemId(el.set, el.key));
-        model.pruneExpired(clock());
-        const d = diff(k.elements, touched);
-        if (d.missing === 0 && d.stale === 0) v = { ...d, repaired: false };
-      }
+      if (gen === bulkGen && d.missing === 0 && d.stale === 0) v = { ...d, repaired: false };
       v ??= await serial(verifyNow);
       // the budget is the cost of looking, not of a repair (rare, and it must not push the next look out)
       lastAudit = { at: t0, ms: v.repaired ? (lastAudit?.ms ?? 0) : clock() - t0 };
@@ -541,6 +554,72 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       handle = null;
     }),
   };
+
+  /** lets the event loop run (requests, ticks) between slices of a long walk */
+  const breathe = () => new Promise<void>((r) => setImmediate(r));
+
+  /** runs nft, handing its stdout to `onData` as it arrives */
+  function runStreaming(args: readonly string[], onData: (text: string) => void, timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
+    const [cmd, argv] = argvFor(prefix, nft, args);
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let failed = false;
+      const fail = (err: Error) => { if (failed) return; failed = true; clearTimeout(timer); child.kill('SIGKILL'); reject(err); };
+      const timer = setTimeout(() => fail(new CommandError(`nft ${args.join(' ')}: no answer within ${timeoutMs} ms`, null)), timeoutMs);
+      child.stdout.setEncoding('utf8');
+      child.stderr.setEncoding('utf8');
+      child.stdout.on('data', (text: string) => { if (failed) return; try { onData(text); } catch (err) { fail(err as Error); } });
+      child.stderr.on('data', (text: string) => { if (stderr.length < 4096) stderr += text; });
+      child.on('error', (err) => fail(new CommandError(`cannot start nft: ${err.message}`, null, err)));
+      child.on('close', (code) => { if (failed) return; clearTimeout(timer); resolve({ code, stderr }); });
+    });
+  }
+
+  /**
+   * The audit's compare: what the model expects (walked in slices), then each element set listed as text
+   * and checked as it arrives. Mismatches on elements the ticks touched meanwhile (`touched` grows while
+   * this runs) do not count, nor elements whose kernel timeout ends within the time this has taken + 2 s.
+   */
+  async function auditCompare(t0: number, touched: ReadonlySet<string>): Promise<{ missing: number; stale: number }> {
+    model.pruneExpired(clock());
+    const now = clock();
+    const expected = new Map<string, string | null>();
+    // elements whose kernel timeout ends within 2 s may be gone already: not missing when absent
+    const fading = new Set<string>();
+    let n = 0;
+    for (const m of model.entries.values()) {
+      const soon = m.deadline !== null && m.deadline - now < 2000;
+      for (const el of fwdElements(m.entry, null)) { const id = elemId(el.set, el.key); expected.set(id, el.data); if (soon) fading.add(id); }
+      if (++n % 1024 === 0) await breathe();
+    }
+    for (const [id, holders] of model.live()) {
+      expected.set(id, null);
+      if (holders.every((k) => { const dl = model.get(k)?.deadline; return dl !== null && dl !== undefined && dl - now < 2000; })) fading.add(id);
+      if (++n % 1024 === 0) await breathe();
+    }
+    const odd: { id: string; stale: boolean }[] = [];
+    for (const set of [...FWD_SETS, ...LIVE_SETS]) {
+      const parser = new ListedElements(set, (el) => {
+        const id = elemId(el.set, el.key);
+        const want = expected.get(id);
+        const known = want !== undefined || expected.has(id);
+        expected.delete(id);
+        if (touched.has(id) || (el.expires !== null && el.expires <= (clock() - t0) / 1000 + 2)) return;
+        if (!known) odd.push({ id, stale: true });
+        else if (want !== el.data) odd.push({ id, stale: false });
+      });
+      const r = await runStreaming(['list', (FWD_SETS as readonly string[]).includes(set) ? 'map' : 'set', 'inet', T, set], (text) => parser.push(text), 120_000);
+      // a set that is gone or a listing cut short: let verify() look at the whole table
+      if (r.code !== 0 || !parser.end()) return { missing: 1, stale: 0 };
+      await breathe();
+    }
+    let missing = 0;
+    let stale = 0;
+    for (const o of odd) if (!touched.has(o.id)) { if (o.stale) stale++; else missing++; }
+    for (const id of expected.keys()) if (!fading.has(id) && !touched.has(id)) missing++;
+    return { missing, stale };
+  }
 
   async function verifyNow(): Promise<VerifyResult> {
     model.pruneExpired(clock());
