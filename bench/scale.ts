@@ -61,7 +61,7 @@ const r1 = (x: number | null | undefined, d = 1) => (x === null || x === undefin
  * into a fresh database with the store's schema. The first `burst` udp leases expire within the
  * second starting at `burstAt` (epoch ms); the rest in two hours.
  */
-function preload(dbPath: string, n: number, burst: number, burstAt: number | null): number {
+async function preload(dbPath: string, n: number, burst: number, burstAt: number | null): Promise<number> {
   const t0 = performance.now();
   const store = openStore({ path: dbPath });
   const now = Date.now();
@@ -84,7 +84,7 @@ function preload(dbPath: string, n: number, burst: number, burstAt: number | nul
   });
   tx();
   store.db.pragma('wal_checkpoint(TRUNCATE)');
-  store.close();
+  await store.close();
   return Math.round(performance.now() - t0);
 }
 
@@ -126,7 +126,7 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
   try {
     const dbPath = join(dir, 'portd.sqlite');
     const burstAt = withBurst ? Date.now() + BURST_AFTER_S * 1000 : null;
-    const preloadMs = preload(dbPath, leases, withBurst ? BURST : 0, burstAt);
+    const preloadMs = await preload(dbPath, leases, withBurst ? BURST : 0, burstAt);
     say(`${driver} ${leases}: ${leases} rows written in ${preloadMs} ms; starting portd`);
     d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
     say(`${driver} ${leases}: ready in ${d.readyMs} ms, reconcile ${d.reconcile?.ms} ms (${d.reconcile?.active} active)`);

@@ -158,9 +158,10 @@ const timer = setInterval(() => {
 parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); } });
 `;
 
-function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() => void) {
+/** starts the checkpointer; returns its stop, which resolves once the worker has closed its connection */
+function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() => Promise<void>) {
   const intervalMs = opts.checkpointIntervalMs ?? 500;
-  if (opts.path === ':memory:' || intervalMs <= 0) return () => {};
+  if (opts.path === ':memory:' || intervalMs <= 0) return async () => {};
   const warn = opts.onWarning ?? (() => {});
   let worker: Worker;
   try {
@@ -170,7 +171,7 @@ function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() =
     });
   } catch (e) {
     warn(`WAL checkpointer not started (${(e as Error).message}); SQLite checkpoints inside commits instead`);
-    return () => {};
+    return async () => {};
   }
   worker.unref();
   db.pragma('wal_autocheckpoint = 0');
@@ -183,8 +184,16 @@ function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() =
     warn(`WAL checkpointer stopped (${why}); SQLite checkpoints inside commits instead`);
   };
   worker.on('error', (e) => fallBack(e.message));
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   worker.on('exit', (code) => fallBack(`exit ${code}`));
-  return () => { stopped = true; worker.postMessage('stop'); };
+  return async () => {
+    stopped = true;
+    worker.postMessage('stop');
+    // bounded: a worker stuck in a checkpoint is terminated (its connection closes with the thread)
+    const t = setTimeout(() => { void worker.terminate(); }, 2000);
+    await exited;
+    clearTimeout(t);
+  };
 }
 
 /** A lock file beside the database so two portd processes never share one table. */
@@ -296,8 +305,9 @@ export function openStore(opts: OpenStoreOptions) {
     },
     meta(key: string): string | null { return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null; },
     setMeta(key: string, value: string) { s.metaSet.run(key, value); },
-    close() {
-      stopCheckpointer();
+    /** the checkpointer's connection closes first, so this one is the last and leaves no -wal/-shm behind */
+    async close(): Promise<void> {
+      await stopCheckpointer();
       if (reader !== db) reader.close();
       db.close();
       unlock();

@@ -805,7 +805,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       closed = true;
       if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
       expiryTimer = null;
-      store.close();
+      await store.close();
     },
   };
   scheduleExpiry();
