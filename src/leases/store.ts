@@ -112,7 +112,7 @@ export interface OpenStoreOptions {
   readonly synchronous?: 'normal' | 'full';
   /**
    * Checkpoint the WAL from a worker thread every this many ms (default 500; 4x as long while the WAL
-   * holds fewer than 256 frames; 0 = SQLite's own automatic checkpoints, run inside whichever commit
+   * was empty at the last look; 0 = SQLite's own automatic checkpoints, run inside whichever commit
    * crosses 1,000 pages, on the event loop).
    */
   readonly checkpointIntervalMs?: number;
@@ -123,11 +123,12 @@ export interface OpenStoreOptions {
 /**
  * The background checkpointer: its own connection in a worker thread copies committed WAL pages into
  * the database file (and fsyncs it) every `intervalMs`, so no writer tick pays for that on the event
- * loop. A PASSIVE checkpoint never waits for or blocks the writer. But the WAL only starts over from
- * its beginning when a writer finds every frame already checkpointed, which a writer that never pauses
- * may never do: past 16 MiB the worker asks for a TRUNCATE checkpoint, which holds the writer back for
- * the moment it takes to copy the last frames, then starts the WAL over at zero bytes (under a
- * saturating writer the file still reaches what half a second of commits writes). Plain CommonJS, evaluated.
+ * loop. A PASSIVE checkpoint never waits for or blocks the writer; the writer starts the WAL over from
+ * its beginning by itself when it finds every frame checkpointed. The file keeps its high-water size,
+ * though: past 16 MiB, and only when the last PASSIVE left nothing to copy, a TRUNCATE takes it back to
+ * zero bytes (a moment's hold on the writer, nothing to copy). Past 64 MiB (a writer that never pauses)
+ * the TRUNCATE happens anyway, and holds the writer while it copies what is left.
+ * A WAL that was empty at the last look waits 4 intervals (a quiet router wakes less). Plain CommonJS, evaluated.
  */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -136,19 +137,21 @@ const Database = require(workerData.driver);
 const db = new Database(workerData.path, { fileMustExist: true });
 db.pragma('synchronous = ' + workerData.synchronous);
 db.pragma('busy_timeout = 1000');
+const MiB = 1024 * 1024;
 const walSize = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
 let lastError = '';
 let last = 0;
-// a WAL of few frames at the last look (a quiet router): the next checkpoint waits 4 intervals (fewer wake-ups
-// and fsyncs for a handful of pages, and fewer turns on a 2-CPU box); a busy writer keeps the full pace
-let quiet = false;
+let idle = false;
+let caughtUp = false;
 const timer = setInterval(() => {
   try {
     const now = Date.now();
-    if (walSize() > 16 * 1024 * 1024) { db.pragma('wal_checkpoint(TRUNCATE)'); last = now; quiet = false; }
-    else if (now - last >= (quiet ? 4 : 1) * workerData.intervalMs) {
+    const size = walSize();
+    if (size > 64 * MiB || (size > 16 * MiB && caughtUp)) { db.pragma('wal_checkpoint(TRUNCATE)'); last = now; idle = false; caughtUp = false; }
+    else if (now - last >= (idle ? 4 : 1) * workerData.intervalMs) {
       const r = db.pragma('wal_checkpoint(PASSIVE)')[0];
-      quiet = !r || r.log < 256;
+      idle = !r || r.log === 0;
+      caughtUp = !!r && r.busy === 0 && r.log === r.checkpointed;
       last = now;
     }
     lastError = '';
