@@ -26,22 +26,31 @@ export interface ConntrackOptions extends CommandPrefix {
   readonly log: Logger;
 }
 
-/** `conntrack -D` argument lists for these entries (pure) */
-export function flowDeleteArgs(entries: readonly DataplaneEntry[]): string[][] {
+/** collects `conntrack -D` argument lists for ports of entries, each distinct one once */
+function deleteArgsCollector(): { add(e: DataplaneEntry, port: number): void; out: string[][] } {
   const out: string[][] = [];
   const seen = new Set<string>();
-  for (const e of entries) {
-    const last = Math.min(e.externalPortEnd, e.externalPort + MAX_FLOW_PORTS_PER_ENTRY - 1);
-    for (let p = e.externalPort; p <= last; p++) {
-      const args = ['-D', '-f', 'ipv4', '-p', e.protocol, '--orig-dst', e.externalAddress, '--orig-port-dst', String(p)];
+  return {
+    out,
+    add(e, port) {
+      const args = ['-D', '-f', 'ipv4', '-p', e.protocol, '--orig-dst', e.externalAddress, '--orig-port-dst', String(port)];
       if (e.remoteAddress !== null) args.push('--orig-src', e.remoteAddress);
       const k = args.join(' ');
-      if (seen.has(k)) continue;
+      if (seen.has(k)) return;
       seen.add(k);
       out.push(args);
-    }
+    },
+  };
+}
+
+/** `conntrack -D` argument lists for these entries (pure) */
+export function flowDeleteArgs(entries: readonly DataplaneEntry[]): string[][] {
+  const c = deleteArgsCollector();
+  for (const e of entries) {
+    const last = Math.min(e.externalPortEnd, e.externalPort + MAX_FLOW_PORTS_PER_ENTRY - 1);
+    for (let p = e.externalPort; p <= last; p++) c.add(e, p);
   }
-  return out;
+  return c.out;
 }
 
 /** a flow from `conntrack -L` output, original direction (the first src/dst/dport of the line) */
@@ -68,22 +77,16 @@ export function flowDeleteArgsFor(entries: readonly DataplaneEntry[], flows: rea
     const list = byPort.get(k);
     if (list) list.push(f); else byPort.set(k, [f]);
   }
-  const out: string[][] = [];
-  const seen = new Set<string>();
-  if (byPort.size === 0) return out;
+  const c = deleteArgsCollector();
+  if (byPort.size === 0) return c.out;
   for (const e of entries) {
     for (let p = e.externalPort; p <= e.externalPortEnd; p++) {
       const here = byPort.get(`${e.protocol}/${e.externalAddress}/${p}`);
       if (!here || (e.remoteAddress !== null && !here.some((f) => f.src === e.remoteAddress))) continue;
-      const args = ['-D', '-f', 'ipv4', '-p', e.protocol, '--orig-dst', e.externalAddress, '--orig-port-dst', String(p)];
-      if (e.remoteAddress !== null) args.push('--orig-src', e.remoteAddress);
-      const k = args.join(' ');
-      if (seen.has(k)) continue;
-      seen.add(k);
-      out.push(args);
+      c.add(e, p);
     }
   }
-  return out;
+  return c.out;
 }
 
 export interface FlowEnder {
