@@ -13,7 +13,7 @@ import { execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStr
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec, must, type ExecResult } from '../../test/lab/harness.js';
+import { exec, JsonLineChannel, must, type ExecResult } from '../../test/lab/harness.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -156,24 +156,10 @@ export interface PcpJob { server: string; port: number; hosts: readonly string[]
 export interface SoapJob { url: string; soapAction: string; template: string; hosts: readonly string[]; firstPort: number; count: number; concurrency: number; keepAlive: boolean; maxMs?: number; samples?: boolean }
 
 export class Loadgen {
-  private seq = 0;
-  private buf = '';
-  private readonly waiting = new Map<number, (r: PhaseStats) => void>();
+  private readonly channel: JsonLineChannel<PhaseStats>;
   private constructor(private readonly child: ChildProcess) {
-    child.stdout!.on('data', (d: Buffer) => {
-      this.buf += d.toString();
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        try {
-          const { id, ...r } = JSON.parse(line) as PhaseStats & { id: number };
-          this.waiting.get(id)?.(r);
-          this.waiting.delete(id);
-        } catch { /* not ours */ }
-      }
-    });
-    child.on('exit', () => { for (const w of this.waiting.values()) w({ error: 'load generator exited' } as PhaseStats); this.waiting.clear(); });
+    this.channel = new JsonLineChannel<PhaseStats>(child, (why) =>
+      ({ error: why === 'exited' ? 'load generator exited' : 'load generator did not answer in time' }) as PhaseStats);
   }
   static async start(lab: BenchLab, ns = lab.lan): Promise<Loadgen> {
     const c = lab.spawnIn(ns, [process.execPath, join(HERE, 'loadgen.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -182,14 +168,7 @@ export class Loadgen {
     if (p.error) throw new Error(`load generator did not start: ${p.error}`);
     return g;
   }
-  call(job: Record<string, unknown>, timeoutMs: number): Promise<PhaseStats> {
-    const id = ++this.seq;
-    return new Promise((resolve) => {
-      const t = setTimeout(() => { this.waiting.delete(id); resolve({ error: 'load generator did not answer in time' } as PhaseStats); }, timeoutMs);
-      this.waiting.set(id, (r) => { clearTimeout(t); resolve(r); });
-      this.child.stdin!.write(JSON.stringify({ id, ...job }) + '\n');
-    });
-  }
+  call(job: Record<string, unknown>, timeoutMs: number): Promise<PhaseStats> { return this.channel.call(job, timeoutMs); }
   pcp(job: PcpJob): Promise<PhaseStats> { return this.call({ op: 'pcp', ...job }, (job.maxMs ?? 120_000) + 15_000); }
   soap(job: SoapJob): Promise<PhaseStats> { return this.call({ op: 'soap', ...job }, (job.maxMs ?? 120_000) + 15_000); }
   stop(): void { try { this.child.stdin!.end(); this.child.kill('SIGKILL'); } catch { /* gone */ } }

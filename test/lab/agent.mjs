@@ -3,17 +3,13 @@
 // Plain JS so it needs no loader inside the namespace. Every wait is bounded by timeoutMs.
 import net from 'node:net';
 import dgram from 'node:dgram';
-import readline from 'node:readline';
+import { serve } from './agent-serve.mjs';
 
 const label = process.argv[2] ?? 'agent';
 const conns = new Map();
 const socks = new Map();
 const servers = [];
 let next = 1;
-
-function reply(id, body) {
-  process.stdout.write(JSON.stringify({ id, ...body }) + '\n');
-}
 
 function echoText(remote, data) {
   return `${label}|${remote}|${data}`;
@@ -131,14 +127,4 @@ const ops = {
   ping: async () => ({ ok: true, label }),
 };
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', async (line) => {
-  let msg;
-  try { msg = JSON.parse(line); } catch { return; }
-  const fn = ops[msg.op];
-  if (!fn) { reply(msg.id, { ok: false, error: `unknown op ${msg.op}` }); return; }
-  try { reply(msg.id, await fn(msg)); } catch (e) { reply(msg.id, { ok: false, error: String(e?.message ?? e) }); }
-});
-// the harness closes stdin to stop us; never outlive it
-rl.on('close', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));
+serve(ops);

@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import readline from 'node:readline';
+import { serve } from './agent-serve.mjs';
 
 const [label = 'churn', self = '0.0.0.0', gw = '192.168.77.1'] = process.argv.slice(2);
 const PCP_PORT = 5351;
@@ -19,8 +19,6 @@ const SERVICE = 'urn:schemas-upnp-org:service:WANIPConnection:1';
 
 const nonces = new Map();
 const events = [];
-
-function reply(id, body) { process.stdout.write(JSON.stringify({ id, ...body }) + '\n'); }
 
 // ---------- PCP ----------
 function v4mapped(a) {
@@ -241,13 +239,4 @@ const ops = {
   notifications: async () => ({ ok: true, got: notifications.splice(0) }),
 };
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', async (line) => {
-  let msg;
-  try { msg = JSON.parse(line); } catch { return; }
-  const fn = ops[msg.op];
-  if (!fn) { reply(msg.id, { ok: false, error: `unknown op ${msg.op}` }); return; }
-  try { reply(msg.id, await fn(msg)); } catch (e) { reply(msg.id, { ok: false, error: String(e?.message ?? e) }); }
-});
-rl.on('close', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));
+serve(ops);

@@ -8,7 +8,7 @@
  *
  * Names are short and unique per process: pd<pid><n><role>. Traffic stays inside these namespaces.
  */
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -124,38 +124,54 @@ export async function must(ns: string | null, argv: readonly string[], opts: { i
 
 export interface AgentReply { readonly ok: boolean; readonly error?: string; readonly reply?: string; readonly conn?: number; readonly sock?: number; readonly port?: number; readonly label?: string }
 
-export class Agent {
+/**
+ * Requests to a child that answers JSON lines tagged with the request's id (the lab agents,
+ * bench/compare's load generator): each call resolves with its answer, or with `failure(...)` when the
+ * child stays silent past the timeout or goes away.
+ */
+export class JsonLineChannel<R> {
   private seq = 0;
   private buf = '';
-  private readonly waiting = new Map<number, (r: AgentReply) => void>();
-  constructor(readonly ns: string, readonly label: string, private readonly child: ChildProcessWithoutNullStreams) {
-    child.stdout.on('data', (d: Buffer) => {
+  private readonly waiting = new Map<number, (r: R) => void>();
+  constructor(private readonly child: ChildProcess, private readonly failure: (why: 'silent' | 'exited') => R) {
+    child.stdout!.on('data', (d: Buffer) => {
       this.buf += d.toString();
       let i: number;
       while ((i = this.buf.indexOf('\n')) >= 0) {
         const line = this.buf.slice(0, i);
         this.buf = this.buf.slice(i + 1);
         try {
-          const { id, ...msg } = JSON.parse(line) as AgentReply & { id: number };
-          this.waiting.get(id)?.(msg);
+          const { id, ...msg } = JSON.parse(line) as { id: number };
+          this.waiting.get(id)?.(msg as R);
           this.waiting.delete(id);
         } catch { /* not ours */ }
       }
     });
     child.on('close', () => {
-      for (const w of this.waiting.values()) w({ ok: false, error: 'agent exited' });
+      for (const w of this.waiting.values()) w(failure('exited'));
       this.waiting.clear();
     });
   }
 
-  call(op: string, args: Record<string, unknown> = {}): Promise<AgentReply> {
+  call(msg: Record<string, unknown>, timeoutMs: number): Promise<R> {
     const id = ++this.seq;
-    const timeoutMs = (typeof args['timeoutMs'] === 'number' ? args['timeoutMs'] : 2000) + 5000;
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.waiting.delete(id); resolve({ ok: false, error: 'agent did not answer' }); }, timeoutMs);
+      const t = setTimeout(() => { this.waiting.delete(id); resolve(this.failure('silent')); }, timeoutMs);
       this.waiting.set(id, (r) => { clearTimeout(t); resolve(r); });
-      this.child.stdin.write(JSON.stringify({ id, op, ...args }) + '\n');
+      this.child.stdin!.write(JSON.stringify({ id, ...msg }) + '\n');
     });
+  }
+}
+
+export class Agent {
+  private readonly channel: JsonLineChannel<AgentReply>;
+  constructor(readonly ns: string, readonly label: string, private readonly child: ChildProcessWithoutNullStreams) {
+    this.channel = new JsonLineChannel<AgentReply>(child, (why) => ({ ok: false, error: why === 'exited' ? 'agent exited' : 'agent did not answer' }));
+  }
+
+  call(op: string, args: Record<string, unknown> = {}): Promise<AgentReply> {
+    const timeoutMs = (typeof args['timeoutMs'] === 'number' ? args['timeoutMs'] : 2000) + 5000;
+    return this.channel.call({ op, ...args }, timeoutMs);
   }
 
   listen(proto: 'tcp' | 'udp', port: number, host?: string): Promise<AgentReply> { return this.call('listen', { proto, port, host }); }
