@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
+import { ipv4ToInt } from '../policy/ip.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
 import { entryKey } from '../dataplane/types.js';
 import type { Metrics } from '../metrics.js';
@@ -52,21 +53,6 @@ interface Job<R = unknown> {
 
 const unavailable = (detail: string): Refusal => ({ ok: false, reason: 'unavailable', detail });
 
-/** a dotted IPv4 address as a number, or null for anything else */
-function ipv4Number(a: string): number | null {
-  let n = 0, part = 0, digits = 0, dots = 0;
-  for (let i = 0; i < a.length; i++) {
-    const c = a.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || part > 255 || ++dots > 3) return null;
-      n = n * 256 + part; part = 0; digits = 0;
-    } else if (c >= 48 && c <= 57 && digits < 3 && !(digits > 0 && part === 0)) {
-      part = part * 10 + (c - 48); digits++; // no leading zeros: one number per spelling
-    } else return null;
-  }
-  return dots === 3 && digits > 0 && part <= 255 ? n * 256 + part : null;
-}
-
 export type LeaseTable = ReturnType<typeof createLeaseTable>;
 
 export function createLeaseTable(opts: LeaseTableOptions) {
@@ -91,7 +77,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // and ≈ 100 bytes, 100k of them for the collector to trace (IPv6 endpoints keep a string key)
   const byInternal = new Map<number | string, string>();
   const internalKey = (protocol: string, address: string, port: number): number | string => {
-    const ip = ipv4Number(address);
+    const ip = ipv4ToInt(address); // canonical spellings only (no leading zeros): one key per string
     return ip === null ? `${protocol}|${address}|${port}` : (ip * 2 + (protocol === 'udp' ? 1 : 0)) * 65536 + port;
   };
   const INTERNAL_SOURCES = new Set(['pcp', 'natpmp']);
