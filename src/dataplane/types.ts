@@ -54,6 +54,8 @@ export interface Dataplane {
   check?(): Promise<{ ok: boolean; rebuilt: boolean; reason?: string }>;
   /** full compare of every element with what the driver wrote, repairing drift; only when due (bounded share of time), null when skipped */
   audit?(): Promise<{ missing: number; stale: number; repaired: boolean } | null>;
+  /** how many leases the kernel itself holds (not the driver's model), without listing them; drivers without kernel state omit it */
+  kernelCount?(): Promise<number>;
   close(): Promise<void>;
 }
 

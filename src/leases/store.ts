@@ -274,8 +274,6 @@ export function openStore(opts: OpenStoreOptions) {
     byId: db.prepare(`SELECT * FROM leases WHERE id = ?`),
     due: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`),
     nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
-    allActive: db.prepare(`SELECT * FROM leases WHERE state = 'active'`),
-    activeRanges: db.prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port FROM leases WHERE state = 'active'`),
     // only rows written in this run's (wrong) frame move; rows from before a restart were written in the true one
     rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
       WHERE state = 'active' AND updated_at >= @since`),

@@ -616,9 +616,6 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const activeEntryRows = store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
     internal_port, remote_address, expires_at FROM leases WHERE state = 'active'`);
   type EntryRow = Pick<LeaseRow, 'id' | 'protocol' | 'external_address' | 'external_port' | 'external_port_end' | 'internal_address' | 'internal_port' | 'remote_address' | 'expires_at'>;
-  /** a driver that can count the kernel's leases cheaply (nftables); others are listed */
-  type CountingDataplane = Dataplane & { kernelCount(): Promise<number> };
-  const canCount = (d: Dataplane): d is CountingDataplane => typeof (d as Partial<CountingDataplane>).kernelCount === 'function';
   async function reconcile(why: string, full = true): Promise<{ drift: number }> {
     return enqueueExclusive('reconcile', async () => {
       const now = clock.now();
@@ -630,7 +627,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       // the kernel's count is read while the rows are (nft runs beside us: one turn of the loop lets the
       // driver start it before the rows are read): when it equals the entries, no element is listed (a
       // restart where the kernel kept everything), and when it is 0 nothing need be
-      const kernelCount = canCount(dataplane) ? dataplane.kernelCount().catch(() => null) : null;
+      const kernelCount = dataplane.kernelCount ? dataplane.kernelCount().catch(() => null) : null;
       if (kernelCount) await new Promise((r) => setImmediate(r));
       // row by row: only the entries are kept, not 100k row objects and Leases besides them
       const desired: DataplaneEntry[] = [];
