@@ -26,8 +26,12 @@ export class CommandError extends Error {
   }
 }
 
-/** runs a command to completion; rejects only when it cannot be started or times out (check `code`) */
-export function run(prefix: CommandPrefix, tool: string, args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+/**
+ * runs a command to completion; rejects only when it cannot be started, times out, or `onStdout` throws
+ * (check `code`). With `onStdout`, stdout goes to it as text as it arrives and is not kept in the result.
+ */
+export function run(prefix: CommandPrefix, tool: string, args: readonly string[],
+  opts: { input?: string; timeoutMs?: number; onStdout?: (text: string) => void } = {}): Promise<RunResult> {
   const [cmd, argv] = argvFor(prefix, tool, args);
   return new Promise((resolve, reject) => {
     let child: ChildProcessWithoutNullStreams;
@@ -46,7 +50,16 @@ export function run(prefix: CommandPrefix, tool: string, args: readonly string[]
       child.kill('SIGKILL');
       reject(new CommandError(`${tool} ${args.join(' ').slice(0, 80)}: no answer within ${opts.timeoutMs ?? 60000} ms`, null));
     }, opts.timeoutMs ?? 60000);
-    child.stdout.on('data', (d: Buffer) => out.push(d));
+    const onStdout = opts.onStdout;
+    if (onStdout) {
+      child.stdout.setEncoding('utf8'); // chunks never split a character
+      child.stdout.on('data', (text: string) => {
+        if (done) return;
+        try { onStdout(text); } catch (err) { done = true; clearTimeout(timer); child.kill('SIGKILL'); reject(err); }
+      });
+    } else {
+      child.stdout.on('data', (d: Buffer) => out.push(d));
+    }
     child.stderr.on('data', (d: Buffer) => errb.push(d));
     child.on('error', (err) => {
       if (done) return;

@@ -8,7 +8,6 @@
  * recreated table cheaply (`nft list tables`) and rebuilds; verify() lists and compares everything
  * (≈ 1 s at 100k elements: on suspicion only).
  */
-import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +21,7 @@ import {
   renderExternalAddresses, renderFillLines, renderInit, renderRecreate, tableOnly, validateRulesetOptions,
   type KernelElement, type RulesetOptions,
 } from './nftables-script.js';
-import { CommandError, NftInteractive, argvFor, firstLines, nftScript, run } from './nftables-runner.js';
+import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
 import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
 import { parseActivity, renderTouch, renderTriggers, triggerSetName, type TriggerKernelRule } from './nftables-triggers.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
@@ -558,24 +557,6 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   /** lets the event loop run (requests, ticks) between slices of a long walk */
   const breathe = () => new Promise<void>((r) => setImmediate(r));
 
-  /** runs nft, handing its stdout to `onData` as it arrives */
-  function runStreaming(args: readonly string[], onData: (text: string) => void, timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
-    const [cmd, argv] = argvFor(prefix, nft, args);
-    return new Promise((resolve, reject) => {
-      const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      let failed = false;
-      const fail = (err: Error) => { if (failed) return; failed = true; clearTimeout(timer); child.kill('SIGKILL'); reject(err); };
-      const timer = setTimeout(() => fail(new CommandError(`nft ${args.join(' ')}: no answer within ${timeoutMs} ms`, null)), timeoutMs);
-      child.stdout.setEncoding('utf8');
-      child.stderr.setEncoding('utf8');
-      child.stdout.on('data', (text: string) => { if (failed) return; try { onData(text); } catch (err) { fail(err as Error); } });
-      child.stderr.on('data', (text: string) => { if (stderr.length < 4096) stderr += text; });
-      child.on('error', (err) => fail(new CommandError(`cannot start nft: ${err.message}`, null, err)));
-      child.on('close', (code) => { if (failed) return; clearTimeout(timer); resolve({ code, stderr }); });
-    });
-  }
-
   /**
    * The audit's compare: what the model expects (walked in slices), then each element set listed as text
    * and checked as it arrives. Mismatches on elements the ticks touched meanwhile (`touched` grows while
@@ -609,7 +590,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         if (!known) odd.push({ id, stale: true });
         else if (want !== el.data) odd.push({ id, stale: false });
       });
-      const r = await runStreaming(['list', (FWD_SETS as readonly string[]).includes(set) ? 'map' : 'set', 'inet', T, set], (text) => parser.push(text), 120_000);
+      const r = await run(prefix, nft, ['list', (FWD_SETS as readonly string[]).includes(set) ? 'map' : 'set', 'inet', T, set],
+        { timeoutMs: 120_000, onStdout: (text) => parser.push(text) });
       // a set that is gone or a listing cut short: let verify() look at the whole table
       if (r.code !== 0 || !parser.end()) return { missing: 1, stale: 0 };
       await breathe();
