@@ -209,21 +209,32 @@ function elemText(el: NftElement): string {
   return el.data === null ? `${el.key}${timeoutText(el.timeout)}` : `${el.key}${timeoutText(el.timeout)} : ${el.data}`;
 }
 
-/** groups elements per set into `verb element inet T set { a, b }` commands, in a fixed set order */
-function grouped(verb: 'add' | 'delete', table: string, els: readonly NftElement[]): string[] {
+/** one `add`/`delete` of elements of one set: what a tick writes, in order (rendered by stepCommands, or sent over netlink) */
+export interface ElementStep {
+  readonly verb: 'add' | 'delete';
+  readonly set: ElementSet;
+  readonly elements: readonly NftElement[];
+}
+
+/** groups elements per set into steps, in a fixed set order */
+function grouped(verb: 'add' | 'delete', els: readonly NftElement[]): ElementStep[] {
   const order: ElementSet[] = [...FWD_SETS, ...LIVE_SETS];
-  const by = new Map<ElementSet, string[]>();
+  const by = new Map<ElementSet, NftElement[]>();
   for (const el of els) {
-    const list = by.get(el.set) ?? [];
-    list.push(verb === 'add' ? elemText(el) : el.key);
-    by.set(el.set, list);
+    const list = by.get(el.set);
+    if (list) list.push(el); else by.set(el.set, [el]);
   }
-  const out: string[] = [];
+  const out: ElementStep[] = [];
   for (const s of order) {
     const list = by.get(s);
-    if (list && list.length > 0) out.push(`${verb} element inet ${table} ${s} { ${list.join(', ')} }`);
+    if (list && list.length > 0) out.push({ verb, set: s, elements: list });
   }
   return out;
+}
+
+/** the steps as nft commands: `verb element inet T set { a, b }` */
+export function stepCommands(table: string, steps: readonly ElementStep[]): string[] {
+  return steps.map((st) => `${st.verb} element inet ${table} ${st.set} { ${st.elements.map((el) => (st.verb === 'add' ? elemText(el) : el.key)).join(', ')} }`);
 }
 
 function ifset(names: readonly string[]): string {
@@ -301,6 +312,8 @@ export function renderExternalAddresses(table: string, addresses: readonly strin
 
 export interface BatchPlan {
   readonly commands: string[];
+  /** the same writes as element steps (for the netlink transport) */
+  readonly steps: readonly ElementStep[];
   /** to apply to the model once the kernel accepted the commands */
   readonly changes: ModelChanges;
   /** element operations written */
@@ -370,13 +383,14 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
     liveEls.push({ set: lv.set, key: lv.key, data: null, timeout: remainingSeconds(deadline, now) });
   }
   const pre = [...touched.values()];
-  const commands = [
-    ...grouped('add', table, pre),
-    ...grouped('delete', table, pre),
-    ...grouped('add', table, [...newEls, ...liveEls]),
+  const steps = [
+    ...grouped('add', pre),
+    ...grouped('delete', pre),
+    ...grouped('add', [...newEls, ...liveEls]),
   ];
   return {
-    commands,
+    commands: stepCommands(table, steps),
+    steps,
     changes: { delete: [...removed], set: [...added] },
     elements: pre.length * 2 + newEls.length + liveEls.length,
   };

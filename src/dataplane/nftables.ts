@@ -22,6 +22,7 @@ import {
   type KernelElement, type RulesetOptions,
 } from './nftables-script.js';
 import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
+import { netlinkCan, openNfNetlink, type NfNetlink } from './nf-netlink.js';
 import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
 import { parseActivity, renderTouch, renderTriggers, triggerSetName, type TriggerKernelRule } from './nftables-triggers.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
@@ -41,6 +42,9 @@ export interface NftablesDataplaneOptions extends RulesetOptions {
   readonly clock?: () => number;
   /** use a long-lived `nft -i` for ticks (default true); false = `nft -f -` per tick */
   readonly interactive?: boolean;
+  /** write ticks' elements over an in-process nf_tables netlink socket (nf-netlink.ts) when it opens (default true);
+   *  ranges, structure and listings stay with nft */
+  readonly netlink?: boolean;
   /** ticks with more element operations than this go through `nft -f -` (default 20000) */
   readonly interactiveMaxElements?: number;
   /** called when kernel state was lost or changed from outside and the driver rewrote it (PCP resets its epoch) */
@@ -107,6 +111,10 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   const T = opts.table;
   const flows = createFlowEnder({ ...prefix, conntrackPath: opts.conntrackPath ?? 'conntrack', log });
   const interactive = new NftInteractive(prefix, nft);
+  /** the netlink socket for ticks (null: nft only); opened by init() */
+  let netlink: NfNetlink | null = null;
+  /** ticks with more element operations than this go to nft (a netlink batch stays well inside the socket buffers) */
+  const maxNetlink = 2048;
 
   let model = new NftModel();
   let externals: readonly string[] = [];
@@ -280,7 +288,13 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     init: () => serial(async () => {
       await build(() => []);
       initialised = true;
-      log.info({ handle, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, transport: useInteractive ? 'nft -i' : 'nft -f' }, 'nft table ready');
+      if (opts.netlink !== false && netlink === null) {
+        const nl = openNfNetlink({ netns: opts.netns });
+        if (typeof nl === 'string') log.warn({ reason: nl }, 'nf_tables netlink unavailable; ticks go through nft');
+        else netlink = nl;
+      }
+      const transport = netlink ? 'netlink' : useInteractive ? 'nft -i' : 'nft -f';
+      log.info({ handle, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, transport }, 'nft table ready');
     }),
 
     apply: (batch: DataplaneBatch) => serial(async () => {
@@ -306,7 +320,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         }
       }
       try {
-        await applyCommands(plan.commands, plan.elements);
+        if (netlink && plan.elements <= maxNetlink && netlinkCan(plan.steps)) netlink.commit(T, plan.steps);
+        else await applyCommands(plan.commands, plan.elements);
       } catch (err) {
         opts.metrics?.dataplaneErrors.inc();
         lastError = errText(err);
@@ -501,6 +516,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
     close: () => serial(async () => {
       interactive.kill();
+      netlink?.close();
+      netlink = null;
     }),
 
     setTriggers: (rules: readonly TriggerKernelRule[]) => serial(async () => {
@@ -546,6 +563,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
     destroy: () => serial(async () => {
       interactive.kill();
+      netlink?.close();
+      netlink = null;
       await script([`add table inet ${T}`, `delete table inet ${T}`]);
       model.clear();
       bulkGen++;

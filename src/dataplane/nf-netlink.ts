@@ -1,0 +1,417 @@
+/**
+ * nf_tables spoken directly over netlink, in-process: the set-element writes of a writer tick as one
+ * netlink batch (one kernel transaction), without `nft`.
+ *
+ * Why: through `nft -i` a tick costs 0.3–0.4 ms, most of it nft parsing the line and refreshing its
+ * cache with five netlink dumps (every commit bumps the ruleset generation). The same batch sent here
+ * costs 5–20 µs. The kernel processes a batch inside sendmsg(), so every answer is queued when send()
+ * returns: the call is synchronous and the outcome is never guessed.
+ *
+ * Only what ticks write goes this way: elements of the plain maps and sets (fwd4, fwd4_peer,
+ * live_tcp, live_udp). Interval sets (ranges), the structure and the listings stay with nft
+ * (nftables-script.ts, nftables-runner.ts), which also remains the whole transport when this cannot
+ * load (no libc FFI on the platform, no permission).
+ *
+ * The socket syscalls go through koffi (an FFI with prebuilt binaries; Node has no AF_NETLINK socket).
+ * Encoding follows the kernel's uapi (linux/netfilter/nf_tables.h, nfnetlink.h): each field of a
+ * concatenated key is padded to 4 octets, addresses and ports in network order.
+ */
+import { createRequire } from 'node:module';
+import type { ElementSet, ElementStep, NftElement } from './nftables-script.js';
+
+// netlink / nfnetlink / nf_tables constants (uapi)
+const AF_NETLINK = 16;
+const SOCK_RAW = 3;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_NETFILTER = 12;
+const SOL_NETLINK = 270;
+const NETLINK_CAP_ACK = 10;
+const NETLINK_EXT_ACK = 11;
+const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20;
+const MSG_DONTWAIT = 0x40;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+const NLM_F_CREATE = 0x400;
+const NLMSG_ERROR = 0x2;
+const NLMSGERR_ATTR_MSG = 1;
+const NLA_F_NESTED = 0x8000;
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
+const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_NEWSETELEM = 12;
+const NFT_MSG_DELSETELEM = 14;
+const NFPROTO_INET = 1;
+const NFTA_SET_ELEM_LIST_TABLE = 1;
+const NFTA_SET_ELEM_LIST_SET = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
+const NFTA_LIST_ELEM = 1;
+const NFTA_SET_ELEM_KEY = 1;
+const NFTA_SET_ELEM_DATA = 2;
+const NFTA_SET_ELEM_TIMEOUT = 4;
+const NFTA_DATA_VALUE = 1;
+const CLONE_NEWNET = 0x40000000;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+
+/** elements per NEWSETELEM/DELSETELEM message (nft splits likewise); keeps each message far below a page of acks */
+const ELEMENTS_PER_MESSAGE = 256;
+
+/** the sets a netlink batch may touch: fixed-size keys, no intervals */
+const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>(['fwd4', 'fwd4_peer', 'live_tcp', 'live_udp']);
+
+export class NetlinkError extends Error {
+  constructor(message: string, readonly errno: number | null) {
+    super(message);
+    this.name = 'NetlinkError';
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 12: 'ENOMEM', 16: 'EBUSY', 17: 'EEXIST', 22: 'EINVAL', 28: 'ENOSPC', 34: 'ERANGE', 95: 'EOPNOTSUPP', 105: 'ENOBUFS',
+};
+const ERRNO_TEXT: Record<number, string> = {
+  1: 'operation not permitted (portd needs CAP_NET_ADMIN)', 2: 'no such table, set or element', 12: 'out of memory', 16: 'busy',
+  17: 'element exists with other data', 22: 'invalid argument', 28: 'set is full', 34: 'value out of range', 95: 'not supported', 105: 'no buffer space',
+};
+
+function errnoText(errno: number): string {
+  return `${ERRNO_TEXT[errno] ?? `error ${errno}`} (${ERRNO_NAMES[errno] ?? `errno ${errno}`})`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// encoding (pure)
+
+function protoNumber(p: string): number {
+  if (p === 'tcp') return 6;
+  if (p === 'udp') return 17;
+  throw new NetlinkError(`cannot encode protocol ${p}`, null);
+}
+
+function portNumber(p: string): number {
+  const n = Number(p);
+  if (!/^\d{1,5}$/.test(p) || n > 65535) throw new NetlinkError(`cannot encode port ${p}`, null);
+  return n;
+}
+
+function writeIpv4(b: Buffer, off: number, a: string): void {
+  const parts = a.split('.');
+  if (parts.length !== 4) throw new NetlinkError(`cannot encode address ${a}`, null);
+  for (let i = 0; i < 4; i++) {
+    const s = parts[i]!;
+    const v = Number(s);
+    if (!/^\d{1,3}$/.test(s) || v > 255) throw new NetlinkError(`cannot encode address ${a}`, null);
+    b[off + i] = v;
+  }
+}
+
+/** `tcp . 8080` (fwd4), `198.51.100.7 . tcp . 8080` (fwd4_peer), `8080` (live_tcp/live_udp) as the kernel holds the key */
+export function encodeKey(set: ElementSet, key: string): Buffer {
+  const f = key.split(' . ');
+  if (set === 'fwd4' && f.length === 2) {
+    const b = Buffer.alloc(8);
+    b[0] = protoNumber(f[0]!);
+    b.writeUInt16BE(portNumber(f[1]!), 4);
+    return b;
+  }
+  if (set === 'fwd4_peer' && f.length === 3) {
+    const b = Buffer.alloc(12);
+    writeIpv4(b, 0, f[0]!);
+    b[4] = protoNumber(f[1]!);
+    b.writeUInt16BE(portNumber(f[2]!), 8);
+    return b;
+  }
+  if ((set === 'live_tcp' || set === 'live_udp') && f.length === 1) {
+    const b = Buffer.alloc(2);
+    b.writeUInt16BE(portNumber(f[0]!), 0);
+    return b;
+  }
+  throw new NetlinkError(`cannot encode key "${key}" of set ${set}`, null);
+}
+
+/** map data `192.168.77.11 . 80` (fwd4, fwd4_peer) */
+export function encodeData(set: ElementSet, data: string): Buffer {
+  const f = data.split(' . ');
+  if ((set === 'fwd4' || set === 'fwd4_peer') && f.length === 2) {
+    const b = Buffer.alloc(8);
+    writeIpv4(b, 0, f[0]!);
+    b.writeUInt16BE(portNumber(f[1]!), 4);
+    return b;
+  }
+  throw new NetlinkError(`cannot encode data "${data}" of set ${set}`, null);
+}
+
+/** whether a batch of steps can go over netlink (every set is one of the plain ones) */
+export function netlinkCan(steps: readonly ElementStep[]): boolean {
+  return steps.every((s) => NETLINK_SETS.has(s.set));
+}
+
+function attr(type: number, payload: Buffer): Buffer {
+  const len = 4 + payload.length;
+  const b = Buffer.alloc((len + 3) & ~3);
+  b.writeUInt16LE(len, 0);
+  b.writeUInt16LE(type, 2);
+  payload.copy(b, 4);
+  return b;
+}
+
+function nest(type: number, parts: readonly Buffer[]): Buffer {
+  return attr(type | NLA_F_NESTED, Buffer.concat(parts));
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`, 'utf8');
+}
+
+function u64be(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
+}
+
+function message(type: number, flags: number, seq: number, family: number, resId: number, body: readonly Buffer[]): Buffer {
+  const payload = Buffer.concat(body);
+  const h = Buffer.alloc(20);
+  h.writeUInt32LE(20 + payload.length, 0);
+  h.writeUInt16LE(type, 4);
+  h.writeUInt16LE(flags, 6);
+  h.writeUInt32LE(seq >>> 0, 8);
+  h.writeUInt32LE(0, 12); // port id: the kernel
+  h.writeUInt8(family, 16); // nfgenmsg
+  h.writeUInt8(0, 17); // NFNETLINK_V0
+  h.writeUInt16BE(resId, 18);
+  return Buffer.concat([h, payload]);
+}
+
+function elementAttr(set: ElementSet, el: NftElement, verb: 'add' | 'delete'): Buffer {
+  const parts = [nest(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, encodeKey(set, el.key))])];
+  if (verb === 'add') {
+    if (el.timeout !== null) parts.push(attr(NFTA_SET_ELEM_TIMEOUT, u64be(Math.max(1, Math.ceil(el.timeout)) * 1000)));
+    if (el.data !== null) parts.push(nest(NFTA_SET_ELEM_DATA, [attr(NFTA_DATA_VALUE, encodeData(set, el.data))]));
+  }
+  return nest(NFTA_LIST_ELEM, parts);
+}
+
+export interface EncodedBatch {
+  readonly buffer: Buffer;
+  /** sequence numbers of the messages that answer (one ack or error each), with what each carried */
+  readonly acked: ReadonlyMap<number, string>;
+}
+
+/**
+ * One nfnetlink batch: BEGIN, a NEWSETELEM/DELSETELEM per step (split every 256 elements), END.
+ * An add without NLM_F_EXCL is `nft add element`: a no-op when the element is there with the same data,
+ * EEXIST when with other data; a delete of a missing element is ENOENT. Timeouts in whole seconds, as nft writes them.
+ */
+export function encodeBatch(table: string, steps: readonly ElementStep[], firstSeq: number): EncodedBatch {
+  let seq = firstSeq;
+  const msgs: Buffer[] = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES, [])];
+  const acked = new Map<number, string>();
+  for (const step of steps) {
+    if (!NETLINK_SETS.has(step.set)) throw new NetlinkError(`set ${step.set} is not written over netlink`, null);
+    const type = (NFNL_SUBSYS_NFTABLES << 8) | (step.verb === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
+    const flags = NLM_F_REQUEST | NLM_F_ACK | (step.verb === 'add' ? NLM_F_CREATE : 0);
+    for (let i = 0; i < step.elements.length; i += ELEMENTS_PER_MESSAGE) {
+      const chunk = step.elements.slice(i, i + ELEMENTS_PER_MESSAGE);
+      const s = seq++;
+      acked.set(s, `${step.verb} element ${step.set} { ${chunk.map((e) => e.key).join(', ')} }`.slice(0, 200));
+      msgs.push(message(type, flags, s, NFPROTO_INET, 0, [
+        attr(NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
+        attr(NFTA_SET_ELEM_LIST_SET, cstr(step.set)),
+        nest(NFTA_SET_ELEM_LIST_ELEMENTS, chunk.map((el) => elementAttr(step.set, el, step.verb))),
+      ]));
+    }
+  }
+  msgs.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES, []));
+  return { buffer: Buffer.concat(msgs), acked };
+}
+
+export interface NetlinkAnswer {
+  readonly seq: number;
+  /** 0 = ack, else a positive errno */
+  readonly errno: number;
+  /** the kernel's extended ack text, when it gave one */
+  readonly text?: string;
+}
+
+/** the NLMSG_ERROR messages (acks and errors) in one datagram read from the socket */
+export function parseAnswers(buf: Buffer, length: number): NetlinkAnswer[] {
+  const out: NetlinkAnswer[] = [];
+  let off = 0;
+  while (off + 16 <= length) {
+    const len = buf.readUInt32LE(off);
+    if (len < 16 || off + len > length) break;
+    const type = buf.readUInt16LE(off + 4);
+    const flags = buf.readUInt16LE(off + 6);
+    if (type === NLMSG_ERROR && len >= 36) {
+      const err = -buf.readInt32LE(off + 16);
+      const seq = buf.readUInt32LE(off + 20 + 8); // the echoed request header's sequence number
+      let text: string | undefined;
+      // extended ack attributes follow the echoed header (NETLINK_CAP_ACK: header only) when NLM_F_ACK_TLVS (0x200)
+      if (flags & 0x200) {
+        let a = off + 36;
+        while (a + 4 <= off + len) {
+          const alen = buf.readUInt16LE(a);
+          const atype = buf.readUInt16LE(a + 2) & 0x3fff;
+          if (alen < 4) break;
+          if (atype === NLMSGERR_ATTR_MSG) text = buf.toString('utf8', a + 4, a + alen).replace(/\0+$/, '');
+          a += (alen + 3) & ~3;
+        }
+      }
+      out.push(text === undefined ? { seq, errno: err } : { seq, errno: err, text });
+    }
+    off += (len + 3) & ~3;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the socket
+
+interface Libc {
+  socket(domain: number, type: number, protocol: number): number;
+  send(fd: number, buf: Buffer, len: number, flags: number): number;
+  recv(fd: number, buf: Buffer, len: number, flags: number): number;
+  setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
+  open(path: string, flags: number): number;
+  setns(fd: number, nstype: number): number;
+  close(fd: number): number;
+  errno(): number;
+}
+
+let libc: Libc | null | undefined;
+let libcError = '';
+
+function loadLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    const require = createRequire(import.meta.url);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const koffi = require('koffi') as {
+      load(name: string): { func(sig: string): (...args: unknown[]) => unknown };
+      errno(): number;
+    };
+    const lib = koffi.load('libc.so.6');
+    const f = (sig: string) => lib.func(sig) as (...args: unknown[]) => number;
+    const socket = f('int socket(int, int, int)');
+    const send = f('long send(int, const void *, unsigned long, int)');
+    const recv = f('long recv(int, _Out_ void *, unsigned long, int)');
+    const setsockopt = f('int setsockopt(int, int, int, const void *, unsigned int)');
+    const open = f('int open(const char *, int)');
+    const setns = f('int setns(int, int)');
+    const close = f('int close(int)');
+    libc = {
+      socket: (a, b, c) => socket(a, b, c), send: (a, b, c, d) => send(a, b, c, d), recv: (a, b, c, d) => recv(a, b, c, d),
+      setsockopt: (a, b, c, d, e) => setsockopt(a, b, c, d, e), open: (a, b) => open(a, b), setns: (a, b) => setns(a, b),
+      close: (a) => close(a), errno: () => koffi.errno(),
+    };
+  } catch (err) {
+    libcError = err instanceof Error ? err.message : String(err);
+    libc = null;
+  }
+  return libc;
+}
+
+export interface NfNetlink {
+  /** sends the steps as one batch and waits for every answer; throws NetlinkError (the kernel applied nothing) */
+  commit(table: string, steps: readonly ElementStep[]): void;
+  close(): void;
+}
+
+function int32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(n, 0);
+  return b;
+}
+
+/** a socket in `netns` (by name, /run/netns/NAME) or in ours; the calling thread's namespace is restored at once */
+function openSocket(c: Libc, netns: string | undefined): number {
+  if (!netns) return c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  const self = c.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC);
+  if (self < 0) throw new NetlinkError(`cannot open our network namespace: ${errnoText(c.errno())}`, c.errno());
+  const target = c.open(`/run/netns/${netns}`, O_RDONLY | O_CLOEXEC);
+  if (target < 0) { const e = c.errno(); c.close(self); throw new NetlinkError(`cannot open network namespace ${netns}: ${errnoText(e)}`, e); }
+  try {
+    if (c.setns(target, CLONE_NEWNET) !== 0) throw new NetlinkError(`cannot enter network namespace ${netns}: ${errnoText(c.errno())}`, c.errno());
+    const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+    const e = c.errno();
+    if (c.setns(self, CLONE_NEWNET) !== 0) {
+      // the main thread would stay in the lab's namespace: nothing sane can continue
+      throw new Error(`cannot return from network namespace ${netns}: ${errnoText(c.errno())}`);
+    }
+    if (fd < 0) throw new NetlinkError(`cannot open a netlink socket in ${netns}: ${errnoText(e)}`, e);
+    return fd;
+  } finally {
+    c.close(target);
+    c.close(self);
+  }
+}
+
+/**
+ * Opens the nf_tables netlink socket, or returns the reason it cannot (the caller stays on nft).
+ * `netns`: the namespace to open it in (the driver's netns option); the socket stays there.
+ */
+export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetlink | string {
+  const c = loadLibc();
+  if (!c) return `no FFI for netlink sockets (koffi: ${libcError})`;
+  let fd: number;
+  try {
+    fd = openSocket(c, opts.netns);
+  } catch (err) {
+    if (err instanceof NetlinkError) return err.message;
+    throw err;
+  }
+  if (fd < 0) return `cannot open a netlink socket: ${errnoText(c.errno())}`;
+  const one = int32(1);
+  c.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4); // errors echo only the header, not the whole request
+  c.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4); // and carry the kernel's reason as text
+  const tv = Buffer.alloc(16);
+  tv.writeBigInt64LE(1n, 0); // 1 s: the answers are queued before send() returns; this only bounds a kernel gone wrong
+  c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
+  const rbuf = Buffer.alloc(1 << 16);
+  let seq = (Date.now() & 0x3fffffff) >>> 0;
+  let closed = false;
+
+  /** answers left from a batch that failed half-way through reading (should not happen): discarded */
+  function drain(): void {
+    while (c!.recv(fd, rbuf, rbuf.length, MSG_DONTWAIT) > 0) { /* stale */ }
+  }
+
+  return {
+    commit(table: string, steps: readonly ElementStep[]): void {
+      if (closed) throw new NetlinkError('netlink socket closed', null);
+      if (steps.every((s) => s.elements.length === 0)) return;
+      const batch = encodeBatch(table, steps, seq);
+      seq = (seq + batch.acked.size + 2) & 0x3fffffff;
+      drain();
+      const sent = c.send(fd, batch.buffer, batch.buffer.length, 0);
+      if (sent !== batch.buffer.length) {
+        const e = c.errno();
+        throw new NetlinkError(`netlink send failed: ${sent < 0 ? errnoText(e) : `${sent} of ${batch.buffer.length} octets`}`, sent < 0 ? e : null);
+      }
+      const pending = new Set(batch.acked.keys());
+      const errors: string[] = [];
+      let firstErrno: number | null = null;
+      while (pending.size > 0) {
+        const n = c.recv(fd, rbuf, rbuf.length, 0);
+        if (n <= 0) {
+          const e = c.errno();
+          throw new NetlinkError(`netlink: ${pending.size} answer(s) missing: ${n < 0 ? errnoText(e) : 'socket closed'}`, n < 0 ? e : null);
+        }
+        for (const a of parseAnswers(rbuf, n)) {
+          if (!pending.delete(a.seq)) continue;
+          if (a.errno !== 0) {
+            firstErrno ??= a.errno;
+            errors.push(`${batch.acked.get(a.seq)}: ${errnoText(a.errno)}${a.text ? ` — ${a.text}` : ''}`);
+          }
+        }
+      }
+      if (errors.length > 0) throw new NetlinkError(`netlink batch refused: ${errors.join('; ')}`, firstErrno);
+    },
+    close(): void {
+      if (closed) return;
+      closed = true;
+      c.close(fd);
+    },
+  };
+}
