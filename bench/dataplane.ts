@@ -29,7 +29,7 @@ export interface BenchResult {
   readonly name: 'dataplane';
   readonly nft: string;
   readonly kernel: string;
-  readonly transport: { readonly nftF: Stat; readonly nftI: Stat };
+  readonly transport: { readonly nftF: Stat; readonly nftI: Stat; readonly netlink: Stat };
   readonly sizes: SizeResult[];
   readonly ratios: { readonly mapAddFlat: number; readonly mapDelFlat: number; readonly ruleVsMapDelAtLargest: number; readonly ruleVsMapAddAtLargest: number };
 }
@@ -74,20 +74,27 @@ export async function run(opts: { sizes?: number[]; samples?: number; log?: (s: 
     await dp.init();
     await dp.setExternalAddresses(['203.0.113.1']);
 
-    // transport: one element per tick via nft -f (a process per tick) vs the long-lived nft -i
-    const viaF = createNftablesDataplane({ table: 'portdbench', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900] }, log, netns: ns, interactive: false });
+    // transport: one element per tick via nft -f (a process per tick), the long-lived nft -i, and the
+    // in-process netlink socket (the driver's default, `dp`)
+    const base = { table: 'portdbench', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900] }, log, netns: ns } as const;
+    const viaF = createNftablesDataplane({ ...base, interactive: false, netlink: false });
+    const viaI = createNftablesDataplane({ ...base, netlink: false });
     const tf: number[] = [];
     const ti: number[] = [];
+    const tn: number[] = [];
     for (let i = 0; i < samples; i++) {
       const e = mapping(120_000 + i);
       tf.push(await timed(() => viaF.apply({ remove: [], add: [e] })));
       tf.push(await timed(() => viaF.apply({ remove: [e], add: [] })));
-      ti.push(await timed(() => dp.apply({ remove: [], add: [e] })));
-      ti.push(await timed(() => dp.apply({ remove: [e], add: [] })));
+      ti.push(await timed(() => viaI.apply({ remove: [], add: [e] })));
+      ti.push(await timed(() => viaI.apply({ remove: [e], add: [] })));
+      tn.push(await timed(() => dp.apply({ remove: [], add: [e] })));
+      tn.push(await timed(() => dp.apply({ remove: [e], add: [] })));
     }
     await viaF.close();
-    const transport = { nftF: stat(tf), nftI: stat(ti) };
-    say(`transport: nft -f per tick p50 ${transport.nftF.p50} ms, nft -i p50 ${transport.nftI.p50} ms`);
+    await viaI.close();
+    const transport = { nftF: stat(tf), nftI: stat(ti), netlink: stat(tn) };
+    say(`transport: nft -f per tick p50 ${transport.nftF.p50} ms, nft -i p50 ${transport.nftI.p50} ms, netlink p50 ${transport.netlink.p50} ms`);
 
     // scratch table for one-rule-per-mapping
     await nftScript(prefix, 'nft', 'add table ip rulebench\nadd chain ip rulebench pre { type nat hook prerouting priority dstnat; policy accept; }\n');
@@ -162,7 +169,7 @@ export function formatTable(r: BenchResult): string {
     rows.push(`| ${s.size} | ${s.map.add.p50} / ${s.map.add.p99} | ${s.map.del.p50} / ${s.map.del.p99} | ${s.map.batchAdd1000.toFixed(1)} / ${s.map.batchDel1000.toFixed(1)} | ${s.map.load.toFixed(0)} | ${s.rule.add.p50} / ${s.rule.add.p99} | ${s.rule.del.p50} / ${s.rule.del.p99} | ${(s.rule.del.p50 / s.map.del.p50).toFixed(1)}× |`);
   }
   rows.push('');
-  rows.push(`transport, one element per tick: nft -f per tick p50 ${r.transport.nftF.p50} ms · nft -i p50 ${r.transport.nftI.p50} ms`);
+  rows.push(`transport, one element per tick: nft -f per tick p50 ${r.transport.nftF.p50} ms · nft -i p50 ${r.transport.nftI.p50} ms · netlink p50 ${r.transport.netlink.p50} ms`);
   rows.push(`flatness (largest / smallest, p50): add ${r.ratios.mapAddFlat}×, delete ${r.ratios.mapDelFlat}× · rules vs maps at the largest size: delete ${r.ratios.ruleVsMapDelAtLargest}×, add ${r.ratios.ruleVsMapAddAtLargest}×`);
   rows.push(`(${r.nft}, kernel ${r.kernel})`);
   return rows.join('\n');

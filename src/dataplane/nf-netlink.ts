@@ -244,7 +244,7 @@ export function parseAnswers(buf: Buffer, length: number): NetlinkAnswer[] {
     const type = buf.readUInt16LE(off + 4);
     const flags = buf.readUInt16LE(off + 6);
     if (type === NLMSG_ERROR && len >= 36) {
-      const err = -buf.readInt32LE(off + 16);
+      const err = -buf.readInt32LE(off + 16) | 0; // the kernel sends -errno (0: ack)
       const seq = buf.readUInt32LE(off + 20 + 8); // the echoed request header's sequence number
       let text: string | undefined;
       // extended ack attributes follow the echoed header (NETLINK_CAP_ACK: header only) when NLM_F_ACK_TLVS (0x200)

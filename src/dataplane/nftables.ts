@@ -2,8 +2,10 @@
  * The nftables dataplane: leases are elements of maps in one owned table (`table inet <name>`),
  * each with a kernel timeout; see docs/nftables.md for the layout and nftables-script.ts for the text.
  *
- * Ticks go through a long-lived `nft -i` (one line = one transaction, a marker line tells the outcome);
- * big batches (reset, rebuild, > interactiveMaxElements) through `nft -f -`.
+ * Ticks' element writes go over an in-process nf_tables netlink socket (nf-netlink.ts: one batch = one
+ * transaction, every message acknowledged), ≈ 20 µs instead of ≈ 0.35 ms through nft. Ticks that touch a
+ * range set, or when the socket cannot open, go through a long-lived `nft -i` (one line = one transaction,
+ * a marker line tells the outcome); big batches (reset, rebuild, > interactiveMaxElements) through `nft -f`.
  * The driver keeps a model of what it wrote, so count() costs nothing; check() detects a missing or
  * recreated table cheaply (`nft list tables`) and rebuilds; verify() lists and compares everything
  * (≈ 1 s at 100k elements: on suspicion only).
