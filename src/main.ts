@@ -58,7 +58,7 @@ async function createDataplane(config: Config, log: Logger, metrics: Metrics, on
   const { createNftablesDataplane } = await import('./dataplane/nftables.js');
   return createNftablesDataplane({
     table: config.dataplane.table, wan: config.interfaces.wan, lan: [...config.interfaces.lan], hairpin: config.dataplane.hairpin,
-    grace: config.dataplane.grace, nftPath: config.dataplane.nftPath, conntrackPath: config.dataplane.conntrackPath,
+    grace: config.dataplane.grace, nftPath: config.dataplane.nftPath, netlink: config.dataplane.netlink, conntrackPath: config.dataplane.conntrackPath,
     frontendPorts: {
       tcp: [config.upnp.httpPort, ...(adminPort(config) ? [adminPort(config)!] : [])],
       udp: [1900, config.pcp.port],

@@ -19,6 +19,7 @@ export const DEFAULTS = {
     reconcileInterval: 60,
     grace: 5,
     nftPath: 'nft',
+    netlink: true,
     conntrackPath: 'conntrack',
   },
   policy: {

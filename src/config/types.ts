@@ -70,6 +70,8 @@ export interface Config {
     /** seconds added to each kernel element timeout beyond the lease's expiry */
     readonly grace: number;
     readonly nftPath: string;
+    /** write ticks' set elements over an in-process nf_tables netlink socket (false: everything through nft) */
+    readonly netlink: boolean;
     readonly conntrackPath: string;
   };
   readonly policy: PolicyConfig;

@@ -111,7 +111,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // dataplane
   const dpd = DEFAULTS.dataplane;
-  const dp = section(root['dataplane'], 'dataplane', ['driver', 'table', 'hairpin', 'reconcileInterval', 'grace', 'nftPath', 'conntrackPath'], issues);
+  const dp = section(root['dataplane'], 'dataplane', ['driver', 'table', 'hairpin', 'reconcileInterval', 'grace', 'nftPath', 'netlink', 'conntrackPath'], issues);
   const dataplane = {
     driver: oneOf(dp, 'driver', 'dataplane', dpd.driver, ['nftables', 'memory'] as const, issues),
     table: str(dp, 'table', 'dataplane', dpd.table, { pattern: /^[A-Za-z_][A-Za-z0-9_]{0,31}$/, expected: 'must be an nftables table name (letters, digits, _; at most 32; not starting with a digit)' }, issues),
@@ -119,6 +119,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     reconcileInterval: int(dp, 'reconcileInterval', 'dataplane', dpd.reconcileInterval, { min: 0, max: 86400 }, issues),
     grace: int(dp, 'grace', 'dataplane', dpd.grace, { min: 0, max: 3600 }, issues),
     nftPath: str(dp, 'nftPath', 'dataplane', dpd.nftPath, {}, issues),
+    netlink: bool(dp, 'netlink', 'dataplane', dpd.netlink, issues),
     conntrackPath: str(dp, 'conntrackPath', 'dataplane', dpd.conntrackPath, {}, issues),
   };
 

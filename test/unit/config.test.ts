@@ -48,7 +48,7 @@ describe('defaults', () => {
     assert.equal(c.listenAddresses, null);
     assert.equal(c.stateDir, '/var/lib/portd');
     assert.deepEqual(c.database, { path: '/var/lib/portd/portd.sqlite', synchronous: 'normal' });
-    assert.deepEqual(c.dataplane, { driver: 'nftables', table: 'portd', hairpin: true, reconcileInterval: 60, grace: 5, nftPath: 'nft', conntrackPath: 'conntrack' });
+    assert.deepEqual(c.dataplane, { driver: 'nftables', table: 'portd', hairpin: true, reconcileInterval: 60, grace: 5, nftPath: 'nft', netlink: true, conntrackPath: 'conntrack' });
     assert.equal(c.policy.secureMode, true);
     assert.equal(c.policy.maxLeasesPerClient, 128);
     assert.deepEqual(c.policy.reservedPorts, [22, 53, 80, 443]);
