@@ -229,7 +229,7 @@ export function summaryTable(res: { ceiling: Row[]; portd?: DaemonResult; miniup
   }
   add('RSS MiB, idle', mib(res.portd?.rssKiB.idle.self ?? null), mib(res.miniupnpd?.rssKiB.idle.self ?? null), null, `portd: the node process running the compiled build${res.portd?.tsxIdleRssKiB ? `; through tsx (bin/portd.js in a checkout): ${mib(res.portd.tsxIdleRssKiB.self)} MiB` : ''}`);
   add(`RSS MiB with ${PRELOAD} mappings`, mib(res.portd?.rssKiB.atPreload.self ?? null), mib(res.miniupnpd?.rssKiB.atPreload.self ?? null), null, `mappings reached: portd ${pl ?? '—'}, miniupnpd ${ml ?? '—'}`);
-  add(`RSS MiB with ${PRELOAD} mappings, with child processes`, mib(res.portd?.rssKiB.atPreload.withChildren ?? null), mib(res.miniupnpd?.rssKiB.atPreload.withChildren ?? null), null, 'portd keeps one `nft -i`; miniupnpd talks netlink itself');
+  add(`RSS MiB with ${PRELOAD} mappings, with child processes`, mib(res.portd?.rssKiB.atPreload.withChildren ?? null), mib(res.miniupnpd?.rssKiB.atPreload.withChildren ?? null), null, 'portd keeps one `nft -i` (structure, ranges) and writes elements over netlink; miniupnpd talks netlink itself');
   add(`kernel mappings with ${PRELOAD} present`, res.portd?.kernelMappingsAtPreload, res.miniupnpd?.kernelMappingsAtPreload, null, 'portd: map elements; miniupnpd: DNAT rules');
   add(`time to preload ${PRELOAD} by PCP, concurrency ${PRELOAD_C} (s)`, res.portd?.preload.seconds, res.miniupnpd?.preload.seconds, null);
   return out;
