@@ -247,8 +247,9 @@ export function parseAnswers(buf: Buffer, length: number): NetlinkAnswer[] {
       const err = -buf.readInt32LE(off + 16) | 0; // the kernel sends -errno (0: ack)
       const seq = buf.readUInt32LE(off + 20 + 8); // the echoed request header's sequence number
       let text: string | undefined;
-      // extended ack attributes follow the echoed header (NETLINK_CAP_ACK: header only) when NLM_F_ACK_TLVS (0x200)
-      if (flags & 0x200) {
+      // extended ack attributes (NLM_F_ACK_TLVS, 0x200) follow the echoed header only when the echo was capped
+      // to the header (NLM_F_CAPPED, 0x100: NETLINK_CAP_ACK took); otherwise the whole request sits in between
+      if ((flags & 0x300) === 0x300) {
         let a = off + 36;
         while (a + 4 <= off + len) {
           const alen = buf.readUInt16LE(a);

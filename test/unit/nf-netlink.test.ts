@@ -143,6 +143,12 @@ describe('nf-netlink answers', () => {
     ]);
   });
 
+  it('reads the kernel\'s text only when the echo was capped to the header (else the request sits before it)', () => {
+    const b = answer(8, 17, 'element exists');
+    b.writeUInt16LE(0x200, 6); // NLM_F_ACK_TLVS without NLM_F_CAPPED
+    assert.deepEqual(parseAnswers(b, b.length), [{ seq: 8, errno: 17 }]);
+  });
+
   it('never reads past a truncated datagram', () => {
     const buf = Buffer.concat([answer(7, 0), answer(8, 0)]);
     assert.deepEqual(parseAnswers(buf, buf.length - 10).map((a) => a.seq), [7]);
