@@ -5,7 +5,9 @@
  * Why: through `nft -i` a tick costs 0.3–0.4 ms, most of it nft parsing the line and refreshing its
  * cache with five netlink dumps (every commit bumps the ruleset generation). The same batch sent here
  * costs 5–20 µs. The kernel processes a batch inside sendmsg(), so every answer is queued when send()
- * returns: the call is synchronous and the outcome is never guessed.
+ * returns: the answers are read without waiting. An error anywhere in the batch (an element message's, or
+ * one addressed to BEGIN: no permission, a failed commit) means nothing was applied; an answer that cannot
+ * be read means the outcome is unknown, and the caller has the kernel checked.
  *
  * Only what ticks write goes this way: elements of the plain maps and sets (fwd4, fwd4_peer,
  * live_tcp, live_udp). Interval sets (ranges), the structure and the listings stay with nft
@@ -16,6 +18,7 @@
  * Encoding follows the kernel's uapi (linux/netfilter/nf_tables.h, nfnetlink.h): each field of a
  * concatenated key is padded to 4 octets, addresses and ports in network order.
  */
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { ElementSet, ElementStep, NftElement } from './nftables-script.js';
 
@@ -28,7 +31,13 @@ const SOL_NETLINK = 270;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
 const SOL_SOCKET = 1;
-const SO_RCVTIMEO = 20;
+const SO_SNDBUF = 7;
+const SO_SNDBUFFORCE = 32;
+/** the send buffer asked for: a batch longer than the socket's send buffer is refused whole (EMSGSIZE) */
+const WANT_SNDBUF = 1 << 20;
+const EAGAIN = 11;
+const EMSGSIZE = 90;
+const ENOBUFS = 105;
 const MSG_DONTWAIT = 0x40;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
@@ -61,18 +70,24 @@ const ELEMENTS_PER_MESSAGE = 256;
 const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>(['fwd4', 'fwd4_peer', 'live_tcp', 'live_udp']);
 
 export class NetlinkError extends Error {
-  constructor(message: string, readonly errno: number | null) {
+  /**
+   * `refused`: the kernel answered with an error and applied nothing of the batch (or it was never sent);
+   * `unknown`: sent, but not every answer could be read: the kernel may have committed it
+   */
+  constructor(message: string, readonly errno: number | null, readonly outcome: 'refused' | 'unknown' = 'refused') {
     super(message);
     this.name = 'NetlinkError';
   }
 }
 
 const ERRNO_NAMES: Record<number, string> = {
-  1: 'EPERM', 2: 'ENOENT', 12: 'ENOMEM', 16: 'EBUSY', 17: 'EEXIST', 22: 'EINVAL', 28: 'ENOSPC', 34: 'ERANGE', 95: 'EOPNOTSUPP', 105: 'ENOBUFS',
+  1: 'EPERM', 2: 'ENOENT', 4: 'EINTR', 11: 'EAGAIN', 12: 'ENOMEM', 16: 'EBUSY', 17: 'EEXIST', 22: 'EINVAL', 23: 'ENFILE', 34: 'ERANGE',
+  85: 'ERESTART', 90: 'EMSGSIZE', 95: 'EOPNOTSUPP', 105: 'ENOBUFS',
 };
 const ERRNO_TEXT: Record<number, string> = {
-  1: 'operation not permitted (portd needs CAP_NET_ADMIN)', 2: 'no such table, set or element', 12: 'out of memory', 16: 'busy',
-  17: 'element exists with other data', 22: 'invalid argument', 28: 'set is full', 34: 'value out of range', 95: 'not supported', 105: 'no buffer space',
+  1: 'operation not permitted (portd needs CAP_NET_ADMIN)', 2: 'no such table, set or element', 4: 'interrupted', 11: 'try again',
+  12: 'out of memory', 16: 'busy', 17: 'element exists with other data', 22: 'invalid argument', 23: 'set is full', 34: 'value out of range',
+  85: 'interrupted, restart', 90: 'batch longer than the socket buffer', 95: 'not supported', 105: 'no buffer space',
 };
 
 function errnoText(errno: number): string {
@@ -200,8 +215,9 @@ export interface EncodedBatch {
 
 /**
  * One nfnetlink batch: BEGIN, a NEWSETELEM/DELSETELEM per step (split every 256 elements), END.
- * An add without NLM_F_EXCL is `nft add element`: a no-op when the element is there with the same data,
- * EEXIST when with other data; a delete of a missing element is ENOENT. Timeouts in whole seconds, as nft writes them.
+ * An add without NLM_F_EXCL is `nft add element`: EEXIST when the element is there with other data; with
+ * the same data a no-op up to kernel 6.11, and from 6.12 it takes the new timeout. A delete of a missing
+ * element is ENOENT. Timeouts in whole seconds, as nft writes them.
  */
 export function encodeBatch(table: string, steps: readonly ElementStep[], firstSeq: number): EncodedBatch {
   let seq = firstSeq;
@@ -274,6 +290,7 @@ interface Libc {
   send(fd: number, buf: Buffer, len: number, flags: number): number;
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
+  getsockopt(fd: number, level: number, name: number, val: Buffer, len: Buffer): number;
   open(path: string, flags: number): number;
   setns(fd: number, nstype: number): number;
   close(fd: number): number;
@@ -298,12 +315,13 @@ function loadLibc(): Libc | null {
     const send = f('long send(int, const void *, unsigned long, int)');
     const recv = f('long recv(int, _Out_ void *, unsigned long, int)');
     const setsockopt = f('int setsockopt(int, int, int, const void *, unsigned int)');
+    const getsockopt = f('int getsockopt(int, int, int, _Out_ void *, _Inout_ unsigned int *)');
     const open = f('int open(const char *, int)');
     const setns = f('int setns(int, int)');
     const close = f('int close(int)');
     libc = {
       socket: (a, b, c) => socket(a, b, c), send: (a, b, c, d) => send(a, b, c, d), recv: (a, b, c, d) => recv(a, b, c, d),
-      setsockopt: (a, b, c, d, e) => setsockopt(a, b, c, d, e), open: (a, b) => open(a, b), setns: (a, b) => setns(a, b),
+      setsockopt: (a, b, c, d, e) => setsockopt(a, b, c, d, e), getsockopt: (a, b, c, d, e) => getsockopt(a, b, c, d, e), open: (a, b) => open(a, b), setns: (a, b) => setns(a, b),
       close: (a) => close(a), errno: () => koffi.errno(),
     };
   } catch (err) {
@@ -314,8 +332,14 @@ function loadLibc(): Libc | null {
 }
 
 export interface NfNetlink {
-  /** sends the steps as one batch and waits for every answer; throws NetlinkError (the kernel applied nothing) */
-  commit(table: string, steps: readonly ElementStep[]): void;
+  /**
+   * Sends the steps as one batch and reads every answer. true: committed. false: not sent because it is
+   * longer than the socket's send buffer (nothing applied: write it another way). Throws NetlinkError:
+   * `refused` (nothing applied) or `unknown` (the kernel may have committed it).
+   */
+  commit(table: string, steps: readonly ElementStep[]): boolean;
+  /** whether the namespace the socket was opened in is still the one of that name (false: reopen) */
+  current(): boolean;
   close(): void;
 }
 
@@ -323,6 +347,17 @@ function int32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeInt32LE(n, 0);
   return b;
+}
+
+/** device and inode of /run/netns/NAME (null without a namespace, or when it is gone) */
+function netnsIdentity(netns: string | undefined): string | null {
+  if (!netns) return null;
+  try {
+    const st = statSync(`/run/netns/${netns}`);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return 'gone';
+  }
 }
 
 /** a socket in `netns` (by name, /run/netns/NAME) or in ours; the calling thread's namespace is restored at once */
@@ -337,8 +372,10 @@ function openSocket(c: Libc, netns: string | undefined): number {
     const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
     const e = c.errno();
     if (c.setns(self, CLONE_NEWNET) !== 0) {
+      const back = c.errno();
+      if (fd >= 0) c.close(fd);
       // the main thread would stay in the lab's namespace: nothing sane can continue
-      throw new Error(`cannot return from network namespace ${netns}: ${errnoText(c.errno())}`);
+      throw new Error(`cannot return from network namespace ${netns}: ${errnoText(back)}`);
     }
     if (fd < 0) throw new NetlinkError(`cannot open a netlink socket in ${netns}: ${errnoText(e)}`, e);
     return fd;
@@ -363,51 +400,69 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
     throw err;
   }
   if (fd < 0) return `cannot open a netlink socket: ${errnoText(c.errno())}`;
+  const nsId = netnsIdentity(opts.netns);
   const one = int32(1);
   c.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4); // errors echo only the header, not the whole request
   c.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4); // and carry the kernel's reason as text
-  const tv = Buffer.alloc(16);
-  tv.writeBigInt64LE(1n, 0); // 1 s: the answers are queued before send() returns; this only bounds a kernel gone wrong
-  c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
+  // as nft does: room for big batches (FORCE needs CAP_NET_ADMIN, which writing nf_tables needs anyway)
+  if (c.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, int32(WANT_SNDBUF), 4) !== 0) c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int32(WANT_SNDBUF), 4);
+  const got = Buffer.alloc(4);
+  const gotLen = Buffer.alloc(4);
+  gotLen.writeUInt32LE(4, 0);
+  // the kernel reports twice what it keeps for data; netlink_sendmsg refuses a message longer than sk_sndbuf - 32
+  const sendLimit = c.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, got, gotLen) === 0 ? got.readInt32LE(0) - 32 : 212_992 - 32;
   const rbuf = Buffer.alloc(1 << 16);
   let seq = (Date.now() & 0x3fffffff) >>> 0;
   let closed = false;
 
-  /** answers left from a batch that failed half-way through reading (should not happen): discarded */
-  function drain(): void {
-    while (c!.recv(fd, rbuf, rbuf.length, MSG_DONTWAIT) > 0) { /* stale */ }
-  }
-
   return {
-    commit(table: string, steps: readonly ElementStep[]): void {
+    commit(table: string, steps: readonly ElementStep[]): boolean {
       if (closed) throw new NetlinkError('netlink socket closed', null);
-      if (steps.every((s) => s.elements.length === 0)) return;
+      if (steps.every((s) => s.elements.length === 0)) return true;
       const batch = encodeBatch(table, steps, seq);
-      seq = (seq + batch.acked.size + 2) & 0x3fffffff;
-      drain();
+      const first = seq;
+      const last = seq + batch.acked.size + 1; // BEGIN .. END
+      seq = (last + 1) & 0x3fffffff;
+      if (batch.buffer.length > sendLimit) return false;
+      // answers left from an earlier batch whose reading was cut short: not this batch's
+      while (c.recv(fd, rbuf, rbuf.length, MSG_DONTWAIT) > 0) { /* stale */ }
       const sent = c.send(fd, batch.buffer, batch.buffer.length, 0);
       if (sent !== batch.buffer.length) {
-        const e = c.errno();
-        throw new NetlinkError(`netlink send failed: ${sent < 0 ? errnoText(e) : `${sent} of ${batch.buffer.length} octets`}`, sent < 0 ? e : null);
+        const e = sent < 0 ? c.errno() : null;
+        if (e === EMSGSIZE || e === ENOBUFS) return false; // refused before the kernel looked at it
+        throw new NetlinkError(`netlink send failed: ${e !== null ? errnoText(e) : `${sent} of ${batch.buffer.length} octets`}`, e);
       }
-      const pending = new Set(batch.acked.keys());
+      // The kernel handled the batch inside sendmsg(): every answer is queued already, so read without
+      // waiting (as nft does). Every element message is acked; errors of the batch as a whole (no
+      // permission, a failed commit: "acks" may still come for each message then) carry BEGIN's number.
+      const answered = new Set<number>();
       const errors: string[] = [];
       let firstErrno: number | null = null;
-      while (pending.size > 0) {
-        const n = c.recv(fd, rbuf, rbuf.length, 0);
+      for (let reads = 0; reads < 1024; reads++) {
+        const n = c.recv(fd, rbuf, rbuf.length, MSG_DONTWAIT);
         if (n <= 0) {
-          const e = c.errno();
-          throw new NetlinkError(`netlink: ${pending.size} answer(s) missing: ${n < 0 ? errnoText(e) : 'socket closed'}`, n < 0 ? e : null);
+          const e = n < 0 ? c.errno() : null;
+          if (e === EAGAIN) break;
+          throw new NetlinkError(`netlink: reading the answers failed (${e !== null ? errnoText(e) : 'socket closed'}); the batch may have been applied`, e, 'unknown');
         }
         for (const a of parseAnswers(rbuf, n)) {
-          if (!pending.delete(a.seq)) continue;
+          const inBatch = a.seq >= first && a.seq <= last;
+          if (!inBatch) continue;
+          answered.add(a.seq);
           if (a.errno !== 0) {
             firstErrno ??= a.errno;
-            errors.push(`${batch.acked.get(a.seq)}: ${errnoText(a.errno)}${a.text ? ` — ${a.text}` : ''}`);
+            const what = batch.acked.get(a.seq) ?? 'the batch';
+            errors.push(`${what}: ${errnoText(a.errno)}${a.text ? ` — ${a.text}` : ''}`);
           }
         }
       }
       if (errors.length > 0) throw new NetlinkError(`netlink batch refused: ${errors.join('; ')}`, firstErrno);
+      const missing = [...batch.acked.keys()].filter((k) => !answered.has(k)).length;
+      if (missing > 0) throw new NetlinkError(`netlink: ${missing} answer(s) missing; the batch may have been applied`, null, 'unknown');
+      return true;
+    },
+    current(): boolean {
+      return nsId === null || netnsIdentity(opts.netns) === nsId;
     },
     close(): void {
       if (closed) return;

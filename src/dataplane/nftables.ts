@@ -115,8 +115,20 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   const interactive = new NftInteractive(prefix, nft);
   /** the netlink socket for ticks (null: nft only); opened by init() */
   let netlink: NfNetlink | null = null;
-  /** ticks with more element operations than this go to nft (a netlink batch stays well inside the socket buffers) */
-  const maxNetlink = 2048;
+  /** ticks with more element operations than this go to nft (≈ 430 KB encoded: inside the 1 MiB send buffer asked for;
+   *  a batch that does not fit the buffer actually granted goes to nft too) */
+  const maxNetlink = 8192;
+
+  /** (re)opens the netlink socket; with the `netns` option a socket stays in the namespace it was opened in,
+   *  so a namespace deleted and made again (tests, labs) needs a new one */
+  function openNetlink(): void {
+    netlink?.close();
+    netlink = null;
+    if (opts.netlink === false) return;
+    const nl = openNfNetlink({ netns: opts.netns });
+    if (typeof nl === 'string') log.warn({ reason: nl }, 'nf_tables netlink unavailable; ticks go through nft');
+    else netlink = nl;
+  }
 
   let model = new NftModel();
   let externals: readonly string[] = [];
@@ -226,6 +238,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   }
 
   async function rebuild(reason: string, recreate = false): Promise<void> {
+    if (netlink !== null && !netlink.current()) openNetlink();
     model.pruneExpired(clock());
     bulkGen++;
     const now = clock();
@@ -290,11 +303,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     init: () => serial(async () => {
       await build(() => []);
       initialised = true;
-      if (opts.netlink !== false && netlink === null) {
-        const nl = openNfNetlink({ netns: opts.netns });
-        if (typeof nl === 'string') log.warn({ reason: nl }, 'nf_tables netlink unavailable; ticks go through nft');
-        else netlink = nl;
-      }
+      if (netlink === null || !netlink.current()) openNetlink();
       const transport = netlink ? 'netlink' : useInteractive ? 'nft -i' : 'nft -f';
       log.info({ handle, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, transport }, 'nft table ready');
     }),
@@ -322,8 +331,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         }
       }
       try {
-        if (netlink && plan.elements <= maxNetlink && netlinkCan(plan.steps)) netlink.commit(T, plan.steps);
-        else await applyCommands(plan.commands, plan.elements);
+        const viaNetlink = netlink !== null && plan.elements <= maxNetlink && netlinkCan(plan.steps) && netlink.commit(T, plan.steps);
+        if (!viaNetlink) await applyCommands(plan.commands, plan.elements);
       } catch (err) {
         opts.metrics?.dataplaneErrors.inc();
         lastError = errText(err);

@@ -129,6 +129,64 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
     await must(ns, ['nft', 'delete', 'table', 'inet', 'refuse']);
   });
 
+  test('a batch longer than the send buffer is not sent (false: write it another way), and nothing is applied', async () => {
+    await must(ns, ['nft', '-f', '-'], { input: structure('big') });
+    // ≈ 52 octets an element: 3.4 MB, past the 2 MiB send buffer
+    const els = Array.from({ length: 65_000 }, (_, i) => ({ set: 'fwd4_peer' as const, key: `203.0.113.7 . udp . ${i + 1}`, data: '192.168.77.11 . 80', timeout: 60 }));
+    assert.equal(nl.commit('big', [{ verb: 'add', set: 'fwd4_peer', elements: els }]), false);
+    assert.doesNotMatch(await must(ns, ['nft', 'list', 'map', 'inet', 'big', 'fwd4_peer']), /elements/);
+    // a big batch that fits (8,000 elements, 0.4 MB): one transaction
+    assert.equal(nl.commit('big', [{ verb: 'add', set: 'fwd4_peer', elements: els.slice(0, 8000) }]), true);
+    const listed = await must(ns, ['nft', 'list', 'map', 'inet', 'big', 'fwd4_peer']);
+    assert.equal(listed.match(/203\.0\.113\.7 \. udp \. \d+ timeout 1m/g)?.length, 8000);
+    await must(ns, ['nft', 'delete', 'table', 'inet', 'big']);
+  });
+
+  test('without CAP_NET_ADMIN the batch is refused at once with EPERM (not a wait for answers that never come)', async () => {
+    await must(ns, ['nft', '-f', '-'], { input: structure('perm') });
+    const code = `
+      const { openNfNetlink } = await import(${JSON.stringify(new URL('../../src/dataplane/nf-netlink.ts', import.meta.url).href)});
+      const nl = openNfNetlink();
+      const t0 = performance.now();
+      let out;
+      try { nl.commit('perm', [{ verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '1', data: null, timeout: 60 }] }]); out = { ok: true }; }
+      catch (e) { out = { errno: e.errno, outcome: e.outcome, message: e.message }; }
+      out.ms = performance.now() - t0;
+      process.stdout.write(JSON.stringify(out));`;
+    const r = await exec(ns, ['setpriv', '--bounding-set=-net_admin', '--inh-caps=-net_admin', process.execPath, '--import', 'tsx', '--input-type=module', '-e', code]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { ok?: boolean; errno?: number; outcome?: string; message?: string; ms: number };
+    assert.equal(out.ok, undefined, 'refused');
+    assert.equal(out.errno, 1, out.message);
+    assert.equal(out.outcome, 'refused');
+    assert.match(out.message ?? '', /EPERM/);
+    assert.ok(out.ms < 500, `answered from the queue, not after a receive timeout (${out.ms} ms)`);
+    assert.doesNotMatch(await must(ns, ['nft', 'list', 'set', 'inet', 'perm', 'live_tcp']), /elements/);
+    await must(ns, ['nft', 'delete', 'table', 'inet', 'perm']);
+  });
+
+  test('the driver reopens its socket when its namespace was deleted and made again', async () => {
+    const ns2 = `${ns}b`;
+    await exec(null, ['ip', 'netns', 'del', ns2]);
+    await must(null, ['ip', 'netns', 'add', ns2]);
+    const dp = createNftablesDataplane({ table: 'again', wan: 'wan0', lan: ['br0'], hairpin: false, frontendPorts: { tcp: [], udp: [] }, log: pino({ level: 'silent' }), netns: ns2 });
+    try {
+      await dp.init();
+      await dp.apply({ remove: [], add: [entry('x', { externalPort: 3100 })] });
+      await must(null, ['ip', 'netns', 'del', ns2]);
+      await must(null, ['ip', 'netns', 'add', ns2]);
+      const c = await dp.check();
+      assert.equal(c.rebuilt, true, c.reason);
+      await dp.apply({ remove: [], add: [entry('y', { externalPort: 3101 })] });
+      const out = await must(ns2, ['nft', 'list', 'map', 'inet', 'again', 'fwd4']);
+      assert.match(out, /udp \. 3100 /, 'rebuilt from the model');
+      assert.match(out, /udp \. 3101 /, 'the next tick reached the new namespace');
+    } finally {
+      await dp.close();
+      await exec(null, ['ip', 'netns', 'del', ns2]);
+    }
+  });
+
   test('the driver: single ports over netlink, ranges through nft, one table', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(l); } });
