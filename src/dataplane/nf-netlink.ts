@@ -20,7 +20,8 @@
  */
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { ElementSet, ElementStep, NftElement } from './nftables-script.js';
+import { ipv4ToInt } from '../config/net.js';
+import { timeoutSeconds, type ElementSet, type ElementStep, type NftElement } from './nftables-script.js';
 
 // netlink / nfnetlink / nf_tables constants (uapi)
 const AF_NETLINK = 16;
@@ -110,14 +111,9 @@ function portNumber(p: string): number {
 }
 
 function writeIpv4(b: Buffer, off: number, a: string): void {
-  const parts = a.split('.');
-  if (parts.length !== 4) throw new NetlinkError(`cannot encode address ${a}`, null);
-  for (let i = 0; i < 4; i++) {
-    const s = parts[i]!;
-    const v = Number(s);
-    if (!/^\d{1,3}$/.test(s) || v > 255) throw new NetlinkError(`cannot encode address ${a}`, null);
-    b[off + i] = v;
-  }
+  const n = ipv4ToInt(a);
+  if (n === null) throw new NetlinkError(`cannot encode address ${a}`, null);
+  b.writeUInt32BE(n, off);
 }
 
 /** `tcp . 8080` (fwd4), `198.51.100.7 . tcp . 8080` (fwd4_peer), `8080` (live_tcp/live_udp) as the kernel holds the key */
@@ -201,16 +197,28 @@ function message(type: number, flags: number, seq: number, family: number, resId
 function elementAttr(set: ElementSet, el: NftElement, verb: 'add' | 'delete'): Buffer {
   const parts = [nest(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, encodeKey(set, el.key))])];
   if (verb === 'add') {
-    if (el.timeout !== null) parts.push(attr(NFTA_SET_ELEM_TIMEOUT, u64be(Math.max(1, Math.ceil(el.timeout)) * 1000)));
+    if (el.timeout !== null) parts.push(attr(NFTA_SET_ELEM_TIMEOUT, u64be(timeoutSeconds(el.timeout) * 1000)));
     if (el.data !== null) parts.push(nest(NFTA_SET_ELEM_DATA, [attr(NFTA_DATA_VALUE, encodeData(set, el.data))]));
   }
   return nest(NFTA_LIST_ELEM, parts);
 }
 
+/** what one acked message carried: its step and the slice of its elements (described only when it fails) */
+export interface AckedMessage {
+  readonly step: ElementStep;
+  readonly from: number;
+  readonly to: number;
+}
+
+/** `add element fwd4 { tcp . 80, … }` for an error message */
+export function describeMessage(m: AckedMessage): string {
+  return `${m.step.verb} element ${m.step.set} { ${m.step.elements.slice(m.from, m.to).map((e) => e.key).join(', ')} }`.slice(0, 200);
+}
+
 export interface EncodedBatch {
   readonly buffer: Buffer;
   /** sequence numbers of the messages that answer (one ack or error each), with what each carried */
-  readonly acked: ReadonlyMap<number, string>;
+  readonly acked: ReadonlyMap<number, AckedMessage>;
 }
 
 /**
@@ -222,7 +230,7 @@ export interface EncodedBatch {
 export function encodeBatch(table: string, steps: readonly ElementStep[], firstSeq: number): EncodedBatch {
   let seq = firstSeq;
   const msgs: Buffer[] = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES, [])];
-  const acked = new Map<number, string>();
+  const acked = new Map<number, AckedMessage>();
   for (const step of steps) {
     if (!NETLINK_SETS.has(step.set)) throw new NetlinkError(`set ${step.set} is not written over netlink`, null);
     const type = (NFNL_SUBSYS_NFTABLES << 8) | (step.verb === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
@@ -230,7 +238,7 @@ export function encodeBatch(table: string, steps: readonly ElementStep[], firstS
     for (let i = 0; i < step.elements.length; i += ELEMENTS_PER_MESSAGE) {
       const chunk = step.elements.slice(i, i + ELEMENTS_PER_MESSAGE);
       const s = seq++;
-      acked.set(s, `${step.verb} element ${step.set} { ${chunk.map((e) => e.key).join(', ')} }`.slice(0, 200));
+      acked.set(s, { step, from: i, to: i + chunk.length });
       msgs.push(message(type, flags, s, NFPROTO_INET, 0, [
         attr(NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
         attr(NFTA_SET_ELEM_LIST_SET, cstr(step.set)),
@@ -451,7 +459,8 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
           answered.add(a.seq);
           if (a.errno !== 0) {
             firstErrno ??= a.errno;
-            const what = batch.acked.get(a.seq) ?? 'the batch';
+            const m = batch.acked.get(a.seq);
+            const what = m ? describeMessage(m) : 'the batch';
             errors.push(`${what}: ${errnoText(a.errno)}${a.text ? ` — ${a.text}` : ''}`);
           }
         }

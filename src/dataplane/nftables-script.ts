@@ -163,8 +163,13 @@ function checkEntry(e: DataplaneEntry): void {
   }
 }
 
+/** an element's timeout as written to the kernel: whole seconds, at least 1 (both transports round alike) */
+export function timeoutSeconds(t: number): number {
+  return Math.max(1, Math.ceil(t));
+}
+
 function timeoutText(t: number | null): string {
-  return t === null ? '' : ` timeout ${Math.max(1, Math.ceil(t))}s`;
+  return t === null ? '' : ` timeout ${timeoutSeconds(t)}s`;
 }
 
 /** the forwarding elements of one lease (without timeout: the caller sets it) */
@@ -311,6 +316,7 @@ export function renderExternalAddresses(table: string, addresses: readonly strin
 }
 
 export interface BatchPlan {
+  /** the writes as nft commands, rendered when read (a tick sent over netlink never needs them) */
   readonly commands: string[];
   /** the same writes as element steps (for the netlink transport) */
   readonly steps: readonly ElementStep[];
@@ -389,7 +395,7 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
     ...grouped('add', [...newEls, ...liveEls]),
   ];
   return {
-    commands: stepCommands(table, steps),
+    get commands() { return stepCommands(table, steps); },
     steps,
     changes: { delete: [...removed], set: [...added] },
     elements: pre.length * 2 + newEls.length + liveEls.length,
