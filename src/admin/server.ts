@@ -98,6 +98,8 @@ function refusalStatus(r: Refusal): number {
     case 'no_port': return 409;
     case 'invalid': return 400;
     case 'unavailable': return 503;
+    case 'capacity': return 503;
+    case 'in_use': return 409;
     default: return 403; // denied, reserved, not_authorized, quota
   }
 }

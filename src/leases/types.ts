@@ -79,6 +79,8 @@ export type Refusal =
   | { readonly ok: false; readonly reason: 'reserved'; readonly detail: string }         // reserved port
   | { readonly ok: false; readonly reason: 'quota'; readonly detail: string }            // per-owner limit
   | { readonly ok: false; readonly reason: 'no_port'; readonly detail: string }          // no free external port left
+  | { readonly ok: false; readonly reason: 'capacity'; readonly detail: string }         // a global limit (active leases, requests) is reached
+  | { readonly ok: false; readonly reason: 'in_use'; readonly detail: string }           // the gateway itself listens on that external port
   | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string }          // bad arguments (port 0 internal, range mismatch...)
   | { readonly ok: false; readonly reason: 'unavailable'; readonly detail: string };     // database or dataplane failure: transient
 

@@ -55,13 +55,16 @@ function isIpv4(a: string): boolean {
  *   already tried other ports, so no_port means none is left: NO_RESOURCES
  * - reserved: CANNOT_PROVIDE_EXTERNAL (this port cannot be had, another might: a short error)
  * - denied (allow/deny rules) and not_authorized (secure mode, nonce, read-only): NOT_AUTHORIZED
- * - quota: USER_EX_QUOTA; invalid: MALFORMED_REQUEST; unavailable: NO_RESOURCES (short lifetime)
+ * - in_use (the gateway listens on that port): CANNOT_PROVIDE_EXTERNAL
+ * - quota: USER_EX_QUOTA; capacity (a global cap): NO_RESOURCES; invalid: MALFORMED_REQUEST; unavailable: NO_RESOURCES (short lifetime)
  */
 export function pcpCodeFor(r: Refusal, preferFailure: boolean): number {
   switch (r.reason) {
     case 'conflict': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
     case 'no_port': return preferFailure ? ResultCode.CANNOT_PROVIDE_EXTERNAL : ResultCode.NO_RESOURCES;
     case 'reserved': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'in_use': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'capacity': return ResultCode.NO_RESOURCES;
     case 'denied': return ResultCode.NOT_AUTHORIZED;
     case 'not_authorized': return ResultCode.NOT_AUTHORIZED;
     case 'quota': return ResultCode.USER_EX_QUOTA;
@@ -76,6 +79,8 @@ export function natPmpCodeFor(r: Refusal): number {
     case 'conflict':
     case 'no_port':
     case 'quota':
+    case 'capacity':
+    case 'in_use':
     case 'unavailable':
       return NatPmpResultCode.OUT_OF_RESOURCES;
     case 'reserved':

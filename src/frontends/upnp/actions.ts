@@ -125,7 +125,11 @@ export function createActionHandler(deps: ActionDeps) {
         // miniupnpd: a port the permission rules refuse is a 718 for AddPortMapping (the client tries another),
         // 606 for AddAnyPortMapping (no other port would do either)
         return op === 'addAny' ? fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, r.detail) : fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, r.detail);
+      case 'in_use':
+        // the gateway itself listens there (miniupnpd's CHECK_PORTINUSE answers 718 too): the client tries another port
+        return fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, r.detail);
       case 'quota':
+      case 'capacity':
       case 'no_port':
         return v2 ? fail(UpnpErrorCode.NO_PORT_MAPS_AVAILABLE, r.detail) : fail(UpnpErrorCode.ACTION_FAILED, r.detail);
       case 'invalid':
