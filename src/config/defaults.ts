@@ -41,6 +41,7 @@ export const DEFAULTS = {
       'deny 0-65535 0.0.0.0/0 0-65535',
     ],
     historyRetention: 86400,
+    checkPortInUse: true,
   },
   upnp: {
     enabled: true,
@@ -65,5 +66,16 @@ export const DEFAULTS = {
   },
   natpmp: { enabled: true },
   admin: { listen: '127.0.0.1:8080', token: null, tokenFile: null },
+  // global caps: far above what a home or office LAN asks (a few hundred leases, tens of requests a
+  // second), low enough that one host spoofing many source addresses cannot exhaust the gateway
+  limits: {
+    maxActiveLeases: 16384,
+    maxEndedLeases: 10000,
+    historyPerLease: 32,
+    pcpRequestsPerSecond: 2000,
+    soapRequestsPerSecond: 500,
+    ssdpSearchesPerSecond: 200,
+    peerLookupsPerSecond: 50,
+  },
   trigger: { idleTimeout: 600 },
 } as const;

@@ -28,6 +28,8 @@ export interface PolicyConfig {
   readonly rules: readonly PolicyRule[];
   /** ended leases are kept this many seconds for the admin's history */
   readonly historyRetention: number;
+  /** never hand out an external port on which a process of the gateway listens (WAN address or wildcard); the config always sets it, hand-built test policies may leave it out (off) */
+  readonly checkPortInUse?: boolean;
 }
 
 export interface PortRange { readonly start: number; readonly end: number }
@@ -99,6 +101,25 @@ export interface Config {
   };
   readonly natpmp: { readonly enabled: boolean };
   readonly admin: { readonly listen: string; readonly token: string | null; readonly tokenFile: string | null };
+  readonly limits: LimitsConfig;
   readonly staticForwards: readonly StaticForwardConfig[];
   readonly triggers: readonly TriggerConfig[];
+}
+
+/** global limits beside the per-client ones (0 = no limit): spoofed source addresses cannot multiply these */
+export interface LimitsConfig {
+  /** active dynamic leases (upnp, pcp, natpmp, trigger) across all clients; static forwards are not counted */
+  readonly maxActiveLeases: number;
+  /** ended leases kept for the history (the oldest go first; policy.historyRetention still applies) */
+  readonly maxEndedLeases: number;
+  /** history entries kept per lease (its first, then the latest) */
+  readonly historyPerLease: number;
+  /** PCP + NAT-PMP requests per second from all clients together (bursts of 2x) */
+  readonly pcpRequestsPerSecond: number;
+  /** UPnP SOAP control and GENA requests per second from all clients together (bursts of 2x) */
+  readonly soapRequestsPerSecond: number;
+  /** SSDP searches answered per second from all sources together (bursts of 2x) */
+  readonly ssdpSearchesPerSecond: number;
+  /** PCP PEER conntrack lookups per second from all clients together */
+  readonly peerLookupsPerSecond: number;
 }

@@ -13,7 +13,7 @@ export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info'
 
 const TOP_KEYS = [
   'logLevel', 'interfaces', 'externalAddress', 'listenAddresses', 'stateDir', 'database', 'dataplane',
-  'policy', 'upnp', 'pcp', 'natpmp', 'admin', 'staticForwards', 'triggers',
+  'policy', 'upnp', 'pcp', 'natpmp', 'admin', 'limits', 'staticForwards', 'triggers',
 ] as const;
 
 /** Linux interface names: 1-15 characters, no '/', ':' or whitespace */
@@ -130,7 +130,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // policy
   const pd = DEFAULTS.policy;
-  const pol = section(root['policy'], 'policy', ['secureMode', 'maxLeasesPerClient', 'reservedPorts', 'lifetime', 'rules', 'historyRetention'], issues);
+  const pol = section(root['policy'], 'policy', ['secureMode', 'maxLeasesPerClient', 'reservedPorts', 'lifetime', 'rules', 'historyRetention', 'checkPortInUse'], issues);
   let reservedPorts: number[] = [...pd.reservedPorts];
   const rp = list(pol, 'reservedPorts', 'policy', issues, 'ports like [22, 53, 80, 443]');
   if (rp) {
@@ -162,6 +162,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     lifetime: lifetimes,
     rules,
     historyRetention: int(pol, 'historyRetention', 'policy', pd.historyRetention, { min: 0 }, issues),
+    checkPortInUse: bool(pol, 'checkPortInUse', 'policy', pd.checkPortInUse, issues),
   };
 
   // upnp
@@ -209,6 +210,19 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   if (token !== null && tokenFile !== null) issues.add('admin.tokenFile', 'set either admin.token or admin.tokenFile, not both');
   const admin = { listen, token, tokenFile };
 
+  // limits
+  const ld = DEFAULTS.limits;
+  const lm = section(root['limits'], 'limits', Object.keys(ld), issues);
+  const limits = {
+    maxActiveLeases: int(lm, 'maxActiveLeases', 'limits', ld.maxActiveLeases, { min: 0 }, issues),
+    maxEndedLeases: int(lm, 'maxEndedLeases', 'limits', ld.maxEndedLeases, { min: 0 }, issues),
+    historyPerLease: int(lm, 'historyPerLease', 'limits', ld.historyPerLease, { min: 2 }, issues),
+    pcpRequestsPerSecond: int(lm, 'pcpRequestsPerSecond', 'limits', ld.pcpRequestsPerSecond, { min: 0 }, issues),
+    soapRequestsPerSecond: int(lm, 'soapRequestsPerSecond', 'limits', ld.soapRequestsPerSecond, { min: 0 }, issues),
+    ssdpSearchesPerSecond: int(lm, 'ssdpSearchesPerSecond', 'limits', ld.ssdpSearchesPerSecond, { min: 0 }, issues),
+    peerLookupsPerSecond: int(lm, 'peerLookupsPerSecond', 'limits', ld.peerLookupsPerSecond, { min: 0 }, issues),
+  };
+
   const adminPort = parseListen(listen)?.port ?? 0;
   if (upnp.enabled && upnp.httpPort !== 0 && upnp.httpPort === adminPort) {
     issues.add('upnp.httpPort', `${upnp.httpPort} is also the admin port (admin.listen ${listen}): choose another`);
@@ -240,7 +254,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   const config: Config = {
     logLevel, interfaces: { wan, lan }, externalAddress, listenAddresses, stateDir, database, dataplane,
-    policy, upnp, pcp, natpmp, admin, staticForwards, triggers,
+    policy, upnp, pcp, natpmp, admin, limits, staticForwards, triggers,
   };
   return { config, issues };
 }

@@ -56,6 +56,11 @@ describe('defaults', () => {
       pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 },
     });
     assert.equal(c.policy.historyRetention, 86400);
+    assert.equal(c.policy.checkPortInUse, true);
+    assert.deepEqual(c.limits, {
+      maxActiveLeases: 16384, maxEndedLeases: 10000, historyPerLease: 32, pcpRequestsPerSecond: 2000,
+      soapRequestsPerSecond: 500, ssdpSearchesPerSecond: 200, peerLookupsPerSecond: 50,
+    });
     assert.equal(c.policy.rules.at(-1)?.text, 'deny 0-65535 0.0.0.0/0 0-65535');
     assert.deepEqual(c.upnp, { enabled: true, httpPort: 5000, ssdp: true, friendlyName: 'portd', manufacturer: 'portd', modelName: 'portd', notifyInterval: 900, listAllLeases: false, maxSubscriptions: 256, rateLimit: 50 });
     assert.deepEqual(c.pcp, { enabled: true, port: 5351, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 100, ipv6: false });
@@ -68,6 +73,12 @@ describe('defaults', () => {
   test('an empty YAML file and sections with everything commented out take the defaults', () => {
     assert.deepEqual(parseConfig(''), validateConfig({}));
     assert.deepEqual(parseConfig('upnp:\npolicy:\n  lifetime:\n'), validateConfig({}));
+  });
+
+  test('limits: an unknown key and a negative value are named by their path', () => {
+    assert.throws(() => validateConfig({ limits: { maxLeases: 5 } }), /limits\.maxLeases/);
+    assert.throws(() => validateConfig({ limits: { pcpRequestsPerSecond: -1 } }), /limits\.pcpRequestsPerSecond/);
+    assert.equal(validateConfig({ limits: { maxActiveLeases: 0 } }).limits.maxActiveLeases, 0);
   });
 
   test('the defaults module and the schema agree', () => {
