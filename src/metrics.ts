@@ -23,6 +23,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     reconcileDrift: new Counter({ name: 'portd_reconcile_drift_total', help: 'Kernel entries added or removed by reconcile', registers: [registry] }),
     badInput: new Counter({ name: 'portd_bad_input_total', help: 'Malformed or hostile input dropped or refused, by front-end and kind', labelNames: ['frontend', 'kind'] as const, registers: [registry] }),
     rateLimited: new Counter({ name: 'portd_rate_limited_total', help: 'Requests dropped by a per-client rate limit', labelNames: ['frontend'] as const, registers: [registry] }),
+    globalLimit: new Counter({ name: 'portd_global_limit_total', help: 'Requests refused or dropped by a global limit (config limits.*), by limit', labelNames: ['limit'] as const, registers: [registry] }),
     ssdp: new Counter({ name: 'portd_ssdp_messages_total', help: 'SSDP messages by kind (search, response, notify)', labelNames: ['kind'] as const, registers: [registry] }),
     gena: new Counter({ name: 'portd_gena_total', help: 'GENA subscriptions and notifications by kind', labelNames: ['kind'] as const, registers: [registry] }),
     triggerFirings: new Counter({ name: 'portd_trigger_firings_total', help: 'Trigger firings by rule and result', labelNames: ['rule', 'result'] as const, registers: [registry] }),
