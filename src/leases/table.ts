@@ -195,6 +195,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       // PCP nonce rules (RFC 6887 §11.3); a NAT-PMP-created lease (no nonce) is adopted by PCP
       if (req.source === 'pcp' && old.nonce !== null && req.nonce && req.nonce !== old.nonce)
         return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
+      // the nonce is the owner's proof (RFC 6887 §11.2, Appendix A): NAT-PMP has none to show
+      if (req.source === 'natpmp' && old.nonce !== null)
+        return none({ ok: false, reason: 'not_authorized', detail: 'mapping carries a PCP nonce; NAT-PMP may not renew it' });
       const refusal = policy.check({ ...req, externalPort: old.externalPort }, old.externalPort, old.externalPortEnd);
       if (refusal && refusal.reason !== 'quota') return none(refusal);
       const renewed: Lease = {
@@ -286,7 +289,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     if (!row) return none({ ok: true, lease: null });
     if (row.read_only === 1) return none({ ok: false, reason: 'not_authorized', detail: `lease ${row.id} is read-only (defined in the configuration)` });
     if (row.owner !== req.owner && !req.thirdPartyAllowed) return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${row.owner}` });
-    if (req.source === 'pcp' && row.nonce !== null && req.nonce !== row.nonce) return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
+    // NAT-PMP carries no nonce, so it may not end a mapping that has one (RFC 6887 §11.2, Appendix A)
+    if ((req.source === 'pcp' || req.source === 'natpmp') && row.nonce !== null && req.nonce !== row.nonce) return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
     if (req.identity === 'external' && (row.source === 'pcp' || row.source === 'natpmp' || row.source === 'trigger' || row.source === 'static') && req.source !== row.source && !req.thirdPartyAllowed) {
       // UPnP may not delete what another mechanism holds
       return none(conflictOf(row));

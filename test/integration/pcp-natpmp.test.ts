@@ -77,7 +77,7 @@ describe('NAT-PMP', () => {
   });
 
   test('PCP and NAT-PMP share the mapping for one internal endpoint (RFC 6887 Appendix A)', async () => {
-    // NAT-PMP creates, PCP renews (adopting its nonce), NAT-PMP renews again: one lease throughout
+    // NAT-PMP creates and renews, PCP renews (adopting its nonce), after which NAT-PMP may not: one lease throughout
     const n1 = decodeNatPmpResponse(await c.ask(map(2, 4600, 4600, 600), h.port));
     assert.equal(n1.resultCode, 0);
     const id = h.env.table.findByInternal('tcp', '127.0.0.1', 4600)!.id;
@@ -90,11 +90,46 @@ describe('NAT-PMP', () => {
     const wrong = decodePcpResponse(await c.ask(mapRequest({ internalPort: 4600, nonce: NONCE_B }), h.port));
     assert.equal(wrong.resultCode, ResultCode.NOT_AUTHORIZED, 'after adoption the nonce rules apply');
     const n2 = decodeNatPmpResponse(await c.ask(map(2, 4600, 0, 900), h.port));
-    assert.equal(n2.resultCode, 0);
-    assert.ok('externalPort' in n2 && n2.externalPort === 4600);
+    assert.equal(n2.resultCode, NatPmpResultCode.NOT_AUTHORIZED, 'the nonce is the owner\'s proof and NAT-PMP has none');
     lease = h.env.table.findByInternal('tcp', '127.0.0.1', 4600)!;
     assert.equal(lease.id, id);
+    assert.equal(lease.nonce, NONCE_A);
     assert.equal(h.env.table.list({ owner: '127.0.0.1', internalPort: 4600 }).total, 1);
+  });
+
+  test('NAT-PMP cannot renew, move or delete a mapping PCP made with a nonce: result 2, the lease unchanged', async () => {
+    const p = decodePcpResponse(await c.ask(mapRequest({ protocol: 17, internalPort: 4700, externalPort: 4700, nonce: NONCE_A, lifetime: 3600 }), h.port));
+    assert.equal(p.resultCode, ResultCode.SUCCESS);
+    const before = h.env.table.findByInternal('udp', '127.0.0.1', 4700)!;
+    h.env.clock.advance(30_000);
+    // a renewal with the same ports
+    const renew = decodeNatPmpResponse(await c.ask(map(1, 4700, 4700, 7200), h.port));
+    assert.equal(renew.resultCode, NatPmpResultCode.NOT_AUTHORIZED);
+    assert.ok('lifetime' in renew && renew.lifetime === 0 && renew.externalPort === 0, 'no mapping is reported');
+    // the same internal port with another external port names the same mapping: refused, not a second lease
+    const other = decodeNatPmpResponse(await c.ask(map(1, 4700, 4800, 7200), h.port));
+    assert.equal(other.resultCode, NatPmpResultCode.NOT_AUTHORIZED);
+    // natpmpc -a 4700 4700 udp 0: delete with the public port and lifetime 0
+    const del = decodeNatPmpResponse(await c.ask(map(1, 4700, 4700, 0), h.port));
+    assert.equal(del.resultCode, NatPmpResultCode.NOT_AUTHORIZED);
+    const after = h.env.table.findByInternal('udp', '127.0.0.1', 4700)!;
+    assert.equal(after.id, before.id);
+    assert.equal(after.state, 'active');
+    assert.equal(after.expiresAt, before.expiresAt, 'same expiry: not renewed');
+    assert.equal(after.externalPort, 4700);
+    assert.equal(h.env.table.list({ owner: '127.0.0.1', protocol: 'udp', internalPort: 4700 }).total, 1);
+    assert.equal(h.env.table.findByExternal('udp', 4800), null);
+    assert.ok([...h.env.dataplane.entries.values()].some((e) => e.protocol === 'udp' && e.externalPort === 4700), 'the kernel entry stays');
+    // delete-all (internal port 0) ends the client's NAT-PMP mappings and passes over the PCP one
+    assert.equal(decodeNatPmpResponse(await c.ask(map(1, 4701, 4701, 600), h.port)).resultCode, 0);
+    const all = decodeNatPmpResponse(await c.ask(map(1, 0, 0, 0), h.port));
+    assert.equal(all.resultCode, 0);
+    assert.equal(h.env.table.findByInternal('udp', '127.0.0.1', 4701), null);
+    assert.equal(h.env.table.findByInternal('udp', '127.0.0.1', 4700)?.id, before.id, 'the PCP mapping survives');
+    // its owner, with the nonce, still renews and deletes it
+    const own = decodePcpResponse(await c.ask(mapRequest({ protocol: 17, internalPort: 4700, nonce: NONCE_A, lifetime: 0 }), h.port));
+    assert.equal(own.resultCode, ResultCode.SUCCESS);
+    assert.equal(h.env.table.findByInternal('udp', '127.0.0.1', 4700), null);
   });
 });
 

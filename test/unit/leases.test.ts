@@ -110,8 +110,9 @@ describe('lease table: grants and renewals', () => {
     assert.ok(adopt.ok); assert.equal(adopt.lease.id, pmp.lease.id); assert.equal(adopt.lease.source, 'natpmp'); assert.equal(adopt.lease.nonce, 'bb'.repeat(12));
     const wrong = await t.request(pcp({ nonce: 'cc'.repeat(12) }));
     assert.ok(!wrong.ok && wrong.reason === 'not_authorized');
+    // after adoption NAT-PMP, which has no nonce to show, may not renew it (RFC 6887 §11.2, Appendix A)
     const pmpAgain = await t.request(pcp({ source: 'natpmp', nonce: null }));
-    assert.ok(pmpAgain.ok); assert.equal(pmpAgain.lease.id, pmp.lease.id);
+    assert.ok(!pmpAgain.ok && pmpAgain.reason === 'not_authorized');
   });
 });
 
@@ -347,5 +348,52 @@ describe('lease table: group commit and durability', () => {
   it('a second table on the same database is refused', async () => {
     const first = table();
     assert.throws(() => table({ dir: first.dir }), /PORTD_DATABASE_LOCKED|in use by another portd/);
+  });
+});
+
+describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', () => {
+  const natpmp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
+    source: 'natpmp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000,
+    externalPort: 4000, allowOtherPort: true, lifetime: 600, ...over,
+  });
+  const natpmpRelease = { source: 'natpmp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000 } as const;
+
+  it('NAT-PMP may neither renew nor release a lease that carries a PCP nonce; the lease is unchanged', async () => {
+    const { table: t, dataplane, clock } = table();
+    const g = await t.request(pcp({ lifetime: 3600 }));
+    assert.ok(g.ok);
+    clock.advance(60_000);
+    const renew = await t.request(natpmp({ lifetime: 7200 }));
+    assert.ok(!renew.ok && renew.reason === 'not_authorized', 'a NAT-PMP renewal of a PCP-nonce lease is refused');
+    // a request for the same internal port suggesting another external port names the same mapping: refused, no second lease
+    const other = await t.request(natpmp({ externalPort: 4100, lifetime: 7200 }));
+    assert.ok(!other.ok && other.reason === 'not_authorized');
+    const del = await t.release(natpmpRelease);
+    assert.ok(!del.ok && del.reason === 'not_authorized', 'a NAT-PMP delete of a PCP-nonce lease is refused');
+    const now = t.get(g.lease.id)!;
+    assert.equal(now.state, 'active');
+    assert.equal(now.expiresAt, g.lease.expiresAt, 'not renewed');
+    assert.equal(now.nonce, g.lease.nonce);
+    assert.equal(t.list({ owner: '192.168.77.11' }).total, 1);
+    assert.equal(dataplane.entries.size, 1);
+    assert.deepEqual(t.history(g.lease.id).map((h) => h.type), ['granted']);
+  });
+
+  it('a NAT-PMP-created lease (no nonce) is still renewed by NAT-PMP, adopted by PCP, and then belongs to the nonce', async () => {
+    const { table: t, clock } = table();
+    const a = await t.request(natpmp());
+    assert.ok(a.ok && a.lease.nonce === null);
+    clock.advance(10_000);
+    const again = await t.request(natpmp({ externalPort: 0, lifetime: 900 }));
+    assert.ok(again.ok && !again.created && again.lease.id === a.lease.id, 'NAT-PMP renews its own lease');
+    const adopt = await t.request(pcp({ lifetime: 1200 }));
+    assert.ok(adopt.ok && !adopt.created && adopt.lease.id === a.lease.id && adopt.lease.nonce === 'aa'.repeat(12), 'PCP adopts it');
+    const after = await t.request(natpmp());
+    assert.ok(!after.ok && after.reason === 'not_authorized', 'after adoption NAT-PMP has no proof');
+    // a NAT-PMP lease without a nonce is released by NAT-PMP
+    const b = await t.request(natpmp({ internalPort: 4001, externalPort: 4001 }));
+    assert.ok(b.ok);
+    const rel = await t.release({ ...natpmpRelease, internalPort: 4001 });
+    assert.ok(rel.ok && rel.lease?.id === b.lease.id);
   });
 });

@@ -215,7 +215,8 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const mine = leases.list({ owner, protocol, state: 'active', limit: 10000 }).leases
       .filter((l) => (l.source === 'pcp' || l.source === 'natpmp') && l.internalAddress === internalAddress);
     for (const l of mine) {
-      if (base.source === 'pcp' && l.nonce !== null && l.nonce !== nonce) continue; // another nonce: not this client's to end
+      // another nonce (or NAT-PMP, which has none, before a PCP lease): not this client's to end
+      if (l.nonce !== null && (base.source !== 'pcp' || l.nonce !== nonce)) continue;
       const r = await leases.release({ ...base, internalPort: l.internalPort });
       if (!r.ok) return r;
     }
