@@ -102,22 +102,83 @@ describe('PCP MAP through the lease table', () => {
     assert.notEqual(any.map?.externalPort, 22);
   });
 
-  test('FILTER: one peer recorded; two → EXCESSIVE_REMOTE_PEERS; prefix length 0 clears', async () => {
-    const f = { kind: 'filter' as const, prefixLength: 128, remotePort: 443, remoteAddress: '198.51.100.5' };
+  // RFC 6887 §13.3 against what the kernel does: the peer map matches one whole remote address, any remote port
+  const filter = (remoteAddress: string, prefixLength = 128, remotePort = 0) => ({ kind: 'filter' as const, prefixLength, remotePort, remoteAddress });
+  const peerEntry = (port: number) => [...h.env.dataplane.entries.values()].find((e) => e.protocol === 'tcp' && e.internalPort === port);
+
+  test('FILTER a.b.c.d/32 (prefix 128 in the IPv4-mapped field), remote port 0: honoured, echoed, in the kernel entry', async () => {
+    const f = filter('198.51.100.5');
     const r = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: [f] }), h.port));
     assert.equal(r.resultCode, ResultCode.SUCCESS);
     assert.deepEqual(r.options, [f]);
-    let lease = h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!;
+    const lease = h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!;
     assert.equal(lease.remoteAddress, '198.51.100.5');
     assert.equal(lease.remotePrefix, 32);
-    assert.equal(lease.remotePort, 443);
-    const two = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8001, options: [f, { ...f, remoteAddress: '198.51.100.6' }] }), h.port));
+    assert.equal(lease.remotePort, null);
+    assert.equal(peerEntry(8000)?.remoteAddress, '198.51.100.5', 'the dataplane matches the remote address');
+    // a renewal with the same FILTER, or with none, keeps it
+    for (const options of [[f], []]) {
+      const again = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options }), h.port));
+      assert.equal(again.resultCode, ResultCode.SUCCESS);
+      assert.deepEqual(again.options, options);
+      assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!.remoteAddress, '198.51.100.5');
+    }
+  });
+
+  test('FILTER with a remote port, or a prefix shorter than /32, is not claimed: EXCESSIVE_REMOTE_PEERS, not echoed, nothing changes', async () => {
+    const cases = [filter('198.51.100.5', 128, 443), filter('198.51.100.0', 120), filter('198.51.100.0', 96), filter('198.51.100.0', 120, 443)];
+    for (const f of cases) {
+      // a new mapping is not made
+      const fresh = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8001, options: [f] }), h.port));
+      assert.equal(fresh.resultCode, ResultCode.EXCESSIVE_REMOTE_PEERS, `${f.remoteAddress}/${f.prefixLength} port ${f.remotePort}`);
+      assert.equal(fresh.lifetime, 1800, 'a long lifetime error (RFC 6887 §7.4)');
+      assert.deepEqual(fresh.options, [], 'the refused FILTER is not echoed');
+      assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8001), null);
+      // an existing mapping keeps its filter and its expiry
+      const before = h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!;
+      h.env.clock.advance(1000);
+      const renew = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: [{ kind: 'filter', prefixLength: 0, remotePort: 0, remoteAddress: '::' }, f] }), h.port));
+      assert.equal(renew.resultCode, ResultCode.EXCESSIVE_REMOTE_PEERS);
+      const after = h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!;
+      assert.equal(after.remoteAddress, '198.51.100.5');
+      assert.equal(after.remotePort, null);
+      assert.equal(after.expiresAt, before.expiresAt, 'not renewed');
+      assert.equal(peerEntry(8000)?.remoteAddress, '198.51.100.5');
+    }
+  });
+
+  test('FILTER peers add up (RFC 6887 §13.3): a second peer → EXCESSIVE_REMOTE_PEERS; prefix 0 then a peer replaces; the same peer twice is one', async () => {
+    const two = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8002, options: [filter('198.51.100.5'), filter('198.51.100.6')] }), h.port));
     assert.equal(two.resultCode, ResultCode.EXCESSIVE_REMOTE_PEERS);
-    assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8001), null);
-    const clear = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: [{ kind: 'filter', prefixLength: 0, remotePort: 0, remoteAddress: '::' }] }), h.port));
-    assert.equal(clear.resultCode, ResultCode.SUCCESS);
-    lease = h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!;
+    assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8002), null);
+    const same = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8002, options: [filter('198.51.100.5'), filter('198.51.100.5')] }), h.port));
+    assert.equal(same.resultCode, ResultCode.SUCCESS);
+    // the mapping at 8000 has 198.51.100.5: adding .7 would make two peers
+    const add = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: [filter('198.51.100.7')] }), h.port));
+    assert.equal(add.resultCode, ResultCode.EXCESSIVE_REMOTE_PEERS);
+    assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!.remoteAddress, '198.51.100.5');
+    // prefix length 0 first removes the filters, then .7 is the one peer
+    const swap = [{ kind: 'filter' as const, prefixLength: 0, remotePort: 0, remoteAddress: '::' }, filter('198.51.100.7')];
+    const replaced = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: swap }), h.port));
+    assert.equal(replaced.resultCode, ResultCode.SUCCESS);
+    assert.deepEqual(replaced.options, swap);
+    assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!.remoteAddress, '198.51.100.7');
+    assert.equal(peerEntry(8000)?.remoteAddress, '198.51.100.7');
+  });
+
+  test('FILTER prefix length 0 removes the filter: the mapping is open to any peer again', async () => {
+    const clear = { kind: 'filter' as const, prefixLength: 0, remotePort: 0, remoteAddress: '::' };
+    const r = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: [clear] }), h.port));
+    assert.equal(r.resultCode, ResultCode.SUCCESS);
+    assert.deepEqual(r.options, [clear]);
+    const lease = h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!;
     assert.equal(lease.remoteAddress, null);
+    assert.equal(lease.remotePrefix, null);
+    assert.equal(peerEntry(8000)?.remoteAddress, null);
+    // and a new filter can be set again
+    const again = decodePcpResponse(await c.ask(mapRequest({ internalPort: 8000, options: [filter('198.51.100.9')] }), h.port));
+    assert.equal(again.resultCode, ResultCode.SUCCESS);
+    assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 8000)!.remoteAddress, '198.51.100.9');
   });
 
   test('THIRD_PARTY is refused with NOT_AUTHORIZED unless pcp.thirdParty allows the requester', async () => {

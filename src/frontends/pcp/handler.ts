@@ -153,21 +153,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const preferFailure = req.options.some((o) => o.kind === 'prefer_failure');
     if (preferFailure) processed.push({ kind: 'prefer_failure' });
 
-    // FILTER (RFC 6887 §13.3): prefix length 0 removes all filters; portd keeps one remote peer per lease
     const filters = req.options.filter((o): o is Extract<PcpOption, { kind: 'filter' }> => o.kind === 'filter');
-    processed.push(...filters);
-    let remote: { remoteAddress: string | null; remotePrefix: number | null; remotePort: number | null } | undefined;
-    if (filters.some((f) => f.prefixLength === 0)) {
-      remote = { remoteAddress: null, remotePrefix: null, remotePort: null };
-    } else if (filters.length > 1) {
-      return pcpError(req, ResultCode.EXCESSIVE_REMOTE_PEERS, processed, `${filters.length} FILTER options; portd supports 1`);
-    } else if (filters.length === 1) {
-      const f = filters[0]!;
-      const v4 = isIpv4(f.remoteAddress);
-      const prefix = v4 ? f.prefixLength - 96 : f.prefixLength;
-      if (v4 !== isIpv4(s.internalAddress)) return pcpError(req, ResultCode.MALFORMED_OPTION, processed, 'FILTER of another address family');
-      remote = { remoteAddress: f.remoteAddress, remotePrefix: prefix, remotePort: f.remotePort === 0 ? null : f.remotePort };
-    }
 
     const ext = leases.externalAddress();
     const nonce = nonceHex(m.nonce);
@@ -190,6 +176,15 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       }, released.lease ? `deleted lease ${released.lease.id}` : 'nothing to delete');
     }
 
+    // the filters a renewal adds to are the mapping's own; one this client cannot renew is left to the table to refuse
+    const mine = leases.findByInternal(s.protocol, s.internalAddress, m.internalPort);
+    const existing = mine && mine.owner === source && (mine.nonce === null || mine.nonce === nonce) ? mine : null;
+    const f = filterOutcome(filters, s.internalAddress, existing);
+    // a refused FILTER is not echoed: the answer never names a filter the kernel does not apply
+    if (!f.ok) return pcpError(req, f.code, processed, f.detail);
+    processed.push(...filters);
+    const remote = f.remote;
+
     if (!isUnspecified(m.externalAddress) && !sameAddress(m.externalAddress, ext) && preferFailure) {
       return pcpError(req, ResultCode.CANNOT_PROVIDE_EXTERNAL, processed, `suggested external address ${m.externalAddress} is not ours (${ext})`);
     }
@@ -207,6 +202,40 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       map: { ...m, externalPort: r.lease.externalPort, externalAddress: r.lease.externalAddress },
       options: processed,
     }, `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`);
+  }
+
+  /**
+   * FILTER (RFC 6887 §13.3) against what the kernel enforces. The nftables map fwd4_peer is keyed by
+   * (remote address . protocol . external port): one whole remote IPv4 address, any remote port. So
+   * portd honours at most one filter per mapping, of the form a.b.c.d/32 (prefix 128 in the
+   * IPv4-mapped field) with remote port 0 ("all ports"). The options are taken in order: prefix
+   * length 0 removes every filter, each other one adds a peer to those the mapping already has.
+   * A result the kernel cannot enforce (a shorter prefix, one remote port, two peers) refuses the
+   * request as a whole with EXCESSIVE_REMOTE_PEERS (§7.4: "The PCP server was not able to create
+   * the filters in this request"), and nothing changes.
+   */
+  function filterOutcome(filters: readonly Extract<PcpOption, { kind: 'filter' }>[], internalAddress: string, existing: Lease | null):
+    | { ok: true; remote: { remoteAddress: string | null; remotePrefix: number | null; remotePort: number | null } | undefined }
+    | { ok: false; code: number; detail: string } {
+    if (filters.length === 0) return { ok: true, remote: undefined }; // no FILTER: the mapping's filter stays as it is
+    const peers: { address: string; prefix: number; port: number }[] = [];
+    if (existing?.remoteAddress) peers.push({ address: existing.remoteAddress, prefix: existing.remotePrefix ?? 32, port: existing.remotePort ?? 0 });
+    for (const f of filters) {
+      if (f.prefixLength === 0) { peers.length = 0; continue; }
+      const v4 = isIpv4(f.remoteAddress);
+      if (v4 !== isIpv4(internalAddress)) return { ok: false, code: ResultCode.MALFORMED_OPTION, detail: 'FILTER of another address family' };
+      const peer = { address: f.remoteAddress, prefix: v4 ? f.prefixLength - 96 : f.prefixLength, port: f.remotePort };
+      if (!peers.some((p) => p.address === peer.address && p.prefix === peer.prefix && p.port === peer.port)) peers.push(peer);
+    }
+    if (peers.length === 0) return { ok: true, remote: { remoteAddress: null, remotePrefix: null, remotePort: null } };
+    const [peer] = peers;
+    if (peers.length > 1) {
+      return { ok: false, code: ResultCode.EXCESSIVE_REMOTE_PEERS, detail: `FILTER would allow ${peers.length} remote peers; the kernel filters on one` };
+    }
+    if (peer!.prefix !== 32 || peer!.port !== 0) {
+      return { ok: false, code: ResultCode.EXCESSIVE_REMOTE_PEERS, detail: `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole address (/32), any remote port` };
+    }
+    return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: 32, remotePort: null } };
   }
 
   /** internal port 0 + lifetime 0: every mapping of this internal address for the protocol (RFC 6887 §11.1, RFC 6886 §3.4) */
