@@ -153,6 +153,8 @@ async function frontendCeiling(count: number, clients: number): Promise<PhaseRes
     config: {
       pcp: { enabled: true, port: 0, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
       natpmp: { enabled: true },
+      // the bench drives 10-17k requests/s: no global cap (limits.pcpRequestsPerSecond), like no per-client one
+      limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
       policy: createPolicy({ secureMode: true, maxLeasesPerClient: 1, reservedPorts: [], rules: [], historyRetention: 1,
         lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 1 }, trigger: { min: 1, max: 1 } } }).config,
     },
@@ -201,6 +203,8 @@ export async function run(opts: PcpBenchOptions = {}) {
     config: {
       pcp: { enabled: true, port: 0, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
       natpmp: { enabled: true },
+      // the bench drives 10-17k requests/s: no global cap (limits.pcpRequestsPerSecond), like no per-client one
+      limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
       policy: policy.config,
     },
     leases: table, log, metrics, clock, listen: ['127.0.0.1'], announce: null, addressCheckMs: 0,

@@ -81,6 +81,8 @@ export function portdConfig(lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): 
     `upnp: { enabled: ${o.upnp ?? true}, httpPort: 5000, ssdp: true }`,
     // miniupnpd has no PCP rate limit: switch portd's (default 100/s per client) off
     'pcp: { enabled: true, port: 5351, rateLimit: 0 }',
+    // nor a global PCP/NAT-PMP cap: the PCP phases run at 10k+ requests/s from 32 hosts
+    'limits: { pcpRequestsPerSecond: 0 }',
     'natpmp: { enabled: true }',
     'admin: { listen: "127.0.0.1:8080", token: "bench-token-0123456789" }',
     'staticForwards: []',

@@ -15,6 +15,7 @@ import {
 import type { PcpRequest } from '../../protocols/pcp/index.js';
 import { createSystemClock } from '../../src/leases/clock.js';
 import { captureLog, counter, fuzzSeed, mutateBytes, percentile, prng, until } from '../fuzz/mutate.js';
+import type { ConntrackApi } from '../../src/frontends/pcp/index.js';
 import { mapRequest, startPcp, udpClient } from './pcp-helpers.js';
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s, 'hex'));
@@ -268,6 +269,80 @@ test('flood: 127.0.0.5 floods MAP at full speed for 3 s; 127.0.0.6 is served thr
     assert.equal(h.env.table.list({ owner: '127.0.0.6' }).total, 100, 'all of its leases exist');
   } finally {
     good.close();
+    await h.close();
+  }
+});
+
+test('global limit: 20 spoofed-looking sources, each under pcp.rateLimit, together over limits.pcpRequestsPerSecond: the excess dropped, counted, logged once; probes still answered', async () => {
+  const cap = captureLog();
+  // the harness's fixed clock never refills a bucket: per-client burst 100, global burst 2 x 200 = 400, probes a bucket of their own
+  const h = await startPcp({ pcp: { rateLimit: 100 }, limits: { pcpRequestsPerSecond: 200 }, extra: { log: cap.log } });
+  const senders = await Promise.all(Array.from({ length: 20 }, (_, i) => udpClient(`127.0.0.${20 + i}`)));
+  const probe = await udpClient('127.0.0.99');
+  try {
+    const handled = async () => (await counter(h.env.metrics, 'portd_requests_total')) + (await counter(h.env.metrics, 'portd_global_limit_total'));
+    let sent = 0;
+    // 30 MAP requests from each of 20 hosts = 600 (each host under its 100): in rounds, so no datagram is lost in the socket buffer
+    for (let round = 0; round < 30; round++) {
+      for (const s of senders) s.send(mapRequest({ client: s.address, internalPort: 10000 + round, lifetime: 600 }), h.port);
+      sent += senders.length;
+      assert.ok(await until(async () => (await handled()) >= sent, 5000, 2), `server stalled at ${await handled()} of ${sent}`);
+    }
+    let answers = 0;
+    for (const s of senders) while (await s.next(50)) answers++;
+    assert.equal(answers, 400, 'the global burst (2 x limits.pcpRequestsPerSecond) is answered, the rest is silence');
+    assert.equal(h.env.table.countActive().total, 400, 'and only that many reached the lease table');
+    assert.equal(await counter(h.env.metrics, 'portd_global_limit_total', { limit: 'pcpRequestsPerSecond' }), 200);
+    assert.equal(await counter(h.env.metrics, 'portd_rate_limited_total', { frontend: 'pcp' }), 0, 'no host was over its own rate');
+    const warn = cap.matching(/global limit reached \(limits\.pcpRequestsPerSecond 200\); dropping/);
+    assert.equal(warn.length, 1, 'one warn line for 200 drops');
+    assert.equal(warn[0]!['level'], 40);
+    // a client discovering the gateway: PCP ANNOUNCE and the NAT-PMP external address are answered during the flood
+    const ann = decodePcpResponse(await probe.ask(encodePcpRequest({ version: 2, opcode: 0, lifetime: 0, clientAddress: '127.0.0.99', options: [] }), h.port));
+    assert.equal(ann.resultCode, ResultCode.SUCCESS);
+    const addr = await probe.ask(Uint8Array.of(0, 0), h.port);
+    assert.equal(addr.length, 12);
+    assert.equal(addr[3], 0, 'NAT-PMP result 0');
+    // its MAP, which needs the lease table, waits for the global bucket like everyone's
+    probe.send(mapRequest({ client: '127.0.0.99', internalPort: 12000 }), h.port);
+    assert.equal(await probe.next(300), null);
+    assert.equal(await counter(h.env.metrics, 'portd_global_limit_total', { limit: 'pcpRequestsPerSecond' }), 201);
+  } finally {
+    for (const s of senders) s.close();
+    probe.close();
+    await h.close();
+  }
+});
+
+test('PEER flood from many hosts: over limits.peerLookupsPerSecond NO_RESOURCES (short), conntrack asked only for the admitted, counted and logged once', async () => {
+  const cap = captureLog();
+  let lookups = 0;
+  const conntrack: ConntrackApi = {
+    async lookup() { lookups++; return { externalAddress: '203.0.113.1', externalPort: 62001, timeout: 30 }; },
+    async extend() { return true; },
+  };
+  const h = await startPcp({ limits: { peerLookupsPerSecond: 10 }, conntrack, extra: { log: cap.log } });
+  const hosts = await Promise.all(Array.from({ length: 20 }, (_, i) => udpClient(`127.0.0.${60 + i}`)));
+  try {
+    const codes: number[] = [];
+    for (let round = 0; round < 2; round++) {
+      for (const c of hosts) {
+        const req = encodePcpRequest({
+          version: 2, opcode: 2, lifetime: 600, clientAddress: c.address, options: [],
+          peer: { nonce: nonceFromHex('0102030405060708090a0b0c'), protocol: 17, internalPort: 40000 + round, externalPort: 0, externalAddress: '0.0.0.0', remotePort: 7000, remoteAddress: '203.0.113.2' },
+        });
+        const r = decodePcpResponse(await c.ask(req, h.port));
+        codes.push(r.resultCode);
+        if (r.resultCode === ResultCode.NO_RESOURCES) assert.equal(r.lifetime, 30, 'a short lifetime error');
+      }
+    }
+    assert.equal(codes.filter((c) => c === ResultCode.SUCCESS).length, 10);
+    assert.equal(codes.filter((c) => c === ResultCode.NO_RESOURCES).length, 30);
+    assert.equal(lookups, 10, 'conntrack was asked only for the admitted requests');
+    assert.equal(await counter(h.env.metrics, 'portd_global_limit_total', { limit: 'peerLookupsPerSecond' }), 30);
+    assert.equal(cap.matching(/global limit reached \(limits\.peerLookupsPerSecond 10\)/).length, 1);
+  } finally {
+    for (const c of hosts) c.close();
     await h.close();
   }
 });

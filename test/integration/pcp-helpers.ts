@@ -7,7 +7,7 @@ import pino from 'pino';
 import { makeTable as makeSharedTable, testPolicy } from '../helpers/leases.js';
 import type { Config, PolicyConfig } from '../../src/config/types.js';
 import { createPcpServer, type PcpServerOptions } from '../../src/frontends/pcp/index.js';
-import type { ConntrackApi } from '../../src/frontends/pcp/index.js';
+import type { ConntrackApi, PcpFrontendConfig } from '../../src/frontends/pcp/index.js';
 import { encodePcpRequest, nonceFromHex, type PcpOption, type PcpRequest } from '../../protocols/pcp/index.js';
 
 export { testPolicy };
@@ -19,11 +19,13 @@ export function makeTable(policy: PolicyConfig) {
 
 export const EXTERNAL = '203.0.113.1';
 
-export function pcpConfig(over: Partial<Config['pcp']> = {}, natpmp = true, policy: Partial<PolicyConfig> = {}): Pick<Config, 'pcp' | 'natpmp' | 'policy'> {
+/** global limits off unless a test asks for them (like pcp.rateLimit) */
+export function pcpConfig(over: Partial<Config['pcp']> = {}, natpmp = true, policy: Partial<PolicyConfig> = {}, limits: Partial<PcpFrontendConfig['limits']> = {}): PcpFrontendConfig {
   return {
     pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false, ...over },
     natpmp: { enabled: natpmp },
     policy: testPolicy(policy),
+    limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0, ...limits },
   };
 }
 
@@ -37,10 +39,10 @@ export interface Harness {
 }
 
 export async function startPcp(opts: {
-  pcp?: Partial<Config['pcp']>; natpmp?: boolean; policy?: Partial<PolicyConfig>; conntrack?: ConntrackApi | null;
+  pcp?: Partial<Config['pcp']>; natpmp?: boolean; policy?: Partial<PolicyConfig>; limits?: Partial<PcpFrontendConfig['limits']>; conntrack?: ConntrackApi | null;
   port?: number; announce?: boolean; extra?: Partial<PcpServerOptions>;
 } = {}): Promise<Harness> {
-  const config = pcpConfig({ ...opts.pcp, port: opts.port ?? 0 }, opts.natpmp ?? true, opts.policy ?? {});
+  const config = pcpConfig({ ...opts.pcp, port: opts.port ?? 0 }, opts.natpmp ?? true, opts.policy ?? {}, opts.limits ?? {});
   const env = makeTable(config.policy);
   const announcements: Buffer[] = [];
   let listener: Socket | null = null;

@@ -51,6 +51,8 @@ const server = createPcpServer({
   config: {
     pcp: { enabled: true, port: 5351, peer, thirdParty: [], allowAllProtocols: false, rateLimit: 100, ipv6: false },
     natpmp: { enabled: true },
+    // no global PCP cap (the bench mode drives thousands per second); PEER at the default rate
+    limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 50 },
     policy: policyConfig,
   },
   leases: table, log, metrics, clock, listen: ['192.168.77.1'],

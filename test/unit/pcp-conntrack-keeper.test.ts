@@ -176,9 +176,9 @@ describe('PCP handler: PEER lifetime 0 ends the hold', () => {
       release(q) { released.push(q); },
     };
     const handler = createPcpHandler({
-      config: { pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false }, natpmp: { enabled: true }, policy: testPolicy() },
+      config: { pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false }, natpmp: { enabled: true }, policy: testPolicy(), limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 } },
       leases: { externalAddress: () => '203.0.113.1' } as unknown as LeaseTableApi,
-      log: pino({ level: 'silent' }), conntrack, epoch: () => 5,
+      log: pino({ level: 'silent' }), conntrack, epoch: () => 5, now: () => 0,
     });
     const req = encodePcpRequest({
       version: Version.PCP, opcode: Opcode.PEER, lifetime: 0, clientAddress: Q.internalAddress, options: [],

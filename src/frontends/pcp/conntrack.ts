@@ -11,6 +11,13 @@
  * (below the kernel's shortest UDP timeout) and lengthens again any held flow whose timeout fell
  * below the time it still has. It never shortens a flow; when a hold ends the flow is left to
  * conntrack's own timeout. Holds live in memory: a restart loses them, as it resets the PCP epoch.
+ *
+ * Every `conntrack` run forks a process that walks the whole conntrack table, so the CLI runs one at
+ * a time for the whole daemon (a bounded queue; past it a lookup or extend fails at once and the
+ * PEER answer is NO_RESOURCES), answers a lookup from a cache for about a second (keyed by the flow
+ * looked up; identical lookups in flight share one run), and does not run `-U` again for a flow it
+ * lengthened within that second. The global PEER rate (limits.peerLookupsPerSecond) is the
+ * handler's.
  */
 import { execFile } from 'node:child_process';
 
@@ -49,6 +56,12 @@ export interface ConntrackCliOptions {
   readonly keepIntervalMs?: number;
   /** most flows held at once; an extend beyond it fails (the PEER answer is NO_RESOURCES). Default 4096 */
   readonly maxHeld?: number;
+  /** `conntrack` runs waiting or running at once beyond which lookups and extends fail (ConntrackBusyError). Default 64 (above the default PEER rate, 50/s) */
+  readonly maxQueued?: number;
+  /** how long a lookup's answer (a flow or none) is reused, ms. Default 1000 */
+  readonly cacheMs?: number;
+  /** most answers cached. Default 4096 */
+  readonly maxCached?: number;
   /** ms clock (tests) */
   readonly now?: () => number;
   /** replaces running the tool (tests) */
@@ -63,6 +76,14 @@ export interface ConntrackCli extends ConntrackApi {
   keep(): Promise<void>;
   /** stop the keeper and forget every hold */
   close(): void;
+}
+
+/** the queue of `conntrack` runs is full: the caller answers NO_RESOURCES (a short error) */
+export class ConntrackBusyError extends Error {
+  constructor(queued: number) {
+    super(`${queued} conntrack runs already queued; try again shortly`);
+    this.name = 'ConntrackBusyError';
+  }
 }
 
 function run(bin: string, args: string[], timeoutMs: number): Promise<{ code: number; out: string }> {
@@ -127,16 +148,79 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
   const now = opts.now ?? Date.now;
   const keepIntervalMs = opts.keepIntervalMs ?? 10_000;
   const maxHeld = opts.maxHeld ?? 4096;
-  /** flow key → the flow and when its hold ends (ms) */
-  const holds = new Map<string, { q: FlowQuery; until: number }>();
+  const maxQueued = Math.max(1, opts.maxQueued ?? 64);
+  const cacheMs = opts.cacheMs ?? 1000;
+  const maxCached = opts.maxCached ?? 4096;
+  /** flow key → the flow, when its hold ends (ms), and when and for how long `-U` last ran for it */
+  const holds = new Map<string, { q: FlowQuery; until: number; updatedAt: number; seconds: number }>();
+  /** flow key → a lookup's answer and when it was read */
+  const cache = new Map<string, { at: number; flow: FlowInfo | null }>();
+  const lookups = new Map<string, Promise<FlowInfo | null>>();
+  const extending = new Map<string, { seconds: number; p: Promise<boolean> }>();
   let timer: ReturnType<typeof setInterval> | null = null;
   let keeping: Promise<void> | null = null;
+  let tail: Promise<unknown> = Promise.resolve();
+  let queued = 0;
 
   const secondsLeft = (until: number): number => Math.ceil((until - now()) / 1000);
 
-  async function update(q: FlowQuery, seconds: number): Promise<boolean> {
-    const r = await exec(['-U', ...tupleArgs(q), '--timeout', String(Math.max(1, Math.floor(seconds)))]);
+  /**
+   * One `conntrack` at a time. `must` runs (the keeper's) always queue; others fail at once when
+   * maxQueued runs wait, so a flood of PEER requests cannot pile up processes or memory.
+   */
+  function serial(args: string[], must = false): Promise<{ code: number; out: string }> {
+    if (!must && queued >= maxQueued) return Promise.reject(new ConntrackBusyError(queued));
+    queued++;
+    const p = tail.then(() => exec(args)).finally(() => { queued--; });
+    tail = p.catch(() => undefined);
+    return p;
+  }
+
+  function remember(k: string, flow: FlowInfo | null): void {
+    if (cacheMs <= 0) return;
+    if (cache.size >= maxCached) {
+      for (const [key, c] of cache) if (now() - c.at >= cacheMs) cache.delete(key);
+      if (cache.size >= maxCached) cache.clear();
+    }
+    cache.set(k, { at: now(), flow });
+  }
+
+  /** the kernel's answer for a flow: cached for cacheMs, one run shared by identical lookups in flight */
+  function kernelLookup(q: FlowQuery): Promise<FlowInfo | null> {
+    const k = flowKey(q);
+    const c = cache.get(k);
+    if (c && now() - c.at < cacheMs) return Promise.resolve(c.flow);
+    const pending = lookups.get(k);
+    if (pending) return pending;
+    const p = serial(['-L', ...tupleArgs(q)]).then((r) => {
+      let flow: FlowInfo | null = null;
+      if (r.code === 0) {
+        for (const line of r.out.split('\n')) {
+          flow = parseConntrackLine(line);
+          if (flow) break;
+        }
+      }
+      remember(k, flow);
+      return flow;
+    }).finally(() => { lookups.delete(k); });
+    lookups.set(k, p);
+    return p;
+  }
+
+  async function update(q: FlowQuery, seconds: number, must = false): Promise<boolean> {
+    const r = await serial(['-U', ...tupleArgs(q), '--timeout', String(Math.max(1, Math.floor(seconds)))], must);
     return r.code === 0 && updatedSome(r.out);
+  }
+
+  /** the hold promises at least `seconds` from now (never less than it promised already) */
+  function hold(k: string, q: FlowQuery, seconds: number, ran: boolean): void {
+    const h = holds.get(k);
+    const until = Math.max(h?.until ?? 0, now() + Math.max(1, Math.floor(seconds)) * 1000);
+    holds.set(k, { q, until, updatedAt: ran ? now() : (h?.updatedAt ?? now()), seconds: ran ? seconds : (h?.seconds ?? seconds) });
+    if (!timer) {
+      timer = setInterval(() => { void keep(); }, keepIntervalMs);
+      timer.unref?.();
+    }
   }
 
   function stopTimer(): void {
@@ -148,7 +232,7 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
     for (const [k, h] of holds) if (secondsLeft(h.until) <= 0) holds.delete(k);
     if (holds.size === 0) { stopTimer(); return; }
     // one listing per pass, not one per held flow: each `conntrack` call walks the whole table
-    const r = await exec(['-L', '-f', 'ipv4']);
+    const r = await serial(['-L', '-f', 'ipv4'], true);
     if (r.code !== 0) return; // keep the holds; the next pass tries again
     const present = new Map<string, number | null>();
     for (const line of r.out.split('\n')) {
@@ -162,7 +246,7 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
       if (left <= 0) { holds.delete(k); continue; }
       // only lengthen: traffic resets the timeout below what the hold promises; a longer one is left alone
       if (timeout !== null && timeout >= left) continue;
-      if (!(await update(h.q, left))) holds.delete(k);
+      if (!(await update(h.q, left, true))) holds.delete(k);
     }
     if (holds.size === 0) stopTimer();
   }
@@ -174,33 +258,39 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
 
   return {
     async lookup(q) {
-      const r = await exec(['-L', ...tupleArgs(q)]);
-      if (r.code !== 0) return null;
-      for (const line of r.out.split('\n')) {
-        const f = parseConntrackLine(line);
-        if (!f) continue;
-        // a held flow keeps at least its hold, whatever traffic just reset the kernel's timeout to
-        const h = holds.get(flowKey(q));
-        const left = h ? secondsLeft(h.until) : 0;
-        return left > 0 && (f.timeout === null || f.timeout < left) ? { ...f, timeout: left } : f;
-      }
-      return null;
+      const f = await kernelLookup(q);
+      if (!f) return null;
+      // a held flow keeps at least its hold, whatever traffic just reset the kernel's timeout to
+      const h = holds.get(flowKey(q));
+      const left = h ? secondsLeft(h.until) : 0;
+      return left > 0 && (f.timeout === null || f.timeout < left) ? { ...f, timeout: left } : f;
     },
     async extend(q, seconds) {
       const k = flowKey(q);
-      if (!holds.has(k) && holds.size >= maxHeld) return false;
-      if (!(await update(q, seconds))) { holds.delete(k); return false; }
-      // a renewal never shortens a hold (RFC 6887 §12.3: the lifetime is a minimum)
-      const until = Math.max(holds.get(k)?.until ?? 0, now() + Math.max(1, Math.floor(seconds)) * 1000);
-      holds.set(k, { q, until });
-      if (!timer) {
-        timer = setInterval(() => { void keep(); }, keepIntervalMs);
-        timer.unref?.();
+      const h = holds.get(k);
+      if (!h && holds.size >= maxHeld) return false;
+      // `-U` ran for this flow within the last cacheMs for at least as long: the hold promises the
+      // rest and the keeper lengthens the kernel's timeout to it (no second process for a burst)
+      if (h && now() - h.updatedAt < cacheMs && h.seconds >= seconds) { hold(k, q, seconds, false); return true; }
+      const pending = extending.get(k);
+      if (pending && pending.seconds >= seconds) {
+        const ok = await pending.p;
+        if (ok) hold(k, q, seconds, false);
+        return ok;
       }
-      return true;
+      const p = update(q, seconds).then((ok) => {
+        cache.delete(k); // the flow's timeout changed
+        if (!ok) { holds.delete(k); return false; }
+        // a renewal never shortens a hold (RFC 6887 §12.3: the lifetime is a minimum)
+        hold(k, q, seconds, true);
+        return true;
+      }).finally(() => { if (extending.get(k)?.p === p) extending.delete(k); });
+      extending.set(k, { seconds, p });
+      return p;
     },
     release(q) {
       holds.delete(flowKey(q));
+      cache.delete(flowKey(q));
       if (holds.size === 0) stopTimer();
     },
     held: () => holds.size,
@@ -208,6 +298,7 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
     close() {
       stopTimer();
       holds.clear();
+      cache.clear();
     },
   };
 }

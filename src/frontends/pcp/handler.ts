@@ -4,7 +4,8 @@
  * codes. No sockets here; the server in server.ts feeds it.
  */
 import type { Logger } from 'pino';
-import type { Config } from '../../config/types.js';
+import type { Config, LimitsConfig } from '../../config/types.js';
+import { createRateLimiter } from '../rate-limit.js';
 import { ipInCidr } from '../../config/net.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
@@ -28,15 +29,24 @@ export interface HandleResult {
   readonly detail?: string;
   /** true when the packet was malformed or hostile (counted as bad input) */
   readonly bad?: boolean;
+  /** the global limit (a key of config.limits) that refused this request, for its metric and log line */
+  readonly limit?: 'peerLookupsPerSecond';
 }
 
+/** what the PCP front-end reads of the configuration: main.ts passes the whole Config, tests and benches build it */
+export type PcpFrontendConfig = Pick<Config, 'pcp' | 'natpmp' | 'policy'> & {
+  readonly limits: Pick<LimitsConfig, 'pcpRequestsPerSecond' | 'peerLookupsPerSecond'>;
+};
+
 export interface PcpHandlerDeps {
-  readonly config: Pick<Config, 'pcp' | 'natpmp' | 'policy'>;
+  readonly config: PcpFrontendConfig;
   readonly leases: LeaseTableApi;
   readonly log: Logger;
   readonly conntrack: ConntrackApi | null;
   /** seconds since the epoch began (RFC 6887 §8.5, RFC 6886 §3.6) */
   readonly epoch: () => number;
+  /** ms clock for the global PEER rate (the server passes its clock) */
+  readonly now: () => number;
 }
 
 const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true } as const;
@@ -100,6 +110,10 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
   const opcodes: number[] = [Opcode.ANNOUNCE, Opcode.MAP];
   if (config.pcp.peer && conntrack) opcodes.push(Opcode.PEER);
   const pcpBounds = config.policy.lifetime.pcp;
+  // every PEER request may start a `conntrack` process: a global rate across all clients, so spoofed
+  // LAN sources cannot multiply it (the conntrack runner also runs one process at a time and caches)
+  const peerRate = config.limits.peerLookupsPerSecond;
+  const peerLimiter = createRateLimiter({ rate: peerRate, now: deps.now, maxClients: 1 });
 
   function thirdPartyAllowed(requester: string): boolean {
     return config.pcp.thirdParty.some((c) => ipInCidr(requester, c));
@@ -257,6 +271,10 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const s = subject(req, source, p);
     if (!s.ok) return s.result;
     if (!conntrack) return pcpError(req, ResultCode.UNSUPP_OPCODE, s.processed, 'PEER without conntrack');
+    if (!peerLimiter.take('peer')) {
+      // RFC 6887 §7.4: NO_RESOURCES, a short lifetime error: the client may ask again in 30 s
+      return { ...pcpError(req, ResultCode.NO_RESOURCES, s.processed, `over limits.peerLookupsPerSecond ${peerRate}`), limit: 'peerLookupsPerSecond' };
+    }
     const q = { protocol: s.protocol, internalAddress: s.internalAddress, internalPort: p.internalPort, remoteAddress: p.remoteAddress, remotePort: p.remotePort };
     let flow;
     try {

@@ -7,7 +7,6 @@ import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
-import type { Config } from '../../config/types.js';
 import type { Clock } from '../../leases/clock.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
@@ -16,11 +15,11 @@ import {
   ANNOUNCE_GROUP, encodeNatPmpResponse, encodePcpResponse, NatPmpOpcode, NatPmpResultCode, Opcode, Port, ResultCode, Version,
 } from '../../../protocols/pcp/index.js';
 import type { ConntrackApi } from './conntrack.js';
-import { createPcpHandler } from './handler.js';
+import { createPcpHandler, type PcpFrontendConfig } from './handler.js';
 import { createLogGate, createRateLimiter } from '../rate-limit.js';
 
 export interface PcpServerOptions {
-  readonly config: Pick<Config, 'pcp' | 'natpmp' | 'policy'>;
+  readonly config: PcpFrontendConfig;
   readonly leases: LeaseTableApi;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -64,12 +63,25 @@ export interface PcpServer {
 
 const RECV_BUFFER_BYTES = 1 << 20;
 
+/** a PCP ANNOUNCE (version 2, opcode 0) or a NAT-PMP external address request (version 0, opcode 0) */
+function isProbe(msg: Uint8Array): boolean {
+  return msg.length >= 2 && msg[1] === 0 && (msg[0] === Version.PCP || msg[0] === Version.NAT_PMP);
+}
+
 export function createPcpServer(opts: PcpServerOptions): PcpServer {
   const { config, leases, metrics, clock } = opts;
   const log = opts.log.child({ component: 'pcp' });
   let epochStart = opts.epochStart ?? clock.now();
   const sockets: { socket: Socket; address: string; family: 4 | 6 }[] = [];
   const limiter = createRateLimiter({ rate: config.pcp.rateLimit, now: () => clock.now() });
+  // the global cap (limits.pcpRequestsPerSecond, bursts of 2x) bounds what spoofed LAN sources can
+  // make the lease table do, each under its own per-client bucket. Probes (PCP ANNOUNCE, NAT-PMP
+  // external address) cost no lease-table work and clients send them first, racing 250 ms timers
+  // (QUIRKS.md): they draw on a bucket of their own of the same size, so a MAP flood does not
+  // make a gateway look absent to a client that is discovering it.
+  const globalRate = config.limits.pcpRequestsPerSecond;
+  const globalRequests = createRateLimiter({ rate: globalRate, burst: 2 * globalRate, now: () => clock.now(), maxClients: 2 });
+  const globalLimitPcp = metrics.globalLimit.labels({ limit: 'pcpRequestsPerSecond' });
   // the drop path runs once per flooded datagram: label lookups done once, not per packet
   const rateLimitedPcp = metrics.rateLimited.labels({ frontend: 'pcp' });
   const notLanPcp = metrics.badInput.labels({ frontend: 'pcp', kind: 'not_lan' });
@@ -82,7 +94,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
   let inFlight = 0;
 
   const epoch = (): number => Math.max(0, Math.floor((clock.now() - epochStart) / 1000)) >>> 0;
-  const handler = createPcpHandler({ config, leases, log, conntrack: opts.conntrack ?? null, epoch });
+  const handler = createPcpHandler({ config, leases, log, conntrack: opts.conntrack ?? null, epoch, now: () => clock.now() });
 
   function checkExternalAddress(): void {
     const now = leases.externalAddress();
@@ -180,13 +192,26 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       if (n !== null) log.warn({ client, suppressed: n, rateLimit: config.pcp.rateLimit }, 'client over rate limit; requests dropped');
       return;
     }
+    // over the global cap: silence, like the per-client limit. PCP and NAT-PMP clients retransmit
+    // (RFC 6887 §8.1.1, RFC 6886 §3.1), and an error answer would cost the send the cap is there to
+    // save, aimed at source addresses that may be spoofed
+    if (!globalRequests.take(isProbe(msg) ? 'probe' : 'request')) {
+      globalLimitPcp.inc();
+      const n = gate.pass('global:pcpRequestsPerSecond');
+      if (n !== null) log.warn({ suppressed: n, limit: 'limits.pcpRequestsPerSecond', rate: globalRate }, `global limit reached (limits.pcpRequestsPerSecond ${globalRate}); dropping`);
+      return;
+    }
     const started = performance.now();
     if (opts.addressCheckMs === 0) checkExternalAddress();
     inFlight++;
     handler.handle(msg, client).then((r) => {
       metrics.requests.inc({ frontend: r.frontend, result: r.result });
       metrics.requestSeconds.observe({ frontend: r.frontend }, (performance.now() - started) / 1000);
-      if (r.bad) {
+      if (r.limit) {
+        metrics.globalLimit.inc({ limit: r.limit });
+        const n = gate.pass(`global:${r.limit}`);
+        if (n !== null) log.warn({ client, suppressed: n, limit: `limits.${r.limit}`, rate: config.limits[r.limit] }, `global limit reached (limits.${r.limit} ${config.limits[r.limit]}); answering NO_RESOURCES`);
+      } else if (r.bad) {
         metrics.badInput.inc({ frontend: r.frontend, kind: r.result });
         const n = gate.pass(`bad:${client}`);
         if (n !== null) log.info({ client, port: rinfo.port, result: r.result, detail: r.detail, suppressed: n }, 'bad request');
