@@ -82,6 +82,7 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
         '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
         'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
         'pcp: { rateLimit: 0 }',
+        'limits: { pcpRequestsPerSecond: 0 }', // the churn drives PCP past the global default too
         `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
         'triggers: []',
       ].join('\n') + '\n',
