@@ -11,6 +11,7 @@ import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './
 import { inPrefix, normalizeAddress } from './policy/ip.js';
 import { createSystemClock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
+import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createPolicy } from './policy/policy.js';
 
@@ -104,9 +105,19 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   // the table reads the policy through this indirection, so SIGHUP swaps it atomically between ticks
   const policyRef = new Proxy({} as ReturnType<typeof createPolicy>, { get: (_t, k) => (policy as unknown as Record<string | symbol, unknown>)[k] });
+  // the gateway's own listening ports (policy.checkPortInUse, read at grant time): /proc/net is the namespace
+  // of this process, which is where the nftables driver's rules divert traffic (portd runs in the gateway's
+  // namespace). The memory driver diverts nothing: no check
+  const localPorts = config.dataplane.driver === 'nftables'
+    ? createLocalPorts({ externalAddresses: () => [leases.externalAddress()], log: log.child({ component: 'local-ports' }) })
+    : null;
+  // trigger rules are known once the manager runs (after the table): until then no port is a trigger's
+  let triggerPort: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
   const leases = createLeaseTable({
     database: config.database, dataplane, policy: policyRef, clock, log, metrics, externalAddress,
     grace: config.dataplane.grace, historyRetention: config.policy.historyRetention,
+    ...(localPorts ? { portInUse: (protocol: 'tcp' | 'udp', port: number) => localPorts.inUse(protocol, port) } : {}),
+    triggerPort: (protocol, port) => triggerPort(protocol, port),
   });
   parts.push({ name: 'leases', close: () => leases.close() });
 
@@ -120,6 +131,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   // port triggering: kernel rules + conntrack firings (nftables), API firings only (memory)
   const triggers = await startTriggers({ config, leases, dataplane, log, metrics, clock });
+  triggerPort = (protocol, port) => triggers.portRule(protocol, port);
   parts.push({ name: 'triggers', close: () => triggers.close() });
 
   // periodic, cheap reconcile (count compare; full compare when the counts differ), then the element audit

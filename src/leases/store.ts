@@ -84,6 +84,11 @@ const MIGRATIONS: readonly string[] = [
   `DROP INDEX leases_active_ext;
    DROP INDEX leases_active_int;
    DROP INDEX leases_active_owner;`,
+  // 5: a lease an admin-defined opening replaced keeps its port from its holder for the rest of its term
+  // (kind 'replaced'; 'revoked' rows refuse the whole mapping, 'replaced' ones only that external port)
+  `ALTER TABLE revocations ADD COLUMN kind TEXT NOT NULL DEFAULT 'revoked';
+   ALTER TABLE revocations ADD COLUMN replaced_by TEXT;
+   ALTER TABLE revocations ADD COLUMN replaced_by_source TEXT;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -278,8 +283,11 @@ export function openStore(opts: OpenStoreOptions) {
     rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
       WHERE state = 'active' AND updated_at >= @since`),
     revoke: db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-    revoked: db.prepare(`SELECT lease_id, until FROM revocations WHERE until > @now AND protocol = @protocol
+    revoked: db.prepare(`SELECT lease_id, until FROM revocations WHERE until > @now AND protocol = @protocol AND kind = 'revoked'
       AND ((internal_address = @ia AND internal_port = @ip) OR (owner = @owner AND external_port = @ep)) LIMIT 1`),
+    replace: db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id, kind, replaced_by, replaced_by_source)
+      VALUES (?, ?, ?, ?, ?, ?, ?, 'replaced', ?, ?)`),
+    replacedHolds: db.prepare(`SELECT protocol, owner, external_port, until, lease_id, replaced_by, replaced_by_source FROM revocations WHERE kind = 'replaced' AND until > ?`),
     pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
     pruneEvents: db.prepare(`DELETE FROM events WHERE lease_id IN (SELECT id FROM leases WHERE state = 'ended' AND ended_at < ?)`),
     pruneLeases: db.prepare(`DELETE FROM leases WHERE state = 'ended' AND ended_at < ?`),

@@ -29,6 +29,14 @@ export interface LeaseTableOptions {
   readonly allocationRange?: { readonly start: number; readonly end: number };
   /** at most this many leases expire per writer tick, so requests keep flowing during an expiry burst */
   readonly expiryBatch?: number;
+  /**
+   * Does a process of the gateway listen on this external port (on the WAN address or a wildcard)?
+   * Asked only when policy.checkPortInUse is on, for UPnP/PCP/NAT-PMP grants: such a port is not handed
+   * out (src/dataplane/local-ports.ts). Admin-defined openings onto it are granted with a warning.
+   */
+  readonly portInUse?: (protocol: 'tcp' | 'udp', port: number) => boolean;
+  /** the trigger rule whose `open` ports hold this port, or null: never handed to dynamic clients (src/triggers) */
+  readonly triggerPort?: (protocol: 'tcp' | 'udp', port: number) => string | null;
 }
 
 /** what one job did inside a tick: rows are written already (inside the tick's transaction) */
@@ -39,6 +47,8 @@ interface JobOutcome<R> {
   events: LeaseEvent[];
   /** removals only: a failed kernel delete must not keep the row alive (the element may be gone already) */
   removalOnly?: boolean;
+  /** leases this job ended besides its own change (replaced by an admin-defined opening): their flows end too */
+  endFlows?: DataplaneEntry[];
 }
 
 interface Job<R = unknown> {
@@ -81,6 +91,24 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return ip === null ? `${protocol}|${address}|${port}` : (ip * 2 + (protocol === 'udp' ? 1 : 0)) * 65536 + port;
   };
   const INTERNAL_SOURCES = new Set(['pcp', 'natpmp']);
+  // external ports an admin-defined opening took from a dynamic lease: kept from that lease's owner for
+  // the rest of its term ('replaced' is sticky), `protocol|port` -> holds; derived from the revocations table
+  interface ReplacedHold { readonly owner: string; readonly until: number; readonly by: string; readonly bySource: Lease['source'] }
+  const replacedHolds = new Map<string, ReplacedHold[]>();
+  const holdKey = (protocol: string, port: number) => `${protocol}|${port}`;
+  function addHold(protocol: string, port: number, h: ReplacedHold): void {
+    const k = holdKey(protocol, port);
+    const list = replacedHolds.get(k);
+    if (list) list.push(h); else replacedHolds.set(k, [h]);
+  }
+  function holdFor(protocol: string, port: number, owner: string, now: number): ReplacedHold | undefined {
+    const list = replacedHolds.get(holdKey(protocol, port));
+    if (!list) return undefined;
+    const live = list.filter((h) => h.until > now);
+    if (live.length === 0) { replacedHolds.delete(holdKey(protocol, port)); return undefined; }
+    if (live.length !== list.length) replacedHolds.set(holdKey(protocol, port), live);
+    return live.find((h) => h.owner === owner);
+  }
   const activeBySource = new Map<string, number>();
   /** quota use: active upnp/pcp/natpmp leases per owner */
   const quotaUse = new Map<string, number>();
@@ -103,6 +131,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (QUOTA_SOURCES.has(source)) quotaUse.set(owner, (quotaUse.get(owner) ?? 0) + 1);
     }
     for (const [k, n] of bySource) activeBySource.set(k, n);
+    replacedHolds.clear();
+    for (const r of s.replacedHolds.all(clock.now()) as { protocol: string; owner: string; external_port: number; until: number; replaced_by: string | null; replaced_by_source: string | null }[]) {
+      addHold(r.protocol, r.external_port, { owner: r.owner, until: r.until, by: r.replaced_by ?? '', bySource: (r.replaced_by_source ?? 'static') as Lease['source'] });
+    }
     publishGauges();
   }
   function publishGauges(): void {
@@ -147,6 +179,50 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     s.event.run(lease.id, type, at, actor, reason);
     return { type, at, leaseId: lease.id, lease, source: lease.source, owner: lease.owner, actor, reason };
   }
+  /** every active lease holding a port in [start, end], lowest first */
+  function holdersIn(protocol: 'tcp' | 'udp', start: number, end: number): LeaseRow[] {
+    const out: LeaseRow[] = [];
+    for (let p = start; p <= end;) {
+      const id = ports.holderIn(protocol, p, end);
+      if (id === undefined) break;
+      const row = s.byId.get(id) as LeaseRow | undefined;
+      if (!row) break;
+      out.push(row);
+      p = Math.max(p, row.external_port_end) + 1;
+    }
+    return out;
+  }
+  const checkInUse = () => opts.portInUse !== undefined && policy.config.checkPortInUse === true;
+  /**
+   * Why a free external port in [lo, hi] is still not for this dynamic request: a trigger rule opens it,
+   * an admin-defined opening took it from this owner (sticky for the replaced lease's term), or the
+   * gateway itself listens there. null: it may be had.
+   */
+  function blockedIn(req: LeaseRequest, lo: number, hi: number, now: number): Refusal | null {
+    for (let p = lo; p <= hi; p++) {
+      const rule = opts.triggerPort?.(req.protocol, p) ?? null;
+      if (rule !== null) return { ok: false, reason: 'conflict', holder: { id: '', source: 'trigger', owner: `trigger rule ${rule}`, externalPort: p, externalPortEnd: p } };
+      const h = holdFor(req.protocol, p, req.owner, now);
+      if (h) {
+        const by = h.by ? s.byId.get(h.by) as LeaseRow | undefined : undefined;
+        return { ok: false, reason: 'conflict', holder: { id: h.by, source: h.bySource, owner: by?.owner ?? 'admin', externalPort: p, externalPortEnd: p } };
+      }
+      if (checkInUse() && opts.portInUse!(req.protocol, p)) return { ok: false, reason: 'in_use', detail: `the gateway itself listens on ${req.protocol} port ${p} (policy.checkPortInUse)` };
+    }
+    return null;
+  }
+  /** dynamic leases an admin-defined opening (lease `by`) takes the ports of: ended as 'replaced', their port kept from their owner */
+  function replaceHolders(rows: readonly LeaseRow[], by: { id: string; source: Lease['source'] }, actor: string | null, now: number): JobOutcome<Lease>[] {
+    return rows.map((row) => {
+      if (row.expires_at !== null && row.expires_at > now) {
+        for (let p = row.external_port; p <= row.external_port_end; p++) {
+          s.replace.run(row.protocol, row.owner, row.internal_address, row.internal_port, p, row.expires_at, row.id, by.id, by.source);
+          addHold(row.protocol, p, { owner: row.owner, until: row.expires_at, by: by.id, bySource: by.source });
+        }
+      }
+      return endLease(row, 'replaced', now, actor, 'replaced', `replaced by ${by.source} lease ${by.id}`);
+    });
+  }
   function conflictOf(h: LeaseRow): Refusal {
     return { ok: false, reason: 'conflict', holder: { id: h.id, source: h.source as Lease['source'], owner: h.owner, externalPort: h.external_port, externalPortEnd: h.external_port_end } };
   }
@@ -164,7 +240,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // ---- the operations, each run inside a writer tick ----
   function doRequest(req: LeaseRequest): JobOutcome<GrantResult> {
     const now = clock.now();
-    const none = (r: Refusal): JobOutcome<GrantResult> => ({ result: r, add: [], remove: [], events: [] });
+    const trusted = policy.isTrusted(req.source);
+    /** dynamic leases this admin-defined request takes the ports of (ended only once nothing can refuse it) */
+    let replace: LeaseRow[] = [];
+    let replaced: JobOutcome<Lease>[] | null = null;
+    const none = (r: Refusal): JobOutcome<GrantResult> => {
+      // the writer rolls this job back to its savepoint: the replaced leases come back
+      if (replaced) throw new Error(`${req.source} request refused after it replaced ${replaced.length} lease(s): ${r.reason}`);
+      return { result: r, add: [], remove: [], events: [] };
+    };
     const lifetime = policy.clampLifetime(req.source, req.lifetime);
     const expiresAt = lifetime === null ? null : now + lifetime * 1000;
     const wantStart = req.externalPort ?? 0;
@@ -183,7 +267,17 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           && existing.external_port === wantStart && existing.external_port_end === wantStart + span
           && (req.source !== 'static' || existing.internal_port === req.internalPort);
         if (!same) {
-          if (req.allowOtherPort) existing = undefined; // AddAnyPortMapping: pick another below
+          if (trusted && !policy.isTrusted(existing.source as Lease['source'])) {
+            // an admin-defined opening (static forward, trigger) outranks UPnP/PCP/NAT-PMP: the holders of
+            // its ports end as 'replaced' in this tick, unless another admin-defined opening holds one
+            const holders = holdersIn(req.protocol, wantStart, wantStart + span);
+            const admin = holders.find((h) => policy.isTrusted(h.source as Lease['source']));
+            if (admin) return none(conflictOf(admin));
+            const refusal = policy.check(req, wantStart, wantStart + span);
+            if (refusal) return none(refusal);
+            replace = holders;
+            existing = undefined;
+          } else if (req.allowOtherPort) existing = undefined; // AddAnyPortMapping: pick another below
           else return none(conflictOf(existing));
         }
       }
@@ -230,6 +324,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const n = quotaUse.get(req.owner) ?? 0;
       if (n >= policy.quota()) return none({ ok: false, reason: 'quota', detail: `${req.owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})` });
     }
+    const id = newId();
+    if (replace.length > 0) replaced = replaceHolders(replace, { id, source: req.source }, req.actor ?? null, now);
     let start = wantStart;
     if (start > 0) {
       const refusal = policy.check(req, start, start + span);
@@ -240,6 +336,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         const holder = overlapping(req.protocol, start, start + span);
         if (!req.allowOtherPort) return none(holder ? conflictOf(holder) : { ok: false, reason: 'no_port', detail: `port ${start} is taken` });
         start = 0;
+      } else if (!trusted) {
+        const blocked = blockedIn(req, start, start + span, now);
+        if (blocked) {
+          if (!req.allowOtherPort) return none(blocked);
+          start = 0;
+        }
       }
     }
     if (start === 0) {
@@ -247,12 +349,21 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const probe = policy.check(req, alloc.start, alloc.start);
       if (probe && (probe.reason === 'not_authorized' || probe.reason === 'invalid')) return none(probe);
       const hint = wantStart >= alloc.start && wantStart <= alloc.end ? wantStart : alloc.start + ((req.internalPort * 7919) % (alloc.end - alloc.start + 1));
-      const found = ports.findFreeIn(req.protocol, policy.allowedRanges(req, alloc.start, alloc.end), hint, (p) => policy.portAllowed(req, p));
+      const found = ports.findFreeIn(req.protocol, policy.allowedRanges(req, alloc.start, alloc.end), hint,
+        (p) => policy.portAllowed(req, p) && (trusted || blockedIn(req, p, p, now) === null));
       if (found === null) return none({ ok: false, reason: 'no_port', detail: `no free ${req.protocol} port allowed for ${req.internalAddress}` });
       start = found;
     }
+    if (trusted && checkInUse()) {
+      for (let p = start; p <= start + span; p++) {
+        if (!opts.portInUse!(req.protocol, p)) continue;
+        log.warn({ source: req.source, protocol: req.protocol, externalPort: p, internal: `${req.internalAddress}:${req.internalPort}`, actor: req.actor },
+          'the gateway itself listens on this external port: the forward diverts that traffic to the LAN host');
+        break;
+      }
+    }
     const lease: Lease = {
-      id: newId(), source: req.source, protocol: req.protocol, externalAddress,
+      id, source: req.source, protocol: req.protocol, externalAddress,
       externalPort: start, externalPortEnd: start + span, internalAddress: req.internalAddress, internalPort: req.internalPort,
       remoteAddress: req.remoteAddress ?? null, remotePrefix: req.remotePrefix ?? null, remotePort: req.remotePort ?? null,
       owner: req.owner, description: req.description ?? '', nonce: req.nonce ?? null,
@@ -269,10 +380,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd, lease.id);
     if (INTERNAL_SOURCES.has(lease.source)) byInternal.set(internalKey(lease.protocol, lease.internalAddress, lease.internalPort), lease.id);
     count(lease, 1);
+    const gone = (replaced ?? []).flatMap((o) => o.remove);
     return {
       result: { ok: true, lease, created: true, lifetime },
-      remove: [], add: [toEntry(lease, now)],
-      events: [event('granted', lease, now, req.actor ?? null, null)],
+      // one kernel batch: the replaced leases' elements out, the new one in
+      remove: gone, add: [toEntry(lease, now)],
+      events: [...(replaced ?? []).flatMap((o) => o.events), event('granted', lease, now, req.actor ?? null, null)],
+      ...(gone.length > 0 ? { endFlows: gone } : {}),
     };
   }
 
@@ -494,6 +608,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       j.resolve(o.result);
       for (const e of o.events) emit(e);
       if (o.removalOnly) ended.push(...o.remove);
+      else if (o.endFlows) ended.push(...o.endFlows);
     }
     publishGauges();
     // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
@@ -708,9 +823,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       return p.then((r) => {
         if (!r.ok) {
           metrics?.refusals.inc({ reason: r.reason, source: req.source });
-          const detail = r.reason === 'conflict' ? `held by ${r.holder.source} lease ${r.holder.id} of ${r.holder.owner}` : r.detail;
+          const detail = r.reason === 'conflict' ? (r.holder.id ? `held by ${r.holder.source} lease ${r.holder.id} of ${r.holder.owner}` : `kept for the ${r.holder.owner}`) : r.detail;
           log.info({ source: req.source, owner: req.owner, protocol: req.protocol, externalPort: req.externalPort, internal: `${req.internalAddress}:${req.internalPort}`, reason: r.reason, detail }, 'lease refused');
-          for (const fn of listeners) { try { fn({ type: 'refused', at: clock.now(), leaseId: r.reason === 'conflict' ? r.holder.id : null, lease: null, source: req.source, owner: req.owner, actor: req.actor ?? null, reason: `${r.reason}: ${detail}` }); } catch { /* listener bug */ } }
+          for (const fn of listeners) { try { fn({ type: 'refused', at: clock.now(), leaseId: r.reason === 'conflict' ? r.holder.id || null : null, lease: null, source: req.source, owner: req.owner, actor: req.actor ?? null, reason: `${r.reason}: ${detail}` }); } catch { /* listener bug */ } }
         }
         return r;
       });

@@ -5,7 +5,9 @@
  * - A firing (a new outbound flow the kernel marked, or POST .../fire) becomes one lease request per
  *   `open` range: source `trigger`, the rule name, owner = the LAN host, lifetime = idleTimeout.
  *   All ranges or none: a refusal releases what this firing created. The lease table decides
- *   conflicts, so another host holding the rule, and a UPnP/PCP/static lease on the ranges, refuse alike.
+ *   conflicts: another host holding the rule, or a static forward on the ranges, refuse; a UPnP/PCP/NAT-PMP
+ *   lease on them ends as `replaced` (admin-defined openings outrank dynamic ones), and while the rule is
+ *   enabled its ports are not handed to dynamic clients at all (portRule).
  * - Idle: the kernel refreshes `trig_<rule>_active` on every packet of the trigger flow and through
  *   the opened ports. portd polls only those small sets, and only for rules that are held, and moves
  *   the leases' expiresAt to the host's activity deadline (rarely: when it moved by more than half
@@ -91,6 +93,8 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   let rules = new Map<string, TriggerRule>();
   let byId = new Map<number, TriggerRule>();
   let ids = new Map<string, number>();
+  /** the ports enabled rules open, to the rule's name: never handed to UPnP/PCP/NAT-PMP clients (portRule) */
+  let openPorts = { tcp: new Array<string | undefined>(65536), udp: new Array<string | undefined>(65536) };
   /** API rules stored but not in force, with why */
   let broken = new Map<string, { doc: unknown; error: string }>();
   const counters = store.loadStats();
@@ -194,6 +198,12 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     rules = new Map(list.map((r) => [r.config.name, r]));
     byId = new Map(list.map((r) => [r.id, r]));
     ids = new Map(list.map((r) => [r.config.name, r.id]));
+    const nextOpen = { tcp: new Array<string | undefined>(65536), udp: new Array<string | undefined>(65536) };
+    for (const r of list) {
+      if (!r.config.enabled) continue;
+      for (const o of r.config.open) for (let p = o.ports.start; p <= o.ports.end; p++) nextOpen[o.protocol][p] ??= r.config.name;
+    }
+    openPorts = nextOpen;
     broken = nextBroken;
     for (const [name, b] of broken) log.error({ rule: name, error: b.error }, 'trigger rule from the API is not in force');
     // openings that no longer match their rule end now
@@ -533,6 +543,13 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       return fireRule(rule, host, 'api', actor, null);
     },
 
+    /**
+     * The enabled rule that opens this port, or null. The lease table asks it for every UPnP/PCP/NAT-PMP
+     * grant: a trigger's ports are kept for the trigger even while nobody holds it (docs/triggers.md).
+     */
+    portRule(protocol: 'tcp' | 'udp', port: number): string | null {
+      return openPorts[protocol][port] ?? null;
+    },
     /** feed one kernel flow (what the conntrack reader does) */
     onFlow,
     poll,

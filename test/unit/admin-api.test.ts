@@ -62,13 +62,13 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
     assert.match(body.message, /static lease of 192\.168\.77\.5/);
   });
 
-  it('a port held by a PCP lease answers 409 naming the pcp holder', async () => {
+  it('a port held by a PCP lease: the forward replaces it (201; the PCP lease ends as replaced)', async () => {
     const f = await admin();
     const g = await f.table.request(pcpReq({ protocol: 'tcp', externalPort: 9000, internalPort: 9000 }));
     assert.ok(g.ok);
     const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 9000 } });
-    assert.equal(r.statusCode, 409);
-    assert.deepEqual((r.json() as { holder: unknown }).holder, { id: g.lease.id, source: 'pcp', owner: '192.168.77.11', externalPort: 9000, externalPortEnd: 9000 });
+    assert.equal(r.statusCode, 201);
+    assert.equal(f.table.get(g.lease.id)!.endReason, 'replaced');
   });
 
   const bad: [string, Record<string, unknown>, string][] = [
@@ -250,11 +250,13 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
     const f = await admin();
     await f.table.request(pcpReq());
     await f.app.inject({ url: '/api/v1/leases?state=nope' }); // a 400
-    await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 4000, protocol: 'udp' } }); // conflict
+    await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 4000, protocol: 'udp' } });
+    await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 4000, protocol: 'udp', internalAddress: '192.168.77.7' } }); // conflict
     const r = await f.app.inject({ url: '/metrics' });
     assert.equal(r.statusCode, 200);
     assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/);
-    assert.match(r.body, /^portd_leases_active\{source="pcp"\} 1$/m);
+    assert.match(r.body, /^portd_leases_active\{source="pcp"\} 0$/m, 'replaced by the static forward');
+    assert.match(r.body, /^portd_leases_active\{source="static"\} 1$/m);
     assert.match(r.body, /^portd_requests_total\{frontend="admin",result="400"\} 1$/m);
     assert.match(r.body, /^portd_refusals_total\{reason="conflict",source="static"\} 1$/m);
     assert.match(r.body, /^portd_bad_input_total\{frontend="admin",kind="validation"\} 1$/m);

@@ -40,11 +40,14 @@ const disposers: (() => Promise<void>)[] = [];
 after(async () => { for (const d of disposers.reverse()) await d(); });
 
 function setup(triggers = GAME, opts: { dir?: string } = {}) {
-  const t = makeTable(opts.dir ? { dir: opts.dir } : {});
+  // the lease table asks the manager which ports are a trigger's, as src/main.ts wires it
+  let portRule: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
+  const t = makeTable({ ...(opts.dir ? { dir: opts.dir } : {}), triggerPort: (p, port) => portRule(p, port) });
   const kernel = createMemoryTriggerKernel(() => t.clock.now());
   const flows = createManualFlowSource();
   const cfg = config(triggers);
   const m = createTriggerManager({ leases: t.table, kernel, flows, config: cfg, log, metrics: t.metrics, clock: t.clock, pollMs: 0, statsFlushMs: 0 });
+  portRule = (p, port) => m.portRule(p, port);
   const events: LeaseEvent[] = [];
   t.table.on((e) => events.push(e));
   let closed = false;
@@ -122,17 +125,56 @@ describe('trigger firing', () => {
     assert.ok([...s.dataplane.entries.values()].every((e) => e.internalAddress === B));
   });
 
-  it('a range held by UPnP is a conflict too, and nothing of the rule stays open (all ranges or none)', async () => {
+  it('a range held by UPnP: the firing replaces the UPnP lease (admin-defined openings outrank dynamic ones)', async () => {
     const s = setup();
-    await s.m.start();
+    // mapped before the rule was in force (a rule added later through the API or SIGHUP)
     const up = await s.table.request({ source: 'upnp', identity: 'external', protocol: 'udp', owner: B, internalAddress: B, internalPort: 6115, externalPort: 6115, allowOtherPort: false, lifetime: 3600 });
     assert.ok(up.ok);
+    await s.m.start();
+    const r = await s.m.fire('game', A, 'admin:test');
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(s.table.get(up.lease.id)!.endReason, 'replaced');
+    assert.deepEqual(s.table.history(up.lease.id).map((h) => h.type), ['granted', 'replaced']);
+    assert.equal(s.table.list({ source: 'trigger' }).total, 2);
+    assert.ok(![...s.dataplane.entries.values()].some((e) => e.internalAddress === B), 'the UPnP element is gone');
+    assert.equal(s.m.get('game')!.state, 'held');
+  });
+
+  it('a range held by a static forward is a conflict, and nothing of the rule stays open (all ranges or none)', async () => {
+    const s = setup();
+    await s.m.start();
+    const st = await s.table.request({ source: 'static', identity: 'external', protocol: 'udp', owner: B, internalAddress: B, internalPort: 6115, externalPort: 6115, allowOtherPort: false, lifetime: null, thirdPartyAllowed: true });
+    assert.ok(st.ok);
     const r = await s.m.fire('game', A, 'admin:test');
     assert.equal(r.ok, false);
-    assert.ok(r.result === 'conflict' && r.holder.source === 'upnp' && r.holder.owner === B);
+    assert.ok(r.result === 'conflict' && r.holder.source === 'static' && r.holder.owner === B);
     assert.equal(s.table.list({ source: 'trigger' }).total, 0, 'the tcp range granted in the same firing was taken back');
     assert.deepEqual([...s.dataplane.entries.keys()], ['udp/6115-6115/*']);
     assert.equal(s.m.get('game')!.state, 'idle');
+  });
+
+  it('the ports of enabled rules are known to the lease table (portRule), also while no host holds them', async () => {
+    const s = setup(`
+  - name: game
+    match: { protocol: udp, ports: "6112" }
+    open: [{ protocol: tcp, ports: "6113-6119" }, { protocol: udp, ports: "6113-6119" }]
+  - name: off
+    match: { protocol: tcp, ports: "7100" }
+    open: [{ protocol: tcp, ports: "7101" }]
+    enabled: false
+`);
+    await s.m.start();
+    assert.equal(s.m.portRule('tcp', 6113), 'game');
+    assert.equal(s.m.portRule('udp', 6119), 'game');
+    assert.equal(s.m.portRule('tcp', 6120), null);
+    assert.equal(s.m.portRule('tcp', 6112), null, 'the match port is the LAN host\'s outbound one');
+    assert.equal(s.m.portRule('tcp', 7101), null, 'a disabled rule keeps nothing');
+    // so no UPnP client gets them, though nobody holds the trigger; PCP is given another port
+    const up = await s.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: B, internalAddress: B, internalPort: 6114, externalPort: 6114, allowOtherPort: false, lifetime: 3600 });
+    assert.ok(!up.ok && up.reason === 'conflict' && up.holder.source === 'trigger', JSON.stringify(up));
+    const p = await s.table.request({ source: 'pcp', identity: 'internal', protocol: 'udp', owner: B, internalAddress: B, internalPort: 6113, externalPort: 6113, allowOtherPort: true, lifetime: 3600 });
+    assert.ok(p.ok && (p.lease.externalPort < 6113 || p.lease.externalPort > 6119), JSON.stringify(p));
+    assert.ok((await s.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: B, internalAddress: B, internalPort: 7101, externalPort: 7101, allowOtherPort: false, lifetime: 3600 })).ok);
   });
 
   it('hosts limits who may fire; a disabled rule does not fire', async () => {
