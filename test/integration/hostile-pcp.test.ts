@@ -6,14 +6,20 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
 import { Worker } from 'node:worker_threads';
 import {
   classifyPacket, decodeNatPmpRequest, decodePcpRequest, decodePcpResponse, encodePcpRequest, encodePcpResponse, errorResponseFor,
   isDecodeError, nonceFromHex, NatPmpDecodeError, PcpDecodeError, ResultCode,
 } from '../../protocols/pcp/index.js';
 import type { PcpRequest } from '../../protocols/pcp/index.js';
+import { parseConfig } from '../../src/config/index.js';
 import { createSystemClock } from '../../src/leases/clock.js';
+import { startPortd } from '../../src/main.js';
 import { captureLog, counter, fuzzSeed, mutateBytes, percentile, prng, until } from '../fuzz/mutate.js';
 import type { ConntrackApi } from '../../src/frontends/pcp/index.js';
 import { mapRequest, startPcp, udpClient } from './pcp-helpers.js';
@@ -344,5 +350,39 @@ test('PEER flood from many hosts: over limits.peerLookupsPerSecond NO_RESOURCES 
   } finally {
     for (const c of hosts) c.close();
     await h.close();
+  }
+});
+
+test('main.ts wiring: limits.pcpRequestsPerSecond from the configuration caps the running daemon\'s PCP server', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portd-pcp-limit-'));
+  const free = createSocket('udp4');
+  await new Promise<void>((r) => free.bind(0, '127.0.0.1', r));
+  const port = free.address().port;
+  await new Promise<void>((r) => free.close(() => r()));
+  const portd = await startPortd(parseConfig(`
+interfaces: { wan: lo, lan: [lo] }
+externalAddress: 192.0.2.1
+listenAddresses: [127.0.0.1]
+stateDir: ${dir}
+database: { path: ${join(dir, 'portd.sqlite')} }
+dataplane: { driver: memory }
+policy: { rules: ["allow 1024-65535 127.0.0.0/8 1024-65535"] }
+upnp: { enabled: false }
+pcp: { port: ${port}, rateLimit: 0 }
+admin: { listen: "127.0.0.1:0" }
+limits: { pcpRequestsPerSecond: 5 }
+`), pino({ level: 'silent' }));
+  const c = await udpClient('127.0.0.1');
+  try {
+    for (let i = 0; i < 30; i++) c.send(mapRequest({ client: '127.0.0.1', internalPort: 20000 + i, lifetime: 600 }), port);
+    let answers = 0;
+    while (await c.next(300)) answers++;
+    // a burst of 2 x 5, and the odd token the real clock refills while the 30 arrive
+    assert.ok(answers >= 10 && answers <= 12, `${answers} of 30 answered`);
+    assert.equal(await counter(portd.metrics, 'portd_global_limit_total', { limit: 'pcpRequestsPerSecond' }), 30 - answers);
+  } finally {
+    c.close();
+    await portd.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
