@@ -79,9 +79,13 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.match(rm.err, /is a pcp lease, not a static forward/);
     assert.equal(f.table.get(g.lease.id)?.state, 'active');
 
-    const conflict = await f.run(['forward', 'add', 'udp', '4000', '192.168.77.9']);
+    // an admin forward outranks a dynamic lease: it replaces it; another static forward is a conflict
+    const over = await f.run(['forward', 'add', 'udp', '4000', '192.168.77.9']);
+    assert.equal(over.code, 0, over.err);
+    assert.equal(f.table.get(g.lease.id)?.endReason, 'replaced');
+    const conflict = await f.run(['forward', 'add', 'tcp', '8443', '192.168.77.9']);
     assert.equal(conflict.code, 1);
-    assert.match(conflict.err, /held by a pcp lease of 192\.168\.77\.11.*PORTD_LEASE_CONFLICT/);
+    assert.match(conflict.err, /held by a static lease of 192\.168\.77\.20.*PORTD_LEASE_CONFLICT/);
 
     const ro = f.table.list({ source: 'static' }).leases[0]!;
     const r = await f.run(['revoke', ro.id]);
@@ -91,7 +95,7 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.equal(missing.code, 1);
     assert.match(missing.err, /PORTD_LEASE_NOT_FOUND/);
     // the listing marks config forwards read-only
-    assert.match((await f.run(['leases', '--source', 'static'])).out, /static\*.*\n\* from the config file \(read-only\)\n$/);
+    assert.match((await f.run(['leases', '--source', 'static'])).out, /static\*.*\n.*static .*\n\* from the config file \(read-only\)\n$/);
   });
 
   it('usage errors exit 2 without calling the API', async () => {
