@@ -92,10 +92,11 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   };
   const INTERNAL_SOURCES = new Set(['pcp', 'natpmp']);
   // external ports an admin-defined opening took from a dynamic lease: kept from that lease's owner for
-  // the rest of its term ('replaced' is sticky), `protocol|port` -> holds; derived from the revocations table
+  // the rest of its term ('replaced' is sticky), protocol and port -> holds; derived from the revocations table
   interface ReplacedHold { readonly owner: string; readonly until: number; readonly by: string; readonly bySource: Lease['source'] }
-  const replacedHolds = new Map<string, ReplacedHold[]>();
-  const holdKey = (protocol: string, port: number) => `${protocol}|${port}`;
+  const replacedHolds = new Map<number, ReplacedHold[]>();
+  // a number, not a string: allocation asks once per candidate port
+  const holdKey = (protocol: string, port: number) => (protocol === 'udp' ? 65536 : 0) + port;
   function addHold(protocol: string, port: number, h: ReplacedHold): void {
     const k = holdKey(protocol, port);
     const list = replacedHolds.get(k);
