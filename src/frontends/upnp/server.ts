@@ -55,6 +55,7 @@ export interface UpnpServerOptions {
   };
   readonly gena?: {
     readonly notifyTimeoutMs?: number; readonly coalesceMs?: number; readonly defaultTimeout?: number;
+    readonly maxConcurrentNotifies?: number; readonly maxUnprovenNotifies?: number; readonly maxNotifiesPerSubscriber?: number;
     /**
      * least time between two mapping-change events (default 1000 ms): each one counts the visible
      * leases in the table, ≈ 17 ms at 100,000 leases, so under churn they must not follow every tick
@@ -196,6 +197,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     log, metrics, now, maxSubscriptions: config.upnp.maxSubscriptions, stateOf, gate,
     maxPerSubscriber: opts.limits?.subscriptionsPerClient ?? 16,
     notifyTimeoutMs: opts.gena?.notifyTimeoutMs, defaultTimeout: opts.gena?.defaultTimeout,
+    maxConcurrentNotifies: opts.gena?.maxConcurrentNotifies, maxUnprovenNotifies: opts.gena?.maxUnprovenNotifies,
+    maxNotifiesPerSubscriber: opts.gena?.maxNotifiesPerSubscriber,
   });
 
   // what subscribers last heard, to send only changes
