@@ -138,7 +138,7 @@ export async function frontendCeiling(count: number): Promise<Phase[]> {
   const server = createUpnpServer({
     config, leases: stub, log, metrics: createMetrics(), clock: createSystemClock(), uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
     isLanClient: (a) => a.startsWith('127.'), presentationUrl: null, wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
-    limits: { requestsPerSecond: 0, connectionsPerClient: 0 },
+    limits: { requestsPerSecond: 0, connectionsPerClient: 0, soapRequestsPerSecond: 0 },
   });
   await server.listen();
   const url = server.descriptionUrls()[0]!.v2.replace('/igd2/desc.xml', '/igd2/ctl/IPConn');
@@ -195,8 +195,8 @@ export async function run(opts: UpnpBenchOptions = {}) {
   const server = createUpnpServer({
     config, leases: table, log, metrics, clock, uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
     isLanClient: (a) => a.startsWith('127.'), presentationUrl: null, wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
-    // one load generator is one client: measure portd, not the per-client limit (upnp.rateLimit: 0)
-    limits: { requestsPerSecond: 0, connectionsPerClient: 0 },
+    // one load generator is one client: measure portd, not the per-client or global limits (upnp.rateLimit: 0, limits.soapRequestsPerSecond: 0)
+    limits: { requestsPerSecond: 0, connectionsPerClient: 0, soapRequestsPerSecond: 0 },
   });
   const phases: Phase[] = [];
   let preloadMs = 0;

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { encodePropertySet, formatTimeoutHeader, parseCallbackHeader, parseTimeoutHeader } from '../../../protocols/upnp/index.js';
 import { unmapIPv4 } from '../../config/net.js';
 import type { Metrics } from '../../metrics.js';
-import type { LogGate } from '../rate-limit.js';
+import { createPerClientCounter, type LogGate } from '../rate-limit.js';
 
 export type EventVars = readonly (readonly [string, string | number])[];
 
@@ -18,7 +18,14 @@ export interface GenaOptions {
   /** seconds granted when the client asks for none or for infinite; also the cap */
   readonly defaultTimeout?: number;
   readonly minTimeout?: number;
+  /** deadline of one NOTIFY delivery, connect to status line, all callback URLs together (default 3000 ms) */
   readonly notifyTimeoutMs?: number;
+  /** NOTIFYs outstanding at once, all subscribers together (default 32) */
+  readonly maxConcurrentNotifies?: number;
+  /** of those, held by subscriptions that have never answered one (default half) */
+  readonly maxUnprovenNotifies?: number;
+  /** NOTIFYs outstanding at once to one subscriber address (default 4) */
+  readonly maxNotifiesPerSubscriber?: number;
   /** subscriptions one subscriber address may hold (default: maxSubscriptions) */
   readonly maxPerSubscriber?: number;
   /** "once per client per interval" for refusal log lines (default: every refusal logged) */
@@ -33,6 +40,13 @@ interface Subscription {
   expiresAt: number;
   seq: number;
   inFlight: boolean;
+  /** waiting in the delivery queue */
+  queued: boolean;
+  /** the initial event has been asked for (after the SUBSCRIBE response) */
+  initial: boolean;
+  /** has answered a NOTIFY: no longer limited to the unproven share of the slots */
+  proven: boolean;
+  /** variables to send next, coalesced */
   pending: Map<string, string | number> | null;
 }
 
@@ -49,14 +63,13 @@ export function createGena(opts: GenaOptions) {
   const { log, metrics } = opts;
   const defaultTimeout = opts.defaultTimeout ?? 1800;
   const minTimeout = opts.minTimeout ?? 60;
-  const notifyTimeoutMs = opts.notifyTimeoutMs ?? 5000;
+  const notifyTimeoutMs = opts.notifyTimeoutMs ?? 3000;
   const subs = new Map<string, Subscription>();
   const maxPerSubscriber = Math.min(opts.maxPerSubscriber ?? opts.maxSubscriptions, opts.maxSubscriptions);
   const refusedLog = (key: string, fields: Record<string, unknown>, msg: string) => {
     const n = opts.gate ? opts.gate.pass(key) : 0;
     if (n !== null) log.warn({ ...fields, suppressed: n }, msg);
   };
-  const agent = new http.Agent({ keepAlive: false, maxSockets: 16 });
   let closed = false;
 
   const grant = (asked: number | 'infinite' | null) => (asked === null || asked === 'infinite' ? defaultTimeout : Math.min(defaultTimeout, Math.max(minTimeout, asked)));
@@ -98,7 +111,7 @@ export function createGena(opts: GenaOptions) {
     }
     const timeout = grant(parseTimeoutHeader(timeoutHeader));
     const sid = `uuid:${randomUUID()}`;
-    subs.set(sid, { sid, path, subscriber, callbacks, expiresAt: opts.now() + timeout * 1000, seq: 0, inFlight: false, pending: null });
+    subs.set(sid, { sid, path, subscriber, callbacks, expiresAt: opts.now() + timeout * 1000, seq: 0, inFlight: false, queued: false, initial: false, proven: false, pending: null });
     metrics.gena.inc({ kind: 'subscribe' });
     log.info({ client: subscriber, path, sid, timeout }, 'gena subscribed');
     return { ok: true, sid, timeout };
@@ -123,79 +136,134 @@ export function createGena(opts: GenaOptions) {
     return true;
   }
 
-  function post(s: Subscription, url: URL, body: string, seq: number): Promise<boolean> {
+  /**
+   * Delivery (issue 14): a black-holed callback (a connect that never completes, a server that
+   * accepts and never answers, or one that dribbles a byte a second) must not delay anyone else's
+   * events. So: one NOTIFY in flight per subscription, its later changes coalesced into the next
+   * one; at most `maxPerSubscriber` in flight per subscriber address; a deadline on the whole
+   * request, not an idle timeout; no shared agent (a fresh connection each time, as UDA 1.1 §4.2.1
+   * expects of a publisher that closes after each NOTIFY); and at most `maxConcurrent` NOTIFYs
+   * outstanding in all, of which subscriptions that have not yet answered one (every black hole)
+   * may hold only `maxUnproven`. A subscriber that has answered keeps the other slots, so new
+   * black holes, however many, leave it room; one that stops answering is dropped at its deadline.
+   */
+  const maxConcurrent = Math.max(1, opts.maxConcurrentNotifies ?? 32);
+  const maxUnproven = Math.max(1, Math.min(maxConcurrent - 1, opts.maxUnprovenNotifies ?? Math.floor(maxConcurrent / 2)));
+  const perHostMax = Math.max(1, opts.maxNotifiesPerSubscriber ?? 4);
+  const perHost = createPerClientCounter(perHostMax);
+  const queue: Subscription[] = [];
+  const active = new Set<http.ClientRequest>();
+  let inFlight = 0;
+  let unprovenInFlight = 0;
+
+  function post(s: Subscription, url: URL, body: string, seq: number, budgetMs: number): Promise<boolean> {
     return new Promise((resolve) => {
+      let settled = false;
+      const done = (ok: boolean) => { if (settled) return; settled = true; clearTimeout(deadline); active.delete(req); resolve(ok); };
       const req = http.request({
-        agent, method: 'NOTIFY', host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port || 80, path: `${url.pathname}${url.search}`,
+        agent: false, method: 'NOTIFY', host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port || 80, path: `${url.pathname}${url.search}`,
         headers: {
           HOST: url.host, 'CONTENT-TYPE': 'text/xml; charset="utf-8"', 'CONTENT-LENGTH': Buffer.byteLength(body),
-          NT: 'upnp:event', NTS: 'upnp:propchange', SID: s.sid, SEQ: String(seq),
+          NT: 'upnp:event', NTS: 'upnp:propchange', SID: s.sid, SEQ: String(seq), CONNECTION: 'close',
         },
-        timeout: notifyTimeoutMs,
       }, (res) => {
         res.resume();
-        resolve((res.statusCode ?? 500) < 300);
+        // the status line is the answer: the body (if any) is not waited for
+        done((res.statusCode ?? 500) < 300);
+        req.destroy();
       });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', () => resolve(false));
+      // connect and answer together, so neither a stalled connect nor a dribbling answer outlives it
+      const deadline = setTimeout(() => { req.destroy(new Error('timeout')); done(false); }, budgetMs);
+      active.add(req);
+      req.on('error', () => done(false));
       req.end(body);
     });
   }
 
-  async function deliver(s: Subscription, vars: Map<string, string | number>) {
+  function eligible(s: Subscription): boolean {
+    if (inFlight >= maxConcurrent) return false;
+    if (!s.proven && unprovenInFlight >= maxUnproven) return false;
+    return perHost.get(s.subscriber) < perHostMax;
+  }
+
+  function pump() {
+    for (let i = 0; i < queue.length && inFlight < maxConcurrent;) {
+      const s = queue[i]!;
+      if (!subs.has(s.sid) || closed) { queue.splice(i, 1); s.queued = false; continue; }
+      if (!eligible(s)) { i++; continue; }
+      queue.splice(i, 1);
+      s.queued = false;
+      void deliver(s);
+    }
+  }
+
+  async function deliver(s: Subscription) {
+    const vars = s.pending!;
+    s.pending = null;
     s.inFlight = true;
+    const proven = s.proven;
+    inFlight++;
+    if (!proven) unprovenInFlight++;
+    perHost.take(s.subscriber);
     const seq = s.seq;
     // SEQ wraps to 1, never back to 0 (UDA 1.1 §4.2.1)
     s.seq = s.seq >= 0xffffffff ? 1 : s.seq + 1;
     const body = encodePropertySet([...vars]);
+    const started = performance.now();
     let delivered = false;
     for (const url of s.callbacks) {
-      if (closed) break;
-      if (await post(s, url, body, seq)) { delivered = true; break; }
+      const budget = notifyTimeoutMs - (performance.now() - started);
+      if (closed || budget <= 0) break;
+      if (await post(s, url, body, seq, budget)) { delivered = true; break; }
     }
     s.inFlight = false;
+    inFlight--;
+    if (!proven) unprovenInFlight--;
+    perHost.give(s.subscriber);
     if (!delivered) {
       if (subs.delete(s.sid)) {
         metrics.gena.inc({ kind: 'dropped' });
         log.info({ client: s.subscriber, sid: s.sid }, 'gena dropped subscription: callback failed');
       }
-      return;
+    } else {
+      s.proven = true;
+      metrics.gena.inc({ kind: 'notify' });
+      if (s.pending && subs.has(s.sid) && !closed) { s.queued = true; queue.push(s); }
     }
-    metrics.gena.inc({ kind: 'notify' });
-    if (s.pending && subs.has(s.sid) && !closed) {
-      const next = s.pending;
-      s.pending = null;
-      void deliver(s, next);
-    }
+    if (!closed) pump();
   }
 
   function enqueue(s: Subscription, vars: EventVars) {
-    if (s.inFlight) {
-      s.pending ??= new Map();
-      for (const [k, v] of vars) s.pending.set(k, v);
-      return;
-    }
-    void deliver(s, new Map(vars));
+    s.pending ??= new Map();
+    for (const [k, v] of vars) s.pending.set(k, v);
+    if (s.inFlight || s.queued) return; // coalesced into the next NOTIFY
+    s.queued = true;
+    queue.push(s);
+    pump();
   }
 
   /** the initial event with every evented variable (UDA 1.1 §4.2.1): call after the SUBSCRIBE response went out */
   function sendInitial(sid: string) {
     const s = subs.get(sid);
-    if (s && !closed) enqueue(s, opts.stateOf(s.path));
+    if (!s || closed) return;
+    s.initial = true;
+    enqueue(s, opts.stateOf(s.path));
   }
 
   /** variables of an event path changed */
   function changed(path: string, vars: EventVars) {
     if (closed || vars.length === 0) return;
     sweep();
-    // a subscription whose initial event has not started yet will carry the new values anyway
-    for (const s of subs.values()) if (s.path === path && s.seq > 0) enqueue(s, vars);
+    // before its initial event is asked for, a subscription has nothing to add to: that event reads the state then
+    for (const s of subs.values()) if (s.path === path && s.initial) enqueue(s, vars);
   }
 
   function close() {
     closed = true;
     subs.clear();
-    agent.destroy();
+    queue.length = 0;
+    for (const r of active) r.destroy();
+    active.clear();
   }
 
   return { subscribe, renew, unsubscribe, sendInitial, changed, close, count: () => { sweep(); return subs.size; } };

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import os from 'node:os';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { SsdpTarget } from '../../../protocols/ssdp/index.js';
@@ -16,6 +15,7 @@ import type { Metrics } from '../../metrics.js';
 import { normalizeAddress } from '../../policy/ip.js';
 import { createLogGate, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
 import { createActionHandler, type WanStats } from './actions.js';
+import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
 import { createGena, type EventVars } from './gena.js';
 import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
@@ -55,6 +55,7 @@ export interface UpnpServerOptions {
   };
   readonly gena?: {
     readonly notifyTimeoutMs?: number; readonly coalesceMs?: number; readonly defaultTimeout?: number;
+    readonly maxConcurrentNotifies?: number; readonly maxUnprovenNotifies?: number; readonly maxNotifiesPerSubscriber?: number;
     /**
      * least time between two mapping-change events (default 1000 ms): each one counts the visible
      * leases in the table, ≈ 17 ms at 100,000 leases, so under churn they must not follow every tick
@@ -88,6 +89,10 @@ export interface UpnpLimits {
   readonly subscriptionsPerClient?: number;
   /** SSDP searches per second per source address (default 10, bursts of 30); over it: ignored */
   readonly searchesPerSecond?: number;
+  /** global: SOAP control + GENA requests per second from all clients (default config.limits.soapRequestsPerSecond, bursts of 2x); over it: 503 */
+  readonly soapRequestsPerSecond?: number;
+  /** global: SSDP searches answered per second from all sources (default config.limits.ssdpSearchesPerSecond, bursts of 2x); over it: ignored */
+  readonly ssdpSearchesPerSecond?: number;
   /**
    * the time source of the limiters and log gates, ms. Default: the monotonic clock, because a
    * rate is about real elapsed time even when the injected service clock is fixed (tests).
@@ -109,6 +114,11 @@ export interface UpnpServer {
 }
 
 const SERVER_PRODUCT = 'portd/0.1';
+/**
+ * SERVER (HTTP and SSDP): UDA 1.1 §1.1.2 wants "OS/version UPnP/1.1 product/version". The OS token
+ * is fixed and carries no kernel release: a LAN host has no use for it, an attacker does.
+ */
+export const SERVER_HEADER = `Linux UPnP/1.1 ${SERVER_PRODUCT}`;
 /** longest a request over its client's rate is held before it is refused with 503 */
 const MAX_RATE_WAIT_MS = 2000;
 
@@ -147,7 +157,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const startedAt = now();
   const interfaces = opts.listen.addresses.map(parseListen);
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
-  const serverHeader = `${os.type()}/${os.release()} UPnP/1.1 ${SERVER_PRODUCT}`;
+  const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
   const descriptionInfo = {
     friendlyName: config.upnp.friendlyName, manufacturer: config.upnp.manufacturer, modelName: config.upnp.modelName,
@@ -187,6 +197,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     log, metrics, now, maxSubscriptions: config.upnp.maxSubscriptions, stateOf, gate,
     maxPerSubscriber: opts.limits?.subscriptionsPerClient ?? 16,
     notifyTimeoutMs: opts.gena?.notifyTimeoutMs, defaultTimeout: opts.gena?.defaultTimeout,
+    maxConcurrentNotifies: opts.gena?.maxConcurrentNotifies, maxUnprovenNotifies: opts.gena?.maxUnprovenNotifies,
+    maxNotifiesPerSubscriber: opts.gena?.maxNotifiesPerSubscriber,
   });
 
   // what subscribers last heard, to send only changes
@@ -247,18 +259,50 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   // per-client request rate: a host over it is slowed to it (each connection has one request in
   // flight, and connections per host are capped, so few wait); only a wait over 2 s is a 503
   app.addHook('onRequest', async (req, reply) => {
+    reply.header('server', serverHeader);
     const client = normalizeAddress(req.socket.remoteAddress ?? '');
     const wait = requestLimiter.wait(client, MAX_RATE_WAIT_MS);
-    if (wait === 0) return;
-    metrics.rateLimited.inc({ frontend: 'upnp' });
-    logOnce('warn', `rate:${client}`, { client, rate: opts.limits?.requestsPerSecond ?? 50 }, 'upnp client over its request rate; slowed down');
-    if (wait > 0) {
+    if (wait !== 0) {
+      metrics.rateLimited.inc({ frontend: 'upnp' });
+      logOnce('warn', `rate:${client}`, { client, rate: opts.limits?.requestsPerSecond ?? 50 }, 'upnp client over its request rate; slowed down');
+      // the connection stays open: making the client reconnect would cost us more than the 503
+      if (wait < 0) return reply.code(503).header('retry-after', '1').send();
       await new Promise((r) => setTimeout(r, wait));
-      return;
     }
-    // the connection stays open: making the client reconnect would cost us more than the 503
-    return reply.code(503).header('retry-after', '1').send();
+    // Host and Origin on every request, descriptions included: a rebinding page reads nothing
+    const refused = checkOrigin({ host: req.headers.host, origin: req.headers.origin }, { address: req.socket.localAddress ?? '', port: req.socket.localPort ?? 0 });
+    if (refused) return guardRefuse(req, reply, refused);
   });
+
+  function guardRefuse(req: FastifyRequest, reply: FastifyReply, r: GuardRefusal) {
+    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    metrics.badInput.inc({ frontend: 'upnp', kind: r.kind });
+    logOnce('warn', `guard:${r.kind}:${client}`, { client, method: req.method, url: req.url.slice(0, 200), status: r.status, why: r.why }, 'upnp refused a request a web page could have made');
+    // the body (if any) is not read: close rather than drain it
+    return reply.code(r.status).header('connection', 'close').send();
+  }
+
+  /**
+   * limits.soapRequestsPerSecond: SOAP control and GENA requests from all clients together, so
+   * many (spoofed or real) LAN addresses, each under its own rate, cannot add up to a flood. Over
+   * it the request gets 503 at once (UDA 1.1 §3.2.2 lets a busy device say so; every client seen
+   * treats it as a failed call and tries again later): holding it, as the per-client limit does,
+   * would keep a connection per waiting request open.
+   */
+  const soapLimit = opts.limits?.soapRequestsPerSecond ?? config.limits.soapRequestsPerSecond;
+  const soapLimiter = createRateLimiter({ rate: soapLimit, burst: 2 * soapLimit, now: realNow, maxClients: 1 });
+  async function globalSoapLimit(req: FastifyRequest, reply: FastifyReply) {
+    if (soapLimiter.take('all')) return;
+    metrics.globalLimit.inc({ limit: 'soapRequestsPerSecond' });
+    const n = gate.pass('global:soapRequestsPerSecond');
+    if (n !== null) log.warn({ limit: 'limits.soapRequestsPerSecond', rate: soapLimit, suppressed: n, url: req.url.slice(0, 200) }, `global limit reached (limits.soapRequestsPerSecond ${soapLimit}); answering 503`);
+    return reply.code(503).header('retry-after', '1').send();
+  }
+  async function soapGuard(req: FastifyRequest, reply: FastifyReply) {
+    const refused = checkSoapHeaders({ soapaction: req.headers['soapaction'], 'content-type': req.headers['content-type'] });
+    if (refused) return guardRefuse(req, reply, refused);
+    return globalSoapLimit(req, reply);
+  }
 
   for (const r of devices.roots) app.get(r.descriptionPath, (_req, reply) => xml(reply, 200, r.descriptionXml));
   for (const [path, body] of devices.scpds) app.get(path, (_req, reply) => xml(reply, 200, body));
@@ -294,11 +338,11 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     log.debug({ client, action: call.action }, 'upnp action');
     return answer(200, encodeSoapResponse(call.serviceUrn, call.action, res.out), 'ok');
   }
-  for (const [path, ep] of devices.control) app.post(path, (req, reply) => control(ep, req, reply));
+  for (const [path, ep] of devices.control) app.post(path, { onRequest: soapGuard }, (req, reply) => control(ep, req, reply));
 
   for (const [path] of devices.events) {
     app.route({
-      method: ['SUBSCRIBE', 'UNSUBSCRIBE'], url: path,
+      method: ['SUBSCRIBE', 'UNSUBSCRIBE'], url: path, onRequest: globalSoapLimit,
       handler: (req, reply) => {
         const client = normalizeAddress(req.socket.remoteAddress ?? '');
         const h = req.headers;
@@ -383,11 +427,13 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     publish(false);
     unsubscribeLeases = leases.on((e) => { if (e.type !== 'refused') schedulePublish(); });
     if (opts.ssdp?.enabled ?? config.upnp.ssdp) {
+      const ssdpLimit = opts.limits?.ssdpSearchesPerSecond ?? config.limits.ssdpSearchesPerSecond;
       ssdp = createSsdp({
         interfaces, port: opts.ssdp?.port, multicastAddress: opts.ssdp?.multicastAddress, joinMulticast: opts.ssdp?.joinMulticast,
         notifyTarget: opts.ssdp?.notifyTarget, maxDelayMs: opts.ssdp?.maxDelayMs, random: opts.ssdp?.random,
         targetsFor, isLanClient: opts.isLanClient, log: log.child({ component: 'ssdp' }), metrics, now, gate,
         searchLimiter: createRateLimiter({ rate: opts.limits?.searchesPerSecond ?? 10, burst: 3 * (opts.limits?.searchesPerSecond ?? 10), now: realNow }),
+        globalSearchLimiter: { limiter: createRateLimiter({ rate: ssdpLimit, burst: 2 * ssdpLimit, now: realNow, maxClients: 1 }), rate: ssdpLimit },
         maxAge: Math.max(1800, config.upnp.notifyInterval * 2), server: serverHeader, bootId, configId,
       });
       await ssdp.start();

@@ -41,6 +41,11 @@ export interface SsdpOptions {
   readonly maxPendingPerSource?: number;
   /** searches per source address; over it a search is ignored and counted (default: no limit) */
   readonly searchLimiter?: RateLimiter;
+  /**
+   * searches answered from all sources together (limits.ssdpSearchesPerSecond): taken after the
+   * per-source limit, so one flooding source does not use up everyone's share; over it: ignored
+   */
+  readonly globalSearchLimiter?: { readonly limiter: RateLimiter; readonly rate: number };
   /** "once per source per interval" for log lines of ignored searches (default: every line at debug) */
   readonly gate?: LogGate;
 }
@@ -116,6 +121,13 @@ export function createSsdp(opts: SsdpOptions) {
     if (!sock) return;
     const matches = matchSearch(search.st, opts.targetsFor(iface));
     if (matches.length === 0) return;
+    const global = opts.globalSearchLimiter;
+    if (global && !global.limiter.take('all')) {
+      metrics.globalLimit.inc({ limit: 'ssdpSearchesPerSecond' });
+      const n = opts.gate ? opts.gate.pass('global:ssdpSearchesPerSecond') : 0;
+      if (n !== null) log.warn({ limit: 'limits.ssdpSearchesPerSecond', rate: global.rate, suppressed: n }, `global limit reached (limits.ssdpSearchesPerSecond ${global.rate}); searches ignored`);
+      return;
+    }
     log.debug({ src: `${src}:${rinfo.port}`, st: search.st, answers: matches.length }, 'ssdp search');
     for (const m of matches) {
       // bounded overall and per source, so one host's searches cannot crowd out another's answers
