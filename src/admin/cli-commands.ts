@@ -237,7 +237,7 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
     if (e instanceof UsageError) { opts.err.write(`portd: ${e.message}\n\n${ADMIN_USAGE}\n`); return 2; }
     if (e instanceof ApiError) {
       opts.err.write(`portd: ${e.message}${e.code && e.status ? ` (${e.code})` : ''}\n`);
-      if (e.status === 401) opts.err.write('  hint: pass --token or set PORTD_ADMIN_TOKEN (the token is in the admin-token file of the state directory when generated)\n');
+      if (e.status === 401) opts.err.write('  hint: pass --config FILE to read the token from the admin-token file of its stateDir (root or the portd user can), or --token / PORTD_ADMIN_TOKEN\n');
       return e.status === 0 || e.status === 401 ? 3 : 1;
     }
     throw e;

@@ -16,7 +16,7 @@ async function running(o: Parameters<typeof makeAdmin>[0] = {}) {
   fixtures.push(f);
   const { port } = await f.server.listen();
   const baseUrl = `http://127.0.0.1:${port}`;
-  const run = async (argv: string[], token: string | null = null) => {
+  const run = async (argv: string[], token: string | null = TOKEN) => {
     const out = sink(); const err = sink();
     const code = await runAdminCommand(argv, { baseUrl, token, out, err, now: () => f.clock.now() });
     return { code, out: out.text, err: err.text };
@@ -49,7 +49,7 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.equal(rm.code, 0, rm.err);
     assert.equal(f.table.get(id)?.state, 'ended');
     assert.equal([...f.dataplane.entries.values()].filter((e) => e.externalPort === 8080).length, 0);
-    assert.equal(f.table.history(id).at(-1)?.actor, 'admin:local');
+    assert.equal(f.table.history(id).at(-1)?.actor, 'admin:ops');
   });
 
   it('leases --json and --source filter; revoke ends a PCP lease', async () => {
@@ -120,14 +120,31 @@ describe('portd leases | revoke | forward | status against a running server', ()
 
   it('with auth required: no token exits 3 with a hint; --token or the configured token works', async () => {
     const f = await running({ requireAuth: true });
-    const anon = await f.run(['leases']);
+    const anon = await f.run(['leases'], null);
     assert.equal(anon.code, 3);
-    assert.match(anon.err, /PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: pass --token/);
-    assert.equal((await f.run(['leases', '--token', TOKEN])).code, 0);
+    assert.match(anon.err, /PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: pass --config FILE.*--token/);
+    assert.equal((await f.run(['leases', '--token', TOKEN], null)).code, 0);
     const add = await f.run(['forward', 'add', 'tcp', '8080', '192.168.77.5'], TOKEN);
     assert.equal(add.code, 0, add.err);
     const id = /^added (\S+):/.exec(add.out)![1]!;
     assert.equal(f.table.history(id)[0]?.actor, 'admin:ops');
+  });
+
+  it('loopback without a token: reads work, a change exits 3 with a hint naming where the token is; nothing changes', async () => {
+    const f = await running();
+    const g = await f.table.request(pcpReq());
+    assert.ok(g.ok);
+    const list = await f.run(['leases'], null);
+    assert.equal(list.code, 0, list.err);
+    assert.ok(list.out.includes(g.lease.id));
+    assert.equal((await f.run(['status'], null)).code, 0);
+    for (const argv of [['forward', 'add', 'tcp', '8080', '192.168.77.5'], ['revoke', g.lease.id]]) {
+      const r = await f.run(argv, null);
+      assert.equal(r.code, 3, argv.join(' '));
+      assert.match(r.err, /authentication required for changes.*PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: .*--config.*admin-token/);
+    }
+    assert.equal(f.table.get(g.lease.id)?.state, 'active');
+    assert.equal(f.table.list({ source: 'static' }).total, 0);
   });
 
   it('an unreachable API exits 3 naming the URL', async () => {
