@@ -558,7 +558,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       }
       const a = app.server.address();
       const out = typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: host, port };
-      log.info({ ...out, auth: authRequired ? 'token' : 'none (loopback)' }, `admin API listening on http://${out.address.includes(':') ? `[${out.address}]` : out.address}:${out.port}/`);
+      log.info({ ...out, auth: authRequired ? 'token' : 'token for changes; reads open (loopback)' }, `admin API listening on http://${out.address.includes(':') ? `[${out.address}]` : out.address}:${out.port}/`);
       return out;
     },
     async close() { await app.close(); },
