@@ -22,14 +22,21 @@ export async function runCliAdminCommand(cmd: string, rest: string[], readConfig
   if (configPath) config = readConfig(configPath);
   else if (!hasUrl && existsSync(DEFAULT_CONFIG_PATH)) config = readConfig(DEFAULT_CONFIG_PATH);
   let tokenFromFile: string | null = null;
+  let unreadable: string | null = null;
   for (const f of [config?.admin.tokenFile, config ? join(config.stateDir, 'admin-token') : null]) {
     if (!f || tokenFromFile) continue;
-    try { tokenFromFile = readFileSync(f, 'utf8').trim() || null; } catch { /* not there or not ours to read */ }
+    try { tokenFromFile = readFileSync(f, 'utf8').trim() || null; } catch (e) {
+      // 0600 on purpose: only root and portd's user may make changes through the CLI
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') unreadable ??= f;
+    }
   }
   const { adminClientTarget, runAdminCommand } = await import('./admin/index.js');
   const flag = (name: string) => { const i = args.findIndex((a) => a === `--${name}`); if (i >= 0) { const v = args[i + 1]; args.splice(i, 2); return v; } const j = args.findIndex((a) => a.startsWith(`--${name}=`)); if (j >= 0) { const v = args[j]!.slice(name.length + 3); args.splice(j, 1); return v; } return undefined; };
   const url = flag('url');
   const token = flag('token');
   const target = adminClientTarget({ config, env: process.env, ...(url ? { url } : {}), ...(token ? { token } : {}), tokenFromFile });
-  return runAdminCommand([cmd, ...args], { baseUrl: target.baseUrl, token: target.token, out: process.stdout, err: process.stderr });
+  return runAdminCommand([cmd, ...args], {
+    baseUrl: target.baseUrl, token: target.token, out: process.stdout, err: process.stderr,
+    ...(unreadable && !target.token ? { tokenHint: `cannot read ${unreadable} (permission denied): run as root or portd's user, or pass --token` } : {}),
+  });
 }

@@ -6,12 +6,14 @@
  * session cookie set by `POST /api/v1/login` (the dashboard: EventSource cannot send headers).
  */
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import { ErrorCode, PortdError } from '../errors.js';
+import { PRIVATE_FILE, ensurePrivateDir, tightenFile } from '../file-modes.js';
+import type { ModeReport } from '../file-modes.js';
 
 export interface AdminToken {
   /** null: no token known (allowed only on loopback) */
@@ -73,6 +75,8 @@ export function resolveAdminToken(opts: {
       throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.tokenFile: cannot read ${path}: ${(e as Error).message}`, 'create the file with the token on one line, mode 0600');
     }
     if (!text) throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.tokenFile: ${path} is empty`, 'put the token on one line');
+    // the admin's own file (it may be 0640 root:portd on purpose): only a world-readable one is worth a word
+    try { if (statSync(path).mode & 0o004) log.warn({ path }, `admin.tokenFile ${path} is readable by every user: chmod o-r it`); } catch { /* read above */ }
     return { value: text, name, origin: 'file', path };
   }
   const fromEnv = env['PORTD_ADMIN_TOKEN']?.trim();
@@ -80,12 +84,10 @@ export function resolveAdminToken(opts: {
 
   const dir = resolve(opts.stateDir ?? config.stateDir);
   const path = join(dir, TOKEN_FILE);
+  const report: ModeReport = (msg, fields) => log.warn(fields, msg);
   if (existsSync(path)) {
-    const mode = statSync(path).mode & 0o777;
-    if (mode & 0o077) {
-      chmodSync(path, 0o600);
-      log.warn({ path, mode: mode.toString(8) }, 'admin token file was readable by others: set to 0600');
-    }
+    ensurePrivateDir(dir, report);
+    tightenFile(path, report);
     const text = readFileSync(path, 'utf8').trim();
     if (text) {
       log.info({ path }, 'admin token read from state directory');
@@ -94,10 +96,10 @@ export function resolveAdminToken(opts: {
   }
   if (!required) return { value: null, name, origin: 'none', path: null };
   const value = randomBytes(24).toString('base64url');
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(path, value + '\n', { mode: 0o600 });
-  chmodSync(path, 0o600); // an existing empty file keeps its mode otherwise
-  log.warn({ path }, `admin token generated: read it from ${path} (cat ${path})`);
+  ensurePrivateDir(dir, report);
+  writeFileSync(path, value + '\n', { mode: PRIVATE_FILE });
+  chmodSync(path, PRIVATE_FILE); // an existing empty file keeps its mode otherwise
+  log.warn({ path }, `admin token generated: read it from ${path} (cat ${path}); the CLI reads it itself given --config`);
   return { value, name, origin: 'generated', path };
 }
 

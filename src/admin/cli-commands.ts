@@ -19,6 +19,8 @@ export interface AdminCommandOptions {
   /** for tests: a fixed "now" for time-left columns */
   readonly now?: () => number;
   readonly fetch?: typeof fetch;
+  /** shown when the API answers 401: why no token was found (e.g. the token file was not readable) */
+  readonly tokenHint?: string;
 }
 
 export const ADMIN_COMMANDS = ['leases', 'revoke', 'forward', 'status'] as const;
@@ -49,7 +51,8 @@ export function adminClientTarget(opts: {
     const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
     baseUrl = `http://${isIP(h) === 6 ? `[${h}]` : h}:${port}`;
   }
-  const token = opts.token ?? env['PORTD_ADMIN_TOKEN'] ?? opts.config?.admin.token ?? opts.tokenFromFile ?? null;
+  // an empty PORTD_ADMIN_TOKEN= (a unit's Environment=, a script's export) is no token: look further
+  const token = opts.token || env['PORTD_ADMIN_TOKEN']?.trim() || opts.config?.admin.token || opts.tokenFromFile || null;
   return { baseUrl: baseUrl.replace(/\/+$/, ''), token };
 }
 
@@ -237,7 +240,8 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
     if (e instanceof UsageError) { opts.err.write(`portd: ${e.message}\n\n${ADMIN_USAGE}\n`); return 2; }
     if (e instanceof ApiError) {
       opts.err.write(`portd: ${e.message}${e.code && e.status ? ` (${e.code})` : ''}\n`);
-      if (e.status === 401) opts.err.write('  hint: pass --token or set PORTD_ADMIN_TOKEN (the token is in the admin-token file of the state directory when generated)\n');
+      if (e.status === 401 && opts.tokenHint) opts.err.write(`  hint: ${opts.tokenHint}\n`);
+      else if (e.status === 401) opts.err.write('  hint: pass --config FILE to read the token from the admin-token file of its stateDir (root or the portd user can), or --token / PORTD_ADMIN_TOKEN\n');
       return e.status === 0 || e.status === 401 ? 3 : 1;
     }
     throw e;

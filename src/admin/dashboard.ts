@@ -70,8 +70,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 <div id="login" hidden>
   <section>
     <h2>Admin token</h2>
-    <p class="muted">This portd listens on a non-loopback address: enter the admin token (from the config, PORTD_ADMIN_TOKEN or the admin-token file in the state directory).</p>
-    <form id="login-form"><input id="login-token" type="password" autocomplete="current-password" placeholder="token" required><button type="submit">Log in</button></form>
+    <p class="muted">Changes need the admin token (and everything does when portd listens off loopback): enter it from the config, PORTD_ADMIN_TOKEN or the admin-token file in the state directory.</p>
+    <form id="login-form"><input id="login-token" type="password" autocomplete="current-password" placeholder="token" required><button type="submit">Log in</button><button type="button" id="login-cancel" hidden>Cancel</button></form>
     <p id="login-msg" class="err"></p>
   </section>
 </div>
@@ -142,7 +142,11 @@ export const DASHBOARD_JS = `'use strict';
     return fetch(path, init).then(function (r) {
       var date = r.headers.get('date');
       if (date) { var d = Date.parse(date); if (!isNaN(d)) skew = d - Date.now(); }
-      if (r.status === 401 && path !== API + '/login') { showLogin(); throw new Error('unauthorized'); }
+      if (r.status === 401 && path !== API + '/login') {
+        // a change refused for want of a session (on loopback, reads need none): ask for the token, then send it again
+        if (method !== 'GET') return new Promise(function (resolve, reject) { pending.push({ retry: function () { api(method, path, body).then(resolve, reject); }, reject: reject }); showLogin(); });
+        showLogin(); throw new Error('unauthorized');
+      }
       return r.text().then(function (t) {
         var data = null; try { data = t ? JSON.parse(t) : null; } catch (e) { data = { message: t }; }
         if (!r.ok) { var err = new Error((data && data.message) || ('HTTP ' + r.status)); err.status = r.status; err.data = data; throw err; }
@@ -151,19 +155,27 @@ export const DASHBOARD_JS = `'use strict';
     });
   }
 
+  var pending = [];      // changes waiting for a login
   function showLogin() {
-    if (es) { es.close(); es = null; }
+    var readsOpen = status && status.auth && !status.auth.required && pending.length > 0;
+    if (es && !readsOpen) { es.close(); es = null; setLive('off', 'logged out'); }
     $('app').hidden = true; $('login').hidden = false;
-    setLive('off', 'logged out');
+    $('login-cancel').hidden = !readsOpen;
     $('login-token').focus();
   }
+  $('login-cancel').addEventListener('click', function () {
+    var p = pending; pending = [];
+    p.forEach(function (x) { x.reject(new Error('not logged in: the change was not made')); });
+    $('login').hidden = true; $('app').hidden = false;
+  });
 
   $('login-form').addEventListener('submit', function (ev) {
     ev.preventDefault();
     $('login-msg').textContent = '';
     api('POST', API + '/login', { token: $('login-token').value }).then(function () {
       $('login-token').value = '';
-      start();
+      var p = pending; pending = [];
+      start().then(function () { p.forEach(function (x) { x.retry(); }); });
     }).catch(function (e) { $('login-msg').textContent = e.status === 401 ? 'Token not accepted.' : e.message; });
   });
 

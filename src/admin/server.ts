@@ -17,6 +17,7 @@ import type { Metrics } from '../metrics.js';
 import { SESSION_COOKIE, bearerToken, createSessionStore, isLoopbackListen, parseCookies, parseListen, tokenMatches } from './auth.js';
 import type { AdminToken } from './auth.js';
 import { createLogGate } from '../frontends/rate-limit.js';
+import { createRequestGuard, isWriteMethod, proxyHeaderOf } from './request-guard.js';
 import { DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
 import { buildOpenApi, collectRoutes } from './openapi.js';
 import {
@@ -65,7 +66,11 @@ export interface AdminServerOptions {
   readonly token: AdminToken;
   readonly readyz: () => Promise<{ ok: boolean; detail?: string }>;
   readonly clock?: { now(): number };
-  /** default: true unless config.admin.listen is a loopback address (tests inject it) */
+  /**
+   * Whether reads need the token too. Default: true unless config.admin.listen is a loopback address
+   * (tests inject it). Changes (POST, PUT, PATCH, DELETE) always need it, and so does every request
+   * that came through a proxy (it carries Forwarded, X-Forwarded-*, Via, X-Real-IP).
+   */
   readonly requireAuth?: boolean;
   readonly routes?: readonly AdminRoutePlugin[];
   /** SSE heartbeat comment interval (default 15 s) */
@@ -184,6 +189,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.listen ${config.admin.listen} is not loopback but no admin token is known`,
       'set admin.token or admin.tokenFile, or PORTD_ADMIN_TOKEN; portd generates one in its state directory when none is set');
   }
+  if (!token.value) log.warn('no admin token known: changes through the admin API are refused (startAdmin generates one in the state directory)');
 
   const app = Fastify({
     loggerInstance: log,
@@ -206,6 +212,11 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     },
   }) as unknown as FastifyInstance; // a pino Logger instance narrows fastify's logger generic; the base type is all we use
   const routes = collectRoutes(app);
+  const guard = createRequestGuard({
+    listen: config.admin.listen,
+    ...(config.admin.allowedHosts ? { allowedHosts: config.admin.allowedHosts } : {}),
+    boundPort: () => { const a = app.server.listening ? app.server.address() : null; return typeof a === 'object' && a ? a.port : null; },
+  });
   app.decorateRequest('portdCaller', '');
 
   const sendError = (reply: FastifyReply, status: number, code: string, message: string, extra: Record<string, unknown> = {}) =>
@@ -243,17 +254,34 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     return null;
   };
 
+  // before authentication, for every route (the page and /healthz too): Host, Origin, Sec-Fetch-Site
+  app.addHook('onRequest', async (req, reply) => {
+    const v = guard.check({ method: req.method, headers: req.headers, localAddress: req.socket.localAddress, localPort: req.socket.localPort });
+    if (v.ok) return;
+    metrics.badInput.inc({ frontend: 'admin', kind: `forbidden_${v.kind}` });
+    logOnce(`guard:${req.ip}:${v.kind}`, { ip: req.ip, method: req.method, url: req.url.split('?')[0]?.slice(0, 200), host: req.headers.host?.slice(0, 100), origin: req.headers.origin?.slice(0, 100) },
+      `admin: refused: ${v.message}`);
+    return sendError(reply, v.status, v.code, v.message);
+  });
+
   app.addHook('onRequest', async (req, reply) => {
     const who = authenticate(req);
     if (who) { req.portdCaller = who; return; }
-    if (!authRequired) { req.portdCaller = 'local'; return; }
+    // a proxy in front (nginx on the gateway, say) makes every request look local: its client must show the token
+    const proxied = proxyHeaderOf(req.headers);
+    const write = isWriteMethod(req.method);
+    if (!authRequired && !proxied && !write) { req.portdCaller = 'local'; return; }
     if (req.routeOptions.config?.public) return;
     const tried = req.headers.authorization !== undefined || parseCookies(req.headers.cookie).has(SESSION_COOKIE);
+    const why = tried ? 'wrong token or expired session' : proxied && !authRequired ? `no token on a proxied request (${proxied})` : write && !authRequired ? 'no token on a change' : 'no token';
     metrics.badInput.inc({ frontend: 'admin', kind: 'unauthorized' });
-    logOnce(`auth:${req.ip}:${tried}`, { ip: req.ip, method: req.method, url: req.url.split('?')[0]?.slice(0, 200), tried }, tried ? 'admin: refused: wrong token or expired session' : 'admin: refused: no token');
+    logOnce(`auth:${req.ip}:${why}`, { ip: req.ip, method: req.method, url: req.url.split('?')[0]?.slice(0, 200), tried, ...(proxied ? { proxied } : {}) }, `admin: refused: ${why}`);
     reply.header('www-authenticate', 'Bearer realm="portd"');
     return sendError(reply, 401, ErrorCode.ADMIN_UNAUTHORIZED,
-      tried ? 'token not accepted or session expired' : 'authentication required: send Authorization: Bearer <token> or log in');
+      tried ? 'token not accepted or session expired'
+        : proxied && !authRequired ? `authentication required: this request came through a proxy (${proxied} header); send Authorization: Bearer <token> or log in`
+          : write && !authRequired ? 'authentication required for changes: send Authorization: Bearer <token> (the admin-token file in the state directory; the CLI reads it given --config) or log in'
+            : 'authentication required: send Authorization: Bearer <token> or log in');
   });
 
   app.addHook('preValidation', async (req, reply) => {
@@ -530,7 +558,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       }
       const a = app.server.address();
       const out = typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: host, port };
-      log.info({ ...out, auth: authRequired ? 'token' : 'none (loopback)' }, `admin API listening on http://${out.address.includes(':') ? `[${out.address}]` : out.address}:${out.port}/`);
+      log.info({ ...out, auth: authRequired ? 'token' : 'token for changes; reads open (loopback)' }, `admin API listening on http://${out.address.includes(':') ? `[${out.address}]` : out.address}:${out.port}/`);
       return out;
     },
     async close() { await app.close(); },

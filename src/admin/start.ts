@@ -7,7 +7,7 @@ import type { Config } from '../config/types.js';
 import type { Dataplane } from '../dataplane/types.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
 import type { Metrics } from '../metrics.js';
-import { isLoopbackListen, resolveAdminToken } from './auth.js';
+import { resolveAdminToken } from './auth.js';
 import type { ResolvedAdminToken } from './auth.js';
 import { createAdminServer } from './server.js';
 import type { AdminRoutePlugin, AdminServer } from './server.js';
@@ -37,7 +37,9 @@ export type RunningAdmin = AdminServer & { readonly address: string; readonly po
 
 export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
   const log = o.log.child({ component: 'admin' });
-  const token = resolveAdminToken({ config: o.config, env: o.env ?? {}, log, required: !isLoopbackListen(o.config.admin.listen) });
+  // always a token, on loopback too: changes through the API need it wherever portd listens (any user of
+  // the gateway can reach 127.0.0.1); the file is 0600, so root and portd's own user (the CLI) can read it
+  const token = resolveAdminToken({ config: o.config, env: o.env ?? {}, log, required: true });
   let self: string[] = [];
   const readyz = o.readyz ?? (async () => {
     const problems: string[] = [];

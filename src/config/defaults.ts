@@ -65,7 +65,7 @@ export const DEFAULTS = {
     ipv6: false,
   },
   natpmp: { enabled: true },
-  admin: { listen: '127.0.0.1:8080', token: null, tokenFile: null },
+  admin: { listen: '127.0.0.1:8080', token: null, tokenFile: null, allowedHosts: [] as string[] },
   // global caps: far above what a home or office LAN asks (a few hundred leases, tens of requests a
   // second), low enough that one host spoofing many source addresses cannot exhaust the gateway
   limits: {

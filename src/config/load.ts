@@ -87,6 +87,7 @@ export function configToDocument(config: Config, opts: DescribeOptions = {}): Re
       listen: config.admin.listen,
       token: config.admin.token !== null && redact ? '<redacted>' : config.admin.token,
       tokenFile: config.admin.tokenFile,
+      allowedHosts: [...(config.admin.allowedHosts ?? [])],
     },
     staticForwards: config.staticForwards.map((f) => ({
       protocol: f.protocol,

@@ -100,7 +100,11 @@ export interface Config {
     readonly ipv6: boolean;
   };
   readonly natpmp: { readonly enabled: boolean };
-  readonly admin: { readonly listen: string; readonly token: string | null; readonly tokenFile: string | null };
+  readonly admin: {
+    readonly listen: string; readonly token: string | null; readonly tokenFile: string | null;
+    /** more host names the admin API answers to (Host / Origin checks); optional so hand-built test configs may leave it out */
+    readonly allowedHosts?: readonly string[];
+  };
   readonly limits: LimitsConfig;
   readonly staticForwards: readonly StaticForwardConfig[];
   readonly triggers: readonly TriggerConfig[];

@@ -199,7 +199,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const natpmp = { enabled: bool(nm, 'enabled', 'natpmp', DEFAULTS.natpmp.enabled, issues) };
 
   // admin
-  const ad = section(root['admin'], 'admin', ['listen', 'token', 'tokenFile'], issues);
+  const ad = section(root['admin'], 'admin', ['listen', 'token', 'tokenFile', 'allowedHosts'], issues);
   let listen: string = DEFAULTS.admin.listen;
   if (ad['listen'] !== undefined) {
     if (typeof ad['listen'] === 'string' && parseListen(ad['listen'])) listen = ad['listen'];
@@ -208,7 +208,13 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const token = nullableStr(ad, 'token', 'admin', null, { minLength: 16, pattern: /^\S+$/, expected: 'must be null (generated) or a string of at least 16 characters without spaces' }, issues);
   const tokenFile = nullableStr(ad, 'tokenFile', 'admin', null, {}, issues);
   if (token !== null && tokenFile !== null) issues.add('admin.tokenFile', 'set either admin.token or admin.tokenFile, not both');
-  const admin = { listen, token, tokenFile };
+  // names the admin API also answers to (Host / Origin checks against DNS rebinding, src/admin/request-guard.ts)
+  const allowedHosts: string[] = [];
+  list(ad, 'allowedHosts', 'admin', issues, 'host names like router.lan')?.forEach((v, i) => {
+    if (typeof v === 'string' && /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(v)) allowedHosts.push(v.toLowerCase().replace(/\.$/, ''));
+    else issues.add(`admin.allowedHosts.${i}`, `must be a host name like router.lan (no port, no scheme), got ${show(v)}`);
+  });
+  const admin = { listen, token, tokenFile, allowedHosts };
 
   // limits
   const ld = DEFAULTS.limits;

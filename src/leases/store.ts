@@ -1,9 +1,10 @@
 import Database from 'better-sqlite3';
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode, PortdError } from '../errors.js';
+import { PRIVATE_FILE, databaseFiles, ensurePrivateDir, tightenFile } from '../file-modes.js';
 import type { EndReason, HistoryEntry, Lease, LeaseEventType, LeaseSource } from './types.js';
 
 /** schema versions, applied in order; `PRAGMA user_version` records the last applied */
@@ -234,14 +235,20 @@ function acquireLock(dbPath: string): () => void {
 }
 
 export function openStore(opts: OpenStoreOptions) {
+  const modes = (m: string) => opts.onWarning?.(m);
   if (opts.path !== ':memory:') {
-    try { mkdirSync(dirname(opts.path), { recursive: true }); } catch (e) {
+    try { ensurePrivateDir(dirname(opts.path), modes); } catch (e) {
       throw new PortdError(ErrorCode.DATABASE_OPEN, `cannot create the directory of ${opts.path}: ${(e as Error).message}`, 'check database.path and permissions');
     }
   }
   const unlock = acquireLock(opts.path);
   let db: Database.Database;
   try {
+    if (opts.path !== ':memory:') {
+      // 0600 whatever the umask; SQLite gives the -wal and -shm it creates the database file's mode
+      for (const f of databaseFiles(opts.path)) tightenFile(f, modes);
+      closeSync(openSync(opts.path, 'a', PRIVATE_FILE));
+    }
     db = new Database(opts.path);
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);

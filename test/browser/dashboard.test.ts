@@ -1,7 +1,8 @@
 /**
  * The dashboard in a real browser (Debian chromium driven by playwright-core): live updates
  * from the SSE stream without reload, revoke from the page, the add-forward form, the login
- * form on a non-loopback listen, phone width. Saves docs/dashboard.png when missing or with
+ * form on a non-loopback listen and for changes on loopback, phone width, and a DNS-rebinding
+ * page (a foreign name resolved to 127.0.0.1 by the browser's resolver) refused. Saves docs/dashboard.png when missing or with
  * PORTD_UPDATE_SCREENSHOT=1 (otherwise to the temp directory).
  */
 import assert from 'node:assert/strict';
@@ -30,7 +31,9 @@ before(async () => {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync',
+      // what DNS rebinding achieves: a name of the attacker's that resolves to the gateway's loopback
+      '--host-resolver-rules=MAP rebind.test 127.0.0.1'],
     timeout: 60_000,
   });
 });
@@ -52,13 +55,22 @@ async function open(o: Parameters<typeof makeAdmin>[0], viewport = { width: 1280
   return { f, page, errors, baseUrl: `http://127.0.0.1:${port}` };
 }
 
+/** on loopback a change asks for the token (reads need none); the change is made once logged in */
+async function loginWhenAsked(page: Page) {
+  await page.waitForSelector('#login:not([hidden])');
+  assert.equal(await page.isVisible('#login-cancel'), true, 'reads stay open: the form can be cancelled');
+  await page.fill('#login-token', TOKEN);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#app:not([hidden])');
+}
+
 /** a marker on window survives only if the page never reloads */
 async function mark(page: Page) { await page.evaluate(() => { (window as unknown as { __noReload: number }).__noReload = 42; }); }
 async function notReloaded(page: Page) { assert.equal(await page.evaluate(() => (window as unknown as { __noReload?: number }).__noReload), 42); }
 
 describe('dashboard in chromium', { skip }, () => {
   it('shows status, adds a forward by form, shows a PCP lease live, revokes from the page (gone from table and dataplane)', async () => {
-    const { f, page, errors } = await open({ requireAuth: false, staticForwards: [staticForward()] });
+    const { f, page, errors } = await open({ staticForwards: [staticForward()] });
     await page.waitForSelector('#live.on');
     await mark(page);
     assert.equal(await page.textContent('#s-version'), '0.1.0-test');
@@ -75,6 +87,9 @@ describe('dashboard in chromium', { skip }, () => {
     await page.fill('#forward-form input[name=internalAddress]', '192.168.77.30');
     await page.fill('#forward-form input[name=description]', 'game server');
     await page.click('#forward-submit');
+    // loopback: the list was readable without a token; the change asks for it, then goes through
+    assert.equal(f.table.list({ source: 'static', search: 'game server' }).total, 0);
+    await loginWhenAsked(page);
     await page.waitForSelector('#forward-msg.ok');
     const added = f.table.list({ source: 'static', search: 'game server' }).leases[0];
     assert.ok(added, 'the forward is in the lease table');
@@ -123,7 +138,7 @@ describe('dashboard in chromium', { skip }, () => {
     await pcpRow.locator('button.revoke').click();
     await pcpRow.waitFor({ state: 'detached' });
     assert.equal(f.table.get(g.lease.id)?.endReason, 'revoked');
-    assert.equal(f.table.history(g.lease.id).at(-1)?.actor, 'admin:local');
+    assert.equal(f.table.history(g.lease.id).at(-1)?.actor, 'admin:ops');
     assert.ok(![...f.dataplane.entries.values()].some((e) => e.externalPort === 4000), 'the dataplane entry is gone');
 
     // a lease ended elsewhere (expiry/release/revoke by CLI) leaves the table live too
@@ -136,13 +151,14 @@ describe('dashboard in chromium', { skip }, () => {
   });
 
   it('a refused forward shows the API error naming the holder; nothing is added', async () => {
-    const { f, page } = await open({ requireAuth: false });
+    const { f, page } = await open({});
     await page.waitForSelector('#live.on');
     const g = await f.table.request(pcpReq({ protocol: 'tcp', externalPort: 9000, internalPort: 9000 }));
     assert.ok(g.ok);
     await page.fill('#forward-form input[name=ports]', '9000');
     await page.fill('#forward-form input[name=internalAddress]', '192.168.77.30');
     await page.click('#forward-submit');
+    await loginWhenAsked(page);
     await page.waitForSelector('#forward-msg.err');
     assert.match((await page.textContent('#forward-msg')) ?? '', /held by a pcp lease of 192\.168\.77\.11/);
     assert.equal(f.table.list({ source: 'static' }).total, 0);
@@ -185,12 +201,38 @@ describe('dashboard in chromium', { skip }, () => {
   });
 
   it('fits a phone width without horizontal scrolling', async () => {
-    const { f, page } = await open({ requireAuth: false }, { width: 390, height: 844 });
+    const { f, page } = await open({}, { width: 390, height: 844 });
     await f.table.request(pcpReq({ description: 'a rather long description that must wrap on a phone screen' }));
     await page.waitForSelector('#lease-rows tr');
     const { scroll, width } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
     assert.ok(scroll <= width, `page is ${scroll}px wide in a ${width}px viewport`);
     assert.equal(await page.isVisible('#forward-submit'), true);
+    await page.close();
+  });
+
+  it('DNS rebinding: a page at a foreign name that resolves to 127.0.0.1 gets 421 for the page, reads and writes; localhost works', async () => {
+    const { f, page, baseUrl } = await open({});
+    const port = new URL(baseUrl).port;
+    const g = await f.table.request(pcpReq({ description: 'private mapping' }));
+    assert.ok(g.ok);
+    const res = await page.goto(`http://rebind.test:${port}/`);
+    assert.equal(res?.status(), 421);
+    assert.equal(((await res!.json()) as { code: string }).code, 'PORTD_ADMIN_FORBIDDEN_HOST');
+    // the rebinding page's own (same-origin, for the browser) requests: nothing read, nothing written
+    const seen = await page.evaluate(async () => {
+      const list = await fetch('/api/v1/leases');
+      const add = await fetch('/api/v1/leases', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ protocol: 'tcp', externalPort: 8081, internalAddress: '192.168.77.66', description: 'rebound' }) });
+      return { list: list.status, body: await list.text(), add: add.status };
+    });
+    assert.equal(seen.list, 421);
+    assert.ok(!seen.body.includes('private mapping'));
+    assert.equal(seen.add, 421);
+    assert.equal(f.table.list({ source: 'static' }).total, 0);
+    // the loopback names of this server are its own
+    const local = await page.goto(`http://localhost:${port}/`);
+    assert.equal(local?.status(), 200);
+    await page.locator(`tr[data-id="${g.lease.id}"]`).waitFor();
     await page.close();
   });
 });

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import pino from 'pino';
+import { parseConfig } from '../../src/config/index.js';
+import { startPortd } from '../../src/main.js';
 import { createFixedClock } from '../../src/leases/clock.js';
 import { adminClientTarget, runAdminCommand } from '../../src/admin/index.js';
 import type { Lease } from '../../src/leases/types.js';
@@ -16,7 +23,7 @@ async function running(o: Parameters<typeof makeAdmin>[0] = {}) {
   fixtures.push(f);
   const { port } = await f.server.listen();
   const baseUrl = `http://127.0.0.1:${port}`;
-  const run = async (argv: string[], token: string | null = null) => {
+  const run = async (argv: string[], token: string | null = TOKEN) => {
     const out = sink(); const err = sink();
     const code = await runAdminCommand(argv, { baseUrl, token, out, err, now: () => f.clock.now() });
     return { code, out: out.text, err: err.text };
@@ -49,7 +56,7 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.equal(rm.code, 0, rm.err);
     assert.equal(f.table.get(id)?.state, 'ended');
     assert.equal([...f.dataplane.entries.values()].filter((e) => e.externalPort === 8080).length, 0);
-    assert.equal(f.table.history(id).at(-1)?.actor, 'admin:local');
+    assert.equal(f.table.history(id).at(-1)?.actor, 'admin:ops');
   });
 
   it('leases --json and --source filter; revoke ends a PCP lease', async () => {
@@ -124,14 +131,31 @@ describe('portd leases | revoke | forward | status against a running server', ()
 
   it('with auth required: no token exits 3 with a hint; --token or the configured token works', async () => {
     const f = await running({ requireAuth: true });
-    const anon = await f.run(['leases']);
+    const anon = await f.run(['leases'], null);
     assert.equal(anon.code, 3);
-    assert.match(anon.err, /PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: pass --token/);
-    assert.equal((await f.run(['leases', '--token', TOKEN])).code, 0);
+    assert.match(anon.err, /PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: pass --config FILE.*--token/);
+    assert.equal((await f.run(['leases', '--token', TOKEN], null)).code, 0);
     const add = await f.run(['forward', 'add', 'tcp', '8080', '192.168.77.5'], TOKEN);
     assert.equal(add.code, 0, add.err);
     const id = /^added (\S+):/.exec(add.out)![1]!;
     assert.equal(f.table.history(id)[0]?.actor, 'admin:ops');
+  });
+
+  it('loopback without a token: reads work, a change exits 3 with a hint naming where the token is; nothing changes', async () => {
+    const f = await running();
+    const g = await f.table.request(pcpReq());
+    assert.ok(g.ok);
+    const list = await f.run(['leases'], null);
+    assert.equal(list.code, 0, list.err);
+    assert.ok(list.out.includes(g.lease.id));
+    assert.equal((await f.run(['status'], null)).code, 0);
+    for (const argv of [['forward', 'add', 'tcp', '8080', '192.168.77.5'], ['revoke', g.lease.id]]) {
+      const r = await f.run(argv, null);
+      assert.equal(r.code, 3, argv.join(' '));
+      assert.match(r.err, /authentication required for changes.*PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: .*--config.*admin-token/);
+    }
+    assert.equal(f.table.get(g.lease.id)?.state, 'active');
+    assert.equal(f.table.list({ source: 'static' }).total, 0);
   });
 
   it('an unreachable API exits 3 naming the URL', async () => {
@@ -153,5 +177,62 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.deepEqual(adminClientTarget({ config: cfg('192.168.1.1:8080', 'c'), env: { PORTD_ADMIN_TOKEN: 'e' } }), { baseUrl: 'http://192.168.1.1:8080', token: 'e' });
     assert.deepEqual(adminClientTarget({ config: cfg('127.0.0.1:8080', 'c'), url: 'http://x:1/', token: 't' }), { baseUrl: 'http://x:1', token: 't' });
     assert.deepEqual(adminClientTarget({ config: null, tokenFromFile: 'f' }), { baseUrl: 'http://127.0.0.1:8080', token: 'f' });
+  });
+});
+
+/** the `portd` command as a child process (async: the daemon answers from this process meanwhile) */
+function portdCli(args: string[], o: { uid?: number } = {}): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['bin/portd.js', ...args], { timeout: 30_000, env: { ...process.env, PORTD_ADMIN_TOKEN: '', PORTD_ADMIN_URL: '' }, ...(o.uid !== undefined ? { uid: o.uid, gid: o.uid } : {}) },
+      (e, out, err) => resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, out, err }));
+  });
+}
+
+describe('the portd command against a running daemon on loopback (the token from the state directory)', () => {
+  it('with --config it reads <stateDir>/admin-token and makes changes; without, reads work and changes exit 3 with a hint; another user cannot read the token', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'portd-cli-token-'));
+    chmodSync(dir, 0o755);
+    const srv = net.createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    await new Promise((r) => srv.close(r));
+    const yaml = `
+interfaces: { wan: lo, lan: [lo] }
+externalAddress: 192.0.2.1
+listenAddresses: [127.0.0.1]
+stateDir: ${join(dir, 'state')}
+database: { path: ${join(dir, 'state', 'portd.sqlite')} }
+dataplane: { driver: memory }
+upnp: { enabled: false }
+pcp: { enabled: false }
+natpmp: { enabled: false }
+admin: { listen: "127.0.0.1:${port}" }
+policy: { rules: ["allow 1024-65535 0.0.0.0/0 1-65535"] }
+`;
+    const cfg = join(dir, 'portd.yaml');
+    writeFileSync(cfg, yaml);
+    chmodSync(cfg, 0o644);
+    const portd = await startPortd(parseConfig(yaml), pino({ level: 'silent' }));
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      const anon = await portdCli(['forward', 'add', 'tcp', '8080', '192.168.77.5', '--url', url]);
+      assert.equal(anon.code, 3, anon.err);
+      assert.match(anon.err, /authentication required for changes[\s\S]*hint: pass --config FILE/);
+      assert.equal((await portdCli(['leases', '--url', url])).code, 0, 'reads need no token on loopback');
+      const add = await portdCli(['forward', 'add', 'tcp', '8080', '192.168.77.5', '--config', cfg]);
+      assert.equal(add.code, 0, add.err);
+      const id = /^added (\S+):/.exec(add.out)![1]!;
+      assert.equal(portd.leases.history(id)[0]?.actor, 'admin:admin');
+      // nobody (uid 65534) reads the config but not the 0600 token
+      if (process.getuid?.() === 0) {
+        const other = await portdCli(['revoke', id, '--config', cfg], { uid: 65534 });
+        assert.equal(other.code, 3, other.err);
+        assert.match(other.err, /cannot read .*admin-token \(permission denied\): run as root/);
+        assert.equal(portd.leases.get(id)?.state, 'active');
+      }
+    } finally {
+      await portd.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -99,13 +99,13 @@ describe('admin API: Server-Sent Events over a real socket', () => {
     assert.equal(e.lease.externalPort, 4000);
     assert.equal(e.actor, 'pcp:192.168.77.11');
 
-    const del = await fetch(`http://127.0.0.1:${port}/api/v1/leases/${g.lease.id}`, { method: 'DELETE' });
+    const del = await fetch(`http://127.0.0.1:${port}/api/v1/leases/${g.lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(del.status, 200);
     const revoked = JSON.parse((await all.next((m) => m.event === 'revoked')).data!) as { leaseId: string; actor: string };
     assert.equal(revoked.leaseId, g.lease.id);
-    assert.equal(revoked.actor, 'admin:local');
+    assert.equal(revoked.actor, 'admin:ops');
 
-    const add = await fetch(`http://127.0.0.1:${port}/api/v1/leases`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: 'web' }) });
+    const add = await fetch(`http://127.0.0.1:${port}/api/v1/leases`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: 'web' }) });
     assert.equal(add.status, 201);
     const st = JSON.parse((await onlyStatic.next((m) => m.event === 'granted')).data!) as { source: string };
     assert.equal(st.source, 'static');

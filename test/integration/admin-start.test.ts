@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -44,7 +44,11 @@ admin: { listen: "127.0.0.1:0" }
     assert.equal(admin.address, '127.0.0.1');
     assert.ok(admin.port > 0);
     assert.equal(admin.authRequired, false);
-    assert.equal(admin.token.value, null); // loopback: nothing generated
+    // loopback too: a token for changes, generated into the state directory, readable by portd's user only
+    assert.equal(admin.token.origin, 'generated');
+    assert.equal(admin.token.path, join(dir, 'admin-token'));
+    assert.equal(statSync(join(dir, 'admin-token')).mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(dir, 'admin-token'), 'utf8').trim(), admin.token.value);
     const base = `http://127.0.0.1:${admin.port}`;
     const status = await (await fetch(`${base}/api/v1/status`)).json() as { version: string; pcpEpoch: number; frontends: { name: string; listening: string[] }[]; externalAddress: string };
     assert.equal(status.version, '9.9.9');

@@ -10,7 +10,10 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { formatLeases } from '../../src/admin/cli-commands.js';
 import { counter } from '../fuzz/mutate.js';
-import { makeAdmin, pcpReq } from '../unit/admin-helpers.js';
+import { TOKEN, makeAdmin, pcpReq } from '../unit/admin-helpers.js';
+
+/** changes need the token, on loopback too */
+const auth = { authorization: `Bearer ${TOKEN}` };
 
 const GOOD = { protocol: 'tcp', externalPort: 8443, internalAddress: '192.168.77.20', internalPort: 443, description: 'nas' };
 
@@ -19,7 +22,7 @@ async function start() {
   const { port } = await a.server.listen();
   const base = `http://127.0.0.1:${port}`;
   const post = async (body: string, contentType = 'application/json') => {
-    const res = await fetch(`${base}/api/v1/leases`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const res = await fetch(`${base}/api/v1/leases`, { method: 'POST', headers: { 'content-type': contentType, ...auth }, body });
     return { status: res.status, json: (await res.json()) as { code?: string; field?: string; message?: string } };
   };
   return { a, port, base, post };
@@ -37,7 +40,7 @@ function bigJson(port: number, total: number, chunked: boolean) {
     sock.on('data', (d) => { data += d.toString('latin1'); });
     sock.on('error', finish);
     sock.on('close', finish);
-    sock.write(`POST /api/v1/leases HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${total}`}\r\n\r\n`);
+    sock.write(`POST /api/v1/leases HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${total}`}\r\n\r\n`);
     const open = '{"description":"';
     sock.write(chunked ? `${open.length.toString(16)}\r\n${open}\r\n` : open);
     written = open.length;
@@ -128,7 +131,7 @@ test('path traversal and junk in lease ids: 400/404 in portd\'s format, never 50
     ];
     for (const id of ids) {
       for (const method of ['GET', 'DELETE']) {
-        const res = await fetch(`${base}/api/v1/leases/${id}`, { method });
+        const res = await fetch(`${base}/api/v1/leases/${id}`, { method, headers: auth });
         assert.ok([400, 404, 414].includes(res.status), `${method} ${id.slice(0, 40)} → ${res.status}`);
         const body = (await res.json()) as { code: string };
         assert.match(body.code, /^PORTD_/, 'portd\'s error format, also for the router\'s own errors');
@@ -149,7 +152,7 @@ test('control characters in free text are refused by the API, and what a LAN dev
     assert.equal(r.json.field, 'description');
     const held = await a.table.request(pcpReq({ description: 'game\u001b[2J\u202eevil\r\nfake line' }));
     assert.ok(held.ok);
-    const revoke = await fetch(`${base}/api/v1/leases/${held.lease.id}?reason=${encodeURIComponent('x\u001b[31m')}`, { method: 'DELETE' });
+    const revoke = await fetch(`${base}/api/v1/leases/${held.lease.id}?reason=${encodeURIComponent('x\u001b[31m')}`, { method: 'DELETE', headers: auth });
     assert.equal(revoke.status, 400);
     const out = formatLeases([held.lease], Date.now());
     assert.doesNotMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f\u202e]/, 'no control character reaches the terminal');

@@ -5,7 +5,7 @@
  * stream and the metrics, SIGHUP-style reload.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -19,6 +19,7 @@ const A = '127.0.0.11';
 const B = '127.0.0.12';
 const dirs: string[] = [];
 const running: Portd[] = [];
+const tokens = new Map<string, string>();
 after(async () => {
   for (const p of running) { try { await p.close(); } catch { /* closed */ } }
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -52,11 +53,15 @@ const FILE_RULES = `
 async function start(dir: string, triggers = FILE_RULES) {
   const portd = await startPortd(config(dir, triggers), log);
   running.push(portd);
-  return { portd, base: `http://127.0.0.1:${portd.admin.port}` };
+  const base = `http://127.0.0.1:${portd.admin.port}`;
+  // changes need the admin token on loopback too: portd generated it into the state directory
+  tokens.set(base, readFileSync(join(dir, 'admin-token'), 'utf8').trim());
+  return { portd, base };
 }
 
 async function call<T = Record<string, unknown>>(base: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const r = await fetch(base + path, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
+  const auth = { authorization: `Bearer ${tokens.get(base) ?? ''}` };
+  const r = await fetch(base + path, { method, ...(body === undefined ? { headers: auth } : { headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(body) }) });
   return { status: r.status, body: (await r.json()) as T };
 }
 

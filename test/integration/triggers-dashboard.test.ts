@@ -5,7 +5,7 @@
  * (a failure under CI=true).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -58,6 +58,10 @@ triggers:
 
   it('shows each rule with its state and counters, live, and fires from the panel', async () => {
     const page = await browser!.newPage({ viewport: { width: 1280, height: 900 } });
+    // changes need the admin token on loopback too: log the browser in (the session cookie) first
+    const token = readFileSync(join(dir, 'admin-token'), 'utf8').trim();
+    const auth = { authorization: `Bearer ${token}` };
+    assert.equal((await page.request.post(`${base}/api/v1/login`, { data: { token } })).status(), 200);
     await page.goto(base + '/');
     const row = page.locator('#trigger-table tr[data-trigger="game"]');
     await row.waitFor({ timeout: 10_000 });
@@ -66,7 +70,7 @@ triggers:
     assert.match((await row.textContent()) ?? '', /\(config\)/);
 
     // a firing elsewhere (API) shows up through the event stream
-    const fire = (host: string) => fetch(`${base}/api/v1/triggers/game/fire`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ host }) });
+    const fire = (host: string) => fetch(`${base}/api/v1/triggers/game/fire`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ host }) });
     assert.equal((await fire(A)).status, 200);
     await page.waitForFunction(() => document.querySelector('#trigger-table tr[data-trigger="game"] [data-state]')?.textContent?.startsWith('held by 127.0.0.11'), null, { timeout: 10_000 });
     assert.equal((await fire(B)).status, 409);
@@ -77,7 +81,7 @@ triggers:
 
     // firing from the panel (after the holder's opening is revoked by the admin)
     const lease = (await (await fetch(`${base}/api/v1/leases?source=trigger`)).json() as { leases: { id: string }[] }).leases[0]!;
-    assert.equal((await fetch(`${base}/api/v1/leases/${lease.id}`, { method: 'DELETE' })).status, 200);
+    assert.equal((await fetch(`${base}/api/v1/leases/${lease.id}`, { method: 'DELETE', headers: auth })).status, 200);
     await page.waitForFunction(() => document.querySelector('#trigger-table tr[data-trigger="game"] [data-state]')?.textContent === 'idle', null, { timeout: 10_000 });
     page.once('dialog', (d) => { void d.accept(B); });
     await page.locator('button[data-fire="game"]').click();

@@ -2,18 +2,20 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Type } from '@sinclair/typebox';
 import type { Lease } from '../../src/leases/types.js';
-import { makeAdmin, pcpReq, staticForward } from './admin-helpers.js';
+import { TOKEN, makeAdmin, pcpReq, staticForward } from './admin-helpers.js';
 
 const fixtures: { dispose(): Promise<void> }[] = [];
 after(async () => { for (const f of fixtures) await f.dispose(); });
 async function admin(o: Parameters<typeof makeAdmin>[0] = {}) { const f = await makeAdmin(o); fixtures.push(f); return f; }
+/** changes need the token on loopback too */
+const bearer = { authorization: `Bearer ${TOKEN}` };
 
 const forward = { protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', internalPort: 80, description: 'web' };
 
 describe('admin API: static forwards (POST /api/v1/leases)', () => {
   it('adds a forward: 201, a row, a dataplane entry, history naming the admin', async () => {
     const f = await admin();
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: forward });
+    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: forward });
     assert.equal(r.statusCode, 201);
     const { lease, created } = r.json() as { lease: Lease; created: boolean };
     assert.equal(created, true);
@@ -27,12 +29,12 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
       { p: 'tcp', e: 8080, a: '192.168.77.5', i: 80, t: null });
     const h = f.table.history(lease.id);
     assert.equal(h[0]!.type, 'granted');
-    assert.equal(h[0]!.actor, 'admin:local');
+    assert.equal(h[0]!.actor, 'admin:ops');
   });
 
   it('a range with a lifetime and a remote host maps 1:1 and expires', async () => {
     const f = await admin();
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: {
+    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: {
       protocol: 'udp', externalPort: 6000, externalPortEnd: 6010, internalAddress: '192.168.77.6', remoteAddress: '203.0.113.9', lifetime: 600, description: 'game',
     } });
     assert.equal(r.statusCode, 201);
@@ -48,11 +50,11 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
 
   it('the same forward again is a renewal (200, created false); another host gets 409 naming the holder', async () => {
     const f = await admin();
-    const a = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: forward });
-    const b = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: forward });
+    const a = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: forward });
+    const b = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: forward });
     assert.equal(b.statusCode, 200);
     assert.equal((b.json() as { created: boolean }).created, false);
-    const c = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, internalAddress: '192.168.77.7' } });
+    const c = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, internalAddress: '192.168.77.7' } });
     assert.equal(c.statusCode, 409);
     const body = c.json() as { code: string; message: string; holder: { id: string; source: string; owner: string } };
     assert.equal(body.code, 'PORTD_LEASE_CONFLICT');
@@ -66,7 +68,7 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
     const f = await admin();
     const g = await f.table.request(pcpReq({ protocol: 'tcp', externalPort: 9000, internalPort: 9000 }));
     assert.ok(g.ok);
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 9000 } });
+    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, externalPort: 9000 } });
     assert.equal(r.statusCode, 201);
     assert.equal(f.table.get(g.lease.id)!.endReason, 'replaced');
   });
@@ -84,7 +86,7 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
   for (const [name, payload, field] of bad) {
     it(`400 names the field: ${name}`, async () => {
       const f = await admin();
-      const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload });
+      const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload });
       assert.equal(r.statusCode, 400);
       const body = r.json() as { code: string; field: string; message: string };
       assert.equal(body.code, 'PORTD_ADMIN_BAD_REQUEST');
@@ -97,7 +99,7 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
 
   it('400 on a body that is not JSON', async () => {
     const f = await admin();
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: { 'content-type': 'application/json' }, payload: '{"protocol":' });
+    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: { ...bearer, 'content-type': 'application/json' }, payload: '{"protocol":' });
     assert.equal(r.statusCode, 400);
     assert.equal((r.json() as { code: string }).code, 'PORTD_ADMIN_BAD_REQUEST');
   });
@@ -173,7 +175,7 @@ describe('admin API: revoke (DELETE /api/v1/leases/:id)', () => {
     const g = await f.table.request(pcpReq());
     assert.ok(g.ok);
     assert.equal(f.dataplane.entries.size, 1);
-    const r = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${g.lease.id}?reason=abuse` });
+    const r = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${g.lease.id}?reason=abuse`, headers: bearer });
     assert.equal(r.statusCode, 200, r.body);
     const body = r.json() as { lease: Lease; history: { type: string; actor: string | null; reason: string | null }[] };
     assert.equal(body.lease.state, 'ended');
@@ -181,22 +183,22 @@ describe('admin API: revoke (DELETE /api/v1/leases/:id)', () => {
     assert.equal(f.dataplane.entries.size, 0);
     const last = body.history.at(-1)!;
     assert.equal(last.type, 'revoked');
-    assert.equal(last.actor, 'admin:local');
+    assert.equal(last.actor, 'admin:ops');
     assert.equal(last.reason, 'abuse');
-    assert.ok(f.lines.some((l) => l['msg'] === 'admin: lease revoked' && l['id'] === g.lease.id && l['actor'] === 'admin:local'));
+    assert.ok(f.lines.some((l) => l['msg'] === 'admin: lease revoked' && l['id'] === g.lease.id && l['actor'] === 'admin:ops'));
     // a second revoke: already ended
-    const again = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${g.lease.id}` });
+    const again = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${g.lease.id}`, headers: bearer });
     assert.equal(again.statusCode, 409);
     assert.equal((again.json() as { code: string }).code, 'PORTD_LEASE_ENDED');
   });
 
   it('404 for an unknown lease, 403 LEASE_READ_ONLY for a config forward (which stays)', async () => {
     const f = await admin({ staticForwards: [staticForward()] });
-    const nf = await f.app.inject({ method: 'DELETE', url: '/api/v1/leases/does-not-exist' });
+    const nf = await f.app.inject({ method: 'DELETE', url: '/api/v1/leases/does-not-exist', headers: bearer });
     assert.equal(nf.statusCode, 404);
     const [ro] = f.table.list({ source: 'static' }).leases;
     assert.ok(ro?.readOnly);
-    const r = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${ro.id}` });
+    const r = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${ro.id}`, headers: bearer });
     assert.equal(r.statusCode, 403);
     const body = r.json() as { code: string; message: string };
     assert.equal(body.code, 'PORTD_LEASE_READ_ONLY');
@@ -250,8 +252,8 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
     const f = await admin();
     await f.table.request(pcpReq());
     await f.app.inject({ url: '/api/v1/leases?state=nope' }); // a 400
-    await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 4000, protocol: 'udp' } });
-    await f.app.inject({ method: 'POST', url: '/api/v1/leases', payload: { ...forward, externalPort: 4000, protocol: 'udp', internalAddress: '192.168.77.7' } }); // conflict
+    await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, externalPort: 4000, protocol: 'udp' } });
+    await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, externalPort: 4000, protocol: 'udp', internalAddress: '192.168.77.7' } }); // conflict
     const r = await f.app.inject({ url: '/metrics' });
     assert.equal(r.statusCode, 200);
     assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/);

@@ -26,6 +26,7 @@ export interface AdminFixtureOptions {
   routes?: AdminRoutePlugin[];
   heartbeatMs?: number;
   tokenValue?: string | null;
+  allowedHosts?: string[];
 }
 
 export async function makeAdmin(o: AdminFixtureOptions = {}) {
@@ -41,7 +42,7 @@ export async function makeAdmin(o: AdminFixtureOptions = {}) {
     log, metrics, externalAddress: '203.0.113.1',
   });
   if (o.staticForwards) await table.syncStatic(o.staticForwards);
-  const config = { admin: { listen: o.listen ?? '127.0.0.1:0', token: null, tokenFile: null }, policy: policyConfig } satisfies Pick<Config, 'admin' | 'policy'>;
+  const config = { admin: { listen: o.listen ?? '127.0.0.1:0', token: null, tokenFile: null, allowedHosts: o.allowedHosts ?? [] }, policy: policyConfig } satisfies Pick<Config, 'admin' | 'policy'>;
   const startedAt = clock.now() - 5000;
   const status = (): StatusInfo => ({
     version: '0.1.0-test', startedAt, pcpEpoch: 42,

@@ -65,7 +65,7 @@ describe('defaults', () => {
     assert.deepEqual(c.upnp, { enabled: true, httpPort: 5000, ssdp: true, friendlyName: 'portd', manufacturer: 'portd', modelName: 'portd', notifyInterval: 900, listAllLeases: false, maxSubscriptions: 256, rateLimit: 50 });
     assert.deepEqual(c.pcp, { enabled: true, port: 5351, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 100, ipv6: false });
     assert.deepEqual(c.natpmp, { enabled: true });
-    assert.deepEqual(c.admin, { listen: '127.0.0.1:8080', token: null, tokenFile: null });
+    assert.deepEqual(c.admin, { listen: '127.0.0.1:8080', token: null, tokenFile: null, allowedHosts: [] });
     assert.deepEqual(c.staticForwards, []);
     assert.deepEqual(c.triggers, []);
   });
@@ -166,6 +166,9 @@ describe('errors name the key path and what is expected', () => {
     ['admin listen', { admin: { listen: '8080' } }, 'admin.listen', '"address:port"'],
     ['short token', { admin: { token: 'secret' } }, 'admin.token', 'at least 16 characters'],
     ['token and file', { admin: { token: 'x'.repeat(20), tokenFile: '/etc/portd/token' } }, 'admin.tokenFile', 'not both'],
+    ['allowed host with a port', { admin: { allowedHosts: ['router.lan:8080'] } }, 'admin.allowedHosts.0', 'host name like router.lan'],
+    ['allowed host a URL', { admin: { allowedHosts: ['http://router.lan'] } }, 'admin.allowedHosts.0', 'no scheme'],
+    ['allowed hosts not a list', { admin: { allowedHosts: 'router.lan' } }, 'admin.allowedHosts', 'list of host names'],
     ['section type', { upnp: [1, 2] }, 'upnp', 'must be a mapping'],
     ['list type', { staticForwards: { protocol: 'tcp' } }, 'staticForwards', 'must be a list'],
   ];
