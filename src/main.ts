@@ -107,6 +107,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const leases = createLeaseTable({
     database: config.database, dataplane, policy: policyRef, clock, log, metrics, externalAddress,
     grace: config.dataplane.grace, historyRetention: config.policy.historyRetention,
+    maxActiveLeases: config.limits.maxActiveLeases, maxEndedLeases: config.limits.maxEndedLeases, historyPerLease: config.limits.historyPerLease,
   });
   parts.push({ name: 'leases', close: () => leases.close() });
 
