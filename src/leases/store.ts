@@ -7,7 +7,7 @@ import { ErrorCode, PortdError } from '../errors.js';
 import type { EndReason, HistoryEntry, Lease, LeaseEventType, LeaseSource } from './types.js';
 
 /** schema versions, applied in order; `PRAGMA user_version` records the last applied */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE leases (
      id TEXT PRIMARY KEY,
      source TEXT NOT NULL,
