@@ -118,6 +118,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     grace: config.dataplane.grace, historyRetention: config.policy.historyRetention,
     ...(localPorts ? { portInUse: (protocol: 'tcp' | 'udp', port: number) => localPorts.inUse(protocol, port) } : {}),
     triggerPort: (protocol, port) => triggerPort(protocol, port),
+    maxActiveLeases: config.limits.maxActiveLeases, maxEndedLeases: config.limits.maxEndedLeases, historyPerLease: config.limits.historyPerLease,
   });
   parts.push({ name: 'leases', close: () => leases.close() });
 

@@ -42,6 +42,8 @@ export const LeaseSchema = Type.Object({
   state: StringEnum(['active', 'ended'] as const),
   endedAt: Nullable(Type.Integer()),
   endReason: Nullable(EndReason),
+  renewCount: Type.Integer({ description: 'renewals so far (each updates the lease; the history shows the last)' }),
+  lastRenewedAt: Nullable(Type.Integer({ description: 'epoch ms of the last renewal; null = never renewed' })),
 });
 
 export const HistoryEntrySchema = Type.Object({

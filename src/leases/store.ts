@@ -8,7 +8,7 @@ import { PRIVATE_FILE, databaseFiles, ensurePrivateDir, tightenFile } from '../f
 import type { EndReason, HistoryEntry, Lease, LeaseEventType, LeaseSource } from './types.js';
 
 /** schema versions, applied in order; `PRAGMA user_version` records the last applied */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE leases (
      id TEXT PRIMARY KEY,
      source TEXT NOT NULL,
@@ -90,6 +90,24 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE revocations ADD COLUMN kind TEXT NOT NULL DEFAULT 'revoked';
    ALTER TABLE revocations ADD COLUMN replaced_by TEXT;
    ALTER TABLE revocations ADD COLUMN replaced_by_source TEXT;`,
+  // 6: bounded storage. A renewal updates its lease (count, time, who) instead of adding a history row
+  // (a client renewing every 20 s added 4,320 rows a day per mapping); the rows from before are folded
+  // into the counts. Listing pages walk indexes in the order they are served (UPnP GetGenericPortMappingEntry
+  // by source and creation, the admin API by creation per state); created_at grows with time, so these
+  // append. Revocations past their term are pruned through an index on their end.
+  `ALTER TABLE leases ADD COLUMN renew_count INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE leases ADD COLUMN renewed_at INTEGER;
+   ALTER TABLE leases ADD COLUMN renewed_by TEXT;
+   UPDATE leases SET
+     renew_count = (SELECT count(*) FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed'),
+     renewed_at = (SELECT max(e.at) FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed'),
+     renewed_by = (SELECT e.actor FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed' ORDER BY e.seq DESC LIMIT 1)
+     WHERE id IN (SELECT lease_id FROM events WHERE type = 'renewed');
+   DELETE FROM events WHERE type = 'renewed';
+   CREATE INDEX leases_active_src ON leases(source, created_at, id) WHERE state = 'active';
+   CREATE INDEX leases_active_created ON leases(created_at, id) WHERE state = 'active';
+   CREATE INDEX leases_ended_created ON leases(created_at, id) WHERE state = 'ended';
+   CREATE INDEX revocations_until ON revocations(until);`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -98,6 +116,7 @@ export interface LeaseRow {
   internal_address: string; internal_port: number; remote_address: string | null; remote_prefix: number | null; remote_port: number | null;
   owner: string; description: string; nonce: string | null; created_at: number; updated_at: number; expires_at: number | null;
   requested_lifetime: number | null; read_only: number; rule: string | null; state: string; ended_at: number | null; end_reason: string | null;
+  renew_count: number; renewed_at: number | null; renewed_by: string | null;
 }
 
 export function rowToLease(r: LeaseRow): Lease {
@@ -109,7 +128,7 @@ export function rowToLease(r: LeaseRow): Lease {
     owner: r.owner, description: r.description, nonce: r.nonce,
     createdAt: r.created_at, updatedAt: r.updated_at, expiresAt: r.expires_at, requestedLifetime: r.requested_lifetime,
     readOnly: r.read_only === 1, rule: r.rule, state: r.state as 'active' | 'ended', endedAt: r.ended_at,
-    endReason: r.end_reason as EndReason | null,
+    endReason: r.end_reason as EndReason | null, renewCount: r.renew_count ?? 0, lastRenewedAt: r.renewed_at ?? null,
   };
 }
 
@@ -280,7 +299,7 @@ export function openStore(opts: OpenStoreOptions) {
       @remote_address, @remote_prefix, @remote_port, @owner, @description, @nonce, @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active')`),
     renew: db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at, requested_lifetime = @requested_lifetime,
       description = @description, nonce = @nonce, internal_port = @internal_port, remote_address = @remote_address, remote_prefix = @remote_prefix,
-      remote_port = @remote_port WHERE id = @id`),
+      remote_port = @remote_port, renew_count = renew_count + 1, renewed_at = @updated_at, renewed_by = @actor WHERE id = @id`),
     end: db.prepare(`UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id AND state = 'active'`),
     event: db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, ?, ?, ?, ?)`),
     byId: db.prepare(`SELECT * FROM leases WHERE id = ?`),
@@ -296,8 +315,18 @@ export function openStore(opts: OpenStoreOptions) {
       VALUES (?, ?, ?, ?, ?, ?, ?, 'replaced', ?, ?)`),
     replacedHolds: db.prepare(`SELECT protocol, owner, external_port, until, lease_id, replaced_by, replaced_by_source FROM revocations WHERE kind = 'replaced' AND until > ?`),
     pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
-    pruneEvents: db.prepare(`DELETE FROM events WHERE lease_id IN (SELECT id FROM leases WHERE state = 'ended' AND ended_at < ?)`),
-    pruneLeases: db.prepare(`DELETE FROM leases WHERE state = 'ended' AND ended_at < ?`),
+    countRevocations: db.prepare(`SELECT count(*) AS n FROM revocations`),
+    // the revocations ending first go first when the table is over its cap
+    trimRevocations: db.prepare(`DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations ORDER BY until LIMIT ?)`),
+    // ended leases, oldest end first (index leases_ended): pruned a bounded batch per writer tick
+    oldestEnded: db.prepare(`SELECT id, ended_at FROM leases WHERE state = 'ended' ORDER BY ended_at LIMIT ?`).raw(true),
+    countEnded: db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'ended'`),
+    deleteEvents: db.prepare(`DELETE FROM events WHERE lease_id = ?`),
+    deleteLease: db.prepare(`DELETE FROM leases WHERE id = ? AND state = 'ended'`),
+    // history per lease: its first entry and the latest ones (index events_lease)
+    countHistory: db.prepare(`SELECT count(*) AS n FROM events WHERE lease_id = ?`),
+    trimHistory: db.prepare(`DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE lease_id = @id ORDER BY seq DESC LIMIT -1 OFFSET @keep)
+      AND seq > (SELECT min(seq) FROM events WHERE lease_id = @id)`),
     maxId: db.prepare(`SELECT max(id) AS id FROM leases`),
     metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
     metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
@@ -310,14 +339,27 @@ export function openStore(opts: OpenStoreOptions) {
   const r = {
     byId: reader.prepare(`SELECT * FROM leases WHERE id = ?`),
     history: reader.prepare(`SELECT lease_id, type, at, actor, reason FROM events WHERE lease_id = ? ORDER BY seq`),
-    countBySource: reader.prepare(`SELECT source, count(*) AS n FROM leases WHERE state = 'active' GROUP BY source`),
-    countByOwner: reader.prepare(`SELECT owner, count(*) AS n FROM leases WHERE state = 'active' GROUP BY owner`),
+    renewals: reader.prepare(`SELECT renew_count, renewed_at, renewed_by FROM leases WHERE id = ?`),
   };
   return {
     db, reader, s, r, tx,
+    /**
+     * The stored history, with the lease's renewals as one entry at the last renewal (renewals are counted
+     * on the lease, not stored one by one): `reason` says how many there were.
+     */
     history(id: string): HistoryEntry[] {
-      return (r.history.all(id) as { lease_id: string; type: string; at: number; actor: string | null; reason: string | null }[])
-        .map((h) => ({ leaseId: h.lease_id, type: h.type as LeaseEventType, at: h.at, actor: h.actor, reason: h.reason }));
+      const out = (r.history.all(id) as { lease_id: string; type: string; at: number; actor: string | null; reason: string | null }[])
+        .map((h): HistoryEntry => ({ leaseId: h.lease_id, type: h.type as LeaseEventType, at: h.at, actor: h.actor, reason: h.reason }));
+      const l = r.renewals.get(id) as { renew_count: number; renewed_at: number | null; renewed_by: string | null } | undefined;
+      if (l && l.renew_count > 0 && l.renewed_at !== null) {
+        const at = l.renewed_at;
+        const entry: HistoryEntry = { leaseId: id, type: 'renewed', at, actor: l.renewed_by, reason: l.renew_count === 1 ? null : `renewed ${l.renew_count} times; the last at this time` };
+        // after everything up to that moment except the end (a lease renewed and ended in the same ms)
+        let i = out.findIndex((h, k) => k > 0 && (h.at > at || (h.at === at && h.type !== 'granted')));
+        if (i < 0) i = out.length;
+        out.splice(Math.max(1, Math.min(i, out.length)), 0, entry);
+      }
+      return out;
     },
     meta(key: string): string | null { return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null; },
     setMeta(key: string, value: string) { s.metaSet.run(key, value); },

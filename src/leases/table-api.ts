@@ -1,4 +1,4 @@
-import type { GrantResult, HistoryEntry, Lease, LeaseEvent, LeaseFilter, LeaseRequest, ReleaseRequest, ReleaseResult } from './types.js';
+import type { GrantResult, HistoryEntry, Lease, LeaseEvent, LeaseFilter, LeaseRequest, LeaseSource, ReleaseRequest, ReleaseResult } from './types.js';
 
 /** The lease table as front-ends, triggers and the admin API see it. */
 export interface LeaseTableApi {
@@ -13,8 +13,15 @@ export interface LeaseTableApi {
   findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null;
   /** the active lease covering an external port (UPnP), any remote when remoteAddress undefined */
   findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null;
+  /** one page of leases and the matching total: from memory or an index walk, never a scan of the table */
   list(filter?: LeaseFilter): { leases: Lease[]; total: number };
+  /** active leases whose first external port is in [start, end], in port order; only `owner`'s when given */
+  listExternalRange(protocol: 'tcp' | 'udp', start: number, end: number, opts?: { source?: LeaseSource; owner?: string }): Lease[];
+  /** active leases of one source, or of all (from memory) */
+  activeCount(source?: LeaseSource): number;
+  /** the lease's history: stored entries, its renewals as one entry at the last (renewals are counted on the lease) */
   history(id: string): HistoryEntry[];
+  /** from memory: active leases in total, per source and per owner */
   countActive(): { total: number; bySource: Record<string, number>; byOwner: Record<string, number> };
   /** subscribe to lease events; returns an unsubscribe function */
   on(listener: (e: LeaseEvent) => void): () => void;

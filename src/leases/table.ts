@@ -1,3 +1,4 @@
+import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
 import { ipv4ToInt } from '../policy/ip.js';
@@ -7,6 +8,7 @@ import type { Metrics } from '../metrics.js';
 import type { Policy } from '../policy/policy.js';
 import type { Clock } from './clock.js';
 import { PortMap } from './port-map.js';
+import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
 import type {
@@ -37,6 +39,14 @@ export interface LeaseTableOptions {
   readonly portInUse?: (protocol: 'tcp' | 'udp', port: number) => boolean;
   /** the trigger rule whose `open` ports hold this port, or null: never handed to dynamic clients (src/triggers) */
   readonly triggerPort?: (protocol: 'tcp' | 'udp', port: number) => string | null;
+  /** active dynamic leases (upnp, pcp, natpmp, trigger) across all clients; over it new ones are refused ('capacity'); 0 or absent = no limit */
+  readonly maxActiveLeases?: number;
+  /** ended leases kept (the oldest deleted first, with their history); 0 = no limit (default 10000) */
+  readonly maxEndedLeases?: number;
+  /** history entries kept per lease: its first and the latest (default 32; 0 = no limit) */
+  readonly historyPerLease?: number;
+  /** at most this many ended leases are deleted per writer tick (default 256) */
+  readonly pruneBatch?: number;
 }
 
 /** what one job did inside a tick: rows are written already (inside the tick's transaction) */
@@ -74,6 +84,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // 250 leases ≈ 1,000 nft element operations plus their rows and events: a tick of a few tens of ms, so a
   // request arriving during an expiry burst waits for at most one such batch (2,000 made it ≈ 0.3 s at 100k)
   const expiryBatch = opts.expiryBatch ?? 250;
+  const maxActive = opts.maxActiveLeases ?? 0;
+  const maxEnded = opts.maxEndedLeases ?? 10000;
+  const historyCap = opts.historyPerLease ?? 32;
+  const pruneBatch = Math.max(1, opts.pruneBatch ?? 256);
   const store: Store = openStore({ ...opts.database, onWarning: (m) => log.warn(m) });
   const { s } = store;
   let externalAddress = opts.externalAddress;
@@ -114,6 +128,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   /** quota use: active upnp/pcp/natpmp leases per owner */
   const quotaUse = new Map<string, number>();
   const QUOTA_SOURCES = new Set(['upnp', 'pcp', 'natpmp']);
+  /** what limits.maxActiveLeases counts: every dynamic source (static forwards are the admin's) */
+  const CAPPED_SOURCES = new Set(['upnp', 'pcp', 'natpmp', 'trigger']);
+  /** the ids of every active lease per owner: a client's leases (PCP delete-all, listings by owner, status) without an index */
+  const byOwner = new Map<string, Set<string>>();
+  /** ended rows in the table and the oldest end among them: what pruning is due (writer's view, recounted after a rollback) */
+  let endedCount = 0;
+  let oldestEndedAt: number | null = null;
+  const countEndedRows = store.db.prepare(`SELECT count(*) AS n, min(ended_at) AS t FROM leases WHERE state = 'ended'`);
+  const oldestEndedRow = store.db.prepare(`SELECT min(ended_at) AS t FROM leases WHERE state = 'ended'`);
   const cacheRows = store.db.prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port
     FROM leases WHERE state = 'active'`).raw(true);
   function rebuildCaches(): void {
@@ -121,6 +144,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     activeBySource.clear();
     quotaUse.clear();
     byInternal.clear();
+    byOwner.clear();
     // rows as arrays (no object per row) and counts kept in locals: at 100k leases this runs on start and
     // after every rolled-back tick, with the event loop blocked
     const bySource = new Map<string, number>();
@@ -130,24 +154,49 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (INTERNAL_SOURCES.has(source)) byInternal.set(internalKey(proto, ia, ip), id);
       bySource.set(source, (bySource.get(source) ?? 0) + 1);
       if (QUOTA_SOURCES.has(source)) quotaUse.set(owner, (quotaUse.get(owner) ?? 0) + 1);
+      const mine = byOwner.get(owner);
+      if (mine) mine.add(id); else byOwner.set(owner, new Set([id]));
     }
     for (const [k, n] of bySource) activeBySource.set(k, n);
     replacedHolds.clear();
     for (const r of s.replacedHolds.all(clock.now()) as { protocol: string; owner: string; external_port: number; until: number; replaced_by: string | null; replaced_by_source: string | null }[]) {
       addHold(r.protocol, r.external_port, { owner: r.owner, until: r.until, by: r.replaced_by ?? '', bySource: (r.replaced_by_source ?? 'static') as Lease['source'] });
     }
+    const e = countEndedRows.get() as { n: number; t: number | null };
+    endedCount = e.n;
+    oldestEndedAt = e.t;
     publishGauges();
   }
   function publishGauges(): void {
     if (!metrics) return;
     for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static']) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
   }
-  function count(l: Pick<Lease, 'source' | 'owner'>, delta: number): void {
+  function count(l: Pick<Lease, 'id' | 'source' | 'owner'>, delta: number): void {
     activeBySource.set(l.source, (activeBySource.get(l.source) ?? 0) + delta);
     if (QUOTA_SOURCES.has(l.source)) {
       const n = (quotaUse.get(l.owner) ?? 0) + delta;
       if (n > 0) quotaUse.set(l.owner, n); else quotaUse.delete(l.owner);
     }
+    const mine = byOwner.get(l.owner);
+    if (delta > 0) { if (mine) mine.add(l.id); else byOwner.set(l.owner, new Set([l.id])); }
+    else if (mine) { mine.delete(l.id); if (mine.size === 0) byOwner.delete(l.owner); }
+  }
+  /** active leases limits.maxActiveLeases counts */
+  function dynamicActive(): number {
+    let n = 0;
+    for (const [src, k] of activeBySource) if (CAPPED_SOURCES.has(src)) n += k;
+    return n;
+  }
+  // one warn line a minute when the global cap refuses, naming the key (the metric counts every refusal)
+  let capacityWarnedAt = -Infinity;
+  let capacitySuppressed = 0;
+  function capacityHit(n: number): void {
+    metrics?.globalLimit.inc({ limit: 'maxActiveLeases' });
+    const now = clock.now();
+    if (now - capacityWarnedAt < 60_000) { capacitySuppressed++; return; }
+    log.warn({ active: n, suppressed: capacitySuppressed }, `global limit reached (limits.maxActiveLeases ${maxActive}); refusing new leases`);
+    capacityWarnedAt = now;
+    capacitySuppressed = 0;
   }
 
   // ---- helpers ----
@@ -176,8 +225,17 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const id = byInternal.get(internalKey(protocol, address, port));
     return id === undefined ? undefined : s.byId.get(id) as LeaseRow | undefined;
   }
-  function event(type: LeaseEventType, lease: Lease, at: number, actor: string | null, reason: string | null): LeaseEvent {
-    s.event.run(lease.id, type, at, actor, reason);
+  /**
+   * A lease event for the listeners (SSE, GENA, logs), stored in the lease's history unless `stored` is
+   * false (renewals: counted on the lease instead). The history keeps its first entry and the latest ones.
+   */
+  function event(type: LeaseEventType, lease: Lease, at: number, actor: string | null, reason: string | null, stored = true): LeaseEvent {
+    if (stored) {
+      s.event.run(lease.id, type, at, actor, reason);
+      if (historyCap > 0 && type !== 'granted' && (s.countHistory.get(lease.id) as { n: number }).n > historyCap) {
+        s.trimHistory.run({ id: lease.id, keep: historyCap - 1 });
+      }
+    }
     return { type, at, leaseId: lease.id, lease, source: lease.source, owner: lease.owner, actor, reason };
   }
   /** every active lease holding a port in [start, end], lowest first */
@@ -235,6 +293,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const ik = internalKey(before.protocol, before.internalAddress, before.internalPort);
     if (byInternal.get(ik) === before.id) byInternal.delete(ik);
     count(before, -1);
+    endedCount++;
+    if (oldestEndedAt === null || at < oldestEndedAt) oldestEndedAt = at;
     return { result: lease, add: [], remove: [toEntry(before, at)], events: [event(type, lease, at, actor, detail)], removalOnly: true };
   }
 
@@ -303,20 +363,30 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         remoteAddress: req.remoteAddress !== undefined ? req.remoteAddress : old.remoteAddress,
         remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
         remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
+        renewCount: old.renewCount + 1, lastRenewedAt: now,
       };
+      // the row is updated in place (count, time, who): a renewal adds no history row, so a client renewing
+      // every 20 s costs no storage; listeners still get the 'renewed' event
       s.renew.run({
         id: old.id, updated_at: now, expires_at: expiresAt, requested_lifetime: req.lifetime, description: renewed.description,
         nonce: renewed.nonce, internal_port: renewed.internalPort, remote_address: renewed.remoteAddress,
-        remote_prefix: renewed.remotePrefix, remote_port: renewed.remotePort,
+        remote_prefix: renewed.remotePrefix, remote_port: renewed.remotePort, actor: req.actor ?? null,
       });
       return {
         result: { ok: true, lease: renewed, created: false, lifetime },
         remove: [toEntry(old, now)], add: [toEntry(renewed, now)],
-        events: [event('renewed', renewed, now, req.actor ?? null, null)],
+        events: [event('renewed', renewed, now, req.actor ?? null, null, false)],
       };
     }
 
-    // 2. a new lease: revocations, policy, quota, then a port
+    // 2. a new lease: the global cap, revocations, policy, quota, then a port
+    if (maxActive > 0 && CAPPED_SOURCES.has(req.source)) {
+      const n = dynamicActive();
+      if (n >= maxActive) {
+        capacityHit(n);
+        return none({ ok: false, reason: 'capacity', detail: `${n} active leases (limits.maxActiveLeases ${maxActive})` });
+      }
+    }
     if (!policy.isTrusted(req.source)) {
       const rv = s.revoked.get({ now, protocol: req.protocol, ia: req.internalAddress, ip: req.internalPort, owner: req.owner, ep: wantStart }) as { lease_id: string; until: number } | undefined;
       if (rv) return none({ ok: false, reason: 'not_authorized', detail: `mapping revoked by the admin (lease ${rv.lease_id}) until ${new Date(rv.until).toISOString()}` });
@@ -369,7 +439,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       remoteAddress: req.remoteAddress ?? null, remotePrefix: req.remotePrefix ?? null, remotePort: req.remotePort ?? null,
       owner: req.owner, description: req.description ?? '', nonce: req.nonce ?? null,
       createdAt: now, updatedAt: now, expiresAt, requestedLifetime: req.lifetime, readOnly: req.readOnly ?? false,
-      rule: req.rule ?? null, state: 'active', endedAt: null, endReason: null,
+      rule: req.rule ?? null, state: 'active', endedAt: null, endReason: null, renewCount: 0, lastRenewedAt: null,
     };
     s.insert.run({
       id: lease.id, source: lease.source, protocol: lease.protocol, external_address: lease.externalAddress,
@@ -422,6 +492,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     // the holder may not simply take it back: its renewals are refused for the rest of the lease's term
     if (sticky && !allowReadOnly && row.expires_at !== null && row.expires_at > now && !policy.isTrusted(row.source as Lease['source'])) {
       s.revoke.run(row.protocol, row.owner, row.internal_address, row.internal_port, row.external_port, row.expires_at, row.id);
+      trimRevocations();
     }
     const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
     return { ...out, result: { ok: true, lease: out.result } };
@@ -436,20 +507,56 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       out.remove.push(...o.remove);
       out.events.push(...o.events);
     }
-    prune(now);
+    s.pruneRevocations.run(now);
     return out;
   }
 
-  /** ended leases past the history retention, and revocations past their term */
-  function prune(now: number): void {
-    if (retentionMs > 0) { s.pruneEvents.run(now - retentionMs); s.pruneLeases.run(now - retentionMs); }
+  // ---- bounded storage: ended leases by count and age, revocations by term and count ----
+  /** revocations past the cap (one per ended lease's remaining term at most): the ones ending first go */
+  function trimRevocations(): void {
+    if (maxEnded <= 0) return;
+    const n = (s.countRevocations.get() as { n: number }).n;
+    if (n > maxEnded) s.trimRevocations.run(n - maxEnded);
+  }
+  function pruneDue(now: number): boolean {
+    if (maxEnded > 0 && endedCount > maxEnded) return true;
+    return retentionMs > 0 && oldestEndedAt !== null && oldestEndedAt < now - retentionMs;
+  }
+  /**
+   * One bounded batch, inside a writer tick: the oldest ended leases over limits.maxEndedLeases or past
+   * policy.historyRetention, with their history. More batches follow in later ticks (schedulePrune), with
+   * requests between them, so a backlog (a database from before the caps) never blocks one long tick.
+   */
+  function doPrune(): JobOutcome<number> {
+    const now = clock.now();
+    const excess = maxEnded > 0 ? endedCount - maxEnded : 0;
+    let n = 0;
+    if (excess > 0 || pruneDue(now)) {
+      for (const [id, endedAt] of s.oldestEnded.all(pruneBatch) as [string, number][]) {
+        if (!(n < excess || (retentionMs > 0 && endedAt < now - retentionMs))) break;
+        s.deleteEvents.run(id);
+        n += s.deleteLease.run(id).changes;
+      }
+      endedCount -= n;
+      oldestEndedAt = (oldestEndedRow.get() as { t: number | null }).t;
+    }
     s.pruneRevocations.run(now);
+    return { result: n, add: [], remove: [], events: [] };
+  }
+  let pruneQueued = false;
+  /** after a commit: one prune batch queued when due (it rides in the next tick beside whatever requests come) */
+  function schedulePrune(): void {
+    if (pruneQueued || closing || !pruneDue(clock.now())) return;
+    pruneQueued = true;
+    void enqueue('prune', doPrune, () => -1).then((n) => { pruneQueued = false; if (n > 0) schedulePrune(); });
   }
 
   // ---- the single writer: one transaction and one dataplane batch per tick ----
   const queue: Job[] = [];
   let running = false;
   let closed = false;
+  /** close() is waiting for the queue: no more prune batches */
+  let closing = false;
   let scheduled = false;
   const listeners = new Set<(e: LeaseEvent) => void>();
 
@@ -616,6 +723,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) { expiryRetryAt = 0; expiryBackoffMs = 0; }
     if (ended.length > 0) dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
     scheduleExpiry();
+    schedulePrune();
     if (needReconcile) { needReconcile = false; void reconcile('after a refused dataplane change'); }
   }
   let needReconcile = false;
@@ -815,6 +923,67 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return { added, removed, refused };
   }
 
+  // ---- listings: from memory, or SQL that walks an index (list-query.ts) ----
+  /** committed rows (the reader connection) of these ids that are still active */
+  function activeRows(ids: Iterable<string | undefined>): Lease[] {
+    const out: Lease[] = [];
+    for (const id of ids) {
+      if (id === undefined) continue;
+      const r = store.r.byId.get(id) as LeaseRow | undefined;
+      if (r && r.state === 'active') out.push(rowToLease(r));
+    }
+    return out;
+  }
+  /** the SQL filter of list-query.ts, on a lease in memory (LIKE: case-insensitive for ASCII, as SQLite's) */
+  function matches(l: Lease, f: LeaseFilter): boolean {
+    if (f.source && l.source !== f.source) return false;
+    if (f.owner && l.owner !== f.owner) return false;
+    if (f.protocol && l.protocol !== f.protocol) return false;
+    if (f.externalPort !== undefined && (l.externalPort > f.externalPort || l.externalPortEnd < f.externalPort)) return false;
+    if (f.internalPort !== undefined && l.internalPort !== f.internalPort) return false;
+    if (f.search) {
+      const q = f.search.toLowerCase();
+      if (!l.description.toLowerCase().includes(q) && !(l.rule ?? '').toLowerCase().includes(q)) return false;
+    }
+    return true;
+  }
+  /** the ORDER BY of list-query.ts (NULLs first ascending, as SQLite) */
+  function compareBy(f: LeaseFilter): (a: Lease, b: Lease) => number {
+    const key = f.sort ?? 'createdAt';
+    const dir = f.order === 'desc' ? -1 : 1;
+    return (a, b) => {
+      const x = a[key], y = b[key];
+      let c = x === y ? 0 : x === null ? -1 : y === null ? 1 : x < y ? -1 : 1;
+      if (c === 0) c = a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+      return c * dir;
+    };
+  }
+  /**
+   * The total of a listing: from the in-memory counts when only the state and the source filter it (UPnP
+   * PortMappingNumberOfEntries, the admin API's default listing), else counted over one state's rows.
+   * The counts are the writer's: a tick in flight may show in them a moment before its rows do.
+   */
+  function countOf(f: LeaseFilter, q: ListQuery): number {
+    const state = f.state ?? 'active';
+    const simple = !f.owner && !f.protocol && f.externalPort === undefined && f.internalPort === undefined && !f.search;
+    if (simple && !(f.source && state !== 'active')) {
+      const active = f.source ? (activeBySource.get(f.source) ?? 0) : table.activeCount();
+      return state === 'active' ? active : state === 'ended' ? endedCount : active + endedCount;
+    }
+    return (readerStatement(q.count).get(...(q.args as unknown[])) as { n: number }).n;
+  }
+  // listings prepare their SQL once per shape (a handful in practice; bounded anyway)
+  const readerStatements = new Map<string, Statement<unknown[]>>();
+  function readerStatement(sql: string) {
+    let st = readerStatements.get(sql);
+    if (!st) {
+      if (readerStatements.size >= 256) readerStatements.clear();
+      st = store.reader.prepare<unknown[]>(sql);
+      readerStatements.set(sql, st);
+    }
+    return st;
+  }
+
   // ---- public face ----
   rebuildCaches();
   const table = {
@@ -851,33 +1020,55 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       return rowToLease(r);
     },
     list(filter: LeaseFilter = {}): { leases: Lease[]; total: number } {
-      const where: string[] = [];
-      const args: unknown[] = [];
       const state = filter.state ?? 'active';
-      if (state !== 'all') { where.push('state = ?'); args.push(state); }
-      if (filter.source) { where.push('source = ?'); args.push(filter.source); }
-      if (filter.owner) { where.push('owner = ?'); args.push(filter.owner); }
-      if (filter.protocol) { where.push('protocol = ?'); args.push(filter.protocol); }
-      if (filter.externalPort !== undefined) { where.push('external_port <= ? AND external_port_end >= ?'); args.push(filter.externalPort, filter.externalPort); }
-      if (filter.internalPort !== undefined) { where.push('internal_port = ?'); args.push(filter.internalPort); }
-      if (filter.search) { where.push(`(description LIKE ? ESCAPE '\\' OR rule LIKE ? ESCAPE '\\')`); const q = `%${filter.search.replace(/[\\%_]/g, (c) => '\\' + c)}%`; args.push(q, q); }
-      const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
-      const col = { createdAt: 'created_at', expiresAt: 'expires_at', externalPort: 'external_port', owner: 'owner' }[filter.sort ?? 'createdAt'];
-      const order = filter.order === 'desc' ? 'DESC' : 'ASC';
       const limit = Math.min(Math.max(filter.limit ?? 100, 1), 10000);
       const offset = Math.max(filter.offset ?? 0, 0);
-      const total = (store.reader.prepare(`SELECT count(*) AS n FROM leases ${w}`).get(...args) as { n: number }).n;
-      const rows = store.reader.prepare(`SELECT * FROM leases ${w} ORDER BY ${col} ${order}, id LIMIT ? OFFSET ?`).all(...args, limit, offset) as LeaseRow[];
-      return { leases: rows.map(rowToLease), total };
+      // a client's leases or one port's holder: the ids come from memory (an owner holds at most its quota)
+      if (state === 'active' && (filter.owner || filter.externalPort !== undefined)) {
+        const ids = filter.externalPort !== undefined
+          ? (['tcp', 'udp'] as const).filter((p) => !filter.protocol || filter.protocol === p).map((p) => ports.holderIn(p, filter.externalPort!, filter.externalPort!))
+          : [...byOwner.get(filter.owner!) ?? []];
+        const found = activeRows(ids).filter((l) => matches(l, filter));
+        found.sort(compareBy(filter));
+        return { leases: found.slice(offset, offset + limit), total: found.length };
+      }
+      const q = listQuery(filter);
+      const rows = readerStatement(q.page).all(...(q.args as unknown[]), limit, offset) as LeaseRow[];
+      return { leases: rows.map(rowToLease), total: countOf(filter, q) };
+    },
+    /**
+     * Active leases whose first external port is in [start, end], in port order (UPnP GetListOfPortMappings,
+     * DeletePortMappingRange): from the port map, or from the owner's leases when `owner` is given.
+     */
+    listExternalRange(protocol: 'tcp' | 'udp', start: number, end: number, o: { source?: Lease['source']; owner?: string } = {}): Lease[] {
+      const lo = Math.max(0, start), hi = Math.min(65535, end);
+      let ids: (string | undefined)[];
+      if (o.owner !== undefined) ids = [...byOwner.get(o.owner) ?? []];
+      else {
+        ids = [];
+        let last: string | undefined;
+        for (let p = lo; p <= hi; p++) { const id = ports.holderIn(protocol, p, p); if (id !== undefined && id !== last) { ids.push(id); last = id; } }
+      }
+      return activeRows(ids)
+        .filter((l) => l.protocol === protocol && l.externalPort >= lo && l.externalPort <= hi && (!o.source || l.source === o.source) && (o.owner === undefined || l.owner === o.owner))
+        .sort((a, b) => a.externalPort - b.externalPort);
+    },
+    /** active leases, of one source or all: from memory */
+    activeCount(source?: Lease['source']): number {
+      if (source) return activeBySource.get(source) ?? 0;
+      let n = 0;
+      for (const k of activeBySource.values()) n += k;
+      return n;
     },
     history: (id: string) => store.history(id),
+    /** from memory: counts per source, and per owner (every active lease's owner, busiest first in the status) */
     countActive() {
       const bySource: Record<string, number> = {};
-      const byOwner: Record<string, number> = {};
+      const byOwnerCount: Record<string, number> = {};
       let total = 0;
-      for (const r of store.r.countBySource.all() as { source: string; n: number }[]) { bySource[r.source] = r.n; total += r.n; }
-      for (const r of store.r.countByOwner.all() as { owner: string; n: number }[]) byOwner[r.owner] = r.n;
-      return { total, bySource, byOwner };
+      for (const [src, n] of activeBySource) { if (n > 0) { bySource[src] = n; total += n; } }
+      for (const [owner, ids] of byOwner) byOwnerCount[owner] = ids.size;
+      return { total, bySource, byOwner: byOwnerCount };
     },
     on(fn: (e: LeaseEvent) => void) { listeners.add(fn); return () => { listeners.delete(fn); }; },
     externalAddress: () => externalAddress,
@@ -897,13 +1088,25 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     reconcile,
     syncStatic,
     checkWallClock,
-    /** history and revocations past their time; also runs with every expiry */
-    prune: () => enqueueExclusive('prune', async () => { prune(clock.now()); return null; }, () => null),
+    /**
+     * ended leases over the cap or past the retention, with their history, and revocations past their term:
+     * one bounded batch per tick until none is due (batches also follow every commit that leaves one due)
+     */
+    async prune(): Promise<number> {
+      let total = 0;
+      for (let i = 0; i < 100_000 && !closing; i++) {
+        const n = await enqueue('prune', doPrune, () => -1);
+        if (n <= 0) break;
+        total += n;
+      }
+      return total;
+    },
     scheduleExpiry,
     /** queued + in-flight jobs, for tests and status */
     pending: () => queue.length + (running ? 1 : 0),
     async close(): Promise<void> {
       // let queued work finish, then stop accepting
+      closing = true;
       while (running || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
       closed = true;
       if (expiryTimer !== null) clock.clearTimeout(expiryTimer);

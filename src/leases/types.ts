@@ -34,6 +34,10 @@ export interface Lease {
   readonly state: 'active' | 'ended';
   readonly endedAt: number | null;
   readonly endReason: EndReason | null;
+  /** how often the lease was renewed; renewals update the lease and add no history row */
+  readonly renewCount: number;
+  /** epoch ms of the last renewal; null when never renewed */
+  readonly lastRenewedAt: number | null;
 }
 
 export type EndReason = 'released' | 'expired' | 'revoked' | 'replaced' | 'config';

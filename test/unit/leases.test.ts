@@ -328,7 +328,9 @@ describe('lease table: group commit and durability', () => {
     await first.close();
     const second = table({ dir: first.dir, clock: first.clock });
     const indexes = (second.table.store.db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'`).all() as { name: string }[]).map((r) => r.name);
-    assert.deepEqual(indexes.filter((n) => !n.startsWith('sqlite_autoindex')).sort(), ['leases_active_expiry', 'leases_ended']);
+    // none over random keys (port, internal endpoint, owner): only time-ordered ones, which append
+    assert.deepEqual(indexes.filter((n) => !n.startsWith('sqlite_autoindex')).sort(),
+      ['leases_active_created', 'leases_active_expiry', 'leases_active_src', 'leases_ended', 'leases_ended_created']);
     // renewal by internal key: the same lease, not a second one
     const renewed = await second.table.request(pcp({ lifetime: 7200 }));
     assert.ok(renewed.ok && !renewed.created && renewed.lease.id === a.lease.id);

@@ -106,8 +106,8 @@ export function createActionHandler(deps: ActionDeps) {
 
   /** the count GENA reports as PortMappingNumberOfEntries */
   function numberOfEntries(): number {
-    // a plain count (countActive() also groups by owner: too costly per event with 100k leases)
-    return leases.list({ state: 'active', source: listSource, limit: 1 }).total;
+    // from the table's in-memory counts: read on every GENA event
+    return leases.activeCount(listSource);
   }
 
   /** refusal → UPnP error; v2 = the client speaks WANIPConnection:2 */
@@ -264,17 +264,12 @@ export function createActionHandler(deps: ActionDeps) {
     const manage = parseBool(a.get('NewManage'), false);
     if (manage === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewManage is not a boolean');
     if (start > end) return fail(UpnpErrorCode.INCONSISTENT_PARAMETERS, 'NewStartPort is above NewEndPort');
-    const list: Lease[] = [];
-    // pages in external-port order until past the range; bounded (the table caps a page at 10,000)
-    for (let offset = 0, pages = 0; pages < 32; pages++) {
-      const { leases: page } = leases.list({ state: 'active', source: listSource, protocol, sort: 'externalPort', order: 'asc', limit: 10000, offset });
-      for (const l of page) {
-        if (l.externalPort >= start && l.externalPort <= end && (manage || l.internalAddress === call.client || l.owner === call.client)) list.push(l);
-      }
-      const lastPort = page[page.length - 1]?.externalPort;
-      if (page.length < 10000 || lastPort === undefined || lastPort > end) break;
-      offset += page.length;
-    }
+    // from the table's memory (port map, or the client's own leases), in external-port order; no table scan.
+    // In secure mode a client's leases all point at itself (owner = internal address), so its own leases
+    // are exactly what it may list without NewManage
+    const own = !manage && secure;
+    const list = leases.listExternalRange(protocol, start, end, { ...(listSource ? { source: listSource } : {}), ...(own ? { owner: call.client } : {}) })
+      .filter((l) => manage || l.internalAddress === call.client || l.owner === call.client);
     return { ok: true, protocol, manage, list };
   }
 
