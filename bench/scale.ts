@@ -53,6 +53,8 @@ const LARGE_ONLY = process.argv.includes('--large-only');
 /** skip the restart measurement (portd stopped and started again with the kernel holding the elements) */
 const NO_RESTART = process.argv.includes('--no-restart');
 const STEM = 'pdscl';
+// 100k leases and a 10k expiry burst: the global caps (limits.*) raised so the bench measures scale, not refusals
+const SCALE_LIMITS = ['limits: { maxActiveLeases: 0, maxEndedLeases: 0, pcpRequestsPerSecond: 0 }'];
 const say = (s: string) => process.stderr.write(`scale: ${s}\n`);
 const r1 = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
 
@@ -128,7 +130,7 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
     const burstAt = withBurst ? Date.now() + BURST_AFTER_S * 1000 : null;
     const preloadMs = await preload(dbPath, leases, withBurst ? BURST : 0, burstAt);
     say(`${driver} ${leases}: ${leases} rows written in ${preloadMs} ms; starting portd`);
-    d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
+    d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined, extra: SCALE_LIMITS });
     say(`${driver} ${leases}: ready in ${d.readyMs} ms, reconcile ${d.reconcile?.ms} ms (${d.reconcile?.active} active)`);
     await new Promise((r) => setTimeout(r, 2000));
     const rss = d.rss();
@@ -152,7 +154,7 @@ async function runSize(driver: 'nftables' | 'memory', leases: number, withBurst:
       await d.stop();
       // startPortd appends to portd.log and waits for its ready line: the first run's log moves aside
       renameSync(d.logFile, join(dir, 'portd-first.log'));
-      d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined });
+      d = await startPortd(lab, { dir, cli, upnp: false, driver, timeoutMs: 300_000, nodeArgs: NODE_ARGS, logLevel: LOG_LEVEL, dataplane: CONNTRACK && driver === 'nftables' ? `conntrackPath: ${CONNTRACK}` : undefined, extra: SCALE_LIMITS });
       const rl = logLines(d.logFile).find((l) => l['msg'] === 'dataplane reconciled on start');
       restart = { reconcileMs: rl ? Number(rl['ms']) : null, drift: rl ? Number(rl['drift']) : null, active: rl ? Number(rl['active']) : null, readyMs: d.readyMs, rssMiB: null };
       await new Promise((r) => setTimeout(r, 2000));

@@ -130,6 +130,8 @@ export async function frontendCeiling(count: number): Promise<Phase[]> {
     async release(req: { protocol: string; externalPort: number }) { const k = `${req.protocol}/${req.externalPort}`; const l = held.get(k) ?? null; held.delete(k); return { ok: true as const, lease: l }; },
     findByExternal: (p: string, port: number) => held.get(`${p}/${port}`) ?? null,
     list: () => ({ leases: [], total: held.size }),
+    activeCount: () => held.size,
+    listExternalRange: () => [...held.values()],
     externalAddress: () => '203.0.113.1',
     on: () => () => {},
   } as unknown as LeaseTableApi;
