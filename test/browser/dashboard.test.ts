@@ -153,15 +153,18 @@ describe('dashboard in chromium', { skip }, () => {
   it('a refused forward shows the API error naming the holder; nothing is added', async () => {
     const { f, page } = await open({});
     await page.waitForSelector('#live.on');
-    const g = await f.table.request(pcpReq({ protocol: 'tcp', externalPort: 9000, internalPort: 9000 }));
+    // a dynamic lease would be replaced (admin precedence): another static forward is what refuses
+    const g = await f.table.request(pcpReq({
+      source: 'static', identity: 'external', protocol: 'tcp', externalPort: 9000, internalPort: 9000, lifetime: null, nonce: null, thirdPartyAllowed: true, actor: 'admin',
+    }));
     assert.ok(g.ok);
     await page.fill('#forward-form input[name=ports]', '9000');
     await page.fill('#forward-form input[name=internalAddress]', '192.168.77.30');
     await page.click('#forward-submit');
     await loginWhenAsked(page);
     await page.waitForSelector('#forward-msg.err');
-    assert.match((await page.textContent('#forward-msg')) ?? '', /held by a pcp lease of 192\.168\.77\.11/);
-    assert.equal(f.table.list({ source: 'static' }).total, 0);
+    assert.match((await page.textContent('#forward-msg')) ?? '', /held by a static lease of 192\.168\.77\.11/);
+    assert.equal(f.table.list({ source: 'static' }).total, 1);
     await page.close();
   });
 

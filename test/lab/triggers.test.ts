@@ -23,6 +23,8 @@ const IDLE = 4;
 const TRIGGER_PORT = 7777;
 const OPEN = [7800, 7801];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** changes through the admin API need the token, on loopback too */
+const TOKEN = 'lab-triggers-token-0123456789';
 
 interface View { name: string; state: string; holder: string | null; until: number | null; leases: string[]; counters: { fired: number; refused: number }; lastRefusal: { host: string; holder: { owner: string; source: string } | null } | null }
 interface LeaseJson { id: string; source: string; rule: string | null; owner: string; protocol: string; externalPort: number; externalPortEnd: number; state: string; endReason: string | null; endedAt: number | null }
@@ -37,7 +39,8 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
 
   /** the admin API listens on 127.0.0.1 inside the gateway namespace: ask from there */
   async function api<T>(path: string, method = 'GET', body?: unknown): Promise<{ status: number; body: T }> {
-    const script = `fetch('http://127.0.0.1:8080${path}', { method: '${method}'${body === undefined ? '' : `, headers: { 'content-type': 'application/json' }, body: ${JSON.stringify(JSON.stringify(body))}`} })
+    const headers = { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) };
+    const script = `fetch('http://127.0.0.1:8080${path}', { method: '${method}', headers: ${JSON.stringify(headers)}${body === undefined ? '' : `, body: ${JSON.stringify(JSON.stringify(body))}`} })
       .then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: JSON.parse((await r.text()) || 'null') })))`;
     const r = await lab.must(lab.gw, [process.execPath, '-e', script], { timeoutMs: 10_000 });
     return JSON.parse(r) as { status: number; body: T };
@@ -62,7 +65,7 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
       'upnp: { enabled: false }',
       'pcp: { enabled: false }',
       'natpmp: { enabled: false }',
-      'admin: { listen: "127.0.0.1:8080" }',
+      `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
       'triggers:',
       '  - name: labgame',
       `    match: { protocol: udp, ports: "${TRIGGER_PORT}" }`,
