@@ -73,6 +73,31 @@ export function createRateLimiter(opts: { rate: number; burst?: number; now: () 
   };
 }
 
+/** the `limits.*` keys a front-end enforces */
+export type GlobalLimitKey = 'pcpRequestsPerSecond' | 'peerLookupsPerSecond' | 'soapRequestsPerSecond' | 'ssdpSearchesPerSecond';
+
+/**
+ * What every front-end does when a global limit (config `limits.*`) is hit: count it in
+ * `portd_global_limit_total{limit}` (a label child bound once per key: the PCP drop path runs per
+ * datagram) and log one warn line per interval naming the key, its value and what happens now.
+ * Without a gate every hit is logged.
+ */
+export function createGlobalLimitReport(deps: {
+  metrics: { globalLimit: { labels(l: { limit: string }): { inc(): void } } };
+  log: { warn(fields: Record<string, unknown>, msg: string): void };
+  gate?: LogGate;
+}) {
+  const counters = new Map<GlobalLimitKey, { inc(): void }>();
+  return (key: GlobalLimitKey, rate: number, outcome: string, fields: Record<string, unknown> = {}): void => {
+    let c = counters.get(key);
+    if (!c) { c = deps.metrics.globalLimit.labels({ limit: key }); counters.set(key, c); }
+    c.inc();
+    const n = deps.gate ? deps.gate.pass(`global:${key}`) : 0;
+    if (n !== null) deps.log.warn({ ...fields, limit: `limits.${key}`, rate, suppressed: n }, `global limit reached (limits.${key} ${rate}); ${outcome}`);
+  };
+}
+export type GlobalLimitReport = ReturnType<typeof createGlobalLimitReport>;
+
 export interface LogGate {
   /** null: stay quiet; a number: log now, mentioning how many were suppressed since the last line */
   pass(key: string): number | null;

@@ -16,7 +16,7 @@ import {
 } from '../../../protocols/pcp/index.js';
 import type { ConntrackApi } from './conntrack.js';
 import { createPcpHandler, type PcpFrontendConfig } from './handler.js';
-import { createLogGate, createRateLimiter } from '../rate-limit.js';
+import { createGlobalLimitReport, createLogGate, createRateLimiter } from '../rate-limit.js';
 
 export interface PcpServerOptions {
   readonly config: PcpFrontendConfig;
@@ -81,11 +81,11 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
   // make a gateway look absent to a client that is discovering it.
   const globalRate = config.limits.pcpRequestsPerSecond;
   const globalRequests = createRateLimiter({ rate: globalRate, burst: 2 * globalRate, now: () => clock.now(), maxClients: 2 });
-  const globalLimitPcp = metrics.globalLimit.labels({ limit: 'pcpRequestsPerSecond' });
   // the drop path runs once per flooded datagram: label lookups done once, not per packet
   const rateLimitedPcp = metrics.rateLimited.labels({ frontend: 'pcp' });
   const notLanPcp = metrics.badInput.labels({ frontend: 'pcp', kind: 'not_lan' });
   const gate = createLogGate({ intervalMs: opts.logIntervalMs ?? 60_000, now: () => clock.now() });
+  const globalLimitHit = createGlobalLimitReport({ metrics, log, gate });
   const announceRepeats = Math.max(1, Math.min(10, opts.announceRepeats ?? 10));
   let announceTimer: unknown = null;
   let addressTimer: unknown = null;
@@ -196,9 +196,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     // (RFC 6887 §8.1.1, RFC 6886 §3.1), and an error answer would cost the send the cap is there to
     // save, aimed at source addresses that may be spoofed
     if (!globalRequests.take(isProbe(msg) ? 'probe' : 'request')) {
-      globalLimitPcp.inc();
-      const n = gate.pass('global:pcpRequestsPerSecond');
-      if (n !== null) log.warn({ suppressed: n, limit: 'limits.pcpRequestsPerSecond', rate: globalRate }, `global limit reached (limits.pcpRequestsPerSecond ${globalRate}); dropping`);
+      globalLimitHit('pcpRequestsPerSecond', globalRate, 'dropping');
       return;
     }
     const started = performance.now();
@@ -208,9 +206,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       metrics.requests.inc({ frontend: r.frontend, result: r.result });
       metrics.requestSeconds.observe({ frontend: r.frontend }, (performance.now() - started) / 1000);
       if (r.limit) {
-        metrics.globalLimit.inc({ limit: r.limit });
-        const n = gate.pass(`global:${r.limit}`);
-        if (n !== null) log.warn({ client, suppressed: n, limit: `limits.${r.limit}`, rate: config.limits[r.limit] }, `global limit reached (limits.${r.limit} ${config.limits[r.limit]}); answering NO_RESOURCES`);
+        globalLimitHit(r.limit, config.limits[r.limit], 'answering NO_RESOURCES', { client });
       } else if (r.bad) {
         metrics.badInput.inc({ frontend: r.frontend, kind: r.result });
         const n = gate.pass(`bad:${client}`);

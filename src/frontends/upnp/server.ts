@@ -13,7 +13,7 @@ import type { Config } from '../../config/types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
 import { normalizeAddress } from '../../policy/ip.js';
-import { createLogGate, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
+import { createGlobalLimitReport, createLogGate, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
 import { createActionHandler, type WanStats } from './actions.js';
 import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
@@ -291,11 +291,10 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
    */
   const soapLimit = opts.limits?.soapRequestsPerSecond ?? config.limits.soapRequestsPerSecond;
   const soapLimiter = createRateLimiter({ rate: soapLimit, burst: 2 * soapLimit, now: realNow, maxClients: 1 });
+  const globalLimitHit = createGlobalLimitReport({ metrics, log, gate });
   async function globalSoapLimit(req: FastifyRequest, reply: FastifyReply) {
     if (soapLimiter.take('all')) return;
-    metrics.globalLimit.inc({ limit: 'soapRequestsPerSecond' });
-    const n = gate.pass('global:soapRequestsPerSecond');
-    if (n !== null) log.warn({ limit: 'limits.soapRequestsPerSecond', rate: soapLimit, suppressed: n, url: req.url.slice(0, 200) }, `global limit reached (limits.soapRequestsPerSecond ${soapLimit}); answering 503`);
+    globalLimitHit('soapRequestsPerSecond', soapLimit, 'answering 503', { url: req.url.slice(0, 200) });
     return reply.code(503).header('retry-after', '1').send();
   }
   async function soapGuard(req: FastifyRequest, reply: FastifyReply) {

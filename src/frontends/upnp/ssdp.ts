@@ -6,7 +6,7 @@ import {
 } from '../../../protocols/ssdp/index.js';
 import { inPrefix, normalizeAddress } from '../../policy/ip.js';
 import type { Metrics } from '../../metrics.js';
-import { createPerClientCounter, type LogGate, type RateLimiter } from '../rate-limit.js';
+import { createGlobalLimitReport, createPerClientCounter, type LogGate, type RateLimiter } from '../rate-limit.js';
 
 export interface LanInterface {
   readonly address: string;
@@ -59,6 +59,7 @@ interface Bound { readonly iface: LanInterface | null; readonly socket: dgram.So
  */
 export function createSsdp(opts: SsdpOptions) {
   const { log, metrics } = opts;
+  const globalLimitHit = createGlobalLimitReport({ metrics, log, gate: opts.gate });
   const port = opts.port ?? SSDP_PORT;
   const group = opts.multicastAddress ?? SSDP_MULTICAST_ADDRESS;
   const random = opts.random ?? Math.random;
@@ -123,9 +124,7 @@ export function createSsdp(opts: SsdpOptions) {
     if (matches.length === 0) return;
     const global = opts.globalSearchLimiter;
     if (global && !global.limiter.take('all')) {
-      metrics.globalLimit.inc({ limit: 'ssdpSearchesPerSecond' });
-      const n = opts.gate ? opts.gate.pass('global:ssdpSearchesPerSecond') : 0;
-      if (n !== null) log.warn({ limit: 'limits.ssdpSearchesPerSecond', rate: global.rate, suppressed: n }, `global limit reached (limits.ssdpSearchesPerSecond ${global.rate}); searches ignored`);
+      globalLimitHit('ssdpSearchesPerSecond', global.rate, 'searches ignored');
       return;
     }
     log.debug({ src: `${src}:${rinfo.port}`, st: search.st, answers: matches.length }, 'ssdp search');
