@@ -133,7 +133,7 @@ test('SOAP parser fuzz: 30,000 mutated real envelopes decode or fail typed (Soap
 test('live SOAP fuzz: 2,000 mutated envelopes: each answered 200, 500 with a UPnP error, or 4xx; server and leases intact', async (t) => {
   const seed = fuzzSeed(0x50a9_1009);
   const r = prng(seed);
-  // the parser is under test here, not the rate limits (the global one answers a fast loop 503)
+  // a parser fuzz, not a rate test: the per-client and global rates are off
   const h = await startUpnp({ extra: { limits: { requestsPerSecond: 0, soapRequestsPerSecond: 0 } } });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: '127.0.0.1' });
   try {
