@@ -38,18 +38,59 @@ const PER_SECOND = DEFAULTS.pcp.rateLimit + DEFAULTS.upnp.rateLimit;
 function churnRequest(slot: number): LeaseRequest {
   const port = 20000 + slot;
   return slot % 2 === 0
-    ? { source: 'pcp', identity: 'internal', protocol: 'udp', owner: HOST, internalAddress: HOST, internalPort: port, externalPort: port, allowOtherPort: true, lifetime: 120, nonce: 'cd'.repeat(12), actor: `pcp:${HOST}` }
-    : { source: 'upnp', identity: 'external', protocol: 'tcp', owner: HOST, internalAddress: HOST, internalPort: port, externalPort: port, allowOtherPort: false, lifetime: 3600, description: 'churn', actor: `upnp:${HOST}` };
+    ? {
+        source: 'pcp',
+        identity: 'internal',
+        protocol: 'udp',
+        owner: HOST,
+        internalAddress: HOST,
+        internalPort: port,
+        externalPort: port,
+        allowOtherPort: true,
+        lifetime: 120,
+        nonce: 'cd'.repeat(12),
+        actor: `pcp:${HOST}`,
+      }
+    : {
+        source: 'upnp',
+        identity: 'external',
+        protocol: 'tcp',
+        owner: HOST,
+        internalAddress: HOST,
+        internalPort: port,
+        externalPort: port,
+        allowOtherPort: false,
+        lifetime: 3600,
+        description: 'churn',
+        actor: `upnp:${HOST}`,
+      };
 }
 function churnRelease(slot: number): ReleaseRequest {
   const port = 20000 + slot;
   return slot % 2 === 0
-    ? { source: 'pcp', identity: 'internal', protocol: 'udp', owner: HOST, internalAddress: HOST, internalPort: port, nonce: 'cd'.repeat(12) }
+    ? {
+        source: 'pcp',
+        identity: 'internal',
+        protocol: 'udp',
+        owner: HOST,
+        internalAddress: HOST,
+        internalPort: port,
+        nonce: 'cd'.repeat(12),
+      }
     : { source: 'upnp', identity: 'external', protocol: 'tcp', owner: HOST, externalPort: port, remoteAddress: null };
 }
 const other: LeaseRequest = {
-  source: 'pcp', identity: 'internal', protocol: 'tcp', owner: OTHER, internalAddress: OTHER, internalPort: 5000, externalPort: 5000,
-  allowOtherPort: true, lifetime: 3600, nonce: 'ef'.repeat(12), actor: `pcp:${OTHER}`,
+  source: 'pcp',
+  identity: 'internal',
+  protocol: 'tcp',
+  owner: OTHER,
+  internalAddress: OTHER,
+  internalPort: 5000,
+  externalPort: 5000,
+  allowOtherPort: true,
+  lifetime: 3600,
+  nonce: 'ef'.repeat(12),
+  actor: `pcp:${OTHER}`,
 };
 
 export async function run(opts: { ops?: number; maxSeconds?: number } = {}) {
@@ -59,12 +100,25 @@ export async function run(opts: { ops?: number; maxSeconds?: number } = {}) {
   const path = join(dir, 'churn.sqlite');
   const clock = createFixedClock(Date.now());
   const table = createLeaseTable({
-    database: { path }, dataplane: createMemoryDataplane(), clock, log: pino({ level: 'silent' }), externalAddress: '203.0.113.1',
-    policy: createPolicy(testPolicy({ reservedPorts: [] })), historyRetention: DEFAULTS.policy.historyRetention,
-    maxActiveLeases: DEFAULTS.limits.maxActiveLeases, maxEndedLeases: DEFAULTS.limits.maxEndedLeases, historyPerLease: DEFAULTS.limits.historyPerLease,
+    database: { path },
+    dataplane: createMemoryDataplane(),
+    clock,
+    log: pino({ level: 'silent' }),
+    externalAddress: '203.0.113.1',
+    policy: createPolicy(testPolicy({ reservedPorts: [] })),
+    historyRetention: DEFAULTS.policy.historyRetention,
+    maxActiveLeases: DEFAULTS.limits.maxActiveLeases,
+    maxEndedLeases: DEFAULTS.limits.maxEndedLeases,
+    historyPerLease: DEFAULTS.limits.historyPerLease,
   });
   const size = () => {
-    const f = (p: string) => { try { return statSync(p).size; } catch { return 0; } };
+    const f = (p: string) => {
+      try {
+        return statSync(p).size;
+      } catch {
+        return 0;
+      }
+    };
     return f(path) + f(`${path}-wal`);
   };
   const count = (t: string) => (table.store.reader.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
@@ -102,10 +156,19 @@ export async function run(opts: { ops?: number; maxSeconds?: number } = {}) {
     clock.advance(1000 / PER_SECOND);
     done = i + 1;
     if (marks.includes(done)) {
-      const window = lat.filter(([at]) => at > lastMark && at <= done).map(([, ms]) => ms).sort((a, b) => a - b);
+      const window = lat
+        .filter(([at]) => at > lastMark && at <= done)
+        .map(([, ms]) => ms)
+        .sort((a, b) => a - b);
       points.push({
-        churnOps: done, simulatedHours: round(done / PER_SECOND / 3600, 2), dbMiB: round(size() / 2 ** 20, 2),
-        leaseRows: count('leases'), eventRows: count('events'), otherP50ms: round(percentile(window, 50)), otherP99ms: round(percentile(window, 99)), otherN: window.length,
+        churnOps: done,
+        simulatedHours: round(done / PER_SECOND / 3600, 2),
+        dbMiB: round(size() / 2 ** 20, 2),
+        leaseRows: count('leases'),
+        eventRows: count('events'),
+        otherP50ms: round(percentile(window, 50)),
+        otherP99ms: round(percentile(window, 99)),
+        otherN: window.length,
       });
       lastMark = done;
     }
@@ -115,12 +178,24 @@ export async function run(opts: { ops?: number; maxSeconds?: number } = {}) {
   const wallS = round((performance.now() - t0) / 1000, 1);
   await table.close();
   rmSync(dir, { recursive: true, force: true });
-  const start = points[0]!, end = points[points.length - 1]!;
+  const start = points[0]!,
+    end = points[points.length - 1]!;
   const ratio = (k: string) => round((end[k] as number) / (start[k] as number), 2);
   return {
-    bench: 'churn', ops: done, wallSeconds: wallS, refused, perSecondSimulated: PER_SECOND, slots: SLOTS,
-    limits: DEFAULTS.limits, historyRetention: DEFAULTS.policy.historyRetention,
-    endOverStart: { dbSize: ratio('dbMiB'), leaseRows: ratio('leaseRows'), eventRows: ratio('eventRows'), otherP99: ratio('otherP99ms') },
+    bench: 'churn',
+    ops: done,
+    wallSeconds: wallS,
+    refused,
+    perSecondSimulated: PER_SECOND,
+    slots: SLOTS,
+    limits: DEFAULTS.limits,
+    historyRetention: DEFAULTS.policy.historyRetention,
+    endOverStart: {
+      dbSize: ratio('dbMiB'),
+      leaseRows: ratio('leaseRows'),
+      eventRows: ratio('eventRows'),
+      otherP99: ratio('otherP99ms'),
+    },
     points,
   };
 }
@@ -131,6 +206,12 @@ if (import.meta.url === pathToFileURL(process.argv[1]!).href) {
   if (i > 0) writeFileSync(process.argv[i + 1]!, JSON.stringify(out, null, 2));
   console.log(JSON.stringify(out));
   const start = out.points[0]!;
-  printTable(`churn soak: one host at its rate limits (${out.perSecondSimulated}/s simulated), ${out.ops} requests in ${out.wallSeconds} s; vsStart = ratio to the first point`,
-    out.points.map((p) => ({ ...p, dbVsStart: round((p.dbMiB as number) / (start.dbMiB as number), 2), p99VsStart: round((p.otherP99ms as number) / (start.otherP99ms as number), 2) })));
+  printTable(
+    `churn soak: one host at its rate limits (${out.perSecondSimulated}/s simulated), ${out.ops} requests in ${out.wallSeconds} s; vsStart = ratio to the first point`,
+    out.points.map((p) => ({
+      ...p,
+      dbVsStart: round((p.dbMiB as number) / (start.dbMiB as number), 2),
+      p99VsStart: round((p.otherP99ms as number) / (start.otherP99ms as number), 2),
+    })),
+  );
 }

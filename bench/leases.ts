@@ -20,8 +20,16 @@ const policy = testPolicy({ maxLeasesPerClient: 1_000_000 });
 function req(i: number, source: 'pcp' | 'upnp' = 'pcp'): LeaseRequest {
   const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${(i & 255) + 0}`;
   return {
-    source, identity: source === 'pcp' ? 'internal' : 'external', protocol: i % 2 ? 'udp' : 'tcp', owner: host, internalAddress: host,
-    internalPort: 1024 + (i % 60000), externalPort: 1024 + ((i >> 1) % 64000), allowOtherPort: true, lifetime: 3600, nonce: 'ab'.repeat(12),
+    source,
+    identity: source === 'pcp' ? 'internal' : 'external',
+    protocol: i % 2 ? 'udp' : 'tcp',
+    owner: host,
+    internalAddress: host,
+    internalPort: 1024 + (i % 60000),
+    externalPort: 1024 + ((i >> 1) % 64000),
+    allowOtherPort: true,
+    lifetime: 3600,
+    nonce: 'ab'.repeat(12),
   };
 }
 
@@ -34,13 +42,28 @@ export async function run(opts: { sizes?: number[]; ops?: number } = {}) {
   {
     const dir = mkdtempSync(join(tmpdir(), 'portd-bench-'));
     const table = createLeaseTable({
-      database: { path: join(dir, 'w.sqlite') }, dataplane: createMemoryDataplane(), policy: createPolicy(policy),
-      clock: createSystemClock(), log: pino({ level: 'silent' }), externalAddress: '203.0.113.1',
+      database: { path: join(dir, 'w.sqlite') },
+      dataplane: createMemoryDataplane(),
+      policy: createPolicy(policy),
+      clock: createSystemClock(),
+      log: pino({ level: 'silent' }),
+      externalAddress: '203.0.113.1',
     });
     for (const concurrency of [64, 1]) {
       await load(ops, concurrency, (i) => table.request({ ...req(10_000_000 + i), externalPort: 0 }));
       await load(ops, concurrency, (i) => table.request({ ...req(10_000_000 + i), externalPort: 0 }));
-      await load(ops, concurrency, (i) => { const r = req(10_000_000 + i); return table.release({ source: 'pcp', identity: 'internal', protocol: r.protocol, owner: r.owner, internalAddress: r.internalAddress, internalPort: r.internalPort, nonce: r.nonce }); });
+      await load(ops, concurrency, (i) => {
+        const r = req(10_000_000 + i);
+        return table.release({
+          source: 'pcp',
+          identity: 'internal',
+          protocol: r.protocol,
+          owner: r.owner,
+          internalAddress: r.internalAddress,
+          internalPort: r.internalPort,
+          nonce: r.nonce,
+        });
+      });
     }
     await table.close();
     rmSync(dir, { recursive: true, force: true });
@@ -48,12 +71,19 @@ export async function run(opts: { sizes?: number[]; ops?: number } = {}) {
   for (const size of sizes) {
     const dir = mkdtempSync(join(tmpdir(), 'portd-bench-'));
     const table = createLeaseTable({
-      database: { path: join(dir, 'b.sqlite') }, dataplane: createMemoryDataplane(), policy: createPolicy(policy),
-      clock: createSystemClock(), log: pino({ level: 'silent' }), externalAddress: '203.0.113.1',
+      database: { path: join(dir, 'b.sqlite') },
+      dataplane: createMemoryDataplane(),
+      policy: createPolicy(policy),
+      clock: createSystemClock(),
+      log: pino({ level: 'silent' }),
+      externalAddress: '203.0.113.1',
     });
     // preload (ports via allocation so they never collide)
     await load(size, 256, (i) => table.request({ ...req(i), externalPort: 0 }), 300_000);
-    if (size === 100_000) { global.gc?.(); rss100k = Math.round(process.memoryUsage().rss / 2 ** 20); }
+    if (size === 100_000) {
+      global.gc?.();
+      rss100k = Math.round(process.memoryUsage().rss / 2 ** 20);
+    }
     let base = size;
     for (const concurrency of [1, 64]) {
       const first = base;
@@ -61,10 +91,22 @@ export async function run(opts: { sizes?: number[]; ops?: number } = {}) {
       const renew = await load(ops, concurrency, (i) => table.request({ ...req(first + i), externalPort: 0 }));
       const release = await load(ops, concurrency, (i) => {
         const r = req(first + i);
-        return table.release({ source: 'pcp', identity: 'internal', protocol: r.protocol, owner: r.owner, internalAddress: r.internalAddress, internalPort: r.internalPort, nonce: r.nonce });
+        return table.release({
+          source: 'pcp',
+          identity: 'internal',
+          protocol: r.protocol,
+          owner: r.owner,
+          internalAddress: r.internalAddress,
+          internalPort: r.internalPort,
+          nonce: r.nonce,
+        });
       });
       base += ops;
-      for (const [op, s] of [['grant', grant], ['renew', renew], ['release', release]] as const) {
+      for (const [op, s] of [
+        ['grant', grant],
+        ['renew', renew],
+        ['release', release],
+      ] as const) {
         results.push({ held: size, concurrency, op, perSecond: s.perSecond, p50ms: s.p50ms, p99ms: s.p99ms });
       }
     }
@@ -76,12 +118,22 @@ export async function run(opts: { sizes?: number[]; ops?: number } = {}) {
     const anchor = results.find((a) => a.held === sizes[0] && a.op === r.op && a.concurrency === r.concurrency)!;
     r.vsSmallest = round((r.perSecond as number) / (anchor.perSecond as number), 2);
   }
-  return { bench: 'leases', driver: 'memory', opsPerCell: ops, rssMiBAt100k: rss100k || null, target: { grantsPerSecond: 20000, flatWithin: 1.5 }, results };
+  return {
+    bench: 'leases',
+    driver: 'memory',
+    opsPerCell: ops,
+    rssMiBAt100k: rss100k || null,
+    target: { grantsPerSecond: 20000, flatWithin: 1.5 },
+    results,
+  };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]!).href) {
   const out = await run();
   console.log(JSON.stringify(out));
-  printTable('lease table through the writer (memory dataplane); vsSmallest = ratio to the 1k-held anchor', out.results);
+  printTable(
+    'lease table through the writer (memory dataplane); vsSmallest = ratio to the 1k-held anchor',
+    out.results,
+  );
   console.log(`\nRSS with 100k leases: ${out.rssMiBAt100k} MiB`);
 }

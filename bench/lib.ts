@@ -23,7 +23,9 @@ export function printTable(title: string, rows: Record<string, unknown>[]): void
   const cells = rows.map((r) => cols.map((c) => String(r[c] ?? '')));
   const w = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
   const line = (vals: string[]) => `| ${vals.map((v, i) => v.padEnd(w[i]!)).join(' | ')} |`;
-  process.stdout.write(`\n### ${title}\n\n${line(cols)}\n|${w.map((x) => '-'.repeat(x + 2)).join('|')}|\n${cells.map(line).join('\n')}\n`);
+  process.stdout.write(
+    `\n### ${title}\n\n${line(cols)}\n|${w.map((x) => '-'.repeat(x + 2)).join('|')}|\n${cells.map(line).join('\n')}\n`,
+  );
 }
 
 /** runs `fn` for `count` operations with `concurrency` in flight, bounded by `maxMs`; latencies in ms */

@@ -86,33 +86,54 @@ const clientHost = (i: number): string => `127.0.${1 + (i >> 8)}.${1 + (i & 255)
  * Runs `n` requests, `concurrency` in flight, spread round-robin over `clients` source addresses.
  * `packet(i, host)` builds request i as sent from `host`.
  */
-async function generate(name: string, port: number, n: number, concurrency: number, clients: number,
-  packet: (i: number, host: string) => Uint8Array, hostOf: (slot: number) => string = (s) => clientHost(s % clients)): Promise<PhaseResult> {
+async function generate(
+  name: string,
+  port: number,
+  n: number,
+  concurrency: number,
+  clients: number,
+  packet: (i: number, host: string) => Uint8Array,
+  hostOf: (slot: number) => string = (s) => clientHost(s % clients),
+): Promise<PhaseResult> {
   const slots = Array.from({ length: concurrency }, (_, s) => ({ host: hostOf(s), packets: [] as Uint8Array[] }));
   for (let i = 0; i < n; i++) {
     const slot = slots[i % concurrency]!;
     slot.packets.push(packet(i, slot.host));
   }
-  const w = new Worker(GENERATOR, { eval: true, workerData: { server: '127.0.0.1', port, slots, timeoutMs: 1000, retries: 2 } });
-  const r = await new Promise<{ lat: number[]; codes: Record<string, number>; timeouts: number; wallMs: number }>((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
+  const w = new Worker(GENERATOR, {
+    eval: true,
+    workerData: { server: '127.0.0.1', port, slots, timeoutMs: 1000, retries: 2 },
   });
+  const r = await new Promise<{ lat: number[]; codes: Record<string, number>; timeouts: number; wallMs: number }>(
+    (resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    },
+  );
   await w.terminate();
   const ok = [...r.lat].sort((a, b) => a - b);
   const success = r.codes['0'] ?? 0;
   return {
-    phase: name, concurrency, clients: Math.min(clients, concurrency), n,
+    phase: name,
+    concurrency,
+    clients: Math.min(clients, concurrency),
+    n,
     perSecond: Math.round((ok.length / r.wallMs) * 1000),
-    p50ms: round(percentile(ok, 50)), p99ms: round(percentile(ok, 99)),
-    timeouts: r.timeouts, failed: ok.length - success + (n - ok.length),
+    p50ms: round(percentile(ok, 50)),
+    p99ms: round(percentile(ok, 99)),
+    timeouts: r.timeouts,
+    failed: ok.length - success + (n - ok.length),
   };
 }
 
 function mapPacket(internalPort: number, lifetime: number, host: string): Uint8Array {
   const nonce = new Uint8Array(12).fill(1);
   return encodePcpRequest({
-    version: 2, opcode: 1, lifetime, clientAddress: host, options: [],
+    version: 2,
+    opcode: 1,
+    lifetime,
+    clientAddress: host,
+    options: [],
     map: { nonce, protocol: 6, internalPort, externalPort: internalPort, externalAddress: '0.0.0.0' },
   });
 }
@@ -124,7 +145,10 @@ async function echoCeiling(count: number): Promise<PhaseResult[]> {
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   const port = s.address().port;
   const p = (i: number, host: string) => mapPacket(20000 + (i % 40000), 3600, host);
-  const out = [await generate('echo ceiling', port, count, 1, 1, p), await generate('echo ceiling', port, count, 32, 32, p)];
+  const out = [
+    await generate('echo ceiling', port, count, 1, 1, p),
+    await generate('echo ceiling', port, count, 32, 32, p),
+  ];
   s.close();
   return out;
 }
@@ -138,15 +162,35 @@ async function frontendCeiling(count: number, clients: number): Promise<PhaseRes
   const stub = {
     async request(req: LeaseRequest) {
       const lease = {
-        id: 'x', source: req.source, protocol: req.protocol, externalAddress: '203.0.113.1', externalPort: req.externalPort || req.internalPort,
-        externalPortEnd: req.externalPort || req.internalPort, internalAddress: req.internalAddress, internalPort: req.internalPort,
-        remoteAddress: null, remotePrefix: null, remotePort: null, owner: req.owner, description: '', nonce: req.nonce ?? null,
-        createdAt: now, updatedAt: now, expiresAt: now + 3600_000, requestedLifetime: req.lifetime, readOnly: false, rule: null,
-        state: 'active' as const, endedAt: null, endReason: null,
+        id: 'x',
+        source: req.source,
+        protocol: req.protocol,
+        externalAddress: '203.0.113.1',
+        externalPort: req.externalPort || req.internalPort,
+        externalPortEnd: req.externalPort || req.internalPort,
+        internalAddress: req.internalAddress,
+        internalPort: req.internalPort,
+        remoteAddress: null,
+        remotePrefix: null,
+        remotePort: null,
+        owner: req.owner,
+        description: '',
+        nonce: req.nonce ?? null,
+        createdAt: now,
+        updatedAt: now,
+        expiresAt: now + 3600_000,
+        requestedLifetime: req.lifetime,
+        readOnly: false,
+        rule: null,
+        state: 'active' as const,
+        endedAt: null,
+        endReason: null,
       };
       return { ok: true as const, lease, created: true, lifetime: req.lifetime };
     },
-    async release() { return { ok: true as const, lease: null }; },
+    async release() {
+      return { ok: true as const, lease: null };
+    },
     externalAddress: () => '203.0.113.1',
   } as unknown as Parameters<typeof createPcpServer>[0]['leases'];
   const server = createPcpServer({
@@ -155,15 +199,35 @@ async function frontendCeiling(count: number, clients: number): Promise<PhaseRes
       natpmp: { enabled: true },
       // the bench drives 10-17k requests/s: no global cap (limits.pcpRequestsPerSecond), like no per-client one
       limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
-      policy: createPolicy({ secureMode: true, maxLeasesPerClient: 1, reservedPorts: [], rules: [], historyRetention: 1,
-        lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 1 }, trigger: { min: 1, max: 1 } } }).config,
+      policy: createPolicy({
+        secureMode: true,
+        maxLeasesPerClient: 1,
+        reservedPorts: [],
+        rules: [],
+        historyRetention: 1,
+        lifetime: {
+          pcp: { min: 120, max: 86400 },
+          natpmp: { min: 120, max: 86400 },
+          upnp: { min: 1, max: 1 },
+          trigger: { min: 1, max: 1 },
+        },
+      }).config,
     },
-    leases: stub, log: pino({ level: 'silent' }), metrics: createMetrics(), clock: createSystemClock(), listen: ['127.0.0.1'], announce: null, addressCheckMs: 0,
+    leases: stub,
+    log: pino({ level: 'silent' }),
+    metrics: createMetrics(),
+    clock: createSystemClock(),
+    listen: ['127.0.0.1'],
+    announce: null,
+    addressCheckMs: 0,
   });
   await server.start();
   const port = server.addresses()[0]!.port;
   const p = (i: number, h: string) => mapPacket(10000 + (i % 50000), 3600, h);
-  const out = [await generate('front-end only (stub table)', port, count, 1, clients, p), await generate('front-end only (stub table)', port, count, 32, clients, p)];
+  const out = [
+    await generate('front-end only (stub table)', port, count, 1, clients, p),
+    await generate('front-end only (stub table)', port, count, 32, clients, p),
+  ];
   await server.close();
   return out;
 }
@@ -188,17 +252,46 @@ export async function run(opts: PcpBenchOptions = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-pcp-'));
   const dataplane = opts.dataplane ?? createMemoryDataplane();
   // one LAN host (FULL_HOST) may only map 50000-50255, and that block is taken before the last phase
-  const policy = createPolicy(testPolicy({
-    maxLeasesPerClient: 1_000_000, reservedPorts: [],
-    rules: [
-      { action: 'allow', extStart: 50000, extEnd: 50255, address: FULL_HOST, prefix: 32, intStart: 0, intEnd: 65535, text: `allow 50000-50255 ${FULL_HOST}/32 0-65535` },
-      { action: 'deny', extStart: 0, extEnd: 65535, address: FULL_HOST, prefix: 32, intStart: 0, intEnd: 65535, text: `deny 0-65535 ${FULL_HOST}/32 0-65535` },
-    ],
-  }));
+  const policy = createPolicy(
+    testPolicy({
+      maxLeasesPerClient: 1_000_000,
+      reservedPorts: [],
+      rules: [
+        {
+          action: 'allow',
+          extStart: 50000,
+          extEnd: 50255,
+          address: FULL_HOST,
+          prefix: 32,
+          intStart: 0,
+          intEnd: 65535,
+          text: `allow 50000-50255 ${FULL_HOST}/32 0-65535`,
+        },
+        {
+          action: 'deny',
+          extStart: 0,
+          extEnd: 65535,
+          address: FULL_HOST,
+          prefix: 32,
+          intStart: 0,
+          intEnd: 65535,
+          text: `deny 0-65535 ${FULL_HOST}/32 0-65535`,
+        },
+      ],
+    }),
+  );
   const clock = createSystemClock();
   const metrics = createMetrics();
   const log = pino({ level: 'silent' });
-  const table = createLeaseTable({ database: { path: join(dir, 'bench.sqlite') }, dataplane, policy, clock, log, metrics, externalAddress: '203.0.113.1' });
+  const table = createLeaseTable({
+    database: { path: join(dir, 'bench.sqlite') },
+    dataplane,
+    policy,
+    clock,
+    log,
+    metrics,
+    externalAddress: '203.0.113.1',
+  });
   const server = createPcpServer({
     config: {
       pcp: { enabled: true, port: 0, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
@@ -207,7 +300,13 @@ export async function run(opts: PcpBenchOptions = {}) {
       limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
       policy: policy.config,
     },
-    leases: table, log, metrics, clock, listen: ['127.0.0.1'], announce: null, addressCheckMs: 0,
+    leases: table,
+    log,
+    metrics,
+    clock,
+    listen: ['127.0.0.1'],
+    announce: null,
+    addressCheckMs: 0,
   });
   const results: PhaseResult[] = [];
   let preloaded = 0;
@@ -215,17 +314,30 @@ export async function run(opts: PcpBenchOptions = {}) {
     await dataplane.init();
     // preload: other LAN hosts' leases, 64 in flight: udp first (60,000 ports), then tcp on ports the
     // measured phases do not use (there are only 64,512 of each protocol: 100k needs both)
-    const measured = (p: number) => (p >= 10000 && p < 12100) || (p >= 30000 && p < 32100) || (p >= 42000 && p < 44100) || (p >= 50000 && p < 50300);
+    const measured = (p: number) =>
+      (p >= 10000 && p < 12100) || (p >= 30000 && p < 32100) || (p >= 42000 && p < 44100) || (p >= 50000 && p < 50300);
     const tcpPorts: number[] = [];
-    for (let p = 1024; p <= 65535 && tcpPorts.length < Math.max(0, preload - 60000); p++) if (!measured(p)) tcpPorts.push(p);
+    for (let p = 1024; p <= 65535 && tcpPorts.length < Math.max(0, preload - 60000); p++)
+      if (!measured(p)) tcpPorts.push(p);
     let granted = 0;
-    for (let i = 0; i < preload;) {
+    for (let i = 0; i < preload; ) {
       const batch: Promise<{ ok: boolean }>[] = [];
       for (let j = 0; j < 64 && i < preload; j++, i++) {
         const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
         const udp = i < 60000;
-        const port = udp ? 1024 + i : tcpPorts[i - 60000] ?? 0;
-        const req: LeaseRequest = { source: 'pcp', identity: 'internal', protocol: udp ? 'udp' : 'tcp', owner: host, internalAddress: host, internalPort: port || 1024, externalPort: port, allowOtherPort: udp, lifetime: 3600, nonce: 'cd'.repeat(12) };
+        const port = udp ? 1024 + i : (tcpPorts[i - 60000] ?? 0);
+        const req: LeaseRequest = {
+          source: 'pcp',
+          identity: 'internal',
+          protocol: udp ? 'udp' : 'tcp',
+          owner: host,
+          internalAddress: host,
+          internalPort: port || 1024,
+          externalPort: port,
+          allowOtherPort: udp,
+          lifetime: 3600,
+          nonce: 'cd'.repeat(12),
+        };
         batch.push(table.request(req));
       }
       granted += (await Promise.all(batch)).filter((r) => r.ok).length;
@@ -243,10 +355,29 @@ export async function run(opts: PcpBenchOptions = {}) {
     // a host asking for ports in its only allowed block, which is full (every answer NO_RESOURCES), at 16 in
     // flight, while 16 other clients create mappings: theirs should look like the concurrency-32 creates
     for (let p = 50000; p <= 50255; p++) {
-      await table.request({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: FULL_HOST, internalAddress: FULL_HOST, internalPort: p, externalPort: p, allowOtherPort: false, lifetime: 3600, nonce: 'ef'.repeat(12) });
+      await table.request({
+        source: 'pcp',
+        identity: 'internal',
+        protocol: 'tcp',
+        owner: FULL_HOST,
+        internalAddress: FULL_HOST,
+        internalPort: p,
+        externalPort: p,
+        allowOtherPort: false,
+        lifetime: 3600,
+        nonce: 'ef'.repeat(12),
+      });
     }
     const [full, others] = await Promise.all([
-      generate('MAP into a full block (all refused)', port, count, 16, 1, (i, h) => mapPacket(20000 + i, 3600, h), () => FULL_HOST),
+      generate(
+        'MAP into a full block (all refused)',
+        port,
+        count,
+        16,
+        1,
+        (i, h) => mapPacket(20000 + i, 3600, h),
+        () => FULL_HOST,
+      ),
       generate('MAP create beside it', port, count, 16, c, (i, h) => mapPacket(42000 + i, 3600, h)),
     ]);
     results.push(full, others);
@@ -279,5 +410,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   };
   const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0, clients: arg('clients') ?? 32 });
   console.log(JSON.stringify(res, null, 2));
-  printTable(`PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients (${res.cpus} CPUs)`, [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[]);
+  printTable(
+    `PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients (${res.cpus} CPUs)`,
+    [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[],
+  );
 }

@@ -21,9 +21,18 @@ const all: { name: string; file: string; root: boolean; args?: string[] }[] = [
 const only = process.argv.slice(2);
 let failed = false;
 for (const b of all.filter((x) => only.length === 0 || only.includes(x.name))) {
-  if (b.root && process.getuid?.() !== 0) { console.error(`bench: skipping ${b.name} (needs root for a network namespace)`); continue; }
+  if (b.root && process.getuid?.() !== 0) {
+    console.error(`bench: skipping ${b.name} (needs root for a network namespace)`);
+    continue;
+  }
   console.error(`\n=== bench ${b.name} ===`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--expose-gc', b.file, ...(b.args ?? [])], { stdio: 'inherit', timeout: 20 * 60_000 });
-  if (r.status !== 0) { console.error(`bench: ${b.name} failed (${r.status ?? r.signal})`); failed = true; }
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--expose-gc', b.file, ...(b.args ?? [])], {
+    stdio: 'inherit',
+    timeout: 20 * 60_000,
+  });
+  if (r.status !== 0) {
+    console.error(`bench: ${b.name} failed (${r.status ?? r.signal})`);
+    failed = true;
+  }
 }
 process.exit(failed ? 1 : 0);

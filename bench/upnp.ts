@@ -60,7 +60,14 @@ Promise.all(Array.from({ length: concurrency }, worker)).then(() => {
 `;
 
 interface Phase {
-  phase: string; concurrency: number; keepAlive: boolean; n: number; perSecond: number; p50ms: number; p99ms: number; errors: number;
+  phase: string;
+  concurrency: number;
+  keepAlive: boolean;
+  n: number;
+  perSecond: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
   /** portd's main thread busy per request (event-loop utilisation), ms */
   loopMs?: number;
   /** requests per writer tick (group commit) and mean dataplane batch time, ms */
@@ -75,20 +82,53 @@ function pct(sorted: number[], p: number) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-async function generate(phase: string, url: string, template: string, headers: Record<string, string>, count: number, concurrency: number, keepAlive: boolean, first: number, maxMs = 30_000): Promise<Phase> {
-  const w = new Worker(GENERATOR, { eval: true, workerData: { url, template, headers, count, concurrency, keepAlive, maxMs, first } });
-  const r = await new Promise<{ lat: number[]; codes: Record<string, number>; wallMs: number }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+async function generate(
+  phase: string,
+  url: string,
+  template: string,
+  headers: Record<string, string>,
+  count: number,
+  concurrency: number,
+  keepAlive: boolean,
+  first: number,
+  maxMs = 30_000,
+): Promise<Phase> {
+  const w = new Worker(GENERATOR, {
+    eval: true,
+    workerData: { url, template, headers, count, concurrency, keepAlive, maxMs, first },
+  });
+  const r = await new Promise<{ lat: number[]; codes: Record<string, number>; wallMs: number }>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
   await w.terminate();
   const s = [...r.lat].sort((a, b) => a - b);
-  const errors = Object.entries(r.codes).filter(([k]) => k !== '200').reduce((a, [, v]) => a + v, 0);
-  return { phase, concurrency, keepAlive, n: s.length, perSecond: Math.round((s.length / r.wallMs) * 1000), p50ms: round(pct(s, 50)), p99ms: round(pct(s, 99)), errors };
+  const errors = Object.entries(r.codes)
+    .filter(([k]) => k !== '200')
+    .reduce((a, [, v]) => a + v, 0);
+  return {
+    phase,
+    concurrency,
+    keepAlive,
+    n: s.length,
+    perSecond: Math.round((s.length / r.wallMs) * 1000),
+    p50ms: round(pct(s, 50)),
+    p99ms: round(pct(s, 99)),
+    errors,
+  };
 }
 
 const IPC2 = 'urn:schemas-upnp-org:service:WANIPConnection:2';
 const envelope = (action: string, args: string) =>
   `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${IPC2}">${args}</u:${action}></s:Body></s:Envelope>`;
-const ADD = envelope('AddPortMapping', '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol><NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient><NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>');
-const DEL = envelope('DeletePortMapping', '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol>');
+const ADD = envelope(
+  'AddPortMapping',
+  '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol><NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient><NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>',
+);
+const DEL = envelope(
+  'DeletePortMapping',
+  '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol>',
+);
 const hdr = (action: string) => ({ 'content-type': 'text/xml; charset="utf-8"', soapaction: `"${IPC2}#${action}"` });
 
 /** a trivial HTTP server that reads the body and answers a fixed SOAP-sized reply: the ceiling of node http here */
@@ -103,7 +143,9 @@ async function echoCeiling(count: number): Promise<Phase[]> {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   const out: Phase[] = [];
   try {
-    for (const keepAlive of [true, false]) for (const c of [1, 8]) out.push(await generate('HTTP echo', url, ADD, hdr('AddPortMapping'), count, c, keepAlive, 10000));
+    for (const keepAlive of [true, false])
+      for (const c of [1, 8])
+        out.push(await generate('HTTP echo', url, ADD, hdr('AddPortMapping'), count, c, keepAlive, 10000));
   } finally {
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
@@ -118,16 +160,44 @@ async function echoCeiling(count: number): Promise<Phase[]> {
 export async function frontendCeiling(count: number): Promise<Phase[]> {
   const now = Date.now();
   const held = new Map<string, Lease>();
-  const lease = (req: LeaseRequest): Lease => ({
-    id: `x${req.externalPort}`, source: req.source, protocol: req.protocol, externalAddress: '203.0.113.1', externalPort: req.externalPort ?? req.internalPort,
-    externalPortEnd: req.externalPort ?? req.internalPort, internalAddress: req.internalAddress, internalPort: req.internalPort,
-    remoteAddress: null, remotePrefix: null, remotePort: null, owner: req.owner, description: req.description ?? '', nonce: null,
-    createdAt: now, updatedAt: now, expiresAt: now + 3600_000, requestedLifetime: req.lifetime, readOnly: false, rule: null,
-    state: 'active', endedAt: null, endReason: null,
-  } as Lease);
+  const lease = (req: LeaseRequest): Lease =>
+    ({
+      id: `x${req.externalPort}`,
+      source: req.source,
+      protocol: req.protocol,
+      externalAddress: '203.0.113.1',
+      externalPort: req.externalPort ?? req.internalPort,
+      externalPortEnd: req.externalPort ?? req.internalPort,
+      internalAddress: req.internalAddress,
+      internalPort: req.internalPort,
+      remoteAddress: null,
+      remotePrefix: null,
+      remotePort: null,
+      owner: req.owner,
+      description: req.description ?? '',
+      nonce: null,
+      createdAt: now,
+      updatedAt: now,
+      expiresAt: now + 3600_000,
+      requestedLifetime: req.lifetime,
+      readOnly: false,
+      rule: null,
+      state: 'active',
+      endedAt: null,
+      endReason: null,
+    }) as Lease;
   const stub = {
-    async request(req: LeaseRequest) { const l = lease(req); held.set(`${l.protocol}/${l.externalPort}`, l); return { ok: true as const, lease: l, created: true, lifetime: req.lifetime }; },
-    async release(req: { protocol: string; externalPort: number }) { const k = `${req.protocol}/${req.externalPort}`; const l = held.get(k) ?? null; held.delete(k); return { ok: true as const, lease: l }; },
+    async request(req: LeaseRequest) {
+      const l = lease(req);
+      held.set(`${l.protocol}/${l.externalPort}`, l);
+      return { ok: true as const, lease: l, created: true, lifetime: req.lifetime };
+    },
+    async release(req: { protocol: string; externalPort: number }) {
+      const k = `${req.protocol}/${req.externalPort}`;
+      const l = held.get(k) ?? null;
+      held.delete(k);
+      return { ok: true as const, lease: l };
+    },
     findByExternal: (p: string, port: number) => held.get(`${p}/${port}`) ?? null,
     list: () => ({ leases: [], total: held.size }),
     activeCount: () => held.size,
@@ -136,10 +206,21 @@ export async function frontendCeiling(count: number): Promise<Phase[]> {
     on: () => () => {},
   } as unknown as LeaseTableApi;
   const log = pino({ level: 'silent' });
-  const config: Config = { ...validateConfig({ upnp: { httpPort: 0, ssdp: false } }, 'bench'), policy: testPolicy({ maxLeasesPerClient: 1_000_000, reservedPorts: [] }) };
+  const config: Config = {
+    ...validateConfig({ upnp: { httpPort: 0, ssdp: false } }, 'bench'),
+    policy: testPolicy({ maxLeasesPerClient: 1_000_000, reservedPorts: [] }),
+  };
   const server = createUpnpServer({
-    config, leases: stub, log, metrics: createMetrics(), clock: createSystemClock(), uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
-    isLanClient: (a) => a.startsWith('127.'), presentationUrl: null, wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
+    config,
+    leases: stub,
+    log,
+    metrics: createMetrics(),
+    clock: createSystemClock(),
+    uuids: generateUuids(),
+    listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
+    isLanClient: (a) => a.startsWith('127.'),
+    presentationUrl: null,
+    wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
     limits: { requestsPerSecond: 0, connectionsPerClient: 0, soapRequestsPerSecond: 0 },
   });
   await server.listen();
@@ -149,7 +230,16 @@ export async function frontendCeiling(count: number): Promise<Phase[]> {
     for (const keepAlive of [true, false]) {
       for (const c of [1, 8]) {
         const elu0 = perfHooks.eventLoopUtilization();
-        const r = await generate('front-end only (stub table)', url, ADD, hdr('AddPortMapping'), count, c, keepAlive, 30000);
+        const r = await generate(
+          'front-end only (stub table)',
+          url,
+          ADD,
+          hdr('AddPortMapping'),
+          count,
+          c,
+          keepAlive,
+          30000,
+        );
         out.push({ ...r, loopMs: round(perfHooks.eventLoopUtilization(elu0).active / Math.max(1, r.n)) });
         held.clear();
       }
@@ -192,11 +282,27 @@ export async function run(opts: UpnpBenchOptions = {}) {
   const clock = createSystemClock();
   const metrics = createMetrics();
   const log = opts.log ?? pino({ level: 'silent' });
-  const table = createLeaseTable({ database: { path: join(dir, 'bench.sqlite') }, dataplane, policy, clock, log, metrics, externalAddress: '203.0.113.1' });
+  const table = createLeaseTable({
+    database: { path: join(dir, 'bench.sqlite') },
+    dataplane,
+    policy,
+    clock,
+    log,
+    metrics,
+    externalAddress: '203.0.113.1',
+  });
   const config: Config = { ...validateConfig({ upnp: { httpPort: 0, ssdp: false } }, 'bench'), policy: policyConfig };
   const server = createUpnpServer({
-    config, leases: table, log, metrics, clock, uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
-    isLanClient: (a) => a.startsWith('127.'), presentationUrl: null, wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
+    config,
+    leases: table,
+    log,
+    metrics,
+    clock,
+    uuids: generateUuids(),
+    listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
+    isLanClient: (a) => a.startsWith('127.'),
+    presentationUrl: null,
+    wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
     // one load generator is one client: measure portd, not the per-client or global limits (upnp.rateLimit: 0, limits.soapRequestsPerSecond: 0)
     limits: { requestsPerSecond: 0, connectionsPerClient: 0, soapRequestsPerSecond: 0 },
   });
@@ -211,13 +317,28 @@ export async function run(opts: UpnpBenchOptions = {}) {
     // every udp port first, then tcp ports above the ones the phases use (2000 .. 2000 + 4 * count)
     const UDP_PORTS = 65535 - 1024 + 1;
     const tcpFrom = 2000 + 4 * count;
-    if (preload > UDP_PORTS + (65535 - tcpFrom + 1)) throw new Error(`a preload of ${preload} does not fit on one external address beside ${4 * count} measured ports`);
-    for (let i = 0; i < preload;) {
+    if (preload > UDP_PORTS + (65535 - tcpFrom + 1))
+      throw new Error(
+        `a preload of ${preload} does not fit on one external address beside ${4 * count} measured ports`,
+      );
+    for (let i = 0; i < preload; ) {
       const batch: Promise<{ ok: boolean }>[] = [];
       for (let j = 0; j < 64 && i < preload; j++, i++) {
         const host = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
         const [protocol, port] = i < UDP_PORTS ? ['udp' as const, 1024 + i] : ['tcp' as const, tcpFrom + i - UDP_PORTS];
-        batch.push(table.request({ source: 'upnp', identity: 'external', protocol, owner: host, internalAddress: host, internalPort: port, externalPort: port, allowOtherPort: false, lifetime: 3600 }));
+        batch.push(
+          table.request({
+            source: 'upnp',
+            identity: 'external',
+            protocol,
+            owner: host,
+            internalAddress: host,
+            internalPort: port,
+            externalPort: port,
+            allowOtherPort: false,
+            lifetime: 3600,
+          }),
+        );
       }
       for (const r of await Promise.all(batch)) if (r.ok) preloaded++;
     }
@@ -225,11 +346,24 @@ export async function run(opts: UpnpBenchOptions = {}) {
     await server.listen();
     const url = server.descriptionUrls()[0]!.v2.replace('/igd2/desc.xml', '/igd2/ctl/IPConn');
     if (opts.subscribe) {
-      callback = http.createServer((req, res) => { req.resume(); req.on('end', () => { notifies++; res.end(); }); });
+      callback = http.createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          notifies++;
+          res.end();
+        });
+      });
       await new Promise<void>((r) => callback!.listen(0, '127.0.0.1', r));
       const cb = `http://127.0.0.1:${(callback.address() as AddressInfo).port}/`;
       const status = await new Promise<number>((resolve, reject) => {
-        const req = http.request(url.replace('/ctl/', '/evt/'), { method: 'SUBSCRIBE', headers: { callback: `<${cb}>`, nt: 'upnp:event', timeout: 'Second-1800' } }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+        const req = http.request(
+          url.replace('/ctl/', '/evt/'),
+          { method: 'SUBSCRIBE', headers: { callback: `<${cb}>`, nt: 'upnp:event', timeout: 'Second-1800' } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
         req.on('error', reject);
         req.end();
       });
@@ -243,7 +377,11 @@ export async function run(opts: UpnpBenchOptions = {}) {
         const h = await metrics.writerTickSize.get();
         const d = await metrics.dataplaneBatchSeconds.get();
         const v = (m: typeof h, name: string) => m.values.find((x) => x.metricName === name)?.value ?? 0;
-        return { ticks: v(h, 'portd_writer_tick_requests_count'), batches: v(d, 'portd_dataplane_batch_duration_seconds_count'), batchS: v(d, 'portd_dataplane_batch_duration_seconds_sum') };
+        return {
+          ticks: v(h, 'portd_writer_tick_requests_count'),
+          batches: v(d, 'portd_dataplane_batch_duration_seconds_count'),
+          batchS: v(d, 'portd_dataplane_batch_duration_seconds_sum'),
+        };
       };
       const m0 = await sum();
       const elu0 = perfHooks.eventLoopUtilization();
@@ -253,8 +391,11 @@ export async function run(opts: UpnpBenchOptions = {}) {
       const batches = m1.batches - m0.batches;
       const settled = opts.settle ? { settleMs: await opts.settle() } : {};
       return {
-        ...r, loopMs: round(elu.active / Math.max(1, r.n)), perTick: round(r.n / Math.max(1, m1.ticks - m0.ticks), 2),
-        batchMs: batches > 0 ? round(((m1.batchS - m0.batchS) * 1000) / batches) : 0, ...settled,
+        ...r,
+        loopMs: round(elu.active / Math.max(1, r.n)),
+        perTick: round(r.n / Math.max(1, m1.ticks - m0.ticks), 2),
+        batchMs: batches > 0 ? round(((m1.batchS - m0.batchS) * 1000) / batches) : 0,
+        ...settled,
       };
     };
     for (const keepAlive of opts.order ?? [true, false]) {
@@ -266,14 +407,29 @@ export async function run(opts: UpnpBenchOptions = {}) {
     }
   } finally {
     await server.close();
-    if (callback) { callback.closeAllConnections(); await new Promise<void>((r) => callback!.close(() => r())); }
+    if (callback) {
+      callback.closeAllConnections();
+      await new Promise<void>((r) => callback!.close(() => r()));
+    }
     await table.close();
     if (!opts.dataplane) await dataplane.close();
     rmSync(dir, { recursive: true, force: true });
   }
   const frontend = opts.noEcho ? [] : await frontendCeiling(count);
   const echo = opts.noEcho ? [] : await echoCeiling(count);
-  return { name: 'upnp', driver: dataplane.driver, count, preload, preloaded, preloadMs, subscriber: opts.subscribe ? { notifies } : null, cpus: os.cpus().length, phases, frontend, echo };
+  return {
+    name: 'upnp',
+    driver: dataplane.driver,
+    count,
+    preload,
+    preloaded,
+    preloadMs,
+    subscriber: opts.subscribe ? { notifies } : null,
+    cpus: os.cpus().length,
+    phases,
+    frontend,
+    echo,
+  };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
@@ -281,7 +437,15 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? Number(process.argv[i + 1]) : undefined;
   };
-  const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0, subscribe: process.argv.includes('--subscribe') });
+  const res = await run({
+    count: arg('count') ?? 2000,
+    preload: arg('preload') ?? 0,
+    subscribe: process.argv.includes('--subscribe'),
+  });
   console.log(JSON.stringify(res, null, 2));
-  printTable(`UPnP on loopback, ${res.driver} dataplane, ${res.preloaded} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[]);
+  printTable(`UPnP on loopback, ${res.driver} dataplane, ${res.preloaded} leases preloaded (${res.cpus} CPUs)`, [
+    ...res.phases,
+    ...res.frontend,
+    ...res.echo,
+  ] as unknown as Record<string, unknown>[]);
 }

@@ -3,13 +3,16 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { TOOLS } from './tools.mjs';
 
-const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0
-  || spawnSync('sh', ['-c', `test -x /usr/sbin/${bin} || test -x /sbin/${bin}`], { stdio: 'ignore' }).status === 0;
+const has = (bin) =>
+  spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0 ||
+  spawnSync('sh', ['-c', `test -x /usr/sbin/${bin} || test -x /sbin/${bin}`], { stdio: 'ignore' }).status === 0;
 const missing = TOOLS.filter((t) => !has(t.bin));
 if (missing.length === 0) process.exit(0);
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) {
-  console.error(`pretest: missing ${missing.map((t) => t.bin).join(', ')} (not root: not installing; suites needing them will say so)`);
+  console.error(
+    `pretest: missing ${missing.map((t) => t.bin).join(', ')} (not root: not installing; suites needing them will say so)`,
+  );
   process.exit(0);
 }
 const pkgs = [...new Set(missing.map((t) => t.pkg))];
@@ -17,7 +20,10 @@ console.error(`pretest: installing ${pkgs.join(' ')} with apt for ${missing.map(
 const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
 try {
   execFileSync('apt-get', ['update', '-q'], { stdio: ['ignore', 'ignore', 'inherit'], env });
-  execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...pkgs], { stdio: ['ignore', 'ignore', 'inherit'], env });
+  execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...pkgs], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env,
+  });
 } catch (e) {
   console.error(`pretest: apt-get failed: ${e.message}`);
   if (process.env.CI === 'true') process.exit(1);

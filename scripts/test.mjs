@@ -7,7 +7,13 @@ import { join } from 'node:path';
 
 const ci = process.env.CI === 'true';
 const isRoot = process.getuid?.() === 0;
-const list = (dir) => existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.test.ts')).sort().map((f) => join(dir, f)) : [];
+const list = (dir) =>
+  existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => f.endsWith('.test.ts'))
+        .sort()
+        .map((f) => join(dir, f))
+    : [];
 const only = process.argv.slice(2); // e.g. `npm test -- unit lab`
 const want = (layer) => only.length === 0 || only.includes(layer);
 
@@ -21,19 +27,33 @@ const layers = [
 let failed = false;
 for (const layer of layers) {
   if (layer.files.length === 0) {
-    if (layer.name === 'unit' || layer.name === 'integration') { console.error(`test: no ${layer.name} test files found — refusing to pass vacuously`); failed = true; }
+    if (layer.name === 'unit' || layer.name === 'integration') {
+      console.error(`test: no ${layer.name} test files found — refusing to pass vacuously`);
+      failed = true;
+    }
     continue;
   }
   if (layer.root && !isRoot) {
     const msg = `test: SKIPPING ${layer.name} suites (need root for network namespaces / nftables / chromium): ${layer.files.join(' ')}`;
     console.error(`\n${'!'.repeat(msg.length)}\n${msg}\n${'!'.repeat(msg.length)}\n`);
-    if (ci) { console.error('test: under CI=true a suite that cannot run is a failure'); failed = true; }
+    if (ci) {
+      console.error('test: under CI=true a suite that cannot run is a failure');
+      failed = true;
+    }
     continue;
   }
   console.error(`test: ${layer.name}: ${layer.files.length} files`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${layer.concurrency}`, ...layer.files], {
-    stdio: 'inherit', env: { ...process.env, PORTD_TEST_LAYER: layer.name },
-  });
-  if (r.status !== 0) { console.error(`test: ${layer.name} FAILED`); failed = true; }
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', `--test-concurrency=${layer.concurrency}`, ...layer.files],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, PORTD_TEST_LAYER: layer.name },
+    },
+  );
+  if (r.status !== 0) {
+    console.error(`test: ${layer.name} FAILED`);
+    failed = true;
+  }
 }
 process.exit(failed ? 1 : 0);

@@ -8,7 +8,11 @@ import type { Config } from './config/types.js';
  * or /etc/portd/portd.yaml, else 127.0.0.1:8080) and its token (--token, PORTD_ADMIN_TOKEN, admin.token,
  * admin.tokenFile, <stateDir>/admin-token), then run the command against it.
  */
-export async function runCliAdminCommand(cmd: string, rest: string[], readConfig: (path: string | undefined) => Config): Promise<number> {
+export async function runCliAdminCommand(
+  cmd: string,
+  rest: string[],
+  readConfig: (path: string | undefined) => Config,
+): Promise<number> {
   const args: string[] = [];
   let configPath: string | undefined;
   for (let i = 0; i < rest.length; i++) {
@@ -25,18 +29,45 @@ export async function runCliAdminCommand(cmd: string, rest: string[], readConfig
   let unreadable: string | null = null;
   for (const f of [config?.admin.tokenFile, config ? join(config.stateDir, 'admin-token') : null]) {
     if (!f || tokenFromFile) continue;
-    try { tokenFromFile = readFileSync(f, 'utf8').trim() || null; } catch (e) {
+    try {
+      tokenFromFile = readFileSync(f, 'utf8').trim() || null;
+    } catch (e) {
       // 0600 on purpose: only root and portd's user may make changes through the CLI
       if ((e as NodeJS.ErrnoException).code === 'EACCES') unreadable ??= f;
     }
   }
   const { adminClientTarget, runAdminCommand } = await import('./admin/index.js');
-  const flag = (name: string) => { const i = args.findIndex((a) => a === `--${name}`); if (i >= 0) { const v = args[i + 1]; args.splice(i, 2); return v; } const j = args.findIndex((a) => a.startsWith(`--${name}=`)); if (j >= 0) { const v = args[j]!.slice(name.length + 3); args.splice(j, 1); return v; } return undefined; };
+  const flag = (name: string) => {
+    const i = args.findIndex((a) => a === `--${name}`);
+    if (i >= 0) {
+      const v = args[i + 1];
+      args.splice(i, 2);
+      return v;
+    }
+    const j = args.findIndex((a) => a.startsWith(`--${name}=`));
+    if (j >= 0) {
+      const v = args[j]!.slice(name.length + 3);
+      args.splice(j, 1);
+      return v;
+    }
+    return undefined;
+  };
   const url = flag('url');
   const token = flag('token');
-  const target = adminClientTarget({ config, env: process.env, ...(url ? { url } : {}), ...(token ? { token } : {}), tokenFromFile });
+  const target = adminClientTarget({
+    config,
+    env: process.env,
+    ...(url ? { url } : {}),
+    ...(token ? { token } : {}),
+    tokenFromFile,
+  });
   return runAdminCommand([cmd, ...args], {
-    baseUrl: target.baseUrl, token: target.token, out: process.stdout, err: process.stderr,
-    ...(unreadable && !target.token ? { tokenHint: `cannot read ${unreadable} (permission denied): run as root or portd's user, or pass --token` } : {}),
+    baseUrl: target.baseUrl,
+    token: target.token,
+    out: process.stdout,
+    err: process.stderr,
+    ...(unreadable && !target.token
+      ? { tokenHint: `cannot read ${unreadable} (permission denied): run as root or portd's user, or pass --token` }
+      : {}),
   });
 }

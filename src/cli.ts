@@ -29,7 +29,13 @@ function fail(e: unknown): number {
   if (e instanceof PortdError) {
     process.stderr.write(`portd: ${e.toUserString()}\n`);
     if (e.code === ErrorCode.DATABASE_LOCKED) return EXIT.LOCKED;
-    if (e.code === ErrorCode.CONFIG_INVALID || e.code === ErrorCode.CONFIG_NOT_FOUND || e.code === ErrorCode.CONFIG_PARSE || e.code === ErrorCode.USAGE) return EXIT.USAGE;
+    if (
+      e.code === ErrorCode.CONFIG_INVALID ||
+      e.code === ErrorCode.CONFIG_NOT_FOUND ||
+      e.code === ErrorCode.CONFIG_PARSE ||
+      e.code === ErrorCode.USAGE
+    )
+      return EXIT.USAGE;
     return EXIT.RUNTIME;
   }
   process.stderr.write(`portd: ${(e as Error)?.stack ?? String(e)}\n`);
@@ -39,8 +45,11 @@ function fail(e: unknown): number {
 function readConfigFile(path: string | undefined): Config {
   const file = path ?? DEFAULT_CONFIG_PATH;
   if (!path && !existsSync(file)) {
-    throw new PortdError(ErrorCode.CONFIG_NOT_FOUND, `no --config given and ${DEFAULT_CONFIG_PATH} does not exist`,
-      'copy config/router.example.yaml to /etc/portd/portd.yaml, or run with --config FILE (npm start uses config/portd.yaml)');
+    throw new PortdError(
+      ErrorCode.CONFIG_NOT_FOUND,
+      `no --config given and ${DEFAULT_CONFIG_PATH} does not exist`,
+      'copy config/router.example.yaml to /etc/portd/portd.yaml, or run with --config FILE (npm start uses config/portd.yaml)',
+    );
   }
   return loadConfig(file);
 }
@@ -48,7 +57,10 @@ function readConfigFile(path: string | undefined): Config {
 async function start(configPath: string | undefined): Promise<number> {
   const config = readConfigFile(configPath);
   const log = createLogger(config.logLevel);
-  log.info({ version: VERSION, config: configPath ?? DEFAULT_CONFIG_PATH, driver: config.dataplane.driver }, 'portd starting');
+  log.info(
+    { version: VERSION, config: configPath ?? DEFAULT_CONFIG_PATH, driver: config.dataplane.driver },
+    'portd starting',
+  );
   let portd;
   try {
     portd = await startPortd(config, log);
@@ -69,7 +81,10 @@ async function start(configPath: string | undefined): Promise<number> {
     stopping = true;
     clearInterval(keepAlive);
     log.info({ signal: sig }, 'portd stopping; leases stay in the table and the kernel');
-    const force = setTimeout(() => { log.error('shutdown took over 10 s; exiting'); process.exit(EXIT.RUNTIME); }, 10_000);
+    const force = setTimeout(() => {
+      log.error('shutdown took over 10 s; exiting');
+      process.exit(EXIT.RUNTIME);
+    }, 10_000);
     force.unref();
     await portd.close();
     log.info('portd stopped');
@@ -84,7 +99,10 @@ async function start(configPath: string | undefined): Promise<number> {
       const next = readConfigFile(configPath);
       void portd.reload(next).catch((e) => log.error({ err: (e as Error).message }, 'reload failed'));
     } catch (e) {
-      log.error({ err: e instanceof PortdError ? e.message : String(e) }, 'SIGHUP: new configuration refused; the running one stays');
+      log.error(
+        { err: e instanceof PortdError ? e.message : String(e) },
+        'SIGHUP: new configuration refused; the running one stays',
+      );
     }
   });
   return -1; // keep running
@@ -92,8 +110,14 @@ async function start(configPath: string | undefined): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { process.stdout.write(HELP + '\n'); return cmd ? EXIT.OK : EXIT.USAGE; }
-  if (cmd === '--version' || cmd === '-v') { process.stdout.write(`${VERSION}\n`); return EXIT.OK; }
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HELP + '\n');
+    return cmd ? EXIT.OK : EXIT.USAGE;
+  }
+  if (cmd === '--version' || cmd === '-v') {
+    process.stdout.write(`${VERSION}\n`);
+    return EXIT.OK;
+  }
   try {
     switch (cmd) {
       case 'start': {
@@ -107,7 +131,10 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`portd: ${values.config ?? DEFAULT_CONFIG_PATH} is valid\n`);
         return EXIT.OK;
       }
-      case 'leases': case 'revoke': case 'forward': case 'status': {
+      case 'leases':
+      case 'revoke':
+      case 'forward':
+      case 'status': {
         const { runCliAdminCommand } = await import('./cli-admin.js');
         return await runCliAdminCommand(cmd, rest, readConfigFile);
       }
@@ -115,7 +142,8 @@ export async function main(argv: string[]): Promise<number> {
         throw new PortdError(ErrorCode.USAGE, `unknown command "${cmd}"`, 'run portd --help');
     }
   } catch (e) {
-    if ((e as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS')) return fail(new PortdError(ErrorCode.USAGE, (e as Error).message, 'run portd --help'));
+    if ((e as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS'))
+      return fail(new PortdError(ErrorCode.USAGE, (e as Error).message, 'run portd --help'));
     return fail(e);
   }
 }

@@ -44,7 +44,11 @@ export const ErrorCode = {
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 export class PortdError extends Error {
-  constructor(readonly code: ErrorCode, message: string, readonly hint?: string) {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly hint?: string,
+  ) {
     super(message);
     this.name = 'PortdError';
   }

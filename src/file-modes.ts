@@ -17,13 +17,20 @@ const octal = (m: number) => (m & 0o777).toString(8).padStart(4, '0');
 /** an existing regular file readable or writable by group or others becomes 0600; false when absent */
 export function tightenFile(path: string, report: ModeReport): boolean {
   let st;
-  try { st = lstatSync(path); } catch { return false; }
+  try {
+    st = lstatSync(path);
+  } catch {
+    return false;
+  }
   if (!st.isFile() || (st.mode & 0o077) === 0) return true;
   try {
     chmodSync(path, PRIVATE_FILE);
     report(`${path} was mode ${octal(st.mode)} (readable by others): set to 0600`, { path, mode: octal(st.mode) });
   } catch (e) {
-    report(`${path} is mode ${octal(st.mode)} and cannot be set to 0600 (${(e as Error).message}): chmod 600 it`, { path, mode: octal(st.mode) });
+    report(`${path} is mode ${octal(st.mode)} and cannot be set to 0600 (${(e as Error).message}): chmod 600 it`, {
+      path,
+      mode: octal(st.mode),
+    });
   }
   return true;
 }
@@ -44,7 +51,9 @@ export function isPortdFileName(name: string): boolean {
  */
 export function ensurePrivateDir(dir: string, report: ModeReport): void {
   let st;
-  try { st = lstatSync(dir); } catch {
+  try {
+    st = lstatSync(dir);
+  } catch {
     mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR });
     return;
   }
@@ -52,17 +61,28 @@ export function ensurePrivateDir(dir: string, report: ModeReport): void {
   const uid = process.getuid?.();
   let own = uid !== undefined && st.uid === uid && (st.mode & 0o1000) === 0;
   if (own) {
-    try { own = readdirSync(dir).every(isPortdFileName); } catch { own = false; }
+    try {
+      own = readdirSync(dir).every(isPortdFileName);
+    } catch {
+      own = false;
+    }
   }
   if (!own) {
-    if (st.mode & 0o007) report(`directory ${dir} is mode ${octal(st.mode)} and holds more than portd's files: left as it is (portd's files in it are 0600)`, { path: dir, mode: octal(st.mode) });
+    if (st.mode & 0o007)
+      report(
+        `directory ${dir} is mode ${octal(st.mode)} and holds more than portd's files: left as it is (portd's files in it are 0600)`,
+        { path: dir, mode: octal(st.mode) },
+      );
     return;
   }
   try {
     chmodSync(dir, PRIVATE_DIR);
     report(`directory ${dir} was mode ${octal(st.mode)}: set to 0700`, { path: dir, mode: octal(st.mode) });
   } catch (e) {
-    report(`directory ${dir} is mode ${octal(st.mode)} and cannot be set to 0700 (${(e as Error).message})`, { path: dir, mode: octal(st.mode) });
+    report(`directory ${dir} is mode ${octal(st.mode)} and cannot be set to 0700 (${(e as Error).message})`, {
+      path: dir,
+      mode: octal(st.mode),
+    });
   }
 }
 

@@ -18,7 +18,10 @@ import { createPolicy } from './policy/policy.js';
 export const VERSION = '0.1.0';
 
 /** a part of the running daemon that can be stopped */
-interface Part { readonly name: string; close(): Promise<void> }
+interface Part {
+  readonly name: string;
+  close(): Promise<void>;
+}
 
 export interface Portd {
   readonly config: Config;
@@ -36,7 +39,9 @@ export interface Portd {
 
 /** the LAN networks front-ends serve, as address/prefix: configured listen addresses, or the LAN interfaces' IPv4 */
 export function lanNetworks(config: Config): { address: string; cidr: string }[] {
-  const ifs = Object.values(networkInterfaces()).flat().filter((a) => a !== undefined);
+  const ifs = Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a !== undefined);
   if (config.listenAddresses && config.listenAddresses.length > 0) {
     return config.listenAddresses.map((address) => {
       const found = ifs.find((a) => a.address === address);
@@ -46,25 +51,43 @@ export function lanNetworks(config: Config): { address: string; cidr: string }[]
   const named = networkInterfaces();
   const out: { address: string; cidr: string }[] = [];
   for (const name of config.interfaces.lan) {
-    for (const a of named[name] ?? []) if (a.family === 'IPv4' && a.cidr) out.push({ address: a.address, cidr: a.cidr });
+    for (const a of named[name] ?? [])
+      if (a.family === 'IPv4' && a.cidr) out.push({ address: a.address, cidr: a.cidr });
   }
   return out;
 }
 
-async function createDataplane(config: Config, log: Logger, metrics: Metrics, onRepaired: (why: string) => void): Promise<Dataplane> {
+async function createDataplane(
+  config: Config,
+  log: Logger,
+  metrics: Metrics,
+  onRepaired: (why: string) => void,
+): Promise<Dataplane> {
   if (config.dataplane.driver === 'memory') return createMemoryDataplane();
   const { preflight } = await import('./dataplane/preflight.js');
-  const pre = await preflight({ nftPath: config.dataplane.nftPath, conntrackPath: config.dataplane.conntrackPath, table: config.dataplane.table });
+  const pre = await preflight({
+    nftPath: config.dataplane.nftPath,
+    conntrackPath: config.dataplane.conntrackPath,
+    table: config.dataplane.table,
+  });
   for (const w of pre.warnings) log.warn({ nft: pre.nftVersion }, w);
   const { createNftablesDataplane } = await import('./dataplane/nftables.js');
   return createNftablesDataplane({
-    table: config.dataplane.table, wan: config.interfaces.wan, lan: [...config.interfaces.lan], hairpin: config.dataplane.hairpin,
-    grace: config.dataplane.grace, nftPath: config.dataplane.nftPath, netlink: config.dataplane.netlink, conntrackPath: config.dataplane.conntrackPath,
+    table: config.dataplane.table,
+    wan: config.interfaces.wan,
+    lan: [...config.interfaces.lan],
+    hairpin: config.dataplane.hairpin,
+    grace: config.dataplane.grace,
+    nftPath: config.dataplane.nftPath,
+    netlink: config.dataplane.netlink,
+    conntrackPath: config.dataplane.conntrackPath,
     frontendPorts: {
       tcp: [config.upnp.httpPort, ...(adminPort(config) ? [adminPort(config)!] : [])],
       udp: [1900, config.pcp.port],
     },
-    log, metrics, onRepaired,
+    log,
+    metrics,
+    onRepaired,
   });
 }
 
@@ -98,34 +121,54 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const onExternalAddress: ((addr: string) => void)[] = [];
 
   // the driver rewrote kernel state that was lost or altered from outside: PCP clients must re-map (new epoch)
-  const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics, (why) => { for (const fn of onStateLost) fn(why); });
+  const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics, (why) => {
+    for (const fn of onStateLost) fn(why);
+  });
   await dataplane.init();
   const externalAddress = await resolveExternalAddress(config, log);
   await dataplane.setExternalAddresses([externalAddress]);
 
   // the table reads the policy through this indirection, so SIGHUP swaps it atomically between ticks
-  const policyRef = new Proxy({} as ReturnType<typeof createPolicy>, { get: (_t, k) => (policy as unknown as Record<string | symbol, unknown>)[k] });
+  const policyRef = new Proxy({} as ReturnType<typeof createPolicy>, {
+    get: (_t, k) => (policy as unknown as Record<string | symbol, unknown>)[k],
+  });
   // the gateway's own listening ports (policy.checkPortInUse, read at grant time): /proc/net is the namespace
   // of this process, which is where the nftables driver's rules divert traffic (portd runs in the gateway's
   // namespace). The memory driver diverts nothing: no check
-  const localPorts = config.dataplane.driver === 'nftables'
-    ? createLocalPorts({ externalAddresses: () => [leases.externalAddress()], log: log.child({ component: 'local-ports' }) })
-    : null;
+  const localPorts =
+    config.dataplane.driver === 'nftables'
+      ? createLocalPorts({
+          externalAddresses: () => [leases.externalAddress()],
+          log: log.child({ component: 'local-ports' }),
+        })
+      : null;
   // trigger rules are known once the manager runs (after the table): until then no port is a trigger's
   let triggerPort: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
   const leases = createLeaseTable({
-    database: config.database, dataplane, policy: policyRef, clock, log, metrics, externalAddress,
-    grace: config.dataplane.grace, historyRetention: config.policy.historyRetention,
+    database: config.database,
+    dataplane,
+    policy: policyRef,
+    clock,
+    log,
+    metrics,
+    externalAddress,
+    grace: config.dataplane.grace,
+    historyRetention: config.policy.historyRetention,
     ...(localPorts ? { portInUse: (protocol: 'tcp' | 'udp', port: number) => localPorts.inUse(protocol, port) } : {}),
     triggerPort: (protocol, port) => triggerPort(protocol, port),
-    maxActiveLeases: config.limits.maxActiveLeases, maxEndedLeases: config.limits.maxEndedLeases, historyPerLease: config.limits.historyPerLease,
+    maxActiveLeases: config.limits.maxActiveLeases,
+    maxEndedLeases: config.limits.maxEndedLeases,
+    historyPerLease: config.limits.historyPerLease,
   });
   parts.push({ name: 'leases', close: () => leases.close() });
 
   // reconcile on start: the kernel gets exactly the table; then leases that expired while we were down end
   const t0 = performance.now();
   const r = await leases.reconcile('start');
-  log.info({ drift: r.drift, ms: Math.round(performance.now() - t0), active: leases.countActive().total }, 'dataplane reconciled on start');
+  log.info(
+    { drift: r.drift, ms: Math.round(performance.now() - t0), active: leases.countActive().total },
+    'dataplane reconciled on start',
+  );
   await leases.expireDue();
   const st = await leases.syncStatic(config.staticForwards);
   if (st.added || st.removed) log.info(st, 'static forwards from the configuration applied');
@@ -138,46 +181,82 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   // periodic, cheap reconcile (count compare; full compare when the counts differ), then the element audit
   // when it is due (at most 1 % of the time: every period on a home router, every few minutes at 100k leases)
   if (config.dataplane.reconcileInterval > 0) {
-    timers.push(setInterval(() => {
-      void leases.reconcile('periodic', false)
-        .then(() => dataplane.audit?.())
-        .catch((e) => log.error({ err: (e as Error).message }, 'periodic dataplane audit failed'));
-    }, config.dataplane.reconcileInterval * 1000));
+    timers.push(
+      setInterval(() => {
+        void leases
+          .reconcile('periodic', false)
+          .then(() => dataplane.audit?.())
+          .catch((e) => log.error({ err: (e as Error).message }, 'periodic dataplane audit failed'));
+      }, config.dataplane.reconcileInterval * 1000),
+    );
   }
   // a table deleted or altered from outside is noticed within min(10 s, reconcileInterval) and rebuilt;
   // the driver reports the rebuild through onRepaired (kernel state was lost: PCP resets its epoch)
   if (dataplane.check) {
     const every = config.dataplane.reconcileInterval > 0 ? Math.min(10, config.dataplane.reconcileInterval) : 10;
-    timers.push(setInterval(() => {
-      void dataplane.check!().then((r) => {
-        if (r.rebuilt) log.warn({ reason: r.reason }, 'dataplane state was lost or altered and rebuilt');
-      }).catch((e) => log.error({ err: (e as Error).message }, 'dataplane check failed'));
-    }, every * 1000));
+    timers.push(
+      setInterval(() => {
+        void dataplane.check!()
+          .then((r) => {
+            if (r.rebuilt) log.warn({ reason: r.reason }, 'dataplane state was lost or altered and rebuilt');
+          })
+          .catch((e) => log.error({ err: (e as Error).message }, 'dataplane check failed'));
+      }, every * 1000),
+    );
   }
   // an NTP step after boot must neither expire nor extend leases
-  timers.push(setInterval(() => { void leases.checkWallClock(); }, 5000));
+  timers.push(
+    setInterval(() => {
+      void leases.checkWallClock();
+    }, 5000),
+  );
   // ended leases leave the history after policy.historyRetention even when nothing expires
-  timers.push(setInterval(() => { void leases.prune(); }, 3600_000));
+  timers.push(
+    setInterval(() => {
+      void leases.prune();
+    }, 3600_000),
+  );
   for (const t of timers) t.unref();
 
   const lan = lanNetworks(config);
   const listen = lan.map((n) => n.address);
   // interface CIDRs carry host bits (192.168.1.1/24): compare under the mask
-  const isLanClient = (a: string) => { const ip = normalizeAddress(a); return lan.some((n) => { const [net, len] = n.cidr.split('/'); return inPrefix(ip, net!, Number(len)); }); };
-  if (listen.length === 0) log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
+  const isLanClient = (a: string) => {
+    const ip = normalizeAddress(a);
+    return lan.some((n) => {
+      const [net, len] = n.cidr.split('/');
+      return inPrefix(ip, net!, Number(len));
+    });
+  };
+  if (listen.length === 0)
+    log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
 
   if (config.pcp.enabled || config.natpmp.enabled) {
     // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6 (link-local ones need a scope: skipped)
-    const ipv6 = config.pcp.ipv6 && !config.listenAddresses
-      ? config.interfaces.lan.flatMap((name) => (networkInterfaces()[name] ?? []).filter((a) => a.family === 'IPv6' && !a.address.startsWith('fe80')).map((a) => a.address))
-      : [];
-    const conntrack = config.pcp.peer && config.dataplane.driver === 'nftables' ? createConntrackCli({ path: config.dataplane.conntrackPath }) : null;
+    const ipv6 =
+      config.pcp.ipv6 && !config.listenAddresses
+        ? config.interfaces.lan.flatMap((name) =>
+            (networkInterfaces()[name] ?? [])
+              .filter((a) => a.family === 'IPv6' && !a.address.startsWith('fe80'))
+              .map((a) => a.address),
+          )
+        : [];
+    const conntrack =
+      config.pcp.peer && config.dataplane.driver === 'nftables'
+        ? createConntrackCli({ path: config.dataplane.conntrackPath })
+        : null;
     if (conntrack) parts.push({ name: 'pcp-peer-holds', close: async () => conntrack.close() });
     const pcp = createPcpServer({
-      config, leases, log, metrics, clock, listen: [...listen, ...ipv6], isLanClient,
+      config,
+      leases,
+      log,
+      metrics,
+      clock,
+      listen: [...listen, ...ipv6],
+      isLanClient,
       conntrack,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
@@ -191,15 +270,30 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   if (config.upnp.enabled) {
     let uuids: unknown = null;
-    try { uuids = JSON.parse(leases.store.meta('upnp.uuids') ?? 'null'); } catch { /* regenerate */ }
-    if (!isUpnpUuids(uuids)) { uuids = generateUuids(); leases.store.setMeta('upnp.uuids', JSON.stringify(uuids)); }
+    try {
+      uuids = JSON.parse(leases.store.meta('upnp.uuids') ?? 'null');
+    } catch {
+      /* regenerate */
+    }
+    if (!isUpnpUuids(uuids)) {
+      uuids = generateUuids();
+      leases.store.setMeta('upnp.uuids', JSON.stringify(uuids));
+    }
     const adminHost = config.admin.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
     const adminOnLan = !['127.0.0.1', '::1', 'localhost'].includes(adminHost);
     const upnp = createUpnpServer({
-      config, leases, log, metrics, clock, uuids: uuids as UpnpUuids, isLanClient,
+      config,
+      leases,
+      log,
+      metrics,
+      clock,
+      uuids: uuids as UpnpUuids,
+      isLanClient,
       listen: { addresses: lan.map((n) => n.cidr), httpPort: config.upnp.httpPort },
       limits: { requestsPerSecond: config.upnp.rateLimit, requestBurst: config.upnp.rateLimit * 4 },
-      presentationUrl: adminOnLan ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:${config.admin.listen.replace(/^.*:/, '')}/` : null,
+      presentationUrl: adminOnLan
+        ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:${config.admin.listen.replace(/^.*:/, '')}/`
+        : null,
     });
     await upnp.listen();
     parts.push({ name: 'upnp', close: () => upnp.close() });
@@ -214,49 +308,99 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     const watcher = await watchExternalAddress({ interface: config.interfaces.wan, log }, (addrs) => {
       const next = addrs[0];
       if (!next || next === leases.externalAddress()) return;
-      void leases.setExternalAddress(next).then(() => { for (const fn of onExternalAddress) fn(next); });
+      void leases.setExternalAddress(next).then(() => {
+        for (const fn of onExternalAddress) fn(next);
+      });
     });
     parts.push({ name: 'wan-address', close: async () => watcher.stop() });
   }
 
   // the admin server starts last, so it is closed first
   const admin = await startAdmin({
-    config, leases, dataplane, metrics, log, clock, startedAt, version: VERSION, env: process.env,
-    pcpEpoch: () => pcpEpoch(), frontends: () => frontends, upnpDescriptionUrls: () => upnpDescriptionUrls(),
+    config,
+    leases,
+    dataplane,
+    metrics,
+    log,
+    clock,
+    startedAt,
+    version: VERSION,
+    env: process.env,
+    pcpEpoch: () => pcpEpoch(),
+    frontends: () => frontends,
+    upnpDescriptionUrls: () => upnpDescriptionUrls(),
     routes: [triggerRoutes(triggers)],
   });
   parts.push({ name: 'admin', close: () => admin.close() });
-  log.info({ url: `http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}/`, auth: admin.authRequired }, 'admin API and dashboard listening');
+  log.info(
+    {
+      url: `http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}/`,
+      auth: admin.authRequired,
+    },
+    'admin API and dashboard listening',
+  );
 
   const portd: Portd = {
-    get config() { return current; },
-    leases, dataplane, metrics, triggers, startedAt,
+    get config() {
+      return current;
+    },
+    leases,
+    dataplane,
+    metrics,
+    triggers,
+    startedAt,
     admin: { address: admin.address, port: admin.port },
     reload(next: Config) {
       // one reload at a time, in the order the signals came
-      reloading = reloading.then(() => applyReload(next), () => applyReload(next));
+      reloading = reloading.then(
+        () => applyReload(next),
+        () => applyReload(next),
+      );
       return reloading;
     },
     async close() {
       for (const t of timers) clearInterval(t);
       for (const p of [...parts].reverse()) {
-        try { await p.close(); } catch (e) { log.error({ part: p.name, err: (e as Error).message }, 'error while stopping'); }
+        try {
+          await p.close();
+        } catch (e) {
+          log.error({ part: p.name, err: (e as Error).message }, 'error while stopping');
+        }
       }
       await dataplane.close();
     },
   };
   let reloading: Promise<void> = Promise.resolve();
   async function applyReload(next: Config): Promise<void> {
-      const changed: string[] = [];
-      for (const k of ['interfaces', 'database', 'dataplane', 'upnp', 'pcp', 'natpmp', 'admin', 'listenAddresses', 'stateDir'] as const) {
-        if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
-      }
-      if (changed.length) log.warn({ keys: changed }, 'these settings change only on restart; kept the running values');
-      policy = createPolicy(next.policy);
-      current = next;
-      const res = await leases.syncStatic(next.staticForwards);
-      const tr = await triggers.reload(next);
-      log.info({ staticAdded: res.added, staticRemoved: res.removed, refused: res.refused.length, triggers: tr.rules, triggersNotInForce: tr.broken }, 'configuration reloaded');
+    const changed: string[] = [];
+    for (const k of [
+      'interfaces',
+      'database',
+      'dataplane',
+      'upnp',
+      'pcp',
+      'natpmp',
+      'admin',
+      'listenAddresses',
+      'stateDir',
+    ] as const) {
+      if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
+    }
+    if (changed.length) log.warn({ keys: changed }, 'these settings change only on restart; kept the running values');
+    policy = createPolicy(next.policy);
+    current = next;
+    const res = await leases.syncStatic(next.staticForwards);
+    const tr = await triggers.reload(next);
+    log.info(
+      {
+        staticAdded: res.added,
+        staticRemoved: res.removed,
+        refused: res.refused.length,
+        triggers: tr.rules,
+        triggersNotInForce: tr.broken,
+      },
+      'configuration reloaded',
+    );
   }
   return portd;
 }

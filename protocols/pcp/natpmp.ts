@@ -8,37 +8,36 @@ import { put16, put32, u16, u32 } from './bytes.js';
 export type NatPmpRequest =
   | { readonly opcode: typeof NatPmpOpcode.EXTERNAL_ADDRESS } // RFC 6886 §3.2
   | {
-    readonly opcode: typeof NatPmpOpcode.MAP_UDP | typeof NatPmpOpcode.MAP_TCP; // RFC 6886 §3.3
-    readonly internalPort: number;
-    /** suggested; 0 = any */
-    readonly externalPort: number;
-    /** requested seconds; 0 = delete (RFC 6886 §3.4) */
-    readonly lifetime: number;
-  };
+      readonly opcode: typeof NatPmpOpcode.MAP_UDP | typeof NatPmpOpcode.MAP_TCP; // RFC 6886 §3.3
+      readonly internalPort: number;
+      /** suggested; 0 = any */
+      readonly externalPort: number;
+      /** requested seconds; 0 = delete (RFC 6886 §3.4) */
+      readonly lifetime: number;
+    };
 
 export type NatPmpResponse =
   | {
-    readonly opcode: typeof NatPmpOpcode.EXTERNAL_ADDRESS; // RFC 6886 §3.2: also the unsolicited announcement (§3.2.1)
-    readonly resultCode: number;
-    readonly epoch: number;
-    readonly externalAddress: string;
-  }
+      readonly opcode: typeof NatPmpOpcode.EXTERNAL_ADDRESS; // RFC 6886 §3.2: also the unsolicited announcement (§3.2.1)
+      readonly resultCode: number;
+      readonly epoch: number;
+      readonly externalAddress: string;
+    }
   | {
-    readonly opcode: typeof NatPmpOpcode.MAP_UDP | typeof NatPmpOpcode.MAP_TCP; // RFC 6886 §3.3
-    readonly resultCode: number;
-    readonly epoch: number;
-    readonly internalPort: number;
-    readonly externalPort: number;
-    readonly lifetime: number;
-  }
+      readonly opcode: typeof NatPmpOpcode.MAP_UDP | typeof NatPmpOpcode.MAP_TCP; // RFC 6886 §3.3
+      readonly resultCode: number;
+      readonly epoch: number;
+      readonly internalPort: number;
+      readonly externalPort: number;
+      readonly lifetime: number;
+    }
   | {
-    /** header-only answer to a request we cannot parse further (RFC 6886 §3.5) */
-    readonly opcode: number;
-    readonly resultCode: number;
-    readonly epoch: number;
-    readonly headerOnly: true;
-  };
-
+      /** header-only answer to a request we cannot parse further (RFC 6886 §3.5) */
+      readonly opcode: number;
+      readonly resultCode: number;
+      readonly epoch: number;
+      readonly headerOnly: true;
+    };
 
 /**
  * Decode a NAT-PMP request. Throws NatPmpDecodeError only.
@@ -49,18 +48,26 @@ export type NatPmpResponse =
  * Octets beyond the message's size are ignored.
  */
 export function decodeNatPmpRequest(b: Uint8Array): NatPmpRequest {
-  if (b.length < NatPmpSize.EXTERNAL_ADDRESS_REQUEST) throw new NatPmpDecodeError('drop', 0, 0, 'shorter than 2 octets', 0);
+  if (b.length < NatPmpSize.EXTERNAL_ADDRESS_REQUEST)
+    throw new NatPmpDecodeError('drop', 0, 0, 'shorter than 2 octets', 0);
   const version = b[0] ?? 0;
   const op = b[1] ?? 0;
   if ((op & RESPONSE_BIT) !== 0) throw new NatPmpDecodeError('drop', 0, 1, 'a response, not a request', op & 0x7f);
   if (version !== Version.NAT_PMP) {
-    throw new NatPmpDecodeError('respond', NatPmpResultCode.UNSUPPORTED_VERSION, 0, `unsupported version ${version}`, op);
+    throw new NatPmpDecodeError(
+      'respond',
+      NatPmpResultCode.UNSUPPORTED_VERSION,
+      0,
+      `unsupported version ${version}`,
+      op,
+    );
   }
   if (op === NatPmpOpcode.EXTERNAL_ADDRESS) return { opcode: op };
   if (op !== NatPmpOpcode.MAP_UDP && op !== NatPmpOpcode.MAP_TCP) {
     throw new NatPmpDecodeError('respond', NatPmpResultCode.UNSUPPORTED_OPCODE, 1, `unsupported opcode ${op}`, op);
   }
-  if (b.length < NatPmpSize.MAP_REQUEST) throw new NatPmpDecodeError('drop', 0, b.length, 'MAP request shorter than 12 octets', op);
+  if (b.length < NatPmpSize.MAP_REQUEST)
+    throw new NatPmpDecodeError('drop', 0, b.length, 'MAP request shorter than 12 octets', op);
   return { opcode: op, internalPort: u16(b, 4), externalPort: u16(b, 6), lifetime: u32(b, 8) };
 }
 
@@ -77,7 +84,8 @@ export function encodeNatPmpRequest(req: NatPmpRequest): Uint8Array {
 function ipv4Bytes(address: string): number[] {
   const parts = address.split('.');
   const out = parts.map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));
-  if (out.length !== 4 || out.some((n) => !(n >= 0 && n <= 255))) throw new TypeError(`not an IPv4 address: ${address}`);
+  if (out.length !== 4 || out.some((n) => !(n >= 0 && n <= 255)))
+    throw new TypeError(`not an IPv4 address: ${address}`);
   return out;
 }
 
@@ -105,7 +113,8 @@ export function encodeNatPmpResponse(res: NatPmpResponse): Uint8Array {
 
 /** Decode a NAT-PMP response (clients, tests, benchmarks). */
 export function decodeNatPmpResponse(b: Uint8Array): NatPmpResponse {
-  if (b.length < NatPmpSize.RESPONSE_HEADER) throw new NatPmpDecodeError('drop', 0, b.length, 'shorter than 8 octets', 0);
+  if (b.length < NatPmpSize.RESPONSE_HEADER)
+    throw new NatPmpDecodeError('drop', 0, b.length, 'shorter than 8 octets', 0);
   const op = b[1] ?? 0;
   if ((op & RESPONSE_BIT) === 0) throw new NatPmpDecodeError('drop', 0, 1, 'a request, not a response', op);
   if (b[0] !== Version.NAT_PMP) throw new NatPmpDecodeError('drop', 0, 0, `version ${b[0]}`, op & 0x7f);

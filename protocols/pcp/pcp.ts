@@ -4,7 +4,14 @@
  */
 import { isIpv4Mapped, readAddress, sameAddress, writeAddress } from './address.js';
 import {
-  OptionCode, Opcode, RESPONSE_BIT, ResultCode, Size, Version, errorLifetime, isMandatoryOption,
+  OptionCode,
+  Opcode,
+  RESPONSE_BIT,
+  ResultCode,
+  Size,
+  Version,
+  errorLifetime,
+  isMandatoryOption,
 } from './constants.js';
 import { PcpDecodeError } from './errors.js';
 import { put16, put32, u16, u32 } from './bytes.js';
@@ -31,7 +38,12 @@ export interface PeerData extends MapData {
 export type PcpOption =
   | { readonly kind: 'third_party'; readonly address: string } // RFC 6887 §13.1
   | { readonly kind: 'prefer_failure' } // RFC 6887 §13.2
-  | { readonly kind: 'filter'; readonly prefixLength: number; readonly remotePort: number; readonly remoteAddress: string } // RFC 6887 §13.3
+  | {
+      readonly kind: 'filter';
+      readonly prefixLength: number;
+      readonly remotePort: number;
+      readonly remoteAddress: string;
+    } // RFC 6887 §13.3
   | { readonly kind: 'other'; readonly code: number; readonly data: Uint8Array }; // optional options we do not process (kept for round trips)
 
 interface RequestBase {
@@ -79,7 +91,6 @@ const OPTION_OPCODES: Readonly<Record<number, readonly number[]>> = {
   [OptionCode.PREFER_FAILURE]: [Opcode.MAP],
   [OptionCode.FILTER]: [Opcode.MAP],
 };
-
 
 /** nonce as the 24 hex characters stored in the lease table */
 export function nonceHex(nonce: Uint8Array): string {
@@ -134,7 +145,12 @@ function writePeer(b: Uint8Array, o: number, p: PeerData): void {
   writeAddress(b, o + 40, p.remoteAddress);
 }
 
-interface RequestInfo { version: number; opcode: number; lifetime: number; opcodeData: Uint8Array | null }
+interface RequestInfo {
+  version: number;
+  opcode: number;
+  lifetime: number;
+  opcodeData: Uint8Array | null;
+}
 
 function fail(code: number, offset: number, message: string, request: RequestInfo | null): PcpDecodeError {
   return new PcpDecodeError('respond', code, offset, message, request);
@@ -169,7 +185,8 @@ function readOptions(b: Uint8Array, start: number, opcode: number, info: Request
       seenThirdParty = true;
       options.push({ kind: 'third_party', address: readAddress(b, dataAt) });
     } else if (code === OptionCode.PREFER_FAILURE) {
-      if (len !== Size.PREFER_FAILURE) throw fail(ResultCode.MALFORMED_OPTION, o + 2, `PREFER_FAILURE length ${len}`, info);
+      if (len !== Size.PREFER_FAILURE)
+        throw fail(ResultCode.MALFORMED_OPTION, o + 2, `PREFER_FAILURE length ${len}`, info);
       if (seenPreferFailure) throw fail(ResultCode.MALFORMED_OPTION, o, 'PREFER_FAILURE more than once', info); // RFC 6887 §13.2
       seenPreferFailure = true;
       options.push({ kind: 'prefer_failure' });
@@ -182,7 +199,12 @@ function readOptions(b: Uint8Array, start: number, opcode: number, info: Request
       if (prefixLength > 128 || (v4 && prefixLength !== 0 && prefixLength < 96)) {
         throw fail(ResultCode.MALFORMED_OPTION, dataAt + 1, `FILTER prefix length ${prefixLength}`, info);
       }
-      options.push({ kind: 'filter', prefixLength, remotePort: u16(b, dataAt + 2), remoteAddress: readAddress(b, dataAt + 4) });
+      options.push({
+        kind: 'filter',
+        prefixLength,
+        remotePort: u16(b, dataAt + 2),
+        remoteAddress: readAddress(b, dataAt + 4),
+      });
     }
     o = dataAt + padded;
   }
@@ -197,19 +219,27 @@ function readOptions(b: Uint8Array, start: number, opcode: number, info: Request
 export function decodePcpRequest(input: Uint8Array, ctx: DecodeRequestContext = {}): PcpRequest {
   const b = input;
   if (b.length < 2) throw new PcpDecodeError('drop', 0, 0, 'shorter than 2 octets');
-  if (((b[1] ?? 0) & RESPONSE_BIT) !== 0) throw new PcpDecodeError('drop', 0, 1, 'R bit set: a response, not a request');
+  if (((b[1] ?? 0) & RESPONSE_BIT) !== 0)
+    throw new PcpDecodeError('drop', 0, 1, 'R bit set: a response, not a request');
   const version = b[0] ?? 0;
   const opcode = (b[1] ?? 0) & 0x7f;
   const lifetime = b.length >= 8 ? u32(b, 4) : 0;
   if (version !== Version.PCP) {
     // RFC 6887 §9: answer with our version so the client can fall back
-    throw fail(ResultCode.UNSUPP_VERSION, 0, `unsupported version ${version}`, { version, opcode, lifetime, opcodeData: null });
+    throw fail(ResultCode.UNSUPP_VERSION, 0, `unsupported version ${version}`, {
+      version,
+      opcode,
+      lifetime,
+      opcodeData: null,
+    });
   }
   if (b.length < Size.HEADER) throw new PcpDecodeError('drop', 0, b.length, 'shorter than the 24-octet header');
   const base: RequestInfo = { version, opcode, lifetime, opcodeData: null };
-  if (b.length > Size.MAX_MESSAGE) throw fail(ResultCode.MALFORMED_REQUEST, Size.MAX_MESSAGE, `longer than ${Size.MAX_MESSAGE} octets`, base);
+  if (b.length > Size.MAX_MESSAGE)
+    throw fail(ResultCode.MALFORMED_REQUEST, Size.MAX_MESSAGE, `longer than ${Size.MAX_MESSAGE} octets`, base);
   if (b.length % 4 !== 0) throw fail(ResultCode.MALFORMED_REQUEST, b.length, 'length not a multiple of 4', base);
-  if (!(ctx.opcodes ?? ALL_OPCODES).includes(opcode)) throw fail(ResultCode.UNSUPP_OPCODE, 1, `unsupported opcode ${opcode}`, base);
+  if (!(ctx.opcodes ?? ALL_OPCODES).includes(opcode))
+    throw fail(ResultCode.UNSUPP_OPCODE, 1, `unsupported opcode ${opcode}`, base);
 
   const dataLen = opcode === Opcode.MAP ? Size.MAP : opcode === Opcode.PEER ? Size.PEER : 0;
   if (b.length < Size.HEADER + dataLen) {
@@ -252,10 +282,14 @@ function optionsLength(options: readonly PcpOption[]): number {
 
 function optionDataLength(o: PcpOption): number {
   switch (o.kind) {
-    case 'third_party': return Size.THIRD_PARTY;
-    case 'prefer_failure': return Size.PREFER_FAILURE;
-    case 'filter': return Size.FILTER;
-    case 'other': return o.data.length;
+    case 'third_party':
+      return Size.THIRD_PARTY;
+    case 'prefer_failure':
+      return Size.PREFER_FAILURE;
+    case 'filter':
+      return Size.FILTER;
+    case 'other':
+      return o.data.length;
   }
 }
 
@@ -322,7 +356,8 @@ export function encodePcpResponse(res: PcpResponse): Uint8Array {
  */
 export function decodePcpResponse(b: Uint8Array): PcpResponse {
   if (b.length < Size.HEADER) throw new PcpDecodeError('drop', 0, b.length, 'shorter than the 24-octet header');
-  if (((b[1] ?? 0) & RESPONSE_BIT) === 0) throw new PcpDecodeError('drop', 0, 1, 'R bit clear: a request, not a response');
+  if (((b[1] ?? 0) & RESPONSE_BIT) === 0)
+    throw new PcpDecodeError('drop', 0, 1, 'R bit clear: a request, not a response');
   if (b.length > Size.MAX_MESSAGE || b.length % 4 !== 0) throw new PcpDecodeError('drop', 0, b.length, 'bad length');
   const version = b[0] ?? 0;
   const opcode = (b[1] ?? 0) & 0x7f;
@@ -343,7 +378,13 @@ export function decodePcpResponse(b: Uint8Array): PcpResponse {
     dataLen = opcodeData.length;
   }
   const options = readResponseOptions(b, Size.HEADER + dataLen);
-  return { ...base, ...(map ? { map } : {}), ...(peer ? { peer } : {}), ...(opcodeData ? { opcodeData } : {}), options };
+  return {
+    ...base,
+    ...(map ? { map } : {}),
+    ...(peer ? { peer } : {}),
+    ...(opcodeData ? { opcodeData } : {}),
+    options,
+  };
 }
 
 /** options in a response: the three we know are parsed when well formed, anything else kept opaque */
@@ -362,7 +403,12 @@ function readResponseOptions(b: Uint8Array, start: number): PcpOption[] {
     } else if (code === OptionCode.PREFER_FAILURE && len === Size.PREFER_FAILURE) {
       out.push({ kind: 'prefer_failure' });
     } else if (code === OptionCode.FILTER && len === Size.FILTER) {
-      out.push({ kind: 'filter', prefixLength: b[dataAt + 1] ?? 0, remotePort: u16(b, dataAt + 2), remoteAddress: readAddress(b, dataAt + 4) });
+      out.push({
+        kind: 'filter',
+        prefixLength: b[dataAt + 1] ?? 0,
+        remotePort: u16(b, dataAt + 2),
+        remoteAddress: readAddress(b, dataAt + 4),
+      });
     } else {
       out.push({ kind: 'other', code, data: b.slice(dataAt, dataAt + len) });
     }

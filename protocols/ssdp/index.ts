@@ -1,4 +1,13 @@
-export { SSDP_MULTICAST_ADDRESS, SSDP_PORT, SsdpMethod, Nts, SearchTarget, MAN_DISCOVER, MX_MAX, SsdpLimits } from './constants.js';
+export {
+  SSDP_MULTICAST_ADDRESS,
+  SSDP_PORT,
+  SsdpMethod,
+  Nts,
+  SearchTarget,
+  MAN_DISCOVER,
+  MX_MAX,
+  SsdpLimits,
+} from './constants.js';
 export { SsdpDecodeError } from './errors.js';
 export type { SsdpDecodeErrorKind } from './errors.js';
 export { decodeSearch, decodeHttpu, parseTypeUrn, matchSearch } from './search.js';

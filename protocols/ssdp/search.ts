@@ -18,8 +18,12 @@ export interface SsdpDecodeLimits {
 }
 
 /** Splits an HTTPU message into its start line and headers; throws SsdpDecodeError. */
-export function decodeHttpu(bytes: Uint8Array, limits: SsdpDecodeLimits = SsdpLimits): { startLine: string; headers: Map<string, string> } {
-  if (bytes.length > limits.maxBytes) throw new SsdpDecodeError('too_large', `datagram of ${bytes.length} bytes exceeds ${limits.maxBytes}`);
+export function decodeHttpu(
+  bytes: Uint8Array,
+  limits: SsdpDecodeLimits = SsdpLimits,
+): { startLine: string; headers: Map<string, string> } {
+  if (bytes.length > limits.maxBytes)
+    throw new SsdpDecodeError('too_large', `datagram of ${bytes.length} bytes exceeds ${limits.maxBytes}`);
   if (bytes.length === 0) throw new SsdpDecodeError('malformed', 'empty datagram');
   // latin1 never fails on any byte string; header values we use are ASCII
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
@@ -28,7 +32,8 @@ export function decodeHttpu(bytes: Uint8Array, limits: SsdpDecodeLimits = SsdpLi
   const lines = head.split(/\r?\n/);
   const startLine = lines[0] ?? '';
   if (startLine.length > limits.maxLineLength) throw new SsdpDecodeError('malformed', 'start line too long');
-  if (lines.length - 1 > limits.maxHeaders) throw new SsdpDecodeError('malformed', `more than ${limits.maxHeaders} headers`);
+  if (lines.length - 1 > limits.maxHeaders)
+    throw new SsdpDecodeError('malformed', `more than ${limits.maxHeaders} headers`);
   const headers = new Map<string, string>();
   let offset = startLine.length;
   for (let i = 1; i < lines.length; i++) {
@@ -42,7 +47,8 @@ export function decodeHttpu(bytes: Uint8Array, limits: SsdpDecodeLimits = SsdpLi
     if (!/^[a-z0-9._-]+$/.test(name)) throw new SsdpDecodeError('malformed', 'bad header name', offset);
     const value = line.slice(colon + 1).trim();
     // a lone CR or other control character in a value could end up in a reply's header
-    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) throw new SsdpDecodeError('malformed', `control character in ${name}`, offset);
+    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value))
+      throw new SsdpDecodeError('malformed', `control character in ${name}`, offset);
     // first occurrence wins: a duplicate ST must not widen a search
     if (!headers.has(name)) headers.set(name, value);
   }
@@ -54,10 +60,12 @@ export function decodeSearch(bytes: Uint8Array, limits: SsdpDecodeLimits = SsdpL
   const { startLine, headers } = decodeHttpu(bytes, limits);
   const parts = startLine.trim().split(/\s+/);
   if (parts[0] !== 'M-SEARCH') throw new SsdpDecodeError('not_search', `not an M-SEARCH: ${startLine.slice(0, 40)}`);
-  if (parts[1] !== '*' || !/^HTTP\/1\.[01]$/.test(parts[2] ?? '')) throw new SsdpDecodeError('malformed', 'bad M-SEARCH request line');
+  if (parts[1] !== '*' || !/^HTTP\/1\.[01]$/.test(parts[2] ?? ''))
+    throw new SsdpDecodeError('malformed', 'bad M-SEARCH request line');
   const man = headers.get('man');
   // UDA 1.1 §1.3.2: MAN is REQUIRED and quoted; accept it unquoted too (seen in the field)
-  if (man === undefined || (man !== MAN_DISCOVER && man !== 'ssdp:discover')) throw new SsdpDecodeError('bad_man', `MAN is ${JSON.stringify(man ?? null)}`);
+  if (man === undefined || (man !== MAN_DISCOVER && man !== 'ssdp:discover'))
+    throw new SsdpDecodeError('bad_man', `MAN is ${JSON.stringify(man ?? null)}`);
   const st = headers.get('st');
   if (!st) throw new SsdpDecodeError('missing_st', 'no ST header');
   let mx: number | null = null;
@@ -70,7 +78,12 @@ export function decodeSearch(bytes: Uint8Array, limits: SsdpDecodeLimits = SsdpL
 }
 
 /** `urn:<domain>:device|service:<type>:<version>` (UDA 1.1 §1.1.2 table, "NT"/"ST" values) */
-export interface TypeUrn { readonly domain: string; readonly kind: 'device' | 'service'; readonly type: string; readonly version: number }
+export interface TypeUrn {
+  readonly domain: string;
+  readonly kind: 'device' | 'service';
+  readonly type: string;
+  readonly version: number;
+}
 
 export function parseTypeUrn(urn: string): TypeUrn | null {
   const m = /^urn:([^:\s]+):(device|service):([^:\s]+):(\d{1,4})$/.exec(urn);
@@ -107,7 +120,13 @@ export function matchSearch<L>(st: string, targets: readonly SsdpTarget<L>[]): S
   const candidates: { t: SsdpTarget<L>; v: number }[] = [];
   for (const t of targets) {
     const have = parseTypeUrn(t.nt);
-    if (have && have.domain === want.domain && have.kind === want.kind && have.type === want.type && have.version >= want.version) {
+    if (
+      have &&
+      have.domain === want.domain &&
+      have.kind === want.kind &&
+      have.type === want.type &&
+      have.version >= want.version
+    ) {
       candidates.push({ t, v: have.version });
     }
   }

@@ -31,12 +31,19 @@ function device(d: DeviceNode, info: DescriptionInfo, isRoot: boolean): string {
   if (d.services.length > 0) {
     s += '<serviceList>';
     for (const sv of d.services) {
-      s += '<service>' + el('serviceType', serviceUrn(sv.type, sv.version)) + el('serviceId', sv.serviceId)
-        + el('SCPDURL', sv.scpdPath) + el('controlURL', sv.controlPath) + el('eventSubURL', sv.eventPath) + '</service>';
+      s +=
+        '<service>' +
+        el('serviceType', serviceUrn(sv.type, sv.version)) +
+        el('serviceId', sv.serviceId) +
+        el('SCPDURL', sv.scpdPath) +
+        el('controlURL', sv.controlPath) +
+        el('eventSubURL', sv.eventPath) +
+        '</service>';
     }
     s += '</serviceList>';
   }
-  if (d.devices.length > 0) s += '<deviceList>' + d.devices.map((c) => device(c, info, false)).join('') + '</deviceList>';
+  if (d.devices.length > 0)
+    s += '<deviceList>' + d.devices.map((c) => device(c, info, false)).join('') + '</deviceList>';
   if (isRoot && info.presentationURL) s += el('presentationURL', info.presentationURL);
   return s + '</device>';
 }
@@ -48,9 +55,11 @@ function device(d: DeviceNode, info: DescriptionInfo, isRoot: boolean): string {
  */
 export function encodeDeviceDescription(root: DeviceNode, info: DescriptionInfo, configId: number): string {
   const v11 = root.version >= 2;
-  return '<?xml version="1.0" encoding="utf-8"?>\n'
-    + `<root xmlns="urn:schemas-upnp-org:device-1-0"${v11 ? ` configId="${escapeXml(String(configId))}"` : ''}>`
-    + `<specVersion><major>1</major><minor>${v11 ? 1 : 0}</minor></specVersion>`
-    + device(root, info, true)
-    + '</root>\n';
+  return (
+    '<?xml version="1.0" encoding="utf-8"?>\n' +
+    `<root xmlns="urn:schemas-upnp-org:device-1-0"${v11 ? ` configId="${escapeXml(String(configId))}"` : ''}>` +
+    `<specVersion><major>1</major><minor>${v11 ? 1 : 0}</minor></specVersion>` +
+    device(root, info, true) +
+    '</root>\n'
+  );
 }

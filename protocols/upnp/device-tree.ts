@@ -38,29 +38,54 @@ export interface IgdUuids {
 export function igdTree(generation: 1 | 2, uuids: IgdUuids, prefix: string, friendlyName: string): DeviceNode {
   const v = generation;
   const ipConn: ServiceNode = {
-    type: ServiceType.WAN_IP_CONNECTION, version: v, serviceId: 'urn:upnp-org:serviceId:WANIPConn1',
-    scpdPath: `${prefix}/WANIPCn.xml`, controlPath: `${prefix}/ctl/IPConn`, eventPath: `${prefix}/evt/IPConn`,
+    type: ServiceType.WAN_IP_CONNECTION,
+    version: v,
+    serviceId: 'urn:upnp-org:serviceId:WANIPConn1',
+    scpdPath: `${prefix}/WANIPCn.xml`,
+    controlPath: `${prefix}/ctl/IPConn`,
+    eventPath: `${prefix}/evt/IPConn`,
   };
   const common: ServiceNode = {
-    type: ServiceType.WAN_COMMON_INTERFACE_CONFIG, version: 1, serviceId: 'urn:upnp-org:serviceId:WANCommonIFC1',
-    scpdPath: '/WANCfg.xml', controlPath: `${prefix}/ctl/CmnIfCfg`, eventPath: `${prefix}/evt/CmnIfCfg`,
+    type: ServiceType.WAN_COMMON_INTERFACE_CONFIG,
+    version: 1,
+    serviceId: 'urn:upnp-org:serviceId:WANCommonIFC1',
+    scpdPath: '/WANCfg.xml',
+    controlPath: `${prefix}/ctl/CmnIfCfg`,
+    eventPath: `${prefix}/evt/CmnIfCfg`,
   };
   const l3f: ServiceNode = {
-    type: ServiceType.LAYER3_FORWARDING, version: 1, serviceId: 'urn:upnp-org:serviceId:L3Forwarding1',
-    scpdPath: '/L3F.xml', controlPath: `${prefix}/ctl/L3F`, eventPath: `${prefix}/evt/L3F`,
+    type: ServiceType.LAYER3_FORWARDING,
+    version: 1,
+    serviceId: 'urn:upnp-org:serviceId:L3Forwarding1',
+    scpdPath: '/L3F.xml',
+    controlPath: `${prefix}/ctl/L3F`,
+    eventPath: `${prefix}/evt/L3F`,
   };
   return {
-    type: DeviceType.INTERNET_GATEWAY_DEVICE, version: v, uuid: uuids.igd, friendlyName,
+    type: DeviceType.INTERNET_GATEWAY_DEVICE,
+    version: v,
+    uuid: uuids.igd,
+    friendlyName,
     services: [l3f],
-    devices: [{
-      type: DeviceType.WAN_DEVICE, version: v, uuid: uuids.wanDevice, friendlyName: 'WANDevice',
-      services: [common],
-      devices: [{
-        type: DeviceType.WAN_CONNECTION_DEVICE, version: v, uuid: uuids.wanConnectionDevice, friendlyName: 'WANConnectionDevice',
-        services: [ipConn],
-        devices: [],
-      }],
-    }],
+    devices: [
+      {
+        type: DeviceType.WAN_DEVICE,
+        version: v,
+        uuid: uuids.wanDevice,
+        friendlyName: 'WANDevice',
+        services: [common],
+        devices: [
+          {
+            type: DeviceType.WAN_CONNECTION_DEVICE,
+            version: v,
+            uuid: uuids.wanConnectionDevice,
+            friendlyName: 'WANConnectionDevice',
+            services: [ipConn],
+            devices: [],
+          },
+        ],
+      },
+    ],
   };
 }
 
@@ -95,7 +120,8 @@ export function advertisementsOf(root: DeviceNode): { nt: string; usn: string }[
 /** "uuid:…:WANConnectionDevice:1,urn:upnp-org:serviceId:WANIPConn1" — Layer3Forwarding:1 §2.2 DefaultConnectionService */
 export function defaultConnectionService(root: DeviceNode): string {
   for (const { device, service } of walkServices(root)) {
-    if (service.type === ServiceType.WAN_IP_CONNECTION) return `uuid:${device.uuid}:${device.type}:${device.version},${service.serviceId}`;
+    if (service.type === ServiceType.WAN_IP_CONNECTION)
+      return `uuid:${device.uuid}:${device.type}:${device.version},${service.serviceId}`;
   }
   return '';
 }

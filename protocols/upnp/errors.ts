@@ -55,7 +55,14 @@ export const UpnpErrorDescription: Readonly<Record<UpnpErrorCode, string>> = {
 };
 
 /** Why a SOAP request could not be decoded, with the UPnP error to answer. */
-export type SoapDecodeErrorKind = 'too_large' | 'dtd' | 'malformed' | 'not_envelope' | 'no_action' | 'action_mismatch' | 'too_deep';
+export type SoapDecodeErrorKind =
+  | 'too_large'
+  | 'dtd'
+  | 'malformed'
+  | 'not_envelope'
+  | 'no_action'
+  | 'action_mismatch'
+  | 'too_deep';
 
 export class SoapDecodeError extends Error {
   constructor(

@@ -21,7 +21,11 @@ export function parseCallbackHeader(value: string | undefined | null): URL[] | n
     if (value.slice(consumed, m.index).trim() !== '') return null;
     consumed = m.index + m[0].length;
     let u: URL;
-    try { u = new URL(m[1]!); } catch { return null; }
+    try {
+      u = new URL(m[1]!);
+    } catch {
+      return null;
+    }
     if (u.protocol !== 'http:') return null;
     urls.push(u);
     if (urls.length > 8) return null;

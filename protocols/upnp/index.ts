@@ -7,11 +7,23 @@ export type { DeviceNode, ServiceNode, IgdUuids } from './device-tree.js';
 export { encodeDeviceDescription } from './description.js';
 export type { DescriptionInfo } from './description.js';
 export {
-  wanIpConnectionDescription, wanCommonInterfaceConfigDescription, layer3ForwardingDescription,
-  serviceDescription, encodeScpd, actionInArguments,
+  wanIpConnectionDescription,
+  wanCommonInterfaceConfigDescription,
+  layer3ForwardingDescription,
+  serviceDescription,
+  encodeScpd,
+  actionInArguments,
 } from './scpd.js';
 export type { ServiceDescription, ActionSpec, ArgumentSpec, StateVariableSpec } from './scpd.js';
-export { decodeSoapRequest, parseSoapActionHeader, encodeSoapResponse, encodeSoapFault, assertNoDeclarations, cdata, SOAP_MAX_BODY_BYTES } from './soap.js';
+export {
+  decodeSoapRequest,
+  parseSoapActionHeader,
+  encodeSoapResponse,
+  encodeSoapFault,
+  assertNoDeclarations,
+  cdata,
+  SOAP_MAX_BODY_BYTES,
+} from './soap.js';
 export type { SoapRequest, SoapActionHeader, SoapValue } from './soap.js';
 export { encodePortListing } from './port-listing.js';
 export type { PortListingEntry } from './port-listing.js';

@@ -29,31 +29,55 @@ const i = (name: string, rel: string): ArgumentSpec => ({ name, direction: 'in',
 const o = (name: string, rel: string): ArgumentSpec => ({ name, direction: 'out', relatedStateVariable: rel });
 
 const mappingIn = [
-  i('NewRemoteHost', 'RemoteHost'), i('NewExternalPort', 'ExternalPort'), i('NewProtocol', 'PortMappingProtocol'),
-  i('NewInternalPort', 'InternalPort'), i('NewInternalClient', 'InternalClient'), i('NewEnabled', 'PortMappingEnabled'),
-  i('NewPortMappingDescription', 'PortMappingDescription'), i('NewLeaseDuration', 'PortMappingLeaseDuration'),
+  i('NewRemoteHost', 'RemoteHost'),
+  i('NewExternalPort', 'ExternalPort'),
+  i('NewProtocol', 'PortMappingProtocol'),
+  i('NewInternalPort', 'InternalPort'),
+  i('NewInternalClient', 'InternalClient'),
+  i('NewEnabled', 'PortMappingEnabled'),
+  i('NewPortMappingDescription', 'PortMappingDescription'),
+  i('NewLeaseDuration', 'PortMappingLeaseDuration'),
 ];
-const keyIn = [i('NewRemoteHost', 'RemoteHost'), i('NewExternalPort', 'ExternalPort'), i('NewProtocol', 'PortMappingProtocol')];
+const keyIn = [
+  i('NewRemoteHost', 'RemoteHost'),
+  i('NewExternalPort', 'ExternalPort'),
+  i('NewProtocol', 'PortMappingProtocol'),
+];
 const entryOut = [
-  o('NewInternalPort', 'InternalPort'), o('NewInternalClient', 'InternalClient'), o('NewEnabled', 'PortMappingEnabled'),
-  o('NewPortMappingDescription', 'PortMappingDescription'), o('NewLeaseDuration', 'PortMappingLeaseDuration'),
+  o('NewInternalPort', 'InternalPort'),
+  o('NewInternalClient', 'InternalClient'),
+  o('NewEnabled', 'PortMappingEnabled'),
+  o('NewPortMappingDescription', 'PortMappingDescription'),
+  o('NewLeaseDuration', 'PortMappingLeaseDuration'),
 ];
 
 /** WANIPConnection:1 (2001) §2.2/§2.4 and WANIPConnection:2 (2010): the actions portd implements. */
 export function wanIpConnectionDescription(version: 1 | 2): ServiceDescription {
   const actions: ActionSpec[] = [
     { name: 'SetConnectionType', arguments: [i('NewConnectionType', 'ConnectionType')] },
-    { name: 'GetConnectionTypeInfo', arguments: [o('NewConnectionType', 'ConnectionType'), o('NewPossibleConnectionTypes', 'PossibleConnectionTypes')] },
+    {
+      name: 'GetConnectionTypeInfo',
+      arguments: [o('NewConnectionType', 'ConnectionType'), o('NewPossibleConnectionTypes', 'PossibleConnectionTypes')],
+    },
     { name: 'RequestConnection', arguments: [] },
     { name: 'RequestTermination', arguments: [] },
     { name: 'ForceTermination', arguments: [] },
-    { name: 'GetStatusInfo', arguments: [o('NewConnectionStatus', 'ConnectionStatus'), o('NewLastConnectionError', 'LastConnectionError'), o('NewUptime', 'Uptime')] },
+    {
+      name: 'GetStatusInfo',
+      arguments: [
+        o('NewConnectionStatus', 'ConnectionStatus'),
+        o('NewLastConnectionError', 'LastConnectionError'),
+        o('NewUptime', 'Uptime'),
+      ],
+    },
     { name: 'GetNATRSIPStatus', arguments: [o('NewRSIPAvailable', 'RSIPAvailable'), o('NewNATEnabled', 'NATEnabled')] },
     {
       name: 'GetGenericPortMappingEntry',
       arguments: [
         i('NewPortMappingIndex', 'PortMappingNumberOfEntries'),
-        o('NewRemoteHost', 'RemoteHost'), o('NewExternalPort', 'ExternalPort'), o('NewProtocol', 'PortMappingProtocol'),
+        o('NewRemoteHost', 'RemoteHost'),
+        o('NewExternalPort', 'ExternalPort'),
+        o('NewProtocol', 'PortMappingProtocol'),
         ...entryOut,
       ],
     },
@@ -66,13 +90,21 @@ export function wanIpConnectionDescription(version: 1 | 2): ServiceDescription {
     actions.push(
       {
         name: 'DeletePortMappingRange',
-        arguments: [i('NewStartPort', 'ExternalPort'), i('NewEndPort', 'ExternalPort'), i('NewProtocol', 'PortMappingProtocol'), i('NewManage', 'A_ARG_TYPE_Manage')],
+        arguments: [
+          i('NewStartPort', 'ExternalPort'),
+          i('NewEndPort', 'ExternalPort'),
+          i('NewProtocol', 'PortMappingProtocol'),
+          i('NewManage', 'A_ARG_TYPE_Manage'),
+        ],
       },
       {
         name: 'GetListOfPortMappings',
         arguments: [
-          i('NewStartPort', 'ExternalPort'), i('NewEndPort', 'ExternalPort'), i('NewProtocol', 'PortMappingProtocol'),
-          i('NewManage', 'A_ARG_TYPE_Manage'), i('NewNumberOfPorts', 'PortMappingNumberOfEntries'),
+          i('NewStartPort', 'ExternalPort'),
+          i('NewEndPort', 'ExternalPort'),
+          i('NewProtocol', 'PortMappingProtocol'),
+          i('NewManage', 'A_ARG_TYPE_Manage'),
+          i('NewNumberOfPorts', 'PortMappingNumberOfEntries'),
           o('NewPortListing', 'A_ARG_TYPE_PortListing'),
         ],
       },
@@ -81,8 +113,18 @@ export function wanIpConnectionDescription(version: 1 | 2): ServiceDescription {
   }
   const stateVariables: StateVariableSpec[] = [
     { name: 'ConnectionType', dataType: 'string', sendEvents: false },
-    { name: 'PossibleConnectionTypes', dataType: 'string', sendEvents: true, allowedValues: ['Unconfigured', 'IP_Routed', 'IP_Bridged'] },
-    { name: 'ConnectionStatus', dataType: 'string', sendEvents: true, allowedValues: ['Unconfigured', 'Connecting', 'Connected', 'PendingDisconnect', 'Disconnecting', 'Disconnected'] },
+    {
+      name: 'PossibleConnectionTypes',
+      dataType: 'string',
+      sendEvents: true,
+      allowedValues: ['Unconfigured', 'IP_Routed', 'IP_Bridged'],
+    },
+    {
+      name: 'ConnectionStatus',
+      dataType: 'string',
+      sendEvents: true,
+      allowedValues: ['Unconfigured', 'Connecting', 'Connected', 'PendingDisconnect', 'Disconnecting', 'Disconnected'],
+    },
     { name: 'Uptime', dataType: 'ui4', sendEvents: false },
     { name: 'LastConnectionError', dataType: 'string', sendEvents: false, allowedValues: ['ERROR_NONE'] },
     { name: 'RSIPAvailable', dataType: 'boolean', sendEvents: false },
@@ -91,10 +133,20 @@ export function wanIpConnectionDescription(version: 1 | 2): ServiceDescription {
     { name: 'PortMappingNumberOfEntries', dataType: 'ui2', sendEvents: true },
     { name: 'PortMappingEnabled', dataType: 'boolean', sendEvents: false },
     // v2 bounds the lease duration (0 = "as long as possible", capped by the gateway)
-    { name: 'PortMappingLeaseDuration', dataType: 'ui4', sendEvents: false, ...(version >= 2 ? { range: { min: 0, max: 604800 } } : {}) },
+    {
+      name: 'PortMappingLeaseDuration',
+      dataType: 'ui4',
+      sendEvents: false,
+      ...(version >= 2 ? { range: { min: 0, max: 604800 } } : {}),
+    },
     { name: 'RemoteHost', dataType: 'string', sendEvents: false },
     { name: 'ExternalPort', dataType: 'ui2', sendEvents: false },
-    { name: 'InternalPort', dataType: 'ui2', sendEvents: false, ...(version >= 2 ? { range: { min: 1, max: 65535 } } : {}) },
+    {
+      name: 'InternalPort',
+      dataType: 'ui2',
+      sendEvents: false,
+      ...(version >= 2 ? { range: { min: 1, max: 65535 } } : {}),
+    },
     { name: 'PortMappingProtocol', dataType: 'string', sendEvents: false, allowedValues: ['TCP', 'UDP'] },
     { name: 'InternalClient', dataType: 'string', sendEvents: false },
     { name: 'PortMappingDescription', dataType: 'string', sendEvents: false },
@@ -116,8 +168,10 @@ export function wanCommonInterfaceConfigDescription(): ServiceDescription {
       {
         name: 'GetCommonLinkProperties',
         arguments: [
-          o('NewWANAccessType', 'WANAccessType'), o('NewLayer1UpstreamMaxBitRate', 'Layer1UpstreamMaxBitRate'),
-          o('NewLayer1DownstreamMaxBitRate', 'Layer1DownstreamMaxBitRate'), o('NewPhysicalLinkStatus', 'PhysicalLinkStatus'),
+          o('NewWANAccessType', 'WANAccessType'),
+          o('NewLayer1UpstreamMaxBitRate', 'Layer1UpstreamMaxBitRate'),
+          o('NewLayer1DownstreamMaxBitRate', 'Layer1DownstreamMaxBitRate'),
+          o('NewPhysicalLinkStatus', 'PhysicalLinkStatus'),
         ],
       },
       { name: 'GetTotalBytesSent', arguments: [o('NewTotalBytesSent', 'TotalBytesSent')] },
@@ -126,7 +180,12 @@ export function wanCommonInterfaceConfigDescription(): ServiceDescription {
       { name: 'GetTotalPacketsReceived', arguments: [o('NewTotalPacketsReceived', 'TotalPacketsReceived')] },
     ],
     stateVariables: [
-      { name: 'WANAccessType', dataType: 'string', sendEvents: false, allowedValues: ['DSL', 'POTS', 'Cable', 'Ethernet'] },
+      {
+        name: 'WANAccessType',
+        dataType: 'string',
+        sendEvents: false,
+        allowedValues: ['DSL', 'POTS', 'Cable', 'Ethernet'],
+      },
       { name: 'Layer1UpstreamMaxBitRate', dataType: 'ui4', sendEvents: false },
       { name: 'Layer1DownstreamMaxBitRate', dataType: 'ui4', sendEvents: false },
       { name: 'PhysicalLinkStatus', dataType: 'string', sendEvents: true, allowedValues: ['Up', 'Down'] },
@@ -142,8 +201,14 @@ export function wanCommonInterfaceConfigDescription(): ServiceDescription {
 export function layer3ForwardingDescription(): ServiceDescription {
   return {
     actions: [
-      { name: 'SetDefaultConnectionService', arguments: [i('NewDefaultConnectionService', 'DefaultConnectionService')] },
-      { name: 'GetDefaultConnectionService', arguments: [o('NewDefaultConnectionService', 'DefaultConnectionService')] },
+      {
+        name: 'SetDefaultConnectionService',
+        arguments: [i('NewDefaultConnectionService', 'DefaultConnectionService')],
+      },
+      {
+        name: 'GetDefaultConnectionService',
+        arguments: [o('NewDefaultConnectionService', 'DefaultConnectionService')],
+      },
     ],
     stateVariables: [{ name: 'DefaultConnectionService', dataType: 'string', sendEvents: true }],
   };
@@ -151,16 +216,20 @@ export function layer3ForwardingDescription(): ServiceDescription {
 
 export function serviceDescription(type: ServiceType, version: number): ServiceDescription {
   switch (type) {
-    case ServiceType.WAN_IP_CONNECTION: return wanIpConnectionDescription(version >= 2 ? 2 : 1);
-    case ServiceType.WAN_COMMON_INTERFACE_CONFIG: return wanCommonInterfaceConfigDescription();
-    case ServiceType.LAYER3_FORWARDING: return layer3ForwardingDescription();
+    case ServiceType.WAN_IP_CONNECTION:
+      return wanIpConnectionDescription(version >= 2 ? 2 : 1);
+    case ServiceType.WAN_COMMON_INTERFACE_CONFIG:
+      return wanCommonInterfaceConfigDescription();
+    case ServiceType.LAYER3_FORWARDING:
+      return layer3ForwardingDescription();
   }
 }
 
 /** The SCPD document (UDA 1.1 §2.5). */
 export function encodeScpd(desc: ServiceDescription): string {
-  let s = '<?xml version="1.0" encoding="utf-8"?>\n<scpd xmlns="urn:schemas-upnp-org:service-1-0">'
-    + '<specVersion><major>1</major><minor>0</minor></specVersion><actionList>';
+  let s =
+    '<?xml version="1.0" encoding="utf-8"?>\n<scpd xmlns="urn:schemas-upnp-org:service-1-0">' +
+    '<specVersion><major>1</major><minor>0</minor></specVersion><actionList>';
   for (const a of desc.actions) {
     s += `<action><name>${a.name}</name>`;
     if (a.arguments.length > 0) {
@@ -175,8 +244,10 @@ export function encodeScpd(desc: ServiceDescription): string {
   s += '</actionList><serviceStateTable>';
   for (const v of desc.stateVariables) {
     s += `<stateVariable sendEvents="${v.sendEvents ? 'yes' : 'no'}"><name>${v.name}</name><dataType>${v.dataType}</dataType>`;
-    if (v.allowedValues) s += `<allowedValueList>${v.allowedValues.map((x) => `<allowedValue>${escapeXml(x)}</allowedValue>`).join('')}</allowedValueList>`;
-    if (v.range) s += `<allowedValueRange><minimum>${v.range.min}</minimum><maximum>${v.range.max}</maximum>${v.range.step ? `<step>${v.range.step}</step>` : ''}</allowedValueRange>`;
+    if (v.allowedValues)
+      s += `<allowedValueList>${v.allowedValues.map((x) => `<allowedValue>${escapeXml(x)}</allowedValue>`).join('')}</allowedValueList>`;
+    if (v.range)
+      s += `<allowedValueRange><minimum>${v.range.min}</minimum><maximum>${v.range.max}</maximum>${v.range.step ? `<step>${v.range.step}</step>` : ''}</allowedValueRange>`;
     s += '</stateVariable>';
   }
   return s + '</serviceStateTable></scpd>\n';

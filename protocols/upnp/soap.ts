@@ -74,7 +74,12 @@ export function assertNoDeclarations(body: string): void {
   while ((m = re.exec(body)) !== null) {
     const rest = body.slice(m.index + 2, m.index + 9);
     if (rest.startsWith('--') || rest.startsWith('[CDATA[')) continue;
-    throw new SoapDecodeError('dtd', UpnpErrorCode.INVALID_ARGS, 'markup declarations (DOCTYPE/ENTITY) are not accepted', m.index);
+    throw new SoapDecodeError(
+      'dtd',
+      UpnpErrorCode.INVALID_ARGS,
+      'markup declarations (DOCTYPE/ENTITY) are not accepted',
+      m.index,
+    );
   }
 }
 
@@ -84,10 +89,16 @@ export function assertNoDeclarations(body: string): void {
  * is the first element child of Body, its namespace names the service type and version.
  * When a SOAPACTION header is given its action name must agree. Throws SoapDecodeError.
  */
-export function decodeSoapRequest(body: string | Uint8Array, soapAction?: string | null, maxBytes = SOAP_MAX_BODY_BYTES): SoapRequest {
+export function decodeSoapRequest(
+  body: string | Uint8Array,
+  soapAction?: string | null,
+  maxBytes = SOAP_MAX_BODY_BYTES,
+): SoapRequest {
   const size = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
-  if (size > maxBytes) throw new SoapDecodeError('too_large', UpnpErrorCode.INVALID_ARGS, `body of ${size} bytes exceeds ${maxBytes}`);
-  const text = typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  if (size > maxBytes)
+    throw new SoapDecodeError('too_large', UpnpErrorCode.INVALID_ARGS, `body of ${size} bytes exceeds ${maxBytes}`);
+  const text =
+    typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
   assertNoDeclarations(text);
   let rootEl: XmlElement;
   try {
@@ -99,13 +110,21 @@ export function decodeSoapRequest(body: string | Uint8Array, soapAction?: string
   let scope = enter(new Map(), rootEl);
   const r = split(rootEl.name);
   if (r.local !== 'Envelope' || scope.get(r.prefix) !== Namespace.SOAP_ENVELOPE) {
-    throw new SoapDecodeError('not_envelope', UpnpErrorCode.INVALID_ARGS, `root element is ${rootEl.name}, not a SOAP Envelope`);
+    throw new SoapDecodeError(
+      'not_envelope',
+      UpnpErrorCode.INVALID_ARGS,
+      `root element is ${rootEl.name}, not a SOAP Envelope`,
+    );
   }
   let bodyEl: XmlElement | null = null;
   for (const c of rootEl.children) {
     const s = split(c.name);
     const sc = enter(scope, c);
-    if (s.local === 'Body' && sc.get(s.prefix) === Namespace.SOAP_ENVELOPE) { bodyEl = c; scope = sc; break; }
+    if (s.local === 'Body' && sc.get(s.prefix) === Namespace.SOAP_ENVELOPE) {
+      bodyEl = c;
+      scope = sc;
+      break;
+    }
   }
   if (!bodyEl) throw new SoapDecodeError('not_envelope', UpnpErrorCode.INVALID_ARGS, 'no SOAP Body');
   const actionEl = bodyEl.children[0];
@@ -114,14 +133,24 @@ export function decodeSoapRequest(body: string | Uint8Array, soapAction?: string
   const a = split(actionEl.name);
   const ns = aScope.get(a.prefix) ?? '';
   const st = parseServiceUrn(ns);
-  if (!st) throw new SoapDecodeError('no_action', UpnpErrorCode.INVALID_ACTION, `action element ${actionEl.name} is not in a UPnP service namespace`);
+  if (!st)
+    throw new SoapDecodeError(
+      'no_action',
+      UpnpErrorCode.INVALID_ACTION,
+      `action element ${actionEl.name} is not in a UPnP service namespace`,
+    );
   const header = parseSoapActionHeader(soapAction);
   if (header && header.action !== a.local) {
-    throw new SoapDecodeError('action_mismatch', UpnpErrorCode.INVALID_ACTION, `SOAPACTION names ${header.action} but the body holds ${a.local}`);
+    throw new SoapDecodeError(
+      'action_mismatch',
+      UpnpErrorCode.INVALID_ACTION,
+      `SOAPACTION names ${header.action} but the body holds ${a.local}`,
+    );
   }
   const args = new Map<string, string>();
   for (const c of actionEl.children) {
-    if (args.size >= MAX_ARGS) throw new SoapDecodeError('malformed', UpnpErrorCode.INVALID_ARGS, `more than ${MAX_ARGS} arguments`);
+    if (args.size >= MAX_ARGS)
+      throw new SoapDecodeError('malformed', UpnpErrorCode.INVALID_ARGS, `more than ${MAX_ARGS} arguments`);
     // arguments are unqualified (UDA 1.1 §3.2.1); tolerate a prefix by using the local name
     const name = split(c.name).local;
     if (!args.has(name)) args.set(name, c.text);
@@ -129,8 +158,9 @@ export function decodeSoapRequest(body: string | Uint8Array, soapAction?: string
   return { serviceUrn: ns, serviceType: st.type, version: st.version, action: a.local, args };
 }
 
-const ENVELOPE_OPEN = '<?xml version="1.0" encoding="utf-8"?>\n'
-  + `<s:Envelope xmlns:s="${Namespace.SOAP_ENVELOPE}" s:encodingStyle="${Namespace.SOAP_ENCODING}"><s:Body>`;
+const ENVELOPE_OPEN =
+  '<?xml version="1.0" encoding="utf-8"?>\n' +
+  `<s:Envelope xmlns:s="${Namespace.SOAP_ENVELOPE}" s:encodingStyle="${Namespace.SOAP_ENCODING}"><s:Body>`;
 const ENVELOPE_CLOSE = '</s:Body></s:Envelope>\n';
 
 /** an out-argument value; `{ cdata }` is sent as a CDATA section (NewPortListing: miniupnpc reads it only that way) */
@@ -142,7 +172,11 @@ export function cdata(text: string): string {
 }
 
 /** `<u:ActionResponse xmlns:u="serviceUrn">` with out-arguments in order (UDA 1.1 §3.2.2). */
-export function encodeSoapResponse(serviceUrn: string, action: string, out: readonly (readonly [string, SoapValue])[]): string {
+export function encodeSoapResponse(
+  serviceUrn: string,
+  action: string,
+  out: readonly (readonly [string, SoapValue])[],
+): string {
   let s = `${ENVELOPE_OPEN}<u:${action}Response xmlns:u="${escapeXml(serviceUrn)}">`;
   for (const [k, v] of out) s += typeof v === 'object' ? `<${k}>${cdata(v.cdata)}</${k}>` : el(k, v);
   return `${s}</u:${action}Response>${ENVELOPE_CLOSE}`;
@@ -151,7 +185,9 @@ export function encodeSoapResponse(serviceUrn: string, action: string, out: read
 /** SOAP Fault carrying a UPnPError (UDA 1.1 §3.2.2); sent with HTTP 500. */
 export function encodeSoapFault(code: number, description?: string): string {
   const desc = description ?? UpnpErrorDescription[code as UpnpErrorCode] ?? 'Error';
-  return `${ENVELOPE_OPEN}<s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>`
-    + `<UPnPError xmlns="${Namespace.CONTROL}">${el('errorCode', code)}${el('errorDescription', desc)}</UPnPError>`
-    + `</detail></s:Fault>${ENVELOPE_CLOSE}`;
+  return (
+    `${ENVELOPE_OPEN}<s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>` +
+    `<UPnPError xmlns="${Namespace.CONTROL}">${el('errorCode', code)}${el('errorDescription', desc)}</UPnPError>` +
+    `</detail></s:Fault>${ENVELOPE_CLOSE}`
+  );
 }

@@ -19,7 +19,11 @@ export interface XmlElement {
 }
 
 export class XmlReadError extends Error {
-  constructor(readonly kind: 'malformed' | 'too_deep', message: string, readonly offset: number) {
+  constructor(
+    readonly kind: 'malformed' | 'too_deep',
+    message: string,
+    readonly offset: number,
+  ) {
     super(message);
     this.name = 'XmlReadError';
   }
@@ -98,7 +102,8 @@ export function readXml(src: string, maxDepth: number): XmlElement {
       const te = nameEnd(src, i + 2);
       if (te === i + 2) fail(`processing instruction without a target at ${i}`, i);
       // the XML declaration belongs before the root element (XML 1.0 §2.8; leading whitespace tolerated)
-      if (root && te === i + 5 && src.slice(i + 2, te).toLowerCase() === 'xml') fail(`XML declaration after the root element at ${i}`, i);
+      if (root && te === i + 5 && src.slice(i + 2, te).toLowerCase() === 'xml')
+        fail(`XML declaration after the root element at ${i}`, i);
       i = close + 2;
     } else if (c === 0x2f /* / */) {
       const at = i + 2;
@@ -123,8 +128,15 @@ export function readXml(src: string, maxDepth: number): XmlElement {
         const from = i;
         i = skipSpace(src, i);
         const ch = src.charCodeAt(i);
-        if (ch === 0x3e /* > */) { i++; break; }
-        if (ch === 0x2f /* / */ && src.charCodeAt(i + 1) === 0x3e) { i += 2; selfClosing = true; break; }
+        if (ch === 0x3e /* > */) {
+          i++;
+          break;
+        }
+        if (ch === 0x2f /* / */ && src.charCodeAt(i + 1) === 0x3e) {
+          i += 2;
+          selfClosing = true;
+          break;
+        }
         if (i >= n) fail(`unterminated start tag <${tag}>`, i);
         if (i === from) fail(`expected whitespace before an attribute at ${i}`, i);
         const ae = nameEnd(src, i);

@@ -33,7 +33,11 @@ export function parseListen(listen: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(listen) ?? /^([^:]*):(\d+)$/.exec(listen);
   if (m) return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
   if (/^\d+$/.test(listen)) return { host: '127.0.0.1', port: Number(listen) };
-  throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.listen: cannot parse "${listen}"`, 'write host:port, e.g. 127.0.0.1:8080 or [::1]:8080');
+  throw new PortdError(
+    ErrorCode.CONFIG_INVALID,
+    `admin.listen: cannot parse "${listen}"`,
+    'write host:port, e.g. 127.0.0.1:8080 or [::1]:8080',
+  );
 }
 
 export function isLoopbackHost(host: string): boolean {
@@ -71,12 +75,24 @@ export function resolveAdminToken(opts: {
   if (config.admin.tokenFile) {
     const path = resolve(config.admin.tokenFile);
     let text: string;
-    try { text = readFileSync(path, 'utf8').trim(); } catch (e) {
-      throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.tokenFile: cannot read ${path}: ${(e as Error).message}`, 'create the file with the token on one line, mode 0600');
+    try {
+      text = readFileSync(path, 'utf8').trim();
+    } catch (e) {
+      throw new PortdError(
+        ErrorCode.CONFIG_INVALID,
+        `admin.tokenFile: cannot read ${path}: ${(e as Error).message}`,
+        'create the file with the token on one line, mode 0600',
+      );
     }
-    if (!text) throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.tokenFile: ${path} is empty`, 'put the token on one line');
+    if (!text)
+      throw new PortdError(ErrorCode.CONFIG_INVALID, `admin.tokenFile: ${path} is empty`, 'put the token on one line');
     // the admin's own file (it may be 0640 root:portd on purpose): only a world-readable one is worth a word
-    try { if (statSync(path).mode & 0o004) log.warn({ path }, `admin.tokenFile ${path} is readable by every user: chmod o-r it`); } catch { /* read above */ }
+    try {
+      if (statSync(path).mode & 0o004)
+        log.warn({ path }, `admin.tokenFile ${path} is readable by every user: chmod o-r it`);
+    } catch {
+      /* read above */
+    }
     return { value: text, name, origin: 'file', path };
   }
   const fromEnv = env['PORTD_ADMIN_TOKEN']?.trim();
@@ -99,7 +115,10 @@ export function resolveAdminToken(opts: {
   ensurePrivateDir(dir, report);
   writeFileSync(path, value + '\n', { mode: PRIVATE_FILE });
   chmodSync(path, PRIVATE_FILE); // an existing empty file keeps its mode otherwise
-  log.warn({ path }, `admin token generated: read it from ${path} (cat ${path}); the CLI reads it itself given --config`);
+  log.warn(
+    { path },
+    `admin token generated: read it from ${path} (cat ${path}); the CLI reads it itself given --config`,
+  );
   return { value, name, origin: 'generated', path };
 }
 
@@ -124,7 +143,13 @@ export function parseCookies(header: string | undefined): Map<string, string> {
     if (i < 0) continue;
     const k = part.slice(0, i).trim();
     const v = part.slice(i + 1).trim();
-    if (k) { try { out.set(k, decodeURIComponent(v)); } catch { out.set(k, v); } }
+    if (k) {
+      try {
+        out.set(k, decodeURIComponent(v));
+      } catch {
+        out.set(k, v);
+      }
+    }
   }
   return out;
 }
@@ -140,7 +165,11 @@ export function createSessionStore(opts: { now: () => number; ttlMs: number; max
       const now = opts.now();
       for (const [id, s] of sessions) if (s.expires <= now) sessions.delete(id);
       // bounded: the oldest session goes first
-      while (sessions.size >= max) { const first = sessions.keys().next().value; if (first === undefined) break; sessions.delete(first); }
+      while (sessions.size >= max) {
+        const first = sessions.keys().next().value;
+        if (first === undefined) break;
+        sessions.delete(first);
+      }
       const id = randomBytes(32).toString('base64url');
       sessions.set(id, { name, expires: now + opts.ttlMs });
       return id;
@@ -148,11 +177,18 @@ export function createSessionStore(opts: { now: () => number; ttlMs: number; max
     lookup(id: string): string | null {
       const s = sessions.get(id);
       if (!s) return null;
-      if (s.expires <= opts.now()) { sessions.delete(id); return null; }
+      if (s.expires <= opts.now()) {
+        sessions.delete(id);
+        return null;
+      }
       return s.name;
     },
-    remove(id: string): void { sessions.delete(id); },
-    get size() { return sessions.size; },
+    remove(id: string): void {
+      sessions.delete(id);
+    },
+    get size() {
+      return sessions.size;
+    },
   };
 }
 export type SessionStore = ReturnType<typeof createSessionStore>;

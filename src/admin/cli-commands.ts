@@ -10,7 +10,9 @@ import type { Config } from '../config/types.js';
 import type { Lease } from '../leases/types.js';
 import { parseListen } from './auth.js';
 
-export interface Writer { write(s: string): unknown }
+export interface Writer {
+  write(s: string): unknown;
+}
 export interface AdminCommandOptions {
   readonly baseUrl: string;
   readonly token: string | null;
@@ -33,7 +35,15 @@ portd status [--json]                                            daemon status
   common: --url http://127.0.0.1:8080  --token T (or env PORTD_ADMIN_TOKEN)`;
 
 class UsageError extends Error {}
-class ApiError extends Error { constructor(readonly status: number, readonly code: string, message: string) { super(message); } }
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /** base URL and token for the CLI, from flags, env and config (a wildcard listen is reached on loopback) */
 export function adminClientTarget(opts: {
@@ -52,21 +62,31 @@ export function adminClientTarget(opts: {
     baseUrl = `http://${isIP(h) === 6 ? `[${h}]` : h}:${port}`;
   }
   // an empty PORTD_ADMIN_TOKEN= (a unit's Environment=, a script's export) is no token: look further
-  const token = opts.token || env['PORTD_ADMIN_TOKEN']?.trim() || opts.config?.admin.token || opts.tokenFromFile || null;
+  const token =
+    opts.token || env['PORTD_ADMIN_TOKEN']?.trim() || opts.config?.admin.token || opts.tokenFromFile || null;
   return { baseUrl: baseUrl.replace(/\/+$/, ''), token };
 }
 
-interface Parsed { positional: string[]; flags: Map<string, string | true> }
+interface Parsed {
+  positional: string[];
+  flags: Map<string, string | true>;
+}
 function parseArgs(argv: readonly string[], valued: readonly string[], booleans: readonly string[]): Parsed {
   const positional: string[] = [];
   const flags = new Map<string, string | true>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--') { positional.push(...argv.slice(i + 1)); break; }
+    if (a === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
     if (a.startsWith('--')) {
       const eq = a.indexOf('=');
       const name = a.slice(2, eq < 0 ? undefined : eq);
-      if (booleans.includes(name)) { flags.set(name, true); continue; }
+      if (booleans.includes(name)) {
+        flags.set(name, true);
+        continue;
+      }
       if (!valued.includes(name)) throw new UsageError(`unknown option --${name}`);
       const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
       if (v === undefined) throw new UsageError(`--${name} needs a value`);
@@ -78,7 +98,10 @@ function parseArgs(argv: readonly string[], valued: readonly string[], booleans:
 
 function fmtDuration(s: number): string {
   s = Math.max(0, Math.round(s));
-  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  const d = Math.floor(s / 86400),
+    h = Math.floor((s % 86400) / 3600),
+    m = Math.floor((s % 3600) / 60),
+    sec = s % 60;
   if (d) return `${d}d${h}h`;
   if (h) return `${h}h${m}m`;
   if (m) return `${m}m${sec}s`;
@@ -91,28 +114,53 @@ function fmtDuration(s: number): string {
  * sequences to the operator's terminal through `portd leases`.
  */
 export function printable(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
-    (c) => { const n = c.charCodeAt(0); return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`; });
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
 }
 
 function table(rows: string[][]): string {
   const widths: number[] = [];
   rows = rows.map((r) => r.map(printable));
-  for (const r of rows) r.forEach((c, i) => { widths[i] = Math.max(widths[i] ?? 0, c.length); });
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd()).join('\n') + '\n';
+  for (const r of rows)
+    r.forEach((c, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, c.length);
+    });
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
-const portsOf = (l: Pick<Lease, 'externalPort' | 'externalPortEnd'>) => (l.externalPortEnd !== l.externalPort ? `${l.externalPort}-${l.externalPortEnd}` : `${l.externalPort}`);
+const portsOf = (l: Pick<Lease, 'externalPort' | 'externalPortEnd'>) =>
+  l.externalPortEnd !== l.externalPort ? `${l.externalPort}-${l.externalPortEnd}` : `${l.externalPort}`;
 
 export function formatLeases(list: readonly Lease[], now: number): string {
   if (list.length === 0) return 'no leases\n';
   const rows = [['ID', 'SOURCE', 'PROTO', 'EXTERNAL', 'INTERNAL', 'OWNER', 'LEFT', 'DESCRIPTION']];
   for (const l of list) {
     const span = l.externalPortEnd - l.externalPort;
-    const left = l.state !== 'active' ? (l.endReason ?? 'ended') : l.expiresAt === null ? 'never' : fmtDuration((l.expiresAt - now) / 1000);
+    const left =
+      l.state !== 'active'
+        ? (l.endReason ?? 'ended')
+        : l.expiresAt === null
+          ? 'never'
+          : fmtDuration((l.expiresAt - now) / 1000);
     rows.push([
-      l.id, l.source + (l.readOnly ? '*' : ''), l.protocol, `${l.externalAddress}:${portsOf(l)}`,
-      `${l.internalAddress}:${l.internalPort}${span ? `-${l.internalPort + span}` : ''}`, l.owner, left,
+      l.id,
+      l.source + (l.readOnly ? '*' : ''),
+      l.protocol,
+      `${l.externalAddress}:${portsOf(l)}`,
+      `${l.internalAddress}:${l.internalPort}${span ? `-${l.internalPort + span}` : ''}`,
+      l.owner,
+      left,
       (l.description || (l.rule ? `rule ${l.rule}` : '')) + (l.remoteAddress ? ` [from ${l.remoteAddress}]` : ''),
     ]);
   }
@@ -130,10 +178,17 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const m = /^--(url|token)(?:=(.*))?$/.exec(a);
-    if (!m) { args.push(a); continue; }
+    if (!m) {
+      args.push(a);
+      continue;
+    }
     const v = m[2] ?? argv[++i];
-    if (v === undefined) { opts.err.write(`portd: --${m[1]} needs a value\n`); return 2; }
-    if (m[1] === 'url') base = v; else token = v;
+    if (v === undefined) {
+      opts.err.write(`portd: --${m[1]} needs a value\n`);
+      return 2;
+    }
+    if (m[1] === 'url') base = v;
+    else token = v;
   }
   base = base.replace(/\/+$/, '');
 
@@ -143,14 +198,27 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {
-      res = await doFetch(base + path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(15_000) });
+      res = await doFetch(base + path, {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(15_000),
+      });
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new ApiError(0, 'CONNECT', `cannot reach the portd admin API at ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message} (is portd running? set --url or admin.listen)`);
+      throw new ApiError(
+        0,
+        'CONNECT',
+        `cannot reach the portd admin API at ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message} (is portd running? set --url or admin.listen)`,
+      );
     }
     const text = await res.text();
     let data: unknown = null;
-    try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = { message: text };
+    }
     if (!res.ok) {
       const d = (data ?? {}) as { code?: string; message?: string };
       throw new ApiError(res.status, d.code ?? `HTTP_${res.status}`, d.message ?? `HTTP ${res.status}`);
@@ -165,7 +233,10 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
         const p = parseArgs(rest, ['source', 'state', 'owner', 'limit'], ['json']);
         if (p.positional.length) throw new UsageError(`unexpected argument ${p.positional[0]}`);
         const q = new URLSearchParams();
-        for (const k of ['source', 'state', 'owner'] as const) { const v = p.flags.get(k); if (typeof v === 'string') q.set(k, v); }
+        for (const k of ['source', 'state', 'owner'] as const) {
+          const v = p.flags.get(k);
+          if (typeof v === 'string') q.set(k, v);
+        }
         q.set('limit', String(p.flags.get('limit') ?? 1000));
         const r = await call<{ leases: Lease[]; total: number }>('GET', `/api/v1/leases?${q}`);
         if (p.flags.get('json')) opts.out.write(JSON.stringify(r.leases, null, 2) + '\n');
@@ -180,8 +251,15 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
         const id = p.positional[0];
         if (!id || p.positional.length > 1) throw new UsageError('revoke takes one lease ID (see `portd leases`)');
         const reason = p.flags.get('reason');
-        const r = await call<{ lease: Lease }>('DELETE', `/api/v1/leases/${encodeURIComponent(id)}${typeof reason === 'string' ? `?reason=${encodeURIComponent(reason)}` : ''}`);
-        opts.out.write(p.flags.get('json') ? JSON.stringify(r.lease, null, 2) + '\n' : `revoked ${id}: ${r.lease.protocol} ${portsOf(r.lease)} -> ${r.lease.internalAddress}:${r.lease.internalPort} (${r.lease.source}, owner ${r.lease.owner})\n`);
+        const r = await call<{ lease: Lease }>(
+          'DELETE',
+          `/api/v1/leases/${encodeURIComponent(id)}${typeof reason === 'string' ? `?reason=${encodeURIComponent(reason)}` : ''}`,
+        );
+        opts.out.write(
+          p.flags.get('json')
+            ? JSON.stringify(r.lease, null, 2) + '\n'
+            : `revoked ${id}: ${r.lease.protocol} ${portsOf(r.lease)} -> ${r.lease.internalAddress}:${r.lease.internalPort} (${r.lease.source}, owner ${r.lease.owner})\n`,
+        );
         return 0;
       }
       case 'forward': {
@@ -189,26 +267,39 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
         if (sub === 'add') {
           const p = parseArgs(args, ['description', 'lifetime', 'remote'], ['json']);
           const [proto, ports, internal, extra] = p.positional;
-          if (!proto || !ports || !internal || extra !== undefined) throw new UsageError('forward add <tcp|udp> <extPort[-end]> <internal[:port]>');
+          if (!proto || !ports || !internal || extra !== undefined)
+            throw new UsageError('forward add <tcp|udp> <extPort[-end]> <internal[:port]>');
           if (proto !== 'tcp' && proto !== 'udp') throw new UsageError(`protocol must be tcp or udp, not ${proto}`);
           const pm = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(ports);
           if (!pm) throw new UsageError(`external port must be a number or a range like 6000-6010, not ${ports}`);
           const im = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(internal);
-          if (!im || isIP(im[1]!) !== 4) throw new UsageError(`internal must be an IPv4 address with an optional :port, not ${internal}`);
-          const body: Record<string, unknown> = { protocol: proto, externalPort: Number(pm[1]), internalAddress: im[1], description: '' };
+          if (!im || isIP(im[1]!) !== 4)
+            throw new UsageError(`internal must be an IPv4 address with an optional :port, not ${internal}`);
+          const body: Record<string, unknown> = {
+            protocol: proto,
+            externalPort: Number(pm[1]),
+            internalAddress: im[1],
+            description: '',
+          };
           if (pm[2]) body['externalPortEnd'] = Number(pm[2]);
           if (im[2]) body['internalPort'] = Number(im[2]);
-          const d = p.flags.get('description'); if (typeof d === 'string') body['description'] = d;
-          const rm = p.flags.get('remote'); if (typeof rm === 'string') body['remoteAddress'] = rm;
+          const d = p.flags.get('description');
+          if (typeof d === 'string') body['description'] = d;
+          const rm = p.flags.get('remote');
+          if (typeof rm === 'string') body['remoteAddress'] = rm;
           const lt = p.flags.get('lifetime');
           if (typeof lt === 'string') {
-            if (!/^\d+$/.test(lt) || Number(lt) < 1) throw new UsageError(`--lifetime must be a number of seconds, not ${lt}`);
+            if (!/^\d+$/.test(lt) || Number(lt) < 1)
+              throw new UsageError(`--lifetime must be a number of seconds, not ${lt}`);
             body['lifetime'] = Number(lt);
           }
           const r = await call<{ lease: Lease; created: boolean }>('POST', '/api/v1/leases', body);
           const l = r.lease;
-          opts.out.write(p.flags.get('json') ? JSON.stringify(l, null, 2) + '\n'
-            : `${r.created ? 'added' : 'renewed'} ${l.id}: ${l.protocol} ${l.externalAddress}:${portsOf(l)} -> ${l.internalAddress}:${l.internalPort}${l.expiresAt === null ? ' (no expiry)' : ` (expires in ${fmtDuration((l.expiresAt - now()) / 1000)})`}\n`);
+          opts.out.write(
+            p.flags.get('json')
+              ? JSON.stringify(l, null, 2) + '\n'
+              : `${r.created ? 'added' : 'renewed'} ${l.id}: ${l.protocol} ${l.externalAddress}:${portsOf(l)} -> ${l.internalAddress}:${l.internalPort}${l.expiresAt === null ? ' (no expiry)' : ` (expires in ${fmtDuration((l.expiresAt - now()) / 1000)})`}\n`,
+          );
           return 0;
         }
         if (sub === 'rm') {
@@ -220,8 +311,13 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
             opts.err.write(`${id} is a ${lease.source} lease, not a static forward: use \`portd revoke ${id}\`\n`);
             return 1;
           }
-          await call('DELETE', `/api/v1/leases/${encodeURIComponent(id)}?reason=${encodeURIComponent('forward removed')}`);
-          opts.out.write(`removed ${id}: ${lease.protocol} ${portsOf(lease)} -> ${lease.internalAddress}:${lease.internalPort}\n`);
+          await call(
+            'DELETE',
+            `/api/v1/leases/${encodeURIComponent(id)}?reason=${encodeURIComponent('forward removed')}`,
+          );
+          opts.out.write(
+            `removed ${id}: ${lease.protocol} ${portsOf(lease)} -> ${lease.internalAddress}:${lease.internalPort}\n`,
+          );
           return 0;
         }
         throw new UsageError('forward add|rm ...');
@@ -229,7 +325,10 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
       case 'status': {
         const p = parseArgs(rest, ['url', 'token'], ['json']);
         const s = await call<StatusJson>('GET', '/api/v1/status');
-        if (p.flags.get('json')) { opts.out.write(JSON.stringify(s, null, 2) + '\n'); return 0; }
+        if (p.flags.get('json')) {
+          opts.out.write(JSON.stringify(s, null, 2) + '\n');
+          return 0;
+        }
         opts.out.write(formatStatus(s));
         return 0;
       }
@@ -237,11 +336,17 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
         throw new UsageError(cmd ? `unknown command ${cmd}` : 'no command');
     }
   } catch (e) {
-    if (e instanceof UsageError) { opts.err.write(`portd: ${e.message}\n\n${ADMIN_USAGE}\n`); return 2; }
+    if (e instanceof UsageError) {
+      opts.err.write(`portd: ${e.message}\n\n${ADMIN_USAGE}\n`);
+      return 2;
+    }
     if (e instanceof ApiError) {
       opts.err.write(`portd: ${e.message}${e.code && e.status ? ` (${e.code})` : ''}\n`);
       if (e.status === 401 && opts.tokenHint) opts.err.write(`  hint: ${opts.tokenHint}\n`);
-      else if (e.status === 401) opts.err.write('  hint: pass --config FILE to read the token from the admin-token file of its stateDir (root or the portd user can), or --token / PORTD_ADMIN_TOKEN\n');
+      else if (e.status === 401)
+        opts.err.write(
+          '  hint: pass --config FILE to read the token from the admin-token file of its stateDir (root or the portd user can), or --token / PORTD_ADMIN_TOKEN\n',
+        );
       return e.status === 0 || e.status === 401 ? 3 : 1;
     }
     throw e;
@@ -249,7 +354,10 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
 }
 
 interface StatusJson {
-  version: string; uptimeSeconds: number; externalAddress: string; pcpEpoch: number | null;
+  version: string;
+  uptimeSeconds: number;
+  externalAddress: string;
+  pcpEpoch: number | null;
   leases: { total: number; bySource: Record<string, number> };
   quota: { maxLeasesPerClient: number; clients: { owner: string; leases: number }[] };
   dataplane: { driver: string; ok: boolean; lastReconcileAt: number | null; lastDrift: number; detail?: string };
@@ -263,7 +371,9 @@ export function formatStatus(s: StatusJson): string {
     `external address  ${s.externalAddress}`,
     `PCP epoch         ${s.pcpEpoch ?? 'off'}`,
     `dataplane         ${s.dataplane.driver} ${s.dataplane.ok ? 'ok' : 'FAILING'}${s.dataplane.detail ? ` (${s.dataplane.detail})` : ''}, last reconcile ${s.dataplane.lastReconcileAt ? new Date(s.dataplane.lastReconcileAt).toISOString() : 'never'}, drift ${s.dataplane.lastDrift}`,
-    `leases            ${s.leases.total} active: ${Object.entries(s.leases.bySource).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `leases            ${s.leases.total} active: ${Object.entries(s.leases.bySource)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
   ];
   const top = s.quota.clients.slice(0, 5).map((c) => `${c.owner} ${c.leases}/${s.quota.maxLeasesPerClient}`);
   if (top.length) lines.push(`busiest clients   ${top.join(', ')}`);

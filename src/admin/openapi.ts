@@ -17,7 +17,11 @@ interface RouteSchema {
 }
 type JsonSchema = Record<string, unknown>;
 
-interface Collected { method: string; url: string; schema: RouteSchema }
+interface Collected {
+  method: string;
+  url: string;
+  schema: RouteSchema;
+}
 
 /** strip TypeBox's symbol keys and undefined values: plain JSON Schema */
 function plain(s: unknown): JsonSchema {
@@ -31,7 +35,13 @@ function parameters(where: 'query' | 'path', schema: JsonSchema | undefined): un
   const required = new Set((s['required'] ?? []) as string[]);
   return Object.entries(props).map(([name, p]) => {
     const { description, ...rest } = p;
-    return { name, in: where, required: where === 'path' || required.has(name), ...(description ? { description } : {}), schema: rest };
+    return {
+      name,
+      in: where,
+      required: where === 'path' || required.has(name),
+      ...(description ? { description } : {}),
+      schema: rest,
+    };
   });
 }
 
@@ -49,7 +59,10 @@ export function collectRoutes(app: FastifyInstance): Collected[] {
   return routes;
 }
 
-export function buildOpenApi(routes: readonly Collected[], info: { version: string; authRequired: boolean }): JsonSchema {
+export function buildOpenApi(
+  routes: readonly Collected[],
+  info: { version: string; authRequired: boolean },
+): JsonSchema {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
     const path = r.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
@@ -59,10 +72,16 @@ export function buildOpenApi(routes: readonly Collected[], info: { version: stri
       const p = plain(schema);
       const { description, ...rest } = p;
       const type = code === '200' && s.produces?.[0] ? s.produces[0] : 'application/json';
-      responses[code] = { description: (description as string | undefined) ?? statusText(code), content: { [type]: { schema: type === 'application/json' ? rest : { type: 'string' } } } };
+      responses[code] = {
+        description: (description as string | undefined) ?? statusText(code),
+        content: { [type]: { schema: type === 'application/json' ? rest : { type: 'string' } } },
+      };
     }
     if (Object.keys(responses).length === 0) {
-      responses['200'] = { description: 'OK', ...(s.produces?.[0] ? { content: { [s.produces[0]]: { schema: { type: 'string' } } } } : {}) };
+      responses['200'] = {
+        description: 'OK',
+        ...(s.produces?.[0] ? { content: { [s.produces[0]]: { schema: { type: 'string' } } } } : {}),
+      };
     }
     const op: Record<string, unknown> = {
       operationId: `${r.method}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
@@ -70,7 +89,9 @@ export function buildOpenApi(routes: readonly Collected[], info: { version: stri
       ...(s.description ? { description: s.description } : {}),
       ...(s.tags ? { tags: s.tags } : {}),
       parameters: [...parameters('path', s.params), ...parameters('query', s.querystring)],
-      ...(s.body ? { requestBody: { required: true, content: { 'application/json': { schema: plain(s.body) } } } } : {}),
+      ...(s.body
+        ? { requestBody: { required: true, content: { 'application/json': { schema: plain(s.body) } } } }
+        : {}),
       responses,
     };
     (paths[path] ??= {})[r.method] = op;
@@ -80,8 +101,11 @@ export function buildOpenApi(routes: readonly Collected[], info: { version: stri
     info: {
       title: 'portd admin API',
       version: info.version,
-      description: 'Leases of every kind (UPnP, PCP, NAT-PMP, triggers, static forwards) in one table. ' +
-        (info.authRequired ? 'Every call needs the admin token (Bearer) or the dashboard session cookie.' : 'Listening on loopback: no authentication.'),
+      description:
+        'Leases of every kind (UPnP, PCP, NAT-PMP, triggers, static forwards) in one table. ' +
+        (info.authRequired
+          ? 'Every call needs the admin token (Bearer) or the dashboard session cookie.'
+          : 'Listening on loopback: no authentication.'),
     },
     components: {
       securitySchemes: {
@@ -95,5 +119,19 @@ export function buildOpenApi(routes: readonly Collected[], info: { version: stri
 }
 
 function statusText(code: string): string {
-  return ({ '200': 'OK', '201': 'Created', '204': 'No Content', '400': 'Bad request (the field is named)', '401': 'Token missing or wrong', '403': 'Forbidden', '404': 'Not found', '409': 'Conflict', '503': 'Unavailable' } as Record<string, string>)[code] ?? code;
+  return (
+    (
+      {
+        '200': 'OK',
+        '201': 'Created',
+        '204': 'No Content',
+        '400': 'Bad request (the field is named)',
+        '401': 'Token missing or wrong',
+        '403': 'Forbidden',
+        '404': 'Not found',
+        '409': 'Conflict',
+        '503': 'Unavailable',
+      } as Record<string, string>
+    )[code] ?? code
+  );
 }

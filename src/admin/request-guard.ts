@@ -41,7 +41,13 @@ export interface GuardedRequest {
 
 export type GuardVerdict =
   | { readonly ok: true }
-  | { readonly ok: false; readonly status: 421 | 403; readonly code: string; readonly kind: 'host' | 'origin' | 'fetch-site'; readonly message: string };
+  | {
+      readonly ok: false;
+      readonly status: 421 | 403;
+      readonly code: string;
+      readonly kind: 'host' | 'origin' | 'fetch-site';
+      readonly message: string;
+    };
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 export const isWriteMethod = (method: string) => !SAFE_METHODS.has(method.toUpperCase());
@@ -66,7 +72,11 @@ export function canonicalHostName(name: string): string | null {
   if (!n) return null;
   const bare = n.startsWith('[') && n.endsWith(']') ? n.slice(1, -1) : n;
   if (isIP(bare.replace(/%.*$/, '')) === 6) n = `[${bare.replace(/%.*$/, '')}]`;
-  try { n = new URL(`http://${n}/`).hostname; } catch { return null; }
+  try {
+    n = new URL(`http://${n}/`).hostname;
+  } catch {
+    return null;
+  }
   if (n.endsWith('.') && n.length > 1) n = n.slice(0, -1);
   const v4 = /^\[::ffff:(\d+\.\d+\.\d+\.\d+)\]$/.exec(n);
   return v4 ? v4[1]! : n;
@@ -104,7 +114,10 @@ export function createRequestGuard(o: RequestGuardOptions) {
     extra.has(a.name) || (e.names.has(a.name) && (e.port === 0 || a.port === e.port));
 
   const describe = (e: { names: Set<string>; port: number }) =>
-    [...e.names].map((n) => (e.port ? `${n}:${e.port}` : n)).concat([...extra]).join(', ');
+    [...e.names]
+      .map((n) => (e.port ? `${n}:${e.port}` : n))
+      .concat([...extra])
+      .join(', ');
 
   return {
     check(req: GuardedRequest): GuardVerdict {
@@ -114,7 +127,10 @@ export function createRequestGuard(o: RequestGuardOptions) {
       if (!host || !accepts(host, e)) {
         const shown = hostHeader === undefined ? 'no Host header' : `Host ${JSON.stringify(hostHeader.slice(0, 100))}`;
         return {
-          ok: false, status: 421, code: ErrorCode.ADMIN_FORBIDDEN_HOST, kind: 'host',
+          ok: false,
+          status: 421,
+          code: ErrorCode.ADMIN_FORBIDDEN_HOST,
+          kind: 'host',
           message: `${shown} does not name this server (${describe(e)}): a page reached through another name (DNS rebinding) is refused; add a name of your own to admin.allowedHosts`,
         };
       }
@@ -126,24 +142,39 @@ export function createRequestGuard(o: RequestGuardOptions) {
           try {
             const u = new URL(originHeader);
             https = u.protocol === 'https:';
-            if ((u.protocol === 'http:' || https) && !u.username && !u.password && (u.pathname === '/' || u.pathname === '')) origin = parseAuthority(u.host, https ? 443 : 80);
-          } catch { origin = null; }
+            if (
+              (u.protocol === 'http:' || https) &&
+              !u.username &&
+              !u.password &&
+              (u.pathname === '/' || u.pathname === '')
+            )
+              origin = parseAuthority(u.host, https ? 443 : 80);
+          } catch {
+            origin = null;
+          }
         }
         // portd speaks plain HTTP: an https origin is ours only through a TLS proxy, named in allowedHosts
         const ok = origin !== null && (extra.has(origin.name) || (!https && accepts(origin, e)));
         if (!ok) {
           return {
-            ok: false, status: 403, code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN, kind: 'origin',
+            ok: false,
+            status: 403,
+            code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN,
+            kind: 'origin',
             message: `Origin ${JSON.stringify(originHeader.slice(0, 100))} is not this server's own (http://${describe(e).split(', ')[0]}): requests from other pages are refused`,
           };
         }
       }
       const site = one(req.headers['sec-fetch-site'])?.toLowerCase();
       if (site === 'cross-site' || site === 'same-site') {
-        const navigation = one(req.headers['sec-fetch-mode'])?.toLowerCase() === 'navigate' && !isWriteMethod(req.method);
+        const navigation =
+          one(req.headers['sec-fetch-mode'])?.toLowerCase() === 'navigate' && !isWriteMethod(req.method);
         if (!navigation) {
           return {
-            ok: false, status: 403, code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN, kind: 'fetch-site',
+            ok: false,
+            status: 403,
+            code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN,
+            kind: 'fetch-site',
             message: `Sec-Fetch-Site: ${site}: requests made by other sites' pages are refused (open the dashboard at its own address)`,
           };
         }

@@ -7,10 +7,14 @@ import type { Static, TSchema } from '@sinclair/typebox';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 /** a string enum as `enum` (not anyOf of literals) so a 400 can list the allowed values */
-export const StringEnum = <const T extends readonly string[]>(values: T, opts: { description?: string; default?: T[number] } = {}) =>
-  Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...opts });
+export const StringEnum = <const T extends readonly string[]>(
+  values: T,
+  opts: { description?: string; default?: T[number] } = {},
+) => Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...opts });
 
-export const Source = StringEnum(['upnp', 'pcp', 'natpmp', 'trigger', 'static'] as const, { description: 'who created the lease' });
+export const Source = StringEnum(['upnp', 'pcp', 'natpmp', 'trigger', 'static'] as const, {
+  description: 'who created the lease',
+});
 export const Protocol = StringEnum(['tcp', 'udp'] as const);
 const Port = Type.Integer({ minimum: 1, maximum: 65535 });
 const EndReason = StringEnum(['released', 'expired', 'revoked', 'replaced', 'config'] as const);
@@ -58,24 +62,36 @@ export const ErrorSchema = Type.Object({
   code: Type.String({ description: 'stable code from docs/errors.md' }),
   message: Type.String(),
   field: Type.Optional(Type.String({ description: 'the offending request field (400)' })),
-  holder: Type.Optional(Type.Object({
-    id: Type.String(), source: Source, owner: Type.String(), externalPort: Type.Integer(), externalPortEnd: Type.Integer(),
-  }, { description: 'the lease in the way (409)' })),
+  holder: Type.Optional(
+    Type.Object(
+      {
+        id: Type.String(),
+        source: Source,
+        owner: Type.String(),
+        externalPort: Type.Integer(),
+        externalPortEnd: Type.Integer(),
+      },
+      { description: 'the lease in the way (409)' },
+    ),
+  ),
 });
 
-export const LeaseListQuery = Type.Object({
-  source: Type.Optional(Source),
-  owner: Type.Optional(Type.String({ format: 'ipv4' })),
-  protocol: Type.Optional(Protocol),
-  externalPort: Type.Optional(Port),
-  internalPort: Type.Optional(Port),
-  state: Type.Optional(StringEnum(['active', 'ended', 'all'] as const, { default: 'active' })),
-  q: Type.Optional(Type.String({ maxLength: 200, description: 'text search in the description' })),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
-  offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
-  sort: Type.Optional(StringEnum(['createdAt', 'expiresAt', 'externalPort', 'owner'] as const)),
-  order: Type.Optional(StringEnum(['asc', 'desc'] as const)),
-}, { additionalProperties: false });
+export const LeaseListQuery = Type.Object(
+  {
+    source: Type.Optional(Source),
+    owner: Type.Optional(Type.String({ format: 'ipv4' })),
+    protocol: Type.Optional(Protocol),
+    externalPort: Type.Optional(Port),
+    internalPort: Type.Optional(Port),
+    state: Type.Optional(StringEnum(['active', 'ended', 'all'] as const, { default: 'active' })),
+    q: Type.Optional(Type.String({ maxLength: 200, description: 'text search in the description' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
+    sort: Type.Optional(StringEnum(['createdAt', 'expiresAt', 'externalPort', 'owner'] as const)),
+    order: Type.Optional(StringEnum(['asc', 'desc'] as const)),
+  },
+  { additionalProperties: false },
+);
 export type LeaseListQuery = Static<typeof LeaseListQuery>;
 
 export const LeaseList = Type.Object({
@@ -89,22 +105,36 @@ export const EventsQuery = Type.Object({ source: Type.Optional(Source) }, { addi
 
 export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 
-export const RevokeQuery = Type.Object({
-  reason: Type.Optional(Type.String({ maxLength: 200, pattern: PRINTABLE, description: 'recorded in the lease history' })),
-}, { additionalProperties: false });
+export const RevokeQuery = Type.Object(
+  {
+    reason: Type.Optional(
+      Type.String({ maxLength: 200, pattern: PRINTABLE, description: 'recorded in the lease history' }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
 export const LeaseDetail = Type.Object({ lease: LeaseSchema, history: Type.Array(HistoryEntrySchema) });
 
-export const StaticForwardBody = Type.Object({
-  protocol: Protocol,
-  externalPort: Port,
-  externalPortEnd: Type.Optional(Port),
-  internalAddress: Type.String({ format: 'ipv4' }),
-  internalPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'defaults to externalPort; a range maps 1:1' })),
-  remoteAddress: Type.Optional(Nullable(Type.String({ format: 'ipv4', description: 'only this peer may use the forward' }))),
-  lifetime: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 31536000, description: 'seconds; null or absent = no expiry' }))),
-  description: Type.String({ maxLength: 200, pattern: PRINTABLE, default: '' }),
-}, { additionalProperties: false });
+export const StaticForwardBody = Type.Object(
+  {
+    protocol: Protocol,
+    externalPort: Port,
+    externalPortEnd: Type.Optional(Port),
+    internalAddress: Type.String({ format: 'ipv4' }),
+    internalPort: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 65535, description: 'defaults to externalPort; a range maps 1:1' }),
+    ),
+    remoteAddress: Type.Optional(
+      Nullable(Type.String({ format: 'ipv4', description: 'only this peer may use the forward' })),
+    ),
+    lifetime: Type.Optional(
+      Nullable(Type.Integer({ minimum: 1, maximum: 31536000, description: 'seconds; null or absent = no expiry' })),
+    ),
+    description: Type.String({ maxLength: 200, pattern: PRINTABLE, default: '' }),
+  },
+  { additionalProperties: false },
+);
 export type StaticForwardBody = Static<typeof StaticForwardBody>;
 
 export const GrantResponse = Type.Object({
@@ -112,7 +142,10 @@ export const GrantResponse = Type.Object({
   created: Type.Boolean({ description: 'false when an identical forward was renewed' }),
 });
 
-export const LoginBody = Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) }, { additionalProperties: false });
+export const LoginBody = Type.Object(
+  { token: Type.String({ minLength: 1, maxLength: 512 }) },
+  { additionalProperties: false },
+);
 
 export const OkResponse = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 
@@ -128,7 +161,9 @@ export const StatusResponse = Type.Object({
   }),
   quota: Type.Object({
     maxLeasesPerClient: Type.Integer(),
-    clients: Type.Array(Type.Object({ owner: Type.String(), leases: Type.Integer() }), { description: 'busiest first' }),
+    clients: Type.Array(Type.Object({ owner: Type.String(), leases: Type.Integer() }), {
+      description: 'busiest first',
+    }),
   }),
   dataplane: Type.Object({
     driver: Type.String(),
@@ -137,10 +172,12 @@ export const StatusResponse = Type.Object({
     lastDrift: Type.Integer(),
     detail: Type.Optional(Type.String()),
   }),
-  frontends: Type.Array(Type.Object({
-    name: Type.String(),
-    listening: Type.Array(Type.String({ description: 'address:port' })),
-  })),
+  frontends: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      listening: Type.Array(Type.String({ description: 'address:port' })),
+    }),
+  ),
   upnpDescriptionUrls: Type.Array(Type.String()),
   auth: Type.Object({ required: Type.Boolean(), caller: Type.String() }),
 });

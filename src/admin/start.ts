@@ -33,7 +33,11 @@ export interface StartAdminOptions {
   readonly readyz?: () => Promise<{ ok: boolean; detail?: string }>;
 }
 
-export type RunningAdmin = AdminServer & { readonly address: string; readonly port: number; readonly token: ResolvedAdminToken };
+export type RunningAdmin = AdminServer & {
+  readonly address: string;
+  readonly port: number;
+  readonly token: ResolvedAdminToken;
+};
 
 export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
   const log = o.log.child({ component: 'admin' });
@@ -41,19 +45,36 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
   // the gateway can reach 127.0.0.1); the file is 0600, so root and portd's own user (the CLI) can read it
   const token = resolveAdminToken({ config: o.config, env: o.env ?? {}, log, required: true });
   let self: string[] = [];
-  const readyz = o.readyz ?? (async () => {
-    const problems: string[] = [];
-    // a read through the database (the counts come from memory)
-    try { o.leases.get('readyz'); } catch (e) { problems.push(`database: ${(e as Error).message}`); }
-    const h = o.dataplane.health();
-    if (!h.ok) problems.push(`dataplane (${o.dataplane.driver}): ${h.detail ?? 'failing'}`);
-    else {
-      try { await o.dataplane.count(); } catch (e) { problems.push(`dataplane (${o.dataplane.driver}): ${(e as Error).message}`); }
-    }
-    return problems.length ? { ok: false, detail: problems.join('; ') } : { ok: true, detail: `database ok, dataplane ${o.dataplane.driver} ok` };
-  });
+  const readyz =
+    o.readyz ??
+    (async () => {
+      const problems: string[] = [];
+      // a read through the database (the counts come from memory)
+      try {
+        o.leases.get('readyz');
+      } catch (e) {
+        problems.push(`database: ${(e as Error).message}`);
+      }
+      const h = o.dataplane.health();
+      if (!h.ok) problems.push(`dataplane (${o.dataplane.driver}): ${h.detail ?? 'failing'}`);
+      else {
+        try {
+          await o.dataplane.count();
+        } catch (e) {
+          problems.push(`dataplane (${o.dataplane.driver}): ${(e as Error).message}`);
+        }
+      }
+      return problems.length
+        ? { ok: false, detail: problems.join('; ') }
+        : { ok: true, detail: `database ok, dataplane ${o.dataplane.driver} ok` };
+    });
   const server = createAdminServer({
-    config: o.config, leases: o.leases, metrics: o.metrics, log: o.log, clock: o.clock, readyz,
+    config: o.config,
+    leases: o.leases,
+    metrics: o.metrics,
+    log: o.log,
+    clock: o.clock,
+    readyz,
     token: { value: token.value, name: token.name },
     ...(o.routes ? { routes: o.routes } : {}),
     status: () => ({

@@ -35,7 +35,10 @@ export function suggest(key: string, allowed: readonly string[]): string | null 
   for (const a of allowed) {
     if (a.toLowerCase() === lower) return a;
     const d = distance(key.toLowerCase(), a.toLowerCase());
-    if (d < bestD) { bestD = d; best = a; }
+    if (d < bestD) {
+      bestD = d;
+      best = a;
+    }
   }
   return best !== null && bestD <= Math.max(2, Math.floor(key.length / 3)) ? best : null;
 }
@@ -53,13 +56,19 @@ export function section(v: unknown, path: string, allowed: readonly string[], is
   for (const k of Object.keys(v)) {
     if (!allowed.includes(k)) {
       const s = suggest(k, allowed);
-      issues.add(joinPath(path, k), `unknown key${s ? ` (did you mean ${s}?)` : ''}; allowed here: ${allowed.join(', ')}`);
+      issues.add(
+        joinPath(path, k),
+        `unknown key${s ? ` (did you mean ${s}?)` : ''}; allowed here: ${allowed.join(', ')}`,
+      );
     }
   }
   return v;
 }
 
-export interface IntOpts { readonly min?: number; readonly max?: number }
+export interface IntOpts {
+  readonly min?: number;
+  readonly max?: number;
+}
 
 export function describeInt({ min, max }: IntOpts): string {
   if (min !== undefined && max !== undefined) return `must be an integer between ${min} and ${max}`;
@@ -72,8 +81,16 @@ export function int(obj: Raw, key: string, path: string, def: number, opts: IntO
   const v = obj[key];
   if (v === undefined) return def;
   const p = joinPath(path, key);
-  if (typeof v !== 'number' || !Number.isInteger(v) || (opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
-    issues.add(p, `${describeInt(opts)}, got ${show(v)}${typeof v === 'string' && /^\d+\s*[smhd]$/.test(v.trim()) ? ' (seconds, without a unit)' : ''}`);
+  if (
+    typeof v !== 'number' ||
+    !Number.isInteger(v) ||
+    (opts.min !== undefined && v < opts.min) ||
+    (opts.max !== undefined && v > opts.max)
+  ) {
+    issues.add(
+      p,
+      `${describeInt(opts)}, got ${show(v)}${typeof v === 'string' && /^\d+\s*[smhd]$/.test(v.trim()) ? ' (seconds, without a unit)' : ''}`,
+    );
     return def;
   }
   return v;
@@ -89,7 +106,12 @@ export function bool(obj: Raw, key: string, path: string, def: boolean, issues: 
   return v;
 }
 
-export interface StrOpts { readonly minLength?: number; readonly maxLength?: number; readonly pattern?: RegExp; readonly expected?: string }
+export interface StrOpts {
+  readonly minLength?: number;
+  readonly maxLength?: number;
+  readonly pattern?: RegExp;
+  readonly expected?: string;
+}
 
 export function str(obj: Raw, key: string, path: string, def: string, opts: StrOpts, issues: Issues): string {
   const v = obj[key];
@@ -99,9 +121,13 @@ export function str(obj: Raw, key: string, path: string, def: string, opts: StrO
 
 export function checkStr(v: unknown, p: string, def: string, opts: StrOpts, issues: Issues): string {
   const min = opts.minLength ?? 1;
-  const what = opts.expected ?? (min > 1 ? `must be a string of at least ${min} characters` : 'must be a non-empty string');
+  const what =
+    opts.expected ?? (min > 1 ? `must be a string of at least ${min} characters` : 'must be a non-empty string');
   if (typeof v !== 'string' || v.length < min || (opts.pattern && !opts.pattern.test(v))) {
-    issues.add(p, `${what}, got ${typeof v === 'string' && opts.expected === undefined && min > 1 ? `${v.length} characters` : show(v)}`);
+    issues.add(
+      p,
+      `${what}, got ${typeof v === 'string' && opts.expected === undefined && min > 1 ? `${v.length} characters` : show(v)}`,
+    );
     return def;
   }
   if (opts.maxLength !== undefined && v.length > opts.maxLength) {
@@ -111,19 +137,36 @@ export function checkStr(v: unknown, p: string, def: string, opts: StrOpts, issu
   return v;
 }
 
-export function nullableStr(obj: Raw, key: string, path: string, def: string | null, opts: StrOpts, issues: Issues): string | null {
+export function nullableStr(
+  obj: Raw,
+  key: string,
+  path: string,
+  def: string | null,
+  opts: StrOpts,
+  issues: Issues,
+): string | null {
   const v = obj[key];
   if (v === undefined) return def;
   if (v === null) return null;
   return checkStr(v, joinPath(path, key), def ?? '', opts, issues);
 }
 
-export function oneOf<T extends string>(obj: Raw, key: string, path: string, def: T, values: readonly T[], issues: Issues): T {
+export function oneOf<T extends string>(
+  obj: Raw,
+  key: string,
+  path: string,
+  def: T,
+  values: readonly T[],
+  issues: Issues,
+): T {
   const v = obj[key];
   if (v === undefined) return def;
   if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) {
     const s = typeof v === 'string' ? suggest(v, values) : null;
-    issues.add(joinPath(path, key), `must be one of ${values.join(', ')}, got ${show(v)}${s ? ` (did you mean ${s}?)` : ''}`);
+    issues.add(
+      joinPath(path, key),
+      `must be one of ${values.join(', ')}, got ${show(v)}${s ? ` (did you mean ${s}?)` : ''}`,
+    );
     return def;
   }
   return v as T;

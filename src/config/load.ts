@@ -27,7 +27,11 @@ export function parseConfig(yamlText: string, opts: ParseOptions = {}): Config {
       const pos = e.linePos?.[0];
       return `  - ${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0]}`;
     });
-    throw new PortdError(ErrorCode.CONFIG_PARSE, `${sourceName}: not valid YAML\n${lines.join('\n')}`, 'fix the YAML syntax; keys and nesting are described in docs/configuration.md');
+    throw new PortdError(
+      ErrorCode.CONFIG_PARSE,
+      `${sourceName}: not valid YAML\n${lines.join('\n')}`,
+      'fix the YAML syntax; keys and nesting are described in docs/configuration.md',
+    );
   }
   const obj: unknown = doc.toJS({ maxAliasCount: 100 });
   return validateConfig(obj ?? {}, sourceName);
@@ -44,9 +48,17 @@ export function loadConfig(path: string): Config {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new PortdError(ErrorCode.CONFIG_NOT_FOUND, `configuration file ${path} does not exist`, 'pass --config <file>; config/router.example.yaml is a commented starting point');
+      throw new PortdError(
+        ErrorCode.CONFIG_NOT_FOUND,
+        `configuration file ${path} does not exist`,
+        'pass --config <file>; config/router.example.yaml is a commented starting point',
+      );
     }
-    throw new PortdError(ErrorCode.CONFIG_NOT_FOUND, `cannot read configuration file ${path}: ${(e as Error).message}`, code === 'EACCES' ? 'check the file permissions' : undefined);
+    throw new PortdError(
+      ErrorCode.CONFIG_NOT_FOUND,
+      `cannot read configuration file ${path}: ${(e as Error).message}`,
+      code === 'EACCES' ? 'check the file permissions' : undefined,
+    );
   }
   return parseConfig(text, { sourceName: path });
 }
@@ -91,7 +103,10 @@ export function configToDocument(config: Config, opts: DescribeOptions = {}): Re
     },
     staticForwards: config.staticForwards.map((f) => ({
       protocol: f.protocol,
-      externalPort: f.externalPort === f.externalPortEnd ? f.externalPort : formatPortRange({ start: f.externalPort, end: f.externalPortEnd }),
+      externalPort:
+        f.externalPort === f.externalPortEnd
+          ? f.externalPort
+          : formatPortRange({ start: f.externalPort, end: f.externalPortEnd }),
       internal: `${f.internalAddress}:${f.internalPort}`,
       remoteHost: f.remoteAddress,
       description: f.description,

@@ -28,7 +28,11 @@ export function unmapIPv4(ip: string): string {
   return m?.[1] ?? ip;
 }
 
-export interface Cidr { readonly family: 4 | 6; readonly address: string; readonly prefix: number }
+export interface Cidr {
+  readonly family: 4 | 6;
+  readonly address: string;
+  readonly prefix: number;
+}
 
 /**
  * Parses `a.b.c.d/n`, `a.b.c.d/255.255.255.0`, a bare address (host prefix), or an IPv6 `x::/n`.
@@ -46,7 +50,8 @@ export function parseCidr(text: string): Cidr {
       else if (isIPv4(pfx)) {
         const m = ipv4ToInt(pfx)!;
         prefix = Math.clz32(~m >>> 0); // a contiguous mask's complement is 2^k - 1
-        if (ipv4Mask(prefix) !== m) throw new Error(`must be an IPv4 network like 192.168.1.0/24, got a non-contiguous mask "${pfx}"`);
+        if (ipv4Mask(prefix) !== m)
+          throw new Error(`must be an IPv4 network like 192.168.1.0/24, got a non-contiguous mask "${pfx}"`);
       } else throw new Error(`must be an IPv4 network like 192.168.1.0/24 (prefix 0-32), got ${JSON.stringify(text)}`);
     }
     const n = ipv4ToInt(addr)!;
@@ -78,13 +83,17 @@ export function formatCidr(c: Cidr): string {
  */
 export function ipInCidr(ip: string, cidr: string): boolean {
   let c: Cidr;
-  try { c = parseCidr(cidr); } catch { return false; }
+  try {
+    c = parseCidr(cidr);
+  } catch {
+    return false;
+  }
   const addr = unmapIPv4(ip);
   if (c.family === 4) {
     const n = ipv4ToInt(addr);
     if (n === null) return false;
     const m = ipv4Mask(c.prefix);
-    return ((n & m) >>> 0) === ((ipv4ToInt(c.address)! & m) >>> 0);
+    return (n & m) >>> 0 === (ipv4ToInt(c.address)! & m) >>> 0;
   }
   if (!isIPv6(addr)) return false;
   const bl = new BlockList();

@@ -13,7 +13,8 @@ export function parsePortRange(value: unknown, opts: PortParseOptions = {}): Por
   const min = opts.min ?? 1;
   const expected = `must be a port (${min}-65535) or a range like "6113-6119"`;
   if (typeof value === 'number') {
-    if (!Number.isInteger(value) || value < min || value > 65535) throw new ConfigValueError(`${expected}, got ${show(value)}`);
+    if (!Number.isInteger(value) || value < min || value > 65535)
+      throw new ConfigValueError(`${expected}, got ${show(value)}`);
     return { start: value, end: value };
   }
   if (typeof value !== 'string') throw new ConfigValueError(`${expected}, got ${show(value)}`);
@@ -37,7 +38,10 @@ export function parsePortRanges(value: unknown, opts: PortParseOptions = {}): Po
   if (typeof value === 'string') parts = value.split(',');
   else if (typeof value === 'number') parts = [value];
   else if (Array.isArray(value)) parts = value.flatMap((v) => (typeof v === 'string' ? v.split(',') : [v]));
-  else throw new ConfigValueError(`must be a port list like "6112,6120-6130" or a list of ports/ranges, got ${show(value)}`);
+  else
+    throw new ConfigValueError(
+      `must be a port list like "6112,6120-6130" or a list of ports/ranges, got ${show(value)}`,
+    );
   if (parts.length === 0 || (parts.length === 1 && typeof parts[0] === 'string' && parts[0].trim() === '')) {
     throw new ConfigValueError('must name at least one port or range, got an empty list');
   }
@@ -45,7 +49,9 @@ export function parsePortRanges(value: unknown, opts: PortParseOptions = {}): Po
   for (let i = 0; i < ranges.length; i++) {
     for (let j = i + 1; j < ranges.length; j++) {
       if (rangesOverlap(ranges[i]!, ranges[j]!)) {
-        throw new ConfigValueError(`ranges ${formatPortRange(ranges[i]!)} and ${formatPortRange(ranges[j]!)} overlap within the list`);
+        throw new ConfigValueError(
+          `ranges ${formatPortRange(ranges[i]!)} and ${formatPortRange(ranges[j]!)} overlap within the list`,
+        );
       }
     }
   }

@@ -14,9 +14,17 @@ export const STATIC_FORWARD_KEYS = ['protocol', 'externalPort', 'internal', 'rem
  * A range maps 1:1 onto the internal port range starting at the internal port (or the same ports
  * when the internal port is left out). `both` yields one forward per protocol.
  */
-export function readStaticForward(obj: unknown, path: string, reservedPorts: readonly number[], issues: Issues): StaticForwardConfig[] {
+export function readStaticForward(
+  obj: unknown,
+  path: string,
+  reservedPorts: readonly number[],
+  issues: Issues,
+): StaticForwardConfig[] {
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
-    issues.add(path, `must be a mapping like { protocol: tcp, externalPort: 8443, internal: "192.168.1.20:443" }, got ${show(obj)}`);
+    issues.add(
+      path,
+      `must be a mapping like { protocol: tcp, externalPort: 8443, internal: "192.168.1.20:443" }, got ${show(obj)}`,
+    );
     return [];
   }
   const before = issues.count;
@@ -30,17 +38,24 @@ export function readStaticForward(obj: unknown, path: string, reservedPorts: rea
   else if (proto === 'both') protocols = ['tcp', 'udp'];
   else {
     const s = typeof proto === 'string' ? suggest(proto.toLowerCase(), ['tcp', 'udp', 'both']) : null;
-    issues.add(pp, `must be one of tcp, udp, both, got ${show(proto)}${s && s !== proto ? ` (did you mean ${s}?)` : ''}`);
+    issues.add(
+      pp,
+      `must be one of tcp, udp, both, got ${show(proto)}${s && s !== proto ? ` (did you mean ${s}?)` : ''}`,
+    );
   }
 
   const ep = joinPath(path, 'externalPort');
-  const ext = raw['externalPort'] === undefined
-    ? (issues.add(ep, 'is required: a port like 8443 or a range like "8000-8010"'), undefined)
-    : parseAt(ep, issues, () => parsePortRange(raw['externalPort']));
+  const ext =
+    raw['externalPort'] === undefined
+      ? (issues.add(ep, 'is required: a port like 8443 or a range like "8000-8010"'), undefined)
+      : parseAt(ep, issues, () => parsePortRange(raw['externalPort']));
   if (ext) {
     const reserved = reservedIn(ext, reservedPorts);
     if (reserved.length > 0) {
-      issues.add(ep, `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ${reserved.length > 1 ? 'them' : 'it'})`);
+      issues.add(
+        ep,
+        `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ${reserved.length > 1 ? 'them' : 'it'})`,
+      );
     }
   }
 
@@ -63,7 +78,10 @@ export function readStaticForward(obj: unknown, path: string, reservedPorts: rea
         else {
           internalPort = port;
           if (ext && port + (ext.end - ext.start) > 65535) {
-            issues.add(ip, `the range ${formatPortRange(ext)} maps 1:1 onto ${port}-${port + ext.end - ext.start}, past port 65535`);
+            issues.add(
+              ip,
+              `the range ${formatPortRange(ext)} maps 1:1 onto ${port}-${port + ext.end - ext.start}, past port 65535`,
+            );
           }
         }
       }
@@ -73,7 +91,11 @@ export function readStaticForward(obj: unknown, path: string, reservedPorts: rea
   let remoteAddress: string | null = null;
   const rh = raw['remoteHost'];
   if (rh !== undefined && rh !== null && rh !== '') {
-    if (typeof rh !== 'string' || !isIPv4(rh) || !isUsableIPv4Host(rh)) issues.add(joinPath(path, 'remoteHost'), `must be an IPv4 host address (only that peer may use the forward) or null, got ${show(rh)}`);
+    if (typeof rh !== 'string' || !isIPv4(rh) || !isUsableIPv4Host(rh))
+      issues.add(
+        joinPath(path, 'remoteHost'),
+        `must be an IPv4 host address (only that peer may use the forward) or null, got ${show(rh)}`,
+      );
     else remoteAddress = rh;
   }
 
@@ -81,7 +103,8 @@ export function readStaticForward(obj: unknown, path: string, reservedPorts: rea
   const d = raw['description'];
   if (d !== undefined && d !== null) {
     if (typeof d !== 'string') issues.add(joinPath(path, 'description'), `must be a string, got ${show(d)}`);
-    else if (d.length > 256) issues.add(joinPath(path, 'description'), `must be at most 256 characters, got ${d.length}`);
+    else if (d.length > 256)
+      issues.add(joinPath(path, 'description'), `must be at most 256 characters, got ${d.length}`);
     else description = d;
   }
 
@@ -98,16 +121,23 @@ export function readStaticForward(obj: unknown, path: string, reservedPorts: rea
 }
 
 /** reports forwards that claim the same external ports (per protocol) */
-export function checkStaticOverlaps(forwards: readonly { fwd: StaticForwardConfig; path: string }[], issues: Issues): void {
+export function checkStaticOverlaps(
+  forwards: readonly { fwd: StaticForwardConfig; path: string }[],
+  issues: Issues,
+): void {
   for (let i = 0; i < forwards.length; i++) {
     for (let j = 0; j < i; j++) {
-      const a = forwards[i]!; const b = forwards[j]!;
+      const a = forwards[i]!;
+      const b = forwards[j]!;
       if (a.path === b.path) continue; // the two halves of a `both`
       if (a.fwd.protocol !== b.fwd.protocol) continue;
       const ra = { start: a.fwd.externalPort, end: a.fwd.externalPortEnd };
       const rb = { start: b.fwd.externalPort, end: b.fwd.externalPortEnd };
       if (rangesOverlap(ra, rb)) {
-        issues.add(joinPath(a.path, 'externalPort'), `${a.fwd.protocol} ${formatPortRange(ra)} overlaps ${b.fwd.protocol} ${formatPortRange(rb)} of ${b.path}`);
+        issues.add(
+          joinPath(a.path, 'externalPort'),
+          `${a.fwd.protocol} ${formatPortRange(ra)} overlaps ${b.fwd.protocol} ${formatPortRange(rb)} of ${b.path}`,
+        );
       }
     }
   }

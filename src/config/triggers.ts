@@ -11,7 +11,9 @@ import { deepFreeze } from './freeze.js';
 import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from '../triggers/presets.js';
 import { DEFAULTS } from './defaults.js';
 
-export type ValidationResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
+export type ValidationResult<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
 
 export interface TriggerContext {
   /** policy.reservedPorts: no trigger may open these */
@@ -24,7 +26,16 @@ export interface TriggerContext {
   readonly staticForwards?: readonly StaticForwardConfig[];
 }
 
-export const TRIGGER_KEYS = ['name', 'preset', 'match', 'open', 'idleTimeout', 'maxLifetime', 'hosts', 'enabled'] as const;
+export const TRIGGER_KEYS = [
+  'name',
+  'preset',
+  'match',
+  'open',
+  'idleTimeout',
+  'maxLifetime',
+  'hosts',
+  'enabled',
+] as const;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
 
 type Proto = 'tcp' | 'udp';
@@ -45,14 +56,18 @@ function applyPreset(raw: Raw, path: string, issues: Issues): { merged: Raw; pre
   const p = joinPath(path, 'preset');
   if (typeof name !== 'string' || !(name in TRIGGER_PRESETS)) {
     const s = typeof name === 'string' ? suggest(name, TRIGGER_PRESET_NAMES) : null;
-    issues.add(p, `must be one of the presets ${TRIGGER_PRESET_NAMES.join(', ')}, got ${show(name)}${s ? ` (did you mean ${s}?)` : ''}`);
+    issues.add(
+      p,
+      `must be one of the presets ${TRIGGER_PRESET_NAMES.join(', ')}, got ${show(name)}${s ? ` (did you mean ${s}?)` : ''}`,
+    );
     return { merged: raw, preset: null };
   }
   const preset = TRIGGER_PRESETS[name]!;
   const ownMatch = raw['match'];
-  const match = ownMatch !== null && typeof ownMatch === 'object' && !Array.isArray(ownMatch)
-    ? { ...preset.match, ...(ownMatch as Raw) }
-    : ownMatch ?? preset.match;
+  const match =
+    ownMatch !== null && typeof ownMatch === 'object' && !Array.isArray(ownMatch)
+      ? { ...preset.match, ...(ownMatch as Raw) }
+      : (ownMatch ?? preset.match);
   return {
     merged: {
       name,
@@ -86,9 +101,18 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
 
   // name
   let name = '';
-  if (merged['name'] === undefined) issues.add(joinPath(path, 'name'), 'is required (letters, digits, - and _, at most 32), or give a preset');
-  else name = checkStr(merged['name'], joinPath(path, 'name'), '', { pattern: NAME, expected: 'must be 1-32 letters, digits, - or _, starting with a letter or digit' }, issues);
-  if (name && ctx.existing?.some((t) => t.name === name)) issues.add(joinPath(path, 'name'), `another trigger is already named ${show(name)}`);
+  if (merged['name'] === undefined)
+    issues.add(joinPath(path, 'name'), 'is required (letters, digits, - and _, at most 32), or give a preset');
+  else
+    name = checkStr(
+      merged['name'],
+      joinPath(path, 'name'),
+      '',
+      { pattern: NAME, expected: 'must be 1-32 letters, digits, - or _, starting with a letter or digit' },
+      issues,
+    );
+  if (name && ctx.existing?.some((t) => t.name === name))
+    issues.add(joinPath(path, 'name'), `another trigger is already named ${show(name)}`);
 
   // match
   const mPath = joinPath(path, 'match');
@@ -96,10 +120,14 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
   if (merged['match'] === undefined) issues.add(mPath, 'is required: { protocol: tcp|udp|both, ports: "6112" }');
   else {
     const m = section(merged['match'], mPath, ['protocol', 'ports'], issues);
-    const protocol = m['protocol'] === undefined ? (issues.add(joinPath(mPath, 'protocol'), 'is required: tcp, udp or both'), undefined) : protocolAt(m['protocol'], joinPath(mPath, 'protocol'), issues);
-    const ports = m['ports'] === undefined
-      ? (issues.add(joinPath(mPath, 'ports'), 'is required: a port list like "6112,6120-6130"'), undefined)
-      : parseAt(joinPath(mPath, 'ports'), issues, () => parsePortRanges(m['ports']));
+    const protocol =
+      m['protocol'] === undefined
+        ? (issues.add(joinPath(mPath, 'protocol'), 'is required: tcp, udp or both'), undefined)
+        : protocolAt(m['protocol'], joinPath(mPath, 'protocol'), issues);
+    const ports =
+      m['ports'] === undefined
+        ? (issues.add(joinPath(mPath, 'ports'), 'is required: a port list like "6112,6120-6130"'), undefined)
+        : parseAt(joinPath(mPath, 'ports'), issues, () => parsePortRanges(m['ports']));
     if (protocol && ports) match = { protocol, ports };
   }
 
@@ -120,31 +148,48 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
         return;
       }
       const e = section(entry, ep, ['protocol', 'ports'], issues);
-      const protocol = e['protocol'] === undefined ? (issues.add(joinPath(ep, 'protocol'), 'is required: tcp, udp or both'), undefined) : protocolAt(e['protocol'], joinPath(ep, 'protocol'), issues);
-      const ports = e['ports'] === undefined
-        ? (issues.add(joinPath(ep, 'ports'), 'is required: a port or range like "6113-6119"'), undefined)
-        : parseAt(joinPath(ep, 'ports'), issues, () => parsePortRanges(e['ports']));
+      const protocol =
+        e['protocol'] === undefined
+          ? (issues.add(joinPath(ep, 'protocol'), 'is required: tcp, udp or both'), undefined)
+          : protocolAt(e['protocol'], joinPath(ep, 'protocol'), issues);
+      const ports =
+        e['ports'] === undefined
+          ? (issues.add(joinPath(ep, 'ports'), 'is required: a port or range like "6113-6119"'), undefined)
+          : parseAt(joinPath(ep, 'ports'), issues, () => parsePortRanges(e['ports']));
       if (!protocol || !ports) return;
       for (const proto of protosOf(protocol)) {
         for (const r of ports) {
           const pp = joinPath(ep, 'ports');
           const reserved = reservedIn(r, ctx.reservedPorts);
           if (reserved.length > 0) {
-            issues.add(pp, `${proto} ${formatPortRange(r)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts)`);
+            issues.add(
+              pp,
+              `${proto} ${formatPortRange(r)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts)`,
+            );
             continue;
           }
           const clash = open.findIndex((o) => o.protocol === proto && rangesOverlap(o.ports, r));
           if (clash >= 0) {
-            issues.add(pp, `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(open[clash]!.ports)} at ${openPaths[clash]} of the same rule`);
+            issues.add(
+              pp,
+              `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(open[clash]!.ports)} at ${openPaths[clash]} of the same rule`,
+            );
             continue;
           }
           for (const other of ctx.existing ?? []) {
             const o = other.open.find((x) => x.protocol === proto && rangesOverlap(x.ports, r));
-            if (o) issues.add(pp, `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(o.ports)} opened by trigger ${show(other.name)}: only one rule may open a port`);
+            if (o)
+              issues.add(
+                pp,
+                `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(o.ports)} opened by trigger ${show(other.name)}: only one rule may open a port`,
+              );
           }
           for (const sf of ctx.staticForwards ?? []) {
             if (sf.protocol === proto && rangesOverlap({ start: sf.externalPort, end: sf.externalPortEnd }, r)) {
-              issues.add(pp, `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ${formatPortRange({ start: sf.externalPort, end: sf.externalPortEnd })}${sf.description ? ` (${show(sf.description)})` : ''}`);
+              issues.add(
+                pp,
+                `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ${formatPortRange({ start: sf.externalPort, end: sf.externalPortEnd })}${sf.description ? ` (${show(sf.description)})` : ''}`,
+              );
             }
           }
           open.push({ protocol: proto, ports: r });
@@ -161,7 +206,11 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
       if (shared.length === 0) continue;
       for (const r of match.ports) {
         const o = other.match.ports.find((x) => rangesOverlap(x, r));
-        if (o) issues.add(joinPath(mPath, 'ports'), `${formatPortRange(r)} overlaps ${formatPortRange(o)} matched by trigger ${show(other.name)} (${shared.join('/')}): an outbound flow can fire only one rule`);
+        if (o)
+          issues.add(
+            joinPath(mPath, 'ports'),
+            `${formatPortRange(r)} overlaps ${formatPortRange(o)} matched by trigger ${show(other.name)} (${shared.join('/')}): an outbound flow can fire only one rule`,
+          );
       }
     }
   }
@@ -177,7 +226,10 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
     const v = merged['maxLifetime'];
     const lo = Math.max(idleTimeout, lt.min);
     if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > lt.max) {
-      issues.add(joinPath(path, 'maxLifetime'), `${describeInt({ min: lo, max: lt.max })} (≥ idleTimeout, ≤ policy.lifetime.trigger.max) or null, got ${show(v)}`);
+      issues.add(
+        joinPath(path, 'maxLifetime'),
+        `${describeInt({ min: lo, max: lt.max })} (≥ idleTimeout, ≤ policy.lifetime.trigger.max) or null, got ${show(v)}`,
+      );
     } else maxLifetime = v;
   }
 
@@ -186,7 +238,10 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
   const rawHosts = list(merged, 'hosts', path, issues, 'IPv4 networks like 192.168.1.0/24');
   rawHosts?.forEach((h, i) => {
     const hp = joinPath(joinPath(path, 'hosts'), i);
-    if (typeof h !== 'string') { issues.add(hp, `must be an IPv4 network like 192.168.1.0/24, got ${show(h)}`); return; }
+    if (typeof h !== 'string') {
+      issues.add(hp, `must be an IPv4 network like 192.168.1.0/24, got ${show(h)}`);
+      return;
+    }
     const c = parseAt(hp, issues, () => parseCidr(h));
     if (c && c.family !== 4) issues.add(hp, `must be an IPv4 network, got ${show(h)}`);
     else if (c) hosts.push(formatCidr(c));
@@ -198,10 +253,16 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
 }
 
 /** the context for validating API-created triggers against a loaded config and the rules in force */
-export function triggerContext(config: {
-  readonly policy: { readonly reservedPorts: readonly number[]; readonly lifetime: { readonly trigger: LifetimeBounds } };
-  readonly staticForwards: readonly StaticForwardConfig[];
-}, existing: readonly TriggerConfig[] = []): TriggerContext {
+export function triggerContext(
+  config: {
+    readonly policy: {
+      readonly reservedPorts: readonly number[];
+      readonly lifetime: { readonly trigger: LifetimeBounds };
+    };
+    readonly staticForwards: readonly StaticForwardConfig[];
+  },
+  existing: readonly TriggerConfig[] = [],
+): TriggerContext {
   return {
     reservedPorts: config.policy.reservedPorts,
     lifetime: config.policy.lifetime.trigger,

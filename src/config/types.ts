@@ -1,16 +1,22 @@
 /** The effective configuration, frozen after load. Keys match config/router.example.yaml. */
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export interface LifetimeBounds { readonly min: number; readonly max: number }
+export interface LifetimeBounds {
+  readonly min: number;
+  readonly max: number;
+}
 
 export interface PolicyRule {
   readonly action: 'allow' | 'deny';
   /** external port range */
-  readonly extStart: number; readonly extEnd: number;
+  readonly extStart: number;
+  readonly extEnd: number;
   /** internal address prefix */
-  readonly address: string; readonly prefix: number;
+  readonly address: string;
+  readonly prefix: number;
   /** internal port range */
-  readonly intStart: number; readonly intEnd: number;
+  readonly intStart: number;
+  readonly intEnd: number;
   /** the rule as written, for logs */
   readonly text: string;
 }
@@ -32,7 +38,10 @@ export interface PolicyConfig {
   readonly checkPortInUse?: boolean;
 }
 
-export interface PortRange { readonly start: number; readonly end: number }
+export interface PortRange {
+  readonly start: number;
+  readonly end: number;
+}
 
 export interface StaticForwardConfig {
   readonly protocol: 'tcp' | 'udp';
@@ -101,7 +110,9 @@ export interface Config {
   };
   readonly natpmp: { readonly enabled: boolean };
   readonly admin: {
-    readonly listen: string; readonly token: string | null; readonly tokenFile: string | null;
+    readonly listen: string;
+    readonly token: string | null;
+    readonly tokenFile: string | null;
     /** more host names the admin API answers to (Host / Origin checks); optional so hand-built test configs may leave it out */
     readonly allowedHosts?: readonly string[];
   };

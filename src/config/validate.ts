@@ -12,8 +12,21 @@ import { deepFreeze } from './freeze.js';
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 const TOP_KEYS = [
-  'logLevel', 'interfaces', 'externalAddress', 'listenAddresses', 'stateDir', 'database', 'dataplane',
-  'policy', 'upnp', 'pcp', 'natpmp', 'admin', 'limits', 'staticForwards', 'triggers',
+  'logLevel',
+  'interfaces',
+  'externalAddress',
+  'listenAddresses',
+  'stateDir',
+  'database',
+  'dataplane',
+  'policy',
+  'upnp',
+  'pcp',
+  'natpmp',
+  'admin',
+  'limits',
+  'staticForwards',
+  'triggers',
 ] as const;
 
 /** Linux interface names: 1-15 characters, no '/', ':' or whitespace */
@@ -43,7 +56,10 @@ function cidrList(obj: Raw, key: string, path: string, issues: Issues): string[]
   const out: string[] = [];
   list(obj, key, path, issues, 'IPv4 networks like 192.168.1.0/24')?.forEach((v, i) => {
     const p = joinPath(joinPath(path, key), i);
-    if (typeof v !== 'string') { issues.add(p, `must be an IPv4 network like 192.168.1.0/24, got ${show(v)}`); return; }
+    if (typeof v !== 'string') {
+      issues.add(p, `must be an IPv4 network like 192.168.1.0/24, got ${show(v)}`);
+      return;
+    }
     const c = parseAt(p, issues, () => parseCidr(v));
     if (c && c.family !== 4) issues.add(p, `must be an IPv4 network, got ${show(v)}`);
     else if (c) out.push(formatCidr(c));
@@ -60,12 +76,21 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // interfaces
   const ifs = section(root['interfaces'], 'interfaces', ['wan', 'lan'], issues);
-  const wan = str(ifs, 'wan', 'interfaces', DEFAULTS.interfaces.wan, { pattern: IFNAME, expected: IFNAME_EXPECTED }, issues);
+  const wan = str(
+    ifs,
+    'wan',
+    'interfaces',
+    DEFAULTS.interfaces.wan,
+    { pattern: IFNAME, expected: IFNAME_EXPECTED },
+    issues,
+  );
   let lan: string[] = [...DEFAULTS.interfaces.lan];
   const rawLan = ifs['lan'];
   if (rawLan !== undefined) {
-    if (typeof rawLan === 'string') rawLan.trim() === '' ? issues.add('interfaces.lan', 'must list at least one interface') : (lan = [rawLan]);
-    else if (!Array.isArray(rawLan) || rawLan.length === 0) issues.add('interfaces.lan', `must be a non-empty list of interface names like [br-lan], got ${show(rawLan)}`);
+    if (typeof rawLan === 'string')
+      rawLan.trim() === '' ? issues.add('interfaces.lan', 'must list at least one interface') : (lan = [rawLan]);
+    else if (!Array.isArray(rawLan) || rawLan.length === 0)
+      issues.add('interfaces.lan', `must be a non-empty list of interface names like [br-lan], got ${show(rawLan)}`);
     else {
       lan = [];
       rawLan.forEach((v, i) => {
@@ -89,11 +114,16 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   let listenAddresses: string[] | null = DEFAULTS.listenAddresses;
   const la = root['listenAddresses'];
   if (la !== undefined && la !== null) {
-    if (!Array.isArray(la) || la.length === 0) issues.add('listenAddresses', `must be null (use the addresses of interfaces.lan) or a non-empty list of IP addresses, got ${show(la)}`);
+    if (!Array.isArray(la) || la.length === 0)
+      issues.add(
+        'listenAddresses',
+        `must be null (use the addresses of interfaces.lan) or a non-empty list of IP addresses, got ${show(la)}`,
+      );
     else {
       listenAddresses = [];
       la.forEach((v, i) => {
-        if (!isIpAddress(v)) issues.add(`listenAddresses[${i}]`, `must be an IP address like 127.0.0.1, got ${show(v)}`);
+        if (!isIpAddress(v))
+          issues.add(`listenAddresses[${i}]`, `must be an IP address like 127.0.0.1, got ${show(v)}`);
         else if (listenAddresses!.includes(v)) issues.add(`listenAddresses[${i}]`, `${show(v)} is listed twice`);
         else listenAddresses!.push(v);
       });
@@ -106,15 +136,37 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const db = section(root['database'], 'database', ['path', 'synchronous'], issues);
   const database = {
     path: str(db, 'path', 'database', DEFAULTS.database.path, {}, issues),
-    synchronous: oneOf(db, 'synchronous', 'database', DEFAULTS.database.synchronous, ['normal', 'full'] as const, issues),
+    synchronous: oneOf(
+      db,
+      'synchronous',
+      'database',
+      DEFAULTS.database.synchronous,
+      ['normal', 'full'] as const,
+      issues,
+    ),
   };
 
   // dataplane
   const dpd = DEFAULTS.dataplane;
-  const dp = section(root['dataplane'], 'dataplane', ['driver', 'table', 'hairpin', 'reconcileInterval', 'grace', 'nftPath', 'netlink', 'conntrackPath'], issues);
+  const dp = section(
+    root['dataplane'],
+    'dataplane',
+    ['driver', 'table', 'hairpin', 'reconcileInterval', 'grace', 'nftPath', 'netlink', 'conntrackPath'],
+    issues,
+  );
   const dataplane = {
     driver: oneOf(dp, 'driver', 'dataplane', dpd.driver, ['nftables', 'memory'] as const, issues),
-    table: str(dp, 'table', 'dataplane', dpd.table, { pattern: /^[A-Za-z_][A-Za-z0-9_]{0,31}$/, expected: 'must be an nftables table name (letters, digits, _; at most 32; not starting with a digit)' }, issues),
+    table: str(
+      dp,
+      'table',
+      'dataplane',
+      dpd.table,
+      {
+        pattern: /^[A-Za-z_][A-Za-z0-9_]{0,31}$/,
+        expected: 'must be an nftables table name (letters, digits, _; at most 32; not starting with a digit)',
+      },
+      issues,
+    ),
     hairpin: bool(dp, 'hairpin', 'dataplane', dpd.hairpin, issues),
     reconcileInterval: int(dp, 'reconcileInterval', 'dataplane', dpd.reconcileInterval, { min: 0, max: 86400 }, issues),
     grace: int(dp, 'grace', 'dataplane', dpd.grace, { min: 0, max: 3600 }, issues),
@@ -130,13 +182,19 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // policy
   const pd = DEFAULTS.policy;
-  const pol = section(root['policy'], 'policy', ['secureMode', 'maxLeasesPerClient', 'reservedPorts', 'lifetime', 'rules', 'historyRetention', 'checkPortInUse'], issues);
+  const pol = section(
+    root['policy'],
+    'policy',
+    ['secureMode', 'maxLeasesPerClient', 'reservedPorts', 'lifetime', 'rules', 'historyRetention', 'checkPortInUse'],
+    issues,
+  );
   let reservedPorts: number[] = [...pd.reservedPorts];
   const rp = list(pol, 'reservedPorts', 'policy', issues, 'ports like [22, 53, 80, 443]');
   if (rp) {
     reservedPorts = [];
     rp.forEach((v, i) => {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) issues.add(`policy.reservedPorts[${i}]`, `must be an integer between 1 and 65535, got ${show(v)}`);
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535)
+        issues.add(`policy.reservedPorts[${i}]`, `must be an integer between 1 and 65535, got ${show(v)}`);
       else if (!reservedPorts.includes(v)) reservedPorts.push(v);
     });
     reservedPorts.sort((a, b) => a - b);
@@ -167,7 +225,23 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // upnp
   const ud = DEFAULTS.upnp;
-  const up = section(root['upnp'], 'upnp', ['enabled', 'httpPort', 'ssdp', 'friendlyName', 'manufacturer', 'modelName', 'notifyInterval', 'listAllLeases', 'maxSubscriptions', 'rateLimit'], issues);
+  const up = section(
+    root['upnp'],
+    'upnp',
+    [
+      'enabled',
+      'httpPort',
+      'ssdp',
+      'friendlyName',
+      'manufacturer',
+      'modelName',
+      'notifyInterval',
+      'listAllLeases',
+      'maxSubscriptions',
+      'rateLimit',
+    ],
+    issues,
+  );
   const upnp = {
     enabled: bool(up, 'enabled', 'upnp', ud.enabled, issues),
     httpPort: int(up, 'httpPort', 'upnp', ud.httpPort, { min: 0, max: 65535 }, issues),
@@ -184,7 +258,12 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
 
   // pcp
   const cd = DEFAULTS.pcp;
-  const pc = section(root['pcp'], 'pcp', ['enabled', 'port', 'peer', 'thirdParty', 'allowAllProtocols', 'rateLimit', 'ipv6'], issues);
+  const pc = section(
+    root['pcp'],
+    'pcp',
+    ['enabled', 'port', 'peer', 'thirdParty', 'allowAllProtocols', 'rateLimit', 'ipv6'],
+    issues,
+  );
   const pcp = {
     enabled: bool(pc, 'enabled', 'pcp', cd.enabled, issues),
     port: int(pc, 'port', 'pcp', cd.port, { min: 0, max: 65535 }, issues),
@@ -203,16 +282,36 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   let listen: string = DEFAULTS.admin.listen;
   if (ad['listen'] !== undefined) {
     if (typeof ad['listen'] === 'string' && parseListen(ad['listen'])) listen = ad['listen'];
-    else issues.add('admin.listen', `must be "address:port" like 127.0.0.1:8080 or [::1]:8080, got ${show(ad['listen'])}`);
+    else
+      issues.add('admin.listen', `must be "address:port" like 127.0.0.1:8080 or [::1]:8080, got ${show(ad['listen'])}`);
   }
-  const token = nullableStr(ad, 'token', 'admin', null, { minLength: 16, pattern: /^\S+$/, expected: 'must be null (generated) or a string of at least 16 characters without spaces' }, issues);
+  const token = nullableStr(
+    ad,
+    'token',
+    'admin',
+    null,
+    {
+      minLength: 16,
+      pattern: /^\S+$/,
+      expected: 'must be null (generated) or a string of at least 16 characters without spaces',
+    },
+    issues,
+  );
   const tokenFile = nullableStr(ad, 'tokenFile', 'admin', null, {}, issues);
-  if (token !== null && tokenFile !== null) issues.add('admin.tokenFile', 'set either admin.token or admin.tokenFile, not both');
+  if (token !== null && tokenFile !== null)
+    issues.add('admin.tokenFile', 'set either admin.token or admin.tokenFile, not both');
   // names the admin API also answers to (Host / Origin checks against DNS rebinding, src/admin/request-guard.ts)
   const allowedHosts: string[] = [];
   list(ad, 'allowedHosts', 'admin', issues, 'host names like router.lan')?.forEach((v, i) => {
-    if (typeof v === 'string' && /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(v)) allowedHosts.push(v.toLowerCase().replace(/\.$/, ''));
-    else issues.add(`admin.allowedHosts.${i}`, `must be a host name like router.lan (no port, no scheme), got ${show(v)}`);
+    if (
+      typeof v === 'string' &&
+      /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(
+        v,
+      )
+    )
+      allowedHosts.push(v.toLowerCase().replace(/\.$/, ''));
+    else
+      issues.add(`admin.allowedHosts.${i}`, `must be a host name like router.lan (no port, no scheme), got ${show(v)}`);
   });
   const admin = { listen, token, tokenFile, allowedHosts };
 
@@ -237,7 +336,13 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   // static forwards
   const staticForwards: StaticForwardConfig[] = [];
   const sfTagged: { fwd: StaticForwardConfig; path: string }[] = [];
-  list(root, 'staticForwards', '', issues, 'forwards like { protocol: tcp, externalPort: 8443, internal: "192.168.1.20:443" }')?.forEach((v, i) => {
+  list(
+    root,
+    'staticForwards',
+    '',
+    issues,
+    'forwards like { protocol: tcp, externalPort: 8443, internal: "192.168.1.20:443" }',
+  )?.forEach((v, i) => {
     const p = `staticForwards[${i}]`;
     for (const fwd of readStaticForward(v, p, reservedPorts, issues)) {
       staticForwards.push(fwd);
@@ -249,18 +354,36 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   // triggers: each one is checked against the rules before it and the static forwards
   const triggers: TriggerConfig[] = [];
   list(root, 'triggers', '', issues, 'trigger rules')?.forEach((v, i) => {
-    const t = readTrigger(v, `triggers[${i}]`, {
-      reservedPorts,
-      lifetime: lifetimes.trigger,
-      existing: triggers,
-      staticForwards,
-    }, issues);
+    const t = readTrigger(
+      v,
+      `triggers[${i}]`,
+      {
+        reservedPorts,
+        lifetime: lifetimes.trigger,
+        existing: triggers,
+        staticForwards,
+      },
+      issues,
+    );
     if (t) triggers.push(t);
   });
 
   const config: Config = {
-    logLevel, interfaces: { wan, lan }, externalAddress, listenAddresses, stateDir, database, dataplane,
-    policy, upnp, pcp, natpmp, admin, limits, staticForwards, triggers,
+    logLevel,
+    interfaces: { wan, lan },
+    externalAddress,
+    listenAddresses,
+    stateDir,
+    database,
+    dataplane,
+    policy,
+    upnp,
+    pcp,
+    natpmp,
+    admin,
+    limits,
+    staticForwards,
+    triggers,
   };
   return { config, issues };
 }

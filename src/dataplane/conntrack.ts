@@ -33,7 +33,17 @@ function deleteArgsCollector(): { add(e: DataplaneEntry, port: number): void; ou
   return {
     out,
     add(e, port) {
-      const args = ['-D', '-f', 'ipv4', '-p', e.protocol, '--orig-dst', e.externalAddress, '--orig-port-dst', String(port)];
+      const args = [
+        '-D',
+        '-f',
+        'ipv4',
+        '-p',
+        e.protocol,
+        '--orig-dst',
+        e.externalAddress,
+        '--orig-port-dst',
+        String(port),
+      ];
       if (e.remoteAddress !== null) args.push('--orig-src', e.remoteAddress);
       const k = args.join(' ');
       if (seen.has(k)) return;
@@ -54,7 +64,12 @@ export function flowDeleteArgs(entries: readonly DataplaneEntry[]): string[][] {
 }
 
 /** a flow from `conntrack -L` output, original direction (the first src/dst/dport of the line) */
-export interface ListedFlow { readonly protocol: string; readonly src: string; readonly dst: string; readonly dport: number }
+export interface ListedFlow {
+  readonly protocol: string;
+  readonly src: string;
+  readonly dst: string;
+  readonly dport: number;
+}
 
 /** parses `conntrack -L` lines (`tcp 6 99 ESTABLISHED src=A dst=B sport=X dport=Y ... src=...`) */
 export function parseFlows(text: string): ListedFlow[] {
@@ -75,7 +90,8 @@ export function flowDeleteArgsFor(entries: readonly DataplaneEntry[], flows: rea
   for (const f of flows) {
     const k = `${f.protocol}/${f.dst}/${f.dport}`;
     const list = byPort.get(k);
-    if (list) list.push(f); else byPort.set(k, [f]);
+    if (list) list.push(f);
+    else byPort.set(k, [f]);
   }
   const c = deleteArgsCollector();
   if (byPort.size === 0) return c.out;
@@ -129,38 +145,49 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
   }
 
   async function endNow(entries: readonly DataplaneEntry[]): Promise<number> {
-      let flows: ListedFlow[] | null;
+    let flows: ListedFlow[] | null;
+    try {
+      flows = await listFlows([...new Set(entries.map((e) => e.externalAddress))]);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'conntrack not runnable; flows end by the kernel rule only');
+      return flowDeleteArgs(entries).length;
+    }
+    const cmds = flows === null ? flowDeleteArgs(entries) : flowDeleteArgsFor(entries, flows);
+    if (cmds.length === 0) return 0;
+    if (batchSupported !== false && cmds.length > 1) {
       try {
-        flows = await listFlows([...new Set(entries.map((e) => e.externalAddress))]);
+        // -R needs a real file: /dev/stdin is a socket under node's spawn and conntrack cannot open it
+        const dir = mkdtempSync(join(tmpdir(), 'portd-ct-'));
+        const file = join(dir, 'delete');
+        writeFileSync(file, cmds.map((c) => c.join(' ')).join('\n') + '\n', { mode: 0o600 });
+        let r;
+        try {
+          r = await run(opts, opts.conntrackPath, ['-R', file], { timeoutMs: 30_000 });
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+        if (r.code === 0) {
+          batchSupported = true;
+          return 0;
+        }
+        if (batchSupported === null && /invalid option|unknown option|-R/i.test(r.stderr)) batchSupported = false;
+        else
+          log.warn(
+            { stderr: r.stderr.trim().slice(0, 200) },
+            'conntrack batch delete reported an error; retrying one by one',
+          );
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'conntrack not runnable; flows end by the kernel rule only');
-        return flowDeleteArgs(entries).length;
+        return cmds.length;
       }
-      const cmds = flows === null ? flowDeleteArgs(entries) : flowDeleteArgsFor(entries, flows);
-      if (cmds.length === 0) return 0;
-      if (batchSupported !== false && cmds.length > 1) {
-        try {
-          // -R needs a real file: /dev/stdin is a socket under node's spawn and conntrack cannot open it
-          const dir = mkdtempSync(join(tmpdir(), 'portd-ct-'));
-          const file = join(dir, 'delete');
-          writeFileSync(file, cmds.map((c) => c.join(' ')).join('\n') + '\n', { mode: 0o600 });
-          let r;
-          try { r = await run(opts, opts.conntrackPath, ['-R', file], { timeoutMs: 30_000 }); } finally { rmSync(dir, { recursive: true, force: true }); }
-          if (r.code === 0) { batchSupported = true; return 0; }
-          if (batchSupported === null && /invalid option|unknown option|-R/i.test(r.stderr)) batchSupported = false;
-          else log.warn({ stderr: r.stderr.trim().slice(0, 200) }, 'conntrack batch delete reported an error; retrying one by one');
-        } catch (err) {
-          log.warn({ err: (err as Error).message }, 'conntrack not runnable; flows end by the kernel rule only');
-          return cmds.length;
-        }
-      }
-      let failed = 0;
-      // a few at a time: each is a process
-      for (let i = 0; i < cmds.length; i += 8) {
-        const res = await Promise.all(cmds.slice(i, i + 8).map(one));
-        failed += res.filter((ok) => !ok).length;
-      }
-      return failed;
+    }
+    let failed = 0;
+    // a few at a time: each is a process
+    for (let i = 0; i < cmds.length; i += 8) {
+      const res = await Promise.all(cmds.slice(i, i + 8).map(one));
+      failed += res.filter((ok) => !ok).length;
+    }
+    return failed;
   }
 
   // Coalescing: leases end one tick at a time (a delete at concurrency 1 is one lease per tick), and a
@@ -176,14 +203,22 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
   function flushSoon(): void {
     if (running || !pending) return;
     running = true;
-    setTimeout(() => {
-      lastStart = performance.now();
-      const batch = pending!;
-      pending = null;
-      void endNow(batch.entries).then((failed) => {
-        for (const w of batch.waiters) w(failed);
-      }).finally(() => { running = false; flushSoon(); });
-    }, Math.max(FLUSH_DELAY_MS, MIN_GAP_MS - (performance.now() - lastStart))).unref?.();
+    setTimeout(
+      () => {
+        lastStart = performance.now();
+        const batch = pending!;
+        pending = null;
+        void endNow(batch.entries)
+          .then((failed) => {
+            for (const w of batch.waiters) w(failed);
+          })
+          .finally(() => {
+            running = false;
+            flushSoon();
+          });
+      },
+      Math.max(FLUSH_DELAY_MS, MIN_GAP_MS - (performance.now() - lastStart)),
+    ).unref?.();
   }
   return {
     end(entries) {

@@ -8,7 +8,13 @@ import type { Logger } from 'pino';
 import { run } from './nftables-runner.js';
 import { spawnTied } from '../child.js';
 
-export interface AddressInfo { readonly family?: string; readonly local?: string; readonly scope?: string; readonly secondary?: boolean; readonly deprecated?: boolean }
+export interface AddressInfo {
+  readonly family?: string;
+  readonly local?: string;
+  readonly scope?: string;
+  readonly secondary?: boolean;
+  readonly deprecated?: boolean;
+}
 
 /** global-scope IPv4 addresses from `ip -j addr show` output, primary first (pure) */
 export function parseIpAddrJson(json: string): string[] {
@@ -36,15 +42,22 @@ export interface ExternalAddressOptions {
   readonly debounceMs?: number;
 }
 
-export async function readInterfaceAddresses(opts: Pick<ExternalAddressOptions, 'interface' | 'ipPath' | 'netns'>): Promise<string[]> {
+export async function readInterfaceAddresses(
+  opts: Pick<ExternalAddressOptions, 'interface' | 'ipPath' | 'netns'>,
+): Promise<string[]> {
   const ns = opts.netns ? ['-n', opts.netns] : [];
-  const r = await run({}, opts.ipPath ?? 'ip', [...ns, '-j', '-4', 'addr', 'show', 'dev', opts.interface], { timeoutMs: 10_000 });
+  const r = await run({}, opts.ipPath ?? 'ip', [...ns, '-j', '-4', 'addr', 'show', 'dev', opts.interface], {
+    timeoutMs: 10_000,
+  });
   if (r.code !== 0) throw new Error(`ip addr show dev ${opts.interface}: ${r.stderr.trim()}`);
   return parseIpAddrJson(r.stdout || '[]');
 }
 
 /** the WAN interface's first global IPv4 address, or null when it has none */
-export async function readInterfaceAddress(ifname: string, opts: Pick<ExternalAddressOptions, 'ipPath' | 'netns'> = {}): Promise<string | null> {
+export async function readInterfaceAddress(
+  ifname: string,
+  opts: Pick<ExternalAddressOptions, 'ipPath' | 'netns'> = {},
+): Promise<string | null> {
   return (await readInterfaceAddresses({ ...opts, interface: ifname }))[0] ?? null;
 }
 
@@ -58,7 +71,10 @@ export interface ExternalAddressWatcher {
  * Reads once, calls onChange with the first result, then on every change.
  * Resolves after the first read (rejects when the interface cannot be read at all).
  */
-export async function watchExternalAddress(opts: ExternalAddressOptions, onChange: (addresses: readonly string[], previous: readonly string[]) => void): Promise<ExternalAddressWatcher> {
+export async function watchExternalAddress(
+  opts: ExternalAddressOptions,
+  onChange: (addresses: readonly string[], previous: readonly string[]) => void,
+): Promise<ExternalAddressWatcher> {
   const log = opts.log.child({ component: 'wan-address', interface: opts.interface });
   let current: readonly string[] = await readInterfaceAddresses(opts);
   let stopped = false;
@@ -92,11 +108,16 @@ export async function watchExternalAddress(opts: ExternalAddressOptions, onChang
   function startMonitor(): void {
     if (stopped) return;
     const ns = opts.netns ? ['-n', opts.netns] : [];
-    const child = spawnTied(opts.ipPath ?? 'ip', [...ns, 'monitor', 'address', 'dev', opts.interface], { stdio: ['ignore', 'pipe', 'pipe'] }); // dies with portd
+    const child = spawnTied(opts.ipPath ?? 'ip', [...ns, 'monitor', 'address', 'dev', opts.interface], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }); // dies with portd
     monitor = child;
     child.stdout?.on('data', () => {
       if (debounce) clearTimeout(debounce);
-      debounce = setTimeout(() => { debounce = null; void reread(); }, opts.debounceMs ?? 200);
+      debounce = setTimeout(() => {
+        debounce = null;
+        void reread();
+      }, opts.debounceMs ?? 200);
     });
     child.on('error', (err) => log.warn({ err: err.message }, 'ip monitor not runnable; polling only'));
     child.on('close', () => {

@@ -34,14 +34,20 @@ const UDP_UNCONNECTED = '07'; // TCP_CLOSE: a UDP socket without a peer (a conne
 /** one 32-bit word as /proc prints it (`%08X` of the value in host byte order) → its 4 bytes in network order */
 function word(hex: string, at: number, littleEndian: boolean): number {
   const v = parseInt(hex.slice(at, at + 8), 16);
-  return littleEndian ? (((v & 0xff) << 24) | ((v >>> 8 & 0xff) << 16) | ((v >>> 16 & 0xff) << 8) | (v >>> 24)) >>> 0 : v >>> 0;
+  return littleEndian
+    ? (((v & 0xff) << 24) | (((v >>> 8) & 0xff) << 16) | (((v >>> 16) & 0xff) << 8) | (v >>> 24)) >>> 0
+    : v >>> 0;
 }
 
 /**
  * The sockets of one /proc/net/{tcp,udp}{,6} text that accept inbound traffic. Lines that do not parse
  * (the header, a truncated last line) are skipped: the file is the kernel's, not an attacker's.
  */
-export function parseProcNet(text: string, protocol: SocketProtocol, littleEndian = endianness() === 'LE'): LocalSocket[] {
+export function parseProcNet(
+  text: string,
+  protocol: SocketProtocol,
+  littleEndian = endianness() === 'LE',
+): LocalSocket[] {
   const out: LocalSocket[] = [];
   const want = protocol === 'tcp' ? TCP_LISTEN : UDP_UNCONNECTED;
   let pos = 0;
@@ -72,8 +78,10 @@ export function parseProcNet(text: string, protocol: SocketProtocol, littleEndia
       out.push({ protocol, port, ipv4: word(addr, 0, littleEndian) });
     } else if (addr.length === 32) {
       const w = [0, 8, 16, 24].map((k) => word(addr, k, littleEndian));
-      if (w[0] === 0 && w[1] === 0 && w[2] === 0 && w[3] === 0) out.push({ protocol, port, ipv4: 0 });            // [::]
-      else if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff) out.push({ protocol, port, ipv4: w[3]! });           // [::ffff:a.b.c.d]
+      if (w[0] === 0 && w[1] === 0 && w[2] === 0 && w[3] === 0)
+        out.push({ protocol, port, ipv4: 0 }); // [::]
+      else if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff)
+        out.push({ protocol, port, ipv4: w[3]! }); // [::ffff:a.b.c.d]
       else out.push({ protocol, port, ipv4: null });
     }
   }
@@ -100,7 +108,12 @@ export interface LocalPorts {
   snapshot(): { tcp: number[]; udp: number[] };
 }
 
-const FILES = [['tcp', 'tcp'], ['tcp', 'tcp6'], ['udp', 'udp'], ['udp', 'udp6']] as const;
+const FILES = [
+  ['tcp', 'tcp'],
+  ['tcp', 'tcp6'],
+  ['udp', 'udp'],
+  ['udp', 'udp6'],
+] as const;
 
 /**
  * A checker with a short cache, asked at grant time inside the lease table's writer tick (so it
@@ -126,34 +139,69 @@ export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
   function unreadable(f: string, e: unknown): void {
     // no IPv6 in the kernel: no tcp6/udp6, nothing bound there. Anything else: say so once, hand ports out
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && !warned.has(f)) { warned.add(f); opts.log?.warn({ file: `${dir}/${f}`, err: (e as Error).message }, 'cannot read the socket table; the gateway\'s own ports in it are not protected (policy.checkPortInUse)'); }
+    if (code !== 'ENOENT' && !warned.has(f)) {
+      warned.add(f);
+      opts.log?.warn(
+        { file: `${dir}/${f}`, err: (e as Error).message },
+        "cannot read the socket table; the gateway's own ports in it are not protected (policy.checkPortInUse)",
+      );
+    }
   }
   function build(texts: readonly (string | null)[]): void {
-    const exts = new Set(opts.externalAddresses().map((a) => ipv4ToInt(a)).filter((n): n is number => n !== null && n !== 0));
+    const exts = new Set(
+      opts
+        .externalAddresses()
+        .map((a) => ipv4ToInt(a))
+        .filter((n): n is number => n !== null && n !== 0),
+    );
     const next = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
     texts.forEach((text, i) => {
       if (text === null) return;
       const protocol = FILES[i]![0];
-      for (const s of parseProcNet(text, protocol)) if (s.ipv4 === 0 || (s.ipv4 !== null && exts.has(s.ipv4))) next[protocol][s.port] = 1;
+      for (const s of parseProcNet(text, protocol))
+        if (s.ipv4 === 0 || (s.ipv4 !== null && exts.has(s.ipv4))) next[protocol][s.port] = 1;
     });
     used = next;
   }
   function refreshSync(): void {
     const t = now();
-    build(FILES.map(([, f]) => { try { return readSync(`${dir}/${f}`); } catch (e) { unreadable(f, e); return null; } }));
+    build(
+      FILES.map(([, f]) => {
+        try {
+          return readSync(`${dir}/${f}`);
+        } catch (e) {
+          unreadable(f, e);
+          return null;
+        }
+      }),
+    );
     at = t;
   }
   async function refreshAsync(): Promise<void> {
     const t = now();
-    const texts = await Promise.all(FILES.map(([, f]) => readAsync(`${dir}/${f}`).catch((e: unknown) => { unreadable(f, e); return null; })));
+    const texts = await Promise.all(
+      FILES.map(([, f]) =>
+        readAsync(`${dir}/${f}`).catch((e: unknown) => {
+          unreadable(f, e);
+          return null;
+        }),
+      ),
+    );
     build(texts);
     at = Math.max(at, t);
   }
   function fresh(): void {
     const age = now() - at;
     if (age < ttl) return;
-    if (age >= 5 * ttl) { refreshSync(); return; }
-    refreshing ??= refreshAsync().catch(() => undefined).finally(() => { refreshing = null; });
+    if (age >= 5 * ttl) {
+      refreshSync();
+      return;
+    }
+    refreshing ??= refreshAsync()
+      .catch(() => undefined)
+      .finally(() => {
+        refreshing = null;
+      });
   }
   return {
     inUse(protocol, port) {
@@ -162,7 +210,11 @@ export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
     },
     snapshot() {
       fresh();
-      const list = (u: Uint8Array) => { const o: number[] = []; for (let p = 1; p < 65536; p++) if (u[p]) o.push(p); return o; };
+      const list = (u: Uint8Array) => {
+        const o: number[] = [];
+        for (let p = 1; p < 65536; p++) if (u[p]) o.push(p);
+        return o;
+      };
       return { tcp: list(used.tcp), udp: list(used.udp) };
     },
   };

@@ -7,7 +7,9 @@ export interface MemoryDataplaneOptions {
 }
 
 /** For tests and the loopback default: same contract as the kernel driver, no kernel. */
-export function createMemoryDataplane(opts: MemoryDataplaneOptions = {}): Dataplane & { readonly entries: ReadonlyMap<string, DataplaneEntry>; batches: number } {
+export function createMemoryDataplane(
+  opts: MemoryDataplaneOptions = {},
+): Dataplane & { readonly entries: ReadonlyMap<string, DataplaneEntry>; batches: number } {
   const entries = new Map<string, DataplaneEntry>();
   let externalAddresses: readonly string[] = [];
   let lastReconcileAt: number | null = null;
@@ -23,23 +25,33 @@ export function createMemoryDataplane(opts: MemoryDataplaneOptions = {}): Datapl
       const added = new Set<string>();
       for (const e of batch.add) {
         const k = entryKey(e);
-        if ((entries.has(k) && !removed.has(k)) || added.has(k)) throw new Error(`memory dataplane: element ${k} exists`);
+        if ((entries.has(k) && !removed.has(k)) || added.has(k))
+          throw new Error(`memory dataplane: element ${k} exists`);
         added.add(k);
       }
       for (const k of removed) entries.delete(k);
       for (const e of batch.add) entries.set(entryKey(e), e);
       self.batches++;
     },
-    async list() { return [...entries.values()]; },
-    async count() { return entries.size; },
+    async list() {
+      return [...entries.values()];
+    },
+    async count() {
+      return entries.size;
+    },
     async reset(list: readonly DataplaneEntry[]) {
       entries.clear();
       for (const e of list) entries.set(entryKey(e), e);
       lastReconcileAt = Date.now();
     },
     async endFlows() {},
-    async setExternalAddresses(a: readonly string[]) { externalAddresses = [...a]; void externalAddresses; },
-    health(): DataplaneHealth { return { ok: true, lastReconcileAt, lastDrift: 0 }; },
+    async setExternalAddresses(a: readonly string[]) {
+      externalAddresses = [...a];
+      void externalAddresses;
+    },
+    health(): DataplaneHealth {
+      return { ok: true, lastReconcileAt, lastDrift: 0 };
+    },
     async close() {},
   };
   return self;

@@ -75,20 +75,47 @@ export class NetlinkError extends Error {
    * `refused`: the kernel answered with an error and applied nothing of the batch (or it was never sent);
    * `unknown`: sent, but not every answer could be read: the kernel may have committed it
    */
-  constructor(message: string, readonly errno: number | null, readonly outcome: 'refused' | 'unknown' = 'refused') {
+  constructor(
+    message: string,
+    readonly errno: number | null,
+    readonly outcome: 'refused' | 'unknown' = 'refused',
+  ) {
     super(message);
     this.name = 'NetlinkError';
   }
 }
 
 const ERRNO_NAMES: Record<number, string> = {
-  1: 'EPERM', 2: 'ENOENT', 4: 'EINTR', 11: 'EAGAIN', 12: 'ENOMEM', 16: 'EBUSY', 17: 'EEXIST', 22: 'EINVAL', 23: 'ENFILE', 34: 'ERANGE',
-  85: 'ERESTART', 90: 'EMSGSIZE', 95: 'EOPNOTSUPP', 105: 'ENOBUFS',
+  1: 'EPERM',
+  2: 'ENOENT',
+  4: 'EINTR',
+  11: 'EAGAIN',
+  12: 'ENOMEM',
+  16: 'EBUSY',
+  17: 'EEXIST',
+  22: 'EINVAL',
+  23: 'ENFILE',
+  34: 'ERANGE',
+  85: 'ERESTART',
+  90: 'EMSGSIZE',
+  95: 'EOPNOTSUPP',
+  105: 'ENOBUFS',
 };
 const ERRNO_TEXT: Record<number, string> = {
-  1: 'operation not permitted (portd needs CAP_NET_ADMIN)', 2: 'no such table, set or element', 4: 'interrupted', 11: 'try again',
-  12: 'out of memory', 16: 'busy', 17: 'element exists with other data', 22: 'invalid argument', 23: 'set is full', 34: 'value out of range',
-  85: 'interrupted, restart', 90: 'batch longer than the socket buffer', 95: 'not supported', 105: 'no buffer space',
+  1: 'operation not permitted (portd needs CAP_NET_ADMIN)',
+  2: 'no such table, set or element',
+  4: 'interrupted',
+  11: 'try again',
+  12: 'out of memory',
+  16: 'busy',
+  17: 'element exists with other data',
+  22: 'invalid argument',
+  23: 'set is full',
+  34: 'value out of range',
+  85: 'interrupted, restart',
+  90: 'batch longer than the socket buffer',
+  95: 'not supported',
+  105: 'no buffer space',
 };
 
 function errnoText(errno: number): string {
@@ -180,7 +207,14 @@ function u64be(n: number): Buffer {
   return b;
 }
 
-function message(type: number, flags: number, seq: number, family: number, resId: number, body: readonly Buffer[]): Buffer {
+function message(
+  type: number,
+  flags: number,
+  seq: number,
+  family: number,
+  resId: number,
+  body: readonly Buffer[],
+): Buffer {
   const payload = Buffer.concat(body);
   const h = Buffer.alloc(20);
   h.writeUInt32LE(20 + payload.length, 0);
@@ -212,7 +246,10 @@ export interface AckedMessage {
 
 /** `add element fwd4 { tcp . 80, … }` for an error message */
 export function describeMessage(m: AckedMessage): string {
-  return `${m.step.verb} element ${m.step.set} { ${m.step.elements.slice(m.from, m.to).map((e) => e.key).join(', ')} }`.slice(0, 200);
+  return `${m.step.verb} element ${m.step.set} { ${m.step.elements
+    .slice(m.from, m.to)
+    .map((e) => e.key)
+    .join(', ')} }`.slice(0, 200);
 }
 
 export interface EncodedBatch {
@@ -239,11 +276,16 @@ export function encodeBatch(table: string, steps: readonly ElementStep[], firstS
       const chunk = step.elements.slice(i, i + ELEMENTS_PER_MESSAGE);
       const s = seq++;
       acked.set(s, { step, from: i, to: i + chunk.length });
-      msgs.push(message(type, flags, s, NFPROTO_INET, 0, [
-        attr(NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
-        attr(NFTA_SET_ELEM_LIST_SET, cstr(step.set)),
-        nest(NFTA_SET_ELEM_LIST_ELEMENTS, chunk.map((el) => elementAttr(step.set, el, step.verb))),
-      ]));
+      msgs.push(
+        message(type, flags, s, NFPROTO_INET, 0, [
+          attr(NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
+          attr(NFTA_SET_ELEM_LIST_SET, cstr(step.set)),
+          nest(
+            NFTA_SET_ELEM_LIST_ELEMENTS,
+            chunk.map((el) => elementAttr(step.set, el, step.verb)),
+          ),
+        ]),
+      );
     }
   }
   msgs.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES, []));
@@ -328,9 +370,15 @@ function loadLibc(): Libc | null {
     const setns = f('int setns(int, int)');
     const close = f('int close(int)');
     libc = {
-      socket: (a, b, c) => socket(a, b, c), send: (a, b, c, d) => send(a, b, c, d), recv: (a, b, c, d) => recv(a, b, c, d),
-      setsockopt: (a, b, c, d, e) => setsockopt(a, b, c, d, e), getsockopt: (a, b, c, d, e) => getsockopt(a, b, c, d, e), open: (a, b) => open(a, b), setns: (a, b) => setns(a, b),
-      close: (a) => close(a), errno: () => koffi.errno(),
+      socket: (a, b, c) => socket(a, b, c),
+      send: (a, b, c, d) => send(a, b, c, d),
+      recv: (a, b, c, d) => recv(a, b, c, d),
+      setsockopt: (a, b, c, d, e) => setsockopt(a, b, c, d, e),
+      getsockopt: (a, b, c, d, e) => getsockopt(a, b, c, d, e),
+      open: (a, b) => open(a, b),
+      setns: (a, b) => setns(a, b),
+      close: (a) => close(a),
+      errno: () => koffi.errno(),
     };
   } catch (err) {
     libcError = err instanceof Error ? err.message : String(err);
@@ -374,9 +422,14 @@ function openSocket(c: Libc, netns: string | undefined): number {
   const self = c.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC);
   if (self < 0) throw new NetlinkError(`cannot open our network namespace: ${errnoText(c.errno())}`, c.errno());
   const target = c.open(`/run/netns/${netns}`, O_RDONLY | O_CLOEXEC);
-  if (target < 0) { const e = c.errno(); c.close(self); throw new NetlinkError(`cannot open network namespace ${netns}: ${errnoText(e)}`, e); }
+  if (target < 0) {
+    const e = c.errno();
+    c.close(self);
+    throw new NetlinkError(`cannot open network namespace ${netns}: ${errnoText(e)}`, e);
+  }
   try {
-    if (c.setns(target, CLONE_NEWNET) !== 0) throw new NetlinkError(`cannot enter network namespace ${netns}: ${errnoText(c.errno())}`, c.errno());
+    if (c.setns(target, CLONE_NEWNET) !== 0)
+      throw new NetlinkError(`cannot enter network namespace ${netns}: ${errnoText(c.errno())}`, c.errno());
     const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
     const e = c.errno();
     if (c.setns(self, CLONE_NEWNET) !== 0) {
@@ -413,7 +466,8 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
   c.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4); // errors echo only the header, not the whole request
   c.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4); // and carry the kernel's reason as text
   // as nft does: room for big batches (FORCE needs CAP_NET_ADMIN, which writing nf_tables needs anyway)
-  if (c.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, int32(WANT_SNDBUF), 4) !== 0) c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int32(WANT_SNDBUF), 4);
+  if (c.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, int32(WANT_SNDBUF), 4) !== 0)
+    c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int32(WANT_SNDBUF), 4);
   const got = Buffer.alloc(4);
   const gotLen = Buffer.alloc(4);
   gotLen.writeUInt32LE(4, 0);
@@ -433,12 +487,17 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
       seq = (last + 1) & 0x3fffffff;
       if (batch.buffer.length > sendLimit) return false;
       // answers left from an earlier batch whose reading was cut short: not this batch's
-      while (c.recv(fd, rbuf, rbuf.length, MSG_DONTWAIT) > 0) { /* stale */ }
+      while (c.recv(fd, rbuf, rbuf.length, MSG_DONTWAIT) > 0) {
+        /* stale */
+      }
       const sent = c.send(fd, batch.buffer, batch.buffer.length, 0);
       if (sent !== batch.buffer.length) {
         const e = sent < 0 ? c.errno() : null;
         if (e === EMSGSIZE || e === ENOBUFS) return false; // refused before the kernel looked at it
-        throw new NetlinkError(`netlink send failed: ${e !== null ? errnoText(e) : `${sent} of ${batch.buffer.length} octets`}`, e);
+        throw new NetlinkError(
+          `netlink send failed: ${e !== null ? errnoText(e) : `${sent} of ${batch.buffer.length} octets`}`,
+          e,
+        );
       }
       // The kernel handled the batch inside sendmsg(): every answer is queued already, so read without
       // waiting (as nft does). Every element message is acked; errors of the batch as a whole (no
@@ -451,7 +510,11 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
         if (n <= 0) {
           const e = n < 0 ? c.errno() : null;
           if (e === EAGAIN) break;
-          throw new NetlinkError(`netlink: reading the answers failed (${e !== null ? errnoText(e) : 'socket closed'}); the batch may have been applied`, e, 'unknown');
+          throw new NetlinkError(
+            `netlink: reading the answers failed (${e !== null ? errnoText(e) : 'socket closed'}); the batch may have been applied`,
+            e,
+            'unknown',
+          );
         }
         for (const a of parseAnswers(rbuf, n)) {
           const inBatch = a.seq >= first && a.seq <= last;
@@ -467,7 +530,12 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
       }
       if (errors.length > 0) throw new NetlinkError(`netlink batch refused: ${errors.join('; ')}`, firstErrno);
       const missing = [...batch.acked.keys()].filter((k) => !answered.has(k)).length;
-      if (missing > 0) throw new NetlinkError(`netlink: ${missing} answer(s) missing; the batch may have been applied`, null, 'unknown');
+      if (missing > 0)
+        throw new NetlinkError(
+          `netlink: ${missing} answer(s) missing; the batch may have been applied`,
+          null,
+          'unknown',
+        );
       return true;
     },
     current(): boolean {

@@ -33,7 +33,8 @@ export function setElements(json: string): string[] {
   for (const item of doc.nftables ?? []) {
     for (const el of item['set']?.elem ?? []) {
       if (typeof el === 'string' || typeof el === 'number') out.push(String(el));
-      else if (el && typeof el === 'object' && 'elem' in el) out.push(String((el as { elem: { val: unknown } }).elem.val));
+      else if (el && typeof el === 'object' && 'elem' in el)
+        out.push(String((el as { elem: { val: unknown } }).elem.val));
     }
   }
   return out.sort();
@@ -43,7 +44,12 @@ export function setElements(json: string): string[] {
  * Whether a full element audit may run now: `last` is when the previous one started and how long
  * it took (ms). It may take at most `share` of the time (default 1 %), and runs at most every `minGapMs`.
  */
-export function auditDue(now: number, last: { readonly at: number; readonly ms: number } | null, share = 0.01, minGapMs = 1000): boolean {
+export function auditDue(
+  now: number,
+  last: { readonly at: number; readonly ms: number } | null,
+  share = 0.01,
+  minGapMs = 1000,
+): boolean {
   if (!last) return true;
   return now - last.at >= Math.max(minGapMs, last.ms / share);
 }

@@ -12,7 +12,12 @@ export interface CommandPrefix {
   readonly ipPath?: string | undefined;
 }
 
-export interface RunResult { readonly code: number | null; readonly stdout: string; readonly stderr: string; readonly signal: NodeJS.Signals | null }
+export interface RunResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly signal: NodeJS.Signals | null;
+}
 
 /** argv for a tool, inside the namespace when one is set */
 export function argvFor(prefix: CommandPrefix, tool: string, args: readonly string[]): [string, string[]] {
@@ -20,7 +25,11 @@ export function argvFor(prefix: CommandPrefix, tool: string, args: readonly stri
 }
 
 export class CommandError extends Error {
-  constructor(message: string, readonly result: RunResult | null, cause?: unknown) {
+  constructor(
+    message: string,
+    readonly result: RunResult | null,
+    cause?: unknown,
+  ) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'CommandError';
   }
@@ -30,8 +39,12 @@ export class CommandError extends Error {
  * runs a command to completion; rejects only when it cannot be started, times out, or `onStdout` throws
  * (check `code`). With `onStdout`, stdout goes to it as text as it arrives and is not kept in the result.
  */
-export function run(prefix: CommandPrefix, tool: string, args: readonly string[],
-  opts: { input?: string; timeoutMs?: number; onStdout?: (text: string) => void } = {}): Promise<RunResult> {
+export function run(
+  prefix: CommandPrefix,
+  tool: string,
+  args: readonly string[],
+  opts: { input?: string; timeoutMs?: number; onStdout?: (text: string) => void } = {},
+): Promise<RunResult> {
   const [cmd, argv] = argvFor(prefix, tool, args);
   return new Promise((resolve, reject) => {
     let child: ChildProcessWithoutNullStreams;
@@ -48,14 +61,26 @@ export function run(prefix: CommandPrefix, tool: string, args: readonly string[]
       if (done) return;
       done = true;
       child.kill('SIGKILL');
-      reject(new CommandError(`${tool} ${args.join(' ').slice(0, 80)}: no answer within ${opts.timeoutMs ?? 60000} ms`, null));
+      reject(
+        new CommandError(
+          `${tool} ${args.join(' ').slice(0, 80)}: no answer within ${opts.timeoutMs ?? 60000} ms`,
+          null,
+        ),
+      );
     }, opts.timeoutMs ?? 60000);
     const onStdout = opts.onStdout;
     if (onStdout) {
       child.stdout.setEncoding('utf8'); // chunks never split a character
       child.stdout.on('data', (text: string) => {
         if (done) return;
-        try { onStdout(text); } catch (err) { done = true; clearTimeout(timer); child.kill('SIGKILL'); reject(err); }
+        try {
+          onStdout(text);
+        } catch (err) {
+          done = true;
+          clearTimeout(timer);
+          child.kill('SIGKILL');
+          reject(err);
+        }
       });
     } else {
       child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -71,21 +96,38 @@ export function run(prefix: CommandPrefix, tool: string, args: readonly string[]
       if (done) return;
       done = true;
       clearTimeout(timer);
-      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errb).toString('utf8') });
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(errb).toString('utf8'),
+      });
     });
-    child.stdin.on('error', () => { /* the close handler reports */ });
+    child.stdin.on('error', () => {
+      /* the close handler reports */
+    });
     child.stdin.end(opts.input ?? '');
   });
 }
 
 /** `nft -f -` with the script on stdin: one atomic transaction */
-export async function nftScript(prefix: CommandPrefix, nftPath: string, script: string, timeoutMs = 120_000): Promise<void> {
+export async function nftScript(
+  prefix: CommandPrefix,
+  nftPath: string,
+  script: string,
+  timeoutMs = 120_000,
+): Promise<void> {
   const r = await run(prefix, nftPath, ['-f', '-'], { input: script, timeoutMs });
   if (r.code !== 0) throw new CommandError(firstLines(r.stderr) || `nft exited with ${r.code ?? r.signal}`, r);
 }
 
 export function firstLines(s: string, n = 6): string {
-  return s.trim().split('\n').slice(0, n).map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l)).join('\n');
+  return s
+    .trim()
+    .split('\n')
+    .slice(0, n)
+    .map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l))
+    .join('\n');
 }
 
 /**
@@ -104,13 +146,24 @@ export class NftInteractive {
   private buf = '';
   private seq = 0;
   private lines = 0;
-  private pending: { marker: RegExp; resolve: (out: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
+  private pending: {
+    marker: RegExp;
+    resolve: (out: string) => void;
+    reject: (e: Error) => void;
+    timer: NodeJS.Timeout;
+  } | null = null;
   private exitReason: string | null = null;
 
-  constructor(private readonly prefix: CommandPrefix, private readonly nftPath: string, private readonly timeoutMs = 30_000,
-    private readonly maxLines = 5_000) {}
+  constructor(
+    private readonly prefix: CommandPrefix,
+    private readonly nftPath: string,
+    private readonly timeoutMs = 30_000,
+    private readonly maxLines = 5_000,
+  ) {}
 
-  get running(): boolean { return this.child !== null; }
+  get running(): boolean {
+    return this.child !== null;
+  }
 
   private start(): ChildProcessWithoutNullStreams {
     const [cmd, argv] = argvFor(this.prefix, this.nftPath, ['-i']);
@@ -118,19 +171,31 @@ export class NftInteractive {
     this.exitReason = null;
     this.buf = '';
     this.lines = 0;
-    child.stdout.on('data', () => { /* batches print nothing; ignore */ });
-    child.stderr.on('data', (d: Buffer) => { if (this.child === child) { this.buf += d.toString('utf8'); this.poll(); } });
+    child.stdout.on('data', () => {
+      /* batches print nothing; ignore */
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      if (this.child === child) {
+        this.buf += d.toString('utf8');
+        this.poll();
+      }
+    });
     const gone = (why: string) => {
       if (this.child !== child) return;
       this.child = null;
       this.exitReason = why;
       const p = this.pending;
       this.pending = null;
-      if (p) { clearTimeout(p.timer); p.reject(new CommandError(`nft -i ended (${why}) during a batch; outcome unknown`, null)); }
+      if (p) {
+        clearTimeout(p.timer);
+        p.reject(new CommandError(`nft -i ended (${why}) during a batch; outcome unknown`, null));
+      }
     };
     child.on('error', (err) => gone(err.message));
     child.on('close', (code, signal) => gone(`exit ${code ?? signal}`));
-    child.stdin.on('error', () => { /* close reports */ });
+    child.stdin.on('error', () => {
+      /* close reports */
+    });
     this.child = child;
     return child;
   }
@@ -166,15 +231,21 @@ export class NftInteractive {
       this.pending = { marker: new RegExp(`(?:^|\\n)Error:[^\\n]*\\n${tag}\\n[ ^]*\\^\\n`), resolve, reject, timer };
       child.stdin.write(`${line}\n${tag}\n`);
     }).then((out) => {
-      if (out.trim().length > 0) throw new CommandError(firstLines(out), { code: 1, signal: null, stdout: '', stderr: out });
+      if (out.trim().length > 0)
+        throw new CommandError(firstLines(out), { code: 1, signal: null, stdout: '', stderr: out });
     });
   }
 
   kill(): void {
     const c = this.child;
     this.child = null;
-    if (c) { c.stdin.end(); c.kill('SIGTERM'); }
+    if (c) {
+      c.stdin.end();
+      c.kill('SIGTERM');
+    }
   }
 
-  get lastExit(): string | null { return this.exitReason; }
+  get lastExit(): string | null {
+    return this.exitReason;
+  }
 }

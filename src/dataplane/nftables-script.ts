@@ -62,9 +62,15 @@ export class NftModel {
    *  port): one Set per lease was ≈ 15 MB at 100k leases, almost all with one holder. Single-port live
    *  elements are keyed by a number (a `live_tcp/8080` string per lease was three heap objects) */
   private readonly liveHolders = new Map<number | string, string | Set<string>>();
-  get size(): number { return this.entries.size; }
-  get(k: string): ModelEntry | undefined { return this.entries.get(k); }
-  hasLive(id: string): boolean { return this.liveHolders.has(liveSlot(id)); }
+  get size(): number {
+    return this.entries.size;
+  }
+  get(k: string): ModelEntry | undefined {
+    return this.entries.get(k);
+  }
+  hasLive(id: string): boolean {
+    return this.liveHolders.has(liveSlot(id));
+  }
   /** entry keys holding a live element */
   holders(id: string): readonly string[] {
     const h = this.liveHolders.get(liveSlot(id));
@@ -80,8 +86,9 @@ export class NftModel {
     const id = entrySlot(m.entry);
     const h = this.liveHolders.get(id);
     if (h === undefined) this.liveHolders.set(id, k);
-    else if (typeof h === 'string') { if (h !== k) this.liveHolders.set(id, new Set([h, k])); }
-    else h.add(k);
+    else if (typeof h === 'string') {
+      if (h !== k) this.liveHolders.set(id, new Set([h, k]));
+    } else h.add(k);
   }
   delete(k: string): void {
     const m = this.entries.get(k);
@@ -90,12 +97,18 @@ export class NftModel {
     const id = entrySlot(m.entry);
     const h = this.liveHolders.get(id);
     if (h === undefined) return;
-    if (typeof h === 'string') { if (h === k) this.liveHolders.delete(id); return; }
+    if (typeof h === 'string') {
+      if (h === k) this.liveHolders.delete(id);
+      return;
+    }
     h.delete(k);
     if (h.size === 1) this.liveHolders.set(id, h.values().next().value as string);
     else if (h.size === 0) this.liveHolders.delete(id);
   }
-  clear(): void { this.entries.clear(); this.liveHolders.clear(); }
+  clear(): void {
+    this.entries.clear();
+    this.liveHolders.clear();
+  }
   apply(changes: ModelChanges): void {
     for (const k of changes.delete) this.delete(k);
     for (const [k, m] of changes.set) this.set(k, m);
@@ -103,7 +116,11 @@ export class NftModel {
   /** drops entries whose kernel timeout has passed (the kernel dropped them on its own); returns how many */
   pruneExpired(now: number): number {
     let n = 0;
-    for (const [k, m] of this.entries) if (m.deadline !== null && m.deadline <= now) { this.delete(k); n++; }
+    for (const [k, m] of this.entries)
+      if (m.deadline !== null && m.deadline <= now) {
+        this.delete(k);
+        n++;
+      }
     return n;
   }
 }
@@ -113,8 +130,14 @@ function entrySlot(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'extern
   return e.externalPortEnd === e.externalPort ? (e.protocol === 'udp' ? 65536 : 0) + e.externalPort : liveId(liveOf(e));
 }
 function liveSlot(id: string): number | string {
-  if (id.startsWith('live_tcp/')) { const p = Number(id.slice(9)); if (Number.isInteger(p)) return p; }
-  if (id.startsWith('live_udp/')) { const p = Number(id.slice(9)); if (Number.isInteger(p)) return 65536 + p; }
+  if (id.startsWith('live_tcp/')) {
+    const p = Number(id.slice(9));
+    if (Number.isInteger(p)) return p;
+  }
+  if (id.startsWith('live_udp/')) {
+    const p = Number(id.slice(9));
+    if (Number.isInteger(p)) return 65536 + p;
+  }
   return id;
 }
 function slotId(slot: number | string): string {
@@ -126,7 +149,9 @@ export interface ModelChanges {
   readonly set: readonly (readonly [string, ModelEntry])[];
 }
 
-function liveId(lv: { set: LiveSet; key: string }): string { return `${lv.set}/${lv.key}`; }
+function liveId(lv: { set: LiveSet; key: string }): string {
+  return `${lv.set}/${lv.key}`;
+}
 
 export class NftPlanError extends Error {
   constructor(message: string) {
@@ -139,8 +164,10 @@ const TABLE_RE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.:@+-]{1,15}$/;
 
 export function validateRulesetOptions(o: RulesetOptions): void {
-  if (!TABLE_RE.test(o.table)) throw new NftPlanError(`bad table name ${JSON.stringify(o.table)} (letters, digits, _; max 32)`);
-  for (const i of [o.wan, ...o.lan]) if (!IFNAME_RE.test(i)) throw new NftPlanError(`bad interface name ${JSON.stringify(i)}`);
+  if (!TABLE_RE.test(o.table))
+    throw new NftPlanError(`bad table name ${JSON.stringify(o.table)} (letters, digits, _; max 32)`);
+  for (const i of [o.wan, ...o.lan])
+    if (!IFNAME_RE.test(i)) throw new NftPlanError(`bad interface name ${JSON.stringify(i)}`);
   if (o.lan.length === 0) throw new NftPlanError('at least one LAN interface is needed');
   for (const p of [...o.frontendPorts.tcp, ...o.frontendPorts.udp]) checkPort(p);
 }
@@ -150,16 +177,25 @@ function checkPort(p: number): void {
 }
 
 function checkEntry(e: DataplaneEntry): void {
-  if (e.protocol !== 'tcp' && e.protocol !== 'udp') throw new NftPlanError(`bad protocol ${String(e.protocol)} in ${e.id}`);
-  checkPort(e.externalPort); checkPort(e.externalPortEnd); checkPort(e.internalPort);
-  if (e.externalPortEnd < e.externalPort) throw new NftPlanError(`bad range ${e.externalPort}-${e.externalPortEnd} in ${e.id}`);
-  if (e.internalPort + (e.externalPortEnd - e.externalPort) > 65535) throw new NftPlanError(`internal range past 65535 in ${e.id}`);
+  if (e.protocol !== 'tcp' && e.protocol !== 'udp')
+    throw new NftPlanError(`bad protocol ${String(e.protocol)} in ${e.id}`);
+  checkPort(e.externalPort);
+  checkPort(e.externalPortEnd);
+  checkPort(e.internalPort);
+  if (e.externalPortEnd < e.externalPort)
+    throw new NftPlanError(`bad range ${e.externalPort}-${e.externalPortEnd} in ${e.id}`);
+  if (e.internalPort + (e.externalPortEnd - e.externalPort) > 65535)
+    throw new NftPlanError(`internal range past 65535 in ${e.id}`);
   if (!isIPv4(e.internalAddress)) throw new NftPlanError(`bad internal address ${e.internalAddress} in ${e.id}`);
-  if (e.remoteAddress !== null && !isIPv4(e.remoteAddress)) throw new NftPlanError(`bad remote address ${e.remoteAddress} in ${e.id}`);
-  if (e.timeoutSeconds !== null && !(Number.isFinite(e.timeoutSeconds) && e.timeoutSeconds > 0)) throw new NftPlanError(`bad timeout ${e.timeoutSeconds} in ${e.id}`);
+  if (e.remoteAddress !== null && !isIPv4(e.remoteAddress))
+    throw new NftPlanError(`bad remote address ${e.remoteAddress} in ${e.id}`);
+  if (e.timeoutSeconds !== null && !(Number.isFinite(e.timeoutSeconds) && e.timeoutSeconds > 0))
+    throw new NftPlanError(`bad timeout ${e.timeoutSeconds} in ${e.id}`);
   const width = e.externalPortEnd - e.externalPort + 1;
   if (width > 1 && (e.remoteAddress !== null || e.internalPort !== e.externalPort) && width > MAX_EXPANDED_PORTS) {
-    throw new NftPlanError(`range of ${width} ports with a port offset or peer filter exceeds ${MAX_EXPANDED_PORTS} in ${e.id}`);
+    throw new NftPlanError(
+      `range of ${width} ports with a port offset or peer filter exceeds ${MAX_EXPANDED_PORTS} in ${e.id}`,
+    );
   }
 }
 
@@ -177,27 +213,44 @@ export function fwdElements(e: DataplaneEntry, timeout: number | null): NftEleme
   const p = e.protocol;
   const width = e.externalPortEnd - e.externalPort + 1;
   if (width === 1 && e.remoteAddress === null) {
-    return [{ set: 'fwd4', key: `${p} . ${e.externalPort}`, data: `${e.internalAddress} . ${e.internalPort}`, timeout }];
+    return [
+      { set: 'fwd4', key: `${p} . ${e.externalPort}`, data: `${e.internalAddress} . ${e.internalPort}`, timeout },
+    ];
   }
   if (e.remoteAddress === null && e.internalPort === e.externalPort) {
-    return [{ set: 'fwd4_range', key: `${p} . ${e.externalPort}-${e.externalPortEnd}`, data: e.internalAddress, timeout }];
+    return [
+      { set: 'fwd4_range', key: `${p} . ${e.externalPort}-${e.externalPortEnd}`, data: e.internalAddress, timeout },
+    ];
   }
   const out: NftElement[] = [];
   for (let i = 0; i < width; i++) {
     const ext = e.externalPort + i;
     const int = e.internalPort + i;
-    out.push(e.remoteAddress === null
-      ? { set: 'fwd4', key: `${p} . ${ext}`, data: `${e.internalAddress} . ${int}`, timeout }
-      : { set: 'fwd4_peer', key: `${e.remoteAddress} . ${p} . ${ext}`, data: `${e.internalAddress} . ${int}`, timeout });
+    out.push(
+      e.remoteAddress === null
+        ? { set: 'fwd4', key: `${p} . ${ext}`, data: `${e.internalAddress} . ${int}`, timeout }
+        : {
+            set: 'fwd4_peer',
+            key: `${e.remoteAddress} . ${p} . ${ext}`,
+            data: `${e.internalAddress} . ${int}`,
+            timeout,
+          },
+    );
   }
   return out;
 }
 
 /** the live-port element a lease holds (shared by leases on the same ports, e.g. several peer-filtered ones) */
-export function liveOf(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd'>): { set: LiveSet; key: string } {
+export function liveOf(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd'>): {
+  set: LiveSet;
+  key: string;
+} {
   return e.externalPortEnd === e.externalPort
     ? { set: e.protocol === 'tcp' ? 'live_tcp' : 'live_udp', key: String(e.externalPort) }
-    : { set: e.protocol === 'tcp' ? 'live_tcp_range' : 'live_udp_range', key: `${e.externalPort}-${e.externalPortEnd}` };
+    : {
+        set: e.protocol === 'tcp' ? 'live_tcp_range' : 'live_udp_range',
+        key: `${e.externalPort}-${e.externalPortEnd}`,
+      };
 }
 
 function remainingSeconds(deadline: number | null, now: number): number | null {
@@ -227,7 +280,8 @@ function grouped(verb: 'add' | 'delete', els: readonly NftElement[]): ElementSte
   const by = new Map<ElementSet, NftElement[]>();
   for (const el of els) {
     const list = by.get(el.set);
-    if (list) list.push(el); else by.set(el.set, [el]);
+    if (list) list.push(el);
+    else by.set(el.set, [el]);
   }
   const out: ElementStep[] = [];
   for (const s of order) {
@@ -239,7 +293,10 @@ function grouped(verb: 'add' | 'delete', els: readonly NftElement[]): ElementSte
 
 /** the steps as nft commands: `verb element inet T set { a, b }` */
 export function stepCommands(table: string, steps: readonly ElementStep[]): string[] {
-  return steps.map((st) => `${st.verb} element inet ${table} ${st.set} { ${st.elements.map((el) => (st.verb === 'add' ? elemText(el) : el.key)).join(', ')} }`);
+  return steps.map(
+    (st) =>
+      `${st.verb} element inet ${table} ${st.set} { ${st.elements.map((el) => (st.verb === 'add' ? elemText(el) : el.key)).join(', ')} }`,
+  );
 }
 
 function ifset(names: readonly string[]): string {
@@ -283,22 +340,30 @@ export function renderInit(o: RulesetOptions): string[] {
   ];
   // flows of ended leases: drop marked flows whose external port is no longer live (holds when portd is dead)
   for (const p of ['tcp', 'udp'] as const) {
-    cmds.push(`add rule ${T} forward ct mark & ${M} == ${M} meta l4proto ${p} ct original proto-dst != @live_${p} ct original proto-dst != @live_${p}_range drop`);
+    cmds.push(
+      `add rule ${T} forward ct mark & ${M} == ${M} meta l4proto ${p} ct original proto-dst != @live_${p} ct original proto-dst != @live_${p}_range drop`,
+    );
   }
   // mark new flows that portd forwarded (original destination: our address, a live port)
   for (const p of ['tcp', 'udp'] as const) {
     for (const s of [`live_${p}`, `live_${p}_range`]) {
-      cmds.push(`add rule ${T} forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto ${p} ct original proto-dst @${s} ct mark set ct mark | ${M}`);
+      cmds.push(
+        `add rule ${T} forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto ${p} ct original proto-dst @${s} ct mark set ct mark | ${M}`,
+      );
     }
   }
   if (o.hairpin) {
     const H = `0x${PORTD_CT_MARK_HAIRPIN.toString(16)}`;
-    cmds.push(`add rule ${T} forward iifname ${lan} oifname ${lan} ct state new ct mark & ${M} == ${M} ct mark set ct mark | ${H}`);
+    cmds.push(
+      `add rule ${T} forward iifname ${lan} oifname ${lan} ct state new ct mark & ${M} == ${M} ct mark set ct mark | ${H}`,
+    );
     cmds.push(`add rule ${T} postrouting ct mark & ${H} == ${H} masquerade`);
   }
   cmds.push(`add rule ${T} forward ct mark & ${M} == ${M} accept`);
-  if (o.frontendPorts.tcp.length > 0) cmds.push(`add rule ${T} input iifname ${wan} tcp dport { ${[...new Set(o.frontendPorts.tcp)].join(', ')} } drop`);
-  if (o.frontendPorts.udp.length > 0) cmds.push(`add rule ${T} input iifname ${wan} udp dport { ${[...new Set(o.frontendPorts.udp)].join(', ')} } drop`);
+  if (o.frontendPorts.tcp.length > 0)
+    cmds.push(`add rule ${T} input iifname ${wan} tcp dport { ${[...new Set(o.frontendPorts.tcp)].join(', ')} } drop`);
+  if (o.frontendPorts.udp.length > 0)
+    cmds.push(`add rule ${T} input iifname ${wan} udp dport { ${[...new Set(o.frontendPorts.udp)].join(', ')} } drop`);
   if (o.triggers) cmds.push(...renderTriggers(o, o.triggers));
   return cmds;
 }
@@ -338,11 +403,14 @@ export interface BatchPlan {
 export function planBatch(table: string, model: NftModel, batch: DataplaneBatch, now: number): BatchPlan {
   const removed = new Set<string>();
   const added = new Map<string, ModelEntry>();
-  const touched = new Map<string, NftElement>();   // element id -> element as the kernel holds it (for the pre-add)
+  const touched = new Map<string, NftElement>(); // element id -> element as the kernel holds it (for the pre-add)
   const touchedLive = new Map<string, { set: LiveSet; key: string }>();
   const newEls: NftElement[] = [];
   const liveOfRemovals = new Set<string>();
-  const touch = (el: NftElement) => { const id = `${el.set}/${el.key}`; if (!touched.has(id)) touched.set(id, { ...el, timeout: 1 }); };
+  const touch = (el: NftElement) => {
+    const id = `${el.set}/${el.key}`;
+    if (!touched.has(id)) touched.set(id, { ...el, timeout: 1 });
+  };
   for (const e of batch.remove) {
     checkEntry(e);
     const k = entryKey(e);
@@ -361,14 +429,19 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
     const held = model.get(k);
     // an entry past its kernel deadline is gone from the kernel even if the model was not pruned yet
     if (added.has(k) || (held !== undefined && (held.deadline === null || held.deadline > now) && !removed.has(k))) {
-      throw new NftPlanError(`element ${k} exists (lease ${(added.get(k) ?? model.get(k))?.entry.id}); remove it first`);
+      throw new NftPlanError(
+        `element ${k} exists (lease ${(added.get(k) ?? model.get(k))?.entry.id}); remove it first`,
+      );
     }
     added.set(k, { entry: e, deadline: deadlineOf(e, now) });
     // a key we never held (or held and removed in this tick) needs no pre-add: plain add, and the
     // kernel refuses it if an element with other data is there (drift). An entry past its deadline
     // may still linger in the kernel for a moment: touch it like a removal.
     const touchIt = removed.has(k) || held !== undefined;
-    for (const el of fwdElements(e, e.timeoutSeconds)) { if (touchIt) touch(el); newEls.push(el); }
+    for (const el of fwdElements(e, e.timeoutSeconds)) {
+      if (touchIt) touch(el);
+      newEls.push(el);
+    }
     const lv = liveOf(e);
     touchedLive.set(liveId(lv), lv);
   }
@@ -376,26 +449,30 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
   for (const m of added.values()) {
     const id = liveId(liveOf(m.entry));
     const list = addedByLive.get(id);
-    if (list) list.push(m); else addedByLive.set(id, [m]);
+    if (list) list.push(m);
+    else addedByLive.set(id, [m]);
   }
   const liveEls: NftElement[] = [];
   for (const [id, lv] of touchedLive) {
     if (model.hasLive(id) || liveOfRemovals.has(id)) touch({ set: lv.set, key: lv.key, data: null, timeout: 1 });
     const holders: ModelEntry[] = [];
-    for (const k of model.holders(id)) { const m = model.get(k); if (m && !removed.has(k) && !added.has(k) && (m.deadline === null || m.deadline > now)) holders.push(m); }
+    for (const k of model.holders(id)) {
+      const m = model.get(k);
+      if (m && !removed.has(k) && !added.has(k) && (m.deadline === null || m.deadline > now)) holders.push(m);
+    }
     holders.push(...(addedByLive.get(id) ?? []));
     if (holders.length === 0) continue;
-    const deadline = holders.some((h) => h.deadline === null) ? null : Math.max(...holders.map((h) => h.deadline as number));
+    const deadline = holders.some((h) => h.deadline === null)
+      ? null
+      : Math.max(...holders.map((h) => h.deadline as number));
     liveEls.push({ set: lv.set, key: lv.key, data: null, timeout: remainingSeconds(deadline, now) });
   }
   const pre = [...touched.values()];
-  const steps = [
-    ...grouped('add', pre),
-    ...grouped('delete', pre),
-    ...grouped('add', [...newEls, ...liveEls]),
-  ];
+  const steps = [...grouped('add', pre), ...grouped('delete', pre), ...grouped('add', [...newEls, ...liveEls])];
   return {
-    get commands() { return stepCommands(table, steps); },
+    get commands() {
+      return stepCommands(table, steps);
+    },
     steps,
     changes: { delete: [...removed], set: [...added] },
     elements: pre.length * 2 + newEls.length + liveEls.length,
@@ -406,13 +483,20 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
  * Reconcile: rewrite the structure (idempotent init), empty every lease map and live set and
  * fill them with exactly `entries`, in one batch. The external address set is kept.
  */
-export function planReset(o: RulesetOptions, entries: readonly DataplaneEntry[], now: number): { commands: string[]; model: NftModel; duplicates: string[] } {
+export function planReset(
+  o: RulesetOptions,
+  entries: readonly DataplaneEntry[],
+  now: number,
+): { commands: string[]; model: NftModel; duplicates: string[] } {
   const { model, duplicates } = planResetModel(entries, now);
   return { commands: [...renderInit(o), ...renderFill(o.table, model, now)], model, duplicates };
 }
 
 /** the model a reset to `entries` leaves (the script: renderInit + renderFillLines) */
-export function planResetModel(entries: readonly DataplaneEntry[], now: number): { model: NftModel; duplicates: string[] } {
+export function planResetModel(
+  entries: readonly DataplaneEntry[],
+  now: number,
+): { model: NftModel; duplicates: string[] } {
   const model = new NftModel();
   const duplicates: string[] = [];
   for (const e of entries) {
@@ -442,9 +526,13 @@ export function* renderFillLines(table: string, model: NftModel, now: number, ch
   function* put(el: NftElement): Generator<string> {
     const list = pending.get(el.set)!;
     list.push(elemText(el));
-    if (list.length >= chunk) { yield command(el.set, list); pending.set(el.set, []); }
+    if (list.length >= chunk) {
+      yield command(el.set, list);
+      pending.set(el.set, []);
+    }
   }
-  for (const m of model.entries.values()) for (const el of fwdElements(m.entry, remainingSeconds(m.deadline, now))) yield* put(el);
+  for (const m of model.entries.values())
+    for (const el of fwdElements(m.entry, remainingSeconds(m.deadline, now))) yield* put(el);
   for (const [, holders] of model.live()) {
     let first: ModelEntry | undefined;
     let deadline: number | null = -Infinity;
@@ -458,7 +546,10 @@ export function* renderFillLines(table: string, model: NftModel, now: number, ch
     const lv = liveOf(first.entry);
     yield* put({ set: lv.set, key: lv.key, data: null, timeout: remainingSeconds(deadline, now) });
   }
-  for (const s of order) { const list = pending.get(s)!; if (list.length > 0) yield command(s, list); }
+  for (const s of order) {
+    const list = pending.get(s)!;
+    if (list.length > 0) yield command(s, list);
+  }
 }
 
 // ---------- reading the kernel back (nft -j list table) ----------
@@ -517,14 +608,20 @@ export class ListedElements {
   private tail = '';
   private started = false;
   private finished = false;
-  constructor(private readonly set: ElementSet, private readonly onElement: (el: KernelElement) => void) {}
+  constructor(
+    private readonly set: ElementSet,
+    private readonly onElement: (el: KernelElement) => void,
+  ) {}
 
   push(chunk: string): void {
     if (this.finished) return;
     let text = this.tail + chunk;
     if (!this.started) {
       const at = text.indexOf('elements = {');
-      if (at < 0) { this.tail = text.slice(-16); return; }
+      if (at < 0) {
+        this.tail = text.slice(-16);
+        return;
+      }
       text = text.slice(at + 12);
       this.started = true;
     }
@@ -574,12 +671,17 @@ export function parseTableJson(json: string, table: string): KernelTable | null 
   for (const item of doc.nftables ?? []) {
     const t = item['table'] as { family: string; name: string; handle: number } | undefined;
     if (t && t.family === 'inet' && t.name === table) handle = t.handle;
-    const s = (item['map'] ?? item['set']) as { family: string; table: string; name: string; elem?: unknown[] } | undefined;
+    const s = (item['map'] ?? item['set']) as
+      | { family: string; table: string; name: string; elem?: unknown[] }
+      | undefined;
     if (!s || s.family !== 'inet' || s.table !== table) continue;
     for (const raw of s.elem ?? []) {
       let keyPart: unknown = raw;
       let data: string | null = null;
-      if (item['map'] !== undefined && Array.isArray(raw)) { keyPart = raw[0]; data = exprText(raw[1]); }
+      if (item['map'] !== undefined && Array.isArray(raw)) {
+        keyPart = raw[0];
+        data = exprText(raw[1]);
+      }
       let expires: number | null = null;
       if (keyPart && typeof keyPart === 'object' && 'elem' in keyPart) {
         const el = (keyPart as { elem: { val: unknown; timeout?: number; expires?: number } }).elem;
@@ -587,14 +689,16 @@ export function parseTableJson(json: string, table: string): KernelTable | null 
         keyPart = el.val;
       }
       const key = exprText(keyPart);
-      if (s.name === 'ext4') { ext4.push(key); continue; }
+      if (s.name === 'ext4') {
+        ext4.push(key);
+        continue;
+      }
       if (!known.has(s.name)) continue;
       elements.push({ set: s.name as ElementSet, key, data, expires });
     }
   }
   return handle === null ? null : { handle, elements, ext4 };
 }
-
 
 /** the items of our table (`inet <table>`: the table, its sets, maps, chains, rules) out of a JSON listing
  *  of the whole ruleset, as a JSON document of the same form */

@@ -33,7 +33,10 @@ export const TRIGGER_CHAIN = 'triggers';
 /** at most this many hosts tracked per rule (a LAN) */
 export const TRIGGER_SET_SIZE = 4096;
 
-export interface TriggerPortRange { readonly start: number; readonly end: number }
+export interface TriggerPortRange {
+  readonly start: number;
+  readonly end: number;
+}
 
 /** one trigger rule as the kernel needs it */
 export interface TriggerKernelRule {
@@ -58,7 +61,10 @@ const SET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
 const CIDR_RE = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/;
 
 export class TriggerPlanError extends Error {
-  constructor(message: string) { super(message); this.name = 'TriggerPlanError'; }
+  constructor(message: string) {
+    super(message);
+    this.name = 'TriggerPlanError';
+  }
 }
 
 export function triggerSetName(rule: string): string {
@@ -91,10 +97,12 @@ export function validateTriggerRules(rules: readonly TriggerKernelRule[]): void 
     if (!SET_NAME_RE.test(r.name)) throw new TriggerPlanError(`bad trigger name ${JSON.stringify(r.name)}`);
     if (names.has(r.name)) throw new TriggerPlanError(`trigger ${r.name} twice`);
     names.add(r.name);
-    if (!Number.isInteger(r.id) || r.id < 1 || r.id > TRIGGER_ID_MAX) throw new TriggerPlanError(`bad trigger id ${r.id} for ${r.name}`);
+    if (!Number.isInteger(r.id) || r.id < 1 || r.id > TRIGGER_ID_MAX)
+      throw new TriggerPlanError(`bad trigger id ${r.id} for ${r.name}`);
     if (ids.has(r.id)) throw new TriggerPlanError(`trigger id ${r.id} twice`);
     ids.add(r.id);
-    if (!['tcp', 'udp', 'both'].includes(r.match.protocol)) throw new TriggerPlanError(`bad match protocol in ${r.name}`);
+    if (!['tcp', 'udp', 'both'].includes(r.match.protocol))
+      throw new TriggerPlanError(`bad match protocol in ${r.name}`);
     if (r.match.ports.length === 0) throw new TriggerPlanError(`no match ports in ${r.name}`);
     for (const p of r.match.ports) checkRange(p, r.name);
     for (const o of r.open) {
@@ -103,9 +111,11 @@ export function validateTriggerRules(rules: readonly TriggerKernelRule[]): void 
     }
     for (const h of r.hosts) {
       const m = CIDR_RE.exec(h);
-      if (!m || !isIPv4(m[1]!) || (m[2] !== undefined && Number(m[2]) > 32)) throw new TriggerPlanError(`bad host network ${JSON.stringify(h)} in ${r.name}`);
+      if (!m || !isIPv4(m[1]!) || (m[2] !== undefined && Number(m[2]) > 32))
+        throw new TriggerPlanError(`bad host network ${JSON.stringify(h)} in ${r.name}`);
     }
-    if (!Number.isInteger(r.idleTimeout) || r.idleTimeout < 1) throw new TriggerPlanError(`bad idle timeout ${r.idleTimeout} in ${r.name}`);
+    if (!Number.isInteger(r.idleTimeout) || r.idleTimeout < 1)
+      throw new TriggerPlanError(`bad idle timeout ${r.idleTimeout} in ${r.name}`);
   }
 }
 
@@ -134,8 +144,12 @@ export function triggerRuleLines(o: TriggerInterfaces, r: TriggerKernelRule): st
   for (const p of ['tcp', 'udp'] as const) {
     const ranges = r.open.filter((x) => x.protocol === p).map((x) => x.ports);
     if (ranges.length === 0) continue;
-    out.push(`add rule ${T} ${TRIGGER_CHAIN} iifname ${wan} ct status dnat meta l4proto ${p} th dport ${portSet(ranges)} update ${S} { ip daddr ${t} }`);
-    out.push(`add rule ${T} ${TRIGGER_CHAIN} iifname ${lan} ct status dnat meta l4proto ${p} th sport ${portSet(ranges)} update ${S} { ip saddr ${t} }`);
+    out.push(
+      `add rule ${T} ${TRIGGER_CHAIN} iifname ${wan} ct status dnat meta l4proto ${p} th dport ${portSet(ranges)} update ${S} { ip daddr ${t} }`,
+    );
+    out.push(
+      `add rule ${T} ${TRIGGER_CHAIN} iifname ${lan} ct status dnat meta l4proto ${p} th sport ${portSet(ranges)} update ${S} { ip saddr ${t} }`,
+    );
   }
   return out;
 }
@@ -145,7 +159,11 @@ export function triggerRuleLines(o: TriggerInterfaces, r: TriggerKernelRule): st
  * one set per rule (existing elements are kept), the rules rewritten. `removed` names sets to delete
  * (rules that went away); deleting after the flush is safe because nothing refers to them any more.
  */
-export function renderTriggers(o: TriggerInterfaces, rules: readonly TriggerKernelRule[], removed: readonly string[] = []): string[] {
+export function renderTriggers(
+  o: TriggerInterfaces,
+  rules: readonly TriggerKernelRule[],
+  removed: readonly string[] = [],
+): string[] {
   validateTriggerRules(rules);
   const T = `inet ${o.table}`;
   const cmds = [
@@ -184,7 +202,16 @@ export function parseNftDuration(s: string): number | null {
   while ((m = re.exec(s)) !== null) {
     seen += m[0].length;
     const n = Number(m[1]);
-    total += m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : m[2] === 'h' ? n * 3_600_000 : n * 86_400_000;
+    total +=
+      m[2] === 'ms'
+        ? n
+        : m[2] === 's'
+          ? n * 1000
+          : m[2] === 'm'
+            ? n * 60_000
+            : m[2] === 'h'
+              ? n * 3_600_000
+              : n * 86_400_000;
   }
   return seen === s.length && seen > 0 ? total : null;
 }
@@ -203,7 +230,7 @@ export function parseActivity(text: string): Map<string, number | null> {
     const addr = /^(\d+\.\d+\.\d+\.\d+)/.exec(el)?.[1];
     if (!addr) continue;
     const exp = /expires (\S+)/.exec(el)?.[1];
-    out.set(addr, exp === undefined ? null : parseNftDuration(exp) ?? 0);
+    out.set(addr, exp === undefined ? null : (parseNftDuration(exp) ?? 0));
   }
   return out;
 }

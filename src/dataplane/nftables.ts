@@ -19,14 +19,38 @@ import { ErrorCode, PortdError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
 import {
-  FWD_SETS, LIVE_SETS, ListedElements, NftModel, asFile, asLine, countSetElements, fwdElements, liveOf, parseTableJson, parseTablesJson, planBatch, planResetModel,
-  renderExternalAddresses, renderFillLines, renderInit, renderRecreate, tableOnly, validateRulesetOptions,
-  type KernelElement, type RulesetOptions,
+  FWD_SETS,
+  LIVE_SETS,
+  ListedElements,
+  NftModel,
+  asFile,
+  asLine,
+  countSetElements,
+  fwdElements,
+  liveOf,
+  parseTableJson,
+  parseTablesJson,
+  planBatch,
+  planResetModel,
+  renderExternalAddresses,
+  renderFillLines,
+  renderInit,
+  renderRecreate,
+  tableOnly,
+  validateRulesetOptions,
+  type KernelElement,
+  type RulesetOptions,
 } from './nftables-script.js';
 import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
 import { netlinkCan, openNfNetlink, type NfNetlink } from './nf-netlink.js';
 import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
-import { parseActivity, renderTouch, renderTriggers, triggerSetName, type TriggerKernelRule } from './nftables-triggers.js';
+import {
+  parseActivity,
+  renderTouch,
+  renderTriggers,
+  triggerSetName,
+  type TriggerKernelRule,
+} from './nftables-triggers.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
 import { entryKey } from './types.js';
 
@@ -100,7 +124,11 @@ function errText(err: unknown): string {
 
 export function createNftablesDataplane(opts: NftablesDataplaneOptions): NftablesDataplane {
   let ruleset: RulesetOptions = {
-    table: opts.table, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, frontendPorts: opts.frontendPorts,
+    table: opts.table,
+    wan: opts.wan,
+    lan: opts.lan,
+    hairpin: opts.hairpin,
+    frontendPorts: opts.frontendPorts,
     ...(opts.triggers ? { triggers: opts.triggers } : {}),
   };
   validateRulesetOptions(ruleset);
@@ -181,9 +209,17 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         for (const l of lines) {
           buf.push(l);
           size += l.length + 1;
-          if (size >= 1 << 16) { writeSync(fd, `${buf.join('\n')}\n`); buf = []; size = 0; any = true; }
+          if (size >= 1 << 16) {
+            writeSync(fd, `${buf.join('\n')}\n`);
+            buf = [];
+            size = 0;
+            any = true;
+          }
         }
-        if (buf.length > 0) { writeSync(fd, `${buf.join('\n')}\n`); any = true; }
+        if (buf.length > 0) {
+          writeSync(fd, `${buf.join('\n')}\n`);
+          any = true;
+        }
       } finally {
         closeSync(fd);
       }
@@ -212,7 +248,11 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
    *  (or when asked: something foreign was added to our table) */
   async function build(fill: () => Iterable<string>, recreate = false): Promise<void> {
     const ext = renderExternalAddresses(T, externals);
-    function* all(head: readonly string[]): Generator<string> { yield* head; yield* ext; yield* fill(); }
+    function* all(head: readonly string[]): Generator<string> {
+      yield* head;
+      yield* ext;
+      yield* fill();
+    }
     try {
       if (recreate) throw new Error('recreate requested');
       await scriptLines(all(renderInit(ruleset)));
@@ -229,11 +269,16 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   /** what changed in our table behind our back (rules, set definitions, external addresses), or null;
    *  `now` is the structure just read */
   async function structureDrift(now: string | null): Promise<string | null> {
-    if (structureOf !== ruleset) { structure = now; structureOf = ruleset; return null; } // our own change (trigger rules): new baseline
+    if (structureOf !== ruleset) {
+      structure = now;
+      structureOf = ruleset;
+      return null;
+    } // our own change (trigger rules): new baseline
     if (now !== structure) return 'table structure altered from outside (chains, rules or set definitions)';
     const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, 'ext4'], { timeoutMs: 10_000 });
     if (r.code !== 0) return 'external address set missing';
-    if (setElements(r.stdout).join(',') !== [...new Set(externals)].sort().join(',')) return 'external address set altered from outside';
+    if (setElements(r.stdout).join(',') !== [...new Set(externals)].sort().join(','))
+      return 'external address set altered from outside';
     return null;
   }
 
@@ -267,21 +312,35 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     return t ? { elements: t.elements, handle: t.handle } : null;
   }
 
-  function elemId(set: string, key: string): string { return `${set}/${key}`; }
+  function elemId(set: string, key: string): string {
+    return `${set}/${key}`;
+  }
 
   /** model vs kernel: expected element ids (with data) and the kernel's */
-  function diff(kernel: readonly KernelElement[], skip: ReadonlySet<string> = new Set()): { missing: number; stale: number } {
+  function diff(
+    kernel: readonly KernelElement[],
+    skip: ReadonlySet<string> = new Set(),
+  ): { missing: number; stale: number } {
     const now = clock();
     const expected = new Map<string, string | null>();
     // elements whose kernel timeout ends within 2 s may be gone already: not missing when absent
     const fading = new Set<string>();
     for (const m of model.entries.values()) {
       const soon = m.deadline !== null && m.deadline - now < 2000;
-      for (const el of fwdElements(m.entry, null)) { expected.set(elemId(el.set, el.key), el.data); if (soon) fading.add(elemId(el.set, el.key)); }
+      for (const el of fwdElements(m.entry, null)) {
+        expected.set(elemId(el.set, el.key), el.data);
+        if (soon) fading.add(elemId(el.set, el.key));
+      }
     }
     for (const [id, holders] of model.live()) {
       expected.set(id, null);
-      if (holders.every((k) => { const d = model.get(k)?.deadline; return d !== null && d !== undefined && d - now < 2000; })) fading.add(id);
+      if (
+        holders.every((k) => {
+          const d = model.get(k)?.deadline;
+          return d !== null && d !== undefined && d - now < 2000;
+        })
+      )
+        fading.add(id);
     }
     const seen = new Set<string>();
     let stale = 0;
@@ -300,88 +359,113 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   const self: NftablesDataplane = {
     driver: 'nftables',
 
-    init: () => serial(async () => {
-      await build(() => []);
-      initialised = true;
-      if (netlink === null || !netlink.current()) openNetlink();
-      const transport = netlink ? 'netlink' : useInteractive ? 'nft -i' : 'nft -f';
-      log.info({ handle, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, transport }, 'nft table ready');
-    }),
+    init: () =>
+      serial(async () => {
+        await build(() => []);
+        initialised = true;
+        if (netlink === null || !netlink.current()) openNetlink();
+        const transport = netlink ? 'netlink' : useInteractive ? 'nft -i' : 'nft -f';
+        log.info({ handle, wan: opts.wan, lan: opts.lan, hairpin: opts.hairpin, transport }, 'nft table ready');
+      }),
 
-    apply: (batch: DataplaneBatch) => serial(async () => {
-      if (batch.add.length === 0 && batch.remove.length === 0) return;
-      const now = clock();
-      // pruning walks the whole model (1–15 ms at 100k entries), so only once a minute here: planBatch ignores
-      // expired entries itself and count() prunes before it counts
-      if (now - lastPrune > 60_000) { model.pruneExpired(now); lastPrune = now; }
-      const t0 = performance.now();
-      let plan;
-      try {
-        plan = planBatch(T, model, batch, now);
-      } catch (err) {
-        opts.metrics?.dataplaneErrors.inc();
-        throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables batch refused: ${errText(err)}`);
-      }
-      if (auditTouched) {
-        for (const e of [...batch.remove, ...batch.add]) {
-          for (const el of fwdElements(model.get(entryKey(e))?.entry ?? e, null)) auditTouched.add(elemId(el.set, el.key));
-          for (const el of fwdElements(e, null)) auditTouched.add(elemId(el.set, el.key));
-          const lv = liveOf(e);
-          auditTouched.add(elemId(lv.set, lv.key));
+    apply: (batch: DataplaneBatch) =>
+      serial(async () => {
+        if (batch.add.length === 0 && batch.remove.length === 0) return;
+        const now = clock();
+        // pruning walks the whole model (1–15 ms at 100k entries), so only once a minute here: planBatch ignores
+        // expired entries itself and count() prunes before it counts
+        if (now - lastPrune > 60_000) {
+          model.pruneExpired(now);
+          lastPrune = now;
         }
-      }
-      try {
-        const viaNetlink = netlink !== null && plan.elements <= maxNetlink && netlinkCan(plan.steps) && netlink.commit(T, plan.steps);
-        if (!viaNetlink) await applyCommands(plan.commands, plan.elements);
-      } catch (err) {
-        opts.metrics?.dataplaneErrors.inc();
-        lastError = errText(err);
-        // a vanished table or an unknown outcome: the next check() looks closer
-        suspect = true;
-        log.error({ err: lastError, add: batch.add.length, remove: batch.remove.length }, 'nft batch failed');
-        throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables batch failed: ${lastError}`, 'portd reconciles the table on its next check');
-      }
-      model.apply(plan.changes);
-      opts.metrics?.dataplaneBatchSeconds.observe((performance.now() - t0) / 1000);
-      log.debug({ add: batch.add.length, remove: batch.remove.length, elements: plan.elements, ms: +(performance.now() - t0).toFixed(2) }, 'nft batch applied');
-    }),
+        const t0 = performance.now();
+        let plan;
+        try {
+          plan = planBatch(T, model, batch, now);
+        } catch (err) {
+          opts.metrics?.dataplaneErrors.inc();
+          throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables batch refused: ${errText(err)}`);
+        }
+        if (auditTouched) {
+          for (const e of [...batch.remove, ...batch.add]) {
+            for (const el of fwdElements(model.get(entryKey(e))?.entry ?? e, null))
+              auditTouched.add(elemId(el.set, el.key));
+            for (const el of fwdElements(e, null)) auditTouched.add(elemId(el.set, el.key));
+            const lv = liveOf(e);
+            auditTouched.add(elemId(lv.set, lv.key));
+          }
+        }
+        try {
+          const viaNetlink =
+            netlink !== null && plan.elements <= maxNetlink && netlinkCan(plan.steps) && netlink.commit(T, plan.steps);
+          if (!viaNetlink) await applyCommands(plan.commands, plan.elements);
+        } catch (err) {
+          opts.metrics?.dataplaneErrors.inc();
+          lastError = errText(err);
+          // a vanished table or an unknown outcome: the next check() looks closer
+          suspect = true;
+          log.error({ err: lastError, add: batch.add.length, remove: batch.remove.length }, 'nft batch failed');
+          throw new PortdError(
+            ErrorCode.DATAPLANE_BATCH,
+            `nftables batch failed: ${lastError}`,
+            'portd reconciles the table on its next check',
+          );
+        }
+        model.apply(plan.changes);
+        opts.metrics?.dataplaneBatchSeconds.observe((performance.now() - t0) / 1000);
+        log.debug(
+          {
+            add: batch.add.length,
+            remove: batch.remove.length,
+            elements: plan.elements,
+            ms: +(performance.now() - t0).toFixed(2),
+          },
+          'nft batch applied',
+        );
+      }),
 
-    list: () => serial(async () => {
-      const k = await kernelElements();
-      if (!k) return [];
-      const pool = new Map<string, KernelElement>();
-      for (const el of k.elements) pool.set(elemId(el.set, el.key), el);
-      const out: DataplaneEntry[] = [];
-      for (const m of model.entries.values()) {
-        const els = fwdElements(m.entry, null);
-        const got = els.map((el) => pool.get(elemId(el.set, el.key)));
-        if (got.every((g, i) => g !== undefined && g.data === els[i]?.data)) {
-          const expires = got.map((g) => g?.expires ?? null);
-          const timeoutSeconds = expires.some((x) => x === null) ? null : Math.min(...(expires as number[]));
-          out.push({ ...m.entry, timeoutSeconds });
-          for (const el of els) pool.delete(elemId(el.set, el.key));
+    list: () =>
+      serial(async () => {
+        const k = await kernelElements();
+        if (!k) return [];
+        const pool = new Map<string, KernelElement>();
+        for (const el of k.elements) pool.set(elemId(el.set, el.key), el);
+        const out: DataplaneEntry[] = [];
+        for (const m of model.entries.values()) {
+          const els = fwdElements(m.entry, null);
+          const got = els.map((el) => pool.get(elemId(el.set, el.key)));
+          if (got.every((g, i) => g !== undefined && g.data === els[i]?.data)) {
+            const expires = got.map((g) => g?.expires ?? null);
+            const timeoutSeconds = expires.some((x) => x === null) ? null : Math.min(...(expires as number[]));
+            out.push({ ...m.entry, timeoutSeconds });
+            for (const el of els) pool.delete(elemId(el.set, el.key));
+          }
+          pool.delete(elemId(liveOf(m.entry).set, liveOf(m.entry).key));
         }
-        pool.delete(elemId(liveOf(m.entry).set, liveOf(m.entry).key));
-      }
-      // whatever is left is not ours (planted, or from before a restart): report it as the kernel has it
-      const ext = externals[0] ?? '0.0.0.0';
-      for (const el of pool.values()) {
-        if (el.set.startsWith('live_') || el.data === null) continue;
-        const keyParts = el.key.split(' . ');
-        const dataParts = el.data.split(' . ');
-        const peer = el.set === 'fwd4_peer' ? keyParts.shift() ?? null : null;
-        const proto = keyParts[0] === 'udp' ? 'udp' : 'tcp';
-        const [a, b] = (keyParts[1] ?? '0').split('-');
-        const start = Number(a);
-        out.push({
-          id: `kernel:${el.set}:${el.key}`, protocol: proto, externalAddress: ext,
-          externalPort: start, externalPortEnd: b === undefined ? start : Number(b),
-          internalAddress: dataParts[0] ?? '', internalPort: dataParts[1] === undefined ? start : Number(dataParts[1]),
-          remoteAddress: peer, timeoutSeconds: el.expires,
-        });
-      }
-      return out;
-    }),
+        // whatever is left is not ours (planted, or from before a restart): report it as the kernel has it
+        const ext = externals[0] ?? '0.0.0.0';
+        for (const el of pool.values()) {
+          if (el.set.startsWith('live_') || el.data === null) continue;
+          const keyParts = el.key.split(' . ');
+          const dataParts = el.data.split(' . ');
+          const peer = el.set === 'fwd4_peer' ? (keyParts.shift() ?? null) : null;
+          const proto = keyParts[0] === 'udp' ? 'udp' : 'tcp';
+          const [a, b] = (keyParts[1] ?? '0').split('-');
+          const start = Number(a);
+          out.push({
+            id: `kernel:${el.set}:${el.key}`,
+            protocol: proto,
+            externalAddress: ext,
+            externalPort: start,
+            externalPortEnd: b === undefined ? start : Number(b),
+            internalAddress: dataParts[0] ?? '',
+            internalPort: dataParts[1] === undefined ? start : Number(dataParts[1]),
+            remoteAddress: peer,
+            timeoutSeconds: el.expires,
+          });
+        }
+        return out;
+      }),
 
     // the lease table's periodic cheap reconcile calls count(): let it notice a deleted table too
     // (one `nft list tables`, at most every 5 s); a missing table is rebuilt before we answer
@@ -395,105 +479,139 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       return model.size;
     },
 
-    reset: (entries: readonly DataplaneEntry[]) => serial(async () => {
-      const now = clock();
-      model.pruneExpired(now);
-      const t0 = performance.now();
-      const plan = planResetModel(entries, now);
-      if (plan.duplicates.length > 0) log.warn({ keys: plan.duplicates.slice(0, 10), count: plan.duplicates.length }, 'reset: duplicate keys, last one kept');
-      // drift as far as we can tell without listing: what we believed vs what the table says
-      let drift = 0;
-      for (const k of model.entries.keys()) if (!plan.model.get(k)) drift++;
-      for (const [k, m] of plan.model.entries) {
-        const old = model.get(k);
-        if (!old || entryKey(old.entry) !== k || old.entry.internalAddress !== m.entry.internalAddress || old.entry.internalPort !== m.entry.internalPort) drift++;
-      }
-      try {
-        const ext = renderExternalAddresses(T, externals);
-        await scriptLines((function* () { yield* renderInit(ruleset); yield* renderFillLines(T, plan.model, now); yield* ext; })());
-      } catch (err) {
-        opts.metrics?.dataplaneErrors.inc();
-        lastError = errText(err);
-        log.error({ err: lastError }, 'nft reset failed');
-        throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables reset failed: ${lastError}`);
-      }
-      model = plan.model;
-      bulkGen++;
-      const t = await readTable();
-      handle = t.handle;
-      // the baseline stays the one taken when we built the table: a reset re-asserts our rules but does not
-      // remove what someone else added, and the next check() must still see that
-      if (structure === null) { structure = t.structure; structureOf = ruleset; }
-      initialised = true;
-      suspect = false;
-      lastError = null;
-      lastDrift = drift;
-      lastReconcileAt = Date.now();
-      if (drift > 0) opts.metrics?.reconcileDrift.inc(drift);
-      log.info({ entries: model.size, drift, ms: Math.round(performance.now() - t0) }, 'nft reconciled');
-    }),
+    reset: (entries: readonly DataplaneEntry[]) =>
+      serial(async () => {
+        const now = clock();
+        model.pruneExpired(now);
+        const t0 = performance.now();
+        const plan = planResetModel(entries, now);
+        if (plan.duplicates.length > 0)
+          log.warn(
+            { keys: plan.duplicates.slice(0, 10), count: plan.duplicates.length },
+            'reset: duplicate keys, last one kept',
+          );
+        // drift as far as we can tell without listing: what we believed vs what the table says
+        let drift = 0;
+        for (const k of model.entries.keys()) if (!plan.model.get(k)) drift++;
+        for (const [k, m] of plan.model.entries) {
+          const old = model.get(k);
+          if (
+            !old ||
+            entryKey(old.entry) !== k ||
+            old.entry.internalAddress !== m.entry.internalAddress ||
+            old.entry.internalPort !== m.entry.internalPort
+          )
+            drift++;
+        }
+        try {
+          const ext = renderExternalAddresses(T, externals);
+          await scriptLines(
+            (function* () {
+              yield* renderInit(ruleset);
+              yield* renderFillLines(T, plan.model, now);
+              yield* ext;
+            })(),
+          );
+        } catch (err) {
+          opts.metrics?.dataplaneErrors.inc();
+          lastError = errText(err);
+          log.error({ err: lastError }, 'nft reset failed');
+          throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables reset failed: ${lastError}`);
+        }
+        model = plan.model;
+        bulkGen++;
+        const t = await readTable();
+        handle = t.handle;
+        // the baseline stays the one taken when we built the table: a reset re-asserts our rules but does not
+        // remove what someone else added, and the next check() must still see that
+        if (structure === null) {
+          structure = t.structure;
+          structureOf = ruleset;
+        }
+        initialised = true;
+        suspect = false;
+        lastError = null;
+        lastDrift = drift;
+        lastReconcileAt = Date.now();
+        if (drift > 0) opts.metrics?.reconcileDrift.inc(drift);
+        log.info({ entries: model.size, drift, ms: Math.round(performance.now() - t0) }, 'nft reconciled');
+      }),
 
     endFlows: async (entries: readonly DataplaneEntry[]) => {
       const failed = await flows.end(entries);
       if (entries.length > 0) log.debug({ entries: entries.length, failed }, 'flows ended');
     },
 
-    setExternalAddresses: (addresses: readonly string[]) => serial(async () => {
-      const cmds = renderExternalAddresses(T, addresses);
-      if (initialised) await applyCommands(cmds, addresses.length + 1);
-      externals = [...addresses];
-      log.info({ addresses }, 'external addresses set');
-    }),
+    setExternalAddresses: (addresses: readonly string[]) =>
+      serial(async () => {
+        const cmds = renderExternalAddresses(T, addresses);
+        if (initialised) await applyCommands(cmds, addresses.length + 1);
+        externals = [...addresses];
+        log.info({ addresses }, 'external addresses set');
+      }),
 
-    check: () => serial(async () => {
-      if (!initialised) return { ok: false, rebuilt: false, reason: 'not initialised' };
-      let h: number | null;
-      let now: string | null;
-      try {
-        ({ handle: h, structure: now } = await readTable());
-      } catch (err) {
-        lastError = errText(err);
-        return { ok: false, rebuilt: false, reason: lastError };
-      }
-      let reason: string | null = null;
-      try {
-        reason = h === null ? 'table deleted from outside' : h !== handle ? 'table recreated from outside' : await structureDrift(now);
-      } catch (err) {
-        lastError = errText(err);
-        return { ok: false, rebuilt: false, reason: lastError };
-      }
-      if (reason !== null) {
+    check: () =>
+      serial(async () => {
+        if (!initialised) return { ok: false, rebuilt: false, reason: 'not initialised' };
+        let h: number | null;
+        let now: string | null;
         try {
-          // a table that is no longer the one we built (altered, or recreated by someone) is replaced whole, in one transaction
-          await rebuild(reason, h !== null);
-          return { ok: true, rebuilt: true, reason };
+          ({ handle: h, structure: now } = await readTable());
         } catch (err) {
           lastError = errText(err);
-          log.error({ err: lastError }, 'nft table rebuild failed');
           return { ok: false, rebuilt: false, reason: lastError };
         }
-      }
-      if (suspect) {
-        const v = await verifyNow();
-        return { ok: true, rebuilt: v.repaired, reason: v.repaired ? `drift repaired (missing ${v.missing}, stale ${v.stale})` : 'verified' };
-      }
-      return { ok: true, rebuilt: false };
-    }),
+        let reason: string | null = null;
+        try {
+          reason =
+            h === null
+              ? 'table deleted from outside'
+              : h !== handle
+                ? 'table recreated from outside'
+                : await structureDrift(now);
+        } catch (err) {
+          lastError = errText(err);
+          return { ok: false, rebuilt: false, reason: lastError };
+        }
+        if (reason !== null) {
+          try {
+            // a table that is no longer the one we built (altered, or recreated by someone) is replaced whole, in one transaction
+            await rebuild(reason, h !== null);
+            return { ok: true, rebuilt: true, reason };
+          } catch (err) {
+            lastError = errText(err);
+            log.error({ err: lastError }, 'nft table rebuild failed');
+            return { ok: false, rebuilt: false, reason: lastError };
+          }
+        }
+        if (suspect) {
+          const v = await verifyNow();
+          return {
+            ok: true,
+            rebuilt: v.repaired,
+            reason: v.repaired ? `drift repaired (missing ${v.missing}, stale ${v.stale})` : 'verified',
+          };
+        }
+        return { ok: true, rebuilt: false };
+      }),
 
     verify: () => serial(verifyNow),
 
     // the live-port sets list fast (≈ 0.25 s per 50k elements as JSON in nft 1.0.6, both big ones side by
     // side; as text 0.3–0.4 s each), the forwarding maps slowly (2–3 s and 170–460 MB of nft memory at 100k
     // leases): so a start where the kernel kept every element costs no full listing
-    kernelCount: () => serial(async () => {
-      const counts = await Promise.all(LIVE_SETS.map(async (set) => {
-        const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, set], { timeoutMs: 60_000 });
-        if (r.code === 0) return countSetElements(r.stdout);
-        if (/No such file or directory/.test(r.stderr)) return 0;
-        throw new CommandError(firstLines(r.stderr) || `nft list set ${set} failed`, r);
-      }));
-      return counts.reduce((a, b) => a + b, 0);
-    }),
+    kernelCount: () =>
+      serial(async () => {
+        const counts = await Promise.all(
+          LIVE_SETS.map(async (set) => {
+            const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, set], { timeoutMs: 60_000 });
+            if (r.code === 0) return countSetElements(r.stdout);
+            if (/No such file or directory/.test(r.stderr)) return 0;
+            throw new CommandError(firstLines(r.stderr) || `nft list set ${set} failed`, r);
+          }),
+        );
+        return counts.reduce((a, b) => a + b, 0);
+      }),
 
     // The listing (1–3 s of nft at 100k elements) runs beside the ticks, not in the serial chain: in it, it
     // stalled every request for its whole length. Elements the ticks write meanwhile are left out of the
@@ -522,66 +640,79 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
 
     health(): DataplaneHealth {
       const ok = initialised && lastError === null;
-      return { ok, lastReconcileAt, lastDrift, ...(lastError ? { detail: lastError } : initialised ? {} : { detail: 'not initialised' }) };
+      return {
+        ok,
+        lastReconcileAt,
+        lastDrift,
+        ...(lastError ? { detail: lastError } : initialised ? {} : { detail: 'not initialised' }),
+      };
     },
 
-    close: () => serial(async () => {
-      interactive.kill();
-      netlink?.close();
-      netlink = null;
-    }),
+    close: () =>
+      serial(async () => {
+        interactive.kill();
+        netlink?.close();
+        netlink = null;
+      }),
 
-    setTriggers: (rules: readonly TriggerKernelRule[]) => serial(async () => {
-      const before = ruleset.triggers ?? [];
-      const next: RulesetOptions = { ...ruleset, triggers: [...rules] };
-      validateRulesetOptions(next);
-      const removed = before.map((r) => r.name).filter((n) => !rules.some((r) => r.name === n));
-      // sets of rules dropped while portd was not running: found by name (terse: without elements)
-      if (initialised && !triggersListed) {
-        const r = await run(prefix, nft, ['-j', '-t', 'list', 'sets', 'inet'], { timeoutMs: 10_000 });
-        if (r.code === 0) {
-          triggersListed = true;
-          try {
-            const doc = JSON.parse(r.stdout) as { nftables?: { set?: { table: string; name: string } }[] };
-            for (const it of doc.nftables ?? []) {
-              const m = it.set && it.set.table === T ? /^trig_(.+)_active$/.exec(it.set.name) : null;
-              if (m && !removed.includes(m[1]!) && !rules.some((x) => x.name === m[1])) removed.push(m[1]!);
+    setTriggers: (rules: readonly TriggerKernelRule[]) =>
+      serial(async () => {
+        const before = ruleset.triggers ?? [];
+        const next: RulesetOptions = { ...ruleset, triggers: [...rules] };
+        validateRulesetOptions(next);
+        const removed = before.map((r) => r.name).filter((n) => !rules.some((r) => r.name === n));
+        // sets of rules dropped while portd was not running: found by name (terse: without elements)
+        if (initialised && !triggersListed) {
+          const r = await run(prefix, nft, ['-j', '-t', 'list', 'sets', 'inet'], { timeoutMs: 10_000 });
+          if (r.code === 0) {
+            triggersListed = true;
+            try {
+              const doc = JSON.parse(r.stdout) as { nftables?: { set?: { table: string; name: string } }[] };
+              for (const it of doc.nftables ?? []) {
+                const m = it.set && it.set.table === T ? /^trig_(.+)_active$/.exec(it.set.name) : null;
+                if (m && !removed.includes(m[1]!) && !rules.some((x) => x.name === m[1])) removed.push(m[1]!);
+              }
+            } catch {
+              /* keep going: at worst an unused set stays */
             }
-          } catch { /* keep going: at worst an unused set stays */ }
+          }
         }
-      }
-      const cmds = renderTriggers(next, next.triggers ?? [], removed); // validates
-      if (initialised) await script(cmds);
-      ruleset = next;
-      log.info({ rules: rules.map((r) => r.name), removed }, 'nft trigger rules set');
-    }),
+        const cmds = renderTriggers(next, next.triggers ?? [], removed); // validates
+        if (initialised) await script(cmds);
+        ruleset = next;
+        log.info({ rules: rules.map((r) => r.name), removed }, 'nft trigger rules set');
+      }),
 
     // not serialised: reading a few small sets never conflicts with a tick, and must not wait behind a big reset
     triggerActivity: async (rules: readonly string[]) => {
       const out = new Map<string, Map<string, number | null>>();
-      await Promise.all(rules.map(async (name) => {
-        const r = await run(prefix, nft, ['list', 'set', 'inet', T, triggerSetName(name)], { timeoutMs: 10_000 });
-        // a missing set (table deleted, rebuild pending) reads as no activity
-        out.set(name, r.code === 0 ? parseActivity(r.stdout) : new Map());
-      }));
+      await Promise.all(
+        rules.map(async (name) => {
+          const r = await run(prefix, nft, ['list', 'set', 'inet', T, triggerSetName(name)], { timeoutMs: 10_000 });
+          // a missing set (table deleted, rebuild pending) reads as no activity
+          out.set(name, r.code === 0 ? parseActivity(r.stdout) : new Map());
+        }),
+      );
       return out;
     },
 
-    touchTrigger: (rule: string, host: string, seconds: number) => serial(async () => {
-      const cmds = renderTouch(T, rule, host, seconds);
-      await applyCommands(cmds, cmds.length);
-    }),
+    touchTrigger: (rule: string, host: string, seconds: number) =>
+      serial(async () => {
+        const cmds = renderTouch(T, rule, host, seconds);
+        await applyCommands(cmds, cmds.length);
+      }),
 
-    destroy: () => serial(async () => {
-      interactive.kill();
-      netlink?.close();
-      netlink = null;
-      await script([`add table inet ${T}`, `delete table inet ${T}`]);
-      model.clear();
-      bulkGen++;
-      initialised = false;
-      handle = null;
-    }),
+    destroy: () =>
+      serial(async () => {
+        interactive.kill();
+        netlink?.close();
+        netlink = null;
+        await script([`add table inet ${T}`, `delete table inet ${T}`]);
+        model.clear();
+        bulkGen++;
+        initialised = false;
+        handle = null;
+      }),
   };
 
   /** lets the event loop run (requests, ticks) between slices of a long walk */
@@ -601,12 +732,22 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     let n = 0;
     for (const m of model.entries.values()) {
       const soon = m.deadline !== null && m.deadline - now < 2000;
-      for (const el of fwdElements(m.entry, null)) { const id = elemId(el.set, el.key); expected.set(id, el.data); if (soon) fading.add(id); }
+      for (const el of fwdElements(m.entry, null)) {
+        const id = elemId(el.set, el.key);
+        expected.set(id, el.data);
+        if (soon) fading.add(id);
+      }
       if (++n % 1024 === 0) await breathe();
     }
     for (const [id, holders] of model.live()) {
       expected.set(id, null);
-      if (holders.every((k) => { const dl = model.get(k)?.deadline; return dl !== null && dl !== undefined && dl - now < 2000; })) fading.add(id);
+      if (
+        holders.every((k) => {
+          const dl = model.get(k)?.deadline;
+          return dl !== null && dl !== undefined && dl - now < 2000;
+        })
+      )
+        fading.add(id);
       if (++n % 1024 === 0) await breathe();
     }
     const odd: { id: string; stale: boolean }[] = [];
@@ -620,15 +761,23 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         if (!known) odd.push({ id, stale: true });
         else if (want !== el.data) odd.push({ id, stale: false });
       });
-      const r = await run(prefix, nft, ['list', (FWD_SETS as readonly string[]).includes(set) ? 'map' : 'set', 'inet', T, set],
-        { timeoutMs: 120_000, onStdout: (text) => parser.push(text) });
+      const r = await run(
+        prefix,
+        nft,
+        ['list', (FWD_SETS as readonly string[]).includes(set) ? 'map' : 'set', 'inet', T, set],
+        { timeoutMs: 120_000, onStdout: (text) => parser.push(text) },
+      );
       // a set that is gone or a listing cut short: let verify() look at the whole table
       if (r.code !== 0 || !parser.end()) return { missing: 1, stale: 0 };
       await breathe();
     }
     let missing = 0;
     let stale = 0;
-    for (const o of odd) if (!touched.has(o.id)) { if (o.stale) stale++; else missing++; }
+    for (const o of odd)
+      if (!touched.has(o.id)) {
+        if (o.stale) stale++;
+        else missing++;
+      }
     for (const id of expected.keys()) if (!fading.has(id) && !touched.has(id)) missing++;
     return { missing, stale };
   }
@@ -642,7 +791,10 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     }
     const d = diff(k.elements);
     suspect = false;
-    if (d.missing === 0 && d.stale === 0) { lastError = null; return { ...d, repaired: false }; }
+    if (d.missing === 0 && d.stale === 0) {
+      lastError = null;
+      return { ...d, repaired: false };
+    }
     bulkGen++;
     const now = clock();
     await scriptLines(renderFillLines(T, model, now));

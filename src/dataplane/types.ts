@@ -60,6 +60,8 @@ export interface Dataplane {
 }
 
 /** key under which the kernel knows an entry: two entries with the same key cannot coexist */
-export function entryKey(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd' | 'remoteAddress'>): string {
+export function entryKey(
+  e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd' | 'remoteAddress'>,
+): string {
   return `${e.protocol}/${e.externalPort}-${e.externalPortEnd}/${e.remoteAddress ?? '*'}`;
 }

@@ -21,7 +21,12 @@ export interface RateLimiter {
  * `rate` requests per second sustained, bursts up to `burst` (default: one second's worth).
  * Idle buckets are forgotten lazily so a scan of spoofed sources cannot grow memory forever.
  */
-export function createRateLimiter(opts: { rate: number; burst?: number; now: () => number; maxClients?: number }): RateLimiter {
+export function createRateLimiter(opts: {
+  rate: number;
+  burst?: number;
+  now: () => number;
+  maxClients?: number;
+}): RateLimiter {
   const rate = Math.max(0, opts.rate);
   const burst = Math.max(1, opts.burst ?? Math.ceil(rate));
   const maxClients = opts.maxClients ?? 65536;
@@ -62,7 +67,10 @@ export function createRateLimiter(opts: { rate: number; burst?: number; now: () 
       if (rate === 0) return 0;
       const b = bucket(key, opts.now());
       if (!b) return -1;
-      if (b.tokens >= 1) { b.tokens -= 1; return 0; }
+      if (b.tokens >= 1) {
+        b.tokens -= 1;
+        return 0;
+      }
       // tokens go below zero for requests already waiting: each waits for its own token
       const ms = ((1 - b.tokens) / rate) * 1000;
       if (ms > maxWaitMs) return -1;
@@ -74,7 +82,11 @@ export function createRateLimiter(opts: { rate: number; burst?: number; now: () 
 }
 
 /** the `limits.*` keys a front-end enforces */
-export type GlobalLimitKey = 'pcpRequestsPerSecond' | 'peerLookupsPerSecond' | 'soapRequestsPerSecond' | 'ssdpSearchesPerSecond';
+export type GlobalLimitKey =
+  | 'pcpRequestsPerSecond'
+  | 'peerLookupsPerSecond'
+  | 'soapRequestsPerSecond'
+  | 'ssdpSearchesPerSecond';
 
 /**
  * What every front-end does when a global limit (config `limits.*`) is hit: count it in
@@ -90,10 +102,17 @@ export function createGlobalLimitReport(deps: {
   const counters = new Map<GlobalLimitKey, { inc(): void }>();
   return (key: GlobalLimitKey, rate: number, outcome: string, fields: Record<string, unknown> = {}): void => {
     let c = counters.get(key);
-    if (!c) { c = deps.metrics.globalLimit.labels({ limit: key }); counters.set(key, c); }
+    if (!c) {
+      c = deps.metrics.globalLimit.labels({ limit: key });
+      counters.set(key, c);
+    }
     c.inc();
     const n = deps.gate ? deps.gate.pass(`global:${key}`) : 0;
-    if (n !== null) deps.log.warn({ ...fields, limit: `limits.${key}`, rate, suppressed: n }, `global limit reached (limits.${key} ${rate}); ${outcome}`);
+    if (n !== null)
+      deps.log.warn(
+        { ...fields, limit: `limits.${key}`, rate, suppressed: n },
+        `global limit reached (limits.${key} ${rate}); ${outcome}`,
+      );
   };
 }
 export type GlobalLimitReport = ReturnType<typeof createGlobalLimitReport>;

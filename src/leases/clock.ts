@@ -21,7 +21,9 @@ export function createSystemClock(): Clock & { rebase(deltaMs: number): void } {
       return t;
     },
     clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-    rebase(deltaMs: number) { base += deltaMs; },
+    rebase(deltaMs: number) {
+      base += deltaMs;
+    },
   };
 }
 
@@ -34,8 +36,14 @@ export function createFixedClock(start = Date.UTC(2026, 0, 1)) {
   const clock = {
     now: () => t,
     wall: () => t + wallOffset,
-    setTimeout(fn: () => void, ms: number) { const id = ++seq; timers.set(id, { at: t + Math.max(0, ms), fn }); return id; },
-    clearTimeout(h: unknown) { timers.delete(h as number); },
+    setTimeout(fn: () => void, ms: number) {
+      const id = ++seq;
+      timers.set(id, { at: t + Math.max(0, ms), fn });
+      return id;
+    },
+    clearTimeout(h: unknown) {
+      timers.delete(h as number);
+    },
     /** move time forward and fire due timers in order */
     advance(ms: number) {
       const target = t + ms;
@@ -50,8 +58,13 @@ export function createFixedClock(start = Date.UTC(2026, 0, 1)) {
       t = target;
     },
     /** simulate an NTP step of the wall clock without monotonic time passing */
-    jumpWall(ms: number) { wallOffset += ms; },
-    rebase(deltaMs: number) { t += deltaMs; wallOffset -= deltaMs; },
+    jumpWall(ms: number) {
+      wallOffset += ms;
+    },
+    rebase(deltaMs: number) {
+      t += deltaMs;
+      wallOffset -= deltaMs;
+    },
     pendingTimers: () => timers.size,
   };
   return clock;

@@ -1,7 +1,12 @@
 import type { LeaseFilter } from './types.js';
 
 /** the columns a listing may be sorted by */
-const SORT_COLUMNS = { createdAt: 'created_at', expiresAt: 'expires_at', externalPort: 'external_port', owner: 'owner' } as const;
+const SORT_COLUMNS = {
+  createdAt: 'created_at',
+  expiresAt: 'expires_at',
+  externalPort: 'external_port',
+  owner: 'owner',
+} as const;
 
 export interface ListQuery {
   /** the page: `args` then limit and offset */
@@ -22,11 +27,26 @@ export interface ListQuery {
 export function listQuery(filter: LeaseFilter): ListQuery {
   const where: string[] = [];
   const args: unknown[] = [];
-  if (filter.source) { where.push('source = ?'); args.push(filter.source); }
-  if (filter.owner) { where.push('owner = ?'); args.push(filter.owner); }
-  if (filter.protocol) { where.push('protocol = ?'); args.push(filter.protocol); }
-  if (filter.externalPort !== undefined) { where.push('external_port <= ? AND external_port_end >= ?'); args.push(filter.externalPort, filter.externalPort); }
-  if (filter.internalPort !== undefined) { where.push('internal_port = ?'); args.push(filter.internalPort); }
+  if (filter.source) {
+    where.push('source = ?');
+    args.push(filter.source);
+  }
+  if (filter.owner) {
+    where.push('owner = ?');
+    args.push(filter.owner);
+  }
+  if (filter.protocol) {
+    where.push('protocol = ?');
+    args.push(filter.protocol);
+  }
+  if (filter.externalPort !== undefined) {
+    where.push('external_port <= ? AND external_port_end >= ?');
+    args.push(filter.externalPort, filter.externalPort);
+  }
+  if (filter.internalPort !== undefined) {
+    where.push('internal_port = ?');
+    args.push(filter.internalPort);
+  }
   if (filter.search) {
     where.push(`(description LIKE ? ESCAPE '\\' OR rule LIKE ? ESCAPE '\\')`);
     const q = `%${filter.search.replace(/[\\%_]/g, (c) => '\\' + c)}%`;
@@ -39,7 +59,11 @@ export function listQuery(filter: LeaseFilter): ListQuery {
   const cond = (state: string) => `WHERE ${[`state = '${state}'`, ...where].join(' AND ')}`;
   const state = filter.state ?? 'active';
   if (state !== 'all') {
-    return { page: `SELECT * FROM leases ${cond(state)} ${order} LIMIT ? OFFSET ?`, count: `SELECT count(*) AS n FROM leases ${cond(state)}`, args };
+    return {
+      page: `SELECT * FROM leases ${cond(state)} ${order} LIMIT ? OFFSET ?`,
+      count: `SELECT count(*) AS n FROM leases ${cond(state)}`,
+      args,
+    };
   }
   return {
     page: `SELECT * FROM leases ${cond('active')} UNION ALL SELECT * FROM leases ${cond('ended')} ${order} LIMIT ? OFFSET ?`,

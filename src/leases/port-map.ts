@@ -14,22 +14,39 @@ export class PortMap {
   private readonly holders = { tcp: new Array<string | undefined>(65536), udp: new Array<string | undefined>(65536) };
 
   clear(): void {
-    for (const p of ['tcp', 'udp'] as const) { this.used[p].fill(0); this.free[p].fill(BLOCK); this.holders[p].fill(undefined); }
+    for (const p of ['tcp', 'udp'] as const) {
+      this.used[p].fill(0);
+      this.free[p].fill(BLOCK);
+      this.holders[p].fill(undefined);
+    }
   }
 
   take(protocol: 'tcp' | 'udp', start: number, end: number, holder?: string): void {
-    const u = this.used[protocol], f = this.free[protocol], h = this.holders[protocol];
-    for (let p = start; p <= end; p++) { if (u[p] === 0) f[p >> 8]!--; u[p] = 1; h[p] = holder; }
+    const u = this.used[protocol],
+      f = this.free[protocol],
+      h = this.holders[protocol];
+    for (let p = start; p <= end; p++) {
+      if (u[p] === 0) f[p >> 8]!--;
+      u[p] = 1;
+      h[p] = holder;
+    }
   }
 
   release(protocol: 'tcp' | 'udp', start: number, end: number): void {
-    const u = this.used[protocol], f = this.free[protocol], h = this.holders[protocol];
-    for (let p = start; p <= end; p++) { if (u[p] === 1) f[p >> 8]!++; u[p] = 0; h[p] = undefined; }
+    const u = this.used[protocol],
+      f = this.free[protocol],
+      h = this.holders[protocol];
+    for (let p = start; p <= end; p++) {
+      if (u[p] === 1) f[p >> 8]!++;
+      u[p] = 0;
+      h[p] = undefined;
+    }
   }
 
   /** the holder of the lowest taken port in [start, end], or undefined when all are free */
   holderIn(protocol: 'tcp' | 'udp', start: number, end: number): string | undefined {
-    const u = this.used[protocol], h = this.holders[protocol];
+    const u = this.used[protocol],
+      h = this.holders[protocol];
     for (let p = Math.max(0, start); p <= Math.min(65535, end); p++) if (u[p] !== 0) return h[p];
     return undefined;
   }
@@ -45,7 +62,12 @@ export class PortMap {
    * holding `from` (searched from `from`, wrapping within it), then the ranges after it, wrapping
    * around; null when none.
    */
-  findFreeIn(protocol: 'tcp' | 'udp', ranges: readonly (readonly [number, number])[], from: number, accept: (port: number) => boolean): number | null {
+  findFreeIn(
+    protocol: 'tcp' | 'udp',
+    ranges: readonly (readonly [number, number])[],
+    from: number,
+    accept: (port: number) => boolean,
+  ): number | null {
     const n = ranges.length;
     if (n === 0) return null;
     let k = ranges.findIndex(([, b]) => b >= from);
@@ -62,13 +84,23 @@ export class PortMap {
    * A free port in [lo, hi] for which `accept` holds, searching from `from` and wrapping around;
    * null when none. Full blocks are skipped without looking at their ports.
    */
-  findFree(protocol: 'tcp' | 'udp', lo: number, hi: number, from: number, accept: (port: number) => boolean): number | null {
-    const u = this.used[protocol], f = this.free[protocol];
+  findFree(
+    protocol: 'tcp' | 'udp',
+    lo: number,
+    hi: number,
+    from: number,
+    accept: (port: number) => boolean,
+  ): number | null {
+    const u = this.used[protocol],
+      f = this.free[protocol];
     const span = hi - lo + 1;
     let offset = 0;
     while (offset < span) {
       const p = lo + ((from - lo + offset) % span);
-      if (p % BLOCK === 0 && f[p >> 8] === 0 && offset + BLOCK <= span) { offset += BLOCK; continue; }
+      if (p % BLOCK === 0 && f[p >> 8] === 0 && offset + BLOCK <= span) {
+        offset += BLOCK;
+        continue;
+      }
       if (u[p] === 0 && accept(p)) return p;
       offset++;
     }

@@ -112,23 +112,61 @@ export const MIGRATIONS: readonly string[] = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export interface LeaseRow {
-  id: string; source: string; protocol: string; external_address: string; external_port: number; external_port_end: number;
-  internal_address: string; internal_port: number; remote_address: string | null; remote_prefix: number | null; remote_port: number | null;
-  owner: string; description: string; nonce: string | null; created_at: number; updated_at: number; expires_at: number | null;
-  requested_lifetime: number | null; read_only: number; rule: string | null; state: string; ended_at: number | null; end_reason: string | null;
-  renew_count: number; renewed_at: number | null; renewed_by: string | null;
+  id: string;
+  source: string;
+  protocol: string;
+  external_address: string;
+  external_port: number;
+  external_port_end: number;
+  internal_address: string;
+  internal_port: number;
+  remote_address: string | null;
+  remote_prefix: number | null;
+  remote_port: number | null;
+  owner: string;
+  description: string;
+  nonce: string | null;
+  created_at: number;
+  updated_at: number;
+  expires_at: number | null;
+  requested_lifetime: number | null;
+  read_only: number;
+  rule: string | null;
+  state: string;
+  ended_at: number | null;
+  end_reason: string | null;
+  renew_count: number;
+  renewed_at: number | null;
+  renewed_by: string | null;
 }
 
 export function rowToLease(r: LeaseRow): Lease {
   return {
-    id: r.id, source: r.source as LeaseSource, protocol: r.protocol as 'tcp' | 'udp',
-    externalAddress: r.external_address, externalPort: r.external_port, externalPortEnd: r.external_port_end,
-    internalAddress: r.internal_address, internalPort: r.internal_port,
-    remoteAddress: r.remote_address, remotePrefix: r.remote_prefix, remotePort: r.remote_port,
-    owner: r.owner, description: r.description, nonce: r.nonce,
-    createdAt: r.created_at, updatedAt: r.updated_at, expiresAt: r.expires_at, requestedLifetime: r.requested_lifetime,
-    readOnly: r.read_only === 1, rule: r.rule, state: r.state as 'active' | 'ended', endedAt: r.ended_at,
-    endReason: r.end_reason as EndReason | null, renewCount: r.renew_count ?? 0, lastRenewedAt: r.renewed_at ?? null,
+    id: r.id,
+    source: r.source as LeaseSource,
+    protocol: r.protocol as 'tcp' | 'udp',
+    externalAddress: r.external_address,
+    externalPort: r.external_port,
+    externalPortEnd: r.external_port_end,
+    internalAddress: r.internal_address,
+    internalPort: r.internal_port,
+    remoteAddress: r.remote_address,
+    remotePrefix: r.remote_prefix,
+    remotePort: r.remote_port,
+    owner: r.owner,
+    description: r.description,
+    nonce: r.nonce,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    expiresAt: r.expires_at,
+    requestedLifetime: r.requested_lifetime,
+    readOnly: r.read_only === 1,
+    rule: r.rule,
+    state: r.state as 'active' | 'ended',
+    endedAt: r.ended_at,
+    endReason: r.end_reason as EndReason | null,
+    renewCount: r.renew_count ?? 0,
+    lastRenewedAt: r.renewed_at ?? null,
   };
 }
 
@@ -187,7 +225,7 @@ parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); try 
 `;
 
 /** starts the checkpointer; returns its stop, which resolves once the worker has closed its connection */
-function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() => Promise<void>) {
+function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): () => Promise<void> {
   const intervalMs = opts.checkpointIntervalMs ?? 500;
   if (opts.path === ':memory:' || intervalMs <= 0) return async () => {};
   const warn = opts.onWarning ?? (() => {});
@@ -195,7 +233,12 @@ function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() =
   try {
     worker = new Worker(CHECKPOINTER, {
       eval: true,
-      workerData: { driver: createRequire(import.meta.url).resolve('better-sqlite3'), path: opts.path, intervalMs, synchronous: opts.synchronous === 'full' ? 'FULL' : 'NORMAL' },
+      workerData: {
+        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+        path: opts.path,
+        intervalMs,
+        synchronous: opts.synchronous === 'full' ? 'FULL' : 'NORMAL',
+      },
     });
   } catch (e) {
     warn(`WAL checkpointer not started (${(e as Error).message}); SQLite checkpoints inside commits instead`);
@@ -208,7 +251,11 @@ function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() =
   const fallBack = (why: string) => {
     if (stopped) return;
     stopped = true;
-    try { db.pragma('wal_autocheckpoint = 1000'); } catch { /* closed */ }
+    try {
+      db.pragma('wal_autocheckpoint = 1000');
+    } catch {
+      /* closed */
+    }
     warn(`WAL checkpointer stopped (${why}); SQLite checkpoints inside commits instead`);
   };
   worker.on('error', (e) => fallBack(e.message));
@@ -218,7 +265,9 @@ function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): (() =
     stopped = true;
     worker.postMessage('stop');
     // bounded: a worker stuck in a checkpoint is terminated (its connection closes with the thread)
-    const t = setTimeout(() => { void worker.terminate(); }, 2000);
+    const t = setTimeout(() => {
+      void worker.terminate();
+    }, 2000);
     await exited;
     clearTimeout(t);
   };
@@ -233,31 +282,63 @@ function acquireLock(dbPath: string): () => void {
       const fd = openSync(lockPath, 'wx', 0o600);
       writeSync(fd, String(process.pid));
       closeSync(fd);
-      return () => { try { if (readFileSync(lockPath, 'utf8') === String(process.pid)) unlinkSync(lockPath); } catch { /* gone */ } };
+      return () => {
+        try {
+          if (readFileSync(lockPath, 'utf8') === String(process.pid)) unlinkSync(lockPath);
+        } catch {
+          /* gone */
+        }
+      };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       let pid = NaN;
-      try { pid = Number(readFileSync(lockPath, 'utf8')); } catch { /* raced */ }
+      try {
+        pid = Number(readFileSync(lockPath, 'utf8'));
+      } catch {
+        /* raced */
+      }
       let alive = false;
       if (pid === process.pid) alive = true;
       else if (Number.isInteger(pid) && pid > 0) {
-        try { process.kill(pid, 0); alive = true; } catch (k) { alive = (k as NodeJS.ErrnoException).code === 'EPERM'; }
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (k) {
+          alive = (k as NodeJS.ErrnoException).code === 'EPERM';
+        }
       }
       if (alive) {
-        throw new PortdError(ErrorCode.DATABASE_LOCKED, `database ${dbPath} is in use by another portd (pid ${pid})`,
-          `stop that portd first, or point database.path at another file`);
+        throw new PortdError(
+          ErrorCode.DATABASE_LOCKED,
+          `database ${dbPath} is in use by another portd (pid ${pid})`,
+          `stop that portd first, or point database.path at another file`,
+        );
       }
-      try { unlinkSync(lockPath); } catch { /* raced */ } // stale lock from a killed portd
+      try {
+        unlinkSync(lockPath);
+      } catch {
+        /* raced */
+      } // stale lock from a killed portd
     }
   }
-  throw new PortdError(ErrorCode.DATABASE_LOCKED, `could not lock ${dbPath}`, `remove ${lockPath} if no portd is running`);
+  throw new PortdError(
+    ErrorCode.DATABASE_LOCKED,
+    `could not lock ${dbPath}`,
+    `remove ${lockPath} if no portd is running`,
+  );
 }
 
 export function openStore(opts: OpenStoreOptions) {
   const modes = (m: string) => opts.onWarning?.(m);
   if (opts.path !== ':memory:') {
-    try { ensurePrivateDir(dirname(opts.path), modes); } catch (e) {
-      throw new PortdError(ErrorCode.DATABASE_OPEN, `cannot create the directory of ${opts.path}: ${(e as Error).message}`, 'check database.path and permissions');
+    try {
+      ensurePrivateDir(dirname(opts.path), modes);
+    } catch (e) {
+      throw new PortdError(
+        ErrorCode.DATABASE_OPEN,
+        `cannot create the directory of ${opts.path}: ${(e as Error).message}`,
+        'check database.path and permissions',
+      );
     }
   }
   const unlock = acquireLock(opts.path);
@@ -278,63 +359,99 @@ export function openStore(opts: OpenStoreOptions) {
     db.pragma('foreign_keys = ON');
   } catch (e) {
     unlock();
-    throw new PortdError(ErrorCode.DATABASE_OPEN, `cannot open database ${opts.path}: ${(e as Error).message}`, 'check database.path, permissions and free space');
+    throw new PortdError(
+      ErrorCode.DATABASE_OPEN,
+      `cannot open database ${opts.path}: ${(e as Error).message}`,
+      'check database.path, permissions and free space',
+    );
   }
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > MIGRATIONS.length) {
-    db.close(); unlock();
-    throw new PortdError(ErrorCode.DATABASE_SCHEMA, `database ${opts.path} has schema version ${version}, newer than this portd knows (${MIGRATIONS.length})`, 'upgrade portd or use another database.path');
+    db.close();
+    unlock();
+    throw new PortdError(
+      ErrorCode.DATABASE_SCHEMA,
+      `database ${opts.path} has schema version ${version}, newer than this portd knows (${MIGRATIONS.length})`,
+      'upgrade portd or use another database.path',
+    );
   }
   for (let v = version; v < MIGRATIONS.length; v++) {
-    db.transaction(() => { db.exec(MIGRATIONS[v]!); db.pragma(`user_version = ${v + 1}`); })();
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
   }
   // a second connection for readers: under WAL it sees only committed state, never a tick in flight
   const reader = opts.path === ':memory:' ? db : new Database(opts.path, { readonly: true, fileMustExist: true });
   const stopCheckpointer = startCheckpointer(db, opts);
 
   const s = {
-    insert: db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
+    insert:
+      db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
       remote_address, remote_prefix, remote_port, owner, description, nonce, created_at, updated_at, expires_at, requested_lifetime, read_only, rule, state)
       VALUES (@id, @source, @protocol, @external_address, @external_port, @external_port_end, @internal_address, @internal_port,
       @remote_address, @remote_prefix, @remote_port, @owner, @description, @nonce, @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active')`),
-    renew: db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at, requested_lifetime = @requested_lifetime,
+    renew:
+      db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at, requested_lifetime = @requested_lifetime,
       description = @description, nonce = @nonce, internal_port = @internal_port, remote_address = @remote_address, remote_prefix = @remote_prefix,
       remote_port = @remote_port, renew_count = renew_count + 1, renewed_at = @updated_at, renewed_by = @actor WHERE id = @id`),
-    end: db.prepare(`UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id AND state = 'active'`),
+    end: db.prepare(
+      `UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id AND state = 'active'`,
+    ),
     event: db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, ?, ?, ?, ?)`),
     byId: db.prepare(`SELECT * FROM leases WHERE id = ?`),
-    due: db.prepare(`SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`),
+    due: db.prepare(
+      `SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`,
+    ),
     nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
     // only rows written in this run's (wrong) frame move; rows from before a restart were written in the true one
-    rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
+    rebaseActive:
+      db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
       WHERE state = 'active' AND updated_at >= @since`),
-    revoke: db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-    revoked: db.prepare(`SELECT lease_id, until FROM revocations WHERE until > @now AND protocol = @protocol AND kind = 'revoked'
+    revoke: db.prepare(
+      `INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    revoked:
+      db.prepare(`SELECT lease_id, until FROM revocations WHERE until > @now AND protocol = @protocol AND kind = 'revoked'
       AND ((internal_address = @ia AND internal_port = @ip) OR (owner = @owner AND external_port = @ep)) LIMIT 1`),
-    replace: db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id, kind, replaced_by, replaced_by_source)
+    replace:
+      db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id, kind, replaced_by, replaced_by_source)
       VALUES (?, ?, ?, ?, ?, ?, ?, 'replaced', ?, ?)`),
-    replacedHolds: db.prepare(`SELECT protocol, owner, external_port, until, lease_id, replaced_by, replaced_by_source FROM revocations WHERE kind = 'replaced' AND until > ?`),
+    replacedHolds: db.prepare(
+      `SELECT protocol, owner, external_port, until, lease_id, replaced_by, replaced_by_source FROM revocations WHERE kind = 'replaced' AND until > ?`,
+    ),
     pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
     countRevocations: db.prepare(`SELECT count(*) AS n FROM revocations`),
     // the revocations ending first go first when the table is over its cap
-    trimRevocations: db.prepare(`DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations ORDER BY until LIMIT ?)`),
+    trimRevocations: db.prepare(
+      `DELETE FROM revocations WHERE rowid IN (SELECT rowid FROM revocations ORDER BY until LIMIT ?)`,
+    ),
     // ended leases, oldest end first (index leases_ended): pruned a bounded batch per writer tick
-    oldestEnded: db.prepare(`SELECT id, ended_at FROM leases WHERE state = 'ended' ORDER BY ended_at LIMIT ?`).raw(true),
+    oldestEnded: db
+      .prepare(`SELECT id, ended_at FROM leases WHERE state = 'ended' ORDER BY ended_at LIMIT ?`)
+      .raw(true),
     countEnded: db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'ended'`),
     deleteEvents: db.prepare(`DELETE FROM events WHERE lease_id = ?`),
     deleteLease: db.prepare(`DELETE FROM leases WHERE id = ? AND state = 'ended'`),
     // history per lease: its first entry and the latest ones (index events_lease)
     countHistory: db.prepare(`SELECT count(*) AS n FROM events WHERE lease_id = ?`),
-    trimHistory: db.prepare(`DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE lease_id = @id ORDER BY seq DESC LIMIT -1 OFFSET @keep)
+    trimHistory:
+      db.prepare(`DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE lease_id = @id ORDER BY seq DESC LIMIT -1 OFFSET @keep)
       AND seq > (SELECT min(seq) FROM events WHERE lease_id = @id)`),
     maxId: db.prepare(`SELECT max(id) AS id FROM leases`),
     metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
-    metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
+    metaSet: db.prepare(
+      `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+    ),
   };
   // the writer's transaction control, prepared once (db.exec would parse each statement on every tick)
   const tx = {
-    begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'),
-    savepoint: db.prepare('SAVEPOINT job'), release: db.prepare('RELEASE job'), rollbackTo: db.prepare('ROLLBACK TO job'),
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
+    savepoint: db.prepare('SAVEPOINT job'),
+    release: db.prepare('RELEASE job'),
+    rollbackTo: db.prepare('ROLLBACK TO job'),
   };
   const r = {
     byId: reader.prepare(`SELECT * FROM leases WHERE id = ?`),
@@ -342,18 +459,45 @@ export function openStore(opts: OpenStoreOptions) {
     renewals: reader.prepare(`SELECT renew_count, renewed_at, renewed_by FROM leases WHERE id = ?`),
   };
   return {
-    db, reader, s, r, tx,
+    db,
+    reader,
+    s,
+    r,
+    tx,
     /**
      * The stored history, with the lease's renewals as one entry at the last renewal (renewals are counted
      * on the lease, not stored one by one): `reason` says how many there were.
      */
     history(id: string): HistoryEntry[] {
-      const out = (r.history.all(id) as { lease_id: string; type: string; at: number; actor: string | null; reason: string | null }[])
-        .map((h): HistoryEntry => ({ leaseId: h.lease_id, type: h.type as LeaseEventType, at: h.at, actor: h.actor, reason: h.reason }));
-      const l = r.renewals.get(id) as { renew_count: number; renewed_at: number | null; renewed_by: string | null } | undefined;
+      const out = (
+        r.history.all(id) as {
+          lease_id: string;
+          type: string;
+          at: number;
+          actor: string | null;
+          reason: string | null;
+        }[]
+      ).map(
+        (h): HistoryEntry => ({
+          leaseId: h.lease_id,
+          type: h.type as LeaseEventType,
+          at: h.at,
+          actor: h.actor,
+          reason: h.reason,
+        }),
+      );
+      const l = r.renewals.get(id) as
+        | { renew_count: number; renewed_at: number | null; renewed_by: string | null }
+        | undefined;
       if (l && l.renew_count > 0 && l.renewed_at !== null) {
         const at = l.renewed_at;
-        const entry: HistoryEntry = { leaseId: id, type: 'renewed', at, actor: l.renewed_by, reason: l.renew_count === 1 ? null : `renewed ${l.renew_count} times; the last at this time` };
+        const entry: HistoryEntry = {
+          leaseId: id,
+          type: 'renewed',
+          at,
+          actor: l.renewed_by,
+          reason: l.renew_count === 1 ? null : `renewed ${l.renew_count} times; the last at this time`,
+        };
         // after everything up to that moment except the end (a lease renewed and ended in the same ms)
         let i = out.findIndex((h, k) => k > 0 && (h.at > at || (h.at === at && h.type !== 'granted')));
         if (i < 0) i = out.length;
@@ -361,8 +505,12 @@ export function openStore(opts: OpenStoreOptions) {
       }
       return out;
     },
-    meta(key: string): string | null { return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null; },
-    setMeta(key: string, value: string) { s.metaSet.run(key, value); },
+    meta(key: string): string | null {
+      return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null;
+    },
+    setMeta(key: string, value: string) {
+      s.metaSet.run(key, value);
+    },
     /** the checkpointer's connection closes first, so this one is the last and leaves no -wal/-shm behind */
     async close(): Promise<void> {
       await stopCheckpointer();

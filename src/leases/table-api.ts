@@ -1,4 +1,14 @@
-import type { GrantResult, HistoryEntry, Lease, LeaseEvent, LeaseFilter, LeaseRequest, LeaseSource, ReleaseRequest, ReleaseResult } from './types.js';
+import type {
+  GrantResult,
+  HistoryEntry,
+  Lease,
+  LeaseEvent,
+  LeaseFilter,
+  LeaseRequest,
+  LeaseSource,
+  ReleaseRequest,
+  ReleaseResult,
+} from './types.js';
 
 /** The lease table as front-ends, triggers and the admin API see it. */
 export interface LeaseTableApi {
@@ -16,7 +26,12 @@ export interface LeaseTableApi {
   /** one page of leases and the matching total: from memory or an index walk, never a scan of the table */
   list(filter?: LeaseFilter): { leases: Lease[]; total: number };
   /** active leases whose first external port is in [start, end], in port order; only `owner`'s when given */
-  listExternalRange(protocol: 'tcp' | 'udp', start: number, end: number, opts?: { source?: LeaseSource; owner?: string }): Lease[];
+  listExternalRange(
+    protocol: 'tcp' | 'udp',
+    start: number,
+    end: number,
+    opts?: { source?: LeaseSource; owner?: string },
+  ): Lease[];
   /** active leases of one source, or of all (from memory) */
   activeCount(source?: LeaseSource): number;
   /** the lease's history: stored entries, its renewals as one entry at the last (renewals are counted on the lease) */

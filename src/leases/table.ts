@@ -12,11 +12,24 @@ import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
 import type {
-  EndReason, GrantResult, Lease, LeaseEvent, LeaseEventType, LeaseFilter, LeaseRequest, Refusal, ReleaseRequest, ReleaseResult,
+  EndReason,
+  GrantResult,
+  Lease,
+  LeaseEvent,
+  LeaseEventType,
+  LeaseFilter,
+  LeaseRequest,
+  Refusal,
+  ReleaseRequest,
+  ReleaseResult,
 } from './types.js';
 
 export interface LeaseTableOptions {
-  readonly database: { readonly path: string; readonly synchronous?: 'normal' | 'full'; readonly checkpointIntervalMs?: number };
+  readonly database: {
+    readonly path: string;
+    readonly synchronous?: 'normal' | 'full';
+    readonly checkpointIntervalMs?: number;
+  };
   readonly dataplane: Dataplane;
   readonly policy: Policy;
   readonly clock: Clock & { rebase?(deltaMs: number): void };
@@ -107,20 +120,29 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const INTERNAL_SOURCES = new Set(['pcp', 'natpmp']);
   // external ports an admin-defined opening took from a dynamic lease: kept from that lease's owner for
   // the rest of its term ('replaced' is sticky), protocol and port -> holds; derived from the revocations table
-  interface ReplacedHold { readonly owner: string; readonly until: number; readonly by: string; readonly bySource: Lease['source'] }
+  interface ReplacedHold {
+    readonly owner: string;
+    readonly until: number;
+    readonly by: string;
+    readonly bySource: Lease['source'];
+  }
   const replacedHolds = new Map<number, ReplacedHold[]>();
   // a number, not a string: allocation asks once per candidate port
   const holdKey = (protocol: string, port: number) => (protocol === 'udp' ? 65536 : 0) + port;
   function addHold(protocol: string, port: number, h: ReplacedHold): void {
     const k = holdKey(protocol, port);
     const list = replacedHolds.get(k);
-    if (list) list.push(h); else replacedHolds.set(k, [h]);
+    if (list) list.push(h);
+    else replacedHolds.set(k, [h]);
   }
   function holdFor(protocol: string, port: number, owner: string, now: number): ReplacedHold | undefined {
     const list = replacedHolds.get(holdKey(protocol, port));
     if (!list) return undefined;
     const live = list.filter((h) => h.until > now);
-    if (live.length === 0) { replacedHolds.delete(holdKey(protocol, port)); return undefined; }
+    if (live.length === 0) {
+      replacedHolds.delete(holdKey(protocol, port));
+      return undefined;
+    }
     if (live.length !== list.length) replacedHolds.set(holdKey(protocol, port), live);
     return live.find((h) => h.owner === owner);
   }
@@ -137,8 +159,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   let oldestEndedAt: number | null = null;
   const countEndedRows = store.db.prepare(`SELECT count(*) AS n, min(ended_at) AS t FROM leases WHERE state = 'ended'`);
   const oldestEndedRow = store.db.prepare(`SELECT min(ended_at) AS t FROM leases WHERE state = 'ended'`);
-  const cacheRows = store.db.prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port
-    FROM leases WHERE state = 'active'`).raw(true);
+  const cacheRows = store.db
+    .prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port
+    FROM leases WHERE state = 'active'`)
+    .raw(true);
   function rebuildCaches(): void {
     ports.clear();
     activeBySource.clear();
@@ -148,19 +172,34 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     // rows as arrays (no object per row) and counts kept in locals: at 100k leases this runs on start and
     // after every rolled-back tick, with the event loop blocked
     const bySource = new Map<string, number>();
-    for (const [id, protocol, start, end, source, owner, ia, ip] of cacheRows.iterate() as Iterable<[string, string, number, number, string, string, string, number]>) {
+    for (const [id, protocol, start, end, source, owner, ia, ip] of cacheRows.iterate() as Iterable<
+      [string, string, number, number, string, string, string, number]
+    >) {
       const proto = protocol === 'udp' ? 'udp' : 'tcp';
       ports.take(proto, start, end, id);
       if (INTERNAL_SOURCES.has(source)) byInternal.set(internalKey(proto, ia, ip), id);
       bySource.set(source, (bySource.get(source) ?? 0) + 1);
       if (QUOTA_SOURCES.has(source)) quotaUse.set(owner, (quotaUse.get(owner) ?? 0) + 1);
       const mine = byOwner.get(owner);
-      if (mine) mine.add(id); else byOwner.set(owner, new Set([id]));
+      if (mine) mine.add(id);
+      else byOwner.set(owner, new Set([id]));
     }
     for (const [k, n] of bySource) activeBySource.set(k, n);
     replacedHolds.clear();
-    for (const r of s.replacedHolds.all(clock.now()) as { protocol: string; owner: string; external_port: number; until: number; replaced_by: string | null; replaced_by_source: string | null }[]) {
-      addHold(r.protocol, r.external_port, { owner: r.owner, until: r.until, by: r.replaced_by ?? '', bySource: (r.replaced_by_source ?? 'static') as Lease['source'] });
+    for (const r of s.replacedHolds.all(clock.now()) as {
+      protocol: string;
+      owner: string;
+      external_port: number;
+      until: number;
+      replaced_by: string | null;
+      replaced_by_source: string | null;
+    }[]) {
+      addHold(r.protocol, r.external_port, {
+        owner: r.owner,
+        until: r.until,
+        by: r.replaced_by ?? '',
+        bySource: (r.replaced_by_source ?? 'static') as Lease['source'],
+      });
     }
     const e = countEndedRows.get() as { n: number; t: number | null };
     endedCount = e.n;
@@ -169,17 +208,24 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
   function publishGauges(): void {
     if (!metrics) return;
-    for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static']) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
+    for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static'])
+      metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
   }
   function count(l: Pick<Lease, 'id' | 'source' | 'owner'>, delta: number): void {
     activeBySource.set(l.source, (activeBySource.get(l.source) ?? 0) + delta);
     if (QUOTA_SOURCES.has(l.source)) {
       const n = (quotaUse.get(l.owner) ?? 0) + delta;
-      if (n > 0) quotaUse.set(l.owner, n); else quotaUse.delete(l.owner);
+      if (n > 0) quotaUse.set(l.owner, n);
+      else quotaUse.delete(l.owner);
     }
     const mine = byOwner.get(l.owner);
-    if (delta > 0) { if (mine) mine.add(l.id); else byOwner.set(l.owner, new Set([l.id])); }
-    else if (mine) { mine.delete(l.id); if (mine.size === 0) byOwner.delete(l.owner); }
+    if (delta > 0) {
+      if (mine) mine.add(l.id);
+      else byOwner.set(l.owner, new Set([l.id]));
+    } else if (mine) {
+      mine.delete(l.id);
+      if (mine.size === 0) byOwner.delete(l.owner);
+    }
   }
   /** active leases limits.maxActiveLeases counts */
   function dynamicActive(): number {
@@ -193,8 +239,14 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   function capacityHit(n: number): void {
     metrics?.globalLimit.inc({ limit: 'maxActiveLeases' });
     const now = clock.now();
-    if (now - capacityWarnedAt < 60_000) { capacitySuppressed++; return; }
-    log.warn({ active: n, suppressed: capacitySuppressed }, `global limit reached (limits.maxActiveLeases ${maxActive}); refusing new leases`);
+    if (now - capacityWarnedAt < 60_000) {
+      capacitySuppressed++;
+      return;
+    }
+    log.warn(
+      { active: n, suppressed: capacitySuppressed },
+      `global limit reached (limits.maxActiveLeases ${maxActive}); refusing new leases`,
+    );
     capacityWarnedAt = now;
     capacitySuppressed = 0;
   }
@@ -208,28 +260,55 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     lastId = Math.max(lastId + 1, (Date.now() - Date.UTC(2020, 0, 1)) * 256);
     return lastId.toString(16).padStart(12, '0');
   };
-  function toEntry(l: Pick<Lease, 'id' | 'protocol' | 'externalAddress' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort' | 'remoteAddress' | 'expiresAt'>, now: number): DataplaneEntry {
+  function toEntry(
+    l: Pick<
+      Lease,
+      | 'id'
+      | 'protocol'
+      | 'externalAddress'
+      | 'externalPort'
+      | 'externalPortEnd'
+      | 'internalAddress'
+      | 'internalPort'
+      | 'remoteAddress'
+      | 'expiresAt'
+    >,
+    now: number,
+  ): DataplaneEntry {
     return {
-      id: l.id, protocol: l.protocol, externalAddress: l.externalAddress, externalPort: l.externalPort, externalPortEnd: l.externalPortEnd,
-      internalAddress: l.internalAddress, internalPort: l.internalPort, remoteAddress: l.remoteAddress,
+      id: l.id,
+      protocol: l.protocol,
+      externalAddress: l.externalAddress,
+      externalPort: l.externalPort,
+      externalPortEnd: l.externalPortEnd,
+      internalAddress: l.internalAddress,
+      internalPort: l.internalPort,
+      remoteAddress: l.remoteAddress,
       timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
     };
   }
   /** the active lease holding any external port in [start, end] (the lowest such port's holder) */
   function overlapping(protocol: 'tcp' | 'udp', start: number, end: number): LeaseRow | undefined {
     const id = ports.holderIn(protocol, start, end);
-    return id === undefined ? undefined : s.byId.get(id) as LeaseRow | undefined;
+    return id === undefined ? undefined : (s.byId.get(id) as LeaseRow | undefined);
   }
   /** the active PCP/NAT-PMP lease for an internal endpoint */
   function internalHolder(protocol: 'tcp' | 'udp', address: string, port: number): LeaseRow | undefined {
     const id = byInternal.get(internalKey(protocol, address, port));
-    return id === undefined ? undefined : s.byId.get(id) as LeaseRow | undefined;
+    return id === undefined ? undefined : (s.byId.get(id) as LeaseRow | undefined);
   }
   /**
    * A lease event for the listeners (SSE, GENA, logs), stored in the lease's history unless `stored` is
    * false (renewals: counted on the lease instead). The history keeps its first entry and the latest ones.
    */
-  function event(type: LeaseEventType, lease: Lease, at: number, actor: string | null, reason: string | null, stored = true): LeaseEvent {
+  function event(
+    type: LeaseEventType,
+    lease: Lease,
+    at: number,
+    actor: string | null,
+    reason: string | null,
+    stored = true,
+  ): LeaseEvent {
     if (stored) {
       s.event.run(lease.id, type, at, actor, reason);
       if (historyCap > 0 && type !== 'granted' && (s.countHistory.get(lease.id) as { n: number }).n > historyCap) {
@@ -241,7 +320,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   /** every active lease holding a port in [start, end], lowest first */
   function holdersIn(protocol: 'tcp' | 'udp', start: number, end: number): LeaseRow[] {
     const out: LeaseRow[] = [];
-    for (let p = start; p <= end;) {
+    for (let p = start; p <= end; ) {
       const id = ports.holderIn(protocol, p, end);
       if (id === undefined) break;
       const row = s.byId.get(id) as LeaseRow | undefined;
@@ -260,22 +339,51 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   function blockedIn(req: LeaseRequest, lo: number, hi: number, now: number): Refusal | null {
     for (let p = lo; p <= hi; p++) {
       const rule = opts.triggerPort?.(req.protocol, p) ?? null;
-      if (rule !== null) return { ok: false, reason: 'conflict', holder: { id: '', source: 'trigger', owner: `trigger rule ${rule}`, externalPort: p, externalPortEnd: p } };
+      if (rule !== null)
+        return {
+          ok: false,
+          reason: 'conflict',
+          holder: { id: '', source: 'trigger', owner: `trigger rule ${rule}`, externalPort: p, externalPortEnd: p },
+        };
       const h = holdFor(req.protocol, p, req.owner, now);
       if (h) {
-        const by = h.by ? s.byId.get(h.by) as LeaseRow | undefined : undefined;
-        return { ok: false, reason: 'conflict', holder: { id: h.by, source: h.bySource, owner: by?.owner ?? 'admin', externalPort: p, externalPortEnd: p } };
+        const by = h.by ? (s.byId.get(h.by) as LeaseRow | undefined) : undefined;
+        return {
+          ok: false,
+          reason: 'conflict',
+          holder: { id: h.by, source: h.bySource, owner: by?.owner ?? 'admin', externalPort: p, externalPortEnd: p },
+        };
       }
-      if (checkInUse() && opts.portInUse!(req.protocol, p)) return { ok: false, reason: 'in_use', detail: `the gateway itself listens on ${req.protocol} port ${p} (policy.checkPortInUse)` };
+      if (checkInUse() && opts.portInUse!(req.protocol, p))
+        return {
+          ok: false,
+          reason: 'in_use',
+          detail: `the gateway itself listens on ${req.protocol} port ${p} (policy.checkPortInUse)`,
+        };
     }
     return null;
   }
   /** dynamic leases an admin-defined opening (lease `by`) takes the ports of: ended as 'replaced', their port kept from their owner */
-  function replaceHolders(rows: readonly LeaseRow[], by: { id: string; source: Lease['source'] }, actor: string | null, now: number): JobOutcome<Lease>[] {
+  function replaceHolders(
+    rows: readonly LeaseRow[],
+    by: { id: string; source: Lease['source'] },
+    actor: string | null,
+    now: number,
+  ): JobOutcome<Lease>[] {
     return rows.map((row) => {
       if (row.expires_at !== null && row.expires_at > now) {
         for (let p = row.external_port; p <= row.external_port_end; p++) {
-          s.replace.run(row.protocol, row.owner, row.internal_address, row.internal_port, p, row.expires_at, row.id, by.id, by.source);
+          s.replace.run(
+            row.protocol,
+            row.owner,
+            row.internal_address,
+            row.internal_port,
+            p,
+            row.expires_at,
+            row.id,
+            by.id,
+            by.source,
+          );
           addHold(row.protocol, p, { owner: row.owner, until: row.expires_at, by: by.id, bySource: by.source });
         }
       }
@@ -283,9 +391,26 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     });
   }
   function conflictOf(h: LeaseRow): Refusal {
-    return { ok: false, reason: 'conflict', holder: { id: h.id, source: h.source as Lease['source'], owner: h.owner, externalPort: h.external_port, externalPortEnd: h.external_port_end } };
+    return {
+      ok: false,
+      reason: 'conflict',
+      holder: {
+        id: h.id,
+        source: h.source as Lease['source'],
+        owner: h.owner,
+        externalPort: h.external_port,
+        externalPortEnd: h.external_port_end,
+      },
+    };
   }
-  function endLease(row: LeaseRow, reason: EndReason, at: number, actor: string | null, type: LeaseEventType, detail: string | null): JobOutcome<Lease> {
+  function endLease(
+    row: LeaseRow,
+    reason: EndReason,
+    at: number,
+    actor: string | null,
+    type: LeaseEventType,
+    detail: string | null,
+  ): JobOutcome<Lease> {
     s.end.run({ id: row.id, at, reason });
     const before = rowToLease(row);
     const lease: Lease = { ...before, state: 'ended', endedAt: at, endReason: reason };
@@ -295,7 +420,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     count(before, -1);
     endedCount++;
     if (oldestEndedAt === null || at < oldestEndedAt) oldestEndedAt = at;
-    return { result: lease, add: [], remove: [toEntry(before, at)], events: [event(type, lease, at, actor, detail)], removalOnly: true };
+    return {
+      result: lease,
+      add: [],
+      remove: [toEntry(before, at)],
+      events: [event(type, lease, at, actor, detail)],
+      removalOnly: true,
+    };
   }
 
   // ---- the operations, each run inside a writer tick ----
@@ -307,14 +438,20 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     let replaced: JobOutcome<Lease>[] | null = null;
     const none = (r: Refusal): JobOutcome<GrantResult> => {
       // the writer rolls this job back to its savepoint: the replaced leases come back
-      if (replaced) throw new Error(`${req.source} request refused after it replaced ${replaced.length} lease(s): ${r.reason}`);
+      if (replaced)
+        throw new Error(`${req.source} request refused after it replaced ${replaced.length} lease(s): ${r.reason}`);
       return { result: r, add: [], remove: [], events: [] };
     };
     const lifetime = policy.clampLifetime(req.source, req.lifetime);
     const expiresAt = lifetime === null ? null : now + lifetime * 1000;
     const wantStart = req.externalPort ?? 0;
     const span = (req.externalPortEnd ?? wantStart) - wantStart;
-    if (span < 0) return none({ ok: false, reason: 'invalid', detail: `external port range ${wantStart}-${req.externalPortEnd} is reversed` });
+    if (span < 0)
+      return none({
+        ok: false,
+        reason: 'invalid',
+        detail: `external port range ${wantStart}-${req.externalPortEnd} is reversed`,
+      });
 
     // 1. is this a renewal of an existing lease?
     let existing: LeaseRow | undefined;
@@ -324,9 +461,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       existing = overlapping(req.protocol, wantStart, wantStart + span);
       if (existing) {
         // UPnP may move its own mapping to another internal port (AddPortMapping updates); an admin forward must match exactly
-        const same = existing.owner === req.owner && existing.source === req.source && existing.internal_address === req.internalAddress
-          && existing.external_port === wantStart && existing.external_port_end === wantStart + span
-          && (req.source !== 'static' || existing.internal_port === req.internalPort);
+        const same =
+          existing.owner === req.owner &&
+          existing.source === req.source &&
+          existing.internal_address === req.internalAddress &&
+          existing.external_port === wantStart &&
+          existing.external_port_end === wantStart + span &&
+          (req.source !== 'static' || existing.internal_port === req.internalPort);
         if (!same) {
           if (trusted && !policy.isTrusted(existing.source as Lease['source'])) {
             // an admin-defined opening (static forward, trigger) outranks UPnP/PCP/NAT-PMP: the holders of
@@ -338,43 +479,67 @@ export function createLeaseTable(opts: LeaseTableOptions) {
             if (refusal) return none(refusal);
             replace = holders;
             existing = undefined;
-          } else if (req.allowOtherPort) existing = undefined; // AddAnyPortMapping: pick another below
+          } else if (req.allowOtherPort)
+            existing = undefined; // AddAnyPortMapping: pick another below
           else return none(conflictOf(existing));
         }
       }
     }
     if (existing) {
       const old = rowToLease(existing);
-      if (old.readOnly && !req.readOnly) return none({ ok: false, reason: 'not_authorized', detail: `lease ${old.id} is read-only (defined in the configuration)` });
-      if (old.owner !== req.owner && !req.thirdPartyAllowed) return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${old.owner}` });
+      if (old.readOnly && !req.readOnly)
+        return none({
+          ok: false,
+          reason: 'not_authorized',
+          detail: `lease ${old.id} is read-only (defined in the configuration)`,
+        });
+      if (old.owner !== req.owner && !req.thirdPartyAllowed)
+        return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${old.owner}` });
       // PCP nonce rules (RFC 6887 §11.3); a NAT-PMP-created lease (no nonce) is adopted by PCP
       if (req.source === 'pcp' && old.nonce !== null && req.nonce && req.nonce !== old.nonce)
         return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
       // the nonce is the owner's proof (RFC 6887 §11.2, Appendix A): NAT-PMP has none to show
       if (req.source === 'natpmp' && old.nonce !== null)
-        return none({ ok: false, reason: 'not_authorized', detail: 'mapping carries a PCP nonce; NAT-PMP may not renew it' });
+        return none({
+          ok: false,
+          reason: 'not_authorized',
+          detail: 'mapping carries a PCP nonce; NAT-PMP may not renew it',
+        });
       const refusal = policy.check({ ...req, externalPort: old.externalPort }, old.externalPort, old.externalPortEnd);
       if (refusal && refusal.reason !== 'quota') return none(refusal);
       const renewed: Lease = {
-        ...old, updatedAt: now, expiresAt, requestedLifetime: req.lifetime,
+        ...old,
+        updatedAt: now,
+        expiresAt,
+        requestedLifetime: req.lifetime,
         description: req.description ?? old.description,
         nonce: req.source === 'pcp' ? (req.nonce ?? old.nonce) : old.nonce,
         internalPort: req.identity === 'external' ? req.internalPort : old.internalPort,
         remoteAddress: req.remoteAddress !== undefined ? req.remoteAddress : old.remoteAddress,
         remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
         remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
-        renewCount: old.renewCount + 1, lastRenewedAt: now,
+        renewCount: old.renewCount + 1,
+        lastRenewedAt: now,
       };
       // the row is updated in place (count, time, who): a renewal adds no history row, so a client renewing
       // every 20 s costs no storage; listeners still get the 'renewed' event
       s.renew.run({
-        id: old.id, updated_at: now, expires_at: expiresAt, requested_lifetime: req.lifetime, description: renewed.description,
-        nonce: renewed.nonce, internal_port: renewed.internalPort, remote_address: renewed.remoteAddress,
-        remote_prefix: renewed.remotePrefix, remote_port: renewed.remotePort, actor: req.actor ?? null,
+        id: old.id,
+        updated_at: now,
+        expires_at: expiresAt,
+        requested_lifetime: req.lifetime,
+        description: renewed.description,
+        nonce: renewed.nonce,
+        internal_port: renewed.internalPort,
+        remote_address: renewed.remoteAddress,
+        remote_prefix: renewed.remotePrefix,
+        remote_port: renewed.remotePort,
+        actor: req.actor ?? null,
       });
       return {
         result: { ok: true, lease: renewed, created: false, lifetime },
-        remove: [toEntry(old, now)], add: [toEntry(renewed, now)],
+        remove: [toEntry(old, now)],
+        add: [toEntry(renewed, now)],
         events: [event('renewed', renewed, now, req.actor ?? null, null, false)],
       };
     }
@@ -384,16 +549,37 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const n = dynamicActive();
       if (n >= maxActive) {
         capacityHit(n);
-        return none({ ok: false, reason: 'capacity', detail: `${n} active leases (limits.maxActiveLeases ${maxActive})` });
+        return none({
+          ok: false,
+          reason: 'capacity',
+          detail: `${n} active leases (limits.maxActiveLeases ${maxActive})`,
+        });
       }
     }
     if (!policy.isTrusted(req.source)) {
-      const rv = s.revoked.get({ now, protocol: req.protocol, ia: req.internalAddress, ip: req.internalPort, owner: req.owner, ep: wantStart }) as { lease_id: string; until: number } | undefined;
-      if (rv) return none({ ok: false, reason: 'not_authorized', detail: `mapping revoked by the admin (lease ${rv.lease_id}) until ${new Date(rv.until).toISOString()}` });
+      const rv = s.revoked.get({
+        now,
+        protocol: req.protocol,
+        ia: req.internalAddress,
+        ip: req.internalPort,
+        owner: req.owner,
+        ep: wantStart,
+      }) as { lease_id: string; until: number } | undefined;
+      if (rv)
+        return none({
+          ok: false,
+          reason: 'not_authorized',
+          detail: `mapping revoked by the admin (lease ${rv.lease_id}) until ${new Date(rv.until).toISOString()}`,
+        });
     }
     if (!policy.isTrusted(req.source)) {
       const n = quotaUse.get(req.owner) ?? 0;
-      if (n >= policy.quota()) return none({ ok: false, reason: 'quota', detail: `${req.owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})` });
+      if (n >= policy.quota())
+        return none({
+          ok: false,
+          reason: 'quota',
+          detail: `${req.owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})`,
+        });
     }
     const id = newId();
     if (replace.length > 0) replaced = replaceHolders(replace, { id, source: req.source }, req.actor ?? null, now);
@@ -401,11 +587,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     if (start > 0) {
       const refusal = policy.check(req, start, start + span);
       if (refusal) {
-        if (!req.allowOtherPort || refusal.reason === 'not_authorized' || refusal.reason === 'invalid') return none(refusal);
+        if (!req.allowOtherPort || refusal.reason === 'not_authorized' || refusal.reason === 'invalid')
+          return none(refusal);
         start = 0;
       } else if (!ports.isFree(req.protocol, start, start + span)) {
         const holder = overlapping(req.protocol, start, start + span);
-        if (!req.allowOtherPort) return none(holder ? conflictOf(holder) : { ok: false, reason: 'no_port', detail: `port ${start} is taken` });
+        if (!req.allowOtherPort)
+          return none(holder ? conflictOf(holder) : { ok: false, reason: 'no_port', detail: `port ${start} is taken` });
         start = 0;
       } else if (!trusted) {
         const blocked = blockedIn(req, start, start + span, now);
@@ -419,43 +607,99 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (span > 0) return none({ ok: false, reason: 'invalid', detail: 'a port range needs an explicit start' });
       const probe = policy.check(req, alloc.start, alloc.start);
       if (probe && (probe.reason === 'not_authorized' || probe.reason === 'invalid')) return none(probe);
-      const hint = wantStart >= alloc.start && wantStart <= alloc.end ? wantStart : alloc.start + ((req.internalPort * 7919) % (alloc.end - alloc.start + 1));
-      const found = ports.findFreeIn(req.protocol, policy.allowedRanges(req, alloc.start, alloc.end), hint,
-        (p) => policy.portAllowed(req, p) && (trusted || blockedIn(req, p, p, now) === null));
-      if (found === null) return none({ ok: false, reason: 'no_port', detail: `no free ${req.protocol} port allowed for ${req.internalAddress}` });
+      const hint =
+        wantStart >= alloc.start && wantStart <= alloc.end
+          ? wantStart
+          : alloc.start + ((req.internalPort * 7919) % (alloc.end - alloc.start + 1));
+      const found = ports.findFreeIn(
+        req.protocol,
+        policy.allowedRanges(req, alloc.start, alloc.end),
+        hint,
+        (p) => policy.portAllowed(req, p) && (trusted || blockedIn(req, p, p, now) === null),
+      );
+      if (found === null)
+        return none({
+          ok: false,
+          reason: 'no_port',
+          detail: `no free ${req.protocol} port allowed for ${req.internalAddress}`,
+        });
       start = found;
     }
     if (trusted && checkInUse()) {
       for (let p = start; p <= start + span; p++) {
         if (!opts.portInUse!(req.protocol, p)) continue;
-        log.warn({ source: req.source, protocol: req.protocol, externalPort: p, internal: `${req.internalAddress}:${req.internalPort}`, actor: req.actor },
-          'the gateway itself listens on this external port: the forward diverts that traffic to the LAN host');
+        log.warn(
+          {
+            source: req.source,
+            protocol: req.protocol,
+            externalPort: p,
+            internal: `${req.internalAddress}:${req.internalPort}`,
+            actor: req.actor,
+          },
+          'the gateway itself listens on this external port: the forward diverts that traffic to the LAN host',
+        );
         break;
       }
     }
     const lease: Lease = {
-      id, source: req.source, protocol: req.protocol, externalAddress,
-      externalPort: start, externalPortEnd: start + span, internalAddress: req.internalAddress, internalPort: req.internalPort,
-      remoteAddress: req.remoteAddress ?? null, remotePrefix: req.remotePrefix ?? null, remotePort: req.remotePort ?? null,
-      owner: req.owner, description: req.description ?? '', nonce: req.nonce ?? null,
-      createdAt: now, updatedAt: now, expiresAt, requestedLifetime: req.lifetime, readOnly: req.readOnly ?? false,
-      rule: req.rule ?? null, state: 'active', endedAt: null, endReason: null, renewCount: 0, lastRenewedAt: null,
+      id,
+      source: req.source,
+      protocol: req.protocol,
+      externalAddress,
+      externalPort: start,
+      externalPortEnd: start + span,
+      internalAddress: req.internalAddress,
+      internalPort: req.internalPort,
+      remoteAddress: req.remoteAddress ?? null,
+      remotePrefix: req.remotePrefix ?? null,
+      remotePort: req.remotePort ?? null,
+      owner: req.owner,
+      description: req.description ?? '',
+      nonce: req.nonce ?? null,
+      createdAt: now,
+      updatedAt: now,
+      expiresAt,
+      requestedLifetime: req.lifetime,
+      readOnly: req.readOnly ?? false,
+      rule: req.rule ?? null,
+      state: 'active',
+      endedAt: null,
+      endReason: null,
+      renewCount: 0,
+      lastRenewedAt: null,
     };
     s.insert.run({
-      id: lease.id, source: lease.source, protocol: lease.protocol, external_address: lease.externalAddress,
-      external_port: lease.externalPort, external_port_end: lease.externalPortEnd, internal_address: lease.internalAddress,
-      internal_port: lease.internalPort, remote_address: lease.remoteAddress, remote_prefix: lease.remotePrefix, remote_port: lease.remotePort,
-      owner: lease.owner, description: lease.description, nonce: lease.nonce, created_at: now, updated_at: now, expires_at: expiresAt,
-      requested_lifetime: lease.requestedLifetime, read_only: lease.readOnly ? 1 : 0, rule: lease.rule,
+      id: lease.id,
+      source: lease.source,
+      protocol: lease.protocol,
+      external_address: lease.externalAddress,
+      external_port: lease.externalPort,
+      external_port_end: lease.externalPortEnd,
+      internal_address: lease.internalAddress,
+      internal_port: lease.internalPort,
+      remote_address: lease.remoteAddress,
+      remote_prefix: lease.remotePrefix,
+      remote_port: lease.remotePort,
+      owner: lease.owner,
+      description: lease.description,
+      nonce: lease.nonce,
+      created_at: now,
+      updated_at: now,
+      expires_at: expiresAt,
+      requested_lifetime: lease.requestedLifetime,
+      read_only: lease.readOnly ? 1 : 0,
+      rule: lease.rule,
     });
     ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd, lease.id);
-    if (INTERNAL_SOURCES.has(lease.source)) byInternal.set(internalKey(lease.protocol, lease.internalAddress, lease.internalPort), lease.id);
+    if (INTERNAL_SOURCES.has(lease.source))
+      byInternal.set(internalKey(lease.protocol, lease.internalAddress, lease.internalPort), lease.id);
     count(lease, 1);
     const gone = (replaced ?? []).flatMap((o) => o.remove);
     return {
       result: { ok: true, lease, created: true, lifetime },
       // one kernel batch: the replaced leases' elements out, the new one in
-      remove: gone, add: [toEntry(lease, now)],
+      remove: gone,
+      add: [toEntry(lease, now)],
       events: [...(replaced ?? []).flatMap((o) => o.events), event('granted', lease, now, req.actor ?? null, null)],
       ...(gone.length > 0 ? { endFlows: gone } : {}),
     };
@@ -469,14 +713,27 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       row = internalHolder(req.protocol, req.internalAddress ?? '', req.internalPort ?? 0);
     } else {
       row = overlapping(req.protocol, req.externalPort ?? 0, req.externalPort ?? 0);
-      if (row && req.remoteAddress !== undefined && (row.remote_address ?? '') !== (req.remoteAddress ?? '')) row = undefined;
+      if (row && req.remoteAddress !== undefined && (row.remote_address ?? '') !== (req.remoteAddress ?? ''))
+        row = undefined;
     }
     if (!row) return none({ ok: true, lease: null });
-    if (row.read_only === 1) return none({ ok: false, reason: 'not_authorized', detail: `lease ${row.id} is read-only (defined in the configuration)` });
-    if (row.owner !== req.owner && !req.thirdPartyAllowed) return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${row.owner}` });
+    if (row.read_only === 1)
+      return none({
+        ok: false,
+        reason: 'not_authorized',
+        detail: `lease ${row.id} is read-only (defined in the configuration)`,
+      });
+    if (row.owner !== req.owner && !req.thirdPartyAllowed)
+      return none({ ok: false, reason: 'not_authorized', detail: `mapping belongs to ${row.owner}` });
     // NAT-PMP carries no nonce, so it may not end a mapping that has one (RFC 6887 §11.2, Appendix A)
-    if ((req.source === 'pcp' || req.source === 'natpmp') && row.nonce !== null && req.nonce !== row.nonce) return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
-    if (req.identity === 'external' && (row.source === 'pcp' || row.source === 'natpmp' || row.source === 'trigger' || row.source === 'static') && req.source !== row.source && !req.thirdPartyAllowed) {
+    if ((req.source === 'pcp' || req.source === 'natpmp') && row.nonce !== null && req.nonce !== row.nonce)
+      return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
+    if (
+      req.identity === 'external' &&
+      (row.source === 'pcp' || row.source === 'natpmp' || row.source === 'trigger' || row.source === 'static') &&
+      req.source !== row.source &&
+      !req.thirdPartyAllowed
+    ) {
       // UPnP may not delete what another mechanism holds
       return none(conflictOf(row));
     }
@@ -484,14 +741,44 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return { ...out, result: { ok: true, lease: out.result } };
   }
 
-  function doRevoke(id: string, actor: string, reason: string | null, allowReadOnly: boolean, sticky = true): JobOutcome<ReleaseResult> {
+  function doRevoke(
+    id: string,
+    actor: string,
+    reason: string | null,
+    allowReadOnly: boolean,
+    sticky = true,
+  ): JobOutcome<ReleaseResult> {
     const now = clock.now();
     const row = s.byId.get(id) as LeaseRow | undefined;
     if (!row || row.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
-    if (row.read_only === 1 && !allowReadOnly) return { result: { ok: false, reason: 'not_authorized', detail: `lease ${id} is read-only (defined in the configuration); change the configuration instead` }, add: [], remove: [], events: [] };
+    if (row.read_only === 1 && !allowReadOnly)
+      return {
+        result: {
+          ok: false,
+          reason: 'not_authorized',
+          detail: `lease ${id} is read-only (defined in the configuration); change the configuration instead`,
+        },
+        add: [],
+        remove: [],
+        events: [],
+      };
     // the holder may not simply take it back: its renewals are refused for the rest of the lease's term
-    if (sticky && !allowReadOnly && row.expires_at !== null && row.expires_at > now && !policy.isTrusted(row.source as Lease['source'])) {
-      s.revoke.run(row.protocol, row.owner, row.internal_address, row.internal_port, row.external_port, row.expires_at, row.id);
+    if (
+      sticky &&
+      !allowReadOnly &&
+      row.expires_at !== null &&
+      row.expires_at > now &&
+      !policy.isTrusted(row.source as Lease['source'])
+    ) {
+      s.revoke.run(
+        row.protocol,
+        row.owner,
+        row.internal_address,
+        row.internal_port,
+        row.external_port,
+        row.expires_at,
+        row.id,
+      );
       trimRevocations();
     }
     const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
@@ -548,7 +835,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   function schedulePrune(): void {
     if (pruneQueued || closing || !pruneDue(clock.now())) return;
     pruneQueued = true;
-    void enqueue('prune', doPrune, () => -1).then((n) => { pruneQueued = false; if (n > 0) schedulePrune(); });
+    void enqueue('prune', doPrune, () => -1).then((n) => {
+      pruneQueued = false;
+      if (n > 0) schedulePrune();
+    });
   }
 
   // ---- the single writer: one transaction and one dataplane batch per tick ----
@@ -570,14 +860,25 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   function enqueueExclusive<R>(name: string, fn: () => Promise<R>, onUnavailable: (d: string) => R): Promise<R> {
     if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
     return new Promise<R>((resolve) => {
-      queue.push({ name, run: () => { throw new Error('exclusive'); }, exclusive: fn, onUnavailable, resolve: resolve as (r: unknown) => void } as Job);
+      queue.push({
+        name,
+        run: () => {
+          throw new Error('exclusive');
+        },
+        exclusive: fn,
+        onUnavailable,
+        resolve: resolve as (r: unknown) => void,
+      } as Job);
       kick();
     });
   }
   function kick(): void {
     if (running || scheduled || queue.length === 0) return;
     scheduled = true;
-    setImmediate(() => { scheduled = false; void tick(); });
+    setImmediate(() => {
+      scheduled = false;
+      void tick();
+    });
   }
 
   /** net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing */
@@ -585,7 +886,11 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const removes = new Map<string, DataplaneEntry>();
     const adds = new Map<string, DataplaneEntry>();
     for (const o of outcomes) {
-      for (const e of o.remove) { const k = entryKey(e); if (adds.has(k)) adds.delete(k); else removes.set(k, e); }
+      for (const e of o.remove) {
+        const k = entryKey(e);
+        if (adds.has(k)) adds.delete(k);
+        else removes.set(k, e);
+      }
       for (const e of o.add) adds.set(entryKey(e), e);
     }
     return { add: [...adds.values()], remove: [...removes.values()] };
@@ -599,7 +904,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         const head = queue[0]!;
         if (head.exclusive) {
           queue.shift();
-          try { head.resolve(await head.exclusive()); } catch (e) {
+          try {
+            head.resolve(await head.exclusive());
+          } catch (e) {
             log.error({ job: head.name, err: (e as Error).message }, 'exclusive job failed');
             head.resolve(head.onUnavailable((e as Error).message));
           }
@@ -607,7 +914,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         }
         // a job retried alone after a failed batch runs in a tick of its own
         const jobs: Job[] = head.solo ? [queue.shift()!] : [];
-        while (!jobs[0]?.solo && queue.length > 0 && !queue[0]!.solo && !queue[0]!.exclusive && jobs.length < 1024) jobs.push(queue.shift()!);
+        while (!jobs[0]?.solo && queue.length > 0 && !queue[0]!.solo && !queue[0]!.exclusive && jobs.length < 1024)
+          jobs.push(queue.shift()!);
         await runTick(jobs);
       }
     } finally {
@@ -664,12 +972,18 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         tx.rollback.run();
         rebuildCaches();
         log.warn({ jobs: jobs.length, err: dpError }, 'dataplane refused a batch; retrying its requests one by one');
-        for (const j of jobs.reverse()) { j.solo = true; queue.unshift(j); }
+        for (const j of jobs.reverse()) {
+          j.solo = true;
+          queue.unshift(j);
+        }
         return;
       }
       if (allRemovals) {
         // the element is most likely gone from the kernel already (timed out): the row must end anyway; reconcile repairs the rest
-        log.warn({ job: jobs[0]?.name, err: dpError }, 'dataplane refused a removal; ending the lease anyway and scheduling a reconcile');
+        log.warn(
+          { job: jobs[0]?.name, err: dpError },
+          'dataplane refused a removal; ending the lease anyway and scheduling a reconcile',
+        );
         needReconcile = true;
       } else {
         tx.rollback.run();
@@ -682,9 +996,16 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     try {
       tx.commit.run();
     } catch (e) {
-      try { tx.rollback.run(); } catch { /* already rolled back */ }
+      try {
+        tx.rollback.run();
+      } catch {
+        /* already rolled back */
+      }
       rebuildCaches();
-      log.error({ err: (e as Error).message }, 'database commit failed (disk full or not writable?); tick refused, kernel changes taken back');
+      log.error(
+        { err: (e as Error).message },
+        'database commit failed (disk full or not writable?); tick refused, kernel changes taken back',
+      );
       // the batch reached the kernel before the commit: undo it before anyone is answered, so a refused
       // request leaves no open port and a refused renewal does not cut the lease it renews. Removed
       // entries come back only when the (rolled back) table still holds them unexpired.
@@ -693,15 +1014,21 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         const back: DataplaneEntry[] = [];
         for (const e of batch.remove) {
           const row = s.byId.get(e.id) as LeaseRow | undefined;
-          if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now)) back.push(toEntry(rowToLease(row), now));
+          if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now))
+            back.push(toEntry(rowToLease(row), now));
         }
-        try { await dataplane.apply({ remove: batch.add, add: back }); } catch (u) {
+        try {
+          await dataplane.apply({ remove: batch.add, add: back });
+        } catch (u) {
           log.error({ err: (u as Error).message }, 'could not undo the kernel changes of a refused tick; reconciling');
           needReconcile = true;
         }
       }
       for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
-      if (needReconcile) { needReconcile = false; void reconcile('after a failed commit'); }
+      if (needReconcile) {
+        needReconcile = false;
+        void reconcile('after a failed commit');
+      }
       return;
     }
     // a job that threw was rolled back to its savepoint, but may have touched the derived caches first
@@ -711,7 +1038,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     let oi = 0;
     for (let i = 0; i < jobs.length; i++) {
       const j = jobs[i]!;
-      if (failures[i] !== null) { j.resolve(j.onUnavailable(failures[i]!)); continue; }
+      if (failures[i] !== null) {
+        j.resolve(j.onUnavailable(failures[i]!));
+        continue;
+      }
       const o = ok[oi++]!;
       j.resolve(o.result);
       for (const e of o.events) emit(e);
@@ -720,21 +1050,46 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
     publishGauges();
     // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
-    if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) { expiryRetryAt = 0; expiryBackoffMs = 0; }
-    if (ended.length > 0) dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
+    if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) {
+      expiryRetryAt = 0;
+      expiryBackoffMs = 0;
+    }
+    if (ended.length > 0)
+      dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
     scheduleExpiry();
     schedulePrune();
-    if (needReconcile) { needReconcile = false; void reconcile('after a refused dataplane change'); }
+    if (needReconcile) {
+      needReconcile = false;
+      void reconcile('after a refused dataplane change');
+    }
   }
   let needReconcile = false;
 
   function emit(e: LeaseEvent): void {
     metrics?.leaseEvents.inc({ type: e.type, source: e.source });
     const l = e.lease;
-    const fields = l ? { id: l.id, source: l.source, owner: l.owner, protocol: l.protocol, external: l.externalPort === l.externalPortEnd ? l.externalPort : `${l.externalPort}-${l.externalPortEnd}`, internal: `${l.internalAddress}:${l.internalPort}`, expiresAt: l.expiresAt, actor: e.actor ?? undefined, reason: e.reason ?? undefined } : {};
+    const fields = l
+      ? {
+          id: l.id,
+          source: l.source,
+          owner: l.owner,
+          protocol: l.protocol,
+          external: l.externalPort === l.externalPortEnd ? l.externalPort : `${l.externalPort}-${l.externalPortEnd}`,
+          internal: `${l.internalAddress}:${l.internalPort}`,
+          expiresAt: l.expiresAt,
+          actor: e.actor ?? undefined,
+          reason: e.reason ?? undefined,
+        }
+      : {};
     if (e.type !== 'renewed') log.info(fields, `lease ${e.type}`);
     else log.debug(fields, 'lease renewed');
-    for (const fn of listeners) { try { fn(e); } catch (err) { log.error({ err: (err as Error).message }, 'lease event listener failed'); } }
+    for (const fn of listeners) {
+      try {
+        fn(e);
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'lease event listener failed');
+      }
+    }
   }
 
   // ---- expiry: one timer at the earliest expiresAt ----
@@ -755,10 +1110,20 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     expiryTimer = null;
     expiryAt = next;
     if (next === null) return;
-    expiryTimer = clock.setTimeout(() => { expiryTimer = null; expiryAt = null; void expireDue(); }, Math.max(0, next - clock.now()));
+    expiryTimer = clock.setTimeout(
+      () => {
+        expiryTimer = null;
+        expiryAt = null;
+        void expireDue();
+      },
+      Math.max(0, next - clock.now()),
+    );
   }
   function expireDue(): Promise<number> {
-    expiring ??= expireLoop().finally(() => { expiring = null; scheduleExpiry(); });
+    expiring ??= expireLoop().finally(() => {
+      expiring = null;
+      scheduleExpiry();
+    });
     return expiring;
   }
   const noop = (): JobOutcome<number> => ({ result: 0, add: [], remove: [], events: [] });
@@ -771,7 +1136,11 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const busy = total > 0 && queue.length > 0;
       if (busy) await enqueue('expire-yield', noop, () => 0);
       const limit = busy ? Math.min(expiryBatch, 64) : expiryBatch;
-      const n = await enqueue('expire', () => doExpire(limit), () => -1);
+      const n = await enqueue(
+        'expire',
+        () => doExpire(limit),
+        () => -1,
+      );
       if (n < 0) {
         // the database refused (disk full, not writable): the kernel closes the ports on its own (element
         // timeouts); retry with back-off instead of spinning on the same overdue lease
@@ -802,7 +1171,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const behind = lastSeen - clock.now();
       clock.rebase(behind);
       runStart = clock.now();
-      log.warn({ behindMs: behind }, 'wall clock is behind the last time portd ran; lease times start from then until the clock is set');
+      log.warn(
+        { behindMs: behind },
+        'wall clock is behind the last time portd ran; lease times start from then until the clock is set',
+      );
     }
   }
   let lastOffset = clock.wall() - clock.now();
@@ -813,22 +1185,37 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     lastOffset = offset;
     if (!stepped || Math.abs(offset) < 2000) {
       // remember how far time has come, so a restart with a clock behind never goes back before it
-      await enqueueExclusive('clock-mark', async () => { store.setMeta(CLOCK_META, String(clock.now())); return 0; }, () => 0);
+      await enqueueExclusive(
+        'clock-mark',
+        async () => {
+          store.setMeta(CLOCK_META, String(clock.now()));
+          return 0;
+        },
+        () => 0,
+      );
       return 0;
     }
     const shift = offset;
-    const moved = await enqueueExclusive('wall-clock', async () => {
-      // inside the writer, between ticks: no tick can roll this back, and the clock moves only after the commit
-      store.db.transaction(() => { s.rebaseActive.run({ d: shift, since: runStart }); store.setMeta(CLOCK_META, String(clock.now() + shift)); })();
-      clock.rebase!(shift);
-      runStart += shift;
-      lastOffset = clock.wall() - clock.now();
-      return shift;
-    }, () => 0);
+    const moved = await enqueueExclusive(
+      'wall-clock',
+      async () => {
+        // inside the writer, between ticks: no tick can roll this back, and the clock moves only after the commit
+        store.db.transaction(() => {
+          s.rebaseActive.run({ d: shift, since: runStart });
+          store.setMeta(CLOCK_META, String(clock.now() + shift));
+        })();
+        clock.rebase!(shift);
+        runStart += shift;
+        lastOffset = clock.wall() - clock.now();
+        return shift;
+      },
+      () => 0,
+    );
     if (moved === 0) return 0;
     log.warn({ stepMs: shift }, 'wall clock stepped; lease times re-based, lifetimes unchanged');
     if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-    expiryTimer = null; expiryAt = null;
+    expiryTimer = null;
+    expiryAt = null;
     scheduleExpiry();
     // kernel timeouts were computed in the old frame when the table held rows from before a restart
     await reconcile('wall clock stepped');
@@ -841,83 +1228,156 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const countActiveRows = store.db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'active'`);
   // only the columns an entry needs, and one string per distinct address (100k rows hold a few hundred):
   // less garbage while 100k entries are built, and fewer objects in the dataplane's model afterwards
-  const activeEntryRows = store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
+  const activeEntryRows =
+    store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
     internal_port, remote_address, expires_at FROM leases WHERE state = 'active'`);
-  type EntryRow = Pick<LeaseRow, 'id' | 'protocol' | 'external_address' | 'external_port' | 'external_port_end' | 'internal_address' | 'internal_port' | 'remote_address' | 'expires_at'>;
+  type EntryRow = Pick<
+    LeaseRow,
+    | 'id'
+    | 'protocol'
+    | 'external_address'
+    | 'external_port'
+    | 'external_port_end'
+    | 'internal_address'
+    | 'internal_port'
+    | 'remote_address'
+    | 'expires_at'
+  >;
   async function reconcile(why: string, full = true): Promise<{ drift: number }> {
-    return enqueueExclusive('reconcile', async () => {
-      const now = clock.now();
-      if (!full) {
-        const rows = (countActiveRows.get() as { n: number }).n;
-        const n = await dataplane.count();
-        if (n === rows) return { drift: 0 };
-      }
-      // the kernel's count is read while the rows are (nft runs beside us: one turn of the loop lets the
-      // driver start it before the rows are read): when it equals the entries, no element is listed (a
-      // restart where the kernel kept everything), and when it is 0 nothing need be
-      const kernelCount = dataplane.kernelCount ? dataplane.kernelCount().catch(() => null) : null;
-      if (kernelCount) await new Promise((r) => setImmediate(r));
-      // row by row: only the entries are kept, not 100k row objects and Leases besides them
-      const desired: DataplaneEntry[] = [];
-      const strings = new Map<string, string>();
-      const intern = (x: string) => { const y = strings.get(x); if (y !== undefined) return y; strings.set(x, x); return x; };
-      for (const r of activeEntryRows.iterate() as IterableIterator<EntryRow>) {
-        if (r.expires_at !== null && r.expires_at <= now) continue;
-        desired.push(toEntry({
-          id: r.id, protocol: r.protocol === 'udp' ? 'udp' : 'tcp', externalAddress: intern(r.external_address), externalPort: r.external_port,
-          externalPortEnd: r.external_port_end, internalAddress: intern(r.internal_address), internalPort: r.internal_port,
-          remoteAddress: r.remote_address === null ? null : intern(r.remote_address), expiresAt: r.expires_at,
-        }, now));
-      }
-      let drift = 0;
-      const counted = kernelCount === null ? null : await kernelCount;
-      if (counted === 0) drift = desired.length;
-      else if (counted === null || counted !== desired.length) {
-        try {
-          const current = await dataplane.list();
-          const want = new Map(desired.map((e) => [entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort, e]));
-          const have = new Set(current.map((e) => entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort));
-          for (const k of want.keys()) if (!have.has(k)) drift++;
-          for (const k of have) if (!want.has(k)) drift++;
-        } catch { drift = -1; }
-      }
-      await dataplane.reset(desired);
-      if (drift !== 0) {
-        metrics?.reconcileDrift.inc(Math.max(drift, 0));
-        log.warn({ why, drift, entries: desired.length }, 'reconcile repaired the dataplane');
-      } else {
-        log.debug({ why, entries: desired.length, kernelCount: counted }, 'reconcile: dataplane matches the table');
-      }
-      return { drift };
-    }, () => ({ drift: -1 }));
+    return enqueueExclusive(
+      'reconcile',
+      async () => {
+        const now = clock.now();
+        if (!full) {
+          const rows = (countActiveRows.get() as { n: number }).n;
+          const n = await dataplane.count();
+          if (n === rows) return { drift: 0 };
+        }
+        // the kernel's count is read while the rows are (nft runs beside us: one turn of the loop lets the
+        // driver start it before the rows are read): when it equals the entries, no element is listed (a
+        // restart where the kernel kept everything), and when it is 0 nothing need be
+        const kernelCount = dataplane.kernelCount ? dataplane.kernelCount().catch(() => null) : null;
+        if (kernelCount) await new Promise((r) => setImmediate(r));
+        // row by row: only the entries are kept, not 100k row objects and Leases besides them
+        const desired: DataplaneEntry[] = [];
+        const strings = new Map<string, string>();
+        const intern = (x: string) => {
+          const y = strings.get(x);
+          if (y !== undefined) return y;
+          strings.set(x, x);
+          return x;
+        };
+        for (const r of activeEntryRows.iterate() as IterableIterator<EntryRow>) {
+          if (r.expires_at !== null && r.expires_at <= now) continue;
+          desired.push(
+            toEntry(
+              {
+                id: r.id,
+                protocol: r.protocol === 'udp' ? 'udp' : 'tcp',
+                externalAddress: intern(r.external_address),
+                externalPort: r.external_port,
+                externalPortEnd: r.external_port_end,
+                internalAddress: intern(r.internal_address),
+                internalPort: r.internal_port,
+                remoteAddress: r.remote_address === null ? null : intern(r.remote_address),
+                expiresAt: r.expires_at,
+              },
+              now,
+            ),
+          );
+        }
+        let drift = 0;
+        const counted = kernelCount === null ? null : await kernelCount;
+        if (counted === 0) drift = desired.length;
+        else if (counted === null || counted !== desired.length) {
+          try {
+            const current = await dataplane.list();
+            const want = new Map(desired.map((e) => [entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort, e]));
+            const have = new Set(current.map((e) => entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort));
+            for (const k of want.keys()) if (!have.has(k)) drift++;
+            for (const k of have) if (!want.has(k)) drift++;
+          } catch {
+            drift = -1;
+          }
+        }
+        await dataplane.reset(desired);
+        if (drift !== 0) {
+          metrics?.reconcileDrift.inc(Math.max(drift, 0));
+          log.warn({ why, drift, entries: desired.length }, 'reconcile repaired the dataplane');
+        } else {
+          log.debug({ why, entries: desired.length, kernelCount: counted }, 'reconcile: dataplane matches the table');
+        }
+        return { drift };
+      },
+      () => ({ drift: -1 }),
+    );
   }
 
   // ---- static forwards from the configuration ----
-  const activeStatic = store.db.prepare(`SELECT * FROM leases WHERE state = 'active' AND source = 'static' AND read_only = 1`);
-  async function syncStatic(forwards: readonly StaticForwardConfig[]): Promise<{ added: number; removed: number; refused: string[] }> {
-    const want = new Map(forwards.map((f) => [`${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}/${f.remoteAddress ?? ''}/${f.description}`, f]));
+  const activeStatic = store.db.prepare(
+    `SELECT * FROM leases WHERE state = 'active' AND source = 'static' AND read_only = 1`,
+  );
+  async function syncStatic(
+    forwards: readonly StaticForwardConfig[],
+  ): Promise<{ added: number; removed: number; refused: string[] }> {
+    const want = new Map(
+      forwards.map((f) => [
+        `${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}/${f.remoteAddress ?? ''}/${f.description}`,
+        f,
+      ]),
+    );
     // only the static rows (a handful), not every active lease: at 100k leases reading all of them
     // cost ≈ 0.6 s of blocked start-up and 100+ MB of garbage; none at all when the cache counts none
-    const rows = (activeBySource.get('static') ?? 0) === 0 ? [] : activeStatic.all() as LeaseRow[];
+    const rows = (activeBySource.get('static') ?? 0) === 0 ? [] : (activeStatic.all() as LeaseRow[]);
     let removed = 0;
     for (const r of rows) {
       const k = `${r.protocol}/${r.external_port}-${r.external_port_end}>${r.internal_address}:${r.internal_port}/${r.remote_address ?? ''}/${r.description}`;
       if (want.has(k)) want.delete(k);
-      else { await enqueue('static-remove', () => doRevoke(r.id, 'config', 'removed from the configuration', true), unavailable); removed++; }
+      else {
+        await enqueue(
+          'static-remove',
+          () => doRevoke(r.id, 'config', 'removed from the configuration', true),
+          unavailable,
+        );
+        removed++;
+      }
     }
     const refused: string[] = [];
     let added = 0;
     for (const f of want.values()) {
-      const res = await enqueue('static-add', () => doRequest({
-        source: 'static', identity: 'external', protocol: f.protocol, owner: f.internalAddress, internalAddress: f.internalAddress,
-        internalPort: f.internalPort, externalPort: f.externalPort, externalPortEnd: f.externalPortEnd, allowOtherPort: false,
-        remoteAddress: f.remoteAddress, lifetime: null, description: f.description, thirdPartyAllowed: true, readOnly: true, actor: 'config',
-      }), unavailable);
+      const res = await enqueue(
+        'static-add',
+        () =>
+          doRequest({
+            source: 'static',
+            identity: 'external',
+            protocol: f.protocol,
+            owner: f.internalAddress,
+            internalAddress: f.internalAddress,
+            internalPort: f.internalPort,
+            externalPort: f.externalPort,
+            externalPortEnd: f.externalPortEnd,
+            allowOtherPort: false,
+            remoteAddress: f.remoteAddress,
+            lifetime: null,
+            description: f.description,
+            thirdPartyAllowed: true,
+            readOnly: true,
+            actor: 'config',
+          }),
+        unavailable,
+      );
       if (res.ok) added++;
       else {
-        const why = res.reason === 'conflict' ? `port held by ${res.holder.source} lease ${res.holder.id} (${res.holder.owner})` : res.detail;
+        const why =
+          res.reason === 'conflict'
+            ? `port held by ${res.holder.source} lease ${res.holder.id} (${res.holder.owner})`
+            : res.detail;
         refused.push(`${f.protocol} ${f.externalPort}: ${why}`);
-        log.error({ protocol: f.protocol, externalPort: f.externalPort, why }, 'static forward from the configuration refused');
+        log.error(
+          { protocol: f.protocol, externalPort: f.externalPort, why },
+          'static forward from the configuration refused',
+        );
       }
     }
     return { added, removed, refused };
@@ -939,7 +1399,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     if (f.source && l.source !== f.source) return false;
     if (f.owner && l.owner !== f.owner) return false;
     if (f.protocol && l.protocol !== f.protocol) return false;
-    if (f.externalPort !== undefined && (l.externalPort > f.externalPort || l.externalPortEnd < f.externalPort)) return false;
+    if (f.externalPort !== undefined && (l.externalPort > f.externalPort || l.externalPortEnd < f.externalPort))
+      return false;
     if (f.internalPort !== undefined && l.internalPort !== f.internalPort) return false;
     if (f.search) {
       const q = f.search.toLowerCase();
@@ -952,7 +1413,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const key = f.sort ?? 'createdAt';
     const dir = f.order === 'desc' ? -1 : 1;
     return (a, b) => {
-      const x = a[key], y = b[key];
+      const x = a[key],
+        y = b[key];
       let c = x === y ? 0 : x === null ? -1 : y === null ? 1 : x < y ? -1 : 1;
       if (c === 0) c = a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
       return c * dir;
@@ -993,9 +1455,40 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       return p.then((r) => {
         if (!r.ok) {
           metrics?.refusals.inc({ reason: r.reason, source: req.source });
-          const detail = r.reason === 'conflict' ? (r.holder.id ? `held by ${r.holder.source} lease ${r.holder.id} of ${r.holder.owner}` : `kept for the ${r.holder.owner}`) : r.detail;
-          log.info({ source: req.source, owner: req.owner, protocol: req.protocol, externalPort: req.externalPort, internal: `${req.internalAddress}:${req.internalPort}`, reason: r.reason, detail }, 'lease refused');
-          for (const fn of listeners) { try { fn({ type: 'refused', at: clock.now(), leaseId: r.reason === 'conflict' ? r.holder.id || null : null, lease: null, source: req.source, owner: req.owner, actor: req.actor ?? null, reason: `${r.reason}: ${detail}` }); } catch { /* listener bug */ } }
+          const detail =
+            r.reason === 'conflict'
+              ? r.holder.id
+                ? `held by ${r.holder.source} lease ${r.holder.id} of ${r.holder.owner}`
+                : `kept for the ${r.holder.owner}`
+              : r.detail;
+          log.info(
+            {
+              source: req.source,
+              owner: req.owner,
+              protocol: req.protocol,
+              externalPort: req.externalPort,
+              internal: `${req.internalAddress}:${req.internalPort}`,
+              reason: r.reason,
+              detail,
+            },
+            'lease refused',
+          );
+          for (const fn of listeners) {
+            try {
+              fn({
+                type: 'refused',
+                at: clock.now(),
+                leaseId: r.reason === 'conflict' ? r.holder.id || null : null,
+                lease: null,
+                source: req.source,
+                owner: req.owner,
+                actor: req.actor ?? null,
+                reason: `${r.reason}: ${detail}`,
+              });
+            } catch {
+              /* listener bug */
+            }
+          }
         }
         return r;
       });
@@ -1003,18 +1496,25 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     release: (req: ReleaseRequest) => enqueue<ReleaseResult>('release', () => doRelease(req), unavailable),
     /** end a lease now; unless `sticky: false`, its holder's renewals are refused for the rest of its term */
     revoke: (id: string, actor: string, reason?: string, opts: { sticky?: boolean } = {}) =>
-      enqueue<ReleaseResult>('revoke', () => doRevoke(id, actor, reason ?? null, false, opts.sticky ?? true), unavailable),
-    get(id: string): Lease | null { const r = store.r.byId.get(id) as LeaseRow | undefined; return r ? rowToLease(r) : null; },
+      enqueue<ReleaseResult>(
+        'revoke',
+        () => doRevoke(id, actor, reason ?? null, false, opts.sticky ?? true),
+        unavailable,
+      ),
+    get(id: string): Lease | null {
+      const r = store.r.byId.get(id) as LeaseRow | undefined;
+      return r ? rowToLease(r) : null;
+    },
     // the writer's caches say which lease; the reader connection gives its committed row (so a lease
     // whose tick is still in flight is not reported before it is acknowledged)
     findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null {
       const id = byInternal.get(internalKey(protocol, internalAddress, internalPort));
-      const r = id === undefined ? undefined : store.r.byId.get(id) as LeaseRow | undefined;
+      const r = id === undefined ? undefined : (store.r.byId.get(id) as LeaseRow | undefined);
       return r && r.state === 'active' ? rowToLease(r) : null;
     },
     findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null {
       const id = ports.holderIn(protocol, externalPort, externalPort);
-      const r = id === undefined ? undefined : store.r.byId.get(id) as LeaseRow | undefined;
+      const r = id === undefined ? undefined : (store.r.byId.get(id) as LeaseRow | undefined);
       if (!r || r.state !== 'active') return null;
       if (remoteAddress !== undefined && (r.remote_address ?? null) !== (remoteAddress || null)) return null;
       return rowToLease(r);
@@ -1025,9 +1525,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const offset = Math.max(filter.offset ?? 0, 0);
       // a client's leases or one port's holder: the ids come from memory (an owner holds at most its quota)
       if (state === 'active' && (filter.owner || filter.externalPort !== undefined)) {
-        const ids = filter.externalPort !== undefined
-          ? (['tcp', 'udp'] as const).filter((p) => !filter.protocol || filter.protocol === p).map((p) => ports.holderIn(p, filter.externalPort!, filter.externalPort!))
-          : [...byOwner.get(filter.owner!) ?? []];
+        const ids =
+          filter.externalPort !== undefined
+            ? (['tcp', 'udp'] as const)
+                .filter((p) => !filter.protocol || filter.protocol === p)
+                .map((p) => ports.holderIn(p, filter.externalPort!, filter.externalPort!))
+            : [...(byOwner.get(filter.owner!) ?? [])];
         const found = activeRows(ids).filter((l) => matches(l, filter));
         found.sort(compareBy(filter));
         return { leases: found.slice(offset, offset + limit), total: found.length };
@@ -1040,17 +1543,36 @@ export function createLeaseTable(opts: LeaseTableOptions) {
      * Active leases whose first external port is in [start, end], in port order (UPnP GetListOfPortMappings,
      * DeletePortMappingRange): from the port map, or from the owner's leases when `owner` is given.
      */
-    listExternalRange(protocol: 'tcp' | 'udp', start: number, end: number, o: { source?: Lease['source']; owner?: string } = {}): Lease[] {
-      const lo = Math.max(0, start), hi = Math.min(65535, end);
+    listExternalRange(
+      protocol: 'tcp' | 'udp',
+      start: number,
+      end: number,
+      o: { source?: Lease['source']; owner?: string } = {},
+    ): Lease[] {
+      const lo = Math.max(0, start),
+        hi = Math.min(65535, end);
       let ids: (string | undefined)[];
-      if (o.owner !== undefined) ids = [...byOwner.get(o.owner) ?? []];
+      if (o.owner !== undefined) ids = [...(byOwner.get(o.owner) ?? [])];
       else {
         ids = [];
         let last: string | undefined;
-        for (let p = lo; p <= hi; p++) { const id = ports.holderIn(protocol, p, p); if (id !== undefined && id !== last) { ids.push(id); last = id; } }
+        for (let p = lo; p <= hi; p++) {
+          const id = ports.holderIn(protocol, p, p);
+          if (id !== undefined && id !== last) {
+            ids.push(id);
+            last = id;
+          }
+        }
       }
       return activeRows(ids)
-        .filter((l) => l.protocol === protocol && l.externalPort >= lo && l.externalPort <= hi && (!o.source || l.source === o.source) && (o.owner === undefined || l.owner === o.owner))
+        .filter(
+          (l) =>
+            l.protocol === protocol &&
+            l.externalPort >= lo &&
+            l.externalPort <= hi &&
+            (!o.source || l.source === o.source) &&
+            (o.owner === undefined || l.owner === o.owner),
+        )
         .sort((a, b) => a.externalPort - b.externalPort);
     },
     /** active leases, of one source or all: from memory */
@@ -1066,22 +1588,36 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const bySource: Record<string, number> = {};
       const byOwnerCount: Record<string, number> = {};
       let total = 0;
-      for (const [src, n] of activeBySource) { if (n > 0) { bySource[src] = n; total += n; } }
+      for (const [src, n] of activeBySource) {
+        if (n > 0) {
+          bySource[src] = n;
+          total += n;
+        }
+      }
       for (const [owner, ids] of byOwner) byOwnerCount[owner] = ids.size;
       return { total, bySource, byOwner: byOwnerCount };
     },
-    on(fn: (e: LeaseEvent) => void) { listeners.add(fn); return () => { listeners.delete(fn); }; },
+    on(fn: (e: LeaseEvent) => void) {
+      listeners.add(fn);
+      return () => {
+        listeners.delete(fn);
+      };
+    },
     externalAddress: () => externalAddress,
     /** a new WAN address: leases follow it (rows and kernel), one tick */
     async setExternalAddress(addr: string): Promise<void> {
       if (addr === externalAddress) return;
       const old = externalAddress;
       externalAddress = addr;
-      await enqueueExclusive('external-address', async () => {
-        store.db.prepare(`UPDATE leases SET external_address = ? WHERE state = 'active'`).run(addr);
-        await dataplane.setExternalAddresses([addr]);
-        return null;
-      }, () => null);
+      await enqueueExclusive(
+        'external-address',
+        async () => {
+          store.db.prepare(`UPDATE leases SET external_address = ? WHERE state = 'active'`).run(addr);
+          await dataplane.setExternalAddresses([addr]);
+          return null;
+        },
+        () => null,
+      );
       log.warn({ from: old, to: addr }, 'external address changed; leases follow');
     },
     expireDue,

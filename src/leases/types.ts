@@ -77,16 +77,26 @@ export interface LeaseRequest {
 }
 
 export type Refusal =
-  | { readonly ok: false; readonly reason: 'conflict'; readonly holder: { readonly id: string; readonly source: LeaseSource; readonly owner: string; readonly externalPort: number; readonly externalPortEnd: number } }
-  | { readonly ok: false; readonly reason: 'not_authorized'; readonly detail: string }   // secure mode, third party, nonce mismatch, read-only lease
-  | { readonly ok: false; readonly reason: 'denied'; readonly detail: string }           // allow/deny rules
-  | { readonly ok: false; readonly reason: 'reserved'; readonly detail: string }         // reserved port
-  | { readonly ok: false; readonly reason: 'quota'; readonly detail: string }            // per-owner limit
-  | { readonly ok: false; readonly reason: 'no_port'; readonly detail: string }          // no free external port left
-  | { readonly ok: false; readonly reason: 'capacity'; readonly detail: string }         // a global limit (active leases, requests) is reached
-  | { readonly ok: false; readonly reason: 'in_use'; readonly detail: string }           // the gateway itself listens on that external port
-  | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string }          // bad arguments (port 0 internal, range mismatch...)
-  | { readonly ok: false; readonly reason: 'unavailable'; readonly detail: string };     // database or dataplane failure: transient
+  | {
+      readonly ok: false;
+      readonly reason: 'conflict';
+      readonly holder: {
+        readonly id: string;
+        readonly source: LeaseSource;
+        readonly owner: string;
+        readonly externalPort: number;
+        readonly externalPortEnd: number;
+      };
+    }
+  | { readonly ok: false; readonly reason: 'not_authorized'; readonly detail: string } // secure mode, third party, nonce mismatch, read-only lease
+  | { readonly ok: false; readonly reason: 'denied'; readonly detail: string } // allow/deny rules
+  | { readonly ok: false; readonly reason: 'reserved'; readonly detail: string } // reserved port
+  | { readonly ok: false; readonly reason: 'quota'; readonly detail: string } // per-owner limit
+  | { readonly ok: false; readonly reason: 'no_port'; readonly detail: string } // no free external port left
+  | { readonly ok: false; readonly reason: 'capacity'; readonly detail: string } // a global limit (active leases, requests) is reached
+  | { readonly ok: false; readonly reason: 'in_use'; readonly detail: string } // the gateway itself listens on that external port
+  | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string } // bad arguments (port 0 internal, range mismatch...)
+  | { readonly ok: false; readonly reason: 'unavailable'; readonly detail: string }; // database or dataplane failure: transient
 
 export type RefusalReason = Refusal['reason'];
 
@@ -114,7 +124,7 @@ export interface ReleaseRequest {
 }
 
 export type ReleaseResult =
-  | { readonly ok: true; readonly lease: Lease | null }   // null: nothing to release (PCP says: success)
+  | { readonly ok: true; readonly lease: Lease | null } // null: nothing to release (PCP says: success)
   | Refusal;
 
 export interface LeaseFilter {

@@ -7,8 +7,9 @@ export { ipv4ToInt, intToIpv4 } from '../config/net.js';
 export const normalizeAddress = unmapIPv4;
 
 export function inPrefix(ip: string, network: string, prefix: number): boolean {
-  const a = ipv4ToInt(ip), b = ipv4ToInt(network);
+  const a = ipv4ToInt(ip),
+    b = ipv4ToInt(network);
   if (a === null || b === null) return false;
   const mask = ipv4Mask(prefix);
-  return ((a & mask) >>> 0) === ((b & mask) >>> 0);
+  return (a & mask) >>> 0 === (b & mask) >>> 0;
 }

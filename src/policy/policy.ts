@@ -50,33 +50,57 @@ export function createPolicy(config: PolicyConfig): Policy {
     allowedRanges(req, lo, hi) {
       if (TRUSTED.has(req.source) || config.rules.length === 0) return lo <= hi ? [[lo, hi]] : [];
       // the rules that can match this request; between their edges, the first match is the same for every port
-      const rules = config.rules.filter((r) => req.internalPort >= r.intStart && req.internalPort <= r.intEnd && inPrefix(req.internalAddress, r.address, r.prefix));
+      const rules = config.rules.filter(
+        (r) =>
+          req.internalPort >= r.intStart &&
+          req.internalPort <= r.intEnd &&
+          inPrefix(req.internalAddress, r.address, r.prefix),
+      );
       const edges = new Set<number>([lo, hi + 1]);
       for (const r of rules) for (const e of [r.extStart, r.extEnd + 1]) if (e > lo && e <= hi) edges.add(e);
       const cuts = [...edges].sort((a, b) => a - b);
       const out: [number, number][] = [];
       for (let i = 0; i + 1 < cuts.length; i++) {
-        const a = cuts[i]!, b = cuts[i + 1]! - 1;
+        const a = cuts[i]!,
+          b = cuts[i + 1]! - 1;
         const first = rules.find((r) => a >= r.extStart && a <= r.extEnd);
         if (first && first.action === 'deny') continue;
         const last = out[out.length - 1];
-        if (last && last[1] + 1 === a) last[1] = b; else out.push([a, b]);
+        if (last && last[1] + 1 === a) last[1] = b;
+        else out.push([a, b]);
       }
       return out;
     },
     check(req, ext, extEnd) {
       if (!Number.isInteger(req.internalPort) || req.internalPort < 1 || req.internalPort > 65535)
         return { ok: false, reason: 'invalid', detail: `internal port ${req.internalPort} is not 1-65535` };
-      if (ipv4ToInt(req.internalAddress) === null) return { ok: false, reason: 'invalid', detail: `internal address ${req.internalAddress} is not IPv4` };
-      if (ext < 1 || extEnd > 65535 || extEnd < ext) return { ok: false, reason: 'invalid', detail: `external ports ${ext}-${extEnd} are not a range within 1-65535` };
-      if (req.internalPort + (extEnd - ext) > 65535) return { ok: false, reason: 'invalid', detail: 'internal port range passes 65535' };
+      if (ipv4ToInt(req.internalAddress) === null)
+        return { ok: false, reason: 'invalid', detail: `internal address ${req.internalAddress} is not IPv4` };
+      if (ext < 1 || extEnd > 65535 || extEnd < ext)
+        return {
+          ok: false,
+          reason: 'invalid',
+          detail: `external ports ${ext}-${extEnd} are not a range within 1-65535`,
+        };
+      if (req.internalPort + (extEnd - ext) > 65535)
+        return { ok: false, reason: 'invalid', detail: 'internal port range passes 65535' };
       if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress)
-        return { ok: false, reason: 'not_authorized', detail: `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}` };
+        return {
+          ok: false,
+          reason: 'not_authorized',
+          detail: `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}`,
+        };
       if (TRUSTED.has(req.source)) return null;
       for (let p = ext; p <= extEnd; p++) {
-        if (reserved.has(p)) return { ok: false, reason: 'reserved', detail: `external port ${p} is reserved (policy.reservedPorts)` };
+        if (reserved.has(p))
+          return { ok: false, reason: 'reserved', detail: `external port ${p} is reserved (policy.reservedPorts)` };
         const r = ruleFor(req, p);
-        if (r !== 'none' && r.action === 'deny') return { ok: false, reason: 'denied', detail: `policy rule "${r.text}" denies external port ${p} to ${req.internalAddress}` };
+        if (r !== 'none' && r.action === 'deny')
+          return {
+            ok: false,
+            reason: 'denied',
+            detail: `policy rule "${r.text}" denies external port ${p} to ${req.internalAddress}`,
+          };
       }
       return null;
     },

@@ -100,19 +100,30 @@ export function createConntrackFlowSource(opts: ConntrackFlowSourceOptions): Flo
         buf = buf.slice(i + 1);
         const f = parseConntrackEvent(line, Date.now());
         if (f && handler) {
-          try { handler(f); } catch (e) { log.error({ err: (e as Error).message }, 'trigger flow handler failed'); }
+          try {
+            handler(f);
+          } catch (e) {
+            log.error({ err: (e as Error).message }, 'trigger flow handler failed');
+          }
         }
       }
       if (buf.length > 65536) buf = '';
     });
-    c.stderr.on('data', (d: Buffer) => { err = (err + d.toString('utf8')).slice(-2000); });
-    c.on('error', (e) => { log.error({ err: e.message }, 'conntrack -E failed to run: triggers fire only through the API'); });
+    c.stderr.on('data', (d: Buffer) => {
+      err = (err + d.toString('utf8')).slice(-2000);
+    });
+    c.on('error', (e) => {
+      log.error({ err: e.message }, 'conntrack -E failed to run: triggers fire only through the API');
+    });
     c.on('close', (code, signal) => {
       if (child === c) child = null;
       if (stopped) return;
       // ran a while: start over quickly; failed at once: back off
       if (Date.now() - startedAt > 10_000) backoff = minB;
-      log.warn({ code, signal, stderr: err.trim().split('\n').slice(-2).join(' | '), retryMs: backoff }, 'conntrack -E ended; restarting');
+      log.warn(
+        { code, signal, stderr: err.trim().split('\n').slice(-2).join(' | '), retryMs: backoff },
+        'conntrack -E ended; restarting',
+      );
       schedule();
     });
     log.info({ cmd: [cmd, ...argv].join(' ') }, 'reading trigger flows from conntrack events');
@@ -120,20 +131,35 @@ export function createConntrackFlowSource(opts: ConntrackFlowSourceOptions): Flo
 
   function schedule(): void {
     if (stopped || restartTimer) return;
-    restartTimer = setTimeout(() => { restartTimer = null; launch(); }, backoff);
+    restartTimer = setTimeout(() => {
+      restartTimer = null;
+      launch();
+    }, backoff);
     restartTimer.unref();
     backoff = Math.min(maxB, backoff * 2);
   }
 
   return {
     kind: 'conntrack',
-    get running() { return child !== null; },
+    get running() {
+      return child !== null;
+    },
     async forget(ruleId, host) {
-      const args = ['-D', '-f', 'ipv4', ...(host ? ['--orig-src', host] : []), '--mark', `0x${triggerMark(ruleId).toString(16)}/0x${TRIGGER_CT_MASK.toString(16)}`];
+      const args = [
+        '-D',
+        '-f',
+        'ipv4',
+        ...(host ? ['--orig-src', host] : []),
+        '--mark',
+        `0x${triggerMark(ruleId).toString(16)}/0x${TRIGGER_CT_MASK.toString(16)}`,
+      ];
       try {
         const r = await run(opts, tool, args, { timeoutMs: 10_000 });
-        if (r.code !== 0 && !/0 flow entries/.test(r.stderr)) log.warn({ args: args.join(' '), stderr: r.stderr.trim().slice(0, 200) }, 'could not forget trigger flows');
-      } catch (e) { log.warn({ err: (e as Error).message }, 'could not forget trigger flows'); }
+        if (r.code !== 0 && !/0 flow entries/.test(r.stderr))
+          log.warn({ args: args.join(' '), stderr: r.stderr.trim().slice(0, 200) }, 'could not forget trigger flows');
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'could not forget trigger flows');
+      }
     },
     start(onFlow) {
       handler = onFlow;
@@ -143,13 +169,22 @@ export function createConntrackFlowSource(opts: ConntrackFlowSourceOptions): Flo
     },
     async stop() {
       stopped = true;
-      if (restartTimer) { clearTimeout(restartTimer); restartTimer = null; }
+      if (restartTimer) {
+        clearTimeout(restartTimer);
+        restartTimer = null;
+      }
       const c = child;
       child = null;
       if (!c) return;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(() => { c.kill('SIGKILL'); resolve(); }, 2000);
-        c.once('close', () => { clearTimeout(t); resolve(); });
+        const t = setTimeout(() => {
+          c.kill('SIGKILL');
+          resolve();
+        }, 2000);
+        c.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
         c.kill('SIGTERM');
       });
     },
@@ -161,9 +196,17 @@ export function createManualFlowSource(): FlowSource & { push(f: TriggerFlow): v
   let handler: ((f: TriggerFlow) => void) | null = null;
   return {
     kind: 'manual',
-    get running() { return handler !== null; },
-    start(onFlow) { handler = onFlow; },
-    async stop() { handler = null; },
-    push(f) { handler?.(f); },
+    get running() {
+      return handler !== null;
+    },
+    start(onFlow) {
+      handler = onFlow;
+    },
+    async stop() {
+      handler = null;
+    },
+    push(f) {
+      handler?.(f);
+    },
   };
 }

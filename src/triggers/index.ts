@@ -8,7 +8,15 @@ import { createMemoryTriggerKernel, nftablesTriggerKernel } from './kernel.js';
 import { createTriggerManager, type TriggerLeases, type TriggerManager, type TriggerSettings } from './manager.js';
 
 export { createTriggerManager } from './manager.js';
-export type { TriggerManager, TriggerManagerOptions, TriggerView, FireResult, MutationResult, TriggerLeases, TriggerSettings } from './manager.js';
+export type {
+  TriggerManager,
+  TriggerManagerOptions,
+  TriggerView,
+  FireResult,
+  MutationResult,
+  TriggerLeases,
+  TriggerSettings,
+} from './manager.js';
 export { createConntrackFlowSource, createManualFlowSource, parseConntrackEvent } from './flows.js';
 export type { FlowSource, TriggerFlow } from './flows.js';
 export { createMemoryTriggerKernel, nftablesTriggerKernel } from './kernel.js';
@@ -36,13 +44,23 @@ export async function startTriggers(o: StartTriggersOptions): Promise<TriggerMan
   let flows: FlowSource | null = null;
   if (o.dataplane.driver === 'nftables') {
     kernel = nftablesTriggerKernel(o.dataplane as NftablesDataplane);
-    flows = createConntrackFlowSource({ conntrackPath: o.config.dataplane.conntrackPath, log: o.log, ...(o.netns ? { netns: o.netns } : {}) });
+    flows = createConntrackFlowSource({
+      conntrackPath: o.config.dataplane.conntrackPath,
+      log: o.log,
+      ...(o.netns ? { netns: o.netns } : {}),
+    });
   } else {
     kernel = createMemoryTriggerKernel(() => o.clock.now());
   }
   const m = createTriggerManager({
-    leases: o.leases, kernel, flows, config: o.config, log: o.log, clock: o.clock,
-    ...(o.metrics ? { metrics: o.metrics } : {}), ...(o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
+    leases: o.leases,
+    kernel,
+    flows,
+    config: o.config,
+    log: o.log,
+    clock: o.clock,
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.pollMs !== undefined ? { pollMs: o.pollMs } : {}),
   });
   await m.start();
   return m;

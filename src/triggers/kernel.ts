@@ -14,7 +14,9 @@ export interface TriggerKernel {
   touch(rule: string, host: string, seconds: number): Promise<void>;
 }
 
-export function nftablesTriggerKernel(dp: Pick<NftablesDataplane, 'setTriggers' | 'triggerActivity' | 'touchTrigger'>): TriggerKernel {
+export function nftablesTriggerKernel(
+  dp: Pick<NftablesDataplane, 'setTriggers' | 'triggerActivity' | 'touchTrigger'>,
+): TriggerKernel {
   return {
     kind: 'nftables',
     setRules: (rules) => dp.setTriggers(rules),
@@ -45,7 +47,10 @@ export function createMemoryTriggerKernel(now: () => number): TriggerKernel & { 
     },
     async touch(rule: string, host: string, seconds: number) {
       let m = deadlines.get(rule);
-      if (!m) { m = new Map(); deadlines.set(rule, m); }
+      if (!m) {
+        m = new Map();
+        deadlines.set(rule, m);
+      }
       m.set(host, now() + seconds * 1000);
     },
   };

@@ -26,7 +26,17 @@ import type { GrantResult, Lease, LeaseEvent, LeaseRequest } from '../leases/typ
 import type { Metrics } from '../metrics.js';
 import type { FlowSource, TriggerFlow } from './flows.js';
 import type { TriggerKernel } from './kernel.js';
-import { assignIds, describeMatch, describeOpen, hostAllowed, toDocument, toKernelRule, type TriggerDocument, type TriggerOrigin, type TriggerRule } from './rules.js';
+import {
+  assignIds,
+  describeMatch,
+  describeOpen,
+  hostAllowed,
+  toDocument,
+  toKernelRule,
+  type TriggerDocument,
+  type TriggerOrigin,
+  type TriggerRule,
+} from './rules.js';
 import { createTriggerStore, emptyCounters, type TriggerCounters } from './store.js';
 
 export type TriggerSettings = Pick<Config, 'policy' | 'staticForwards' | 'triggers'>;
@@ -60,7 +70,13 @@ export interface TriggerView extends TriggerDocument {
   /** epoch ms when the opening closes unless there is traffic */
   readonly until: number | null;
   readonly leases: string[];
-  readonly counters: { fired: number; renewed: number; refused: number; lastFiredAt: number | null; lastHost: string | null };
+  readonly counters: {
+    fired: number;
+    renewed: number;
+    refused: number;
+    lastFiredAt: number | null;
+    lastHost: string | null;
+  };
   readonly lastRefusal: TriggerCounters['lastRefusal'];
   /** an API rule that is stored but not in force (e.g. it collides with a rule added to the config file) */
   readonly error: string | null;
@@ -72,14 +88,34 @@ export type FireVia = 'kernel' | 'api';
 
 export type FireResult =
   | { readonly ok: true; readonly result: 'granted' | 'renewed'; readonly host: string; readonly leases: Lease[] }
-  | { readonly ok: false; readonly result: 'conflict'; readonly host: string; readonly holder: { id: string; source: string; owner: string; externalPort: number; externalPortEnd: number }; readonly detail: string }
-  | { readonly ok: false; readonly result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused' | 'unknown_rule'; readonly host: string; readonly detail: string };
+  | {
+      readonly ok: false;
+      readonly result: 'conflict';
+      readonly host: string;
+      readonly holder: { id: string; source: string; owner: string; externalPort: number; externalPortEnd: number };
+      readonly detail: string;
+    }
+  | {
+      readonly ok: false;
+      readonly result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused' | 'unknown_rule';
+      readonly host: string;
+      readonly detail: string;
+    };
 
 export type MutationResult =
   | { readonly ok: true; readonly trigger: TriggerView }
-  | { readonly ok: false; readonly status: number; readonly code: string; readonly message: string; readonly issues?: readonly ConfigIssue[]; readonly field?: string };
+  | {
+      readonly ok: false;
+      readonly status: number;
+      readonly code: string;
+      readonly message: string;
+      readonly issues?: readonly ConfigIssue[];
+      readonly field?: string;
+    };
 
-interface Holding { readonly ids: Set<string> }
+interface Holding {
+  readonly ids: Set<string>;
+}
 
 export function createTriggerManager(opts: TriggerManagerOptions) {
   const { leases, kernel, clock, metrics } = opts;
@@ -111,7 +147,10 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
 
   const counterOf = (name: string): TriggerCounters => {
     let c = counters.get(name);
-    if (!c) { c = emptyCounters(); counters.set(name, c); }
+    if (!c) {
+      c = emptyCounters();
+      counters.set(name, c);
+    }
     return c;
   };
 
@@ -120,7 +159,9 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     const p = prev.then(fn, fn);
     const tail = p.catch(() => undefined);
     chains.set(name, tail);
-    void tail.then(() => { if (chains.get(name) === tail) chains.delete(name); });
+    void tail.then(() => {
+      if (chains.get(name) === tail) chains.delete(name);
+    });
     return p;
   }
 
@@ -128,9 +169,15 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   function hold(l: Lease): void {
     if (l.source !== 'trigger' || !l.rule) return;
     let m = holdings.get(l.rule);
-    if (!m) { m = new Map(); holdings.set(l.rule, m); }
+    if (!m) {
+      m = new Map();
+      holdings.set(l.rule, m);
+    }
     let h = m.get(l.owner);
-    if (!h) { h = { ids: new Set() }; m.set(l.owner, h); }
+    if (!h) {
+      h = { ids: new Set() };
+      m.set(l.owner, h);
+    }
     h.ids.add(l.id);
   }
   function unhold(l: Lease): void {
@@ -153,7 +200,19 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       // Only on expiry: after a refusal or a revoke it would loop.
       const rule = l.rule ? rules.get(l.rule) : undefined;
       if (e.type === 'expired' && rule && !holdings.has(rule.config.name)) void opts.flows?.forget?.(rule.id, null);
-      if (l.rule) log.info({ rule: l.rule, host: l.owner, id: l.id, protocol: l.protocol, external: `${l.externalPort}-${l.externalPortEnd}`, why: e.type, reason: e.reason ?? undefined }, `trigger opening closed (${e.type})`);
+      if (l.rule)
+        log.info(
+          {
+            rule: l.rule,
+            host: l.owner,
+            id: l.id,
+            protocol: l.protocol,
+            external: `${l.externalPort}-${l.externalPortEnd}`,
+            why: e.type,
+            reason: e.reason ?? undefined,
+          },
+          `trigger opening closed (${e.type})`,
+        );
     }
   }
   function rebuildHoldings(): void {
@@ -171,28 +230,50 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   }
 
   // ---- composing the rules in force ----
-  function compose(cfg: TriggerSettings): { list: TriggerRule[]; broken: Map<string, { doc: unknown; error: string }> } {
+  function compose(cfg: TriggerSettings): {
+    list: TriggerRule[];
+    broken: Map<string, { doc: unknown; error: string }>;
+  } {
     const accepted: TriggerConfig[] = [...cfg.triggers];
     const origins = new Map<string, TriggerOrigin>(cfg.triggers.map((t) => [t.name, 'config']));
     const bad = new Map<string, { doc: unknown; error: string }>();
     for (const stored of store.loadRules()) {
       if (origins.has(stored.name)) {
-        bad.set(stored.name, { doc: stored.spec, error: `the configuration file now defines a rule named ${stored.name}; the file wins` });
+        bad.set(stored.name, {
+          doc: stored.spec,
+          error: `the configuration file now defines a rule named ${stored.name}; the file wins`,
+        });
         continue;
       }
       const v = validateTrigger(stored.spec, '', triggerContext(cfg, accepted));
-      if (!v.ok) { bad.set(stored.name, { doc: stored.spec, error: v.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') }); continue; }
+      if (!v.ok) {
+        bad.set(stored.name, {
+          doc: stored.spec,
+          error: v.issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; '),
+        });
+        continue;
+      }
       accepted.push(v.value);
       origins.set(v.value.name, 'api');
     }
-    const nextIds = assignIds(accepted.map((t) => t.name), ids);
-    return { list: accepted.map((t) => ({ config: t, origin: origins.get(t.name)!, id: nextIds.get(t.name)! })), broken: bad };
+    const nextIds = assignIds(
+      accepted.map((t) => t.name),
+      ids,
+    );
+    return {
+      list: accepted.map((t) => ({ config: t, origin: origins.get(t.name)!, id: nextIds.get(t.name)! })),
+      broken: bad,
+    };
   }
 
   const sameOpen = (a: TriggerConfig, b: TriggerConfig) => JSON.stringify(a.open) === JSON.stringify(b.open);
 
   /** puts a rule set in force: kernel first, then the leases of rules that went away or changed what they open end */
-  async function install(list: readonly TriggerRule[], nextBroken: Map<string, { doc: unknown; error: string }>, actor: string): Promise<void> {
+  async function install(
+    list: readonly TriggerRule[],
+    nextBroken: Map<string, { doc: unknown; error: string }>,
+    actor: string,
+  ): Promise<void> {
     await kernel.setRules(list.filter((r) => r.config.enabled).map(toKernelRule));
     const old = rules;
     rules = new Map(list.map((r) => [r.config.name, r]));
@@ -201,11 +282,13 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     const nextOpen = { tcp: new Array<string | undefined>(65536), udp: new Array<string | undefined>(65536) };
     for (const r of list) {
       if (!r.config.enabled) continue;
-      for (const o of r.config.open) for (let p = o.ports.start; p <= o.ports.end; p++) nextOpen[o.protocol][p] ??= r.config.name;
+      for (const o of r.config.open)
+        for (let p = o.ports.start; p <= o.ports.end; p++) nextOpen[o.protocol][p] ??= r.config.name;
     }
     openPorts = nextOpen;
     broken = nextBroken;
-    for (const [name, b] of broken) log.error({ rule: name, error: b.error }, 'trigger rule from the API is not in force');
+    for (const [name, b] of broken)
+      log.error({ rule: name, error: b.error }, 'trigger rule from the API is not in force');
     // openings that no longer match their rule end now
     const ends: Promise<unknown>[] = [];
     for (const [name, hosts] of [...holdings]) {
@@ -235,9 +318,20 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   // ---- firing ----
   function requestsFor(t: TriggerConfig, host: string, lifetime: number, actor: string): LeaseRequest[] {
     return t.open.map((o) => ({
-      source: 'trigger', identity: 'external', protocol: o.protocol, owner: host, internalAddress: host,
-      internalPort: o.ports.start, externalPort: o.ports.start, externalPortEnd: o.ports.end, allowOtherPort: false,
-      lifetime, description: `trigger ${t.name}`, rule: t.name, thirdPartyAllowed: true, actor,
+      source: 'trigger',
+      identity: 'external',
+      protocol: o.protocol,
+      owner: host,
+      internalAddress: host,
+      internalPort: o.ports.start,
+      externalPort: o.ports.start,
+      externalPortEnd: o.ports.end,
+      allowOtherPort: false,
+      lifetime,
+      description: `trigger ${t.name}`,
+      rule: t.name,
+      thirdPartyAllowed: true,
+      actor,
     }));
   }
 
@@ -245,11 +339,21 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     metrics?.triggerFirings.inc({ rule: name, result });
   }
 
-  async function doFire(rule: TriggerRule, host: string, via: FireVia, actor: string, flow: TriggerFlow | null): Promise<FireResult> {
+  async function doFire(
+    rule: TriggerRule,
+    host: string,
+    via: FireVia,
+    actor: string,
+    flow: TriggerFlow | null,
+  ): Promise<FireResult> {
     const t = rule.config;
     const c = counterOf(t.name);
     const started = performance.now();
-    const refuse = (result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused', detail: string, reason: string): FireResult => {
+    const refuse = (
+      result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused',
+      detail: string,
+      reason: string,
+    ): FireResult => {
       count(t.name, result);
       if (result !== 'max_lifetime') {
         c.refused++;
@@ -260,63 +364,108 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       return { ok: false, result, host, detail };
     };
     if (!t.enabled) return refuse('disabled', `rule ${t.name} is disabled`, 'disabled');
-    if (!hostAllowed(t, host)) return refuse('not_allowed', `${host} is not in the rule's hosts (${t.hosts.join(', ')})`, 'not_allowed');
+    if (!hostAllowed(t, host))
+      return refuse('not_allowed', `${host} is not in the rule's hosts (${t.hosts.join(', ')})`, 'not_allowed');
     const now = clock.now();
     let lifetime = t.idleTimeout;
     const mine = activeLeases(t.name, host);
     if (t.maxLifetime !== null && mine.length > 0) {
       const createdAt = Math.min(...mine.map((l) => l.createdAt));
       const left = Math.floor((createdAt + t.maxLifetime * 1000 - now) / 1000);
-      if (left < 1) return refuse('max_lifetime', `the opening reached maxLifetime ${t.maxLifetime}s; it closes now and the next flow opens it again`, 'max_lifetime');
+      if (left < 1)
+        return refuse(
+          'max_lifetime',
+          `the opening reached maxLifetime ${t.maxLifetime}s; it closes now and the next flow opens it again`,
+          'max_lifetime',
+        );
       lifetime = Math.min(lifetime, left);
     } else if (t.maxLifetime !== null) lifetime = Math.min(lifetime, t.maxLifetime);
     // a firing that did not come from a packet counts as one for the idle clock
     if (via !== 'kernel' || kernel.kind === 'memory') {
-      try { await kernel.touch(t.name, host, lifetime); } catch (e) { log.warn({ rule: t.name, host, err: (e as Error).message }, 'could not mark the host active in the kernel'); }
+      try {
+        await kernel.touch(t.name, host, lifetime);
+      } catch (e) {
+        log.warn({ rule: t.name, host, err: (e as Error).message }, 'could not mark the host active in the kernel');
+      }
     }
-    const results: GrantResult[] = await Promise.all(requestsFor(t, host, lifetime, actor).map((r) => leases.request(r)));
+    const results: GrantResult[] = await Promise.all(
+      requestsFor(t, host, lifetime, actor).map((r) => leases.request(r)),
+    );
     const refusal = results.find((r): r is Exclude<GrantResult, { ok: true }> => !r.ok);
     if (refusal) {
       // all ranges or none: undo what this firing created
       for (const r of results) {
-        if (r.ok && r.created) await leases.revoke(r.lease.id, actor, `trigger ${t.name}: another range of the rule is unavailable`);
+        if (r.ok && r.created)
+          await leases.revoke(r.lease.id, actor, `trigger ${t.name}: another range of the rule is unavailable`);
       }
       c.refused++;
       statsDirty = true;
       if (refusal.reason === 'conflict') {
         const h = refusal.holder;
         const detail = `${h.source} lease ${h.id} of ${h.owner} holds ${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
-        c.lastRefusal = { at: clock.now(), host, reason: 'conflict', holder: { source: h.source, owner: h.owner, id: h.id } };
+        c.lastRefusal = {
+          at: clock.now(),
+          host,
+          reason: 'conflict',
+          holder: { source: h.source, owner: h.owner, id: h.id },
+        };
         count(t.name, 'conflict');
-        log.warn({ rule: t.name, host, via, holder: h.owner, holderSource: h.source, holderLease: h.id }, `trigger refused: ${detail}`);
+        log.warn(
+          { rule: t.name, host, via, holder: h.owner, holderSource: h.source, holderLease: h.id },
+          `trigger refused: ${detail}`,
+        );
         return { ok: false, result: 'conflict', host, holder: { ...h }, detail };
       }
       c.lastRefusal = { at: clock.now(), host, reason: refusal.reason, holder: null };
       count(t.name, 'refused');
-      log.warn({ rule: t.name, host, via, reason: refusal.reason, detail: refusal.detail }, `trigger refused: ${refusal.reason}`);
+      log.warn(
+        { rule: t.name, host, via, reason: refusal.reason, detail: refusal.detail },
+        `trigger refused: ${refusal.reason}`,
+      );
       return { ok: false, result: 'refused', host, detail: `${refusal.reason}: ${refusal.detail}` };
     }
     const granted = results.filter((r): r is Extract<GrantResult, { ok: true }> => r.ok);
     const created = granted.some((r) => r.created);
     const result = created ? 'granted' : 'renewed';
-    if (created) { c.fired++; c.lastFiredAt = clock.now(); c.lastHost = host; } else c.renewed++;
+    if (created) {
+      c.fired++;
+      c.lastFiredAt = clock.now();
+      c.lastHost = host;
+    } else c.renewed++;
     statsDirty = true;
     count(t.name, result);
     const ms = +(performance.now() - started).toFixed(2);
     // from the kernel's event stamp to the leases being in the dataplane (the same wall clock)
     const sinceEvent = flow ? Math.max(0, Date.now() - flow.at) : undefined;
-    const fields = { rule: t.name, host, via, opened: describeOpen(t), lifetime, ms, ...(sinceEvent !== undefined ? { sinceEventMs: sinceEvent } : {}), ...(flow ? { flow: `${flow.protocol} ${flow.host} -> ${flow.dst}:${flow.dport}` } : {}) };
+    const fields = {
+      rule: t.name,
+      host,
+      via,
+      opened: describeOpen(t),
+      lifetime,
+      ms,
+      ...(sinceEvent !== undefined ? { sinceEventMs: sinceEvent } : {}),
+      ...(flow ? { flow: `${flow.protocol} ${flow.host} -> ${flow.dst}:${flow.dport}` } : {}),
+    };
     if (created) log.info(fields, 'trigger fired');
     else log.debug(fields, 'trigger fired again by its holder');
     return { ok: true, result, host, leases: granted.map((r) => r.lease) };
   }
 
-  function fireRule(rule: TriggerRule, host: string, via: FireVia, actor: string, flow: TriggerFlow | null): Promise<FireResult> {
+  function fireRule(
+    rule: TriggerRule,
+    host: string,
+    via: FireVia,
+    actor: string,
+    flow: TriggerFlow | null,
+  ): Promise<FireResult> {
     // a burst of new flows from one host is one firing
     const key = `${rule.config.name}|${host}`;
     const pending = pendingFire.get(key);
     if (pending) return pending;
-    const p = onRule(rule.config.name, () => doFire(rule, host, via, actor, flow)).finally(() => pendingFire.delete(key));
+    const p = onRule(rule.config.name, () => doFire(rule, host, via, actor, flow)).finally(() =>
+      pendingFire.delete(key),
+    );
     pendingFire.set(key, p);
     return p;
   }
@@ -325,10 +474,14 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     if (closed) return;
     let rule = byId.get(f.ruleId);
     // the mark names the rule; if ids moved since the flow was marked, find it by its port
-    const matches = (r: TriggerRule) => (r.config.match.protocol === 'both' || r.config.match.protocol === f.protocol)
-      && r.config.match.ports.some((p) => f.dport >= p.start && f.dport <= p.end);
+    const matches = (r: TriggerRule) =>
+      (r.config.match.protocol === 'both' || r.config.match.protocol === f.protocol) &&
+      r.config.match.ports.some((p) => f.dport >= p.start && f.dport <= p.end);
     if (!rule || !matches(rule)) rule = [...rules.values()].find(matches);
-    if (!rule) { log.debug({ flow: f }, 'marked flow matches no trigger rule'); return; }
+    if (!rule) {
+      log.debug({ flow: f }, 'marked flow matches no trigger rule');
+      return;
+    }
     void fireRule(rule, f.host, 'kernel', `trigger:${rule.config.name}`, f);
   }
 
@@ -341,8 +494,13 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       const names = [...holdings.keys()].filter((n) => rules.has(n));
       if (names.length === 0) return { renewed: 0 };
       let act: Map<string, Map<string, number | null>>;
-      try { act = await kernel.activity(names); } catch (e) {
-        log.warn({ err: (e as Error).message }, 'could not read trigger activity; openings close at their last known deadline');
+      try {
+        act = await kernel.activity(names);
+      } catch (e) {
+        log.warn(
+          { err: (e as Error).message },
+          'could not read trigger activity; openings close at their last known deadline',
+        );
         return { renewed: 0 };
       }
       const jobs: Promise<void>[] = [];
@@ -352,22 +510,31 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
         for (const host of [...(holdings.get(name)?.keys() ?? [])]) {
           const left = act.get(name)?.get(host);
           if (left === undefined) continue; // no packet since: the leases end at their deadline
-          jobs.push(onRule(name, async () => {
-            const mine = activeLeases(name, host);
-            if (mine.length === 0) return;
-            const now = clock.now();
-            let deadline = left === null ? now + t.idleTimeout * 1000 : now + left;
-            if (t.maxLifetime !== null) deadline = Math.min(deadline, Math.min(...mine.map((l) => l.createdAt)) + t.maxLifetime * 1000);
-            const ends = Math.min(...mine.map((l) => l.expiresAt ?? Infinity));
-            const slack = Math.max(1000, (t.idleTimeout * 1000) / 2);
-            const soon = ends - now < 2 * Math.max(pollMs, 500) + 1000;
-            if (!(deadline > ends + slack || (soon && deadline > ends + 250))) return;
-            const lifetime = Math.max(1, Math.ceil((deadline - now) / 1000));
-            const res = await Promise.all(requestsFor(t, host, lifetime, `trigger:${name}`).map((r) => leases.request(r)));
-            // a range that went away meanwhile (admin revoke) was re-created: the holder is active, keep it open
-            if (res.every((r) => r.ok)) renewed++;
-            else log.warn({ rule: name, host, refused: res.filter((r) => !r.ok).map((r) => (r.ok ? '' : r.reason)) }, 'trigger activity renewal refused');
-          }));
+          jobs.push(
+            onRule(name, async () => {
+              const mine = activeLeases(name, host);
+              if (mine.length === 0) return;
+              const now = clock.now();
+              let deadline = left === null ? now + t.idleTimeout * 1000 : now + left;
+              if (t.maxLifetime !== null)
+                deadline = Math.min(deadline, Math.min(...mine.map((l) => l.createdAt)) + t.maxLifetime * 1000);
+              const ends = Math.min(...mine.map((l) => l.expiresAt ?? Infinity));
+              const slack = Math.max(1000, (t.idleTimeout * 1000) / 2);
+              const soon = ends - now < 2 * Math.max(pollMs, 500) + 1000;
+              if (!(deadline > ends + slack || (soon && deadline > ends + 250))) return;
+              const lifetime = Math.max(1, Math.ceil((deadline - now) / 1000));
+              const res = await Promise.all(
+                requestsFor(t, host, lifetime, `trigger:${name}`).map((r) => leases.request(r)),
+              );
+              // a range that went away meanwhile (admin revoke) was re-created: the holder is active, keep it open
+              if (res.every((r) => r.ok)) renewed++;
+              else
+                log.warn(
+                  { rule: name, host, refused: res.filter((r) => !r.ok).map((r) => (r.ok ? '' : r.reason)) },
+                  'trigger activity renewal refused',
+                );
+            }),
+          );
         }
       }
       await Promise.all(jobs);
@@ -386,8 +553,14 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     else if (b) {
       const d = (b.doc ?? {}) as Partial<TriggerDocument>;
       doc = {
-        name, match: d.match ?? { protocol: 'udp', ports: '' }, open: d.open ?? [], idleTimeout: d.idleTimeout ?? 0,
-        maxLifetime: d.maxLifetime ?? null, hosts: d.hosts ?? [], enabled: false, ...(d.preset ? { preset: d.preset } : {}),
+        name,
+        match: d.match ?? { protocol: 'udp', ports: '' },
+        open: d.open ?? [],
+        idleTimeout: d.idleTimeout ?? 0,
+        maxLifetime: d.maxLifetime ?? null,
+        hosts: d.hosts ?? [],
+        enabled: false,
+        ...(d.preset ? { preset: d.preset } : {}),
       };
     } else return null;
     const hosts = holdings.get(name);
@@ -398,7 +571,10 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       const ls = [...h.ids].map((id) => leases.get(id)).filter((l): l is Lease => l !== null && l.state === 'active');
       if (ls.length === 0) continue;
       holder ??= host;
-      for (const l of ls) { ids.push(l.id); if (l.expiresAt !== null) until = Math.max(until ?? 0, l.expiresAt); }
+      for (const l of ls) {
+        ids.push(l.id);
+        if (l.expiresAt !== null) until = Math.max(until ?? 0, l.expiresAt);
+      }
     }
     const c = counters.get(name) ?? emptyCounters();
     const state: TriggerState = !t ? 'error' : holder ? 'held' : !t.enabled ? 'disabled' : 'idle';
@@ -406,23 +582,44 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       ...doc,
       origin: rule?.origin ?? 'api',
       readOnly: rule?.origin === 'config',
-      state, holder, until, leases: ids,
-      counters: { fired: c.fired, renewed: c.renewed, refused: c.refused, lastFiredAt: c.lastFiredAt, lastHost: c.lastHost },
+      state,
+      holder,
+      until,
+      leases: ids,
+      counters: {
+        fired: c.fired,
+        renewed: c.renewed,
+        refused: c.refused,
+        lastFiredAt: c.lastFiredAt,
+        lastHost: c.lastHost,
+      },
       lastRefusal: c.lastRefusal,
       error: b?.error ?? null,
-      summary: t ? `${describeMatch(t)} -> ${describeOpen(t)}` : `${doc.match.protocol} ${doc.match.ports} -> ${doc.open.map((o) => `${o.protocol} ${o.ports}`).join(', ')}`,
+      summary: t
+        ? `${describeMatch(t)} -> ${describeOpen(t)}`
+        : `${doc.match.protocol} ${doc.match.ports} -> ${doc.open.map((o) => `${o.protocol} ${o.ports}`).join(', ')}`,
     };
   }
 
-  const notFound = (name: string): MutationResult => ({ ok: false, status: 404, code: ErrorCode.TRIGGER_NOT_FOUND, message: `no trigger rule ${name}` });
+  const notFound = (name: string): MutationResult => ({
+    ok: false,
+    status: 404,
+    code: ErrorCode.TRIGGER_NOT_FOUND,
+    message: `no trigger rule ${name}`,
+  });
   const readOnly = (name: string): MutationResult => ({
-    ok: false, status: 403, code: ErrorCode.TRIGGER_READ_ONLY,
+    ok: false,
+    status: 403,
+    code: ErrorCode.TRIGGER_READ_ONLY,
     message: `trigger rule ${name} comes from the configuration file: change the file and send SIGHUP`,
   });
   const invalid = (issues: readonly ConfigIssue[]): MutationResult => ({
-    ok: false, status: 400, code: ErrorCode.ADMIN_BAD_REQUEST,
+    ok: false,
+    status: 400,
+    code: ErrorCode.ADMIN_BAD_REQUEST,
     message: issues.map((i) => (i.path ? `body.${i.path}: ${i.message}` : `body: ${i.message}`)).join('; '),
-    issues, field: issues[0]?.path || 'body',
+    issues,
+    field: issues[0]?.path || 'body',
   });
 
   async function installWith(list: TriggerRule[], actor: string): Promise<void> {
@@ -437,20 +634,34 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       await install(list, bad, 'config');
       // openings whose rule no longer exists (removed while portd was down)
       for (const name of [...holdings.keys()]) {
-        if (!rules.has(name)) for (const host of [...(holdings.get(name)?.keys() ?? [])]) await endHolding(name, host, 'config', `trigger rule ${name} no longer exists`);
+        if (!rules.has(name))
+          for (const host of [...(holdings.get(name)?.keys() ?? [])])
+            await endHolding(name, host, 'config', `trigger rule ${name} no longer exists`);
       }
       opts.flows?.start(onFlow);
       if (pollMs > 0) {
-        const t = setInterval(() => { void poll().catch((e) => log.error({ err: (e as Error).message }, 'trigger poll failed')); }, pollMs);
+        const t = setInterval(() => {
+          void poll().catch((e) => log.error({ err: (e as Error).message }, 'trigger poll failed'));
+        }, pollMs);
         t.unref();
         timers.push(t);
       }
       if (statsFlushMs > 0) {
-        const t = setInterval(() => { void flushStats(); }, statsFlushMs);
+        const t = setInterval(() => {
+          void flushStats();
+        }, statsFlushMs);
         t.unref();
         timers.push(t);
       }
-      log.info({ rules: [...rules.keys()], fromApi: [...rules.values()].filter((r) => r.origin === 'api').length, flows: opts.flows?.kind ?? 'none', kernel: kernel.kind }, 'port triggering ready');
+      log.info(
+        {
+          rules: [...rules.keys()],
+          fromApi: [...rules.values()].filter((r) => r.origin === 'api').length,
+          flows: opts.flows?.kind ?? 'none',
+          kernel: kernel.kind,
+        },
+        'port triggering ready',
+      );
     },
 
     /** SIGHUP: the file's rules replace the old ones; API rules are re-checked against them */
@@ -468,26 +679,57 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       for (const name of broken.keys()) out.push(view(null, name)!);
       return out;
     },
-    get(name: string): TriggerView | null { return view(rules.get(name) ?? null, name); },
+    get(name: string): TriggerView | null {
+      return view(rules.get(name) ?? null, name);
+    },
 
     async create(body: unknown, actor: string): Promise<MutationResult> {
-      const name = body && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>)['name'] : undefined;
+      const name =
+        body && typeof body === 'object' && !Array.isArray(body)
+          ? (body as Record<string, unknown>)['name']
+          : undefined;
       if (typeof name === 'string' && (rules.has(name) || broken.has(name))) {
-        return { ok: false, status: 409, code: ErrorCode.TRIGGER_EXISTS, message: `a trigger rule named ${name} exists (${rules.get(name)?.origin === 'config' ? 'in the configuration file' : 'created through the API'}): use PUT to change it` };
+        return {
+          ok: false,
+          status: 409,
+          code: ErrorCode.TRIGGER_EXISTS,
+          message: `a trigger rule named ${name} exists (${rules.get(name)?.origin === 'config' ? 'in the configuration file' : 'created through the API'}): use PUT to change it`,
+        };
       }
-      const v = validateTrigger(body, '', triggerContext(settings, [...rules.values()].map((r) => r.config)));
-      if (!v.ok) { log.info({ actor, issues: v.issues }, 'trigger rule refused: invalid'); return invalid(v.issues); }
+      const v = validateTrigger(
+        body,
+        '',
+        triggerContext(
+          settings,
+          [...rules.values()].map((r) => r.config),
+        ),
+      );
+      if (!v.ok) {
+        log.info({ actor, issues: v.issues }, 'trigger rule refused: invalid');
+        return invalid(v.issues);
+      }
       const doc = toDocument(v.value);
       await store.saveRule(doc, clock.now(), actor);
       const nextIds = assignIds([...rules.keys(), v.value.name], ids);
       try {
-        await installWith([...rules.values(), { config: v.value, origin: 'api', id: nextIds.get(v.value.name)! }], actor);
+        await installWith(
+          [...rules.values(), { config: v.value, origin: 'api', id: nextIds.get(v.value.name)! }],
+          actor,
+        );
       } catch (e) {
         await store.removeRule(doc.name);
         log.error({ rule: doc.name, err: (e as Error).message }, 'trigger rule could not be installed in the kernel');
-        return { ok: false, status: 503, code: ErrorCode.DATAPLANE_BATCH, message: `the kernel refused the rule: ${(e as Error).message}` };
+        return {
+          ok: false,
+          status: 503,
+          code: ErrorCode.DATAPLANE_BATCH,
+          message: `the kernel refused the rule: ${(e as Error).message}`,
+        };
       }
-      log.info({ rule: doc.name, actor, summary: `${describeMatch(v.value)} -> ${describeOpen(v.value)}` }, 'trigger rule created');
+      log.info(
+        { rule: doc.name, actor, summary: `${describeMatch(v.value)} -> ${describeOpen(v.value)}` },
+        'trigger rule created',
+      );
       return { ok: true, trigger: manager.get(doc.name)! };
     },
 
@@ -495,22 +737,57 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       const cur = rules.get(name);
       if (!cur && !broken.has(name)) return notFound(name);
       if (cur?.origin === 'config') return readOnly(name);
-      if (!body || typeof body !== 'object' || Array.isArray(body)) return invalid([{ path: '', message: 'must be a trigger rule object' }]);
+      if (!body || typeof body !== 'object' || Array.isArray(body))
+        return invalid([{ path: '', message: 'must be a trigger rule object' }]);
       const given = (body as Record<string, unknown>)['name'];
-      if (given !== undefined && given !== name) return invalid([{ path: 'name', message: `cannot change (${JSON.stringify(given)} in the body, ${name} in the path): delete and create instead` }]);
+      if (given !== undefined && given !== name)
+        return invalid([
+          {
+            path: 'name',
+            message: `cannot change (${JSON.stringify(given)} in the body, ${name} in the path): delete and create instead`,
+          },
+        ]);
       const others = [...rules.values()].filter((r) => r.config.name !== name);
-      const v = validateTrigger({ ...(body as Record<string, unknown>), name }, '', triggerContext(settings, others.map((r) => r.config)));
-      if (!v.ok) { log.info({ rule: name, actor, issues: v.issues }, 'trigger rule change refused: invalid'); return invalid(v.issues); }
+      const v = validateTrigger(
+        { ...(body as Record<string, unknown>), name },
+        '',
+        triggerContext(
+          settings,
+          others.map((r) => r.config),
+        ),
+      );
+      if (!v.ok) {
+        log.info({ rule: name, actor, issues: v.issues }, 'trigger rule change refused: invalid');
+        return invalid(v.issues);
+      }
       const doc = toDocument(v.value);
       await store.saveRule(doc, clock.now(), actor);
       const list = [...rules.values()].map((r) => (r.config.name === name ? { ...r, config: v.value } : r));
       if (!cur) list.push({ config: v.value, origin: 'api', id: assignIds([...rules.keys(), name], ids).get(name)! });
       broken.delete(name);
-      try { await installWith(list, actor); } catch (e) {
-        log.error({ rule: name, err: (e as Error).message }, 'changed trigger rule could not be installed in the kernel');
-        return { ok: false, status: 503, code: ErrorCode.DATAPLANE_BATCH, message: `the kernel refused the rule: ${(e as Error).message}` };
+      try {
+        await installWith(list, actor);
+      } catch (e) {
+        log.error(
+          { rule: name, err: (e as Error).message },
+          'changed trigger rule could not be installed in the kernel',
+        );
+        return {
+          ok: false,
+          status: 503,
+          code: ErrorCode.DATAPLANE_BATCH,
+          message: `the kernel refused the rule: ${(e as Error).message}`,
+        };
       }
-      log.info({ rule: name, actor, summary: `${describeMatch(v.value)} -> ${describeOpen(v.value)}`, enabled: v.value.enabled }, 'trigger rule changed');
+      log.info(
+        {
+          rule: name,
+          actor,
+          summary: `${describeMatch(v.value)} -> ${describeOpen(v.value)}`,
+          enabled: v.value.enabled,
+        },
+        'trigger rule changed',
+      );
       return { ok: true, trigger: manager.get(name)! };
     },
 
@@ -531,7 +808,10 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       await store.removeRule(name);
       broken.delete(name);
       counters.delete(name);
-      await installWith([...rules.values()].filter((r) => r.config.name !== name), actor);
+      await installWith(
+        [...rules.values()].filter((r) => r.config.name !== name),
+        actor,
+      );
       log.info({ rule: name, actor }, 'trigger rule deleted');
       return { ok: true, trigger: { ...last, state: 'idle', holder: null, until: null, leases: [] } };
     },
@@ -574,7 +854,12 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   async function flushStats(): Promise<void> {
     if (!statsDirty) return;
     statsDirty = false;
-    try { await store.saveStats(counters); } catch (e) { statsDirty = true; log.warn({ err: (e as Error).message }, 'could not save trigger counters'); }
+    try {
+      await store.saveStats(counters);
+    } catch (e) {
+      statsDirty = true;
+      log.warn({ err: (e as Error).message }, 'could not save trigger counters');
+    }
   }
 
   return manager;

@@ -38,7 +38,7 @@ function deepFreeze<T>(o: T): T {
 
 export const TRIGGER_PRESETS: Readonly<Record<string, TriggerPreset>> = deepFreeze({
   'irc-ident': {
-    description: 'IRC: the server connects back to the client\'s ident service (RFC 1413) on TCP 113',
+    description: "IRC: the server connects back to the client's ident service (RFC 1413) on TCP 113",
     match: { protocol: 'tcp', ports: '6667' },
     open: [{ protocol: 'tcp', ports: '113' }],
     idleTimeout: NETGEAR_DEFAULT_IDLE,

@@ -31,7 +31,10 @@ export function hostAllowed(t: TriggerConfig, host: string): boolean {
 /** FNV-1a: a rule keeps its id across restarts as long as its name does (ids only need to be unique at a time) */
 function hashName(name: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < name.length; i++) { h ^= name.charCodeAt(i); h = Math.imul(h, 0x01000193) >>> 0; }
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
   return (h % TRIGGER_ID_MAX) + 1;
 }
 
@@ -39,12 +42,18 @@ function hashName(name: string): number {
  * Ids for a set of names: a name that already has one keeps it; a new name gets its hash, or the
  * next free id. Deterministic for the same names in the same order.
  */
-export function assignIds(names: readonly string[], previous: ReadonlyMap<string, number> = new Map()): Map<string, number> {
+export function assignIds(
+  names: readonly string[],
+  previous: ReadonlyMap<string, number> = new Map(),
+): Map<string, number> {
   const out = new Map<string, number>();
   const used = new Set<number>();
   for (const n of names) {
     const p = previous.get(n);
-    if (p !== undefined && !used.has(p)) { out.set(n, p); used.add(p); }
+    if (p !== undefined && !used.has(p)) {
+      out.set(n, p);
+      used.add(p);
+    }
   }
   for (const n of names) {
     if (out.has(n)) continue;

@@ -25,19 +25,33 @@ export interface TriggerCounters {
   lastFiredAt: number | null;
   lastHost: string | null;
   /** the last refusal: who tried, who held it, when */
-  lastRefusal: { at: number; host: string; reason: string; holder: { source: string; owner: string; id: string } | null } | null;
+  lastRefusal: {
+    at: number;
+    host: string;
+    reason: string;
+    holder: { source: string; owner: string; id: string } | null;
+  } | null;
 }
 
-export const emptyCounters = (): TriggerCounters => ({ fired: 0, renewed: 0, refused: 0, lastFiredAt: null, lastHost: null, lastRefusal: null });
+export const emptyCounters = (): TriggerCounters => ({
+  fired: 0,
+  renewed: 0,
+  refused: 0,
+  lastFiredAt: null,
+  lastHost: null,
+  lastRefusal: null,
+});
 
 export function createTriggerStore(db: Database.Database) {
   const s = {
     rules: db.prepare(`SELECT name, spec, created_at, updated_at, actor FROM trigger_rules ORDER BY created_at, name`),
-    upsert: db.prepare(`INSERT INTO trigger_rules (name, spec, created_at, updated_at, actor) VALUES (@name, @spec, @at, @at, @actor)
+    upsert:
+      db.prepare(`INSERT INTO trigger_rules (name, spec, created_at, updated_at, actor) VALUES (@name, @spec, @at, @at, @actor)
       ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at, actor = excluded.actor`),
     remove: db.prepare(`DELETE FROM trigger_rules WHERE name = ?`),
     stats: db.prepare(`SELECT * FROM trigger_stats`),
-    saveStats: db.prepare(`INSERT INTO trigger_stats (name, fired, renewed, refused, last_fired_at, last_host, last_refusal)
+    saveStats:
+      db.prepare(`INSERT INTO trigger_stats (name, fired, renewed, refused, last_fired_at, last_host, last_refusal)
       VALUES (@name, @fired, @renewed, @refused, @last_fired_at, @last_host, @last_refusal)
       ON CONFLICT(name) DO UPDATE SET fired = excluded.fired, renewed = excluded.renewed, refused = excluded.refused,
       last_fired_at = excluded.last_fired_at, last_host = excluded.last_host, last_refusal = excluded.last_refusal`),
@@ -49,12 +63,22 @@ export function createTriggerStore(db: Database.Database) {
     return new Promise((resolve, reject) => {
       const deadline = Date.now() + 5000;
       const attempt = () => {
-        if (!db.open) { reject(new Error('database closed')); return; }
-        if (!db.inTransaction) {
-          try { resolve(fn()); } catch (e) { reject(e as Error); }
+        if (!db.open) {
+          reject(new Error('database closed'));
           return;
         }
-        if (Date.now() > deadline) { reject(new Error('database busy: the lease writer kept a transaction open for 5 s')); return; }
+        if (!db.inTransaction) {
+          try {
+            resolve(fn());
+          } catch (e) {
+            reject(e as Error);
+          }
+          return;
+        }
+        if (Date.now() > deadline) {
+          reject(new Error('database busy: the lease writer kept a transaction open for 5 s'));
+          return;
+        }
         setTimeout(attempt, 2);
       };
       attempt();
@@ -64,24 +88,54 @@ export function createTriggerStore(db: Database.Database) {
   return {
     /** synchronous: at start, before the writer runs */
     loadRules(): StoredRule[] {
-      return (s.rules.all() as { name: string; spec: string; created_at: number; updated_at: number; actor: string | null }[]).map((r) => {
+      return (
+        s.rules.all() as { name: string; spec: string; created_at: number; updated_at: number; actor: string | null }[]
+      ).map((r) => {
         let spec: unknown = null;
-        try { spec = JSON.parse(r.spec); } catch { /* reported by validation */ }
+        try {
+          spec = JSON.parse(r.spec);
+        } catch {
+          /* reported by validation */
+        }
         return { name: r.name, spec, createdAt: r.created_at, updatedAt: r.updated_at, actor: r.actor };
       });
     },
     saveRule(doc: TriggerDocument, at: number, actor: string): Promise<void> {
-      return whenIdle(() => { s.upsert.run({ name: doc.name, spec: JSON.stringify(doc), at, actor }); });
+      return whenIdle(() => {
+        s.upsert.run({ name: doc.name, spec: JSON.stringify(doc), at, actor });
+      });
     },
     removeRule(name: string): Promise<void> {
-      return whenIdle(() => { s.remove.run(name); s.removeStats.run(name); });
+      return whenIdle(() => {
+        s.remove.run(name);
+        s.removeStats.run(name);
+      });
     },
     loadStats(): Map<string, TriggerCounters> {
       const out = new Map<string, TriggerCounters>();
-      for (const r of s.stats.all() as { name: string; fired: number; renewed: number; refused: number; last_fired_at: number | null; last_host: string | null; last_refusal: string | null }[]) {
+      for (const r of s.stats.all() as {
+        name: string;
+        fired: number;
+        renewed: number;
+        refused: number;
+        last_fired_at: number | null;
+        last_host: string | null;
+        last_refusal: string | null;
+      }[]) {
         let lastRefusal: TriggerCounters['lastRefusal'] = null;
-        try { lastRefusal = r.last_refusal ? JSON.parse(r.last_refusal) as TriggerCounters['lastRefusal'] : null; } catch { /* dropped */ }
-        out.set(r.name, { fired: r.fired, renewed: r.renewed, refused: r.refused, lastFiredAt: r.last_fired_at, lastHost: r.last_host, lastRefusal });
+        try {
+          lastRefusal = r.last_refusal ? (JSON.parse(r.last_refusal) as TriggerCounters['lastRefusal']) : null;
+        } catch {
+          /* dropped */
+        }
+        out.set(r.name, {
+          fired: r.fired,
+          renewed: r.renewed,
+          refused: r.refused,
+          lastFiredAt: r.last_fired_at,
+          lastHost: r.last_host,
+          lastRefusal,
+        });
       }
       return out;
     },
@@ -89,7 +143,15 @@ export function createTriggerStore(db: Database.Database) {
       return whenIdle(() => {
         db.transaction(() => {
           for (const [name, c] of all) {
-            s.saveStats.run({ name, fired: c.fired, renewed: c.renewed, refused: c.refused, last_fired_at: c.lastFiredAt, last_host: c.lastHost, last_refusal: c.lastRefusal ? JSON.stringify(c.lastRefusal) : null });
+            s.saveStats.run({
+              name,
+              fired: c.fired,
+              renewed: c.renewed,
+              refused: c.refused,
+              last_fired_at: c.lastFiredAt,
+              last_host: c.lastHost,
+              last_refusal: c.lastRefusal ? JSON.stringify(c.lastRefusal) : null,
+            });
           }
         })();
       });

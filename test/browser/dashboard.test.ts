@@ -20,7 +20,8 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SCREENSHOT = join(ROOT, 'docs', 'dashboard.png');
 
 // under CI a missing browser is a failure (the suite would pass vacuously), elsewhere a visible skip
-const skip = existsSync(CHROMIUM) || process.env.CI === 'true' ? false : `${CHROMIUM} not installed (apt-get install -y chromium)`;
+const skip =
+  existsSync(CHROMIUM) || process.env.CI === 'true' ? false : `${CHROMIUM} not installed (apt-get install -y chromium)`;
 
 const fixtures: { dispose(): Promise<void> }[] = [];
 let browser: Browser | null = null;
@@ -30,10 +31,18 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync',
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
       // what DNS rebinding achieves: a name of the attacker's that resolves to the gateway's loopback
-      '--host-resolver-rules=MAP rebind.test 127.0.0.1'],
+      '--host-resolver-rules=MAP rebind.test 127.0.0.1',
+    ],
     timeout: 60_000,
   });
 });
@@ -50,7 +59,9 @@ async function open(o: Parameters<typeof makeAdmin>[0], viewport = { width: 1280
   page.setDefaultTimeout(10_000);
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  page.on('dialog', (d) => { void d.accept(); });
+  page.on('dialog', (d) => {
+    void d.accept();
+  });
   await page.goto(`http://127.0.0.1:${port}/`);
   return { f, page, errors, baseUrl: `http://127.0.0.1:${port}` };
 }
@@ -65,8 +76,14 @@ async function loginWhenAsked(page: Page) {
 }
 
 /** a marker on window survives only if the page never reloads */
-async function mark(page: Page) { await page.evaluate(() => { (window as unknown as { __noReload: number }).__noReload = 42; }); }
-async function notReloaded(page: Page) { assert.equal(await page.evaluate(() => (window as unknown as { __noReload?: number }).__noReload), 42); }
+async function mark(page: Page) {
+  await page.evaluate(() => {
+    (window as unknown as { __noReload: number }).__noReload = 42;
+  });
+}
+async function notReloaded(page: Page) {
+  assert.equal(await page.evaluate(() => (window as unknown as { __noReload?: number }).__noReload), 42);
+}
 
 describe('dashboard in chromium', { skip }, () => {
   it('shows status, adds a forward by form, shows a PCP lease live, revokes from the page (gone from table and dataplane)', async () => {
@@ -96,7 +113,10 @@ describe('dashboard in chromium', { skip }, () => {
     assert.equal(added.externalPortEnd, 27020);
     const addedRow = page.locator(`tr[data-id="${added.id}"]`);
     await addedRow.waitFor();
-    assert.match((await addedRow.textContent()) ?? '', /203\.0\.113\.1:27015-27020.*192\.168\.77\.30:27015-27020.*game server.*no expiry/);
+    assert.match(
+      (await addedRow.textContent()) ?? '',
+      /203\.0\.113\.1:27015-27020.*192\.168\.77\.30:27015-27020.*game server.*no expiry/,
+    );
     assert.ok([...f.dataplane.entries.values()].some((e) => e.externalPort === 27015 && e.externalPortEnd === 27020));
 
     // a lease created by a PCP request appears without reload (SSE)
@@ -105,14 +125,53 @@ describe('dashboard in chromium', { skip }, () => {
     const pcpRow = page.locator(`tr[data-id="${g.lease.id}"]`);
     await pcpRow.waitFor();
     assert.equal(await pcpRow.getAttribute('data-source'), 'pcp');
-    assert.match((await pcpRow.textContent()) ?? '', /udp.*203\.0\.113\.1:4000.*192\.168\.77\.11:4000.*torrent client.*(59m|1h)/);
+    assert.match(
+      (await pcpRow.textContent()) ?? '',
+      /udp.*203\.0\.113\.1:4000.*192\.168\.77\.11:4000.*torrent client.*(59m|1h)/,
+    );
     // the chip has the source's colour class
     assert.equal(await pcpRow.locator('.chip').getAttribute('class'), 'chip src-pcp');
 
     // more sources for the screenshot
-    const u = await f.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: '192.168.77.13', internalAddress: '192.168.77.13', internalPort: 3074, externalPort: 3074, allowOtherPort: false, lifetime: 7200, description: 'Xbox Live' });
-    const t = await f.table.request({ source: 'trigger', identity: 'external', protocol: 'tcp', owner: '192.168.77.14', internalAddress: '192.168.77.14', internalPort: 6113, externalPort: 6113, externalPortEnd: 6119, allowOtherPort: false, lifetime: 600, thirdPartyAllowed: true, rule: 'battlenet', description: 'trigger battlenet' });
-    const n = await f.table.request(pcpReq({ source: 'natpmp', protocol: 'tcp', owner: '192.168.77.15', internalAddress: '192.168.77.15', internalPort: 51413, externalPort: 51413, nonce: null, description: 'NAT-PMP' }));
+    const u = await f.table.request({
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'tcp',
+      owner: '192.168.77.13',
+      internalAddress: '192.168.77.13',
+      internalPort: 3074,
+      externalPort: 3074,
+      allowOtherPort: false,
+      lifetime: 7200,
+      description: 'Xbox Live',
+    });
+    const t = await f.table.request({
+      source: 'trigger',
+      identity: 'external',
+      protocol: 'tcp',
+      owner: '192.168.77.14',
+      internalAddress: '192.168.77.14',
+      internalPort: 6113,
+      externalPort: 6113,
+      externalPortEnd: 6119,
+      allowOtherPort: false,
+      lifetime: 600,
+      thirdPartyAllowed: true,
+      rule: 'battlenet',
+      description: 'trigger battlenet',
+    });
+    const n = await f.table.request(
+      pcpReq({
+        source: 'natpmp',
+        protocol: 'tcp',
+        owner: '192.168.77.15',
+        internalAddress: '192.168.77.15',
+        internalPort: 51413,
+        externalPort: 51413,
+        nonce: null,
+        description: 'NAT-PMP',
+      }),
+    );
     assert.ok(u.ok && t.ok && n.ok);
     await page.locator(`tr[data-id="${n.lease.id}"]`).waitFor();
     await page.waitForFunction(() => document.querySelector('#counts')?.textContent?.includes('pcp 1'));
@@ -126,10 +185,17 @@ describe('dashboard in chromium', { skip }, () => {
 
     // time left ticks
     const left1 = await pcpRow.locator('[data-left]').textContent();
-    await page.waitForFunction(([id, before]) => document.querySelector(`tr[data-id="${id}"] [data-left]`)?.textContent !== before, [g.lease.id, left1] as const, { timeout: 5000 });
+    await page.waitForFunction(
+      ([id, before]) => document.querySelector(`tr[data-id="${id}"] [data-left]`)?.textContent !== before,
+      [g.lease.id, left1] as const,
+      { timeout: 5000 },
+    );
 
     // docs/dashboard.png is rewritten only when missing or asked for (it changes every run: uptime, time left)
-    const shot = !existsSync(SCREENSHOT) || process.env.PORTD_UPDATE_SCREENSHOT === '1' ? SCREENSHOT : join(tmpdir(), 'portd-dashboard.png');
+    const shot =
+      !existsSync(SCREENSHOT) || process.env.PORTD_UPDATE_SCREENSHOT === '1'
+        ? SCREENSHOT
+        : join(tmpdir(), 'portd-dashboard.png');
     mkdirSync(dirname(shot), { recursive: true });
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok(statSync(shot).size > 10_000);
@@ -154,9 +220,19 @@ describe('dashboard in chromium', { skip }, () => {
     const { f, page } = await open({});
     await page.waitForSelector('#live.on');
     // a dynamic lease would be replaced (admin precedence): another static forward is what refuses
-    const g = await f.table.request(pcpReq({
-      source: 'static', identity: 'external', protocol: 'tcp', externalPort: 9000, internalPort: 9000, lifetime: null, nonce: null, thirdPartyAllowed: true, actor: 'admin',
-    }));
+    const g = await f.table.request(
+      pcpReq({
+        source: 'static',
+        identity: 'external',
+        protocol: 'tcp',
+        externalPort: 9000,
+        internalPort: 9000,
+        lifetime: null,
+        nonce: null,
+        thirdPartyAllowed: true,
+        actor: 'admin',
+      }),
+    );
     assert.ok(g.ok);
     await page.fill('#forward-form input[name=ports]', '9000');
     await page.fill('#forward-form input[name=internalAddress]', '192.168.77.30');
@@ -175,7 +251,7 @@ describe('dashboard in chromium', { skip }, () => {
     await page.waitForSelector('#login:not([hidden])');
     assert.equal(await page.isVisible('#app'), false);
     assert.equal(await page.locator('#lease-rows tr').count(), 0);
-    assert.ok(!((await page.content()).includes('secret mapping')));
+    assert.ok(!(await page.content()).includes('secret mapping'));
 
     await page.fill('#login-token', 'wrong');
     await page.click('#login-form button');
@@ -207,7 +283,10 @@ describe('dashboard in chromium', { skip }, () => {
     const { f, page } = await open({}, { width: 390, height: 844 });
     await f.table.request(pcpReq({ description: 'a rather long description that must wrap on a phone screen' }));
     await page.waitForSelector('#lease-rows tr');
-    const { scroll, width } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
+    const { scroll, width } = await page.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth,
+      width: window.innerWidth,
+    }));
     assert.ok(scroll <= width, `page is ${scroll}px wide in a ${width}px viewport`);
     assert.equal(await page.isVisible('#forward-submit'), true);
     await page.close();
@@ -224,8 +303,16 @@ describe('dashboard in chromium', { skip }, () => {
     // the rebinding page's own (same-origin, for the browser) requests: nothing read, nothing written
     const seen = await page.evaluate(async () => {
       const list = await fetch('/api/v1/leases');
-      const add = await fetch('/api/v1/leases', { method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ protocol: 'tcp', externalPort: 8081, internalAddress: '192.168.77.66', description: 'rebound' }) });
+      const add = await fetch('/api/v1/leases', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          protocol: 'tcp',
+          externalPort: 8081,
+          internalAddress: '192.168.77.66',
+          description: 'rebound',
+        }),
+      });
       return { list: list.status, body: await list.text(), add: add.status };
     });
     assert.equal(seen.list, 421);

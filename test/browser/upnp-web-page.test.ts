@@ -20,12 +20,14 @@ import { IPC1, startUpnp, type UpnpHarness } from '../integration/upnp-helpers.j
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 // under CI a missing browser is a failure (the suite would pass vacuously), elsewhere a visible skip
-const skip = existsSync(CHROMIUM) || process.env.CI === 'true' ? false : `${CHROMIUM} not installed (apt-get install -y chromium)`;
+const skip =
+  existsSync(CHROMIUM) || process.env.CI === 'true' ? false : `${CHROMIUM} not installed (apt-get install -y chromium)`;
 
-const ADD = (port: number) => '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">'
-  + `<s:Body><u:AddPortMapping xmlns:u="${IPC1}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort><NewProtocol>TCP</NewProtocol>`
-  + '<NewInternalPort>8080</NewInternalPort><NewInternalClient></NewInternalClient><NewEnabled>1</NewEnabled>'
-  + '<NewPortMappingDescription>web page</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
+const ADD = (port: number) =>
+  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">' +
+  `<s:Body><u:AddPortMapping xmlns:u="${IPC1}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort><NewProtocol>TCP</NewProtocol>` +
+  '<NewInternalPort>8080</NewInternalPort><NewInternalClient></NewInternalClient><NewEnabled>1</NewEnabled>' +
+  '<NewPortMappingDescription>web page</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
 
 describe('a web page in chromium cannot open a port through UPnP', { skip, timeout: 120_000 }, () => {
   let browser: Browser;
@@ -37,17 +39,30 @@ describe('a web page in chromium cannot open a port through UPnP', { skip, timeo
   before(async () => {
     h = await startUpnp();
     port = Number(new URL(h.base).port);
-    attacker = http.createServer((_req, res) => { res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>attacker</title>'); });
+    attacker = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>attacker</title>');
+    });
     await new Promise<void>((r) => attacker.listen(0, '127.0.0.2', r));
     attackerOrigin = `http://127.0.0.2:${(attacker.address() as AddressInfo).port}`;
     browser = await chromium.launch({
-      executablePath: CHROMIUM, headless: true, timeout: 60_000,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1',
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 60_000,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1',
         // Private Network Access would stop the rebound page before portd sees it (chromium treats the
         // routed page as public, portd as local); Firefox and Safari have no such check: portd must
         // stand on its own
-        '--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks'],
+        '--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks',
+      ],
     });
   });
   after(async () => {
@@ -61,33 +76,59 @@ describe('a web page in chromium cannot open a port through UPnP', { skip, timeo
     try {
       await page.goto(`${attackerOrigin}/`);
       const ctl = `http://127.0.0.1:${port}/igd1/ctl/IPConn`;
-      const result = await page.evaluate(async ({ ctl, a, b }) => {
-        const out: string[] = [];
-        // 1. the simple request: no preflight, the answer is opaque, but the POST is sent
-        try { const r = await fetch(ctl, { method: 'POST', mode: 'no-cors', headers: { 'content-type': 'text/plain' }, body: a }); out.push(`no-cors:${r.type}`); } catch (e) { out.push(`no-cors:error ${String(e)}`); }
-        // 2. a full SOAP request from another origin: needs a preflight, which portd does not grant
-        try {
-          const r = await fetch(ctl, { method: 'POST', headers: { 'content-type': 'text/xml', soapaction: '"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"' }, body: b });
-          out.push(`cors:${r.status}:${await r.text()}`);
-        } catch (e) { out.push(`cors:error ${String(e)}`); }
-        // 3. a form posted as text/plain into an iframe
-        await new Promise<void>((resolve) => {
-          const f = document.createElement('iframe');
-          f.name = 'sink';
-          f.onload = () => resolve();
-          document.body.appendChild(f);
-          const form = document.createElement('form');
-          form.method = 'POST'; form.action = ctl; form.enctype = 'text/plain'; form.target = 'sink';
-          const i = document.createElement('input');
-          i.name = a.slice(0, 20); i.value = a.slice(20);
-          form.appendChild(i);
-          document.body.appendChild(form);
-          form.submit();
-          setTimeout(resolve, 3000);
-        });
-        out.push('form:sent');
-        return out;
-      }, { ctl, a: ADD(41000), b: ADD(41001) });
+      const result = await page.evaluate(
+        async ({ ctl, a, b }) => {
+          const out: string[] = [];
+          // 1. the simple request: no preflight, the answer is opaque, but the POST is sent
+          try {
+            const r = await fetch(ctl, {
+              method: 'POST',
+              mode: 'no-cors',
+              headers: { 'content-type': 'text/plain' },
+              body: a,
+            });
+            out.push(`no-cors:${r.type}`);
+          } catch (e) {
+            out.push(`no-cors:error ${String(e)}`);
+          }
+          // 2. a full SOAP request from another origin: needs a preflight, which portd does not grant
+          try {
+            const r = await fetch(ctl, {
+              method: 'POST',
+              headers: {
+                'content-type': 'text/xml',
+                soapaction: '"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"',
+              },
+              body: b,
+            });
+            out.push(`cors:${r.status}:${await r.text()}`);
+          } catch (e) {
+            out.push(`cors:error ${String(e)}`);
+          }
+          // 3. a form posted as text/plain into an iframe
+          await new Promise<void>((resolve) => {
+            const f = document.createElement('iframe');
+            f.name = 'sink';
+            f.onload = () => resolve();
+            document.body.appendChild(f);
+            const form = document.createElement('form');
+            form.method = 'POST';
+            form.action = ctl;
+            form.enctype = 'text/plain';
+            form.target = 'sink';
+            const i = document.createElement('input');
+            i.name = a.slice(0, 20);
+            i.value = a.slice(20);
+            form.appendChild(i);
+            document.body.appendChild(form);
+            form.submit();
+            setTimeout(resolve, 3000);
+          });
+          out.push('form:sent');
+          return out;
+        },
+        { ctl, a: ADD(41000), b: ADD(41001) },
+      );
       assert.equal(result[0], 'no-cors:opaque');
       assert.match(result[1]!, /^cors:error/, 'the preflight is not granted, the answer is not readable');
       assert.equal(h.env.table.list({ state: 'active' }).total, 0, 'no lease');
@@ -102,10 +143,19 @@ describe('a web page in chromium cannot open a port through UPnP', { skip, timeo
     const origin = `http://rebind.attacker.test:${port}`;
     try {
       // the first resolution (the attacker's server) is played by the router; later requests go to portd
-      await page.route(`${origin}/start`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>rebound</title>' }));
+      await page.route(`${origin}/start`, (route) =>
+        route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>rebound</title>' }),
+      );
       await page.goto(`${origin}/start`);
       const result = await page.evaluate(async (b) => {
-        const r = await fetch('/igd1/ctl/IPConn', { method: 'POST', headers: { 'content-type': 'text/xml; charset="utf-8"', soapaction: '"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"' }, body: b });
+        const r = await fetch('/igd1/ctl/IPConn', {
+          method: 'POST',
+          headers: {
+            'content-type': 'text/xml; charset="utf-8"',
+            soapaction: '"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"',
+          },
+          body: b,
+        });
         const d = await fetch('/igd1/desc.xml');
         return { status: r.status, body: await r.text(), desc: d.status, descBody: await d.text() };
       }, ADD(41002));

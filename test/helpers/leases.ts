@@ -14,7 +14,12 @@ export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
     secureMode: true,
     maxLeasesPerClient: 128,
     reservedPorts: [22, 53, 80, 443],
-    lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
+    lifetime: {
+      pcp: { min: 120, max: 86400 },
+      natpmp: { min: 120, max: 86400 },
+      upnp: { min: 1, max: 604800 },
+      trigger: { min: 1, max: 86400 },
+    },
     rules: [],
     historyRetention: 86400,
     ...over,
@@ -22,19 +27,45 @@ export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
 }
 
 /** a lease table on a temp-file database, memory dataplane and a fixed clock; dispose() removes it all */
-export function makeTable(opts: { policy?: Partial<PolicyConfig>; dataplane?: MemoryDataplaneOptions; dir?: string; clock?: ReturnType<typeof createFixedClock> } & Omit<Partial<LeaseTableOptions>, 'policy' | 'dataplane' | 'clock'> = {}) {
+export function makeTable(
+  opts: {
+    policy?: Partial<PolicyConfig>;
+    dataplane?: MemoryDataplaneOptions;
+    dir?: string;
+    clock?: ReturnType<typeof createFixedClock>;
+  } & Omit<Partial<LeaseTableOptions>, 'policy' | 'dataplane' | 'clock'> = {},
+) {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'portd-test-'));
   const clock = opts.clock ?? createFixedClock();
   const dataplane = createMemoryDataplane(opts.dataplane);
   const metrics = createMetrics();
   const { policy: _p, dataplane: _d, dir: _dir, clock: _c, ...rest } = opts;
   const table = createLeaseTable({
-    database: { path: join(dir, 'portd.sqlite') }, dataplane, policy: createPolicy(testPolicy(opts.policy)), clock,
-    log: pino({ level: process.env.TEST_LOG ?? 'silent' }), metrics, externalAddress: '203.0.113.1', ...rest,
+    database: { path: join(dir, 'portd.sqlite') },
+    dataplane,
+    policy: createPolicy(testPolicy(opts.policy)),
+    clock,
+    log: pino({ level: process.env.TEST_LOG ?? 'silent' }),
+    metrics,
+    externalAddress: '203.0.113.1',
+    ...rest,
   });
   return {
-    table, clock, dataplane, metrics, dir,
-    async close() { await table.close(); },
-    async dispose() { try { await table.close(); } catch { /* closed */ } if (!opts.dir) rmSync(dir, { recursive: true, force: true }); },
+    table,
+    clock,
+    dataplane,
+    metrics,
+    dir,
+    async close() {
+      await table.close();
+    },
+    async dispose() {
+      try {
+        await table.close();
+      } catch {
+        /* closed */
+      }
+      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    },
   };
 }

@@ -14,9 +14,22 @@ import type { Lease } from '../../src/leases/types.js';
 import { TOKEN, makeAdmin, pcpReq, staticForward } from '../unit/admin-helpers.js';
 
 const fixtures: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const f of fixtures) await f.dispose(); });
+after(async () => {
+  for (const f of fixtures) await f.dispose();
+});
 
-function sink() { let text = ''; return { write(s: string) { text += s; return true; }, get text() { return text; } }; }
+function sink() {
+  let text = '';
+  return {
+    write(s: string) {
+      text += s;
+      return true;
+    },
+    get text() {
+      return text;
+    },
+  };
+}
 
 async function running(o: Parameters<typeof makeAdmin>[0] = {}) {
   const f = await makeAdmin({ clock: createFixedClock(Date.now()), ...o });
@@ -24,7 +37,8 @@ async function running(o: Parameters<typeof makeAdmin>[0] = {}) {
   const { port } = await f.server.listen();
   const baseUrl = `http://127.0.0.1:${port}`;
   const run = async (argv: string[], token: string | null = TOKEN) => {
-    const out = sink(); const err = sink();
+    const out = sink();
+    const err = sink();
     const code = await runAdminCommand(argv, { baseUrl, token, out, err, now: () => f.clock.now() });
     return { code, out: out.text, err: err.text };
   };
@@ -49,8 +63,18 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.equal(list.code, 0);
     const lines = list.out.trimEnd().split('\n');
     assert.match(lines[0]!, /^ID\s+SOURCE\s+PROTO\s+EXTERNAL\s+INTERNAL\s+OWNER\s+LEFT\s+DESCRIPTION$/);
-    assert.ok(lines.some((l) => l.startsWith(id) && /static\s+tcp\s+203\.0\.113\.1:8080\s+192\.168\.77\.5:80\s+192\.168\.77\.5\s+never\s+web server$/.test(l)), list.out);
-    assert.ok(lines.some((l) => /udp\s+203\.0\.113\.1:6000-6010\s+192\.168\.77\.6:6000-6010\s+192\.168\.77\.6\s+10m0s/.test(l)), list.out);
+    assert.ok(
+      lines.some(
+        (l) =>
+          l.startsWith(id) &&
+          /static\s+tcp\s+203\.0\.113\.1:8080\s+192\.168\.77\.5:80\s+192\.168\.77\.5\s+never\s+web server$/.test(l),
+      ),
+      list.out,
+    );
+    assert.ok(
+      lines.some((l) => /udp\s+203\.0\.113\.1:6000-6010\s+192\.168\.77\.6:6000-6010\s+192\.168\.77\.6\s+10m0s/.test(l)),
+      list.out,
+    );
 
     const rm = await f.run(['forward', 'rm', id]);
     assert.equal(rm.code, 0, rm.err);
@@ -67,11 +91,17 @@ describe('portd leases | revoke | forward | status against a running server', ()
     const js = await f.run(['leases', '--json', '--source', 'pcp']);
     assert.equal(js.code, 0);
     const arr = JSON.parse(js.out) as Lease[];
-    assert.deepEqual(arr.map((l) => l.id), [g.lease.id]);
+    assert.deepEqual(
+      arr.map((l) => l.id),
+      [g.lease.id],
+    );
 
     const rv = await f.run(['revoke', g.lease.id, '--reason', 'abuse']);
     assert.equal(rv.code, 0, rv.err);
-    assert.match(rv.out, new RegExp(`^revoked ${g.lease.id}: udp 4000 -> 192\\.168\\.77\\.11:4000 \\(pcp, owner 192\\.168\\.77\\.11\\)`));
+    assert.match(
+      rv.out,
+      new RegExp(`^revoked ${g.lease.id}: udp 4000 -> 192\\.168\\.77\\.11:4000 \\(pcp, owner 192\\.168\\.77\\.11\\)`),
+    );
     assert.equal(f.table.get(g.lease.id)?.endReason, 'revoked');
     assert.equal(f.table.history(g.lease.id).at(-1)?.reason, 'abuse');
     assert.equal(JSON.parse((await f.run(['leases', '--json', '--source', 'pcp'])).out).length, 0);
@@ -102,13 +132,24 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.equal(missing.code, 1);
     assert.match(missing.err, /PORTD_LEASE_NOT_FOUND/);
     // the listing marks config forwards read-only
-    assert.match((await f.run(['leases', '--source', 'static'])).out, /static\*.*\n.*static .*\n\* from the config file \(read-only\)\n$/);
+    assert.match(
+      (await f.run(['leases', '--source', 'static'])).out,
+      /static\*.*\n.*static .*\n\* from the config file \(read-only\)\n$/,
+    );
   });
 
   it('usage errors exit 2 without calling the API', async () => {
     const f = await running();
-    for (const argv of [['forward', 'add', 'sctp', '80', '192.168.77.5'], ['forward', 'add', 'tcp', 'x', '192.168.77.5'], ['forward', 'add', 'tcp', '80', 'nas'],
-      ['forward', 'add', 'tcp', '80', '192.168.77.5', '--lifetime', 'soon'], ['revoke'], ['leases', '--bogus'], ['frobnicate'], ['forward']]) {
+    for (const argv of [
+      ['forward', 'add', 'sctp', '80', '192.168.77.5'],
+      ['forward', 'add', 'tcp', 'x', '192.168.77.5'],
+      ['forward', 'add', 'tcp', '80', 'nas'],
+      ['forward', 'add', 'tcp', '80', '192.168.77.5', '--lifetime', 'soon'],
+      ['revoke'],
+      ['leases', '--bogus'],
+      ['frobnicate'],
+      ['forward'],
+    ]) {
       const r = await f.run(argv);
       assert.equal(r.code, 2, argv.join(' '));
       assert.match(r.err, /^portd: /);
@@ -149,17 +190,24 @@ describe('portd leases | revoke | forward | status against a running server', ()
     assert.equal(list.code, 0, list.err);
     assert.ok(list.out.includes(g.lease.id));
     assert.equal((await f.run(['status'], null)).code, 0);
-    for (const argv of [['forward', 'add', 'tcp', '8080', '192.168.77.5'], ['revoke', g.lease.id]]) {
+    for (const argv of [
+      ['forward', 'add', 'tcp', '8080', '192.168.77.5'],
+      ['revoke', g.lease.id],
+    ]) {
       const r = await f.run(argv, null);
       assert.equal(r.code, 3, argv.join(' '));
-      assert.match(r.err, /authentication required for changes.*PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: .*--config.*admin-token/);
+      assert.match(
+        r.err,
+        /authentication required for changes.*PORTD_ADMIN_UNAUTHORIZED[\s\S]*hint: .*--config.*admin-token/,
+      );
     }
     assert.equal(f.table.get(g.lease.id)?.state, 'active');
     assert.equal(f.table.list({ source: 'static' }).total, 0);
   });
 
   it('an unreachable API exits 3 naming the URL', async () => {
-    const out = sink(); const err = sink();
+    const out = sink();
+    const err = sink();
     // a port that was just free: nothing listens there
     const srv = net.createServer();
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
@@ -167,24 +215,50 @@ describe('portd leases | revoke | forward | status against a running server', ()
     await new Promise((r) => srv.close(r));
     const code = await runAdminCommand(['status'], { baseUrl: `http://127.0.0.1:${port}`, token: null, out, err });
     assert.equal(code, 3);
-    assert.ok(err.text.includes(`cannot reach the portd admin API at http://127.0.0.1:${port}: ECONNREFUSED`), err.text);
+    assert.ok(
+      err.text.includes(`cannot reach the portd admin API at http://127.0.0.1:${port}: ECONNREFUSED`),
+      err.text,
+    );
   });
 
   it('adminClientTarget: flags, env and config; a wildcard listen is reached on loopback', () => {
     const cfg = (listen: string, token: string | null = null) => ({ admin: { listen, token, tokenFile: null } });
-    assert.deepEqual(adminClientTarget({ config: cfg('0.0.0.0:8080') }), { baseUrl: 'http://127.0.0.1:8080', token: null });
-    assert.deepEqual(adminClientTarget({ config: cfg('[::]:9000', 'c') }), { baseUrl: 'http://[::1]:9000', token: 'c' });
-    assert.deepEqual(adminClientTarget({ config: cfg('192.168.1.1:8080', 'c'), env: { PORTD_ADMIN_TOKEN: 'e' } }), { baseUrl: 'http://192.168.1.1:8080', token: 'e' });
-    assert.deepEqual(adminClientTarget({ config: cfg('127.0.0.1:8080', 'c'), url: 'http://x:1/', token: 't' }), { baseUrl: 'http://x:1', token: 't' });
-    assert.deepEqual(adminClientTarget({ config: null, tokenFromFile: 'f' }), { baseUrl: 'http://127.0.0.1:8080', token: 'f' });
+    assert.deepEqual(adminClientTarget({ config: cfg('0.0.0.0:8080') }), {
+      baseUrl: 'http://127.0.0.1:8080',
+      token: null,
+    });
+    assert.deepEqual(adminClientTarget({ config: cfg('[::]:9000', 'c') }), {
+      baseUrl: 'http://[::1]:9000',
+      token: 'c',
+    });
+    assert.deepEqual(adminClientTarget({ config: cfg('192.168.1.1:8080', 'c'), env: { PORTD_ADMIN_TOKEN: 'e' } }), {
+      baseUrl: 'http://192.168.1.1:8080',
+      token: 'e',
+    });
+    assert.deepEqual(adminClientTarget({ config: cfg('127.0.0.1:8080', 'c'), url: 'http://x:1/', token: 't' }), {
+      baseUrl: 'http://x:1',
+      token: 't',
+    });
+    assert.deepEqual(adminClientTarget({ config: null, tokenFromFile: 'f' }), {
+      baseUrl: 'http://127.0.0.1:8080',
+      token: 'f',
+    });
   });
 });
 
 /** the `portd` command as a child process (async: the daemon answers from this process meanwhile) */
 function portdCli(args: string[], o: { uid?: number } = {}): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['bin/portd.js', ...args], { timeout: 30_000, env: { ...process.env, PORTD_ADMIN_TOKEN: '', PORTD_ADMIN_URL: '' }, ...(o.uid !== undefined ? { uid: o.uid, gid: o.uid } : {}) },
-      (e, out, err) => resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, out, err }));
+    execFile(
+      process.execPath,
+      ['bin/portd.js', ...args],
+      {
+        timeout: 30_000,
+        env: { ...process.env, PORTD_ADMIN_TOKEN: '', PORTD_ADMIN_URL: '' },
+        ...(o.uid !== undefined ? { uid: o.uid, gid: o.uid } : {}),
+      },
+      (e, out, err) => resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, out, err }),
+    );
   });
 }
 

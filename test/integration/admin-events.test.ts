@@ -4,9 +4,21 @@ import { after, describe, it } from 'node:test';
 import { TOKEN, makeAdmin, pcpReq } from '../unit/admin-helpers.js';
 
 const fixtures: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const f of fixtures) { try { await f.dispose(); } catch { /* closed already */ } } });
+after(async () => {
+  for (const f of fixtures) {
+    try {
+      await f.dispose();
+    } catch {
+      /* closed already */
+    }
+  }
+});
 
-interface SseMessage { event: string | null; data: string | null; comment: string | null }
+interface SseMessage {
+  event: string | null;
+  data: string | null;
+  comment: string | null;
+}
 
 /** a minimal SSE reader over a real socket: collects messages, resolves waiters */
 function openStream(port: number, path: string, headers: Record<string, string> = {}) {
@@ -31,33 +43,61 @@ function openStream(port: number, path: string, headers: Record<string, string> 
           buf = buf.slice(i + 2);
           for (const m of parseBlock(block)) {
             messages.push(m);
-            for (const w of [...waiters]) if (w.pred(m)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(m); }
+            for (const w of [...waiters])
+              if (w.pred(m)) {
+                waiters.splice(waiters.indexOf(w), 1);
+                w.resolve(m);
+              }
           }
         }
       });
-      res.on('end', () => { ended = true; for (const w of endWaiters) w(); });
+      res.on('end', () => {
+        ended = true;
+        for (const w of endWaiters) w();
+      });
       resolve();
     });
     req.on('error', reject);
     destroy = () => req.destroy();
   });
   const stream = {
-    ready, messages,
-    get status() { return status; }, get contentType() { return contentType; }, get ended() { return ended; },
+    ready,
+    messages,
+    get status() {
+      return status;
+    },
+    get contentType() {
+      return contentType;
+    },
+    get ended() {
+      return ended;
+    },
     destroy: () => destroy(),
     next(pred: (m: SseMessage) => boolean, timeoutMs = 5000): Promise<SseMessage> {
       const have = messages.find(pred);
       if (have) return Promise.resolve(have);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`no matching SSE message within ${timeoutMs} ms; got ${JSON.stringify(messages)}`)), timeoutMs);
-        waiters.push({ pred, resolve: (m) => { clearTimeout(t); resolve(m); } });
+        const t = setTimeout(
+          () => reject(new Error(`no matching SSE message within ${timeoutMs} ms; got ${JSON.stringify(messages)}`)),
+          timeoutMs,
+        );
+        waiters.push({
+          pred,
+          resolve: (m) => {
+            clearTimeout(t);
+            resolve(m);
+          },
+        });
       });
     },
     whenEnded(timeoutMs = 5000): Promise<void> {
       if (ended) return Promise.resolve();
       return new Promise((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('stream did not end')), timeoutMs);
-        endWaiters.push(() => { clearTimeout(t); resolve(); });
+        endWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
       });
     },
   };
@@ -93,19 +133,39 @@ describe('admin API: Server-Sent Events over a real socket', () => {
     const g = await f.table.request(pcpReq());
     assert.ok(g.ok);
     const granted = await all.next((m) => m.event === 'granted');
-    const e = JSON.parse(granted.data!) as { type: string; leaseId: string; lease: { externalPort: number; source: string }; actor: string };
+    const e = JSON.parse(granted.data!) as {
+      type: string;
+      leaseId: string;
+      lease: { externalPort: number; source: string };
+      actor: string;
+    };
     assert.equal(e.type, 'granted');
     assert.equal(e.leaseId, g.lease.id);
     assert.equal(e.lease.externalPort, 4000);
     assert.equal(e.actor, 'pcp:192.168.77.11');
 
-    const del = await fetch(`http://127.0.0.1:${port}/api/v1/leases/${g.lease.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
+    const del = await fetch(`http://127.0.0.1:${port}/api/v1/leases/${g.lease.id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     assert.equal(del.status, 200);
-    const revoked = JSON.parse((await all.next((m) => m.event === 'revoked')).data!) as { leaseId: string; actor: string };
+    const revoked = JSON.parse((await all.next((m) => m.event === 'revoked')).data!) as {
+      leaseId: string;
+      actor: string;
+    };
     assert.equal(revoked.leaseId, g.lease.id);
     assert.equal(revoked.actor, 'admin:ops');
 
-    const add = await fetch(`http://127.0.0.1:${port}/api/v1/leases`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: 'web' }) });
+    const add = await fetch(`http://127.0.0.1:${port}/api/v1/leases`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({
+        protocol: 'tcp',
+        externalPort: 8080,
+        internalAddress: '192.168.77.5',
+        description: 'web',
+      }),
+    });
     assert.equal(add.status, 201);
     const st = JSON.parse((await onlyStatic.next((m) => m.event === 'granted')).data!) as { source: string };
     assert.equal(st.source, 'static');
@@ -123,7 +183,11 @@ describe('admin API: Server-Sent Events over a real socket', () => {
     const anon = openStream(port, '/api/v1/events');
     await anon.ready;
     assert.equal(anon.status, 401);
-    const login = await fetch(`http://127.0.0.1:${port}/api/v1/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: TOKEN }) });
+    const login = await fetch(`http://127.0.0.1:${port}/api/v1/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: TOKEN }),
+    });
     const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
     const s = openStream(port, '/api/v1/events', { cookie });
     await s.ready;
@@ -140,7 +204,14 @@ describe('admin API: Server-Sent Events over a real socket', () => {
     // count live subscriptions by wrapping the table's on()
     let live = 0;
     const on = f.table.on.bind(f.table);
-    f.table.on = (fn) => { live++; const off = on(fn); return () => { live--; off(); }; };
+    f.table.on = (fn) => {
+      live++;
+      const off = on(fn);
+      return () => {
+        live--;
+        off();
+      };
+    };
     const { port } = await f.server.listen();
     const s = openStream(port, '/api/v1/events');
     await s.ready;

@@ -15,7 +15,9 @@ import { startPortd } from '../../src/main.js';
 
 const dirs: string[] = [];
 let umask = 0;
-before(() => { umask = process.umask(0o022); });
+before(() => {
+  umask = process.umask(0o022);
+});
 after(() => {
   process.umask(umask);
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -25,8 +27,16 @@ const mode = (p: string) => (statSync(p).mode & 0o777).toString(8).padStart(4, '
 
 async function start(stateDir: string, dbDir = stateDir) {
   const lines: { msg: string; level: number }[] = [];
-  const log = pino({ level: 'info' }, { write: (s: string) => { lines.push(JSON.parse(s)); } });
-  const portd = await startPortd(parseConfig(`
+  const log = pino(
+    { level: 'info' },
+    {
+      write: (s: string) => {
+        lines.push(JSON.parse(s));
+      },
+    },
+  );
+  const portd = await startPortd(
+    parseConfig(`
 interfaces: { wan: lo, lan: [lo] }
 externalAddress: 192.0.2.1
 listenAddresses: [127.0.0.1]
@@ -37,7 +47,9 @@ upnp: { enabled: false }
 pcp: { enabled: false }
 natpmp: { enabled: false }
 admin: { listen: "127.0.0.1:0" }
-`), log);
+`),
+    log,
+  );
   return { portd, lines };
 }
 
@@ -55,7 +67,9 @@ describe('file modes under umask 022', () => {
       for (const f of ['portd.sqlite', 'portd.sqlite-wal', 'portd.sqlite-shm', 'portd.sqlite.lock', 'admin-token']) {
         assert.equal(mode(join(state, f)), '0600', f);
       }
-    } finally { await portd.close(); }
+    } finally {
+      await portd.close();
+    }
   });
 
   it('files and a directory an older portd left readable by others are tightened, and the log says so', async () => {
@@ -73,15 +87,26 @@ describe('file modes under umask 022', () => {
     const { portd, lines } = await start(state);
     try {
       assert.equal(mode(state), '0700');
-      for (const f of ['portd.sqlite', 'portd.sqlite-wal', 'portd.sqlite-shm', 'admin-token']) assert.equal(mode(join(state, f)), '0600', f);
+      for (const f of ['portd.sqlite', 'portd.sqlite-wal', 'portd.sqlite-shm', 'admin-token'])
+        assert.equal(mode(join(state, f)), '0600', f);
       const warned = lines.filter((l) => l.level === 40).map((l) => l.msg);
-      for (const re of [/portd\.sqlite was mode 0644.*set to 0600/, /portd\.sqlite-wal was mode 0666.*set to 0600/, /admin-token was mode 0644.*set to 0600/, /directory .*state was mode 0755: set to 0700/]) {
-        assert.ok(warned.some((m) => re.test(m)), `${re} in ${JSON.stringify(warned)}`);
+      for (const re of [
+        /portd\.sqlite was mode 0644.*set to 0600/,
+        /portd\.sqlite-wal was mode 0666.*set to 0600/,
+        /admin-token was mode 0644.*set to 0600/,
+        /directory .*state was mode 0755: set to 0700/,
+      ]) {
+        assert.ok(
+          warned.some((m) => re.test(m)),
+          `${re} in ${JSON.stringify(warned)}`,
+        );
       }
-    } finally { await portd.close(); }
+    } finally {
+      await portd.close();
+    }
   });
 
-  it('a directory shared with other programs keeps its mode (others must traverse it); portd\'s files in it are 0600', async () => {
+  it("a directory shared with other programs keeps its mode (others must traverse it); portd's files in it are 0600", async () => {
     const root = mkdtempSync(join(tmpdir(), 'portd-modes-'));
     dirs.push(root);
     const shared = join(root, 'shared');
@@ -94,6 +119,8 @@ describe('file modes under umask 022', () => {
       assert.equal(mode(join(shared, 'portd.sqlite')), '0600');
       assert.equal(mode(join(shared, 'admin-token')), '0600');
       assert.ok(lines.some((l) => /holds more than portd's files: left as it is/.test(l.msg)));
-    } finally { await portd.close(); }
+    } finally {
+      await portd.close();
+    }
   });
 });

@@ -13,8 +13,18 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { Worker } from 'node:worker_threads';
 import {
-  classifyPacket, decodeNatPmpRequest, decodePcpRequest, decodePcpResponse, encodePcpRequest, encodePcpResponse, errorResponseFor,
-  isDecodeError, nonceFromHex, NatPmpDecodeError, PcpDecodeError, ResultCode,
+  classifyPacket,
+  decodeNatPmpRequest,
+  decodePcpRequest,
+  decodePcpResponse,
+  encodePcpRequest,
+  encodePcpResponse,
+  errorResponseFor,
+  isDecodeError,
+  nonceFromHex,
+  NatPmpDecodeError,
+  PcpDecodeError,
+  ResultCode,
 } from '../../protocols/pcp/index.js';
 import type { PcpRequest } from '../../protocols/pcp/index.js';
 import { parseConfig } from '../../src/config/index.js';
@@ -25,7 +35,10 @@ import type { ConntrackApi } from '../../src/frontends/pcp/index.js';
 import { mapRequest, startPcp, udpClient } from './pcp-helpers.js';
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s, 'hex'));
-const fixtureFile = (f: string) => (JSON.parse(readFileSync(new URL(`../fixtures/pcp/${f}`, import.meta.url), 'utf8')) as { packets: { hex: string }[] }).packets.map((p) => hex(p.hex));
+const fixtureFile = (f: string) =>
+  (
+    JSON.parse(readFileSync(new URL(`../fixtures/pcp/${f}`, import.meta.url), 'utf8')) as { packets: { hex: string }[] }
+  ).packets.map((p) => hex(p.hex));
 
 /** PCP requests as RFC 6887 shapes them (no PCP client capture exists in the fixtures: natpmpc and nat-port-mapper speak NAT-PMP only) */
 function pcpSeeds(client: string): Uint8Array[] {
@@ -34,11 +47,42 @@ function pcpSeeds(client: string): Uint8Array[] {
   const reqs: PcpRequest[] = [
     { version: 2, opcode: 0, lifetime: 0, clientAddress: client, options: [] },
     { version: 2, opcode: 1, lifetime: 3600, clientAddress: client, options: [], map },
-    { version: 2, opcode: 1, lifetime: 0, clientAddress: client, options: [], map: { ...map, protocol: 17, internalPort: 0 } },
+    {
+      version: 2,
+      opcode: 1,
+      lifetime: 0,
+      clientAddress: client,
+      options: [],
+      map: { ...map, protocol: 17, internalPort: 0 },
+    },
     { version: 2, opcode: 1, lifetime: 7200, clientAddress: client, options: [{ kind: 'prefer_failure' }], map },
-    { version: 2, opcode: 1, lifetime: 600, clientAddress: client, options: [{ kind: 'filter', prefixLength: 128, remotePort: 443, remoteAddress: '198.51.100.7' }], map },
-    { version: 2, opcode: 1, lifetime: 600, clientAddress: client, options: [{ kind: 'third_party', address: '127.0.0.9' }, { kind: 'other', code: 200, data: Uint8Array.from([1, 2, 3]) }], map },
-    { version: 2, opcode: 2, lifetime: 600, clientAddress: client, options: [], peer: { ...map, remotePort: 443, remoteAddress: '198.51.100.7' } },
+    {
+      version: 2,
+      opcode: 1,
+      lifetime: 600,
+      clientAddress: client,
+      options: [{ kind: 'filter', prefixLength: 128, remotePort: 443, remoteAddress: '198.51.100.7' }],
+      map,
+    },
+    {
+      version: 2,
+      opcode: 1,
+      lifetime: 600,
+      clientAddress: client,
+      options: [
+        { kind: 'third_party', address: '127.0.0.9' },
+        { kind: 'other', code: 200, data: Uint8Array.from([1, 2, 3]) },
+      ],
+      map,
+    },
+    {
+      version: 2,
+      opcode: 2,
+      lifetime: 600,
+      clientAddress: client,
+      options: [],
+      peer: { ...map, remotePort: 443, remoteAddress: '198.51.100.7' },
+    },
   ];
   return reqs.map(encodePcpRequest);
 }
@@ -82,8 +126,15 @@ test('decoder fuzz: 1,000,000 random and mutated PCP/NAT-PMP packets give a requ
     for (let i = 0; i < N; i++) {
       let b: Uint8Array;
       const kind = i % 10;
-      if (kind < 6) b = mutateBytes(r, r.pick(seeds), seeds); // 60 % mutated real packets
-      else if (kind < 8) { b = r.bytes(r.int(140)); if (b.length > 1) { b[0] = r.pick([0, 2, 2, 1, 3]); b[1] = r.int(4); } } // plausible headers, random rest
+      if (kind < 6)
+        b = mutateBytes(r, r.pick(seeds), seeds); // 60 % mutated real packets
+      else if (kind < 8) {
+        b = r.bytes(r.int(140));
+        if (b.length > 1) {
+          b[0] = r.pick([0, 2, 2, 1, 3]);
+          b[1] = r.int(4);
+        }
+      } // plausible headers, random rest
       else b = r.bytes(r.chance(0.02) ? 1100 + r.int(200) : r.int(64)); // pure noise, sometimes oversized
       try {
         outcome[decodeLikeTheServer(b, '127.0.0.1')]++;
@@ -92,12 +143,21 @@ test('decoder fuzz: 1,000,000 random and mutated PCP/NAT-PMP packets give a requ
       }
       // a decoded request re-encodes (what the handler echoes back must be encodable)
       if (i % 16 === 0 && classifyPacket(b) === 'pcp') {
-        try { encodePcpRequest(decodePcpRequest(b, { opcodes: [0, 1, 2] })); } catch (e) { if (!isDecodeError(e) && untyped.length < 5) untyped.push(`re-encode ${Buffer.from(b).toString('hex')}: ${String(e)}`); }
+        try {
+          encodePcpRequest(decodePcpRequest(b, { opcodes: [0, 1, 2] }));
+        } catch (e) {
+          if (!isDecodeError(e) && untyped.length < 5)
+            untyped.push(`re-encode ${Buffer.from(b).toString('hex')}: ${String(e)}`);
+        }
       }
     }
-  } finally { Error.stackTraceLimit = stackTraceLimit; }
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
   const ms = performance.now() - started;
-  t.diagnostic(`seed ${seed}: ${N} packets in ${ms.toFixed(0)} ms; decoded ${outcome.ok}, error answers ${outcome.respond}, dropped ${outcome.drop}`);
+  t.diagnostic(
+    `seed ${seed}: ${N} packets in ${ms.toFixed(0)} ms; decoded ${outcome.ok}, error answers ${outcome.respond}, dropped ${outcome.drop}`,
+  );
   assert.deepEqual(untyped, [], `untyped throws (seed ${seed})`);
   assert.equal(outcome.ok + outcome.respond + outcome.drop, N);
   // the mutations reach every path: valid requests, answered errors, silent drops
@@ -117,8 +177,17 @@ test('live fuzz: 20,000 mutated packets at the server socket: every one handled,
     const sentinels = [];
     for (let i = 0; i < 5; i++) {
       const g = await h.env.table.request({
-        source: 'pcp', identity: 'internal', protocol: i % 2 ? 'udp' : 'tcp', owner: '127.0.0.7', internalAddress: '127.0.0.7',
-        internalPort: 7000 + i, externalPort: 17000 + i, allowOtherPort: false, lifetime: 3600, nonce: 'ab'.repeat(12), actor: 'pcp:127.0.0.7',
+        source: 'pcp',
+        identity: 'internal',
+        protocol: i % 2 ? 'udp' : 'tcp',
+        owner: '127.0.0.7',
+        internalAddress: '127.0.0.7',
+        internalPort: 7000 + i,
+        externalPort: 17000 + i,
+        allowOtherPort: false,
+        lifetime: 3600,
+        nonce: 'ab'.repeat(12),
+        actor: 'pcp:127.0.0.7',
       });
       assert.ok(g.ok);
       sentinels.push(g.lease);
@@ -137,7 +206,10 @@ test('live fuzz: 20,000 mutated packets at the server socket: every one handled,
       }
       sent += n;
       // wait for the server to handle the window, so no datagram is lost in a full socket buffer
-      assert.ok(await until(async () => (await total()) >= sent, 5000, 2), `server stalled at ${await total()} of ${sent}`);
+      assert.ok(
+        await until(async () => (await total()) >= sent, 5000, 2),
+        `server stalled at ${await total()} of ${sent}`,
+      );
     }
     const ms = performance.now() - started;
     assert.equal(await total(), N, 'every datagram was handled and counted once');
@@ -154,7 +226,9 @@ test('live fuzz: 20,000 mutated packets at the server socket: every one handled,
     }
     // the kernel side (memory dataplane) holds exactly the table's active leases: nothing half-applied
     assert.equal(await h.env.dataplane.count(), h.env.table.countActive().total);
-    const answer = decodePcpResponse(await bystander.ask(mapRequest({ client: '127.0.0.8', internalPort: 8080 }), h.port));
+    const answer = decodePcpResponse(
+      await bystander.ask(mapRequest({ client: '127.0.0.8', internalPort: 8080 }), h.port),
+    );
     assert.equal(answer.resultCode, ResultCode.SUCCESS);
   } finally {
     fuzzer.close();
@@ -174,7 +248,12 @@ test('WAN side: with the LAN set to 127.0.0.2/32, requests from 127.0.0.1 get si
     for (let i = 0; i < N; i++) {
       wan.send(i % 2 ? mapRequest({ client: '127.0.0.1', internalPort: 6000 + i }) : Uint8Array.of(0, 0), h.port);
     }
-    assert.ok(await until(async () => (await counter(h.env.metrics, 'portd_bad_input_total', { frontend: 'pcp', kind: 'not_lan' })) === N, 3000));
+    assert.ok(
+      await until(
+        async () => (await counter(h.env.metrics, 'portd_bad_input_total', { frontend: 'pcp', kind: 'not_lan' })) === N,
+        3000,
+      ),
+    );
     assert.equal(await wan.next(300), null, 'nothing at all is answered to the WAN side');
     assert.equal(h.env.table.list({ owner: '127.0.0.1' }).total, 0, 'and nothing was granted');
     assert.equal(cap.matching(/outside the LAN/).length, 1, 'one log line for fifty packets');
@@ -209,13 +288,22 @@ function flood(port: number, from: string, ms: number): Promise<{ sent: number; 
     });`;
   return new Promise((resolve, reject) => {
     const w = new Worker(code, { eval: true, workerData: { port, from, ms, packet } });
-    w.once('message', (m: { sent: number; answers: number }) => { resolve(m); void w.terminate(); });
+    w.once('message', (m: { sent: number; answers: number }) => {
+      resolve(m);
+      void w.terminate();
+    });
     w.once('error', reject);
   });
 }
 
 /** one MAP at a time from `client`, each retransmitted every 250 ms up to 7 times (RFC 6887 §8.1.1 with its 3 s compressed); latencies in ms */
-async function serve(c: Awaited<ReturnType<typeof udpClient>>, port: number, count: number, gapMs: number, basePort: number) {
+async function serve(
+  c: Awaited<ReturnType<typeof udpClient>>,
+  port: number,
+  count: number,
+  gapMs: number,
+  basePort: number,
+) {
   const latencies: number[] = [];
   let answered = 0;
   let retransmits = 0;
@@ -259,16 +347,22 @@ test('flood: 127.0.0.5 floods MAP at full speed for 3 s; 127.0.0.6 is served thr
     const busy = await serve(good, h.port, 60, 30, 21000);
     const f = await floodRun;
     const limited = await counter(h.env.metrics, 'portd_rate_limited_total', { frontend: 'pcp' });
-    const fig = (s: { latencies: number[] }) => `p50 ${percentile(s.latencies, 50).toFixed(2)} ms, p99 ${percentile(s.latencies, 99).toFixed(2)} ms`;
+    const fig = (s: { latencies: number[] }) =>
+      `p50 ${percentile(s.latencies, 50).toFixed(2)} ms, p99 ${percentile(s.latencies, 99).toFixed(2)} ms`;
     t.diagnostic(`calm: ${calm.answered}/40 answered, ${fig(calm)}`);
     t.diagnostic(`under flood: ${busy.answered}/60 answered, ${fig(busy)}, ${busy.retransmits} retransmits`);
-    t.diagnostic(`flood: ${f.sent} sent in 3 s (${Math.round(f.sent / 3)}/s), ${f.answers} answered, ${limited} rate-limited, kernel socket drops ${udpDrops(h.port)}`);
+    t.diagnostic(
+      `flood: ${f.sent} sent in 3 s (${Math.round(f.sent / 3)}/s), ${f.answers} answered, ${limited} rate-limited, kernel socket drops ${udpDrops(h.port)}`,
+    );
     assert.equal(calm.answered, 40);
     assert.equal(busy.answered, 60, 'every request of the other client was answered');
     assert.ok(f.sent > 1000, 'the flood really flooded');
     // the flooder gets at most a burst plus the rate for the time it flooded (100 + 100/s × 3.5 s)
     assert.ok(f.answers <= 450, `flooder answered ${f.answers} times`);
-    assert.ok(limited >= f.sent - f.answers - udpDrops(h.port), 'every datagram not answered was rate-limited (or dropped by the kernel)');
+    assert.ok(
+      limited >= f.sent - f.answers - udpDrops(h.port),
+      'every datagram not answered was rate-limited (or dropped by the kernel)',
+    );
     assert.ok(limited > 0);
     assert.equal(cap.matching(/over rate limit/).length, 1, 'one log line for the whole flood');
     assert.equal(cap.matching(/over rate limit/)[0]!['client'], '127.0.0.5');
@@ -286,25 +380,40 @@ test('global limit: 20 spoofed-looking sources, each under pcp.rateLimit, togeth
   const senders = await Promise.all(Array.from({ length: 20 }, (_, i) => udpClient(`127.0.0.${20 + i}`)));
   const probe = await udpClient('127.0.0.99');
   try {
-    const handled = async () => (await counter(h.env.metrics, 'portd_requests_total')) + (await counter(h.env.metrics, 'portd_global_limit_total'));
+    const handled = async () =>
+      (await counter(h.env.metrics, 'portd_requests_total')) +
+      (await counter(h.env.metrics, 'portd_global_limit_total'));
     let sent = 0;
     // 30 MAP requests from each of 20 hosts = 600 (each host under its 100): in rounds, so no datagram is lost in the socket buffer
     for (let round = 0; round < 30; round++) {
-      for (const s of senders) s.send(mapRequest({ client: s.address, internalPort: 10000 + round, lifetime: 600 }), h.port);
+      for (const s of senders)
+        s.send(mapRequest({ client: s.address, internalPort: 10000 + round, lifetime: 600 }), h.port);
       sent += senders.length;
-      assert.ok(await until(async () => (await handled()) >= sent, 5000, 2), `server stalled at ${await handled()} of ${sent}`);
+      assert.ok(
+        await until(async () => (await handled()) >= sent, 5000, 2),
+        `server stalled at ${await handled()} of ${sent}`,
+      );
     }
     let answers = 0;
     for (const s of senders) while (await s.next(50)) answers++;
     assert.equal(answers, 400, 'the global burst (2 x limits.pcpRequestsPerSecond) is answered, the rest is silence');
     assert.equal(h.env.table.countActive().total, 400, 'and only that many reached the lease table');
     assert.equal(await counter(h.env.metrics, 'portd_global_limit_total', { limit: 'pcpRequestsPerSecond' }), 200);
-    assert.equal(await counter(h.env.metrics, 'portd_rate_limited_total', { frontend: 'pcp' }), 0, 'no host was over its own rate');
+    assert.equal(
+      await counter(h.env.metrics, 'portd_rate_limited_total', { frontend: 'pcp' }),
+      0,
+      'no host was over its own rate',
+    );
     const warn = cap.matching(/global limit reached \(limits\.pcpRequestsPerSecond 200\); dropping/);
     assert.equal(warn.length, 1, 'one warn line for 200 drops');
     assert.equal(warn[0]!['level'], 40);
     // a client discovering the gateway: PCP ANNOUNCE and the NAT-PMP external address are answered during the flood
-    const ann = decodePcpResponse(await probe.ask(encodePcpRequest({ version: 2, opcode: 0, lifetime: 0, clientAddress: '127.0.0.99', options: [] }), h.port));
+    const ann = decodePcpResponse(
+      await probe.ask(
+        encodePcpRequest({ version: 2, opcode: 0, lifetime: 0, clientAddress: '127.0.0.99', options: [] }),
+        h.port,
+      ),
+    );
     assert.equal(ann.resultCode, ResultCode.SUCCESS);
     const addr = await probe.ask(Uint8Array.of(0, 0), h.port);
     assert.equal(addr.length, 12);
@@ -324,8 +433,13 @@ test('PEER flood from many hosts: over limits.peerLookupsPerSecond NO_RESOURCES 
   const cap = captureLog();
   let lookups = 0;
   const conntrack: ConntrackApi = {
-    async lookup() { lookups++; return { externalAddress: '203.0.113.1', externalPort: 62001, timeout: 30 }; },
-    async extend() { return true; },
+    async lookup() {
+      lookups++;
+      return { externalAddress: '203.0.113.1', externalPort: 62001, timeout: 30 };
+    },
+    async extend() {
+      return true;
+    },
   };
   const h = await startPcp({ limits: { peerLookupsPerSecond: 10 }, conntrack, extra: { log: cap.log } });
   const hosts = await Promise.all(Array.from({ length: 20 }, (_, i) => udpClient(`127.0.0.${60 + i}`)));
@@ -334,8 +448,20 @@ test('PEER flood from many hosts: over limits.peerLookupsPerSecond NO_RESOURCES 
     for (let round = 0; round < 2; round++) {
       for (const c of hosts) {
         const req = encodePcpRequest({
-          version: 2, opcode: 2, lifetime: 600, clientAddress: c.address, options: [],
-          peer: { nonce: nonceFromHex('0102030405060708090a0b0c'), protocol: 17, internalPort: 40000 + round, externalPort: 0, externalAddress: '0.0.0.0', remotePort: 7000, remoteAddress: '203.0.113.2' },
+          version: 2,
+          opcode: 2,
+          lifetime: 600,
+          clientAddress: c.address,
+          options: [],
+          peer: {
+            nonce: nonceFromHex('0102030405060708090a0b0c'),
+            protocol: 17,
+            internalPort: 40000 + round,
+            externalPort: 0,
+            externalAddress: '0.0.0.0',
+            remotePort: 7000,
+            remoteAddress: '203.0.113.2',
+          },
         });
         const r = decodePcpResponse(await c.ask(req, h.port));
         codes.push(r.resultCode);
@@ -353,13 +479,14 @@ test('PEER flood from many hosts: over limits.peerLookupsPerSecond NO_RESOURCES 
   }
 });
 
-test('main.ts wiring: limits.pcpRequestsPerSecond from the configuration caps the running daemon\'s PCP server', async () => {
+test("main.ts wiring: limits.pcpRequestsPerSecond from the configuration caps the running daemon's PCP server", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'portd-pcp-limit-'));
   const free = createSocket('udp4');
   await new Promise<void>((r) => free.bind(0, '127.0.0.1', r));
   const port = free.address().port;
   await new Promise<void>((r) => free.close(() => r()));
-  const portd = await startPortd(parseConfig(`
+  const portd = await startPortd(
+    parseConfig(`
 interfaces: { wan: lo, lan: [lo] }
 externalAddress: 192.0.2.1
 listenAddresses: [127.0.0.1]
@@ -371,15 +498,21 @@ upnp: { enabled: false }
 pcp: { port: ${port}, rateLimit: 0 }
 admin: { listen: "127.0.0.1:0" }
 limits: { pcpRequestsPerSecond: 5 }
-`), pino({ level: 'silent' }));
+`),
+    pino({ level: 'silent' }),
+  );
   const c = await udpClient('127.0.0.1');
   try {
-    for (let i = 0; i < 30; i++) c.send(mapRequest({ client: '127.0.0.1', internalPort: 20000 + i, lifetime: 600 }), port);
+    for (let i = 0; i < 30; i++)
+      c.send(mapRequest({ client: '127.0.0.1', internalPort: 20000 + i, lifetime: 600 }), port);
     let answers = 0;
     while (await c.next(300)) answers++;
     // a burst of 2 x 5, and the odd token the real clock refills while the 30 arrive
     assert.ok(answers >= 10 && answers <= 12, `${answers} of 30 answered`);
-    assert.equal(await counter(portd.metrics, 'portd_global_limit_total', { limit: 'pcpRequestsPerSecond' }), 30 - answers);
+    assert.equal(
+      await counter(portd.metrics, 'portd_global_limit_total', { limit: 'pcpRequestsPerSecond' }),
+      30 - answers,
+    );
   } finally {
     c.close();
     await portd.close();

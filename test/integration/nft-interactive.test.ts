@@ -14,7 +14,9 @@ function fakeNft(dir: string): { path: string; starts: () => string[]; lines: ()
   const path = join(dir, 'nft');
   const startLog = join(dir, 'starts');
   const lineLog = join(dir, 'lines');
-  writeFileSync(path, `#!/bin/sh
+  writeFileSync(
+    path,
+    `#!/bin/sh
 echo "HOME=$HOME" >> '${startLog}'
 while IFS= read -r line; do
   echo "$line" >> '${lineLog}'
@@ -24,9 +26,16 @@ while IFS= read -r line; do
     *) printf 'Error: syntax error, unexpected string\\n%s\\n^^^^^^^^^\\n' "$line" >&2 ;;
   esac
 done
-`);
+`,
+  );
   chmodSync(path, 0o755);
-  const read = (f: string) => { try { return readFileSync(f, 'utf8').trim().split('\n').filter(Boolean); } catch { return []; } };
+  const read = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8').trim().split('\n').filter(Boolean);
+    } catch {
+      return [];
+    }
+  };
   return { path, starts: () => read(startLog), lines: () => read(lineLog) };
 }
 

@@ -25,12 +25,24 @@ describe('real clients on 127.0.0.1:5351', () => {
   let skip: string | false = false;
   before(async () => {
     try {
-      h = await startPcp({ port: 5351, policy: { lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 7200 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } } } });
+      h = await startPcp({
+        port: 5351,
+        policy: {
+          lifetime: {
+            pcp: { min: 120, max: 86400 },
+            natpmp: { min: 120, max: 7200 },
+            upnp: { min: 1, max: 604800 },
+            trigger: { min: 1, max: 86400 },
+          },
+        },
+      });
     } catch (e) {
       skip = `127.0.0.1:5351 is busy (${(e as Error).message})`;
     }
   });
-  after(async () => { await h?.close(); });
+  after(async () => {
+    await h?.close();
+  });
 
   test('natpmpc -a maps, reads the external address, and deletes with lifetime 0', async (t) => {
     if (skip || !haveNatpmpc) return t.skip(skip || 'natpmpc not installed');
@@ -44,7 +56,11 @@ describe('real clients on 127.0.0.1:5351', () => {
     assert.ok([...h!.env.dataplane.entries.values()].some((e) => e.protocol === 'tcp' && e.externalPort === 4000));
 
     const clamp = await natpmpc(['-a', '4001', '4001', 'udp', '999999']);
-    assert.match(clamp.out, /Mapped public port 4001 protocol UDP to local port 4001 liftime 7200/, 'lifetime clamped to policy.lifetime.natpmp');
+    assert.match(
+      clamp.out,
+      /Mapped public port 4001 protocol UDP to local port 4001 liftime 7200/,
+      'lifetime clamped to policy.lifetime.natpmp',
+    );
 
     const del = await natpmpc(['-a', '4000', '4000', 'tcp', '0']);
     assert.equal(del.code, 0, del.out);
@@ -54,7 +70,17 @@ describe('real clients on 127.0.0.1:5351', () => {
 
   test('natpmpc gets another public port when the one it asks for is held by UPnP', async (t) => {
     if (skip || !haveNatpmpc) return t.skip(skip || 'natpmpc not installed');
-    const u = await h!.env.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: '127.0.0.9', internalAddress: '127.0.0.9', internalPort: 4200, externalPort: 4200, allowOtherPort: false, lifetime: 3600 });
+    const u = await h!.env.table.request({
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'tcp',
+      owner: '127.0.0.9',
+      internalAddress: '127.0.0.9',
+      internalPort: 4200,
+      externalPort: 4200,
+      allowOtherPort: false,
+      lifetime: 3600,
+    });
     assert.ok(u.ok);
     const add = await natpmpc(['-a', '4200', '4200', 'tcp', '600']);
     const m = /Mapped public port (\d+) protocol TCP to local port 4200/.exec(add.out);

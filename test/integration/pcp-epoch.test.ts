@@ -4,7 +4,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeNatPmpResponse, decodePcpResponse, encodeNatPmpRequest, Opcode, ResultCode } from '../../protocols/pcp/index.js';
+import {
+  decodeNatPmpResponse,
+  decodePcpResponse,
+  encodeNatPmpRequest,
+  Opcode,
+  ResultCode,
+} from '../../protocols/pcp/index.js';
 import { EXTERNAL, mapRequest, startPcp, udpClient } from './pcp-helpers.js';
 
 async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
@@ -38,7 +44,9 @@ test('start announces: PCP ANNOUNCE and the NAT-PMP external address, repeated w
     a = split(h.announcements);
     assert.equal(a.pcp.length, 3);
     assert.equal(a.natpmp.length, 3);
-  } finally { await h.close(); }
+  } finally {
+    await h.close();
+  }
 });
 
 test('epoch counts seconds; resetEpoch() restarts it and announces', async () => {
@@ -55,7 +63,10 @@ test('epoch counts seconds; resetEpoch() restarts it and announces', async () =>
     h.env.clock.advance(3000);
     r = decodeNatPmpResponse(await c.ask(encodeNatPmpRequest({ opcode: 0 }), h.port));
     assert.equal(r.epoch, 3);
-  } finally { c.close(); await h.close(); }
+  } finally {
+    c.close();
+    await h.close();
+  }
 });
 
 test('a changed external address resets the epoch and announces the new address', async () => {
@@ -66,11 +77,14 @@ test('a changed external address resets the epoch and announces the new address'
     assert.equal(h.server.epoch(), 20);
     await h.env.table.setExternalAddress('203.0.113.77');
     h.env.clock.advance(5000); // the server's address check runs every 5 s
-    const fresh = () => split(h.announcements).natpmp.filter((a) => 'externalAddress' in a && a.externalAddress === '203.0.113.77');
+    const fresh = () =>
+      split(h.announcements).natpmp.filter((a) => 'externalAddress' in a && a.externalAddress === '203.0.113.77');
     await waitFor(() => fresh().length >= 1);
     assert.deepEqual(fresh()[0], { opcode: 0, resultCode: 0, epoch: 0, externalAddress: '203.0.113.77' });
     assert.equal(h.server.epoch(), 0);
-  } finally { await h.close(); }
+  } finally {
+    await h.close();
+  }
 });
 
 test('rate limit: a flooding client is cut off, another client is still served; drops counted', async () => {
@@ -81,14 +95,18 @@ test('rate limit: a flooding client is cut off, another client is still served; 
     for (let i = 0; i < 20; i++) flood.send(encodeNatPmpRequest({ opcode: 0 }), h.port);
     let answers = 0;
     while (await flood.next(300)) answers++;
-    assert.equal(answers, 5, 'a burst of one second\'s worth, then nothing');
+    assert.equal(answers, 5, "a burst of one second's worth, then nothing");
     const r = decodeNatPmpResponse(await other.ask(encodeNatPmpRequest({ opcode: 0 }), h.port));
     assert.equal(r.resultCode, 0);
     const text = await h.env.metrics.registry.getSingleMetricAsString('portd_rate_limited_total');
     assert.match(text, /portd_rate_limited_total\{frontend="pcp"\} 15/);
     h.env.clock.advance(1000); // tokens come back with time
     assert.equal(decodeNatPmpResponse(await flood.ask(encodeNatPmpRequest({ opcode: 0 }), h.port)).resultCode, 0);
-  } finally { flood.close(); other.close(); await h.close(); }
+  } finally {
+    flood.close();
+    other.close();
+    await h.close();
+  }
 });
 
 test('requests are counted by front-end and result', async () => {
@@ -100,7 +118,10 @@ test('requests are counted by front-end and result', async () => {
     const text = await h.env.metrics.registry.getSingleMetricAsString('portd_requests_total');
     assert.match(text, /frontend="pcp",result="SUCCESS"\} 1/);
     assert.match(text, /frontend="natpmp",result="SUCCESS"\} 1/);
-  } finally { c.close(); await h.close(); }
+  } finally {
+    c.close();
+    await h.close();
+  }
 });
 
 test('close() frees the port: nothing answers afterwards', async () => {
@@ -111,5 +132,7 @@ test('close() frees the port: nothing answers afterwards', async () => {
   try {
     c.send(encodeNatPmpRequest({ opcode: 0 }), port);
     assert.equal(await c.next(300), null);
-  } finally { c.close(); }
+  } finally {
+    c.close();
+  }
 });

@@ -10,8 +10,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EXTERNAL, startPcp, udpClient, type Harness, type UdpClient } from './pcp-helpers.js';
 
-const fixtures = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../fixtures/natpmp-client-packets.json'), 'utf8')) as
-  { packets: { origin: string; step: string; hex: string }[] };
+const fixtures = JSON.parse(
+  readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../fixtures/natpmp-client-packets.json'), 'utf8'),
+) as { packets: { origin: string; step: string; hex: string }[] };
 const packet = (origin: RegExp, step: RegExp, n = 0): Buffer => {
   const all = fixtures.packets.filter((p) => origin.test(p.origin) && step.test(p.step));
   const p = all[n];
@@ -23,10 +24,22 @@ describe('captured NAT-PMP client packets, replayed', () => {
   let h: Harness;
   let c: UdpClient;
   before(async () => {
-    h = await startPcp({ policy: { lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 7200 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } } } });
+    h = await startPcp({
+      policy: {
+        lifetime: {
+          pcp: { min: 120, max: 86400 },
+          natpmp: { min: 120, max: 7200 },
+          upnp: { min: 1, max: 604800 },
+          trigger: { min: 1, max: 86400 },
+        },
+      },
+    });
     c = await udpClient();
   });
-  after(async () => { c.close(); await h.close(); });
+  after(async () => {
+    c.close();
+    await h.close();
+  });
 
   test('natpmpc: external address request, then a TCP map for 4000 with 3600 s', async () => {
     const addr = await c.ask(packet(/^natpmpc/, /tcp 3600/, 0), h.port);
@@ -35,7 +48,10 @@ describe('captured NAT-PMP client packets, replayed', () => {
     assert.equal([...addr.subarray(8, 12)].join('.'), EXTERNAL);
     const map = await c.ask(packet(/^natpmpc/, /tcp 3600/, 1), h.port);
     assert.equal(map.length, 16);
-    assert.deepEqual([map[1], map.readUInt16BE(2), map.readUInt16BE(8), map.readUInt16BE(10), map.readUInt32BE(12)], [130, 0, 4000, 4000, 3600]);
+    assert.deepEqual(
+      [map[1], map.readUInt16BE(2), map.readUInt16BE(8), map.readUInt16BE(10), map.readUInt32BE(12)],
+      [130, 0, 4000, 4000, 3600],
+    );
     const lease = h.env.table.findByInternal('tcp', '127.0.0.1', 4000);
     assert.equal(lease?.source, 'natpmp');
     assert.equal(lease?.externalPort, 4000);

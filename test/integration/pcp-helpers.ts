@@ -20,9 +20,23 @@ export function makeTable(policy: PolicyConfig) {
 export const EXTERNAL = '203.0.113.1';
 
 /** global limits off unless a test asks for them (like pcp.rateLimit) */
-export function pcpConfig(over: Partial<Config['pcp']> = {}, natpmp = true, policy: Partial<PolicyConfig> = {}, limits: Partial<PcpFrontendConfig['limits']> = {}): PcpFrontendConfig {
+export function pcpConfig(
+  over: Partial<Config['pcp']> = {},
+  natpmp = true,
+  policy: Partial<PolicyConfig> = {},
+  limits: Partial<PcpFrontendConfig['limits']> = {},
+): PcpFrontendConfig {
   return {
-    pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false, ...over },
+    pcp: {
+      enabled: true,
+      port: 0,
+      peer: true,
+      thirdParty: [],
+      allowAllProtocols: false,
+      rateLimit: 0,
+      ipv6: false,
+      ...over,
+    },
     natpmp: { enabled: natpmp },
     policy: testPolicy(policy),
     limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0, ...limits },
@@ -38,11 +52,24 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startPcp(opts: {
-  pcp?: Partial<Config['pcp']>; natpmp?: boolean; policy?: Partial<PolicyConfig>; limits?: Partial<PcpFrontendConfig['limits']>; conntrack?: ConntrackApi | null;
-  port?: number; announce?: boolean; extra?: Partial<PcpServerOptions>;
-} = {}): Promise<Harness> {
-  const config = pcpConfig({ ...opts.pcp, port: opts.port ?? 0 }, opts.natpmp ?? true, opts.policy ?? {}, opts.limits ?? {});
+export async function startPcp(
+  opts: {
+    pcp?: Partial<Config['pcp']>;
+    natpmp?: boolean;
+    policy?: Partial<PolicyConfig>;
+    limits?: Partial<PcpFrontendConfig['limits']>;
+    conntrack?: ConntrackApi | null;
+    port?: number;
+    announce?: boolean;
+    extra?: Partial<PcpServerOptions>;
+  } = {},
+): Promise<Harness> {
+  const config = pcpConfig(
+    { ...opts.pcp, port: opts.port ?? 0 },
+    opts.natpmp ?? true,
+    opts.policy ?? {},
+    opts.limits ?? {},
+  );
   const env = makeTable(config.policy);
   const announcements: Buffer[] = [];
   let listener: Socket | null = null;
@@ -54,13 +81,24 @@ export async function startPcp(opts: {
     announce = { address: '127.0.0.1', port: listener.address().port };
   }
   const server = createPcpServer({
-    config, leases: env.table, log: pino({ level: process.env.TEST_LOG ?? 'silent' }), metrics: env.metrics, clock: env.clock,
-    listen: ['127.0.0.1'], conntrack: opts.conntrack ?? null, announce, announceRepeats: 3, ...opts.extra,
+    config,
+    leases: env.table,
+    log: pino({ level: process.env.TEST_LOG ?? 'silent' }),
+    metrics: env.metrics,
+    clock: env.clock,
+    listen: ['127.0.0.1'],
+    conntrack: opts.conntrack ?? null,
+    announce,
+    announceRepeats: 3,
+    ...opts.extra,
   });
   await server.start();
   const port = server.addresses()[0]!.port;
   return {
-    env, server, port, announcements,
+    env,
+    server,
+    port,
+    announcements,
     async close() {
       await server.close();
       listener?.close();
@@ -74,7 +112,10 @@ export async function udpClient(from = '127.0.0.1') {
   const socket = createSocket('udp4');
   const inbox: Buffer[] = [];
   let waiter: (() => void) | null = null;
-  socket.on('message', (m) => { inbox.push(m); waiter?.(); });
+  socket.on('message', (m) => {
+    inbox.push(m);
+    waiter?.();
+  });
   await new Promise<void>((r) => socket.bind(0, from, r));
   return {
     socket,
@@ -89,7 +130,13 @@ export async function udpClient(from = '127.0.0.1') {
       while (inbox.length === 0) {
         const left = deadline - Date.now();
         if (left <= 0) return null;
-        await new Promise<void>((r) => { const t = setTimeout(r, left); waiter = () => { clearTimeout(t); r(); }; });
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, left);
+          waiter = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
         waiter = null;
       }
       return inbox.shift() ?? null;
@@ -101,7 +148,9 @@ export async function udpClient(from = '127.0.0.1') {
       if (!r) throw new Error('no answer');
       return r;
     },
-    close() { socket.close(); },
+    close() {
+      socket.close();
+    },
   };
 }
 export type UdpClient = Awaited<ReturnType<typeof udpClient>>;
@@ -109,15 +158,30 @@ export type UdpClient = Awaited<ReturnType<typeof udpClient>>;
 export const NONCE_A = '0102030405060708090a0b0c';
 export const NONCE_B = 'ffeeddccbbaa998877665544';
 
-export function mapRequest(o: {
-  nonce?: string; protocol?: number; internalPort?: number; externalPort?: number; externalAddress?: string; lifetime?: number;
-  client?: string; options?: PcpOption[];
-} = {}): Uint8Array {
+export function mapRequest(
+  o: {
+    nonce?: string;
+    protocol?: number;
+    internalPort?: number;
+    externalPort?: number;
+    externalAddress?: string;
+    lifetime?: number;
+    client?: string;
+    options?: PcpOption[];
+  } = {},
+): Uint8Array {
   const req: PcpRequest = {
-    version: 2, opcode: 1, lifetime: o.lifetime ?? 3600, clientAddress: o.client ?? '127.0.0.1', options: o.options ?? [],
+    version: 2,
+    opcode: 1,
+    lifetime: o.lifetime ?? 3600,
+    clientAddress: o.client ?? '127.0.0.1',
+    options: o.options ?? [],
     map: {
-      nonce: nonceFromHex(o.nonce ?? NONCE_A), protocol: o.protocol ?? 6, internalPort: o.internalPort ?? 5000,
-      externalPort: o.externalPort ?? 0, externalAddress: o.externalAddress ?? '0.0.0.0',
+      nonce: nonceFromHex(o.nonce ?? NONCE_A),
+      protocol: o.protocol ?? 6,
+      internalPort: o.internalPort ?? 5000,
+      externalPort: o.externalPort ?? 0,
+      externalAddress: o.externalAddress ?? '0.0.0.0',
     },
   };
   return encodePcpRequest(req);

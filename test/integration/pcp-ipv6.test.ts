@@ -15,16 +15,26 @@ async function ask6(port: number, bytes: Uint8Array, ms = 2000): Promise<Buffer 
   try {
     return await new Promise<Buffer | null>((resolve) => {
       const t = setTimeout(() => resolve(null), ms);
-      s.once('message', (m) => { clearTimeout(t); resolve(m); });
+      s.once('message', (m) => {
+        clearTimeout(t);
+        resolve(m);
+      });
       s.send(bytes, port, '::1');
     });
-  } finally { s.close(); }
+  } finally {
+    s.close();
+  }
 }
 
-const map6 = (lifetime = 3600) => encodePcpRequest({
-  version: 2, opcode: 1, lifetime, clientAddress: '::1', options: [],
-  map: { nonce: nonceFromHex(NONCE_A), protocol: 6, internalPort: 5000, externalPort: 5000, externalAddress: '::' },
-});
+const map6 = (lifetime = 3600) =>
+  encodePcpRequest({
+    version: 2,
+    opcode: 1,
+    lifetime,
+    clientAddress: '::1',
+    options: [],
+    map: { nonce: nonceFromHex(NONCE_A), protocol: 6, internalPort: 5000, externalPort: 5000, externalAddress: '::' },
+  });
 
 describe('PCP over IPv6 (pcp.ipv6: true, listening on ::1)', () => {
   let h: Harness;
@@ -35,10 +45,15 @@ describe('PCP over IPv6 (pcp.ipv6: true, listening on ::1)', () => {
     assert.ok(a, `listening on ::1 (${JSON.stringify(h.server.addresses())})`);
     port6 = a.port;
   });
-  after(async () => { await h.close(); });
+  after(async () => {
+    await h.close();
+  });
 
   test('ANNOUNCE from an IPv6 client is answered with SUCCESS', async () => {
-    const r = await ask6(port6, encodePcpRequest({ version: 2, opcode: 0, lifetime: 0, clientAddress: '::1', options: [] }));
+    const r = await ask6(
+      port6,
+      encodePcpRequest({ version: 2, opcode: 0, lifetime: 0, clientAddress: '::1', options: [] }),
+    );
     assert.ok(r, 'an answer over IPv6');
     const d = decodePcpResponse(r);
     assert.equal(d.opcode, Opcode.ANNOUNCE);
@@ -66,7 +81,12 @@ describe('PCP with pcp.ipv6 off', () => {
   test('IPv6 listen addresses are not bound', async () => {
     const h = await startPcp({ pcp: { ipv6: false }, extra: { listen: ['127.0.0.1', '::1'] } });
     try {
-      assert.deepEqual(h.server.addresses().map((a) => a.address), ['127.0.0.1']);
-    } finally { await h.close(); }
+      assert.deepEqual(
+        h.server.addresses().map((a) => a.address),
+        ['127.0.0.1'],
+      );
+    } finally {
+      await h.close();
+    }
   });
 });

@@ -5,18 +5,38 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  decodeNatPmpResponse, decodePcpResponse, encodeNatPmpRequest, NatPmpResultCode, ResultCode,
+  decodeNatPmpResponse,
+  decodePcpResponse,
+  encodeNatPmpRequest,
+  NatPmpResultCode,
+  ResultCode,
 } from '../../protocols/pcp/index.js';
-import { EXTERNAL, mapRequest, NONCE_A, NONCE_B, startPcp, udpClient, type Harness, type UdpClient } from './pcp-helpers.js';
+import {
+  EXTERNAL,
+  mapRequest,
+  NONCE_A,
+  NONCE_B,
+  startPcp,
+  udpClient,
+  type Harness,
+  type UdpClient,
+} from './pcp-helpers.js';
 
 const ext = encodeNatPmpRequest({ opcode: 0 });
-const map = (opcode: 1 | 2, internalPort: number, externalPort: number, lifetime: number) => encodeNatPmpRequest({ opcode, internalPort, externalPort, lifetime });
+const map = (opcode: 1 | 2, internalPort: number, externalPort: number, lifetime: number) =>
+  encodeNatPmpRequest({ opcode, internalPort, externalPort, lifetime });
 
 describe('NAT-PMP', () => {
   let h: Harness;
   let c: UdpClient;
-  before(async () => { h = await startPcp(); c = await udpClient(); });
-  after(async () => { c.close(); await h.close(); });
+  before(async () => {
+    h = await startPcp();
+    c = await udpClient();
+  });
+  after(async () => {
+    c.close();
+    await h.close();
+  });
 
   test('external address request → our IPv4 and the epoch', async () => {
     h.env.clock.advance(5000);
@@ -51,7 +71,8 @@ describe('NAT-PMP', () => {
   });
 
   test('internal port 0 + lifetime 0 deletes every mapping of the client for the protocol (RFC 6886 §3.4)', async () => {
-    for (const p of [4100, 4101]) assert.equal(decodeNatPmpResponse(await c.ask(map(2, p, p, 600), h.port)).resultCode, 0);
+    for (const p of [4100, 4101])
+      assert.equal(decodeNatPmpResponse(await c.ask(map(2, p, p, 600), h.port)).resultCode, 0);
     const r = decodeNatPmpResponse(await c.ask(map(2, 0, 0, 0), h.port));
     assert.equal(r.resultCode, 0);
     assert.equal(h.env.table.findByInternal('tcp', '127.0.0.1', 4100), null);
@@ -67,7 +88,17 @@ describe('NAT-PMP', () => {
   });
 
   test('a port held by UPnP is never handed out: NAT-PMP gets another port', async () => {
-    const u = await h.env.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: '127.0.0.9', internalAddress: '127.0.0.9', internalPort: 4500, externalPort: 4500, allowOtherPort: false, lifetime: 3600 });
+    const u = await h.env.table.request({
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'tcp',
+      owner: '127.0.0.9',
+      internalAddress: '127.0.0.9',
+      internalPort: 4500,
+      externalPort: 4500,
+      allowOtherPort: false,
+      lifetime: 3600,
+    });
     assert.ok(u.ok);
     const r = decodeNatPmpResponse(await c.ask(map(2, 4500, 4500, 600), h.port));
     assert.equal(r.resultCode, 0);
@@ -81,7 +112,9 @@ describe('NAT-PMP', () => {
     const n1 = decodeNatPmpResponse(await c.ask(map(2, 4600, 4600, 600), h.port));
     assert.equal(n1.resultCode, 0);
     const id = h.env.table.findByInternal('tcp', '127.0.0.1', 4600)!.id;
-    const p = decodePcpResponse(await c.ask(mapRequest({ internalPort: 4600, nonce: NONCE_A, lifetime: 1200 }), h.port));
+    const p = decodePcpResponse(
+      await c.ask(mapRequest({ internalPort: 4600, nonce: NONCE_A, lifetime: 1200 }), h.port),
+    );
     assert.equal(p.resultCode, ResultCode.SUCCESS);
     assert.equal(p.map?.externalPort, 4600);
     let lease = h.env.table.findByInternal('tcp', '127.0.0.1', 4600)!;
@@ -90,7 +123,7 @@ describe('NAT-PMP', () => {
     const wrong = decodePcpResponse(await c.ask(mapRequest({ internalPort: 4600, nonce: NONCE_B }), h.port));
     assert.equal(wrong.resultCode, ResultCode.NOT_AUTHORIZED, 'after adoption the nonce rules apply');
     const n2 = decodeNatPmpResponse(await c.ask(map(2, 4600, 0, 900), h.port));
-    assert.equal(n2.resultCode, NatPmpResultCode.NOT_AUTHORIZED, 'the nonce is the owner\'s proof and NAT-PMP has none');
+    assert.equal(n2.resultCode, NatPmpResultCode.NOT_AUTHORIZED, "the nonce is the owner's proof and NAT-PMP has none");
     lease = h.env.table.findByInternal('tcp', '127.0.0.1', 4600)!;
     assert.equal(lease.id, id);
     assert.equal(lease.nonce, NONCE_A);
@@ -98,7 +131,12 @@ describe('NAT-PMP', () => {
   });
 
   test('NAT-PMP cannot renew, move or delete a mapping PCP made with a nonce: result 2, the lease unchanged', async () => {
-    const p = decodePcpResponse(await c.ask(mapRequest({ protocol: 17, internalPort: 4700, externalPort: 4700, nonce: NONCE_A, lifetime: 3600 }), h.port));
+    const p = decodePcpResponse(
+      await c.ask(
+        mapRequest({ protocol: 17, internalPort: 4700, externalPort: 4700, nonce: NONCE_A, lifetime: 3600 }),
+        h.port,
+      ),
+    );
     assert.equal(p.resultCode, ResultCode.SUCCESS);
     const before = h.env.table.findByInternal('udp', '127.0.0.1', 4700)!;
     h.env.clock.advance(30_000);
@@ -119,7 +157,10 @@ describe('NAT-PMP', () => {
     assert.equal(after.externalPort, 4700);
     assert.equal(h.env.table.list({ owner: '127.0.0.1', protocol: 'udp', internalPort: 4700 }).total, 1);
     assert.equal(h.env.table.findByExternal('udp', 4800), null);
-    assert.ok([...h.env.dataplane.entries.values()].some((e) => e.protocol === 'udp' && e.externalPort === 4700), 'the kernel entry stays');
+    assert.ok(
+      [...h.env.dataplane.entries.values()].some((e) => e.protocol === 'udp' && e.externalPort === 4700),
+      'the kernel entry stays',
+    );
     // delete-all (internal port 0) ends the client's NAT-PMP mappings and passes over the PCP one
     assert.equal(decodeNatPmpResponse(await c.ask(map(1, 4701, 4701, 600), h.port)).resultCode, 0);
     const all = decodeNatPmpResponse(await c.ask(map(1, 0, 0, 0), h.port));
@@ -127,7 +168,9 @@ describe('NAT-PMP', () => {
     assert.equal(h.env.table.findByInternal('udp', '127.0.0.1', 4701), null);
     assert.equal(h.env.table.findByInternal('udp', '127.0.0.1', 4700)?.id, before.id, 'the PCP mapping survives');
     // its owner, with the nonce, still renews and deletes it
-    const own = decodePcpResponse(await c.ask(mapRequest({ protocol: 17, internalPort: 4700, nonce: NONCE_A, lifetime: 0 }), h.port));
+    const own = decodePcpResponse(
+      await c.ask(mapRequest({ protocol: 17, internalPort: 4700, nonce: NONCE_A, lifetime: 0 }), h.port),
+    );
     assert.equal(own.resultCode, ResultCode.SUCCESS);
     assert.equal(h.env.table.findByInternal('udp', '127.0.0.1', 4700), null);
   });
@@ -144,7 +187,10 @@ describe('version handling when one protocol is off (RFC 6887 §9)', () => {
       assert.equal(r[1], 0x81);
       assert.equal(r.readUInt16BE(2), NatPmpResultCode.UNSUPPORTED_VERSION);
       assert.equal(decodeNatPmpResponse(await c.ask(ext, h.port)).resultCode, 0, 'NAT-PMP still served');
-    } finally { c.close(); await h.close(); }
+    } finally {
+      c.close();
+      await h.close();
+    }
   });
 
   test('NAT-PMP disabled: a version-0 request gets PCP UNSUPP_VERSION carrying version 2', async () => {
@@ -154,6 +200,9 @@ describe('version handling when one protocol is off (RFC 6887 §9)', () => {
       const r = decodePcpResponse(await c.ask(map(2, 4000, 4000, 60), h.port));
       assert.equal(r.version, 2);
       assert.equal(r.resultCode, ResultCode.UNSUPP_VERSION);
-    } finally { c.close(); await h.close(); }
+    } finally {
+      c.close();
+      await h.close();
+    }
   });
 });

@@ -15,7 +15,10 @@ import { parseConfig } from '../../src/config/index.js';
 import { startPortd, type Portd } from '../../src/main.js';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) || process.env['CI'] === 'true' ? false : `${CHROMIUM} not installed (apt-get install -y chromium)`;
+const skip =
+  existsSync(CHROMIUM) || process.env['CI'] === 'true'
+    ? false
+    : `${CHROMIUM} not installed (apt-get install -y chromium)`;
 const A = '127.0.0.11';
 const B = '127.0.0.12';
 
@@ -27,7 +30,8 @@ describe('dashboard triggers panel in chromium', { skip, timeout: 90_000 }, () =
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'portd-trig-dash-'));
-    portd = await startPortd(parseConfig(`
+    portd = await startPortd(
+      parseConfig(`
 interfaces: { wan: lo, lan: [lo] }
 externalAddress: 192.0.2.1
 listenAddresses: [127.0.0.1]
@@ -43,11 +47,23 @@ triggers:
     match: { protocol: udp, ports: "6112" }
     open: [{ protocol: tcp, ports: "6113-6119" }]
     idleTimeout: 300
-`), pino({ level: 'silent' }));
+`),
+      pino({ level: 'silent' }),
+    );
     base = `http://127.0.0.1:${portd.admin.port}`;
     browser = await chromium.launch({
-      executablePath: CHROMIUM, headless: true, timeout: 60_000,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 60_000,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
   });
   after(async () => {
@@ -70,24 +86,58 @@ triggers:
     assert.match((await row.textContent()) ?? '', /\(config\)/);
 
     // a firing elsewhere (API) shows up through the event stream
-    const fire = (host: string) => fetch(`${base}/api/v1/triggers/game/fire`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ host }) });
+    const fire = (host: string) =>
+      fetch(`${base}/api/v1/triggers/game/fire`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...auth },
+        body: JSON.stringify({ host }),
+      });
     assert.equal((await fire(A)).status, 200);
-    await page.waitForFunction(() => document.querySelector('#trigger-table tr[data-trigger="game"] [data-state]')?.textContent?.startsWith('held by 127.0.0.11'), null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () =>
+        document
+          .querySelector('#trigger-table tr[data-trigger="game"] [data-state]')
+          ?.textContent?.startsWith('held by 127.0.0.11'),
+      null,
+      { timeout: 10_000 },
+    );
     assert.equal((await fire(B)).status, 409);
-    await page.waitForFunction(() => /held by trigger 127\.0\.0\.11/.test(document.querySelector('#trigger-table tr[data-trigger="game"]')?.textContent ?? ''), null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () =>
+        /held by trigger 127\.0\.0\.11/.test(
+          document.querySelector('#trigger-table tr[data-trigger="game"]')?.textContent ?? '',
+        ),
+      null,
+      { timeout: 10_000 },
+    );
     assert.match((await row.textContent()) ?? '', /1 \/ 0 \/ 1/);
     // the lease is in the table with the trigger colour
     await page.locator('#lease-rows tr[data-source="trigger"]').first().waitFor({ timeout: 10_000 });
 
     // firing from the panel (after the holder's opening is revoked by the admin)
-    const lease = (await (await fetch(`${base}/api/v1/leases?source=trigger`)).json() as { leases: { id: string }[] }).leases[0]!;
+    const lease = ((await (await fetch(`${base}/api/v1/leases?source=trigger`)).json()) as { leases: { id: string }[] })
+      .leases[0]!;
     assert.equal((await fetch(`${base}/api/v1/leases/${lease.id}`, { method: 'DELETE', headers: auth })).status, 200);
-    await page.waitForFunction(() => document.querySelector('#trigger-table tr[data-trigger="game"] [data-state]')?.textContent === 'idle', null, { timeout: 10_000 });
-    page.once('dialog', (d) => { void d.accept(B); });
+    await page.waitForFunction(
+      () => document.querySelector('#trigger-table tr[data-trigger="game"] [data-state]')?.textContent === 'idle',
+      null,
+      { timeout: 10_000 },
+    );
+    page.once('dialog', (d) => {
+      void d.accept(B);
+    });
     await page.locator('button[data-fire="game"]').click();
-    await page.waitForFunction(() => document.querySelector('#trigger-table tr[data-trigger="game"] [data-state]')?.textContent?.startsWith('held by 127.0.0.12'), null, { timeout: 10_000 });
+    await page.waitForFunction(
+      () =>
+        document
+          .querySelector('#trigger-table tr[data-trigger="game"] [data-state]')
+          ?.textContent?.startsWith('held by 127.0.0.12'),
+      null,
+      { timeout: 10_000 },
+    );
     assert.match((await page.locator('#triggers-msg').textContent()) ?? '', /game opened for 127\.0\.0\.12/);
-    if (process.env['TRIGGER_SCREENSHOT']) await page.locator('#triggers').screenshot({ path: process.env['TRIGGER_SCREENSHOT'] });
+    if (process.env['TRIGGER_SCREENSHOT'])
+      await page.locator('#triggers').screenshot({ path: process.env['TRIGGER_SCREENSHOT'] });
     await page.close();
   });
 });

@@ -23,7 +23,13 @@ interface NatUpnpClient {
   externalIp(cb: (err: Error | null, ip?: string) => void): void;
   close(): void;
 }
-interface NatUpnpMapping { public: { port: number }; private: { host: string; port: number }; protocol: string; description: string; ttl: number }
+interface NatUpnpMapping {
+  public: { port: number };
+  private: { host: string; port: number };
+  protocol: string;
+  description: string;
+  ttl: number;
+}
 
 const hasUpnpc = (await run('sh', ['-c', 'command -v upnpc'])).code === 0;
 
@@ -66,9 +72,14 @@ test('upnpc -s on both description URLs', { skip: !hasUpnpc && 'upnpc not instal
   }
 });
 
-test('upnpc -a / -l / -L / -d against IGD:2, and -a with lease 0 against IGD:1 is capped, not refused', { skip: !hasUpnpc && 'upnpc not installed' }, async () => {
+test('upnpc -a / -l / -L / -d against IGD:2, and -a with lease 0 against IGD:1 is capped, not refused', {
+  skip: !hasUpnpc && 'upnpc not installed',
+}, async () => {
   let r = await run('upnpc', ['-u', h.descV2, '-e', 'upnpc-v2', '-a', '127.0.0.1', '8080', '18080', 'TCP', '3600']);
-  assert.match(r.stdout, /external 203\.0\.113\.1:18080 TCP is redirected to internal 127\.0\.0\.1:8080 \(duration=3600\)/);
+  assert.match(
+    r.stdout,
+    /external 203\.0\.113\.1:18080 TCP is redirected to internal 127\.0\.0\.1:8080 \(duration=3600\)/,
+  );
   const lease = h.env.table.findByExternal('tcp', 18080);
   assert.equal(lease?.source, 'upnp');
   assert.equal(lease?.owner, '127.0.0.1');
@@ -77,15 +88,26 @@ test('upnpc -a / -l / -L / -d against IGD:2, and -a with lease 0 against IGD:1 i
   assert.equal(h.env.dataplane.entries.size, 1);
 
   r = await run('upnpc', ['-u', h.descV1, '-a', '127.0.0.1', '8081', '18081', 'UDP', '0']);
-  assert.match(r.stdout, /external 203\.0\.113\.1:18081 UDP is redirected to internal 127\.0\.0\.1:8081 \(duration=604800\)/);
+  assert.match(
+    r.stdout,
+    /external 203\.0\.113\.1:18081 UDP is redirected to internal 127\.0\.0\.1:8081 \(duration=604800\)/,
+  );
   const perm = h.env.table.findByExternal('udp', 18081)!;
   assert.equal(perm.requestedLifetime, 0, 'a v1 "permanent" request stays visible as such');
   assert.equal(perm.expiresAt, h.env.clock.now() + 604800 * 1000, 'capped at policy.lifetime.upnp.max');
 
   r = await run('upnpc', ['-u', h.descV1, '-l']);
-  assert.deepEqual(upnpcRows(r.stdout).map((x) => `${x.proto} ${x.ext} ${x.internal}`).sort(), ['TCP 18080 127.0.0.1:8080', 'UDP 18081 127.0.0.1:8081']);
+  assert.deepEqual(
+    upnpcRows(r.stdout)
+      .map((x) => `${x.proto} ${x.ext} ${x.internal}`)
+      .sort(),
+    ['TCP 18080 127.0.0.1:8080', 'UDP 18081 127.0.0.1:8081'],
+  );
   r = await run('upnpc', ['-u', h.descV2, '-L']);
-  assert.deepEqual(upnpcRows(r.stdout).map((x) => `${x.proto} ${x.ext} ${x.desc} ${x.lease}`), ['TCP 18080 upnpc-v2 3600', 'UDP 18081 libminiupnpc 604800']);
+  assert.deepEqual(
+    upnpcRows(r.stdout).map((x) => `${x.proto} ${x.ext} ${x.desc} ${x.lease}`),
+    ['TCP 18080 upnpc-v2 3600', 'UDP 18081 libminiupnpc 604800'],
+  );
 
   r = await run('upnpc', ['-u', h.descV2, '-d', '18080', 'TCP']);
   assert.match(r.stdout, /UPNP_DeletePortMapping\(\) returned : 0/);
@@ -98,7 +120,9 @@ test('upnpc -a / -l / -L / -d against IGD:2, and -a with lease 0 against IGD:1 i
   assert.match(r.stdout, /714/);
 });
 
-test('upnpc -r maps ports for the calling host; repeating it renews instead of conflicting', { skip: !hasUpnpc && 'upnpc not installed' }, async () => {
+test('upnpc -r maps ports for the calling host; repeating it renews instead of conflicting', {
+  skip: !hasUpnpc && 'upnpc not installed',
+}, async () => {
   for (let i = 0; i < 2; i++) {
     const r = await run('upnpc', ['-u', h.descV2, '-r', '9100', '19100', 'TCP', '9101', 'UDP']);
     assert.equal(r.code, 0, r.stderr);
@@ -106,28 +130,45 @@ test('upnpc -r maps ports for the calling host; repeating it renews instead of c
     assert.match(r.stdout, /9101 UDP is redirected to internal 127\.0\.0\.1:9101/);
   }
   assert.equal(active().filter((l) => [19100, 9101].includes(l.externalPort)).length, 2);
-  for (const [port, proto] of [['19100', 'TCP'], ['9101', 'UDP']] as const) await run('upnpc', ['-u', h.descV2, '-d', port, proto]);
+  for (const [port, proto] of [
+    ['19100', 'TCP'],
+    ['9101', 'UDP'],
+  ] as const)
+    await run('upnpc', ['-u', h.descV2, '-d', port, proto]);
   assert.equal(active().length, 0);
 });
 
 test('a mapping made by one client is listed by the others', { skip: !hasUpnpc && 'upnpc not installed' }, async () => {
   // nat-upnp (IGD:1, AddPortMapping on WANIPConnection:1)
-  await cb((c) => natClient.portMapping({ public: 19000, private: 9000, protocol: 'udp', ttl: 600, description: 'by-nat-upnp' }, c));
+  await cb((c) =>
+    natClient.portMapping({ public: 19000, private: 9000, protocol: 'udp', ttl: 600, description: 'by-nat-upnp' }, c),
+  );
   assert.equal(await cb<string>((c) => natClient.externalIp(c)), EXTERNAL);
   // nat-port-mapper (IGD:2, AddAnyPortMapping on WANIPConnection:2)
   const gw = await upnpNat({ autoRefresh: false }).getGateway(new URL(h.descV2));
-  const m = await gw.map(7000, '127.0.0.1', { protocol: 'tcp', ttl: 7200_000, autoRefresh: false, description: 'by-nat-port-mapper' });
+  const m = await gw.map(7000, '127.0.0.1', {
+    protocol: 'tcp',
+    ttl: 7200_000,
+    autoRefresh: false,
+    description: 'by-nat-port-mapper',
+  });
   assert.equal(m.externalPort, 7000);
   assert.equal(m.externalHost, EXTERNAL);
   // upnpc (IGD:1 description this time)
   await run('upnpc', ['-u', h.descV1, '-e', 'by-upnpc', '-a', '127.0.0.1', '8000', '18000', 'TCP', '1200']);
 
   const want = ['TCP 18000 by-upnpc', 'TCP 7000 by-nat-port-mapper', 'UDP 19000 by-nat-upnp'];
-  const viaUpnpc = upnpcRows((await run('upnpc', ['-u', h.descV2, '-l'])).stdout).map((x) => `${x.proto} ${x.ext} ${x.desc}`).sort();
+  const viaUpnpc = upnpcRows((await run('upnpc', ['-u', h.descV2, '-l'])).stdout)
+    .map((x) => `${x.proto} ${x.ext} ${x.desc}`)
+    .sort();
   assert.deepEqual(viaUpnpc, want);
-  const viaList = upnpcRows((await run('upnpc', ['-u', h.descV2, '-L'])).stdout).map((x) => `${x.proto} ${x.ext} ${x.desc}`).sort();
+  const viaList = upnpcRows((await run('upnpc', ['-u', h.descV2, '-L'])).stdout)
+    .map((x) => `${x.proto} ${x.ext} ${x.desc}`)
+    .sort();
   assert.deepEqual(viaList, want);
-  const viaNat = (await cb<NatUpnpMapping[]>((c) => natClient.getMappings(c))).map((x) => `${x.protocol.toUpperCase()} ${x.public.port} ${x.description}`).sort();
+  const viaNat = (await cb<NatUpnpMapping[]>((c) => natClient.getMappings(c)))
+    .map((x) => `${x.protocol.toUpperCase()} ${x.public.port} ${x.description}`)
+    .sort();
   assert.deepEqual(viaNat, want);
   assert.equal(h.env.dataplane.entries.size, 3);
 

@@ -6,7 +6,12 @@ import { execFile } from 'node:child_process';
 import pino from 'pino';
 import type { Config, PolicyConfig } from '../../src/config/types.js';
 import { validateConfig } from '../../src/config/index.js';
-import { createUpnpServer, generateUuids, type UpnpServer, type UpnpServerOptions } from '../../src/frontends/upnp/index.js';
+import {
+  createUpnpServer,
+  generateUuids,
+  type UpnpServer,
+  type UpnpServerOptions,
+} from '../../src/frontends/upnp/index.js';
 import { makeTable, testPolicy } from '../helpers/leases.js';
 
 export const EXTERNAL = '203.0.113.1';
@@ -32,15 +37,26 @@ export interface UpnpHarness {
   close(): Promise<void>;
 }
 
-export async function startUpnp(opts: {
-  upnp?: Partial<Config['upnp']>; policy?: Partial<PolicyConfig>; extra?: Partial<UpnpServerOptions>; isLanClient?: (a: string) => boolean;
-} = {}): Promise<UpnpHarness> {
+export async function startUpnp(
+  opts: {
+    upnp?: Partial<Config['upnp']>;
+    policy?: Partial<PolicyConfig>;
+    extra?: Partial<UpnpServerOptions>;
+    isLanClient?: (a: string) => boolean;
+  } = {},
+): Promise<UpnpHarness> {
   const config = upnpConfig(opts.upnp, opts.policy);
   const env = makeUpnpTable(config.policy);
   const server = createUpnpServer({
-    config, leases: env.table, log: pino({ level: process.env.TEST_LOG ?? 'silent' }), metrics: env.metrics, clock: env.clock,
-    uuids: generateUuids(), listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
-    isLanClient: opts.isLanClient ?? ((a) => a.startsWith('127.')), presentationUrl: null,
+    config,
+    leases: env.table,
+    log: pino({ level: process.env.TEST_LOG ?? 'silent' }),
+    metrics: env.metrics,
+    clock: env.clock,
+    uuids: generateUuids(),
+    listen: { addresses: ['127.0.0.1/8'], httpPort: 0 },
+    isLanClient: opts.isLanClient ?? ((a) => a.startsWith('127.')),
+    presentationUrl: null,
     wanStats: () => ({ bytesSent: 2 ** 32 + 5, bytesReceived: 1234, packetsSent: 10, packetsReceived: 20 }),
     gena: { coalesceMs: 5, notifyTimeoutMs: 1000 },
     ...opts.extra,
@@ -49,26 +65,56 @@ export async function startUpnp(opts: {
   const d = server.descriptionUrls()[0]!;
   const base = d.v1.replace(/\/igd1\/desc\.xml$/, '');
   return {
-    env, server, config, base, descV1: d.v1, descV2: d.v2,
-    async close() { await server.close(); await env.dispose(); },
+    env,
+    server,
+    config,
+    base,
+    descV1: d.v1,
+    descV2: d.v2,
+    async close() {
+      await server.close();
+      await env.dispose();
+    },
   };
 }
 
 /** runs a command with a time bound; resolves with its output and exit code, never rejects */
-export function run(cmd: string, args: readonly string[], timeoutMs = 15000): Promise<{ code: number; stdout: string; stderr: string }> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  timeoutMs = 15000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : -1
+        : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
   });
 }
 
 /** POSTs one SOAP action; returns status and body */
-export async function soap(url: string, serviceUrn: string, action: string, args: Record<string, string | number> = {}, headers: Record<string, string> = {}) {
-  const body = `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${serviceUrn}">`
-    + Object.entries(args).map(([k, v]) => `<${k}>${v}</${k}>`).join('') + `</u:${action}></s:Body></s:Envelope>`;
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'text/xml; charset="utf-8"', soapaction: `"${serviceUrn}#${action}"`, ...headers }, body });
+export async function soap(
+  url: string,
+  serviceUrn: string,
+  action: string,
+  args: Record<string, string | number> = {},
+  headers: Record<string, string> = {},
+) {
+  const body =
+    `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${serviceUrn}">` +
+    Object.entries(args)
+      .map(([k, v]) => `<${k}>${v}</${k}>`)
+      .join('') +
+    `</u:${action}></s:Body></s:Envelope>`;
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'text/xml; charset="utf-8"', soapaction: `"${serviceUrn}#${action}"`, ...headers },
+    body,
+  });
   return { status: res.status, body: await res.text() };
 }
 

@@ -14,8 +14,11 @@ async function udp(address = '127.0.0.1') {
   socket.on('message', (m, r) => inbox.push({ text: m.toString('latin1'), from: r.address, port: r.port }));
   await new Promise<void>((r) => socket.bind(0, address, r));
   return {
-    socket, inbox, port: () => socket.address().port,
-    send: (s: string | Buffer, port: number) => new Promise<void>((r) => socket.send(typeof s === 'string' ? Buffer.from(s) : s, port, '127.0.0.1', () => r())),
+    socket,
+    inbox,
+    port: () => socket.address().port,
+    send: (s: string | Buffer, port: number) =>
+      new Promise<void>((r) => socket.send(typeof s === 'string' ? Buffer.from(s) : s, port, '127.0.0.1', () => r())),
     async until(pred: () => boolean, ms = 3000) {
       const deadline = Date.now() + ms;
       while (!pred() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -26,7 +29,8 @@ async function udp(address = '127.0.0.1') {
 }
 
 const header = (text: string, name: string) => new RegExp(`^${name}: ?(.*)$`, 'mi').exec(text)?.[1]?.trim() ?? null;
-const search = (st: string, mx = 1) => `M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: ${mx}\r\nST: ${st}\r\n\r\n`;
+const search = (st: string, mx = 1) =>
+  `M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: ${mx}\r\nST: ${st}\r\n\r\n`;
 
 test('M-SEARCH answers, NOTIFY alive on start and byebye on close, outsiders ignored', async () => {
   const notifies = await udp();
@@ -34,7 +38,17 @@ test('M-SEARCH answers, NOTIFY alive on start and byebye on close, outsiders ign
   const outsider = await udp('127.0.0.2');
   const h = await startUpnp({
     isLanClient: (a) => a === '127.0.0.1',
-    extra: { ssdp: { enabled: true, port: 0, joinMulticast: false, notifyTarget: { address: '127.0.0.1', port: notifies.port() }, maxDelayMs: 50 }, bootId: 42, configId: 7 },
+    extra: {
+      ssdp: {
+        enabled: true,
+        port: 0,
+        joinMulticast: false,
+        notifyTarget: { address: '127.0.0.1', port: notifies.port() },
+        maxDelayMs: 50,
+      },
+      bootId: 42,
+      configId: 7,
+    },
   });
   try {
     const port = h.server.ssdpAddresses()[0]!.port;
@@ -42,7 +56,9 @@ test('M-SEARCH answers, NOTIFY alive on start and byebye on close, outsiders ign
     assert.ok(await notifies.until(() => notifies.inbox.length >= 20));
     const alive = notifies.inbox.filter((m) => header(m.text, 'NTS') === 'ssdp:alive');
     assert.equal(alive.length, 20);
-    assert.ok(alive.every((m) => header(m.text, 'BOOTID.UPNP.ORG') === '42' && header(m.text, 'CONFIGID.UPNP.ORG') === '7'));
+    assert.ok(
+      alive.every((m) => header(m.text, 'BOOTID.UPNP.ORG') === '42' && header(m.text, 'CONFIGID.UPNP.ORG') === '7'),
+    );
     assert.ok(alive.every((m) => header(m.text, 'CACHE-CONTROL') === 'max-age=1800'));
     assert.deepEqual([...new Set(alive.map((m) => header(m.text, 'LOCATION')))].sort(), [h.descV1, h.descV2]);
 
@@ -98,7 +114,9 @@ test('CONFIGID.UPNP.ORG follows the descriptions: the same for the same configur
       assert.ok(m, xml.slice(0, 200));
       assert.match(xml, new RegExp(`<friendlyName>${friendlyName}</friendlyName>`));
       return Number(m[1]);
-    } finally { await h.close(); }
+    } finally {
+      await h.close();
+    }
   };
   const a = await configIdOf('Gateway A');
   assert.ok(a >= 0 && a <= 16777215);

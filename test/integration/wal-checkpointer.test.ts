@@ -16,24 +16,42 @@ import { createPolicy } from '../../src/policy/policy.js';
 import { testPolicy } from '../helpers/leases.js';
 
 const dirs: string[] = [];
-after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 async function run(checkpointIntervalMs: number): Promise<{ grew: boolean; autocheckpoint: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'portd-ckpt-'));
   dirs.push(dir);
   const path = join(dir, 'portd.sqlite');
   const table = createLeaseTable({
-    database: { path, checkpointIntervalMs }, dataplane: createMemoryDataplane(), policy: createPolicy(testPolicy({ maxLeasesPerClient: 100_000 })),
-    clock: createFixedClock(), log: pino({ level: 'silent' }), externalAddress: '203.0.113.1',
+    database: { path, checkpointIntervalMs },
+    dataplane: createMemoryDataplane(),
+    policy: createPolicy(testPolicy({ maxLeasesPerClient: 100_000 })),
+    clock: createFixedClock(),
+    log: pino({ level: 'silent' }),
+    externalAddress: '203.0.113.1',
   });
   try {
     const before = statSync(path).size;
     const autocheckpoint = table.store.db.pragma('wal_autocheckpoint', { simple: true }) as number;
     for (let i = 0; i < 20; i++) {
-      await Promise.all(Array.from({ length: 50 }, (_, j) => table.request({
-        source: 'upnp', identity: 'external', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11',
-        internalPort: 20000 + i * 50 + j, externalPort: 20000 + i * 50 + j, allowOtherPort: false, lifetime: 3600, description: 'x'.repeat(40),
-      })));
+      await Promise.all(
+        Array.from({ length: 50 }, (_, j) =>
+          table.request({
+            source: 'upnp',
+            identity: 'external',
+            protocol: 'tcp',
+            owner: '192.168.77.11',
+            internalAddress: '192.168.77.11',
+            internalPort: 20000 + i * 50 + j,
+            externalPort: 20000 + i * 50 + j,
+            allowOtherPort: false,
+            lifetime: 3600,
+            description: 'x'.repeat(40),
+          }),
+        ),
+      );
     }
     const deadline = Date.now() + 3000;
     let grew = false;

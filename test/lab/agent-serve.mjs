@@ -12,10 +12,21 @@ export function serve(ops) {
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('line', async (line) => {
     let msg;
-    try { msg = JSON.parse(line); } catch { return; }
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      return;
+    }
     const fn = ops[msg.op];
-    if (!fn) { reply(msg.id, { ok: false, error: `unknown op ${msg.op}` }); return; }
-    try { reply(msg.id, await fn(msg)); } catch (e) { reply(msg.id, { ok: false, error: String(e?.message ?? e) }); }
+    if (!fn) {
+      reply(msg.id, { ok: false, error: `unknown op ${msg.op}` });
+      return;
+    }
+    try {
+      reply(msg.id, await fn(msg));
+    } catch (e) {
+      reply(msg.id, { ok: false, error: String(e?.message ?? e) });
+    }
   });
   rl.on('close', () => process.exit(0));
   process.on('SIGTERM', () => process.exit(0));

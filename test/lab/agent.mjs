@@ -23,12 +23,18 @@ function listen(msg) {
         s.on('error', () => {});
       });
       srv.on('error', (e) => resolve({ ok: false, error: e.message }));
-      srv.listen(msg.port, msg.host ?? '0.0.0.0', () => { servers.push(srv); resolve({ ok: true }); });
+      srv.listen(msg.port, msg.host ?? '0.0.0.0', () => {
+        servers.push(srv);
+        resolve({ ok: true });
+      });
     } else {
       const s = dgram.createSocket('udp4');
       s.on('message', (d, r) => s.send(echoText(r.address, d.toString()), r.port, r.address));
       s.on('error', (e) => resolve({ ok: false, error: e.message }));
-      s.bind(msg.port, msg.host ?? '0.0.0.0', () => { servers.push(s); resolve({ ok: true }); });
+      s.bind(msg.port, msg.host ?? '0.0.0.0', () => {
+        servers.push(s);
+        resolve({ ok: true });
+      });
     }
   });
 }
@@ -36,17 +42,37 @@ function listen(msg) {
 function tcpConnect(msg) {
   return new Promise((resolve) => {
     const s = net.connect({ host: msg.host, port: msg.port, localAddress: msg.localAddress });
-    const t = setTimeout(() => { s.destroy(); resolve({ ok: false, error: 'timeout' }); }, msg.timeoutMs ?? 2000);
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve({ ok: false, error: 'timeout' });
+    }, msg.timeoutMs ?? 2000);
     s.once('connect', () => {
       clearTimeout(t);
       const id = next++;
       const c = { s, buf: '', waiter: null, closed: false };
-      s.on('data', (d) => { c.buf += d.toString(); if (c.waiter) { const w = c.waiter; c.waiter = null; w(); } });
-      s.on('close', () => { c.closed = true; if (c.waiter) { const w = c.waiter; c.waiter = null; w(); } });
+      s.on('data', (d) => {
+        c.buf += d.toString();
+        if (c.waiter) {
+          const w = c.waiter;
+          c.waiter = null;
+          w();
+        }
+      });
+      s.on('close', () => {
+        c.closed = true;
+        if (c.waiter) {
+          const w = c.waiter;
+          c.waiter = null;
+          w();
+        }
+      });
       conns.set(id, c);
       resolve({ ok: true, conn: id });
     });
-    s.once('error', (e) => { clearTimeout(t); resolve({ ok: false, error: e.code ?? e.message }); });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      resolve({ ok: false, error: e.code ?? e.message });
+    });
   });
 }
 
@@ -56,9 +82,21 @@ function tcpSend(msg) {
   if (c.closed) return Promise.resolve({ ok: false, error: 'closed' });
   c.buf = '';
   return new Promise((resolve) => {
-    const t = setTimeout(() => { c.waiter = null; resolve({ ok: false, error: 'timeout' }); }, msg.timeoutMs ?? 2000);
-    c.waiter = () => { clearTimeout(t); resolve(c.buf ? { ok: true, reply: c.buf } : { ok: false, error: 'closed' }); };
-    c.s.write(msg.data, (err) => { if (err) { clearTimeout(t); c.waiter = null; resolve({ ok: false, error: err.message }); } });
+    const t = setTimeout(() => {
+      c.waiter = null;
+      resolve({ ok: false, error: 'timeout' });
+    }, msg.timeoutMs ?? 2000);
+    c.waiter = () => {
+      clearTimeout(t);
+      resolve(c.buf ? { ok: true, reply: c.buf } : { ok: false, error: 'closed' });
+    };
+    c.s.write(msg.data, (err) => {
+      if (err) {
+        clearTimeout(t);
+        c.waiter = null;
+        resolve({ ok: false, error: err.message });
+      }
+    });
   });
 }
 
@@ -78,7 +116,13 @@ function udpOpen(msg) {
     s.bind(msg.port ?? 0, msg.localAddress, () => {
       const id = next++;
       const u = { s, waiter: null };
-      s.on('message', (d) => { if (u.waiter) { const w = u.waiter; u.waiter = null; w(d.toString()); } });
+      s.on('message', (d) => {
+        if (u.waiter) {
+          const w = u.waiter;
+          u.waiter = null;
+          w(d.toString());
+        }
+      });
       socks.set(id, u);
       resolve({ ok: true, sock: id, port: s.address().port });
     });
@@ -89,16 +133,34 @@ function udpSend(msg) {
   const u = socks.get(msg.sock);
   if (!u) return Promise.resolve({ ok: false, error: 'no such socket' });
   return new Promise((resolve) => {
-    const t = setTimeout(() => { u.waiter = null; resolve({ ok: false, error: 'timeout' }); }, msg.timeoutMs ?? 2000);
-    u.waiter = (reply) => { clearTimeout(t); resolve({ ok: true, reply }); };
-    u.s.send(msg.data, msg.port, msg.host, (err) => { if (err) { clearTimeout(t); u.waiter = null; resolve({ ok: false, error: err.message }); } });
+    const t = setTimeout(() => {
+      u.waiter = null;
+      resolve({ ok: false, error: 'timeout' });
+    }, msg.timeoutMs ?? 2000);
+    u.waiter = (reply) => {
+      clearTimeout(t);
+      resolve({ ok: true, reply });
+    };
+    u.s.send(msg.data, msg.port, msg.host, (err) => {
+      if (err) {
+        clearTimeout(t);
+        u.waiter = null;
+        resolve({ ok: false, error: err.message });
+      }
+    });
   });
 }
 
 async function udpProbe(msg) {
   const o = await udpOpen({ localAddress: msg.localAddress });
   if (!o.ok) return o;
-  const r = await udpSend({ sock: o.sock, host: msg.host, port: msg.port, data: msg.data ?? 'probe', timeoutMs: msg.timeoutMs });
+  const r = await udpSend({
+    sock: o.sock,
+    host: msg.host,
+    port: msg.port,
+    data: msg.data ?? 'probe',
+    timeoutMs: msg.timeoutMs,
+  });
   socks.get(o.sock)?.s.close();
   socks.delete(o.sock);
   return r;
@@ -110,20 +172,47 @@ function udpBytes(msg) {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     let done = false;
-    const finish = (r) => { if (done) return; done = true; clearTimeout(t); try { s.close(); } catch { /* closed */ } resolve(r); };
+    const finish = (r) => {
+      if (done) return;
+      done = true;
+      clearTimeout(t);
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+      resolve(r);
+    };
     const t = setTimeout(() => finish({ ok: false, error: 'timeout' }), msg.timeoutMs ?? 2000);
     s.on('error', (e) => finish({ ok: false, error: e.message }));
     s.on('message', (d, r) => finish({ ok: true, reply: d.toString('hex'), from: `${r.address}:${r.port}` }));
     s.bind(msg.localPort ?? 0, msg.localAddress, () => {
-      s.send(Buffer.from(String(msg.hex ?? ''), 'hex'), msg.port, msg.host, (err) => { if (err) finish({ ok: false, error: err.message }); });
+      s.send(Buffer.from(String(msg.hex ?? ''), 'hex'), msg.port, msg.host, (err) => {
+        if (err) finish({ ok: false, error: err.message });
+      });
     });
   });
 }
 
 const ops = {
-  listen, tcpConnect, tcpSend, tcpProbe, udpOpen, udpSend, udpProbe, udpBytes,
-  tcpClose: async (m) => { conns.get(m.conn)?.s.destroy(); conns.delete(m.conn); return { ok: true }; },
-  udpClose: async (m) => { socks.get(m.sock)?.s.close(); socks.delete(m.sock); return { ok: true }; },
+  listen,
+  tcpConnect,
+  tcpSend,
+  tcpProbe,
+  udpOpen,
+  udpSend,
+  udpProbe,
+  udpBytes,
+  tcpClose: async (m) => {
+    conns.get(m.conn)?.s.destroy();
+    conns.delete(m.conn);
+    return { ok: true };
+  },
+  udpClose: async (m) => {
+    socks.get(m.sock)?.s.close();
+    socks.delete(m.sock);
+    return { ok: true };
+  },
   ping: async () => ({ ok: true, label }),
 };
 

@@ -23,16 +23,20 @@ const events = [];
 // ---------- PCP ----------
 function v4mapped(a) {
   const b = Buffer.alloc(16);
-  b[10] = 0xff; b[11] = 0xff;
-  a.split('.').forEach((o, i) => { b[12 + i] = Number(o); });
+  b[10] = 0xff;
+  b[11] = 0xff;
+  a.split('.').forEach((o, i) => {
+    b[12 + i] = Number(o);
+  });
   return b;
 }
 
 function pcpMapPacket(proto, internalPort, suggestedPort, lifetime, nonce) {
   const b = Buffer.alloc(60);
-  b[0] = 2; b[1] = 1;                       // version 2, MAP request
+  b[0] = 2;
+  b[1] = 1; // version 2, MAP request
   b.writeUInt32BE(lifetime, 4);
-  v4mapped(self).copy(b, 8);                // client address = our source address
+  v4mapped(self).copy(b, 8); // client address = our source address
   nonce.copy(b, 24);
   b[36] = proto === 'tcp' ? 6 : 17;
   b.writeUInt16BE(internalPort, 40);
@@ -45,7 +49,10 @@ function pcpMapPacket(proto, internalPort, suggestedPort, lifetime, nonce) {
 function pcpMap({ proto, internalPort, suggestedPort = 0, lifetime, timeoutMs = 800 }) {
   const key = `pcp/${proto}/${internalPort}`;
   let nonce = nonces.get(key);
-  if (!nonce) { nonce = randomBytes(12); nonces.set(key, nonce); }
+  if (!nonce) {
+    nonce = randomBytes(12);
+    nonces.set(key, nonce);
+  }
   const sentAt = Date.now();
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
@@ -54,8 +61,21 @@ function pcpMap({ proto, internalPort, suggestedPort = 0, lifetime, timeoutMs = 
       if (done) return;
       done = true;
       clearTimeout(t);
-      try { s.close(); } catch { /* closed */ }
-      const ev = { kind: 'pcp', key, proto, internalPort, action: lifetime === 0 ? 'del' : 'map', sentAt, at: Date.now(), ...r };
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+      const ev = {
+        kind: 'pcp',
+        key,
+        proto,
+        internalPort,
+        action: lifetime === 0 ? 'del' : 'map',
+        sentAt,
+        at: Date.now(),
+        ...r,
+      };
       events.push(ev);
       resolve(ev);
     };
@@ -68,25 +88,57 @@ function pcpMap({ proto, internalPort, suggestedPort = 0, lifetime, timeoutMs = 
       const epoch = m.readUInt32BE(8);
       const extPort = m.readUInt16BE(42);
       const extAddr = [...m.subarray(56, 60)].join('.');
-      finish(code === 0 ? { outcome: 'ack', code, lifetime: granted, epoch, extPort, extAddr } : { outcome: 'refused', code, lifetime: granted, epoch });
+      finish(
+        code === 0
+          ? { outcome: 'ack', code, lifetime: granted, epoch, extPort, extAddr }
+          : { outcome: 'refused', code, lifetime: granted, epoch },
+      );
     });
-    s.bind(0, self, () => s.send(pcpMapPacket(proto, internalPort, suggestedPort, lifetime, nonce), PCP_PORT, gw, (err) => { if (err) finish({ outcome: 'noanswer', error: err.message }); }));
+    s.bind(0, self, () =>
+      s.send(pcpMapPacket(proto, internalPort, suggestedPort, lifetime, nonce), PCP_PORT, gw, (err) => {
+        if (err) finish({ outcome: 'noanswer', error: err.message });
+      }),
+    );
   });
 }
 
 // ---------- UPnP ----------
 function soap(action, args, timeoutMs = 2000) {
-  const body = `<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${SERVICE}">`
-    + Object.entries(args).map(([k, v]) => `<${k}>${v}</${k}>`).join('') + `</u:${action}></s:Body></s:Envelope>\r\n`;
+  const body =
+    `<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${SERVICE}">` +
+    Object.entries(args)
+      .map(([k, v]) => `<${k}>${v}</${k}>`)
+      .join('') +
+    `</u:${action}></s:Body></s:Envelope>\r\n`;
   return new Promise((resolve) => {
-    const req = http.request({ host: gw, port: UPNP_PORT, path: CONTROL, method: 'POST', localAddress: self, agent: false, timeout: timeoutMs,
-      headers: { 'Content-Type': 'text/xml; charset="utf-8"', SOAPAction: `"${SERVICE}#${action}"`, Connection: 'close', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d.toString(); });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      res.on('error', (e) => resolve({ status: 0, body: '', error: e.message }));
-    });
-    const t = setTimeout(() => { req.destroy(new Error('timeout')); }, timeoutMs);
+    const req = http.request(
+      {
+        host: gw,
+        port: UPNP_PORT,
+        path: CONTROL,
+        method: 'POST',
+        localAddress: self,
+        agent: false,
+        timeout: timeoutMs,
+        headers: {
+          'Content-Type': 'text/xml; charset="utf-8"',
+          SOAPAction: `"${SERVICE}#${action}"`,
+          Connection: 'close',
+          'Content-Length': Buffer.byteLength(body),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d) => {
+          text += d.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('error', (e) => resolve({ status: 0, body: '', error: e.message }));
+      },
+    );
+    const t = setTimeout(() => {
+      req.destroy(new Error('timeout'));
+    }, timeoutMs);
     req.on('close', () => clearTimeout(t));
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (e) => resolve({ status: 0, body: '', error: e.message }));
@@ -94,17 +146,40 @@ function soap(action, args, timeoutMs = 2000) {
   });
 }
 
-function upnpErrorCode(body) { const m = /<errorCode>(\d+)<\/errorCode>/.exec(body); return m ? Number(m[1]) : null; }
+function upnpErrorCode(body) {
+  const m = /<errorCode>(\d+)<\/errorCode>/.exec(body);
+  return m ? Number(m[1]) : null;
+}
 
 async function upnpAdd({ proto, extPort, internalPort, duration }) {
   const key = `upnp/${proto}/${extPort}`;
   const sentAt = Date.now();
   const r = await soap('AddPortMapping', {
-    NewRemoteHost: '', NewExternalPort: extPort, NewProtocol: proto.toUpperCase(), NewInternalPort: internalPort,
-    NewInternalClient: self, NewEnabled: 1, NewPortMappingDescription: `churn ${label}`, NewLeaseDuration: duration,
+    NewRemoteHost: '',
+    NewExternalPort: extPort,
+    NewProtocol: proto.toUpperCase(),
+    NewInternalPort: internalPort,
+    NewInternalClient: self,
+    NewEnabled: 1,
+    NewPortMappingDescription: `churn ${label}`,
+    NewLeaseDuration: duration,
   });
-  const ev = { kind: 'upnp', key, proto, extPort, internalPort, action: 'map', sentAt, at: Date.now(), lifetime: duration,
-    ...(r.status === 200 ? { outcome: 'ack' } : r.status === 0 ? { outcome: 'noanswer', error: r.error } : { outcome: 'refused', code: upnpErrorCode(r.body), http: r.status }) };
+  const ev = {
+    kind: 'upnp',
+    key,
+    proto,
+    extPort,
+    internalPort,
+    action: 'map',
+    sentAt,
+    at: Date.now(),
+    lifetime: duration,
+    ...(r.status === 200
+      ? { outcome: 'ack' }
+      : r.status === 0
+        ? { outcome: 'noanswer', error: r.error }
+        : { outcome: 'refused', code: upnpErrorCode(r.body), http: r.status }),
+  };
   events.push(ev);
   return ev;
 }
@@ -112,12 +187,28 @@ async function upnpAdd({ proto, extPort, internalPort, duration }) {
 async function upnpDel({ proto, extPort }) {
   const key = `upnp/${proto}/${extPort}`;
   const sentAt = Date.now();
-  const r = await soap('DeletePortMapping', { NewRemoteHost: '', NewExternalPort: extPort, NewProtocol: proto.toUpperCase() });
+  const r = await soap('DeletePortMapping', {
+    NewRemoteHost: '',
+    NewExternalPort: extPort,
+    NewProtocol: proto.toUpperCase(),
+  });
   const code = upnpErrorCode(r.body);
   // 714 NoSuchEntryInArray: it is gone either way, which is what the client wanted
   const ok = r.status === 200 || code === 714;
-  const ev = { kind: 'upnp', key, proto, extPort, action: 'del', sentAt, at: Date.now(),
-    ...(ok ? { outcome: 'ack', code } : r.status === 0 ? { outcome: 'noanswer', error: r.error } : { outcome: 'refused', code, http: r.status }) };
+  const ev = {
+    kind: 'upnp',
+    key,
+    proto,
+    extPort,
+    action: 'del',
+    sentAt,
+    at: Date.now(),
+    ...(ok
+      ? { outcome: 'ack', code }
+      : r.status === 0
+        ? { outcome: 'noanswer', error: r.error }
+        : { outcome: 'refused', code, http: r.status }),
+  };
   events.push(ev);
   return ev;
 }
@@ -127,7 +218,13 @@ let churn = null;
 
 function rng(seed) {
   let a = seed >>> 0;
-  return () => { a = (a + 0x6D2B79F5) >>> 0; let t = a; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 function startChurn(msg) {
@@ -147,7 +244,10 @@ function startChurn(msg) {
   async function loop() {
     while (!state.stop) {
       const free = keys.filter((k) => !busy.has(`${k.kind}/${k.proto}/${k.port}`));
-      if (free.length === 0) { await new Promise((r) => setTimeout(r, 5)); continue; }
+      if (free.length === 0) {
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
       const k = pick(free);
       const id = `${k.kind}/${k.proto}/${k.port}`;
       busy.add(id);
@@ -155,12 +255,27 @@ function startChurn(msg) {
       const lifetime = rand() < 0.3 ? pick(shortLifetimes) : pick(longLifetimes);
       let ev;
       try {
-        if (k.kind === 'pcp') ev = await pcpMap({ proto: k.proto, internalPort: k.port, suggestedPort: k.port + (msg.pcpExtOffset ?? 1000), lifetime: del ? 0 : lifetime });
-        else ev = del ? await upnpDel({ proto: k.proto, extPort: k.port }) : await upnpAdd({ proto: k.proto, extPort: k.port, internalPort: k.port, duration: lifetime });
-      } finally { busy.delete(id); }
+        if (k.kind === 'pcp')
+          ev = await pcpMap({
+            proto: k.proto,
+            internalPort: k.port,
+            suggestedPort: k.port + (msg.pcpExtOffset ?? 1000),
+            lifetime: del ? 0 : lifetime,
+          });
+        else
+          ev = del
+            ? await upnpDel({ proto: k.proto, extPort: k.port })
+            : await upnpAdd({ proto: k.proto, extPort: k.port, internalPort: k.port, duration: lifetime });
+      } finally {
+        busy.delete(id);
+      }
       state.ops++;
-      if (ev.outcome === 'ack') { if (ev.action === 'del') held.delete(id); else held.add(id); }
-      if (ev.outcome === 'noanswer') await new Promise((r) => setTimeout(r, 50)); // portd is down: do not spin
+      if (ev.outcome === 'ack') {
+        if (ev.action === 'del') held.delete(id);
+        else held.add(id);
+      }
+      if (ev.outcome === 'noanswer')
+        await new Promise((r) => setTimeout(r, 50)); // portd is down: do not spin
       else if (msg.gapMs) await new Promise((r) => setTimeout(r, Math.floor(rand() * msg.gapMs)));
     }
   }
@@ -184,12 +299,33 @@ function listenAnnounce(msg) {
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     const got = [];
     s.on('message', (m, r) => {
-      if (m[0] === 2 && m[1] === 0x80) got.push({ from: r.address, version: 2, opcode: 'ANNOUNCE', result: m[3], epoch: m.readUInt32BE(8), at: Date.now() });
-      else if (m[0] === 0 && m[1] === 128 && m.length >= 12) got.push({ from: r.address, version: 0, opcode: 'EXTERNAL_ADDRESS', result: m.readUInt16BE(2), epoch: m.readUInt32BE(4), address: [...m.subarray(8, 12)].join('.'), at: Date.now() });
+      if (m[0] === 2 && m[1] === 0x80)
+        got.push({
+          from: r.address,
+          version: 2,
+          opcode: 'ANNOUNCE',
+          result: m[3],
+          epoch: m.readUInt32BE(8),
+          at: Date.now(),
+        });
+      else if (m[0] === 0 && m[1] === 128 && m.length >= 12)
+        got.push({
+          from: r.address,
+          version: 0,
+          opcode: 'EXTERNAL_ADDRESS',
+          result: m.readUInt16BE(2),
+          epoch: m.readUInt32BE(4),
+          address: [...m.subarray(8, 12)].join('.'),
+          at: Date.now(),
+        });
     });
     s.on('error', (e) => resolve({ ok: false, error: e.message }));
     s.bind(5350, '0.0.0.0', () => {
-      try { s.addMembership('224.0.0.1', self); } catch { /* all-hosts is joined anyway */ }
+      try {
+        s.addMembership('224.0.0.1', self);
+      } catch {
+        /* all-hosts is joined anyway */
+      }
       resolve({ ok: true });
       announceSock = { s, got };
     });
@@ -203,8 +339,14 @@ function genaListen(msg) {
   return new Promise((resolve) => {
     genaServer = http.createServer((req, res) => {
       let body = '';
-      req.on('data', (d) => { body += d.toString(); });
-      req.on('end', () => { notifications.push({ at: Date.now(), seq: req.headers['seq'], sid: req.headers['sid'], body }); res.writeHead(200); res.end(); });
+      req.on('data', (d) => {
+        body += d.toString();
+      });
+      req.on('end', () => {
+        notifications.push({ at: Date.now(), seq: req.headers['seq'], sid: req.headers['sid'], body });
+        res.writeHead(200);
+        res.end();
+      });
     });
     genaServer.on('error', (e) => resolve({ ok: false, error: e.message }));
     genaServer.listen(msg.port, self, () => resolve({ ok: true }));
@@ -212,11 +354,21 @@ function genaListen(msg) {
 }
 function subscribe(msg) {
   return new Promise((resolve) => {
-    const req = http.request({ host: gw, port: UPNP_PORT, path: msg.path ?? EVENTS, method: 'SUBSCRIBE', localAddress: self, agent: false,
-      headers: { CALLBACK: `<http://${self}:${msg.port}/>`, NT: 'upnp:event', TIMEOUT: 'Second-300' } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ ok: res.statusCode === 200, status: res.statusCode, sid: res.headers['sid'] }));
-    });
+    const req = http.request(
+      {
+        host: gw,
+        port: UPNP_PORT,
+        path: msg.path ?? EVENTS,
+        method: 'SUBSCRIBE',
+        localAddress: self,
+        agent: false,
+        headers: { CALLBACK: `<http://${self}:${msg.port}/>`, NT: 'upnp:event', TIMEOUT: 'Second-300' },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ ok: res.statusCode === 200, status: res.statusCode, sid: res.headers['sid'] }));
+      },
+    );
     req.setTimeout(3000, () => req.destroy(new Error('timeout')));
     req.on('error', (e) => resolve({ ok: false, error: e.message }));
     req.end();
@@ -228,7 +380,10 @@ const ops = {
   pcp: async (m) => ({ ok: true, ev: await pcpMap(m) }),
   upnpAdd: async (m) => ({ ok: true, ev: await upnpAdd(m) }),
   upnpDel: async (m) => ({ ok: true, ev: await upnpDel(m) }),
-  soap: async (m) => { const r = await soap(m.action, m.args ?? {}, m.timeoutMs ?? 2000); return { ok: r.status === 200, status: r.status, body: r.body, error: r.error }; },
+  soap: async (m) => {
+    const r = await soap(m.action, m.args ?? {}, m.timeoutMs ?? 2000);
+    return { ok: r.status === 200, status: r.status, body: r.body, error: r.error };
+  },
   churn: async (m) => startChurn(m),
   pause: async () => pauseChurn(),
   drain: async () => ({ ok: true, events: events.splice(0) }),

@@ -37,13 +37,25 @@ const HOST_C = '192.168.77.13';
 const SEED = Number(process.env['PORTD_CRASH_SEED'] ?? Date.now() % 100000);
 
 interface Ev {
-  kind: 'pcp' | 'upnp'; key: string; proto: 'tcp' | 'udp'; action: 'map' | 'del'; outcome: 'ack' | 'refused' | 'noanswer';
-  sentAt: number; at: number; lifetime?: number; extPort?: number; internalPort?: number; code?: number | null;
+  kind: 'pcp' | 'upnp';
+  key: string;
+  proto: 'tcp' | 'udp';
+  action: 'map' | 'del';
+  outcome: 'ack' | 'refused' | 'noanswer';
+  sentAt: number;
+  at: number;
+  lifetime?: number;
+  extPort?: number;
+  internalPort?: number;
+  code?: number | null;
 }
 
 /** what one client was last told about one mapping */
 interface Told {
-  host: string; self: string; kind: 'pcp' | 'upnp'; proto: 'tcp' | 'udp';
+  host: string;
+  self: string;
+  kind: 'pcp' | 'upnp';
+  proto: 'tcp' | 'udp';
   /** PCP: internal port (identity); UPnP: external port (identity) */
   port: number;
   present: boolean;
@@ -57,8 +69,15 @@ interface Told {
 }
 
 interface ActiveRow {
-  id: string; source: string; protocol: string; external_port: number; external_port_end: number;
-  internal_address: string; internal_port: number; owner: string; expires_at: number | null;
+  id: string;
+  source: string;
+  protocol: string;
+  external_port: number;
+  external_port_end: number;
+  internal_address: string;
+  internal_port: number;
+  owner: string;
+  expires_at: number | null;
 }
 
 /** helper processes of killed portd runs still alive afterwards (reparented to init), counted by the main test */
@@ -78,39 +97,50 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
     const c = await addLanHost(lab, 'c', HOST_C);
     removeC = c.remove;
     portd = new PortdProcess({
-      lab, dir, verbose: process.env['LAB_LOG'] === 'portd',
-      config: [
-        'logLevel: info',
-        'interfaces: { wan: wan0, lan: [br0] }',
-        'externalAddress: auto',
-        `stateDir: ${dir}`,
-        `database: { path: ${join(dir, 'portd.sqlite')}, synchronous: normal }`,
-        `dataplane: { driver: nftables, table: portd, hairpin: true, reconcileInterval: 5, grace: ${GRACE} }`,
-        'policy:',
-        '  secureMode: true',
-        '  maxLeasesPerClient: 500',
-        '  lifetime: { pcp: { min: 2, max: 86400 }, natpmp: { min: 2, max: 86400 }, upnp: { min: 1, max: 604800 } }',
-        '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
-        'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
-        'pcp: { rateLimit: 0 }',
-        'limits: { pcpRequestsPerSecond: 0 }', // the churn drives PCP past the global default too
-        'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
-        'triggers:',
-        '  - name: crashgame',
-        '    match: { protocol: udp, ports: "7777" }',
-        '    open: [{ protocol: tcp, ports: "7800-7801" }, { protocol: udp, ports: "7800-7801" }]',
-        '    idleTimeout: 20',
-      ].join('\n') + '\n',
+      lab,
+      dir,
+      verbose: process.env['LAB_LOG'] === 'portd',
+      config:
+        [
+          'logLevel: info',
+          'interfaces: { wan: wan0, lan: [br0] }',
+          'externalAddress: auto',
+          `stateDir: ${dir}`,
+          `database: { path: ${join(dir, 'portd.sqlite')}, synchronous: normal }`,
+          `dataplane: { driver: nftables, table: portd, hairpin: true, reconcileInterval: 5, grace: ${GRACE} }`,
+          'policy:',
+          '  secureMode: true',
+          '  maxLeasesPerClient: 500',
+          '  lifetime: { pcp: { min: 2, max: 86400 }, natpmp: { min: 2, max: 86400 }, upnp: { min: 1, max: 604800 } }',
+          '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
+          'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
+          'pcp: { rateLimit: 0 }',
+          'limits: { pcpRequestsPerSecond: 0 }', // the churn drives PCP past the global default too
+          'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
+          'triggers:',
+          '  - name: crashgame',
+          '    match: { protocol: udp, ports: "7777" }',
+          '    open: [{ protocol: tcp, ports: "7800-7801" }, { protocol: udp, ports: "7800-7801" }]',
+          '    idleTimeout: 20',
+        ].join('\n') + '\n',
     });
     // the gateway masquerades LAN traffic to the WAN like any home router (a table of the lab's own)
-    const nat = await lab.nft('table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    oifname "wan0" masquerade\n  }\n}\n');
+    const nat = await lab.nft(
+      'table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    oifname "wan0" masquerade\n  }\n}\n',
+    );
     assert.equal(nat.code, 0, nat.stderr);
     await portd.start();
-    const hosts = [['A', lab.lanA, ADDR.hostA], ['B', lab.lanB, ADDR.hostB], ['C', c.ns, HOST_C]] as const;
+    const hosts = [
+      ['A', lab.lanA, ADDR.hostA],
+      ['B', lab.lanB, ADDR.hostB],
+      ['C', c.ns, HOST_C],
+    ] as const;
     for (const [i, [name, ns, self]] of hosts.entries()) {
       const base = 21000 + i * 20;
       churners.push({
-        name, self, agent: await churnAgent(ns, `churn${name}`, self),
+        name,
+        self,
+        agent: await churnAgent(ns, `churn${name}`, self),
         pcpPorts: Array.from({ length: 6 }, (_, k) => base + k),
         upnpPorts: Array.from({ length: 6 }, (_, k) => 24000 + i * 20 + k),
       });
@@ -126,7 +156,11 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
   });
 
   after(async () => {
-    try { await portd?.stop(); } catch { /* killed */ }
+    try {
+      await portd?.stop();
+    } catch {
+      /* killed */
+    }
     await lab?.teardown();
     removeC?.();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -135,26 +169,63 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
   test(`${ROUNDS} kills at random moments: acknowledged leases survive, kernel = table, nothing open past expiry`, async () => {
     const t0 = performance.now();
     let rand = SEED >>> 0;
-    const random = () => { rand = (rand * 1103515245 + 12345) >>> 0; return rand / 4294967296; };
+    const random = () => {
+      rand = (rand * 1103515245 + 12345) >>> 0;
+      return rand / 4294967296;
+    };
     const told = new Map<string, Told>();
     const stats = {
-      kills: 0, killsDuringStart: 0, acks: 0, refused: 0, unanswered: 0, ops: 0,
-      leasesChecked: 0, deletesChecked: 0, kernelElementsChecked: 0, expiredWhileDead: 0, flowsCutAtExpiry: 0,
-      flowChecks: 0, triggerFlows: 0, triggerLeasesChecked: 0, restartsWithDrift: 0, orphans: 0, violations: [] as string[],
+      kills: 0,
+      killsDuringStart: 0,
+      acks: 0,
+      refused: 0,
+      unanswered: 0,
+      ops: 0,
+      leasesChecked: 0,
+      deletesChecked: 0,
+      kernelElementsChecked: 0,
+      expiredWhileDead: 0,
+      flowsCutAtExpiry: 0,
+      flowChecks: 0,
+      triggerFlows: 0,
+      triggerLeasesChecked: 0,
+      restartsWithDrift: 0,
+      orphans: 0,
+      violations: [] as string[],
     };
     const refusedCodes = new Map<string, number>();
-    const violation = (round: number, what: string) => { stats.violations.push(`round ${round}: ${what}`); };
+    const violation = (round: number, what: string) => {
+      stats.violations.push(`round ${round}: ${what}`);
+    };
 
     function record(host: string, self: string, evs: Ev[]): void {
       for (const e of evs) {
         const id = `${host}/${e.key}`;
         const port = e.kind === 'pcp' ? e.internalPort! : e.extPort!;
         let t = told.get(id);
-        if (!t) { t = { host, self, kind: e.kind, proto: e.proto, port, present: false, extPort: 0, internalPort: 0, earliest: 0, latest: 0, uncertain: true }; told.set(id, t); }
+        if (!t) {
+          t = {
+            host,
+            self,
+            kind: e.kind,
+            proto: e.proto,
+            port,
+            present: false,
+            extPort: 0,
+            internalPort: 0,
+            earliest: 0,
+            latest: 0,
+            uncertain: true,
+          };
+          told.set(id, t);
+        }
         if (e.outcome === 'ack') {
           stats.acks++;
           t.uncertain = false;
-          if (e.action === 'del') { t.present = false; continue; }
+          if (e.action === 'del') {
+            t.present = false;
+            continue;
+          }
           t.present = true;
           t.extPort = e.extPort!;
           t.internalPort = e.internalPort!;
@@ -172,24 +243,37 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
     }
 
     async function pauseAll(): Promise<void> {
-      await Promise.all(churners.map(async (c) => {
-        const r = await c.agent.call('pause', { timeoutMs: 5000 }) as unknown as { ok: boolean; ops: number; events: Ev[] };
-        assert.ok(r.ok, `pause ${c.name}`);
-        stats.ops += r.ops;
-        record(c.name, c.self, r.events);
-      }));
+      await Promise.all(
+        churners.map(async (c) => {
+          const r = (await c.agent.call('pause', { timeoutMs: 5000 })) as unknown as {
+            ok: boolean;
+            ops: number;
+            events: Ev[];
+          };
+          assert.ok(r.ok, `pause ${c.name}`);
+          stats.ops += r.ops;
+          record(c.name, c.self, r.events);
+        }),
+      );
     }
     async function resumeAll(round: number): Promise<void> {
       for (const [i, c] of churners.entries()) {
-        const r = await c.agent.call('churn', { seed: SEED * 31 + round * 7 + i, pcpPorts: c.pcpPorts, upnpPorts: c.upnpPorts, concurrency: 2, shortLifetimes: [2, 3, 4], longLifetimes: [60, 300] });
+        const r = await c.agent.call('churn', {
+          seed: SEED * 31 + round * 7 + i,
+          pcpPorts: c.pcpPorts,
+          upnpPorts: c.upnpPorts,
+          concurrency: 2,
+          shortLifetimes: [2, 3, 4],
+          longLifetimes: [60, 300],
+        });
         assert.ok(r.ok, r.error);
       }
     }
     async function single(c: (typeof churners)[number], op: string, args: Record<string, unknown>): Promise<Ev> {
-      const r = await c.agent.call(op, args) as unknown as { ok: boolean; ev: Ev };
+      const r = (await c.agent.call(op, args)) as unknown as { ok: boolean; ev: Ev };
       assert.ok(r.ok);
       // the agent's event list holds this answer too (and any churn answers so far): record them in order
-      const d = await c.agent.call('drain') as unknown as { events: Ev[] };
+      const d = (await c.agent.call('drain')) as unknown as { events: Ev[] };
       record(c.name, c.self, d.events);
       return r.ev;
     }
@@ -197,8 +281,14 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
     function readTable(): ActiveRow[] {
       const db = new Database(join(dir, 'portd.sqlite'), { readonly: true, fileMustExist: true });
       try {
-        return db.prepare(`SELECT id, source, protocol, external_port, external_port_end, internal_address, internal_port, owner, expires_at FROM leases WHERE state = 'active'`).all() as ActiveRow[];
-      } finally { db.close(); }
+        return db
+          .prepare(
+            `SELECT id, source, protocol, external_port, external_port_end, internal_address, internal_port, owner, expires_at FROM leases WHERE state = 'active'`,
+          )
+          .all() as ActiveRow[];
+      } finally {
+        db.close();
+      }
     }
 
     /** after a restart: acknowledged state is in the table, the kernel equals the table */
@@ -207,53 +297,88 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
       const now = Date.now();
       const byInternal = new Map<string, ActiveRow>();
       const byExternal = new Map<string, ActiveRow>();
-      const ext = (r: ActiveRow) => r.external_port === r.external_port_end ? `${r.protocol}/${r.external_port}` : `${r.protocol}/${r.external_port}-${r.external_port_end}`;
+      const ext = (r: ActiveRow) =>
+        r.external_port === r.external_port_end
+          ? `${r.protocol}/${r.external_port}`
+          : `${r.protocol}/${r.external_port}-${r.external_port_end}`;
       for (const r of rows) {
         byExternal.set(ext(r), r);
-        if (r.source === 'pcp' || r.source === 'natpmp') byInternal.set(`${r.protocol}/${r.internal_address}/${r.internal_port}`, r);
-        if (r.expires_at !== null && r.expires_at < now - 1500) violation(round, `table: lease ${r.id} (${r.protocol} ${r.external_port}) active ${now - r.expires_at} ms past its expiry`);
+        if (r.source === 'pcp' || r.source === 'natpmp')
+          byInternal.set(`${r.protocol}/${r.internal_address}/${r.internal_port}`, r);
+        if (r.expires_at !== null && r.expires_at < now - 1500)
+          violation(
+            round,
+            `table: lease ${r.id} (${r.protocol} ${r.external_port}) active ${now - r.expires_at} ms past its expiry`,
+          );
       }
       for (const [id, t] of told) {
         if (t.uncertain) continue;
-        const row = t.kind === 'pcp' ? byInternal.get(`${t.proto}/${t.self}/${t.port}`) : byExternal.get(`${t.proto}/${t.port}`);
+        const row =
+          t.kind === 'pcp' ? byInternal.get(`${t.proto}/${t.self}/${t.port}`) : byExternal.get(`${t.proto}/${t.port}`);
         const mine = row && (t.kind === 'pcp' ? row.source === 'pcp' : row.source === 'upnp' && row.owner === t.self);
         if (t.present) {
           if (t.earliest <= now + 1000) continue; // expired (or about to): may be gone
           stats.leasesChecked++;
-          if (!row || !mine) { violation(round, `acknowledged ${id} (external ${t.extPort}) missing from the table`); continue; }
-          if (row.external_port !== t.extPort || row.internal_address !== t.self || row.internal_port !== t.internalPort) {
-            violation(round, `acknowledged ${id} differs: table has ${row.external_port} -> ${row.internal_address}:${row.internal_port}, client was told ${t.extPort} -> ${t.self}:${t.internalPort}`);
+          if (!row || !mine) {
+            violation(round, `acknowledged ${id} (external ${t.extPort}) missing from the table`);
+            continue;
           }
-          if (row.expires_at !== null && row.expires_at < t.earliest - 1000) violation(round, `acknowledged ${id} shortened: expires ${row.expires_at}, told ≥ ${t.earliest}`);
+          if (
+            row.external_port !== t.extPort ||
+            row.internal_address !== t.self ||
+            row.internal_port !== t.internalPort
+          ) {
+            violation(
+              round,
+              `acknowledged ${id} differs: table has ${row.external_port} -> ${row.internal_address}:${row.internal_port}, client was told ${t.extPort} -> ${t.self}:${t.internalPort}`,
+            );
+          }
+          if (row.expires_at !== null && row.expires_at < t.earliest - 1000)
+            violation(round, `acknowledged ${id} shortened: expires ${row.expires_at}, told ≥ ${t.earliest}`);
         } else {
           stats.deletesChecked++;
           if (row && mine) violation(round, `deleted ${id} (acknowledged) is back in the table as ${row.id}`);
         }
       }
       const k = await kernelState(lab);
-      if (!k) { violation(round, 'kernel table missing after restart'); return; }
+      if (!k) {
+        violation(round, 'kernel table missing after restart');
+        return;
+      }
       const seen = new Set<string>();
       for (const el of k.fwd) {
         stats.kernelElementsChecked++;
         const row = byExternal.get(`${el.protocol}/${el.externalPort}`);
         // a range that keeps its ports maps to an address only
-        const internal = el.set === 'fwd4_range' ? row?.internal_address : row && `${row.internal_address}:${row.internal_port}`;
-        if (!row || internal !== el.internal) { violation(round, `kernel holds ${el.set} ${el.protocol} ${el.externalPort} -> ${el.internal}, the table does not`); continue; }
-        if (row.expires_at !== null && row.expires_at + GRACE * 1000 + 1500 < now) violation(round, `kernel holds ${el.protocol} ${el.externalPort} past its lease's expiry`);
+        const internal =
+          el.set === 'fwd4_range' ? row?.internal_address : row && `${row.internal_address}:${row.internal_port}`;
+        if (!row || internal !== el.internal) {
+          violation(
+            round,
+            `kernel holds ${el.set} ${el.protocol} ${el.externalPort} -> ${el.internal}, the table does not`,
+          );
+          continue;
+        }
+        if (row.expires_at !== null && row.expires_at + GRACE * 1000 + 1500 < now)
+          violation(round, `kernel holds ${el.protocol} ${el.externalPort} past its lease's expiry`);
         seen.add(ext(row));
       }
       for (const lv of k.live) {
         const proto = lv.set.startsWith('live_tcp') ? 'tcp' : 'udp';
-        if (!byExternal.has(`${proto}/${lv.port}`)) violation(round, `kernel live set holds ${proto} ${lv.port}, the table does not`);
+        if (!byExternal.has(`${proto}/${lv.port}`))
+          violation(round, `kernel live set holds ${proto} ${lv.port}, the table does not`);
       }
       for (const r of rows) {
         if (r.expires_at !== null && r.expires_at < now + 1500) continue; // may be expiring right now
-        if (!seen.has(ext(r))) violation(round, `table lease ${r.id} (${r.protocol} ${r.external_port}) missing in the kernel`);
+        if (!seen.has(ext(r)))
+          violation(round, `table lease ${r.id} (${r.protocol} ${r.external_port}) missing in the kernel`);
       }
     }
 
     // two long leases with open connections from the WAN host, kept through every kill
-    const a = churners[0]!, b = churners[1]!, c = churners[2]!;
+    const a = churners[0]!,
+      b = churners[1]!,
+      c = churners[2]!;
     const longPcp = await single(a, 'pcp', { proto: 'tcp', internalPort: 9200, suggestedPort: 29200, lifetime: 3600 });
     assert.equal(longPcp.outcome, 'ack', JSON.stringify(longPcp));
     const longUpnp = await single(b, 'upnpAdd', { proto: 'tcp', extPort: 29201, internalPort: 9201, duration: 3600 });
@@ -269,7 +394,8 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
       for (const [i, conn] of conns.entries()) {
         stats.flowChecks++;
         const r = await wan.tcpSend(conn, `r${round}`, 2500);
-        if (!r.ok || !(r.reply ?? '').endsWith(`|r${round}`)) violation(round, `connection ${i} through a live lease broke ${when}: ${r.error ?? r.reply}`);
+        if (!r.ok || !(r.reply ?? '').endsWith(`|r${round}`))
+          violation(round, `connection ${i} through a live lease broke ${when}: ${r.error ?? r.reply}`);
       }
     };
 
@@ -288,7 +414,9 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
       }
       // a trigger flow from a random LAN host (the rule is held by one host at a time)
       const flowFrom = [echoA, echoB, echoC][Math.floor(random() * 3)]!;
-      void flowFrom.udpProbe(ADDR.wanHost, 7777, { data: `r${round}`, timeoutMs: 1000 }).then((r) => { if (r.ok) stats.triggerFlows++; });
+      void flowFrom.udpProbe(ADDR.wanHost, 7777, { data: `r${round}`, timeoutMs: 1000 }).then((r) => {
+        if (r.ok) stats.triggerFlows++;
+      });
       await new Promise((r) => setTimeout(r, 150 + Math.floor(random() * 1800)));
       // trigger leases as the table holds them just before the kill (a trigger has no client to answer)
       const triggersBefore = readTable().filter((r) => r.source === 'trigger');
@@ -302,18 +430,32 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
         await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
         stats.expiredWhileDead++;
         const sent = await wan.tcpSend(short.conn, 'after-expiry', 1200);
-        if (sent.ok) violation(round, `connection through the expired lease ${short.ev.extPort} still carries data with portd dead`);
+        if (sent.ok)
+          violation(
+            round,
+            `connection through the expired lease ${short.ev.extPort} still carries data with portd dead`,
+          );
         else stats.flowsCutAtExpiry++;
         await wan.tcpClose(short.conn);
         const probe = await wan.tcpProbe(ADDR.gwWan, short.ev.extPort!, { timeoutMs: 800 });
-        if (probe.ok) violation(round, `new connection to the expired lease ${short.ev.extPort} accepted with portd dead`);
+        if (probe.ok)
+          violation(round, `new connection to the expired lease ${short.ev.extPort} accepted with portd dead`);
         // every other acknowledged lease past its expiry is gone from the kernel too
         const k = await kernelState(lab);
         const now = Date.now();
         for (const t of told.values()) {
           if (t.uncertain || !t.present || t.latest + GRACE * 1000 + 1200 > now) continue;
-          const el = k?.fwd.find((e) => e.protocol === t.proto && Number(e.externalPort) === t.extPort && e.internal === `${t.self}:${t.internalPort}`);
-          if (el) violation(round, `kernel still forwards ${t.proto} ${t.extPort} ${now - t.latest} ms after the lease's expiry (portd dead)`);
+          const el = k?.fwd.find(
+            (e) =>
+              e.protocol === t.proto &&
+              Number(e.externalPort) === t.extPort &&
+              e.internal === `${t.self}:${t.internalPort}`,
+          );
+          if (el)
+            violation(
+              round,
+              `kernel still forwards ${t.proto} ${t.extPort} ${now - t.latest} ms after the lease's expiry (portd dead)`,
+            );
         }
         await flowsAlive(round, 'while portd was dead');
       }
@@ -330,13 +472,18 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
       const logFrom = portd.logs.length;
       await portd.start();
       // the kill landed between a kernel batch and its commit (or during a reconcile): the start repaired it
-      if (portd.since(logFrom, (l) => l.msg === 'dataplane reconciled on start' && l['drift'] !== 0).length > 0) stats.restartsWithDrift++;
+      if (portd.since(logFrom, (l) => l.msg === 'dataplane reconciled on start' && l['drift'] !== 0).length > 0)
+        stats.restartsWithDrift++;
       await checkAfterRestart(round);
       const after = new Set(readTable().map((r) => r.id));
       for (const t of triggersBefore) {
         if (t.expires_at !== null && t.expires_at < Date.now() + 1000) continue; // idle: may have ended
         stats.triggerLeasesChecked++;
-        if (!after.has(t.id)) violation(round, `trigger lease ${t.id} (${t.owner}, ${t.protocol} ${t.external_port}-${t.external_port_end}) active before the kill is gone`);
+        if (!after.has(t.id))
+          violation(
+            round,
+            `trigger lease ${t.id} (${t.owner}, ${t.protocol} ${t.external_port}-${t.external_port_end}) active before the kill is gone`,
+          );
       }
       await flowsAlive(round, 'after the restart');
       assert.deepEqual(stats.violations, [], `after round ${round}`);
@@ -349,10 +496,15 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
     orphans = [];
     for (const pid of pids) {
       const st = await exec(null, ['ps', '-o', 'ppid=,args=', '-p', pid]);
-      if (/^\s*1\s/.test(st.stdout)) { stats.orphans++; orphans.push(st.stdout.trim().replace(/^1\s+/, '')); }
+      if (/^\s*1\s/.test(st.stdout)) {
+        stats.orphans++;
+        orphans.push(st.stdout.trim().replace(/^1\s+/, ''));
+      }
     }
     const seconds = ((performance.now() - t0) / 1000).toFixed(1);
-    process.stderr.write(`crash: seed ${SEED}, ${seconds} s, ${JSON.stringify({ ...stats, violations: stats.violations.length })}, refusals ${JSON.stringify(Object.fromEntries(refusedCodes))}\n`);
+    process.stderr.write(
+      `crash: seed ${SEED}, ${seconds} s, ${JSON.stringify({ ...stats, violations: stats.violations.length })}, refusals ${JSON.stringify(Object.fromEntries(refusedCodes))}\n`,
+    );
     assert.deepEqual(stats.violations, []);
     assert.ok(stats.kills >= 20, `only ${stats.kills} kills`);
     assert.ok(stats.acks > 500, `only ${stats.acks} acknowledged requests`);

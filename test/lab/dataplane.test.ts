@@ -17,8 +17,15 @@ const FAIL_MS = 700;
 
 function entry(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
   return {
-    id, protocol: 'tcp', externalAddress: EXT, externalPortEnd: p.externalPort,
-    internalAddress: ADDR.hostA, internalPort: p.externalPort, remoteAddress: null, timeoutSeconds: 120, ...p,
+    id,
+    protocol: 'tcp',
+    externalAddress: EXT,
+    externalPortEnd: p.externalPort,
+    internalAddress: ADDR.hostA,
+    internalPort: p.externalPort,
+    remoteAddress: null,
+    timeoutSeconds: 120,
+    ...p,
   };
 }
 
@@ -32,8 +39,13 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
   before(async () => {
     lab = await createLab();
     dp = createNftablesDataplane({
-      table: 'portd', wan: IF.wan, lan: [IF.lan], hairpin: true,
-      frontendPorts: { tcp: [5000], udp: [1900, 5351] }, log, netns: lab.gw,
+      table: 'portd',
+      wan: IF.wan,
+      lan: [IF.lan],
+      hairpin: true,
+      frontendPorts: { tcp: [5000], udp: [1900, 5351] },
+      log,
+      netns: lab.gw,
     });
     await dp.init();
     await dp.setExternalAddresses([EXT]);
@@ -57,10 +69,13 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
     assert.ok((await hostA.listen('udp', 9001)).ok);
     // before the lease: nothing
     assert.equal((await wan.tcpProbe(EXT, 8001, { timeoutMs: FAIL_MS })).ok, false);
-    await dp.apply({ remove: [], add: [
-      entry('t1', { externalPort: 8001, internalPort: 9001 }),
-      entry('u1', { protocol: 'udp', externalPort: 8001, internalPort: 9001 }),
-    ] });
+    await dp.apply({
+      remove: [],
+      add: [
+        entry('t1', { externalPort: 8001, internalPort: 9001 }),
+        entry('u1', { protocol: 'udp', externalPort: 8001, internalPort: 9001 }),
+      ],
+    });
     const t = await wan.tcpProbe(EXT, 8001, { data: 'hello' });
     assert.equal(t.reply, `hostA|${ADDR.wanHost}|hello`);
     const u = await wan.udpProbe(EXT, 8001, { data: 'dgram' });
@@ -72,10 +87,13 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
   test('kernel expiry alone (portd "dead": no remove) closes the port and stops open TCP and UDP flows', async () => {
     await hostA.listen('tcp', 9002);
     await hostA.listen('udp', 9002);
-    await dp.apply({ remove: [], add: [
-      entry('t2', { externalPort: 8002, internalPort: 9002, timeoutSeconds: 3 }),
-      entry('u2', { protocol: 'udp', externalPort: 8002, internalPort: 9002, timeoutSeconds: 3 }),
-    ] });
+    await dp.apply({
+      remove: [],
+      add: [
+        entry('t2', { externalPort: 8002, internalPort: 9002, timeoutSeconds: 3 }),
+        entry('u2', { protocol: 'udp', externalPort: 8002, internalPort: 9002, timeoutSeconds: 3 }),
+      ],
+    });
     const started = Date.now();
     const c = await wan.tcpConnect(EXT, 8002);
     assert.ok(c.ok, c.error);
@@ -110,7 +128,9 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
   });
 
   for (const withConntrack of [true, false]) {
-    test(`revoke stops open flows (${withConntrack ? 'conntrack -D + kernel rule' : 'kernel rule alone'})`, { skip: withConntrack && !hasTool('conntrack') ? 'conntrack not installed' : false }, async () => {
+    test(`revoke stops open flows (${withConntrack ? 'conntrack -D + kernel rule' : 'kernel rule alone'})`, {
+      skip: withConntrack && !hasTool('conntrack') ? 'conntrack not installed' : false,
+    }, async () => {
       const port = withConntrack ? 8003 : 8004;
       await hostA.listen('tcp', port + 1000);
       await hostA.listen('udp', port + 1000);
@@ -146,13 +166,19 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
     const lost = entry('k6', { externalPort: 8006, internalPort: 9006 });
     await dp.apply({ remove: [], add: [keep, lost] });
     const plant = async () => {
-      const r = await lab.nft([
-        'delete element inet portd fwd4 { tcp . 8006 }',
-        `add element inet portd fwd4 { tcp . 8007 : ${ADDR.hostB} . 9007 }`,
-        'add element inet portd live_tcp { 8007 }',
-      ].join('\n') + '\n');
+      const r = await lab.nft(
+        [
+          'delete element inet portd fwd4 { tcp . 8006 }',
+          `add element inet portd fwd4 { tcp . 8007 : ${ADDR.hostB} . 9007 }`,
+          'add element inet portd live_tcp { 8007 }',
+        ].join('\n') + '\n',
+      );
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(await wan.tcpProbe(EXT, 8007), { ok: true, reply: `hostB|${ADDR.wanHost}|probe` }, 'planted element works before reconcile');
+      assert.deepEqual(
+        await wan.tcpProbe(EXT, 8007),
+        { ok: true, reply: `hostB|${ADDR.wanHost}|probe` },
+        'planted element works before reconcile',
+      );
       assert.equal((await wan.tcpProbe(EXT, 8006, { timeoutMs: FAIL_MS })).ok, false, 'deleted element does not');
     };
     await plant();
@@ -177,10 +203,13 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
   test('hairpin: a second LAN host reaches the mapped host via the external address', async () => {
     await hostA.listen('tcp', 9008);
     await hostA.listen('udp', 9008);
-    await dp.apply({ remove: [], add: [
-      entry('h8', { externalPort: 8008, internalPort: 9008 }),
-      entry('h8u', { protocol: 'udp', externalPort: 8008, internalPort: 9008 }),
-    ] });
+    await dp.apply({
+      remove: [],
+      add: [
+        entry('h8', { externalPort: 8008, internalPort: 9008 }),
+        entry('h8u', { protocol: 'udp', externalPort: 8008, internalPort: 9008 }),
+      ],
+    });
     // masqueraded to the gateway's LAN address, so replies come back through the gateway
     assert.deepEqual(await hostB.tcpProbe(EXT, 8008), { ok: true, reply: `hostA|${ADDR.gwLan}|probe` });
     assert.deepEqual(await hostB.udpProbe(EXT, 8008), { ok: true, reply: `hostA|${ADDR.gwLan}|probe` });
@@ -201,7 +230,11 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
     const same = entry('r1', { externalPort: 7000, externalPortEnd: 7002, internalPort: 7000 });
     const shifted = entry('r2', { protocol: 'udp', externalPort: 7100, externalPortEnd: 7101, internalPort: 9100 });
     await dp.apply({ remove: [], add: [same, shifted] });
-    for (const p of [7000, 7001, 7002]) assert.deepEqual(await wan.tcpProbe(EXT, p, { data: `p${p}` }), { ok: true, reply: `hostA|${ADDR.wanHost}|p${p}` });
+    for (const p of [7000, 7001, 7002])
+      assert.deepEqual(await wan.tcpProbe(EXT, p, { data: `p${p}` }), {
+        ok: true,
+        reply: `hostA|${ADDR.wanHost}|p${p}`,
+      });
     assert.deepEqual(await wan.udpProbe(EXT, 7100, { data: 'a' }), { ok: true, reply: `hostA|${ADDR.wanHost}|a` });
     assert.deepEqual(await wan.udpProbe(EXT, 7101, { data: 'b' }), { ok: true, reply: `hostA|${ADDR.wanHost}|b` });
     assert.match(await kernelMap('fwd4_range'), /tcp \. 7000-7002 timeout/);
@@ -212,8 +245,14 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
 
   test('a remote-filtered lease admits only that peer', async () => {
     await hostA.listen('tcp', 9009);
-    await dp.apply({ remove: [], add: [entry('p9', { externalPort: 8009, internalPort: 9009, remoteAddress: ADDR.wanHost })] });
-    assert.deepEqual(await wan.tcpProbe(EXT, 8009, { localAddress: ADDR.wanHost }), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` });
+    await dp.apply({
+      remove: [],
+      add: [entry('p9', { externalPort: 8009, internalPort: 9009, remoteAddress: ADDR.wanHost })],
+    });
+    assert.deepEqual(await wan.tcpProbe(EXT, 8009, { localAddress: ADDR.wanHost }), {
+      ok: true,
+      reply: `hostA|${ADDR.wanHost}|probe`,
+    });
     assert.equal((await wan.tcpProbe(EXT, 8009, { localAddress: ADDR.wanHost2, timeoutMs: FAIL_MS })).ok, false);
   });
 
@@ -235,7 +274,11 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
       // the one rule the admin adds (docs/nftables.md)
       assert.equal((await lab.nft('add rule inet filter forward ct status dnat accept\n')).code, 0);
       assert.deepEqual(await wan.tcpProbe(EXT, 8011), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` });
-      assert.deepEqual(await hostB.tcpProbe(EXT, 8008), { ok: true, reply: `hostA|${ADDR.gwLan}|probe` }, 'hairpin passes too');
+      assert.deepEqual(
+        await hostB.tcpProbe(EXT, 8008),
+        { ok: true, reply: `hostA|${ADDR.gwLan}|probe` },
+        'hairpin passes too',
+      );
     } finally {
       await lab.nft('delete table inet filter\n');
     }
@@ -260,10 +303,10 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
     const n = await dp.count();
     // an element whose data differs from the kernel's (drift) makes nft refuse the whole batch
     await lab.nft(`add element inet portd fwd4 { tcp . 8013 : ${ADDR.hostB} . 1 }\n`);
-    await assert.rejects(dp.apply({ remove: [], add: [
-      entry('ok14', { externalPort: 8014 }),
-      entry('bad13', { externalPort: 8013 }),
-    ] }), /nftables batch failed/);
+    await assert.rejects(
+      dp.apply({ remove: [], add: [entry('ok14', { externalPort: 8014 }), entry('bad13', { externalPort: 8013 })] }),
+      /nftables batch failed/,
+    );
     const afterText = await kernelMap('fwd4');
     assert.doesNotMatch(afterText, /8014/);
     assert.equal(await dp.count(), n);
@@ -274,12 +317,21 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
 
 describe('WAN address watcher in a namespace lab', { skip, timeout: 60_000 }, () => {
   let lab: Lab;
-  before(async () => { lab = await createLab(); });
-  after(async () => { await lab?.teardown(); });
+  before(async () => {
+    lab = await createLab();
+  });
+  after(async () => {
+    await lab?.teardown();
+  });
 
   test('reads the WAN address and reports a change within moments (ip monitor)', async () => {
     const seen: string[][] = [];
-    const w = await watchExternalAddress({ interface: IF.wan, netns: lab.gw, log, pollSeconds: 60, debounceMs: 50 }, (a) => { seen.push([...a]); });
+    const w = await watchExternalAddress(
+      { interface: IF.wan, netns: lab.gw, log, pollSeconds: 60, debounceMs: 50 },
+      (a) => {
+        seen.push([...a]);
+      },
+    );
     try {
       assert.deepEqual(seen.slice(), [[ADDR.gwWan]]);
       await lab.must(lab.gw, ['ip', 'addr', 'del', `${ADDR.gwWan}/24`, 'dev', IF.wan]);

@@ -18,7 +18,8 @@ import { join } from 'node:path';
 import { ADDR, createLab, hasTool, labSkip, type Agent, type Lab } from './harness.js';
 import { MountHolder, PortdProcess, churnAgent, kernelState } from './portd-process.js';
 
-const skip = labSkip('faults') || (!hasTool('unshare') || !hasTool('nsenter') ? 'unshare/nsenter not installed' : false);
+const skip =
+  labSkip('faults') || (!hasTool('unshare') || !hasTool('nsenter') ? 'unshare/nsenter not installed' : false);
 const RECONCILE = 2;
 /**
  * What "within the interval" means here: structure repairs come from the cheap check (every
@@ -31,9 +32,23 @@ const TOKEN = 'lab-token-0123456789';
 const NEW_WAN = '203.0.113.7';
 const PCP = { SUCCESS: 0, NO_RESOURCES: 8 } as const;
 
-interface Ev { outcome: 'ack' | 'refused' | 'noanswer'; code?: number | null; extPort?: number; extAddr?: string; epoch?: number; lifetime?: number; http?: number; at: number }
+interface Ev {
+  outcome: 'ack' | 'refused' | 'noanswer';
+  code?: number | null;
+  extPort?: number;
+  extAddr?: string;
+  epoch?: number;
+  lifetime?: number;
+  http?: number;
+  at: number;
+}
 
-async function waitFor<T>(what: string, fn: () => Promise<T | null | false | undefined>, timeoutMs: number, stepMs = 200): Promise<{ value: T; ms: number }> {
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | false | undefined>,
+  timeoutMs: number,
+  stepMs = 200,
+): Promise<{ value: T; ms: number }> {
   const t0 = Date.now();
   for (;;) {
     const v = await fn();
@@ -61,31 +76,36 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
   };
   const bothReachable = async () => (await reach(pcpPort)) && (await reach(29401));
   const pcp = async (args: Record<string, unknown>) => ((await clientA.call('pcp', args)) as unknown as { ev: Ev }).ev;
-  const upnpAdd = async (c: Agent, args: Record<string, unknown>) => ((await c.call('upnpAdd', args)) as unknown as { ev: Ev }).ev;
+  const upnpAdd = async (c: Agent, args: Record<string, unknown>) =>
+    ((await c.call('upnpAdd', args)) as unknown as { ev: Ev }).ev;
 
   before(async () => {
     lab = await createLab();
     dir = mkdtempSync(join(tmpdir(), 'portd-faults-'));
     mounts = await MountHolder.create(join(dir, 'db'), 1024);
     portd = new PortdProcess({
-      lab, dir, mounts, verbose: process.env['LAB_LOG'] === 'portd',
-      config: [
-        'logLevel: info',
-        'interfaces: { wan: wan0, lan: [br0] }',
-        'externalAddress: auto',
-        `stateDir: ${join(dir, 'db')}`,
-        `database: { path: ${join(dir, 'db', 'portd.sqlite')}, synchronous: normal }`,
-        `dataplane: { driver: nftables, table: portd, hairpin: true, reconcileInterval: ${RECONCILE}, grace: 1 }`,
-        'policy:',
-        '  secureMode: true',
-        '  lifetime: { pcp: { min: 2, max: 86400 }, natpmp: { min: 2, max: 86400 }, upnp: { min: 1, max: 604800 } }',
-        '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
-        'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
-        'pcp: { rateLimit: 0 }',
-        'limits: { pcpRequestsPerSecond: 0 }', // the churn drives PCP past the global default too
-        `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
-        'triggers: []',
-      ].join('\n') + '\n',
+      lab,
+      dir,
+      mounts,
+      verbose: process.env['LAB_LOG'] === 'portd',
+      config:
+        [
+          'logLevel: info',
+          'interfaces: { wan: wan0, lan: [br0] }',
+          'externalAddress: auto',
+          `stateDir: ${join(dir, 'db')}`,
+          `database: { path: ${join(dir, 'db', 'portd.sqlite')}, synchronous: normal }`,
+          `dataplane: { driver: nftables, table: portd, hairpin: true, reconcileInterval: ${RECONCILE}, grace: 1 }`,
+          'policy:',
+          '  secureMode: true',
+          '  lifetime: { pcp: { min: 2, max: 86400 }, natpmp: { min: 2, max: 86400 }, upnp: { min: 1, max: 604800 } }',
+          '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
+          'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
+          'pcp: { rateLimit: 0 }',
+          'limits: { pcpRequestsPerSecond: 0 }', // the churn drives PCP past the global default too
+          `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
+          'triggers: []',
+        ].join('\n') + '\n',
     });
     await portd.start();
     clientA = await churnAgent(lab.lanA, 'clientA', ADDR.hostA);
@@ -99,15 +119,26 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     const m = await pcp({ proto: 'tcp', internalPort: 9400, suggestedPort: 29400, lifetime: 3600 });
     assert.equal(m.outcome, 'ack', JSON.stringify(m));
     pcpPort = m.extPort!;
-    assert.equal((await upnpAdd(clientB, { proto: 'tcp', extPort: 29401, internalPort: 9401, duration: 3600 })).outcome, 'ack');
+    assert.equal(
+      (await upnpAdd(clientB, { proto: 'tcp', extPort: 29401, internalPort: 9401, duration: 3600 })).outcome,
+      'ack',
+    );
     assert.ok(await bothReachable(), 'mapped servers reachable from the WAN host');
     rules = (await kernelState(lab))!.rules;
   });
 
   after(async () => {
     process.stderr.write(`faults: ${JSON.stringify(figures)}\n`);
-    try { await portd?.stop(); } catch { /* gone */ }
-    try { await lab?.exec(lab.gw, ['ip', 'link', 'set', 'wan0', 'up']); } catch { /* lab gone */ }
+    try {
+      await portd?.stop();
+    } catch {
+      /* gone */
+    }
+    try {
+      await lab?.exec(lab.gw, ['ip', 'link', 'set', 'wan0', 'up']);
+    } catch {
+      /* lab gone */
+    }
     await lab?.teardown();
     mounts?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -118,8 +149,11 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     const k = await kernelState(lab);
     if (!k) return false;
     const ports = k.fwd.map((e) => `${e.protocol}/${e.externalPort}>${e.internal}`).sort();
-    const ok = ports.join(',') === [`tcp/${pcpPort}>${ADDR.hostA}:9400`, `tcp/29401>${ADDR.hostB}:9401`].sort().join(',')
-      && k.live.length === 2 && k.rules === rules && k.ext4.join(',') === ext;
+    const ok =
+      ports.join(',') === [`tcp/${pcpPort}>${ADDR.hostA}:9400`, `tcp/29401>${ADDR.hostB}:9401`].sort().join(',') &&
+      k.live.length === 2 &&
+      k.rules === rules &&
+      k.ext4.join(',') === ext;
     return ok ? k : null;
   };
 
@@ -127,7 +161,10 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     const from = portd.logs.length;
     await new Promise((r) => setTimeout(r, (RECONCILE * 3 + 1) * 1000));
     const noisy = portd.since(from, (l) => /rebuilt|repaired|reconcile repaired/.test(l.msg));
-    assert.deepEqual(noisy.map((l) => l.msg), []);
+    assert.deepEqual(
+      noisy.map((l) => l.msg),
+      [],
+    );
   });
 
   test('our nft table deleted from outside: rebuilt with its leases, PCP epoch reset + ANNOUNCE', async () => {
@@ -138,17 +175,26 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     figures['tableDeletedRepairMs'] = r.ms;
     assert.ok(await bothReachable());
     // kernel state was lost: clients are told to re-map (RFC 6887 §14.1.3 / RFC 6886 §3.2.1)
-    const ann = await waitFor('ANNOUNCE', async () => {
-      const got = ((await clientA.call('announcements')) as unknown as { got: { opcode: string; epoch: number }[] }).got;
-      // repeats of earlier series carry larger epochs: the reset one starts near 0
-      return got.find((g) => g.opcode === 'ANNOUNCE' && g.epoch < 5) ?? null;
-    }, 5000);
+    const ann = await waitFor(
+      'ANNOUNCE',
+      async () => {
+        const got = ((await clientA.call('announcements')) as unknown as { got: { opcode: string; epoch: number }[] })
+          .got;
+        // repeats of earlier series carry larger epochs: the reset one starts near 0
+        return got.find((g) => g.opcode === 'ANNOUNCE' && g.epoch < 5) ?? null;
+      },
+      5000,
+    );
     assert.ok(ann.value.epoch < 5, `epoch after reset ${ann.value.epoch}`);
   });
 
   for (const [name, script] of [
     ['an element deleted', (p: number) => `delete element inet portd fwd4 { tcp . ${p} }`],
-    ['a foreign element planted', () => `add element inet portd fwd4 { tcp . 29999 : ${ADDR.hostB} . 9401 }; add element inet portd live_tcp { 29999 }`],
+    [
+      'a foreign element planted',
+      () =>
+        `add element inet portd fwd4 { tcp . 29999 : ${ADDR.hostB} . 9401 }; add element inet portd live_tcp { 29999 }`,
+    ],
     ['the prerouting chain flushed', () => 'flush chain inet portd prerouting'],
     ['the forward chain flushed', () => 'flush chain inet portd forward'],
     ['the whole table flushed (rules and elements, same handle)', () => 'flush table inet portd'],
@@ -160,18 +206,29 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
       assert.equal(r0.code, 0, r0.stderr);
       const planted = name.includes('planted');
       if (planted) assert.ok(await reach(29999), 'the planted element forwards until repaired');
-      const r = await waitFor(`repair after ${name}`, async () => {
-        const k = await kernelHasBoth();
-        return k && (!planted || !k.fwd.some((e) => e.externalPort === '29999')) && await bothReachable() ? k : null;
-      }, REPAIR_BUDGET_MS);
+      const r = await waitFor(
+        `repair after ${name}`,
+        async () => {
+          const k = await kernelHasBoth();
+          return k && (!planted || !k.fwd.some((e) => e.externalPort === '29999')) && (await bothReachable())
+            ? k
+            : null;
+        },
+        REPAIR_BUDGET_MS,
+      );
       figures[`repair: ${name}`] = r.ms;
       assert.ok(await bothReachable(), 'traffic flows again');
       if (planted) assert.equal(await reach(29999), false, 'the planted port is closed');
       // kernel state was changed behind portd's back: PCP resets its epoch and announces it
-      await waitFor('ANNOUNCE after the repair', async () => {
-        const got = ((await clientA.call('announcements')) as unknown as { got: { opcode: string; epoch: number }[] }).got;
-        return got.find((g) => g.opcode === 'ANNOUNCE' && g.epoch < 5) ?? null;
-      }, 5000);
+      await waitFor(
+        'ANNOUNCE after the repair',
+        async () => {
+          const got = ((await clientA.call('announcements')) as unknown as { got: { opcode: string; epoch: number }[] })
+            .got;
+          return got.find((g) => g.opcode === 'ANNOUNCE' && g.epoch < 5) ?? null;
+        },
+        5000,
+      );
     });
   }
   test('the disk full: PCP NO_RESOURCES, UPnP 501, no crash, nothing half-done; recovery when space returns', async () => {
@@ -199,21 +256,33 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
       const upnpAnswers: Ev[] = [];
       for (let i = 0; i < 5; i++) {
         pcpAnswers.push(await pcp({ proto: 'tcp', internalPort: 9410 + i, suggestedPort: 29410 + i, lifetime: 600 }));
-        upnpAnswers.push(await upnpAdd(clientB, { proto: 'tcp', extPort: 29420 + i, internalPort: 9401, duration: 600 }));
+        upnpAnswers.push(
+          await upnpAdd(clientB, { proto: 'tcp', extPort: 29420 + i, internalPort: 9401, duration: 600 }),
+        );
       }
-      figures['diskFullPcp'] = [...answers, ...pcpAnswers].map((e) => e.outcome === 'ack' ? 'ok' : e.code).join(',');
-      figures['diskFullUpnp'] = upnpAnswers.map((e) => e.outcome === 'ack' ? 'ok' : e.code).join(',');
-      for (const e of [...answers, ...pcpAnswers]) if (e.outcome !== 'ack') assert.deepEqual([e.outcome, e.code], ['refused', PCP.NO_RESOURCES], JSON.stringify(e));
-      for (const e of upnpAnswers) if (e.outcome !== 'ack') assert.deepEqual([e.outcome, e.http, e.code], ['refused', 500, 501], JSON.stringify(e));
-      assert.ok([...answers, ...pcpAnswers].some((e) => e.outcome !== 'ack'), 'the full disk refuses PCP requests');
+      figures['diskFullPcp'] = [...answers, ...pcpAnswers].map((e) => (e.outcome === 'ack' ? 'ok' : e.code)).join(',');
+      figures['diskFullUpnp'] = upnpAnswers.map((e) => (e.outcome === 'ack' ? 'ok' : e.code)).join(',');
+      for (const e of [...answers, ...pcpAnswers])
+        if (e.outcome !== 'ack')
+          assert.deepEqual([e.outcome, e.code], ['refused', PCP.NO_RESOURCES], JSON.stringify(e));
+      for (const e of upnpAnswers)
+        if (e.outcome !== 'ack')
+          assert.deepEqual([e.outcome, e.http, e.code], ['refused', 500, 501], JSON.stringify(e));
+      assert.ok(
+        [...answers, ...pcpAnswers].some((e) => e.outcome !== 'ack'),
+        'the full disk refuses PCP requests',
+      );
       // what was refused is not in the kernel once answered (the batch is applied before the commit: a
       // failed commit takes it back out before the answer); what was acknowledged is
       const k = await kernelState(lab);
       const inKernel = (port: number | undefined) => k!.fwd.some((f) => f.externalPort === String(port));
       for (const [i, e] of answers.entries()) assert.equal(inKernel(29440 + i), e.outcome === 'ack', JSON.stringify(e));
-      for (const [i, e] of pcpAnswers.entries()) assert.equal(inKernel(29410 + i), e.outcome === 'ack', JSON.stringify(e));
-      for (const [i, e] of upnpAnswers.entries()) assert.equal(inKernel(29420 + i), e.outcome === 'ack', JSON.stringify(e));
-      for (const e of [...answers, ...pcpAnswers].filter((x) => x.outcome === 'ack')) assert.ok(inKernel(e.extPort), `acknowledged ${e.extPort} is in the kernel`);
+      for (const [i, e] of pcpAnswers.entries())
+        assert.equal(inKernel(29410 + i), e.outcome === 'ack', JSON.stringify(e));
+      for (const [i, e] of upnpAnswers.entries())
+        assert.equal(inKernel(29420 + i), e.outcome === 'ack', JSON.stringify(e));
+      for (const e of [...answers, ...pcpAnswers].filter((x) => x.outcome === 'ack'))
+        assert.ok(inKernel(e.extPort), `acknowledged ${e.extPort} is in the kernel`);
       const acked = [...answers, ...pcpAnswers].filter((x) => x.outcome === 'ack').map((e) => e.extPort!);
       // a renewal, acknowledged or refused, never cuts the lease it renews
       const renew = await pcp({ proto: 'tcp', internalPort: 9400, suggestedPort: 29400, lifetime: 7200 });
@@ -221,7 +290,11 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
       assert.ok(await reach(pcpPort), 'the lease whose renewal was answered still forwards');
       // the short lease expires meanwhile: the kernel closes it even though its row cannot be written
       await new Promise((r) => setTimeout(r, Math.max(0, short.at + 3000 + 2500 - Date.now())));
-      assert.equal((await kernelState(lab))!.fwd.some((e) => e.externalPort === String(short.extPort)), false, 'expired lease closed in the kernel');
+      assert.equal(
+        (await kernelState(lab))!.fwd.some((e) => e.externalPort === String(short.extPort)),
+        false,
+        'expired lease closed in the kernel',
+      );
       assert.ok(portd.running, 'portd still runs');
       const health = await portd.api('/healthz', TOKEN);
       assert.equal(health.status, 200);
@@ -238,25 +311,42 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
       await portd.start();
       assert.ok(await bothReachable(), 'leases forward after a restart on a full disk');
       const k2 = await kernelState(lab);
-      for (const p of acked) assert.ok(k2!.fwd.some((f) => f.externalPort === String(p)), `acknowledged ${p} is back in the kernel after the restart`);
+      for (const p of acked)
+        assert.ok(
+          k2!.fwd.some((f) => f.externalPort === String(p)),
+          `acknowledged ${p} is back in the kernel after the restart`,
+        );
       const again = await pcp({ proto: 'tcp', internalPort: 9415, suggestedPort: 29415, lifetime: 600 });
       if (again.outcome !== 'ack') assert.deepEqual([again.outcome, again.code], ['refused', PCP.NO_RESOURCES]);
     } finally {
       await mounts.sh(`rm -f ${db}/filler`);
     }
     // space is back: requests succeed, the expired lease is ended
-    const ok = await waitFor('PCP MAP succeeds again', async () => {
-      const e = await pcp({ proto: 'tcp', internalPort: 9410, suggestedPort: 29410, lifetime: 600 });
-      return e.outcome === 'ack' ? e : null;
-    }, 10_000, 500);
+    const ok = await waitFor(
+      'PCP MAP succeeds again',
+      async () => {
+        const e = await pcp({ proto: 'tcp', internalPort: 9410, suggestedPort: 29410, lifetime: 600 });
+        return e.outcome === 'ack' ? e : null;
+      },
+      10_000,
+      500,
+    );
     figures['diskRecoveryMs'] = ok.ms;
-    assert.equal((await upnpAdd(clientB, { proto: 'tcp', extPort: 29420, internalPort: 9401, duration: 600 })).outcome, 'ack');
+    assert.equal(
+      (await upnpAdd(clientB, { proto: 'tcp', extPort: 29420, internalPort: 9401, duration: 600 })).outcome,
+      'ack',
+    );
     assert.ok(await reach(29420), 'the new UPnP mapping forwards');
-    const leases = await waitFor('expired lease ended in the table', async () => {
-      const r = await portd.api(`/api/v1/leases?externalPort=${short.extPort}&protocol=tcp`, TOKEN);
-      const list = (r.body as { leases: { id: string }[] }).leases;
-      return r.status === 200 && list.length === 0 ? list : null;
-    }, 10_000, 500);
+    const leases = await waitFor(
+      'expired lease ended in the table',
+      async () => {
+        const r = await portd.api(`/api/v1/leases?externalPort=${short.extPort}&protocol=tcp`, TOKEN);
+        const list = (r.body as { leases: { id: string }[] }).leases;
+        return r.status === 200 && list.length === 0 ? list : null;
+      },
+      10_000,
+      500,
+    );
     assert.deepEqual(leases.value, []);
   });
 
@@ -273,24 +363,36 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     await lab.must(lab.gw, ['ip', 'addr', 'del', `${ADDR.gwWan}/24`, 'dev', 'wan0']);
     await lab.must(lab.gw, ['ip', 'addr', 'add', `${NEW_WAN}/24`, 'dev', 'wan0']);
     ext = NEW_WAN;
-    const ann = await waitFor('ANNOUNCE after the address change', async () => {
-      const got = ((await clientA.call('announcements')) as unknown as { got: { opcode: string; epoch: number; address?: string }[] }).got;
-      const a = got.find((g) => g.opcode === 'ANNOUNCE' && g.epoch < 5);
-      const pmp = got.find((g) => g.opcode === 'EXTERNAL_ADDRESS' && g.address === NEW_WAN);
-      return a && pmp ? { a, pmp } : null;
-    }, 10_000);
+    const ann = await waitFor(
+      'ANNOUNCE after the address change',
+      async () => {
+        const got = (
+          (await clientA.call('announcements')) as unknown as {
+            got: { opcode: string; epoch: number; address?: string }[];
+          }
+        ).got;
+        const a = got.find((g) => g.opcode === 'ANNOUNCE' && g.epoch < 5);
+        const pmp = got.find((g) => g.opcode === 'EXTERNAL_ADDRESS' && g.address === NEW_WAN);
+        return a && pmp ? { a, pmp } : null;
+      },
+      10_000,
+    );
     figures['wanChangeAnnounceMs'] = ann.ms;
     assert.ok(ann.value.a.epoch < 5, `PCP epoch after the change: ${ann.value.a.epoch}`);
     // the next MAP answer carries the new address and the reset epoch
     const m = await pcp({ proto: 'tcp', internalPort: 9400, suggestedPort: 29400, lifetime: 3600 });
     assert.equal(m.extAddr, NEW_WAN);
     assert.ok((m.epoch ?? 99) < 10);
-    const ip = await clientB.call('soap', { action: 'GetExternalIPAddress' }) as unknown as { body: string };
+    const ip = (await clientB.call('soap', { action: 'GetExternalIPAddress' })) as unknown as { body: string };
     assert.match(ip.body, new RegExp(`<NewExternalIPAddress>${NEW_WAN.replace(/\./g, '\\.')}</NewExternalIPAddress>`));
-    const ev = await waitFor('GENA ExternalIPAddress event', async () => {
-      const got = ((await clientB.call('notifications')) as unknown as { got: { body: string }[] }).got;
-      return got.find((n) => n.body.includes(`<ExternalIPAddress>${NEW_WAN}</ExternalIPAddress>`)) ?? null;
-    }, 10_000);
+    const ev = await waitFor(
+      'GENA ExternalIPAddress event',
+      async () => {
+        const got = ((await clientB.call('notifications')) as unknown as { got: { body: string }[] }).got;
+        return got.find((n) => n.body.includes(`<ExternalIPAddress>${NEW_WAN}</ExternalIPAddress>`)) ?? null;
+      },
+      10_000,
+    );
     assert.ok(ev.value);
     // mappings follow: the WAN host reaches both servers on the new address, not on the old one
     const follow = await waitFor('mappings on the new address', () => bothReachable(), 10_000);
@@ -298,12 +400,14 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     assert.ok(follow.value);
     assert.equal((await kernelState(lab))!.ext4.join(','), NEW_WAN);
     const leases = await portd.api('/api/v1/leases', TOKEN);
-    for (const l of (leases.body as { leases: { externalAddress: string }[] }).leases) assert.equal(l.externalAddress, NEW_WAN);
+    for (const l of (leases.body as { leases: { externalAddress: string }[] }).leases)
+      assert.equal(l.externalAddress, NEW_WAN);
   });
 
   test('the WAN interface goes down and up: leases survive, forwarding resumes', async () => {
     const before = ((await portd.api('/api/v1/leases', TOKEN)).body as { total: number }).total;
-    const fwd = async () => (await kernelState(lab))!.fwd.map((e) => `${e.protocol}/${e.externalPort}>${e.internal}`).sort();
+    const fwd = async () =>
+      (await kernelState(lab))!.fwd.map((e) => `${e.protocol}/${e.externalPort}>${e.internal}`).sort();
     const kernelBefore = await fwd();
     await lab.must(lab.gw, ['ip', 'link', 'set', 'wan0', 'down']);
     assert.equal(await reach(pcpPort), false, 'nothing gets through while the link is down');
@@ -311,7 +415,11 @@ describe('external faults: real portd, nftables, WAN address auto', { skip, time
     await lab.must(lab.gw, ['ip', 'link', 'set', 'wan0', 'up']);
     const back = await waitFor('forwarding after link up', () => bothReachable(), 15_000, 300);
     figures['wanUpForwardingMs'] = back.ms;
-    assert.equal(((await portd.api('/api/v1/leases', TOKEN)).body as { total: number }).total, before, 'leases survived');
+    assert.equal(
+      ((await portd.api('/api/v1/leases', TOKEN)).body as { total: number }).total,
+      before,
+      'leases survived',
+    );
     assert.deepEqual(await fwd(), kernelBefore, 'the kernel forwards the same leases as before');
     assert.equal((await kernelState(lab))!.ext4.join(','), ext);
     assert.ok(portd.running);

@@ -26,15 +26,26 @@ export const IF = { lan: 'br0', wan: 'wan0' } as const;
 
 const AGENT = join(dirname(fileURLToPath(import.meta.url)), 'agent.mjs');
 
-export interface ExecResult { readonly code: number; readonly stdout: string; readonly stderr: string }
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
 
 /** can this process build the lab? (root, ip, nft, a namespace can be made) */
 export function labAvailable(): { ok: boolean; why: string } {
   if (process.platform !== 'linux') return { ok: false, why: 'not Linux' };
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return { ok: false, why: 'not root (the lab creates network namespaces)' };
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    return { ok: false, why: 'not root (the lab creates network namespaces)' };
   for (const tool of ['ip', 'nft']) {
-    try { execFileSync(tool, ['-V'], { stdio: 'ignore' }); } catch {
-      try { execFileSync(tool, ['--version'], { stdio: 'ignore' }); } catch { return { ok: false, why: `${tool} not installed` }; }
+    try {
+      execFileSync(tool, ['-V'], { stdio: 'ignore' });
+    } catch {
+      try {
+        execFileSync(tool, ['--version'], { stdio: 'ignore' });
+      } catch {
+        return { ok: false, why: `${tool} not installed` };
+      }
     }
   }
   const probe = `pdprobe${process.pid}`;
@@ -43,7 +54,11 @@ export function labAvailable(): { ok: boolean; why: string } {
   } catch (err) {
     return { ok: false, why: `cannot create a network namespace: ${(err as Error).message.split('\n')[0]}` };
   } finally {
-    try { execFileSync('ip', ['netns', 'del', probe], { stdio: 'ignore' }); } catch { /* was not made */ }
+    try {
+      execFileSync('ip', ['netns', 'del', probe], { stdio: 'ignore' });
+    } catch {
+      /* was not made */
+    }
   }
   return { ok: true, why: '' };
 }
@@ -61,7 +76,12 @@ export function labSkip(suite: string): string | false {
 }
 
 export function hasTool(tool: string): boolean {
-  try { execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }); return true; } catch { return false; }
+  try {
+    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 // ---------- cleanup of everything, also on exit / signals ----------
@@ -72,15 +92,35 @@ let hooksInstalled = false;
 
 function killNamespaceSync(ns: string): void {
   try {
-    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(/\s+/).filter(Boolean);
-    for (const p of pids) { try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ } }
-  } catch { /* no such namespace */ }
-  try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* gone */ }
+    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split(/\s+/)
+      .filter(Boolean);
+    for (const p of pids) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  } catch {
+    /* no such namespace */
+  }
+  try {
+    execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  } catch {
+    /* gone */
+  }
   liveNamespaces.delete(ns);
 }
 
 function cleanupAllSync(): void {
-  for (const a of liveAgents) { try { a.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const a of liveAgents) {
+    try {
+      a.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
   liveAgents.clear();
   for (const ns of [...liveNamespaces]) killNamespaceSync(ns);
 }
@@ -91,30 +131,56 @@ function installHooks(signals: boolean): void {
   process.on('exit', cleanupAllSync);
   if (!signals) return; // the caller handles signals itself (scripts/lab.ts stops portd gently first)
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => { cleanupAllSync(); process.exit(sig === 'SIGINT' ? 130 : 143); });
+    process.once(sig, () => {
+      cleanupAllSync();
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
   }
 }
 
 // ---------- commands ----------
 
-export function exec(ns: string | null, argv: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
+export function exec(
+  ns: string | null,
+  argv: readonly string[],
+  opts: { input?: string; timeoutMs?: number } = {},
+): Promise<ExecResult> {
   const [cmd, args] = ns ? ['ip', ['netns', 'exec', ns, ...argv]] : [argv[0] ?? 'true', argv.slice(1)];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: 'pipe' });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`timeout: ${argv.join(' ')}`)); }, opts.timeoutMs ?? 30_000);
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }); });
-    child.stdin.on('error', () => { /* exited before reading its input; close reports */ });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`timeout: ${argv.join(' ')}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+    child.stdin.on('error', () => {
+      /* exited before reading its input; close reports */
+    });
     child.stdin.end(opts.input ?? '');
   });
 }
 
 /** like exec, but throws with stderr when the command fails */
-export async function must(ns: string | null, argv: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> {
+export async function must(
+  ns: string | null,
+  argv: readonly string[],
+  opts: { input?: string; timeoutMs?: number } = {},
+): Promise<string> {
   const r = await exec(ns, argv, opts);
   if (r.code !== 0) throw new Error(`${ns ? `[${ns}] ` : ''}${argv.join(' ')} -> ${r.code}: ${r.stderr.trim()}`);
   return r.stdout;
@@ -122,7 +188,15 @@ export async function must(ns: string | null, argv: readonly string[], opts: { i
 
 // ---------- agents: long-lived node processes inside a namespace ----------
 
-export interface AgentReply { readonly ok: boolean; readonly error?: string; readonly reply?: string; readonly conn?: number; readonly sock?: number; readonly port?: number; readonly label?: string }
+export interface AgentReply {
+  readonly ok: boolean;
+  readonly error?: string;
+  readonly reply?: string;
+  readonly conn?: number;
+  readonly sock?: number;
+  readonly port?: number;
+  readonly label?: string;
+}
 
 /**
  * Requests to a child that answers JSON lines tagged with the request's id (the lab agents,
@@ -133,7 +207,10 @@ export class JsonLineChannel<R> {
   private seq = 0;
   private buf = '';
   private readonly waiting = new Map<number, (r: R) => void>();
-  constructor(private readonly child: ChildProcess, private readonly failure: (why: 'silent' | 'exited') => R) {
+  constructor(
+    private readonly child: ChildProcess,
+    private readonly failure: (why: 'silent' | 'exited') => R,
+  ) {
     child.stdout!.on('data', (d: Buffer) => {
       this.buf += d.toString();
       let i: number;
@@ -144,7 +221,9 @@ export class JsonLineChannel<R> {
           const { id, ...msg } = JSON.parse(line) as { id: number };
           this.waiting.get(id)?.(msg as R);
           this.waiting.delete(id);
-        } catch { /* not ours */ }
+        } catch {
+          /* not ours */
+        }
       }
     });
     child.on('close', () => {
@@ -156,8 +235,14 @@ export class JsonLineChannel<R> {
   call(msg: Record<string, unknown>, timeoutMs: number): Promise<R> {
     const id = ++this.seq;
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.waiting.delete(id); resolve(this.failure('silent')); }, timeoutMs);
-      this.waiting.set(id, (r) => { clearTimeout(t); resolve(r); });
+      const t = setTimeout(() => {
+        this.waiting.delete(id);
+        resolve(this.failure('silent'));
+      }, timeoutMs);
+      this.waiting.set(id, (r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
       this.child.stdin!.write(JSON.stringify({ id, ...msg }) + '\n');
     });
   }
@@ -165,8 +250,15 @@ export class JsonLineChannel<R> {
 
 export class Agent {
   private readonly channel: JsonLineChannel<AgentReply>;
-  constructor(readonly ns: string, readonly label: string, private readonly child: ChildProcessWithoutNullStreams) {
-    this.channel = new JsonLineChannel<AgentReply>(child, (why) => ({ ok: false, error: why === 'exited' ? 'agent exited' : 'agent did not answer' }));
+  constructor(
+    readonly ns: string,
+    readonly label: string,
+    private readonly child: ChildProcessWithoutNullStreams,
+  ) {
+    this.channel = new JsonLineChannel<AgentReply>(child, (why) => ({
+      ok: false,
+      error: why === 'exited' ? 'agent exited' : 'agent did not answer',
+    }));
   }
 
   call(op: string, args: Record<string, unknown> = {}): Promise<AgentReply> {
@@ -174,22 +266,58 @@ export class Agent {
     return this.channel.call({ op, ...args }, timeoutMs);
   }
 
-  listen(proto: 'tcp' | 'udp', port: number, host?: string): Promise<AgentReply> { return this.call('listen', { proto, port, host }); }
+  listen(proto: 'tcp' | 'udp', port: number, host?: string): Promise<AgentReply> {
+    return this.call('listen', { proto, port, host });
+  }
   /** connect, send, wait for the echo, close */
-  tcpProbe(host: string, port: number, opts: { timeoutMs?: number; localAddress?: string; data?: string } = {}): Promise<AgentReply> {
-    return this.call('tcpProbe', { host, port, timeoutMs: opts.timeoutMs ?? 1500, localAddress: opts.localAddress, data: opts.data });
+  tcpProbe(
+    host: string,
+    port: number,
+    opts: { timeoutMs?: number; localAddress?: string; data?: string } = {},
+  ): Promise<AgentReply> {
+    return this.call('tcpProbe', {
+      host,
+      port,
+      timeoutMs: opts.timeoutMs ?? 1500,
+      localAddress: opts.localAddress,
+      data: opts.data,
+    });
   }
-  udpProbe(host: string, port: number, opts: { timeoutMs?: number; localAddress?: string; data?: string } = {}): Promise<AgentReply> {
-    return this.call('udpProbe', { host, port, timeoutMs: opts.timeoutMs ?? 1500, localAddress: opts.localAddress, data: opts.data });
+  udpProbe(
+    host: string,
+    port: number,
+    opts: { timeoutMs?: number; localAddress?: string; data?: string } = {},
+  ): Promise<AgentReply> {
+    return this.call('udpProbe', {
+      host,
+      port,
+      timeoutMs: opts.timeoutMs ?? 1500,
+      localAddress: opts.localAddress,
+      data: opts.data,
+    });
   }
-  tcpConnect(host: string, port: number, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<AgentReply> {
+  tcpConnect(
+    host: string,
+    port: number,
+    opts: { timeoutMs?: number; localAddress?: string } = {},
+  ): Promise<AgentReply> {
     return this.call('tcpConnect', { host, port, timeoutMs: opts.timeoutMs ?? 1500, localAddress: opts.localAddress });
   }
-  tcpSend(conn: number, data: string, timeoutMs = 1500): Promise<AgentReply> { return this.call('tcpSend', { conn, data, timeoutMs }); }
-  tcpClose(conn: number): Promise<AgentReply> { return this.call('tcpClose', { conn }); }
-  udpOpen(opts: { localAddress?: string; port?: number } = {}): Promise<AgentReply> { return this.call('udpOpen', opts); }
-  udpSend(sock: number, host: string, port: number, data: string, timeoutMs = 1500): Promise<AgentReply> { return this.call('udpSend', { sock, host, port, data, timeoutMs }); }
-  udpClose(sock: number): Promise<AgentReply> { return this.call('udpClose', { sock }); }
+  tcpSend(conn: number, data: string, timeoutMs = 1500): Promise<AgentReply> {
+    return this.call('tcpSend', { conn, data, timeoutMs });
+  }
+  tcpClose(conn: number): Promise<AgentReply> {
+    return this.call('tcpClose', { conn });
+  }
+  udpOpen(opts: { localAddress?: string; port?: number } = {}): Promise<AgentReply> {
+    return this.call('udpOpen', opts);
+  }
+  udpSend(sock: number, host: string, port: number, data: string, timeoutMs = 1500): Promise<AgentReply> {
+    return this.call('udpSend', { sock, host, port, data, timeoutMs });
+  }
+  udpClose(sock: number): Promise<AgentReply> {
+    return this.call('udpClose', { sock });
+  }
 
   stop(): void {
     liveAgents.delete(this.child);
@@ -228,7 +356,10 @@ export interface LabOptions {
 export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   installHooks(opts.signalHooks ?? true);
   const stem = opts.name ?? `pd${process.pid}${labSeq++}`;
-  const gw = `${stem}g`, lanA = `${stem}a`, lanB = `${stem}b`, wan = `${stem}w`;
+  const gw = `${stem}g`,
+    lanA = `${stem}a`,
+    lanB = `${stem}b`,
+    wan = `${stem}w`;
   const namespaces = [gw, lanA, lanB, wan];
   const agents: Agent[] = [];
   const step = async (ns: string | null, argv: string[]) => {
@@ -251,7 +382,10 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     await step(null, ['ip', '-n', gw, 'link', 'add', IF.lan, 'type', 'bridge']);
     await step(null, ['ip', '-n', gw, 'addr', 'add', `${ADDR.gwLan}/24`, 'dev', IF.lan]);
     await step(null, ['ip', '-n', gw, 'link', 'set', IF.lan, 'up']);
-    for (const [host, ifname, addr] of [[lanA, 'lan1', ADDR.hostA], [lanB, 'lan2', ADDR.hostB]] as const) {
+    for (const [host, ifname, addr] of [
+      [lanA, 'lan1', ADDR.hostA],
+      [lanB, 'lan2', ADDR.hostB],
+    ] as const) {
       await step(null, ['ip', '-n', gw, 'link', 'add', ifname, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host]);
       await step(null, ['ip', '-n', gw, 'link', 'set', ifname, 'master', IF.lan, 'up']);
       await step(null, ['ip', '-n', host, 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
@@ -271,7 +405,11 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   }
 
   const lab: Lab = {
-    gw, lanA, lanB, wan, namespaces,
+    gw,
+    lanA,
+    lanB,
+    wan,
+    namespaces,
     exec: (ns, argv, o) => exec(ns, argv, o),
     must: (ns, argv, o) => must(ns, argv, o),
     nft: (script) => exec(gw, ['nft', '-f', '-'], { input: script }),
@@ -279,7 +417,9 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       if (!existsSync(AGENT)) throw new Error(`agent script missing: ${AGENT}`);
       const child = spawn('ip', ['netns', 'exec', ns, process.execPath, AGENT, label], { stdio: 'pipe' });
       liveAgents.add(child);
-      child.stderr.on('data', (d: Buffer) => { if (opts.verbose) process.stderr.write(`[${label}] ${d.toString()}`); });
+      child.stderr.on('data', (d: Buffer) => {
+        if (opts.verbose) process.stderr.write(`[${label}] ${d.toString()}`);
+      });
       const a = new Agent(ns, label, child);
       agents.push(a);
       const p = await a.call('ping');
@@ -302,18 +442,40 @@ export interface LabProcess {
  * it prints on stdout; rejects with its stderr when it exits or stays silent for `timeoutMs`.
  * The gateway scripts (test/lab/*-gateway.ts) run this way.
  */
-export async function startLabProcess(ns: string, script: string, args: readonly string[] = [],
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<LabProcess> {
+export async function startLabProcess(
+  ns: string,
+  script: string,
+  args: readonly string[] = [],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<LabProcess> {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', script, ...args],
-    { cwd: root, stdio: 'pipe', env: { ...process.env, ...opts.env } });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', script, ...args], {
+    cwd: root,
+    stdio: 'pipe',
+    env: { ...process.env, ...opts.env },
+  });
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); if (process.env['LAB_LOG']) process.stderr.write(d); });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (process.env['LAB_LOG']) process.stderr.write(d);
+  });
   await new Promise<void>((resolve, reject) => {
     let out = '';
-    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${script} did not start: ${stderr}`)); }, opts.timeoutMs ?? 30_000);
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('"ready":true')) { clearTimeout(t); resolve(); } });
-    child.once('exit', (code) => { clearTimeout(t); reject(new Error(`${script} exited ${code}: ${stderr}`)); });
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${script} did not start: ${stderr}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"ready":true')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`${script} exited ${code}: ${stderr}`));
+    });
   });
   return {
     child,

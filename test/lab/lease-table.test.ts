@@ -25,13 +25,32 @@ const GRACE = 1;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const policy = createPolicy({
-  secureMode: true, maxLeasesPerClient: 100, reservedPorts: [],
-  lifetime: { pcp: { min: 1, max: 3600 }, natpmp: { min: 1, max: 3600 }, upnp: { min: 1, max: 3600 }, trigger: { min: 1, max: 3600 } },
-  rules: [], historyRetention: 3600,
+  secureMode: true,
+  maxLeasesPerClient: 100,
+  reservedPorts: [],
+  lifetime: {
+    pcp: { min: 1, max: 3600 },
+    natpmp: { min: 1, max: 3600 },
+    upnp: { min: 1, max: 3600 },
+    trigger: { min: 1, max: 3600 },
+  },
+  rules: [],
+  historyRetention: 3600,
 });
 
 function pcp(protocol: 'tcp' | 'udp', internalPort: number, externalPort: number, lifetime: number): LeaseRequest {
-  return { source: 'pcp', identity: 'internal', protocol, owner: ADDR.hostA, internalAddress: ADDR.hostA, internalPort, externalPort, allowOtherPort: false, lifetime, nonce: 'aa'.repeat(12) };
+  return {
+    source: 'pcp',
+    identity: 'internal',
+    protocol,
+    owner: ADDR.hostA,
+    internalAddress: ADDR.hostA,
+    internalPort,
+    externalPort,
+    allowOtherPort: false,
+    lifetime,
+    nonce: 'aa'.repeat(12),
+  };
 }
 
 describe('lease table + nftables driver in a namespace lab', { skip, timeout: 120_000 }, () => {
@@ -42,8 +61,24 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
   let hostA: Agent, wan: Agent;
 
   async function start(): Promise<void> {
-    dp = createNftablesDataplane({ table: 'portd', wan: IF.wan, lan: [IF.lan], hairpin: true, frontendPorts: { tcp: [5000], udp: [1900, 5351] }, log, netns: lab.gw });
-    table = createLeaseTable({ database: { path: join(dir, 'portd.sqlite') }, dataplane: dp, policy, clock: createSystemClock(), log, externalAddress: EXT, grace: GRACE });
+    dp = createNftablesDataplane({
+      table: 'portd',
+      wan: IF.wan,
+      lan: [IF.lan],
+      hairpin: true,
+      frontendPorts: { tcp: [5000], udp: [1900, 5351] },
+      log,
+      netns: lab.gw,
+    });
+    table = createLeaseTable({
+      database: { path: join(dir, 'portd.sqlite') },
+      dataplane: dp,
+      policy,
+      clock: createSystemClock(),
+      log,
+      externalAddress: EXT,
+      grace: GRACE,
+    });
     // the order main.ts uses: structure, our address, then the kernel gets exactly the table
     await dp.init();
     await dp.setExternalAddresses([EXT]);
@@ -60,7 +95,10 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
     dir = mkdtempSync(join(tmpdir(), 'portd-lab-'));
     hostA = await lab.agent(lab.lanA, 'hostA');
     wan = await lab.agent(lab.wan, 'wan');
-    for (const p of [9101, 9102, 9103, 9104, 9105, 9106]) { await hostA.listen('tcp', p); await hostA.listen('udp', p); }
+    for (const p of [9101, 9102, 9103, 9104, 9105, 9106]) {
+      await hostA.listen('tcp', p);
+      await hostA.listen('udp', p);
+    }
     await start();
   });
 
@@ -113,19 +151,29 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
     await die();
     // kernel deadline = lifetime 2 s + grace 1 s
     await sleep(Math.max(0, 3500 - (Date.now() - started)));
-    assert.equal((await wan.udpSend(s.sock!, EXT, 8103, 'b', FAIL_MS)).ok, false, 'open UDP flow stopped by the kernel alone');
+    assert.equal(
+      (await wan.udpSend(s.sock!, EXT, 8103, 'b', FAIL_MS)).ok,
+      false,
+      'open UDP flow stopped by the kernel alone',
+    );
     assert.equal((await wan.udpProbe(EXT, 8103, { timeoutMs: FAIL_MS })).ok, false);
     await wan.udpClose(s.sock!);
     // long leases survive the dead daemon in the kernel
     assert.deepEqual(await wan.tcpProbe(EXT, 8104), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` });
 
     // while portd is down: someone deletes one element and plants another
-    const r = await lab.nft(`delete element inet portd fwd4 { tcp . 8105 }\nadd element inet portd fwd4 { tcp . 8106 : ${ADDR.hostA} . 9106 }\nadd element inet portd live_tcp { 8106 }\n`);
+    const r = await lab.nft(
+      `delete element inet portd fwd4 { tcp . 8105 }\nadd element inet portd fwd4 { tcp . 8106 : ${ADDR.hostA} . 9106 }\nadd element inet portd live_tcp { 8106 }\n`,
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await wan.tcpProbe(EXT, 8106), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` });
 
     await start();
-    assert.deepEqual(await wan.tcpProbe(EXT, 8105), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` }, 'missing element restored');
+    assert.deepEqual(
+      await wan.tcpProbe(EXT, 8105),
+      { ok: true, reply: `hostA|${ADDR.wanHost}|probe` },
+      'missing element restored',
+    );
     assert.equal((await wan.tcpProbe(EXT, 8106, { timeoutMs: FAIL_MS })).ok, false, 'planted element removed');
     assert.deepEqual(await wan.tcpProbe(EXT, 8104), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` });
     assert.equal(await dp.count(), table.countActive().total);

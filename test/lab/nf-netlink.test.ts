@@ -12,7 +12,14 @@ import { readlinkSync } from 'node:fs';
 import pino from 'pino';
 import { NetlinkError, openNfNetlink, type NfNetlink } from '../../src/dataplane/nf-netlink.js';
 import { createNftablesDataplane } from '../../src/dataplane/nftables.js';
-import { NftModel, asFile, planBatch, renderInit, stepCommands, type ElementStep } from '../../src/dataplane/nftables-script.js';
+import {
+  NftModel,
+  asFile,
+  planBatch,
+  renderInit,
+  stepCommands,
+  type ElementStep,
+} from '../../src/dataplane/nftables-script.js';
 import type { DataplaneBatch, DataplaneEntry } from '../../src/dataplane/types.js';
 import { exec, labSkip, must } from './harness.js';
 
@@ -21,8 +28,15 @@ const ns = `pdnl${process.pid}`;
 
 function entry(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
   return {
-    id, protocol: 'udp', externalAddress: '203.0.113.1', externalPortEnd: p.externalPort,
-    internalAddress: '192.168.77.11', internalPort: p.externalPort, remoteAddress: null, timeoutSeconds: 600, ...p,
+    id,
+    protocol: 'udp',
+    externalAddress: '203.0.113.1',
+    externalPortEnd: p.externalPort,
+    internalAddress: '192.168.77.11',
+    internalPort: p.externalPort,
+    remoteAddress: null,
+    timeoutSeconds: 600,
+    ...p,
   };
 }
 
@@ -55,7 +69,9 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   test('the socket opens inside the namespace and this thread stays in its own', async () => {
     const mine = readlinkSync('/proc/thread-self/ns/net');
     await must(ns, ['nft', '-f', '-'], { input: structure('where') });
-    nl.commit('where', [{ verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '4242', data: null, timeout: 60 }] }]);
+    nl.commit('where', [
+      { verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '4242', data: null, timeout: 60 }] },
+    ]);
     assert.match(await must(ns, ['nft', 'list', 'set', 'inet', 'where', 'live_tcp']), /4242 timeout 1m/);
     assert.equal(readlinkSync('/proc/thread-self/ns/net'), mine, 'the main thread is back in its namespace');
     await must(ns, ['nft', 'delete', 'table', 'inet', 'where']);
@@ -64,12 +80,33 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   test('planned ticks written over netlink and through nft leave identical tables', async () => {
     await must(ns, ['nft', '-f', '-'], { input: structure('vianl') + structure('vianft') });
     const ticks: DataplaneBatch[] = [
-      { remove: [], add: [entry('a', { externalPort: 5000, internalPort: 6000 }), entry('b', { externalPort: 5001, protocol: 'tcp', timeoutSeconds: null })] },
+      {
+        remove: [],
+        add: [
+          entry('a', { externalPort: 5000, internalPort: 6000 }),
+          entry('b', { externalPort: 5001, protocol: 'tcp', timeoutSeconds: null }),
+        ],
+      },
       // two peer-filtered leases sharing one live port, and an open one
-      { remove: [], add: [entry('p1', { externalPort: 7000, remoteAddress: '203.0.113.9' }), entry('p2', { externalPort: 7000, remoteAddress: '203.0.113.10', internalAddress: '192.168.77.12' }), entry('c', { externalPort: 7001, timeoutSeconds: 30 })] },
+      {
+        remove: [],
+        add: [
+          entry('p1', { externalPort: 7000, remoteAddress: '203.0.113.9' }),
+          entry('p2', { externalPort: 7000, remoteAddress: '203.0.113.10', internalAddress: '192.168.77.12' }),
+          entry('c', { externalPort: 7001, timeoutSeconds: 30 }),
+        ],
+      },
       // renewal (remove + add of the same key with a new timeout), a release, a new one
-      { remove: [entry('a', { externalPort: 5000, internalPort: 6000 }), entry('p1', { externalPort: 7000, remoteAddress: '203.0.113.9' })],
-        add: [entry('a', { externalPort: 5000, internalPort: 6000, timeoutSeconds: 3600 }), entry('d', { externalPort: 65535, protocol: 'tcp' })] },
+      {
+        remove: [
+          entry('a', { externalPort: 5000, internalPort: 6000 }),
+          entry('p1', { externalPort: 7000, remoteAddress: '203.0.113.9' }),
+        ],
+        add: [
+          entry('a', { externalPort: 5000, internalPort: 6000, timeoutSeconds: 3600 }),
+          entry('d', { externalPort: 65535, protocol: 'tcp' }),
+        ],
+      },
       { remove: [entry('b', { externalPort: 5001, protocol: 'tcp', timeoutSeconds: null })], add: [] },
     ];
     const mNl = new NftModel();
@@ -99,32 +136,72 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   });
 
   test('a refused batch leaves nothing behind and says which set and why', async () => {
-    await must(ns, ['nft', '-f', '-'], { input: `${structure('refuse')}add element inet refuse fwd4 { udp . 9000 : 192.168.77.11 . 9000 }\n` });
+    await must(ns, ['nft', '-f', '-'], {
+      input: `${structure('refuse')}add element inet refuse fwd4 { udp . 9000 : 192.168.77.11 . 9000 }\n`,
+    });
     const before = await listing('refuse');
     const clash: ElementStep[] = [
       { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '9001', data: null, timeout: 60 }] },
       // same key, other data: the kernel refuses (drift must fail the tick, not be overwritten)
-      { verb: 'add', set: 'fwd4', elements: [{ set: 'fwd4', key: 'udp . 9001', data: '192.168.77.11 . 9001', timeout: 60 }, { set: 'fwd4', key: 'udp . 9000', data: '192.168.77.99 . 9000', timeout: 60 }] },
+      {
+        verb: 'add',
+        set: 'fwd4',
+        elements: [
+          { set: 'fwd4', key: 'udp . 9001', data: '192.168.77.11 . 9001', timeout: 60 },
+          { set: 'fwd4', key: 'udp . 9000', data: '192.168.77.99 . 9000', timeout: 60 },
+        ],
+      },
     ];
-    assert.throws(() => nl.commit('refuse', clash), (err: unknown) => {
-      assert.ok(err instanceof NetlinkError);
-      assert.equal(err.errno, 17);
-      assert.match(err.message, /add element fwd4 .*EEXIST/);
-      return true;
-    });
+    assert.throws(
+      () => nl.commit('refuse', clash),
+      (err: unknown) => {
+        assert.ok(err instanceof NetlinkError);
+        assert.equal(err.errno, 17);
+        assert.match(err.message, /add element fwd4 .*EEXIST/);
+        return true;
+      },
+    );
     assert.equal(await listing('refuse'), before, 'nothing of the refused batch was applied');
     // the same data again is a no-op, as `nft add element` is
-    nl.commit('refuse', [{ verb: 'add', set: 'fwd4', elements: [{ set: 'fwd4', key: 'udp . 9000', data: '192.168.77.11 . 9000', timeout: null }] }]);
+    nl.commit('refuse', [
+      {
+        verb: 'add',
+        set: 'fwd4',
+        elements: [{ set: 'fwd4', key: 'udp . 9000', data: '192.168.77.11 . 9000', timeout: null }],
+      },
+    ]);
     assert.equal(await listing('refuse'), before);
     // deleting what is not there, and writing to a table that is not there: ENOENT
-    assert.throws(() => nl.commit('refuse', [{ verb: 'delete', set: 'live_udp', elements: [{ set: 'live_udp', key: '1', data: null, timeout: null }] }]),
-      (err: unknown) => err instanceof NetlinkError && err.errno === 2 && /delete element live_udp/.test(err.message));
-    assert.throws(() => nl.commit('nosuch', [{ verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '1', data: null, timeout: null }] }]),
-      (err: unknown) => err instanceof NetlinkError && err.errno === 2);
+    assert.throws(
+      () =>
+        nl.commit('refuse', [
+          { verb: 'delete', set: 'live_udp', elements: [{ set: 'live_udp', key: '1', data: null, timeout: null }] },
+        ]),
+      (err: unknown) => err instanceof NetlinkError && err.errno === 2 && /delete element live_udp/.test(err.message),
+    );
+    assert.throws(
+      () =>
+        nl.commit('nosuch', [
+          { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '1', data: null, timeout: null }] },
+        ]),
+      (err: unknown) => err instanceof NetlinkError && err.errno === 2,
+    );
     // ranges are not written this way: refused before anything is sent
-    assert.throws(() => nl.commit('refuse', [{ verb: 'add', set: 'live_udp_range', elements: [{ set: 'live_udp_range', key: '1-2', data: null, timeout: null }] }]), NetlinkError);
+    assert.throws(
+      () =>
+        nl.commit('refuse', [
+          {
+            verb: 'add',
+            set: 'live_udp_range',
+            elements: [{ set: 'live_udp_range', key: '1-2', data: null, timeout: null }],
+          },
+        ]),
+      NetlinkError,
+    );
     // and the socket still works after all that
-    nl.commit('refuse', [{ verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '9002', data: null, timeout: 60 }] }]);
+    nl.commit('refuse', [
+      { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '9002', data: null, timeout: 60 }] },
+    ]);
     assert.match(await listing('refuse'), /9002 timeout 1m/);
     await must(ns, ['nft', 'delete', 'table', 'inet', 'refuse']);
   });
@@ -132,7 +209,12 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   test('a batch longer than the send buffer is not sent (false: write it another way), and nothing is applied', async () => {
     await must(ns, ['nft', '-f', '-'], { input: structure('big') });
     // ≈ 52 octets an element: 3.4 MB, past the 2 MiB send buffer
-    const els = Array.from({ length: 65_000 }, (_, i) => ({ set: 'fwd4_peer' as const, key: `203.0.113.7 . udp . ${i + 1}`, data: '192.168.77.11 . 80', timeout: 60 }));
+    const els = Array.from({ length: 65_000 }, (_, i) => ({
+      set: 'fwd4_peer' as const,
+      key: `203.0.113.7 . udp . ${i + 1}`,
+      data: '192.168.77.11 . 80',
+      timeout: 60,
+    }));
     assert.equal(nl.commit('big', [{ verb: 'add', set: 'fwd4_peer', elements: els }]), false);
     assert.doesNotMatch(await must(ns, ['nft', 'list', 'map', 'inet', 'big', 'fwd4_peer']), /elements/);
     // a big batch that fits (8,000 elements, 0.4 MB): one transaction
@@ -153,9 +235,25 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
       catch (e) { out = { errno: e.errno, outcome: e.outcome, message: e.message }; }
       out.ms = performance.now() - t0;
       process.stdout.write(JSON.stringify(out));`;
-    const r = await exec(ns, ['setpriv', '--bounding-set=-net_admin', '--inh-caps=-net_admin', process.execPath, '--import', 'tsx', '--input-type=module', '-e', code]);
+    const r = await exec(ns, [
+      'setpriv',
+      '--bounding-set=-net_admin',
+      '--inh-caps=-net_admin',
+      process.execPath,
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      code,
+    ]);
     assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { ok?: boolean; errno?: number; outcome?: string; message?: string; ms: number };
+    const out = JSON.parse(r.stdout) as {
+      ok?: boolean;
+      errno?: number;
+      outcome?: string;
+      message?: string;
+      ms: number;
+    };
     assert.equal(out.ok, undefined, 'refused');
     assert.equal(out.errno, 1, out.message);
     assert.equal(out.outcome, 'refused');
@@ -169,7 +267,15 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
     const ns2 = `${ns}b`;
     await exec(null, ['ip', 'netns', 'del', ns2]);
     await must(null, ['ip', 'netns', 'add', ns2]);
-    const dp = createNftablesDataplane({ table: 'again', wan: 'wan0', lan: ['br0'], hairpin: false, frontendPorts: { tcp: [], udp: [] }, log: pino({ level: 'silent' }), netns: ns2 });
+    const dp = createNftablesDataplane({
+      table: 'again',
+      wan: 'wan0',
+      lan: ['br0'],
+      hairpin: false,
+      frontendPorts: { tcp: [], udp: [] },
+      log: pino({ level: 'silent' }),
+      netns: ns2,
+    });
     try {
       await dp.init();
       await dp.apply({ remove: [], add: [entry('x', { externalPort: 3100 })] });
@@ -189,12 +295,33 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
 
   test('the driver: single ports over netlink, ranges through nft, one table', async () => {
     const lines: string[] = [];
-    const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(l); } });
-    const dp = createNftablesDataplane({ table: 'drv', wan: 'wan0', lan: ['br0'], hairpin: false, frontendPorts: { tcp: [], udp: [] }, log, netns: ns });
+    const log = pino(
+      { level: 'debug' },
+      {
+        write: (l: string) => {
+          lines.push(l);
+        },
+      },
+    );
+    const dp = createNftablesDataplane({
+      table: 'drv',
+      wan: 'wan0',
+      lan: ['br0'],
+      hairpin: false,
+      frontendPorts: { tcp: [], udp: [] },
+      log,
+      netns: ns,
+    });
     try {
       await dp.init();
-      assert.ok(lines.some((l) => /"transport":"netlink"/.test(l) && /nft table ready/.test(l)), 'the driver chose netlink');
-      await dp.apply({ remove: [], add: [entry('s', { externalPort: 3000 }), entry('r', { externalPort: 4000, externalPortEnd: 4009 })] });
+      assert.ok(
+        lines.some((l) => /"transport":"netlink"/.test(l) && /nft table ready/.test(l)),
+        'the driver chose netlink',
+      );
+      await dp.apply({
+        remove: [],
+        add: [entry('s', { externalPort: 3000 }), entry('r', { externalPort: 4000, externalPortEnd: 4009 })],
+      });
       await dp.apply({ remove: [], add: [entry('t', { externalPort: 3001, protocol: 'tcp' })] });
       await dp.apply({ remove: [entry('s', { externalPort: 3000 })], add: [] });
       const out = await listing('drv');

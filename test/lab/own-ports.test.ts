@@ -16,13 +16,22 @@ import { after, before, describe, test } from 'node:test';
 import { ADDR, createLab, hasTool, labSkip, type Agent, type Lab } from './harness.js';
 import { PortdProcess } from './portd-process.js';
 
-const skip = labSkip('own-ports') || (!hasTool('upnpc') && 'upnpc not installed') || (!hasTool('natpmpc') && 'natpmpc not installed');
+const skip =
+  labSkip('own-ports') ||
+  (!hasTool('upnpc') && 'upnpc not installed') ||
+  (!hasTool('natpmpc') && 'natpmpc not installed');
 const TOKEN = 'lab-token-0123456789';
 const EXT = ADDR.gwWan;
 const FAIL_MS = 700;
-const SSH = 2222, WG = 51820, LAN_ONLY = 2300, SHARED = 8300;
+const SSH = 2222,
+  WG = 51820,
+  LAN_ONLY = 2300,
+  SHARED = 8300;
 
-describe('the gateway\'s own ports and admin precedence, real portd in a namespace lab', { skip, timeout: 180_000 }, () => {
+describe("the gateway's own ports and admin precedence, real portd in a namespace lab", {
+  skip,
+  timeout: 180_000,
+}, () => {
   let lab: Lab;
   let dir: string;
   let portd: PortdProcess;
@@ -43,38 +52,49 @@ describe('the gateway\'s own ports and admin precedence, real portd in a namespa
     assert.ok((await hostA.listen('udp', WG)).ok);
     assert.ok((await hostB.listen('tcp', SHARED)).ok);
     portd = new PortdProcess({
-      lab, dir, verbose: process.env['LAB_LOG'] === 'portd',
-      config: [
-        'logLevel: info',
-        'interfaces: { wan: wan0, lan: [br0] }',
-        'externalAddress: auto',
-        `stateDir: ${dir}`,
-        `database: { path: ${join(dir, 'portd.sqlite')} }`,
-        'dataplane: { driver: nftables, table: portd, hairpin: true, reconcileInterval: 0 }',
-        'policy:',
-        '  secureMode: true',
-        '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
-        'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
-        'pcp: { rateLimit: 0 }',
-        `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
-      ].join('\n') + '\n',
+      lab,
+      dir,
+      verbose: process.env['LAB_LOG'] === 'portd',
+      config:
+        [
+          'logLevel: info',
+          'interfaces: { wan: wan0, lan: [br0] }',
+          'externalAddress: auto',
+          `stateDir: ${dir}`,
+          `database: { path: ${join(dir, 'portd.sqlite')} }`,
+          'dataplane: { driver: nftables, table: portd, hairpin: true, reconcileInterval: 0 }',
+          'policy:',
+          '  secureMode: true',
+          '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
+          'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
+          'pcp: { rateLimit: 0 }',
+          `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
+        ].join('\n') + '\n',
     });
     await portd.start();
   });
 
   after(async () => {
-    try { await portd?.stop(); } catch { /* gone */ }
+    try {
+      await portd?.stop();
+    } catch {
+      /* gone */
+    }
     await lab?.teardown();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   // -i: the lab's WAN address is TEST-NET-3, which miniupnpc would otherwise call "not connected"
-  const upnpc = (ns: string, args: string[]) => lab.exec(ns, ['upnpc', '-i', '-u', `http://${ADDR.gwLan}:5000/igd1/desc.xml`, ...args], { timeoutMs: 30_000 });
+  const upnpc = (ns: string, args: string[]) =>
+    lab.exec(ns, ['upnpc', '-i', '-u', `http://${ADDR.gwLan}:5000/igd1/desc.xml`, ...args], { timeoutMs: 30_000 });
 
   test('upnpc -a for the port the gateway listens on (0.0.0.0) gets 718; the WAN host still reaches the gateway', async () => {
     const r = await upnpc(lab.lanA, ['-e', 'steal-ssh', '-a', ADDR.hostA, String(SSH), String(SSH), 'TCP', '600']);
     assert.match(r.stdout + r.stderr, /failed with code 718/, r.stdout + r.stderr);
-    assert.doesNotMatch(await lab.must(lab.gw, ['nft', 'list', 'map', 'inet', 'portd', 'fwd4']), new RegExp(`tcp \\. ${SSH} `));
+    assert.doesNotMatch(
+      await lab.must(lab.gw, ['nft', 'list', 'map', 'inet', 'portd', 'fwd4']),
+      new RegExp(`tcp \\. ${SSH} `),
+    );
     const probe = await wan.tcpProbe(EXT, SSH, { data: 'hi' });
     assert.equal(probe.reply, `gateway|${ADDR.wanHost}|hi`, JSON.stringify(probe));
     const line = portd.logs.find((l) => l.msg === 'lease refused' && l['reason'] === 'in_use');
@@ -82,7 +102,9 @@ describe('the gateway\'s own ports and admin precedence, real portd in a namespa
   });
 
   test('natpmpc -a for the UDP port bound on the WAN address gets another public port', async () => {
-    const r = await lab.exec(lab.lanA, ['natpmpc', '-g', ADDR.gwLan, '-a', String(WG), String(WG), 'udp', '600'], { timeoutMs: 15_000 });
+    const r = await lab.exec(lab.lanA, ['natpmpc', '-g', ADDR.gwLan, '-a', String(WG), String(WG), 'udp', '600'], {
+      timeoutMs: 15_000,
+    });
     const m = /Mapped public port (\d+) protocol UDP to local port (\d+)/.exec(r.stdout);
     assert.ok(m, r.stdout + r.stderr);
     assert.notEqual(Number(m[1]), WG);
@@ -94,22 +116,41 @@ describe('the gateway\'s own ports and admin precedence, real portd in a namespa
     assert.equal(own.reply, `gateway|${ADDR.wanHost}|ping`, JSON.stringify(own));
   });
 
-  test('a socket bound to the gateway\'s LAN address only does not keep its port', async () => {
-    const r = await upnpc(lab.lanA, ['-e', 'lan-only', '-a', ADDR.hostA, String(LAN_ONLY), String(LAN_ONLY), 'TCP', '600']);
-    assert.match(r.stdout, new RegExp(`is redirected to internal ${ADDR.hostA.replace(/\./g, '\\.')}:${LAN_ONLY}`), r.stdout + r.stderr);
+  test("a socket bound to the gateway's LAN address only does not keep its port", async () => {
+    const r = await upnpc(lab.lanA, [
+      '-e',
+      'lan-only',
+      '-a',
+      ADDR.hostA,
+      String(LAN_ONLY),
+      String(LAN_ONLY),
+      'TCP',
+      '600',
+    ]);
+    assert.match(
+      r.stdout,
+      new RegExp(`is redirected to internal ${ADDR.hostA.replace(/\./g, '\\.')}:${LAN_ONLY}`),
+      r.stdout + r.stderr,
+    );
     const probe = await wan.tcpProbe(EXT, LAN_ONLY, { data: 'x' });
     assert.equal(probe.reply, `hostA|${ADDR.wanHost}|x`);
   });
 
-  test('a static forward on a port a UPnP client holds replaces it; the client\'s renewal gets 718', async () => {
+  test("a static forward on a port a UPnP client holds replaces it; the client's renewal gets 718", async () => {
     let r = await upnpc(lab.lanA, ['-e', 'shared', '-a', ADDR.hostA, String(SHARED), String(SHARED), 'TCP', '600']);
     assert.match(r.stdout, /is redirected to internal/, r.stdout + r.stderr);
     assert.equal((await wan.tcpProbe(EXT, SHARED, { data: 'a' })).reply, `hostA|${ADDR.wanHost}|a`);
-    const post = await portd.api('/api/v1/leases', TOKEN, { method: 'POST', body: { protocol: 'tcp', externalPort: SHARED, internalAddress: ADDR.hostB, description: 'admin' } });
+    const post = await portd.api('/api/v1/leases', TOKEN, {
+      method: 'POST',
+      body: { protocol: 'tcp', externalPort: SHARED, internalAddress: ADDR.hostB, description: 'admin' },
+    });
     assert.equal(post.status, 201, JSON.stringify(post.body));
     const list = await portd.api(`/api/v1/leases?state=ended&source=upnp&externalPort=${SHARED}`, TOKEN);
     const ended = (list.body as { leases: { endReason: string }[] }).leases;
-    assert.deepEqual(ended.map((l) => l.endReason), ['replaced']);
+    assert.deepEqual(
+      ended.map((l) => l.endReason),
+      ['replaced'],
+    );
     assert.equal((await wan.tcpProbe(EXT, SHARED, { data: 'b' })).reply, `hostB|${ADDR.wanHost}|b`);
     r = await upnpc(lab.lanA, ['-e', 'shared', '-a', ADDR.hostA, String(SHARED), String(SHARED), 'TCP', '600']);
     assert.match(r.stdout + r.stderr, /failed with code 718/, r.stdout + r.stderr);

@@ -20,13 +20,37 @@ export async function runLabBench(): Promise<unknown> {
   const lab = await createLab();
   const dir = mkdtempSync(join(tmpdir(), 'portd-lab-pcp-bench-'));
   try {
-    const child = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, ...(process.env['PCP_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean), '--import', 'tsx', join(HERE, 'pcp-gateway.ts'), dir, 'bench', count, preload],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: join(HERE, '..', '..') });
+    const child = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.gw,
+        process.execPath,
+        ...(process.env['PCP_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
+        '--import',
+        'tsx',
+        join(HERE, 'pcp-gateway.ts'),
+        dir,
+        'bench',
+        count,
+        preload,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: join(HERE, '..', '..') },
+    );
     let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     const code = await new Promise<number>((resolve) => {
-      const t = setTimeout(() => { child.kill('SIGKILL'); resolve(-1); }, 900_000);
-      child.on('exit', (c) => { clearTimeout(t); resolve(c ?? -1); });
+      const t = setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve(-1);
+      }, 900_000);
+      child.on('exit', (c) => {
+        clearTimeout(t);
+        resolve(c ?? -1);
+      });
     });
     if (code !== 0) throw new Error(`lab bench exited ${code}`);
     return JSON.parse(out.trim().split('\n').pop() ?? '{}');
@@ -37,7 +61,16 @@ export async function runLabBench(): Promise<unknown> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const res = await runLabBench() as { phases: Record<string, unknown>[]; echo: Record<string, unknown>[]; driver: string; preload: number; cpus: number };
+  const res = (await runLabBench()) as {
+    phases: Record<string, unknown>[];
+    echo: Record<string, unknown>[];
+    driver: string;
+    preload: number;
+    cpus: number;
+  };
   console.log(JSON.stringify(res, null, 2));
-  printTable(`PCP in the lab, ${res.driver} dataplane, ${(res as { preloaded?: number }).preloaded ?? res.preload} leases preloaded (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
+  printTable(
+    `PCP in the lab, ${res.driver} dataplane, ${(res as { preloaded?: number }).preloaded ?? res.preload} leases preloaded (${res.cpus} CPUs)`,
+    [...res.phases, ...((res as { frontend?: Record<string, unknown>[] }).frontend ?? []), ...res.echo],
+  );
 }

@@ -19,10 +19,17 @@ import { createPolicy } from '../../src/policy/policy.js';
 const dir = process.argv[2] ?? '/tmp';
 const mode = process.argv[3] ?? 'serve';
 const peer = process.env['LAB_PCP_PEER'] === '1';
-const conntrack = peer ? createConntrackCli({ keepIntervalMs: Number(process.env['LAB_PCP_KEEP_MS'] ?? 10_000) }) : null;
+const conntrack = peer
+  ? createConntrackCli({ keepIntervalMs: Number(process.env['LAB_PCP_KEEP_MS'] ?? 10_000) })
+  : null;
 const log = pino({ level: process.env['LAB_LOG'] ?? 'silent' }, pino.destination(2));
 const dataplane = createNftablesDataplane({
-  table: 'portd', wan: 'wan0', lan: ['br0'], hairpin: true, frontendPorts: { tcp: [], udp: [5351] }, log,
+  table: 'portd',
+  wan: 'wan0',
+  lan: ['br0'],
+  hairpin: true,
+  frontendPorts: { tcp: [], udp: [5351] },
+  log,
 });
 await dataplane.init();
 await dataplane.setExternalAddresses(['203.0.113.1']);
@@ -39,13 +46,28 @@ if (mode === 'bench') {
 }
 
 const policyConfig = {
-  secureMode: true, maxLeasesPerClient: 128, reservedPorts: [22, 53, 80, 443], rules: [], historyRetention: 86400,
-  lifetime: { pcp: { min: 60, max: 86400 }, natpmp: { min: 60, max: 86400 }, upnp: { min: 1, max: 604800 }, trigger: { min: 1, max: 86400 } },
+  secureMode: true,
+  maxLeasesPerClient: 128,
+  reservedPorts: [22, 53, 80, 443],
+  rules: [],
+  historyRetention: 86400,
+  lifetime: {
+    pcp: { min: 60, max: 86400 },
+    natpmp: { min: 60, max: 86400 },
+    upnp: { min: 1, max: 604800 },
+    trigger: { min: 1, max: 86400 },
+  },
 };
 const clock = createSystemClock();
 const metrics = createMetrics();
 const table = createLeaseTable({
-  database: { path: join(dir, 'portd.sqlite') }, dataplane, policy: createPolicy(policyConfig), clock, log, metrics, externalAddress: '203.0.113.1',
+  database: { path: join(dir, 'portd.sqlite') },
+  dataplane,
+  policy: createPolicy(policyConfig),
+  clock,
+  log,
+  metrics,
+  externalAddress: '203.0.113.1',
 });
 const server = createPcpServer({
   config: {
@@ -55,7 +77,11 @@ const server = createPcpServer({
     limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 50 },
     policy: policyConfig,
   },
-  leases: table, log, metrics, clock, listen: ['192.168.77.1'],
+  leases: table,
+  log,
+  metrics,
+  clock,
+  listen: ['192.168.77.1'],
   conntrack,
 });
 await server.start();

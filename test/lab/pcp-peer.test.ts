@@ -17,11 +17,27 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  decodePcpResponse, encodePcpRequest, ERROR_LIFETIME, IpProtocol, Opcode, ResultCode, RESULT_CODE_NAMES, Version,
+  decodePcpResponse,
+  encodePcpRequest,
+  ERROR_LIFETIME,
+  IpProtocol,
+  Opcode,
+  ResultCode,
+  RESULT_CODE_NAMES,
+  Version,
   type PcpResponse,
 } from '../../protocols/pcp/index.js';
 import { parseConntrackLine, type FlowInfo } from '../../src/frontends/pcp/conntrack.js';
-import { ADDR, createLab, hasTool, labSkip, startLabProcess, type Agent, type Lab, type LabProcess } from './harness.js';
+import {
+  ADDR,
+  createLab,
+  hasTool,
+  labSkip,
+  startLabProcess,
+  type Agent,
+  type Lab,
+  type LabProcess,
+} from './harness.js';
 
 const skip = labSkip('pcp-peer') || (hasTool('conntrack') ? false : 'conntrack (conntrack-tools) not installed');
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -56,9 +72,20 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
 
   /** the conntrack entries of hostA's UDP flows from `sport` (in the gateway namespace) */
   async function flows(sport: number): Promise<{ line: string; info: FlowInfo }[]> {
-    const r = await lab.exec(lab.gw, ['conntrack', '-L', '-p', 'udp', '--orig-src', ADDR.hostA, '--sport', String(sport)]);
+    const r = await lab.exec(lab.gw, [
+      'conntrack',
+      '-L',
+      '-p',
+      'udp',
+      '--orig-src',
+      ADDR.hostA,
+      '--sport',
+      String(sport),
+    ]);
     assert.equal(r.code, 0, r.stderr);
-    return r.stdout.split('\n').map((line) => ({ line, info: parseConntrackLine(line) }))
+    return r.stdout
+      .split('\n')
+      .map((line) => ({ line, info: parseConntrackLine(line) }))
       .filter((x): x is { line: string; info: FlowInfo } => x.info !== null);
   }
 
@@ -69,15 +96,34 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
   }
 
   /** hostA sends a PEER request from an ephemeral port to the gateway's PCP port; the decoded answer */
-  async function peer(internalPort: number, remotePort: number, lifetime: number, nonce = randomBytes(12)): Promise<PcpResponse> {
+  async function peer(
+    internalPort: number,
+    remotePort: number,
+    lifetime: number,
+    nonce = randomBytes(12),
+  ): Promise<PcpResponse> {
     const req = encodePcpRequest({
-      version: Version.PCP, opcode: Opcode.PEER, lifetime, clientAddress: ADDR.hostA, options: [],
+      version: Version.PCP,
+      opcode: Opcode.PEER,
+      lifetime,
+      clientAddress: ADDR.hostA,
+      options: [],
       peer: {
-        nonce: new Uint8Array(nonce), protocol: IpProtocol.UDP, internalPort, externalPort: 0, externalAddress: '0.0.0.0',
-        remotePort, remoteAddress: ADDR.wanHost,
+        nonce: new Uint8Array(nonce),
+        protocol: IpProtocol.UDP,
+        internalPort,
+        externalPort: 0,
+        externalAddress: '0.0.0.0',
+        remotePort,
+        remoteAddress: ADDR.wanHost,
       },
     });
-    const r = await hostA.call('udpBytes', { host: ADDR.gwLan, port: 5351, hex: Buffer.from(req).toString('hex'), timeoutMs: 3000 });
+    const r = await hostA.call('udpBytes', {
+      host: ADDR.gwLan,
+      port: 5351,
+      hex: Buffer.from(req).toString('hex'),
+      timeoutMs: 3000,
+    });
     assert.ok(r.ok, `PCP answer: ${r.error ?? ''}`);
     const res = decodePcpResponse(Buffer.from(r.reply!, 'hex'));
     assert.equal(res.version, Version.PCP);
@@ -91,7 +137,9 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
     const nat = await lab.nft(LABNAT);
     assert.equal(nat.code, 0, nat.stderr);
     dir = mkdtempSync(join(tmpdir(), 'portd-lab-pcp-peer-'));
-    gw = await startLabProcess(lab.gw, join(HERE, 'pcp-gateway.ts'), [dir], { env: { LAB_PCP_PEER: '1', LAB_PCP_KEEP_MS: String(KEEP_MS) } });
+    gw = await startLabProcess(lab.gw, join(HERE, 'pcp-gateway.ts'), [dir], {
+      env: { LAB_PCP_PEER: '1', LAB_PCP_KEEP_MS: String(KEEP_MS) },
+    });
     hostA = await lab.agent(lab.lanA, 'hostA');
     wan = await lab.agent(lab.wan, 'wan');
     assert.ok((await wan.listen('udp', REMOTE_PORT)).ok);
@@ -110,13 +158,19 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
     const echo = await hostA.udpSend(flowSock, ADDR.wanHost, REMOTE_PORT, 'hello');
     assert.equal(echo.reply, `wan|${ADDR.gwWan}|hello`, 'the WAN host saw the gateway address');
     const { line, info } = await onlyFlow(INTERNAL_PORT);
-    assert.match(line, new RegExp(`dst=${ADDR.wanHost.replace(/\./g, '\\.')} sport=${INTERNAL_PORT} dport=${REMOTE_PORT}`));
+    assert.match(
+      line,
+      new RegExp(`dst=${ADDR.wanHost.replace(/\./g, '\\.')} sport=${INTERNAL_PORT} dport=${REMOTE_PORT}`),
+    );
     assert.equal(info.externalAddress, ADDR.gwWan);
-    assert.ok(info.externalPort >= NAT_LOW && info.externalPort <= NAT_HIGH, `translated port ${info.externalPort}: ${line}`);
+    assert.ok(
+      info.externalPort >= NAT_LOW && info.externalPort <= NAT_HIGH,
+      `translated port ${info.externalPort}: ${line}`,
+    );
     assert.ok(info.timeout !== null && info.timeout < PEER_LIFETIME, `conntrack's own UDP timeout is short: ${line}`);
   });
 
-  test('PEER reports the flow\'s translated endpoint and extends its conntrack timeout', async () => {
+  test("PEER reports the flow's translated endpoint and extends its conntrack timeout", async () => {
     const before = await onlyFlow(INTERNAL_PORT);
     const res = await peer(INTERNAL_PORT, REMOTE_PORT, PEER_LIFETIME);
     assert.equal(res.resultCode, ResultCode.SUCCESS, RESULT_CODE_NAMES[res.resultCode]);
@@ -130,9 +184,12 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
     const afterPeer = await onlyFlow(INTERNAL_PORT);
     assert.equal(afterPeer.info.externalPort, before.info.externalPort, 'the same flow');
     // conntrack prints the seconds left: at most a second or two have passed since the update
-    assert.ok(afterPeer.info.timeout !== null && afterPeer.info.timeout >= PEER_LIFETIME - 2 && afterPeer.info.timeout <= PEER_LIFETIME,
-      `conntrack timeout after PEER ${PEER_LIFETIME}s: ${afterPeer.line}`);
-
+    assert.ok(
+      afterPeer.info.timeout !== null &&
+        afterPeer.info.timeout >= PEER_LIFETIME - 2 &&
+        afterPeer.info.timeout <= PEER_LIFETIME,
+      `conntrack timeout after PEER ${PEER_LIFETIME}s: ${afterPeer.line}`,
+    );
   });
 
   test('the extension survives traffic: the kernel resets the timeout on each packet, portd lengthens it again', async () => {
@@ -149,11 +206,13 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
       last = await onlyFlow(INTERNAL_PORT);
     }
     assert.equal(last.info.externalPort, before.info.externalPort, 'the same translation');
-    assert.ok(last.info.timeout !== null && last.info.timeout >= PEER_LIFETIME - 15 && last.info.timeout <= PEER_LIFETIME,
-      `held at the PEER lifetime after traffic: ${last.line}`);
+    assert.ok(
+      last.info.timeout !== null && last.info.timeout >= PEER_LIFETIME - 15 && last.info.timeout <= PEER_LIFETIME,
+      `held at the PEER lifetime after traffic: ${last.line}`,
+    );
   });
 
-  test('PEER with lifetime 0 answers SUCCESS and leaves the flow to conntrack\'s own timeout', async () => {
+  test("PEER with lifetime 0 answers SUCCESS and leaves the flow to conntrack's own timeout", async () => {
     const before = await onlyFlow(INTERNAL_PORT);
     const res = await peer(INTERNAL_PORT, REMOTE_PORT, 0);
     assert.equal(res.resultCode, ResultCode.SUCCESS, RESULT_CODE_NAMES[res.resultCode]);
@@ -173,7 +232,7 @@ describe('PCP PEER against the real conntrack of the gateway', { skip, timeout: 
     const res = await peer(missing, REMOTE_PORT, PEER_LIFETIME);
     assert.equal(res.resultCode, ResultCode.NO_RESOURCES, RESULT_CODE_NAMES[res.resultCode]);
     assert.equal(res.lifetime, ERROR_LIFETIME.short);
-    assert.equal(res.peer?.internalPort, missing, 'the request\'s opcode data is copied');
+    assert.equal(res.peer?.internalPort, missing, "the request's opcode data is copied");
     assert.equal((await flows(missing)).length, 0, 'PEER creates no flow ahead of traffic');
   });
 });

@@ -23,13 +23,36 @@ export async function runLabBench(): Promise<unknown> {
   const lab = await createLab();
   try {
     const nodeArgs = (process.env['UPNP_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
-    const child = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, ...nodeArgs, '--import', 'tsx', join(HERE, 'upnp-gateway.ts'), 'bench', count, preload],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: join(HERE, '..', '..') });
+    const child = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.gw,
+        process.execPath,
+        ...nodeArgs,
+        '--import',
+        'tsx',
+        join(HERE, 'upnp-gateway.ts'),
+        'bench',
+        count,
+        preload,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: join(HERE, '..', '..') },
+    );
     let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     const code = await new Promise<number>((resolve) => {
-      const t = setTimeout(() => { child.kill('SIGKILL'); resolve(-1); }, 1_800_000);
-      child.on('exit', (c) => { clearTimeout(t); resolve(c ?? -1); });
+      const t = setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve(-1);
+      }, 1_800_000);
+      child.on('exit', (c) => {
+        clearTimeout(t);
+        resolve(c ?? -1);
+      });
     });
     if (code !== 0) throw new Error(`lab bench exited ${code}`);
     return JSON.parse(out.trim().split('\n').pop() ?? '{}');
@@ -39,9 +62,20 @@ export async function runLabBench(): Promise<unknown> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const res = await runLabBench() as { phases: Record<string, unknown>[]; echo: Record<string, unknown>[]; driver: string; preload: number; preloaded?: number; cpus: number; preloadMs?: number };
+  const res = (await runLabBench()) as {
+    phases: Record<string, unknown>[];
+    echo: Record<string, unknown>[];
+    driver: string;
+    preload: number;
+    preloaded?: number;
+    cpus: number;
+    preloadMs?: number;
+  };
   console.log(JSON.stringify(res, null, 2));
   const sub = (res as { subscriber?: { notifies: number } | null }).subscriber;
   if (sub) console.log(`GENA subscriber received ${sub.notifies} NOTIFYs`);
-  printTable(`UPnP in the lab, ${res.driver} dataplane, ${res.preloaded ?? res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`, [...res.phases, ...(res as { frontend?: Record<string, unknown>[] }).frontend ?? [], ...res.echo]);
+  printTable(
+    `UPnP in the lab, ${res.driver} dataplane, ${res.preloaded ?? res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`,
+    [...res.phases, ...((res as { frontend?: Record<string, unknown>[] }).frontend ?? []), ...res.echo],
+  );
 }

@@ -14,7 +14,8 @@ const skip = labSkip('upnp') || (!hasTool('upnpc') && 'upnpc not installed');
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const EXT = ADDR.gwWan;
 const FAIL_MS = 700;
-const MSEARCH = 'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n';
+const MSEARCH =
+  'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n';
 
 describe('UPnP IGD in a namespace lab', { skip, timeout: 180_000 }, () => {
   let lab: Lab;
@@ -23,14 +24,30 @@ describe('UPnP IGD in a namespace lab', { skip, timeout: 180_000 }, () => {
 
   before(async () => {
     lab = await createLab();
-    gw = spawn('ip', ['netns', 'exec', lab.gw, process.execPath, '--import', 'tsx', join(ROOT, 'test/lab/upnp-gateway.ts')], { cwd: ROOT, stdio: 'pipe' });
+    gw = spawn(
+      'ip',
+      ['netns', 'exec', lab.gw, process.execPath, '--import', 'tsx', join(ROOT, 'test/lab/upnp-gateway.ts')],
+      { cwd: ROOT, stdio: 'pipe' },
+    );
     let stderr = '';
-    gw.stderr.on('data', (d: Buffer) => { stderr += d.toString(); if (process.env['LAB_LOG']) process.stderr.write(d); });
+    gw.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (process.env['LAB_LOG']) process.stderr.write(d);
+    });
     await new Promise<void>((resolve, reject) => {
       let out = '';
       const t = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 30_000);
-      gw!.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('"ready":true')) { clearTimeout(t); resolve(); } });
-      gw!.on('exit', (code) => { clearTimeout(t); reject(new Error(`gateway exited ${code}: ${stderr}`)); });
+      gw!.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('"ready":true')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      gw!.on('exit', (code) => {
+        clearTimeout(t);
+        reject(new Error(`gateway exited ${code}: ${stderr}`));
+      });
     });
     hostA = await lab.agent(lab.lanA, 'hostA');
     wan = await lab.agent(lab.wan, 'wan');
@@ -51,12 +68,22 @@ describe('UPnP IGD in a namespace lab', { skip, timeout: 180_000 }, () => {
 
   // -i: miniupnpc ≥ 2.2 calls an IGD whose external address is reserved (the lab's 203.0.113.0/24 is
   // TEST-NET-3) "not connected" after discovery and would not use it; -u skips that check too
-  const upnpc = (ns: string, args: string[]) => lab.exec(ns, ['upnpc', '-m', 'eth0', '-i', ...args], { timeoutMs: 30_000 });
+  const upnpc = (ns: string, args: string[]) =>
+    lab.exec(ns, ['upnpc', '-m', 'eth0', '-i', ...args], { timeoutMs: 30_000 });
 
-  test('gssdp-discover finds both IGD generations on the LAN', { skip: !hasTool('gssdp-discover') && 'gssdp-discover not installed' }, async () => {
-    for (const [st, path] of [['urn:schemas-upnp-org:device:InternetGatewayDevice:2', '/igd2/desc.xml'], ['urn:schemas-upnp-org:device:InternetGatewayDevice:1', '/igd1/desc.xml']] as const) {
+  test('gssdp-discover finds both IGD generations on the LAN', {
+    skip: !hasTool('gssdp-discover') && 'gssdp-discover not installed',
+  }, async () => {
+    for (const [st, path] of [
+      ['urn:schemas-upnp-org:device:InternetGatewayDevice:2', '/igd2/desc.xml'],
+      ['urn:schemas-upnp-org:device:InternetGatewayDevice:1', '/igd1/desc.xml'],
+    ] as const) {
       const r = await lab.exec(lab.lanA, ['gssdp-discover', '-i', 'eth0', '-t', st, '-n', '3'], { timeoutMs: 15_000 });
-      assert.match(r.stdout, new RegExp(`http://192\\.168\\.77\\.1:5000${path.replace(/\./g, '\\.')}`), r.stdout + r.stderr);
+      assert.match(
+        r.stdout,
+        new RegExp(`http://192\\.168\\.77\\.1:5000${path.replace(/\./g, '\\.')}`),
+        r.stdout + r.stderr,
+      );
     }
   });
 

@@ -5,12 +5,24 @@ import type { Lease } from '../../src/leases/types.js';
 import { TOKEN, makeAdmin, pcpReq, staticForward } from './admin-helpers.js';
 
 const fixtures: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const f of fixtures) await f.dispose(); });
-async function admin(o: Parameters<typeof makeAdmin>[0] = {}) { const f = await makeAdmin(o); fixtures.push(f); return f; }
+after(async () => {
+  for (const f of fixtures) await f.dispose();
+});
+async function admin(o: Parameters<typeof makeAdmin>[0] = {}) {
+  const f = await makeAdmin(o);
+  fixtures.push(f);
+  return f;
+}
 /** changes need the token on loopback too */
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
-const forward = { protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', internalPort: 80, description: 'web' };
+const forward = {
+  protocol: 'tcp',
+  externalPort: 8080,
+  internalAddress: '192.168.77.5',
+  internalPort: 80,
+  description: 'web',
+};
 
 describe('admin API: static forwards (POST /api/v1/leases)', () => {
   it('adds a forward: 201, a row, a dataplane entry, history naming the admin', async () => {
@@ -25,8 +37,16 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
     assert.equal(lease.description, 'web');
     const entries = [...f.dataplane.entries.values()];
     assert.equal(entries.length, 1);
-    assert.deepEqual({ p: entries[0]!.protocol, e: entries[0]!.externalPort, a: entries[0]!.internalAddress, i: entries[0]!.internalPort, t: entries[0]!.timeoutSeconds },
-      { p: 'tcp', e: 8080, a: '192.168.77.5', i: 80, t: null });
+    assert.deepEqual(
+      {
+        p: entries[0]!.protocol,
+        e: entries[0]!.externalPort,
+        a: entries[0]!.internalAddress,
+        i: entries[0]!.internalPort,
+        t: entries[0]!.timeoutSeconds,
+      },
+      { p: 'tcp', e: 8080, a: '192.168.77.5', i: 80, t: null },
+    );
     const h = f.table.history(lease.id);
     assert.equal(h[0]!.type, 'granted');
     assert.equal(h[0]!.actor, 'admin:ops');
@@ -34,9 +54,20 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
 
   it('a range with a lifetime and a remote host maps 1:1 and expires', async () => {
     const f = await admin();
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: {
-      protocol: 'udp', externalPort: 6000, externalPortEnd: 6010, internalAddress: '192.168.77.6', remoteAddress: '203.0.113.9', lifetime: 600, description: 'game',
-    } });
+    const r = await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: bearer,
+      payload: {
+        protocol: 'udp',
+        externalPort: 6000,
+        externalPortEnd: 6010,
+        internalAddress: '192.168.77.6',
+        remoteAddress: '203.0.113.9',
+        lifetime: 600,
+        description: 'game',
+      },
+    });
     assert.equal(r.statusCode, 201);
     const { lease } = r.json() as { lease: Lease };
     assert.equal(lease.externalPortEnd, 6010);
@@ -54,7 +85,12 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
     const b = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: forward });
     assert.equal(b.statusCode, 200);
     assert.equal((b.json() as { created: boolean }).created, false);
-    const c = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, internalAddress: '192.168.77.7' } });
+    const c = await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: bearer,
+      payload: { ...forward, internalAddress: '192.168.77.7' },
+    });
     assert.equal(c.statusCode, 409);
     const body = c.json() as { code: string; message: string; holder: { id: string; source: string; owner: string } };
     assert.equal(body.code, 'PORTD_LEASE_CONFLICT');
@@ -68,7 +104,12 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
     const f = await admin();
     const g = await f.table.request(pcpReq({ protocol: 'tcp', externalPort: 9000, internalPort: 9000 }));
     assert.ok(g.ok);
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, externalPort: 9000 } });
+    const r = await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: bearer,
+      payload: { ...forward, externalPort: 9000 },
+    });
     assert.equal(r.statusCode, 201);
     assert.equal(f.table.get(g.lease.id)!.endReason, 'replaced');
   });
@@ -93,13 +134,22 @@ describe('admin API: static forwards (POST /api/v1/leases)', () => {
       assert.equal(body.field, field);
       assert.ok(body.message.includes(field), body.message);
       assert.equal(f.dataplane.entries.size, 0);
-      assert.ok(f.lines.some((l) => String(l['msg']).includes('bad request') && (l['field'] === field || String(l['msg']).includes(field))));
+      assert.ok(
+        f.lines.some(
+          (l) => String(l['msg']).includes('bad request') && (l['field'] === field || String(l['msg']).includes(field)),
+        ),
+      );
     });
   }
 
   it('400 on a body that is not JSON', async () => {
     const f = await admin();
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: { ...bearer, 'content-type': 'application/json' }, payload: '{"protocol":' });
+    const r = await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: { ...bearer, 'content-type': 'application/json' },
+      payload: '{"protocol":',
+    });
     assert.equal(r.statusCode, 400);
     assert.equal((r.json() as { code: string }).code, 'PORTD_ADMIN_BAD_REQUEST');
   });
@@ -109,8 +159,28 @@ describe('admin API: listing and inspecting leases', () => {
   async function seeded() {
     const f = await admin({ staticForwards: [staticForward()] });
     const a = await f.table.request(pcpReq({ description: 'torrent' }));
-    const b = await f.table.request(pcpReq({ owner: '192.168.77.12', internalAddress: '192.168.77.12', internalPort: 4100, externalPort: 4100, protocol: 'tcp', description: 'camera feed' }));
-    const c = await f.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: '192.168.77.13', internalAddress: '192.168.77.13', internalPort: 5000, externalPort: 5000, allowOtherPort: false, lifetime: 3600, description: 'console' });
+    const b = await f.table.request(
+      pcpReq({
+        owner: '192.168.77.12',
+        internalAddress: '192.168.77.12',
+        internalPort: 4100,
+        externalPort: 4100,
+        protocol: 'tcp',
+        description: 'camera feed',
+      }),
+    );
+    const c = await f.table.request({
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'tcp',
+      owner: '192.168.77.13',
+      internalAddress: '192.168.77.13',
+      internalPort: 5000,
+      externalPort: 5000,
+      allowOtherPort: false,
+      lifetime: 3600,
+      description: 'console',
+    });
     assert.ok(a.ok && b.ok && c.ok);
     return { f, a: a.lease, b: b.lease, c: c.lease };
   }
@@ -126,28 +196,56 @@ describe('admin API: listing and inspecting leases', () => {
     assert.equal(all.total, 4);
     assert.equal(all.limit, 100);
     assert.deepEqual((await q('?source=pcp')).leases.map((l) => l.id).sort(), [a.id, b.id].sort());
-    assert.deepEqual((await q('?owner=192.168.77.12')).leases.map((l) => l.id), [b.id]);
-    assert.deepEqual((await q('?protocol=udp')).leases.map((l) => l.id), [a.id]);
-    assert.deepEqual((await q('?externalPort=5000')).leases.map((l) => l.id), [c.id]);
-    assert.deepEqual((await q('?internalPort=443')).leases.map((l) => l.source), ['static']);
-    assert.deepEqual((await q('?q=camera')).leases.map((l) => l.id), [b.id]);
+    assert.deepEqual(
+      (await q('?owner=192.168.77.12')).leases.map((l) => l.id),
+      [b.id],
+    );
+    assert.deepEqual(
+      (await q('?protocol=udp')).leases.map((l) => l.id),
+      [a.id],
+    );
+    assert.deepEqual(
+      (await q('?externalPort=5000')).leases.map((l) => l.id),
+      [c.id],
+    );
+    assert.deepEqual(
+      (await q('?internalPort=443')).leases.map((l) => l.source),
+      ['static'],
+    );
+    assert.deepEqual(
+      (await q('?q=camera')).leases.map((l) => l.id),
+      [b.id],
+    );
     const page = await q('?sort=externalPort&order=desc&limit=2&offset=1');
     assert.equal(page.total, 4);
-    assert.deepEqual(page.leases.map((l) => l.externalPort), [5000, 4100]);
+    assert.deepEqual(
+      page.leases.map((l) => l.externalPort),
+      [5000, 4100],
+    );
   });
 
   it('state=ended and state=all include revoked leases', async () => {
     const { f, a } = await seeded();
     assert.ok((await f.table.revoke(a.id, 'admin:test')).ok);
     const ended = (await f.app.inject({ url: '/api/v1/leases?state=ended' })).json() as { leases: Lease[] };
-    assert.deepEqual(ended.leases.map((l) => [l.id, l.endReason]), [[a.id, 'revoked']]);
+    assert.deepEqual(
+      ended.leases.map((l) => [l.id, l.endReason]),
+      [[a.id, 'revoked']],
+    );
     const all = (await f.app.inject({ url: '/api/v1/leases?state=all' })).json() as { total: number };
     assert.equal(all.total, 4);
   });
 
   it('400 on bad query values, naming the parameter', async () => {
     const f = await admin();
-    for (const [qs, field] of [['?state=gone', 'state'], ['?limit=0', 'limit'], ['?externalPort=x', 'externalPort'], ['?sort=color', 'sort'], ['?owner=abc', 'owner'], ['?bogus=1', 'bogus']] as const) {
+    for (const [qs, field] of [
+      ['?state=gone', 'state'],
+      ['?limit=0', 'limit'],
+      ['?externalPort=x', 'externalPort'],
+      ['?sort=color', 'sort'],
+      ['?owner=abc', 'owner'],
+      ['?bogus=1', 'bogus'],
+    ] as const) {
       const r = await f.app.inject({ url: `/api/v1/leases${qs}` });
       assert.equal(r.statusCode, 400, qs);
       assert.equal((r.json() as { field: string }).field, field, qs);
@@ -161,7 +259,10 @@ describe('admin API: listing and inspecting leases', () => {
     assert.equal(r.statusCode, 200);
     const body = r.json() as { lease: Lease; history: { type: string; actor: string | null }[] };
     assert.equal(body.lease.id, a.id);
-    assert.deepEqual(body.history.map((h) => h.type), ['granted', 'renewed']);
+    assert.deepEqual(
+      body.history.map((h) => h.type),
+      ['granted', 'renewed'],
+    );
     assert.equal(body.history[0]!.actor, 'pcp:192.168.77.11');
     const nf = await f.app.inject({ url: '/api/v1/leases/nope' });
     assert.equal(nf.statusCode, 404);
@@ -175,7 +276,11 @@ describe('admin API: revoke (DELETE /api/v1/leases/:id)', () => {
     const g = await f.table.request(pcpReq());
     assert.ok(g.ok);
     assert.equal(f.dataplane.entries.size, 1);
-    const r = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${g.lease.id}?reason=abuse`, headers: bearer });
+    const r = await f.app.inject({
+      method: 'DELETE',
+      url: `/api/v1/leases/${g.lease.id}?reason=abuse`,
+      headers: bearer,
+    });
     assert.equal(r.statusCode, 200, r.body);
     const body = r.json() as { lease: Lease; history: { type: string; actor: string | null; reason: string | null }[] };
     assert.equal(body.lease.state, 'ended');
@@ -185,7 +290,9 @@ describe('admin API: revoke (DELETE /api/v1/leases/:id)', () => {
     assert.equal(last.type, 'revoked');
     assert.equal(last.actor, 'admin:ops');
     assert.equal(last.reason, 'abuse');
-    assert.ok(f.lines.some((l) => l['msg'] === 'admin: lease revoked' && l['id'] === g.lease.id && l['actor'] === 'admin:ops'));
+    assert.ok(
+      f.lines.some((l) => l['msg'] === 'admin: lease revoked' && l['id'] === g.lease.id && l['actor'] === 'admin:ops'),
+    );
     // a second revoke: already ended
     const again = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${g.lease.id}`, headers: bearer });
     assert.equal(again.statusCode, 409);
@@ -242,7 +349,11 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
   });
 
   it('a readyz probe that throws answers 503', async () => {
-    const f = await admin({ ready: async () => { throw new Error('database is locked'); } });
+    const f = await admin({
+      ready: async () => {
+        throw new Error('database is locked');
+      },
+    });
     const r = await f.app.inject({ url: '/readyz' });
     assert.equal(r.statusCode, 503);
     assert.equal((r.json() as { detail: string }).detail, 'database is locked');
@@ -252,8 +363,18 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
     const f = await admin();
     await f.table.request(pcpReq());
     await f.app.inject({ url: '/api/v1/leases?state=nope' }); // a 400
-    await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, externalPort: 4000, protocol: 'udp' } });
-    await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { ...forward, externalPort: 4000, protocol: 'udp', internalAddress: '192.168.77.7' } }); // conflict
+    await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: bearer,
+      payload: { ...forward, externalPort: 4000, protocol: 'udp' },
+    });
+    await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: bearer,
+      payload: { ...forward, externalPort: 4000, protocol: 'udp', internalAddress: '192.168.77.7' },
+    }); // conflict
     const r = await f.app.inject({ url: '/metrics' });
     assert.equal(r.statusCode, 200);
     assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/);
@@ -271,14 +392,29 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
     assert.equal(r.statusCode, 200);
     const doc = r.json() as { openapi: string; paths: Record<string, Record<string, any>> };
     assert.equal(doc.openapi, '3.1.0');
-    for (const [p, m] of [['/api/v1/leases', 'get'], ['/api/v1/leases', 'post'], ['/api/v1/leases/{id}', 'get'], ['/api/v1/leases/{id}', 'delete'],
-      ['/api/v1/status', 'get'], ['/api/v1/events', 'get'], ['/api/v1/login', 'post'], ['/healthz', 'get'], ['/readyz', 'get'], ['/metrics', 'get']] as const) {
+    for (const [p, m] of [
+      ['/api/v1/leases', 'get'],
+      ['/api/v1/leases', 'post'],
+      ['/api/v1/leases/{id}', 'get'],
+      ['/api/v1/leases/{id}', 'delete'],
+      ['/api/v1/status', 'get'],
+      ['/api/v1/events', 'get'],
+      ['/api/v1/login', 'post'],
+      ['/healthz', 'get'],
+      ['/readyz', 'get'],
+      ['/metrics', 'get'],
+    ] as const) {
       assert.ok(doc.paths[p]?.[m], `${m} ${p}`);
     }
     const list = doc.paths['/api/v1/leases']!['get'];
     assert.ok(list.parameters.some((x: { name: string; in: string }) => x.name === 'source' && x.in === 'query'));
     assert.deepEqual(doc.paths['/api/v1/leases/{id}']!['get'].parameters[0].in, 'path');
-    assert.deepEqual(doc.paths['/api/v1/leases']!['post'].requestBody.content['application/json'].schema.required, ['protocol', 'externalPort', 'internalAddress', 'description']);
+    assert.deepEqual(doc.paths['/api/v1/leases']!['post'].requestBody.content['application/json'].schema.required, [
+      'protocol',
+      'externalPort',
+      'internalAddress',
+      'description',
+    ]);
     assert.ok(doc.paths['/api/v1/leases']!['post'].responses['409']);
     assert.equal(doc.paths['/'], undefined);
   });
@@ -307,16 +443,34 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
   it('route plugins (e.g. triggers) join the API, its auth and the OpenAPI document', async () => {
     const f = await admin({
       requireAuth: true,
-      routes: [(app, ctx) => {
-        app.get('/api/v1/triggers', { schema: { summary: 'Trigger rules', response: { 200: Type.Object({ triggers: Type.Array(Type.Object({ name: Type.String() })) }), 401: ctx.ErrorSchema } } },
-          async () => ({ triggers: [{ name: 'example' }] }));
-      }],
+      routes: [
+        (app, ctx) => {
+          app.get(
+            '/api/v1/triggers',
+            {
+              schema: {
+                summary: 'Trigger rules',
+                response: {
+                  200: Type.Object({ triggers: Type.Array(Type.Object({ name: Type.String() })) }),
+                  401: ctx.ErrorSchema,
+                },
+              },
+            },
+            async () => ({ triggers: [{ name: 'example' }] }),
+          );
+        },
+      ],
     });
     const denied = await f.app.inject({ url: '/api/v1/triggers' });
     assert.equal(denied.statusCode, 401);
-    const ok = await f.app.inject({ url: '/api/v1/triggers', headers: { authorization: 'Bearer test-token-0123456789' } });
+    const ok = await f.app.inject({
+      url: '/api/v1/triggers',
+      headers: { authorization: 'Bearer test-token-0123456789' },
+    });
     assert.deepEqual(ok.json(), { triggers: [{ name: 'example' }] });
-    const doc = (await f.app.inject({ url: '/api/v1/openapi.json', headers: { authorization: 'Bearer test-token-0123456789' } })).json() as { paths: Record<string, unknown> };
+    const doc = (
+      await f.app.inject({ url: '/api/v1/openapi.json', headers: { authorization: 'Bearer test-token-0123456789' } })
+    ).json() as { paths: Record<string, unknown> };
     assert.ok(doc.paths['/api/v1/triggers']);
   });
 });

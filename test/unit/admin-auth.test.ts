@@ -16,24 +16,43 @@ after(async () => {
   for (const f of fixtures) await f.dispose();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-async function admin(o: Parameters<typeof makeAdmin>[0] = {}) { const f = await makeAdmin(o); fixtures.push(f); return f; }
+async function admin(o: Parameters<typeof makeAdmin>[0] = {}) {
+  const f = await makeAdmin(o);
+  fixtures.push(f);
+  return f;
+}
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
 describe('admin auth: loopback vs non-loopback', () => {
   it('decides from admin.listen: loopback addresses need no token', () => {
-    for (const l of ['127.0.0.1:8080', '127.1.2.3:80', '[::1]:8080', 'localhost:8080']) assert.equal(isLoopbackListen(l), true, l);
-    for (const l of ['0.0.0.0:8080', '192.168.1.1:8080', '[::]:8080', '[fe80::1]:80']) assert.equal(isLoopbackListen(l), false, l);
+    for (const l of ['127.0.0.1:8080', '127.1.2.3:80', '[::1]:8080', 'localhost:8080'])
+      assert.equal(isLoopbackListen(l), true, l);
+    for (const l of ['0.0.0.0:8080', '192.168.1.1:8080', '[::]:8080', '[fe80::1]:80'])
+      assert.equal(isLoopbackListen(l), false, l);
     assert.deepEqual(parseListen('[::1]:9'), { host: '::1', port: 9 });
     assert.throws(() => parseListen('nonsense'), PortdError);
   });
 
   it('a non-loopback listen without any token refuses to build the server', async () => {
     const f = await admin();
-    assert.throws(() => createAdminServer({
-      config: { admin: { listen: '0.0.0.0:8080', token: null, tokenFile: null }, policy: { maxLeasesPerClient: 1 } as never },
-      leases: f.table, metrics: f.metrics, log: pino({ level: 'silent' }), status: () => { throw new Error('unused'); },
-      token: { value: null, name: 'admin' }, readyz: async () => ({ ok: true }),
-    }), /no admin token/);
+    assert.throws(
+      () =>
+        createAdminServer({
+          config: {
+            admin: { listen: '0.0.0.0:8080', token: null, tokenFile: null },
+            policy: { maxLeasesPerClient: 1 } as never,
+          },
+          leases: f.table,
+          metrics: f.metrics,
+          log: pino({ level: 'silent' }),
+          status: () => {
+            throw new Error('unused');
+          },
+          token: { value: null, name: 'admin' },
+          readyz: async () => ({ ok: true }),
+        }),
+      /no admin token/,
+    );
   });
 
   it('loopback: every route answers without a token; actor is admin:local', async () => {
@@ -48,11 +67,33 @@ describe('admin auth: loopback vs non-loopback', () => {
     const f = await admin({ requireAuth: true });
     const g = await f.table.request(pcpReq());
     assert.ok(g.ok);
-    const routes: [string, string][] = [['GET', '/api/v1/leases'], ['GET', `/api/v1/leases/${g.lease.id}`], ['DELETE', `/api/v1/leases/${g.lease.id}`],
-      ['POST', '/api/v1/leases'], ['GET', '/api/v1/status'], ['GET', '/api/v1/events'], ['GET', '/metrics'], ['GET', '/readyz'], ['GET', '/api/v1/openapi.json'], ['GET', '/api/v1/nothing']];
+    const routes: [string, string][] = [
+      ['GET', '/api/v1/leases'],
+      ['GET', `/api/v1/leases/${g.lease.id}`],
+      ['DELETE', `/api/v1/leases/${g.lease.id}`],
+      ['POST', '/api/v1/leases'],
+      ['GET', '/api/v1/status'],
+      ['GET', '/api/v1/events'],
+      ['GET', '/metrics'],
+      ['GET', '/readyz'],
+      ['GET', '/api/v1/openapi.json'],
+      ['GET', '/api/v1/nothing'],
+    ];
     for (const [method, url] of routes) {
-      for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: `Basic ${TOKEN}` }, { cookie: 'portd_session=forged' }]) {
-        const r = await f.app.inject({ method: method as 'GET', url, headers, ...(method === 'POST' ? { payload: { protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: '' } } : {}) });
+      for (const headers of [
+        {},
+        { authorization: 'Bearer wrong' },
+        { authorization: `Basic ${TOKEN}` },
+        { cookie: 'portd_session=forged' },
+      ]) {
+        const r = await f.app.inject({
+          method: method as 'GET',
+          url,
+          headers,
+          ...(method === 'POST'
+            ? { payload: { protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: '' } }
+            : {}),
+        });
         assert.equal(r.statusCode, 401, `${method} ${url} ${JSON.stringify(headers)}`);
         assert.equal((r.json() as { code: string }).code, 'PORTD_ADMIN_UNAUTHORIZED');
         assert.match(String(r.headers['www-authenticate']), /^Bearer/);
@@ -74,12 +115,23 @@ describe('admin auth: loopback vs non-loopback', () => {
 
   it('Bearer token: changes are recorded with the token name as actor', async () => {
     const f = await admin({ requireAuth: true });
-    const r = await f.app.inject({ method: 'POST', url: '/api/v1/leases', headers: bearer, payload: { protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: 'web' } });
+    const r = await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/leases',
+      headers: bearer,
+      payload: { protocol: 'tcp', externalPort: 8080, internalAddress: '192.168.77.5', description: 'web' },
+    });
     assert.equal(r.statusCode, 201);
     const { lease } = r.json() as { lease: Lease };
     const d = await f.app.inject({ method: 'DELETE', url: `/api/v1/leases/${lease.id}`, headers: bearer });
     assert.equal(d.statusCode, 200);
-    assert.deepEqual(f.table.history(lease.id).map((h) => [h.type, h.actor]), [['granted', 'admin:ops'], ['revoked', 'admin:ops']]);
+    assert.deepEqual(
+      f.table.history(lease.id).map((h) => [h.type, h.actor]),
+      [
+        ['granted', 'admin:ops'],
+        ['revoked', 'admin:ops'],
+      ],
+    );
     assert.ok(f.lines.some((l) => l['msg'] === 'admin: static forward added' && l['actor'] === 'admin:ops'));
     const s = (await f.app.inject({ url: '/api/v1/status', headers: bearer })).json() as { auth: unknown };
     assert.deepEqual(s.auth, { required: true, caller: 'ops' });
@@ -104,7 +156,12 @@ describe('admin auth: loopback vs non-loopback', () => {
 
   it('behind a TLS proxy (X-Forwarded-Proto: https) the cookie is also Secure', async () => {
     const f = await admin({ requireAuth: true });
-    const ok = await f.app.inject({ method: 'POST', url: '/api/v1/login', headers: { 'x-forwarded-proto': 'https' }, payload: { token: TOKEN } });
+    const ok = await f.app.inject({
+      method: 'POST',
+      url: '/api/v1/login',
+      headers: { 'x-forwarded-proto': 'https' },
+      payload: { token: TOKEN },
+    });
     assert.match(String(ok.headers['set-cookie']), /; Secure$/);
   });
 
@@ -118,15 +175,28 @@ describe('admin auth: loopback vs non-loopback', () => {
 
 describe('resolveAdminToken', () => {
   const log = pino({ level: 'silent' });
-  const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'portd-token-')); dirs.push(d); return d; };
-  const cfg = (over: Partial<{ listen: string; token: string | null; tokenFile: string | null }>, stateDir: string) =>
-    ({ admin: { listen: '0.0.0.0:8080', token: null, tokenFile: null, ...over }, stateDir });
+  const tmp = () => {
+    const d = mkdtempSync(join(tmpdir(), 'portd-token-'));
+    dirs.push(d);
+    return d;
+  };
+  const cfg = (
+    over: Partial<{ listen: string; token: string | null; tokenFile: string | null }>,
+    stateDir: string,
+  ) => ({ admin: { listen: '0.0.0.0:8080', token: null, tokenFile: null, ...over }, stateDir });
 
   it('order: config token, token file, env, state file', () => {
     const d = tmp();
     const file = join(d, 'tok');
     writeFileSync(file, 'from-file\n');
-    assert.equal(resolveAdminToken({ config: cfg({ token: 'from-config', tokenFile: file }, d), env: { PORTD_ADMIN_TOKEN: 'from-env' }, log }).value, 'from-config');
+    assert.equal(
+      resolveAdminToken({
+        config: cfg({ token: 'from-config', tokenFile: file }, d),
+        env: { PORTD_ADMIN_TOKEN: 'from-env' },
+        log,
+      }).value,
+      'from-config',
+    );
     const f = resolveAdminToken({ config: cfg({ tokenFile: file }, d), env: { PORTD_ADMIN_TOKEN: 'from-env' }, log });
     assert.deepEqual([f.value, f.origin], ['from-file', 'file']);
     const e = resolveAdminToken({ config: cfg({}, d), env: { PORTD_ADMIN_TOKEN: 'from-env' }, log });
@@ -135,13 +205,23 @@ describe('resolveAdminToken', () => {
 
   it('a missing token file is a config error naming the path', () => {
     const d = tmp();
-    assert.throws(() => resolveAdminToken({ config: cfg({ tokenFile: join(d, 'missing') }, d), log }), (e: unknown) => e instanceof PortdError && e.code === 'PORTD_CONFIG_INVALID' && e.message.includes('missing'));
+    assert.throws(
+      () => resolveAdminToken({ config: cfg({ tokenFile: join(d, 'missing') }, d), log }),
+      (e: unknown) => e instanceof PortdError && e.code === 'PORTD_CONFIG_INVALID' && e.message.includes('missing'),
+    );
   });
 
   it('generates a token once, stores it 0600, logs where, and reuses it on the next start', () => {
     const d = join(tmp(), 'state');
     const lines: { msg: string; path?: string }[] = [];
-    const l = pino({ level: 'info' }, { write: (s: string) => { lines.push(JSON.parse(s)); } });
+    const l = pino(
+      { level: 'info' },
+      {
+        write: (s: string) => {
+          lines.push(JSON.parse(s));
+        },
+      },
+    );
     const a = resolveAdminToken({ config: cfg({}, d), env: {}, log: l });
     assert.equal(a.origin, 'generated');
     assert.ok(a.value && a.value.length >= 32);

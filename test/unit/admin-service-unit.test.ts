@@ -19,7 +19,10 @@ function section(text: string, name: string): Map<string, string[]> {
     const line = raw.trim();
     if (!line || line.startsWith('#') || line.startsWith(';')) continue;
     const m = /^\[(.+)\]$/.exec(line);
-    if (m) { inside = m[1] === name; continue; }
+    if (m) {
+      inside = m[1] === name;
+      continue;
+    }
     if (!inside) continue;
     const i = line.indexOf('=');
     if (i < 0) continue;
@@ -37,7 +40,11 @@ const bytes = (v: string) => {
 
 it('the unit bounds tasks and memory with sane values, and keeps the state private', () => {
   const s = section(UNIT, 'Service');
-  const one = (k: string) => { const v = s.get(k); assert.ok(v && v.length === 1, `${k}= set once`); return v[0]!; };
+  const one = (k: string) => {
+    const v = s.get(k);
+    assert.ok(v && v.length === 1, `${k}= set once`);
+    return v[0]!;
+  };
   const tasks = Number(one('TasksMax'));
   // node's own threads (~13-25) plus nft -i, ip monitor, conntrack children; not "infinity"
   assert.ok(Number.isInteger(tasks) && tasks >= 32 && tasks <= 512, `TasksMax=${tasks}`);
@@ -53,7 +60,10 @@ it('the unit bounds tasks and memory with sane values, and keeps the state priva
 it('systemd-analyze verify accepts the unit (when installed)', (t) => {
   let tool = '';
   for (const p of ['/usr/bin/systemd-analyze', '/bin/systemd-analyze']) if (existsSync(p)) tool = p;
-  if (!tool) { t.skip('systemd-analyze not installed'); return; }
+  if (!tool) {
+    t.skip('systemd-analyze not installed');
+    return;
+  }
   const dir = mkdtempSync(join(tmpdir(), 'portd-unit-'));
   try {
     // the binary is not installed here: point ExecStart at one that exists, check everything else
@@ -65,5 +75,7 @@ it('systemd-analyze verify accepts the unit (when installed)', (t) => {
     // only lines about our file count (systemd may also grumble about the host's own units)
     const ours = out.split('\n').filter((l) => l.includes(unit));
     assert.deepEqual(ours, []);
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -14,9 +14,22 @@ const LISTING = [
   '',
 ].join('\n');
 
-const entry = (id: string, protocol: 'tcp' | 'udp', port: number, extra: Partial<DataplaneEntry> = {}): DataplaneEntry => ({
-  id, protocol, externalAddress: '203.0.113.1', externalPort: port, externalPortEnd: port,
-  internalAddress: '192.168.77.11', internalPort: port, remoteAddress: null, timeoutSeconds: 60, ...extra,
+const entry = (
+  id: string,
+  protocol: 'tcp' | 'udp',
+  port: number,
+  extra: Partial<DataplaneEntry> = {},
+): DataplaneEntry => ({
+  id,
+  protocol,
+  externalAddress: '203.0.113.1',
+  externalPort: port,
+  externalPortEnd: port,
+  internalAddress: '192.168.77.11',
+  internalPort: port,
+  remoteAddress: null,
+  timeoutSeconds: 60,
+  ...extra,
 });
 
 describe('conntrack: deleting only the flows that exist', () => {
@@ -29,7 +42,12 @@ describe('conntrack: deleting only the flows that exist', () => {
   });
 
   it('ended leases without a flow cost no delete; a lease with one gets exactly its port', () => {
-    const ended = [entry('a', 'tcp', 10001), entry('b', 'tcp', 10002), entry('c', 'udp', 10001), entry('d', 'udp', 10002)];
+    const ended = [
+      entry('a', 'tcp', 10001),
+      entry('b', 'tcp', 10002),
+      entry('c', 'udp', 10001),
+      entry('d', 'udp', 10002),
+    ];
     assert.equal(flowDeleteArgs(ended).length, 4, 'without a listing: one delete per port');
     assert.deepEqual(flowDeleteArgsFor(ended, parseFlows(LISTING)), [
       ['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '203.0.113.1', '--orig-port-dst', '10001'],
@@ -38,12 +56,36 @@ describe('conntrack: deleting only the flows that exist', () => {
     assert.deepEqual(flowDeleteArgsFor(ended, []), []);
   });
 
-  it('ranges find their flows on any port, wide ones too; a peer-filtered lease only its peer\'s', () => {
+  it("ranges find their flows on any port, wide ones too; a peer-filtered lease only its peer's", () => {
     const flows = parseFlows(LISTING);
-    assert.deepEqual(flowDeleteArgsFor([entry('r', 'tcp', 9000, { externalPortEnd: 20000 })], flows).map((a) => a[8]), ['10001']);
-    assert.deepEqual(flowDeleteArgsFor([entry('p', 'tcp', 10001, { remoteAddress: '198.51.100.7' })], flows), [], 'another peer\'s flow stays');
-    assert.deepEqual(flowDeleteArgsFor([entry('q', 'tcp', 10001, { remoteAddress: '203.0.113.10' })], flows),
-      [['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '203.0.113.1', '--orig-port-dst', '10001', '--orig-src', '203.0.113.10']]);
-    assert.deepEqual(flowDeleteArgsFor([entry('x', 'tcp', 10001, { externalAddress: '203.0.113.2' })], flows), [], 'another external address');
+    assert.deepEqual(
+      flowDeleteArgsFor([entry('r', 'tcp', 9000, { externalPortEnd: 20000 })], flows).map((a) => a[8]),
+      ['10001'],
+    );
+    assert.deepEqual(
+      flowDeleteArgsFor([entry('p', 'tcp', 10001, { remoteAddress: '198.51.100.7' })], flows),
+      [],
+      "another peer's flow stays",
+    );
+    assert.deepEqual(flowDeleteArgsFor([entry('q', 'tcp', 10001, { remoteAddress: '203.0.113.10' })], flows), [
+      [
+        '-D',
+        '-f',
+        'ipv4',
+        '-p',
+        'tcp',
+        '--orig-dst',
+        '203.0.113.1',
+        '--orig-port-dst',
+        '10001',
+        '--orig-src',
+        '203.0.113.10',
+      ],
+    ]);
+    assert.deepEqual(
+      flowDeleteArgsFor([entry('x', 'tcp', 10001, { externalAddress: '203.0.113.2' })], flows),
+      [],
+      'another external address',
+    );
   });
 });

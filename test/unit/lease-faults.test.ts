@@ -11,12 +11,23 @@ import type { LeaseRequest } from '../../src/leases/types.js';
 import { makeTable } from '../helpers/leases.js';
 
 const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000,
-  externalPort: 4000, allowOtherPort: true, lifetime: 3600, nonce: 'aa'.repeat(12), ...over,
+  source: 'pcp',
+  identity: 'internal',
+  protocol: 'tcp',
+  owner: '192.168.77.11',
+  internalAddress: '192.168.77.11',
+  internalPort: 4000,
+  externalPort: 4000,
+  allowOtherPort: true,
+  lifetime: 3600,
+  nonce: 'aa'.repeat(12),
+  ...over,
 });
 
 const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const t of toDispose) await t.dispose(); });
+after(async () => {
+  for (const t of toDispose) await t.dispose();
+});
 
 /** a table whose COMMITs fail while `full` is set, as SQLite's do when the disk is full */
 function fullDiskTable() {
@@ -27,7 +38,10 @@ function fullDiskTable() {
   const state = { full: false, commits: 0, refusedCommits: 0 };
   commit.run = ((...args: unknown[]) => {
     state.commits++;
-    if (state.full) { state.refusedCommits++; throw new Error('SQLITE_FULL: database or disk is full'); }
+    if (state.full) {
+      state.refusedCommits++;
+      throw new Error('SQLITE_FULL: database or disk is full');
+    }
     return run(...args);
   }) as typeof commit.run;
   return { ...t, state };
@@ -73,7 +87,15 @@ describe('lease table: database refuses the commit', () => {
     const g = await table.request(pcp());
     assert.ok(g.ok);
     state.full = true;
-    const r = await table.release({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000, nonce: 'aa'.repeat(12) });
+    const r = await table.release({
+      source: 'pcp',
+      identity: 'internal',
+      protocol: 'tcp',
+      owner: '192.168.77.11',
+      internalAddress: '192.168.77.11',
+      internalPort: 4000,
+      nonce: 'aa'.repeat(12),
+    });
     assert.equal(r.ok, false);
     assert.equal(dataplane.entries.size, 1);
     assert.equal(table.get(g.lease.id)!.state, 'active');
@@ -87,7 +109,11 @@ describe('lease table: database refuses the commit', () => {
     const commitsBefore = state.commits;
     // 20 s past the expiry, in 100 ms steps: a busy retry would try ~200 times
     clock.advance(g.lease.expiresAt! - clock.now());
-    for (let i = 0; i < 200; i++) { await settle(); clock.advance(100); if (i % 20 === 0) await settle(); }
+    for (let i = 0; i < 200; i++) {
+      await settle();
+      clock.advance(100);
+      if (i % 20 === 0) await settle();
+    }
     await settle();
     const attempts = state.commits - commitsBefore;
     assert.ok(attempts >= 2 && attempts <= 8, `${attempts} expiry attempts in 20 s`);

@@ -10,37 +10,97 @@ import { makeTable } from '../helpers/leases.js';
 
 const HOST = '192.168.77.11';
 const upnp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp', identity: 'external', protocol: 'tcp', owner: HOST, internalAddress: HOST, internalPort: 5000,
-  externalPort: 5000, allowOtherPort: false, lifetime: 3600, description: 'game', ...over,
+  source: 'upnp',
+  identity: 'external',
+  protocol: 'tcp',
+  owner: HOST,
+  internalAddress: HOST,
+  internalPort: 5000,
+  externalPort: 5000,
+  allowOtherPort: false,
+  lifetime: 3600,
+  description: 'game',
+  ...over,
 });
 const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp', identity: 'internal', protocol: 'udp', owner: HOST, internalAddress: HOST, internalPort: 4000,
-  externalPort: 4000, allowOtherPort: true, lifetime: 3600, nonce: 'aa'.repeat(12), ...over,
+  source: 'pcp',
+  identity: 'internal',
+  protocol: 'udp',
+  owner: HOST,
+  internalAddress: HOST,
+  internalPort: 4000,
+  externalPort: 4000,
+  allowOtherPort: true,
+  lifetime: 3600,
+  nonce: 'aa'.repeat(12),
+  ...over,
 });
 const natpmp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'natpmp', identity: 'internal', protocol: 'udp', owner: HOST, internalAddress: HOST, internalPort: 4100,
-  externalPort: 4100, allowOtherPort: true, lifetime: 3600, ...over,
+  source: 'natpmp',
+  identity: 'internal',
+  protocol: 'udp',
+  owner: HOST,
+  internalAddress: HOST,
+  internalPort: 4100,
+  externalPort: 4100,
+  allowOtherPort: true,
+  lifetime: 3600,
+  ...over,
 });
 const statik = (port: number, over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'static', identity: 'external', protocol: 'tcp', owner: '192.168.77.20', internalAddress: '192.168.77.20', internalPort: 443,
-  externalPort: port, allowOtherPort: false, lifetime: null, description: 'nas', thirdPartyAllowed: true, actor: 'admin:ops', ...over,
+  source: 'static',
+  identity: 'external',
+  protocol: 'tcp',
+  owner: '192.168.77.20',
+  internalAddress: '192.168.77.20',
+  internalPort: 443,
+  externalPort: port,
+  allowOtherPort: false,
+  lifetime: null,
+  description: 'nas',
+  thirdPartyAllowed: true,
+  actor: 'admin:ops',
+  ...over,
 });
 const trigger = (start: number, end: number, over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'trigger', identity: 'external', protocol: 'tcp', owner: '192.168.77.12', internalAddress: '192.168.77.12', internalPort: start,
-  externalPort: start, externalPortEnd: end, allowOtherPort: false, lifetime: 600, description: 'trigger game', rule: 'game', thirdPartyAllowed: true, actor: 'trigger:game', ...over,
+  source: 'trigger',
+  identity: 'external',
+  protocol: 'tcp',
+  owner: '192.168.77.12',
+  internalAddress: '192.168.77.12',
+  internalPort: start,
+  externalPort: start,
+  externalPortEnd: end,
+  allowOtherPort: false,
+  lifetime: 600,
+  description: 'trigger game',
+  rule: 'game',
+  thirdPartyAllowed: true,
+  actor: 'trigger:game',
+  ...over,
 });
 
 const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const t of toDispose) await t.dispose(); });
+after(async () => {
+  for (const t of toDispose) await t.dispose();
+});
 function table(opts?: Parameters<typeof makeTable>[0]) {
   const t = makeTable(opts);
   toDispose.push(t);
   const batches: DataplaneBatch[] = [];
   const ended: DataplaneEntry[][] = [];
-  const dp = t.dataplane as unknown as { apply(b: DataplaneBatch): Promise<void>; endFlows(e: readonly DataplaneEntry[]): Promise<void> };
+  const dp = t.dataplane as unknown as {
+    apply(b: DataplaneBatch): Promise<void>;
+    endFlows(e: readonly DataplaneEntry[]): Promise<void>;
+  };
   const apply = dp.apply.bind(dp);
-  dp.apply = async (b) => { batches.push({ add: [...b.add], remove: [...b.remove] }); return apply(b); };
-  dp.endFlows = async (e) => { ended.push([...e]); };
+  dp.apply = async (b) => {
+    batches.push({ add: [...b.add], remove: [...b.remove] });
+    return apply(b);
+  };
+  dp.endFlows = async (e) => {
+    ended.push([...e]);
+  };
   const events: LeaseEvent[] = [];
   t.table.on((e) => events.push(e));
   return { ...t, batches, ended, events };
@@ -57,14 +117,32 @@ describe('admin-defined openings replace dynamic leases', () => {
     const old = t.get(u.lease.id)!;
     assert.equal(old.state, 'ended');
     assert.equal(old.endReason, 'replaced');
-    assert.deepEqual(t.history(u.lease.id).map((h) => h.type), ['granted', 'replaced']);
+    assert.deepEqual(
+      t.history(u.lease.id).map((h) => h.type),
+      ['granted', 'replaced'],
+    );
     assert.match(t.history(u.lease.id).at(-1)!.reason ?? '', new RegExp(`replaced by static lease ${s.lease.id}`));
-    assert.deepEqual(events.filter((e) => e.leaseId === u.lease.id).map((e) => e.type), ['granted', 'replaced']);
+    assert.deepEqual(
+      events.filter((e) => e.leaseId === u.lease.id).map((e) => e.type),
+      ['granted', 'replaced'],
+    );
     assert.equal(batches.length, 1, 'one batch');
-    assert.deepEqual(batches[0]!.remove.map((e) => e.id), [u.lease.id]);
-    assert.deepEqual(batches[0]!.add.map((e) => e.id), [s.lease.id]);
-    assert.deepEqual([...dataplane.entries.values()].map((e) => `${e.internalAddress}:${e.internalPort}`), ['192.168.77.20:443']);
-    assert.deepEqual(ended.flat().map((e) => e.id), [u.lease.id]);
+    assert.deepEqual(
+      batches[0]!.remove.map((e) => e.id),
+      [u.lease.id],
+    );
+    assert.deepEqual(
+      batches[0]!.add.map((e) => e.id),
+      [s.lease.id],
+    );
+    assert.deepEqual(
+      [...dataplane.entries.values()].map((e) => `${e.internalAddress}:${e.internalPort}`),
+      ['192.168.77.20:443'],
+    );
+    assert.deepEqual(
+      ended.flat().map((e) => e.id),
+      [u.lease.id],
+    );
   });
 
   it('replaced is sticky: the UPnP renewal gets a conflict, also after the static forward is gone', async () => {
@@ -83,7 +161,17 @@ describe('admin-defined openings replace dynamic leases', () => {
     assert.equal(still.holder.id, s.lease.id);
     const other = await t.request(upnp({ owner: '192.168.77.13', internalAddress: '192.168.77.13' }));
     assert.ok(other.ok, 'another host may have it');
-    assert.ok((await t.release({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: '192.168.77.13', externalPort: 5000 })).ok);
+    assert.ok(
+      (
+        await t.release({
+          source: 'upnp',
+          identity: 'external',
+          protocol: 'tcp',
+          owner: '192.168.77.13',
+          externalPort: 5000,
+        })
+      ).ok,
+    );
     clock.advance(3600_000 + 1);
     const later = await t.request(upnp());
     assert.ok(later.ok, 'after the replaced lease would have ended');
@@ -121,7 +209,9 @@ describe('admin-defined openings replace dynamic leases', () => {
   it('a trigger replaces every dynamic lease in its range; a static one in it refuses the trigger', async () => {
     const { table: t } = table();
     const a = await t.request(upnp({ externalPort: 6113, internalPort: 6113 }));
-    const b = await t.request(upnp({ externalPort: 6115, internalPort: 6115, owner: '192.168.77.13', internalAddress: '192.168.77.13' }));
+    const b = await t.request(
+      upnp({ externalPort: 6115, internalPort: 6115, owner: '192.168.77.13', internalAddress: '192.168.77.13' }),
+    );
     assert.ok(a.ok && b.ok);
     const tr = await t.request(trigger(6113, 6119));
     assert.ok(tr.ok, JSON.stringify(tr));
@@ -141,7 +231,10 @@ describe('admin-defined openings replace dynamic leases', () => {
     // secure mode: a forward asked by one host for another, without thirdPartyAllowed, is not authorized
     const s = await t.request(statik(5000, { thirdPartyAllowed: false, owner: '192.168.77.99' }));
     assert.ok(!s.ok && s.reason === 'not_authorized', JSON.stringify(s));
-    assert.deepEqual(t.history(u.lease.id).map((h) => h.type), ['granted']);
+    assert.deepEqual(
+      t.history(u.lease.id).map((h) => h.type),
+      ['granted'],
+    );
     assert.equal(t.get(u.lease.id)!.state, 'active');
   });
 
@@ -149,7 +242,17 @@ describe('admin-defined openings replace dynamic leases', () => {
     const { table: t } = table();
     const u = await t.request(upnp({ externalPort: 8443 }));
     assert.ok(u.ok);
-    const r = await t.syncStatic([{ protocol: 'tcp', externalPort: 8443, externalPortEnd: 8443, internalAddress: '192.168.77.20', internalPort: 443, remoteAddress: null, description: 'nas' }]);
+    const r = await t.syncStatic([
+      {
+        protocol: 'tcp',
+        externalPort: 8443,
+        externalPortEnd: 8443,
+        internalAddress: '192.168.77.20',
+        internalPort: 443,
+        remoteAddress: null,
+        description: 'nas',
+      },
+    ]);
     assert.deepEqual(r, { added: 1, removed: 0, refused: [] });
     assert.equal(t.get(u.lease.id)!.endReason, 'replaced');
     assert.equal(t.findByExternal('tcp', 8443)!.source, 'static');
@@ -172,9 +275,10 @@ describe('admin-defined openings replace dynamic leases', () => {
 describe('ports dynamic clients never get', () => {
   const inUse = new Set(['tcp/2222', 'udp/51820']);
   const portInUse = (protocol: 'tcp' | 'udp', port: number) => inUse.has(`${protocol}/${port}`);
-  const triggerPort = (protocol: 'tcp' | 'udp', port: number) => (protocol === 'tcp' && port >= 6113 && port <= 6119 ? 'game' : null);
+  const triggerPort = (protocol: 'tcp' | 'udp', port: number) =>
+    protocol === 'tcp' && port >= 6113 && port <= 6119 ? 'game' : null;
 
-  it('the gateway\'s own port: in_use for an explicit request, skipped when another port may do', async () => {
+  it("the gateway's own port: in_use for an explicit request, skipped when another port may do", async () => {
     const { table: t } = table({ policy: { checkPortInUse: true }, portInUse });
     const a = await t.request(upnp({ externalPort: 2222 }));
     assert.ok(!a.ok && a.reason === 'in_use', JSON.stringify(a));
@@ -191,7 +295,11 @@ describe('ports dynamic clients never get', () => {
 
   it('allocation walks past in-use ports', async () => {
     const busy = (_p: 'tcp' | 'udp', port: number) => port >= 30000 && port < 30010;
-    const { table: t } = table({ policy: { checkPortInUse: true }, portInUse: busy, allocationRange: { start: 30000, end: 30010 } });
+    const { table: t } = table({
+      policy: { checkPortInUse: true },
+      portInUse: busy,
+      allocationRange: { start: 30000, end: 30010 },
+    });
     const a = await t.request(pcp({ internalPort: 30000, externalPort: 30000 }));
     assert.ok(a.ok);
     assert.equal(a.lease.externalPort, 30010);
@@ -205,13 +313,13 @@ describe('ports dynamic clients never get', () => {
     assert.ok(a.ok);
   });
 
-  it('a static forward onto the gateway\'s own port is granted', async () => {
+  it("a static forward onto the gateway's own port is granted", async () => {
     const { table: t } = table({ policy: { checkPortInUse: true }, portInUse });
     const s = await t.request(statik(2222));
     assert.ok(s.ok);
   });
 
-  it('a trigger\'s ports: a conflict for an explicit request even while no host holds the trigger, skipped otherwise', async () => {
+  it("a trigger's ports: a conflict for an explicit request even while no host holds the trigger, skipped otherwise", async () => {
     const { table: t } = table({ triggerPort });
     const a = await t.request(upnp({ externalPort: 6115 }));
     assert.ok(!a.ok && a.reason === 'conflict', JSON.stringify(a));
@@ -219,7 +327,7 @@ describe('ports dynamic clients never get', () => {
     const b = await t.request(pcp({ protocol: 'tcp', internalPort: 6113, externalPort: 6113 }));
     assert.ok(b.ok);
     assert.ok(b.lease.externalPort < 6113 || b.lease.externalPort > 6119);
-    assert.ok((await t.request(upnp({ protocol: 'udp', externalPort: 6115 }))).ok, 'udp 6115 is no trigger\'s');
+    assert.ok((await t.request(upnp({ protocol: 'udp', externalPort: 6115 }))).ok, "udp 6115 is no trigger's");
     // the trigger itself gets them
     assert.ok((await t.request(trigger(6113, 6119))).ok);
   });

@@ -17,11 +17,21 @@ import { createPolicy } from '../../src/policy/policy.js';
 import { testPolicy } from '../helpers/leases.js';
 
 const dirs: string[] = [];
-after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 const pcp = (port: number): LeaseRequest => ({
-  source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11',
-  internalPort: port, externalPort: port, allowOtherPort: false, lifetime: 3600, nonce: 'ab'.repeat(12),
+  source: 'pcp',
+  identity: 'internal',
+  protocol: 'tcp',
+  owner: '192.168.77.11',
+  internalAddress: '192.168.77.11',
+  internalPort: port,
+  externalPort: port,
+  allowOtherPort: false,
+  lifetime: 3600,
+  nonce: 'ab'.repeat(12),
 });
 
 /** a memory dataplane that also answers kernelCount() with `count(entries)`, and records the calls */
@@ -29,12 +39,22 @@ function countingDataplane(count: (held: number) => number) {
   const inner = createMemoryDataplane();
   const calls: string[] = [];
   return {
-    calls, inner,
+    calls,
+    inner,
     dp: {
       ...inner,
-      async list() { calls.push('list'); return inner.list(); },
-      async reset(e: Parameters<typeof inner.reset>[0]) { calls.push('reset'); return inner.reset(e); },
-      async kernelCount() { calls.push('kernelCount'); return count(inner.entries.size); },
+      async list() {
+        calls.push('list');
+        return inner.list();
+      },
+      async reset(e: Parameters<typeof inner.reset>[0]) {
+        calls.push('reset');
+        return inner.reset(e);
+      },
+      async kernelCount() {
+        calls.push('kernelCount');
+        return count(inner.entries.size);
+      },
     },
   };
 }
@@ -43,10 +63,15 @@ async function tableWith(count: (held: number) => number, leases: number) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-count-'));
   dirs.push(dir);
   const clock = createFixedClock();
-  const open = (dp: ReturnType<typeof countingDataplane>['dp']) => createLeaseTable({
-    database: { path: join(dir, 'portd.sqlite') }, dataplane: dp, policy: createPolicy(testPolicy()), clock,
-    log: pino({ level: 'silent' }), externalAddress: '203.0.113.1',
-  });
+  const open = (dp: ReturnType<typeof countingDataplane>['dp']) =>
+    createLeaseTable({
+      database: { path: join(dir, 'portd.sqlite') },
+      dataplane: dp,
+      policy: createPolicy(testPolicy()),
+      clock,
+      log: pino({ level: 'silent' }),
+      externalAddress: '203.0.113.1',
+    });
   // first run: grant leases (the dataplane holds them); then a "restart" with a dataplane that says what the kernel holds
   const first = countingDataplane(() => 0);
   const t1 = open(first.dp);

@@ -16,21 +16,53 @@ import { MIGRATIONS } from '../../src/leases/store.js';
 import { makeTable } from '../helpers/leases.js';
 
 const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000,
-  externalPort: 4000, allowOtherPort: true, lifetime: 3600, nonce: 'aa'.repeat(12), actor: 'pcp:192.168.77.11', ...over,
+  source: 'pcp',
+  identity: 'internal',
+  protocol: 'tcp',
+  owner: '192.168.77.11',
+  internalAddress: '192.168.77.11',
+  internalPort: 4000,
+  externalPort: 4000,
+  allowOtherPort: true,
+  lifetime: 3600,
+  nonce: 'aa'.repeat(12),
+  actor: 'pcp:192.168.77.11',
+  ...over,
 });
 const upnp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp', identity: 'external', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 5000,
-  externalPort: 5000, allowOtherPort: false, lifetime: 3600, description: 'game', ...over,
+  source: 'upnp',
+  identity: 'external',
+  protocol: 'tcp',
+  owner: '192.168.77.11',
+  internalAddress: '192.168.77.11',
+  internalPort: 5000,
+  externalPort: 5000,
+  allowOtherPort: false,
+  lifetime: 3600,
+  description: 'game',
+  ...over,
 });
 const releasePcp = (port: number, owner = '192.168.77.11') => ({
-  source: 'pcp' as const, identity: 'internal' as const, protocol: 'tcp' as const, owner, internalAddress: owner, internalPort: port, nonce: 'aa'.repeat(12),
+  source: 'pcp' as const,
+  identity: 'internal' as const,
+  protocol: 'tcp' as const,
+  owner,
+  internalAddress: owner,
+  internalPort: port,
+  nonce: 'aa'.repeat(12),
 });
 
 const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const t of toDispose) await t.dispose(); });
-function table(opts?: Parameters<typeof makeTable>[0]) { const t = makeTable(opts); toDispose.push(t); return t; }
-const rows = (t: ReturnType<typeof table>, sql: string, ...args: unknown[]) => (t.table.store.db.prepare(sql).get(...args) as { n: number }).n;
+after(async () => {
+  for (const t of toDispose) await t.dispose();
+});
+function table(opts?: Parameters<typeof makeTable>[0]) {
+  const t = makeTable(opts);
+  toDispose.push(t);
+  return t;
+}
+const rows = (t: ReturnType<typeof table>, sql: string, ...args: unknown[]) =>
+  (t.table.store.db.prepare(sql).get(...args) as { n: number }).n;
 /** lets queued prune batches (they follow commits) run */
 async function settle(t: ReturnType<typeof table>) {
   for (let i = 0; i < 1000 && t.table.pending() > 0; i++) await new Promise((r) => setImmediate(r));
@@ -50,9 +82,16 @@ describe('renewals update the lease, not the history', () => {
       assert.ok(r.ok && !r.created);
     }
     const u = await t.table.request(upnp());
-    for (let i = 0; i < 50; i++) { t.clock.advance(1000); assert.ok((await t.table.request(upnp())).ok); }
+    for (let i = 0; i < 50; i++) {
+      t.clock.advance(1000);
+      assert.ok((await t.table.request(upnp())).ok);
+    }
     assert.ok(u.ok);
-    assert.equal(rows(t, `SELECT count(*) AS n FROM events WHERE lease_id = ?`, g.lease.id), 1, 'only the grant is stored');
+    assert.equal(
+      rows(t, `SELECT count(*) AS n FROM events WHERE lease_id = ?`, g.lease.id),
+      1,
+      'only the grant is stored',
+    );
     assert.equal(rows(t, `SELECT count(*) AS n FROM events WHERE lease_id = ?`, u.lease.id), 1);
     assert.equal(rows(t, `SELECT count(*) AS n FROM leases`), 2);
     const l = t.table.get(g.lease.id)!;
@@ -64,13 +103,19 @@ describe('renewals update the lease, not the history', () => {
     assert.equal(events.filter((e) => e.type === 'renewed' && e.leaseId === u.lease.id).length, 50);
     // the history shows the renewals as one entry at the last, with who renewed
     const h = t.table.history(g.lease.id);
-    assert.deepEqual(h.map((x) => x.type), ['granted', 'renewed']);
+    assert.deepEqual(
+      h.map((x) => x.type),
+      ['granted', 'renewed'],
+    );
     assert.equal(h[1]!.at, l.lastRenewedAt);
     assert.equal(h[1]!.actor, 'pcp:192.168.77.11');
     assert.match(h[1]!.reason ?? '', /300 times/);
     const rel = await t.table.release(releasePcp(4000));
     assert.ok(rel.ok);
-    assert.deepEqual(t.table.history(g.lease.id).map((x) => x.type), ['granted', 'renewed', 'released']);
+    assert.deepEqual(
+      t.table.history(g.lease.id).map((x) => x.type),
+      ['granted', 'renewed', 'released'],
+    );
   });
 
   it('history per lease keeps its first entry and the latest ones (limits.historyPerLease)', async () => {
@@ -78,12 +123,17 @@ describe('renewals update the lease, not the history', () => {
     const g = await t.table.request(pcp());
     assert.ok(g.ok);
     // entries another writer left (e.g. a database from before the cap)
-    const ins = t.table.store.db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, 'refused', ?, 'x', ?)`);
+    const ins = t.table.store.db.prepare(
+      `INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, 'refused', ?, 'x', ?)`,
+    );
     for (let i = 0; i < 10; i++) ins.run(g.lease.id, t.clock.now() + i, `old ${i}`);
     t.clock.advance(60_000);
     assert.ok((await t.table.release(releasePcp(4000))).ok);
     const h = t.table.history(g.lease.id);
-    assert.deepEqual(h.map((x) => x.reason ?? x.type), ['granted', 'old 8', 'old 9', 'released']);
+    assert.deepEqual(
+      h.map((x) => x.reason ?? x.type),
+      ['granted', 'old 8', 'old 9', 'released'],
+    );
   });
 });
 
@@ -96,8 +146,19 @@ describe('ended leases and revocations are bounded', () => {
     const countEnded = t.table.store.db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'ended'`);
     let before = 0;
     const begin = t.table.store.tx.begin;
-    t.table.store.tx.begin = { run: () => { const r = begin.run(); before = (countEnded.get() as { n: number }).n; return r; } } as typeof begin;
-    t.table.store.tx.commit = { run: () => { perCommit.push(before - (countEnded.get() as { n: number }).n); return commit.run(); } } as typeof commit;
+    t.table.store.tx.begin = {
+      run: () => {
+        const r = begin.run();
+        before = (countEnded.get() as { n: number }).n;
+        return r;
+      },
+    } as typeof begin;
+    t.table.store.tx.commit = {
+      run: () => {
+        perCommit.push(before - (countEnded.get() as { n: number }).n);
+        return commit.run();
+      },
+    } as typeof commit;
     const ids: string[] = [];
     // one host churning: create and release, 200 times
     for (let i = 0; i < 200; i++) {
@@ -110,7 +171,9 @@ describe('ended leases and revocations are bounded', () => {
     await settle(t);
     assert.equal(rows(t, `SELECT count(*) AS n FROM leases WHERE state = 'ended'`), 50);
     // the newest 50 are kept; no history of a deleted lease is left behind
-    const kept = (t.table.store.db.prepare(`SELECT id FROM leases ORDER BY id`).all() as { id: string }[]).map((r) => r.id);
+    const kept = (t.table.store.db.prepare(`SELECT id FROM leases ORDER BY id`).all() as { id: string }[]).map(
+      (r) => r.id,
+    );
     assert.deepEqual(kept, ids.slice(-50));
     assert.equal(rows(t, `SELECT count(*) AS n FROM events WHERE lease_id NOT IN (SELECT id FROM leases)`), 0);
     assert.ok(Math.max(...perCommit) <= 16, `a tick deleted ${Math.max(...perCommit)}`);
@@ -125,7 +188,13 @@ describe('ended leases and revocations are bounded', () => {
     }
     assert.equal(rows(first, `SELECT count(*) AS n FROM leases WHERE state = 'ended'`), 300);
     await first.close();
-    const t = table({ dir: first.dir, clock: first.clock, maxEndedLeases: 100, pruneBatch: 32, historyRetention: 3600 });
+    const t = table({
+      dir: first.dir,
+      clock: first.clock,
+      maxEndedLeases: 100,
+      pruneBatch: 32,
+      historyRetention: 3600,
+    });
     const n = await t.table.prune();
     await settle(t);
     assert.ok(n > 0 && n <= 200);
@@ -155,13 +224,33 @@ describe('ended leases and revocations are bounded', () => {
 describe('limits.maxActiveLeases', () => {
   it('refuses new dynamic leases over the cap with capacity (metric, one warn line naming the key); renewals and static forwards pass', async () => {
     const lines: string[] = [];
-    const log = pino({ level: 'warn' }, new Writable({ write(c, _e, cb) { lines.push(String(c)); cb(); } }));
+    const log = pino(
+      { level: 'warn' },
+      new Writable({
+        write(c, _e, cb) {
+          lines.push(String(c));
+          cb();
+        },
+      }),
+    );
     const t = table({ maxActiveLeases: 3, log, policy: { maxLeasesPerClient: 1000 } });
     assert.ok((await t.table.request(pcp({ internalPort: 4000 }))).ok);
     assert.ok((await t.table.request(upnp({ externalPort: 5000 }))).ok);
-    assert.ok((await t.table.request({ ...upnp({ externalPort: 5001 }), source: 'trigger', owner: '192.168.77.12', internalAddress: '192.168.77.12', thirdPartyAllowed: true })).ok);
+    assert.ok(
+      (
+        await t.table.request({
+          ...upnp({ externalPort: 5001 }),
+          source: 'trigger',
+          owner: '192.168.77.12',
+          internalAddress: '192.168.77.12',
+          thirdPartyAllowed: true,
+        })
+      ).ok,
+    );
     for (let i = 0; i < 3; i++) {
-      const r = await t.table.request(pcp({ internalPort: 4100 + i, owner: `192.168.77.${20 + i}`, internalAddress: `192.168.77.${20 + i}` }));
+      const r = await t.table.request(
+        pcp({ internalPort: 4100 + i, owner: `192.168.77.${20 + i}`, internalAddress: `192.168.77.${20 + i}` }),
+      );
       assert.ok(!r.ok && r.reason === 'capacity', JSON.stringify(r));
       assert.match(r.detail, /limits\.maxActiveLeases 3/);
     }
@@ -172,7 +261,12 @@ describe('limits.maxActiveLeases', () => {
     assert.ok(renew.ok && !renew.created);
     assert.ok((await t.table.request(upnp({ externalPort: 5000 }))).ok);
     // static forwards are the admin's: not counted, not refused
-    const st = await t.table.request({ ...upnp({ externalPort: 8443, internalPort: 443 }), source: 'static', thirdPartyAllowed: true, lifetime: null });
+    const st = await t.table.request({
+      ...upnp({ externalPort: 8443, internalPort: 443 }),
+      source: 'static',
+      thirdPartyAllowed: true,
+      lifetime: null,
+    });
     assert.ok(st.ok);
     const m = await t.metrics.globalLimit.get();
     assert.equal(m.values.find((v) => v.labels.limit === 'maxActiveLeases')?.value, 4);
@@ -191,15 +285,42 @@ describe('listings and counts come from memory or an index walk', () => {
     for (let i = 0; i < 400; i++) {
       const host = `192.168.77.${10 + (i % 100)}`;
       const src = i % 4;
-      const req = src === 0 ? pcp({ owner: host, internalAddress: host, internalPort: 2000 + i, externalPort: 40_000 + i })
-        : src === 1 ? upnp({ owner: host, internalAddress: host, internalPort: 3000 + i, externalPort: 10_000 + i })
-          : src === 2 ? { ...upnp({ owner: host, internalAddress: host, internalPort: 3000 + i, externalPort: 20_000 + i }), source: 'trigger' as const, thirdPartyAllowed: true, rule: 'game' }
-            : { ...upnp({ owner: host, internalAddress: host, internalPort: 3000 + i, externalPort: 30_000 + i }), source: 'static' as const, thirdPartyAllowed: true, lifetime: null };
+      const req =
+        src === 0
+          ? pcp({ owner: host, internalAddress: host, internalPort: 2000 + i, externalPort: 40_000 + i })
+          : src === 1
+            ? upnp({ owner: host, internalAddress: host, internalPort: 3000 + i, externalPort: 10_000 + i })
+            : src === 2
+              ? {
+                  ...upnp({ owner: host, internalAddress: host, internalPort: 3000 + i, externalPort: 20_000 + i }),
+                  source: 'trigger' as const,
+                  thirdPartyAllowed: true,
+                  rule: 'game',
+                }
+              : {
+                  ...upnp({ owner: host, internalAddress: host, internalPort: 3000 + i, externalPort: 30_000 + i }),
+                  source: 'static' as const,
+                  thirdPartyAllowed: true,
+                  lifetime: null,
+                };
       assert.ok((await first.table.request(req)).ok);
     }
-    const ins = first.table.store.db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
+    const ins =
+      first.table.store.db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
       owner, created_at, updated_at, expires_at, state, ended_at, end_reason) VALUES (?, 'upnp', 'udp', '203.0.113.1', ?, ?, '192.168.77.9', ?, '192.168.77.9', ?, ?, ?, 'ended', ?, 'released')`);
-    first.table.store.db.transaction(() => { for (let i = 0; i < 5000; i++) ins.run(`e${String(i).padStart(8, '0')}`, 1024 + (i % 60000), 1024 + (i % 60000), 1024 + (i % 60000), i, i, i + 1, i + 1); })();
+    first.table.store.db.transaction(() => {
+      for (let i = 0; i < 5000; i++)
+        ins.run(
+          `e${String(i).padStart(8, '0')}`,
+          1024 + (i % 60000),
+          1024 + (i % 60000),
+          1024 + (i % 60000),
+          i,
+          i,
+          i + 1,
+          i + 1,
+        );
+    })();
     await first.close();
     // no ANALYZE: portd never runs it, so the plans are the planner's defaults
     const t = table({ dir: first.dir, clock: first.clock, policy: { maxLeasesPerClient: 100_000 }, maxEndedLeases: 0 });
@@ -207,17 +328,31 @@ describe('listings and counts come from memory or an index walk', () => {
     const sqls: string[] = [];
     const reader = t.table.store.reader;
     const prepare = reader.prepare.bind(reader);
-    (reader as { prepare: typeof reader.prepare }).prepare = ((sql: string) => { sqls.push(sql); return prepare(sql); }) as typeof reader.prepare;
+    (reader as { prepare: typeof reader.prepare }).prepare = ((sql: string) => {
+      sqls.push(sql);
+      return prepare(sql);
+    }) as typeof reader.prepare;
     // UPnP: PortMappingNumberOfEntries, GetGenericPortMappingEntry (v1 listing of upnp leases, or all with listAllLeases), GetListOfPortMappings
     assert.equal(t.table.activeCount('upnp'), 100);
     assert.equal(t.table.activeCount(), 400);
     const g = t.table.list({ state: 'active', source: 'upnp', sort: 'createdAt', order: 'asc', offset: 42, limit: 1 });
     assert.equal(g.total, 100);
     assert.equal(g.leases[0]!.externalPort, 10_000 + 42 * 4 + 1);
-    assert.equal(t.table.list({ state: 'active', sort: 'createdAt', order: 'asc', offset: 7, limit: 1 }).leases[0]!.internalPort, 3007);
+    assert.equal(
+      t.table.list({ state: 'active', sort: 'createdAt', order: 'asc', offset: 7, limit: 1 }).leases[0]!.internalPort,
+      3007,
+    );
     const range = t.table.listExternalRange('tcp', 10_100, 10_200, { source: 'upnp' });
-    assert.deepEqual(range.map((l) => l.externalPort), Array.from({ length: 25 }, (_, k) => 10_101 + k * 4));
-    assert.deepEqual(t.table.listExternalRange('tcp', 10_000, 11_000, { source: 'upnp', owner: '192.168.77.11' }).map((l) => l.externalPort), [10_001, 10_101, 10_201, 10_301]);
+    assert.deepEqual(
+      range.map((l) => l.externalPort),
+      Array.from({ length: 25 }, (_, k) => 10_101 + k * 4),
+    );
+    assert.deepEqual(
+      t.table
+        .listExternalRange('tcp', 10_000, 11_000, { source: 'upnp', owner: '192.168.77.11' })
+        .map((l) => l.externalPort),
+      [10_001, 10_101, 10_201, 10_301],
+    );
     // PCP: every mapping of one client (internal port 0 + lifetime 0)
     const mine = t.table.list({ owner: '192.168.77.10', protocol: 'tcp', state: 'active', limit: 10000 });
     assert.equal(mine.total, 4);
@@ -227,7 +362,10 @@ describe('listings and counts come from memory or an index walk', () => {
     assert.equal(t.table.list({ state: 'ended' }).total, 5000);
     const all = t.table.list({ state: 'all', offset: 4998, limit: 4 });
     assert.equal(all.total, 5400);
-    assert.deepEqual(all.leases.map((l) => l.state), ['ended', 'ended', 'active', 'active']);
+    assert.deepEqual(
+      all.leases.map((l) => l.state),
+      ['ended', 'ended', 'active', 'active'],
+    );
     t.table.list({ state: 'ended', source: 'upnp', order: 'desc', limit: 50 });
     t.table.list({ state: 'active', order: 'desc' });
     // status
@@ -239,7 +377,11 @@ describe('listings and counts come from memory or an index walk', () => {
     const stored = Object.values(t.table.store.r).map((st) => (st as { source: string }).source);
     assert.ok(sqls.length >= 5, `${sqls.length} listing statements`);
     for (const sql of [...new Set([...sqls, ...stored])]) {
-      const plan = (reader.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...Array.from({ length: (sql.match(/\?/g) ?? []).length }, () => 1)) as { detail: string }[]).map((p) => p.detail);
+      const plan = (
+        reader
+          .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+          .all(...Array.from({ length: (sql.match(/\?/g) ?? []).length }, () => 1)) as { detail: string }[]
+      ).map((p) => p.detail);
       if (process.env.SHOW_PLANS) console.log(`${sql}\n  ${plan.join('\n  ')}`);
       assert.ok(!plan.some((d) => /^SCAN leases$/.test(d) || /TEMP B-TREE/.test(d)), `${sql}\n  ${plan.join('\n  ')}`);
     }
@@ -249,7 +391,11 @@ describe('listings and counts come from memory or an index walk', () => {
 describe('migration to schema 5', () => {
   it('a schema-4 database migrates: leases survive, renewal rows fold into the counts', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'portd-v4-'));
-    toDispose.push({ dispose: async () => { rmSync(dir, { recursive: true, force: true }); } });
+    toDispose.push({
+      dispose: async () => {
+        rmSync(dir, { recursive: true, force: true });
+      },
+    });
     const db = new Database(join(dir, 'portd.sqlite'));
     db.pragma('journal_mode = WAL');
     for (const m of MIGRATIONS.slice(0, 4)) db.exec(m);
@@ -258,7 +404,9 @@ describe('migration to schema 5', () => {
     db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
       owner, nonce, created_at, updated_at, expires_at, state) VALUES ('000000000001', 'pcp', 'tcp', '203.0.113.1', 4000, 4000, '192.168.77.11', 4000,
       '192.168.77.11', ?, ?, ?, ?, 'active')`).run('aa'.repeat(12), now - 60_000, now - 1000, now + 3_000_000);
-    const ev = db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES ('000000000001', ?, ?, ?, NULL)`);
+    const ev = db.prepare(
+      `INSERT INTO events (lease_id, type, at, actor, reason) VALUES ('000000000001', ?, ?, ?, NULL)`,
+    );
     ev.run('granted', now - 60_000, 'pcp:192.168.77.11');
     for (let i = 3; i >= 1; i--) ev.run('renewed', now - i * 1000, `pcp:r${i}`);
     db.close();
@@ -269,7 +417,13 @@ describe('migration to schema 5', () => {
     assert.equal(l.renewCount, 3);
     assert.equal(l.lastRenewedAt, now - 1000);
     assert.equal(rows(t, `SELECT count(*) AS n FROM events WHERE type = 'renewed'`), 0);
-    assert.deepEqual(t.table.history(l.id).map((h) => [h.type, h.actor]), [['granted', 'pcp:192.168.77.11'], ['renewed', 'pcp:r1']]);
+    assert.deepEqual(
+      t.table.history(l.id).map((h) => [h.type, h.actor]),
+      [
+        ['granted', 'pcp:192.168.77.11'],
+        ['renewed', 'pcp:r1'],
+      ],
+    );
     // and it is held: its renewal renews it, its port is taken
     const r = await t.table.request(pcp({ externalPort: 0 }));
     assert.ok(r.ok && !r.created && r.lease.id === l.id && r.lease.renewCount === 4);

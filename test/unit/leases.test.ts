@@ -4,17 +4,41 @@ import type { LeaseRequest } from '../../src/leases/types.js';
 import { makeTable } from '../helpers/leases.js';
 
 const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000,
-  externalPort: 4000, allowOtherPort: true, lifetime: 3600, nonce: 'aa'.repeat(12), ...over,
+  source: 'pcp',
+  identity: 'internal',
+  protocol: 'tcp',
+  owner: '192.168.77.11',
+  internalAddress: '192.168.77.11',
+  internalPort: 4000,
+  externalPort: 4000,
+  allowOtherPort: true,
+  lifetime: 3600,
+  nonce: 'aa'.repeat(12),
+  ...over,
 });
 const upnp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp', identity: 'external', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 5000,
-  externalPort: 5000, allowOtherPort: false, lifetime: 0, description: 'game', ...over,
+  source: 'upnp',
+  identity: 'external',
+  protocol: 'tcp',
+  owner: '192.168.77.11',
+  internalAddress: '192.168.77.11',
+  internalPort: 5000,
+  externalPort: 5000,
+  allowOtherPort: false,
+  lifetime: 0,
+  description: 'game',
+  ...over,
 });
 
 const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => { for (const t of toDispose) await t.dispose(); });
-function table(opts?: Parameters<typeof makeTable>[0]) { const t = makeTable(opts); toDispose.push(t); return t; }
+after(async () => {
+  for (const t of toDispose) await t.dispose();
+});
+function table(opts?: Parameters<typeof makeTable>[0]) {
+  const t = makeTable(opts);
+  toDispose.push(t);
+  return t;
+}
 
 describe('lease table: grants and renewals', () => {
   it('grants a lease, writes it to the dataplane and renews it by internal key', async () => {
@@ -33,17 +57,24 @@ describe('lease table: grants and renewals', () => {
     assert.equal(again.lease.externalPort, 4000);
     assert.equal(again.lease.expiresAt, clock.now() + 3600_000);
     assert.equal(dataplane.entries.size, 1);
-    assert.deepEqual(t.history(r.lease.id).map((h) => h.type), ['granted', 'renewed']);
+    assert.deepEqual(
+      t.history(r.lease.id).map((h) => h.type),
+      ['granted', 'renewed'],
+    );
   });
 
   it('clamps lifetimes per source and caps UPnP permanent (0)', async () => {
     const { table: t } = table();
     const a = await t.request(pcp({ lifetime: 3_600_000 })); // milliseconds sent as seconds
-    assert.ok(a.ok); assert.equal(a.lifetime, 86400);
+    assert.ok(a.ok);
+    assert.equal(a.lifetime, 86400);
     const b = await t.request(pcp({ internalPort: 4001, externalPort: 4001, lifetime: 5 }));
-    assert.ok(b.ok); assert.equal(b.lifetime, 120);
+    assert.ok(b.ok);
+    assert.equal(b.lifetime, 120);
     const c = await t.request(upnp({ lifetime: 0 }));
-    assert.ok(c.ok); assert.equal(c.lifetime, 604800); assert.equal(c.lease.requestedLifetime, 0);
+    assert.ok(c.ok);
+    assert.equal(c.lifetime, 604800);
+    assert.equal(c.lease.requestedLifetime, 0);
   });
 
   it('identical UPnP repeats are renewals, not conflicts', async () => {
@@ -68,7 +99,19 @@ describe('lease table: grants and renewals', () => {
 
   it('ranges conflict on overlap, not only on their first port', async () => {
     const { table: t } = table();
-    const s = await t.request({ source: 'static', identity: 'external', protocol: 'udp', owner: '192.168.77.20', internalAddress: '192.168.77.20', internalPort: 7000, externalPort: 7000, externalPortEnd: 7010, allowOtherPort: false, lifetime: null, thirdPartyAllowed: true });
+    const s = await t.request({
+      source: 'static',
+      identity: 'external',
+      protocol: 'udp',
+      owner: '192.168.77.20',
+      internalAddress: '192.168.77.20',
+      internalPort: 7000,
+      externalPort: 7000,
+      externalPortEnd: 7010,
+      allowOtherPort: false,
+      lifetime: null,
+      thirdPartyAllowed: true,
+    });
     assert.ok(s.ok);
     assert.equal(s.lease.expiresAt, null);
     const inside = await t.request(upnp({ protocol: 'udp', externalPort: 7005, internalPort: 7005 }));
@@ -82,19 +125,24 @@ describe('lease table: grants and renewals', () => {
   it('allocates another port when allowed, and refuses with PREFER_FAILURE semantics otherwise', async () => {
     const { table: t } = table();
     await t.request(upnp({ externalPort: 9000 }));
-    const other = await t.request(pcp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 9000 }));
+    const other = await t.request(
+      pcp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 9000 }),
+    );
     assert.ok(other.ok);
     assert.notEqual(other.lease.externalPort, 9000);
-    const strict = await t.request(pcp({ owner: '192.168.77.13', internalAddress: '192.168.77.13', externalPort: 9000, allowOtherPort: false }));
+    const strict = await t.request(
+      pcp({ owner: '192.168.77.13', internalAddress: '192.168.77.13', externalPort: 9000, allowOtherPort: false }),
+    );
     assert.ok(!strict.ok && strict.reason === 'conflict');
   });
 
   it('finds the last free port quickly when the range is almost full', async () => {
     const { table: t } = table({ allocationRange: { start: 20000, end: 20999 }, policy: { maxLeasesPerClient: 5000 } });
-    for (let p = 20000; p <= 20999; p++) if (p !== 20777) {
-      const r = await t.request(upnp({ externalPort: p, internalPort: p, lifetime: 3600 }));
-      assert.ok(r.ok, `port ${p}`);
-    }
+    for (let p = 20000; p <= 20999; p++)
+      if (p !== 20777) {
+        const r = await t.request(upnp({ externalPort: p, internalPort: p, lifetime: 3600 }));
+        assert.ok(r.ok, `port ${p}`);
+      }
     const r = await t.request(pcp({ internalPort: 1234, externalPort: 0 }));
     assert.ok(r.ok);
     assert.equal(r.lease.externalPort, 20777);
@@ -107,7 +155,10 @@ describe('lease table: grants and renewals', () => {
     const pmp = await t.request(pcp({ source: 'natpmp', nonce: null }));
     assert.ok(pmp.ok);
     const adopt = await t.request(pcp({ nonce: 'bb'.repeat(12) }));
-    assert.ok(adopt.ok); assert.equal(adopt.lease.id, pmp.lease.id); assert.equal(adopt.lease.source, 'natpmp'); assert.equal(adopt.lease.nonce, 'bb'.repeat(12));
+    assert.ok(adopt.ok);
+    assert.equal(adopt.lease.id, pmp.lease.id);
+    assert.equal(adopt.lease.source, 'natpmp');
+    assert.equal(adopt.lease.nonce, 'bb'.repeat(12));
     const wrong = await t.request(pcp({ nonce: 'cc'.repeat(12) }));
     assert.ok(!wrong.ok && wrong.reason === 'not_authorized');
     // after adoption NAT-PMP, which has no nonce to show, may not renew it (RFC 6887 §11.2, Appendix A)
@@ -129,9 +180,36 @@ describe('lease table: policy', () => {
   });
   it('rules: first match wins', async () => {
     const rules = [
-      { action: 'deny' as const, extStart: 5000, extEnd: 5000, address: '192.168.77.0', prefix: 24, intStart: 1, intEnd: 65535, text: 'deny 5000 192.168.77.0/24 1-65535' },
-      { action: 'allow' as const, extStart: 1024, extEnd: 65535, address: '192.168.77.0', prefix: 24, intStart: 1024, intEnd: 65535, text: 'allow 1024-65535 192.168.77.0/24 1024-65535' },
-      { action: 'deny' as const, extStart: 0, extEnd: 65535, address: '0.0.0.0', prefix: 0, intStart: 0, intEnd: 65535, text: 'deny 0-65535 0.0.0.0/0 0-65535' },
+      {
+        action: 'deny' as const,
+        extStart: 5000,
+        extEnd: 5000,
+        address: '192.168.77.0',
+        prefix: 24,
+        intStart: 1,
+        intEnd: 65535,
+        text: 'deny 5000 192.168.77.0/24 1-65535',
+      },
+      {
+        action: 'allow' as const,
+        extStart: 1024,
+        extEnd: 65535,
+        address: '192.168.77.0',
+        prefix: 24,
+        intStart: 1024,
+        intEnd: 65535,
+        text: 'allow 1024-65535 192.168.77.0/24 1024-65535',
+      },
+      {
+        action: 'deny' as const,
+        extStart: 0,
+        extEnd: 65535,
+        address: '0.0.0.0',
+        prefix: 0,
+        intStart: 0,
+        intEnd: 65535,
+        text: 'deny 0-65535 0.0.0.0/0 0-65535',
+      },
     ];
     const { table: t } = table({ policy: { rules } });
     const denied = await t.request(upnp({ externalPort: 5000 }));
@@ -145,8 +223,26 @@ describe('lease table: policy', () => {
   });
   it('allocation searches only the ports the rules leave open: a client confined to a full block gets no_port, others still get ports', async () => {
     const rules = [
-      { action: 'allow' as const, extStart: 40000, extEnd: 40003, address: '192.168.77.11', prefix: 32, intStart: 1, intEnd: 65535, text: 'allow 40000-40003 192.168.77.11/32 1-65535' },
-      { action: 'deny' as const, extStart: 0, extEnd: 65535, address: '192.168.77.11', prefix: 32, intStart: 0, intEnd: 65535, text: 'deny 0-65535 192.168.77.11/32 0-65535' },
+      {
+        action: 'allow' as const,
+        extStart: 40000,
+        extEnd: 40003,
+        address: '192.168.77.11',
+        prefix: 32,
+        intStart: 1,
+        intEnd: 65535,
+        text: 'allow 40000-40003 192.168.77.11/32 1-65535',
+      },
+      {
+        action: 'deny' as const,
+        extStart: 0,
+        extEnd: 65535,
+        address: '192.168.77.11',
+        prefix: 32,
+        intStart: 0,
+        intEnd: 65535,
+        text: 'deny 0-65535 192.168.77.11/32 0-65535',
+      },
     ];
     const { table: t } = table({ policy: { rules } });
     const got: number[] = [];
@@ -158,8 +254,13 @@ describe('lease table: policy', () => {
     assert.deepEqual(got.sort(), [40000, 40001, 40002, 40003]);
     const full = await t.request(pcp({ internalPort: 5100, externalPort: 0 }));
     assert.ok(!full.ok && full.reason === 'no_port');
-    const other = await t.request(pcp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', internalPort: 5100, externalPort: 40001 }));
-    assert.ok(other.ok && other.lease.externalPort !== 40001, 'another client is moved off the taken port, not refused');
+    const other = await t.request(
+      pcp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', internalPort: 5100, externalPort: 40001 }),
+    );
+    assert.ok(
+      other.ok && other.lease.externalPort !== 40001,
+      'another client is moved off the taken port, not refused',
+    );
   });
 
   it('per-client quota', async () => {
@@ -168,7 +269,9 @@ describe('lease table: policy', () => {
     const r = await t.request(upnp({ externalPort: 30010 }));
     assert.ok(!r.ok && r.reason === 'quota');
     assert.ok((await t.request(upnp({ externalPort: 30000 }))).ok, 'a renewal is not a new lease');
-    assert.ok((await t.request(upnp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 30011 }))).ok);
+    assert.ok(
+      (await t.request(upnp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 30011 }))).ok,
+    );
   });
 });
 
@@ -176,13 +279,37 @@ describe('lease table: release, revoke, expiry', () => {
   it('release checks the nonce; releasing nothing succeeds', async () => {
     const { table: t, dataplane } = table();
     await t.request(pcp());
-    const bad = await t.release({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000, nonce: 'ff'.repeat(12) });
+    const bad = await t.release({
+      source: 'pcp',
+      identity: 'internal',
+      protocol: 'tcp',
+      owner: '192.168.77.11',
+      internalAddress: '192.168.77.11',
+      internalPort: 4000,
+      nonce: 'ff'.repeat(12),
+    });
     assert.ok(!bad.ok && bad.reason === 'not_authorized');
     assert.equal(dataplane.entries.size, 1);
-    const good = await t.release({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000, nonce: 'aa'.repeat(12) });
+    const good = await t.release({
+      source: 'pcp',
+      identity: 'internal',
+      protocol: 'tcp',
+      owner: '192.168.77.11',
+      internalAddress: '192.168.77.11',
+      internalPort: 4000,
+      nonce: 'aa'.repeat(12),
+    });
     assert.ok(good.ok && good.lease?.endReason === 'released');
     assert.equal(dataplane.entries.size, 0);
-    const none = await t.release({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000, nonce: 'aa'.repeat(12) });
+    const none = await t.release({
+      source: 'pcp',
+      identity: 'internal',
+      protocol: 'tcp',
+      owner: '192.168.77.11',
+      internalAddress: '192.168.77.11',
+      internalPort: 4000,
+      nonce: 'aa'.repeat(12),
+    });
     assert.ok(none.ok && none.lease === null);
   });
 
@@ -194,8 +321,24 @@ describe('lease table: release, revoke, expiry', () => {
     assert.ok(r.ok && r.lease?.state === 'ended');
     assert.equal(dataplane.entries.size, 0);
     const h = t.history(a.lease.id);
-    assert.deepEqual(h.at(-1), { leaseId: a.lease.id, type: 'revoked', at: h.at(-1)!.at, actor: 'admin:ops', reason: 'abuse' });
-    const st = await t.syncStatic([{ protocol: 'tcp', externalPort: 8443, externalPortEnd: 8443, internalAddress: '192.168.77.20', internalPort: 443, remoteAddress: null, description: 'nas' }]);
+    assert.deepEqual(h.at(-1), {
+      leaseId: a.lease.id,
+      type: 'revoked',
+      at: h.at(-1)!.at,
+      actor: 'admin:ops',
+      reason: 'abuse',
+    });
+    const st = await t.syncStatic([
+      {
+        protocol: 'tcp',
+        externalPort: 8443,
+        externalPortEnd: 8443,
+        internalAddress: '192.168.77.20',
+        internalPort: 443,
+        remoteAddress: null,
+        description: 'nas',
+      },
+    ]);
     assert.equal(st.added, 1);
     const ro = t.list({ source: 'static' }).leases[0]!;
     assert.equal(ro.readOnly, true);
@@ -292,7 +435,10 @@ describe('lease table: group commit and durability', () => {
     const { table: t, dataplane } = table({ dataplane: { failIf: (b) => b.add.some((e) => e.internalPort === 6666) } });
     const reqs = [4100, 4101, 6666, 4102].map((p) => t.request(pcp({ internalPort: p, externalPort: p })));
     const res = await Promise.all(reqs);
-    assert.deepEqual(res.map((r) => r.ok), [true, true, false, true]);
+    assert.deepEqual(
+      res.map((r) => r.ok),
+      [true, true, false, true],
+    );
     assert.ok(!res[2]!.ok && res[2]!.reason === 'unavailable');
     assert.equal(dataplane.entries.size, 3);
     assert.equal(t.list().total, 3);
@@ -301,7 +447,9 @@ describe('lease table: group commit and durability', () => {
 
   it('many requests in flight share ticks', async () => {
     const { table: t, dataplane } = table({ policy: { maxLeasesPerClient: 1000 } });
-    const res = await Promise.all(Array.from({ length: 200 }, (_, i) => t.request(pcp({ internalPort: 10000 + i, externalPort: 10000 + i }))));
+    const res = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => t.request(pcp({ internalPort: 10000 + i, externalPort: 10000 + i }))),
+    );
     assert.ok(res.every((r) => r.ok));
     assert.ok(dataplane.batches < 50, `batches ${dataplane.batches}`);
     assert.equal(dataplane.entries.size, 200);
@@ -323,25 +471,48 @@ describe('lease table: group commit and durability', () => {
   it('after a reopen, who holds a port or an internal endpoint is known again (from the rows, not an index)', async () => {
     const first = table();
     const a = await first.table.request(pcp());
-    const u = await first.table.request(upnp({ externalPort: 6000, externalPortEnd: 6009, source: 'static', identity: 'external', readOnly: true }));
+    const u = await first.table.request(
+      upnp({ externalPort: 6000, externalPortEnd: 6009, source: 'static', identity: 'external', readOnly: true }),
+    );
     assert.ok(a.ok && u.ok);
     await first.close();
     const second = table({ dir: first.dir, clock: first.clock });
-    const indexes = (second.table.store.db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'`).all() as { name: string }[]).map((r) => r.name);
+    const indexes = (
+      second.table.store.db
+        .prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'`)
+        .all() as { name: string }[]
+    ).map((r) => r.name);
     // none over random keys (port, internal endpoint, owner): only time-ordered ones, which append
-    assert.deepEqual(indexes.filter((n) => !n.startsWith('sqlite_autoindex')).sort(),
-      ['leases_active_created', 'leases_active_expiry', 'leases_active_src', 'leases_ended', 'leases_ended_created']);
+    assert.deepEqual(indexes.filter((n) => !n.startsWith('sqlite_autoindex')).sort(), [
+      'leases_active_created',
+      'leases_active_expiry',
+      'leases_active_src',
+      'leases_ended',
+      'leases_ended_created',
+    ]);
     // renewal by internal key: the same lease, not a second one
     const renewed = await second.table.request(pcp({ lifetime: 7200 }));
     assert.ok(renewed.ok && !renewed.created && renewed.lease.id === a.lease.id);
     // another owner inside the static range: a conflict naming it
-    const clash = await second.table.request(upnp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 6005 }));
-    assert.ok(!clash.ok && clash.reason === 'conflict' && clash.holder.source === 'static' && clash.holder.id === u.lease.id);
+    const clash = await second.table.request(
+      upnp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 6005 }),
+    );
+    assert.ok(
+      !clash.ok && clash.reason === 'conflict' && clash.holder.source === 'static' && clash.holder.id === u.lease.id,
+    );
     assert.equal(second.table.findByInternal('tcp', '192.168.77.11', 4000)?.id, a.lease.id);
     assert.equal(second.table.findByExternal('tcp', 6009)?.id, u.lease.id);
     assert.equal(second.table.findByExternal('tcp', 6010), null);
     // released: gone from both
-    const rel = await second.table.release({ source: 'pcp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000, nonce: 'aa'.repeat(12) });
+    const rel = await second.table.release({
+      source: 'pcp',
+      identity: 'internal',
+      protocol: 'tcp',
+      owner: '192.168.77.11',
+      internalAddress: '192.168.77.11',
+      internalPort: 4000,
+      nonce: 'aa'.repeat(12),
+    });
     assert.ok(rel.ok && rel.lease?.id === a.lease.id);
     assert.equal(second.table.findByInternal('tcp', '192.168.77.11', 4000), null);
     assert.equal(second.table.findByExternal('tcp', 4000), null);
@@ -355,10 +526,25 @@ describe('lease table: group commit and durability', () => {
 
 describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', () => {
   const natpmp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-    source: 'natpmp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000,
-    externalPort: 4000, allowOtherPort: true, lifetime: 600, ...over,
+    source: 'natpmp',
+    identity: 'internal',
+    protocol: 'tcp',
+    owner: '192.168.77.11',
+    internalAddress: '192.168.77.11',
+    internalPort: 4000,
+    externalPort: 4000,
+    allowOtherPort: true,
+    lifetime: 600,
+    ...over,
   });
-  const natpmpRelease = { source: 'natpmp', identity: 'internal', protocol: 'tcp', owner: '192.168.77.11', internalAddress: '192.168.77.11', internalPort: 4000 } as const;
+  const natpmpRelease = {
+    source: 'natpmp',
+    identity: 'internal',
+    protocol: 'tcp',
+    owner: '192.168.77.11',
+    internalAddress: '192.168.77.11',
+    internalPort: 4000,
+  } as const;
 
   it('NAT-PMP may neither renew nor release a lease that carries a PCP nonce; the lease is unchanged', async () => {
     const { table: t, dataplane, clock } = table();
@@ -378,7 +564,10 @@ describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', ()
     assert.equal(now.nonce, g.lease.nonce);
     assert.equal(t.list({ owner: '192.168.77.11' }).total, 1);
     assert.equal(dataplane.entries.size, 1);
-    assert.deepEqual(t.history(g.lease.id).map((h) => h.type), ['granted']);
+    assert.deepEqual(
+      t.history(g.lease.id).map((h) => h.type),
+      ['granted'],
+    );
   });
 
   it('a NAT-PMP-created lease (no nonce) is still renewed by NAT-PMP, adopted by PCP, and then belongs to the nonce', async () => {
@@ -389,7 +578,10 @@ describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', ()
     const again = await t.request(natpmp({ externalPort: 0, lifetime: 900 }));
     assert.ok(again.ok && !again.created && again.lease.id === a.lease.id, 'NAT-PMP renews its own lease');
     const adopt = await t.request(pcp({ lifetime: 1200 }));
-    assert.ok(adopt.ok && !adopt.created && adopt.lease.id === a.lease.id && adopt.lease.nonce === 'aa'.repeat(12), 'PCP adopts it');
+    assert.ok(
+      adopt.ok && !adopt.created && adopt.lease.id === a.lease.id && adopt.lease.nonce === 'aa'.repeat(12),
+      'PCP adopts it',
+    );
     const after = await t.request(natpmp());
     assert.ok(!after.ok && after.reason === 'not_authorized', 'after adoption NAT-PMP has no proof');
     // a NAT-PMP lease without a nonce is released by NAT-PMP

@@ -5,19 +5,32 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { NetlinkError, encodeBatch, encodeData, encodeKey, netlinkCan, parseAnswers } from '../../src/dataplane/nf-netlink.js';
+import {
+  NetlinkError,
+  encodeBatch,
+  encodeData,
+  encodeKey,
+  netlinkCan,
+  parseAnswers,
+} from '../../src/dataplane/nf-netlink.js';
 import type { ElementStep } from '../../src/dataplane/nftables-script.js';
 
 /** netlink messages of a buffer: [type, flags, seq, family, resId, payload] */
-function messages(buf: Buffer): { type: number; flags: number; seq: number; family: number; resId: number; payload: Buffer }[] {
+function messages(
+  buf: Buffer,
+): { type: number; flags: number; seq: number; family: number; resId: number; payload: Buffer }[] {
   const out = [];
   let off = 0;
   while (off < buf.length) {
     const len = buf.readUInt32LE(off);
     assert.ok(len >= 20 && off + len <= buf.length, `message at ${off} has a sane length`);
     out.push({
-      type: buf.readUInt16LE(off + 4), flags: buf.readUInt16LE(off + 6), seq: buf.readUInt32LE(off + 8),
-      family: buf.readUInt8(off + 16), resId: buf.readUInt16BE(off + 18), payload: buf.subarray(off + 20, off + len),
+      type: buf.readUInt16LE(off + 4),
+      flags: buf.readUInt16LE(off + 6),
+      seq: buf.readUInt32LE(off + 8),
+      family: buf.readUInt8(off + 16),
+      resId: buf.readUInt16BE(off + 18),
+      payload: buf.subarray(off + 20, off + len),
     });
     off += (len + 3) & ~3;
   }
@@ -42,14 +55,26 @@ describe('nf-netlink encoding', () => {
   it('encodes keys as the kernel holds them: concatenated fields padded to 4 octets, network order', () => {
     assert.deepEqual([...encodeKey('fwd4', 'tcp . 8080')], [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
     assert.deepEqual([...encodeKey('fwd4', 'udp . 65535')], [17, 0, 0, 0, 0xff, 0xff, 0, 0]);
-    assert.deepEqual([...encodeKey('fwd4_peer', '198.51.100.7 . udp . 443')], [198, 51, 100, 7, 17, 0, 0, 0, 0x01, 0xbb, 0, 0]);
+    assert.deepEqual(
+      [...encodeKey('fwd4_peer', '198.51.100.7 . udp . 443')],
+      [198, 51, 100, 7, 17, 0, 0, 0, 0x01, 0xbb, 0, 0],
+    );
     assert.deepEqual([...encodeKey('live_tcp', '1')], [0, 1]);
     assert.deepEqual([...encodeData('fwd4', '192.168.77.11 . 80')], [192, 168, 77, 11, 0, 80, 0, 0]);
   });
 
   it('refuses what it cannot encode with a NetlinkError, never a wrong value', () => {
-    for (const [set, key] of [['fwd4', 'sctp . 1'], ['fwd4', 'tcp . 65536'], ['fwd4', 'tcp . -1'], ['fwd4', '8080'], ['live_udp', 'tcp . 1'],
-      ['fwd4_peer', '1.2.3 . tcp . 1'], ['fwd4_peer', '1.2.3.256 . tcp . 1'], ['fwd4_range', 'tcp . 1-5'], ['live_tcp_range', '1-5']] as const) {
+    for (const [set, key] of [
+      ['fwd4', 'sctp . 1'],
+      ['fwd4', 'tcp . 65536'],
+      ['fwd4', 'tcp . -1'],
+      ['fwd4', '8080'],
+      ['live_udp', 'tcp . 1'],
+      ['fwd4_peer', '1.2.3 . tcp . 1'],
+      ['fwd4_peer', '1.2.3.256 . tcp . 1'],
+      ['fwd4_range', 'tcp . 1-5'],
+      ['live_tcp_range', '1-5'],
+    ] as const) {
       assert.throws(() => encodeKey(set, key), NetlinkError, `${set} ${key}`);
     }
     assert.throws(() => encodeData('fwd4', '192.168.77.11'), NetlinkError);
@@ -57,63 +82,108 @@ describe('nf-netlink encoding', () => {
   });
 
   it('any port round-trips through the key', () => {
-    fc.assert(fc.property(fc.integer({ min: 0, max: 65535 }), fc.constantFrom('tcp', 'udp'), (port, p) => {
-      const b = encodeKey('fwd4', `${p} . ${port}`);
-      return b.length === 8 && b.readUInt16BE(4) === port && b[0] === (p === 'tcp' ? 6 : 17) && b[1] === 0 && b[6] === 0;
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 65535 }), fc.constantFrom('tcp', 'udp'), (port, p) => {
+        const b = encodeKey('fwd4', `${p} . ${port}`);
+        return (
+          b.length === 8 && b.readUInt16BE(4) === port && b[0] === (p === 'tcp' ? 6 : 17) && b[1] === 0 && b[6] === 0
+        );
+      }),
+    );
   });
 
   it('netlinkCan: only the plain sets (no intervals)', () => {
     const el = { key: '1', data: null, timeout: 1 };
     assert.equal(netlinkCan([{ verb: 'add', set: 'live_tcp', elements: [{ ...el, set: 'live_tcp' }] }]), true);
-    assert.equal(netlinkCan([{ verb: 'add', set: 'live_tcp', elements: [] }, { verb: 'add', set: 'fwd4_range', elements: [] }]), false);
+    assert.equal(
+      netlinkCan([
+        { verb: 'add', set: 'live_tcp', elements: [] },
+        { verb: 'add', set: 'fwd4_range', elements: [] },
+      ]),
+      false,
+    );
     assert.equal(netlinkCan([{ verb: 'delete', set: 'live_udp_range', elements: [] }]), false);
   });
 
   it('a batch is BEGIN, one acked NEWSETELEM/DELSETELEM per step, END, with the elements nft would write', () => {
     const steps: ElementStep[] = [
-      { verb: 'add', set: 'fwd4', elements: [{ set: 'fwd4', key: 'udp . 5000', data: '192.168.77.11 . 5001', timeout: 120 }] },
+      {
+        verb: 'add',
+        set: 'fwd4',
+        elements: [{ set: 'fwd4', key: 'udp . 5000', data: '192.168.77.11 . 5001', timeout: 120 }],
+      },
       { verb: 'delete', set: 'live_udp', elements: [{ set: 'live_udp', key: '5000', data: null, timeout: 1 }] },
       { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '5000', data: null, timeout: null }] },
     ];
     const b = encodeBatch('portd', steps, 41);
     const m = messages(b.buffer);
-    assert.deepEqual(m.map((x) => [x.type, x.flags, x.seq]), [
-      [0x10, 0x1, 41],                   // NFNL_MSG_BATCH_BEGIN
-      [(10 << 8) | 12, 0x1 | 0x4 | 0x400, 42], // NEWSETELEM, REQUEST|ACK|CREATE (no EXCL: nft's `add`)
-      [(10 << 8) | 14, 0x1 | 0x4, 43],   // DELSETELEM
-      [(10 << 8) | 12, 0x1 | 0x4 | 0x400, 44],
-      [0x11, 0x1, 45],                   // NFNL_MSG_BATCH_END
-    ]);
+    assert.deepEqual(
+      m.map((x) => [x.type, x.flags, x.seq]),
+      [
+        [0x10, 0x1, 41], // NFNL_MSG_BATCH_BEGIN
+        [(10 << 8) | 12, 0x1 | 0x4 | 0x400, 42], // NEWSETELEM, REQUEST|ACK|CREATE (no EXCL: nft's `add`)
+        [(10 << 8) | 14, 0x1 | 0x4, 43], // DELSETELEM
+        [(10 << 8) | 12, 0x1 | 0x4 | 0x400, 44],
+        [0x11, 0x1, 45], // NFNL_MSG_BATCH_END
+      ],
+    );
     assert.equal(m[0]!.resId, 10, 'batch begin names the nf_tables subsystem');
     assert.equal(m[1]!.family, 1, 'NFPROTO_INET');
     assert.deepEqual([...b.acked.keys()], [42, 43, 44]);
 
     const top = attrs(m[1]!.payload);
-    assert.deepEqual(top.map((a) => [a.type, a.nested]), [[1, false], [2, false], [3, true]]);
+    assert.deepEqual(
+      top.map((a) => [a.type, a.nested]),
+      [
+        [1, false],
+        [2, false],
+        [3, true],
+      ],
+    );
     assert.equal(top[0]!.value.toString(), 'portd\0');
     assert.equal(top[1]!.value.toString(), 'fwd4\0');
     const elems = attrs(top[2]!.value);
     assert.equal(elems.length, 1);
     const parts = attrs(elems[0]!.value);
-    assert.deepEqual(parts.map((a) => [a.type, a.nested]), [[1, true], [4, false], [2, true]]); // key, timeout, data
+    assert.deepEqual(
+      parts.map((a) => [a.type, a.nested]),
+      [
+        [1, true],
+        [4, false],
+        [2, true],
+      ],
+    ); // key, timeout, data
     assert.deepEqual([...attrs(parts[0]!.value)[0]!.value], [17, 0, 0, 0, 0x13, 0x88, 0, 0]);
     assert.equal(parts[1]!.value.readBigUInt64BE(0), 120_000n, 'timeout in ms');
     assert.deepEqual([...attrs(parts[2]!.value)[0]!.value], [192, 168, 77, 11, 0x13, 0x89, 0, 0]);
 
     // a delete carries only keys; an add without timeout carries none (the element never expires)
     const delParts = attrs(attrs(attrs(m[2]!.payload)[2]!.value)[0]!.value);
-    assert.deepEqual(delParts.map((a) => a.type), [1]);
+    assert.deepEqual(
+      delParts.map((a) => a.type),
+      [1],
+    );
     const noTimeout = attrs(attrs(attrs(m[3]!.payload)[2]!.value)[0]!.value);
-    assert.deepEqual(noTimeout.map((a) => a.type), [1]);
+    assert.deepEqual(
+      noTimeout.map((a) => a.type),
+      [1],
+    );
   });
 
   it('splits a step every 256 elements, each message acked', () => {
-    const els = Array.from({ length: 600 }, (_, i) => ({ set: 'live_tcp' as const, key: String(i + 1), data: null, timeout: 30 }));
+    const els = Array.from({ length: 600 }, (_, i) => ({
+      set: 'live_tcp' as const,
+      key: String(i + 1),
+      data: null,
+      timeout: 30,
+    }));
     const b = encodeBatch('t', [{ verb: 'add', set: 'live_tcp', elements: els }], 1);
     const m = messages(b.buffer);
     assert.equal(m.length, 5);
-    assert.deepEqual(m.slice(1, 4).map((x) => attrs(attrs(x.payload)[2]!.value).length), [256, 256, 88]);
+    assert.deepEqual(
+      m.slice(1, 4).map((x) => attrs(attrs(x.payload)[2]!.value).length),
+      [256, 256, 88],
+    );
     assert.equal(b.acked.size, 3);
   });
 });
@@ -121,29 +191,43 @@ describe('nf-netlink encoding', () => {
 describe('nf-netlink answers', () => {
   /** an NLMSG_ERROR datagram as the kernel sends it with NETLINK_CAP_ACK (echoed header only), optionally with an ext-ack text */
   function answer(seq: number, errno: number, text?: string): Buffer {
-    const tlv = text === undefined ? Buffer.alloc(0) : (() => {
-      const v = Buffer.from(`${text}\0`);
-      const t = Buffer.alloc((4 + v.length + 3) & ~3);
-      t.writeUInt16LE(4 + v.length, 0); t.writeUInt16LE(1, 2); v.copy(t, 4);
-      return t;
-    })();
+    const tlv =
+      text === undefined
+        ? Buffer.alloc(0)
+        : (() => {
+            const v = Buffer.from(`${text}\0`);
+            const t = Buffer.alloc((4 + v.length + 3) & ~3);
+            t.writeUInt16LE(4 + v.length, 0);
+            t.writeUInt16LE(1, 2);
+            v.copy(t, 4);
+            return t;
+          })();
     const b = Buffer.alloc(36 + tlv.length);
-    b.writeUInt32LE(b.length, 0); b.writeUInt16LE(2, 4); b.writeUInt16LE(text === undefined ? 0x100 : 0x300, 6);
-    b.writeUInt32LE(seq, 8); b.writeInt32LE(-errno, 16);
-    b.writeUInt32LE(40, 20); b.writeUInt16LE((10 << 8) | 12, 24); b.writeUInt32LE(seq, 28); // the echoed request header
+    b.writeUInt32LE(b.length, 0);
+    b.writeUInt16LE(2, 4);
+    b.writeUInt16LE(text === undefined ? 0x100 : 0x300, 6);
+    b.writeUInt32LE(seq, 8);
+    b.writeInt32LE(-errno, 16);
+    b.writeUInt32LE(40, 20);
+    b.writeUInt16LE((10 << 8) | 12, 24);
+    b.writeUInt32LE(seq, 28); // the echoed request header
     tlv.copy(b, 36);
     return b;
   }
 
-  it('reads acks, errnos and the kernel\'s text, and ignores other messages', () => {
-    const other = Buffer.alloc(20); other.writeUInt32LE(20, 0); other.writeUInt16LE(3, 4); // NLMSG_DONE
+  it("reads acks, errnos and the kernel's text, and ignores other messages", () => {
+    const other = Buffer.alloc(20);
+    other.writeUInt32LE(20, 0);
+    other.writeUInt16LE(3, 4); // NLMSG_DONE
     const buf = Buffer.concat([answer(7, 0), other, answer(8, 17, 'element exists'), answer(9, 2)]);
     assert.deepEqual(parseAnswers(buf, buf.length), [
-      { seq: 7, errno: 0 }, { seq: 8, errno: 17, text: 'element exists' }, { seq: 9, errno: 2 },
+      { seq: 7, errno: 0 },
+      { seq: 8, errno: 17, text: 'element exists' },
+      { seq: 9, errno: 2 },
     ]);
   });
 
-  it('reads the kernel\'s text only when the echo was capped to the header (else the request sits before it)', () => {
+  it("reads the kernel's text only when the echo was capped to the header (else the request sits before it)", () => {
     const b = answer(8, 17, 'element exists');
     b.writeUInt16LE(0x200, 6); // NLM_F_ACK_TLVS without NLM_F_CAPPED
     assert.deepEqual(parseAnswers(b, b.length), [{ seq: 8, errno: 17 }]);
@@ -151,10 +235,15 @@ describe('nf-netlink answers', () => {
 
   it('never reads past a truncated datagram', () => {
     const buf = Buffer.concat([answer(7, 0), answer(8, 0)]);
-    assert.deepEqual(parseAnswers(buf, buf.length - 10).map((a) => a.seq), [7]);
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
-      const b = Buffer.from(bytes);
-      return Array.isArray(parseAnswers(b, b.length));
-    }));
+    assert.deepEqual(
+      parseAnswers(buf, buf.length - 10).map((a) => a.seq),
+      [7],
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        const b = Buffer.from(bytes);
+        return Array.isArray(parseAnswers(b, b.length));
+      }),
+    );
   });
 });

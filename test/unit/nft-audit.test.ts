@@ -8,15 +8,49 @@ import { auditDue, setElements, structureFingerprint } from '../../src/dataplane
 
 const META = { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } };
 const table = (h: number) => ({ table: { family: 'inet', name: 'portd', handle: h } });
-const set = (h: number, elem?: unknown[]) => ({ set: { family: 'inet', name: 'live_tcp', table: 'portd', type: 'inet_service', handle: h, flags: ['timeout'], ...(elem ? { elem } : {}) } });
-const chain = (h: number) => ({ chain: { family: 'inet', table: 'portd', name: 'forward', handle: h, type: 'filter', hook: 'forward', prio: -1, policy: 'accept' } });
-const rule = (h: number, verdict: string) => ({ rule: { family: 'inet', table: 'portd', chain: 'forward', handle: h, expr: [{ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: '@live_tcp' } }, { [verdict]: null }] } });
+const set = (h: number, elem?: unknown[]) => ({
+  set: {
+    family: 'inet',
+    name: 'live_tcp',
+    table: 'portd',
+    type: 'inet_service',
+    handle: h,
+    flags: ['timeout'],
+    ...(elem ? { elem } : {}),
+  },
+});
+const chain = (h: number) => ({
+  chain: {
+    family: 'inet',
+    table: 'portd',
+    name: 'forward',
+    handle: h,
+    type: 'filter',
+    hook: 'forward',
+    prio: -1,
+    policy: 'accept',
+  },
+});
+const rule = (h: number, verdict: string) => ({
+  rule: {
+    family: 'inet',
+    table: 'portd',
+    chain: 'forward',
+    handle: h,
+    expr: [
+      { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: '@live_tcp' } },
+      { [verdict]: null },
+    ],
+  },
+});
 const doc = (...items: unknown[]) => JSON.stringify({ nftables: [META, ...items] });
 
 describe('nftables audit: structure fingerprint', () => {
   it('ignores handles and set elements (a rebuilt table with other leases is the same structure)', () => {
     const a = structureFingerprint(doc(table(1), set(2), chain(3), rule(4, 'accept')));
-    const b = structureFingerprint(doc(table(9), set(12, [{ elem: { val: 8080, timeout: 60, expires: 59 } }]), chain(13), rule(40, 'accept')));
+    const b = structureFingerprint(
+      doc(table(9), set(12, [{ elem: { val: 8080, timeout: 60, expires: 59 } }]), chain(13), rule(40, 'accept')),
+    );
     assert.ok(a);
     assert.equal(a, b);
   });
@@ -25,7 +59,11 @@ describe('nftables audit: structure fingerprint', () => {
     const base = structureFingerprint(doc(table(1), set(2), chain(3), rule(4, 'accept')));
     assert.notEqual(structureFingerprint(doc(table(1), set(2), chain(3))), base, 'flushed chain');
     assert.notEqual(structureFingerprint(doc(table(1), set(2), chain(3), rule(4, 'drop'))), base, 'altered verdict');
-    assert.notEqual(structureFingerprint(doc(table(1), set(2), chain(3), rule(4, 'accept'), rule(5, 'drop'))), base, 'extra rule');
+    assert.notEqual(
+      structureFingerprint(doc(table(1), set(2), chain(3), rule(4, 'accept'), rule(5, 'drop'))),
+      base,
+      'extra rule',
+    );
     assert.notEqual(structureFingerprint(doc(table(1), chain(3), rule(4, 'accept'))), base, 'set deleted');
   });
 
@@ -36,9 +74,30 @@ describe('nftables audit: structure fingerprint', () => {
 
 describe('nftables audit: small sets and pacing', () => {
   it('reads the elements of the external address set', () => {
-    const j = JSON.stringify({ nftables: [META, { set: { family: 'inet', name: 'ext4', table: 'portd', type: 'ipv4_addr', handle: 5, elem: ['203.0.113.7', '203.0.113.1'] } }] });
+    const j = JSON.stringify({
+      nftables: [
+        META,
+        {
+          set: {
+            family: 'inet',
+            name: 'ext4',
+            table: 'portd',
+            type: 'ipv4_addr',
+            handle: 5,
+            elem: ['203.0.113.7', '203.0.113.1'],
+          },
+        },
+      ],
+    });
     assert.deepEqual(setElements(j), ['203.0.113.1', '203.0.113.7']);
-    assert.deepEqual(setElements(JSON.stringify({ nftables: [META, { set: { family: 'inet', name: 'ext4', table: 'portd', type: 'ipv4_addr', handle: 5 } }] })), []);
+    assert.deepEqual(
+      setElements(
+        JSON.stringify({
+          nftables: [META, { set: { family: 'inet', name: 'ext4', table: 'portd', type: 'ipv4_addr', handle: 5 } }],
+        }),
+      ),
+      [],
+    );
   });
 
   it('a full element audit takes at most 1 % of the time', () => {

@@ -6,7 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ListedElements, countSetElements, durationSeconds, type KernelElement, type ElementSet } from '../../src/dataplane/nftables-script.js';
+import {
+  ListedElements,
+  countSetElements,
+  durationSeconds,
+  type KernelElement,
+  type ElementSet,
+} from '../../src/dataplane/nftables-script.js';
 
 const FWD4 = `table inet portd {
 \tmap fwd4 {
@@ -83,27 +89,49 @@ describe('nft text listings', () => {
     for (const size of [1, 7, 64, 100_000]) {
       const { elements, whole } = parse('fwd4', FWD4, size);
       assert.ok(whole, `chunks of ${size}`);
-      assert.deepEqual(elements.map((e) => [e.set, e.key, e.data]), [
-        ['fwd4', 'udp . 80', '192.168.77.10 . 80'],
-        ['fwd4', 'udp . 7000', '192.168.77.10 . 9000'],
-        ['fwd4', 'udp . 7001', '192.168.77.10 . 9001'],
-        ['fwd4', 'udp . 7002', '192.168.77.10 . 9002'],
-        ['fwd4', 'tcp . 8080', '192.168.77.10 . 80'],
-      ], `chunks of ${size}`);
+      assert.deepEqual(
+        elements.map((e) => [e.set, e.key, e.data]),
+        [
+          ['fwd4', 'udp . 80', '192.168.77.10 . 80'],
+          ['fwd4', 'udp . 7000', '192.168.77.10 . 9000'],
+          ['fwd4', 'udp . 7001', '192.168.77.10 . 9001'],
+          ['fwd4', 'udp . 7002', '192.168.77.10 . 9002'],
+          ['fwd4', 'tcp . 8080', '192.168.77.10 . 80'],
+        ],
+        `chunks of ${size}`,
+      );
       assert.equal(elements[0]!.expires, null, 'a static lease has no timeout');
       assert.equal(elements[4]!.expires, 59 * 60 + 59.988);
     }
   });
 
   it('reads ranges, peer keys and plain sets', () => {
-    assert.deepEqual(parse('fwd4_range', FWD4_RANGE, 13).elements.map((e) => [e.key, e.data]), [['tcp . 6000-6009', '192.168.77.10']]);
-    assert.deepEqual(parse('fwd4_peer', FWD4_PEER, 13).elements.map((e) => [e.key, e.data, e.expires]), [
-      ['203.0.113.9 . udp . 5000', '192.168.77.10 . 5000', null],
-      ['203.0.113.9 . udp . 5001', '192.168.77.10 . 5001', null],
-      ['203.0.113.9 . tcp . 4000', '192.168.77.10 . 4000', 59 * 60 + 59.972],
-    ]);
-    assert.deepEqual(parse('live_tcp', LIVE_TCP, 5).elements.map((e) => [e.key, e.data]), [['4000', null], ['8080', null]]);
-    assert.deepEqual(parse('live_udp_range', LIVE_UDP_RANGE, 5).elements.map((e) => [e.key, e.expires]), [['5000-5001', null], ['7000-7002', 86400 + 59 * 60 + 59.956]]);
+    assert.deepEqual(
+      parse('fwd4_range', FWD4_RANGE, 13).elements.map((e) => [e.key, e.data]),
+      [['tcp . 6000-6009', '192.168.77.10']],
+    );
+    assert.deepEqual(
+      parse('fwd4_peer', FWD4_PEER, 13).elements.map((e) => [e.key, e.data, e.expires]),
+      [
+        ['203.0.113.9 . udp . 5000', '192.168.77.10 . 5000', null],
+        ['203.0.113.9 . udp . 5001', '192.168.77.10 . 5001', null],
+        ['203.0.113.9 . tcp . 4000', '192.168.77.10 . 4000', 59 * 60 + 59.972],
+      ],
+    );
+    assert.deepEqual(
+      parse('live_tcp', LIVE_TCP, 5).elements.map((e) => [e.key, e.data]),
+      [
+        ['4000', null],
+        ['8080', null],
+      ],
+    );
+    assert.deepEqual(
+      parse('live_udp_range', LIVE_UDP_RANGE, 5).elements.map((e) => [e.key, e.expires]),
+      [
+        ['5000-5001', null],
+        ['7000-7002', 86400 + 59 * 60 + 59.956],
+      ],
+    );
   });
 
   it('an empty set is whole with no elements; a listing cut short is not whole', () => {
@@ -114,8 +142,27 @@ describe('nft text listings', () => {
 
   it('countSetElements counts the elements of a JSON set listing', () => {
     const meta = { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } };
-    const set = (elem?: unknown[]) => JSON.stringify({ nftables: [meta, { set: { family: 'inet', name: 'live_tcp', table: 'portd', type: 'inet_service', handle: 5, flags: ['timeout'], ...(elem ? { elem } : {}) } }] });
-    assert.equal(countSetElements(set([{ elem: { val: 4000, timeout: 3600, expires: 3599 } }, 8080, { range: [6000, 6009] }])), 3);
+    const set = (elem?: unknown[]) =>
+      JSON.stringify({
+        nftables: [
+          meta,
+          {
+            set: {
+              family: 'inet',
+              name: 'live_tcp',
+              table: 'portd',
+              type: 'inet_service',
+              handle: 5,
+              flags: ['timeout'],
+              ...(elem ? { elem } : {}),
+            },
+          },
+        ],
+      });
+    assert.equal(
+      countSetElements(set([{ elem: { val: 4000, timeout: 3600, expires: 3599 } }, 8080, { range: [6000, 6009] }])),
+      3,
+    );
     assert.equal(countSetElements(set()), 0);
   });
 });

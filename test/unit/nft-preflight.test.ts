@@ -15,7 +15,9 @@ describe('nftables preflight', () => {
     chmodSync(p, 0o755);
     return p;
   };
-  before(() => { dir = mkdtempSync(join(tmpdir(), 'portd-preflight-')); });
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'portd-preflight-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   test('nft missing -> PORTD_NFT_MISSING with a hint', async () => {
@@ -28,7 +30,10 @@ describe('nftables preflight', () => {
   });
 
   test('no CAP_NET_ADMIN -> PORTD_NO_CAP_NET_ADMIN', async () => {
-    const nft = fake('nft-eperm', 'case "$1" in --version) echo "nftables v1.0.6"; exit 0;; esac\ncat >/dev/null; echo "Error: Could not process rule: Operation not permitted" >&2; exit 1');
+    const nft = fake(
+      'nft-eperm',
+      'case "$1" in --version) echo "nftables v1.0.6"; exit 0;; esac\ncat >/dev/null; echo "Error: Could not process rule: Operation not permitted" >&2; exit 1',
+    );
     await assert.rejects(preflight({ nftPath: nft }), (e: unknown) => {
       assert.ok(e instanceof PortdError);
       assert.equal(e.code, ErrorCode.NO_CAP_NET_ADMIN);

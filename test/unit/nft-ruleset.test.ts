@@ -9,16 +9,50 @@ import { structureFingerprint } from '../../src/dataplane/nftables-audit.js';
 import { parseTablesJson, tableOnly } from '../../src/dataplane/nftables-script.js';
 
 // shape of `nft -t -j list ruleset` (nft 1.0.6), trimmed: the host's own table, then ours
-const RULESET = JSON.stringify({ nftables: [
-  { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
-  { table: { family: 'inet', name: 'fw4', handle: 1 } },
-  { chain: { family: 'inet', table: 'fw4', name: 'input', handle: 1, type: 'filter', hook: 'input', prio: 0, policy: 'accept' } },
-  { table: { family: 'ip', name: 'portd', handle: 3 } },
-  { table: { family: 'inet', name: 'portd', handle: 7 } },
-  { map: { family: 'inet', name: 'fwd4', table: 'portd', type: ['inet_proto', 'inet_service'], handle: 1, map: 'ipv4_addr . inet_service', flags: ['timeout'] } },
-  { chain: { family: 'inet', table: 'portd', name: 'forward', handle: 5, type: 'filter', hook: 'forward', prio: -1, policy: 'accept' } },
-  { rule: { family: 'inet', table: 'portd', chain: 'forward', handle: 9, expr: [{ accept: null }] } },
-]});
+const RULESET = JSON.stringify({
+  nftables: [
+    { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
+    { table: { family: 'inet', name: 'fw4', handle: 1 } },
+    {
+      chain: {
+        family: 'inet',
+        table: 'fw4',
+        name: 'input',
+        handle: 1,
+        type: 'filter',
+        hook: 'input',
+        prio: 0,
+        policy: 'accept',
+      },
+    },
+    { table: { family: 'ip', name: 'portd', handle: 3 } },
+    { table: { family: 'inet', name: 'portd', handle: 7 } },
+    {
+      map: {
+        family: 'inet',
+        name: 'fwd4',
+        table: 'portd',
+        type: ['inet_proto', 'inet_service'],
+        handle: 1,
+        map: 'ipv4_addr . inet_service',
+        flags: ['timeout'],
+      },
+    },
+    {
+      chain: {
+        family: 'inet',
+        table: 'portd',
+        name: 'forward',
+        handle: 5,
+        type: 'filter',
+        hook: 'forward',
+        prio: -1,
+        policy: 'accept',
+      },
+    },
+    { rule: { family: 'inet', table: 'portd', chain: 'forward', handle: 9, expr: [{ accept: null }] } },
+  ],
+});
 
 describe('nftables: our table out of the whole ruleset', () => {
   it('keeps only inet <table> items: its handle, sets, chains and rules', () => {

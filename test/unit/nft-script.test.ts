@@ -1,18 +1,44 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  NftModel, NftPlanError, asFile, asLine, fwdElements, parseTableJson, parseTablesJson, planBatch, planReset,
-  renderExternalAddresses, renderInit, type RulesetOptions,
+  NftModel,
+  NftPlanError,
+  asFile,
+  asLine,
+  fwdElements,
+  parseTableJson,
+  parseTablesJson,
+  planBatch,
+  planReset,
+  renderExternalAddresses,
+  renderInit,
+  type RulesetOptions,
 } from '../../src/dataplane/nftables-script.js';
 import { flowDeleteArgs } from '../../src/dataplane/conntrack.js';
 import { parseIpAddrJson } from '../../src/dataplane/external-address.js';
 import type { DataplaneEntry } from '../../src/dataplane/types.js';
 import { entryKey } from '../../src/dataplane/types.js';
 
-const opts: RulesetOptions = { table: 'portd', wan: 'eth0', lan: ['br-lan'], hairpin: true, frontendPorts: { tcp: [5000, 8080], udp: [1900, 5351] } };
+const opts: RulesetOptions = {
+  table: 'portd',
+  wan: 'eth0',
+  lan: ['br-lan'],
+  hairpin: true,
+  frontendPorts: { tcp: [5000, 8080], udp: [1900, 5351] },
+};
 
 function e(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
-  return { id, protocol: 'tcp', externalAddress: '198.51.100.7', externalPortEnd: p.externalPort, internalAddress: '192.168.1.20', internalPort: p.externalPort, remoteAddress: null, timeoutSeconds: 3605, ...p };
+  return {
+    id,
+    protocol: 'tcp',
+    externalAddress: '198.51.100.7',
+    externalPortEnd: p.externalPort,
+    internalAddress: '192.168.1.20',
+    internalPort: p.externalPort,
+    remoteAddress: null,
+    timeoutSeconds: 3605,
+    ...p,
+  };
 }
 
 describe('nft script generation', () => {
@@ -54,8 +80,15 @@ describe('nft script generation', () => {
 
   test('init without hairpin: LAN traffic to the external address is not redirected', () => {
     const cmds = renderInit({ ...opts, hairpin: false, frontendPorts: { tcp: [], udp: [] } });
-    assert.ok(cmds.includes('add rule inet portd prerouting iifname != { "br-lan" } ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4'));
-    assert.equal(cmds.some((c) => c.includes('masquerade') || c.includes('0x200') || c.includes('input iifname')), false);
+    assert.ok(
+      cmds.includes(
+        'add rule inet portd prerouting iifname != { "br-lan" } ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4',
+      ),
+    );
+    assert.equal(
+      cmds.some((c) => c.includes('masquerade') || c.includes('0x200') || c.includes('input iifname')),
+      false,
+    );
   });
 
   test('names that could inject nft syntax are refused', () => {
@@ -66,14 +99,25 @@ describe('nft script generation', () => {
 
   test('one new single-port lease: a plain add of the map and live elements', () => {
     const m = new NftModel();
-    const plan = planBatch('portd', m, { remove: [], add: [e('a', { externalPort: 8080, internalPort: 80 })] }, 1_000_000);
-    assert.equal(asFile(plan.commands), [
-      'add element inet portd fwd4 { tcp . 8080 timeout 3605s : 192.168.1.20 . 80 }',
-      'add element inet portd live_tcp { 8080 timeout 3605s }',
-      '',
-    ].join('\n'));
+    const plan = planBatch(
+      'portd',
+      m,
+      { remove: [], add: [e('a', { externalPort: 8080, internalPort: 80 })] },
+      1_000_000,
+    );
+    assert.equal(
+      asFile(plan.commands),
+      [
+        'add element inet portd fwd4 { tcp . 8080 timeout 3605s : 192.168.1.20 . 80 }',
+        'add element inet portd live_tcp { 8080 timeout 3605s }',
+        '',
+      ].join('\n'),
+    );
     assert.deepEqual(plan.changes.delete, []);
-    assert.deepEqual(plan.changes.set.map(([k]) => k), ['tcp/8080-8080/*']);
+    assert.deepEqual(
+      plan.changes.set.map(([k]) => k),
+      ['tcp/8080-8080/*'],
+    );
   });
 
   test('a key whose model entry is past its deadline is touched first (the kernel may still hold it)', () => {
@@ -97,16 +141,21 @@ describe('nft script generation', () => {
     const gone = e('g', { externalPort: 2222, internalPort: 22, internalAddress: '192.168.1.30' });
     m.set(entryKey(old), { entry: old, deadline: 50_000 });
     m.set(entryKey(gone), { entry: gone, deadline: 90_000 });
-    const plan = planBatch('portd', m, {
-      remove: [old, gone],
-      add: [
-        { ...old, timeoutSeconds: 120 },
-        e('range', { protocol: 'udp', externalPort: 6112, externalPortEnd: 6119 }),
-        e('shift', { externalPort: 7000, externalPortEnd: 7001, internalPort: 9000 }),
-        e('peer', { externalPort: 443, internalPort: 8443, remoteAddress: '203.0.113.9' }),
-        e('static', { externalPort: 25, timeoutSeconds: null }),
-      ],
-    }, 10_000);
+    const plan = planBatch(
+      'portd',
+      m,
+      {
+        remove: [old, gone],
+        add: [
+          { ...old, timeoutSeconds: 120 },
+          e('range', { protocol: 'udp', externalPort: 6112, externalPortEnd: 6119 }),
+          e('shift', { externalPort: 7000, externalPortEnd: 7001, internalPort: 9000 }),
+          e('peer', { externalPort: 443, internalPort: 8443, remoteAddress: '203.0.113.9' }),
+          e('static', { externalPort: 25, timeoutSeconds: null }),
+        ],
+      },
+      10_000,
+    );
     assert.deepEqual(plan.commands, [
       // pre-add of what is removed or renewed: a no-op when present, makes the delete safe when not
       'add element inet portd fwd4 { udp . 3478 timeout 1s : 192.168.1.20 . 3478, tcp . 2222 timeout 1s : 192.168.1.30 . 22 }',
@@ -140,7 +189,10 @@ describe('nft script generation', () => {
     assert.deepEqual(plan.commands.slice(-1), ['add element inet portd live_tcp { 5000 timeout 50s }']);
     m.apply(plan.changes);
     plan = planBatch('portd', m, { remove: [a], add: [] }, 60_000);
-    assert.equal(plan.commands.some((c) => c.startsWith('add element inet portd live_tcp { 5000 timeout') && !c.includes('1s')), false);
+    assert.equal(
+      plan.commands.some((c) => c.startsWith('add element inet portd live_tcp { 5000 timeout') && !c.includes('1s')),
+      false,
+    );
     assert.ok(plan.commands.includes('delete element inet portd live_tcp { 5000 }'));
   });
 
@@ -150,7 +202,10 @@ describe('nft script generation', () => {
     m.set(entryKey(a), { entry: a, deadline: null });
     assert.throws(() => planBatch('portd', m, { remove: [], add: [{ ...a, id: 'b' }] }, 0), /exists/);
     assert.throws(() => planBatch('portd', m, { remove: [], add: [e('x', { externalPort: 0 })] }, 0), /bad port/);
-    assert.throws(() => planBatch('portd', m, { remove: [], add: [e('x', { externalPort: 10, externalPortEnd: 5 })] }, 0), /bad range/);
+    assert.throws(
+      () => planBatch('portd', m, { remove: [], add: [e('x', { externalPort: 10, externalPortEnd: 5 })] }, 0),
+      /bad range/,
+    );
   });
 
   test('a removal of an element the kernel already expired cannot fail: it is added first', () => {
@@ -167,36 +222,91 @@ describe('nft script generation', () => {
     const r = planReset(opts, [e('a', { externalPort: 80, timeoutSeconds: 10 })], 0);
     const tail = r.commands.slice(renderInit(opts).length);
     assert.deepEqual(tail, [
-      'flush map inet portd fwd4', 'flush map inet portd fwd4_range', 'flush map inet portd fwd4_peer',
-      'flush set inet portd live_tcp', 'flush set inet portd live_udp', 'flush set inet portd live_tcp_range', 'flush set inet portd live_udp_range',
+      'flush map inet portd fwd4',
+      'flush map inet portd fwd4_range',
+      'flush map inet portd fwd4_peer',
+      'flush set inet portd live_tcp',
+      'flush set inet portd live_udp',
+      'flush set inet portd live_tcp_range',
+      'flush set inet portd live_udp_range',
       'add element inet portd fwd4 { tcp . 80 timeout 10s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 80 timeout 10s }',
     ]);
     assert.equal(asLine(['a', 'b']), 'a; b');
-    assert.deepEqual(renderExternalAddresses('portd', ['198.51.100.7']), ['flush set inet portd ext4', 'add element inet portd ext4 { 198.51.100.7 }']);
+    assert.deepEqual(renderExternalAddresses('portd', ['198.51.100.7']), [
+      'flush set inet portd ext4',
+      'add element inet portd ext4 { 198.51.100.7 }',
+    ]);
   });
 
   test('a range with a port offset is expanded per port; a huge one is refused', () => {
     assert.equal(fwdElements(e('s', { externalPort: 100, externalPortEnd: 102, internalPort: 200 }), 5).length, 3);
-    assert.throws(() => planBatch('portd', new NftModel(), { remove: [], add: [e('s', { externalPort: 1000, externalPortEnd: 60000, internalPort: 1001 })] }, 0), /exceeds/);
+    assert.throws(
+      () =>
+        planBatch(
+          'portd',
+          new NftModel(),
+          { remove: [], add: [e('s', { externalPort: 1000, externalPortEnd: 60000, internalPort: 1001 })] },
+          0,
+        ),
+      /exceeds/,
+    );
   });
 });
 
 describe('parsing nft and ip output', () => {
   test('nft -j list table: elements of our maps and sets, with expiry', () => {
-    const json = JSON.stringify({ nftables: [
-      { metainfo: { version: '1.0.6' } },
-      { table: { family: 'inet', name: 'portd', handle: 7 } },
-      { map: { family: 'inet', name: 'fwd4', table: 'portd', elem: [
-        [{ elem: { val: { concat: ['tcp', 8080] }, timeout: 30, expires: 29 } }, { concat: ['192.168.77.11', 80] }],
-        [{ concat: ['udp', 25] }, { concat: ['192.168.77.12', 25] }],
-      ] } },
-      { map: { family: 'inet', name: 'fwd4_range', table: 'portd', elem: [[{ elem: { val: { concat: ['tcp', { range: [6113, 6119] }] }, timeout: 20, expires: 19 } }, '192.168.77.11']] } },
-      { set: { family: 'inet', name: 'ext4', table: 'portd', elem: ['203.0.113.1'] } },
-      { set: { family: 'inet', name: 'live_tcp', table: 'portd', elem: [{ elem: { val: 8080, timeout: 30, expires: 29 } }] } },
-      { set: { family: 'inet', name: 'other', table: 'portd', elem: [1] } },
-      { map: { family: 'inet', name: 'fwd4', table: 'notours', elem: [[{ concat: ['tcp', 1] }, { concat: ['10.0.0.1', 1] }]] } },
-    ] });
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: { version: '1.0.6' } },
+        { table: { family: 'inet', name: 'portd', handle: 7 } },
+        {
+          map: {
+            family: 'inet',
+            name: 'fwd4',
+            table: 'portd',
+            elem: [
+              [
+                { elem: { val: { concat: ['tcp', 8080] }, timeout: 30, expires: 29 } },
+                { concat: ['192.168.77.11', 80] },
+              ],
+              [{ concat: ['udp', 25] }, { concat: ['192.168.77.12', 25] }],
+            ],
+          },
+        },
+        {
+          map: {
+            family: 'inet',
+            name: 'fwd4_range',
+            table: 'portd',
+            elem: [
+              [
+                { elem: { val: { concat: ['tcp', { range: [6113, 6119] }] }, timeout: 20, expires: 19 } },
+                '192.168.77.11',
+              ],
+            ],
+          },
+        },
+        { set: { family: 'inet', name: 'ext4', table: 'portd', elem: ['203.0.113.1'] } },
+        {
+          set: {
+            family: 'inet',
+            name: 'live_tcp',
+            table: 'portd',
+            elem: [{ elem: { val: 8080, timeout: 30, expires: 29 } }],
+          },
+        },
+        { set: { family: 'inet', name: 'other', table: 'portd', elem: [1] } },
+        {
+          map: {
+            family: 'inet',
+            name: 'fwd4',
+            table: 'notours',
+            elem: [[{ concat: ['tcp', 1] }, { concat: ['10.0.0.1', 1] }]],
+          },
+        },
+      ],
+    });
     assert.deepEqual(parseTableJson(json, 'portd'), {
       handle: 7,
       ext4: ['203.0.113.1'],
@@ -207,31 +317,62 @@ describe('parsing nft and ip output', () => {
         { set: 'live_tcp', key: '8080', data: null, expires: 29 },
       ],
     });
-    assert.equal(parseTablesJson(JSON.stringify({ nftables: [{ table: { family: 'ip', name: 'portd', handle: 1 } }, { table: { family: 'inet', name: 'portd', handle: 4 } }] }), 'portd'), 4);
+    assert.equal(
+      parseTablesJson(
+        JSON.stringify({
+          nftables: [
+            { table: { family: 'ip', name: 'portd', handle: 1 } },
+            { table: { family: 'inet', name: 'portd', handle: 4 } },
+          ],
+        }),
+        'portd',
+      ),
+      4,
+    );
     assert.equal(parseTablesJson(JSON.stringify({ nftables: [] }), 'portd'), null);
   });
 
   test('ip -j addr: global IPv4 addresses, primary first', () => {
-    const json = JSON.stringify([{ ifname: 'eth0', addr_info: [
-      { family: 'inet', local: '198.51.100.9', scope: 'global', secondary: true },
-      { family: 'inet6', local: '2001:db8::1', scope: 'global' },
-      { family: 'inet', local: '198.51.100.7', scope: 'global' },
-      { family: 'inet', local: '169.254.1.1', scope: 'link' },
-    ] }]);
+    const json = JSON.stringify([
+      {
+        ifname: 'eth0',
+        addr_info: [
+          { family: 'inet', local: '198.51.100.9', scope: 'global', secondary: true },
+          { family: 'inet6', local: '2001:db8::1', scope: 'global' },
+          { family: 'inet', local: '198.51.100.7', scope: 'global' },
+          { family: 'inet', local: '169.254.1.1', scope: 'link' },
+        ],
+      },
+    ]);
     assert.deepEqual(parseIpAddrJson(json), ['198.51.100.7', '198.51.100.9']);
   });
 
   test('conntrack -D arguments per port, peer filter kept, duplicates dropped', () => {
-    assert.deepEqual(flowDeleteArgs([
-      e('a', { protocol: 'udp', externalPort: 3478 }),
-      e('b', { externalPort: 443, remoteAddress: '203.0.113.9' }),
-      e('c', { externalPort: 7000, externalPortEnd: 7001 }),
-      e('a2', { protocol: 'udp', externalPort: 3478 }),
-    ]), [
-      ['-D', '-f', 'ipv4', '-p', 'udp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '3478'],
-      ['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '443', '--orig-src', '203.0.113.9'],
-      ['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '7000'],
-      ['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '7001'],
-    ]);
+    assert.deepEqual(
+      flowDeleteArgs([
+        e('a', { protocol: 'udp', externalPort: 3478 }),
+        e('b', { externalPort: 443, remoteAddress: '203.0.113.9' }),
+        e('c', { externalPort: 7000, externalPortEnd: 7001 }),
+        e('a2', { protocol: 'udp', externalPort: 3478 }),
+      ]),
+      [
+        ['-D', '-f', 'ipv4', '-p', 'udp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '3478'],
+        [
+          '-D',
+          '-f',
+          'ipv4',
+          '-p',
+          'tcp',
+          '--orig-dst',
+          '198.51.100.7',
+          '--orig-port-dst',
+          '443',
+          '--orig-src',
+          '203.0.113.9',
+        ],
+        ['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '7000'],
+        ['-D', '-f', 'ipv4', '-p', 'tcp', '--orig-dst', '198.51.100.7', '--orig-port-dst', '7001'],
+      ],
+    );
   });
 });

@@ -2,9 +2,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  decodeNatPmpRequest, decodeNatPmpResponse, decodePcpRequest, decodePcpResponse, encodeNatPmpRequest,
-  encodeNatPmpResponse, encodePcpRequest, encodePcpResponse, errorResponseFor, isDecodeError,
-  NatPmpDecodeError, PcpDecodeError,
+  decodeNatPmpRequest,
+  decodeNatPmpResponse,
+  decodePcpRequest,
+  decodePcpResponse,
+  encodeNatPmpRequest,
+  encodeNatPmpResponse,
+  encodePcpRequest,
+  encodePcpResponse,
+  errorResponseFor,
+  isDecodeError,
+  NatPmpDecodeError,
+  PcpDecodeError,
 } from '../../protocols/pcp/index.js';
 import type { MapData, PcpOption, PcpRequest, PcpResponse } from '../../protocols/pcp/index.js';
 
@@ -23,106 +32,182 @@ const port = fc.nat(65535);
 const nonce = fc.uint8Array({ minLength: 12, maxLength: 12 });
 
 const mapData: fc.Arbitrary<MapData> = fc.record({
-  nonce, protocol: fc.constantFrom(6, 17), internalPort: fc.integer({ min: 1, max: 65535 }), externalPort: port, externalAddress: ipv4,
+  nonce,
+  protocol: fc.constantFrom(6, 17),
+  internalPort: fc.integer({ min: 1, max: 65535 }),
+  externalPort: port,
+  externalAddress: ipv4,
 });
 
 const mapOption: fc.Arbitrary<PcpOption> = fc.oneof(
   fc.record({ kind: fc.constant('third_party' as const), address: ipv4 }),
-  fc.record({ kind: fc.constant('filter' as const), prefixLength: fc.integer({ min: 96, max: 128 }), remotePort: port, remoteAddress: ipv4 }),
-  fc.record({ kind: fc.constant('other' as const), code: fc.integer({ min: 128, max: 255 }), data: fc.uint8Array({ maxLength: 12 }) }),
+  fc.record({
+    kind: fc.constant('filter' as const),
+    prefixLength: fc.integer({ min: 96, max: 128 }),
+    remotePort: port,
+    remoteAddress: ipv4,
+  }),
+  fc.record({
+    kind: fc.constant('other' as const),
+    code: fc.integer({ min: 128, max: 255 }),
+    data: fc.uint8Array({ maxLength: 12 }),
+  }),
 );
 
 /** fast-check builds null-prototype records; compare plain copies */
 const plain = <T>(x: T): T => structuredClone(x);
 
-const mapRequest: fc.Arbitrary<PcpRequest> = fc.record({
-  lifetime: fc.integer({ min: 1, max: 0xffffffff }),
-  clientAddress: ipv4,
-  map: mapData,
-  preferFailure: fc.boolean(),
-  others: fc.array(mapOption, { maxLength: 4 }),
-}).map(({ lifetime, clientAddress, map, preferFailure, others }) => {
-  const thirdParties = others.filter((o) => o.kind === 'third_party').slice(0, 1);
-  const options: PcpOption[] = [...thirdParties, ...others.filter((o) => o.kind !== 'third_party')];
-  if (preferFailure) options.push({ kind: 'prefer_failure' });
-  return { version: 2 as const, opcode: 1 as const, lifetime, clientAddress, map, options };
-});
+const mapRequest: fc.Arbitrary<PcpRequest> = fc
+  .record({
+    lifetime: fc.integer({ min: 1, max: 0xffffffff }),
+    clientAddress: ipv4,
+    map: mapData,
+    preferFailure: fc.boolean(),
+    others: fc.array(mapOption, { maxLength: 4 }),
+  })
+  .map(({ lifetime, clientAddress, map, preferFailure, others }) => {
+    const thirdParties = others.filter((o) => o.kind === 'third_party').slice(0, 1);
+    const options: PcpOption[] = [...thirdParties, ...others.filter((o) => o.kind !== 'third_party')];
+    if (preferFailure) options.push({ kind: 'prefer_failure' });
+    return { version: 2 as const, opcode: 1 as const, lifetime, clientAddress, map, options };
+  });
 
 test('property: any byte string decodes to a request or a typed error', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 1200 }), fc.option(address, { nil: undefined }), (b, source) => {
-    try {
-      decodePcpRequest(b, source === undefined ? {} : { source });
-    } catch (e) {
-      if (!(e instanceof PcpDecodeError)) throw e;
-      const res = errorResponseFor(e, 1);
-      if (res) encodePcpResponse(res); // the error answer itself must encode
-    }
-    try { decodeNatPmpRequest(b); } catch (e) { if (!(e instanceof NatPmpDecodeError)) throw e; }
-    try { decodePcpResponse(b); } catch (e) { if (!isDecodeError(e)) throw e; }
-    try { decodeNatPmpResponse(b); } catch (e) { if (!isDecodeError(e)) throw e; }
-  }), { numRuns: RUNS });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 1200 }), fc.option(address, { nil: undefined }), (b, source) => {
+      try {
+        decodePcpRequest(b, source === undefined ? {} : { source });
+      } catch (e) {
+        if (!(e instanceof PcpDecodeError)) throw e;
+        const res = errorResponseFor(e, 1);
+        if (res) encodePcpResponse(res); // the error answer itself must encode
+      }
+      try {
+        decodeNatPmpRequest(b);
+      } catch (e) {
+        if (!(e instanceof NatPmpDecodeError)) throw e;
+      }
+      try {
+        decodePcpResponse(b);
+      } catch (e) {
+        if (!isDecodeError(e)) throw e;
+      }
+      try {
+        decodeNatPmpResponse(b);
+      } catch (e) {
+        if (!isDecodeError(e)) throw e;
+      }
+    }),
+    { numRuns: RUNS },
+  );
 });
 
 test('property: valid-looking PCP headers with random tails never throw anything untyped', () => {
-  const headered = fc.tuple(fc.constantFrom(0, 1, 2), fc.uint8Array({ minLength: 22, maxLength: 22 }), fc.uint8Array({ maxLength: 140 }))
+  const headered = fc
+    .tuple(fc.constantFrom(0, 1, 2), fc.uint8Array({ minLength: 22, maxLength: 22 }), fc.uint8Array({ maxLength: 140 }))
     .map(([op, head, tail]) => {
       const len = (24 + tail.length) & ~3;
       const b = new Uint8Array(len);
-      b[0] = 2; b[1] = op;
+      b[0] = 2;
+      b[1] = op;
       b.set(head, 2);
       b.set(tail.slice(0, len - 24), 24);
       b.set([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 1, 10], 8);
       return b;
     });
-  fc.assert(fc.property(headered, (b) => {
-    try {
-      const r = decodePcpRequest(b, { source: '192.168.1.10' });
-      // whatever decodes also re-encodes to the same octets, up to reserved fields and padding
-      const again = decodePcpRequest(encodePcpRequest(r), { source: '192.168.1.10' });
-      assert.deepEqual(again, r);
-    } catch (e) {
-      if (!(e instanceof PcpDecodeError)) throw e;
-    }
-  }), { numRuns: RUNS });
+  fc.assert(
+    fc.property(headered, (b) => {
+      try {
+        const r = decodePcpRequest(b, { source: '192.168.1.10' });
+        // whatever decodes also re-encodes to the same octets, up to reserved fields and padding
+        const again = decodePcpRequest(encodePcpRequest(r), { source: '192.168.1.10' });
+        assert.deepEqual(again, r);
+      } catch (e) {
+        if (!(e instanceof PcpDecodeError)) throw e;
+      }
+    }),
+    { numRuns: RUNS },
+  );
 });
 
 test('property: MAP request round trip', () => {
-  fc.assert(fc.property(mapRequest, (req) => {
-    const back = decodePcpRequest(encodePcpRequest(req), { source: req.clientAddress });
-    assert.deepEqual(back, plain(req));
-  }), { numRuns: RUNS });
+  fc.assert(
+    fc.property(mapRequest, (req) => {
+      const back = decodePcpRequest(encodePcpRequest(req), { source: req.clientAddress });
+      assert.deepEqual(back, plain(req));
+    }),
+    { numRuns: RUNS },
+  );
 });
 
 test('property: MAP/PEER response round trip', () => {
   const response: fc.Arbitrary<PcpResponse> = fc.oneof(
     fc.record({
-      version: fc.constant(2), opcode: fc.constant(1), resultCode: fc.nat(13), lifetime: fc.nat(), epoch: fc.nat(), map: mapData,
+      version: fc.constant(2),
+      opcode: fc.constant(1),
+      resultCode: fc.nat(13),
+      lifetime: fc.nat(),
+      epoch: fc.nat(),
+      map: mapData,
       options: fc.array(mapOption, { maxLength: 3 }),
     }),
     fc.record({
-      version: fc.constant(2), opcode: fc.constant(2), resultCode: fc.nat(13), lifetime: fc.nat(), epoch: fc.nat(),
-      peer: fc.record({ nonce, protocol: fc.constantFrom(6, 17), internalPort: port, externalPort: port, externalAddress: ipv4, remotePort: port, remoteAddress: ipv4 }),
+      version: fc.constant(2),
+      opcode: fc.constant(2),
+      resultCode: fc.nat(13),
+      lifetime: fc.nat(),
+      epoch: fc.nat(),
+      peer: fc.record({
+        nonce,
+        protocol: fc.constantFrom(6, 17),
+        internalPort: port,
+        externalPort: port,
+        externalAddress: ipv4,
+        remotePort: port,
+        remoteAddress: ipv4,
+      }),
       options: fc.constant([]),
     }),
   );
-  fc.assert(fc.property(response, (res) => {
-    assert.deepEqual(decodePcpResponse(encodePcpResponse(res)), plain(res));
-  }), { numRuns: RUNS });
+  fc.assert(
+    fc.property(response, (res) => {
+      assert.deepEqual(decodePcpResponse(encodePcpResponse(res)), plain(res));
+    }),
+    { numRuns: RUNS },
+  );
 });
 
 test('property: NAT-PMP request/response round trip', () => {
   const req = fc.oneof(
     fc.constant({ opcode: 0 as const }),
-    fc.record({ opcode: fc.constantFrom(1 as const, 2 as const), internalPort: port, externalPort: port, lifetime: fc.nat() }),
+    fc.record({
+      opcode: fc.constantFrom(1 as const, 2 as const),
+      internalPort: port,
+      externalPort: port,
+      lifetime: fc.nat(),
+    }),
   );
-  fc.assert(fc.property(req, (r) => {
-    assert.deepEqual(decodeNatPmpRequest(encodeNatPmpRequest(r)), plain(r));
-  }), { numRuns: RUNS });
+  fc.assert(
+    fc.property(req, (r) => {
+      assert.deepEqual(decodeNatPmpRequest(encodeNatPmpRequest(r)), plain(r));
+    }),
+    { numRuns: RUNS },
+  );
   const res = fc.oneof(
     fc.record({ opcode: fc.constant(0 as const), resultCode: fc.nat(5), epoch: fc.nat(), externalAddress: ipv4 }),
-    fc.record({ opcode: fc.constantFrom(1 as const, 2 as const), resultCode: fc.nat(5), epoch: fc.nat(), internalPort: port, externalPort: port, lifetime: fc.nat() }),
+    fc.record({
+      opcode: fc.constantFrom(1 as const, 2 as const),
+      resultCode: fc.nat(5),
+      epoch: fc.nat(),
+      internalPort: port,
+      externalPort: port,
+      lifetime: fc.nat(),
+    }),
   );
-  fc.assert(fc.property(res, (r) => {
-    assert.deepEqual(decodeNatPmpResponse(encodeNatPmpResponse(r)), plain(r));
-  }), { numRuns: RUNS });
+  fc.assert(
+    fc.property(res, (r) => {
+      assert.deepEqual(decodeNatPmpResponse(encodeNatPmpResponse(r)), plain(r));
+    }),
+    { numRuns: RUNS },
+  );
 });

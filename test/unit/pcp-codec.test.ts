@@ -2,9 +2,24 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import {
-  classifyPacket, decodeNatPmpRequest, decodeNatPmpResponse, decodePcpRequest, decodePcpResponse,
-  encodeNatPmpResponse, encodePcpRequest, encodePcpResponse, errorResponseFor, nonceHex, nonceFromHex,
-  NatPmpDecodeError, Opcode, PcpDecodeError, ResultCode, readAddress, addressBytes, sameAddress,
+  classifyPacket,
+  decodeNatPmpRequest,
+  decodeNatPmpResponse,
+  decodePcpRequest,
+  decodePcpResponse,
+  encodeNatPmpResponse,
+  encodePcpRequest,
+  encodePcpResponse,
+  errorResponseFor,
+  nonceHex,
+  nonceFromHex,
+  NatPmpDecodeError,
+  Opcode,
+  PcpDecodeError,
+  ResultCode,
+  readAddress,
+  addressBytes,
+  sameAddress,
 } from '../../protocols/pcp/index.js';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -118,13 +133,32 @@ test('options: unknown mandatory → UNSUPP_OPTION, unknown optional ignored, du
   assert.equal(decodeErr(add('7f000000')).resultCode, ResultCode.UNSUPP_OPTION);
   assert.deepEqual(decodePcpRequest(add('ff000000')).options, [{ kind: 'other', code: 255, data: new Uint8Array(0) }]);
   assert.equal(decodeErr(add('02000000 02000000')).resultCode, ResultCode.MALFORMED_OPTION);
-  assert.equal(decodeErr(add('02000004 00000000')).resultCode, ResultCode.MALFORMED_OPTION, 'PREFER_FAILURE has no data');
+  assert.equal(
+    decodeErr(add('02000004 00000000')).resultCode,
+    ResultCode.MALFORMED_OPTION,
+    'PREFER_FAILURE has no data',
+  );
   // FILTER with a prefix length that makes no sense for an IPv4 peer
-  assert.equal(decodeErr(add('03000014 00 10 0050 00000000000000000000ffff cb007105')).resultCode, ResultCode.MALFORMED_OPTION);
+  assert.equal(
+    decodeErr(add('03000014 00 10 0050 00000000000000000000ffff cb007105')).resultCode,
+    ResultCode.MALFORMED_OPTION,
+  );
   // PREFER_FAILURE is not defined for PEER: an unknown mandatory option there
   const peer = encodePcpRequest({
-    version: 2, opcode: Opcode.PEER, lifetime: 60, clientAddress: '192.168.1.10', options: [],
-    peer: { nonce: new Uint8Array(12), protocol: 6, internalPort: 1000, externalPort: 0, externalAddress: '0.0.0.0', remotePort: 80, remoteAddress: '203.0.113.5' },
+    version: 2,
+    opcode: Opcode.PEER,
+    lifetime: 60,
+    clientAddress: '192.168.1.10',
+    options: [],
+    peer: {
+      nonce: new Uint8Array(12),
+      protocol: 6,
+      internalPort: 1000,
+      externalPort: 0,
+      externalAddress: '0.0.0.0',
+      remotePort: 80,
+      remoteAddress: '203.0.113.5',
+    },
   });
   const p2 = new Uint8Array(peer.length + 4);
   p2.set(peer);
@@ -137,10 +171,14 @@ test('MAP semantic checks: protocol 0 with a port, port 0 with a lifetime', () =
   a[36] = 0; // protocol 0, internal port 8080
   assert.equal(decodeErr(a).resultCode, ResultCode.MALFORMED_REQUEST);
   const b = MAP_REQ.slice();
-  b[40] = 0; b[41] = 0; // internal port 0 with lifetime 7200
+  b[40] = 0;
+  b[41] = 0; // internal port 0 with lifetime 7200
   assert.equal(decodeErr(b).resultCode, ResultCode.MALFORMED_REQUEST);
   const c = b.slice();
-  c[4] = 0; c[5] = 0; c[6] = 0; c[7] = 0; // ...with lifetime 0 it is a delete of all ports
+  c[4] = 0;
+  c[5] = 0;
+  c[6] = 0;
+  c[7] = 0; // ...with lifetime 0 it is a delete of all ports
   const r = decodePcpRequest(c);
   assert.equal(r.lifetime, 0);
 });
@@ -160,12 +198,28 @@ test('error response copies the MAP opcode data (RFC 6887 §8.3)', () => {
 
 test('MAP response: fixed vector', () => {
   const res = encodePcpResponse({
-    version: 2, opcode: Opcode.MAP, resultCode: 0, lifetime: 3600, epoch: 1234, options: [],
-    map: { nonce: nonceFromHex('0102030405060708090a0b0c'), protocol: 17, internalPort: 5000, externalPort: 5001, externalAddress: '192.0.2.1' },
+    version: 2,
+    opcode: Opcode.MAP,
+    resultCode: 0,
+    lifetime: 3600,
+    epoch: 1234,
+    options: [],
+    map: {
+      nonce: nonceFromHex('0102030405060708090a0b0c'),
+      protocol: 17,
+      internalPort: 5000,
+      externalPort: 5001,
+      externalAddress: '192.0.2.1',
+    },
   });
-  assert.equal(toHex(res), toHex(hex(`
+  assert.equal(
+    toHex(res),
+    toHex(
+      hex(`
     02 81 00 00 00000e10 000004d2 000000000000000000000000
-    0102030405060708090a0b0c 11 000000 1388 1389 00000000000000000000ffff c0000201`)));
+    0102030405060708090a0b0c 11 000000 1388 1389 00000000000000000000ffff c0000201`),
+    ),
+  );
 });
 
 test('ANNOUNCE request and unsolicited response', () => {
@@ -179,7 +233,11 @@ test('ANNOUNCE request and unsolicited response', () => {
 test('addresses: IPv4-mapped, IPv6 compression, equality across spellings', () => {
   assert.equal(readAddress(addressBytes('2001:db8::1')!, 0), '2001:db8::1');
   assert.equal(readAddress(addressBytes('::')!, 0), '::');
-  assert.equal(readAddress(addressBytes('fe80:0:0:1:0:0:0:1')!, 0), 'fe80:0:0:1::1', 'the longest zero run is compressed');
+  assert.equal(
+    readAddress(addressBytes('fe80:0:0:1:0:0:0:1')!, 0),
+    'fe80:0:0:1::1',
+    'the longest zero run is compressed',
+  );
   assert.equal(readAddress(addressBytes('::ffff:10.1.2.3')!, 0), '10.1.2.3');
   assert.ok(sameAddress('::ffff:127.0.0.1', '127.0.0.1'));
   assert.equal(addressBytes('1.2.3'), null);
@@ -187,7 +245,9 @@ test('addresses: IPv4-mapped, IPv6 compression, equality across spellings', () =
 });
 
 test('NAT-PMP: the natpmpc capture decodes as natpmpc meant it', () => {
-  const fx = JSON.parse(readFileSync(new URL('../fixtures/pcp/natpmpc.json', import.meta.url), 'utf8')) as { packets: { name: string; hex: string }[] };
+  const fx = JSON.parse(readFileSync(new URL('../fixtures/pcp/natpmpc.json', import.meta.url), 'utf8')) as {
+    packets: { name: string; hex: string }[];
+  };
   const [ext, map, , del] = fx.packets.map((p) => decodeNatPmpRequest(hex(p.hex)));
   assert.deepEqual(ext, { opcode: 0 });
   assert.deepEqual(map, { opcode: 2, internalPort: 4000, externalPort: 4000, lifetime: 3600 });
@@ -195,24 +255,58 @@ test('NAT-PMP: the natpmpc capture decodes as natpmpc meant it', () => {
 });
 
 test('NAT-PMP: the nat-port-mapper capture carries milliseconds as seconds', () => {
-  const fx = JSON.parse(readFileSync(new URL('../fixtures/pcp/nat-port-mapper.json', import.meta.url), 'utf8')) as { packets: { name: string; hex: string }[] };
+  const fx = JSON.parse(readFileSync(new URL('../fixtures/pcp/nat-port-mapper.json', import.meta.url), 'utf8')) as {
+    packets: { name: string; hex: string }[];
+  };
   const first = decodeNatPmpRequest(hex(fx.packets[0]!.hex));
   assert.deepEqual(first, { opcode: 1, internalPort: 4000, externalPort: 4000, lifetime: 3_600_000 });
 });
 
 test('NAT-PMP: errors and responses (RFC 6886 §3.5, errata 3618)', () => {
-  const v = (() => { try { decodeNatPmpRequest(hex('0100')); } catch (e) { return e; } })();
+  const v = (() => {
+    try {
+      decodeNatPmpRequest(hex('0100'));
+    } catch (e) {
+      return e;
+    }
+  })();
   assert.ok(v instanceof NatPmpDecodeError);
   assert.equal(v.resultCode, 1);
-  const u = (() => { try { decodeNatPmpRequest(hex('0003')); } catch (e) { return e; } })();
+  const u = (() => {
+    try {
+      decodeNatPmpRequest(hex('0003'));
+    } catch (e) {
+      return e;
+    }
+  })();
   assert.ok(u instanceof NatPmpDecodeError && u.resultCode === 5 && u.opcode === 3);
-  const short = (() => { try { decodeNatPmpRequest(hex('00020000')); } catch (e) { return e; } })();
+  const short = (() => {
+    try {
+      decodeNatPmpRequest(hex('00020000'));
+    } catch (e) {
+      return e;
+    }
+  })();
   assert.ok(short instanceof NatPmpDecodeError && short.action === 'drop');
   const hdr = encodeNatPmpResponse({ opcode: 0, resultCode: 1, epoch: 9, headerOnly: true });
   assert.equal(toHex(hdr), '0080000100000009');
   const ext = encodeNatPmpResponse({ opcode: 0, resultCode: 0, epoch: 9, externalAddress: '192.0.2.1' });
   assert.equal(toHex(ext), '0080000000000009c0000201');
-  const map = encodeNatPmpResponse({ opcode: 2, resultCode: 0, epoch: 9, internalPort: 4000, externalPort: 4001, lifetime: 3600 });
+  const map = encodeNatPmpResponse({
+    opcode: 2,
+    resultCode: 0,
+    epoch: 9,
+    internalPort: 4000,
+    externalPort: 4001,
+    lifetime: 3600,
+  });
   assert.equal(toHex(map), '00820000000000090fa00fa100000e10');
-  assert.deepEqual(decodeNatPmpResponse(map), { opcode: 2, resultCode: 0, epoch: 9, internalPort: 4000, externalPort: 4001, lifetime: 3600 });
+  assert.deepEqual(decodeNatPmpResponse(map), {
+    opcode: 2,
+    resultCode: 0,
+    epoch: 9,
+    internalPort: 4000,
+    externalPort: 4001,
+    lifetime: 3600,
+  });
 });

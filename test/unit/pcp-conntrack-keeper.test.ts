@@ -7,42 +7,84 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { encodePcpRequest, IpProtocol, Opcode, ResultCode, Version, decodePcpResponse } from '../../protocols/pcp/index.js';
-import { createConntrackCli, parseConntrackTuple, type ConntrackApi, type FlowQuery } from '../../src/frontends/pcp/conntrack.js';
+import {
+  encodePcpRequest,
+  IpProtocol,
+  Opcode,
+  ResultCode,
+  Version,
+  decodePcpResponse,
+} from '../../protocols/pcp/index.js';
+import {
+  createConntrackCli,
+  parseConntrackTuple,
+  type ConntrackApi,
+  type FlowQuery,
+} from '../../src/frontends/pcp/conntrack.js';
 import { createPcpHandler } from '../../src/frontends/pcp/handler.js';
 import type { LeaseTableApi } from '../../src/leases/table-api.js';
 import { testPolicy } from '../helpers/leases.js';
 
-const Q: FlowQuery = { protocol: 'udp', internalAddress: '192.168.77.11', internalPort: 40000, remoteAddress: '203.0.113.2', remotePort: 7000 };
-const BANNER = (n: number, what: string) => `conntrack v1.4.7 (conntrack-tools): ${n} flow entries have been ${what}.\n`;
+const Q: FlowQuery = {
+  protocol: 'udp',
+  internalAddress: '192.168.77.11',
+  internalPort: 40000,
+  remoteAddress: '203.0.113.2',
+  remotePort: 7000,
+};
+const BANNER = (n: number, what: string) =>
+  `conntrack v1.4.7 (conntrack-tools): ${n} flow entries have been ${what}.\n`;
 
 /** a conntrack table in memory, answering the argument lists conntrack.ts runs */
 function fakeConntrack() {
   const flows = new Map<string, { q: FlowQuery; timeout: number; extPort: number }>();
   const calls: string[][] = [];
-  const key = (q: FlowQuery) => `${q.protocol} ${q.internalAddress}:${q.internalPort} ${q.remoteAddress}:${q.remotePort}`;
+  const key = (q: FlowQuery) =>
+    `${q.protocol} ${q.internalAddress}:${q.internalPort} ${q.remoteAddress}:${q.remotePort}`;
   const line = (f: { q: FlowQuery; timeout: number; extPort: number }) =>
     `${f.q.protocol}      17 ${f.timeout} src=${f.q.internalAddress} dst=${f.q.remoteAddress} sport=${f.q.internalPort} dport=${f.q.remotePort} ` +
     `src=${f.q.remoteAddress} dst=203.0.113.1 sport=${f.q.remotePort} dport=${f.extPort} mark=0 use=1`;
-  const arg = (args: string[], name: string) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
+  const arg = (args: string[], name: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
   const queryOf = (args: string[]): FlowQuery | null => {
     const p = arg(args, '-p');
     if (p !== 'udp' && p !== 'tcp') return null;
-    return { protocol: p, internalAddress: arg(args, '--orig-src')!, remoteAddress: arg(args, '--orig-dst')!, internalPort: Number(arg(args, '--sport')), remotePort: Number(arg(args, '--dport')) };
+    return {
+      protocol: p,
+      internalAddress: arg(args, '--orig-src')!,
+      remoteAddress: arg(args, '--orig-dst')!,
+      internalPort: Number(arg(args, '--sport')),
+      remotePort: Number(arg(args, '--dport')),
+    };
   };
   return {
-    flows, calls,
-    add(q: FlowQuery, timeout: number, extPort = 62001) { flows.set(key(q), { q, timeout, extPort }); },
+    flows,
+    calls,
+    add(q: FlowQuery, timeout: number, extPort = 62001) {
+      flows.set(key(q), { q, timeout, extPort });
+    },
     /** a packet passed: the kernel's UDP timeout again */
-    packet(q: FlowQuery) { const f = flows.get(key(q)); if (f) f.timeout = 30; },
-    timeout(q: FlowQuery) { return flows.get(key(q))?.timeout; },
-    updates() { return calls.filter((a) => a[0] === '-U').length; },
+    packet(q: FlowQuery) {
+      const f = flows.get(key(q));
+      if (f) f.timeout = 30;
+    },
+    timeout(q: FlowQuery) {
+      return flows.get(key(q))?.timeout;
+    },
+    updates() {
+      return calls.filter((a) => a[0] === '-U').length;
+    },
     async run(args: string[]) {
       calls.push(args);
       const q = queryOf(args);
       if (args[0] === '-L') {
         const shown = [...flows.values()].filter((f) => !q || key(f.q) === key(q));
-        return { code: 0, out: shown.map(line).join('\n') + (shown.length ? '\n' : '') + BANNER(shown.length, 'shown') };
+        return {
+          code: 0,
+          out: shown.map(line).join('\n') + (shown.length ? '\n' : '') + BANNER(shown.length, 'shown'),
+        };
       }
       if (args[0] === '-U' && q) {
         const f = flows.get(key(q));
@@ -59,13 +101,23 @@ function setup(opts: { maxHeld?: number } = {}) {
   const ct = fakeConntrack();
   let now = 1_000_000;
   const cli = createConntrackCli({ run: (a) => ct.run(a), now: () => now, keepIntervalMs: 3_600_000, ...opts });
-  return { ct, cli, advance: (s: number) => { now += s * 1000; } };
+  return {
+    ct,
+    cli,
+    advance: (s: number) => {
+      now += s * 1000;
+    },
+  };
 }
 
 describe('conntrack CLI: PEER holds survive traffic', () => {
-  it('reads a flow\'s original tuple and timeout from a listing line', () => {
-    assert.deepEqual(parseConntrackTuple('udp      17 29 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=7000 src=203.0.113.2 dst=203.0.113.1 sport=7000 dport=62067 mark=0 use=1'),
-      { ...Q, timeout: 29 });
+  it("reads a flow's original tuple and timeout from a listing line", () => {
+    assert.deepEqual(
+      parseConntrackTuple(
+        'udp      17 29 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=7000 src=203.0.113.2 dst=203.0.113.1 sport=7000 dport=62067 mark=0 use=1',
+      ),
+      { ...Q, timeout: 29 },
+    );
     assert.equal(parseConntrackTuple(BANNER(1, 'shown')), null);
     assert.equal(parseConntrackTuple('icmp     1 29 src=192.168.77.11 dst=203.0.113.2 type=8 code=0 id=1'), null);
   });
@@ -99,7 +151,7 @@ describe('conntrack CLI: PEER holds survive traffic', () => {
     cli.close();
   });
 
-  it('the hold ends with its lifetime; the flow keeps conntrack\'s own timeout', async () => {
+  it("the hold ends with its lifetime; the flow keeps conntrack's own timeout", async () => {
     const { ct, cli, advance } = setup();
     ct.add(Q, 30);
     await cli.extend(Q, 120);
@@ -159,7 +211,10 @@ describe('conntrack CLI: PEER holds survive traffic', () => {
   });
 
   it('"10 flow entries have been updated" is an update (not read as "0 flow entries")', async () => {
-    const cli = createConntrackCli({ run: async () => ({ code: 0, out: BANNER(10, 'updated') }), keepIntervalMs: 3_600_000 });
+    const cli = createConntrackCli({
+      run: async () => ({ code: 0, out: BANNER(10, 'updated') }),
+      keepIntervalMs: 3_600_000,
+    });
     assert.equal(await cli.extend(Q, 60), true);
     cli.close();
     const none = createConntrackCli({ run: async () => ({ code: 0, out: BANNER(0, 'updated') }) });
@@ -171,18 +226,52 @@ describe('PCP handler: PEER lifetime 0 ends the hold', () => {
   it('answers SUCCESS with lifetime 0 and releases the flow', async () => {
     const released: FlowQuery[] = [];
     const conntrack: ConntrackApi = {
-      async lookup() { return { externalAddress: '203.0.113.1', externalPort: 62001, timeout: 850 }; },
-      async extend() { throw new Error('lifetime 0 must not extend'); },
-      release(q) { released.push(q); },
+      async lookup() {
+        return { externalAddress: '203.0.113.1', externalPort: 62001, timeout: 850 };
+      },
+      async extend() {
+        throw new Error('lifetime 0 must not extend');
+      },
+      release(q) {
+        released.push(q);
+      },
     };
     const handler = createPcpHandler({
-      config: { pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false }, natpmp: { enabled: true }, policy: testPolicy(), limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 } },
+      config: {
+        pcp: {
+          enabled: true,
+          port: 0,
+          peer: true,
+          thirdParty: [],
+          allowAllProtocols: false,
+          rateLimit: 0,
+          ipv6: false,
+        },
+        natpmp: { enabled: true },
+        policy: testPolicy(),
+        limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
+      },
       leases: { externalAddress: () => '203.0.113.1' } as unknown as LeaseTableApi,
-      log: pino({ level: 'silent' }), conntrack, epoch: () => 5, now: () => 0,
+      log: pino({ level: 'silent' }),
+      conntrack,
+      epoch: () => 5,
+      now: () => 0,
     });
     const req = encodePcpRequest({
-      version: Version.PCP, opcode: Opcode.PEER, lifetime: 0, clientAddress: Q.internalAddress, options: [],
-      peer: { nonce: new Uint8Array(12).fill(7), protocol: IpProtocol.UDP, internalPort: Q.internalPort, externalPort: 0, externalAddress: '0.0.0.0', remotePort: Q.remotePort, remoteAddress: Q.remoteAddress },
+      version: Version.PCP,
+      opcode: Opcode.PEER,
+      lifetime: 0,
+      clientAddress: Q.internalAddress,
+      options: [],
+      peer: {
+        nonce: new Uint8Array(12).fill(7),
+        protocol: IpProtocol.UDP,
+        internalPort: Q.internalPort,
+        externalPort: 0,
+        externalAddress: '0.0.0.0',
+        remotePort: Q.remotePort,
+        remoteAddress: Q.remoteAddress,
+      },
     });
     const r = await handler.handle(req, Q.internalAddress);
     const res = decodePcpResponse(r.response!);

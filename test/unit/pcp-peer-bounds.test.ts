@@ -9,7 +9,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { decodePcpResponse, encodePcpRequest, IpProtocol, Opcode, ResultCode, Version } from '../../protocols/pcp/index.js';
+import {
+  decodePcpResponse,
+  encodePcpRequest,
+  IpProtocol,
+  Opcode,
+  ResultCode,
+  Version,
+} from '../../protocols/pcp/index.js';
 import { ConntrackBusyError, createConntrackCli, type FlowQuery } from '../../src/frontends/pcp/conntrack.js';
 import { createPcpHandler } from '../../src/frontends/pcp/handler.js';
 import type { LeaseTableApi } from '../../src/leases/table-api.js';
@@ -26,10 +33,19 @@ function countingConntrack(ms = 2) {
   const key = (src: string, sport: string, dst: string, dport: string) => `${src}:${sport}>${dst}:${dport}`;
   return {
     stats,
-    add(q: FlowQuery) { flows.add(key(q.internalAddress, String(q.internalPort), q.remoteAddress, String(q.remotePort))); },
+    add(q: FlowQuery) {
+      flows.add(key(q.internalAddress, String(q.internalPort), q.remoteAddress, String(q.remotePort)));
+    },
     /** hold every run until release() (to fill the queue) */
-    block() { gate = new Promise((r) => { open = r; }); },
-    release() { open(); gate = null; },
+    block() {
+      gate = new Promise((r) => {
+        open = r;
+      });
+    },
+    release() {
+      open();
+      gate = null;
+    },
     async run(args: string[]) {
       stats.runs++;
       active++;
@@ -42,11 +58,16 @@ function countingConntrack(ms = 2) {
           stats.lists++;
           const [src, rest] = k.split(':');
           return flows.has(k)
-            ? { code: 0, out: `udp 17 30 src=${src} dst=${arg(args, '--orig-dst')} sport=${rest!.split('>')[0]} dport=${arg(args, '--dport')} src=${arg(args, '--orig-dst')} dst=203.0.113.1 sport=${arg(args, '--dport')} dport=62001 mark=0 use=1\nconntrack v1.4.7 (conntrack-tools): 1 flow entries have been shown.\n` }
+            ? {
+                code: 0,
+                out: `udp 17 30 src=${src} dst=${arg(args, '--orig-dst')} sport=${rest!.split('>')[0]} dport=${arg(args, '--dport')} src=${arg(args, '--orig-dst')} dst=203.0.113.1 sport=${arg(args, '--dport')} dport=62001 mark=0 use=1\nconntrack v1.4.7 (conntrack-tools): 1 flow entries have been shown.\n`,
+              }
             : { code: 0, out: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.\n' };
         }
         stats.updates++;
-        return flows.has(k) ? { code: 0, out: 'conntrack v1.4.7 (conntrack-tools): 1 flow entries have been updated.\n' } : { code: 1, out: '0 flow entries have been updated.\n' };
+        return flows.has(k)
+          ? { code: 0, out: 'conntrack v1.4.7 (conntrack-tools): 1 flow entries have been updated.\n' }
+          : { code: 1, out: '0 flow entries have been updated.\n' };
       } finally {
         active--;
       }
@@ -56,35 +77,74 @@ function countingConntrack(ms = 2) {
 
 function peerRequest(q: FlowQuery, lifetime = 600): Uint8Array {
   return encodePcpRequest({
-    version: Version.PCP, opcode: Opcode.PEER, lifetime, clientAddress: q.internalAddress, options: [],
-    peer: { nonce: new Uint8Array(12).fill(7), protocol: IpProtocol.UDP, internalPort: q.internalPort, externalPort: 0, externalAddress: '0.0.0.0', remotePort: q.remotePort, remoteAddress: q.remoteAddress },
+    version: Version.PCP,
+    opcode: Opcode.PEER,
+    lifetime,
+    clientAddress: q.internalAddress,
+    options: [],
+    peer: {
+      nonce: new Uint8Array(12).fill(7),
+      protocol: IpProtocol.UDP,
+      internalPort: q.internalPort,
+      externalPort: 0,
+      externalAddress: '0.0.0.0',
+      remotePort: q.remotePort,
+      remoteAddress: q.remoteAddress,
+    },
   });
 }
 
 function setup(opts: { peerLookupsPerSecond?: number; maxQueued?: number; ms?: number } = {}) {
   const ct = countingConntrack(opts.ms);
   let now = 1_000_000;
-  const cli = createConntrackCli({ run: (a) => ct.run(a), now: () => now, keepIntervalMs: 3_600_000, ...(opts.maxQueued ? { maxQueued: opts.maxQueued } : {}) });
+  const cli = createConntrackCli({
+    run: (a) => ct.run(a),
+    now: () => now,
+    keepIntervalMs: 3_600_000,
+    ...(opts.maxQueued ? { maxQueued: opts.maxQueued } : {}),
+  });
   const handler = createPcpHandler({
     config: {
-      pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false }, natpmp: { enabled: true },
-      policy: testPolicy(), limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: opts.peerLookupsPerSecond ?? 0 },
+      pcp: { enabled: true, port: 0, peer: true, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
+      natpmp: { enabled: true },
+      policy: testPolicy(),
+      limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: opts.peerLookupsPerSecond ?? 0 },
     },
     leases: { externalAddress: () => '203.0.113.1' } as unknown as LeaseTableApi,
-    log: pino({ level: 'silent' }), conntrack: cli, epoch: () => 5, now: () => now,
+    log: pino({ level: 'silent' }),
+    conntrack: cli,
+    epoch: () => 5,
+    now: () => now,
   });
-  return { ct, cli, handler, advance: (ms: number) => { now += ms; } };
+  return {
+    ct,
+    cli,
+    handler,
+    advance: (ms: number) => {
+      now += ms;
+    },
+  };
 }
 
 /** flow i of a LAN host 192.168.1.(10 + i % hosts) */
-const flow = (i: number, hosts = 50): FlowQuery => ({ protocol: 'udp', internalAddress: `192.168.1.${10 + (i % hosts)}`, internalPort: 40000 + i, remoteAddress: '203.0.113.2', remotePort: 7000 });
+const flow = (i: number, hosts = 50): FlowQuery => ({
+  protocol: 'udp',
+  internalAddress: `192.168.1.${10 + (i % hosts)}`,
+  internalPort: 40000 + i,
+  remoteAddress: '203.0.113.2',
+  remotePort: 7000,
+});
 
 describe('PEER: conntrack bounded globally', () => {
   it('a burst of 200 PEER requests from 50 hosts (50 flows, each asked 4 times): one conntrack at a time, one -L and one -U per flow', async () => {
     const { ct, cli, handler } = setup();
     const flows = Array.from({ length: 50 }, (_, i) => flow(i));
     for (const f of flows) ct.add(f);
-    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => handler.handle(peerRequest(flows[i % 50]!), flows[i % 50]!.internalAddress)));
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        handler.handle(peerRequest(flows[i % 50]!), flows[i % 50]!.internalAddress),
+      ),
+    );
     const codes = answers.map((a) => decodePcpResponse(a.response!).resultCode);
     assert.deepEqual([...new Set(codes)], [ResultCode.SUCCESS], 'every request answered SUCCESS');
     assert.equal(ct.stats.maxActive, 1, 'never two conntrack processes at once');
@@ -112,11 +172,15 @@ describe('PEER: conntrack bounded globally', () => {
     assert.equal(ct.stats.maxActive, 1);
     advance(1000);
     const later = await Promise.all(flows.slice(30).map((f) => handler.handle(peerRequest(f), f.internalAddress)));
-    assert.equal(later.filter((a) => decodePcpResponse(a.response!).resultCode === ResultCode.SUCCESS).length, 10, 'a second later the rate allows 10 more');
+    assert.equal(
+      later.filter((a) => decodePcpResponse(a.response!).resultCode === ResultCode.SUCCESS).length,
+      10,
+      'a second later the rate allows 10 more',
+    );
     cli.close();
   });
 
-  it('a lookup\'s answer is reused for about a second, then the kernel is asked again', async () => {
+  it("a lookup's answer is reused for about a second, then the kernel is asked again", async () => {
     const { ct, cli, advance } = setup();
     const f = flow(1);
     ct.add(f);
@@ -142,7 +206,12 @@ describe('PEER: conntrack bounded globally', () => {
     const flows = Array.from({ length: 10 }, (_, i) => flow(i, 10));
     for (const f of flows) ct.add(f);
     ct.block();
-    const results = flows.map((f) => cli.lookup(f).then(() => 'ok', (e: unknown) => (e instanceof ConntrackBusyError ? 'busy' : String(e))));
+    const results = flows.map((f) =>
+      cli.lookup(f).then(
+        () => 'ok',
+        (e: unknown) => (e instanceof ConntrackBusyError ? 'busy' : String(e)),
+      ),
+    );
     const viaHandler = handler.handle(peerRequest(flow(20, 30)), flow(20, 30).internalAddress);
     await new Promise((r) => setTimeout(r, 20));
     assert.ok(ct.stats.runs <= 1, 'one run at a time even while blocked');

@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLogGate, createRateLimiter, natPmpCodeFor, parseConntrackLine, pcpCodeFor } from '../../src/frontends/pcp/index.js';
+import {
+  createLogGate,
+  createRateLimiter,
+  natPmpCodeFor,
+  parseConntrackLine,
+  pcpCodeFor,
+} from '../../src/frontends/pcp/index.js';
 import type { Refusal } from '../../src/leases/types.js';
 import { NatPmpResultCode, ResultCode } from '../../protocols/pcp/index.js';
 
@@ -41,9 +47,14 @@ test('log gate: one line per key per interval, counting the suppressed', () => {
 });
 
 test('refusal → PCP result codes (documented in docs/pcp.md)', () => {
-  const r = (reason: Refusal['reason']): Refusal => (reason === 'conflict'
-    ? { ok: false, reason, holder: { id: 'x', source: 'upnp', owner: '1.2.3.4', externalPort: 1, externalPortEnd: 1 } }
-    : { ok: false, reason, detail: '' }) as Refusal;
+  const r = (reason: Refusal['reason']): Refusal =>
+    (reason === 'conflict'
+      ? {
+          ok: false,
+          reason,
+          holder: { id: 'x', source: 'upnp', owner: '1.2.3.4', externalPort: 1, externalPortEnd: 1 },
+        }
+      : { ok: false, reason, detail: '' }) as Refusal;
   assert.equal(pcpCodeFor(r('conflict'), true), ResultCode.CANNOT_PROVIDE_EXTERNAL);
   assert.equal(pcpCodeFor(r('no_port'), true), ResultCode.CANNOT_PROVIDE_EXTERNAL);
   assert.equal(pcpCodeFor(r('no_port'), false), ResultCode.NO_RESOURCES);
@@ -58,9 +69,11 @@ test('refusal → PCP result codes (documented in docs/pcp.md)', () => {
 });
 
 test('conntrack -L line: the reply tuple gives the external endpoint', () => {
-  const line = 'tcp      6 431999 ESTABLISHED src=192.168.77.11 dst=203.0.113.5 sport=40000 dport=80 src=203.0.113.5 dst=203.0.113.1 sport=80 dport=40123 [ASSURED] mark=0 use=1';
+  const line =
+    'tcp      6 431999 ESTABLISHED src=192.168.77.11 dst=203.0.113.5 sport=40000 dport=80 src=203.0.113.5 dst=203.0.113.1 sport=80 dport=40123 [ASSURED] mark=0 use=1';
   assert.deepEqual(parseConntrackLine(line), { externalAddress: '203.0.113.1', externalPort: 40123, timeout: 431999 });
-  const udp = 'udp      17 29 src=192.168.77.11 dst=203.0.113.5 sport=5000 dport=53 [UNREPLIED] src=203.0.113.5 dst=203.0.113.1 sport=53 dport=5000 mark=0 use=1';
+  const udp =
+    'udp      17 29 src=192.168.77.11 dst=203.0.113.5 sport=5000 dport=53 [UNREPLIED] src=203.0.113.5 dst=203.0.113.1 sport=53 dport=5000 mark=0 use=1';
   assert.deepEqual(parseConntrackLine(udp), { externalAddress: '203.0.113.1', externalPort: 5000, timeout: 29 });
   assert.equal(parseConntrackLine('conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.'), null);
 });

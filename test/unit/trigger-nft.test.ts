@@ -5,7 +5,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  TRIGGER_CT_FLAG, TriggerPlanError, parseActivity, parseNftDuration, renderTouch, renderTriggers, triggerIdOfMark, triggerMark,
+  TRIGGER_CT_FLAG,
+  TriggerPlanError,
+  parseActivity,
+  parseNftDuration,
+  renderTouch,
+  renderTriggers,
+  triggerIdOfMark,
+  triggerMark,
   type TriggerKernelRule,
 } from '../../src/dataplane/nftables-triggers.js';
 import { PORTD_CT_MARK, PORTD_CT_MARK_HAIRPIN, renderInit } from '../../src/dataplane/nftables-script.js';
@@ -15,10 +22,15 @@ import { parseConfig } from '../../src/config/index.js';
 
 const io = { table: 'portd', wan: 'wan0', lan: ['br0'] };
 const game: TriggerKernelRule = {
-  name: 'game', id: 1,
+  name: 'game',
+  id: 1,
   match: { protocol: 'udp', ports: [{ start: 6112, end: 6112 }] },
-  open: [{ protocol: 'tcp', ports: { start: 6113, end: 6119 } }, { protocol: 'udp', ports: { start: 6113, end: 6119 } }],
-  hosts: [], idleTimeout: 600,
+  open: [
+    { protocol: 'tcp', ports: { start: 6113, end: 6119 } },
+    { protocol: 'udp', ports: { start: 6113, end: 6119 } },
+  ],
+  hosts: [],
+  idleTimeout: 600,
 };
 
 describe('trigger ruleset text', () => {
@@ -37,9 +49,25 @@ describe('trigger ruleset text', () => {
   });
 
   it('limits firing to the rule hosts, matches both protocols, removes sets of dropped rules after the flush', () => {
-    const r: TriggerKernelRule = { ...game, name: 'x', id: 7, match: { protocol: 'both', ports: [{ start: 7000, end: 7010 }, { start: 7100, end: 7100 }] }, hosts: ['192.168.77.0/24'] };
+    const r: TriggerKernelRule = {
+      ...game,
+      name: 'x',
+      id: 7,
+      match: {
+        protocol: 'both',
+        ports: [
+          { start: 7000, end: 7010 },
+          { start: 7100, end: 7100 },
+        ],
+      },
+      hosts: ['192.168.77.0/24'],
+    };
     const cmds = renderTriggers(io, [r], ['game']);
-    assert.ok(cmds.includes('add rule inet portd triggers iifname { "br0" } oifname "wan0" ip saddr { 192.168.77.0/24 } meta l4proto { tcp, udp } th dport { 7000-7010, 7100 } update @trig_x_active { ip saddr timeout 600s } ct state new ct mark set ct mark | 0x00070400'));
+    assert.ok(
+      cmds.includes(
+        'add rule inet portd triggers iifname { "br0" } oifname "wan0" ip saddr { 192.168.77.0/24 } meta l4proto { tcp, udp } th dport { 7000-7010, 7100 } update @trig_x_active { ip saddr timeout 600s } ct state new ct mark set ct mark | 0x00070400',
+      ),
+    );
     const flush = cmds.indexOf('flush chain inet portd triggers');
     const del = cmds.indexOf('delete set inet portd trig_game_active');
     assert.ok(flush >= 0 && del > flush);
@@ -97,14 +125,30 @@ describe('reading activity', () => {
 \t\t\t     192.168.77.12 timeout 10s expires 980ms }
 \t}
 }`;
-    assert.deepEqual([...parseActivity(text)], [['192.168.77.11', 7012], ['192.168.77.12', 980]]);
+    assert.deepEqual(
+      [...parseActivity(text)],
+      [
+        ['192.168.77.11', 7012],
+        ['192.168.77.12', 980],
+      ],
+    );
     assert.equal(parseActivity('table inet portd {\n\tset trig_game_active {\n\t\ttype ipv4_addr\n\t}\n}').size, 0);
   });
 
   it('parses conntrack NEW events of marked flows', () => {
-    const line = '[1767225600.123456]\t    [NEW] udp      17 30 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=6112 [UNREPLIED] src=203.0.113.2 dst=203.0.113.1 sport=6112 dport=40000 mark=66560';
-    assert.deepEqual(parseConntrackEvent(line, 0), { ruleId: 1, protocol: 'udp', host: '192.168.77.11', dst: '203.0.113.2', dport: 6112, at: 1767225600123 });
-    const tcp = '    [NEW] tcp      6 120 SYN_SENT src=192.168.77.12 dst=203.0.113.2 sport=5555 dport=6667 [UNREPLIED] src=203.0.113.2 dst=192.168.77.12 sport=6667 dport=5555 mark=' + (triggerMark(9) | 0x100);
+    const line =
+      '[1767225600.123456]\t    [NEW] udp      17 30 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=6112 [UNREPLIED] src=203.0.113.2 dst=203.0.113.1 sport=6112 dport=40000 mark=66560';
+    assert.deepEqual(parseConntrackEvent(line, 0), {
+      ruleId: 1,
+      protocol: 'udp',
+      host: '192.168.77.11',
+      dst: '203.0.113.2',
+      dport: 6112,
+      at: 1767225600123,
+    });
+    const tcp =
+      '    [NEW] tcp      6 120 SYN_SENT src=192.168.77.12 dst=203.0.113.2 sport=5555 dport=6667 [UNREPLIED] src=203.0.113.2 dst=192.168.77.12 sport=6667 dport=5555 mark=' +
+      (triggerMark(9) | 0x100);
     assert.equal(parseConntrackEvent(tcp, 42)?.ruleId, 9);
     assert.equal(parseConntrackEvent(tcp, 42)?.at, 42);
     assert.equal(parseConntrackEvent(line.replace('mark=66560', 'mark=256'), 0), null, 'not a trigger mark');
@@ -124,10 +168,15 @@ describe('rule helpers', () => {
   });
 
   it('hosts networks decide who may fire; presets parse by name from the config', () => {
-    const cfg = parseConfig('dataplane: { driver: memory }\ninterfaces: { wan: lo, lan: [lo] }\nexternalAddress: 203.0.113.1\ntriggers: [{ preset: battlenet, hosts: [192.168.77.8/29] }, { preset: irc-ident }]\n');
+    const cfg = parseConfig(
+      'dataplane: { driver: memory }\ninterfaces: { wan: lo, lan: [lo] }\nexternalAddress: 203.0.113.1\ntriggers: [{ preset: battlenet, hosts: [192.168.77.8/29] }, { preset: irc-ident }]\n',
+    );
     const [bn, irc] = cfg.triggers;
     assert.equal(bn!.name, 'battlenet');
-    assert.deepEqual(bn!.open.map((o) => o.protocol), ['tcp', 'udp']);
+    assert.deepEqual(
+      bn!.open.map((o) => o.protocol),
+      ['tcp', 'udp'],
+    );
     assert.equal(hostAllowed(bn!, '192.168.77.11'), true);
     assert.equal(hostAllowed(bn!, '192.168.77.1'), false);
     assert.equal(hostAllowed(irc!, '10.0.0.1'), true);

@@ -37,7 +37,9 @@ const GAME = `
 `;
 
 const disposers: (() => Promise<void>)[] = [];
-after(async () => { for (const d of disposers.reverse()) await d(); });
+after(async () => {
+  for (const d of disposers.reverse()) await d();
+});
 
 function setup(triggers = GAME, opts: { dir?: string } = {}) {
   // the lease table asks the manager which ports are a trigger's, as src/main.ts wires it
@@ -46,13 +48,31 @@ function setup(triggers = GAME, opts: { dir?: string } = {}) {
   const kernel = createMemoryTriggerKernel(() => t.clock.now());
   const flows = createManualFlowSource();
   const cfg = config(triggers);
-  const m = createTriggerManager({ leases: t.table, kernel, flows, config: cfg, log, metrics: t.metrics, clock: t.clock, pollMs: 0, statsFlushMs: 0 });
+  const m = createTriggerManager({
+    leases: t.table,
+    kernel,
+    flows,
+    config: cfg,
+    log,
+    metrics: t.metrics,
+    clock: t.clock,
+    pollMs: 0,
+    statsFlushMs: 0,
+  });
   portRule = (p, port) => m.portRule(p, port);
   const events: LeaseEvent[] = [];
   t.table.on((e) => events.push(e));
   let closed = false;
-  const close = async () => { if (closed) return; closed = true; await m.close(); await t.close(); };
-  disposers.push(async () => { await close(); await t.dispose(); });
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await m.close();
+    await t.close();
+  };
+  disposers.push(async () => {
+    await close();
+    await t.dispose();
+  });
   return { ...t, m, kernel, flows, cfg, events, close };
 }
 
@@ -60,7 +80,10 @@ describe('trigger firing', () => {
   it('a firing opens every range to the host as trigger leases named after the rule', async () => {
     const s = setup();
     await s.m.start();
-    assert.deepEqual(s.kernel.rules.map((r) => r.name), ['game']);
+    assert.deepEqual(
+      s.kernel.rules.map((r) => r.name),
+      ['game'],
+    );
     const r = await s.m.fire('game', A, 'admin:test');
     assert.ok(r.ok, JSON.stringify(r));
     assert.equal(r.result, 'granted');
@@ -128,13 +151,26 @@ describe('trigger firing', () => {
   it('a range held by UPnP: the firing replaces the UPnP lease (admin-defined openings outrank dynamic ones)', async () => {
     const s = setup();
     // mapped before the rule was in force (a rule added later through the API or SIGHUP)
-    const up = await s.table.request({ source: 'upnp', identity: 'external', protocol: 'udp', owner: B, internalAddress: B, internalPort: 6115, externalPort: 6115, allowOtherPort: false, lifetime: 3600 });
+    const up = await s.table.request({
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'udp',
+      owner: B,
+      internalAddress: B,
+      internalPort: 6115,
+      externalPort: 6115,
+      allowOtherPort: false,
+      lifetime: 3600,
+    });
     assert.ok(up.ok);
     await s.m.start();
     const r = await s.m.fire('game', A, 'admin:test');
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.equal(s.table.get(up.lease.id)!.endReason, 'replaced');
-    assert.deepEqual(s.table.history(up.lease.id).map((h) => h.type), ['granted', 'replaced']);
+    assert.deepEqual(
+      s.table.history(up.lease.id).map((h) => h.type),
+      ['granted', 'replaced'],
+    );
     assert.equal(s.table.list({ source: 'trigger' }).total, 2);
     assert.ok(![...s.dataplane.entries.values()].some((e) => e.internalAddress === B), 'the UPnP element is gone');
     assert.equal(s.m.get('game')!.state, 'held');
@@ -143,12 +179,27 @@ describe('trigger firing', () => {
   it('a range held by a static forward is a conflict, and nothing of the rule stays open (all ranges or none)', async () => {
     const s = setup();
     await s.m.start();
-    const st = await s.table.request({ source: 'static', identity: 'external', protocol: 'udp', owner: B, internalAddress: B, internalPort: 6115, externalPort: 6115, allowOtherPort: false, lifetime: null, thirdPartyAllowed: true });
+    const st = await s.table.request({
+      source: 'static',
+      identity: 'external',
+      protocol: 'udp',
+      owner: B,
+      internalAddress: B,
+      internalPort: 6115,
+      externalPort: 6115,
+      allowOtherPort: false,
+      lifetime: null,
+      thirdPartyAllowed: true,
+    });
     assert.ok(st.ok);
     const r = await s.m.fire('game', A, 'admin:test');
     assert.equal(r.ok, false);
     assert.ok(r.result === 'conflict' && r.holder.source === 'static' && r.holder.owner === B);
-    assert.equal(s.table.list({ source: 'trigger' }).total, 0, 'the tcp range granted in the same firing was taken back');
+    assert.equal(
+      s.table.list({ source: 'trigger' }).total,
+      0,
+      'the tcp range granted in the same firing was taken back',
+    );
     assert.deepEqual([...s.dataplane.entries.keys()], ['udp/6115-6115/*']);
     assert.equal(s.m.get('game')!.state, 'idle');
   });
@@ -167,14 +218,48 @@ describe('trigger firing', () => {
     assert.equal(s.m.portRule('tcp', 6113), 'game');
     assert.equal(s.m.portRule('udp', 6119), 'game');
     assert.equal(s.m.portRule('tcp', 6120), null);
-    assert.equal(s.m.portRule('tcp', 6112), null, 'the match port is the LAN host\'s outbound one');
+    assert.equal(s.m.portRule('tcp', 6112), null, "the match port is the LAN host's outbound one");
     assert.equal(s.m.portRule('tcp', 7101), null, 'a disabled rule keeps nothing');
     // so no UPnP client gets them, though nobody holds the trigger; PCP is given another port
-    const up = await s.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: B, internalAddress: B, internalPort: 6114, externalPort: 6114, allowOtherPort: false, lifetime: 3600 });
+    const up = await s.table.request({
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'tcp',
+      owner: B,
+      internalAddress: B,
+      internalPort: 6114,
+      externalPort: 6114,
+      allowOtherPort: false,
+      lifetime: 3600,
+    });
     assert.ok(!up.ok && up.reason === 'conflict' && up.holder.source === 'trigger', JSON.stringify(up));
-    const p = await s.table.request({ source: 'pcp', identity: 'internal', protocol: 'udp', owner: B, internalAddress: B, internalPort: 6113, externalPort: 6113, allowOtherPort: true, lifetime: 3600 });
+    const p = await s.table.request({
+      source: 'pcp',
+      identity: 'internal',
+      protocol: 'udp',
+      owner: B,
+      internalAddress: B,
+      internalPort: 6113,
+      externalPort: 6113,
+      allowOtherPort: true,
+      lifetime: 3600,
+    });
     assert.ok(p.ok && (p.lease.externalPort < 6113 || p.lease.externalPort > 6119), JSON.stringify(p));
-    assert.ok((await s.table.request({ source: 'upnp', identity: 'external', protocol: 'tcp', owner: B, internalAddress: B, internalPort: 7101, externalPort: 7101, allowOtherPort: false, lifetime: 3600 })).ok);
+    assert.ok(
+      (
+        await s.table.request({
+          source: 'upnp',
+          identity: 'external',
+          protocol: 'tcp',
+          owner: B,
+          internalAddress: B,
+          internalPort: 7101,
+          externalPort: 7101,
+          allowOtherPort: false,
+          lifetime: 3600,
+        })
+      ).ok,
+    );
   });
 
   it('hosts limits who may fire; a disabled rule does not fire', async () => {
@@ -189,7 +274,11 @@ describe('trigger firing', () => {
     enabled: false
 `);
     await s.m.start();
-    assert.deepEqual(s.kernel.rules.map((r) => r.name), ['lim'], 'a disabled rule is not in the kernel');
+    assert.deepEqual(
+      s.kernel.rules.map((r) => r.name),
+      ['lim'],
+      'a disabled rule is not in the kernel',
+    );
     const no = await s.m.fire('lim', A, 'admin:test'); // .11 is outside .0/29
     assert.equal(no.ok, false);
     assert.equal(no.result, 'not_allowed');
@@ -224,7 +313,10 @@ describe('trigger idle semantics', () => {
     assert.equal(ended.state, 'ended');
     assert.equal(ended.endReason, 'expired');
     assert.equal(ended.endedAt, t0 + 100_000);
-    assert.deepEqual(s.table.history(id).map((h) => h.type), ['granted', 'renewed', 'expired']);
+    assert.deepEqual(
+      s.table.history(id).map((h) => h.type),
+      ['granted', 'renewed', 'expired'],
+    );
     assert.equal(s.m.get('game')!.state, 'idle');
     assert.equal(s.dataplane.entries.size, 0);
   });
@@ -235,7 +327,8 @@ describe('trigger idle semantics', () => {
     const r = await s.m.fire('game', A, 'admin:test');
     assert.ok(r.ok);
     const id = r.leases[0]!.id;
-    for (let i = 0; i < 60; i++) {    // one packet and one poll per second for a minute
+    for (let i = 0; i < 60; i++) {
+      // one packet and one poll per second for a minute
       s.clock.advance(1000);
       await s.kernel.touch('game', A, 60);
       await s.m.poll();
@@ -261,8 +354,8 @@ describe('trigger idle semantics', () => {
     assert.ok(r.ok);
     const id = r.leases[0]!.id;
     s.clock.advance(20_000);
-    await s.kernel.touch('capped', A, 30);   // active until +50 s
-    s.clock.advance(9_000);                  // the lease (until +30 s) is about to end: renewed, but only to +45 s
+    await s.kernel.touch('capped', A, 30); // active until +50 s
+    s.clock.advance(9_000); // the lease (until +30 s) is about to end: renewed, but only to +45 s
     await s.m.poll();
     assert.equal(s.table.get(id)!.expiresAt, t0 + 45_000, 'capped at createdAt + maxLifetime');
     s.clock.advance(16_000);
@@ -275,11 +368,23 @@ describe('trigger rules: API and config', () => {
   it('API rules are validated, persisted across a restart; config rules are read-only', async () => {
     const s = setup();
     await s.m.start();
-    const bad = await s.m.create({ name: 'clash', match: { protocol: 'tcp', ports: '9000' }, open: [{ protocol: 'udp', ports: '6110-6114' }] }, 'admin:test');
+    const bad = await s.m.create(
+      { name: 'clash', match: { protocol: 'tcp', ports: '9000' }, open: [{ protocol: 'udp', ports: '6110-6114' }] },
+      'admin:test',
+    );
     assert.equal(bad.ok, false);
     assert.ok(!bad.ok && bad.status === 400);
-    assert.ok(!bad.ok && bad.issues?.some((i) => i.path === 'open[0].ports' && /overlaps udp 6113-6119 opened by trigger "game"/.test(i.message)), JSON.stringify(bad));
-    const reserved = await s.m.create({ name: 'r', match: { protocol: 'tcp', ports: '9000' }, open: [{ protocol: 'tcp', ports: '20-30' }] }, 'admin:test');
+    assert.ok(
+      !bad.ok &&
+        bad.issues?.some(
+          (i) => i.path === 'open[0].ports' && /overlaps udp 6113-6119 opened by trigger "game"/.test(i.message),
+        ),
+      JSON.stringify(bad),
+    );
+    const reserved = await s.m.create(
+      { name: 'r', match: { protocol: 'tcp', ports: '9000' }, open: [{ protocol: 'tcp', ports: '20-30' }] },
+      'admin:test',
+    );
     assert.ok(!reserved.ok && /reserved port 22/.test(reserved.message));
     const empty = await s.m.create({ name: 'e', match: { protocol: 'tcp', ports: '9000' }, open: [] }, 'admin:test');
     assert.ok(!empty.ok && empty.issues?.some((i) => i.path === 'open'));
@@ -290,7 +395,11 @@ describe('trigger rules: API and config', () => {
     assert.deepEqual(ok.trigger.open, [{ protocol: 'tcp', ports: '113' }]);
     const dup = await s.m.create({ name: 'irc', preset: 'irc-ident' }, 'admin:test');
     assert.ok(!dup.ok && dup.status === 409);
-    const ro = await s.m.update('game', { match: { protocol: 'udp', ports: '6112' }, open: [{ protocol: 'tcp', ports: '6113' }] }, 'admin:test');
+    const ro = await s.m.update(
+      'game',
+      { match: { protocol: 'udp', ports: '6112' }, open: [{ protocol: 'tcp', ports: '6113' }] },
+      'admin:test',
+    );
     assert.ok(!ro.ok && ro.status === 403);
     assert.ok(!(await s.m.remove('game', 'admin:test')).ok);
     const upd = await s.m.update('irc', { preset: 'irc-ident', idleTimeout: 300 }, 'admin:test');
@@ -322,19 +431,34 @@ describe('trigger rules: API and config', () => {
   it('a reload that drops a rule closes its opening; a new file rule wins over an API rule of the same name', async () => {
     const s = setup();
     await s.m.start();
-    assert.ok((await s.m.create({ name: 'extra', match: { protocol: 'tcp', ports: '9100' }, open: [{ protocol: 'tcp', ports: '9101' }] }, 'admin:test')).ok);
+    assert.ok(
+      (
+        await s.m.create(
+          { name: 'extra', match: { protocol: 'tcp', ports: '9100' }, open: [{ protocol: 'tcp', ports: '9101' }] },
+          'admin:test',
+        )
+      ).ok,
+    );
     const r = await s.m.fire('game', A, 'admin:test');
     assert.ok(r.ok);
-    await s.m.reload(config(`
+    await s.m.reload(
+      config(`
   - name: extra
     match: { protocol: tcp, ports: "9200" }
     open: [{ protocol: tcp, ports: "9201" }]
-`));
+`),
+    );
     await settle();
     assert.equal(s.table.get(r.leases[0]!.id)!.state, 'ended');
     assert.equal(s.table.history(r.leases[0]!.id).at(-1)?.reason, 'trigger rule game removed');
     const list = s.m.list();
-    assert.deepEqual(list.map((t) => [t.name, t.origin, t.state]), [['extra', 'config', 'idle'], ['extra', 'api', 'error']]);
+    assert.deepEqual(
+      list.map((t) => [t.name, t.origin, t.state]),
+      [
+        ['extra', 'config', 'idle'],
+        ['extra', 'api', 'error'],
+      ],
+    );
     assert.match(list[1]!.error ?? '', /configuration file now defines a rule named extra/);
   });
 });

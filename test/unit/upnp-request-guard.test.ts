@@ -9,9 +9,27 @@ test('parseHostHeader: address literals with an optional port; names, other spel
   assert.deepEqual(parseHostHeader(' 192.168.1.1:5000 '), { address: '192.168.1.1', port: 5000 });
   assert.deepEqual(parseHostHeader('[FE80::0001]:5000'), { address: 'fe80::1', port: 5000 });
   assert.deepEqual(parseHostHeader('[::1]'), { address: '::1', port: 80 });
-  for (const bad of ['router.lan:5000', 'localhost', '192.168.1.1.:5000', '192.168.1.1.', '0xc0a80101:5000', '3232235777:5000', '192.168.1:5000',
-    '192.168.1.256:5000', '192.168.01.1:5000', '::1:5000', '[::1%25lo]:5000', '[::1]:', '192.168.1.1:0', '192.168.1.1:65536', '192.168.1.1:5000:5000',
-    '192.168.1.1:5000@x', '', '[]:5000', '[fe80::1:5000']) {
+  for (const bad of [
+    'router.lan:5000',
+    'localhost',
+    '192.168.1.1.:5000',
+    '192.168.1.1.',
+    '0xc0a80101:5000',
+    '3232235777:5000',
+    '192.168.1:5000',
+    '192.168.1.256:5000',
+    '192.168.01.1:5000',
+    '::1:5000',
+    '[::1%25lo]:5000',
+    '[::1]:',
+    '192.168.1.1:0',
+    '192.168.1.1:65536',
+    '192.168.1.1:5000:5000',
+    '192.168.1.1:5000@x',
+    '',
+    '[]:5000',
+    '[fe80::1:5000',
+  ]) {
     assert.equal(parseHostHeader(bad), null, bad);
   }
 });
@@ -32,9 +50,19 @@ test('checkOrigin: any Origin refused; Host must be the local address and port (
 
 test('checkSoapHeaders: text/xml or application/xml (any parameters, any case) and a non-empty SOAPAction', () => {
   const sa = '"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"';
-  for (const ct of ['text/xml', 'text/xml; charset="utf-8"', 'TEXT/XML;charset=utf-8', 'application/xml']) assert.equal(checkSoapHeaders({ 'content-type': ct, soapaction: sa }), null, ct);
-  for (const ct of [undefined, '', 'text/plain', 'application/soap+xml', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/xmlx']) {
+  for (const ct of ['text/xml', 'text/xml; charset="utf-8"', 'TEXT/XML;charset=utf-8', 'application/xml'])
+    assert.equal(checkSoapHeaders({ 'content-type': ct, soapaction: sa }), null, ct);
+  for (const ct of [
+    undefined,
+    '',
+    'text/plain',
+    'application/soap+xml',
+    'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=x',
+    'text/xmlx',
+  ]) {
     assert.equal(checkSoapHeaders({ 'content-type': ct, soapaction: sa })?.status, 415, String(ct));
   }
-  for (const a of [undefined, '', '""', ' " " ', ['a', 'b']]) assert.equal(checkSoapHeaders({ 'content-type': 'text/xml', soapaction: a })?.status, 400, JSON.stringify(a));
+  for (const a of [undefined, '', '""', ' " " ', ['a', 'b']])
+    assert.equal(checkSoapHeaders({ 'content-type': 'text/xml', soapaction: a })?.status, 400, JSON.stringify(a));
 });

@@ -89,7 +89,11 @@ export class ConntrackBusyError extends Error {
 function run(bin: string, args: string[], timeoutMs: number): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     execFile(bin, args, { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : 1
+        : 0;
       resolve({ code, out: `${stdout}${stderr}` });
     });
   });
@@ -97,8 +101,16 @@ function run(bin: string, args: string[], timeoutMs: number): Promise<{ code: nu
 
 function tupleArgs(q: FlowQuery): string[] {
   return [
-    '-p', q.protocol, '--orig-src', q.internalAddress, '--orig-dst', q.remoteAddress,
-    '--sport', String(q.internalPort), '--dport', String(q.remotePort),
+    '-p',
+    q.protocol,
+    '--orig-src',
+    q.internalAddress,
+    '--orig-dst',
+    q.remoteAddress,
+    '--sport',
+    String(q.internalPort),
+    '--dport',
+    String(q.remotePort),
   ];
 }
 
@@ -125,10 +137,20 @@ export function parseConntrackTuple(line: string): (FlowQuery & { timeout: numbe
   const protocol = words[0];
   if (protocol !== 'tcp' && protocol !== 'udp') return null;
   const first = (key: string): string | undefined => words.find((w) => w.startsWith(`${key}=`))?.slice(key.length + 1);
-  const src = first('src'), dst = first('dst'), sport = Number(first('sport')), dport = Number(first('dport'));
+  const src = first('src'),
+    dst = first('dst'),
+    sport = Number(first('sport')),
+    dport = Number(first('dport'));
   if (!src || !dst || !Number.isInteger(sport) || !Number.isInteger(dport)) return null;
   const timeout = Number(words[2]);
-  return { protocol, internalAddress: src, remoteAddress: dst, internalPort: sport, remotePort: dport, timeout: Number.isFinite(timeout) ? timeout : null };
+  return {
+    protocol,
+    internalAddress: src,
+    remoteAddress: dst,
+    internalPort: sport,
+    remotePort: dport,
+    timeout: Number.isFinite(timeout) ? timeout : null,
+  };
 }
 
 function flowKey(q: FlowQuery): string {
@@ -171,7 +193,11 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
   function serial(args: string[], must = false): Promise<{ code: number; out: string }> {
     if (!must && queued >= maxQueued) return Promise.reject(new ConntrackBusyError(queued));
     queued++;
-    const p = tail.then(() => exec(args)).finally(() => { queued--; });
+    const p = tail
+      .then(() => exec(args))
+      .finally(() => {
+        queued--;
+      });
     tail = p.catch(() => undefined);
     return p;
   }
@@ -192,17 +218,21 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
     if (c && now() - c.at < cacheMs) return Promise.resolve(c.flow);
     const pending = lookups.get(k);
     if (pending) return pending;
-    const p = serial(['-L', ...tupleArgs(q)]).then((r) => {
-      let flow: FlowInfo | null = null;
-      if (r.code === 0) {
-        for (const line of r.out.split('\n')) {
-          flow = parseConntrackLine(line);
-          if (flow) break;
+    const p = serial(['-L', ...tupleArgs(q)])
+      .then((r) => {
+        let flow: FlowInfo | null = null;
+        if (r.code === 0) {
+          for (const line of r.out.split('\n')) {
+            flow = parseConntrackLine(line);
+            if (flow) break;
+          }
         }
-      }
-      remember(k, flow);
-      return flow;
-    }).finally(() => { lookups.delete(k); });
+        remember(k, flow);
+        return flow;
+      })
+      .finally(() => {
+        lookups.delete(k);
+      });
     lookups.set(k, p);
     return p;
   }
@@ -216,9 +246,16 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
   function hold(k: string, q: FlowQuery, seconds: number, ran: boolean): void {
     const h = holds.get(k);
     const until = Math.max(h?.until ?? 0, now() + Math.max(1, Math.floor(seconds)) * 1000);
-    holds.set(k, { q, until, updatedAt: ran ? now() : (h?.updatedAt ?? now()), seconds: ran ? seconds : (h?.seconds ?? seconds) });
+    holds.set(k, {
+      q,
+      until,
+      updatedAt: ran ? now() : (h?.updatedAt ?? now()),
+      seconds: ran ? seconds : (h?.seconds ?? seconds),
+    });
     if (!timer) {
-      timer = setInterval(() => { void keep(); }, keepIntervalMs);
+      timer = setInterval(() => {
+        void keep();
+      }, keepIntervalMs);
       timer.unref?.();
     }
   }
@@ -230,7 +267,10 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
 
   async function pass(): Promise<void> {
     for (const [k, h] of holds) if (secondsLeft(h.until) <= 0) holds.delete(k);
-    if (holds.size === 0) { stopTimer(); return; }
+    if (holds.size === 0) {
+      stopTimer();
+      return;
+    }
     // one listing per pass, not one per held flow: each `conntrack` call walks the whole table
     const r = await serial(['-L', '-f', 'ipv4'], true);
     if (r.code !== 0) return; // keep the holds; the next pass tries again
@@ -240,10 +280,16 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
       if (t) present.set(flowKey(t), t.timeout);
     }
     for (const [k, h] of [...holds]) {
-      if (!present.has(k)) { holds.delete(k); continue; } // the flow ended (closed, flushed): nothing to hold
+      if (!present.has(k)) {
+        holds.delete(k);
+        continue;
+      } // the flow ended (closed, flushed): nothing to hold
       const left = secondsLeft(h.until);
       const timeout = present.get(k) ?? null;
-      if (left <= 0) { holds.delete(k); continue; }
+      if (left <= 0) {
+        holds.delete(k);
+        continue;
+      }
       // only lengthen: traffic resets the timeout below what the hold promises; a longer one is left alone
       if (timeout !== null && timeout >= left) continue;
       if (!(await update(h.q, left, true))) holds.delete(k);
@@ -252,7 +298,9 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
   }
 
   function keep(): Promise<void> {
-    keeping ??= pass().finally(() => { keeping = null; });
+    keeping ??= pass().finally(() => {
+      keeping = null;
+    });
     return keeping;
   }
 
@@ -271,20 +319,30 @@ export function createConntrackCli(opts: ConntrackCliOptions = {}): ConntrackCli
       if (!h && holds.size >= maxHeld) return false;
       // `-U` ran for this flow within the last cacheMs for at least as long: the hold promises the
       // rest and the keeper lengthens the kernel's timeout to it (no second process for a burst)
-      if (h && now() - h.updatedAt < cacheMs && h.seconds >= seconds) { hold(k, q, seconds, false); return true; }
+      if (h && now() - h.updatedAt < cacheMs && h.seconds >= seconds) {
+        hold(k, q, seconds, false);
+        return true;
+      }
       const pending = extending.get(k);
       if (pending && pending.seconds >= seconds) {
         const ok = await pending.p;
         if (ok) hold(k, q, seconds, false);
         return ok;
       }
-      const p = update(q, seconds).then((ok) => {
-        cache.delete(k); // the flow's timeout changed
-        if (!ok) { holds.delete(k); return false; }
-        // a renewal never shortens a hold (RFC 6887 §12.3: the lifetime is a minimum)
-        hold(k, q, seconds, true);
-        return true;
-      }).finally(() => { if (extending.get(k)?.p === p) extending.delete(k); });
+      const p = update(q, seconds)
+        .then((ok) => {
+          cache.delete(k); // the flow's timeout changed
+          if (!ok) {
+            holds.delete(k);
+            return false;
+          }
+          // a renewal never shortens a hold (RFC 6887 §12.3: the lifetime is a minimum)
+          hold(k, q, seconds, true);
+          return true;
+        })
+        .finally(() => {
+          if (extending.get(k)?.p === p) extending.delete(k);
+        });
       extending.set(k, { seconds, p });
       return p;
     },

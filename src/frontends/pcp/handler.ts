@@ -10,11 +10,36 @@ import { ipInCidr } from '../../config/net.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
 import {
-  classifyPacket, decodeNatPmpRequest, decodePcpRequest, encodeNatPmpResponse, encodePcpResponse, errorLifetime,
-  errorResponseFor, IpProtocol, NAT_PMP_RESULT_CODE_NAMES, NatPmpDecodeError, NatPmpOpcode, NatPmpResultCode, nonceHex,
-  normalizeAddress, Opcode, PcpDecodeError, RESULT_CODE_NAMES, ResultCode, Version, isUnspecified, sameAddress,
+  classifyPacket,
+  decodeNatPmpRequest,
+  decodePcpRequest,
+  encodeNatPmpResponse,
+  encodePcpResponse,
+  errorLifetime,
+  errorResponseFor,
+  IpProtocol,
+  NAT_PMP_RESULT_CODE_NAMES,
+  NatPmpDecodeError,
+  NatPmpOpcode,
+  NatPmpResultCode,
+  nonceHex,
+  normalizeAddress,
+  Opcode,
+  PcpDecodeError,
+  RESULT_CODE_NAMES,
+  ResultCode,
+  Version,
+  isUnspecified,
+  sameAddress,
 } from '../../../protocols/pcp/index.js';
-import type { MapData, NatPmpRequest, PcpOption, PcpRequest, PcpResponse, PeerData } from '../../../protocols/pcp/index.js';
+import type {
+  MapData,
+  NatPmpRequest,
+  PcpOption,
+  PcpRequest,
+  PcpResponse,
+  PeerData,
+} from '../../../protocols/pcp/index.js';
 import type { ConntrackApi } from './conntrack.js';
 
 export type PcpFrontend = 'pcp' | 'natpmp';
@@ -70,16 +95,26 @@ function isIpv4(a: string): boolean {
  */
 export function pcpCodeFor(r: Refusal, preferFailure: boolean): number {
   switch (r.reason) {
-    case 'conflict': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
-    case 'no_port': return preferFailure ? ResultCode.CANNOT_PROVIDE_EXTERNAL : ResultCode.NO_RESOURCES;
-    case 'reserved': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
-    case 'in_use': return ResultCode.CANNOT_PROVIDE_EXTERNAL;
-    case 'capacity': return ResultCode.NO_RESOURCES;
-    case 'denied': return ResultCode.NOT_AUTHORIZED;
-    case 'not_authorized': return ResultCode.NOT_AUTHORIZED;
-    case 'quota': return ResultCode.USER_EX_QUOTA;
-    case 'invalid': return ResultCode.MALFORMED_REQUEST;
-    case 'unavailable': return ResultCode.NO_RESOURCES;
+    case 'conflict':
+      return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'no_port':
+      return preferFailure ? ResultCode.CANNOT_PROVIDE_EXTERNAL : ResultCode.NO_RESOURCES;
+    case 'reserved':
+      return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'in_use':
+      return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'capacity':
+      return ResultCode.NO_RESOURCES;
+    case 'denied':
+      return ResultCode.NOT_AUTHORIZED;
+    case 'not_authorized':
+      return ResultCode.NOT_AUTHORIZED;
+    case 'quota':
+      return ResultCode.USER_EX_QUOTA;
+    case 'invalid':
+      return ResultCode.MALFORMED_REQUEST;
+    case 'unavailable':
+      return ResultCode.NO_RESOURCES;
   }
 }
 
@@ -120,20 +155,42 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
   }
 
   function pcpResult(res: PcpResponse, detail?: string): HandleResult {
-    return { response: encodePcpResponse(res), frontend: 'pcp', result: RESULT_CODE_NAMES[res.resultCode] ?? String(res.resultCode), ...(detail ? { detail } : {}) };
+    return {
+      response: encodePcpResponse(res),
+      frontend: 'pcp',
+      result: RESULT_CODE_NAMES[res.resultCode] ?? String(res.resultCode),
+      ...(detail ? { detail } : {}),
+    };
   }
 
-  function pcpError(req: PcpRequest, code: number, options: readonly PcpOption[], detail: string, data?: { map?: MapData; peer?: PeerData }): HandleResult {
-    return pcpResult({
-      version: Version.PCP, opcode: req.opcode, resultCode: code, lifetime: errorLifetime(code), epoch: deps.epoch(),
-      ...(req.opcode === Opcode.MAP ? { map: data?.map ?? req.map } : {}),
-      ...(req.opcode === Opcode.PEER ? { peer: data?.peer ?? req.peer } : {}),
-      options,
-    }, detail);
+  function pcpError(
+    req: PcpRequest,
+    code: number,
+    options: readonly PcpOption[],
+    detail: string,
+    data?: { map?: MapData; peer?: PeerData },
+  ): HandleResult {
+    return pcpResult(
+      {
+        version: Version.PCP,
+        opcode: req.opcode,
+        resultCode: code,
+        lifetime: errorLifetime(code),
+        epoch: deps.epoch(),
+        ...(req.opcode === Opcode.MAP ? { map: data?.map ?? req.map } : {}),
+        ...(req.opcode === Opcode.PEER ? { peer: data?.peer ?? req.peer } : {}),
+        options,
+      },
+      detail,
+    );
   }
 
   /** common MAP/PEER checks: THIRD_PARTY and protocol (RFC 6887 §13.1, §11.1) */
-  function subject(req: PcpRequest & { opcode: 1 | 2 }, source: string, data: MapData):
+  function subject(
+    req: PcpRequest & { opcode: 1 | 2 },
+    source: string,
+    data: MapData,
+  ):
     | { ok: true; internalAddress: string; thirdParty: boolean; protocol: 'tcp' | 'udp'; processed: PcpOption[] }
     | { ok: false; result: HandleResult } {
     const processed: PcpOption[] = [];
@@ -142,7 +199,16 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const tp = req.options.find((o): o is Extract<PcpOption, { kind: 'third_party' }> => o.kind === 'third_party');
     if (tp) {
       processed.push(tp);
-      if (!thirdPartyAllowed(source)) return { ok: false, result: pcpError(req, ResultCode.NOT_AUTHORIZED, processed, `THIRD_PARTY from ${source} not allowed (pcp.thirdParty)`) };
+      if (!thirdPartyAllowed(source))
+        return {
+          ok: false,
+          result: pcpError(
+            req,
+            ResultCode.NOT_AUTHORIZED,
+            processed,
+            `THIRD_PARTY from ${source} not allowed (pcp.thirdParty)`,
+          ),
+        };
       internalAddress = normalizeAddress(tp.address) ?? tp.address;
       thirdParty = true;
     }
@@ -152,9 +218,18 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       return { ok: false, result: pcpError(req, code, processed, 'protocol 0 (all protocols)') };
     }
     const protocol = protocolName(data.protocol);
-    if (!protocol) return { ok: false, result: pcpError(req, ResultCode.UNSUPP_PROTOCOL, processed, `protocol ${data.protocol}`) };
+    if (!protocol)
+      return { ok: false, result: pcpError(req, ResultCode.UNSUPP_PROTOCOL, processed, `protocol ${data.protocol}`) };
     if (!isIpv4(internalAddress)) {
-      return { ok: false, result: pcpError(req, ResultCode.NOT_AUTHORIZED, processed, `internal address ${internalAddress} is not IPv4 (IPv6 pinholes are not supported)`) };
+      return {
+        ok: false,
+        result: pcpError(
+          req,
+          ResultCode.NOT_AUTHORIZED,
+          processed,
+          `internal address ${internalAddress} is not IPv4 (IPv6 pinholes are not supported)`,
+        ),
+      };
     }
     return { ok: true, internalAddress, thirdParty, protocol, processed };
   }
@@ -172,22 +247,42 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const ext = leases.externalAddress();
     const nonce = nonceHex(m.nonce);
     const common = {
-      source: 'pcp' as const, identity: 'internal' as const, protocol: s.protocol, owner: source,
-      internalAddress: s.internalAddress, internalPort: m.internalPort, nonce, thirdPartyAllowed: s.thirdParty, actor: `pcp:${source}`,
+      source: 'pcp' as const,
+      identity: 'internal' as const,
+      protocol: s.protocol,
+      owner: source,
+      internalAddress: s.internalAddress,
+      internalPort: m.internalPort,
+      nonce,
+      thirdPartyAllowed: s.thirdParty,
+      actor: `pcp:${source}`,
     };
 
     if (req.lifetime === 0) {
       // delete (RFC 6887 §15); deleting what does not exist succeeds
-      const released = m.internalPort === 0
-        ? await releaseAll(s.protocol, s.internalAddress, source, { ...common, identity: 'internal' }, nonce)
-        : await leases.release({ ...common });
+      const released =
+        m.internalPort === 0
+          ? await releaseAll(s.protocol, s.internalAddress, source, { ...common, identity: 'internal' }, nonce)
+          : await leases.release({ ...common });
       if (!released.ok) return pcpError(req, pcpCodeFor(released, preferFailure), processed, refusalDetail(released));
       const port = released.lease?.externalPort ?? m.externalPort;
-      return pcpResult({
-        version: Version.PCP, opcode: Opcode.MAP, resultCode: ResultCode.SUCCESS, lifetime: 0, epoch: deps.epoch(),
-        map: { ...m, externalPort: port, externalAddress: released.lease?.externalAddress ?? (isUnspecified(m.externalAddress) ? ext : m.externalAddress) },
-        options: processed,
-      }, released.lease ? `deleted lease ${released.lease.id}` : 'nothing to delete');
+      return pcpResult(
+        {
+          version: Version.PCP,
+          opcode: Opcode.MAP,
+          resultCode: ResultCode.SUCCESS,
+          lifetime: 0,
+          epoch: deps.epoch(),
+          map: {
+            ...m,
+            externalPort: port,
+            externalAddress:
+              released.lease?.externalAddress ?? (isUnspecified(m.externalAddress) ? ext : m.externalAddress),
+          },
+          options: processed,
+        },
+        released.lease ? `deleted lease ${released.lease.id}` : 'nothing to delete',
+      );
     }
 
     // the filters a renewal adds to are the mapping's own; one this client cannot renew is left to the table to refuse
@@ -200,7 +295,12 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const remote = f.remote;
 
     if (!isUnspecified(m.externalAddress) && !sameAddress(m.externalAddress, ext) && preferFailure) {
-      return pcpError(req, ResultCode.CANNOT_PROVIDE_EXTERNAL, processed, `suggested external address ${m.externalAddress} is not ours (${ext})`);
+      return pcpError(
+        req,
+        ResultCode.CANNOT_PROVIDE_EXTERNAL,
+        processed,
+        `suggested external address ${m.externalAddress} is not ours (${ext})`,
+      );
     }
     const r = await leases.request({
       ...common,
@@ -211,11 +311,18 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       description: `PCP ${s.protocol.toUpperCase()} ${s.internalAddress}:${m.internalPort}`,
     } as Parameters<LeaseTableApi['request']>[0]);
     if (!r.ok) return pcpError(req, pcpCodeFor(r, preferFailure), processed, refusalDetail(r));
-    return pcpResult({
-      version: Version.PCP, opcode: Opcode.MAP, resultCode: ResultCode.SUCCESS, lifetime: r.lifetime ?? 0, epoch: deps.epoch(),
-      map: { ...m, externalPort: r.lease.externalPort, externalAddress: r.lease.externalAddress },
-      options: processed,
-    }, `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`);
+    return pcpResult(
+      {
+        version: Version.PCP,
+        opcode: Opcode.MAP,
+        resultCode: ResultCode.SUCCESS,
+        lifetime: r.lifetime ?? 0,
+        epoch: deps.epoch(),
+        map: { ...m, externalPort: r.lease.externalPort, externalAddress: r.lease.externalAddress },
+        options: processed,
+      },
+      `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`,
+    );
   }
 
   /**
@@ -228,35 +335,66 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
    * request as a whole with EXCESSIVE_REMOTE_PEERS (§7.4: "The PCP server was not able to create
    * the filters in this request"), and nothing changes.
    */
-  function filterOutcome(filters: readonly Extract<PcpOption, { kind: 'filter' }>[], internalAddress: string, existing: Lease | null):
-    | { ok: true; remote: { remoteAddress: string | null; remotePrefix: number | null; remotePort: number | null } | undefined }
+  function filterOutcome(
+    filters: readonly Extract<PcpOption, { kind: 'filter' }>[],
+    internalAddress: string,
+    existing: Lease | null,
+  ):
+    | {
+        ok: true;
+        remote: { remoteAddress: string | null; remotePrefix: number | null; remotePort: number | null } | undefined;
+      }
     | { ok: false; code: number; detail: string } {
     if (filters.length === 0) return { ok: true, remote: undefined }; // no FILTER: the mapping's filter stays as it is
     const peers: { address: string; prefix: number; port: number }[] = [];
-    if (existing?.remoteAddress) peers.push({ address: existing.remoteAddress, prefix: existing.remotePrefix ?? 32, port: existing.remotePort ?? 0 });
+    if (existing?.remoteAddress)
+      peers.push({
+        address: existing.remoteAddress,
+        prefix: existing.remotePrefix ?? 32,
+        port: existing.remotePort ?? 0,
+      });
     for (const f of filters) {
-      if (f.prefixLength === 0) { peers.length = 0; continue; }
+      if (f.prefixLength === 0) {
+        peers.length = 0;
+        continue;
+      }
       const v4 = isIpv4(f.remoteAddress);
-      if (v4 !== isIpv4(internalAddress)) return { ok: false, code: ResultCode.MALFORMED_OPTION, detail: 'FILTER of another address family' };
+      if (v4 !== isIpv4(internalAddress))
+        return { ok: false, code: ResultCode.MALFORMED_OPTION, detail: 'FILTER of another address family' };
       const peer = { address: f.remoteAddress, prefix: v4 ? f.prefixLength - 96 : f.prefixLength, port: f.remotePort };
-      if (!peers.some((p) => p.address === peer.address && p.prefix === peer.prefix && p.port === peer.port)) peers.push(peer);
+      if (!peers.some((p) => p.address === peer.address && p.prefix === peer.prefix && p.port === peer.port))
+        peers.push(peer);
     }
     if (peers.length === 0) return { ok: true, remote: { remoteAddress: null, remotePrefix: null, remotePort: null } };
     const [peer] = peers;
     if (peers.length > 1) {
-      return { ok: false, code: ResultCode.EXCESSIVE_REMOTE_PEERS, detail: `FILTER would allow ${peers.length} remote peers; the kernel filters on one` };
+      return {
+        ok: false,
+        code: ResultCode.EXCESSIVE_REMOTE_PEERS,
+        detail: `FILTER would allow ${peers.length} remote peers; the kernel filters on one`,
+      };
     }
     if (peer!.prefix !== 32 || peer!.port !== 0) {
-      return { ok: false, code: ResultCode.EXCESSIVE_REMOTE_PEERS, detail: `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole address (/32), any remote port` };
+      return {
+        ok: false,
+        code: ResultCode.EXCESSIVE_REMOTE_PEERS,
+        detail: `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole address (/32), any remote port`,
+      };
     }
     return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: 32, remotePort: null } };
   }
 
   /** internal port 0 + lifetime 0: every mapping of this internal address for the protocol (RFC 6887 §11.1, RFC 6886 §3.4) */
-  async function releaseAll(protocol: 'tcp' | 'udp', internalAddress: string, owner: string,
-    base: Omit<Parameters<LeaseTableApi['release']>[0], 'internalPort'>, nonce: string | null): Promise<{ ok: true; lease: Lease | null } | Refusal> {
-    const mine = leases.list({ owner, protocol, state: 'active', limit: 10000 }).leases
-      .filter((l) => (l.source === 'pcp' || l.source === 'natpmp') && l.internalAddress === internalAddress);
+  async function releaseAll(
+    protocol: 'tcp' | 'udp',
+    internalAddress: string,
+    owner: string,
+    base: Omit<Parameters<LeaseTableApi['release']>[0], 'internalPort'>,
+    nonce: string | null,
+  ): Promise<{ ok: true; lease: Lease | null } | Refusal> {
+    const mine = leases
+      .list({ owner, protocol, state: 'active', limit: 10000 })
+      .leases.filter((l) => (l.source === 'pcp' || l.source === 'natpmp') && l.internalAddress === internalAddress);
     for (const l of mine) {
       // another nonce (or NAT-PMP, which has none, before a PCP lease): not this client's to end
       if (l.nonce !== null && (base.source !== 'pcp' || l.nonce !== nonce)) continue;
@@ -273,9 +411,18 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     if (!conntrack) return pcpError(req, ResultCode.UNSUPP_OPCODE, s.processed, 'PEER without conntrack');
     if (!peerLimiter.take('peer')) {
       // RFC 6887 §7.4: NO_RESOURCES, a short lifetime error: the client may ask again in 30 s
-      return { ...pcpError(req, ResultCode.NO_RESOURCES, s.processed, `over limits.peerLookupsPerSecond ${peerRate}`), limit: 'peerLookupsPerSecond' };
+      return {
+        ...pcpError(req, ResultCode.NO_RESOURCES, s.processed, `over limits.peerLookupsPerSecond ${peerRate}`),
+        limit: 'peerLookupsPerSecond',
+      };
     }
-    const q = { protocol: s.protocol, internalAddress: s.internalAddress, internalPort: p.internalPort, remoteAddress: p.remoteAddress, remotePort: p.remotePort };
+    const q = {
+      protocol: s.protocol,
+      internalAddress: s.internalAddress,
+      internalPort: p.internalPort,
+      remoteAddress: p.remoteAddress,
+      remotePort: p.remotePort,
+    };
     let flow;
     try {
       flow = await conntrack.lookup(q);
@@ -284,7 +431,13 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     }
     // no such flow: portd does not create implicit mappings ahead of traffic; NO_RESOURCES
     // (a short error) tells the client to retry once its first packet has created the flow
-    if (!flow) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, `no ${s.protocol} flow ${s.internalAddress}:${p.internalPort} → ${p.remoteAddress}:${p.remotePort}`);
+    if (!flow)
+      return pcpError(
+        req,
+        ResultCode.NO_RESOURCES,
+        s.processed,
+        `no ${s.protocol} flow ${s.internalAddress}:${p.internalPort} → ${p.remoteAddress}:${p.remotePort}`,
+      );
     let lifetime = 0;
     // lifetime 0: the flow is left to conntrack's own timeout (docs/pcp.md), so any hold ends
     if (req.lifetime === 0) conntrack.release?.(q);
@@ -295,14 +448,27 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       if (flow.timeout !== null && flow.timeout >= lifetime) lifetime = Math.min(pcpBounds.max, flow.timeout);
       else {
         const ok = await conntrack.extend(q, lifetime).catch(() => false);
-        if (!ok) return pcpError(req, ResultCode.NO_RESOURCES, s.processed, 'flow could not be extended (it ended, or too many flows are held)');
+        if (!ok)
+          return pcpError(
+            req,
+            ResultCode.NO_RESOURCES,
+            s.processed,
+            'flow could not be extended (it ended, or too many flows are held)',
+          );
       }
     }
-    return pcpResult({
-      version: Version.PCP, opcode: Opcode.PEER, resultCode: ResultCode.SUCCESS, lifetime, epoch: deps.epoch(),
-      peer: { ...p, externalPort: flow.externalPort, externalAddress: flow.externalAddress },
-      options: s.processed,
-    }, `flow via ${flow.externalAddress}:${flow.externalPort} kept ${lifetime}s`);
+    return pcpResult(
+      {
+        version: Version.PCP,
+        opcode: Opcode.PEER,
+        resultCode: ResultCode.SUCCESS,
+        lifetime,
+        epoch: deps.epoch(),
+        peer: { ...p, externalPort: flow.externalPort, externalAddress: flow.externalAddress },
+        options: s.processed,
+      },
+      `flow via ${flow.externalAddress}:${flow.externalPort} kept ${lifetime}s`,
+    );
   }
 
   async function handlePcp(b: Uint8Array, source: string): Promise<HandleResult> {
@@ -322,7 +488,14 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     switch (req.opcode) {
       case Opcode.ANNOUNCE:
         // RFC 6887 §14.1: a success with lifetime 0 lets the client learn our epoch
-        return pcpResult({ version: Version.PCP, opcode: Opcode.ANNOUNCE, resultCode: ResultCode.SUCCESS, lifetime: 0, epoch: deps.epoch(), options: [] });
+        return pcpResult({
+          version: Version.PCP,
+          opcode: Opcode.ANNOUNCE,
+          resultCode: ResultCode.SUCCESS,
+          lifetime: 0,
+          epoch: deps.epoch(),
+          options: [],
+        });
       case Opcode.MAP:
         return handleMap(req, source);
       case Opcode.PEER:
@@ -331,63 +504,137 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
   }
 
   function natPmpUnsupportedVersion(b: Uint8Array): HandleResult {
-    const response = encodeNatPmpResponse({ opcode: (b[1] ?? 0) & 0x7f, resultCode: NatPmpResultCode.UNSUPPORTED_VERSION, epoch: deps.epoch(), headerOnly: true });
+    const response = encodeNatPmpResponse({
+      opcode: (b[1] ?? 0) & 0x7f,
+      resultCode: NatPmpResultCode.UNSUPPORTED_VERSION,
+      epoch: deps.epoch(),
+      headerOnly: true,
+    });
     return { response, frontend: 'natpmp', result: 'UNSUPPORTED_VERSION', bad: true };
   }
 
   function natResult(res: Parameters<typeof encodeNatPmpResponse>[0], detail?: string, bad?: boolean): HandleResult {
     return {
-      response: encodeNatPmpResponse(res), frontend: 'natpmp', result: NAT_PMP_RESULT_CODE_NAMES[res.resultCode] ?? String(res.resultCode),
-      ...(detail ? { detail } : {}), ...(bad ? { bad } : {}),
+      response: encodeNatPmpResponse(res),
+      frontend: 'natpmp',
+      result: NAT_PMP_RESULT_CODE_NAMES[res.resultCode] ?? String(res.resultCode),
+      ...(detail ? { detail } : {}),
+      ...(bad ? { bad } : {}),
     };
   }
 
   async function handleNatPmp(b: Uint8Array, source: string): Promise<HandleResult> {
     if (!config.natpmp.enabled) {
       // PCP-only: RFC 6887 §9 — a version we do not speak; the answer carries version 2
-      return pcpResult({ version: Version.PCP, opcode: (b[1] ?? 0) & 0x7f, resultCode: ResultCode.UNSUPP_VERSION, lifetime: errorLifetime(ResultCode.UNSUPP_VERSION), epoch: deps.epoch(), options: [] }, 'NAT-PMP disabled');
+      return pcpResult(
+        {
+          version: Version.PCP,
+          opcode: (b[1] ?? 0) & 0x7f,
+          resultCode: ResultCode.UNSUPP_VERSION,
+          lifetime: errorLifetime(ResultCode.UNSUPP_VERSION),
+          epoch: deps.epoch(),
+          options: [],
+        },
+        'NAT-PMP disabled',
+      );
     }
     let req: NatPmpRequest;
     try {
       req = decodeNatPmpRequest(b);
     } catch (e) {
       if (!(e instanceof NatPmpDecodeError)) throw e;
-      if (e.action === 'drop') return { response: null, frontend: 'natpmp', result: 'DROPPED', detail: e.message, bad: true };
-      return natResult({ opcode: e.opcode, resultCode: e.resultCode, epoch: deps.epoch(), headerOnly: true }, e.message, true);
+      if (e.action === 'drop')
+        return { response: null, frontend: 'natpmp', result: 'DROPPED', detail: e.message, bad: true };
+      return natResult(
+        { opcode: e.opcode, resultCode: e.resultCode, epoch: deps.epoch(), headerOnly: true },
+        e.message,
+        true,
+      );
     }
     const owner = normalizeAddress(source) ?? source;
     const ext = leases.externalAddress();
     if (req.opcode === NatPmpOpcode.EXTERNAL_ADDRESS) {
       if (!isIpv4(ext) || ext === '0.0.0.0') {
-        return natResult({ opcode: req.opcode, resultCode: NatPmpResultCode.NETWORK_FAILURE, epoch: deps.epoch(), externalAddress: '0.0.0.0' }, 'no external IPv4 address');
+        return natResult(
+          {
+            opcode: req.opcode,
+            resultCode: NatPmpResultCode.NETWORK_FAILURE,
+            epoch: deps.epoch(),
+            externalAddress: '0.0.0.0',
+          },
+          'no external IPv4 address',
+        );
       }
-      return natResult({ opcode: req.opcode, resultCode: NatPmpResultCode.SUCCESS, epoch: deps.epoch(), externalAddress: ext });
+      return natResult({
+        opcode: req.opcode,
+        resultCode: NatPmpResultCode.SUCCESS,
+        epoch: deps.epoch(),
+        externalAddress: ext,
+      });
     }
     const protocol = req.opcode === NatPmpOpcode.MAP_UDP ? 'udp' : 'tcp';
     const fail = (code: number, detail: string) =>
-      natResult({ opcode: req.opcode, resultCode: code, epoch: deps.epoch(), internalPort: req.internalPort, externalPort: 0, lifetime: 0 }, detail);
+      natResult(
+        {
+          opcode: req.opcode,
+          resultCode: code,
+          epoch: deps.epoch(),
+          internalPort: req.internalPort,
+          externalPort: 0,
+          lifetime: 0,
+        },
+        detail,
+      );
     if (!isIpv4(owner)) return fail(NatPmpResultCode.NOT_AUTHORIZED, 'NAT-PMP is IPv4 only');
-    const base = { source: 'natpmp' as const, identity: 'internal' as const, protocol, owner, internalAddress: owner, actor: `natpmp:${owner}` } as const;
+    const base = {
+      source: 'natpmp' as const,
+      identity: 'internal' as const,
+      protocol,
+      owner,
+      internalAddress: owner,
+      actor: `natpmp:${owner}`,
+    } as const;
 
     if (req.lifetime === 0) {
       // RFC 6886 §3.4: delete; internal port 0 deletes all of this client's mappings for the protocol
-      const r = req.internalPort === 0
-        ? await releaseAll(protocol, owner, owner, base, null)
-        : await leases.release({ ...base, internalPort: req.internalPort });
+      const r =
+        req.internalPort === 0
+          ? await releaseAll(protocol, owner, owner, base, null)
+          : await leases.release({ ...base, internalPort: req.internalPort });
       if (!r.ok) return fail(natPmpCodeFor(r), refusalDetail(r));
-      return natResult({ opcode: req.opcode, resultCode: NatPmpResultCode.SUCCESS, epoch: deps.epoch(), internalPort: req.internalPort, externalPort: 0, lifetime: 0 },
-        r.lease ? `deleted lease ${r.lease.id}` : 'nothing to delete');
+      return natResult(
+        {
+          opcode: req.opcode,
+          resultCode: NatPmpResultCode.SUCCESS,
+          epoch: deps.epoch(),
+          internalPort: req.internalPort,
+          externalPort: 0,
+          lifetime: 0,
+        },
+        r.lease ? `deleted lease ${r.lease.id}` : 'nothing to delete',
+      );
     }
     if (req.internalPort === 0) return fail(NatPmpResultCode.NOT_AUTHORIZED, 'internal port 0 with a lifetime');
     const r = await leases.request({
-      ...base, internalPort: req.internalPort, externalPort: req.externalPort === 0 ? undefined : req.externalPort,
-      allowOtherPort: true, lifetime: req.lifetime, description: `NAT-PMP ${protocol.toUpperCase()} ${owner}:${req.internalPort}`,
+      ...base,
+      internalPort: req.internalPort,
+      externalPort: req.externalPort === 0 ? undefined : req.externalPort,
+      allowOtherPort: true,
+      lifetime: req.lifetime,
+      description: `NAT-PMP ${protocol.toUpperCase()} ${owner}:${req.internalPort}`,
     } as Parameters<LeaseTableApi['request']>[0]);
     if (!r.ok) return fail(natPmpCodeFor(r), refusalDetail(r));
-    return natResult({
-      opcode: req.opcode, resultCode: NatPmpResultCode.SUCCESS, epoch: deps.epoch(),
-      internalPort: req.internalPort, externalPort: r.lease.externalPort, lifetime: r.lifetime ?? 0,
-    }, `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`);
+    return natResult(
+      {
+        opcode: req.opcode,
+        resultCode: NatPmpResultCode.SUCCESS,
+        epoch: deps.epoch(),
+        internalPort: req.internalPort,
+        externalPort: r.lease.externalPort,
+        lifetime: r.lifetime ?? 0,
+      },
+      `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`,
+    );
   }
 
   return {
@@ -395,9 +642,12 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     async handle(packet: Uint8Array, source: string): Promise<HandleResult> {
       const src = normalizeAddress(source) ?? source;
       switch (classifyPacket(packet)) {
-        case 'drop': return { ...PCP_DROP, detail: packet.length < 2 ? 'shorter than 2 octets' : 'R bit set' };
-        case 'natpmp': return handleNatPmp(packet, src);
-        case 'pcp': return handlePcp(packet, src);
+        case 'drop':
+          return { ...PCP_DROP, detail: packet.length < 2 ? 'shorter than 2 octets' : 'R bit set' };
+        case 'natpmp':
+          return handleNatPmp(packet, src);
+        case 'pcp':
+          return handlePcp(packet, src);
       }
     },
     opcodes: opcodes as readonly number[],

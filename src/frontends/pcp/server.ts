@@ -12,7 +12,15 @@ import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
 import { ErrorCode, PortdError } from '../../errors.js';
 import {
-  ANNOUNCE_GROUP, encodeNatPmpResponse, encodePcpResponse, NatPmpOpcode, NatPmpResultCode, Opcode, Port, ResultCode, Version,
+  ANNOUNCE_GROUP,
+  encodeNatPmpResponse,
+  encodePcpResponse,
+  NatPmpOpcode,
+  NatPmpResultCode,
+  Opcode,
+  Port,
+  ResultCode,
+  Version,
 } from '../../../protocols/pcp/index.js';
 import type { ConntrackApi } from './conntrack.js';
 import { createPcpHandler, type PcpFrontendConfig } from './handler.js';
@@ -80,7 +88,12 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
   // (QUIRKS.md): they draw on a bucket of their own of the same size, so a MAP flood does not
   // make a gateway look absent to a client that is discovering it.
   const globalRate = config.limits.pcpRequestsPerSecond;
-  const globalRequests = createRateLimiter({ rate: globalRate, burst: 2 * globalRate, now: () => clock.now(), maxClients: 2 });
+  const globalRequests = createRateLimiter({
+    rate: globalRate,
+    burst: 2 * globalRate,
+    now: () => clock.now(),
+    maxClients: 2,
+  });
   // the drop path runs once per flooded datagram: label lookups done once, not per packet
   const rateLimitedPcp = metrics.rateLimited.labels({ frontend: 'pcp' });
   const notLanPcp = metrics.badInput.labels({ frontend: 'pcp', kind: 'not_lan' });
@@ -94,7 +107,14 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
   let inFlight = 0;
 
   const epoch = (): number => Math.max(0, Math.floor((clock.now() - epochStart) / 1000)) >>> 0;
-  const handler = createPcpHandler({ config, leases, log, conntrack: opts.conntrack ?? null, epoch, now: () => clock.now() });
+  const handler = createPcpHandler({
+    config,
+    leases,
+    log,
+    conntrack: opts.conntrack ?? null,
+    epoch,
+    now: () => clock.now(),
+  });
 
   function checkExternalAddress(): void {
     const now = leases.externalAddress();
@@ -109,12 +129,28 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     const out: Uint8Array[] = [];
     if (config.pcp.enabled) {
       // RFC 6887 §14.1.3: unsolicited ANNOUNCE response, lifetime 0, our current epoch
-      out.push(encodePcpResponse({ version: Version.PCP, opcode: Opcode.ANNOUNCE, resultCode: ResultCode.SUCCESS, lifetime: 0, epoch: epoch(), options: [] }));
+      out.push(
+        encodePcpResponse({
+          version: Version.PCP,
+          opcode: Opcode.ANNOUNCE,
+          resultCode: ResultCode.SUCCESS,
+          lifetime: 0,
+          epoch: epoch(),
+          options: [],
+        }),
+      );
     }
     const ext = leases.externalAddress();
     if (config.natpmp.enabled && /^\d{1,3}(\.\d{1,3}){3}$/.test(ext) && ext !== '0.0.0.0') {
       // RFC 6886 §3.2.1: the external address response, sent unsolicited
-      out.push(encodeNatPmpResponse({ opcode: NatPmpOpcode.EXTERNAL_ADDRESS, resultCode: NatPmpResultCode.SUCCESS, epoch: epoch(), externalAddress: ext }));
+      out.push(
+        encodeNatPmpResponse({
+          opcode: NatPmpOpcode.EXTERNAL_ADDRESS,
+          resultCode: NatPmpResultCode.SUCCESS,
+          epoch: epoch(),
+          externalAddress: ext,
+        }),
+      );
     }
     return out;
   }
@@ -178,7 +214,11 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     announceSeries();
   }
 
-  function onMessage(s: { socket: Socket; address: string }, msg: Buffer, rinfo: { address: string; port: number }): void {
+  function onMessage(
+    s: { socket: Socket; address: string },
+    msg: Buffer,
+    rinfo: { address: string; port: number },
+  ): void {
     const client = rinfo.address;
     if (opts.isLanClient && !opts.isLanClient(client)) {
       notLanPcp.inc();
@@ -189,7 +229,11 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     if (!limiter.take(client)) {
       rateLimitedPcp.inc();
       const n = gate.pass(`rate:${client}`);
-      if (n !== null) log.warn({ client, suppressed: n, rateLimit: config.pcp.rateLimit }, 'client over rate limit; requests dropped');
+      if (n !== null)
+        log.warn(
+          { client, suppressed: n, rateLimit: config.pcp.rateLimit },
+          'client over rate limit; requests dropped',
+        );
       return;
     }
     // over the global cap: silence, like the per-client limit. PCP and NAT-PMP clients retransmit
@@ -202,27 +246,38 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     const started = performance.now();
     if (opts.addressCheckMs === 0) checkExternalAddress();
     inFlight++;
-    handler.handle(msg, client).then((r) => {
-      metrics.requests.inc({ frontend: r.frontend, result: r.result });
-      metrics.requestSeconds.observe({ frontend: r.frontend }, (performance.now() - started) / 1000);
-      if (r.limit) {
-        globalLimitHit(r.limit, config.limits[r.limit], 'answering NO_RESOURCES', { client });
-      } else if (r.bad) {
-        metrics.badInput.inc({ frontend: r.frontend, kind: r.result });
-        const n = gate.pass(`bad:${client}`);
-        if (n !== null) log.info({ client, port: rinfo.port, result: r.result, detail: r.detail, suppressed: n }, 'bad request');
-      } else if (r.result !== 'SUCCESS') {
-        const n = gate.pass(`refused:${client}:${r.result}`);
-        if (n !== null) log.info({ client, port: rinfo.port, frontend: r.frontend, result: r.result, detail: r.detail, suppressed: n }, 'request refused');
-      } else {
-        log.debug({ client, port: rinfo.port, frontend: r.frontend, detail: r.detail }, 'request answered');
-      }
-      if (r.response && !closed) s.socket.send(r.response, rinfo.port, rinfo.address);
-    }).catch((err: unknown) => {
-      // a bug, not the client's fault: log it, never crash the daemon
-      log.error({ client, err: err instanceof Error ? err.message : String(err) }, 'PCP request failed');
-      metrics.requests.inc({ frontend: 'pcp', result: 'INTERNAL_ERROR' });
-    }).finally(() => { inFlight--; });
+    handler
+      .handle(msg, client)
+      .then((r) => {
+        metrics.requests.inc({ frontend: r.frontend, result: r.result });
+        metrics.requestSeconds.observe({ frontend: r.frontend }, (performance.now() - started) / 1000);
+        if (r.limit) {
+          globalLimitHit(r.limit, config.limits[r.limit], 'answering NO_RESOURCES', { client });
+        } else if (r.bad) {
+          metrics.badInput.inc({ frontend: r.frontend, kind: r.result });
+          const n = gate.pass(`bad:${client}`);
+          if (n !== null)
+            log.info({ client, port: rinfo.port, result: r.result, detail: r.detail, suppressed: n }, 'bad request');
+        } else if (r.result !== 'SUCCESS') {
+          const n = gate.pass(`refused:${client}:${r.result}`);
+          if (n !== null)
+            log.info(
+              { client, port: rinfo.port, frontend: r.frontend, result: r.result, detail: r.detail, suppressed: n },
+              'request refused',
+            );
+        } else {
+          log.debug({ client, port: rinfo.port, frontend: r.frontend, detail: r.detail }, 'request answered');
+        }
+        if (r.response && !closed) s.socket.send(r.response, rinfo.port, rinfo.address);
+      })
+      .catch((err: unknown) => {
+        // a bug, not the client's fault: log it, never crash the daemon
+        log.error({ client, err: err instanceof Error ? err.message : String(err) }, 'PCP request failed');
+        metrics.requests.inc({ frontend: 'pcp', result: 'INTERNAL_ERROR' });
+      })
+      .finally(() => {
+        inFlight--;
+      });
   }
 
   async function bindOne(address: string): Promise<void> {
@@ -237,15 +292,26 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       });
     }).catch((err: Error) => {
       socket.close();
-      throw new PortdError(ErrorCode.LISTEN_FAILED, `PCP/NAT-PMP cannot listen on ${address}:${config.pcp.port}: ${err.message}`,
-        'another NAT-PMP/PCP daemon (miniupnpd?) may hold the port, or the address is not on this host');
+      throw new PortdError(
+        ErrorCode.LISTEN_FAILED,
+        `PCP/NAT-PMP cannot listen on ${address}:${config.pcp.port}: ${err.message}`,
+        'another NAT-PMP/PCP daemon (miniupnpd?) may hold the port, or the address is not on this host',
+      );
     });
     if (family === 4 && opts.announce === undefined) {
-      try { socket.setMulticastInterface(address); } catch { /* loopback or no multicast: announcements may fail, requests still work */ }
+      try {
+        socket.setMulticastInterface(address);
+      } catch {
+        /* loopback or no multicast: announcements may fail, requests still work */
+      }
     }
     // a larger receive queue absorbs a flood's bursts, so fewer of other clients' datagrams are lost
     // before the rate limiter sees them (the kernel caps it at net.core.rmem_max)
-    try { socket.setRecvBufferSize(RECV_BUFFER_BYTES); } catch { /* keep the default */ }
+    try {
+      socket.setRecvBufferSize(RECV_BUFFER_BYTES);
+    } catch {
+      /* keep the default */
+    }
     const entry = { socket, address, family: family as 4 | 6 };
     socket.on('message', (msg, rinfo) => onMessage(entry, msg, rinfo));
     socket.on('error', (err) => log.error({ address, err: err.message }, 'PCP socket error'));
@@ -264,7 +330,15 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       }
       if (opts.epochStart === undefined) epochStart = clock.now();
       lastExternal = leases.externalAddress();
-      log.info({ listen: sockets.map((s) => `${s.address}:${s.socket.address().port}`), pcp: config.pcp.enabled, natpmp: config.natpmp.enabled, peer: handler.opcodes.includes(Opcode.PEER) }, 'PCP/NAT-PMP listening');
+      log.info(
+        {
+          listen: sockets.map((s) => `${s.address}:${s.socket.address().port}`),
+          pcp: config.pcp.enabled,
+          natpmp: config.natpmp.enabled,
+          peer: handler.opcodes.includes(Opcode.PEER),
+        },
+        'PCP/NAT-PMP listening',
+      );
       announceSeries();
       const every = opts.addressCheckMs ?? 5000;
       if (every > 0) {

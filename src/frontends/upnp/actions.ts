@@ -1,7 +1,12 @@
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import {
-  ServiceType, UpnpErrorCode, defaultConnectionService, encodePortListing, type PortListingEntry, type SoapValue,
+  ServiceType,
+  UpnpErrorCode,
+  defaultConnectionService,
+  encodePortListing,
+  type PortListingEntry,
+  type SoapValue,
 } from '../../../protocols/upnp/index.js';
 import type { Config } from '../../config/types.js';
 import type { L4Protocol } from '../../dataplane/types.js';
@@ -92,15 +97,23 @@ const UI4 = 2 ** 32;
 export function createActionHandler(deps: ActionDeps) {
   const { config, leases, log } = deps;
   const secure = config.policy.secureMode;
-  const visible = (l: Lease | null): l is Lease => l !== null && l.state === 'active' && (config.upnp.listAllLeases || l.source === 'upnp');
+  const visible = (l: Lease | null): l is Lease =>
+    l !== null && l.state === 'active' && (config.upnp.listAllLeases || l.source === 'upnp');
   const listSource = config.upnp.listAllLeases ? undefined : ('upnp' as const);
 
-  const remaining = (l: Lease): number => (l.expiresAt === null ? 0 : Math.max(0, Math.ceil((l.expiresAt - deps.now()) / 1000)));
+  const remaining = (l: Lease): number =>
+    l.expiresAt === null ? 0 : Math.max(0, Math.ceil((l.expiresAt - deps.now()) / 1000));
 
   function entryOf(l: Lease): PortListingEntry {
     return {
-      remoteHost: l.remoteAddress ?? '', externalPort: l.externalPort, protocol: l.protocol === 'tcp' ? 'TCP' : 'UDP',
-      internalPort: l.internalPort, internalClient: l.internalAddress, enabled: true, description: l.description, leaseTime: remaining(l),
+      remoteHost: l.remoteAddress ?? '',
+      externalPort: l.externalPort,
+      protocol: l.protocol === 'tcp' ? 'TCP' : 'UDP',
+      internalPort: l.internalPort,
+      internalClient: l.internalAddress,
+      enabled: true,
+      description: l.description,
+      leaseTime: remaining(l),
     };
   }
 
@@ -124,7 +137,9 @@ export function createActionHandler(deps: ActionDeps) {
       case 'reserved':
         // miniupnpd: a port the permission rules refuse is a 718 for AddPortMapping (the client tries another),
         // 606 for AddAnyPortMapping (no other port would do either)
-        return op === 'addAny' ? fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, r.detail) : fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, r.detail);
+        return op === 'addAny'
+          ? fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, r.detail)
+          : fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, r.detail);
       case 'in_use':
         // the gateway itself listens there (miniupnpd's CHECK_PORTINUSE answers 718 too): the client tries another port
         return fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, r.detail);
@@ -151,53 +166,95 @@ export function createActionHandler(deps: ActionDeps) {
       ext = parsePort(extText);
       if (ext === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewExternalPort is not a port number');
     }
-    if (ext === 0 && !any) return fail(UpnpErrorCode.WILD_CARD_NOT_PERMITTED_IN_EXT_PORT, 'NewExternalPort must not be 0');
+    if (ext === 0 && !any)
+      return fail(UpnpErrorCode.WILD_CARD_NOT_PERMITTED_IN_EXT_PORT, 'NewExternalPort must not be 0');
     const protocol = parseProtocol(a.get('NewProtocol'));
     if (!protocol) return fail(UpnpErrorCode.INVALID_ARGS, 'NewProtocol must be TCP or UDP');
     const intPort = parsePort(a.get('NewInternalPort'));
     if (intPort === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewInternalPort is not a port number');
-    if (intPort === 0) return v2 ? fail(UpnpErrorCode.WILD_CARD_NOT_PERMITTED_IN_INT_PORT, 'NewInternalPort must not be 0') : fail(UpnpErrorCode.INVALID_ARGS, 'NewInternalPort must not be 0');
+    if (intPort === 0)
+      return v2
+        ? fail(UpnpErrorCode.WILD_CARD_NOT_PERMITTED_IN_INT_PORT, 'NewInternalPort must not be 0')
+        : fail(UpnpErrorCode.INVALID_ARGS, 'NewInternalPort must not be 0');
     // an empty NewInternalClient means the caller itself (miniupnpd does the same, miniupnp issue #236)
     const internal = (a.get('NewInternalClient') ?? '').trim() || call.client;
     if (!isIPv4(internal)) return fail(UpnpErrorCode.INVALID_ARGS, 'NewInternalClient is not an IPv4 address');
-    if (parseBool(a.get('NewEnabled'), true) === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewEnabled is not a boolean');
+    if (parseBool(a.get('NewEnabled'), true) === null)
+      return fail(UpnpErrorCode.INVALID_ARGS, 'NewEnabled is not a boolean');
     const lifetime = parseUi4(a.get('NewLeaseDuration'));
     if (lifetime === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewLeaseDuration is not a number');
     // control characters would travel to the admin's terminal and logs: each becomes a space
-    const description = (a.get('NewPortMappingDescription') ?? '').slice(0, 256).replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+    const description = (a.get('NewPortMappingDescription') ?? '')
+      .slice(0, 256)
+      .replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
     // secure mode: a client may map ports only to itself; the lease table checks it too
-    if (secure && internal !== call.client) return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `${call.client} may not map ports to ${internal} (secure mode)`);
+    if (secure && internal !== call.client)
+      return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `${call.client} may not map ports to ${internal} (secure mode)`);
     const res = await leases.request({
-      source: 'upnp', identity: 'external', protocol, owner: call.client, internalAddress: internal, internalPort: intPort,
-      externalPort: ext, allowOtherPort: any, remoteAddress: remote, remotePrefix: remote === null ? null : 32,
+      source: 'upnp',
+      identity: 'external',
+      protocol,
+      owner: call.client,
+      internalAddress: internal,
+      internalPort: intPort,
+      externalPort: ext,
+      allowOtherPort: any,
+      remoteAddress: remote,
+      remotePrefix: remote === null ? null : 32,
       // 0 = "permanent" (v1) / "as long as possible" (v2): the policy caps it at lifetime.upnp.max, requestedLifetime keeps 0
-      lifetime, description, actor: `upnp:${call.client}`,
+      lifetime,
+      description,
+      actor: `upnp:${call.client}`,
     });
     if (!res.ok) return refusal(res, v2, any ? 'addAny' : 'add');
     // the lease table logs the decision at info (`lease granted`, with actor upnp:<client>); this line adds
     // the UPnP side (action, requested vs granted lifetime) for debugging, like PCP's `request answered`
-    log.debug({ client: call.client, action: call.action, protocol, externalPort: res.lease.externalPort, internal: `${internal}:${intPort}`, lifetime: res.lifetime, requested: lifetime, created: res.created, leaseId: res.lease.id }, res.created ? 'upnp mapping granted' : 'upnp mapping renewed');
+    log.debug(
+      {
+        client: call.client,
+        action: call.action,
+        protocol,
+        externalPort: res.lease.externalPort,
+        internal: `${internal}:${intPort}`,
+        lifetime: res.lifetime,
+        requested: lifetime,
+        created: res.created,
+        leaseId: res.lease.id,
+      },
+      res.created ? 'upnp mapping granted' : 'upnp mapping renewed',
+    );
     return any ? ok([['NewReservedPort', res.lease.externalPort]]) : ok();
   }
 
   async function releaseOne(call: ActionCall, l: Lease): Promise<ActionResult> {
     const res = await leases.release({
-      source: 'upnp', identity: 'external', protocol: l.protocol, owner: call.client, externalPort: l.externalPort,
+      source: 'upnp',
+      identity: 'external',
+      protocol: l.protocol,
+      owner: call.client,
+      externalPort: l.externalPort,
       // without secure mode any LAN client may delete any UPnP mapping (as with miniupnpd); never another mechanism's
-      remoteAddress: l.remoteAddress, thirdPartyAllowed: !secure && l.source === 'upnp', actor: `upnp:${call.client}`,
+      remoteAddress: l.remoteAddress,
+      thirdPartyAllowed: !secure && l.source === 'upnp',
+      actor: `upnp:${call.client}`,
     });
     if (!res.ok) {
       if (res.reason === 'not_authorized') return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, res.detail);
-      if (res.reason === 'conflict') return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `mapping held by ${res.holder.source}`);
+      if (res.reason === 'conflict')
+        return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `mapping held by ${res.holder.source}`);
       if (res.reason === 'invalid') return fail(UpnpErrorCode.INVALID_ARGS, res.detail);
       return fail(UpnpErrorCode.ACTION_FAILED, res.detail);
     }
     if (res.lease === null) return fail(UpnpErrorCode.NO_SUCH_ENTRY_IN_ARRAY, 'no such mapping');
-    log.debug({ client: call.client, protocol: l.protocol, externalPort: l.externalPort, leaseId: l.id }, 'upnp mapping released');
+    log.debug(
+      { client: call.client, protocol: l.protocol, externalPort: l.externalPort, leaseId: l.id },
+      'upnp mapping released',
+    );
     return ok();
   }
 
-  const mayTouch = (call: ActionCall, l: Lease) => !secure || l.owner === call.client || l.internalAddress === call.client;
+  const mayTouch = (call: ActionCall, l: Lease) =>
+    !secure || l.owner === call.client || l.internalAddress === call.client;
 
   async function deletePortMapping(call: ActionCall): Promise<ActionResult> {
     const a = call.args;
@@ -213,7 +270,8 @@ export function createActionHandler(deps: ActionDeps) {
     const found = protocols.map((p) => leases.findByExternal(p, ext, remote)).filter(visible);
     if (found.length === 0) return fail(UpnpErrorCode.NO_SUCH_ENTRY_IN_ARRAY, `no mapping on external port ${ext}`);
     const mine = found.filter((l) => mayTouch(call, l));
-    if (mine.length === 0) return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `mapping on port ${ext} belongs to another client`);
+    if (mine.length === 0)
+      return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `mapping on port ${ext} belongs to another client`);
     let last: ActionResult = ok();
     for (const l of mine) {
       const r = await releaseOne(call, l);
@@ -234,31 +292,49 @@ export function createActionHandler(deps: ActionDeps) {
     if (!visible(l)) return fail(UpnpErrorCode.NO_SUCH_ENTRY_IN_ARRAY, `no mapping on ${protocol} port ${ext}`);
     const e = entryOf(l);
     return ok([
-      ['NewInternalPort', e.internalPort], ['NewInternalClient', e.internalClient], ['NewEnabled', 1],
-      ['NewPortMappingDescription', e.description], ['NewLeaseDuration', e.leaseTime],
+      ['NewInternalPort', e.internalPort],
+      ['NewInternalClient', e.internalClient],
+      ['NewEnabled', 1],
+      ['NewPortMappingDescription', e.description],
+      ['NewLeaseDuration', e.leaseTime],
     ]);
   }
 
   function getGeneric(call: ActionCall): ActionResult {
     const t = (call.args.get('NewPortMappingIndex') ?? '').trim();
     if (!/^\d{1,5}$/.test(t)) return fail(UpnpErrorCode.INVALID_ARGS, 'NewPortMappingIndex is not a number');
-    const { leases: page } = leases.list({ state: 'active', source: listSource, sort: 'createdAt', order: 'asc', offset: Number(t), limit: 1 });
+    const { leases: page } = leases.list({
+      state: 'active',
+      source: listSource,
+      sort: 'createdAt',
+      order: 'asc',
+      offset: Number(t),
+      limit: 1,
+    });
     const l = page[0];
     if (!l) return fail(UpnpErrorCode.SPECIFIED_ARRAY_INDEX_INVALID, `no entry at index ${t}`);
     const e = entryOf(l);
     return ok([
-      ['NewRemoteHost', e.remoteHost], ['NewExternalPort', e.externalPort], ['NewProtocol', e.protocol],
-      ['NewInternalPort', e.internalPort], ['NewInternalClient', e.internalClient], ['NewEnabled', 1],
-      ['NewPortMappingDescription', e.description], ['NewLeaseDuration', e.leaseTime],
+      ['NewRemoteHost', e.remoteHost],
+      ['NewExternalPort', e.externalPort],
+      ['NewProtocol', e.protocol],
+      ['NewInternalPort', e.internalPort],
+      ['NewInternalClient', e.internalClient],
+      ['NewEnabled', 1],
+      ['NewPortMappingDescription', e.description],
+      ['NewLeaseDuration', e.leaseTime],
     ]);
   }
 
   /** shared by GetListOfPortMappings and DeletePortMappingRange (v2) */
-  function inRange(call: ActionCall): { ok: true; protocol: L4Protocol; manage: boolean; list: Lease[] } | ActionResult {
+  function inRange(
+    call: ActionCall,
+  ): { ok: true; protocol: L4Protocol; manage: boolean; list: Lease[] } | ActionResult {
     const a = call.args;
     const start = parsePort(a.get('NewStartPort'));
     const end = parsePort(a.get('NewEndPort'));
-    if (start === null || end === null) return fail(UpnpErrorCode.INVALID_ARGS, 'NewStartPort/NewEndPort are not port numbers');
+    if (start === null || end === null)
+      return fail(UpnpErrorCode.INVALID_ARGS, 'NewStartPort/NewEndPort are not port numbers');
     const protocol = parseProtocol(a.get('NewProtocol'));
     if (!protocol) return fail(UpnpErrorCode.INVALID_ARGS, 'NewProtocol must be TCP or UDP');
     const manage = parseBool(a.get('NewManage'), false);
@@ -268,7 +344,11 @@ export function createActionHandler(deps: ActionDeps) {
     // In secure mode a client's leases all point at itself (owner = internal address), so its own leases
     // are exactly what it may list without NewManage
     const own = !manage && secure;
-    const list = leases.listExternalRange(protocol, start, end, { ...(listSource ? { source: listSource } : {}), ...(own ? { owner: call.client } : {}) })
+    const list = leases
+      .listExternalRange(protocol, start, end, {
+        ...(listSource ? { source: listSource } : {}),
+        ...(own ? { owner: call.client } : {}),
+      })
       .filter((l) => manage || l.internalAddress === call.client || l.owner === call.client);
     return { ok: true, protocol, manage, list };
   }
@@ -281,13 +361,24 @@ export function createActionHandler(deps: ActionDeps) {
     }
     if (type === ServiceType.WAN_IP_CONNECTION) {
       switch (call.action) {
-        case 'GetExternalIPAddress': return ok([['NewExternalIPAddress', leases.externalAddress()]]);
-        case 'GetStatusInfo': return ok([
-          ['NewConnectionStatus', deps.connectionStatus()], ['NewLastConnectionError', 'ERROR_NONE'],
-          ['NewUptime', Math.max(0, Math.floor((deps.now() - deps.startedAt) / 1000))],
-        ]);
-        case 'GetConnectionTypeInfo': return ok([['NewConnectionType', 'IP_Routed'], ['NewPossibleConnectionTypes', 'IP_Routed']]);
-        case 'GetNATRSIPStatus': return ok([['NewRSIPAvailable', 0], ['NewNATEnabled', 1]]);
+        case 'GetExternalIPAddress':
+          return ok([['NewExternalIPAddress', leases.externalAddress()]]);
+        case 'GetStatusInfo':
+          return ok([
+            ['NewConnectionStatus', deps.connectionStatus()],
+            ['NewLastConnectionError', 'ERROR_NONE'],
+            ['NewUptime', Math.max(0, Math.floor((deps.now() - deps.startedAt) / 1000))],
+          ]);
+        case 'GetConnectionTypeInfo':
+          return ok([
+            ['NewConnectionType', 'IP_Routed'],
+            ['NewPossibleConnectionTypes', 'IP_Routed'],
+          ]);
+        case 'GetNATRSIPStatus':
+          return ok([
+            ['NewRSIPAvailable', 0],
+            ['NewNATEnabled', 1],
+          ]);
         // a LAN device must never change or drop the WAN link
         case 'SetConnectionType':
         case 'RequestConnection':
@@ -295,11 +386,16 @@ export function createActionHandler(deps: ActionDeps) {
         case 'ForceTermination':
           log.info({ client: call.client, action: call.action }, 'upnp refused WAN link control');
           return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `${call.action} is not allowed from the LAN`);
-        case 'AddPortMapping': return addPortMapping(call, false);
-        case 'AddAnyPortMapping': return addPortMapping(call, true);
-        case 'DeletePortMapping': return deletePortMapping(call);
-        case 'GetSpecificPortMappingEntry': return getSpecific(call);
-        case 'GetGenericPortMappingEntry': return getGeneric(call);
+        case 'AddPortMapping':
+          return addPortMapping(call, false);
+        case 'AddAnyPortMapping':
+          return addPortMapping(call, true);
+        case 'DeletePortMapping':
+          return deletePortMapping(call);
+        case 'GetSpecificPortMappingEntry':
+          return getSpecific(call);
+        case 'GetGenericPortMappingEntry':
+          return getGeneric(call);
         case 'GetListOfPortMappings': {
           const r = inRange(call);
           if (!('list' in r)) return r;
@@ -315,7 +411,8 @@ export function createActionHandler(deps: ActionDeps) {
           if (!('list' in r)) return r;
           const targets = r.list.filter((l) => mayTouch(call, l));
           if (r.list.length === 0) return fail(UpnpErrorCode.PORT_MAPPING_NOT_FOUND, 'no mapping in that range');
-          if (targets.length === 0) return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, 'mappings in that range belong to other clients');
+          if (targets.length === 0)
+            return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, 'mappings in that range belong to other clients');
           let failed: ActionResult | null = null;
           for (const l of targets) {
             const x = await releaseOne(call, l);
@@ -326,26 +423,34 @@ export function createActionHandler(deps: ActionDeps) {
       }
     } else if (type === ServiceType.WAN_COMMON_INTERFACE_CONFIG) {
       switch (call.action) {
-        case 'GetCommonLinkProperties': return ok([
-          ['NewWANAccessType', 'Ethernet'], ['NewLayer1UpstreamMaxBitRate', deps.linkBitRates.up],
-          ['NewLayer1DownstreamMaxBitRate', deps.linkBitRates.down], ['NewPhysicalLinkStatus', deps.connectionStatus() === 'Connected' ? 'Up' : 'Down'],
-        ]);
+        case 'GetCommonLinkProperties':
+          return ok([
+            ['NewWANAccessType', 'Ethernet'],
+            ['NewLayer1UpstreamMaxBitRate', deps.linkBitRates.up],
+            ['NewLayer1DownstreamMaxBitRate', deps.linkBitRates.down],
+            ['NewPhysicalLinkStatus', deps.connectionStatus() === 'Connected' ? 'Up' : 'Down'],
+          ]);
         case 'GetTotalBytesSent':
         case 'GetTotalBytesReceived':
         case 'GetTotalPacketsSent':
         case 'GetTotalPacketsReceived': {
           const s = await deps.wanStats();
-          const [name, v] = call.action === 'GetTotalBytesSent' ? ['NewTotalBytesSent', s.bytesSent]
-            : call.action === 'GetTotalBytesReceived' ? ['NewTotalBytesReceived', s.bytesReceived]
-              : call.action === 'GetTotalPacketsSent' ? ['NewTotalPacketsSent', s.packetsSent]
-                : ['NewTotalPacketsReceived', s.packetsReceived];
+          const [name, v] =
+            call.action === 'GetTotalBytesSent'
+              ? ['NewTotalBytesSent', s.bytesSent]
+              : call.action === 'GetTotalBytesReceived'
+                ? ['NewTotalBytesReceived', s.bytesReceived]
+                : call.action === 'GetTotalPacketsSent'
+                  ? ['NewTotalPacketsSent', s.packetsSent]
+                  : ['NewTotalPacketsReceived', s.packetsReceived];
           // ui4 counters wrap (WANCommonInterfaceConfig:1 §2.2)
           return ok([[name, Math.floor(v) % UI4]]);
         }
       }
     } else if (type === ServiceType.LAYER3_FORWARDING) {
       switch (call.action) {
-        case 'GetDefaultConnectionService': return ok([['NewDefaultConnectionService', defaultConnectionService(endpoint.root)]]);
+        case 'GetDefaultConnectionService':
+          return ok([['NewDefaultConnectionService', defaultConnectionService(endpoint.root)]]);
         case 'SetDefaultConnectionService':
           return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, 'the default connection cannot be changed from the LAN');
       }

@@ -1,6 +1,14 @@
 import {
-  advertisementsOf, encodeDeviceDescription, encodeScpd, igdTree, serviceDescription, walkServices,
-  type DescriptionInfo, type DeviceNode, type ServiceDescription, type ServiceNode,
+  advertisementsOf,
+  encodeDeviceDescription,
+  encodeScpd,
+  igdTree,
+  serviceDescription,
+  walkServices,
+  type DescriptionInfo,
+  type DeviceNode,
+  type ServiceDescription,
+  type ServiceNode,
 } from '../../../protocols/upnp/index.js';
 import type { UpnpUuids } from './uuids.js';
 
@@ -40,7 +48,12 @@ export interface DeviceSet {
 export function buildDeviceSet(uuids: UpnpUuids, info: DescriptionInfo, configId: number): DeviceSet {
   const roots: RootDevice[] = ([1, 2] as const).map((g) => {
     const root = igdTree(g, g === 1 ? uuids.v1 : uuids.v2, `/igd${g}`, info.friendlyName);
-    return { generation: g, root, descriptionPath: `/igd${g}/desc.xml`, descriptionXml: encodeDeviceDescription(root, info, configId) };
+    return {
+      generation: g,
+      root,
+      descriptionPath: `/igd${g}/desc.xml`,
+      descriptionXml: encodeDeviceDescription(root, info, configId),
+    };
   });
   const scpds = new Map<string, string>();
   const control = new Map<string, Endpoint>();

@@ -1,7 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { encodePropertySet, formatTimeoutHeader, parseCallbackHeader, parseTimeoutHeader } from '../../../protocols/upnp/index.js';
+import {
+  encodePropertySet,
+  formatTimeoutHeader,
+  parseCallbackHeader,
+  parseTimeoutHeader,
+} from '../../../protocols/upnp/index.js';
 import { unmapIPv4 } from '../../config/net.js';
 import type { Metrics } from '../../metrics.js';
 import { createPerClientCounter, type LogGate } from '../rate-limit.js';
@@ -72,32 +77,54 @@ export function createGena(opts: GenaOptions) {
   };
   let closed = false;
 
-  const grant = (asked: number | 'infinite' | null) => (asked === null || asked === 'infinite' ? defaultTimeout : Math.min(defaultTimeout, Math.max(minTimeout, asked)));
+  const grant = (asked: number | 'infinite' | null) =>
+    asked === null || asked === 'infinite' ? defaultTimeout : Math.min(defaultTimeout, Math.max(minTimeout, asked));
 
   function sweep() {
     const now = opts.now();
-    for (const [sid, s] of subs) if (s.expiresAt <= now) { subs.delete(sid); metrics.gena.inc({ kind: 'expired' }); }
+    for (const [sid, s] of subs)
+      if (s.expiresAt <= now) {
+        subs.delete(sid);
+        metrics.gena.inc({ kind: 'expired' });
+      }
   }
 
-  function subscribe(path: string, subscriberAddr: string, callbackHeader: string | undefined, timeoutHeader: string | undefined): SubscribeResult {
+  function subscribe(
+    path: string,
+    subscriberAddr: string,
+    callbackHeader: string | undefined,
+    timeoutHeader: string | undefined,
+  ): SubscribeResult {
     sweep();
     const subscriber = unmapIPv4(subscriberAddr);
     const callbacks = parseCallbackHeader(callbackHeader);
     if (!callbacks) {
       metrics.badInput.inc({ frontend: 'upnp', kind: 'gena_callback' });
-      refusedLog(`gena-cb:${subscriber}`, { client: subscriber, callback: (callbackHeader ?? '').slice(0, 200) }, 'gena refused a missing or malformed CALLBACK');
+      refusedLog(
+        `gena-cb:${subscriber}`,
+        { client: subscriber, callback: (callbackHeader ?? '').slice(0, 200) },
+        'gena refused a missing or malformed CALLBACK',
+      );
       return { ok: false, status: 412, reason: 'missing or malformed CALLBACK' };
     }
     for (const u of callbacks) {
       const host = u.hostname.replace(/^\[|\]$/g, '');
       if (unmapIPv4(host) !== subscriber) {
-        refusedLog(`gena-cb:${subscriber}`, { client: subscriber, callback: u.href }, 'gena refused callback to another host (CallStranger)');
+        refusedLog(
+          `gena-cb:${subscriber}`,
+          { client: subscriber, callback: u.href },
+          'gena refused callback to another host (CallStranger)',
+        );
         metrics.badInput.inc({ frontend: 'upnp', kind: 'gena_callback' });
         return { ok: false, status: 412, reason: 'CALLBACK must point to the subscribing host' };
       }
     }
     if (subs.size >= opts.maxSubscriptions) {
-      refusedLog(`gena-max:${subscriber}`, { client: subscriber, max: opts.maxSubscriptions }, 'gena refused subscription: limit reached');
+      refusedLog(
+        `gena-max:${subscriber}`,
+        { client: subscriber, max: opts.maxSubscriptions },
+        'gena refused subscription: limit reached',
+      );
       metrics.gena.inc({ kind: 'refused' });
       return { ok: false, status: 503, reason: 'too many subscriptions' };
     }
@@ -105,22 +132,44 @@ export function createGena(opts: GenaOptions) {
     for (const s of subs.values()) if (s.subscriber === subscriber) mine++;
     if (mine >= maxPerSubscriber) {
       // one host cannot take every slot from the others
-      refusedLog(`gena-client:${subscriber}`, { client: subscriber, max: maxPerSubscriber }, 'gena refused subscription: client limit reached');
+      refusedLog(
+        `gena-client:${subscriber}`,
+        { client: subscriber, max: maxPerSubscriber },
+        'gena refused subscription: client limit reached',
+      );
       metrics.gena.inc({ kind: 'refused' });
       return { ok: false, status: 503, reason: 'too many subscriptions from this client' };
     }
     const timeout = grant(parseTimeoutHeader(timeoutHeader));
     const sid = `uuid:${randomUUID()}`;
-    subs.set(sid, { sid, path, subscriber, callbacks, expiresAt: opts.now() + timeout * 1000, seq: 0, inFlight: false, queued: false, initial: false, proven: false, pending: null });
+    subs.set(sid, {
+      sid,
+      path,
+      subscriber,
+      callbacks,
+      expiresAt: opts.now() + timeout * 1000,
+      seq: 0,
+      inFlight: false,
+      queued: false,
+      initial: false,
+      proven: false,
+      pending: null,
+    });
     metrics.gena.inc({ kind: 'subscribe' });
     log.info({ client: subscriber, path, sid, timeout }, 'gena subscribed');
     return { ok: true, sid, timeout };
   }
 
-  function renew(path: string, sid: string, subscriberAddr: string, timeoutHeader: string | undefined): SubscribeResult {
+  function renew(
+    path: string,
+    sid: string,
+    subscriberAddr: string,
+    timeoutHeader: string | undefined,
+  ): SubscribeResult {
     sweep();
     const s = subs.get(sid.trim());
-    if (!s || s.path !== path || s.subscriber !== unmapIPv4(subscriberAddr)) return { ok: false, status: 412, reason: 'unknown SID' };
+    if (!s || s.path !== path || s.subscriber !== unmapIPv4(subscriberAddr))
+      return { ok: false, status: 412, reason: 'unknown SID' };
     const timeout = grant(parseTimeoutHeader(timeoutHeader));
     s.expiresAt = opts.now() + timeout * 1000;
     metrics.gena.inc({ kind: 'renew' });
@@ -148,7 +197,10 @@ export function createGena(opts: GenaOptions) {
    * black holes, however many, leave it room; one that stops answering is dropped at its deadline.
    */
   const maxConcurrent = Math.max(1, opts.maxConcurrentNotifies ?? 32);
-  const maxUnproven = Math.max(1, Math.min(maxConcurrent - 1, opts.maxUnprovenNotifies ?? Math.floor(maxConcurrent / 2)));
+  const maxUnproven = Math.max(
+    1,
+    Math.min(maxConcurrent - 1, opts.maxUnprovenNotifies ?? Math.floor(maxConcurrent / 2)),
+  );
   const perHostMax = Math.max(1, opts.maxNotifiesPerSubscriber ?? 4);
   const perHost = createPerClientCounter(perHostMax);
   const queue: Subscription[] = [];
@@ -159,21 +211,43 @@ export function createGena(opts: GenaOptions) {
   function post(s: Subscription, url: URL, body: string, seq: number, budgetMs: number): Promise<boolean> {
     return new Promise((resolve) => {
       let settled = false;
-      const done = (ok: boolean) => { if (settled) return; settled = true; clearTimeout(deadline); active.delete(req); resolve(ok); };
-      const req = http.request({
-        agent: false, method: 'NOTIFY', host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port || 80, path: `${url.pathname}${url.search}`,
-        headers: {
-          HOST: url.host, 'CONTENT-TYPE': 'text/xml; charset="utf-8"', 'CONTENT-LENGTH': Buffer.byteLength(body),
-          NT: 'upnp:event', NTS: 'upnp:propchange', SID: s.sid, SEQ: String(seq), CONNECTION: 'close',
+      const done = (ok: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(deadline);
+        active.delete(req);
+        resolve(ok);
+      };
+      const req = http.request(
+        {
+          agent: false,
+          method: 'NOTIFY',
+          host: url.hostname.replace(/^\[|\]$/g, ''),
+          port: url.port || 80,
+          path: `${url.pathname}${url.search}`,
+          headers: {
+            HOST: url.host,
+            'CONTENT-TYPE': 'text/xml; charset="utf-8"',
+            'CONTENT-LENGTH': Buffer.byteLength(body),
+            NT: 'upnp:event',
+            NTS: 'upnp:propchange',
+            SID: s.sid,
+            SEQ: String(seq),
+            CONNECTION: 'close',
+          },
         },
-      }, (res) => {
-        res.resume();
-        // the status line is the answer: the body (if any) is not waited for
-        done((res.statusCode ?? 500) < 300);
-        req.destroy();
-      });
+        (res) => {
+          res.resume();
+          // the status line is the answer: the body (if any) is not waited for
+          done((res.statusCode ?? 500) < 300);
+          req.destroy();
+        },
+      );
       // connect and answer together, so neither a stalled connect nor a dribbling answer outlives it
-      const deadline = setTimeout(() => { req.destroy(new Error('timeout')); done(false); }, budgetMs);
+      const deadline = setTimeout(() => {
+        req.destroy(new Error('timeout'));
+        done(false);
+      }, budgetMs);
       active.add(req);
       req.on('error', () => done(false));
       req.end(body);
@@ -187,10 +261,17 @@ export function createGena(opts: GenaOptions) {
   }
 
   function pump() {
-    for (let i = 0; i < queue.length && inFlight < maxConcurrent;) {
+    for (let i = 0; i < queue.length && inFlight < maxConcurrent; ) {
       const s = queue[i]!;
-      if (!subs.has(s.sid) || closed) { queue.splice(i, 1); s.queued = false; continue; }
-      if (!eligible(s)) { i++; continue; }
+      if (!subs.has(s.sid) || closed) {
+        queue.splice(i, 1);
+        s.queued = false;
+        continue;
+      }
+      if (!eligible(s)) {
+        i++;
+        continue;
+      }
       queue.splice(i, 1);
       s.queued = false;
       void deliver(s);
@@ -214,7 +295,10 @@ export function createGena(opts: GenaOptions) {
     for (const url of s.callbacks) {
       const budget = notifyTimeoutMs - (performance.now() - started);
       if (closed || budget <= 0) break;
-      if (await post(s, url, body, seq, budget)) { delivered = true; break; }
+      if (await post(s, url, body, seq, budget)) {
+        delivered = true;
+        break;
+      }
     }
     s.inFlight = false;
     inFlight--;
@@ -228,7 +312,10 @@ export function createGena(opts: GenaOptions) {
     } else {
       s.proven = true;
       metrics.gena.inc({ kind: 'notify' });
-      if (s.pending && subs.has(s.sid) && !closed) { s.queued = true; queue.push(s); }
+      if (s.pending && subs.has(s.sid) && !closed) {
+        s.queued = true;
+        queue.push(s);
+      }
     }
     if (!closed) pump();
   }
@@ -266,6 +353,17 @@ export function createGena(opts: GenaOptions) {
     active.clear();
   }
 
-  return { subscribe, renew, unsubscribe, sendInitial, changed, close, count: () => { sweep(); return subs.size; } };
+  return {
+    subscribe,
+    renew,
+    unsubscribe,
+    sendInitial,
+    changed,
+    close,
+    count: () => {
+      sweep();
+      return subs.size;
+    },
+  };
 }
 export type Gena = ReturnType<typeof createGena>;

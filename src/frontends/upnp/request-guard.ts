@@ -24,7 +24,11 @@ export type GuardRefusal =
 function canonical(a: string): string | null {
   if (isIPv4(a)) return a;
   if (isIPv6(a)) {
-    try { return new URL(`http://[${a}]/`).hostname.slice(1, -1); } catch { return null; }
+    try {
+      return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+    } catch {
+      return null;
+    }
   }
   return null;
 }
@@ -39,7 +43,7 @@ function canonical(a: string): string | null {
 export function parseHostHeader(value: string): { address: string; port: number } | null {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3}))(?::(\d{1,5}))?$/.exec(value.trim());
   if (!m) return null;
-  const address = m[1] !== undefined ? (isIPv6(m[1]) ? canonical(m[1]) : null) : (isIPv4(m[2]!) ? m[2]! : null);
+  const address = m[1] !== undefined ? (isIPv6(m[1]) ? canonical(m[1]) : null) : isIPv4(m[2]!) ? m[2]! : null;
   if (address === null) return null;
   const port = m[3] === undefined ? 80 : Number(m[3]);
   if (port < 1 || port > 65535) return null;
@@ -51,14 +55,26 @@ export function parseHostHeader(value: string): { address: string; port: number 
  * address and port of the socket that accepted the connection. An HTTP/1.0 request may lack Host
  * (Node refuses an HTTP/1.1 one without it); a browser always sends one, so that is let through.
  */
-export function checkOrigin(headers: { host?: string | undefined; origin?: string | undefined }, local: { address: string; port: number }): GuardRefusal | null {
-  if (headers.origin !== undefined) return { status: 403, kind: 'origin', why: `Origin ${JSON.stringify(headers.origin.slice(0, 100))}: requests from web pages are refused` };
+export function checkOrigin(
+  headers: { host?: string | undefined; origin?: string | undefined },
+  local: { address: string; port: number },
+): GuardRefusal | null {
+  if (headers.origin !== undefined)
+    return {
+      status: 403,
+      kind: 'origin',
+      why: `Origin ${JSON.stringify(headers.origin.slice(0, 100))}: requests from web pages are refused`,
+    };
   if (headers.host === undefined) return null;
   const host = parseHostHeader(headers.host);
   // a dual-stack socket reports an IPv4 peer's local address as ::ffff:a.b.c.d; Host spells it a.b.c.d
   const ours = canonical(unmapIPv4(local.address));
   if (!host || ours === null || host.address !== ours || host.port !== local.port) {
-    return { status: 403, kind: 'foreign_host', why: `Host ${JSON.stringify(headers.host.slice(0, 100))} is not ${ours?.includes(':') ? `[${ours}]` : ours}:${local.port}` };
+    return {
+      status: 403,
+      kind: 'foreign_host',
+      why: `Host ${JSON.stringify(headers.host.slice(0, 100))} is not ${ours?.includes(':') ? `[${ours}]` : ours}:${local.port}`,
+    };
   }
   return null;
 }
@@ -68,12 +84,20 @@ export function checkOrigin(headers: { host?: string | undefined; origin?: strin
  * or application/xml with any parameters (UDA 1.1 §3.2.1; 415 otherwise). Every client seen sends
  * both: miniupnpc `text/xml`, nat-upnp and GUPnP `text/xml; charset="utf-8"`, nat-port-mapper `text/xml`.
  */
-export function checkSoapHeaders(headers: { soapaction?: string | string[] | undefined; 'content-type'?: string | undefined }): GuardRefusal | null {
+export function checkSoapHeaders(headers: {
+  soapaction?: string | string[] | undefined;
+  'content-type'?: string | undefined;
+}): GuardRefusal | null {
   const type = (headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'text/xml' && type !== 'application/xml') {
-    return { status: 415, kind: 'content_type', why: `Content-Type ${JSON.stringify((headers['content-type'] ?? '(none)').slice(0, 100))}: a SOAP request is text/xml` };
+    return {
+      status: 415,
+      kind: 'content_type',
+      why: `Content-Type ${JSON.stringify((headers['content-type'] ?? '(none)').slice(0, 100))}: a SOAP request is text/xml`,
+    };
   }
   const action = headers.soapaction;
-  if (typeof action !== 'string' || action.replace(/"/g, '').trim() === '') return { status: 400, kind: 'no_soapaction', why: 'no SOAPAction header' };
+  if (typeof action !== 'string' || action.replace(/"/g, '').trim() === '')
+    return { status: 400, kind: 'no_soapaction', why: 'no SOAPAction header' };
   return null;
 }

@@ -6,8 +6,15 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from 'pino';
 import type { SsdpTarget } from '../../../protocols/ssdp/index.js';
 import {
-  ServiceType, SoapDecodeError, UpnpErrorCode, decodeSoapRequest, defaultConnectionService, encodeSoapFault, encodeSoapResponse,
-  formatTimeoutHeader, SOAP_MAX_BODY_BYTES,
+  ServiceType,
+  SoapDecodeError,
+  UpnpErrorCode,
+  decodeSoapRequest,
+  defaultConnectionService,
+  encodeSoapFault,
+  encodeSoapResponse,
+  formatTimeoutHeader,
+  SOAP_MAX_BODY_BYTES,
 } from '../../../protocols/upnp/index.js';
 import type { Config } from '../../config/types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
@@ -54,8 +61,12 @@ export interface UpnpServerOptions {
     readonly random?: () => number;
   };
   readonly gena?: {
-    readonly notifyTimeoutMs?: number; readonly coalesceMs?: number; readonly defaultTimeout?: number;
-    readonly maxConcurrentNotifies?: number; readonly maxUnprovenNotifies?: number; readonly maxNotifiesPerSubscriber?: number;
+    readonly notifyTimeoutMs?: number;
+    readonly coalesceMs?: number;
+    readonly defaultTimeout?: number;
+    readonly maxConcurrentNotifies?: number;
+    readonly maxUnprovenNotifies?: number;
+    readonly maxNotifiesPerSubscriber?: number;
     /**
      * least time between two mapping-change events (default 1000 ms): each one counts the visible
      * leases in the table, ≈ 17 ms at 100,000 leases, so under churn they must not follow every tick
@@ -71,7 +82,11 @@ export interface UpnpServerOptions {
    * headers timeouts (its default, 30 s, let a slowloris connection live 30 s with a 5 s limit).
    */
   readonly timeouts?: {
-    readonly request?: number; readonly headers?: number; readonly keepAlive?: number; readonly idle?: number; readonly check?: number;
+    readonly request?: number;
+    readonly headers?: number;
+    readonly keepAlive?: number;
+    readonly idle?: number;
+    readonly check?: number;
   };
   /** per-client limits, so one LAN host cannot starve the others (0 = no limit) */
   readonly limits?: UpnpLimits;
@@ -129,9 +144,18 @@ function parseListen(a: string): LanInterface {
 
 async function readWanStats(iface: string): Promise<WanStats> {
   const read = async (n: string) => {
-    try { return Number((await readFile(`/sys/class/net/${iface}/statistics/${n}`, 'utf8')).trim()) || 0; } catch { return 0; }
+    try {
+      return Number((await readFile(`/sys/class/net/${iface}/statistics/${n}`, 'utf8')).trim()) || 0;
+    } catch {
+      return 0;
+    }
   };
-  const [bytesSent, bytesReceived, packetsSent, packetsReceived] = await Promise.all([read('tx_bytes'), read('rx_bytes'), read('tx_packets'), read('rx_packets')]);
+  const [bytesSent, bytesReceived, packetsSent, packetsReceived] = await Promise.all([
+    read('tx_bytes'),
+    read('rx_bytes'),
+    read('tx_packets'),
+    read('rx_packets'),
+  ]);
   return { bytesSent, bytesReceived, packetsSent, packetsReceived };
 }
 
@@ -146,7 +170,9 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const realNow = opts.limits?.now ?? (() => performance.now());
   const gate = createLogGate({ intervalMs: opts.logIntervalMs ?? 60_000, now: realNow });
   const requestLimiter = createRateLimiter({
-    rate: opts.limits?.requestsPerSecond ?? 50, burst: opts.limits?.requestBurst ?? 200, now: realNow,
+    rate: opts.limits?.requestsPerSecond ?? 50,
+    burst: opts.limits?.requestBurst ?? 200,
+    now: realNow,
   });
   const connections = createPerClientCounter(opts.limits?.connectionsPerClient ?? 16);
   /** one line per client and kind of refusal per interval: a flood cannot flood the log */
@@ -160,17 +186,33 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
   const descriptionInfo = {
-    friendlyName: config.upnp.friendlyName, manufacturer: config.upnp.manufacturer, modelName: config.upnp.modelName,
-    modelDescription: 'portd Internet Gateway Device', modelNumber: '0.1', manufacturerURL: 'https://github.com/', modelURL: 'https://github.com/',
-    serialNumber: opts.uuids.v2.igd.slice(0, 8), presentationURL: opts.presentationUrl,
+    friendlyName: config.upnp.friendlyName,
+    manufacturer: config.upnp.manufacturer,
+    modelName: config.upnp.modelName,
+    modelDescription: 'portd Internet Gateway Device',
+    modelNumber: '0.1',
+    manufacturerURL: 'https://github.com/',
+    modelURL: 'https://github.com/',
+    serialNumber: opts.uuids.v2.igd.slice(0, 8),
+    presentationURL: opts.presentationUrl,
   };
   // CONFIGID.UPNP.ORG changes exactly when the descriptions do (UDA 2.0 §1.1.2: control points may cache
   // them by it): a 24-bit digest of what goes into them, this build's product string included
-  const configId = opts.configId ?? createHash('sha256').update(JSON.stringify([descriptionInfo, opts.uuids, SERVER_PRODUCT])).digest().readUIntBE(0, 3);
+  const configId =
+    opts.configId ??
+    createHash('sha256')
+      .update(JSON.stringify([descriptionInfo, opts.uuids, SERVER_PRODUCT]))
+      .digest()
+      .readUIntBE(0, 3);
   const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId);
 
   const actions = createActionHandler({
-    config, leases, log, now, startedAt, connectionStatus,
+    config,
+    leases,
+    log,
+    now,
+    startedAt,
+    connectionStatus,
     wanStats: opts.wanStats ?? (() => readWanStats(config.interfaces.wan)),
     linkBitRates: opts.linkBitRates ?? { up: 1_000_000_000, down: 1_000_000_000 },
   });
@@ -182,22 +224,33 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     switch (ep.service.type) {
       case ServiceType.WAN_IP_CONNECTION: {
         const vars: [string, string | number][] = [
-          ['PossibleConnectionTypes', 'IP_Routed'], ['ConnectionStatus', connectionStatus()],
-          ['ExternalIPAddress', leases.externalAddress()], ['PortMappingNumberOfEntries', actions.numberOfEntries()],
+          ['PossibleConnectionTypes', 'IP_Routed'],
+          ['ConnectionStatus', connectionStatus()],
+          ['ExternalIPAddress', leases.externalAddress()],
+          ['PortMappingNumberOfEntries', actions.numberOfEntries()],
         ];
         if (ep.service.version >= 2) vars.push(['SystemUpdateID', systemUpdateId]);
         return vars;
       }
-      case ServiceType.WAN_COMMON_INTERFACE_CONFIG: return [['PhysicalLinkStatus', connectionStatus() === 'Connected' ? 'Up' : 'Down']];
-      case ServiceType.LAYER3_FORWARDING: return [['DefaultConnectionService', defaultConnectionService(ep.root)]];
+      case ServiceType.WAN_COMMON_INTERFACE_CONFIG:
+        return [['PhysicalLinkStatus', connectionStatus() === 'Connected' ? 'Up' : 'Down']];
+      case ServiceType.LAYER3_FORWARDING:
+        return [['DefaultConnectionService', defaultConnectionService(ep.root)]];
     }
   }
 
   const gena = createGena({
-    log, metrics, now, maxSubscriptions: config.upnp.maxSubscriptions, stateOf, gate,
+    log,
+    metrics,
+    now,
+    maxSubscriptions: config.upnp.maxSubscriptions,
+    stateOf,
+    gate,
     maxPerSubscriber: opts.limits?.subscriptionsPerClient ?? 16,
-    notifyTimeoutMs: opts.gena?.notifyTimeoutMs, defaultTimeout: opts.gena?.defaultTimeout,
-    maxConcurrentNotifies: opts.gena?.maxConcurrentNotifies, maxUnprovenNotifies: opts.gena?.maxUnprovenNotifies,
+    notifyTimeoutMs: opts.gena?.notifyTimeoutMs,
+    defaultTimeout: opts.gena?.defaultTimeout,
+    maxConcurrentNotifies: opts.gena?.maxConcurrentNotifies,
+    maxUnprovenNotifies: opts.gena?.maxUnprovenNotifies,
     maxNotifiesPerSubscriber: opts.gena?.maxNotifiesPerSubscriber,
   });
 
@@ -215,13 +268,27 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     last = cur;
     if (changed.length === 0) return;
     if (mappingsChanged) systemUpdateId = systemUpdateId >= 0xffffffff ? 1 : systemUpdateId + 1;
-    for (const [path, ep] of ipConnPaths) gena.changed(path, ep.service.version >= 2 && mappingsChanged ? [...changed, ['SystemUpdateID', systemUpdateId]] : changed);
+    for (const [path, ep] of ipConnPaths)
+      gena.changed(
+        path,
+        ep.service.version >= 2 && mappingsChanged ? [...changed, ['SystemUpdateID', systemUpdateId]] : changed,
+      );
   }
   function schedulePublish() {
     // nobody listening: nothing to compute (the count is read again when someone subscribes)
-    if (coalesceTimer || gena.count() === 0) { if (!coalesceTimer) last = { entries: -1, ext: '', status: '' }; return; }
-    const wait = Math.max(opts.gena?.coalesceMs ?? 50, lastMappingEvent + (opts.gena?.minIntervalMs ?? 1000) - realNow());
-    coalesceTimer = setTimeout(() => { coalesceTimer = null; lastMappingEvent = realNow(); publish(true); }, wait);
+    if (coalesceTimer || gena.count() === 0) {
+      if (!coalesceTimer) last = { entries: -1, ext: '', status: '' };
+      return;
+    }
+    const wait = Math.max(
+      opts.gena?.coalesceMs ?? 50,
+      lastMappingEvent + (opts.gena?.minIntervalMs ?? 1000) - realNow(),
+    );
+    coalesceTimer = setTimeout(() => {
+      coalesceTimer = null;
+      lastMappingEvent = realNow();
+      publish(true);
+    }, wait);
     coalesceTimer.unref();
   }
   let unsubscribeLeases: (() => void) | null = null;
@@ -233,10 +300,17 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   app.addHttpMethod('UNSUBSCRIBE');
   app.removeAllContentTypeParsers();
   // text/xml with any charset, application/xml, or no content type at all: the body is XML text
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: SOAP_MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: SOAP_MAX_BODY_BYTES }, (_req, body, done) =>
+    done(null, body),
+  );
 
   const xml = (reply: FastifyReply, status: number, body: string) =>
-    reply.code(status).header('content-type', 'text/xml; charset="utf-8"').header('server', serverHeader).header('ext', '').send(body);
+    reply
+      .code(status)
+      .header('content-type', 'text/xml; charset="utf-8"')
+      .header('server', serverHeader)
+      .header('ext', '')
+      .send(body);
 
   app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
     const client = normalizeAddress(req.socket.remoteAddress ?? '');
@@ -252,7 +326,12 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   app.setNotFoundHandler((req, reply) => {
     const client = normalizeAddress(req.socket.remoteAddress ?? '');
     metrics.badInput.inc({ frontend: 'upnp', kind: 'not_found' });
-    logOnce('info', `404:${client}`, { client, method: req.method, url: req.url.slice(0, 200) }, 'upnp request for an unknown path');
+    logOnce(
+      'info',
+      `404:${client}`,
+      { client, method: req.method, url: req.url.slice(0, 200) },
+      'upnp request for an unknown path',
+    );
     return reply.code(404).send();
   });
 
@@ -264,20 +343,33 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     const wait = requestLimiter.wait(client, MAX_RATE_WAIT_MS);
     if (wait !== 0) {
       metrics.rateLimited.inc({ frontend: 'upnp' });
-      logOnce('warn', `rate:${client}`, { client, rate: opts.limits?.requestsPerSecond ?? 50 }, 'upnp client over its request rate; slowed down');
+      logOnce(
+        'warn',
+        `rate:${client}`,
+        { client, rate: opts.limits?.requestsPerSecond ?? 50 },
+        'upnp client over its request rate; slowed down',
+      );
       // the connection stays open: making the client reconnect would cost us more than the 503
       if (wait < 0) return reply.code(503).header('retry-after', '1').send();
       await new Promise((r) => setTimeout(r, wait));
     }
     // Host and Origin on every request, descriptions included: a rebinding page reads nothing
-    const refused = checkOrigin({ host: req.headers.host, origin: req.headers.origin }, { address: req.socket.localAddress ?? '', port: req.socket.localPort ?? 0 });
+    const refused = checkOrigin(
+      { host: req.headers.host, origin: req.headers.origin },
+      { address: req.socket.localAddress ?? '', port: req.socket.localPort ?? 0 },
+    );
     if (refused) return guardRefuse(req, reply, refused);
   });
 
   function guardRefuse(req: FastifyRequest, reply: FastifyReply, r: GuardRefusal) {
     const client = normalizeAddress(req.socket.remoteAddress ?? '');
     metrics.badInput.inc({ frontend: 'upnp', kind: r.kind });
-    logOnce('warn', `guard:${r.kind}:${client}`, { client, method: req.method, url: req.url.slice(0, 200), status: r.status, why: r.why }, 'upnp refused a request a web page could have made');
+    logOnce(
+      'warn',
+      `guard:${r.kind}:${client}`,
+      { client, method: req.method, url: req.url.slice(0, 200), status: r.status, why: r.why },
+      'upnp refused a request a web page could have made',
+    );
     // the body (if any) is not read: close rather than drain it
     return reply.code(r.status).header('connection', 'close').send();
   }
@@ -298,7 +390,10 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     return reply.code(503).header('retry-after', '1').send();
   }
   async function soapGuard(req: FastifyRequest, reply: FastifyReply) {
-    const refused = checkSoapHeaders({ soapaction: req.headers['soapaction'], 'content-type': req.headers['content-type'] });
+    const refused = checkSoapHeaders({
+      soapaction: req.headers['soapaction'],
+      'content-type': req.headers['content-type'],
+    });
     if (refused) return guardRefuse(req, reply, refused);
     return globalSoapLimit(req, reply);
   }
@@ -317,7 +412,10 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     const soapAction = req.headers['soapaction'];
     let call;
     try {
-      call = decodeSoapRequest(typeof req.body === 'string' ? req.body : '', typeof soapAction === 'string' ? soapAction : null);
+      call = decodeSoapRequest(
+        typeof req.body === 'string' ? req.body : '',
+        typeof soapAction === 'string' ? soapAction : null,
+      );
     } catch (e) {
       if (!(e instanceof SoapDecodeError)) throw e;
       metrics.badInput.inc({ frontend: 'upnp', kind: e.kind });
@@ -326,22 +424,41 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     }
     // a client may speak any version up to ours: v1 SOAPActions reach the v2 control URL (QUIRKS.md)
     if (call.serviceType !== ep.service.type || call.version > ep.service.version || call.version < 1) {
-      logOnce('info', `svc:${client}`, { client, action: call.action, serviceUrn: call.serviceUrn, endpoint: req.url }, 'upnp action for another service');
+      logOnce(
+        'info',
+        `svc:${client}`,
+        { client, action: call.action, serviceUrn: call.serviceUrn, endpoint: req.url },
+        'upnp action for another service',
+      );
       return answer(500, encodeSoapFault(UpnpErrorCode.INVALID_ACTION), String(UpnpErrorCode.INVALID_ACTION));
     }
-    const res = await actions.handle({ endpoint: ep, version: call.version, action: call.action, args: call.args, client });
+    const res = await actions.handle({
+      endpoint: ep,
+      version: call.version,
+      action: call.action,
+      args: call.args,
+      client,
+    });
     if (!res.ok) {
-      logOnce('info', `refused:${client}:${res.code}`, { client, action: call.action, code: res.code, why: res.detail }, 'upnp action refused');
+      logOnce(
+        'info',
+        `refused:${client}:${res.code}`,
+        { client, action: call.action, code: res.code, why: res.detail },
+        'upnp action refused',
+      );
       return answer(500, encodeSoapFault(res.code), String(res.code));
     }
     log.debug({ client, action: call.action }, 'upnp action');
     return answer(200, encodeSoapResponse(call.serviceUrn, call.action, res.out), 'ok');
   }
-  for (const [path, ep] of devices.control) app.post(path, { onRequest: soapGuard }, (req, reply) => control(ep, req, reply));
+  for (const [path, ep] of devices.control)
+    app.post(path, { onRequest: soapGuard }, (req, reply) => control(ep, req, reply));
 
   for (const [path] of devices.events) {
     app.route({
-      method: ['SUBSCRIBE', 'UNSUBSCRIBE'], url: path, onRequest: globalSoapLimit,
+      method: ['SUBSCRIBE', 'UNSUBSCRIBE'],
+      url: path,
+      onRequest: globalSoapLimit,
       handler: (req, reply) => {
         const client = normalizeAddress(req.socket.remoteAddress ?? '');
         const h = req.headers;
@@ -353,7 +470,12 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         /** a refused (UN)SUBSCRIBE: counted, logged once per client and kind */
         const refuse = (status: number, kind: string, why: string) => {
           metrics.badInput.inc({ frontend: 'upnp', kind });
-          logOnce('info', `${kind}:${client}`, { client, method: req.method, path, status, why }, 'gena request refused');
+          logOnce(
+            'info',
+            `${kind}:${client}`,
+            { client, method: req.method, path, status, why },
+            'gena request refused',
+          );
           return reply.code(status).send();
         };
         if (req.method === 'UNSUBSCRIBE') {
@@ -365,14 +487,24 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
           if (nt || callback) return refuse(400, 'gena_headers', 'SID with NT or CALLBACK'); // UDA 1.1 §4.1.3
           const r = gena.renew(path, sid, client, timeout);
           if (!r.ok) return refuse(r.status, 'gena_sid', r.reason);
-          return reply.code(200).header('sid', r.sid).header('timeout', formatTimeoutHeader(r.timeout)).header('content-length', '0').send();
+          return reply
+            .code(200)
+            .header('sid', r.sid)
+            .header('timeout', formatTimeoutHeader(r.timeout))
+            .header('content-length', '0')
+            .send();
         }
         if (nt !== 'upnp:event') return refuse(412, 'gena_headers', `NT ${JSON.stringify(nt ?? null)}`); // UDA 1.1 §4.1.2
         const r = gena.subscribe(path, client, callback, timeout);
         if (!r.ok) return reply.code(r.status).send();
         // the initial event goes out only after the client has the SID (UDA 1.1 §4.2.1)
         reply.raw.once('finish', () => gena.sendInitial(r.sid));
-        return reply.code(200).header('sid', r.sid).header('timeout', formatTimeoutHeader(r.timeout)).header('content-length', '0').send();
+        return reply
+          .code(200)
+          .header('sid', r.sid)
+          .header('timeout', formatTimeoutHeader(r.timeout))
+          .header('content-length', '0')
+          .send();
       },
     });
   }
@@ -393,7 +525,10 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   async function listen() {
     await app.ready();
     for (const iface of interfaces) {
-      const server = http.createServer({ maxHeaderSize: 8192, connectionsCheckingInterval: timeouts.check }, (req, res) => app.routing(req, res));
+      const server = http.createServer(
+        { maxHeaderSize: 8192, connectionsCheckingInterval: timeouts.check },
+        (req, res) => app.routing(req, res),
+      );
       server.requestTimeout = timeouts.request;
       server.headersTimeout = timeouts.headers;
       server.keepAliveTimeout = timeouts.keepAlive;
@@ -410,38 +545,77 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         }
         if (!connections.take(peer)) {
           metrics.rateLimited.inc({ frontend: 'upnp' });
-          logOnce('warn', `conns:${peer}`, { peer, max: opts.limits?.connectionsPerClient ?? 16 }, 'upnp client holds too many connections; new one closed');
+          logOnce(
+            'warn',
+            `conns:${peer}`,
+            { peer, max: opts.limits?.connectionsPerClient ?? 16 },
+            'upnp client holds too many connections; new one closed',
+          );
           sock.destroy();
           return;
         }
         sockets.add(sock);
-        sock.once('close', () => { sockets.delete(sock); connections.give(peer); });
+        sock.once('close', () => {
+          sockets.delete(sock);
+          connections.give(peer);
+        });
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host: iface.address, port: opts.listen.httpPort }, () => { server.off('error', reject); resolve(); });
+        server.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
       servers.push({ iface, server });
     }
     publish(false);
-    unsubscribeLeases = leases.on((e) => { if (e.type !== 'refused') schedulePublish(); });
+    unsubscribeLeases = leases.on((e) => {
+      if (e.type !== 'refused') schedulePublish();
+    });
     if (opts.ssdp?.enabled ?? config.upnp.ssdp) {
       const ssdpLimit = opts.limits?.ssdpSearchesPerSecond ?? config.limits.ssdpSearchesPerSecond;
       ssdp = createSsdp({
-        interfaces, port: opts.ssdp?.port, multicastAddress: opts.ssdp?.multicastAddress, joinMulticast: opts.ssdp?.joinMulticast,
-        notifyTarget: opts.ssdp?.notifyTarget, maxDelayMs: opts.ssdp?.maxDelayMs, random: opts.ssdp?.random,
-        targetsFor, isLanClient: opts.isLanClient, log: log.child({ component: 'ssdp' }), metrics, now, gate,
-        searchLimiter: createRateLimiter({ rate: opts.limits?.searchesPerSecond ?? 10, burst: 3 * (opts.limits?.searchesPerSecond ?? 10), now: realNow }),
-        globalSearchLimiter: { limiter: createRateLimiter({ rate: ssdpLimit, burst: 2 * ssdpLimit, now: realNow, maxClients: 1 }), rate: ssdpLimit },
-        maxAge: Math.max(1800, config.upnp.notifyInterval * 2), server: serverHeader, bootId, configId,
+        interfaces,
+        port: opts.ssdp?.port,
+        multicastAddress: opts.ssdp?.multicastAddress,
+        joinMulticast: opts.ssdp?.joinMulticast,
+        notifyTarget: opts.ssdp?.notifyTarget,
+        maxDelayMs: opts.ssdp?.maxDelayMs,
+        random: opts.ssdp?.random,
+        targetsFor,
+        isLanClient: opts.isLanClient,
+        log: log.child({ component: 'ssdp' }),
+        metrics,
+        now,
+        gate,
+        searchLimiter: createRateLimiter({
+          rate: opts.limits?.searchesPerSecond ?? 10,
+          burst: 3 * (opts.limits?.searchesPerSecond ?? 10),
+          now: realNow,
+        }),
+        globalSearchLimiter: {
+          limiter: createRateLimiter({ rate: ssdpLimit, burst: 2 * ssdpLimit, now: realNow, maxClients: 1 }),
+          rate: ssdpLimit,
+        },
+        maxAge: Math.max(1800, config.upnp.notifyInterval * 2),
+        server: serverHeader,
+        bootId,
+        configId,
       });
       await ssdp.start();
     }
-    log.info({ http: httpAddresses(), ssdp: ssdp?.addresses() ?? null, descriptions: descriptionUrls() }, 'upnp listening');
+    log.info(
+      { http: httpAddresses(), ssdp: ssdp?.addresses() ?? null, descriptions: descriptionUrls() },
+      'upnp listening',
+    );
   }
 
   function httpAddresses() {
-    return servers.map((s) => { const a = s.server.address() as AddressInfo; return { address: a.address, port: a.port }; });
+    return servers.map((s) => {
+      const a = s.server.address() as AddressInfo;
+      return { address: a.address, port: a.port };
+    });
   }
   function descriptionUrls() {
     return servers.map((s) => {
@@ -465,7 +639,12 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   }
 
   return {
-    listen, close, httpAddresses, ssdpAddresses: () => ssdp?.addresses() ?? [], descriptionUrls,
-    stateChanged: () => publish(false), app,
+    listen,
+    close,
+    httpAddresses,
+    ssdpAddresses: () => ssdp?.addresses() ?? [],
+    descriptionUrls,
+    stateChanged: () => publish(false),
+    app,
   };
 }

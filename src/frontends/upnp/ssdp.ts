@@ -1,7 +1,15 @@
 import dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import {
-  Nts, SSDP_MULTICAST_ADDRESS, SSDP_PORT, SsdpDecodeError, decodeSearch, encodeNotify, encodeSearchResponse, httpDate, matchSearch,
+  Nts,
+  SSDP_MULTICAST_ADDRESS,
+  SSDP_PORT,
+  SsdpDecodeError,
+  decodeSearch,
+  encodeNotify,
+  encodeSearchResponse,
+  httpDate,
+  matchSearch,
   type SsdpTarget,
 } from '../../../protocols/ssdp/index.js';
 import { inPrefix, normalizeAddress } from '../../policy/ip.js';
@@ -50,7 +58,10 @@ export interface SsdpOptions {
   readonly gate?: LogGate;
 }
 
-interface Bound { readonly iface: LanInterface | null; readonly socket: dgram.Socket }
+interface Bound {
+  readonly iface: LanInterface | null;
+  readonly socket: dgram.Socket;
+}
 
 /**
  * SSDP on the LAN interfaces (UDA 1.1 §1): one socket per LAN address (unicast searches, our
@@ -67,7 +78,10 @@ export function createSsdp(opts: SsdpOptions) {
   const maxPending = opts.maxPending ?? 512;
   const perSource = createPerClientCounter(opts.maxPendingPerSource ?? Math.max(1, Math.floor(maxPending / 8)));
   const logOnce = (key: string, fields: Record<string, unknown>, msg: string) => {
-    if (!opts.gate) { log.debug(fields, msg); return; }
+    if (!opts.gate) {
+      log.debug(fields, msg);
+      return;
+    }
     const n = opts.gate.pass(key);
     if (n !== null) log.info({ ...fields, suppressed: n }, msg);
   };
@@ -79,7 +93,8 @@ export function createSsdp(opts: SsdpOptions) {
 
   function ifaceFor(src: string, via: LanInterface | null): LanInterface | null {
     let best: LanInterface | null = null;
-    for (const i of opts.interfaces) if (inPrefix(src, i.address, i.prefix) && (!best || i.prefix > best.prefix)) best = i;
+    for (const i of opts.interfaces)
+      if (inPrefix(src, i.address, i.prefix) && (!best || i.prefix > best.prefix)) best = i;
     // a unicast search to one of our addresses: that address answers (loopback tests, /32 configs)
     return best ?? via;
   }
@@ -130,7 +145,10 @@ export function createSsdp(opts: SsdpOptions) {
     log.debug({ src: `${src}:${rinfo.port}`, st: search.st, answers: matches.length }, 'ssdp search');
     for (const m of matches) {
       // bounded overall and per source, so one host's searches cannot crowd out another's answers
-      if (pending >= maxPending || !perSource.take(src)) { metrics.rateLimited.inc({ frontend: 'ssdp' }); return; }
+      if (pending >= maxPending || !perSource.take(src)) {
+        metrics.rateLimited.inc({ frontend: 'ssdp' });
+        return;
+      }
       // UDA 1.1 §1.3.3: answer after a random delay within MX; no MX (unicast search) = at once
       const delay = search.mx === null ? 0 : Math.floor(random() * Math.min(search.mx * 1000, maxDelayMs));
       pending++;
@@ -142,8 +160,14 @@ export function createSsdp(opts: SsdpOptions) {
         let bytes: Uint8Array;
         try {
           bytes = encodeSearchResponse({
-            st: m.st, usn: m.target.usn, location: m.target.location, maxAge: opts.maxAge, date: httpDate(opts.now()),
-            server: opts.server, bootId: opts.bootId, configId: opts.configId,
+            st: m.st,
+            usn: m.target.usn,
+            location: m.target.location,
+            maxAge: opts.maxAge,
+            date: httpDate(opts.now()),
+            server: opts.server,
+            bootId: opts.bootId,
+            configId: opts.configId,
           });
         } catch (e) {
           log.warn({ src, err: (e as Error).message }, 'ssdp response not built');
@@ -164,14 +188,36 @@ export function createSsdp(opts: SsdpOptions) {
     for (const b of bound) {
       if (!b.iface) continue;
       for (const t of opts.targetsFor(b.iface)) {
-        const bytes = nts === Nts.ALIVE
-          ? encodeNotify({ nts, nt: t.nt, usn: t.usn, location: t.location, maxAge: opts.maxAge, server: opts.server, bootId: opts.bootId, configId: opts.configId, host: `${group}:${SSDP_PORT}` })
-          : encodeNotify({ nts, nt: t.nt, usn: t.usn, bootId: opts.bootId, configId: opts.configId, host: `${group}:${SSDP_PORT}` });
-        sends.push(new Promise((resolve) => b.socket.send(bytes, dst.port, dst.address, (err) => {
-          if (err) log.debug({ err: err.message }, 'ssdp notify not sent');
-          else metrics.ssdp.inc({ kind: 'notify' });
-          resolve();
-        })));
+        const bytes =
+          nts === Nts.ALIVE
+            ? encodeNotify({
+                nts,
+                nt: t.nt,
+                usn: t.usn,
+                location: t.location,
+                maxAge: opts.maxAge,
+                server: opts.server,
+                bootId: opts.bootId,
+                configId: opts.configId,
+                host: `${group}:${SSDP_PORT}`,
+              })
+            : encodeNotify({
+                nts,
+                nt: t.nt,
+                usn: t.usn,
+                bootId: opts.bootId,
+                configId: opts.configId,
+                host: `${group}:${SSDP_PORT}`,
+              });
+        sends.push(
+          new Promise((resolve) =>
+            b.socket.send(bytes, dst.port, dst.address, (err) => {
+              if (err) log.debug({ err: err.message }, 'ssdp notify not sent');
+              else metrics.ssdp.inc({ kind: 'notify' });
+              resolve();
+            }),
+          ),
+        );
       }
     }
     return Promise.all(sends).then(() => undefined);
@@ -185,7 +231,11 @@ export function createSsdp(opts: SsdpOptions) {
         socket.off('error', onError);
         // a larger receive queue absorbs a burst of searches, so fewer of other hosts' are lost before
         // the per-source limit sees them (the kernel caps it at net.core.rmem_max)
-        try { socket.setRecvBufferSize(1 << 20); } catch { /* keep the default */ }
+        try {
+          socket.setRecvBufferSize(1 << 20);
+        } catch {
+          /* keep the default */
+        }
         socket.on('error', (e) => log.warn({ err: e.message }, 'ssdp socket error'));
         resolve();
       });
@@ -214,23 +264,55 @@ export function createSsdp(opts: SsdpOptions) {
       bound.push({ iface: null, socket });
     }
     await sendAll(Nts.ALIVE);
-    notifyTimer = setInterval(() => { void sendAll(Nts.ALIVE); }, Math.max(1, opts.maxAge / 2) * 1000);
+    notifyTimer = setInterval(
+      () => {
+        void sendAll(Nts.ALIVE);
+      },
+      Math.max(1, opts.maxAge / 2) * 1000,
+    );
     notifyTimer.unref();
-    log.info({ interfaces: opts.interfaces.map((i) => `${i.address}/${i.prefix}`), port: addresses()[0]?.port ?? port, multicast: opts.joinMulticast !== false }, 'ssdp listening');
+    log.info(
+      {
+        interfaces: opts.interfaces.map((i) => `${i.address}/${i.prefix}`),
+        port: addresses()[0]?.port ?? port,
+        multicast: opts.joinMulticast !== false,
+      },
+      'ssdp listening',
+    );
   }
 
   function addresses(): { address: string; port: number }[] {
-    return bound.filter((b) => b.iface).map((b) => { const a = b.socket.address(); return { address: a.address, port: a.port }; });
+    return bound
+      .filter((b) => b.iface)
+      .map((b) => {
+        const a = b.socket.address();
+        return { address: a.address, port: a.port };
+      });
   }
 
   async function close() {
     if (closing) return;
     if (notifyTimer) clearInterval(notifyTimer);
-    try { await sendAll(Nts.BYEBYE); } catch { /* best effort */ }
+    try {
+      await sendAll(Nts.BYEBYE);
+    } catch {
+      /* best effort */
+    }
     closing = true;
     for (const t of timers) clearTimeout(t);
     timers.clear();
-    await Promise.all(bound.map((b) => new Promise<void>((r) => { try { b.socket.close(() => r()); } catch { r(); } })));
+    await Promise.all(
+      bound.map(
+        (b) =>
+          new Promise<void>((r) => {
+            try {
+              b.socket.close(() => r());
+            } catch {
+              r();
+            }
+          }),
+      ),
+    );
     bound.length = 0;
   }
 
