@@ -16,12 +16,15 @@ Usage:
   portd forward add PROTO EXT[-END] HOST[:PORT] [--description D] [--lifetime S]
   portd forward rm ID                  remove a static forward
   portd status [--json]                daemon status
+  portd doctor [--config FILE] [--json] check this gateway (forwarding, WAN address, firewall, tools,
+                                       capabilities, files, front-ends) and say what to fix
   portd --help | --version
 
 Admin commands talk to the admin API at admin.listen from --config (or --url URL), with the token from
 --token, PORTD_ADMIN_TOKEN or the configuration.
 
-Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error, 3 database locked by another portd.`;
+Exit codes: 0 ok, 1 runtime error (doctor: a check failed), 2 usage or configuration error, 3 database locked by
+another portd.`;
 
 export const EXIT = { OK: 0, RUNTIME: 1, USAGE: 2, LOCKED: 3 } as const;
 
@@ -130,6 +133,22 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(describeConfig(config));
         process.stderr.write(`portd: ${values.config ?? DEFAULT_CONFIG_PATH} is valid\n`);
         return EXIT.OK;
+      }
+      case 'doctor': {
+        const { values } = parseArgs({
+          args: rest,
+          options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } },
+          strict: true,
+        });
+        const config = readConfigFile(values.config);
+        const { runDoctor } = await import('./doctor/index.js');
+        return await runDoctor({
+          configPath: values.config ?? DEFAULT_CONFIG_PATH,
+          config,
+          json: values.json ?? false,
+          env: process.env,
+          out: process.stdout,
+        });
       }
       case 'leases':
       case 'revoke':
