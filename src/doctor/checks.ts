@@ -617,11 +617,8 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
   const wanAddrs = new Set('addresses' in f.wan ? f.wan.addresses : []);
   if (c.externalAddress !== 'auto') wanAddrs.add(c.externalAddress);
   const rs = parsedRuleset(f);
-  const lanIsWan = c.interfaces.lan.includes(wan) && !c.listenAddresses;
   return frontendBindings(f).map((b) => {
-    const exposed = b.addresses.filter(
-      (a) => WILDCARDS.has(a) || wanAddrs.has(a) || (lanIsWan && b.key === 'interfaces.lan'),
-    );
+    const exposed = b.addresses.filter((a) => WILDCARDS.has(a) || wanAddrs.has(a));
     const where = `${b.protocol} ${b.addresses.map((a) => (a.includes(':') ? `[${a}]` : a)).join(', ') || '(no address)'} port ${b.port}`;
     if (b.addresses.length === 0)
       return result(
@@ -649,13 +646,11 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
       }));
       dropped = verdicts.find((v) => v.verdict === 'drop' && v.unknown.length === 0) ?? null;
     }
-    const why = lanIsWan ? `interfaces.lan lists the WAN interface ${wan}` : `bound to ${exposed.join(', ')}`;
+    const why = `bound to ${exposed.join(', ')}`;
     const fix =
       b.key === 'admin.listen'
         ? `set admin.listen to 127.0.0.1:${b.port} (or a LAN address, e.g. ${f.lanAddresses[c.interfaces.lan[0] ?? '']?.[0] ?? '192.168.1.1'}:${b.port})`
-        : lanIsWan
-          ? `remove ${wan} from interfaces.lan`
-          : `set listenAddresses to the LAN addresses only${c.interfaces.lan.length > 0 ? ` (or null: the addresses of ${c.interfaces.lan.join(', ')})` : ''}`;
+        : `set listenAddresses to the LAN addresses only${c.interfaces.lan.length > 0 ? ` (or null: the addresses of ${c.interfaces.lan.join(', ')})` : ''}`;
     if (dropped)
       return result(
         b.id,
