@@ -16,8 +16,8 @@ Usage:
   portd forward add PROTO EXT[-END] HOST[:PORT] [--description D] [--lifetime S]
   portd forward rm ID                  remove a static forward
   portd status [--json]                daemon status
-  portd doctor [--config FILE] [--json] check this gateway (forwarding, WAN address, firewall, tools,
-                                       capabilities, files, front-ends) and say what to fix
+  portd doctor [--config F] [--json]   check this gateway and say what to fix (forwarding, WAN address,
+                                       firewall, nft/conntrack, capabilities, files, front-ends on the WAN)
   portd --help | --version
 
 Admin commands talk to the admin API at admin.listen from --config (or --url URL), with the token from

@@ -3,7 +3,7 @@
  * ruleset, the tools' versions, capabilities, the state files and a running portd. Nothing is changed:
  * `nft -c` only checks portd's table structure (under a scratch name), the database is only stat'ed.
  */
-import { accessSync, constants, lstatSync, readFileSync } from 'node:fs';
+import { accessSync, constants, lstatSync, readFileSync, type Stats } from 'node:fs';
 import { networkInterfaces, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { readCapabilities } from '../capabilities.js';
@@ -37,7 +37,7 @@ async function command(tool: string, args: readonly string[], timeoutMs: number,
 }
 
 export function pathFact(path: string): PathFact {
-  let st;
+  let st: Stats;
   try {
     st = lstatSync(path);
   } catch {
