@@ -170,7 +170,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   const nft = c.dataplane.nftPath;
   const [wanFact, rulesetRun, nftVersion, check, conntrackVersion, iptables, netlink, daemon] = await Promise.all([
     wan,
-    command(nft, ['-j', 'list', 'ruleset'], t),
+    command(nft, ['-j', '-t', 'list', 'ruleset'], t), // terse: no set elements (portd's maps may hold 100k)
     command(nft, ['--version'], t),
     nftCheck(c, t),
     command(c.dataplane.conntrackPath, ['--version'], t),
