@@ -6,8 +6,9 @@
  *     info, exit 0 — and the WAN host really reaches the forwarded LAN server;
  *   - bad: portd stopped and its table gone, forwarding off, a drop policy without the accept, front-ends
  *     on 0.0.0.0 with an input chain that accepts all, the WAN address in 100.64.77.0/24 (a CGN): each
- *     problem reported with its fix, exit 1 (text and --json). Then the fix doctor prints for the
- *     forward chain and for forwarding is run verbatim, and doctor says ok for both.
+ *     problem reported with its fix, exit 1 (text and --json). Then the printed sysctl is run and portd
+ *     started again: the WAN host's connection to the forward is dropped, as doctor still says; after the
+ *     printed `nft insert rule` it passes and doctor says ok.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -195,14 +196,25 @@ describe('portd doctor on a lab gateway, good and bad', { skip, timeout: 120_000
     assert.match(text.stdout, /^warn +wan-address +/m);
     assert.match(text.stdout, /: [1-9]\d* fail, /);
 
-    // the fixes as printed, run as the admin would
+    // the fixes as printed, run as the admin would; doctor's forward-chain verdict is what the kernel does
+    await lab.must(lab.gw, ['sh', '-c', /sysctl -w net\.ipv4\.ip_forward=1/.exec(fwd.fix ?? '')![0]]);
+    await lab.must(lab.gw, ['ip', 'addr', 'flush', 'dev', IF.wan]);
+    await lab.must(lab.gw, ['ip', 'addr', 'add', `${ADDR.gwWan}/24`, 'dev', IF.wan]);
+    await portd.start(); // the good configuration: front-ends on the LAN address, the static forward
+    const dropped = await wan.tcpProbe(ADDR.gwWan, 8443, { timeoutMs: 1500 });
+    assert.equal(dropped.ok, false, 'the drop policy without the accept stops the forward');
+    const { code: stillBad, report: before } = await report(portd.configPath);
+    assert.equal(stillBad, 1);
+    assert.equal(byId(before, 'forwarding').status, 'ok');
+    assert.equal(byId(before, 'firewall-forward').status, 'fail');
+
     const nftFix = /nft insert rule [^;—]+accept/.exec(chain.fix ?? '')?.[0];
     assert.ok(nftFix);
     await lab.must(lab.gw, ['sh', '-c', nftFix]);
-    await lab.must(lab.gw, ['sh', '-c', /sysctl -w net\.ipv4\.ip_forward=1/.exec(fwd.fix ?? '')![0]]);
-    const { report: after } = await report(badConfig);
-    assert.equal(byId(after, 'forwarding').status, 'ok');
-    assert.equal(byId(after, 'firewall-forward').status, 'ok');
-    assert.match(byId(after, 'firewall-forward').message, /ct mark & 0x100 == 0x100 accept/);
+    const passes = await wan.tcpProbe(ADDR.gwWan, 8443, { timeoutMs: 3000 });
+    assert.ok(passes.ok, `after the printed rule the forward passes: ${passes.error ?? ''}`);
+    const { report: fixed } = await report(portd.configPath);
+    assert.equal(byId(fixed, 'firewall-forward').status, 'ok');
+    assert.match(byId(fixed, 'firewall-forward').message, /ct mark & 0x100 == 0x100 accept/);
   });
 });
