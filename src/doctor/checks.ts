@@ -9,11 +9,13 @@ import { evaluateHook, parseRuleset, type ChainVerdict, type PacketModel, type R
 import type { CheckResult, CheckStatus, DoctorFacts, PathFact } from './types.js';
 import { classifyAddress } from './wan-address.js';
 
+/** one line each: a tool's multi-line stderr is folded into the line */
+const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
 const result = (id: string, status: CheckStatus, message: string, fix: string | null = null): CheckResult => ({
   id,
   status,
-  message,
-  fix,
+  message: oneLine(message),
+  fix: fix === null ? null : oneLine(fix),
 });
 
 const octal = (m: number) => (m & 0o777).toString(8).padStart(4, '0');
@@ -197,7 +199,7 @@ export function checkForwardChain(f: DoctorFacts): CheckResult {
     return result(
       id,
       'warn',
-      `cannot read the ruleset (nft -j list ruleset): ${rs}`,
+      `cannot read the ruleset (nft -j -t list ruleset): ${rs}`,
       'run portd doctor as root (or with CAP_NET_ADMIN)',
     );
   const table = f.config.dataplane.table;
@@ -406,7 +408,7 @@ function capsMessage(who: string, sets: CapabilitySets | null): { ok: boolean; m
   if (c.ok)
     return {
       ok: true,
-      message: `${who} ${sets!.euid === 0 ? 'runs as root' : `(uid ${sets!.euid}) has CAP_NET_ADMIN effective and ambient`}`,
+      message: `${who} ${sets!.euid === 0 ? 'runs as root' : `runs as uid ${sets!.euid} with CAP_NET_ADMIN effective and ambient`}`,
       hint: null,
     };
   return { ok: false, message: `${who}: ${c.message}`, hint: c.hint };

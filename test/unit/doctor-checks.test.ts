@@ -221,7 +221,14 @@ describe('portd doctor checks', () => {
         checkForwardChain(facts({ ruleset: ruleset('accept-all') })).message,
         /no forward chain besides portd's/,
       );
-      assert.equal(checkForwardChain(facts({ ruleset: { error: 'Operation not permitted' } })).status, 'warn');
+      const unreadable = checkForwardChain(
+        facts({
+          ruleset: { error: 'Operation not permitted (you must be root)\nnetlink: Error: cache initialization failed' },
+        }),
+      );
+      assert.equal(unreadable.status, 'warn');
+      assert.match(unreadable.message, /\(you must be root\) netlink: Error/); // one line
+      assert.match(unreadable.fix!, /run portd doctor as root/);
     });
   });
 
@@ -322,7 +329,7 @@ describe('portd doctor checks', () => {
       assert.equal(checkCapabilities(facts()).status, 'ok');
       assert.match(
         checkCapabilities(facts()).message,
-        /the running portd \(pid 4242\) \(uid 998\) has CAP_NET_ADMIN effective and ambient/,
+        /the running portd \(pid 4242\) runs as uid 998 with CAP_NET_ADMIN effective and ambient/,
       );
     });
   });
