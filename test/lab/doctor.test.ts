@@ -11,7 +11,7 @@
  *     printed `nft insert rule` it passes and doctor says ok.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -125,6 +125,8 @@ describe('portd doctor on a lab gateway, good and bad', { skip, timeout: 120_000
     assert.ok(probe.ok, `WAN -> 8443 should reach hostA: ${probe.error ?? ''}`);
 
     const { code, report: r } = await report(portd.configPath);
+    // nft -c checked the table under a scratch name: nothing of it is left in the kernel
+    assert.doesNotMatch(await lab.must(lab.gw, ['nft', 'list', 'tables']), /portd_doctor/);
     const bad = r.checks.filter((c) => c.status === 'warn' || c.status === 'fail');
     assert.deepEqual(bad, [], 'no warn or fail on the good gateway');
     assert.equal(code, 0);
@@ -162,7 +164,18 @@ describe('portd doctor on a lab gateway, good and bad', { skip, timeout: 120_000
     await lab.must(lab.gw, ['ip', 'addr', 'flush', 'dev', IF.wan]);
     await lab.must(lab.gw, ['ip', 'addr', 'add', `${CGN_WAN}/24`, 'dev', IF.wan]);
 
+    // doctor only looks at the database: with portd stopped, its files stay byte for byte and no file is added
+    const files = () =>
+      readdirSync(dir)
+        .filter((n) => n.startsWith('portd.sqlite'))
+        .map((n) => {
+          const st = statSync(join(dir, n));
+          return `${n} ${st.size} ${st.mtimeMs} ${(st.mode & 0o777).toString(8)}`;
+        })
+        .sort();
+    const beforeFiles = files();
     const { code, report: r } = await report(badConfig);
+    assert.deepEqual(files(), beforeFiles);
     assert.equal(code, 1, 'a failed check exits 1');
     assert.equal(r.ok, false);
 
