@@ -4,6 +4,7 @@
  */
 import { checkNetAdmin, type CapabilitySets } from '../capabilities.js';
 import { parseListen } from '../config/index.js';
+import { intToIpv4, ipv4ToInt } from '../config/net.js';
 import { PORTD_CT_MARK } from '../dataplane/nftables-script.js';
 import { evaluateHook, parseRuleset, type ChainVerdict, type PacketModel, type Ruleset } from './firewall.js';
 import type { CheckResult, CheckStatus, DoctorFacts, PathFact } from './types.js';
@@ -569,6 +570,8 @@ export interface FrontendBinding {
   readonly addresses: readonly string[];
   /** the configuration key that sets these addresses */
   readonly key: string;
+  /** the configuration key that sets the port */
+  readonly portKey: string;
 }
 
 /** where each enabled front-end listens, as portd would bind it from this configuration */
@@ -585,9 +588,18 @@ export function frontendBindings(f: DoctorFacts): FrontendBinding[] {
       port: c.upnp.httpPort,
       addresses: addrs,
       key: listenKey,
+      portKey: 'upnp.httpPort',
     });
     if (c.upnp.ssdp)
-      out.push({ id: 'frontend-ssdp', name: 'SSDP', protocol: 'udp', port: 1900, addresses: addrs, key: listenKey });
+      out.push({
+        id: 'frontend-ssdp',
+        name: 'SSDP',
+        protocol: 'udp',
+        port: 1900,
+        addresses: addrs,
+        key: listenKey,
+        portKey: 'upnp.ssdp',
+      });
   }
   if (c.pcp.enabled || c.natpmp.enabled)
     out.push({
@@ -597,6 +609,7 @@ export function frontendBindings(f: DoctorFacts): FrontendBinding[] {
       port: c.pcp.port,
       addresses: addrs,
       key: listenKey,
+      portKey: 'pcp.port',
     });
   const admin = parseListen(c.admin.listen); // validated at load
   if (admin)
@@ -607,6 +620,7 @@ export function frontendBindings(f: DoctorFacts): FrontendBinding[] {
       port: admin.port,
       addresses: [admin.host],
       key: 'admin.listen',
+      portKey: 'admin.listen',
     });
   return out;
 }
@@ -629,6 +643,23 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
         `${b.name}: no LAN address to listen on (${c.interfaces.lan.join(', ')} have no IPv4 address)`,
         'set interfaces.lan to the LAN bridge, or listenAddresses',
       );
+    // portd not running: a socket that holds the port keeps it from starting (SSDP shares its port on purpose)
+    const live = (f.sockets ?? []).filter((s) => s.protocol === b.protocol && s.port === b.port && s.ipv4 !== null);
+    const ours = b.addresses.map((a) => (WILDCARDS.has(a) ? 0 : ipv4ToInt(a)));
+    const holder = live.find((s) => s.ipv4 === 0 || ours.includes(0) || ours.includes(s.ipv4));
+    if (holder && !running(f) && b.id !== 'frontend-ssdp')
+      return result(
+        b.id,
+        'fail',
+        `${b.name}: another program already listens on ${b.protocol} ${intToIpv4(holder.ipv4!)} port ${b.port} (miniupnpd still running?): portd cannot bind it`,
+        `stop that program (ss -${b.protocol === 'tcp' ? 't' : 'u'}lpn sport = :${b.port} names it), or change ${b.portKey}`,
+      );
+    // a socket bound to a wildcard or WAN address now (a running portd with another configuration, another program)
+    for (const s of live) {
+      const a = intToIpv4(s.ipv4!);
+      if ((s.ipv4 === 0 || wanAddrs.has(a)) && !exposed.includes(a) && !(s.ipv4 === 0 && exposed.includes('0.0.0.0')))
+        exposed.push(`${a} (a socket there now)`);
+    }
     if (exposed.length === 0) {
       const loop = b.addresses.every((a) => a.startsWith('127.') || a === '::1');
       return result(b.id, 'ok', `${b.name} listens on ${where}: ${loop ? 'loopback only' : 'not on the WAN'}`);
@@ -671,6 +702,11 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
 
 // ---------- the daemon ----------
 
+/** a portd holds the database lock or answers on the admin API */
+function running(f: DoctorFacts): boolean {
+  return !!f.lock?.alive || !!f.daemon?.reachable;
+}
+
 export function checkDaemon(f: DoctorFacts): CheckResult {
   const id = 'daemon';
   const table = f.config.dataplane.table;
@@ -683,8 +719,7 @@ export function checkDaemon(f: DoctorFacts): CheckResult {
         ? `; table inet ${table} is present`
         : `; table inet ${table} is not there`;
   const d = f.daemon;
-  const running = f.lock?.alive || d?.reachable;
-  if (!running)
+  if (!running(f))
     return result(
       id,
       'info',

@@ -8,6 +8,7 @@ import { networkInterfaces, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { readCapabilities } from '../capabilities.js';
 import type { Config } from '../config/types.js';
+import type { LocalSocket } from '../dataplane/local-ports.js';
 import { run } from '../dataplane/nftables-runner.js';
 import type { CommandFact, DoctorFacts, PathFact } from './types.js';
 
@@ -158,6 +159,25 @@ async function iptablesFact(timeoutMs: number): Promise<DoctorFacts['iptables']>
   };
 }
 
+/** sockets accepting new traffic in this namespace (/proc/net is the reader's namespace) */
+async function socketsFact(): Promise<DoctorFacts['sockets']> {
+  const { parseProcNet } = await import('../dataplane/local-ports.js');
+  const out: LocalSocket[] = [];
+  let read = 0;
+  for (const [file, proto] of [
+    ['tcp', 'tcp'],
+    ['tcp6', 'tcp'],
+    ['udp', 'udp'],
+    ['udp6', 'udp'],
+  ] as const) {
+    const text = readTrim(`/proc/net/${file}`);
+    if (text === null) continue;
+    read++;
+    out.push(...parseProcNet(text, proto));
+  }
+  return read > 0 ? out : null;
+}
+
 export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   const t = o.timeoutMs ?? 10_000;
   const c = o.config;
@@ -168,16 +188,18 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     (e: Error) => ({ error: e.message.split('\n')[0] ?? e.message }),
   );
   const nft = c.dataplane.nftPath;
-  const [wanFact, rulesetRun, nftVersion, check, conntrackVersion, iptables, netlink, daemon] = await Promise.all([
-    wan,
-    command(nft, ['-j', '-t', 'list', 'ruleset'], t), // terse: no set elements (portd's maps may hold 100k)
-    command(nft, ['--version'], t),
-    nftCheck(c, t),
-    command(c.dataplane.conntrackPath, ['--version'], t),
-    iptablesFact(t),
-    netlinkFact(c),
-    daemonStatus(o, Math.min(t, 3000)),
-  ]);
+  const [wanFact, rulesetRun, nftVersion, check, conntrackVersion, iptables, netlink, daemon, sockets] =
+    await Promise.all([
+      wan,
+      command(nft, ['-j', '-t', 'list', 'ruleset'], t), // terse: no set elements (portd's maps may hold 100k)
+      command(nft, ['--version'], t),
+      nftCheck(c, t),
+      command(c.dataplane.conntrackPath, ['--version'], t),
+      iptablesFact(t),
+      netlinkFact(c),
+      daemonStatus(o, Math.min(t, 3000)),
+      socketsFact(),
+    ]);
   let ruleset: DoctorFacts['ruleset'];
   if (rulesetRun.error || rulesetRun.code !== 0)
     ruleset = { error: rulesetRun.error ?? (rulesetRun.stderr.trim() || `exit ${rulesetRun.code}`) };
@@ -227,6 +249,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     iptables,
     files,
     lock: dbPath === ':memory:' ? null : lockFact(dbPath),
+    sockets,
     daemon,
   };
 }

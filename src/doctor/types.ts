@@ -4,6 +4,7 @@
  */
 import type { CapabilitySets } from '../capabilities.js';
 import type { Config } from '../config/types.js';
+import type { LocalSocket } from '../dataplane/local-ports.js';
 
 /** ok: nothing to do; info: worth knowing, nothing wrong; warn: works, but should be fixed; fail: portd cannot work as configured */
 export type CheckStatus = 'ok' | 'info' | 'warn' | 'fail';
@@ -83,6 +84,8 @@ export interface DoctorFacts {
     readonly alive: boolean;
     readonly capabilities: CapabilitySets | null;
   } | null;
+  /** sockets accepting new traffic now (/proc/net/{tcp,udp}{,6}); null when unreadable */
+  readonly sockets: readonly LocalSocket[] | null;
   /** GET /api/v1/status of a running portd (admin.listen); null when not tried */
   readonly daemon:
     | { readonly reachable: false; readonly error: string }

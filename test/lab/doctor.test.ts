@@ -5,7 +5,8 @@
  *     portd running (nftables driver, front-ends on the LAN address, a static forward): every check ok or
  *     info, exit 0 — and the WAN host really reaches the forwarded LAN server;
  *   - bad: portd stopped and its table gone, forwarding off, a drop policy without the accept, front-ends
- *     on 0.0.0.0 with an input chain that accepts all, the WAN address in 100.64.77.0/24 (a CGN): each
+ *     on 0.0.0.0 with an input chain that accepts all, the WAN address in 100.64.77.0/24 (a CGN), another
+ *     program on the admin port: each
  *     problem reported with its fix, exit 1 (text and --json). Then the printed sysctl is run and portd
  *     started again: the WAN host's connection to the forward is dropped, as doctor still says; after the
  *     printed `nft insert rule` it passes and doctor says ok.
@@ -163,6 +164,9 @@ describe('portd doctor on a lab gateway, good and bad', { skip, timeout: 120_000
     await lab.must(lab.gw, ['sysctl', '-qw', 'net.ipv4.ip_forward=0']);
     await lab.must(lab.gw, ['ip', 'addr', 'flush', 'dev', IF.wan]);
     await lab.must(lab.gw, ['ip', 'addr', 'add', `${CGN_WAN}/24`, 'dev', IF.wan]);
+    // another program of the gateway holds the admin port (a web UI on 8080)
+    const squatter = await lab.agent(lab.gw, 'squatter');
+    assert.ok((await squatter.listen('tcp', 8080, '127.0.0.1')).ok);
 
     // doctor only looks at the database: with portd stopped, its files stay byte for byte and no file is added
     const files = () =>
@@ -199,7 +203,10 @@ describe('portd doctor on a lab gateway, good and bad', { skip, timeout: 120_000
       assert.match(c.message, /bound to 0\.0\.0\.0.*no input chain drops/);
       assert.match(c.fix ?? '', /set listenAddresses to the LAN addresses/);
     }
-    assert.equal(byId(r, 'frontend-admin').status, 'ok'); // 127.0.0.1 stays loopback
+    const admin = byId(r, 'frontend-admin');
+    assert.equal(admin.status, 'fail');
+    assert.match(admin.message, /another program already listens on tcp 127\.0\.0\.1 port 8080.*portd cannot bind it/);
+    assert.match(admin.fix ?? '', /ss -tlpn sport = :8080.*admin\.listen/);
     assert.equal(byId(r, 'daemon').status, 'info');
     assert.match(byId(r, 'daemon').message, /not running.*table inet portd is not there/);
 
@@ -213,6 +220,7 @@ describe('portd doctor on a lab gateway, good and bad', { skip, timeout: 120_000
     await lab.must(lab.gw, ['sh', '-c', /sysctl -w net\.ipv4\.ip_forward=1/.exec(fwd.fix ?? '')![0]]);
     await lab.must(lab.gw, ['ip', 'addr', 'flush', 'dev', IF.wan]);
     await lab.must(lab.gw, ['ip', 'addr', 'add', `${ADDR.gwWan}/24`, 'dev', IF.wan]);
+    squatter.stop();
     await portd.start(); // the good configuration: front-ends on the LAN address, the static forward
     const dropped = await wan.tcpProbe(ADDR.gwWan, 8443, { timeoutMs: 1500 });
     assert.equal(dropped.ok, false, 'the drop policy without the accept stops the forward');

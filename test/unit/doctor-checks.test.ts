@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { CapabilitySets } from '../../src/capabilities.js';
 import { validateConfig } from '../../src/config/index.js';
+import { ipv4ToInt } from '../../src/config/net.js';
 import {
   checkCapabilities,
   checkConntrackTable,
@@ -88,6 +89,14 @@ function facts(over: Partial<DoctorFacts> = {}, config: Record<string, unknown> 
       adminToken: file('/var/lib/portd/admin-token'),
     },
     lock: { pid: 4242, alive: true, capabilities: caps(998, NET_ADMIN, NET_ADMIN) },
+    // the running portd's own sockets on the LAN address
+    sockets: [
+      { protocol: 'tcp', port: 5000, ipv4: ipv4ToInt('192.168.77.1') },
+      { protocol: 'udp', port: 5351, ipv4: ipv4ToInt('192.168.77.1') },
+      { protocol: 'udp', port: 1900, ipv4: ipv4ToInt('192.168.77.1') },
+      { protocol: 'tcp', port: 8080, ipv4: ipv4ToInt('127.0.0.1') },
+      { protocol: 'tcp', port: 22, ipv4: 0 },
+    ],
     daemon: {
       reachable: true,
       httpStatus: 200,
@@ -429,6 +438,29 @@ describe('portd doctor checks', () => {
       const admin = cs.find((c) => c.id === 'frontend-admin')!;
       assert.equal(admin.status, 'fail');
       assert.match(admin.fix!, /set admin\.listen to 127\.0\.0\.1:8080/);
+    });
+  });
+
+  describe('front-end ports held by sockets now', () => {
+    const notRunning = { lock: null, daemon: { reachable: false as const, error: 'ECONNREFUSED' } };
+    test('portd stopped, another program on 0.0.0.0 udp 5351: fail, portd could not bind', () => {
+      const cs = checkFrontends(facts({ ...notRunning, sockets: [{ protocol: 'udp', port: 5351, ipv4: 0 }] }));
+      const pcp = cs.find((c) => c.id === 'frontend-pcp')!;
+      assert.equal(pcp.status, 'fail');
+      assert.match(pcp.message, /another program already listens on udp 0\.0\.0\.0 port 5351 .*portd cannot bind it/);
+      assert.match(pcp.fix!, /ss -ulpn sport = :5351.*pcp\.port/);
+      assert.equal(cs.find((c) => c.id === 'frontend-upnp')!.status, 'ok');
+    });
+    test('portd running, a socket on 0.0.0.0 for its port (another configuration): exposed', () => {
+      const cs = checkFrontends(
+        facts({ ruleset: ruleset('input-open'), sockets: [{ protocol: 'tcp', port: 5000, ipv4: 0 }] }),
+      );
+      const upnp = cs.find((c) => c.id === 'frontend-upnp')!;
+      assert.equal(upnp.status, 'fail');
+      assert.match(upnp.message, /bound to 0\.0\.0\.0 \(a socket there now\)/);
+    });
+    test("portd's own sockets on the LAN address: ok", () => {
+      for (const c of checkFrontends(facts())) assert.equal(c.status, 'ok', c.message);
     });
   });
 
