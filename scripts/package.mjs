@@ -166,14 +166,33 @@ if (args.has('--no-cache') || !existsSync(cached)) {
   say(`node-gyp: better-sqlite3 ${bsqVersion} for node ${process.version} ${arch} (takes a minute or two)`);
   const src = join(WORK, 'better-sqlite3');
   cpSync(bsq, src, { recursive: true, filter: (p) => relative(bsq, p) !== 'build' });
-  const gyp = createRequire(join(dirname(process.execPath), '../lib/node_modules/npm/package.json')).resolve(
-    'node-gyp/bin/node-gyp.js',
-  );
+  // npm's own node-gyp (NodeSource's nodejs bundles npm); else a node-gyp on PATH (Debian's node-gyp package)
+  const gyp = (() => {
+    try {
+      return [
+        createRequire(join(dirname(process.execPath), '../lib/node_modules/npm/package.json')).resolve(
+          'node-gyp/bin/node-gyp.js',
+        ),
+      ];
+    } catch {
+      return [];
+    }
+  })();
   const nodedir = existsSync('/usr/include/node/node.h') ? ['--nodedir=/usr'] : [];
-  run(process.execPath, [gyp, 'rebuild', '--release', '-j', '2', ...nodedir], {
-    cwd: src,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  // its output (compiler warnings of the SQLite amalgamation) only when it fails
+  const r = spawnSync(
+    gyp.length > 0 ? process.execPath : 'node-gyp',
+    [...gyp, 'rebuild', '--release', '--loglevel=warn', '-j', '2', ...nodedir],
+    {
+      cwd: src,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    },
+  );
+  if (r.status !== 0) {
+    process.stderr.write(`${r.stdout}${r.stderr}`.slice(-20_000));
+    die('node-gyp could not build better-sqlite3 (see above; it needs g++, make, python3 and the Node headers)');
+  }
   mkdirSync(CACHE, { recursive: true });
   copyFileSync(join(src, 'build/Release/better_sqlite3.node'), cached);
 } else say(`better-sqlite3: ${relative(REPO, cached)} (cached; --no-cache rebuilds)`);
