@@ -36,6 +36,11 @@ const CAPS = [
 ];
 const NO_CAPS = ['--inh-caps', '-all', '--ambient-caps', '-all', '--bounding-set', '-all'];
 
+/** a field of an installed package (dpkg-query's ${Field} format), '' when not installed */
+function dpkgQuery(field: string, pkg: string): string {
+  return spawnSync('dpkg-query', ['-W', `-f=\${${field}}`, pkg], { encoding: 'utf8' }).stdout;
+}
+
 /** why this suite cannot run here, or false; under CI=true a reason is a failure, never a skip */
 function why(): string | false {
   const lab = labSkip('package');
@@ -45,15 +50,12 @@ function why(): string | false {
   );
   let reason: string | false = missing.length > 0 && `missing ${missing.join(', ')} (npm test's pretest installs them)`;
   // the package installs over nothing of the admin's: no portd package, no portd user beforehand
-  if (
-    !reason &&
-    spawnSync('dpkg-query', ['-W', '-f=${Status}', 'portd'], { encoding: 'utf8' }).stdout.includes('ok installed')
-  )
+  if (!reason && dpkgQuery('Status', 'portd').includes('ok installed'))
     reason = 'a portd package is already installed on this machine (the test installs and purges its own)';
   if (!reason && spawnSync('getent', ['passwd', 'portd']).status === 0)
     reason = 'a user portd exists already (the test creates and removes it through the package)';
   if (!reason) {
-    const v = spawnSync('dpkg-query', ['-W', '-f=${Version}', 'nodejs'], { encoding: 'utf8' }).stdout;
+    const v = dpkgQuery('Version', 'nodejs');
     if (!v || spawnSync('dpkg', ['--compare-versions', v, 'ge', '20']).status !== 0)
       reason = `the nodejs package is ${v || 'not installed'}; the .deb needs nodejs >= 20 from dpkg (docs/install.md)`;
   }
@@ -345,7 +347,7 @@ describe('the Debian package, installed, unprivileged on nftables', { skip, time
     await portd.start();
     timings['start'] = Date.now() - t0;
     // it really is user portd with CAP_NET_ADMIN alone (bit 12: 0x1000), effective and ambient
-    const status = await exec(null, ['cat', `/proc/${portd.child!.pid}/status`]);
+    const status = await exec(null, ['cat', `/proc/${portd.child?.pid}/status`]);
     const uid = execFileSync('id', ['-u', 'portd'], { encoding: 'utf8' }).trim();
     assert.match(status.stdout, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s`, 'm'));
     assert.match(status.stdout, /^CapEff:\s+0000000000001000$/m);
@@ -378,14 +380,15 @@ describe('the Debian package, installed, unprivileged on nftables', { skip, time
     await through('first run');
 
     const leases = async () => {
-      const r = await portd!.api('/api/v1/leases');
+      const r = await (portd as InstalledPortd).api('/api/v1/leases');
       assert.equal(r.status, 200, JSON.stringify(r.body));
       return ((r.body as { leases: ApiLease[] }).leases ?? [])
         .map((l) => `${l.id} ${l.source} ${l.protocol} ${l.externalPort}->${l.internalAddress}:${l.internalPort}`)
         .sort();
     };
+    const gwLab = lab;
     const kernel = async () =>
-      (await kernelState(lab!))!.fwd.map((f) => `${f.protocol} ${f.externalPort}->${f.internal}`).sort();
+      ((await kernelState(gwLab))?.fwd ?? []).map((f) => `${f.protocol} ${f.externalPort}->${f.internal}`).sort();
     const before1 = await leases();
     assert.equal(before1.length, 3, before1.join('\n'));
     assert.ok(before1.some((l) => / upnp tcp 8001->192\.168\.77\.11:9001$/.test(l)));
