@@ -64,7 +64,7 @@ const epoch = (() => {
   return r.status === 0 && r.stdout.trim() ? Number(r.stdout.trim()) : Math.floor(Date.now() / 1000);
 })();
 
-for (const tool of ['dpkg-deb', 'g++', 'make', 'python3', 'strip']) {
+for (const tool of ['dpkg-deb', 'g++', 'make', 'python3', 'strip', 'objdump']) {
   if (spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status !== 0)
     die(`${tool} not found (apt-get install dpkg-dev g++ make python3 binutils)`);
 }
@@ -305,9 +305,10 @@ const depends = [
   'conntrack',
   'iproute2',
   'adduser',
-  // libc and libstdc++ for the two native addons
-  'libc6 (>= 2.34)',
-  'libstdc++6 (>= 12)',
+  // the two native addons link libc, libstdc++ and libgcc_s: libc at the newest symbol version they use
+  `libc6 (>= ${glibcNeeded(natives)})`,
+  'libstdc++6',
+  'libgcc-s1',
 ];
 put(
   'DEBIAN/control',
@@ -363,6 +364,20 @@ if (!args.has('--no-lint')) {
   }
 }
 process.stdout.write(`${deb}\n`);
+
+/** the newest GLIBC_x.y symbol version the native objects import (what dpkg-shlibdeps would find) */
+function glibcNeeded(files) {
+  let best = [2, 17];
+  for (const f of files) {
+    for (const m of run('objdump', ['-T', f])
+      .toString()
+      .matchAll(/\bGLIBC_(\d+)\.(\d+)\b/g)) {
+      const v = [Number(m[1]), Number(m[2])];
+      if (v[0] > best[0] || (v[0] === best[0] && v[1] > best[1])) best = v;
+    }
+  }
+  return best.join('.');
+}
 
 function maintainer() {
   return process.env.DEBFULLNAME && process.env.DEBEMAIL
