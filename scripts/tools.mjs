@@ -7,4 +7,9 @@ export const TOOLS = [
   { bin: 'natpmpc', pkg: 'natpmpc', for: 'integration' },
   { bin: 'gssdp-discover', pkg: 'gupnp-tools', for: 'integration' },
   { bin: 'chromium', pkg: 'chromium', for: 'browser' },
+  // npm run package (test/lab/package.test.ts): lintian checks the .deb; node-gyp compiles better-sqlite3
+  { bin: 'lintian', pkg: 'lintian', for: 'lab' },
+  { bin: 'g++', pkg: 'g++', for: 'lab' },
+  { bin: 'make', pkg: 'make', for: 'lab' },
+  { bin: 'strip', pkg: 'binutils', for: 'lab' },
 ];

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 
 /** pino: pretty lines on a terminal, JSON otherwise (journald, files, log shippers) */
@@ -5,7 +6,8 @@ export function createLogger(
   level: string,
   opts: { pretty?: boolean; destination?: NodeJS.WritableStream } = {},
 ): Logger {
-  const pretty = opts.pretty ?? (process.stdout.isTTY === true && !opts.destination);
+  // pino-pretty is a development dependency: an installed package has none and logs JSON on a terminal too
+  const pretty = (opts.pretty ?? (process.stdout.isTTY === true && !opts.destination)) && canResolve('pino-pretty');
   if (pretty) {
     return pino({
       level,
@@ -20,5 +22,13 @@ export function createLogger(
     { level, base: { pid: process.pid } },
     (opts.destination ?? pino.destination(1)) as pino.DestinationStream,
   );
+}
+function canResolve(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 export type { Logger };

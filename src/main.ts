@@ -1,6 +1,8 @@
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
+import { checkNetAdmin, readCapabilities } from './capabilities.js';
 import type { Config } from './config/types.js';
+import { ErrorCode, PortdError } from './errors.js';
 import { createMemoryDataplane } from './dataplane/memory.js';
 import type { Dataplane } from './dataplane/types.js';
 import { startAdmin } from './admin/index.js';
@@ -64,6 +66,10 @@ async function createDataplane(
   onRepaired: (why: string) => void,
 ): Promise<Dataplane> {
   if (config.dataplane.driver === 'memory') return createMemoryDataplane();
+  // first, before anything touches the kernel or the database: without CAP_NET_ADMIN (effective, and ambient
+  // for a non-root user, so nft and conntrack inherit it) nothing would work; say so and stop at once
+  const cap = checkNetAdmin(readCapabilities());
+  if (!cap.ok) throw new PortdError(ErrorCode.NO_CAP_NET_ADMIN, cap.message, cap.hint);
   const { preflight } = await import('./dataplane/preflight.js');
   const pre = await preflight({
     nftPath: config.dataplane.nftPath,
