@@ -70,7 +70,7 @@ export interface PortdOptions {
   readonly dataplane?: string;
 }
 
-export function portdConfig(lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): string {
+export function portdConfig(_lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): string {
   return (
     [
       `logLevel: ${o.logLevel ?? 'info'}`,
@@ -166,10 +166,7 @@ export async function startPortd(lab: BenchLab, o: PortdOptions): Promise<PortdP
     async kernelMappings() {
       const out = await lab.must(lab.gw, ['nft', '-j', 'list', 'table', 'inet', 'portd'], { timeoutMs: 60_000 });
       const j = JSON.parse(out) as { nftables: { map?: { name: string; elem?: unknown[] } }[] };
-      return j.nftables.reduce(
-        (a, x) => a + (x.map && x.map.name.startsWith('fwd4') ? (x.map.elem?.length ?? 0) : 0),
-        0,
-      );
+      return j.nftables.reduce((a, x) => a + (x.map?.name.startsWith('fwd4') ? (x.map.elem?.length ?? 0) : 0), 0);
     },
     async stop() {
       if (child.exitCode !== null || exited) return;
@@ -220,6 +217,7 @@ const NFT_REMOVEALL = '/etc/miniupnpd/nft_removeall.sh';
 export function ensureMiniupnpd(log: (s: string) => void): string {
   const installed = () => {
     try {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${field} format, not a template
       return execFileSync('dpkg-query', ['-W', '-f', '${Status} ${Version}', 'miniupnpd-nftables'], {
         encoding: 'utf8',
       });

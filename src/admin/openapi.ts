@@ -94,7 +94,9 @@ export function buildOpenApi(
         : {}),
       responses,
     };
-    (paths[path] ??= {})[r.method] = op;
+    const ops = paths[path] ?? {};
+    ops[r.method] = op;
+    paths[path] = ops;
   }
   return {
     openapi: '3.1.0',

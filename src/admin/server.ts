@@ -417,7 +417,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     if (bad) return badRequest(req, reply, bad.field, bad.message);
   });
 
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', async (_req, reply) => {
     metrics.requests.inc({ frontend: 'admin', result: String(reply.statusCode) });
     metrics.requestSeconds.observe({ frontend: 'admin' }, reply.elapsedTime / 1000);
   });

@@ -4,7 +4,7 @@
  * so the walk continues and every problem is reported in one go.
  */
 import { isIP } from 'node:net';
-import { Issues, joinPath, show } from './errors.js';
+import { type Issues, joinPath, show } from './errors.js';
 import { ConfigValueError } from './errors.js';
 
 export type Raw = Record<string, unknown>;

@@ -122,11 +122,11 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
     const m = section(merged['match'], mPath, ['protocol', 'ports'], issues);
     const protocol =
       m['protocol'] === undefined
-        ? (issues.add(joinPath(mPath, 'protocol'), 'is required: tcp, udp or both'), undefined)
+        ? issues.required(joinPath(mPath, 'protocol'), 'is required: tcp, udp or both')
         : protocolAt(m['protocol'], joinPath(mPath, 'protocol'), issues);
     const ports =
       m['ports'] === undefined
-        ? (issues.add(joinPath(mPath, 'ports'), 'is required: a port list like "6112,6120-6130"'), undefined)
+        ? issues.required(joinPath(mPath, 'ports'), 'is required: a port list like "6112,6120-6130"')
         : parseAt(joinPath(mPath, 'ports'), issues, () => parsePortRanges(m['ports']));
     if (protocol && ports) match = { protocol, ports };
   }
@@ -150,11 +150,11 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
       const e = section(entry, ep, ['protocol', 'ports'], issues);
       const protocol =
         e['protocol'] === undefined
-          ? (issues.add(joinPath(ep, 'protocol'), 'is required: tcp, udp or both'), undefined)
+          ? issues.required(joinPath(ep, 'protocol'), 'is required: tcp, udp or both')
           : protocolAt(e['protocol'], joinPath(ep, 'protocol'), issues);
       const ports =
         e['ports'] === undefined
-          ? (issues.add(joinPath(ep, 'ports'), 'is required: a port or range like "6113-6119"'), undefined)
+          ? issues.required(joinPath(ep, 'ports'), 'is required: a port or range like "6113-6119"')
           : parseAt(joinPath(ep, 'ports'), issues, () => parsePortRanges(e['ports']));
       if (!protocol || !ports) return;
       for (const proto of protosOf(protocol)) {

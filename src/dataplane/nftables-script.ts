@@ -674,7 +674,7 @@ export function parseTableJson(json: string, table: string): KernelTable | null 
     const s = (item['map'] ?? item['set']) as
       | { family: string; table: string; name: string; elem?: unknown[] }
       | undefined;
-    if (!s || s.family !== 'inet' || s.table !== table) continue;
+    if (s?.family !== 'inet' || s.table !== table) continue;
     for (const raw of s.elem ?? []) {
       let keyPart: unknown = raw;
       let data: string | null = null;

@@ -198,8 +198,7 @@ export function parseNftDuration(s: string): number | null {
   const re = /(\d+)(ms|d|h|m|s)/g;
   let total = 0;
   let seen = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(s)) !== null) {
+  for (const m of s.matchAll(re)) {
     seen += m[0].length;
     const n = Number(m[1]);
     total +=

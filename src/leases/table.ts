@@ -750,7 +750,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   ): JobOutcome<ReleaseResult> {
     const now = clock.now();
     const row = s.byId.get(id) as LeaseRow | undefined;
-    if (!row || row.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
+    if (row?.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
     if (row.read_only === 1 && !allowReadOnly)
       return {
         result: {
@@ -1515,7 +1515,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null {
       const id = ports.holderIn(protocol, externalPort, externalPort);
       const r = id === undefined ? undefined : (store.r.byId.get(id) as LeaseRow | undefined);
-      if (!r || r.state !== 'active') return null;
+      if (r?.state !== 'active') return null;
       if (remoteAddress !== undefined && (r.remote_address ?? null) !== (remoteAddress || null)) return null;
       return rowToLease(r);
     },

@@ -191,7 +191,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   }
   function onLeaseEvent(e: LeaseEvent): void {
     const l = e.lease;
-    if (!l || l.source !== 'trigger') return;
+    if (l?.source !== 'trigger') return;
     if (e.type === 'granted') hold(l);
     else if (e.type === 'released' || e.type === 'expired' || e.type === 'revoked' || e.type === 'replaced') {
       unhold(l);

@@ -234,6 +234,7 @@ test('control characters in free text are refused by the API, and what a LAN dev
     });
     assert.equal(revoke.status, 400);
     const out = formatLeases([held.lease], Date.now());
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for control characters
     assert.doesNotMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f\u202e]/, 'no control character reaches the terminal');
     assert.match(out, /game\\x1b\[2J\\u202eevil\\x0d\\x0afake line/);
     assert.equal(out.trimEnd().split('\n').length, 2, 'a header and one row: the description cannot add lines');

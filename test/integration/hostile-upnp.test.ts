@@ -289,6 +289,7 @@ test('a description with control characters (escape sequences via character refe
     assert.equal(res.status, 200);
     const [lease] = h.env.table.list({ owner: '127.0.0.1' }).leases;
     assert.ok(lease);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for control characters
     assert.doesNotMatch(lease.description, /[\u0000-\u001f\u007f-\u009f]/);
     assert.equal(lease.description, 'game ]0;owned  [2J  fake ');
   } finally {

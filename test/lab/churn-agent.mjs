@@ -294,7 +294,7 @@ async function pauseChurn() {
 }
 
 // ---------- PCP announcements and GENA notifications, collected for a while ----------
-function listenAnnounce(msg) {
+function listenAnnounce() {
   return new Promise((resolve) => {
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     const got = [];
@@ -387,7 +387,7 @@ const ops = {
   churn: async (m) => startChurn(m),
   pause: async () => pauseChurn(),
   drain: async () => ({ ok: true, events: events.splice(0) }),
-  listenAnnounce: async (m) => listenAnnounce(m),
+  listenAnnounce: async () => listenAnnounce(),
   announcements: async () => ({ ok: true, got: announceSock ? announceSock.got.splice(0) : [] }),
   genaListen: async (m) => genaListen(m),
   subscribe: async (m) => subscribe(m),

@@ -79,27 +79,25 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
     );
     assert.equal(nat.code, 0, nat.stderr);
     const cfg = join(dir, 'portd.yaml');
-    writeFileSync(
-      cfg,
-      (cfgText = [
-        'logLevel: debug',
-        `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-        'externalAddress: auto',
-        `stateDir: ${dir}`,
-        `database: { path: ${join(dir, 'portd.sqlite')} }`,
-        'dataplane: { driver: nftables, table: portd, reconcileInterval: 60, grace: 5 }',
-        'upnp: { enabled: false }',
-        'pcp: { enabled: false }',
-        'natpmp: { enabled: false }',
-        `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
-        'triggers:',
-        '  - name: labgame',
-        `    match: { protocol: udp, ports: "${TRIGGER_PORT}" }`,
-        `    open: [{ protocol: tcp, ports: "${OPEN[0]}-${OPEN[1]}" }, { protocol: udp, ports: "${OPEN[0]}-${OPEN[1]}" }]`,
-        `    idleTimeout: ${IDLE}`,
-        '',
-      ].join('\n')),
-    );
+    cfgText = [
+      'logLevel: debug',
+      `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
+      'externalAddress: auto',
+      `stateDir: ${dir}`,
+      `database: { path: ${join(dir, 'portd.sqlite')} }`,
+      'dataplane: { driver: nftables, table: portd, reconcileInterval: 60, grace: 5 }',
+      'upnp: { enabled: false }',
+      'pcp: { enabled: false }',
+      'natpmp: { enabled: false }',
+      `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
+      'triggers:',
+      '  - name: labgame',
+      `    match: { protocol: udp, ports: "${TRIGGER_PORT}" }`,
+      `    open: [{ protocol: tcp, ports: "${OPEN[0]}-${OPEN[1]}" }, { protocol: udp, ports: "${OPEN[0]}-${OPEN[1]}" }]`,
+      `    idleTimeout: ${IDLE}`,
+      '',
+    ].join('\n');
+    writeFileSync(cfg, cfgText);
     portd = spawn(
       'ip',
       ['netns', 'exec', lab.gw, process.execPath, join(ROOT, 'bin', 'portd.js'), 'start', '--config', cfg],
@@ -114,8 +112,7 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
       const t = setTimeout(() => reject(new Error(`portd did not start: ${err}`)), 30_000);
       portd!.stdout.on('data', (d: Buffer) => {
         buf += d.toString();
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) {
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
           const line = buf.slice(0, i);
           buf = buf.slice(i + 1);
           try {

@@ -186,6 +186,7 @@ export function createActionHandler(deps: ActionDeps) {
     // control characters would travel to the admin's terminal and logs: each becomes a space
     const description = (a.get('NewPortMappingDescription') ?? '')
       .slice(0, 256)
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing control characters is the point
       .replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
     // secure mode: a client may map ports only to itself; the lease table checks it too
     if (secure && internal !== call.client)
