@@ -36,10 +36,10 @@ async function discoverControl(lab: BenchLab, descUrl: string): Promise<{ url: s
     20_000,
     `UPnP description at ${descUrl}`,
   );
-  const m =
-    /<serviceType>(urn:schemas-upnp-org:service:WANIPConnection:\d)<\/serviceType>[\s\S]*?<controlURL>([^<]+)<\/controlURL>/.exec(
-      xml,
-    );
+  const m = new RegExp(
+    '<serviceType>(urn:schemas-upnp-org:service:WANIPConnection:\\d)</serviceType>[\\s\\S]*?' +
+      '<controlURL>([^<]+)</controlURL>',
+  ).exec(xml);
   if (!m) throw new Error(`no WANIPConnection control URL in ${descUrl}`);
   const base = new URL(descUrl);
   return { serviceType: m[1]!, url: new URL(m[2]!, base).href };
@@ -79,7 +79,8 @@ export function portdConfig(_lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions):
       'listenAddresses: null',
       `stateDir: ${o.dir}`,
       `database: { path: ${join(o.dir, 'portd.sqlite')}, synchronous: normal }`,
-      `dataplane: { driver: ${o.driver ?? 'nftables'}, table: portd, hairpin: true, reconcileInterval: 60, grace: 5${o.dataplane ? `, ${o.dataplane}` : ''} }`,
+      `dataplane: { driver: ${o.driver ?? 'nftables'}, table: portd, hairpin: true, reconcileInterval: 60, ` +
+        `grace: 5${o.dataplane ? `, ${o.dataplane}` : ''} }`,
       'policy:',
       '  secureMode: true',
       // miniupnpd has no per-client quota: lift portd's (default 128) so 10k mappings from 32 hosts fit

@@ -102,7 +102,9 @@ export interface SsdpTarget<L = string> {
 }
 
 export interface SearchMatch<L = string> {
-  /** the ST to answer with: the searched one (UDA 1.1 §1.3.3: "the same version as was contained in the search request") */
+  /**
+   * the ST to answer with: the searched one (UDA 1.1 §1.3.3: "the same version as was contained in the search request")
+   */
   readonly st: string;
   readonly target: SsdpTarget<L>;
 }

@@ -84,7 +84,8 @@ export function buildOpenApi(
       };
     }
     const op: Record<string, unknown> = {
-      operationId: `${r.method}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      operationId:
+        r.method + path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : '')),
       ...(s.summary ? { summary: s.summary } : {}),
       ...(s.description ? { description: s.description } : {}),
       ...(s.tags ? { tags: s.tags } : {}),

@@ -130,7 +130,9 @@ export function createRequestGuard(o: RequestGuardOptions) {
           ok: false,
           code: ErrorCode.ADMIN_FORBIDDEN_HOST,
           kind: 'host',
-          message: `${shown} does not name this server (${describe(e)}): a page reached through another name (DNS rebinding) is refused; add a name of your own to admin.allowedHosts`,
+          message:
+            `${shown} does not name this server (${describe(e)}): a page reached through another name (DNS ` +
+            'rebinding) is refused; add a name of your own to admin.allowedHosts',
         };
       }
       const originHeader = one(req.headers['origin']);
@@ -159,7 +161,9 @@ export function createRequestGuard(o: RequestGuardOptions) {
             ok: false,
             code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN,
             kind: 'origin',
-            message: `Origin ${JSON.stringify(originHeader.slice(0, 100))} is not this server's own (http://${describe(e).split(', ')[0]}): requests from other pages are refused`,
+            message:
+              `Origin ${JSON.stringify(originHeader.slice(0, 100))} is not this server's own ` +
+              `(http://${describe(e).split(', ')[0]}): requests from other pages are refused`,
           };
         }
       }
@@ -172,7 +176,9 @@ export function createRequestGuard(o: RequestGuardOptions) {
             ok: false,
             code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN,
             kind: 'fetch-site',
-            message: `Sec-Fetch-Site: ${site}: requests made by other sites' pages are refused (open the dashboard at its own address)`,
+            message:
+              `Sec-Fetch-Site: ${site}: requests made by other sites' pages are refused (open the dashboard at its ` +
+              'own address)',
           };
         }
       }

@@ -212,12 +212,14 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     throw new PortdError(
       ErrorCode.CONFIG_INVALID,
       `admin.listen ${config.admin.listen} is not loopback but no admin token is known`,
-      'set admin.token or admin.tokenFile, or PORTD_ADMIN_TOKEN; portd generates one in its state directory when none is set',
+      'set admin.token or admin.tokenFile, or PORTD_ADMIN_TOKEN; portd generates one in its state directory when ' +
+        'none is set',
     );
   }
   if (!token.value)
     log.warn(
-      'no admin token known: changes through the admin API are refused (startAdmin generates one in the state directory)',
+      'no admin token known: changes through the admin API are refused (startAdmin generates one in the state ' +
+        'directory)',
     );
 
   const app = Fastify({
@@ -245,7 +247,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         .type('application/json')
         .send({ code: ErrorCode.ADMIN_BAD_REQUEST, message: err.message, field: 'url' });
     },
-  }) as unknown as FastifyInstance; // a pino Logger instance narrows fastify's logger generic; the base type is all we use
+  }) as unknown as FastifyInstance; // a pino Logger narrows fastify's logger generic; the base type is all we use
   const routes = collectRoutes(app);
   const guard = createRequestGuard({
     listen: config.admin.listen,
@@ -382,9 +384,11 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       tried
         ? 'token not accepted or session expired'
         : proxied && !authRequired
-          ? `authentication required: this request came through a proxy (${proxied} header); send Authorization: Bearer <token> or log in`
+          ? `authentication required: this request came through a proxy (${proxied} header); send Authorization: ` +
+            'Bearer <token> or log in'
           : write && !authRequired
-            ? 'authentication required for changes: send Authorization: Bearer <token> (the admin-token file in the state directory; the CLI reads it given --config) or log in'
+            ? 'authentication required for changes: send Authorization: Bearer <token> (the admin-token file in ' +
+              'the state directory; the CLI reads it given --config) or log in'
             : 'authentication required: send Authorization: Bearer <token> or log in',
     );
   });
@@ -427,7 +431,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
           ?.trim() === 'https';
       reply.header(
         'set-cookie',
-        `${SESSION_COOKIE}=${sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${Math.floor(sessionTtlMs / 1000)}${secure ? '; Secure' : ''}`,
+        `${SESSION_COOKIE}=${sid}; Path=/; HttpOnly; SameSite=Strict; ` +
+          `Max-Age=${Math.floor(sessionTtlMs / 1000)}${secure ? '; Secure' : ''}`,
       );
       log.info({ ip: req.ip, caller: token.name }, 'admin: login');
       return { ok: true };
@@ -534,7 +539,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         return sendError(
           reply,
           ErrorCode.LEASE_READ_ONLY,
-          `lease ${id} comes from the configuration (${lease.source}${lease.rule ? ` rule ${lease.rule}` : ''}): change the config file instead`,
+          `lease ${id} comes from the configuration (${lease.source}${lease.rule ? ` rule ${lease.rule}` : ''}): ` +
+            'change the config file instead',
         );
       }
       if (lease.state !== 'active')
@@ -738,7 +744,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     {
       schema: {
         summary:
-          'Server-Sent Events: one event per lease change (granted, renewed, released, expired, revoked, replaced, refused)',
+          'Server-Sent Events: one event per lease change (granted, renewed, released, expired, revoked, ' +
+          'replaced, refused)',
         tags: ['leases'],
         produces: ['text/event-stream'],
         querystring: EventsQuery,
@@ -805,7 +812,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 
   const pageHeaders = {
     'content-security-policy':
-      "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+      "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src " +
+      "'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     'x-frame-options': 'DENY',
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer',

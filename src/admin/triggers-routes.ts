@@ -94,7 +94,8 @@ const RuleBody = Type.Object(
   {
     additionalProperties: true,
     description:
-      'a trigger rule as in the configuration file: name, preset, match { protocol, ports }, open [{ protocol, ports }], idleTimeout, maxLifetime, hosts, enabled',
+      'a trigger rule as in the configuration file: name, preset, match { protocol, ports }, open [{ protocol, ' +
+      'ports }], idleTimeout, maxLifetime, hosts, enabled',
   },
 );
 const FireBody = Type.Object(

@@ -54,7 +54,9 @@ export function readStaticForward(
     if (reserved.length > 0) {
       issues.add(
         ep,
-        `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ${reserved.length > 1 ? 'them' : 'it'})`,
+        `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} ` +
+          `(policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ` +
+          `${reserved.length > 1 ? 'them' : 'it'})`,
       );
     }
   }

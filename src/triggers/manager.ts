@@ -402,7 +402,9 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       statsDirty = true;
       if (refusal.reason === 'conflict') {
         const h = refusal.holder;
-        const detail = `${h.source} lease ${h.id} of ${h.owner} holds ${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
+        const detail =
+          `${h.source} lease ${h.id} of ${h.owner} holds ` +
+          `${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
         c.lastRefusal = {
           at: clock.now(),
           host,
@@ -689,7 +691,10 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
         return {
           ok: false,
           code: ErrorCode.TRIGGER_EXISTS,
-          message: `a trigger rule named ${name} exists (${rules.get(name)?.origin === 'config' ? 'in the configuration file' : 'created through the API'}): use PUT to change it`,
+          message:
+            `a trigger rule named ${name} exists ` +
+            `(${rules.get(name)?.origin === 'config' ? 'in the configuration file' : 'created through the API'}): ` +
+            'use PUT to change it',
         };
       }
       const v = validateTrigger(
@@ -739,7 +744,9 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
         return invalid([
           {
             path: 'name',
-            message: `cannot change (${JSON.stringify(given)} in the body, ${name} in the path): delete and create instead`,
+            message:
+              `cannot change (${JSON.stringify(given)} in the body, ` +
+              `${name} in the path): delete and create instead`,
           },
         ]);
       const others = [...rules.values()].filter((r) => r.config.name !== name);

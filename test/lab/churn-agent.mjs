@@ -105,7 +105,8 @@ function pcpMap({ proto, internalPort, suggestedPort = 0, lifetime, timeoutMs = 
 // ---------- UPnP ----------
 function soap(action, args, timeoutMs = 2000) {
   const body =
-    `<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${SERVICE}">` +
+    '<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+    `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${SERVICE}">` +
     Object.entries(args)
       .map(([k, v]) => `<${k}>${v}</${k}>`)
       .join('') +

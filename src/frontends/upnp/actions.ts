@@ -202,7 +202,8 @@ export function createActionHandler(deps: ActionDeps) {
       allowOtherPort: any,
       remoteAddress: remote,
       remotePrefix: remote === null ? null : 32,
-      // 0 = "permanent" (v1) / "as long as possible" (v2): the policy caps it at lifetime.upnp.max, requestedLifetime keeps 0
+      // 0 = "permanent" (v1) / "as long as possible" (v2): the policy caps it at lifetime.upnp.max, requestedLifetime
+      // keeps 0
       lifetime,
       description,
       actor: `upnp:${call.client}`,
