@@ -40,7 +40,10 @@ for (const step of steps) {
 }
 const total = Math.round(performance.now() - t0);
 if (failed.length > 0) {
-  console.error(`check: FAILED: ${failed.join(', ')} (${total} ms); npm run format fixes the formatting`);
+  const hint = failed.includes('biome')
+    ? '; npm run format fixes the formatting, the lint findings are shown above'
+    : '';
+  console.error(`check: FAILED: ${failed.join(', ')} (${total} ms)${hint}`);
   process.exit(1);
 }
 console.error(`check: ok (${total} ms)`);
