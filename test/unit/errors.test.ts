@@ -36,6 +36,20 @@ it('the HTTP status documented for each code is the registry one (— for a code
   assert.deepEqual(wrong, []);
 });
 
+it('the status table of docs/admin-api.md names each code under its registry status', () => {
+  const byCode = new Map(Object.values(errorRegistry).map((e) => [e.code as string, e.status]));
+  const doc = readFileSync('docs/admin-api.md', 'utf8');
+  const rows = [...doc.matchAll(/^\| (\d{3}) \|.*\|([^|]*)\|$/gm)];
+  assert.ok(rows.length >= 5, 'the status table is where it was');
+  const wrong = rows.flatMap((m) =>
+    [...m[2]!.matchAll(/PORTD_[A-Z0-9_]+/g)]
+      .map((c) => c[0])
+      .filter((c) => byCode.get(c) !== Number(m[1]))
+      .map((c) => `${c} under ${m[1]}, src/errors.ts says ${byCode.get(c) ?? 'no such code'}`),
+  );
+  assert.deepEqual(wrong, []);
+});
+
 it('codes are unique and stable-looking, statuses are HTTP error statuses', () => {
   const values = Object.values(ErrorCode);
   assert.equal(new Set(values).size, values.length);
