@@ -207,7 +207,8 @@ if (import.meta.url === pathToFileURL(process.argv[1]!).href) {
   console.log(JSON.stringify(out));
   const start = out.points[0]!;
   printTable(
-    `churn soak: one host at its rate limits (${out.perSecondSimulated}/s simulated), ${out.ops} requests in ${out.wallSeconds} s; vsStart = ratio to the first point`,
+    `churn soak: one host at its rate limits (${out.perSecondSimulated}/s simulated), ${out.ops} requests in ` +
+      `${out.wallSeconds} s; vsStart = ratio to the first point`,
     out.points.map((p) => ({
       ...p,
       dbVsStart: round((p.dbMiB as number) / (start.dbMiB as number), 2),

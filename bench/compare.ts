@@ -100,12 +100,17 @@ function row(phase: string, concurrency: number, present: number, r: PhaseStats,
 }
 
 const envelope = (st: string, action: string, args: string) =>
-  `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${st}">${args}</u:${action}></s:Body></s:Envelope>`;
+  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+  `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} ` +
+  `xmlns:u="${st}">${args}</u:${action}></s:Body></s:Envelope>`;
 const addBody = (st: string) =>
   envelope(
     st,
     'AddPortMapping',
-    '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol><NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>{HOST}</NewInternalClient><NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>',
+    '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol>' +
+      '<NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>{HOST}</NewInternalClient>' +
+      '<NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription>' +
+      '<NewLeaseDuration>3600</NewLeaseDuration>',
   );
 const delBody = (st: string) =>
   envelope(
@@ -506,7 +511,10 @@ export function summaryTable(res: {
     mib(res.portd?.rssKiB.idle.self ?? null),
     mib(res.miniupnpd?.rssKiB.idle.self ?? null),
     null,
-    `portd: the node process running the compiled build${res.portd?.tsxIdleRssKiB ? `; through tsx (bin/portd.js in a checkout): ${mib(res.portd.tsxIdleRssKiB.self)} MiB` : ''}`,
+    'portd: the node process running the compiled build' +
+      (res.portd?.tsxIdleRssKiB
+        ? `; through tsx (bin/portd.js in a checkout): ${mib(res.portd.tsxIdleRssKiB.self)} MiB`
+        : ''),
   );
   add(
     `RSS MiB with ${PRELOAD} mappings`,
@@ -591,10 +599,16 @@ async function main(): Promise<void> {
   const md = [
     `### portd vs miniupnpd, side by side (\`npm run bench:compare\`, ${started.slice(0, 10)})`,
     '',
-    `${meta.host.cpus} CPUs (${meta.host.cpu}), kernel ${meta.host.kernel}, node ${meta.host.node}, ${nftVersion}; ${miniVersion || 'miniupnpd not run'}.`,
-    `Each daemon runs for real in its own, identical namespace lab (gateway, one LAN host with 200 addresses, one WAN host);`,
-    `the load generator (bench/compare/loadgen.mjs, plain node, the same client for both) runs on the LAN host. Phases run in the order listed, table starting empty;`,
-    `PCP phases: ${COUNT} requests, 32 LAN source addresses; SOAP phases: ${SOAP_COUNT} requests, 16 LAN source addresses each; "with ${PRELOAD} present": ${AT_SIZE} requests at concurrency 1 after preloading ${PRELOAD} UDP mappings by PCP at concurrency ${PRELOAD_C}. PCP client: 3 s timeout (RFC 6887's initial retransmission time), 2 retries, latency from the first send.`,
+    `${meta.host.cpus} CPUs (${meta.host.cpu}), kernel ${meta.host.kernel}, node ${meta.host.node}, ` +
+      `${nftVersion}; ${miniVersion || 'miniupnpd not run'}.`,
+    'Each daemon runs for real in its own, identical namespace lab (gateway, one LAN host with 200 addresses, ' +
+      'one WAN host);',
+    'the load generator (bench/compare/loadgen.mjs, plain node, the same client for both) runs on the LAN host. ' +
+      'Phases run in the order listed, table starting empty;',
+    `PCP phases: ${COUNT} requests, 32 LAN source addresses; SOAP phases: ${SOAP_COUNT} requests, 16 LAN source ` +
+      `addresses each; "with ${PRELOAD} present": ${AT_SIZE} requests at concurrency 1 after preloading ${PRELOAD} ` +
+      `UDP mappings by PCP at concurrency ${PRELOAD_C}. PCP client: 3 s timeout (RFC 6887's initial retransmission ` +
+      'time), 2 retries, latency from the first send.',
     'Ratio = portd ÷ miniupnpd: above 1 is better for the "/s" rows, below 1 is better for ms and MiB rows.',
     '',
     mdTable(table),

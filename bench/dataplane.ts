@@ -147,19 +147,24 @@ export async function run(
     await viaI.close();
     const transport = { nftF: stat(tf), nftI: stat(ti), netlink: stat(tn) };
     say(
-      `transport: nft -f per tick p50 ${transport.nftF.p50} ms, nft -i p50 ${transport.nftI.p50} ms, netlink p50 ${transport.netlink.p50} ms`,
+      `transport: nft -f per tick p50 ${transport.nftF.p50} ms, nft -i p50 ${transport.nftI.p50} ms, netlink p50 ` +
+        `${transport.netlink.p50} ms`,
     );
 
     // scratch table for one-rule-per-mapping
     await nftScript(
       prefix,
       'nft',
-      'add table ip rulebench\nadd chain ip rulebench pre { type nat hook prerouting priority dstnat; policy accept; }\n',
+      'add table ip rulebench\nadd chain ip rulebench pre { type nat hook prerouting priority dstnat; policy ' +
+        'accept; }\n',
     );
     const rules = new NftInteractive(prefix, 'nft', 600_000);
     const ruleText = (k: number) => {
       const m = mapping(k);
-      return `add rule ip rulebench pre ip daddr 203.0.113.1 ${m.protocol} dport ${m.externalPort} dnat to ${m.internalAddress}:${m.internalPort}`;
+      return (
+        `add rule ip rulebench pre ip daddr 203.0.113.1 ${m.protocol} dport ${m.externalPort} dnat to ` +
+        `${m.internalAddress}:${m.internalPort}`
+      );
     };
 
     const out: SizeResult[] = [];
@@ -184,7 +189,8 @@ export async function run(
       const batchAdd1000 = await timed(() => dp.apply({ remove: [], add: batch }));
       const batchDel1000 = await timed(() => dp.apply({ remove: batch, add: [] }));
       say(
-        `maps  @${size}: load ${load.toFixed(0)} ms, add p50 ${stat(add).p50} ms, del p50 ${stat(del).p50} ms, 1000 adds ${batchAdd1000.toFixed(1)} ms, 1000 dels ${batchDel1000.toFixed(1)} ms`,
+        `maps  @${size}: load ${load.toFixed(0)} ms, add p50 ${stat(add).p50} ms, del p50 ${stat(del).p50} ms, ` +
+          `1000 adds ${batchAdd1000.toFixed(1)} ms, 1000 dels ${batchDel1000.toFixed(1)} ms`,
       );
 
       // --- rules: bring the chain to `size` rules
@@ -241,20 +247,26 @@ export async function run(
 
 export function formatTable(r: BenchResult): string {
   const rows = [
-    '| existing | map add p50/p99 ms | map del p50/p99 ms | 1000 adds / 1000 dels in one tick ms | map load ms | rule add p50/p99 ms | rule del p50/p99 ms | rule/map del |',
+    '| existing | map add p50/p99 ms | map del p50/p99 ms | 1000 adds / 1000 dels in one tick ms | map load ms | ' +
+      'rule add p50/p99 ms | rule del p50/p99 ms | rule/map del |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const s of r.sizes) {
     rows.push(
-      `| ${s.size} | ${s.map.add.p50} / ${s.map.add.p99} | ${s.map.del.p50} / ${s.map.del.p99} | ${s.map.batchAdd1000.toFixed(1)} / ${s.map.batchDel1000.toFixed(1)} | ${s.map.load.toFixed(0)} | ${s.rule.add.p50} / ${s.rule.add.p99} | ${s.rule.del.p50} / ${s.rule.del.p99} | ${(s.rule.del.p50 / s.map.del.p50).toFixed(1)}× |`,
+      `| ${s.size} | ${s.map.add.p50} / ${s.map.add.p99} | ${s.map.del.p50} / ${s.map.del.p99} | ` +
+        `${s.map.batchAdd1000.toFixed(1)} / ${s.map.batchDel1000.toFixed(1)} | ${s.map.load.toFixed(0)} | ` +
+        `${s.rule.add.p50} / ${s.rule.add.p99} | ${s.rule.del.p50} / ${s.rule.del.p99} | ` +
+        `${(s.rule.del.p50 / s.map.del.p50).toFixed(1)}× |`,
     );
   }
   rows.push('');
   rows.push(
-    `transport, one element per tick: nft -f per tick p50 ${r.transport.nftF.p50} ms · nft -i p50 ${r.transport.nftI.p50} ms · netlink p50 ${r.transport.netlink.p50} ms`,
+    `transport, one element per tick: nft -f per tick p50 ${r.transport.nftF.p50} ms · nft -i p50 ` +
+      `${r.transport.nftI.p50} ms · netlink p50 ${r.transport.netlink.p50} ms`,
   );
   rows.push(
-    `flatness (largest / smallest, p50): add ${r.ratios.mapAddFlat}×, delete ${r.ratios.mapDelFlat}× · rules vs maps at the largest size: delete ${r.ratios.ruleVsMapDelAtLargest}×, add ${r.ratios.ruleVsMapAddAtLargest}×`,
+    `flatness (largest / smallest, p50): add ${r.ratios.mapAddFlat}×, delete ${r.ratios.mapDelFlat}× · rules vs ` +
+      `maps at the largest size: delete ${r.ratios.ruleVsMapDelAtLargest}×, add ${r.ratios.ruleVsMapAddAtLargest}×`,
   );
   rows.push(`(${r.nft}, kernel ${r.kernel})`);
   return rows.join('\n');

@@ -411,7 +411,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const res = await run({ count: arg('count') ?? 2000, preload: arg('preload') ?? 0, clients: arg('clients') ?? 32 });
   console.log(JSON.stringify(res, null, 2));
   printTable(
-    `PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients (${res.cpus} CPUs)`,
+    `PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients ` +
+      `(${res.cpus} CPUs)`,
     [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[],
   );
 }

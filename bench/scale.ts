@@ -16,7 +16,8 @@
  *   node --import tsx bench/scale.ts [--driver nftables|memory|both] [--leases 100000] [--small 1000]
  *                                    [--burst 10000] [--count 2000] [--burst-after 90] [--conntrack-path /bin/true]
  *                                    [--keep-logs] [--no-doc] [--json out.json]
- *                                    [--log-level debug] [--large-only] [--portd-node-args '--cpu-prof --cpu-prof-dir=/tmp/x']
+ *                                    [--log-level debug] [--large-only]
+ *                                    [--portd-node-args '--cpu-prof --cpu-prof-dir=/tmp/x']
  *                                    [--no-restart]
  */
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -291,7 +292,8 @@ async function runSize(
         );
       say(`${driver} ${leases}: waiting ${Math.round(lead / 1000)} s for the burst of ${BURST} expiries`);
       await new Promise((r) => setTimeout(r, lead));
-      // a client that keeps asking: creates on tcp ports 60000+ (free), 2 ms apart, from 3 s before the burst to ~9 s after
+      // a client that keeps asking: creates on tcp ports 60000+ (free), 2 ms apart, from 3 s before the burst to ~9 s
+      // after
       const r = await pcp(60000, 5000, 1, 3600, { gapMs: 2, samples: true, maxMs: 12_000 });
       if (r.error) throw new Error(`burst client: ${r.error}`);
       await new Promise((res) => setTimeout(res, 1000));
@@ -413,7 +415,8 @@ async function main(): Promise<void> {
       'V8 heap used MiB (portd metrics)',
       s.heap.heapUsedMiB,
       l.heap.heapUsedMiB,
-      `heap total: ${s.heap.heapTotalMiB} / ${l.heap.heapTotalMiB}; external: ${s.heap.externalMiB} / ${l.heap.externalMiB}`,
+      `heap total: ${s.heap.heapTotalMiB} / ${l.heap.heapTotalMiB}; external: ${s.heap.externalMiB} / ` +
+        `${l.heap.externalMiB}`,
     );
     if (driver === 'nftables') add('kernel map elements after start', s.kernelElements, l.kernelElements);
     for (const [p, c] of [
@@ -437,9 +440,12 @@ async function main(): Promise<void> {
         driver,
         metric: `expiry burst: ${b.leases} leases due within one second`,
         [`${SMALL} leases`]: '',
-        [`${LARGE} leases`]: `${b.expiredLogged} expired, first +${b.firstExpiredMs} ms, last +${b.lastExpiredMs} ms after due`,
+        [`${LARGE} leases`]:
+          `${b.expiredLogged} expired, first +${b.firstExpiredMs} ` + `ms, last +${b.lastExpiredMs} ms after due`,
         [`${LARGE / 1000}k ÷ ${SMALL / 1000}k`]: '',
-        note: `active after: ${b.activeAfter}${b.kernelAfter !== null ? `, kernel elements after: ${b.kernelAfter}` : ''}`,
+        note:
+          'active after: ' +
+          `${b.activeAfter}${b.kernelAfter !== null ? `, kernel elements after: ${b.kernelAfter}` : ''}`,
       });
       rows.push({
         driver,
@@ -484,17 +490,23 @@ async function main(): Promise<void> {
   const jp = argS('json', '');
   if (jp) writeFileSync(jp, json);
   const md = [
-    `### Scale: ${SMALL.toLocaleString('en')} vs ${LARGE.toLocaleString('en')} active leases (\`node --import tsx bench/scale.ts\`, ${meta.started.slice(0, 10)})`,
+    `### Scale: ${SMALL.toLocaleString('en')} vs ${LARGE.toLocaleString('en')} active leases (\`node --import ` +
+      `tsx bench/scale.ts\`, ${meta.started.slice(0, 10)})`,
     '',
-    `${meta.cpus} CPUs (${meta.cpu}), kernel ${meta.kernel}, node ${meta.node}. portd compiled (tsconfig.build.json), started for real in a namespace lab; leases written`,
-    'into the SQLite file before start (half tcp, half udp, PCP), reconciled into the kernel by portd on start. Latency phases: ' +
-      `${COUNT} PCP MAP requests on fresh tcp ports from 32 LAN addresses, load generator bench/compare/loadgen.mjs on the LAN host.`,
+    `${meta.cpus} CPUs (${meta.cpu}), kernel ${meta.kernel}, node ${meta.node}. portd compiled ` +
+      '(tsconfig.build.json), started for real in a namespace lab; leases written',
+    'into the SQLite file before start (half tcp, half udp, PCP), reconciled into the kernel by portd on start. ' +
+      'Latency phases: ' +
+      `${COUNT} PCP MAP requests on fresh tcp ports from 32 LAN addresses, load generator ` +
+      'bench/compare/loadgen.mjs on the LAN host.',
     ...(CONNTRACK
       ? [
-          `**Diagnostic run: the nftables driver's dataplane.conntrackPath is ${CONNTRACK}, so ended leases do not run \`conntrack -D\`.**`,
+          `**Diagnostic run: the nftables driver's dataplane.conntrackPath is ${CONNTRACK}, so ended leases do ` +
+            `not run \`conntrack -D\`.**`,
         ]
       : []),
-    `Expiry burst: ${BURST.toLocaleString('en')} of the ${LARGE.toLocaleString('en')} leases due within the same second while one client sends PCP MAP creates (concurrency 1, 2 ms apart).`,
+    `Expiry burst: ${BURST.toLocaleString('en')} of the ${LARGE.toLocaleString('en')} leases due within the same ` +
+      'second while one client sends PCP MAP creates (concurrency 1, 2 ms apart).',
     '',
     mdTable(rows),
   ].join('\n');

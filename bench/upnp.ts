@@ -44,9 +44,12 @@ function one(i) {
     const body = template.replace(/\\{PORT\\}/g, String(first + i));
     const s = performance.now();
     const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent,
-      headers: { ...headers, 'content-length': Buffer.byteLength(body), ...(keepAlive ? {} : { connection: 'close' }) } }, (res) => {
+      headers: { ...headers, 'content-length': Buffer.byteLength(body), ...(keepAlive ? {} : { connection: 'close' }) },
+    }, (res) => {
       let n = 0; res.on('data', (d) => { n += d.length; });
-      res.on('end', () => { lat.push(performance.now() - s); codes[res.statusCode] = (codes[res.statusCode] || 0) + 1; resolve(); });
+      res.on('end', () => {
+        lat.push(performance.now() - s); codes[res.statusCode] = (codes[res.statusCode] || 0) + 1; resolve();
+      });
     });
     req.on('error', (e) => { codes[e.code || 'error'] = (codes[e.code || 'error'] || 0) + 1; resolve(); });
     req.end(body);
@@ -120,10 +123,15 @@ async function generate(
 
 const IPC2 = 'urn:schemas-upnp-org:service:WANIPConnection:2';
 const envelope = (action: string, args: string) =>
-  `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${IPC2}">${args}</u:${action}></s:Body></s:Envelope>`;
+  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+  `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} ` +
+  `xmlns:u="${IPC2}">${args}</u:${action}></s:Body></s:Envelope>`;
 const ADD = envelope(
   'AddPortMapping',
-  '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol><NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient><NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>',
+  '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol>' +
+    '<NewInternalPort>{PORT}</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient>' +
+    '<NewEnabled>1</NewEnabled><NewPortMappingDescription>bench</NewPortMappingDescription>' +
+    '<NewLeaseDuration>3600</NewLeaseDuration>',
 );
 const DEL = envelope(
   'DeletePortMapping',
@@ -303,7 +311,8 @@ export async function run(opts: UpnpBenchOptions = {}) {
     isLanClient: (a) => a.startsWith('127.'),
     presentationUrl: null,
     wanStats: () => ({ bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0 }),
-    // one load generator is one client: measure portd, not the per-client or global limits (upnp.rateLimit: 0, limits.soapRequestsPerSecond: 0)
+    // one load generator is one client: measure portd, not the per-client or global limits (upnp.rateLimit: 0,
+    // limits.soapRequestsPerSecond: 0)
     limits: { requestsPerSecond: 0, connectionsPerClient: 0, soapRequestsPerSecond: 0 },
   });
   const phases: Phase[] = [];

@@ -21,7 +21,8 @@ async function main(): Promise<void> {
   const a = labAvailable();
   if (!a.ok) {
     process.stderr.write(
-      `npm run lab: ${a.why}\n  run it as root (sudo npm run lab): it creates network namespaces, the host's own network is not touched.\n`,
+      `npm run lab: ${a.why}\n  run it as root (sudo npm run lab): it creates network namespaces, the host's own ` +
+        'network is not touched.\n',
     );
     process.exit(1);
   }
@@ -108,7 +109,9 @@ async function main(): Promise<void> {
       [
         '',
         '=== portd lab is up ===  (Ctrl-C removes everything)',
-        `gateway ${lab.gw}: LAN ${ADDR.gwLan} on ${IF.lan}, WAN ${ADDR.gwWan} on ${IF.wan}; LAN hosts ${lab.lanA} ${ADDR.hostA} (echo servers on tcp/udp 9000, 9001), ${lab.lanB} ${ADDR.hostB}; WAN host ${lab.wan} ${ADDR.wanHost}`,
+        `gateway ${lab.gw}: LAN ${ADDR.gwLan} on ${IF.lan}, WAN ${ADDR.gwWan} on ${IF.wan}; LAN hosts ` +
+          `${lab.lanA} ${ADDR.hostA} (echo servers on tcp/udp 9000, 9001), ${lab.lanB} ${ADDR.hostB}; WAN host ` +
+          `${lab.wan} ${ADDR.wanHost}`,
         '',
         'Map a port from a LAN host:',
         x(lab.lanA, `upnpc -i -a ${ADDR.hostA} 9000 40000 TCP 600`) +
@@ -120,11 +123,13 @@ async function main(): Promise<void> {
         'Use it from the WAN host (the echo server answers "lanA|<your address>|<what you sent>"):',
         x(
           lab.wan,
-          `node -e "const s=require('net').connect(40000,'${ADDR.gwWan}',()=>s.write('hi'));s.on('data',d=>{console.log(String(d));s.end()})"`,
+          `node -e "const s=require('net').connect(40000,'${ADDR.gwWan}',()=>s.write('hi'));` +
+            `s.on('data',d=>{console.log(String(d));s.end()})"`,
         ),
         x(
           lab.wan,
-          `node -e "const s=require('dgram').createSocket('udp4');s.send('hi',40001,'${ADDR.gwWan}');s.on('message',d=>{console.log(String(d));s.close()})"`,
+          `node -e "const s=require('dgram').createSocket('udp4');s.send('hi',40001,'${ADDR.gwWan}');` +
+            `s.on('message',d=>{console.log(String(d));s.close()})"`,
         ),
         '',
         'Look inside:',

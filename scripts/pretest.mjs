@@ -11,7 +11,8 @@ if (missing.length === 0) process.exit(0);
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) {
   console.error(
-    `pretest: missing ${missing.map((t) => t.bin).join(', ')} (not root: not installing; suites needing them will say so)`,
+    `pretest: missing ${missing.map((t) => t.bin).join(', ')} (not root: not installing; suites needing them ` +
+      'will say so)',
   );
   process.exit(0);
 }

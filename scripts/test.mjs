@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs every suite. Node 20 does not expand globs after --test, so files are listed here explicitly.
-// Layers: unit + integration (anyone), lab + browser (root: network namespaces, nftables, chromium).
+// Layers: check (format, lint, line length, import direction: scripts/check.mjs), unit + integration
+// (anyone), lab + browser (root: network namespaces, nftables, chromium).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +26,14 @@ const layers = [
 ].filter((l) => want(l.name));
 
 let failed = false;
+if (want('check')) {
+  console.error('test: check: scripts/check.mjs');
+  const r = spawnSync(process.execPath, ['scripts/check.mjs'], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error('test: check FAILED');
+    failed = true;
+  }
+}
 for (const layer of layers) {
   if (layer.files.length === 0) {
     if (layer.name === 'unit' || layer.name === 'integration') {
@@ -34,7 +43,9 @@ for (const layer of layers) {
     continue;
   }
   if (layer.root && !isRoot) {
-    const msg = `test: SKIPPING ${layer.name} suites (need root for network namespaces / nftables / chromium): ${layer.files.join(' ')}`;
+    const msg =
+      `test: SKIPPING ${layer.name} suites (need root for network namespaces / nftables / chromium): ` +
+      `${layer.files.join(' ')}`;
     console.error(`\n${'!'.repeat(msg.length)}\n${msg}\n${'!'.repeat(msg.length)}\n`);
     if (ci) {
       console.error('test: under CI=true a suite that cannot run is a failure');

@@ -101,7 +101,9 @@ export function checkNetAdmin(sets: CapabilitySets | null): NetAdminCheck {
       ok: false,
       problem: 'not_effective',
       message: 'CAP_NET_ADMIN is missing: portd cannot change nftables',
-      hint: 'start portd through its systemd unit (AmbientCapabilities=CAP_NET_ADMIN), or as root, or with setpriv --inh-caps +net_admin --ambient-caps +net_admin; dataplane.driver: memory needs none',
+      hint:
+        'start portd through its systemd unit (AmbientCapabilities=CAP_NET_ADMIN), or as root, or with setpriv ' +
+        '--inh-caps +net_admin --ambient-caps +net_admin; dataplane.driver: memory needs none',
     };
   }
   if (sets.euid !== 0 && !hasCapability(sets.ambient, 'NET_ADMIN')) {
@@ -109,7 +111,9 @@ export function checkNetAdmin(sets: CapabilitySets | null): NetAdminCheck {
       ok: false,
       problem: 'not_ambient',
       message: 'CAP_NET_ADMIN is effective but not ambient: the nft and conntrack that portd starts would not have it',
-      hint: 'grant it as an ambient capability (systemd AmbientCapabilities=CAP_NET_ADMIN, or setpriv --inh-caps +net_admin --ambient-caps +net_admin), or run as root',
+      hint:
+        'grant it as an ambient capability (systemd AmbientCapabilities=CAP_NET_ADMIN, or setpriv --inh-caps ' +
+        '+net_admin --ambient-caps +net_admin), or run as root',
     };
   }
   return { ok: true };

@@ -38,7 +38,7 @@ export async function runCliAdminCommand(
   }
   const { adminClientTarget, runAdminCommand } = await import('./admin/index.js');
   const flag = (name: string) => {
-    const i = args.findIndex((a) => a === `--${name}`);
+    const i = args.indexOf(`--${name}`);
     if (i >= 0) {
       const v = args[i + 1];
       args.splice(i, 2);

@@ -51,7 +51,8 @@ function readConfigFile(path: string | undefined): Config {
     throw new PortdError(
       ErrorCode.CONFIG_NOT_FOUND,
       `no --config given and ${DEFAULT_CONFIG_PATH} does not exist`,
-      'copy config/router.example.yaml to /etc/portd/portd.yaml, or run with --config FILE (npm start uses config/portd.yaml)',
+      'copy config/router.example.yaml to /etc/portd/portd.yaml, or run with --config FILE (npm start uses ' +
+        'config/portd.yaml)',
     );
   }
   return loadConfig(file);

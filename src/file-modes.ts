@@ -70,7 +70,8 @@ export function ensurePrivateDir(dir: string, report: ModeReport): void {
   if (!own) {
     if (st.mode & 0o007)
       report(
-        `directory ${dir} is mode ${octal(st.mode)} and holds more than portd's files: left as it is (portd's files in it are 0600)`,
+        `directory ${dir} is mode ${octal(st.mode)} and holds more than portd's files: left as it is (portd's ` +
+          'files in it are 0600)',
         { path: dir, mode: octal(st.mode) },
       );
     return;

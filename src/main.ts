@@ -298,7 +298,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       listen: { addresses: lan.map((n) => n.cidr), httpPort: config.upnp.httpPort },
       limits: { requestsPerSecond: config.upnp.rateLimit, requestBurst: config.upnp.rateLimit * 4 },
       presentationUrl: adminOnLan
-        ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:${config.admin.listen.replace(/^.*:/, '')}/`
+        ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:` +
+          `${config.admin.listen.replace(/^.*:/, '')}/`
         : null,
     });
     await upnp.listen();

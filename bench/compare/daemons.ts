@@ -36,10 +36,10 @@ async function discoverControl(lab: BenchLab, descUrl: string): Promise<{ url: s
     20_000,
     `UPnP description at ${descUrl}`,
   );
-  const m =
-    /<serviceType>(urn:schemas-upnp-org:service:WANIPConnection:\d)<\/serviceType>[\s\S]*?<controlURL>([^<]+)<\/controlURL>/.exec(
-      xml,
-    );
+  const m = new RegExp(
+    '<serviceType>(urn:schemas-upnp-org:service:WANIPConnection:\\d)</serviceType>[\\s\\S]*?' +
+      '<controlURL>([^<]+)</controlURL>',
+  ).exec(xml);
   if (!m) throw new Error(`no WANIPConnection control URL in ${descUrl}`);
   const base = new URL(descUrl);
   return { serviceType: m[1]!, url: new URL(m[2]!, base).href };
@@ -70,7 +70,7 @@ export interface PortdOptions {
   readonly dataplane?: string;
 }
 
-export function portdConfig(lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): string {
+export function portdConfig(_lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): string {
   return (
     [
       `logLevel: ${o.logLevel ?? 'info'}`,
@@ -79,7 +79,8 @@ export function portdConfig(lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): 
       'listenAddresses: null',
       `stateDir: ${o.dir}`,
       `database: { path: ${join(o.dir, 'portd.sqlite')}, synchronous: normal }`,
-      `dataplane: { driver: ${o.driver ?? 'nftables'}, table: portd, hairpin: true, reconcileInterval: 60, grace: 5${o.dataplane ? `, ${o.dataplane}` : ''} }`,
+      `dataplane: { driver: ${o.driver ?? 'nftables'}, table: portd, hairpin: true, reconcileInterval: 60, ` +
+        `grace: 5${o.dataplane ? `, ${o.dataplane}` : ''} }`,
       'policy:',
       '  secureMode: true',
       // miniupnpd has no per-client quota: lift portd's (default 128) so 10k mappings from 32 hosts fit
@@ -166,10 +167,7 @@ export async function startPortd(lab: BenchLab, o: PortdOptions): Promise<PortdP
     async kernelMappings() {
       const out = await lab.must(lab.gw, ['nft', '-j', 'list', 'table', 'inet', 'portd'], { timeoutMs: 60_000 });
       const j = JSON.parse(out) as { nftables: { map?: { name: string; elem?: unknown[] } }[] };
-      return j.nftables.reduce(
-        (a, x) => a + (x.map && x.map.name.startsWith('fwd4') ? (x.map.elem?.length ?? 0) : 0),
-        0,
-      );
+      return j.nftables.reduce((a, x) => a + (x.map?.name.startsWith('fwd4') ? (x.map.elem?.length ?? 0) : 0), 0);
     },
     async stop() {
       if (child.exitCode !== null || exited) return;
@@ -220,6 +218,7 @@ const NFT_REMOVEALL = '/etc/miniupnpd/nft_removeall.sh';
 export function ensureMiniupnpd(log: (s: string) => void): string {
   const installed = () => {
     try {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${field} format, not a template
       return execFileSync('dpkg-query', ['-W', '-f', '${Status} ${Version}', 'miniupnpd-nftables'], {
         encoding: 'utf8',
       });

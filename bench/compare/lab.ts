@@ -9,7 +9,7 @@
  * The WAN prefix is a parameter: miniupnpd refuses documentation and private WAN addresses, so its
  * lab uses 11.22.33.0/24, which exists only inside these namespaces.
  */
-import { execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -5,7 +5,8 @@
 // Jobs (request i uses port p = firstPort + i, sent from host hosts[p % hosts.length], so a later
 // delete of port p comes from the host that created it, as secure mode requires):
 //   { op: 'pcp',  server, port, hosts, proto: 6|17, firstPort, count, lifetime, concurrency, maxMs, gapMs?, samples? }
-//   { op: 'soap', url, soapAction, template ({PORT} {HOST}), hosts, firstPort, count, concurrency, keepAlive, maxMs, samples? }
+//   { op: 'soap', url, soapAction, template ({PORT} {HOST}), hosts, firstPort, count, concurrency, keepAlive,
+//     maxMs, samples? }
 //   { op: 'ping' }
 // Every loop is bounded by count and by maxMs; every wait by timeoutMs.
 import dgram from 'node:dgram';

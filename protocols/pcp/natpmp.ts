@@ -18,7 +18,8 @@ export type NatPmpRequest =
 
 export type NatPmpResponse =
   | {
-      readonly opcode: typeof NatPmpOpcode.EXTERNAL_ADDRESS; // RFC 6886 §3.2: also the unsolicited announcement (§3.2.1)
+      // RFC 6886 §3.2: also the unsolicited announcement (§3.2.1)
+      readonly opcode: typeof NatPmpOpcode.EXTERNAL_ADDRESS;
       readonly resultCode: number;
       readonly epoch: number;
       readonly externalAddress: string;

@@ -44,7 +44,8 @@ export type PcpOption =
       readonly remotePort: number;
       readonly remoteAddress: string;
     } // RFC 6887 §13.3
-  | { readonly kind: 'other'; readonly code: number; readonly data: Uint8Array }; // optional options we do not process (kept for round trips)
+  // optional options we do not process (kept for round trips)
+  | { readonly kind: 'other'; readonly code: number; readonly data: Uint8Array };
 
 interface RequestBase {
   readonly version: typeof Version.PCP;
@@ -181,13 +182,15 @@ function readOptions(b: Uint8Array, start: number, opcode: number, info: Request
       options.push({ kind: 'other', code, data: b.slice(dataAt, dataAt + len) }); // optional: ignored by the server
     } else if (code === OptionCode.THIRD_PARTY) {
       if (len !== Size.THIRD_PARTY) throw fail(ResultCode.MALFORMED_OPTION, o + 2, `THIRD_PARTY length ${len}`, info);
-      if (seenThirdParty) throw fail(ResultCode.MALFORMED_OPTION, o, 'THIRD_PARTY more than once', info); // RFC 6887 §13.1
+      // RFC 6887 §13.1
+      if (seenThirdParty) throw fail(ResultCode.MALFORMED_OPTION, o, 'THIRD_PARTY more than once', info);
       seenThirdParty = true;
       options.push({ kind: 'third_party', address: readAddress(b, dataAt) });
     } else if (code === OptionCode.PREFER_FAILURE) {
       if (len !== Size.PREFER_FAILURE)
         throw fail(ResultCode.MALFORMED_OPTION, o + 2, `PREFER_FAILURE length ${len}`, info);
-      if (seenPreferFailure) throw fail(ResultCode.MALFORMED_OPTION, o, 'PREFER_FAILURE more than once', info); // RFC 6887 §13.2
+      // RFC 6887 §13.2
+      if (seenPreferFailure) throw fail(ResultCode.MALFORMED_OPTION, o, 'PREFER_FAILURE more than once', info);
       seenPreferFailure = true;
       options.push({ kind: 'prefer_failure' });
     } else {

@@ -47,6 +47,7 @@ export function decodeHttpu(
     if (!/^[a-z0-9._-]+$/.test(name)) throw new SsdpDecodeError('malformed', 'bad header name', offset);
     const value = line.slice(colon + 1).trim();
     // a lone CR or other control character in a value could end up in a reply's header
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value))
       throw new SsdpDecodeError('malformed', `control character in ${name}`, offset);
     // first occurrence wins: a duplicate ST must not widen a search
@@ -101,7 +102,9 @@ export interface SsdpTarget<L = string> {
 }
 
 export interface SearchMatch<L = string> {
-  /** the ST to answer with: the searched one (UDA 1.1 §1.3.3: "the same version as was contained in the search request") */
+  /**
+   * the ST to answer with: the searched one (UDA 1.1 §1.3.3: "the same version as was contained in the search request")
+   */
   readonly st: string;
   readonly target: SsdpTarget<L>;
 }

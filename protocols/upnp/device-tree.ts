@@ -117,7 +117,9 @@ export function advertisementsOf(root: DeviceNode): { nt: string; usn: string }[
   return out;
 }
 
-/** "uuid:…:WANConnectionDevice:1,urn:upnp-org:serviceId:WANIPConn1" — Layer3Forwarding:1 §2.2 DefaultConnectionService */
+/**
+ * "uuid:…:WANConnectionDevice:1,urn:upnp-org:serviceId:WANIPConn1" — Layer3Forwarding:1 §2.2 DefaultConnectionService
+ */
 export function defaultConnectionService(root: DeviceNode): string {
   for (const { device, service } of walkServices(root)) {
     if (service.type === ServiceType.WAN_IP_CONNECTION)

@@ -15,9 +15,8 @@ export function parseCallbackHeader(value: string | undefined | null): URL[] | n
   if (!value) return null;
   const urls: URL[] = [];
   const re = /<([^<>]*)>/g;
-  let m: RegExpExecArray | null;
   let consumed = 0;
-  while ((m = re.exec(value)) !== null) {
+  for (const m of value.matchAll(re)) {
     if (value.slice(consumed, m.index).trim() !== '') return null;
     consumed = m.index + m[0].length;
     let u: URL;

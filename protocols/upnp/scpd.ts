@@ -235,7 +235,9 @@ export function encodeScpd(desc: ServiceDescription): string {
     if (a.arguments.length > 0) {
       s += '<argumentList>';
       for (const arg of a.arguments) {
-        s += `<argument><name>${arg.name}</name><direction>${arg.direction}</direction><relatedStateVariable>${arg.relatedStateVariable}</relatedStateVariable></argument>`;
+        s +=
+          `<argument><name>${arg.name}</name><direction>${arg.direction}</direction>` +
+          `<relatedStateVariable>${arg.relatedStateVariable}</relatedStateVariable></argument>`;
       }
       s += '</argumentList>';
     }
@@ -243,11 +245,19 @@ export function encodeScpd(desc: ServiceDescription): string {
   }
   s += '</actionList><serviceStateTable>';
   for (const v of desc.stateVariables) {
-    s += `<stateVariable sendEvents="${v.sendEvents ? 'yes' : 'no'}"><name>${v.name}</name><dataType>${v.dataType}</dataType>`;
+    s +=
+      '<stateVariable ' +
+      `sendEvents="${v.sendEvents ? 'yes' : 'no'}"><name>${v.name}</name><dataType>${v.dataType}</dataType>`;
     if (v.allowedValues)
-      s += `<allowedValueList>${v.allowedValues.map((x) => `<allowedValue>${escapeXml(x)}</allowedValue>`).join('')}</allowedValueList>`;
+      s +=
+        '<allowedValueList>' +
+        v.allowedValues.map((x) => `<allowedValue>${escapeXml(x)}</allowedValue>`).join('') +
+        '</allowedValueList>';
     if (v.range)
-      s += `<allowedValueRange><minimum>${v.range.min}</minimum><maximum>${v.range.max}</maximum>${v.range.step ? `<step>${v.range.step}</step>` : ''}</allowedValueRange>`;
+      s +=
+        `<allowedValueRange><minimum>${v.range.min}</minimum><maximum>${v.range.max}</maximum>` +
+        (v.range.step ? `<step>${v.range.step}</step>` : '') +
+        '</allowedValueRange>';
     s += '</stateVariable>';
   }
   return s + '</serviceStateTable></scpd>\n';

@@ -70,8 +70,7 @@ function enter(scope: Scope, n: XmlElement): Scope {
  */
 export function assertNoDeclarations(body: string): void {
   const re = /<!/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(body)) !== null) {
+  for (const m of body.matchAll(re)) {
     const rest = body.slice(m.index + 2, m.index + 9);
     if (rest.startsWith('--') || rest.startsWith('[CDATA[')) continue;
     throw new SoapDecodeError(

@@ -6,7 +6,8 @@ export const Namespace = {
   SERVICE: 'urn:schemas-upnp-org:service-1-0', // UDA 1.1 §2.5
   CONTROL: 'urn:schemas-upnp-org:control-1-0', // UDA 1.1 §3.2.2 (UPnPError)
   EVENT: 'urn:schemas-upnp-org:event-1-0', // UDA 1.1 §4.3.2 (propertyset)
-  PORT_LISTING: 'urn:schemas-upnp-org:gw:WANIPConnection', // WANIPConnection:2 2.00, state variable A_ARG_TYPE_PortListing
+  // WANIPConnection:2 2.00, state variable A_ARG_TYPE_PortListing
+  PORT_LISTING: 'urn:schemas-upnp-org:gw:WANIPConnection',
 } as const;
 
 export const UPNP_DOMAIN = 'schemas-upnp-org';

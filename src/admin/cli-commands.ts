@@ -114,6 +114,7 @@ function fmtDuration(s: number): string {
  * sequences to the operator's terminal through `portd leases`.
  */
 export function printable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: escaping control characters is the point
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
     const n = c.charCodeAt(0);
     return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
@@ -209,7 +210,8 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
       throw new ApiError(
         0,
         'CONNECT',
-        `cannot reach the portd admin API at ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message} (is portd running? set --url or admin.listen)`,
+        `cannot reach the portd admin API at ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message} ` +
+          '(is portd running? set --url or admin.listen)',
       );
     }
     const text = await res.text();
@@ -253,12 +255,14 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
         const reason = p.flags.get('reason');
         const r = await call<{ lease: Lease }>(
           'DELETE',
-          `/api/v1/leases/${encodeURIComponent(id)}${typeof reason === 'string' ? `?reason=${encodeURIComponent(reason)}` : ''}`,
+          `/api/v1/leases/${encodeURIComponent(id)}` +
+            (typeof reason === 'string' ? `?reason=${encodeURIComponent(reason)}` : ''),
         );
         opts.out.write(
           p.flags.get('json')
             ? JSON.stringify(r.lease, null, 2) + '\n'
-            : `revoked ${id}: ${r.lease.protocol} ${portsOf(r.lease)} -> ${r.lease.internalAddress}:${r.lease.internalPort} (${r.lease.source}, owner ${r.lease.owner})\n`,
+            : `revoked ${id}: ${r.lease.protocol} ${portsOf(r.lease)} -> ` +
+                `${r.lease.internalAddress}:${r.lease.internalPort} (${r.lease.source}, owner ${r.lease.owner})\n`,
         );
         return 0;
       }
@@ -298,7 +302,12 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
           opts.out.write(
             p.flags.get('json')
               ? JSON.stringify(l, null, 2) + '\n'
-              : `${r.created ? 'added' : 'renewed'} ${l.id}: ${l.protocol} ${l.externalAddress}:${portsOf(l)} -> ${l.internalAddress}:${l.internalPort}${l.expiresAt === null ? ' (no expiry)' : ` (expires in ${fmtDuration((l.expiresAt - now()) / 1000)})`}\n`,
+              : `${r.created ? 'added' : 'renewed'} ${l.id}: ${l.protocol} ${l.externalAddress}:${portsOf(l)} -> ` +
+                  `${l.internalAddress}:${l.internalPort}` +
+                  (l.expiresAt === null
+                    ? ' (no expiry)'
+                    : ' (expires in ' + `${fmtDuration((l.expiresAt - now()) / 1000)})`) +
+                  '\n',
           );
           return 0;
         }
@@ -345,7 +354,8 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
       if (e.status === 401 && opts.tokenHint) opts.err.write(`  hint: ${opts.tokenHint}\n`);
       else if (e.status === 401)
         opts.err.write(
-          '  hint: pass --config FILE to read the token from the admin-token file of its stateDir (root or the portd user can), or --token / PORTD_ADMIN_TOKEN\n',
+          '  hint: pass --config FILE to read the token from the admin-token file of its stateDir (root or the ' +
+            'portd user can), or --token / PORTD_ADMIN_TOKEN\n',
         );
       return e.status === 0 || e.status === 401 ? 3 : 1;
     }
@@ -370,7 +380,10 @@ export function formatStatus(s: StatusJson): string {
     `portd ${s.version}, up ${fmtDuration(s.uptimeSeconds)}`,
     `external address  ${s.externalAddress}`,
     `PCP epoch         ${s.pcpEpoch ?? 'off'}`,
-    `dataplane         ${s.dataplane.driver} ${s.dataplane.ok ? 'ok' : 'FAILING'}${s.dataplane.detail ? ` (${s.dataplane.detail})` : ''}, last reconcile ${s.dataplane.lastReconcileAt ? new Date(s.dataplane.lastReconcileAt).toISOString() : 'never'}, drift ${s.dataplane.lastDrift}`,
+    `dataplane         ${s.dataplane.driver} ` +
+      `${s.dataplane.ok ? 'ok' : 'FAILING'}${s.dataplane.detail ? ` (${s.dataplane.detail})` : ''}, last reconcile ` +
+      `${s.dataplane.lastReconcileAt ? new Date(s.dataplane.lastReconcileAt).toISOString() : 'never'}, drift ` +
+      `${s.dataplane.lastDrift}`,
     `leases            ${s.leases.total} active: ${Object.entries(s.leases.bySource)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,

@@ -14,8 +14,10 @@ export const DASHBOARD_HTML = `<!doctype html>
   :root { --bg:#f6f7f9; --fg:#1d2330; --muted:#667085; --line:#e3e6eb; --card:#fff; --accent:#2f6fed; --bad:#c0392b;
     --upnp:#2f6fed; --pcp:#0f9d58; --natpmp:#00897b; --trigger:#e67e22; --static:#7e57c2; }
   * { box-sizing: border-box; }
-  body { margin:0; font:14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background:var(--bg); color:var(--fg); }
-  header { background:#1d2330; color:#fff; padding:10px 16px; display:flex; flex-wrap:wrap; gap:6px 18px; align-items:baseline; }
+  body { margin:0; font:14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+    background:var(--bg); color:var(--fg); }
+  header { background:#1d2330; color:#fff; padding:10px 16px; display:flex; flex-wrap:wrap; gap:6px 18px;
+    align-items:baseline; }
   header h1 { font-size:18px; margin:0 8px 0 0; }
   header .kv { font-size:13px; color:#cfd6e4; } header .kv b { color:#fff; font-weight:600; }
   #live { font-size:12px; padding:1px 8px; border-radius:10px; background:#555; }
@@ -27,8 +29,10 @@ export const DASHBOARD_HTML = `<!doctype html>
   .chip { display:inline-block; padding:1px 8px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
   .src-upnp { background:var(--upnp); } .src-pcp { background:var(--pcp); } .src-natpmp { background:var(--natpmp); }
   .src-trigger { background:var(--trigger); } .src-static { background:var(--static); }
-  tr.row-upnp td:first-child { border-left:4px solid var(--upnp); } tr.row-pcp td:first-child { border-left:4px solid var(--pcp); }
-  tr.row-natpmp td:first-child { border-left:4px solid var(--natpmp); } tr.row-trigger td:first-child { border-left:4px solid var(--trigger); }
+  tr.row-upnp td:first-child { border-left:4px solid var(--upnp); }
+  tr.row-pcp td:first-child { border-left:4px solid var(--pcp); }
+  tr.row-natpmp td:first-child { border-left:4px solid var(--natpmp); }
+  tr.row-trigger td:first-child { border-left:4px solid var(--trigger); }
   tr.row-static td:first-child { border-left:4px solid var(--static); }
   .toolbar { display:flex; flex-wrap:wrap; gap:8px; margin-bottom:8px; }
   #filter { flex:1; min-width:200px; max-width:480px; }
@@ -70,8 +74,11 @@ export const DASHBOARD_HTML = `<!doctype html>
 <div id="login" hidden>
   <section>
     <h2>Admin token</h2>
-    <p class="muted">Changes need the admin token (and everything does when portd listens off loopback): enter it from the config, PORTD_ADMIN_TOKEN or the admin-token file in the state directory.</p>
-    <form id="login-form"><input id="login-token" type="password" autocomplete="current-password" placeholder="token" required><button type="submit">Log in</button><button type="button" id="login-cancel" hidden>Cancel</button></form>
+    <p class="muted">Changes need the admin token (and everything does when portd listens off loopback): enter it
+      from the config, PORTD_ADMIN_TOKEN or the admin-token file in the state directory.</p>
+    <form id="login-form"><input id="login-token" type="password" autocomplete="current-password" placeholder="token"
+      required><button type="submit">Log in</button><button type="button" id="login-cancel"
+      hidden>Cancel</button></form>
     <p id="login-msg" class="err"></p>
   </section>
 </div>
@@ -81,10 +88,12 @@ export const DASHBOARD_HTML = `<!doctype html>
     <div class="counts" id="counts"></div>
     <div class="toolbar">
       <input id="filter" type="search" placeholder="filter: address, port, description, source…" aria-label="filter">
-      <select id="state" aria-label="state"><option value="active">active</option><option value="ended">ended</option><option value="all">all</option></select>
+      <select id="state" aria-label="state"><option value="active">active</option><option value="ended">ended</option>
+        <option value="all">all</option></select>
     </div>
     <table id="leases">
-      <thead><tr><th>Source</th><th>Protocol</th><th>External</th><th>Internal</th><th>Owner</th><th>Remote</th><th>Description</th><th>Time left</th><th></th></tr></thead>
+      <thead><tr><th>Source</th><th>Protocol</th><th>External</th><th>Internal</th><th>Owner</th><th>Remote</th>
+        <th>Description</th><th>Time left</th><th></th></tr></thead>
       <tbody id="lease-rows"></tbody>
     </table>
     <div id="empty" class="muted" hidden>No leases.</div>
@@ -131,7 +140,11 @@ export const DASHBOARD_JS = `'use strict';
   function $(id) { return document.getElementById(id); }
   function el(tag, props, children) {
     var e = document.createElement(tag);
-    if (props) for (var k in props) { if (k === 'text') e.textContent = props[k]; else if (k === 'cls') e.className = props[k]; else e.setAttribute(k, props[k]); }
+    if (props) for (var k in props) {
+      if (k === 'text') e.textContent = props[k];
+      else if (k === 'cls') e.className = props[k];
+      else e.setAttribute(k, props[k]);
+    }
     (children || []).forEach(function (c) { e.appendChild(c); });
     return e;
   }
@@ -144,12 +157,18 @@ export const DASHBOARD_JS = `'use strict';
       if (date) { var d = Date.parse(date); if (!isNaN(d)) skew = d - Date.now(); }
       if (r.status === 401 && path !== API + '/login') {
         // a change refused for want of a session (on loopback, reads need none): ask for the token, then send it again
-        if (method !== 'GET') return new Promise(function (resolve, reject) { pending.push({ retry: function () { api(method, path, body).then(resolve, reject); }, reject: reject }); showLogin(); });
+        if (method !== 'GET') return new Promise(function (resolve, reject) {
+          pending.push({ retry: function () { api(method, path, body).then(resolve, reject); }, reject: reject });
+          showLogin();
+        });
         showLogin(); throw new Error('unauthorized');
       }
       return r.text().then(function (t) {
         var data = null; try { data = t ? JSON.parse(t) : null; } catch (e) { data = { message: t }; }
-        if (!r.ok) { var err = new Error((data && data.message) || ('HTTP ' + r.status)); err.status = r.status; err.data = data; throw err; }
+        if (!r.ok) {
+          var err = new Error((data && data.message) || ('HTTP ' + r.status));
+          err.status = r.status; err.data = data; throw err;
+        }
         return data;
       });
     });
@@ -183,7 +202,8 @@ export const DASHBOARD_JS = `'use strict';
 
   function fmtDuration(s) {
     if (s < 0) s = 0;
-    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60), sec = Math.floor(s % 60);
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
+    var sec = Math.floor(s % 60);
     if (d) return d + 'd ' + h + 'h';
     if (h) return h + 'h ' + m + 'm';
     if (m) return m + 'm ' + (sec < 10 ? '0' : '') + sec + 's';
@@ -195,7 +215,9 @@ export const DASHBOARD_JS = `'use strict';
     if (l.expiresAt === null) return 'no expiry';
     return fmtDuration((l.expiresAt - serverNow()) / 1000);
   }
-  function ports(l) { return l.externalPortEnd !== l.externalPort ? l.externalPort + '-' + l.externalPortEnd : String(l.externalPort); }
+  function ports(l) {
+    return l.externalPortEnd !== l.externalPort ? l.externalPort + '-' + l.externalPortEnd : String(l.externalPort);
+  }
 
   // ---- status ----
   function loadStatus() {
@@ -208,17 +230,27 @@ export const DASHBOARD_JS = `'use strict';
       $('s-epoch').textContent = s.pcpEpoch === null ? 'off' : String(s.pcpEpoch);
       var counts = $('counts'); counts.textContent = '';
       Object.keys(s.leases.bySource).forEach(function (src) {
-        counts.appendChild(el('span', null, [el('span', { cls: 'chip src-' + src, text: src }), document.createTextNode(' ' + s.leases.bySource[src])]));
+        counts.appendChild(el('span', null, [
+          el('span', { cls: 'chip src-' + src, text: src }),
+          document.createTextNode(' ' + s.leases.bySource[src]),
+        ]));
       });
       var fe = $('frontends'); fe.textContent = '';
       if (!s.frontends.length) fe.textContent = 'none listening';
-      s.frontends.forEach(function (f) { fe.appendChild(el('div', { text: f.name + ': ' + (f.listening.join(', ') || 'off') })); });
+      s.frontends.forEach(function (f) {
+        fe.appendChild(el('div', { text: f.name + ': ' + (f.listening.join(', ') || 'off') }));
+      });
       s.upnpDescriptionUrls.forEach(function (u) { fe.appendChild(el('div', { text: 'UPnP description: ' + u })); });
       tickUptime();
     });
   }
-  function scheduleStatus() { if (statusTimer) return; statusTimer = setTimeout(function () { statusTimer = null; loadStatus().catch(function () {}); }, 400); }
-  function tickUptime() { if (status) $('s-uptime').textContent = fmtDuration(status.uptimeSeconds + (Date.now() - status.loadedAt) / 1000); }
+  function scheduleStatus() {
+    if (statusTimer) return;
+    statusTimer = setTimeout(function () { statusTimer = null; loadStatus().catch(function () {}); }, 400);
+  }
+  function tickUptime() {
+    if (status) $('s-uptime').textContent = fmtDuration(status.uptimeSeconds + (Date.now() - status.loadedAt) / 1000);
+  }
 
   // ---- lease table ----
   function matches(l) {
@@ -226,24 +258,33 @@ export const DASHBOARD_JS = `'use strict';
     var st = $('state').value;
     if (st !== 'all' && l.state !== st) return false;
     if (!f) return true;
-    var hay = [l.id, l.source, l.protocol, l.externalAddress + ':' + ports(l), l.internalAddress + ':' + l.internalPort, l.owner, l.remoteAddress || '', l.description, l.rule || ''].join(' ').toLowerCase();
+    var hay = [l.id, l.source, l.protocol, l.externalAddress + ':' + ports(l), l.internalAddress + ':' + l.internalPort,
+      l.owner, l.remoteAddress || '', l.description, l.rule || ''].join(' ').toLowerCase();
     return f.split(/\\s+/).every(function (w) { return hay.indexOf(w) >= 0; });
   }
 
   function row(l) {
     var tr = el('tr', { 'data-id': l.id, 'data-source': l.source, cls: 'row-' + l.source });
-    function td(label, text, cls) { var c = el('td', { 'data-label': label, text: text }); if (cls) c.className = cls; tr.appendChild(c); return c; }
+    function td(label, text, cls) {
+      var c = el('td', { 'data-label': label, text: text });
+      if (cls) c.className = cls;
+      tr.appendChild(c);
+      return c;
+    }
     var s = td('Source', ''); s.appendChild(el('span', { cls: 'chip src-' + l.source, text: l.source }));
     td('Protocol', l.protocol);
     td('External', l.externalAddress + ':' + ports(l), 'mono');
-    td('Internal', l.internalAddress + ':' + l.internalPort + (l.externalPortEnd !== l.externalPort ? '-' + (l.internalPort + l.externalPortEnd - l.externalPort) : ''), 'mono');
+    var internalEnd =
+      l.externalPortEnd !== l.externalPort ? '-' + (l.internalPort + l.externalPortEnd - l.externalPort) : '';
+    td('Internal', l.internalAddress + ':' + l.internalPort + internalEnd, 'mono');
     td('Owner', l.owner, 'mono');
     td('Remote', l.remoteAddress || 'any', 'mono');
     td('Description', l.description || (l.rule ? 'rule ' + l.rule : ''));
     var left = td('Time left', timeLeft(l)); left.setAttribute('data-left', '1');
     var act = td('', '');
     if (l.state === 'active' && !l.readOnly) {
-      var b = el('button', { cls: 'revoke', type: 'button', text: 'Revoke', 'data-revoke': l.id, title: 'close this port now' });
+      var b = el('button',
+        { cls: 'revoke', type: 'button', text: 'Revoke', 'data-revoke': l.id, title: 'close this port now' });
       b.addEventListener('click', function () { revoke(l); });
       act.appendChild(b);
     } else if (l.readOnly) act.appendChild(el('span', { cls: 'muted', text: 'config' }));
@@ -275,13 +316,15 @@ export const DASHBOARD_JS = `'use strict';
     return api('GET', API + '/leases?limit=1000&state=' + encodeURIComponent(st)).then(function (r) {
       leases.clear();
       r.leases.forEach(function (l) { leases.set(l.id, l); });
-      $('table-msg').textContent = r.total > r.leases.length ? 'Showing the first ' + r.leases.length + ' of ' + r.total + ' leases.' : '';
+      $('table-msg').textContent =
+        r.total > r.leases.length ? 'Showing the first ' + r.leases.length + ' of ' + r.total + ' leases.' : '';
       render();
     });
   }
 
   function revoke(l) {
-    if (!window.confirm('Revoke ' + l.protocol + ' ' + ports(l) + ' → ' + l.internalAddress + ':' + l.internalPort + ' (' + l.source + ')?')) return;
+    var what = l.protocol + ' ' + ports(l) + ' → ' + l.internalAddress + ':' + l.internalPort + ' (' + l.source + ')';
+    if (!window.confirm('Revoke ' + what + '?')) return;
     api('DELETE', API + '/leases/' + encodeURIComponent(l.id)).then(function (r) {
       if ($('state').value === 'active') leases.delete(l.id); else leases.set(l.id, r.lease);
       render(); scheduleStatus();
@@ -316,7 +359,10 @@ export const DASHBOARD_JS = `'use strict';
         if (e.source === 'trigger') scheduleTriggers();
       });
     });
-    es.addEventListener('refused', function (m) { var e = JSON.parse(m.data); if (e.source === 'trigger') scheduleTriggers(); });
+    es.addEventListener('refused', function (m) {
+      var e = JSON.parse(m.data);
+      if (e.source === 'trigger') scheduleTriggers();
+    });
   }
 
   // ---- add a static forward ----
@@ -326,14 +372,17 @@ export const DASHBOARD_JS = `'use strict';
     msg.className = ''; msg.textContent = '';
     var m = /^\\s*(\\d+)\\s*(?:-\\s*(\\d+))?\\s*$/.exec(f.ports.value);
     if (!m) { msg.className = 'err'; msg.textContent = 'External port: a number or a range like 6000-6010.'; return; }
-    var body = { protocol: f.protocol.value, externalPort: Number(m[1]), internalAddress: f.internalAddress.value.trim(), description: f.description.value };
+    var body = { protocol: f.protocol.value, externalPort: Number(m[1]),
+      internalAddress: f.internalAddress.value.trim(), description: f.description.value };
     if (m[2]) body.externalPortEnd = Number(m[2]);
     if (f.internalPort.value.trim()) body.internalPort = Number(f.internalPort.value);
     if (f.remoteAddress.value.trim()) body.remoteAddress = f.remoteAddress.value.trim();
     if (f.lifetime.value.trim()) body.lifetime = Number(f.lifetime.value);
     api('POST', API + '/leases', body).then(function (r) {
       leases.set(r.lease.id, r.lease); render(); scheduleStatus();
-      msg.className = 'ok'; msg.textContent = (r.created ? 'Added ' : 'Renewed ') + r.lease.protocol + ' ' + ports(r.lease) + ' → ' + r.lease.internalAddress + ':' + r.lease.internalPort + '.';
+      msg.className = 'ok';
+      msg.textContent = (r.created ? 'Added ' : 'Renewed ') + r.lease.protocol + ' ' + ports(r.lease) + ' → ' +
+        r.lease.internalAddress + ':' + r.lease.internalPort + '.';
       f.reset();
     }).catch(function (e) { msg.className = 'err'; msg.textContent = e.message; });
   });
@@ -343,32 +392,54 @@ export const DASHBOARD_JS = `'use strict';
 
   // ---- triggers (the panel fills in when the API offers /api/v1/triggers) ----
   var triggerTimer = null;
-  function scheduleTriggers() { if (triggerTimer) return; triggerTimer = setTimeout(function () { triggerTimer = null; loadTriggers(); }, 300); }
+  function scheduleTriggers() {
+    if (triggerTimer) return;
+    triggerTimer = setTimeout(function () { triggerTimer = null; loadTriggers(); }, 300);
+  }
   function triggerState(t) {
-    if (t.state === 'held') return 'held by ' + t.holder + (t.until ? ' until ' + new Date(t.until - skew).toLocaleTimeString() : '');
+    if (t.state === 'held')
+      return 'held by ' + t.holder + (t.until ? ' until ' + new Date(t.until - skew).toLocaleTimeString() : '');
     if (t.state === 'error') return 'not in force: ' + (t.error || 'invalid');
     return t.state;
   }
   function triggerRow(t) {
     var tr = el('tr', { 'data-trigger': t.name, cls: 'row-trigger' });
-    function td(label, text, cls) { var c = el('td', { 'data-label': label, text: text }); if (cls) c.className = cls; tr.appendChild(c); return c; }
+    function td(label, text, cls) {
+      var c = el('td', { 'data-label': label, text: text });
+      if (cls) c.className = cls;
+      tr.appendChild(c);
+      return c;
+    }
     var n = td('Rule', t.name + ' ');
     n.appendChild(el('span', { cls: 'muted', text: t.origin === 'config' ? '(config)' : '(api)' }));
     td('Trigger → opens', t.summary, 'mono');
     td('Idle', fmtDuration(t.idleTimeout) + (t.maxLifetime ? ' (max ' + fmtDuration(t.maxLifetime) + ')' : ''));
-    var st = td('State', triggerState(t)); st.setAttribute('data-state', t.state); if (t.state === 'error') st.className = 'err';
+    var st = td('State', triggerState(t));
+    st.setAttribute('data-state', t.state);
+    if (t.state === 'error') st.className = 'err';
     td('Fired / renewed / refused', t.counters.fired + ' / ' + t.counters.renewed + ' / ' + t.counters.refused);
     var lr = t.lastRefusal;
-    td('Last refusal', lr ? lr.host + (lr.holder ? ' (held by ' + lr.holder.source + ' ' + lr.holder.owner + ')' : ' (' + lr.reason + ')') : '');
+    td('Last refusal', lr
+      ? lr.host + (lr.holder ? ' (held by ' + lr.holder.source + ' ' + lr.holder.owner + ')' : ' (' + lr.reason + ')')
+      : '');
     var act = td('', '');
     if (t.state !== 'error') {
-      var f = el('button', { cls: 'revoke', type: 'button', text: 'Fire…', 'data-fire': t.name, title: 'open it for a LAN host now, as if the host had sent a packet' });
+      var f = el('button', { cls: 'revoke', type: 'button', text: 'Fire…', 'data-fire': t.name,
+        title: 'open it for a LAN host now, as if the host had sent a packet' });
       f.addEventListener('click', function () {
         var host = window.prompt('Fire ' + t.name + ' for which LAN host?', t.holder || '');
         if (!host) return;
         api('POST', API + '/triggers/' + encodeURIComponent(t.name) + '/fire', { host: host.trim() })
-          .then(function () { $('triggers-msg').className = 'ok'; $('triggers-msg').textContent = t.name + ' opened for ' + host + '.'; loadTriggers(); })
-          .catch(function (e) { $('triggers-msg').className = 'err'; $('triggers-msg').textContent = t.name + ': ' + e.message; loadTriggers(); });
+          .then(function () {
+            $('triggers-msg').className = 'ok';
+            $('triggers-msg').textContent = t.name + ' opened for ' + host + '.';
+            loadTriggers();
+          })
+          .catch(function (e) {
+            $('triggers-msg').className = 'err';
+            $('triggers-msg').textContent = t.name + ': ' + e.message;
+            loadTriggers();
+          });
       });
       act.appendChild(f);
     }
@@ -395,15 +466,23 @@ export const DASHBOARD_JS = `'use strict';
         box.className = '';
         if (!list[0].summary) {
           // an older API: show the plain fields
-          var keys = Object.keys(list[0]).filter(function (k) { return typeof list[0][k] !== 'object' || list[0][k] === null; });
-          var t0 = el('table', { id: 'trigger-table' }, [el('thead', null, [el('tr', null, keys.map(function (k) { return el('th', { text: k }); }))])]);
+          var keys = Object.keys(list[0]).filter(function (k) {
+            return typeof list[0][k] !== 'object' || list[0][k] === null;
+          });
+          var t0 = el('table', { id: 'trigger-table' },
+            [el('thead', null, [el('tr', null, keys.map(function (k) { return el('th', { text: k }); }))])]);
           var tb0 = el('tbody');
-          list.forEach(function (tr) { tb0.appendChild(el('tr', null, keys.map(function (k) { return el('td', { 'data-label': k, text: tr[k] === null ? '' : String(tr[k]) }); }))); });
+          list.forEach(function (tr) {
+            tb0.appendChild(el('tr', null, keys.map(function (k) {
+              return el('td', { 'data-label': k, text: tr[k] === null ? '' : String(tr[k]) });
+            })));
+          });
           t0.appendChild(tb0); box.appendChild(t0);
           return;
         }
         var cols = ['Rule', 'Trigger → opens', 'Idle', 'State', 'Fired / renewed / refused', 'Last refusal', ''];
-        var t = el('table', { id: 'trigger-table' }, [el('thead', null, [el('tr', null, cols.map(function (k) { return el('th', { text: k }); }))])]);
+        var t = el('table', { id: 'trigger-table' },
+          [el('thead', null, [el('tr', null, cols.map(function (k) { return el('th', { text: k }); }))])]);
         var tb = el('tbody');
         list.forEach(function (tr) { tb.appendChild(triggerRow(tr)); });
         t.appendChild(tb); box.appendChild(t);
@@ -419,7 +498,13 @@ export const DASHBOARD_JS = `'use strict';
       loadTriggers();
       if (!started) { started = true; setInterval(tickLeft, 1000); }
       return loadLeases();
-    }).catch(function (e) { if (e.message !== 'unauthorized') { setLive('off', 'error'); $('app').hidden = false; $('table-msg').textContent = e.message; } });
+    }).catch(function (e) {
+      if (e.message !== 'unauthorized') {
+        setLive('off', 'error');
+        $('app').hidden = false;
+        $('table-msg').textContent = e.message;
+      }
+    });
   }
   start();
 })();

@@ -84,7 +84,8 @@ export function buildOpenApi(
       };
     }
     const op: Record<string, unknown> = {
-      operationId: `${r.method}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      operationId:
+        r.method + path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : '')),
       ...(s.summary ? { summary: s.summary } : {}),
       ...(s.description ? { description: s.description } : {}),
       ...(s.tags ? { tags: s.tags } : {}),
@@ -94,7 +95,9 @@ export function buildOpenApi(
         : {}),
       responses,
     };
-    (paths[path] ??= {})[r.method] = op;
+    const ops = paths[path] ?? {};
+    ops[r.method] = op;
+    paths[path] = ops;
   }
   return {
     openapi: '3.1.0',

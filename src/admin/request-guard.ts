@@ -43,8 +43,8 @@ export type GuardVerdict =
   | { readonly ok: true }
   | {
       readonly ok: false;
-      readonly status: 421 | 403;
-      readonly code: string;
+      /** its HTTP status (421, 403) is the registry's */
+      readonly code: typeof ErrorCode.ADMIN_FORBIDDEN_HOST | typeof ErrorCode.ADMIN_FORBIDDEN_ORIGIN;
       readonly kind: 'host' | 'origin' | 'fetch-site';
       readonly message: string;
     };
@@ -128,10 +128,11 @@ export function createRequestGuard(o: RequestGuardOptions) {
         const shown = hostHeader === undefined ? 'no Host header' : `Host ${JSON.stringify(hostHeader.slice(0, 100))}`;
         return {
           ok: false,
-          status: 421,
           code: ErrorCode.ADMIN_FORBIDDEN_HOST,
           kind: 'host',
-          message: `${shown} does not name this server (${describe(e)}): a page reached through another name (DNS rebinding) is refused; add a name of your own to admin.allowedHosts`,
+          message:
+            `${shown} does not name this server (${describe(e)}): a page reached through another name (DNS ` +
+            'rebinding) is refused; add a name of your own to admin.allowedHosts',
         };
       }
       const originHeader = one(req.headers['origin']);
@@ -158,10 +159,11 @@ export function createRequestGuard(o: RequestGuardOptions) {
         if (!ok) {
           return {
             ok: false,
-            status: 403,
             code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN,
             kind: 'origin',
-            message: `Origin ${JSON.stringify(originHeader.slice(0, 100))} is not this server's own (http://${describe(e).split(', ')[0]}): requests from other pages are refused`,
+            message:
+              `Origin ${JSON.stringify(originHeader.slice(0, 100))} is not this server's own ` +
+              `(http://${describe(e).split(', ')[0]}): requests from other pages are refused`,
           };
         }
       }
@@ -172,10 +174,11 @@ export function createRequestGuard(o: RequestGuardOptions) {
         if (!navigation) {
           return {
             ok: false,
-            status: 403,
             code: ErrorCode.ADMIN_FORBIDDEN_ORIGIN,
             kind: 'fetch-site',
-            message: `Sec-Fetch-Site: ${site}: requests made by other sites' pages are refused (open the dashboard at its own address)`,
+            message:
+              `Sec-Fetch-Site: ${site}: requests made by other sites' pages are refused (open the dashboard at its ` +
+              'own address)',
           };
         }
       }

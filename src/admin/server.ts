@@ -9,7 +9,7 @@ import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import type { DataplaneHealth } from '../dataplane/types.js';
-import { ErrorCode, PortdError, refusalCode } from '../errors.js';
+import { ErrorCode, type HttpErrorCode, PortdError, httpStatus, refusalCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
 import type { Lease, LeaseEvent, LeaseSource, Refusal } from '../leases/types.js';
 import { LEASE_SOURCES } from '../leases/types.js';
@@ -63,14 +63,8 @@ export interface AdminRouteContext {
   readonly clock: { now(): number };
   /** `admin:<token name>` of the request, for LeaseRequest.actor and logs */
   actorOf(request: FastifyRequest): string;
-  /** send `{ code, message, ... }` with a status */
-  sendError(
-    reply: FastifyReply,
-    status: number,
-    code: string,
-    message: string,
-    extra?: Record<string, unknown>,
-  ): FastifyReply;
+  /** send `{ code, message, ... }` with the code's HTTP status from the error registry */
+  sendError(reply: FastifyReply, code: HttpErrorCode, message: string, extra?: Record<string, unknown>): FastifyReply;
   /** attach to a route's `schema.response` for the error codes */
   readonly ErrorSchema: typeof ErrorSchema;
 }
@@ -125,25 +119,6 @@ declare module 'fastify' {
 const API = '/api/v1';
 /** an SSE client this far behind is dropped (it reconnects and re-reads the list) */
 const SSE_MAX_BUFFER = 1 << 20;
-
-function refusalStatus(r: Refusal): number {
-  switch (r.reason) {
-    case 'conflict':
-      return 409;
-    case 'no_port':
-      return 409;
-    case 'invalid':
-      return 400;
-    case 'unavailable':
-      return 503;
-    case 'capacity':
-      return 503;
-    case 'in_use':
-      return 409;
-    default:
-      return 403; // denied, reserved, not_authorized, quota
-  }
-}
 
 type JsonType = 'string' | 'integer' | 'number' | 'boolean' | 'object' | 'array' | 'null';
 
@@ -237,12 +212,14 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     throw new PortdError(
       ErrorCode.CONFIG_INVALID,
       `admin.listen ${config.admin.listen} is not loopback but no admin token is known`,
-      'set admin.token or admin.tokenFile, or PORTD_ADMIN_TOKEN; portd generates one in its state directory when none is set',
+      'set admin.token or admin.tokenFile, or PORTD_ADMIN_TOKEN; portd generates one in its state directory when ' +
+        'none is set',
     );
   }
   if (!token.value)
     log.warn(
-      'no admin token known: changes through the admin API are refused (startAdmin generates one in the state directory)',
+      'no admin token known: changes through the admin API are refused (startAdmin generates one in the state ' +
+        'directory)',
     );
 
   const app = Fastify({
@@ -270,7 +247,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         .type('application/json')
         .send({ code: ErrorCode.ADMIN_BAD_REQUEST, message: err.message, field: 'url' });
     },
-  }) as unknown as FastifyInstance; // a pino Logger instance narrows fastify's logger generic; the base type is all we use
+  }) as unknown as FastifyInstance; // a pino Logger narrows fastify's logger generic; the base type is all we use
   const routes = collectRoutes(app);
   const guard = createRequestGuard({
     listen: config.admin.listen,
@@ -282,10 +259,11 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   });
   app.decorateRequest('portdCaller', '');
 
-  const sendError = (
+  // the status is the registry's (src/errors.ts); only a framework error keeps its own 4xx (413, 415...)
+  const sendWithStatus = (
     reply: FastifyReply,
     status: number,
-    code: string,
+    code: HttpErrorCode,
     message: string,
     extra: Record<string, unknown> = {},
   ) =>
@@ -293,6 +271,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       .code(status)
       .type('application/json')
       .send({ code, message, ...extra });
+  const sendError = (reply: FastifyReply, code: HttpErrorCode, message: string, extra: Record<string, unknown> = {}) =>
+    sendWithStatus(reply, httpStatus(code), code, message, extra);
   const actorOf = (req: FastifyRequest) => `admin:${req.portdCaller || 'unknown'}`;
 
   const badRequest = (req: FastifyRequest, reply: FastifyReply, field: string, message: string) => {
@@ -302,7 +282,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       { ip: req.ip, method: req.method, url: req.url.slice(0, 200), field, detail: message },
       `admin: bad request: ${message}`,
     );
-    return sendError(reply, 400, ErrorCode.ADMIN_BAD_REQUEST, message, { field });
+    return sendError(reply, ErrorCode.ADMIN_BAD_REQUEST, message, { field });
   };
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
@@ -318,13 +298,13 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         { ip: req.ip, method: req.method, url: req.url.slice(0, 200), err: err.message },
         'admin: bad request',
       );
-      return sendError(reply, status, ErrorCode.ADMIN_BAD_REQUEST, err.message, { field: 'body' });
+      return sendWithStatus(reply, status, ErrorCode.ADMIN_BAD_REQUEST, err.message, { field: 'body' });
     }
     log.error({ err, method: req.method, url: req.url }, 'admin: internal error');
-    return sendError(reply, 500, ErrorCode.ADMIN_INTERNAL, 'internal error (see the portd log)');
+    return sendError(reply, ErrorCode.ADMIN_INTERNAL, 'internal error (see the portd log)');
   });
   app.setNotFoundHandler((req, reply) =>
-    sendError(reply, 404, ErrorCode.ADMIN_NOT_FOUND, `no route ${req.method} ${req.url.split('?')[0]}`),
+    sendError(reply, ErrorCode.ADMIN_NOT_FOUND, `no route ${req.method} ${req.url.split('?')[0]}`),
   );
 
   // ---- authentication -------------------------------------------------------------------
@@ -360,7 +340,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       },
       `admin: refused: ${v.message}`,
     );
-    return sendError(reply, v.status, v.code, v.message);
+    return sendError(reply, v.code, v.message);
   });
 
   app.addHook('onRequest', async (req, reply) => {
@@ -400,14 +380,15 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     reply.header('www-authenticate', 'Bearer realm="portd"');
     return sendError(
       reply,
-      401,
       ErrorCode.ADMIN_UNAUTHORIZED,
       tried
         ? 'token not accepted or session expired'
         : proxied && !authRequired
-          ? `authentication required: this request came through a proxy (${proxied} header); send Authorization: Bearer <token> or log in`
+          ? `authentication required: this request came through a proxy (${proxied} header); send Authorization: ` +
+            'Bearer <token> or log in'
           : write && !authRequired
-            ? 'authentication required for changes: send Authorization: Bearer <token> (the admin-token file in the state directory; the CLI reads it given --config) or log in'
+            ? 'authentication required for changes: send Authorization: Bearer <token> (the admin-token file in ' +
+              'the state directory; the CLI reads it given --config) or log in'
             : 'authentication required: send Authorization: Bearer <token> or log in',
     );
   });
@@ -417,7 +398,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     if (bad) return badRequest(req, reply, bad.field, bad.message);
   });
 
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', async (_req, reply) => {
     metrics.requests.inc({ frontend: 'admin', result: String(reply.statusCode) });
     metrics.requestSeconds.observe({ frontend: 'admin' }, reply.elapsedTime / 1000);
   });
@@ -439,7 +420,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       if (!token.value || !tokenMatches(given, token.value)) {
         metrics.badInput.inc({ frontend: 'admin', kind: 'unauthorized' });
         logOnce(`login:${req.ip}`, { ip: req.ip }, 'admin: login failed: wrong token');
-        return sendError(reply, 401, ErrorCode.ADMIN_UNAUTHORIZED, 'token not accepted');
+        return sendError(reply, ErrorCode.ADMIN_UNAUTHORIZED, 'token not accepted');
       }
       const sid = sessions.create(token.name);
       // HttpOnly + SameSite=Strict always; Secure only when a TLS proxy in front says so
@@ -450,7 +431,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
           ?.trim() === 'https';
       reply.header(
         'set-cookie',
-        `${SESSION_COOKIE}=${sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${Math.floor(sessionTtlMs / 1000)}${secure ? '; Secure' : ''}`,
+        `${SESSION_COOKIE}=${sid}; Path=/; HttpOnly; SameSite=Strict; ` +
+          `Max-Age=${Math.floor(sessionTtlMs / 1000)}${secure ? '; Secure' : ''}`,
       );
       log.info({ ip: req.ip, caller: token.name }, 'admin: login');
       return { ok: true };
@@ -516,7 +498,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     async (req, reply) => {
       const { id } = req.params as { id: string };
       const lease = leases.get(id);
-      if (!lease) return sendError(reply, 404, ErrorCode.LEASE_NOT_FOUND, `no lease ${id}`);
+      if (!lease) return sendError(reply, ErrorCode.LEASE_NOT_FOUND, `no lease ${id}`);
       return { lease, history: leases.history(id) };
     },
   );
@@ -550,28 +532,23 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
           { id: id.slice(0, 128), actor, ip: req.ip },
           'admin: revoke refused: no such lease',
         );
-        return sendError(reply, 404, ErrorCode.LEASE_NOT_FOUND, `no lease ${id}`);
+        return sendError(reply, ErrorCode.LEASE_NOT_FOUND, `no lease ${id}`);
       }
       if (lease.readOnly) {
         log.info({ id, actor, ip: req.ip, source: lease.source }, 'admin: revoke refused: read-only lease');
         return sendError(
           reply,
-          403,
           ErrorCode.LEASE_READ_ONLY,
-          `lease ${id} comes from the configuration (${lease.source}${lease.rule ? ` rule ${lease.rule}` : ''}): change the config file instead`,
+          `lease ${id} comes from the configuration (${lease.source}${lease.rule ? ` rule ${lease.rule}` : ''}): ` +
+            'change the config file instead',
         );
       }
       if (lease.state !== 'active')
-        return sendError(
-          reply,
-          409,
-          ErrorCode.LEASE_ENDED,
-          `lease ${id} already ended (${lease.endReason ?? 'ended'})`,
-        );
+        return sendError(reply, ErrorCode.LEASE_ENDED, `lease ${id} already ended (${lease.endReason ?? 'ended'})`);
       const res = await leases.revoke(id, actor, reason ?? 'revoked by admin');
       if (!res.ok) {
         log.info({ id, actor, ip: req.ip, reason: res.reason }, `admin: revoke refused: ${res.reason}`);
-        if (res.reason === 'not_authorized') return sendError(reply, 403, ErrorCode.LEASE_READ_ONLY, res.detail);
+        if (res.reason === 'not_authorized') return sendError(reply, ErrorCode.LEASE_READ_ONLY, res.detail);
         return sendRefusal(reply, res);
       }
       log.info(
@@ -597,13 +574,12 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         h.externalPortEnd !== h.externalPort ? `${h.externalPort}-${h.externalPortEnd}` : `${h.externalPort}`;
       return sendError(
         reply,
-        409,
         ErrorCode.LEASE_CONFLICT,
         `port ${ports} is held by a ${h.source} lease of ${h.owner} (id ${h.id})`,
         { holder: h },
       );
     }
-    return sendError(reply, refusalStatus(r), refusalCode[r.reason], r.detail);
+    return sendError(reply, refusalCode[r.reason], r.detail);
   };
 
   app.post(
@@ -768,7 +744,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     {
       schema: {
         summary:
-          'Server-Sent Events: one event per lease change (granted, renewed, released, expired, revoked, replaced, refused)',
+          'Server-Sent Events: one event per lease change (granted, renewed, released, expired, revoked, ' +
+          'replaced, refused)',
         tags: ['leases'],
         produces: ['text/event-stream'],
         querystring: EventsQuery,
@@ -835,7 +812,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 
   const pageHeaders = {
     'content-security-policy':
-      "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+      "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src " +
+      "'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     'x-frame-options': 'DENY',
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer',

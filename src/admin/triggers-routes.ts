@@ -94,7 +94,8 @@ const RuleBody = Type.Object(
   {
     additionalProperties: true,
     description:
-      'a trigger rule as in the configuration file: name, preset, match { protocol, ports }, open [{ protocol, ports }], idleTimeout, maxLifetime, hosts, enabled',
+      'a trigger rule as in the configuration file: name, preset, match { protocol, ports }, open [{ protocol, ' +
+      'ports }], idleTimeout, maxLifetime, hosts, enabled',
   },
 );
 const FireBody = Type.Object(
@@ -112,7 +113,7 @@ export function triggerRoutes(manager: TriggerManager): AdminRoutePlugin {
   return (app, ctx) => {
     const API = '/api/v1/triggers';
     const send = (reply: FastifyReply, r: Exclude<MutationResult, { ok: true }>) =>
-      ctx.sendError(reply, r.status, r.code, r.message, {
+      ctx.sendError(reply, r.code, r.message, {
         ...(r.issues ? { issues: r.issues.map((i) => ({ path: i.path, message: i.message })) } : {}),
         ...(r.field !== undefined ? { field: r.field } : {}),
       });
@@ -142,7 +143,7 @@ export function triggerRoutes(manager: TriggerManager): AdminRoutePlugin {
       async (req, reply) => {
         const { name } = req.params as { name: string };
         const t = manager.get(name);
-        if (!t) return ctx.sendError(reply, 404, ErrorCode.TRIGGER_NOT_FOUND, `no trigger rule ${name}`);
+        if (!t) return ctx.sendError(reply, ErrorCode.TRIGGER_NOT_FOUND, `no trigger rule ${name}`);
         return { trigger: t };
       },
     );
@@ -218,7 +219,6 @@ export function triggerRoutes(manager: TriggerManager): AdminRoutePlugin {
         if (!isUsableIPv4Host(host))
           return ctx.sendError(
             reply,
-            400,
             ErrorCode.ADMIN_BAD_REQUEST,
             `body.host must be a LAN host's IPv4 address, got ${JSON.stringify(host)}`,
             { field: 'host' },
@@ -227,17 +227,17 @@ export function triggerRoutes(manager: TriggerManager): AdminRoutePlugin {
         if (r.ok) return { result: r.result, host: r.host, leases: r.leases, trigger: manager.get(name)! };
         switch (r.result) {
           case 'unknown_rule':
-            return ctx.sendError(reply, 404, ErrorCode.TRIGGER_NOT_FOUND, r.detail);
+            return ctx.sendError(reply, ErrorCode.TRIGGER_NOT_FOUND, r.detail);
           case 'conflict':
-            return ctx.sendError(reply, 409, ErrorCode.LEASE_CONFLICT, r.detail, { holder: r.holder });
+            return ctx.sendError(reply, ErrorCode.LEASE_CONFLICT, r.detail, { holder: r.holder });
           case 'not_allowed':
-            return ctx.sendError(reply, 403, ErrorCode.TRIGGER_HOST_NOT_ALLOWED, r.detail);
+            return ctx.sendError(reply, ErrorCode.TRIGGER_HOST_NOT_ALLOWED, r.detail);
           case 'disabled':
-            return ctx.sendError(reply, 409, ErrorCode.TRIGGER_DISABLED, r.detail);
+            return ctx.sendError(reply, ErrorCode.TRIGGER_DISABLED, r.detail);
           case 'max_lifetime':
-            return ctx.sendError(reply, 409, ErrorCode.LEASE_CONFLICT, r.detail);
+            return ctx.sendError(reply, ErrorCode.LEASE_CONFLICT, r.detail);
           default:
-            return ctx.sendError(reply, 503, ErrorCode.LEASE_UNAVAILABLE, r.detail);
+            return ctx.sendError(reply, ErrorCode.LEASE_UNAVAILABLE, r.detail);
         }
       },
     );

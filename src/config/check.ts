@@ -4,7 +4,7 @@
  * so the walk continues and every problem is reported in one go.
  */
 import { isIP } from 'node:net';
-import { Issues, joinPath, show } from './errors.js';
+import { type Issues, joinPath, show } from './errors.js';
 import { ConfigValueError } from './errors.js';
 
 export type Raw = Record<string, unknown>;
@@ -89,7 +89,8 @@ export function int(obj: Raw, key: string, path: string, def: number, opts: IntO
   ) {
     issues.add(
       p,
-      `${describeInt(opts)}, got ${show(v)}${typeof v === 'string' && /^\d+\s*[smhd]$/.test(v.trim()) ? ' (seconds, without a unit)' : ''}`,
+      `${describeInt(opts)}, got ` +
+        `${show(v)}${typeof v === 'string' && /^\d+\s*[smhd]$/.test(v.trim()) ? ' (seconds, without a unit)' : ''}`,
     );
     return def;
   }
@@ -126,7 +127,8 @@ export function checkStr(v: unknown, p: string, def: string, opts: StrOpts, issu
   if (typeof v !== 'string' || v.length < min || (opts.pattern && !opts.pattern.test(v))) {
     issues.add(
       p,
-      `${what}, got ${typeof v === 'string' && opts.expected === undefined && min > 1 ? `${v.length} characters` : show(v)}`,
+      `${what}, got ` +
+        `${typeof v === 'string' && opts.expected === undefined && min > 1 ? `${v.length} characters` : show(v)}`,
     );
     return def;
   }

@@ -49,6 +49,11 @@ export class Issues {
   add(path: string, message: string): void {
     this.list.push({ path, message });
   }
+  /** adds a "missing key" issue; undefined, so `v === undefined ? issues.required(…) : parse(v)` is one expression */
+  required(path: string, message: string): undefined {
+    this.add(path, message);
+    return undefined;
+  }
   get count(): number {
     return this.list.length;
   }

@@ -12,7 +12,8 @@ import { parseCidr } from './net.js';
  */
 export function parsePolicyRule(text: unknown): PolicyRule {
   const form =
-    'must be a rule like "allow 1024-65535 192.168.0.0/24 1024-65535" (allow|deny, external ports, internal address/prefix, internal ports)';
+    'must be a rule like "allow 1024-65535 192.168.0.0/24 1024-65535" (allow|deny, external ports, internal ' +
+    'address/prefix, internal ports)';
   if (typeof text !== 'string') throw new ConfigValueError(`${form}, got ${show(text)}`);
   const words = text.trim().split(/\s+/);
   if (words.length !== 4)

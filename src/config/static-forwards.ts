@@ -1,6 +1,6 @@
 import { isIPv4 } from 'node:net';
 import type { StaticForwardConfig } from './types.js';
-import { Issues, joinPath, show } from './errors.js';
+import { type Issues, joinPath, show } from './errors.js';
 import { type Raw, parseAt, section, suggest } from './check.js';
 import { formatPortRange, parsePortRange, rangesOverlap, reservedIn } from './ports.js';
 import { isUsableIPv4Host } from './net.js';
@@ -47,14 +47,16 @@ export function readStaticForward(
   const ep = joinPath(path, 'externalPort');
   const ext =
     raw['externalPort'] === undefined
-      ? (issues.add(ep, 'is required: a port like 8443 or a range like "8000-8010"'), undefined)
+      ? issues.required(ep, 'is required: a port like 8443 or a range like "8000-8010"')
       : parseAt(ep, issues, () => parsePortRange(raw['externalPort']));
   if (ext) {
     const reserved = reservedIn(ext, reservedPorts);
     if (reserved.length > 0) {
       issues.add(
         ep,
-        `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ${reserved.length > 1 ? 'them' : 'it'})`,
+        `${formatPortRange(ext)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} ` +
+          `(policy.reservedPorts; remove ${reserved.length > 1 ? 'them' : 'it'} there to forward ` +
+          `${reserved.length > 1 ? 'them' : 'it'})`,
       );
     }
   }

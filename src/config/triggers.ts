@@ -20,7 +20,10 @@ export interface TriggerContext {
   readonly reservedPorts: readonly number[];
   /** policy.lifetime.trigger: idleTimeout and maxLifetime must fall inside */
   readonly lifetime: LifetimeBounds;
-  /** rules already in force (for an update, leave out the rule being replaced): names must differ, ranges must not overlap */
+  /**
+   * rules already in force (for an update, leave out the rule being replaced): names must differ, ranges must not
+   * overlap
+   */
   readonly existing?: readonly TriggerConfig[];
   /** static forwards in force: a trigger may not open their external ports */
   readonly staticForwards?: readonly StaticForwardConfig[];
@@ -58,7 +61,8 @@ function applyPreset(raw: Raw, path: string, issues: Issues): { merged: Raw; pre
     const s = typeof name === 'string' ? suggest(name, TRIGGER_PRESET_NAMES) : null;
     issues.add(
       p,
-      `must be one of the presets ${TRIGGER_PRESET_NAMES.join(', ')}, got ${show(name)}${s ? ` (did you mean ${s}?)` : ''}`,
+      `must be one of the presets ${TRIGGER_PRESET_NAMES.join(', ')}, got ` +
+        `${show(name)}${s ? ` (did you mean ${s}?)` : ''}`,
     );
     return { merged: raw, preset: null };
   }
@@ -122,11 +126,11 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
     const m = section(merged['match'], mPath, ['protocol', 'ports'], issues);
     const protocol =
       m['protocol'] === undefined
-        ? (issues.add(joinPath(mPath, 'protocol'), 'is required: tcp, udp or both'), undefined)
+        ? issues.required(joinPath(mPath, 'protocol'), 'is required: tcp, udp or both')
         : protocolAt(m['protocol'], joinPath(mPath, 'protocol'), issues);
     const ports =
       m['ports'] === undefined
-        ? (issues.add(joinPath(mPath, 'ports'), 'is required: a port list like "6112,6120-6130"'), undefined)
+        ? issues.required(joinPath(mPath, 'ports'), 'is required: a port list like "6112,6120-6130"')
         : parseAt(joinPath(mPath, 'ports'), issues, () => parsePortRanges(m['ports']));
     if (protocol && ports) match = { protocol, ports };
   }
@@ -150,11 +154,11 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
       const e = section(entry, ep, ['protocol', 'ports'], issues);
       const protocol =
         e['protocol'] === undefined
-          ? (issues.add(joinPath(ep, 'protocol'), 'is required: tcp, udp or both'), undefined)
+          ? issues.required(joinPath(ep, 'protocol'), 'is required: tcp, udp or both')
           : protocolAt(e['protocol'], joinPath(ep, 'protocol'), issues);
       const ports =
         e['ports'] === undefined
-          ? (issues.add(joinPath(ep, 'ports'), 'is required: a port or range like "6113-6119"'), undefined)
+          ? issues.required(joinPath(ep, 'ports'), 'is required: a port or range like "6113-6119"')
           : parseAt(joinPath(ep, 'ports'), issues, () => parsePortRanges(e['ports']));
       if (!protocol || !ports) return;
       for (const proto of protosOf(protocol)) {
@@ -164,7 +168,8 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
           if (reserved.length > 0) {
             issues.add(
               pp,
-              `${proto} ${formatPortRange(r)} includes reserved port${reserved.length > 1 ? 's' : ''} ${reserved.join(', ')} (policy.reservedPorts)`,
+              `${proto} ${formatPortRange(r)} includes reserved port${reserved.length > 1 ? 's' : ''} ` +
+                `${reserved.join(', ')} (policy.reservedPorts)`,
             );
             continue;
           }
@@ -172,7 +177,8 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
           if (clash >= 0) {
             issues.add(
               pp,
-              `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(open[clash]!.ports)} at ${openPaths[clash]} of the same rule`,
+              `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(open[clash]!.ports)} at ` +
+                `${openPaths[clash]} of the same rule`,
             );
             continue;
           }
@@ -181,14 +187,17 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
             if (o)
               issues.add(
                 pp,
-                `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(o.ports)} opened by trigger ${show(other.name)}: only one rule may open a port`,
+                `${proto} ${formatPortRange(r)} overlaps ${proto} ${formatPortRange(o.ports)} opened by trigger ` +
+                  `${show(other.name)}: only one rule may open a port`,
               );
           }
           for (const sf of ctx.staticForwards ?? []) {
             if (sf.protocol === proto && rangesOverlap({ start: sf.externalPort, end: sf.externalPortEnd }, r)) {
               issues.add(
                 pp,
-                `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ${formatPortRange({ start: sf.externalPort, end: sf.externalPortEnd })}${sf.description ? ` (${show(sf.description)})` : ''}`,
+                `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ` +
+                  formatPortRange({ start: sf.externalPort, end: sf.externalPortEnd }) +
+                  (sf.description ? ` (${show(sf.description)})` : ''),
               );
             }
           }
@@ -209,7 +218,8 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
         if (o)
           issues.add(
             joinPath(mPath, 'ports'),
-            `${formatPortRange(r)} overlaps ${formatPortRange(o)} matched by trigger ${show(other.name)} (${shared.join('/')}): an outbound flow can fire only one rule`,
+            `${formatPortRange(r)} overlaps ${formatPortRange(o)} matched by trigger ${show(other.name)} ` +
+              `(${shared.join('/')}): an outbound flow can fire only one rule`,
           );
       }
     }
@@ -228,7 +238,8 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
     if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > lt.max) {
       issues.add(
         joinPath(path, 'maxLifetime'),
-        `${describeInt({ min: lo, max: lt.max })} (≥ idleTimeout, ≤ policy.lifetime.trigger.max) or null, got ${show(v)}`,
+        `${describeInt({ min: lo, max: lt.max })} (≥ idleTimeout, ≤ policy.lifetime.trigger.max) or null, got ` +
+          `${show(v)}`,
       );
     } else maxLifetime = v;
   }

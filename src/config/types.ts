@@ -34,7 +34,10 @@ export interface PolicyConfig {
   readonly rules: readonly PolicyRule[];
   /** ended leases are kept this many seconds for the admin's history */
   readonly historyRetention: number;
-  /** never hand out an external port on which a process of the gateway listens (WAN address or wildcard); the config always sets it, hand-built test policies may leave it out (off) */
+  /**
+   * never hand out an external port on which a process of the gateway listens (WAN address or wildcard); the config
+   * always sets it, hand-built test policies may leave it out (off)
+   */
   readonly checkPortInUse?: boolean;
 }
 
@@ -69,7 +72,10 @@ export interface Config {
   readonly interfaces: { readonly wan: string; readonly lan: readonly string[] };
   /** 'auto' = read from the WAN interface; otherwise a fixed IPv4 */
   readonly externalAddress: string;
-  /** when set, front-ends listen on these addresses instead of those read from interfaces.lan (loopback default uses 127.0.0.1) */
+  /**
+   * when set, front-ends listen on these addresses instead of those read from interfaces.lan (loopback default uses
+   * 127.0.0.1)
+   */
   readonly listenAddresses: readonly string[] | null;
   readonly stateDir: string;
   readonly database: { readonly path: string; readonly synchronous: 'normal' | 'full' };
@@ -113,7 +119,10 @@ export interface Config {
     readonly listen: string;
     readonly token: string | null;
     readonly tokenFile: string | null;
-    /** more host names the admin API answers to (Host / Origin checks); optional so hand-built test configs may leave it out */
+    /**
+     * more host names the admin API answers to (Host / Origin checks); optional so hand-built test configs may leave it
+     * out
+     */
     readonly allowedHosts?: readonly string[];
   };
   readonly limits: LimitsConfig;

@@ -87,9 +87,10 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   let lan: string[] = [...DEFAULTS.interfaces.lan];
   const rawLan = ifs['lan'];
   if (rawLan !== undefined) {
-    if (typeof rawLan === 'string')
-      rawLan.trim() === '' ? issues.add('interfaces.lan', 'must list at least one interface') : (lan = [rawLan]);
-    else if (!Array.isArray(rawLan) || rawLan.length === 0)
+    if (typeof rawLan === 'string') {
+      if (rawLan.trim() === '') issues.add('interfaces.lan', 'must list at least one interface');
+      else lan = [rawLan];
+    } else if (!Array.isArray(rawLan) || rawLan.length === 0)
       issues.add('interfaces.lan', `must be a non-empty list of interface names like [br-lan], got ${show(rawLan)}`);
     else {
       lan = [];

@@ -3,7 +3,7 @@
  * `ip monitor address dev X` (any line triggers a re-read, debounced) plus a slow poll as a
  * safety net when the monitor dies. The callback gets the new list only when it changed.
  */
-import { type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import { run } from './nftables-runner.js';
 import { spawnTied } from '../child.js';

@@ -197,7 +197,9 @@ export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
       refreshSync();
       return;
     }
-    refreshing ??= refreshAsync()
+    // one reading at a time: calls meanwhile answer from the last one
+    if (refreshing) return;
+    refreshing = refreshAsync()
       .catch(() => undefined)
       .finally(() => {
         refreshing = null;

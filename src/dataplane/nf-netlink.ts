@@ -143,7 +143,9 @@ function writeIpv4(b: Buffer, off: number, a: string): void {
   b.writeUInt32BE(n, off);
 }
 
-/** `tcp . 8080` (fwd4), `198.51.100.7 . tcp . 8080` (fwd4_peer), `8080` (live_tcp/live_udp) as the kernel holds the key */
+/**
+ * `tcp . 8080` (fwd4), `198.51.100.7 . tcp . 8080` (fwd4_peer), `8080` (live_tcp/live_udp) as the kernel holds the key
+ */
 export function encodeKey(set: ElementSet, key: string): Buffer {
   const f = key.split(' . ');
   if (set === 'fwd4' && f.length === 2) {
@@ -511,7 +513,8 @@ export function openNfNetlink(opts: { netns?: string | undefined } = {}): NfNetl
           const e = n < 0 ? c.errno() : null;
           if (e === EAGAIN) break;
           throw new NetlinkError(
-            `netlink: reading the answers failed (${e !== null ? errnoText(e) : 'socket closed'}); the batch may have been applied`,
+            `netlink: reading the answers failed (${e !== null ? errnoText(e) : 'socket closed'}); the batch may ` +
+              'have been applied',
             e,
             'unknown',
           );

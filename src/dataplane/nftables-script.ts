@@ -2,11 +2,14 @@
  * Pure nft script generation for the nftables driver: no processes, no clocks (the caller passes `now`).
  *
  * Kernel layout (one table, `table inet <name>`; see docs/nftables.md):
- *   fwd4        proto . port                -> addr . port   single ports
- *   fwd4_range  proto . port-range          -> addr          ranges that keep their port numbers (dnat to an address keeps the port)
- *   fwd4_peer   remote . proto . port       -> addr . port   leases filtered to one remote peer (ranges expanded per port)
- *   live_{tcp,udp}[_range]                                   external ports that have a lease now (flows of ended leases are dropped)
- *   ext4                                                     our external address(es)
+ *   fwd4        proto . port           -> addr . port   single ports
+ *   fwd4_range  proto . port-range     -> addr          ranges that keep their port numbers (dnat to an
+ *                                                       address keeps the port)
+ *   fwd4_peer   remote . proto . port  -> addr . port   leases filtered to one remote peer (ranges expanded
+ *                                                       per port)
+ *   live_{tcp,udp}[_range]                              external ports that have a lease now (flows of ended
+ *                                                       leases are dropped)
+ *   ext4                                                our external address(es)
  * Ranges whose internal port differs from the external one are expanded into per-port fwd4 elements
  * (nft 1.0.6 has no port-offset dnat).
  */
@@ -48,7 +51,9 @@ export interface RulesetOptions {
   readonly triggers?: readonly TriggerKernelRule[];
 }
 
-/** what the driver believes is in the kernel: one entry per lease, with its kernel deadline (ms on the caller's clock) */
+/**
+ * what the driver believes is in the kernel: one entry per lease, with its kernel deadline (ms on the caller's clock)
+ */
 export interface ModelEntry {
   readonly entry: DataplaneEntry;
   /** null = no timeout */
@@ -125,7 +130,9 @@ export class NftModel {
   }
 }
 
-/** the live-holder map's key for a live element: a number for a single port (tcp 0-65535, udp 65536-131071), else its id */
+/**
+ * the live-holder map's key for a live element: a number for a single port (tcp 0-65535, udp 65536-131071), else its id
+ */
 function entrySlot(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd'>): number | string {
   return e.externalPortEnd === e.externalPort ? (e.protocol === 'udp' ? 65536 : 0) + e.externalPort : liveId(liveOf(e));
 }
@@ -267,7 +274,10 @@ function elemText(el: NftElement): string {
   return el.data === null ? `${el.key}${timeoutText(el.timeout)}` : `${el.key}${timeoutText(el.timeout)} : ${el.data}`;
 }
 
-/** one `add`/`delete` of elements of one set: what a tick writes, in order (rendered by stepCommands, or sent over netlink) */
+/**
+ * one `add`/`delete` of elements of one set: what a tick writes, in order (rendered by stepCommands, or sent over
+ * netlink)
+ */
 export interface ElementStep {
   readonly verb: 'add' | 'delete';
   readonly set: ElementSet;
@@ -295,7 +305,8 @@ function grouped(verb: 'add' | 'delete', els: readonly NftElement[]): ElementSte
 export function stepCommands(table: string, steps: readonly ElementStep[]): string[] {
   return steps.map(
     (st) =>
-      `${st.verb} element inet ${table} ${st.set} { ${st.elements.map((el) => (st.verb === 'add' ? elemText(el) : el.key)).join(', ')} }`,
+      `${st.verb} element inet ${table} ${st.set} { ` +
+      `${st.elements.map((el) => (st.verb === 'add' ? elemText(el) : el.key)).join(', ')} }`,
   );
 }
 
@@ -341,21 +352,24 @@ export function renderInit(o: RulesetOptions): string[] {
   // flows of ended leases: drop marked flows whose external port is no longer live (holds when portd is dead)
   for (const p of ['tcp', 'udp'] as const) {
     cmds.push(
-      `add rule ${T} forward ct mark & ${M} == ${M} meta l4proto ${p} ct original proto-dst != @live_${p} ct original proto-dst != @live_${p}_range drop`,
+      `add rule ${T} forward ct mark & ${M} == ${M} meta l4proto ${p} ct original proto-dst != @live_${p} ct ` +
+        `original proto-dst != @live_${p}_range drop`,
     );
   }
   // mark new flows that portd forwarded (original destination: our address, a live port)
   for (const p of ['tcp', 'udp'] as const) {
     for (const s of [`live_${p}`, `live_${p}_range`]) {
       cmds.push(
-        `add rule ${T} forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto ${p} ct original proto-dst @${s} ct mark set ct mark | ${M}`,
+        `add rule ${T} forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto ${p} ct ` +
+          `original proto-dst @${s} ct mark set ct mark | ${M}`,
       );
     }
   }
   if (o.hairpin) {
     const H = `0x${PORTD_CT_MARK_HAIRPIN.toString(16)}`;
     cmds.push(
-      `add rule ${T} forward iifname ${lan} oifname ${lan} ct state new ct mark & ${M} == ${M} ct mark set ct mark | ${H}`,
+      `add rule ${T} forward iifname ${lan} oifname ${lan} ct state new ct mark & ${M} == ${M} ct mark set ct ` +
+        `mark | ${H}`,
     );
     cmds.push(`add rule ${T} postrouting ct mark & ${H} == ${H} masquerade`);
   }
@@ -674,7 +688,7 @@ export function parseTableJson(json: string, table: string): KernelTable | null 
     const s = (item['map'] ?? item['set']) as
       | { family: string; table: string; name: string; elem?: unknown[] }
       | undefined;
-    if (!s || s.family !== 'inet' || s.table !== table) continue;
+    if (s?.family !== 'inet' || s.table !== table) continue;
     for (const raw of s.elem ?? []) {
       let keyPart: unknown = raw;
       let data: string | null = null;

@@ -12,8 +12,10 @@
  *     # the answers on that flow keep the host active too
  *     iifname wan ct mark & 0x0fff0400 == 0x00010400 update @trig_r_active { ip daddr timeout 600s }
  *     # traffic through the opened ports (both directions) keeps it active
- *     iifname wan ct status dnat meta l4proto tcp th dport { 6113-6119 } update @trig_r_active { ip daddr timeout 600s }
- *     iifname {lan} ct status dnat meta l4proto tcp th sport { 6113-6119 } update @trig_r_active { ip saddr timeout 600s }
+ *     iifname wan ct status dnat meta l4proto tcp th dport { 6113-6119 }
+ *         update @trig_r_active { ip daddr timeout 600s }
+ *     iifname {lan} ct status dnat meta l4proto tcp th sport { 6113-6119 }
+ *         update @trig_r_active { ip saddr timeout 600s }
  *   }
  *
  * portd reads the firings from `conntrack -E -e NEW --mark 0x400/0x400` (flag bit 0x400, the rule id
@@ -124,7 +126,10 @@ const portSet = (ranges: readonly TriggerPortRange[]) =>
 const ifset = (names: readonly string[]) => `{ ${names.map((n) => `"${n}"`).join(', ')} }`;
 
 function setDef(table: string, rule: string): string {
-  return `add set inet ${table} ${triggerSetName(rule)} { type ipv4_addr; flags dynamic,timeout; size ${TRIGGER_SET_SIZE}; }`;
+  return (
+    `add set inet ${table} ${triggerSetName(rule)} { type ipv4_addr; flags dynamic,timeout; size ` +
+    `${TRIGGER_SET_SIZE}; }`
+  );
 }
 
 /** the rules of one trigger in the `triggers` chain */
@@ -138,17 +143,21 @@ export function triggerRuleLines(o: TriggerInterfaces, r: TriggerKernelRule): st
   const l4 = r.match.protocol === 'both' ? 'meta l4proto { tcp, udp }' : `meta l4proto ${r.match.protocol}`;
   const hosts = r.hosts.length > 0 ? `ip saddr { ${r.hosts.join(', ')} } ` : '';
   const out = [
-    `add rule ${T} ${TRIGGER_CHAIN} iifname ${lan} oifname ${wan} ${hosts}${l4} th dport ${portSet(r.match.ports)} update ${S} { ip saddr ${t} } ct state new ct mark set ct mark | ${mark}`,
-    `add rule ${T} ${TRIGGER_CHAIN} iifname ${wan} ct mark & ${hex(TRIGGER_CT_MASK)} == ${mark} update ${S} { ip daddr ${t} }`,
+    `add rule ${T} ${TRIGGER_CHAIN} iifname ${lan} oifname ${wan} ${hosts}${l4} th dport ` +
+      `${portSet(r.match.ports)} update ${S} { ip saddr ${t} } ct state new ct mark set ct mark | ${mark}`,
+    `add rule ${T} ${TRIGGER_CHAIN} iifname ${wan} ct mark & ${hex(TRIGGER_CT_MASK)} == ${mark} update ${S} { ip ` +
+      `daddr ${t} }`,
   ];
   for (const p of ['tcp', 'udp'] as const) {
     const ranges = r.open.filter((x) => x.protocol === p).map((x) => x.ports);
     if (ranges.length === 0) continue;
     out.push(
-      `add rule ${T} ${TRIGGER_CHAIN} iifname ${wan} ct status dnat meta l4proto ${p} th dport ${portSet(ranges)} update ${S} { ip daddr ${t} }`,
+      `add rule ${T} ${TRIGGER_CHAIN} iifname ${wan} ct status dnat meta l4proto ${p} th dport ` +
+        `${portSet(ranges)} update ${S} { ip daddr ${t} }`,
     );
     out.push(
-      `add rule ${T} ${TRIGGER_CHAIN} iifname ${lan} ct status dnat meta l4proto ${p} th sport ${portSet(ranges)} update ${S} { ip saddr ${t} }`,
+      `add rule ${T} ${TRIGGER_CHAIN} iifname ${lan} ct status dnat meta l4proto ${p} th sport ` +
+        `${portSet(ranges)} update ${S} { ip saddr ${t} }`,
     );
   }
   return out;
@@ -198,8 +207,7 @@ export function parseNftDuration(s: string): number | null {
   const re = /(\d+)(ms|d|h|m|s)/g;
   let total = 0;
   let seen = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(s)) !== null) {
+  for (const m of s.matchAll(re)) {
     seen += m[0].length;
     const n = Number(m[1]);
     total +=

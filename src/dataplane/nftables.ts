@@ -110,7 +110,10 @@ export interface NftablesDataplane extends Dataplane {
   audit(): Promise<VerifyResult | null>;
   /** removes the table (uninstall, tests); close() keeps it so the kernel still enforces timeouts */
   destroy(): Promise<void>;
-  /** replaces the port-trigger rules (chain `triggers`, sets `trig_<rule>_active`) in one transaction; kept across rebuilds */
+  /**
+   * replaces the port-trigger rules (chain `triggers`, sets `trig_<rule>_active`) in one transaction; kept across
+   * rebuilds
+   */
   setTriggers(rules: readonly TriggerKernelRule[]): Promise<void>;
   /** per rule: LAN host -> ms until the host counts as idle (null: no timeout), read from the small trig_* sets */
   triggerActivity(rules: readonly string[]): Promise<Map<string, Map<string, number | null>>>;
@@ -575,7 +578,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         }
         if (reason !== null) {
           try {
-            // a table that is no longer the one we built (altered, or recreated by someone) is replaced whole, in one transaction
+            // a table that is no longer the one we built (altered, or recreated by someone) is replaced whole, in one
+            // transaction
             await rebuild(reason, h !== null);
             return { ok: true, rebuilt: true, reason };
           } catch (err) {

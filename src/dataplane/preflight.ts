@@ -29,7 +29,8 @@ export async function preflight(opts: PreflightOptions): Promise<PreflightResult
     throw new PortdError(
       ErrorCode.NFT_MISSING,
       `cannot run ${opts.nftPath}: ${err instanceof Error ? err.message : String(err)}`,
-      'install nftables (apt-get install nftables), set dataplane.nftPath, or use dataplane.driver: memory for a test run',
+      'install nftables (apt-get install nftables), set dataplane.nftPath, or use dataplane.driver: memory for a ' +
+        'test run',
     );
   }
   const scratch = `${opts.table ?? 'portd'}_preflight`.slice(0, 32);
@@ -42,7 +43,8 @@ export async function preflight(opts: PreflightOptions): Promise<PreflightResult
       throw new PortdError(
         ErrorCode.NO_CAP_NET_ADMIN,
         'no permission to change nftables (CAP_NET_ADMIN missing)',
-        'run portd as root or with AmbientCapabilities=CAP_NET_ADMIN (see config/portd.service), or use dataplane.driver: memory',
+        'run portd as root or with AmbientCapabilities=CAP_NET_ADMIN (see config/portd.service), or use ' +
+          'dataplane.driver: memory',
       );
     }
     throw new PortdError(
@@ -62,7 +64,8 @@ export async function preflight(opts: PreflightOptions): Promise<PreflightResult
     }
     if (!conntrack)
       warnings.push(
-        `${opts.conntrackPath} not runnable (apt-get install conntrack): flows of ended leases end by the kernel rule only`,
+        `${opts.conntrackPath} not runnable (apt-get install conntrack): flows of ended leases end by the kernel ` +
+          'rule only',
       );
   }
   return { nftVersion: version, conntrack, warnings };

@@ -50,11 +50,19 @@ export interface Dataplane {
   /** change the addresses treated as ours on the WAN */
   setExternalAddresses(addresses: readonly string[]): Promise<void>;
   health(): DataplaneHealth;
-  /** cheap liveness check of the owned kernel state; rebuilds it when it vanished (drivers without kernel state omit it) */
+  /**
+   * cheap liveness check of the owned kernel state; rebuilds it when it vanished (drivers without kernel state omit it)
+   */
   check?(): Promise<{ ok: boolean; rebuilt: boolean; reason?: string }>;
-  /** full compare of every element with what the driver wrote, repairing drift; only when due (bounded share of time), null when skipped */
+  /**
+   * full compare of every element with what the driver wrote, repairing drift; only when due (bounded share of time),
+   * null when skipped
+   */
   audit?(): Promise<{ missing: number; stale: number; repaired: boolean } | null>;
-  /** how many leases the kernel itself holds (not the driver's model), without listing them; drivers without kernel state omit it */
+  /**
+   * how many leases the kernel itself holds (not the driver's model), without listing them; drivers without kernel
+   * state omit it
+   */
   kernelCount?(): Promise<number>;
   close(): Promise<void>;
 }

@@ -66,8 +66,12 @@ export function listQuery(filter: LeaseFilter): ListQuery {
     };
   }
   return {
-    page: `SELECT * FROM leases ${cond('active')} UNION ALL SELECT * FROM leases ${cond('ended')} ${order} LIMIT ? OFFSET ?`,
-    count: `SELECT (SELECT count(*) FROM leases ${cond('active')}) + (SELECT count(*) FROM leases ${cond('ended')}) AS n`,
+    page:
+      `SELECT * FROM leases ${cond('active')} UNION ALL SELECT * FROM leases ${cond('ended')} ${order} LIMIT ? ` +
+      'OFFSET ?',
+    count:
+      `SELECT (SELECT count(*) FROM leases ${cond('active')}) + ` +
+      `(SELECT count(*) FROM leases ${cond('ended')}) AS n`,
     args: [...args, ...args],
   };
 }

@@ -101,7 +101,8 @@ export const MIGRATIONS: readonly string[] = [
    UPDATE leases SET
      renew_count = (SELECT count(*) FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed'),
      renewed_at = (SELECT max(e.at) FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed'),
-     renewed_by = (SELECT e.actor FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed' ORDER BY e.seq DESC LIMIT 1)
+     renewed_by = (SELECT e.actor FROM events e WHERE e.lease_id = leases.id AND e.type = 'renewed'
+                   ORDER BY e.seq DESC LIMIT 1)
      WHERE id IN (SELECT lease_id FROM events WHERE type = 'renewed');
    DELETE FROM events WHERE type = 'renewed';
    CREATE INDEX leases_active_src ON leases(source, created_at, id) WHERE state = 'active';
@@ -210,8 +211,12 @@ const timer = setInterval(() => {
   try {
     const now = Date.now();
     const size = walSize();
-    if (size > 64 * MiB || (size > 16 * MiB && caughtUp)) { db.pragma('wal_checkpoint(TRUNCATE)'); last = now; idle = false; caughtUp = false; }
-    else if (now - last >= (idle ? 4 : 1) * workerData.intervalMs) {
+    if (size > 64 * MiB || (size > 16 * MiB && caughtUp)) {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      last = now;
+      idle = false;
+      caughtUp = false;
+    } else if (now - last >= (idle ? 4 : 1) * workerData.intervalMs) {
       const r = db.pragma('wal_checkpoint(PASSIVE)')[0];
       idle = !r || r.log === 0;
       caughtUp = !!r && r.busy === 0 && r.log === r.checkpointed;
@@ -219,9 +224,14 @@ const timer = setInterval(() => {
     }
     lastError = '';
   }
-  catch (e) { const m = String((e && e.message) || e); if (m !== lastError) { lastError = m; parentPort.postMessage(m); } }
+  catch (e) {
+    const m = String((e && e.message) || e);
+    if (m !== lastError) { lastError = m; parentPort.postMessage(m); }
+  }
 }, Math.min(100, workerData.intervalMs));
-parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); } });
+parentPort.on('message', (m) => {
+  if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); }
+});
 `;
 
 /** starts the checkpointer; returns its stop, which resolves once the worker has closed its connection */
@@ -386,39 +396,45 @@ export function openStore(opts: OpenStoreOptions) {
   const stopCheckpointer = startCheckpointer(db, opts);
 
   const s = {
-    insert:
-      db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
-      remote_address, remote_prefix, remote_port, owner, description, nonce, created_at, updated_at, expires_at, requested_lifetime, read_only, rule, state)
-      VALUES (@id, @source, @protocol, @external_address, @external_port, @external_port_end, @internal_address, @internal_port,
-      @remote_address, @remote_prefix, @remote_port, @owner, @description, @nonce, @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active')`),
-    renew:
-      db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at, requested_lifetime = @requested_lifetime,
-      description = @description, nonce = @nonce, internal_port = @internal_port, remote_address = @remote_address, remote_prefix = @remote_prefix,
-      remote_port = @remote_port, renew_count = renew_count + 1, renewed_at = @updated_at, renewed_by = @actor WHERE id = @id`),
+    insert: db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end,
+      internal_address, internal_port, remote_address, remote_prefix, remote_port, owner, description, nonce,
+      created_at, updated_at, expires_at, requested_lifetime, read_only, rule, state)
+      VALUES (@id, @source, @protocol, @external_address, @external_port, @external_port_end,
+      @internal_address, @internal_port, @remote_address, @remote_prefix, @remote_port, @owner, @description, @nonce,
+      @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active')`),
+    renew: db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at,
+      requested_lifetime = @requested_lifetime, description = @description, nonce = @nonce,
+      internal_port = @internal_port, remote_address = @remote_address, remote_prefix = @remote_prefix,
+      remote_port = @remote_port, renew_count = renew_count + 1, renewed_at = @updated_at, renewed_by = @actor
+      WHERE id = @id`),
     end: db.prepare(
-      `UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id AND state = 'active'`,
+      `UPDATE leases SET state = 'ended', ended_at = @at, end_reason = @reason, updated_at = @at WHERE id = @id ` +
+        `AND state = 'active'`,
     ),
     event: db.prepare(`INSERT INTO events (lease_id, type, at, actor, reason) VALUES (?, ?, ?, ?, ?)`),
     byId: db.prepare(`SELECT * FROM leases WHERE id = ?`),
     due: db.prepare(
-      `SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?`,
+      `SELECT * FROM leases WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY ` +
+        'expires_at LIMIT ?',
     ),
     nextExpiry: db.prepare(`SELECT min(expires_at) AS t FROM leases WHERE state = 'active' AND expires_at IS NOT NULL`),
     // only rows written in this run's (wrong) frame move; rows from before a restart were written in the true one
-    rebaseActive:
-      db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d, updated_at = updated_at + @d
-      WHERE state = 'active' AND updated_at >= @since`),
+    rebaseActive: db.prepare(`UPDATE leases SET expires_at = expires_at + @d, created_at = created_at + @d,
+      updated_at = updated_at + @d WHERE state = 'active' AND updated_at >= @since`),
     revoke: db.prepare(
-      `INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      'INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, ' +
+        'lease_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
     ),
-    revoked:
-      db.prepare(`SELECT lease_id, until FROM revocations WHERE until > @now AND protocol = @protocol AND kind = 'revoked'
+    revoked: db.prepare(`SELECT lease_id, until FROM revocations
+      WHERE until > @now AND protocol = @protocol AND kind = 'revoked'
       AND ((internal_address = @ia AND internal_port = @ip) OR (owner = @owner AND external_port = @ep)) LIMIT 1`),
     replace:
-      db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until, lease_id, kind, replaced_by, replaced_by_source)
+      db.prepare(`INSERT INTO revocations (protocol, owner, internal_address, internal_port, external_port, until,
+      lease_id, kind, replaced_by, replaced_by_source)
       VALUES (?, ?, ?, ?, ?, ?, ?, 'replaced', ?, ?)`),
     replacedHolds: db.prepare(
-      `SELECT protocol, owner, external_port, until, lease_id, replaced_by, replaced_by_source FROM revocations WHERE kind = 'replaced' AND until > ?`,
+      'SELECT protocol, owner, external_port, until, lease_id, replaced_by, replaced_by_source FROM revocations ' +
+        `WHERE kind = 'replaced' AND until > ?`,
     ),
     pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
     countRevocations: db.prepare(`SELECT count(*) AS n FROM revocations`),
@@ -435,8 +451,8 @@ export function openStore(opts: OpenStoreOptions) {
     deleteLease: db.prepare(`DELETE FROM leases WHERE id = ? AND state = 'ended'`),
     // history per lease: its first entry and the latest ones (index events_lease)
     countHistory: db.prepare(`SELECT count(*) AS n FROM events WHERE lease_id = ?`),
-    trimHistory:
-      db.prepare(`DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE lease_id = @id ORDER BY seq DESC LIMIT -1 OFFSET @keep)
+    trimHistory: db.prepare(`DELETE FROM events
+      WHERE seq IN (SELECT seq FROM events WHERE lease_id = @id ORDER BY seq DESC LIMIT -1 OFFSET @keep)
       AND seq > (SELECT min(seq) FROM events WHERE lease_id = @id)`),
     maxId: db.prepare(`SELECT max(id) AS id FROM leases`),
     metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),

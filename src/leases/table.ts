@@ -52,7 +52,10 @@ export interface LeaseTableOptions {
   readonly portInUse?: (protocol: 'tcp' | 'udp', port: number) => boolean;
   /** the trigger rule whose `open` ports hold this port, or null: never handed to dynamic clients (src/triggers) */
   readonly triggerPort?: (protocol: 'tcp' | 'udp', port: number) => string | null;
-  /** active dynamic leases (upnp, pcp, natpmp, trigger) across all clients; over it new ones are refused ('capacity'); 0 or absent = no limit */
+  /**
+   * active dynamic leases (upnp, pcp, natpmp, trigger) across all clients; over it new ones are refused ('capacity'); 0
+   * or absent = no limit
+   */
   readonly maxActiveLeases?: number;
   /** ended leases kept (the oldest deleted first, with their history); 0 = no limit (default 10000) */
   readonly maxEndedLeases?: number;
@@ -152,9 +155,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const QUOTA_SOURCES = new Set(['upnp', 'pcp', 'natpmp']);
   /** what limits.maxActiveLeases counts: every dynamic source (static forwards are the admin's) */
   const CAPPED_SOURCES = new Set(['upnp', 'pcp', 'natpmp', 'trigger']);
-  /** the ids of every active lease per owner: a client's leases (PCP delete-all, listings by owner, status) without an index */
+  /**
+   * the ids of every active lease per owner: a client's leases (PCP delete-all, listings by owner, status) without an
+   * index
+   */
   const byOwner = new Map<string, Set<string>>();
-  /** ended rows in the table and the oldest end among them: what pruning is due (writer's view, recounted after a rollback) */
+  /**
+   * ended rows in the table and the oldest end among them: what pruning is due (writer's view, recounted after a
+   * rollback)
+   */
   let endedCount = 0;
   let oldestEndedAt: number | null = null;
   const countEndedRows = store.db.prepare(`SELECT count(*) AS n, min(ended_at) AS t FROM leases WHERE state = 'ended'`);
@@ -363,7 +372,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
     return null;
   }
-  /** dynamic leases an admin-defined opening (lease `by`) takes the ports of: ended as 'replaced', their port kept from their owner */
+  /**
+   * dynamic leases an admin-defined opening (lease `by`) takes the ports of: ended as 'replaced', their port kept from
+   * their owner
+   */
   function replaceHolders(
     rows: readonly LeaseRow[],
     by: { id: string; source: Lease['source'] },
@@ -460,7 +472,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     } else if (wantStart > 0) {
       existing = overlapping(req.protocol, wantStart, wantStart + span);
       if (existing) {
-        // UPnP may move its own mapping to another internal port (AddPortMapping updates); an admin forward must match exactly
+        // UPnP may move its own mapping to another internal port (AddPortMapping updates); an admin forward must match
+        // exactly
         const same =
           existing.owner === req.owner &&
           existing.source === req.source &&
@@ -750,7 +763,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   ): JobOutcome<ReleaseResult> {
     const now = clock.now();
     const row = s.byId.get(id) as LeaseRow | undefined;
-    if (!row || row.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
+    if (row?.state !== 'active') return { result: { ok: true, lease: null }, add: [], remove: [], events: [] };
     if (row.read_only === 1 && !allowReadOnly)
       return {
         result: {
@@ -881,7 +894,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     });
   }
 
-  /** net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing */
+  /**
+   * net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing
+   */
   function netBatch(outcomes: JobOutcome<unknown>[]): { add: DataplaneEntry[]; remove: DataplaneEntry[] } {
     const removes = new Map<string, DataplaneEntry>();
     const adds = new Map<string, DataplaneEntry>();
@@ -979,7 +994,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         return;
       }
       if (allRemovals) {
-        // the element is most likely gone from the kernel already (timed out): the row must end anyway; reconcile repairs the rest
+        // the element is most likely gone from the kernel already (timed out): the row must end anyway; reconcile
+        // repairs the rest
         log.warn(
           { job: jobs[0]?.name, err: dpError },
           'dataplane refused a removal; ending the lease anyway and scheduling a reconcile',
@@ -1322,7 +1338,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   ): Promise<{ added: number; removed: number; refused: string[] }> {
     const want = new Map(
       forwards.map((f) => [
-        `${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}/${f.remoteAddress ?? ''}/${f.description}`,
+        `${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}` +
+          `/${f.remoteAddress ?? ''}/${f.description}`,
         f,
       ]),
     );
@@ -1331,7 +1348,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const rows = (activeBySource.get('static') ?? 0) === 0 ? [] : (activeStatic.all() as LeaseRow[]);
     let removed = 0;
     for (const r of rows) {
-      const k = `${r.protocol}/${r.external_port}-${r.external_port_end}>${r.internal_address}:${r.internal_port}/${r.remote_address ?? ''}/${r.description}`;
+      const k =
+        `${r.protocol}/${r.external_port}-${r.external_port_end}>${r.internal_address}:${r.internal_port}` +
+        `/${r.remote_address ?? ''}/${r.description}`;
       if (want.has(k)) want.delete(k);
       else {
         await enqueue(
@@ -1515,7 +1534,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null {
       const id = ports.holderIn(protocol, externalPort, externalPort);
       const r = id === undefined ? undefined : (store.r.byId.get(id) as LeaseRow | undefined);
-      if (!r || r.state !== 'active') return null;
+      if (r?.state !== 'active') return null;
       if (remoteAddress !== undefined && (r.remote_address ?? null) !== (remoteAddress || null)) return null;
       return rowToLease(r);
     },

@@ -45,7 +45,8 @@ export type EndReason = 'released' | 'expired' | 'revoked' | 'replaced' | 'confi
 /**
  * What a front-end asks for. The core knows no protocol numbers.
  * identity: how the caller names the mapping.
- *  - 'internal' (PCP MAP, NAT-PMP): (protocol, internalAddress, internalPort) — a renewal may suggest another or no port
+ *  - 'internal' (PCP MAP, NAT-PMP): (protocol, internalAddress, internalPort) — a renewal may suggest
+ *    another or no port
  *  - 'external' (UPnP, admin, trigger): (protocol, externalPort, remoteAddress)
  */
 export interface LeaseRequest {
@@ -64,7 +65,10 @@ export interface LeaseRequest {
   readonly remoteAddress?: string | null;
   readonly remotePrefix?: number | null;
   readonly remotePort?: number | null;
-  /** requested lifetime in seconds; null = no expiry (static only). Clamped by policy per source. 0 is NOT a delete here: use release(). */
+  /**
+   * requested lifetime in seconds; null = no expiry (static only). Clamped by policy per source. 0 is NOT a delete
+   * here: use release().
+   */
   readonly lifetime: number | null;
   readonly description?: string;
   readonly nonce?: string | null;
@@ -88,15 +92,20 @@ export type Refusal =
         readonly externalPortEnd: number;
       };
     }
-  | { readonly ok: false; readonly reason: 'not_authorized'; readonly detail: string } // secure mode, third party, nonce mismatch, read-only lease
+  // secure mode, third party, nonce mismatch, read-only lease
+  | { readonly ok: false; readonly reason: 'not_authorized'; readonly detail: string }
   | { readonly ok: false; readonly reason: 'denied'; readonly detail: string } // allow/deny rules
   | { readonly ok: false; readonly reason: 'reserved'; readonly detail: string } // reserved port
   | { readonly ok: false; readonly reason: 'quota'; readonly detail: string } // per-owner limit
   | { readonly ok: false; readonly reason: 'no_port'; readonly detail: string } // no free external port left
-  | { readonly ok: false; readonly reason: 'capacity'; readonly detail: string } // a global limit (active leases, requests) is reached
-  | { readonly ok: false; readonly reason: 'in_use'; readonly detail: string } // the gateway itself listens on that external port
-  | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string } // bad arguments (port 0 internal, range mismatch...)
-  | { readonly ok: false; readonly reason: 'unavailable'; readonly detail: string }; // database or dataplane failure: transient
+  // a global limit (active leases, requests) is reached
+  | { readonly ok: false; readonly reason: 'capacity'; readonly detail: string }
+  // the gateway itself listens on that external port
+  | { readonly ok: false; readonly reason: 'in_use'; readonly detail: string }
+  // bad arguments (port 0 internal, range mismatch...)
+  | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string }
+  // database or dataplane failure: transient
+  | { readonly ok: false; readonly reason: 'unavailable'; readonly detail: string };
 
 export type RefusalReason = Refusal['reason'];
 

@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/errors.js';
 import { triggerContext, validateTrigger } from '../config/triggers.js';
 import type { Config, TriggerConfig } from '../config/types.js';
-import { ErrorCode } from '../errors.js';
+import { ErrorCode, type HttpErrorCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
 import type { GrantResult, Lease, LeaseEvent, LeaseRequest } from '../leases/types.js';
 import type { Metrics } from '../metrics.js';
@@ -106,8 +106,8 @@ export type MutationResult =
   | { readonly ok: true; readonly trigger: TriggerView }
   | {
       readonly ok: false;
-      readonly status: number;
-      readonly code: string;
+      /** its HTTP status is the registry's (src/errors.ts) */
+      readonly code: HttpErrorCode;
       readonly message: string;
       readonly issues?: readonly ConfigIssue[];
       readonly field?: string;
@@ -191,7 +191,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
   }
   function onLeaseEvent(e: LeaseEvent): void {
     const l = e.lease;
-    if (!l || l.source !== 'trigger') return;
+    if (l?.source !== 'trigger') return;
     if (e.type === 'granted') hold(l);
     else if (e.type === 'released' || e.type === 'expired' || e.type === 'revoked' || e.type === 'replaced') {
       unhold(l);
@@ -402,7 +402,9 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       statsDirty = true;
       if (refusal.reason === 'conflict') {
         const h = refusal.holder;
-        const detail = `${h.source} lease ${h.id} of ${h.owner} holds ${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
+        const detail =
+          `${h.source} lease ${h.id} of ${h.owner} holds ` +
+          `${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
         c.lastRefusal = {
           at: clock.now(),
           host,
@@ -603,19 +605,16 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
 
   const notFound = (name: string): MutationResult => ({
     ok: false,
-    status: 404,
     code: ErrorCode.TRIGGER_NOT_FOUND,
     message: `no trigger rule ${name}`,
   });
   const readOnly = (name: string): MutationResult => ({
     ok: false,
-    status: 403,
     code: ErrorCode.TRIGGER_READ_ONLY,
     message: `trigger rule ${name} comes from the configuration file: change the file and send SIGHUP`,
   });
   const invalid = (issues: readonly ConfigIssue[]): MutationResult => ({
     ok: false,
-    status: 400,
     code: ErrorCode.ADMIN_BAD_REQUEST,
     message: issues.map((i) => (i.path ? `body.${i.path}: ${i.message}` : `body: ${i.message}`)).join('; '),
     issues,
@@ -691,9 +690,11 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       if (typeof name === 'string' && (rules.has(name) || broken.has(name))) {
         return {
           ok: false,
-          status: 409,
           code: ErrorCode.TRIGGER_EXISTS,
-          message: `a trigger rule named ${name} exists (${rules.get(name)?.origin === 'config' ? 'in the configuration file' : 'created through the API'}): use PUT to change it`,
+          message:
+            `a trigger rule named ${name} exists ` +
+            `(${rules.get(name)?.origin === 'config' ? 'in the configuration file' : 'created through the API'}): ` +
+            'use PUT to change it',
         };
       }
       const v = validateTrigger(
@@ -721,7 +722,6 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
         log.error({ rule: doc.name, err: (e as Error).message }, 'trigger rule could not be installed in the kernel');
         return {
           ok: false,
-          status: 503,
           code: ErrorCode.DATAPLANE_BATCH,
           message: `the kernel refused the rule: ${(e as Error).message}`,
         };
@@ -744,7 +744,9 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
         return invalid([
           {
             path: 'name',
-            message: `cannot change (${JSON.stringify(given)} in the body, ${name} in the path): delete and create instead`,
+            message:
+              `cannot change (${JSON.stringify(given)} in the body, ` +
+              `${name} in the path): delete and create instead`,
           },
         ]);
       const others = [...rules.values()].filter((r) => r.config.name !== name);
@@ -774,7 +776,6 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
         );
         return {
           ok: false,
-          status: 503,
           code: ErrorCode.DATAPLANE_BATCH,
           message: `the kernel refused the rule: ${(e as Error).message}`,
         };

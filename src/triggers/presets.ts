@@ -56,7 +56,8 @@ export const TRIGGER_PRESETS: Readonly<Record<string, TriggerPreset>> = deepFree
     idleTimeout: 600,
     source:
       'Blizzard, "Firewalls and hosting games" (us.battle.net forums, bnet topic 11642844210): ' +
-      'Diablo/Warcraft II BNE 6112-6119 TCP+UDP in and out; StarCraft 6112 TCP+UDP; Warcraft III 6112 TCP in, 6113-6119 when the game port is changed',
+      'Diablo/Warcraft II BNE 6112-6119 TCP+UDP in and out; StarCraft 6112 TCP+UDP; Warcraft III 6112 TCP in, ' +
+      '6113-6119 when the game port is changed',
   },
   quicktime: {
     description: 'QuickTime 4 client: RTSP control on TCP 554, media streams arrive over UDP',
@@ -91,7 +92,8 @@ export const TRIGGER_PRESETS: Readonly<Record<string, TriggerPreset>> = deepFree
     open: [{ protocol: 'tcp', ports: '5191' }],
     idleTimeout: 600,
     source:
-      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / d_nat_portrigger.asp): ' +
+      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / ' +
+      'd_nat_portrigger.asp): ' +
       '"Aim Talk" TCP 4099 -> TCP 5191',
   },
   'asherons-call': {
@@ -100,7 +102,8 @@ export const TRIGGER_PRESETS: Readonly<Record<string, TriggerPreset>> = deepFree
     open: [{ protocol: 'udp', ports: '9000-9013' }],
     idleTimeout: 600,
     source:
-      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / d_nat_portrigger.asp): ' +
+      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / ' +
+      'd_nat_portrigger.asp): ' +
       '"Asheron\'s Call" UDP 9000-9013 -> UDP 9000-9013',
   },
   'rainbow-six': {
@@ -109,7 +112,8 @@ export const TRIGGER_PRESETS: Readonly<Record<string, TriggerPreset>> = deepFree
     open: [{ protocol: 'both', ports: '2436-2438' }],
     idleTimeout: 600,
     source:
-      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / d_nat_portrigger.asp): ' +
+      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / ' +
+      'd_nat_portrigger.asp): ' +
       '"Rainbow Six/Rogue Spear" TCP 2346 -> TCP/UDP 2436-2438',
   },
   'delta-force': {
@@ -118,7 +122,8 @@ export const TRIGGER_PRESETS: Readonly<Record<string, TriggerPreset>> = deepFree
     open: [{ protocol: 'both', ports: '3100-3999' }],
     idleTimeout: 600,
     source:
-      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / d_nat_portrigger.asp): ' +
+      'port-trigger application list of Realtek/Ralink-SDK router web UIs (app_nat_porttrig.asp / ' +
+      'd_nat_portrigger.asp): ' +
       '"Delta Force (Client/Server)" UDP 3568 -> TCP/UDP 3100-3999',
   },
 } satisfies Record<string, TriggerPreset>);

@@ -45,8 +45,8 @@ export const emptyCounters = (): TriggerCounters => ({
 export function createTriggerStore(db: Database.Database) {
   const s = {
     rules: db.prepare(`SELECT name, spec, created_at, updated_at, actor FROM trigger_rules ORDER BY created_at, name`),
-    upsert:
-      db.prepare(`INSERT INTO trigger_rules (name, spec, created_at, updated_at, actor) VALUES (@name, @spec, @at, @at, @actor)
+    upsert: db.prepare(`INSERT INTO trigger_rules (name, spec, created_at, updated_at, actor)
+      VALUES (@name, @spec, @at, @at, @actor)
       ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at, actor = excluded.actor`),
     remove: db.prepare(`DELETE FROM trigger_rules WHERE name = ?`),
     stats: db.prepare(`SELECT * FROM trigger_stats`),

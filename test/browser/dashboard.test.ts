@@ -2,8 +2,8 @@
  * The dashboard in a real browser (Debian chromium driven by playwright-core): live updates
  * from the SSE stream without reload, revoke from the page, the add-forward form, the login
  * form on a non-loopback listen and for changes on loopback, phone width, and a DNS-rebinding
- * page (a foreign name resolved to 127.0.0.1 by the browser's resolver) refused. Saves docs/dashboard.png when missing or with
- * PORTD_UPDATE_SCREENSHOT=1 (otherwise to the temp directory).
+ * page (a foreign name resolved to 127.0.0.1 by the browser's resolver) refused. Saves docs/dashboard.png when missing
+ * or with PORTD_UPDATE_SCREENSHOT=1 (otherwise to the temp directory).
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, statSync } from 'node:fs';

@@ -24,10 +24,14 @@ const skip =
   existsSync(CHROMIUM) || process.env.CI === 'true' ? false : `${CHROMIUM} not installed (apt-get install -y chromium)`;
 
 const ADD = (port: number) =>
-  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">' +
-  `<s:Body><u:AddPortMapping xmlns:u="${IPC1}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort><NewProtocol>TCP</NewProtocol>` +
+  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+  's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">' +
+  '<s:Body><u:AddPortMapping ' +
+  `xmlns:u="${IPC1}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort>` +
+  '<NewProtocol>TCP</NewProtocol>' +
   '<NewInternalPort>8080</NewInternalPort><NewInternalClient></NewInternalClient><NewEnabled>1</NewEnabled>' +
-  '<NewPortMappingDescription>web page</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
+  '<NewPortMappingDescription>web ' +
+  'page</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
 
 describe('a web page in chromium cannot open a port through UPnP', { skip, timeout: 120_000 }, () => {
   let browser: Browser;
@@ -61,7 +65,13 @@ describe('a web page in chromium cannot open a port through UPnP', { skip, timeo
         // Private Network Access would stop the rebound page before portd sees it (chromium treats the
         // routed page as public, portd as local); Firefox and Safari have no such check: portd must
         // stand on its own
-        '--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks',
+        '--disable-features=' +
+          [
+            'BlockInsecurePrivateNetworkRequests',
+            'PrivateNetworkAccessSendPreflights',
+            'PrivateNetworkAccessRespectPreflightResults',
+            'LocalNetworkAccessChecks',
+          ].join(','),
       ],
     });
   });

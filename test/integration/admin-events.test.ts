@@ -37,8 +37,7 @@ function openStream(port: number, path: string, headers: Record<string, string> 
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         buf += chunk;
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
+        for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
           const block = buf.slice(0, i);
           buf = buf.slice(i + 2);
           for (const m of parseBlock(block)) {

@@ -25,8 +25,7 @@ function churnAndKill(dbPath: string, startPort: number, afterAcks: number): Pro
     }, 30_000);
     child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         const m = /^ACK (\S+) (\d+)$/.exec(line);

@@ -58,7 +58,9 @@ function bigJson(port: number, total: number, chunked: boolean) {
     sock.on('error', finish);
     sock.on('close', finish);
     sock.write(
-      `POST /api/v1/leases HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${total}`}\r\n\r\n`,
+      `POST /api/v1/leases HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ` +
+        `${TOKEN}\r\nContent-Type: ` +
+        `application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${total}`}\r\n\r\n`,
     );
     const open = '{"description":"';
     sock.write(chunked ? `${open.length.toString(16)}\r\n${open}\r\n` : open);
@@ -93,7 +95,8 @@ test('huge JSON (10 MB, Content-Length and chunked, 6 at once) and deeply nested
     );
     const rssDelta = (process.memoryUsage().rss - rss0) / 1e6;
     t.diagnostic(
-      `written before the server answered/closed: ${results.map((r) => (r.written / 1e6).toFixed(1)).join(', ')} MB; RSS delta ${rssDelta.toFixed(1)} MB`,
+      `written before the server answered/closed: ${results.map((r) => (r.written / 1e6).toFixed(1)).join(', ')} ` +
+        `MB; RSS delta ${rssDelta.toFixed(1)} MB`,
     );
     for (const r of results) {
       assert.equal(r.statusLine, 'HTTP/1.1 413 Payload Too Large');
@@ -234,6 +237,7 @@ test('control characters in free text are refused by the API, and what a LAN dev
     });
     assert.equal(revoke.status, 400);
     const out = formatLeases([held.lease], Date.now());
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for control characters
     assert.doesNotMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f\u202e]/, 'no control character reaches the terminal');
     assert.match(out, /game\\x1b\[2J\\u202eevil\\x0d\\x0afake line/);
     assert.equal(out.trimEnd().split('\n').length, 2, 'a header and one row: the description cannot add lines');

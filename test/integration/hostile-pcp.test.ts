@@ -40,7 +40,10 @@ const fixtureFile = (f: string) =>
     JSON.parse(readFileSync(new URL(`../fixtures/pcp/${f}`, import.meta.url), 'utf8')) as { packets: { hex: string }[] }
   ).packets.map((p) => hex(p.hex));
 
-/** PCP requests as RFC 6887 shapes them (no PCP client capture exists in the fixtures: natpmpc and nat-port-mapper speak NAT-PMP only) */
+/**
+ * PCP requests as RFC 6887 shapes them (no PCP client capture exists in the fixtures: natpmpc and nat-port-mapper speak
+ * NAT-PMP only)
+ */
 function pcpSeeds(client: string): Uint8Array[] {
   const nonce = nonceFromHex('0102030405060708090a0b0c');
   const map = { nonce, protocol: 6, internalPort: 5000, externalPort: 5000, externalAddress: '0.0.0.0' };
@@ -156,7 +159,8 @@ test('decoder fuzz: 1,000,000 random and mutated PCP/NAT-PMP packets give a requ
   }
   const ms = performance.now() - started;
   t.diagnostic(
-    `seed ${seed}: ${N} packets in ${ms.toFixed(0)} ms; decoded ${outcome.ok}, error answers ${outcome.respond}, dropped ${outcome.drop}`,
+    `seed ${seed}: ${N} packets in ${ms.toFixed(0)} ms; decoded ${outcome.ok}, error answers ${outcome.respond}, ` +
+      `dropped ${outcome.drop}`,
   );
   assert.deepEqual(untyped, [], `untyped throws (seed ${seed})`);
   assert.equal(outcome.ok + outcome.respond + outcome.drop, N);
@@ -194,7 +198,8 @@ test('live fuzz: 20,000 mutated packets at the server socket: every one handled,
     }
     const seeds = [...pcpSeeds('127.0.0.1'), ...natpmpSeeds, ...pcpSeeds('127.0.0.7')];
     const N = 20_000;
-    const WINDOW = 64; // 64 datagrams of up to 1400 octets fit the socket buffer: none is lost before the server sees it
+    // 64 datagrams of up to 1400 octets fit the socket buffer: none is lost before the server sees it
+    const WINDOW = 64;
     const total = () => counter(h.env.metrics, 'portd_requests_total');
     let sent = 0;
     const started = performance.now();
@@ -280,8 +285,15 @@ function flood(port: number, from: string, ms: number): Promise<{ sent: number; 
     s.bind(0, workerData.from, () => {
       const end = Date.now() + workerData.ms;
       const pump = () => {
-        if (Date.now() >= end) { setTimeout(() => { s.close(); parentPort.postMessage({ sent, answers }); }, 300); return; }
-        while (inflight < 64) { inflight++; sent++; s.send(workerData.packet, workerData.port, '127.0.0.1', () => { inflight--; }); }
+        if (Date.now() >= end) {
+          setTimeout(() => { s.close(); parentPort.postMessage({ sent, answers }); }, 300);
+          return;
+        }
+        while (inflight < 64) {
+          inflight++;
+          sent++;
+          s.send(workerData.packet, workerData.port, '127.0.0.1', () => { inflight--; });
+        }
         setImmediate(pump);
       };
       pump();
@@ -296,7 +308,10 @@ function flood(port: number, from: string, ms: number): Promise<{ sent: number; 
   });
 }
 
-/** one MAP at a time from `client`, each retransmitted every 250 ms up to 7 times (RFC 6887 §8.1.1 with its 3 s compressed); latencies in ms */
+/**
+ * one MAP at a time from `client`, each retransmitted every 250 ms up to 7 times (RFC 6887 §8.1.1 with its 3 s
+ * compressed); latencies in ms
+ */
 async function serve(
   c: Awaited<ReturnType<typeof udpClient>>,
   port: number,
@@ -352,7 +367,8 @@ test('flood: 127.0.0.5 floods MAP at full speed for 3 s; 127.0.0.6 is served thr
     t.diagnostic(`calm: ${calm.answered}/40 answered, ${fig(calm)}`);
     t.diagnostic(`under flood: ${busy.answered}/60 answered, ${fig(busy)}, ${busy.retransmits} retransmits`);
     t.diagnostic(
-      `flood: ${f.sent} sent in 3 s (${Math.round(f.sent / 3)}/s), ${f.answers} answered, ${limited} rate-limited, kernel socket drops ${udpDrops(h.port)}`,
+      `flood: ${f.sent} sent in 3 s (${Math.round(f.sent / 3)}/s), ${f.answers} answered, ${limited} ` +
+        `rate-limited, kernel socket drops ${udpDrops(h.port)}`,
     );
     assert.equal(calm.answered, 40);
     assert.equal(busy.answered, 60, 'every request of the other client was answered');
@@ -375,7 +391,8 @@ test('flood: 127.0.0.5 floods MAP at full speed for 3 s; 127.0.0.6 is served thr
 
 test('global limit: 20 spoofed-looking sources, each under pcp.rateLimit, together over limits.pcpRequestsPerSecond: the excess dropped, counted, logged once; probes still answered', async () => {
   const cap = captureLog();
-  // the harness's fixed clock never refills a bucket: per-client burst 100, global burst 2 x 200 = 400, probes a bucket of their own
+  // the harness's fixed clock never refills a bucket: per-client burst 100, global burst 2 x 200 = 400, probes a bucket
+  // of their own
   const h = await startPcp({ pcp: { rateLimit: 100 }, limits: { pcpRequestsPerSecond: 200 }, extra: { log: cap.log } });
   const senders = await Promise.all(Array.from({ length: 20 }, (_, i) => udpClient(`127.0.0.${20 + i}`)));
   const probe = await udpClient('127.0.0.99');
@@ -384,7 +401,8 @@ test('global limit: 20 spoofed-looking sources, each under pcp.rateLimit, togeth
       (await counter(h.env.metrics, 'portd_requests_total')) +
       (await counter(h.env.metrics, 'portd_global_limit_total'));
     let sent = 0;
-    // 30 MAP requests from each of 20 hosts = 600 (each host under its 100): in rounds, so no datagram is lost in the socket buffer
+    // 30 MAP requests from each of 20 hosts = 600 (each host under its 100): in rounds, so no datagram is lost in the
+    // socket buffer
     for (let round = 0; round < 30; round++) {
       for (const s of senders)
         s.send(mapRequest({ client: s.address, internalPort: 10000 + round, lifetime: 600 }), h.port);

@@ -46,7 +46,8 @@ const HTTP_BITS = [
 
 const envelope = (action: string, urn: string, inner: string) =>
   '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
-  `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${urn}">${inner}</u:${action}></s:Body></s:Envelope>`;
+  `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} ` +
+  `xmlns:u="${urn}">${inner}</u:${action}></s:Body></s:Envelope>`;
 
 interface Reply {
   status: number;
@@ -282,13 +283,16 @@ test('a description with control characters (escape sequences via character refe
         'AddPortMapping',
         IPC1,
         '<NewRemoteHost></NewRemoteHost><NewExternalPort>24000</NewExternalPort><NewProtocol>UDP</NewProtocol>' +
-          '<NewInternalPort>24000</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient><NewEnabled>1</NewEnabled>' +
-          '<NewPortMappingDescription>game&#27;]0;owned&#7;&#x1b;[2J&#13;&#10;fake&#x85;</NewPortMappingDescription><NewLeaseDuration>600</NewLeaseDuration>',
+          '<NewInternalPort>24000</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient>' +
+          '<NewEnabled>1</NewEnabled>' +
+          '<NewPortMappingDescription>game&#27;]0;owned&#7;&#x1b;[2J&#13;&#10;fake&#x85;</NewPortMappingDescription>' +
+          '<NewLeaseDuration>600</NewLeaseDuration>',
       ),
     });
     assert.equal(res.status, 200);
     const [lease] = h.env.table.list({ owner: '127.0.0.1' }).leases;
     assert.ok(lease);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for control characters
     assert.doesNotMatch(lease.description, /[\u0000-\u001f\u007f-\u009f]/);
     assert.equal(lease.description, 'game ]0;owned  [2J  fake ');
   } finally {
@@ -318,9 +322,15 @@ test('DTDs and entities: billion laughs, XXE (file and http), parameter entities
           '<?xml version="1.0"?>',
           '',
         ),
-      `<?xml version="1.0"?><!DOCTYPE s [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>${envelope('AddPortMapping', IPC1, '<NewPortMappingDescription>&xxe;</NewPortMappingDescription>').replace('<?xml version="1.0"?>', '')}`,
-      `<?xml version="1.0"?><!DOCTYPE s SYSTEM "${lureUrl}">${envelope('GetExternalIPAddress', IPC1, '').replace('<?xml version="1.0"?>', '')}`,
-      `<?xml version="1.0"?><!DOCTYPE s [<!ENTITY % p SYSTEM "${lureUrl}"> %p;]>${envelope('GetExternalIPAddress', IPC1, '').replace('<?xml version="1.0"?>', '')}`,
+      '<?xml version="1.0"?><!DOCTYPE s [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>' +
+        envelope('AddPortMapping', IPC1, '<NewPortMappingDescription>&xxe;</NewPortMappingDescription>').replace(
+          '<?xml version="1.0"?>',
+          '',
+        ),
+      '<?xml version="1.0"?><!DOCTYPE s SYSTEM ' +
+        `"${lureUrl}">${envelope('GetExternalIPAddress', IPC1, '').replace('<?xml version="1.0"?>', '')}`,
+      `<?xml version="1.0"?><!DOCTYPE s [<!ENTITY % p SYSTEM "${lureUrl}"> ` +
+        `%p;]>${envelope('GetExternalIPAddress', IPC1, '').replace('<?xml version="1.0"?>', '')}`,
       // a declaration hidden after a comment, and one inside the body
       `<!-- hi --><!DOCTYPE s [<!ENTITY a "b">]>${envelope('GetExternalIPAddress', IPC1, '')}`,
       envelope(
@@ -349,7 +359,10 @@ test('DTDs and entities: billion laughs, XXE (file and http), parameter entities
   }
 });
 
-/** streams `total` bytes of body from one reused chunk; resolves with the answer's status line, bytes written, and whether the server closed */
+/**
+ * streams `total` bytes of body from one reused chunk; resolves with the answer's status line, bytes written, and
+ * whether the server closed
+ */
 function bigUpload(port: number, total: number, chunked: boolean) {
   return new Promise<{ statusLine: string; written: number }>((resolve) => {
     const sock = net.connect({ host: '127.0.0.1', port });
@@ -369,7 +382,8 @@ function bigUpload(port: number, total: number, chunked: boolean) {
     sock.on('error', finish);
     sock.on('close', finish);
     const head =
-      `POST /igd1/ctl/IPConn HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: text/xml\r\nSOAPAction: "${IPC1}#AddPortMapping"\r\n` +
+      `POST /igd1/ctl/IPConn HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: text/xml\r\nSOAPAction: ` +
+      `"${IPC1}#AddPortMapping"\r\n` +
       (chunked ? 'Transfer-Encoding: chunked\r\n\r\n' : `Content-Length: ${total}\r\n\r\n`);
     sock.write(head);
     const pump = () => {
@@ -403,7 +417,8 @@ test('10 MB bodies (Content-Length and chunked, 8 at once): 413 at the 16 KiB li
     const results = await Promise.all(Array.from({ length: 8 }, (_, i) => bigUpload(port, TEN_MB, i % 2 === 1)));
     const rssDelta = (process.memoryUsage().rss - rss0) / 1e6;
     t.diagnostic(
-      `written before the server closed: ${results.map((x) => (x.written / 1e6).toFixed(1)).join(', ')} MB; RSS delta ${rssDelta.toFixed(1)} MB`,
+      `written before the server closed: ${results.map((x) => (x.written / 1e6).toFixed(1)).join(', ')} MB; RSS ` +
+        `delta ${rssDelta.toFixed(1)} MB`,
     );
     for (const x of results) {
       assert.equal(x.statusLine, 'HTTP/1.1 413 Payload Too Large');
@@ -534,7 +549,8 @@ test('thousands of SUBSCRIBEs: 3,000 from 32 hosts stop at upnp.maxSubscriptions
     const subscribed = await counter(h.env.metrics, 'portd_gena_total', { kind: 'subscribe' });
     const refused = await counter(h.env.metrics, 'portd_gena_total', { kind: 'refused' });
     t.diagnostic(
-      `statuses ${[...statuses].map(([k, v]) => `${k}×${v}`).join(', ')}; subscribed ${subscribed}, refused ${refused}; RSS delta ${rssDelta.toFixed(1)} MB; ${cps.notified()} initial NOTIFYs`,
+      `statuses ${[...statuses].map(([k, v]) => `${k}×${v}`).join(', ')}; subscribed ${subscribed}, refused ` +
+        `${refused}; RSS delta ${rssDelta.toFixed(1)} MB; ${cps.notified()} initial NOTIFYs`,
     );
     assert.equal(subscribed, 256, 'exactly the cap');
     assert.equal(refused, 1000 + 1 + 3000 - 256, 'every other SUBSCRIBE refused and counted');
@@ -730,7 +746,8 @@ test('SSDP flood: 2,000 ssdp:all searches from one host are rate-limited; anothe
     const limited = await counter(h.env.metrics, 'portd_rate_limited_total', { frontend: 'ssdp' });
     const searches = await counter(h.env.metrics, 'portd_ssdp_messages_total', { kind: 'search' });
     t.diagnostic(
-      `${searches} searches reached the server, ${limited} rate-limited, ${flooder.inbox.length} answers to the flooder`,
+      `${searches} searches reached the server, ${limited} rate-limited, ${flooder.inbox.length} answers to the ` +
+        'flooder',
     );
     assert.ok(limited >= searches - 40, `${limited} of ${searches} searches rate-limited`);
     await until(() => false, 500);
@@ -744,7 +761,10 @@ test('SSDP flood: 2,000 ssdp:all searches from one host are rate-limited; anothe
   }
 });
 
-/** a worker thread that hammers SOAP from `from` over `conns` keep-alive connections and also opens `extraConns` idle connections */
+/**
+ * a worker thread that hammers SOAP from `from` over `conns` keep-alive connections and also opens `extraConns` idle
+ * connections
+ */
 function httpFlood(url: string, from: string, ms: number, conns: number, extraConns: number) {
   const code = `
     const { parentPort, workerData: w } = require('node:worker_threads');
@@ -776,7 +796,11 @@ function httpFlood(url: string, from: string, ms: number, conns: number, extraCo
     };
     const pump = () => {
       if (Date.now() >= end) {
-        if (inflight === 0) { for (const s of idle) s.destroy(); agent.destroy(); setTimeout(() => parentPort.postMessage({ sent, statuses, refusedConns }), 50); }
+        if (inflight === 0) {
+          for (const s of idle) s.destroy();
+          agent.destroy();
+          setTimeout(() => parentPort.postMessage({ sent, statuses, refusedConns }), 50);
+        }
         return;
       }
       while (inflight < w.conns * 2) one();
@@ -809,7 +833,8 @@ test('HTTP flood: 127.0.0.5 hammers SOAP and opens 200 connections for 3 s; 127.
         'AddPortMapping',
         IPC1,
         `<NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort><NewProtocol>TCP</NewProtocol>` +
-          `<NewInternalPort>${port}</NewInternalPort><NewInternalClient>127.0.0.6</NewInternalClient><NewEnabled>1</NewEnabled>` +
+          `<NewInternalPort>${port}</NewInternalPort><NewInternalClient>127.0.0.6</NewInternalClient>` +
+          '<NewEnabled>1</NewEnabled>' +
           `<NewPortMappingDescription>good</NewPortMappingDescription><NewLeaseDuration>600</NewLeaseDuration>`,
       ),
     });
@@ -840,7 +865,8 @@ test('HTTP flood: 127.0.0.5 hammers SOAP and opens 200 connections for 3 s; 127.
     t.diagnostic(`calm: 30/30 answered, ${fig(calm)}`);
     t.diagnostic(`under flood: ${answered}/40 answered, ${fig(busy)}`);
     t.diagnostic(
-      `flood: ${f.sent} requests in 3 s, statuses ${JSON.stringify(f.statuses)}, ${f.refusedConns} extra connections closed, ${limited} rate-limited`,
+      `flood: ${f.sent} requests in 3 s, statuses ${JSON.stringify(f.statuses)}, ${f.refusedConns} extra ` +
+        `connections closed, ${limited} rate-limited`,
     );
     assert.equal(answered, 40, 'every request of the other host was answered');
     assert.equal(h.env.table.list({ owner: '127.0.0.6' }).total, 70);

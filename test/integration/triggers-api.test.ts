@@ -236,7 +236,8 @@ describe('triggers admin API on the running daemon (memory driver)', () => {
     assert.match(
       stream,
       new RegExp(
-        `event: refused\\ndata: .*"owner":"${B.replace(/\./g, '\\.')}".*held by trigger lease \\w+ of ${A.replace(/\./g, '\\.')}`,
+        `event: refused\\ndata: .*"owner":"${B.replace(/\./g, '\\.')}".*held by trigger lease \\w+ of ` +
+          `${A.replace(/\./g, '\\.')}`,
       ),
     );
 

@@ -84,7 +84,9 @@ async function neverAccepts(host: string): Promise<{ url: string; close(): void 
       'python3',
       [
         '-c',
-        `import socket,sys,time\ns=socket.socket()\ns.bind(('${host}',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()`,
+        'import socket,sys,time\n' +
+          `s=socket.socket()\ns.bind(('${host}',0))\ns.listen(0)\n` +
+          'print(s.getsockname()[1],flush=True)\nsys.stdin.read()',
       ],
       { stdio: ['pipe', 'pipe', 'ignore'] },
     );
@@ -193,7 +195,8 @@ test('192 black-holed subscriptions from 12 hosts (plus 16 whose connect never c
     const open = holes.reduce((n, x) => n + x.open.size, 0);
     const peak = holes.reduce((n, x) => n + x.peak, 0);
     t.diagnostic(
-      `good event after ${ms.toFixed(1)} ms; black holes: ${open} connections open, peak per host ${Math.max(...holes.map((x) => x.peak))}, accepted ${holes.reduce((n, x) => n + x.accepted, 0)}`,
+      `good event after ${ms.toFixed(1)} ms; black holes: ${open} connections open, peak per host ` +
+        `${Math.max(...holes.map((x) => x.peak))}, accepted ${holes.reduce((n, x) => n + x.accepted, 0)}`,
     );
     // bounded: subscriptions that never answered share 16 of the 32 slots, at most 4 per host
     assert.ok(peak <= 16, `${peak} NOTIFYs held open by black holes at once`);

@@ -1,4 +1,7 @@
-/** GENA eventing on loopback: SUBSCRIBE/renew/UNSUBSCRIBE, initial event, change events, CallStranger, caps, dead callbacks. */
+/**
+ * GENA eventing on loopback: SUBSCRIBE/renew/UNSUBSCRIBE, initial event, change events, CallStranger, caps, dead
+ * callbacks.
+ */
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -40,9 +40,13 @@ function post(
 
 const addBody = (port: number, client: string) =>
   '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>' +
-  `<u:AddPortMapping xmlns:u="${IPC1}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort><NewProtocol>UDP</NewProtocol>` +
-  `<NewInternalPort>${port}</NewInternalPort><NewInternalClient>${client}</NewInternalClient><NewEnabled>1</NewEnabled>` +
-  '<NewPortMappingDescription>g</NewPortMappingDescription><NewLeaseDuration>600</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
+  '<u:AddPortMapping ' +
+  `xmlns:u="${IPC1}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort>` +
+  '<NewProtocol>UDP</NewProtocol>' +
+  `<NewInternalPort>${port}</NewInternalPort><NewInternalClient>${client}</NewInternalClient>` +
+  '<NewEnabled>1</NewEnabled>' +
+  '<NewPortMappingDescription>g</NewPortMappingDescription><NewLeaseDuration>600</NewLeaseDuration>' +
+  '</u:AddPortMapping></s:Body></s:Envelope>';
 
 test('the Server header is "Linux UPnP/1.1 portd/0.1" on descriptions, SOAP answers, GENA and SSDP: no kernel release', async () => {
   const inbox: string[] = [];
@@ -68,7 +72,9 @@ test('the Server header is "Linux UPnP/1.1 portd/0.1" on descriptions, SOAP answ
       `${h.base}/igd1/ctl/IPConn`,
       '127.0.0.1',
       { 'content-type': 'text/xml', soapaction: `"${IPC1}#GetExternalIPAddress"` },
-      `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:GetExternalIPAddress xmlns:u="${IPC1}"/></s:Body></s:Envelope>`,
+      '<?xml version="1.0"?><s:Envelope ' +
+        'xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:GetExternalIPAddress ' +
+        `xmlns:u="${IPC1}"/></s:Body></s:Envelope>`,
     );
     assert.equal(soap.status, 200);
     servers.push(String(soap.headers['server']));
@@ -91,7 +97,8 @@ test('the Server header is "Linux UPnP/1.1 portd/0.1" on descriptions, SOAP answ
     servers.push(String(gena.headers['server']));
     const ssdpPort = h.server.ssdpAddresses()[0]!.port;
     udp.send(
-      'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 1\r\nST: upnp:rootdevice\r\n\r\n',
+      'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 1\r\nST: ' +
+        'upnp:rootdevice\r\n\r\n',
       ssdpPort,
       '127.0.0.1',
     );

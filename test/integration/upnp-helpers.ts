@@ -105,7 +105,8 @@ export async function soap(
   headers: Record<string, string> = {},
 ) {
   const body =
-    `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${serviceUrn}">` +
+    '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+    `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${serviceUrn}">` +
     Object.entries(args)
       .map(([k, v]) => `<${k}>${v}</${k}>`)
       .join('') +

@@ -13,10 +13,14 @@ import { captureLog, counter } from '../fuzz/mutate.js';
 import { IPC1, IPC2, startUpnp, type UpnpHarness } from './upnp-helpers.js';
 
 const ADD = (port: number, urn = IPC1) =>
-  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">' +
-  `<s:Body><u:AddPortMapping xmlns:u="${urn}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort><NewProtocol>TCP</NewProtocol>` +
+  '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+  's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">' +
+  '<s:Body><u:AddPortMapping ' +
+  `xmlns:u="${urn}"><NewRemoteHost></NewRemoteHost><NewExternalPort>${port}</NewExternalPort>` +
+  '<NewProtocol>TCP</NewProtocol>' +
   '<NewInternalPort>8080</NewInternalPort><NewInternalClient>127.0.0.1</NewInternalClient><NewEnabled>1</NewEnabled>' +
-  '<NewPortMappingDescription>web page</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
+  '<NewPortMappingDescription>web ' +
+  'page</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>';
 
 interface Raw {
   status: number;
@@ -46,7 +50,8 @@ function raw(port: number, head: string, body = '', host = '127.0.0.1'): Promise
     s.on('error', reject);
     s.setTimeout(5000, () => s.destroy());
     s.end(
-      `${head.replace(/\n/g, '\r\n')}${body ? `Content-Length: ${Buffer.byteLength(body)}\r\n` : ''}Connection: close\r\n\r\n${body}`,
+      `${head.replace(/\n/g, '\r\n')}${body ? `Content-Length: ${Buffer.byteLength(body)}\r\n` : ''}Connection: ` +
+        `close\r\n\r\n${body}`,
     );
   });
 }
@@ -98,7 +103,8 @@ test('a browser simple request (POST text/plain, no SOAPAction, foreign Origin) 
   // what <form enctype="text/plain"> or fetch(url, { mode: 'no-cors', method: 'POST', body }) sends
   const r = await raw(
     port,
-    `POST /igd1/ctl/IPConn HTTP/1.1\nHost: ${host}\nContent-Type: text/plain;charset=UTF-8\nOrigin: http://attacker.example\n`,
+    `POST /igd1/ctl/IPConn HTTP/1.1\nHost: ${host}\nContent-Type: text/plain;charset=UTF-8\nOrigin: ` +
+      'http://attacker.example\n',
     ADD(40000),
   );
   assert.equal(r.status, 403);
@@ -180,7 +186,8 @@ test('DNS rebinding: a Host other than the address and port portd listens on is 
       assert.doesNotMatch(scpd.body, /AddPortMapping/);
       const sub = await raw(
         port,
-        `SUBSCRIBE /igd2/evt/IPConn HTTP/1.1\nHost: ${foreign}\nCALLBACK: <${cp.url}>\nNT: upnp:event\nTIMEOUT: Second-300\n`,
+        `SUBSCRIBE /igd2/evt/IPConn HTTP/1.1\nHost: ${foreign}\nCALLBACK: <${cp.url}>\nNT: upnp:event\nTIMEOUT: ` +
+          'Second-300\n',
       );
       assert.equal(sub.status, 403, `SUBSCRIBE, Host ${foreign}`);
       assert.doesNotMatch(sub.headers, /^SID:/im);
@@ -275,7 +282,8 @@ test('IPv6: Host must be the bracketed literal of the listening address (any spe
       assert.equal((await get(bad)).status, 403, bad);
     const add = await raw(
       p,
-      `POST /igd2/ctl/IPConn HTTP/1.1\nHost: [::1]:${p}\nContent-Type: text/xml\nSOAPAction: "${IPC2}#GetExternalIPAddress"\n`,
+      `POST /igd2/ctl/IPConn HTTP/1.1\nHost: [::1]:${p}\nContent-Type: text/xml\nSOAPAction: ` +
+        `"${IPC2}#GetExternalIPAddress"\n`,
       ADD(1)
         .replace(/AddPortMapping/g, 'GetExternalIPAddress')
         .replace(/<NewRemoteHost>.*<\/NewLeaseDuration>/, '')

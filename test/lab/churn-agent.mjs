@@ -105,7 +105,8 @@ function pcpMap({ proto, internalPort, suggestedPort = 0, lifetime, timeoutMs = 
 // ---------- UPnP ----------
 function soap(action, args, timeoutMs = 2000) {
   const body =
-    `<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${SERVICE}">` +
+    '<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
+    `s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${SERVICE}">` +
     Object.entries(args)
       .map(([k, v]) => `<${k}>${v}</${k}>`)
       .join('') +
@@ -294,7 +295,7 @@ async function pauseChurn() {
 }
 
 // ---------- PCP announcements and GENA notifications, collected for a while ----------
-function listenAnnounce(msg) {
+function listenAnnounce() {
   return new Promise((resolve) => {
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     const got = [];
@@ -387,7 +388,7 @@ const ops = {
   churn: async (m) => startChurn(m),
   pause: async () => pauseChurn(),
   drain: async () => ({ ok: true, events: events.splice(0) }),
-  listenAnnounce: async (m) => listenAnnounce(m),
+  listenAnnounce: async () => listenAnnounce(),
   announcements: async () => ({ ok: true, got: announceSock ? announceSock.got.splice(0) : [] }),
   genaListen: async (m) => genaListen(m),
   subscribe: async (m) => subscribe(m),

@@ -126,7 +126,8 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
     });
     // the gateway masquerades LAN traffic to the WAN like any home router (a table of the lab's own)
     const nat = await lab.nft(
-      'table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    oifname "wan0" masquerade\n  }\n}\n',
+      'table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy ' +
+        'accept;\n    oifname "wan0" masquerade\n  }\n}\n',
     );
     assert.equal(nat.code, 0, nat.stderr);
     await portd.start();
@@ -283,7 +284,8 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
       try {
         return db
           .prepare(
-            `SELECT id, source, protocol, external_port, external_port_end, internal_address, internal_port, owner, expires_at FROM leases WHERE state = 'active'`,
+            'SELECT id, source, protocol, external_port, external_port_end, internal_address, internal_port, ' +
+              `owner, expires_at FROM leases WHERE state = 'active'`,
           )
           .all() as ActiveRow[];
       } finally {
@@ -330,7 +332,9 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
           ) {
             violation(
               round,
-              `acknowledged ${id} differs: table has ${row.external_port} -> ${row.internal_address}:${row.internal_port}, client was told ${t.extPort} -> ${t.self}:${t.internalPort}`,
+              `acknowledged ${id} differs: table has ${row.external_port} -> ` +
+                `${row.internal_address}:${row.internal_port}, client was told ${t.extPort} -> ` +
+                `${t.self}:${t.internalPort}`,
             );
           }
           if (row.expires_at !== null && row.expires_at < t.earliest - 1000)
@@ -454,7 +458,8 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
           if (el)
             violation(
               round,
-              `kernel still forwards ${t.proto} ${t.extPort} ${now - t.latest} ms after the lease's expiry (portd dead)`,
+              `kernel still forwards ${t.proto} ${t.extPort} ${now - t.latest} ms after the lease's expiry ` +
+                '(portd dead)',
             );
         }
         await flowsAlive(round, 'while portd was dead');
@@ -482,7 +487,8 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
         if (!after.has(t.id))
           violation(
             round,
-            `trigger lease ${t.id} (${t.owner}, ${t.protocol} ${t.external_port}-${t.external_port_end}) active before the kill is gone`,
+            `trigger lease ${t.id} (${t.owner}, ${t.protocol} ${t.external_port}-${t.external_port_end}) active ` +
+              'before the kill is gone',
           );
       }
       await flowsAlive(round, 'after the restart');
@@ -503,7 +509,8 @@ describe('crash safety: kill -9 under churn, real portd, nftables', { skip, time
     }
     const seconds = ((performance.now() - t0) / 1000).toFixed(1);
     process.stderr.write(
-      `crash: seed ${SEED}, ${seconds} s, ${JSON.stringify({ ...stats, violations: stats.violations.length })}, refusals ${JSON.stringify(Object.fromEntries(refusedCodes))}\n`,
+      `crash: seed ${SEED}, ${seconds} s, ${JSON.stringify({ ...stats, violations: stats.violations.length })}, ` +
+        `refusals ${JSON.stringify(Object.fromEntries(refusedCodes))}\n`,
     );
     assert.deepEqual(stats.violations, []);
     assert.ok(stats.kills >= 20, `only ${stats.kills} kills`);

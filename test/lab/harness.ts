@@ -213,8 +213,7 @@ export class JsonLineChannel<R> {
   ) {
     child.stdout!.on('data', (d: Buffer) => {
       this.buf += d.toString();
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
+      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
         const line = this.buf.slice(0, i);
         this.buf = this.buf.slice(i + 1);
         try {

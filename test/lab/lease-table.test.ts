@@ -163,7 +163,8 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
 
     // while portd is down: someone deletes one element and plants another
     const r = await lab.nft(
-      `delete element inet portd fwd4 { tcp . 8105 }\nadd element inet portd fwd4 { tcp . 8106 : ${ADDR.hostA} . 9106 }\nadd element inet portd live_tcp { 8106 }\n`,
+      `delete element inet portd fwd4 { tcp . 8105 }\nadd element inet portd fwd4 { tcp . 8106 : ${ADDR.hostA} . ` +
+        '9106 }\nadd element inet portd live_tcp { 8106 }\n',
     );
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await wan.tcpProbe(EXT, 8106), { ok: true, reply: `hostA|${ADDR.wanHost}|probe` });

@@ -227,11 +227,18 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   test('without CAP_NET_ADMIN the batch is refused at once with EPERM (not a wait for answers that never come)', async () => {
     await must(ns, ['nft', '-f', '-'], { input: structure('perm') });
     const code = `
-      const { openNfNetlink } = await import(${JSON.stringify(new URL('../../src/dataplane/nf-netlink.ts', import.meta.url).href)});
+      const { openNfNetlink } = await import(
+        ${JSON.stringify(new URL('../../src/dataplane/nf-netlink.ts', import.meta.url).href)}
+      );
       const nl = openNfNetlink();
       const t0 = performance.now();
       let out;
-      try { nl.commit('perm', [{ verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '1', data: null, timeout: 60 }] }]); out = { ok: true }; }
+      try {
+        nl.commit('perm', [
+          { verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '1', data: null, timeout: 60 }] },
+        ]);
+        out = { ok: true };
+      }
       catch (e) { out = { errno: e.errno, outcome: e.outcome, message: e.message }; }
       out.ms = performance.now() - t0;
       process.stdout.write(JSON.stringify(out));`;

@@ -70,7 +70,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   };
   console.log(JSON.stringify(res, null, 2));
   printTable(
-    `PCP in the lab, ${res.driver} dataplane, ${(res as { preloaded?: number }).preloaded ?? res.preload} leases preloaded (${res.cpus} CPUs)`,
+    `PCP in the lab, ${res.driver} dataplane, ${(res as { preloaded?: number }).preloaded ?? res.preload} leases ` +
+      `preloaded (${res.cpus} CPUs)`,
     [...res.phases, ...((res as { frontend?: Record<string, unknown>[] }).frontend ?? []), ...res.echo],
   );
 }

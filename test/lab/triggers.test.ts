@@ -62,8 +62,12 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
       authorization: `Bearer ${TOKEN}`,
       ...(body === undefined ? {} : { 'content-type': 'application/json' }),
     };
-    const script = `fetch('http://127.0.0.1:8080${path}', { method: '${method}', headers: ${JSON.stringify(headers)}${body === undefined ? '' : `, body: ${JSON.stringify(JSON.stringify(body))}`} })
-      .then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: JSON.parse((await r.text()) || 'null') })))`;
+    const bodyPart = body === undefined ? '' : `, body: ${JSON.stringify(JSON.stringify(body))}`;
+    const script = `fetch('http://127.0.0.1:8080${path}',
+        { method: '${method}', headers: ${JSON.stringify(headers)}${bodyPart} })
+      .then(async (r) => process.stdout.write(
+        JSON.stringify({ status: r.status, body: JSON.parse((await r.text()) || 'null') }),
+      ))`;
     const r = await lab.must(lab.gw, [process.execPath, '-e', script], { timeoutMs: 10_000 });
     return JSON.parse(r) as { status: number; body: T };
   }
@@ -75,31 +79,31 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
     dir = mkdtempSync(join(tmpdir(), 'portd-lab-trig-'));
     // the gateway masquerades LAN traffic to the WAN like any home router (a table of the lab's own)
     const nat = await lab.nft(
-      `table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    oifname "${IF.wan}" masquerade\n  }\n}\n`,
+      'table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy ' +
+        `accept;\n    oifname "${IF.wan}" masquerade\n  }\n}\n`,
     );
     assert.equal(nat.code, 0, nat.stderr);
     const cfg = join(dir, 'portd.yaml');
-    writeFileSync(
-      cfg,
-      (cfgText = [
-        'logLevel: debug',
-        `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-        'externalAddress: auto',
-        `stateDir: ${dir}`,
-        `database: { path: ${join(dir, 'portd.sqlite')} }`,
-        'dataplane: { driver: nftables, table: portd, reconcileInterval: 60, grace: 5 }',
-        'upnp: { enabled: false }',
-        'pcp: { enabled: false }',
-        'natpmp: { enabled: false }',
-        `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
-        'triggers:',
-        '  - name: labgame',
-        `    match: { protocol: udp, ports: "${TRIGGER_PORT}" }`,
-        `    open: [{ protocol: tcp, ports: "${OPEN[0]}-${OPEN[1]}" }, { protocol: udp, ports: "${OPEN[0]}-${OPEN[1]}" }]`,
-        `    idleTimeout: ${IDLE}`,
-        '',
-      ].join('\n')),
-    );
+    cfgText = [
+      'logLevel: debug',
+      `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
+      'externalAddress: auto',
+      `stateDir: ${dir}`,
+      `database: { path: ${join(dir, 'portd.sqlite')} }`,
+      'dataplane: { driver: nftables, table: portd, reconcileInterval: 60, grace: 5 }',
+      'upnp: { enabled: false }',
+      'pcp: { enabled: false }',
+      'natpmp: { enabled: false }',
+      `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
+      'triggers:',
+      '  - name: labgame',
+      `    match: { protocol: udp, ports: "${TRIGGER_PORT}" }`,
+      `    open: [{ protocol: tcp, ports: "${OPEN[0]}-${OPEN[1]}" }, { protocol: udp, ports: ` +
+        `"${OPEN[0]}-${OPEN[1]}" }]`,
+      `    idleTimeout: ${IDLE}`,
+      '',
+    ].join('\n');
+    writeFileSync(cfg, cfgText);
     portd = spawn(
       'ip',
       ['netns', 'exec', lab.gw, process.execPath, join(ROOT, 'bin', 'portd.js'), 'start', '--config', cfg],
@@ -114,8 +118,7 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
       const t = setTimeout(() => reject(new Error(`portd did not start: ${err}`)), 30_000);
       portd!.stdout.on('data', (d: Buffer) => {
         buf += d.toString();
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) {
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
           const line = buf.slice(0, i);
           buf = buf.slice(i + 1);
           try {
@@ -169,7 +172,8 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
     assert.match(
       chain,
       new RegExp(
-        `udp dport ${TRIGGER_PORT} update @trig_labgame_active \\{ ip saddr timeout ${IDLE}s \\} ct state new ct mark set ct mark \\| 0x[0-9a-f]+0400`,
+        `udp dport ${TRIGGER_PORT} update @trig_labgame_active \\{ ip saddr timeout ${IDLE}s \\} ct state new ct ` +
+          'mark set ct mark \\| 0x[0-9a-f]+0400',
       ),
     );
     const v = await trigger();
@@ -196,7 +200,8 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
     assert.ok(inKernel >= 0, 'the opening reached the kernel');
     const fired = logLines.find((l) => l['msg'] === 'trigger fired');
     t.diagnostic(
-      `first packet -> lease in the kernel (seen by polling nft, incl. agent IPC and nft start-up): ${inKernel} ms; portd: event -> dataplane ${String(fired?.['sinceEventMs'])} ms, firing ${String(fired?.['ms'])} ms`,
+      `first packet -> lease in the kernel (seen by polling nft, incl. agent IPC and nft start-up): ${inKernel} ` +
+        `ms; portd: event -> dataplane ${String(fired?.['sinceEventMs'])} ms, firing ${String(fired?.['ms'])} ms`,
     );
 
     const v = await trigger();
@@ -349,7 +354,8 @@ describe('port triggering through the nftables gateway', { skip, timeout: 180_00
       cfg,
       cfgText.replace(
         'triggers:\n',
-        'triggers:\n  - name: hup\n    match: { protocol: tcp, ports: "7950" }\n    open: [{ protocol: udp, ports: "7951" }]\n',
+        'triggers:\n  - name: hup\n    match: { protocol: tcp, ports: "7950" }\n    open: [{ protocol: udp, ' +
+          'ports: "7951" }]\n',
       ),
     );
     process.kill(portd!.pid!, 'SIGHUP');

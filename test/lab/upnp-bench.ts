@@ -75,7 +75,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const sub = (res as { subscriber?: { notifies: number } | null }).subscriber;
   if (sub) console.log(`GENA subscriber received ${sub.notifies} NOTIFYs`);
   printTable(
-    `UPnP in the lab, ${res.driver} dataplane, ${res.preloaded ?? res.preload} leases preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} CPUs)`,
+    `UPnP in the lab, ${res.driver} dataplane, ${res.preloaded ?? res.preload} leases ` +
+      `preloaded${res.preloadMs !== undefined ? ` in ${(res.preloadMs / 1000).toFixed(1)} s` : ''} (${res.cpus} ` +
+      'CPUs)',
     [...res.phases, ...((res as { frontend?: Record<string, unknown>[] }).frontend ?? []), ...res.echo],
   );
 }

@@ -322,6 +322,7 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
     await f.table.request(pcpReq({ internalPort: 4001, externalPort: 4001 }));
     const r = await f.app.inject({ url: '/api/v1/status' });
     assert.equal(r.statusCode, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: the response's JSON, checked field by field below
     const s = r.json() as Record<string, any>;
     assert.equal(s['version'], '0.1.0-test');
     assert.ok(s['uptimeSeconds'] >= 5);
@@ -390,6 +391,7 @@ describe('admin API: status, probes, metrics, OpenAPI, dashboard', () => {
     const f = await admin();
     const r = await f.app.inject({ url: '/api/v1/openapi.json' });
     assert.equal(r.statusCode, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: the OpenAPI document's JSON, checked field by field below
     const doc = r.json() as { openapi: string; paths: Record<string, Record<string, any>> };
     assert.equal(doc.openapi, '3.1.0');
     for (const [p, m] of [

@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import { checkNetAdmin, hasCapability, parseCapabilities, readCapabilities } from '../../src/capabilities.js';
 
 const status = (eff: string, amb: string, uid = '1000\t1000\t1000\t1000') =>
-  `Name:\tnode\nUid:\t${uid}\nCapInh:\t0000000000001000\nCapPrm:\t${eff}\nCapEff:\t${eff}\nCapBnd:\t000001ffffffffff\nCapAmb:\t${amb}\n`;
+  `Name:\tnode\nUid:\t${uid}\nCapInh:\t0000000000001000\nCapPrm:\t${eff}\nCapEff:\t${eff}\n` +
+  `CapBnd:\t000001ffffffffff\nCapAmb:\t${amb}\n`;
 
 test('parses the Cap lines of /proc/self/status: CAP_NET_ADMIN is bit 12', () => {
   const s = parseCapabilities(status('0000000000001000', '0000000000001000'));

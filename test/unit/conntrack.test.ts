@@ -9,8 +9,10 @@ import type { DataplaneEntry } from '../../src/dataplane/types.js';
 
 // `conntrack -L -f ipv4 --orig-dst 203.0.113.1` in the lab (conntrack v1.4.7), two flows
 const LISTING = [
-  'tcp      6 99 ESTABLISHED src=203.0.113.10 dst=203.0.113.1 sport=40000 dport=10001 src=192.168.77.11 dst=203.0.113.10 sport=10001 dport=40000 [ASSURED] mark=256 use=1',
-  'udp      17 29 src=203.0.113.11 dst=203.0.113.1 sport=40001 dport=10002 [UNREPLIED] src=192.168.77.12 dst=203.0.113.11 sport=10002 dport=40001 mark=256 use=1',
+  'tcp      6 99 ESTABLISHED src=203.0.113.10 dst=203.0.113.1 sport=40000 dport=10001 src=192.168.77.11 ' +
+    'dst=203.0.113.10 sport=10001 dport=40000 [ASSURED] mark=256 use=1',
+  'udp      17 29 src=203.0.113.11 dst=203.0.113.1 sport=40001 dport=10002 [UNREPLIED] src=192.168.77.12 ' +
+    'dst=203.0.113.11 sport=10002 dport=40001 mark=256 use=1',
   '',
 ].join('\n');
 

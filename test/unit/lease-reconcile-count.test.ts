@@ -72,7 +72,8 @@ async function tableWith(count: (held: number) => number, leases: number) {
       log: pino({ level: 'silent' }),
       externalAddress: '203.0.113.1',
     });
-  // first run: grant leases (the dataplane holds them); then a "restart" with a dataplane that says what the kernel holds
+  // first run: grant leases (the dataplane holds them); then a "restart" with a dataplane that says what the kernel
+  // holds
   const first = countingDataplane(() => 0);
   const t1 = open(first.dp);
   for (let i = 0; i < leases; i++) assert.ok((await t1.request(pcp(40000 + i))).ok);

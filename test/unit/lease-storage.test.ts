@@ -305,9 +305,10 @@ describe('listings and counts come from memory or an index walk', () => {
                 };
       assert.ok((await first.table.request(req)).ok);
     }
-    const ins =
-      first.table.store.db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
-      owner, created_at, updated_at, expires_at, state, ended_at, end_reason) VALUES (?, 'upnp', 'udp', '203.0.113.1', ?, ?, '192.168.77.9', ?, '192.168.77.9', ?, ?, ?, 'ended', ?, 'released')`);
+    const ins = first.table.store.db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port,
+      external_port_end, internal_address, internal_port, owner, created_at, updated_at, expires_at, state, ended_at,
+      end_reason) VALUES (?, 'upnp', 'udp', '203.0.113.1', ?, ?, '192.168.77.9', ?, '192.168.77.9', ?, ?, ?, 'ended', ?,
+      'released')`);
     first.table.store.db.transaction(() => {
       for (let i = 0; i < 5000; i++)
         ins.run(
@@ -332,7 +333,8 @@ describe('listings and counts come from memory or an index walk', () => {
       sqls.push(sql);
       return prepare(sql);
     }) as typeof reader.prepare;
-    // UPnP: PortMappingNumberOfEntries, GetGenericPortMappingEntry (v1 listing of upnp leases, or all with listAllLeases), GetListOfPortMappings
+    // UPnP: PortMappingNumberOfEntries, GetGenericPortMappingEntry (v1 listing of upnp leases, or all with
+    // listAllLeases), GetListOfPortMappings
     assert.equal(t.table.activeCount('upnp'), 100);
     assert.equal(t.table.activeCount(), 400);
     const g = t.table.list({ state: 'active', source: 'upnp', sort: 'createdAt', order: 'asc', offset: 42, limit: 1 });
@@ -401,8 +403,9 @@ describe('migration to schema 5', () => {
     for (const m of MIGRATIONS.slice(0, 4)) db.exec(m);
     db.pragma('user_version = 4');
     const now = Date.UTC(2026, 0, 1);
-    db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end, internal_address, internal_port,
-      owner, nonce, created_at, updated_at, expires_at, state) VALUES ('000000000001', 'pcp', 'tcp', '203.0.113.1', 4000, 4000, '192.168.77.11', 4000,
+    db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end,
+      internal_address, internal_port, owner, nonce, created_at, updated_at, expires_at, state)
+      VALUES ('000000000001', 'pcp', 'tcp', '203.0.113.1', 4000, 4000, '192.168.77.11', 4000,
       '192.168.77.11', ?, ?, ?, ?, 'active')`).run('aa'.repeat(12), now - 60_000, now - 1000, now + 3_000_000);
     const ev = db.prepare(
       `INSERT INTO events (lease_id, type, at, actor, reason) VALUES ('000000000001', ?, ?, ?, NULL)`,

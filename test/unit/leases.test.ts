@@ -553,7 +553,8 @@ describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', ()
     clock.advance(60_000);
     const renew = await t.request(natpmp({ lifetime: 7200 }));
     assert.ok(!renew.ok && renew.reason === 'not_authorized', 'a NAT-PMP renewal of a PCP-nonce lease is refused');
-    // a request for the same internal port suggesting another external port names the same mapping: refused, no second lease
+    // a request for the same internal port suggesting another external port names the same mapping: refused, no second
+    // lease
     const other = await t.request(natpmp({ externalPort: 4100, lifetime: 7200 }));
     assert.ok(!other.ok && other.reason === 'not_authorized');
     const del = await t.release(natpmpRelease);

@@ -65,7 +65,8 @@ describe('parseProcNet', () => {
   });
   test('a big-endian kernel prints words in network order', () => {
     const s = parseProcNet(
-      '  sl  local_address ...\n   0: CB007101:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n',
+      '  sl  local_address ...\n   0: CB007101:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     ' +
+        '0        0 1 1\n',
       'tcp',
       false,
     );
@@ -153,7 +154,11 @@ describe('createLocalPorts', () => {
 
   test('parse cost at 10k sockets (printed)', () => {
     const line = (i: number) =>
-      `${String(i).padStart(5)}: ${((0x0100007f + (i << 8)) >>> 0).toString(16).toUpperCase().padStart(8, '0')}:${(1024 + i).toString(16).toUpperCase().padStart(4, '0')} 00000000:0000 ${i % 3 === 0 ? '0A' : '01'} 00000000:00000000 00:00000000 00000000     0        0 ${20000 + i} 1 000000004223e17c 100 0 0 10 0\n`;
+      `${String(i).padStart(5)}: ` +
+      `${((0x0100007f + (i << 8)) >>> 0).toString(16).toUpperCase().padStart(8, '0')}:` +
+      `${(1024 + i).toString(16).toUpperCase().padStart(4, '0')} ` +
+      `00000000:0000 ${i % 3 === 0 ? '0A' : '01'} 00000000:00000000 00:00000000 00000000     0        0 ` +
+      `${20000 + i} 1 000000004223e17c 100 0 0 10 0\n`;
     const text =
       '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n' +
       Array.from({ length: 10_000 }, (_, i) => line(i)).join('');

@@ -189,7 +189,10 @@ describe('nf-netlink encoding', () => {
 });
 
 describe('nf-netlink answers', () => {
-  /** an NLMSG_ERROR datagram as the kernel sends it with NETLINK_CAP_ACK (echoed header only), optionally with an ext-ack text */
+  /**
+   * an NLMSG_ERROR datagram as the kernel sends it with NETLINK_CAP_ACK (echoed header only), optionally with an
+   * ext-ack text
+   */
   function answer(seq: number, errno: number, text?: string): Buffer {
     const tlv =
       text === undefined

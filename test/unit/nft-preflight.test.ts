@@ -32,7 +32,8 @@ describe('nftables preflight', () => {
   test('no CAP_NET_ADMIN -> PORTD_NO_CAP_NET_ADMIN', async () => {
     const nft = fake(
       'nft-eperm',
-      'case "$1" in --version) echo "nftables v1.0.6"; exit 0;; esac\ncat >/dev/null; echo "Error: Could not process rule: Operation not permitted" >&2; exit 1',
+      'case "$1" in --version) echo "nftables v1.0.6"; exit 0;; esac\ncat >/dev/null; echo "Error: Could not ' +
+        'process rule: Operation not permitted" >&2; exit 1',
     );
     await assert.rejects(preflight({ nftPath: nft }), (e: unknown) => {
       assert.ok(e instanceof PortdError);

@@ -47,7 +47,8 @@ describe('nft script generation', () => {
       'add table inet portd',
       'add map inet portd fwd4 { type inet_proto . inet_service : ipv4_addr . inet_service; flags timeout; }',
       'add map inet portd fwd4_range { type inet_proto . inet_service : ipv4_addr; flags interval,timeout; }',
-      'add map inet portd fwd4_peer { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags timeout; }',
+      'add map inet portd fwd4_peer { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; ' +
+        'flags timeout; }',
       'add set inet portd ext4 { type ipv4_addr; }',
       'add set inet portd live_tcp { type inet_service; flags timeout; }',
       'add set inet portd live_udp { type inet_service; flags timeout; }',
@@ -64,13 +65,20 @@ describe('nft script generation', () => {
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to ip saddr . meta l4proto . th dport map @fwd4_peer',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4_range',
-      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto tcp ct original proto-dst != @live_tcp ct original proto-dst != @live_tcp_range drop',
-      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto udp ct original proto-dst != @live_udp ct original proto-dst != @live_udp_range drop',
-      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct original proto-dst @live_tcp ct mark set ct mark | 0x100',
-      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct original proto-dst @live_tcp_range ct mark set ct mark | 0x100',
-      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto udp ct original proto-dst @live_udp ct mark set ct mark | 0x100',
-      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto udp ct original proto-dst @live_udp_range ct mark set ct mark | 0x100',
-      'add rule inet portd forward iifname { "br-lan" } oifname { "br-lan" } ct state new ct mark & 0x100 == 0x100 ct mark set ct mark | 0x200',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto tcp ct original proto-dst != @live_tcp ' +
+        'ct original proto-dst != @live_tcp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto udp ct original proto-dst != @live_udp ' +
+        'ct original proto-dst != @live_udp_range drop',
+      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
+        'original proto-dst @live_tcp ct mark set ct mark | 0x100',
+      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
+        'original proto-dst @live_tcp_range ct mark set ct mark | 0x100',
+      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto udp ct ' +
+        'original proto-dst @live_udp ct mark set ct mark | 0x100',
+      'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto udp ct ' +
+        'original proto-dst @live_udp_range ct mark set ct mark | 0x100',
+      'add rule inet portd forward iifname { "br-lan" } oifname { "br-lan" } ct state new ct mark & 0x100 == ' +
+        '0x100 ct mark set ct mark | 0x200',
       'add rule inet portd postrouting ct mark & 0x200 == 0x200 masquerade',
       'add rule inet portd forward ct mark & 0x100 == 0x100 accept',
       'add rule inet portd input iifname "eth0" tcp dport { 5000, 8080 } drop',
@@ -82,7 +90,8 @@ describe('nft script generation', () => {
     const cmds = renderInit({ ...opts, hairpin: false, frontendPorts: { tcp: [], udp: [] } });
     assert.ok(
       cmds.includes(
-        'add rule inet portd prerouting iifname != { "br-lan" } ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4',
+        'add rule inet portd prerouting iifname != { "br-lan" } ip daddr @ext4 dnat ip to meta l4proto . th ' +
+          'dport map @fwd4',
       ),
     );
     assert.equal(
@@ -158,13 +167,15 @@ describe('nft script generation', () => {
     );
     assert.deepEqual(plan.commands, [
       // pre-add of what is removed or renewed: a no-op when present, makes the delete safe when not
-      'add element inet portd fwd4 { udp . 3478 timeout 1s : 192.168.1.20 . 3478, tcp . 2222 timeout 1s : 192.168.1.30 . 22 }',
+      'add element inet portd fwd4 { udp . 3478 timeout 1s : 192.168.1.20 . 3478, tcp . 2222 timeout 1s : ' +
+        '192.168.1.30 . 22 }',
       'add element inet portd live_tcp { 2222 timeout 1s }',
       'add element inet portd live_udp { 3478 timeout 1s }',
       'delete element inet portd fwd4 { udp . 3478, tcp . 2222 }',
       'delete element inet portd live_tcp { 2222 }',
       'delete element inet portd live_udp { 3478 }',
-      'add element inet portd fwd4 { udp . 3478 timeout 120s : 192.168.1.20 . 3478, tcp . 7000 timeout 3605s : 192.168.1.20 . 9000, tcp . 7001 timeout 3605s : 192.168.1.20 . 9001, tcp . 25 : 192.168.1.20 . 25 }',
+      'add element inet portd fwd4 { udp . 3478 timeout 120s : 192.168.1.20 . 3478, tcp . 7000 timeout 3605s : ' +
+        '192.168.1.20 . 9000, tcp . 7001 timeout 3605s : 192.168.1.20 . 9001, tcp . 25 : 192.168.1.20 . 25 }',
       'add element inet portd fwd4_range { udp . 6112-6119 timeout 3605s : 192.168.1.20 }',
       'add element inet portd fwd4_peer { 203.0.113.9 . tcp . 443 timeout 3605s : 192.168.1.20 . 8443 }',
       'add element inet portd live_tcp { 443 timeout 3605s, 25 }',

@@ -42,7 +42,8 @@ function fakeConntrack() {
   const key = (q: FlowQuery) =>
     `${q.protocol} ${q.internalAddress}:${q.internalPort} ${q.remoteAddress}:${q.remotePort}`;
   const line = (f: { q: FlowQuery; timeout: number; extPort: number }) =>
-    `${f.q.protocol}      17 ${f.timeout} src=${f.q.internalAddress} dst=${f.q.remoteAddress} sport=${f.q.internalPort} dport=${f.q.remotePort} ` +
+    `${f.q.protocol}      17 ${f.timeout} src=${f.q.internalAddress} dst=${f.q.remoteAddress} ` +
+    `sport=${f.q.internalPort} dport=${f.q.remotePort} ` +
     `src=${f.q.remoteAddress} dst=203.0.113.1 sport=${f.q.remotePort} dport=${f.extPort} mark=0 use=1`;
   const arg = (args: string[], name: string) => {
     const i = args.indexOf(name);
@@ -114,7 +115,8 @@ describe('conntrack CLI: PEER holds survive traffic', () => {
   it("reads a flow's original tuple and timeout from a listing line", () => {
     assert.deepEqual(
       parseConntrackTuple(
-        'udp      17 29 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=7000 src=203.0.113.2 dst=203.0.113.1 sport=7000 dport=62067 mark=0 use=1',
+        'udp      17 29 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=7000 src=203.0.113.2 dst=203.0.113.1 ' +
+          'sport=7000 dport=62067 mark=0 use=1',
       ),
       { ...Q, timeout: 29 },
     );

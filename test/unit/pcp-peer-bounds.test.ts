@@ -60,7 +60,11 @@ function countingConntrack(ms = 2) {
           return flows.has(k)
             ? {
                 code: 0,
-                out: `udp 17 30 src=${src} dst=${arg(args, '--orig-dst')} sport=${rest!.split('>')[0]} dport=${arg(args, '--dport')} src=${arg(args, '--orig-dst')} dst=203.0.113.1 sport=${arg(args, '--dport')} dport=62001 mark=0 use=1\nconntrack v1.4.7 (conntrack-tools): 1 flow entries have been shown.\n`,
+                out:
+                  `udp 17 30 src=${src} dst=${arg(args, '--orig-dst')} sport=${rest!.split('>')[0]} ` +
+                  `dport=${arg(args, '--dport')} src=${arg(args, '--orig-dst')} dst=203.0.113.1 ` +
+                  `sport=${arg(args, '--dport')} dport=62001 mark=0 use=1\nconntrack v1.4.7 (conntrack-tools): 1 ` +
+                  'flow entries have been shown.\n',
               }
             : { code: 0, out: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.\n' };
         }

@@ -70,10 +70,12 @@ test('refusal → PCP result codes (documented in docs/pcp.md)', () => {
 
 test('conntrack -L line: the reply tuple gives the external endpoint', () => {
   const line =
-    'tcp      6 431999 ESTABLISHED src=192.168.77.11 dst=203.0.113.5 sport=40000 dport=80 src=203.0.113.5 dst=203.0.113.1 sport=80 dport=40123 [ASSURED] mark=0 use=1';
+    'tcp      6 431999 ESTABLISHED src=192.168.77.11 dst=203.0.113.5 sport=40000 dport=80 src=203.0.113.5 ' +
+    'dst=203.0.113.1 sport=80 dport=40123 [ASSURED] mark=0 use=1';
   assert.deepEqual(parseConntrackLine(line), { externalAddress: '203.0.113.1', externalPort: 40123, timeout: 431999 });
   const udp =
-    'udp      17 29 src=192.168.77.11 dst=203.0.113.5 sport=5000 dport=53 [UNREPLIED] src=203.0.113.5 dst=203.0.113.1 sport=53 dport=5000 mark=0 use=1';
+    'udp      17 29 src=192.168.77.11 dst=203.0.113.5 sport=5000 dport=53 [UNREPLIED] src=203.0.113.5 ' +
+    'dst=203.0.113.1 sport=53 dport=5000 mark=0 use=1';
   assert.deepEqual(parseConntrackLine(udp), { externalAddress: '203.0.113.1', externalPort: 5000, timeout: 29 });
   assert.equal(parseConntrackLine('conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.'), null);
 });

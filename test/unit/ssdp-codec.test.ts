@@ -203,10 +203,12 @@ test('each root announces rootdevice, 3 uuids, 3 device types and 3 service type
 test('search matching: v1 searches get the IGD:1 root, v2 searches the IGD:2 root, versions below ours answer with the searched ST', () => {
   const where = (st: string) => matchSearch(st, targets).map((m) => `${m.target.location} ${m.st} ${m.target.usn}`);
   assert.deepEqual(where('urn:schemas-upnp-org:device:InternetGatewayDevice:1'), [
-    'v1 urn:schemas-upnp-org:device:InternetGatewayDevice:1 uuid:aaaaaaaa-0000-0000-0000-000000000001::urn:schemas-upnp-org:device:InternetGatewayDevice:1',
+    'v1 urn:schemas-upnp-org:device:InternetGatewayDevice:1 ' +
+      'uuid:aaaaaaaa-0000-0000-0000-000000000001::urn:schemas-upnp-org:device:InternetGatewayDevice:1',
   ]);
   assert.deepEqual(where('urn:schemas-upnp-org:device:InternetGatewayDevice:2'), [
-    'v2 urn:schemas-upnp-org:device:InternetGatewayDevice:2 uuid:bbbbbbbb-0000-0000-0000-000000000001::urn:schemas-upnp-org:device:InternetGatewayDevice:2',
+    'v2 urn:schemas-upnp-org:device:InternetGatewayDevice:2 ' +
+      'uuid:bbbbbbbb-0000-0000-0000-000000000001::urn:schemas-upnp-org:device:InternetGatewayDevice:2',
   ]);
   assert.deepEqual(
     where('urn:schemas-upnp-org:service:WANIPConnection:1').map((s) => s.split(' ')[0]),
@@ -271,8 +273,10 @@ test('search response and NOTIFY bytes carry the UDA 1.1 headers', () => {
   );
   assert.equal(
     r,
-    'HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nDATE: Thu, 01 Jan 2026 00:00:00 GMT\r\nEXT: \r\nLOCATION: http://192.168.1.1:5000/igd2/desc.xml\r\n' +
-      'SERVER: Linux/6 UPnP/1.1 portd/0.1\r\nST: upnp:rootdevice\r\nUSN: uuid:x::upnp:rootdevice\r\nBOOTID.UPNP.ORG: 7\r\nCONFIGID.UPNP.ORG: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nDATE: Thu, 01 Jan 2026 00:00:00 GMT\r\nEXT: \r\nLOCATION: ' +
+      'http://192.168.1.1:5000/igd2/desc.xml\r\n' +
+      'SERVER: Linux/6 UPnP/1.1 portd/0.1\r\nST: upnp:rootdevice\r\nUSN: ' +
+      'uuid:x::upnp:rootdevice\r\nBOOTID.UPNP.ORG: 7\r\nCONFIGID.UPNP.ORG: 1\r\n\r\n',
   );
   const alive = dec(
     encodeNotify({

@@ -39,12 +39,18 @@ describe('trigger ruleset text', () => {
       'add chain inet portd triggers { type filter hook forward priority filter - 2; policy accept; }',
       'flush chain inet portd triggers',
       'add set inet portd trig_game_active { type ipv4_addr; flags dynamic,timeout; size 4096; }',
-      'add rule inet portd triggers iifname { "br0" } oifname "wan0" meta l4proto udp th dport { 6112 } update @trig_game_active { ip saddr timeout 600s } ct state new ct mark set ct mark | 0x00010400',
-      'add rule inet portd triggers iifname "wan0" ct mark & 0x0fff0400 == 0x00010400 update @trig_game_active { ip daddr timeout 600s }',
-      'add rule inet portd triggers iifname "wan0" ct status dnat meta l4proto tcp th dport { 6113-6119 } update @trig_game_active { ip daddr timeout 600s }',
-      'add rule inet portd triggers iifname { "br0" } ct status dnat meta l4proto tcp th sport { 6113-6119 } update @trig_game_active { ip saddr timeout 600s }',
-      'add rule inet portd triggers iifname "wan0" ct status dnat meta l4proto udp th dport { 6113-6119 } update @trig_game_active { ip daddr timeout 600s }',
-      'add rule inet portd triggers iifname { "br0" } ct status dnat meta l4proto udp th sport { 6113-6119 } update @trig_game_active { ip saddr timeout 600s }',
+      'add rule inet portd triggers iifname { "br0" } oifname "wan0" meta l4proto udp th dport { 6112 } update ' +
+        '@trig_game_active { ip saddr timeout 600s } ct state new ct mark set ct mark | 0x00010400',
+      'add rule inet portd triggers iifname "wan0" ct mark & 0x0fff0400 == 0x00010400 update @trig_game_active { ' +
+        'ip daddr timeout 600s }',
+      'add rule inet portd triggers iifname "wan0" ct status dnat meta l4proto tcp th dport { 6113-6119 } update ' +
+        '@trig_game_active { ip daddr timeout 600s }',
+      'add rule inet portd triggers iifname { "br0" } ct status dnat meta l4proto tcp th sport { 6113-6119 } ' +
+        'update @trig_game_active { ip saddr timeout 600s }',
+      'add rule inet portd triggers iifname "wan0" ct status dnat meta l4proto udp th dport { 6113-6119 } update ' +
+        '@trig_game_active { ip daddr timeout 600s }',
+      'add rule inet portd triggers iifname { "br0" } ct status dnat meta l4proto udp th sport { 6113-6119 } ' +
+        'update @trig_game_active { ip saddr timeout 600s }',
     ]);
   });
 
@@ -65,7 +71,9 @@ describe('trigger ruleset text', () => {
     const cmds = renderTriggers(io, [r], ['game']);
     assert.ok(
       cmds.includes(
-        'add rule inet portd triggers iifname { "br0" } oifname "wan0" ip saddr { 192.168.77.0/24 } meta l4proto { tcp, udp } th dport { 7000-7010, 7100 } update @trig_x_active { ip saddr timeout 600s } ct state new ct mark set ct mark | 0x00070400',
+        'add rule inet portd triggers iifname { "br0" } oifname "wan0" ip saddr { 192.168.77.0/24 } meta l4proto ' +
+          '{ tcp, udp } th dport { 7000-7010, 7100 } update @trig_x_active { ip saddr timeout 600s } ct state new ' +
+          'ct mark set ct mark | 0x00070400',
       ),
     );
     const flush = cmds.indexOf('flush chain inet portd triggers');
@@ -137,7 +145,8 @@ describe('reading activity', () => {
 
   it('parses conntrack NEW events of marked flows', () => {
     const line =
-      '[1767225600.123456]\t    [NEW] udp      17 30 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=6112 [UNREPLIED] src=203.0.113.2 dst=203.0.113.1 sport=6112 dport=40000 mark=66560';
+      '[1767225600.123456]\t    [NEW] udp      17 30 src=192.168.77.11 dst=203.0.113.2 sport=40000 dport=6112 ' +
+      '[UNREPLIED] src=203.0.113.2 dst=203.0.113.1 sport=6112 dport=40000 mark=66560';
     assert.deepEqual(parseConntrackEvent(line, 0), {
       ruleId: 1,
       protocol: 'udp',
@@ -147,7 +156,8 @@ describe('reading activity', () => {
       at: 1767225600123,
     });
     const tcp =
-      '    [NEW] tcp      6 120 SYN_SENT src=192.168.77.12 dst=203.0.113.2 sport=5555 dport=6667 [UNREPLIED] src=203.0.113.2 dst=192.168.77.12 sport=6667 dport=5555 mark=' +
+      '    [NEW] tcp      6 120 SYN_SENT src=192.168.77.12 dst=203.0.113.2 sport=5555 dport=6667 [UNREPLIED] ' +
+      'src=203.0.113.2 dst=192.168.77.12 sport=6667 dport=5555 mark=' +
       (triggerMark(9) | 0x100);
     assert.equal(parseConntrackEvent(tcp, 42)?.ruleId, 9);
     assert.equal(parseConntrackEvent(tcp, 42)?.at, 42);
@@ -169,7 +179,8 @@ describe('rule helpers', () => {
 
   it('hosts networks decide who may fire; presets parse by name from the config', () => {
     const cfg = parseConfig(
-      'dataplane: { driver: memory }\ninterfaces: { wan: lo, lan: [lo] }\nexternalAddress: 203.0.113.1\ntriggers: [{ preset: battlenet, hosts: [192.168.77.8/29] }, { preset: irc-ident }]\n',
+      'dataplane: { driver: memory }\ninterfaces: { wan: lo, lan: [lo] }\nexternalAddress: ' +
+        '203.0.113.1\ntriggers: [{ preset: battlenet, hosts: [192.168.77.8/29] }, { preset: irc-ident }]\n',
     );
     const [bn, irc] = cfg.triggers;
     assert.equal(bn!.name, 'battlenet');

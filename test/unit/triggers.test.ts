@@ -9,6 +9,7 @@ import pino from 'pino';
 import { parseConfig } from '../../src/config/index.js';
 import type { Config } from '../../src/config/types.js';
 import type { LeaseEvent } from '../../src/leases/types.js';
+import { httpStatus } from '../../src/errors.js';
 import { createManualFlowSource } from '../../src/triggers/flows.js';
 import { createMemoryTriggerKernel } from '../../src/triggers/kernel.js';
 import { createTriggerManager } from '../../src/triggers/manager.js';
@@ -373,7 +374,7 @@ describe('trigger rules: API and config', () => {
       'admin:test',
     );
     assert.equal(bad.ok, false);
-    assert.ok(!bad.ok && bad.status === 400);
+    assert.ok(!bad.ok && httpStatus(bad.code) === 400);
     assert.ok(
       !bad.ok &&
         bad.issues?.some(
@@ -394,13 +395,13 @@ describe('trigger rules: API and config', () => {
     assert.equal(ok.trigger.origin, 'api');
     assert.deepEqual(ok.trigger.open, [{ protocol: 'tcp', ports: '113' }]);
     const dup = await s.m.create({ name: 'irc', preset: 'irc-ident' }, 'admin:test');
-    assert.ok(!dup.ok && dup.status === 409);
+    assert.ok(!dup.ok && httpStatus(dup.code) === 409);
     const ro = await s.m.update(
       'game',
       { match: { protocol: 'udp', ports: '6112' }, open: [{ protocol: 'tcp', ports: '6113' }] },
       'admin:test',
     );
-    assert.ok(!ro.ok && ro.status === 403);
+    assert.ok(!ro.ok && httpStatus(ro.code) === 403);
     assert.ok(!(await s.m.remove('game', 'admin:test')).ok);
     const upd = await s.m.update('irc', { preset: 'irc-ident', idleTimeout: 300 }, 'admin:test');
     assert.ok(upd.ok && upd.trigger.idleTimeout === 300);

@@ -60,7 +60,8 @@ test('decodes the envelopes of nat-upnp, nat-port-mapper and upnpc', () => {
 
 test('namespace-aware: any prefixes, default namespace on the action, no XML declaration', () => {
   const r = decodeSoapRequest(
-    `<SOAP-ENV:Envelope xmlns:SOAP-ENV="${ENV}" xmlns:m="${IPC1}"><SOAP-ENV:Body><m:GetExternalIPAddress/></SOAP-ENV:Body></SOAP-ENV:Envelope>`,
+    `<SOAP-ENV:Envelope xmlns:SOAP-ENV="${ENV}" ` +
+      `xmlns:m="${IPC1}"><SOAP-ENV:Body><m:GetExternalIPAddress/></SOAP-ENV:Body></SOAP-ENV:Envelope>`,
   );
   assert.equal(r.action, 'GetExternalIPAddress');
   assert.equal(r.serviceUrn, IPC1);
@@ -98,10 +99,12 @@ test('entities: the five predefined and character references are decoded, nothin
 
 test('hostile XML is refused before parsing: billion laughs, XXE, any DOCTYPE or ENTITY', () => {
   const laughs =
-    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">' +
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 ' +
+    '"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">' +
     '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>' +
     wrap(
-      `<u:AddPortMapping xmlns:u="${IPC1}"><NewPortMappingDescription>&lol3;</NewPortMappingDescription></u:AddPortMapping>`,
+      '<u:AddPortMapping ' +
+        `xmlns:u="${IPC1}"><NewPortMappingDescription>&lol3;</NewPortMappingDescription></u:AddPortMapping>`,
       '',
     );
   assert.deepEqual(
@@ -111,7 +114,8 @@ test('hostile XML is refused before parsing: billion laughs, XXE, any DOCTYPE or
   const xxe =
     '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>' +
     wrap(
-      `<u:AddPortMapping xmlns:u="${IPC1}"><NewPortMappingDescription>&xxe;</NewPortMappingDescription></u:AddPortMapping>`,
+      '<u:AddPortMapping ' +
+        `xmlns:u="${IPC1}"><NewPortMappingDescription>&xxe;</NewPortMappingDescription></u:AddPortMapping>`,
       '',
     );
   assert.deepEqual(

@@ -21,7 +21,8 @@ const plain = (e: XmlElement): unknown => ({
 
 test('reads elements, attributes, text, CDATA; skips comments, PIs, the declaration and a BOM', () => {
   const r = readXml(
-    `\ufeff<?xml version="1.0" encoding="utf-8"?>\n<!-- c --><s:E xmlns:s='urn:x' a = "1"><B/><C>a &amp; b<!-- x --> &#65;&#x42;<![CDATA[<y> &amp;]]>&unknown;</C><?pi data?></s:E>\n`,
+    `\ufeff<?xml version="1.0" encoding="utf-8"?>\n<!-- c --><s:E xmlns:s='urn:x' a = "1"><B/><C>a &amp; b<!-- x ` +
+      '--> &#65;&#x42;<![CDATA[<y> &amp;]]>&unknown;</C><?pi data?></s:E>\n',
     16,
   );
   assert.deepEqual(plain(r), {
@@ -102,7 +103,8 @@ test('round trip: a generated tree written out reads back the same', () => {
     });
   const tree = node(4);
   const write = (t: T): string =>
-    `<${t.name}${t.attrs.map(([k, v]) => ` ${k}="${v}"`).join('')}>${esc(t.text)}${t.children.map(write).join('')}</${t.name}>`;
+    `<${t.name}${t.attrs.map(([k, v]) => ` ${k}="${v}"`).join('')}>` +
+    `${esc(t.text)}${t.children.map(write).join('')}</${t.name}>`;
   const expect = (t: T): unknown => ({
     name: t.name,
     attrs: t.attrs.length ? Object.fromEntries(t.attrs) : null,

@@ -56,7 +56,10 @@ export interface ConntrackCliOptions {
   readonly keepIntervalMs?: number;
   /** most flows held at once; an extend beyond it fails (the PEER answer is NO_RESOURCES). Default 4096 */
   readonly maxHeld?: number;
-  /** `conntrack` runs waiting or running at once beyond which lookups and extends fail (ConntrackBusyError). Default 64 (above the default PEER rate, 50/s) */
+  /**
+   * `conntrack` runs waiting or running at once beyond which lookups and extends fail (ConntrackBusyError). Default 64
+   * (above the default PEER rate, 50/s)
+   */
   readonly maxQueued?: number;
   /** how long a lookup's answer (a flow or none) is reused, ms. Default 1000 */
   readonly cacheMs?: number;
@@ -116,7 +119,8 @@ function tupleArgs(q: FlowQuery): string[] {
 
 /**
  * Parse one line of `conntrack -L` output, e.g.
- * `tcp 6 431999 ESTABLISHED src=192.168.77.11 dst=203.0.113.5 sport=40000 dport=80 src=203.0.113.5 dst=203.0.113.1 sport=80 dport=40000 [ASSURED] mark=0 use=1`
+ * `tcp 6 431999 ESTABLISHED src=192.168.77.11 dst=203.0.113.5 sport=40000 dport=80 src=203.0.113.5 dst=203.0.113.1
+ * sport=80 dport=40000 [ASSURED] mark=0 use=1`
  * The second src=/dst= group is the reply tuple; its dst/dport is the external endpoint.
  */
 export function parseConntrackLine(line: string): FlowInfo | null {

@@ -91,7 +91,8 @@ function isIpv4(a: string): boolean {
  * - reserved: CANNOT_PROVIDE_EXTERNAL (this port cannot be had, another might: a short error)
  * - denied (allow/deny rules) and not_authorized (secure mode, nonce, read-only): NOT_AUTHORIZED
  * - in_use (the gateway listens on that port): CANNOT_PROVIDE_EXTERNAL
- * - quota: USER_EX_QUOTA; capacity (a global cap): NO_RESOURCES; invalid: MALFORMED_REQUEST; unavailable: NO_RESOURCES (short lifetime)
+ * - quota: USER_EX_QUOTA; capacity (a global cap): NO_RESOURCES; invalid: MALFORMED_REQUEST; unavailable: NO_RESOURCES
+ *   (short lifetime)
  */
 export function pcpCodeFor(r: Refusal, preferFailure: boolean): number {
   switch (r.reason) {
@@ -378,13 +379,18 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       return {
         ok: false,
         code: ResultCode.EXCESSIVE_REMOTE_PEERS,
-        detail: `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole address (/32), any remote port`,
+        detail:
+          `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole ` +
+          'address (/32), any remote port',
       };
     }
     return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: 32, remotePort: null } };
   }
 
-  /** internal port 0 + lifetime 0: every mapping of this internal address for the protocol (RFC 6887 §11.1, RFC 6886 §3.4) */
+  /**
+   * internal port 0 + lifetime 0: every mapping of this internal address for the protocol (RFC 6887 §11.1, RFC 6886
+   * §3.4)
+   */
   async function releaseAll(
     protocol: 'tcp' | 'udp',
     internalAddress: string,

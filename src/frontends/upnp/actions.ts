@@ -186,6 +186,7 @@ export function createActionHandler(deps: ActionDeps) {
     // control characters would travel to the admin's terminal and logs: each becomes a space
     const description = (a.get('NewPortMappingDescription') ?? '')
       .slice(0, 256)
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing control characters is the point
       .replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
     // secure mode: a client may map ports only to itself; the lease table checks it too
     if (secure && internal !== call.client)
@@ -201,7 +202,8 @@ export function createActionHandler(deps: ActionDeps) {
       allowOtherPort: any,
       remoteAddress: remote,
       remotePrefix: remote === null ? null : 32,
-      // 0 = "permanent" (v1) / "as long as possible" (v2): the policy caps it at lifetime.upnp.max, requestedLifetime keeps 0
+      // 0 = "permanent" (v1) / "as long as possible" (v2): the policy caps it at lifetime.upnp.max, requestedLifetime
+      // keeps 0
       lifetime,
       description,
       actor: `upnp:${call.client}`,

@@ -1,12 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import {
-  encodePropertySet,
-  formatTimeoutHeader,
-  parseCallbackHeader,
-  parseTimeoutHeader,
-} from '../../../protocols/upnp/index.js';
+import { encodePropertySet, parseCallbackHeader, parseTimeoutHeader } from '../../../protocols/upnp/index.js';
 import { unmapIPv4 } from '../../config/net.js';
 import type { Metrics } from '../../metrics.js';
 import { createPerClientCounter, type LogGate } from '../rate-limit.js';

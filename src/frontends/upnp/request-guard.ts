@@ -73,7 +73,9 @@ export function checkOrigin(
     return {
       status: 403,
       kind: 'foreign_host',
-      why: `Host ${JSON.stringify(headers.host.slice(0, 100))} is not ${ours?.includes(':') ? `[${ours}]` : ours}:${local.port}`,
+      why:
+        `Host ${JSON.stringify(headers.host.slice(0, 100))} is not ` +
+        `${ours?.includes(':') ? `[${ours}]` : ours}:${local.port}`,
     };
   }
   return null;
@@ -93,7 +95,9 @@ export function checkSoapHeaders(headers: {
     return {
       status: 415,
       kind: 'content_type',
-      why: `Content-Type ${JSON.stringify((headers['content-type'] ?? '(none)').slice(0, 100))}: a SOAP request is text/xml`,
+      why:
+        `Content-Type ${JSON.stringify((headers['content-type'] ?? '(none)').slice(0, 100))}: a SOAP request is ` +
+        'text/xml',
     };
   }
   const action = headers.soapaction;

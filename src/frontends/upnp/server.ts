@@ -97,16 +97,25 @@ export interface UpnpServerOptions {
 export interface UpnpLimits {
   /** open HTTP connections per client address (default 16); more are closed at once */
   readonly connectionsPerClient?: number;
-  /** HTTP requests per second per client address (default 50, bursts of `requestBurst`, default 200); over it a request waits for its turn (503 past 2 s) */
+  /**
+   * HTTP requests per second per client address (default 50, bursts of `requestBurst`, default 200); over it a request
+   * waits for its turn (503 past 2 s)
+   */
   readonly requestsPerSecond?: number;
   readonly requestBurst?: number;
   /** GENA subscriptions per client address (default 16, never above config.upnp.maxSubscriptions) */
   readonly subscriptionsPerClient?: number;
   /** SSDP searches per second per source address (default 10, bursts of 30); over it: ignored */
   readonly searchesPerSecond?: number;
-  /** global: SOAP control + GENA requests per second from all clients (default config.limits.soapRequestsPerSecond, bursts of 2x); over it: 503 */
+  /**
+   * global: SOAP control + GENA requests per second from all clients (default config.limits.soapRequestsPerSecond,
+   * bursts of 2x); over it: 503
+   */
   readonly soapRequestsPerSecond?: number;
-  /** global: SSDP searches answered per second from all sources (default config.limits.ssdpSearchesPerSecond, bursts of 2x); over it: ignored */
+  /**
+   * global: SSDP searches answered per second from all sources (default config.limits.ssdpSearchesPerSecond, bursts of
+   * 2x); over it: ignored
+   */
   readonly ssdpSearchesPerSecond?: number;
   /**
    * the time source of the limiters and log gates, ms. Default: the monotonic clock, because a
@@ -480,7 +489,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         };
         if (req.method === 'UNSUBSCRIBE') {
           if (!sid) return refuse(412, 'gena_headers', 'no SID');
-          if (nt || callback) return refuse(400, 'gena_headers', 'SID with NT or CALLBACK'); // UDA 1.1 §4.1.4: incompatible headers
+          // UDA 1.1 §4.1.4: incompatible headers
+          if (nt || callback) return refuse(400, 'gena_headers', 'SID with NT or CALLBACK');
           return gena.unsubscribe(path, sid, client) ? reply.code(200).send() : refuse(412, 'gena_sid', 'unknown SID');
         }
         if (sid) {
@@ -494,7 +504,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
             .header('content-length', '0')
             .send();
         }
-        if (nt !== 'upnp:event') return refuse(412, 'gena_headers', `NT ${JSON.stringify(nt ?? null)}`); // UDA 1.1 §4.1.2
+        // UDA 1.1 §4.1.2
+        if (nt !== 'upnp:event') return refuse(412, 'gena_headers', `NT ${JSON.stringify(nt ?? null)}`);
         const r = gena.subscribe(path, client, callback, timeout);
         if (!r.ok) return reply.code(r.status).send();
         // the initial event goes out only after the client has the SID (UDA 1.1 §4.2.1)
