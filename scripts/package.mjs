@@ -211,8 +211,14 @@ for (const d of ['vendor', 'lib', 'doc', 'cnoke.cjs'])
   rmSync(join(LIB, 'node_modules/koffi', d), { recursive: true, force: true });
 
 // 5. strip what is not needed at run time: docs, type declarations, maps, tests, C/C++ sources, dotfiles
-const DROP_FILE =
-  /(\.(md|markdown|ts|mts|cts|map|tsbuildinfo|c|cc|cpp|cxx|h|hh|hpp|inc|def|gyp|gypi|mk|o|a|s|asm|yml|yaml|flow|coffee|html|sh)$)|^(readme|changelog|history|authors|contributing|code_of_conduct|security|makefile|cmakelists\.txt|tsconfig.*\.json|\.[^/]+)(\.[a-z]+)?$/i;
+const DROP_EXT = /\.(md|markdown|ts|mts|cts|map|tsbuildinfo|c|cc|cpp|cxx|h|hh|hpp|inc|def|gyp|gypi|mk|o|a|s|asm)$/i;
+const DROP_EXT2 = /\.(yml|yaml|flow|coffee|html|sh)$/i;
+const DROP_NAME =
+  /^(readme|changelog|history|authors|contributing|code_of_conduct|security|makefile|cmakelists\.txt)(\.[a-z]+)?$/i;
+const DROP_NAME2 = /^(tsconfig.*\.json|\.[^/]+)(\.[a-z]+)?$/i;
+const DROP_FILE = {
+  test: (name) => DROP_EXT.test(name) || DROP_EXT2.test(name) || DROP_NAME.test(name) || DROP_NAME2.test(name),
+};
 const DROP_DIR = /^(test|tests|__tests__|docs?|examples?|benchmarks?|bench|coverage|integration|\..+)$/i;
 const KEEP_FILE = /^(licen[cs]e|copying|notice)/i;
 let dropped = 0;
@@ -283,7 +289,8 @@ const date = new Date(epoch * 1000).toUTCString().replace('GMT', '+0000');
 put(
   `${doc}/changelog.gz`,
   gzipSync(
-    `portd (${version}) unstable; urgency=medium\n\n  * Release ${version}, built by scripts/package.mjs from the portd repository.\n\n -- ${maintainer()}  ${date}\n`,
+    `portd (${version}) unstable; urgency=medium\n\n  * Release ${version}, built by scripts/package.mjs from the ` +
+      `portd repository.\n\n -- ${maintainer()}  ${date}\n`,
     { level: 9 },
   ),
 );
@@ -348,7 +355,8 @@ run('dpkg-deb', ['--root-owner-group', '-Zxz', '--build', ROOT, deb], {
 });
 const debKiB = Math.round(statSync(deb).size / 1024);
 say(
-  `${relative(REPO, deb)}: ${debKiB} KiB, installed ${installedKiB} KiB (node_modules ${duKiB(join(LIB, 'node_modules'))} KiB, ` +
+  `${relative(REPO, deb)}: ${debKiB} KiB, installed ${installedKiB} KiB (node_modules ` +
+    `${duKiB(join(LIB, 'node_modules'))} KiB, ` +
     `dist ${duKiB(join(LIB, 'dist'))} KiB), ${modules.length} modules, ${dropped} files/dirs stripped, ` +
     `${((performance.now() - t0) / 1000).toFixed(1)} s`,
 );

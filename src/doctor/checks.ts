@@ -69,7 +69,8 @@ export function checkForwarding(f: DoctorFacts): CheckResult {
     'forwarding',
     'fail',
     `IPv4 forwarding is off (net.ipv4.ip_forward = ${v}): the gateway forwards no packet, so no mapping works`,
-    'sysctl -w net.ipv4.ip_forward=1, and put net.ipv4.ip_forward = 1 in /etc/sysctl.d/90-portd.conf so it stays on after a reboot',
+    'sysctl -w net.ipv4.ip_forward=1, and put net.ipv4.ip_forward = 1 in /etc/sysctl.d/90-portd.conf so it stays on ' +
+      'after a reboot',
   );
 }
 
@@ -79,7 +80,8 @@ export function checkIpv6Forwarding(f: DoctorFacts): CheckResult {
   return result(
     'ipv6-forwarding',
     'info',
-    `IPv6 forwarding is ${v === '1' ? 'on' : 'off'} (net.ipv6.conf.all.forwarding = ${v}); portd maps IPv4 today, IPv6 pinholes will need it on`,
+    `IPv6 forwarding is ${v === '1' ? 'on' : 'off'} (net.ipv6.conf.all.forwarding = ${v}); portd maps IPv4 today, ` +
+      `IPv6 pinholes will need it on`,
   );
 }
 
@@ -88,7 +90,8 @@ export function checkConntrackTable(f: DoctorFacts): CheckResult {
   const rp = Math.max(Number(rpFilterAll ?? 0), Number(rpFilterWan ?? 0));
   const rpNote =
     rp === 1
-      ? `; strict reverse-path filtering on ${f.config.interfaces.wan} (rp_filter 1): fine with one uplink, set 2 (loose) with two`
+      ? `; strict reverse-path filtering on ${f.config.interfaces.wan} (rp_filter 1): fine with one uplink, set 2 ` +
+        `(loose) with two`
       : '';
   if (c === null || m === null)
     return result(
@@ -102,7 +105,8 @@ export function checkConntrackTable(f: DoctorFacts): CheckResult {
     return result(
       'conntrack-table',
       'warn',
-      `the conntrack table is ${Math.round((100 * count) / max)} % full (${count} of ${max}): when it is full, new flows (forwarded ones too) are dropped`,
+      `the conntrack table is ${Math.round((100 * count) / max)} % full (${count} of ${max}): when it is full, new ` +
+        `flows (forwarded ones too) are dropped`,
       `sysctl -w net.netfilter.nf_conntrack_max=${max * 2} (and in /etc/sysctl.d/ to keep it)`,
     );
   return result('conntrack-table', 'ok', `conntrack table ${count} of ${max} entries${rpNote}`);
@@ -125,7 +129,8 @@ export function checkWanAddress(f: DoctorFacts): CheckResult {
     return result(
       'wan-address',
       'fail',
-      `the WAN interface ${wan} has no IPv4 address: clients are told 0.0.0.0 and nothing is forwarded until it gets one`,
+      `the WAN interface ${wan} has no IPv4 address: ` +
+        'clients are told 0.0.0.0 and nothing is forwarded until it gets one',
       `bring ${wan} up with an address (DHCP from the modem), or set interfaces.wan to the interface that has it`,
     );
   const address = fixed ?? addrs[0]!;
@@ -154,21 +159,30 @@ export function checkWanAddress(f: DoctorFacts): CheckResult {
     case 'private':
       setStatus('warn');
       notes.unshift(
-        `${src} ${address} is private (${block}): another router is in front of this one (double NAT); a mapping opens the port on this gateway only, and hosts on the internet reach it only if the upstream router forwards the same port to ${address}`,
+        `${src} ${address} is private (${block}): another router is in front of this one (double NAT); a mapping ` +
+          `opens the port on this gateway only, and hosts on the internet reach it only if the upstream router ` +
+          `forwards the same port to ${address}`,
       );
-      fix ??= `put this gateway in the upstream router's DMZ / exposed host (or bridge the modem), or forward the ports there too; clients that check for a public address (some consoles) report a strict NAT`;
+      fix ??=
+        `put this gateway in the upstream router's DMZ / exposed host (or bridge the modem), or forward the ` +
+        `ports there too; clients that check for a public address (some consoles) report a strict NAT`;
       break;
     case 'shared':
       setStatus('warn');
       notes.unshift(
-        `${src} ${address} is in ${block}: the ISP's carrier-grade NAT is in front of this gateway; hosts on the internet cannot reach any mapped port, whatever portd opens here`,
+        `${src} ${address} is in ${block}: the ISP's carrier-grade NAT is in front of this gateway; hosts on the ` +
+          `internet cannot reach any mapped port, whatever portd opens here`,
       );
-      fix ??= `ask the ISP for a public IPv4 address (or a port-forwarding option on its CGN, e.g. PCP); until then clients behind portd get working mappings only towards the ISP's network`;
+      fix ??=
+        `ask the ISP for a public IPv4 address (or a port-forwarding option on its CGN, e.g. PCP); until then ` +
+        `clients behind portd get working mappings only towards the ISP's network`;
       break;
     default:
       setStatus('fail');
       notes.unshift(`${src} ${address} is ${block}: not an address hosts on the internet can reach`);
-      fix ??= `check ${wan}'s configuration (no DHCP lease yet?) or set interfaces.wan to the interface facing the internet`;
+      fix ??=
+        `check ${wan}'s configuration (no DHCP lease yet?) ` +
+        'or set interfaces.wan to the interface facing the internet';
   }
   return result('wan-address', status, notes.join('; '), fix);
 }
@@ -265,18 +279,16 @@ export function checkForwardChain(f: DoctorFacts): CheckResult {
       id,
       unsure.size > 0 ? 'warn' : 'fail',
       messages.join('; ') + unsureNote + notOurs,
-      `${fixes.join('; ')} — and add the same rule to that chain in /etc/nftables.conf (before anything that drops) so it survives a reload; see docs/nftables.md, "Coexistence with your firewall"`,
+      `${fixes.join('; ')} — and add the same rule to that chain in /etc/nftables.conf (before anything that drops) ` +
+        `so it survives a reload; see docs/nftables.md, "Coexistence with your firewall"`,
     );
   }
   if (unsure.size > 0)
     return result(
       id,
       'warn',
-      `cannot tell whether ${[...unsure.keys()].join(', ')} accept portd's forwarded flows: rules this check cannot read (${[
-        ...unsure.values(),
-      ]
-        .map((v) => v.unknown[0]!.text)
-        .join('; ')})${notOurs}`,
+      `cannot tell whether ${[...unsure.keys()].join(', ')} accept portd's forwarded flows: ` +
+        `rules this check cannot read (${[...unsure.values()].map((v) => v.unknown[0]!.text).join('; ')})${notOurs}`,
       `make sure the chain accepts ct mark & ${MARK} == ${MARK} (or ct status dnat) before anything that drops`,
     );
   if (accepted.size === 0)
@@ -302,13 +314,15 @@ export function checkIptables(f: DoctorFacts): CheckResult {
     return result(
       'iptables',
       'warn',
-      `${version.trim()}: the legacy FORWARD chain has policy DROP and no accept for forwarded (DNAT) flows: it drops portd's forwards as well`,
+      `${version.trim()}: the legacy FORWARD chain has policy DROP and no accept for forwarded (DNAT) flows: it ` +
+        `drops portd's forwards as well`,
       'iptables -I FORWARD -m conntrack --ctstatus DNAT -j ACCEPT (and save it with your iptables-persistent rules)',
     );
   return result(
     'iptables',
     'info',
-    `${version.trim()}: FORWARD policy ${dropPolicy ? 'DROP' : 'ACCEPT'}, ${rules} rule(s)${legacy ? '' : ' (nf_tables: analysed with the nft ruleset above)'}`,
+    `${version.trim()}: FORWARD policy ${dropPolicy ? 'DROP' : 'ACCEPT'}, ${rules} rule(s)` +
+      (legacy ? '' : ' (nf_tables: analysed with the nft ruleset above)'),
   );
 }
 
@@ -371,7 +385,8 @@ export function checkConntrackTool(f: DoctorFacts): CheckResult {
     return result(
       id,
       triggers ? 'fail' : 'warn',
-      `cannot run ${f.config.dataplane.conntrackPath}: ${v.error ?? v.stderr.trim()}: established flows of an ended lease end only by the kernel rule${triggers ? ', and port triggers never fire' : ''}`,
+      `cannot run ${f.config.dataplane.conntrackPath}: ${v.error ?? v.stderr.trim()}: established flows of an ended ` +
+        `lease end only by the kernel rule${triggers ? ', and port triggers never fire' : ''}`,
       'apt-get install conntrack, or set dataplane.conntrackPath',
     );
   const text = (v.stdout || v.stderr).trim();
@@ -380,7 +395,8 @@ export function checkConntrackTool(f: DoctorFacts): CheckResult {
     return result(
       id,
       'warn',
-      `conntrack ${ver.join('.')}: older than ${CONNTRACK_BATCH.join('.')}, so each flow deletion is its own process (conntrack -R needs ${CONNTRACK_BATCH.join('.')})`,
+      `conntrack ${ver.join('.')}: older than ${CONNTRACK_BATCH.join('.')}, so each flow deletion is its own process ` +
+        `(conntrack -R needs ${CONNTRACK_BATCH.join('.')})`,
       'upgrade conntrack (Debian 12 has 1.4.7)',
     );
   return result(id, 'ok', `conntrack ${ver ? ver.join('.') : text}`);
@@ -399,7 +415,8 @@ export function checkNetlink(f: DoctorFacts): CheckResult {
   return result(
     id,
     'warn',
-    `the nf_tables netlink socket does not open (${f.netlink}): portd works, with every tick through nft (slower under load)`,
+    `the nf_tables netlink socket does not open (${f.netlink}): portd works, with every tick through nft (slower ` +
+      `under load)`,
     'check that koffi loads on this platform (npm ls koffi) and that the kernel has nf_tables',
   );
 }
@@ -409,7 +426,9 @@ function capsMessage(who: string, sets: CapabilitySets | null): { ok: boolean; m
   if (c.ok)
     return {
       ok: true,
-      message: `${who} ${sets!.euid === 0 ? 'runs as root' : `runs as uid ${sets!.euid} with CAP_NET_ADMIN effective and ambient`}`,
+      message:
+        `${who} ` +
+        (sets!.euid === 0 ? 'runs as root' : `runs as uid ${sets!.euid} with CAP_NET_ADMIN effective and ambient`),
       hint: null,
     };
   return { ok: false, message: `${who}: ${c.message}`, hint: c.hint };
@@ -462,7 +481,9 @@ function pathProblem(
     return {
       status: 'warn',
       text: `${p.path} is mode ${octal(p.mode)}, open to ${p.mode & 0o007 ? 'every user' : 'its group'}`,
-      fix: `chmod ${octal(want).slice(1)} ${p.path} (portd also sets it on start when the ${kind === 'dir' ? 'directory holds only its files' : 'file is its own'})`,
+      fix:
+        `chmod ${octal(want).slice(1)} ${p.path} (portd also sets it on start when the ` +
+        `${kind === 'dir' ? 'directory holds only its files' : 'file is its own'})`,
     };
   return null;
 }
@@ -482,7 +503,9 @@ function creatable(
     return { status: 'ok', text: `${missing.path} does not exist yet: portd creates it (0700)`, fix: null };
   return {
     status: 'fail',
-    text: `${missing.path} does not exist and uid ${euid} cannot create it${parent ? ` (${parent.path} is not writable)` : ''}`,
+    text:
+      `${missing.path} does not exist and uid ${euid} cannot create it` +
+      (parent ? ` (${parent.path} is not writable)` : ''),
     fix: `install -d -m 0700 -o portd ${missing.path} (the packaged postinst does it)`,
   };
 }
@@ -635,7 +658,9 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
   const rs = parsedRuleset(f);
   return frontendBindings(f).map((b) => {
     const exposed = b.addresses.filter((a) => WILDCARDS.has(a) || wanAddrs.has(a));
-    const where = `${b.protocol} ${b.addresses.map((a) => (a.includes(':') ? `[${a}]` : a)).join(', ') || '(no address)'} port ${b.port}`;
+    const where =
+      `${b.protocol} ` +
+      `${b.addresses.map((a) => (a.includes(':') ? `[${a}]` : a)).join(', ') || '(no address)'} port ${b.port}`;
     if (b.addresses.length === 0)
       return result(
         b.id,
@@ -651,8 +676,10 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
       return result(
         b.id,
         'fail',
-        `${b.name}: another program already listens on ${b.protocol} ${intToIpv4(holder.ipv4!)} port ${b.port} (miniupnpd still running?): portd cannot bind it`,
-        `stop that program (ss -${b.protocol === 'tcp' ? 't' : 'u'}lpn sport = :${b.port} names it), or change ${b.portKey}`,
+        `${b.name}: another program already listens on ${b.protocol} ${intToIpv4(holder.ipv4!)} port ${b.port} ` +
+          `(miniupnpd still running?): portd cannot bind it`,
+        `stop that program (ss -${b.protocol === 'tcp' ? 't' : 'u'}lpn sport = :${b.port} names it), ` +
+          `or change ${b.portKey}`,
       );
     // a socket bound to a wildcard or WAN address now (a running portd with another configuration, another program)
     for (const s of live) {
@@ -682,19 +709,24 @@ export function checkFrontends(f: DoctorFacts): CheckResult[] {
     const why = `bound to ${exposed.join(', ')}`;
     const fix =
       b.key === 'admin.listen'
-        ? `set admin.listen to 127.0.0.1:${b.port} (or a LAN address, e.g. ${f.lanAddresses[c.interfaces.lan[0] ?? '']?.[0] ?? '192.168.1.1'}:${b.port})`
-        : `set listenAddresses to the LAN addresses only${c.interfaces.lan.length > 0 ? ` (or null: the addresses of ${c.interfaces.lan.join(', ')})` : ''}`;
+        ? `set admin.listen to 127.0.0.1:${b.port} (or a LAN address, e.g. ` +
+          `${f.lanAddresses[c.interfaces.lan[0] ?? '']?.[0] ?? '192.168.1.1'}:${b.port})`
+        : 'set listenAddresses to the LAN addresses only' +
+          (c.interfaces.lan.length > 0 ? ` (or null: the addresses of ${c.interfaces.lan.join(', ')})` : '');
     if (dropped)
       return result(
         b.id,
         'warn',
-        `${b.name} listens on ${where} (${why}): reachable from ${wan}, but the input chain drops it now (table ${dropped.chain.family} ${dropped.chain.table} chain ${dropped.chain.name}, ${dropped.by ? `rule "${dropped.by.text}"` : 'policy drop'})`,
+        `${b.name} listens on ${where} (${why}): reachable from ${wan}, but the input chain drops it now (table ` +
+          `${dropped.chain.family} ${dropped.chain.table} chain ${dropped.chain.name}, ` +
+          `${dropped.by ? `rule "${dropped.by.text}"` : 'policy drop'})`,
         fix,
       );
     return result(
       b.id,
       'fail',
-      `${b.name} listens on ${where} (${why}) and no input chain drops ${b.protocol} port ${b.port} from ${wan}: it answers hosts on the internet`,
+      `${b.name} listens on ${where} (${why}) and no input chain drops ${b.protocol} port ${b.port} from ${wan}: it ` +
+        `answers hosts on the internet`,
       fix,
     );
   });
@@ -723,7 +755,8 @@ export function checkDaemon(f: DoctorFacts): CheckResult {
     return result(
       id,
       'info',
-      `portd is not running${d && !d.reachable ? ` (admin API: ${d.error})` : ''}${tableNote}${tablePresent ? ' (its elements keep expiring in the kernel)' : ''}`,
+      `portd is not running${d && !d.reachable ? ` (admin API: ${d.error})` : ''}${tableNote}` +
+        (tablePresent ? ' (its elements keep expiring in the kernel)' : ''),
     );
   let status: CheckStatus = 'ok';
   let fix: string | null = null;
@@ -736,7 +769,9 @@ export function checkDaemon(f: DoctorFacts): CheckResult {
       dataplane?: { ok?: boolean; driver?: string; detail?: string };
     };
     parts.push(
-      `version ${b.version ?? '?'}, ${b.leases?.total ?? '?'} active leases, external address ${b.externalAddress ?? '?'}, dataplane ${b.dataplane?.driver ?? '?'} ${b.dataplane?.ok === false ? `NOT ok${b.dataplane.detail ? ` (${b.dataplane.detail})` : ''}` : 'ok'}`,
+      `version ${b.version ?? '?'}, ${b.leases?.total ?? '?'} active leases, external address ` +
+        `${b.externalAddress ?? '?'}, dataplane ${b.dataplane?.driver ?? '?'} ` +
+        (b.dataplane?.ok === false ? `NOT ok${b.dataplane.detail ? ` (${b.dataplane.detail})` : ''}` : 'ok'),
     );
     if (b.dataplane?.ok === false) {
       status = 'fail';
@@ -744,7 +779,8 @@ export function checkDaemon(f: DoctorFacts): CheckResult {
     }
   } else if (d?.reachable) {
     parts.push(
-      `the admin API answers ${d.httpStatus}${d.httpStatus === 401 ? ' (pass its token for details: PORTD_ADMIN_TOKEN)' : ''}`,
+      `the admin API answers ${d.httpStatus}` +
+        (d.httpStatus === 401 ? ' (pass its token for details: PORTD_ADMIN_TOKEN)' : ''),
     );
   } else if (d) {
     status = 'warn';
@@ -753,7 +789,9 @@ export function checkDaemon(f: DoctorFacts): CheckResult {
   }
   if (usesNft(f) && tablePresent === false) {
     status = 'fail';
-    fix = `restart portd (systemctl restart portd): it rebuilds table inet ${table}; if it keeps disappearing, something flushes the ruleset (see docs/nftables.md, "Careful with flush ruleset")`;
+    fix =
+      `restart portd (systemctl restart portd): it rebuilds table inet ${table}; if it keeps disappearing, ` +
+      `something flushes the ruleset (see docs/nftables.md, "Careful with flush ruleset")`;
   }
   return result(id, status, parts.join(', ') + tableNote, fix);
 }

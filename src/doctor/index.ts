@@ -32,7 +32,8 @@ export function formatReport(r: DoctorReport): string {
   );
   const s = r.summary;
   lines.push(
-    `portd doctor (${r.config}): ${s.fail} fail, ${s.warn} warn, ${s.ok} ok, ${s.info} info${s.fail > 0 ? ': fix the fail lines first' : ''}`,
+    `portd doctor (${r.config}): ${s.fail} fail, ${s.warn} warn, ${s.ok} ok, ${s.info} info` +
+      (s.fail > 0 ? ': fix the fail lines first' : ''),
   );
   return lines.join('\n') + '\n';
 }

@@ -6,7 +6,10 @@ import type { CapabilitySets } from '../capabilities.js';
 import type { Config } from '../config/types.js';
 import type { LocalSocket } from '../dataplane/local-ports.js';
 
-/** ok: nothing to do; info: worth knowing, nothing wrong; warn: works, but should be fixed; fail: portd cannot work as configured */
+/**
+ * ok: nothing to do; info: worth knowing, nothing wrong; warn: works, but should be fixed;
+ * fail: portd cannot work as configured
+ */
 export type CheckStatus = 'ok' | 'info' | 'warn' | 'fail';
 
 export interface CheckResult {

@@ -332,7 +332,8 @@ describe('the Debian package, installed, unprivileged on nftables', { skip, time
     chmodSync(configPath, 0o644);
     // LAN hosts reach the WAN through the gateway like behind any home router (a table of the lab's own)
     const nat = await lab.nft(
-      'table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    oifname "wan0" masquerade\n  }\n}\n',
+      'table ip labnat {\n  chain post {\n    type nat hook postrouting priority srcnat + 10; policy accept;\n    ' +
+        'oifname "wan0" masquerade\n  }\n}\n',
     );
     assert.equal(nat.code, 0, nat.stderr);
     hostA = await lab.agent(lab.lanA, 'hostA');

@@ -424,7 +424,10 @@ describe('portd doctor checks', () => {
       assert.equal(pcp.status, 'warn');
       assert.match(
         pcp.message,
-        /the input chain drops it now \(table inet portd chain input, rule "iifname "wan0" udp dport \{ 1900, 5351 \} drop"\)/,
+        new RegExp(
+          'the input chain drops it now \\(table inet portd chain input, ' +
+            'rule "iifname "wan0" udp dport \\{ 1900, 5351 \\} drop"\\)',
+        ),
       );
     });
     test('on the WAN address; the admin API on a wildcard: fail with the key to change', () => {
