@@ -11,8 +11,8 @@ import type { Config } from '../config/types.js';
 import type { DataplaneHealth } from '../dataplane/types.js';
 import { ErrorCode, PortdError, refusalCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
-import type { Lease, LeaseEvent, LeaseSource, Refusal } from '../leases/types.js';
-import { LEASE_SOURCES } from '../leases/types.js';
+import type { Lease, LeaseEvent, Refusal } from '../leases/types.js';
+import { LEASE_SOURCES, type LeaseSource } from '../common/net-types.js';
 import type { Metrics } from '../metrics.js';
 import {
   SESSION_COOKIE,
@@ -24,7 +24,7 @@ import {
   tokenMatches,
 } from './auth.js';
 import type { AdminToken } from './auth.js';
-import { createLogGate } from '../frontends/rate-limit.js';
+import { createLogGate } from '../common/log-gate.js';
 import { createRequestGuard, isWriteMethod, proxyHeaderOf } from './request-guard.js';
 import { DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
 import { buildOpenApi, collectRoutes } from './openapi.js';

@@ -14,23 +14,9 @@ export { DEFAULTS, DEFAULT_CONFIG_PATH } from './defaults.js';
 export {
   parsePortRange,
   parsePortRanges,
-  formatPortRange,
-  formatPortRanges,
-  rangesOverlap,
   type PortParseOptions,
 } from './ports.js';
 export { parsePolicyRule, formatPolicyRule } from './rules.js';
-export {
-  ipInCidr,
-  parseCidr,
-  formatCidr,
-  ipv4ToInt,
-  intToIpv4,
-  ipv4Mask,
-  unmapIPv4,
-  isUsableIPv4Host,
-  type Cidr,
-} from './net.js';
 export {
   validateTrigger,
   triggerContext,

@@ -4,7 +4,7 @@ import type { Config } from './types.js';
 import { ErrorCode, PortdError } from '../errors.js';
 import { validateConfig } from './validate.js';
 import { formatPolicyRule } from './rules.js';
-import { formatPortRange } from './ports.js';
+import { formatPortRange } from '../common/port-range.js';
 import { triggerToDocument } from './triggers.js';
 
 export interface ParseOptions {

@@ -1,7 +1,7 @@
 import type { PolicyRule } from './types.js';
 import { ConfigValueError, show } from './errors.js';
 import { parsePortRange } from './ports.js';
-import { parseCidr } from './net.js';
+import { parseCidr } from '../common/net.js';
 
 /**
  * Parses a miniupnpd-style permission rule:

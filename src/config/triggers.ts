@@ -2,13 +2,15 @@
  * Trigger rules: validated the same way whether they come from the config file or the admin API
  * (`validateTrigger(body, 'body', triggerContext(config, otherRules))`).
  */
-import type { LifetimeBounds, PortRange, StaticForwardConfig, TriggerConfig } from './types.js';
+import type { PortRange } from '../common/net-types.js';
+import type { LifetimeBounds, StaticForwardConfig, TriggerConfig } from './types.js';
 import { type ConfigIssue, Issues, joinPath, show } from './errors.js';
 import { type Raw, bool, describeInt, int, list, parseAt, section, suggest, checkStr } from './check.js';
-import { formatPortRange, formatPortRanges, parsePortRanges, rangesOverlap, reservedIn } from './ports.js';
-import { formatCidr, parseCidr } from './net.js';
+import { formatPortRange, formatPortRanges, rangesOverlap } from '../common/port-range.js';
+import { parsePortRanges, reservedIn } from './ports.js';
+import { formatCidr, parseCidr } from '../common/net.js';
 import { deepFreeze } from './freeze.js';
-import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from '../triggers/presets.js';
+import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from './trigger-presets.js';
 import { DEFAULTS } from './defaults.js';
 
 export type ValidationResult<T> =

@@ -1,4 +1,5 @@
 /** The effective configuration, frozen after load. Keys match config/router.example.yaml. */
+import type { PortRange } from '../common/net-types.js';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface LifetimeBounds {
@@ -36,11 +37,6 @@ export interface PolicyConfig {
   readonly historyRetention: number;
   /** never hand out an external port on which a process of the gateway listens (WAN address or wildcard); the config always sets it, hand-built test policies may leave it out (off) */
   readonly checkPortInUse?: boolean;
-}
-
-export interface PortRange {
-  readonly start: number;
-  readonly end: number;
 }
 
 export interface StaticForwardConfig {

@@ -4,7 +4,7 @@ import { ConfigError, Issues, joinPath, show } from './errors.js';
 import { type Raw, bool, int, list, nullableStr, oneOf, parseAt, section, str, isIpAddress } from './check.js';
 import { DEFAULTS } from './defaults.js';
 import { parsePolicyRule } from './rules.js';
-import { formatCidr, isUsableIPv4Host, parseCidr } from './net.js';
+import { formatCidr, isUsableIPv4Host, parseCidr } from '../common/net.js';
 import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';

@@ -2,7 +2,7 @@
  * The narrow interface between the lease table and the kernel (or memory).
  * One entry is one lease as the dataplane needs it: nothing about who asked or why.
  */
-export type L4Protocol = 'tcp' | 'udp';
+import type { L4Protocol } from '../common/net-types.js';
 
 export interface DataplaneEntry {
   /** lease id; stable, used for logging and for the memory driver's identity */

@@ -1,7 +1,8 @@
 import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
-import { ipv4ToInt } from '../policy/ip.js';
+import { createLogGate } from '../common/log-gate.js';
+import { ipv4ToInt } from '../common/net.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
 import { entryKey } from '../dataplane/types.js';
 import type { Metrics } from '../metrics.js';
@@ -234,21 +235,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return n;
   }
   // one warn line a minute when the global cap refuses, naming the key (the metric counts every refusal)
-  let capacityWarnedAt = -Infinity;
-  let capacitySuppressed = 0;
+  const capacityGate = createLogGate({ intervalMs: 60_000, now: () => clock.now() });
   function capacityHit(n: number): void {
     metrics?.globalLimit.inc({ limit: 'maxActiveLeases' });
-    const now = clock.now();
-    if (now - capacityWarnedAt < 60_000) {
-      capacitySuppressed++;
-      return;
-    }
+    const suppressed = capacityGate.pass('maxActiveLeases');
+    if (suppressed === null) return;
     log.warn(
-      { active: n, suppressed: capacitySuppressed },
+      { active: n, suppressed },
       `global limit reached (limits.maxActiveLeases ${maxActive}); refusing new leases`,
     );
-    capacityWarnedAt = now;
-    capacitySuppressed = 0;
   }
 
   // ---- helpers ----
@@ -505,8 +500,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           reason: 'not_authorized',
           detail: 'mapping carries a PCP nonce; NAT-PMP may not renew it',
         });
-      const refusal = policy.check({ ...req, externalPort: old.externalPort }, old.externalPort, old.externalPortEnd);
-      if (refusal && refusal.reason !== 'quota') return none(refusal);
+      const refusal = policy.check(req, old.externalPort, old.externalPortEnd);
+      if (refusal) return none(refusal);
       const renewed: Lease = {
         ...old,
         updatedAt: now,

@@ -1,7 +1,4 @@
-import type { L4Protocol } from '../dataplane/types.js';
-
-export type LeaseSource = 'upnp' | 'pcp' | 'natpmp' | 'trigger' | 'static';
-export const LEASE_SOURCES: readonly LeaseSource[] = ['upnp', 'pcp', 'natpmp', 'trigger', 'static'];
+import type { L4Protocol, LeaseSource } from '../common/net-types.js';
 
 export interface Lease {
   readonly id: string;

@@ -24,8 +24,7 @@ import { ErrorCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
 import type { GrantResult, Lease, LeaseEvent, LeaseRequest } from '../leases/types.js';
 import type { Metrics } from '../metrics.js';
-import type { FlowSource, TriggerFlow } from './flows.js';
-import type { TriggerKernel } from './kernel.js';
+import type { FlowSource, TriggerFlow, TriggerKernel } from '../dataplane/trigger-kernel.js';
 import {
   assignIds,
   describeMatch,
@@ -381,7 +380,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       lifetime = Math.min(lifetime, left);
     } else if (t.maxLifetime !== null) lifetime = Math.min(lifetime, t.maxLifetime);
     // a firing that did not come from a packet counts as one for the idle clock
-    if (via !== 'kernel' || kernel.kind === 'memory') {
+    if (via !== 'kernel' || !kernel.packetActivity) {
       try {
         await kernel.touch(t.name, host, lifetime);
       } catch (e) {
@@ -658,7 +657,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
           rules: [...rules.keys()],
           fromApi: [...rules.values()].filter((r) => r.origin === 'api').length,
           flows: opts.flows?.kind ?? 'none',
-          kernel: kernel.kind,
+          kernel: kernel.name,
         },
         'port triggering ready',
       );

@@ -13,7 +13,7 @@
  *   the IP literal of the address the connection arrived on, and our port.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { unmapIPv4 } from '../../config/net.js';
+import { unmapIPv4 } from '../../common/net.js';
 
 export type GuardRefusal =
   | { readonly status: 403; readonly kind: 'foreign_host' | 'origin'; readonly why: string }
