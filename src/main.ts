@@ -10,6 +10,7 @@ import { triggerRoutes } from './admin/triggers-routes.js';
 import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
+import { parseListen } from './common/listen.js';
 import { inPrefix, unmapIPv4 } from './common/net.js';
 import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
@@ -118,8 +119,7 @@ async function createDataplane(
 }
 
 function adminPort(config: Config): number | null {
-  const m = /:(\d+)$/.exec(config.admin.listen);
-  return m ? Number(m[1]) : null;
+  return parseListen(config.admin.listen)?.port || null;
 }
 
 async function resolveExternalAddress(config: Config, log: Logger): Promise<string> {

@@ -20,10 +20,11 @@ import {
   createSessionStore,
   isLoopbackListen,
   parseCookies,
-  parseListen,
+  adminListen,
   tokenMatches,
 } from './auth.js';
 import type { AdminToken } from './auth.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
 import { createLogGate } from '../common/log-gate.js';
 import { createRequestGuard, isWriteMethod, proxyHeaderOf } from './request-guard.js';
 import { DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
@@ -593,8 +594,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   const sendRefusal = (reply: FastifyReply, r: Refusal) => {
     if (r.reason === 'conflict') {
       const h = r.holder;
-      const ports =
-        h.externalPortEnd !== h.externalPort ? `${h.externalPort}-${h.externalPortEnd}` : `${h.externalPort}`;
+      const ports = formatPortRange(externalPorts(h));
       return sendError(
         reply,
         409,
@@ -862,7 +862,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     app,
     authRequired,
     async listen() {
-      const { host, port } = parseListen(config.admin.listen);
+      const { host, port } = adminListen(config.admin.listen);
       try {
         await app.listen({ host, port });
       } catch (e) {
@@ -890,6 +890,5 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 export function leaseLabel(
   l: Pick<Lease, 'protocol' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort'>,
 ): string {
-  const ext = l.externalPortEnd !== l.externalPort ? `${l.externalPort}-${l.externalPortEnd}` : `${l.externalPort}`;
-  return `${l.protocol}/${ext} -> ${l.internalAddress}:${l.internalPort}`;
+  return `${l.protocol}/${formatPortRange(externalPorts(l))} -> ${l.internalAddress}:${l.internalPort}`;
 }

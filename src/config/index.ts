@@ -8,7 +8,7 @@ export {
   type ParseOptions,
   type DescribeOptions,
 } from './load.js';
-export { validateConfig, readConfig, parseListen, LOG_LEVELS } from './validate.js';
+export { validateConfig, readConfig, LOG_LEVELS } from './validate.js';
 export { ConfigError, ConfigValueError, formatIssue, type ConfigIssue } from './errors.js';
 export { DEFAULTS, DEFAULT_CONFIG_PATH } from './defaults.js';
 export {

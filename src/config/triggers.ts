@@ -6,7 +6,7 @@ import type { PortRange } from '../common/net-types.js';
 import type { LifetimeBounds, StaticForwardConfig, TriggerConfig } from './types.js';
 import { type ConfigIssue, Issues, joinPath, show } from './errors.js';
 import { type Raw, bool, describeInt, int, list, parseAt, section, suggest, checkStr } from './check.js';
-import { formatPortRange, formatPortRanges, rangesOverlap } from '../common/port-range.js';
+import { externalPorts, formatPortRange, formatPortRanges, rangesOverlap } from '../common/port-range.js';
 import { parsePortRanges, reservedIn } from './ports.js';
 import { formatCidr, parseCidr } from '../common/net.js';
 import { deepFreeze } from './freeze.js';
@@ -190,7 +190,7 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
             if (sf.protocol === proto && rangesOverlap({ start: sf.externalPort, end: sf.externalPortEnd }, r)) {
               issues.add(
                 pp,
-                `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ${formatPortRange({ start: sf.externalPort, end: sf.externalPortEnd })}${sf.description ? ` (${show(sf.description)})` : ''}`,
+                `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ${formatPortRange(externalPorts(sf))}${sf.description ? ` (${show(sf.description)})` : ''}`,
               );
             }
           }

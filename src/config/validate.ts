@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { parseListen } from '../common/listen.js';
 import type { Config, LifetimeBounds, LogLevel, PolicyRule, StaticForwardConfig, TriggerConfig } from './types.js';
 import { ConfigError, Issues, joinPath, show } from './errors.js';
 import { type Raw, bool, int, list, nullableStr, oneOf, parseAt, section, str, isIpAddress } from './check.js';
@@ -32,16 +32,6 @@ const TOP_KEYS = [
 /** Linux interface names: 1-15 characters, no '/', ':' or whitespace */
 const IFNAME = /^[^\s/:]{1,15}$/;
 const IFNAME_EXPECTED = 'must be a network interface name (1-15 characters, no spaces, "/" or ":")';
-
-/** `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080` */
-export function parseListen(text: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d+\.\d+\.\d+\.\d+)):(\d{1,5})$/.exec(text);
-  if (!m) return null;
-  const host = m[1] ?? m[2]!;
-  const port = Number(m[3]);
-  if (isIP(host) === 0 || port > 65535) return null;
-  return { host, port };
-}
 
 function lifetime(obj: Raw, key: string, path: string, def: LifetimeBounds, issues: Issues): LifetimeBounds {
   const p = joinPath(path, key);

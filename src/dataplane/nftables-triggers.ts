@@ -22,6 +22,7 @@
  */
 import { isIPv4 } from 'node:net';
 import type { PortRange } from '../common/net-types.js';
+import { formatPortRanges } from '../common/port-range.js';
 import { TRIGGER_ID_MAX, type TriggerKernelRule } from './trigger-kernel.js';
 
 /** ct mark bit on every flow that fired a trigger (the conntrack event filter keys on it) */
@@ -102,8 +103,7 @@ export function validateTriggerRules(rules: readonly TriggerKernelRule[]): void 
   }
 }
 
-const portSet = (ranges: readonly PortRange[]) =>
-  `{ ${ranges.map((r) => (r.start === r.end ? String(r.start) : `${r.start}-${r.end}`)).join(', ')} }`;
+const portSet = (ranges: readonly PortRange[]) => `{ ${formatPortRanges(ranges, ', ')} }`;
 const ifset = (names: readonly string[]) => `{ ${names.map((n) => `"${n}"`).join(', ')} }`;
 
 function setDef(table: string, rule: string): string {

@@ -2,6 +2,8 @@ import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
 import { createLogGate } from '../common/log-gate.js';
+import { LEASE_SOURCES } from '../common/net-types.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
 import { ipv4ToInt } from '../common/net.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
 import { entryKey } from '../dataplane/types.js';
@@ -150,9 +152,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const activeBySource = new Map<string, number>();
   /** quota use: active upnp/pcp/natpmp leases per owner */
   const quotaUse = new Map<string, number>();
-  const QUOTA_SOURCES = new Set(['upnp', 'pcp', 'natpmp']);
+  const QUOTA_SOURCES = new Set<string>(['upnp', 'pcp', 'natpmp']);
   /** what limits.maxActiveLeases counts: every dynamic source (static forwards are the admin's) */
-  const CAPPED_SOURCES = new Set(['upnp', 'pcp', 'natpmp', 'trigger']);
+  const CAPPED_SOURCES = new Set<string>(LEASE_SOURCES.filter((s) => s !== 'static'));
   /** the ids of every active lease per owner: a client's leases (PCP delete-all, listings by owner, status) without an index */
   const byOwner = new Map<string, Set<string>>();
   /** ended rows in the table and the oldest end among them: what pruning is due (writer's view, recounted after a rollback) */
@@ -209,8 +211,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
   function publishGauges(): void {
     if (!metrics) return;
-    for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static'])
-      metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
+    for (const src of LEASE_SOURCES) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
   }
   function count(l: Pick<Lease, 'id' | 'source' | 'owner'>, delta: number): void {
     activeBySource.set(l.source, (activeBySource.get(l.source) ?? 0) + delta);
@@ -1069,7 +1070,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           source: l.source,
           owner: l.owner,
           protocol: l.protocol,
-          external: l.externalPort === l.externalPortEnd ? l.externalPort : `${l.externalPort}-${l.externalPortEnd}`,
+          external: formatPortRange(externalPorts(l)),
           internal: `${l.internalAddress}:${l.internalPort}`,
           expiresAt: l.expiresAt,
           actor: e.actor ?? undefined,

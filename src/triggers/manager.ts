@@ -19,6 +19,7 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/errors.js';
 import { triggerContext, validateTrigger } from '../config/triggers.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
 import type { Config, TriggerConfig } from '../config/types.js';
 import { ErrorCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
@@ -206,7 +207,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
             host: l.owner,
             id: l.id,
             protocol: l.protocol,
-            external: `${l.externalPort}-${l.externalPortEnd}`,
+            external: formatPortRange(externalPorts(l)),
             why: e.type,
             reason: e.reason ?? undefined,
           },
@@ -401,7 +402,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       statsDirty = true;
       if (refusal.reason === 'conflict') {
         const h = refusal.holder;
-        const detail = `${h.source} lease ${h.id} of ${h.owner} holds ${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
+        const detail = `${h.source} lease ${h.id} of ${h.owner} holds ${formatPortRange(externalPorts(h))}`;
         c.lastRefusal = {
           at: clock.now(),
           host,

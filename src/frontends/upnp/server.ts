@@ -138,7 +138,8 @@ export const SERVER_HEADER = `Linux UPnP/1.1 ${SERVER_PRODUCT}`;
 /** longest a request over its client's rate is held before it is refused with 503 */
 const MAX_RATE_WAIT_MS = 2000;
 
-function parseListen(a: string): LanInterface {
+/** a LAN address as the listen options give it: `192.168.1.1/24`, or bare for /32 */
+function lanInterface(a: string): LanInterface {
   const [address, p] = a.split('/');
   return { address: address!, prefix: p === undefined ? 32 : Number(p) };
 }
@@ -182,7 +183,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     if (n !== null) log[level]({ ...fields, suppressed: n }, msg);
   };
   const startedAt = now();
-  const interfaces = opts.listen.addresses.map(parseListen);
+  const interfaces = opts.listen.addresses.map(lanInterface);
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
   const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
