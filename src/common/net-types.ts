@@ -16,6 +16,19 @@ export interface PortRange {
   readonly end: number;
 }
 
+/** the WAN → LAN opening itself: what a lease and the dataplane entry made from it share */
+export interface PortMapping {
+  readonly protocol: L4Protocol;
+  readonly externalAddress: string;
+  readonly externalPort: number;
+  /** equal to externalPort for a single port; a range maps 1:1 onto internalPort.. */
+  readonly externalPortEnd: number;
+  readonly internalAddress: string;
+  readonly internalPort: number;
+  /** only this peer may use the opening (UPnP RemoteHost, PCP FILTER); null = anyone */
+  readonly remoteAddress: string | null;
+}
+
 /**
  * Who created a lease. The one list: the LeaseSource type, the admin API's schema
  * (src/admin/schemas.ts), the per-source counts and docs/admin-api.md follow it.

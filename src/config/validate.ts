@@ -1,10 +1,22 @@
 import { parseListen } from '../common/listen.js';
 import type { Config, LifetimeBounds, LogLevel, PolicyRule, StaticForwardConfig, TriggerConfig } from './types.js';
 import { ConfigError, Issues, joinPath, show } from './errors.js';
-import { type Raw, bool, int, list, nullableStr, oneOf, parseAt, section, str, isIpAddress } from './check.js';
+import {
+  type Raw,
+  bool,
+  cidrList,
+  int,
+  list,
+  nullableStr,
+  oneOf,
+  parseAt,
+  section,
+  str,
+  isIpAddress,
+} from './check.js';
 import { DEFAULTS } from './defaults.js';
 import { parsePolicyRule } from './rules.js';
-import { formatCidr, isUsableIPv4Host, parseCidr } from '../common/net.js';
+import { isUsableIPv4Host } from '../common/net.js';
 import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';
@@ -42,22 +54,6 @@ function lifetime(obj: Raw, key: string, path: string, def: LifetimeBounds, issu
   return { min, max };
 }
 
-function cidrList(obj: Raw, key: string, path: string, issues: Issues): string[] {
-  const out: string[] = [];
-  list(obj, key, path, issues, 'IPv4 networks like 192.168.1.0/24')?.forEach((v, i) => {
-    const p = joinPath(joinPath(path, key), i);
-    if (typeof v !== 'string') {
-      issues.add(p, `must be an IPv4 network like 192.168.1.0/24, got ${show(v)}`);
-      return;
-    }
-    const c = parseAt(p, issues, () => parseCidr(v));
-    if (c && c.family !== 4) issues.add(p, `must be an IPv4 network, got ${show(v)}`);
-    else if (c) out.push(formatCidr(c));
-  });
-  return out;
-}
-
-/** walks a parsed document; returns the effective config and every issue found */
 export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const issues = new Issues();
   const root = section(doc, '', TOP_KEYS, issues);

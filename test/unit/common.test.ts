@@ -3,6 +3,7 @@
  * Each has one contract; these tests pin it, so a caller cannot grow its own variant unnoticed.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { parseHostHeader } from '../../src/common/host-header.js';
 import { parseListen } from '../../src/common/listen.js';
@@ -81,5 +82,10 @@ describe('parseHostHeader: splits, never decides', () => {
 describe('LEASE_SOURCES: the one list', () => {
   it('is what the admin API schema accepts', () => {
     assert.deepEqual([...(Source as unknown as { enum: readonly string[] }).enum], [...LEASE_SOURCES]);
+  });
+  it('is what docs/admin-api.md lists for the source filter', () => {
+    const doc = readFileSync(new URL('../../docs/admin-api.md', import.meta.url), 'utf8');
+    const listed = /`source` \(([a-z, ]+)\)/.exec(doc)?.[1]?.split(', ');
+    assert.deepEqual(listed, [...LEASE_SOURCES]);
   });
 });
