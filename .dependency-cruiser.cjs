@@ -19,6 +19,7 @@ const LEASES = '^src/leases/';
 const TRIGGERS = '^src/triggers/';
 const FRONTENDS = '^src/frontends/';
 const ADMIN = '^src/admin/';
+const DOCTOR = '^src/doctor/';
 const WIRING = '^src/(main|cli|cli-admin)[.]ts$';
 
 const layers = [
@@ -32,6 +33,8 @@ const layers = [
   { name: 'triggers', path: TRIGGERS, may: [COMMON, BASE, CONFIG, PROTOCOLS, LEASES, DATAPLANE_API] },
   { name: 'frontends', path: FRONTENDS, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, LEASES, DATAPLANE_API] },
   { name: 'admin', path: ADMIN, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, LEASES, DATAPLANE_API, TRIGGERS] },
+  // `portd doctor` inspects the kernel state the driver owns (its ct marks, its runner), never the lease table
+  { name: 'doctor', path: DOCTOR, may: [COMMON, BASE, CONFIG, PROTOCOLS, DATAPLANE] },
 ];
 
 const OURS = '^(src|protocols|bin)/';
