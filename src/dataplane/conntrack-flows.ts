@@ -6,7 +6,7 @@
  *
  * Tests and the memory driver use an injected source instead (src/triggers/flows.ts).
  */
-import { type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import type { Logger } from 'pino';
 import { argvFor, run, type CommandPrefix } from './nftables-runner.js';
 import { TRIGGER_CT_FLAG, TRIGGER_CT_MASK, triggerIdOfMark, triggerMark } from './nftables-triggers.js';
@@ -67,8 +67,7 @@ export function createConntrackFlowSource(opts: ConntrackFlowSourceOptions): Flo
     let err = '';
     c.stdout.on('data', (d: Buffer) => {
       buf += d.toString('utf8');
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         const f = parseConntrackEvent(line, Date.now());
