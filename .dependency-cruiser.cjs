@@ -41,7 +41,9 @@ const OURS = '^(src|protocols|bin)/';
 
 const layerRules = layers.map((l) => ({
   name: `layer-${l.name}`,
-  comment: `${l.name} (${l.path}) may import only ${l.may.length ? l.may.join(', ') : 'itself'} of ours (docs/development.md, Import rules)`,
+  comment:
+    `${l.name} (${l.path}) may import only ${l.may.length ? l.may.join(', ') : 'itself'} of ours ` +
+    '(docs/development.md, Import rules)',
   severity: 'error',
   from: { path: l.path },
   to: { path: OURS, pathNot: [l.path, ...l.may] },
