@@ -33,8 +33,9 @@ const layers = [
   { name: 'triggers', path: TRIGGERS, may: [COMMON, BASE, CONFIG, PROTOCOLS, LEASES, DATAPLANE_API] },
   { name: 'frontends', path: FRONTENDS, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, LEASES, DATAPLANE_API] },
   { name: 'admin', path: ADMIN, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, LEASES, DATAPLANE_API, TRIGGERS] },
-  // `portd doctor` inspects the kernel state the driver owns (its ct marks, its runner), never the lease table
-  { name: 'doctor', path: DOCTOR, may: [COMMON, BASE, CONFIG, PROTOCOLS, DATAPLANE] },
+  // `portd doctor` inspects the kernel state the driver owns (its ct marks, its runner) and asks a running portd
+  // through the admin API's client (admin/cli-commands.ts); it never opens the lease table itself
+  { name: 'doctor', path: DOCTOR, may: [COMMON, BASE, CONFIG, PROTOCOLS, DATAPLANE, ADMIN] },
 ];
 
 const OURS = '^(src|protocols|bin)/';
