@@ -4,14 +4,17 @@ import { checkNetAdmin, readCapabilities } from './capabilities.js';
 import type { Config } from './config/types.js';
 import { ErrorCode, PortdError } from './errors.js';
 import { createMemoryDataplane } from './dataplane/memory.js';
+import { createMemoryTriggerKernel } from './dataplane/memory-triggers.js';
+import type { FlowSource, TriggerKernel } from './dataplane/trigger-kernel.js';
 import type { Dataplane } from './dataplane/types.js';
 import { startAdmin } from './admin/index.js';
 import { triggerRoutes } from './admin/triggers-routes.js';
 import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
-import { inPrefix, normalizeAddress } from './policy/ip.js';
-import { createSystemClock } from './leases/clock.js';
+import { parseListen } from './common/listen.js';
+import { inPrefix, unmapIPv4 } from './common/net.js';
+import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -59,13 +62,28 @@ export function lanNetworks(config: Config): { address: string; cidr: string }[]
   return out;
 }
 
+/** the dataplane driver and, beside it, the kernel side of port triggering that goes with it */
+interface Kernel {
+  readonly dataplane: Dataplane;
+  readonly triggerKernel: TriggerKernel;
+  /** where kernel trigger firings come from; null: firings only through the API */
+  readonly triggerFlows: FlowSource | null;
+}
+
 async function createDataplane(
   config: Config,
   log: Logger,
   metrics: Metrics,
+  clock: Clock,
   onRepaired: (why: string) => void,
-): Promise<Dataplane> {
-  if (config.dataplane.driver === 'memory') return createMemoryDataplane();
+): Promise<Kernel> {
+  if (config.dataplane.driver === 'memory') {
+    return {
+      dataplane: createMemoryDataplane(),
+      triggerKernel: createMemoryTriggerKernel(() => clock.now()),
+      triggerFlows: null,
+    };
+  }
   // first, before anything touches the kernel or the database: without CAP_NET_ADMIN (effective, and ambient
   // for a non-root user, so nft and conntrack inherit it) nothing would work; say so and stop at once
   const cap = checkNetAdmin(readCapabilities());
@@ -77,8 +95,12 @@ async function createDataplane(
     table: config.dataplane.table,
   });
   for (const w of pre.warnings) log.warn({ nft: pre.nftVersion }, w);
-  const { createNftablesDataplane } = await import('./dataplane/nftables.js');
-  return createNftablesDataplane({
+  const [{ createNftablesDataplane }, { nftablesTriggerKernel }, { createConntrackFlowSource }] = await Promise.all([
+    import('./dataplane/nftables.js'),
+    import('./dataplane/nftables-trigger-kernel.js'),
+    import('./dataplane/conntrack-flows.js'),
+  ]);
+  const dataplane = createNftablesDataplane({
     table: config.dataplane.table,
     wan: config.interfaces.wan,
     lan: [...config.interfaces.lan],
@@ -95,11 +117,15 @@ async function createDataplane(
     metrics,
     onRepaired,
   });
+  return {
+    dataplane,
+    triggerKernel: nftablesTriggerKernel(dataplane),
+    triggerFlows: createConntrackFlowSource({ conntrackPath: config.dataplane.conntrackPath, log }),
+  };
 }
 
 function adminPort(config: Config): number | null {
-  const m = /:(\d+)$/.exec(config.admin.listen);
-  return m ? Number(m[1]) : null;
+  return parseListen(config.admin.listen)?.port || null;
 }
 
 async function resolveExternalAddress(config: Config, log: Logger): Promise<string> {
@@ -127,9 +153,15 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const onExternalAddress: ((addr: string) => void)[] = [];
 
   // the driver rewrote kernel state that was lost or altered from outside: PCP clients must re-map (new epoch)
-  const dataplane = await createDataplane(config, log.child({ component: 'dataplane' }), metrics, (why) => {
-    for (const fn of onStateLost) fn(why);
-  });
+  const { dataplane, triggerKernel, triggerFlows } = await createDataplane(
+    config,
+    log.child({ component: 'dataplane' }),
+    metrics,
+    clock,
+    (why) => {
+      for (const fn of onStateLost) fn(why);
+    },
+  );
   await dataplane.init();
   const externalAddress = await resolveExternalAddress(config, log);
   await dataplane.setExternalAddresses([externalAddress]);
@@ -180,7 +212,15 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   if (st.added || st.removed) log.info(st, 'static forwards from the configuration applied');
 
   // port triggering: kernel rules + conntrack firings (nftables), API firings only (memory)
-  const triggers = await startTriggers({ config, leases, dataplane, log, metrics, clock });
+  const triggers = await startTriggers({
+    config,
+    leases,
+    kernel: triggerKernel,
+    flows: triggerFlows,
+    log,
+    metrics,
+    clock,
+  });
   triggerPort = (protocol, port) => triggers.portRule(protocol, port);
   parts.push({ name: 'triggers', close: () => triggers.close() });
 
@@ -228,7 +268,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const listen = lan.map((n) => n.address);
   // interface CIDRs carry host bits (192.168.1.1/24): compare under the mask
   const isLanClient = (a: string) => {
-    const ip = normalizeAddress(a);
+    const ip = unmapIPv4(a);
     return lan.some((n) => {
       const [net, len] = n.cidr.split('/');
       return inPrefix(ip, net!, Number(len));

@@ -10,6 +10,7 @@ import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'no
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
+import { parseListen, type ListenAddress } from '../common/listen.js';
 import type { Config } from '../config/types.js';
 import { ErrorCode, PortdError } from '../errors.js';
 import { PRIVATE_FILE, ensurePrivateDir, tightenFile } from '../file-modes.js';
@@ -28,15 +29,17 @@ export interface ResolvedAdminToken extends AdminToken {
   readonly path: string | null;
 }
 
-/** split `host:port`, `[v6]:port` or a bare port */
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(listen) ?? /^([^:]*):(\d+)$/.exec(listen);
-  if (m) return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
-  if (/^\d+$/.test(listen)) return { host: '127.0.0.1', port: Number(listen) };
+/**
+ * admin.listen as host and port, by the one listen parser (src/common/listen.ts). The config
+ * validator has checked it; a hand-built config that slips past gets the same advice.
+ */
+export function adminListen(listen: string): ListenAddress {
+  const l = parseListen(listen);
+  if (l) return l;
   throw new PortdError(
     ErrorCode.CONFIG_INVALID,
     `admin.listen: cannot parse "${listen}"`,
-    'write host:port, e.g. 127.0.0.1:8080 or [::1]:8080',
+    'write an IP address and port, e.g. 127.0.0.1:8080 or [::1]:8080',
   );
 }
 
@@ -48,7 +51,7 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 export function isLoopbackListen(listen: string): boolean {
-  return isLoopbackHost(parseListen(listen).host);
+  return isLoopbackHost(adminListen(listen).host);
 }
 
 const TOKEN_FILE = 'admin-token';

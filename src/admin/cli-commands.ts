@@ -8,7 +8,8 @@
 import { isIP } from 'node:net';
 import type { Config } from '../config/types.js';
 import type { Lease } from '../leases/types.js';
-import { parseListen } from './auth.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
+import { adminListen } from './auth.js';
 
 export interface Writer {
   write(s: string): unknown;
@@ -57,7 +58,7 @@ export function adminClientTarget(opts: {
   const env = opts.env ?? {};
   let baseUrl = opts.url ?? env['PORTD_ADMIN_URL'];
   if (!baseUrl) {
-    const { host, port } = parseListen(opts.config?.admin.listen ?? '127.0.0.1:8080');
+    const { host, port } = adminListen(opts.config?.admin.listen ?? '127.0.0.1:8080');
     const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
     baseUrl = `http://${isIP(h) === 6 ? `[${h}]` : h}:${port}`;
   }
@@ -140,8 +141,7 @@ function table(rows: string[][]): string {
   );
 }
 
-const portsOf = (l: Pick<Lease, 'externalPort' | 'externalPortEnd'>) =>
-  l.externalPortEnd !== l.externalPort ? `${l.externalPort}-${l.externalPortEnd}` : `${l.externalPort}`;
+const portsOf = (l: Pick<Lease, 'externalPort' | 'externalPortEnd'>) => formatPortRange(externalPorts(l));
 
 export function formatLeases(list: readonly Lease[], now: number): string {
   if (list.length === 0) return 'no leases\n';

@@ -20,7 +20,8 @@
  */
 import { isIP } from 'node:net';
 import { ErrorCode } from '../errors.js';
-import { isLoopbackHost, parseListen } from './auth.js';
+import { parseHostHeader } from '../common/host-header.js';
+import { adminListen, isLoopbackHost } from './auth.js';
 
 export interface RequestGuardOptions {
   /** admin.listen */
@@ -82,19 +83,16 @@ export function canonicalHostName(name: string): string | null {
   return v4 ? v4[1]! : n;
 }
 
-/** `host[:port]` as in a Host header or an origin's authority; the port defaults to the scheme's */
-export function parseAuthority(text: string, defaultPort: number): { name: string; port: number } | null {
-  const m = /^(\[[0-9A-Fa-f:.]+\]|[^\s/?#@[\]:\\]+)(?::(\d{1,5}))?$/.exec(text.trim());
-  if (!m) return null;
-  const name = canonicalHostName(m[1]!);
-  const port = m[2] === undefined ? defaultPort : Number(m[2]);
-  if (!name || port < 1 || port > 65535) return null;
-  return { name, port };
+/** `host[:port]` as in a Host header or an origin's authority, its name canonical; the port defaults to the scheme's */
+function parseAuthority(text: string, defaultPort: number): { name: string; port: number } | null {
+  const h = parseHostHeader(text, defaultPort);
+  const name = h ? canonicalHostName(h.ipv6 ? `[${h.host}]` : h.host) : null;
+  return h && name ? { name, port: h.port } : null;
 }
 
 export function createRequestGuard(o: RequestGuardOptions) {
-  const listen = parseListen(o.listen);
-  const wildcard = listen.host === '0.0.0.0' || listen.host === '::' || listen.host === '';
+  const listen = adminListen(o.listen);
+  const wildcard = listen.host === '0.0.0.0' || listen.host === '::';
   const listenName = wildcard ? null : canonicalHostName(listen.host);
   const extra = new Set((o.allowedHosts ?? []).map(canonicalHostName).filter((n): n is string => n !== null));
 

@@ -4,6 +4,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { Static, TSchema } from '@sinclair/typebox';
+import { LEASE_SOURCES } from '../common/net-types.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 /** a string enum as `enum` (not anyOf of literals) so a 400 can list the allowed values */
@@ -12,7 +13,7 @@ export const StringEnum = <const T extends readonly string[]>(
   opts: { description?: string; default?: T[number] } = {},
 ) => Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...opts });
 
-export const Source = StringEnum(['upnp', 'pcp', 'natpmp', 'trigger', 'static'] as const, {
+export const Source = StringEnum(LEASE_SOURCES, {
   description: 'who created the lease',
 });
 export const Protocol = StringEnum(['tcp', 'udp'] as const);

@@ -11,8 +11,8 @@ import type { Config } from '../config/types.js';
 import type { DataplaneHealth } from '../dataplane/types.js';
 import { ErrorCode, type HttpErrorCode, PortdError, httpStatus, refusalCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
-import type { Lease, LeaseEvent, LeaseSource, Refusal } from '../leases/types.js';
-import { LEASE_SOURCES } from '../leases/types.js';
+import type { Lease, LeaseEvent, Refusal } from '../leases/types.js';
+import { LEASE_SOURCES, type LeaseSource } from '../common/net-types.js';
 import type { Metrics } from '../metrics.js';
 import {
   SESSION_COOKIE,
@@ -20,11 +20,12 @@ import {
   createSessionStore,
   isLoopbackListen,
   parseCookies,
-  parseListen,
+  adminListen,
   tokenMatches,
 } from './auth.js';
 import type { AdminToken } from './auth.js';
-import { createLogGate } from '../frontends/rate-limit.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
+import { createLogGate } from '../common/log-gate.js';
 import { createRequestGuard, isWriteMethod, proxyHeaderOf } from './request-guard.js';
 import { DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
 import { buildOpenApi, collectRoutes } from './openapi.js';
@@ -570,8 +571,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   const sendRefusal = (reply: FastifyReply, r: Refusal) => {
     if (r.reason === 'conflict') {
       const h = r.holder;
-      const ports =
-        h.externalPortEnd !== h.externalPort ? `${h.externalPort}-${h.externalPortEnd}` : `${h.externalPort}`;
+      const ports = formatPortRange(externalPorts(h));
       return sendError(
         reply,
         ErrorCode.LEASE_CONFLICT,
@@ -840,7 +840,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     app,
     authRequired,
     async listen() {
-      const { host, port } = parseListen(config.admin.listen);
+      const { host, port } = adminListen(config.admin.listen);
       try {
         await app.listen({ host, port });
       } catch (e) {
@@ -868,6 +868,5 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 export function leaseLabel(
   l: Pick<Lease, 'protocol' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort'>,
 ): string {
-  const ext = l.externalPortEnd !== l.externalPort ? `${l.externalPort}-${l.externalPortEnd}` : `${l.externalPort}`;
-  return `${l.protocol}/${ext} -> ${l.internalAddress}:${l.internalPort}`;
+  return `${l.protocol}/${formatPortRange(externalPorts(l))} -> ${l.internalAddress}:${l.internalPort}`;
 }

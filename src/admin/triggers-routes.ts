@@ -9,7 +9,7 @@ import type { TSchema } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
 import { ErrorCode } from '../errors.js';
 import type { MutationResult, TriggerManager } from '../triggers/manager.js';
-import { isUsableIPv4Host } from '../config/net.js';
+import { isUsableIPv4Host } from '../common/net.js';
 import { LeaseSchema } from './schemas.js';
 import type { AdminRoutePlugin } from './server.js';
 

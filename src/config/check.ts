@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { type Issues, joinPath, show } from './errors.js';
 import { ConfigValueError } from './errors.js';
+import { formatCidr, parseCidr } from '../common/net.js';
 
 export type Raw = Record<string, unknown>;
 
@@ -202,3 +203,21 @@ export function parseAt<T>(p: string, issues: Issues, fn: () => T): T | undefine
 export function isIpAddress(v: unknown): v is string {
   return typeof v === 'string' && isIP(v) !== 0;
 }
+
+/** a list of IPv4 networks, each in canonical form (`192.168.1.0/24`); an issue per bad entry */
+export function cidrList(obj: Raw, key: string, path: string, issues: Issues): string[] {
+  const out: string[] = [];
+  list(obj, key, path, issues, 'IPv4 networks like 192.168.1.0/24')?.forEach((v, i) => {
+    const p = joinPath(joinPath(path, key), i);
+    if (typeof v !== 'string') {
+      issues.add(p, `must be an IPv4 network like 192.168.1.0/24, got ${show(v)}`);
+      return;
+    }
+    const c = parseAt(p, issues, () => parseCidr(v));
+    if (c && c.family !== 4) issues.add(p, `must be an IPv4 network, got ${show(v)}`);
+    else if (c) out.push(formatCidr(c));
+  });
+  return out;
+}
+
+/** walks a parsed document; returns the effective config and every issue found */

@@ -8,29 +8,15 @@ export {
   type ParseOptions,
   type DescribeOptions,
 } from './load.js';
-export { validateConfig, readConfig, parseListen, LOG_LEVELS } from './validate.js';
+export { validateConfig, readConfig, LOG_LEVELS } from './validate.js';
 export { ConfigError, ConfigValueError, formatIssue, type ConfigIssue } from './errors.js';
 export { DEFAULTS, DEFAULT_CONFIG_PATH } from './defaults.js';
 export {
   parsePortRange,
   parsePortRanges,
-  formatPortRange,
-  formatPortRanges,
-  rangesOverlap,
   type PortParseOptions,
 } from './ports.js';
 export { parsePolicyRule, formatPolicyRule } from './rules.js';
-export {
-  ipInCidr,
-  parseCidr,
-  formatCidr,
-  ipv4ToInt,
-  intToIpv4,
-  ipv4Mask,
-  unmapIPv4,
-  isUsableIPv4Host,
-  type Cidr,
-} from './net.js';
 export {
   validateTrigger,
   triggerContext,

@@ -4,7 +4,7 @@ import type { Config } from './types.js';
 import { ErrorCode, PortdError } from '../errors.js';
 import { validateConfig } from './validate.js';
 import { formatPolicyRule } from './rules.js';
-import { formatPortRange } from './ports.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
 import { triggerToDocument } from './triggers.js';
 
 export interface ParseOptions {
@@ -103,10 +103,7 @@ export function configToDocument(config: Config, opts: DescribeOptions = {}): Re
     },
     staticForwards: config.staticForwards.map((f) => ({
       protocol: f.protocol,
-      externalPort:
-        f.externalPort === f.externalPortEnd
-          ? f.externalPort
-          : formatPortRange({ start: f.externalPort, end: f.externalPortEnd }),
+      externalPort: f.externalPort === f.externalPortEnd ? f.externalPort : formatPortRange(externalPorts(f)),
       internal: `${f.internalAddress}:${f.internalPort}`,
       remoteHost: f.remoteAddress,
       description: f.description,

@@ -1,4 +1,5 @@
-import type { PortRange } from './types.js';
+import type { PortRange } from '../common/net-types.js';
+import { formatPortRange, rangesOverlap } from '../common/port-range.js';
 import { ConfigValueError, show } from './errors.js';
 
 export interface PortParseOptions {
@@ -56,18 +57,6 @@ export function parsePortRanges(value: unknown, opts: PortParseOptions = {}): Po
     }
   }
   return ranges;
-}
-
-export function rangesOverlap(a: PortRange, b: PortRange): boolean {
-  return a.start <= b.end && b.start <= a.end;
-}
-
-export function formatPortRange(r: PortRange): string {
-  return r.start === r.end ? String(r.start) : `${r.start}-${r.end}`;
-}
-
-export function formatPortRanges(rs: readonly PortRange[]): string {
-  return rs.map(formatPortRange).join(',');
 }
 
 /** the reserved ports that fall inside a range */

@@ -1,7 +1,8 @@
 import type { PolicyRule } from './types.js';
 import { ConfigValueError, show } from './errors.js';
+import { formatPortRange } from '../common/port-range.js';
 import { parsePortRange } from './ports.js';
-import { parseCidr } from './net.js';
+import { parseCidr } from '../common/net.js';
 
 /**
  * Parses a miniupnpd-style permission rule:
@@ -54,6 +55,7 @@ export function parsePolicyRule(text: unknown): PolicyRule {
 
 /** the rule written back in the canonical form parsePolicyRule accepts */
 export function formatPolicyRule(r: PolicyRule): string {
-  const pr = (a: number, b: number): string => (a === b ? String(a) : `${a}-${b}`);
-  return `${r.action} ${pr(r.extStart, r.extEnd)} ${r.address}/${r.prefix} ${pr(r.intStart, r.intEnd)}`;
+  const ext = formatPortRange({ start: r.extStart, end: r.extEnd });
+  const int = formatPortRange({ start: r.intStart, end: r.intEnd });
+  return `${r.action} ${ext} ${r.address}/${r.prefix} ${int}`;
 }

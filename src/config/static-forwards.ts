@@ -2,8 +2,9 @@ import { isIPv4 } from 'node:net';
 import type { StaticForwardConfig } from './types.js';
 import { type Issues, joinPath, show } from './errors.js';
 import { type Raw, parseAt, section, suggest } from './check.js';
-import { formatPortRange, parsePortRange, rangesOverlap, reservedIn } from './ports.js';
-import { isUsableIPv4Host } from './net.js';
+import { formatPortRange, rangesOverlap } from '../common/port-range.js';
+import { parsePortRange, reservedIn } from './ports.js';
+import { isUsableIPv4Host } from '../common/net.js';
 
 export const STATIC_FORWARD_KEYS = ['protocol', 'externalPort', 'internal', 'remoteHost', 'description'] as const;
 

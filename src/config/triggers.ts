@@ -2,13 +2,14 @@
  * Trigger rules: validated the same way whether they come from the config file or the admin API
  * (`validateTrigger(body, 'body', triggerContext(config, otherRules))`).
  */
-import type { LifetimeBounds, PortRange, StaticForwardConfig, TriggerConfig } from './types.js';
+import type { PortRange } from '../common/net-types.js';
+import type { LifetimeBounds, StaticForwardConfig, TriggerConfig } from './types.js';
 import { type ConfigIssue, Issues, joinPath, show } from './errors.js';
-import { type Raw, bool, describeInt, int, list, parseAt, section, suggest, checkStr } from './check.js';
-import { formatPortRange, formatPortRanges, parsePortRanges, rangesOverlap, reservedIn } from './ports.js';
-import { formatCidr, parseCidr } from './net.js';
+import { type Raw, bool, cidrList, describeInt, int, parseAt, section, suggest, checkStr } from './check.js';
+import { externalPorts, formatPortRange, formatPortRanges, rangesOverlap } from '../common/port-range.js';
+import { parsePortRanges, reservedIn } from './ports.js';
 import { deepFreeze } from './freeze.js';
-import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from '../triggers/presets.js';
+import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from './trigger-presets.js';
 import { DEFAULTS } from './defaults.js';
 
 export type ValidationResult<T> =
@@ -195,8 +196,8 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
             if (sf.protocol === proto && rangesOverlap({ start: sf.externalPort, end: sf.externalPortEnd }, r)) {
               issues.add(
                 pp,
-                `${proto} ${formatPortRange(r)} overlaps static forward ${proto} ` +
-                  formatPortRange({ start: sf.externalPort, end: sf.externalPortEnd }) +
+                `${proto} ${formatPortRange(r)} overlaps static forward ` +
+                  `${proto} ${formatPortRange(externalPorts(sf))}` +
                   (sf.description ? ` (${show(sf.description)})` : ''),
               );
             }
@@ -245,18 +246,7 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
   }
 
   // hosts
-  const hosts: string[] = [];
-  const rawHosts = list(merged, 'hosts', path, issues, 'IPv4 networks like 192.168.1.0/24');
-  rawHosts?.forEach((h, i) => {
-    const hp = joinPath(joinPath(path, 'hosts'), i);
-    if (typeof h !== 'string') {
-      issues.add(hp, `must be an IPv4 network like 192.168.1.0/24, got ${show(h)}`);
-      return;
-    }
-    const c = parseAt(hp, issues, () => parseCidr(h));
-    if (c && c.family !== 4) issues.add(hp, `must be an IPv4 network, got ${show(h)}`);
-    else if (c) hosts.push(formatCidr(c));
-  });
+  const hosts = cidrList(merged, 'hosts', path, issues);
 
   const enabled = bool(merged, 'enabled', path, true, issues);
   if (issues.count > before || !match) return null;

@@ -1,4 +1,5 @@
 /** The effective configuration, frozen after load. Keys match config/router.example.yaml. */
+import type { PortRange } from '../common/net-types.js';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface LifetimeBounds {
@@ -39,11 +40,6 @@ export interface PolicyConfig {
    * always sets it, hand-built test policies may leave it out (off)
    */
   readonly checkPortInUse?: boolean;
-}
-
-export interface PortRange {
-  readonly start: number;
-  readonly end: number;
 }
 
 export interface StaticForwardConfig {

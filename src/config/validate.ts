@@ -1,10 +1,22 @@
-import { isIP } from 'node:net';
+import { parseListen } from '../common/listen.js';
 import type { Config, LifetimeBounds, LogLevel, PolicyRule, StaticForwardConfig, TriggerConfig } from './types.js';
 import { ConfigError, Issues, joinPath, show } from './errors.js';
-import { type Raw, bool, int, list, nullableStr, oneOf, parseAt, section, str, isIpAddress } from './check.js';
+import {
+  type Raw,
+  bool,
+  cidrList,
+  int,
+  list,
+  nullableStr,
+  oneOf,
+  parseAt,
+  section,
+  str,
+  isIpAddress,
+} from './check.js';
 import { DEFAULTS } from './defaults.js';
 import { parsePolicyRule } from './rules.js';
-import { formatCidr, isUsableIPv4Host, parseCidr } from './net.js';
+import { isUsableIPv4Host } from '../common/net.js';
 import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';
@@ -33,16 +45,6 @@ const TOP_KEYS = [
 const IFNAME = /^[^\s/:]{1,15}$/;
 const IFNAME_EXPECTED = 'must be a network interface name (1-15 characters, no spaces, "/" or ":")';
 
-/** `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080` */
-export function parseListen(text: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d+\.\d+\.\d+\.\d+)):(\d{1,5})$/.exec(text);
-  if (!m) return null;
-  const host = m[1] ?? m[2]!;
-  const port = Number(m[3]);
-  if (isIP(host) === 0 || port > 65535) return null;
-  return { host, port };
-}
-
 function lifetime(obj: Raw, key: string, path: string, def: LifetimeBounds, issues: Issues): LifetimeBounds {
   const p = joinPath(path, key);
   const s = section(obj[key], p, ['min', 'max'], issues);
@@ -52,22 +54,6 @@ function lifetime(obj: Raw, key: string, path: string, def: LifetimeBounds, issu
   return { min, max };
 }
 
-function cidrList(obj: Raw, key: string, path: string, issues: Issues): string[] {
-  const out: string[] = [];
-  list(obj, key, path, issues, 'IPv4 networks like 192.168.1.0/24')?.forEach((v, i) => {
-    const p = joinPath(joinPath(path, key), i);
-    if (typeof v !== 'string') {
-      issues.add(p, `must be an IPv4 network like 192.168.1.0/24, got ${show(v)}`);
-      return;
-    }
-    const c = parseAt(p, issues, () => parseCidr(v));
-    if (c && c.family !== 4) issues.add(p, `must be an IPv4 network, got ${show(v)}`);
-    else if (c) out.push(formatCidr(c));
-  });
-  return out;
-}
-
-/** walks a parsed document; returns the effective config and every issue found */
 export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const issues = new Issues();
   const root = section(doc, '', TOP_KEYS, issues);

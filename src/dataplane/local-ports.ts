@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import type { Logger } from 'pino';
-import { ipv4ToInt } from '../config/net.js';
+import { ipv4ToInt } from '../common/net.js';
 
 export type SocketProtocol = 'tcp' | 'udp';
 

@@ -20,7 +20,7 @@
  */
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { ipv4ToInt } from '../config/net.js';
+import { ipv4ToInt } from '../common/net.js';
 import { timeoutSeconds, type ElementSet, type ElementStep, type NftElement } from './nftables-script.js';
 
 // netlink / nfnetlink / nf_tables constants (uapi)

@@ -16,7 +16,8 @@
 import { isIPv4 } from 'node:net';
 import type { DataplaneBatch, DataplaneEntry } from './types.js';
 import { entryKey } from './types.js';
-import { renderTriggers, type TriggerKernelRule } from './nftables-triggers.js';
+import { renderTriggers } from './nftables-triggers.js';
+import type { TriggerKernelRule } from './trigger-kernel.js';
 
 /** ct mark bit set on every flow portd forwarded; the drop rule and the hairpin masquerade key on it */
 export const PORTD_CT_MARK = 0x100;

@@ -23,35 +23,19 @@
  * ct mark bits 0x100 and 0x200 belong to the forwarding rules (nftables-script.ts) and are never touched.
  */
 import { isIPv4 } from 'node:net';
+import type { PortRange } from '../common/net-types.js';
+import { formatPortRanges } from '../common/port-range.js';
+import { TRIGGER_ID_MAX, type TriggerKernelRule } from './trigger-kernel.js';
 
 /** ct mark bit on every flow that fired a trigger (the conntrack event filter keys on it) */
 export const TRIGGER_CT_FLAG = 0x400;
 /** the rule id lives in these bits of the ct mark */
 export const TRIGGER_ID_SHIFT = 16;
-export const TRIGGER_ID_MAX = 0xfff;
 export const TRIGGER_CT_MASK = (TRIGGER_ID_MAX << TRIGGER_ID_SHIFT) | TRIGGER_CT_FLAG;
 /** the chain that holds the trigger rules */
 export const TRIGGER_CHAIN = 'triggers';
 /** at most this many hosts tracked per rule (a LAN) */
 export const TRIGGER_SET_SIZE = 4096;
-
-export interface TriggerPortRange {
-  readonly start: number;
-  readonly end: number;
-}
-
-/** one trigger rule as the kernel needs it */
-export interface TriggerKernelRule {
-  readonly name: string;
-  /** 1..4095, carried in the ct mark of the flows that fire the rule */
-  readonly id: number;
-  readonly match: { readonly protocol: 'tcp' | 'udp' | 'both'; readonly ports: readonly TriggerPortRange[] };
-  readonly open: readonly { readonly protocol: 'tcp' | 'udp'; readonly ports: TriggerPortRange }[];
-  /** IPv4 CIDRs allowed to fire the rule; empty = any LAN host */
-  readonly hosts: readonly string[];
-  /** seconds of silence after which a host counts as idle */
-  readonly idleTimeout: number;
-}
 
 export interface TriggerInterfaces {
   readonly table: string;
@@ -86,7 +70,7 @@ export function triggerIdOfMark(mark: number): number | null {
 
 const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
 
-function checkRange(r: TriggerPortRange, what: string): void {
+function checkRange(r: PortRange, what: string): void {
   if (!Number.isInteger(r.start) || !Number.isInteger(r.end) || r.start < 1 || r.end > 65535 || r.end < r.start) {
     throw new TriggerPlanError(`bad port range ${r.start}-${r.end} in ${what}`);
   }
@@ -121,8 +105,7 @@ export function validateTriggerRules(rules: readonly TriggerKernelRule[]): void 
   }
 }
 
-const portSet = (ranges: readonly TriggerPortRange[]) =>
-  `{ ${ranges.map((r) => (r.start === r.end ? String(r.start) : `${r.start}-${r.end}`)).join(', ')} }`;
+const portSet = (ranges: readonly PortRange[]) => `{ ${formatPortRanges(ranges, ', ')} }`;
 const ifset = (names: readonly string[]) => `{ ${names.map((n) => `"${n}"`).join(', ')} }`;
 
 function setDef(table: string, rule: string): string {

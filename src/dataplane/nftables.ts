@@ -44,13 +44,8 @@ import {
 import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
 import { netlinkCan, openNfNetlink, type NfNetlink } from './nf-netlink.js';
 import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
-import {
-  parseActivity,
-  renderTouch,
-  renderTriggers,
-  triggerSetName,
-  type TriggerKernelRule,
-} from './nftables-triggers.js';
+import { parseActivity, renderTouch, renderTriggers, triggerSetName } from './nftables-triggers.js';
+import type { TriggerKernelRule } from './trigger-kernel.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
 import { entryKey } from './types.js';
 

@@ -2,20 +2,11 @@
  * The narrow interface between the lease table and the kernel (or memory).
  * One entry is one lease as the dataplane needs it: nothing about who asked or why.
  */
-export type L4Protocol = 'tcp' | 'udp';
+import type { PortMapping } from '../common/net-types.js';
 
-export interface DataplaneEntry {
+export interface DataplaneEntry extends PortMapping {
   /** lease id; stable, used for logging and for the memory driver's identity */
   readonly id: string;
-  readonly protocol: L4Protocol;
-  readonly externalAddress: string;
-  readonly externalPort: number;
-  /** equal to externalPort for a single port; a range maps 1:1 onto internalPort.. */
-  readonly externalPortEnd: number;
-  readonly internalAddress: string;
-  readonly internalPort: number;
-  /** only this peer may use the opening (UPnP RemoteHost, PCP FILTER); null = anyone */
-  readonly remoteAddress: string | null;
   /** kernel timeout in whole seconds (remaining lifetime + grace); null = no timeout (static) */
   readonly timeoutSeconds: number | null;
 }

@@ -3,8 +3,8 @@
  * and what to do about it. Order here is the order of the report.
  */
 import { checkNetAdmin, type CapabilitySets } from '../capabilities.js';
-import { parseListen } from '../config/index.js';
-import { intToIpv4, ipv4ToInt } from '../config/net.js';
+import { parseListen } from '../common/listen.js';
+import { intToIpv4, ipv4ToInt } from '../common/net.js';
 import { PORTD_CT_MARK } from '../dataplane/nftables-script.js';
 import { evaluateHook, parseRuleset, type ChainVerdict, type PacketModel, type Ruleset } from './firewall.js';
 import type { CheckResult, CheckStatus, DoctorFacts, PathFact } from './types.js';

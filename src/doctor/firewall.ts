@@ -12,7 +12,7 @@
  * Base chains on one hook are independent (nft(8), "BASE CHAINS"): an accept ends only its own chain, a
  * drop is final. So a packet passes when every base chain on the hook ends in accept.
  */
-import { ipInCidr } from '../config/net.js';
+import { ipInCidr } from '../common/net.js';
 
 /** the packet (and its conntrack entry) the chains are asked about; undefined fields vary per flow */
 export interface PacketModel {

@@ -1,8 +1,9 @@
 /**
- * Per-client token buckets, per-client counters and a "say it once per interval" gate for log
- * lines, shared by the PCP/NAT-PMP, UPnP (HTTP, SSDP, GENA) front-ends.
+ * Per-client token buckets, per-client counters and the global-limit report, shared by the
+ * PCP/NAT-PMP, UPnP (HTTP, SSDP, GENA) front-ends (the log gate they use is src/common/log-gate.ts).
  * Time comes from the injected clock (ms), so tests can drive it.
  */
+import type { LogGate } from '../common/log-gate.js';
 
 export interface RateLimiter {
   /** take one token for `key`; false when the client is over its rate */
@@ -116,35 +117,6 @@ export function createGlobalLimitReport(deps: {
   };
 }
 export type GlobalLimitReport = ReturnType<typeof createGlobalLimitReport>;
-
-export interface LogGate {
-  /** null: stay quiet; a number: log now, mentioning how many were suppressed since the last line */
-  pass(key: string): number | null;
-}
-
-/** Lets one log line per key through per interval, and counts what it held back. */
-export function createLogGate(opts: { intervalMs: number; now: () => number; maxKeys?: number }): LogGate {
-  const seen = new Map<string, { at: number; suppressed: number }>();
-  const maxKeys = opts.maxKeys ?? 4096;
-  return {
-    /** null: stay quiet; a number: log now, mentioning how many were suppressed since the last line */
-    pass(key: string): number | null {
-      const now = opts.now();
-      const e = seen.get(key);
-      if (e && now - e.at < opts.intervalMs) {
-        e.suppressed++;
-        return null;
-      }
-      if (seen.size >= maxKeys) {
-        for (const [k, v] of seen) if (now - v.at >= opts.intervalMs) seen.delete(k);
-        if (seen.size >= maxKeys) seen.clear();
-      }
-      const suppressed = e?.suppressed ?? 0;
-      seen.set(key, { at: now, suppressed: 0 });
-      return suppressed;
-    },
-  };
-}
 
 /**
  * How many of something (open connections, pending answers) each client holds, with a cap.

@@ -5,7 +5,8 @@ import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode, PortdError } from '../errors.js';
 import { PRIVATE_FILE, databaseFiles, ensurePrivateDir, tightenFile } from '../file-modes.js';
-import type { EndReason, HistoryEntry, Lease, LeaseEventType, LeaseSource } from './types.js';
+import type { LeaseSource } from '../common/net-types.js';
+import type { EndReason, HistoryEntry, Lease, LeaseEventType } from './types.js';
 
 /** schema versions, applied in order; `PRAGMA user_version` records the last applied */
 export const MIGRATIONS: readonly string[] = [

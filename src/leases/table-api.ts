@@ -1,3 +1,4 @@
+import type { LeaseSource } from '../common/net-types.js';
 import type {
   GrantResult,
   HistoryEntry,
@@ -5,7 +6,6 @@ import type {
   LeaseEvent,
   LeaseFilter,
   LeaseRequest,
-  LeaseSource,
   ReleaseRequest,
   ReleaseResult,
 } from './types.js';

@@ -1,7 +1,10 @@
 import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
-import { ipv4ToInt } from '../policy/ip.js';
+import { createLogGate } from '../common/log-gate.js';
+import { LEASE_SOURCES } from '../common/net-types.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
+import { ipv4ToInt } from '../common/net.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
 import { entryKey } from '../dataplane/types.js';
 import type { Metrics } from '../metrics.js';
@@ -152,12 +155,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const activeBySource = new Map<string, number>();
   /** quota use: active upnp/pcp/natpmp leases per owner */
   const quotaUse = new Map<string, number>();
-  const QUOTA_SOURCES = new Set(['upnp', 'pcp', 'natpmp']);
+  const QUOTA_SOURCES = new Set<string>(['upnp', 'pcp', 'natpmp']);
   /** what limits.maxActiveLeases counts: every dynamic source (static forwards are the admin's) */
-  const CAPPED_SOURCES = new Set(['upnp', 'pcp', 'natpmp', 'trigger']);
+  const CAPPED_SOURCES = new Set<string>(LEASE_SOURCES.filter((s) => s !== 'static'));
   /**
-   * the ids of every active lease per owner: a client's leases (PCP delete-all, listings by owner, status) without an
-   * index
+   * the ids of every active lease per owner: a client's leases (PCP delete-all, listings by owner, status) without
+   * an index
    */
   const byOwner = new Map<string, Set<string>>();
   /**
@@ -217,8 +220,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
   function publishGauges(): void {
     if (!metrics) return;
-    for (const src of ['upnp', 'pcp', 'natpmp', 'trigger', 'static'])
-      metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
+    for (const src of LEASE_SOURCES) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
   }
   function count(l: Pick<Lease, 'id' | 'source' | 'owner'>, delta: number): void {
     activeBySource.set(l.source, (activeBySource.get(l.source) ?? 0) + delta);
@@ -243,21 +245,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return n;
   }
   // one warn line a minute when the global cap refuses, naming the key (the metric counts every refusal)
-  let capacityWarnedAt = -Infinity;
-  let capacitySuppressed = 0;
+  const capacityGate = createLogGate({ intervalMs: 60_000, now: () => clock.now() });
   function capacityHit(n: number): void {
     metrics?.globalLimit.inc({ limit: 'maxActiveLeases' });
-    const now = clock.now();
-    if (now - capacityWarnedAt < 60_000) {
-      capacitySuppressed++;
-      return;
-    }
+    const suppressed = capacityGate.pass('maxActiveLeases');
+    if (suppressed === null) return;
     log.warn(
-      { active: n, suppressed: capacitySuppressed },
+      { active: n, suppressed },
       `global limit reached (limits.maxActiveLeases ${maxActive}); refusing new leases`,
     );
-    capacityWarnedAt = now;
-    capacitySuppressed = 0;
   }
 
   // ---- helpers ----
@@ -518,8 +514,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           reason: 'not_authorized',
           detail: 'mapping carries a PCP nonce; NAT-PMP may not renew it',
         });
-      const refusal = policy.check({ ...req, externalPort: old.externalPort }, old.externalPort, old.externalPortEnd);
-      if (refusal && refusal.reason !== 'quota') return none(refusal);
+      const refusal = policy.check(req, old.externalPort, old.externalPortEnd);
+      if (refusal) return none(refusal);
       const renewed: Lease = {
         ...old,
         updatedAt: now,
@@ -1090,7 +1086,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           source: l.source,
           owner: l.owner,
           protocol: l.protocol,
-          external: l.externalPort === l.externalPortEnd ? l.externalPort : `${l.externalPort}-${l.externalPortEnd}`,
+          external: formatPortRange(externalPorts(l)),
           internal: `${l.internalAddress}:${l.internalPort}`,
           expiresAt: l.expiresAt,
           actor: e.actor ?? undefined,

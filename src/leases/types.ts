@@ -1,18 +1,8 @@
-import type { L4Protocol } from '../dataplane/types.js';
+import type { L4Protocol, LeaseSource, PortMapping } from '../common/net-types.js';
 
-export type LeaseSource = 'upnp' | 'pcp' | 'natpmp' | 'trigger' | 'static';
-export const LEASE_SOURCES: readonly LeaseSource[] = ['upnp', 'pcp', 'natpmp', 'trigger', 'static'];
-
-export interface Lease {
+export interface Lease extends PortMapping {
   readonly id: string;
   readonly source: LeaseSource;
-  readonly protocol: L4Protocol;
-  readonly externalAddress: string;
-  readonly externalPort: number;
-  readonly externalPortEnd: number;
-  readonly internalAddress: string;
-  readonly internalPort: number;
-  readonly remoteAddress: string | null;
   readonly remotePrefix: number | null;
   readonly remotePort: number | null;
   /** the LAN address that asked */

@@ -1,2 +1,1 @@
 export * from './policy.js';
-export * from './ip.js';

@@ -1,23 +1,41 @@
+import type { LeaseSource } from '../common/net-types.js';
 import type { PolicyConfig, PolicyRule } from '../config/types.js';
-import type { LeaseRequest, LeaseSource, Refusal } from '../leases/types.js';
-import { inPrefix } from './ip.js';
-import { ipv4ToInt } from '../config/net.js';
+import { inPrefix, ipv4ToInt } from '../common/net.js';
 
 /** sources an admin configured: allow/deny rules, reserved ports and quotas don't apply to them */
 const TRUSTED: ReadonlySet<LeaseSource> = new Set(['static', 'trigger']);
 
+/**
+ * What the policy reads of a lease request. The lease table's LeaseRequest has these fields, so it
+ * passes as is; declaring them here keeps the import direction leases → policy (no cycle).
+ */
+export interface PolicyRequest {
+  readonly source: LeaseSource;
+  readonly owner: string;
+  readonly internalAddress: string;
+  readonly internalPort: number;
+  readonly thirdPartyAllowed?: boolean;
+}
+
+/** the refusals the policy decides; each is one case of the lease table's Refusal */
+export type PolicyRefusal = {
+  readonly ok: false;
+  readonly reason: 'invalid' | 'not_authorized' | 'reserved' | 'denied';
+  readonly detail: string;
+};
+
 export interface Policy {
   readonly config: PolicyConfig;
   /** the first refusal that applies before any write, or null */
-  check(req: LeaseRequest, externalPort: number, externalPortEnd: number): Refusal | null;
+  check(req: PolicyRequest, externalPort: number, externalPortEnd: number): PolicyRefusal | null;
   /** is this external port allowed for the request (used while allocating) */
-  portAllowed(req: LeaseRequest, externalPort: number): boolean;
+  portAllowed(req: PolicyRequest, externalPort: number): boolean;
   /**
    * The external port intervals within [lo, hi] that the allow/deny rules leave open to this request
    * (reserved ports aside: portAllowed still checks those). Allocation searches only these, so a client
    * confined to a small block that is full costs a few block checks, not a walk over 64k ports.
    */
-  allowedRanges(req: LeaseRequest, lo: number, hi: number): [number, number][];
+  allowedRanges(req: PolicyRequest, lo: number, hi: number): [number, number][];
   /** the lifetime to grant in seconds, from the requested one; null = no expiry */
   clampLifetime(source: LeaseSource, requested: number | null): number | null;
   isTrusted(source: LeaseSource): boolean;
@@ -33,7 +51,7 @@ function ruleMatches(r: PolicyRule, ext: number, addr: string, iport: number): b
 export function createPolicy(config: PolicyConfig): Policy {
   const reserved = new Set(config.reservedPorts);
   /** first match wins; no match allows (miniupnpd's default: end the list with a deny-all rule to close it) */
-  function ruleFor(req: LeaseRequest, ext: number): PolicyRule | 'none' {
+  function ruleFor(req: PolicyRequest, ext: number): PolicyRule | 'none' {
     for (const r of config.rules) if (ruleMatches(r, ext, req.internalAddress, req.internalPort)) return r;
     return 'none';
   }

@@ -1,10 +1,7 @@
-/** Port triggering's public face: the manager, its kernel and flow sources, and the wiring helper. */
+/** Port triggering's public face: the manager, the hand-fed flow source, and the start helper. */
 import type { Logger } from 'pino';
-import type { Dataplane } from '../dataplane/types.js';
-import type { NftablesDataplane } from '../dataplane/nftables.js';
+import type { FlowSource, TriggerKernel } from '../dataplane/trigger-kernel.js';
 import type { Metrics } from '../metrics.js';
-import { createConntrackFlowSource, type FlowSource } from './flows.js';
-import { createMemoryTriggerKernel, nftablesTriggerKernel } from './kernel.js';
 import { createTriggerManager, type TriggerLeases, type TriggerManager, type TriggerSettings } from './manager.js';
 
 export { createTriggerManager } from './manager.js';
@@ -17,45 +14,27 @@ export type {
   TriggerLeases,
   TriggerSettings,
 } from './manager.js';
-export { createConntrackFlowSource, createManualFlowSource, parseConntrackEvent } from './flows.js';
-export type { FlowSource, TriggerFlow } from './flows.js';
-export { createMemoryTriggerKernel, nftablesTriggerKernel } from './kernel.js';
-export type { TriggerKernel } from './kernel.js';
-export { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from './presets.js';
+export { createManualFlowSource } from './flows.js';
 
 export interface StartTriggersOptions {
-  readonly config: TriggerSettings & { readonly dataplane: { readonly conntrackPath: string } };
+  readonly config: TriggerSettings;
   readonly leases: TriggerLeases;
-  readonly dataplane: Dataplane;
+  /** the kernel side, chosen by src/main.ts with the dataplane: nftables sets, or memory */
+  readonly kernel: TriggerKernel;
+  /** where kernel firings come from (`conntrack -E` with nftables); null: firings only through the API */
+  readonly flows: FlowSource | null;
   readonly log: Logger;
   readonly metrics?: Metrics;
   readonly clock: { now(): number };
-  /** run conntrack inside this namespace (tests); portd itself runs in the gateway's namespace */
-  readonly netns?: string;
   readonly pollMs?: number;
 }
 
-/**
- * Builds and starts the trigger manager on the dataplane in use: with nftables, kernel rules +
- * `conntrack -E` firings + activity sets; with the memory driver, firings only through the API.
- */
+/** Builds and starts the trigger manager on the kernel and flow source it is given. */
 export async function startTriggers(o: StartTriggersOptions): Promise<TriggerManager> {
-  let kernel;
-  let flows: FlowSource | null = null;
-  if (o.dataplane.driver === 'nftables') {
-    kernel = nftablesTriggerKernel(o.dataplane as NftablesDataplane);
-    flows = createConntrackFlowSource({
-      conntrackPath: o.config.dataplane.conntrackPath,
-      log: o.log,
-      ...(o.netns ? { netns: o.netns } : {}),
-    });
-  } else {
-    kernel = createMemoryTriggerKernel(() => o.clock.now());
-  }
   const m = createTriggerManager({
     leases: o.leases,
-    kernel,
-    flows,
+    kernel: o.kernel,
+    flows: o.flows,
     config: o.config,
     log: o.log,
     clock: o.clock,

@@ -19,13 +19,13 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/errors.js';
 import { triggerContext, validateTrigger } from '../config/triggers.js';
+import { externalPorts, formatPortRange } from '../common/port-range.js';
 import type { Config, TriggerConfig } from '../config/types.js';
 import { ErrorCode, type HttpErrorCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
 import type { GrantResult, Lease, LeaseEvent, LeaseRequest } from '../leases/types.js';
 import type { Metrics } from '../metrics.js';
-import type { FlowSource, TriggerFlow } from './flows.js';
-import type { TriggerKernel } from './kernel.js';
+import type { FlowSource, TriggerFlow, TriggerKernel } from '../dataplane/trigger-kernel.js';
 import {
   assignIds,
   describeMatch,
@@ -207,7 +207,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
             host: l.owner,
             id: l.id,
             protocol: l.protocol,
-            external: `${l.externalPort}-${l.externalPortEnd}`,
+            external: formatPortRange(externalPorts(l)),
             why: e.type,
             reason: e.reason ?? undefined,
           },
@@ -381,7 +381,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       lifetime = Math.min(lifetime, left);
     } else if (t.maxLifetime !== null) lifetime = Math.min(lifetime, t.maxLifetime);
     // a firing that did not come from a packet counts as one for the idle clock
-    if (via !== 'kernel' || kernel.kind === 'memory') {
+    if (via !== 'kernel' || !kernel.packetActivity) {
       try {
         await kernel.touch(t.name, host, lifetime);
       } catch (e) {
@@ -402,9 +402,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       statsDirty = true;
       if (refusal.reason === 'conflict') {
         const h = refusal.holder;
-        const detail =
-          `${h.source} lease ${h.id} of ${h.owner} holds ` +
-          `${h.externalPort === h.externalPortEnd ? h.externalPort : `${h.externalPort}-${h.externalPortEnd}`}`;
+        const detail = `${h.source} lease ${h.id} of ${h.owner} holds ${formatPortRange(externalPorts(h))}`;
         c.lastRefusal = {
           at: clock.now(),
           host,
@@ -657,7 +655,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
           rules: [...rules.keys()],
           fromApi: [...rules.values()].filter((r) => r.origin === 'api').length,
           flows: opts.flows?.kind ?? 'none',
-          kernel: kernel.kind,
+          kernel: kernel.name,
         },
         'port triggering ready',
       );

@@ -3,9 +3,9 @@
  * came from, and the id carried in the ct mark of the flows that fire it.
  */
 import type { TriggerConfig } from '../config/types.js';
-import { formatPortRange, formatPortRanges } from '../config/ports.js';
-import { inPrefix } from '../policy/ip.js';
-import { TRIGGER_ID_MAX, type TriggerKernelRule } from '../dataplane/nftables-triggers.js';
+import { formatPortRange, formatPortRanges } from '../common/port-range.js';
+import { inPrefix } from '../common/net.js';
+import { TRIGGER_ID_MAX, type TriggerKernelRule } from '../dataplane/trigger-kernel.js';
 
 /** config-file rules are read-only through the API; API rules live in the database */
 export type TriggerOrigin = 'config' | 'api';
@@ -13,7 +13,7 @@ export type TriggerOrigin = 'config' | 'api';
 export interface TriggerRule {
   readonly config: TriggerConfig;
   readonly origin: TriggerOrigin;
-  /** 1..4095, in the ct mark (nftables-triggers.ts) */
+  /** 1..4095, in the ct mark (dataplane/trigger-kernel.ts) */
   readonly id: number;
 }
 

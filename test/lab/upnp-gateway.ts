@@ -18,7 +18,7 @@ import { createUpnpServer, generateUuids } from '../../src/frontends/upnp/index.
 import { createSystemClock } from '../../src/leases/clock.js';
 import { createLeaseTable } from '../../src/leases/table.js';
 import { createMetrics } from '../../src/metrics.js';
-import { inPrefix } from '../../src/policy/ip.js';
+import { inPrefix } from '../../src/common/net.js';
 import { createPolicy } from '../../src/policy/policy.js';
 
 const log = pino({ level: process.env['LAB_LOG'] ?? 'silent' }, pino.destination(2));

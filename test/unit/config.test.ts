@@ -9,7 +9,6 @@ import {
   DEFAULTS,
   configToDocument,
   describeConfig,
-  ipInCidr,
   loadConfig,
   parseConfig,
   parsePolicyRule,
@@ -19,7 +18,8 @@ import {
   validateTrigger,
 } from '../../src/config/index.js';
 import { ErrorCode, PortdError } from '../../src/errors.js';
-import { TRIGGER_PRESETS } from '../../src/triggers/presets.js';
+import { ipInCidr } from '../../src/common/net.js';
+import { TRIGGER_PRESETS } from '../../src/config/trigger-presets.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 

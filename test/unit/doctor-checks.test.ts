@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { CapabilitySets } from '../../src/capabilities.js';
 import { validateConfig } from '../../src/config/index.js';
-import { ipv4ToInt } from '../../src/config/net.js';
+import { ipv4ToInt } from '../../src/common/net.js';
 import {
   checkCapabilities,
   checkConntrackTable,

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import { createLocalPorts, parseProcNet } from '../../src/dataplane/local-ports.js';
-import { ipv4ToInt } from '../../src/config/net.js';
+import { ipv4ToInt } from '../../src/common/net.js';
 
 const DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'proc-net');
 const fixture = (f: string) => readFileSync(join(DIR, f), 'latin1');

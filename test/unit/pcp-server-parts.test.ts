@@ -1,12 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  createLogGate,
-  createRateLimiter,
-  natPmpCodeFor,
-  parseConntrackLine,
-  pcpCodeFor,
-} from '../../src/frontends/pcp/index.js';
+import { createLogGate } from '../../src/common/log-gate.js';
+import { createRateLimiter, natPmpCodeFor, parseConntrackLine, pcpCodeFor } from '../../src/frontends/pcp/index.js';
 import type { Refusal } from '../../src/leases/types.js';
 import { NatPmpResultCode, ResultCode } from '../../protocols/pcp/index.js';
 

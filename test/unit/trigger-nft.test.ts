@@ -13,10 +13,10 @@ import {
   renderTriggers,
   triggerIdOfMark,
   triggerMark,
-  type TriggerKernelRule,
 } from '../../src/dataplane/nftables-triggers.js';
+import type { TriggerKernelRule } from '../../src/dataplane/trigger-kernel.js';
 import { PORTD_CT_MARK, PORTD_CT_MARK_HAIRPIN, renderInit } from '../../src/dataplane/nftables-script.js';
-import { parseConntrackEvent } from '../../src/triggers/flows.js';
+import { parseConntrackEvent } from '../../src/dataplane/conntrack-flows.js';
 import { assignIds, hostAllowed } from '../../src/triggers/rules.js';
 import { parseConfig } from '../../src/config/index.js';
 

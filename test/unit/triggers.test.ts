@@ -11,7 +11,7 @@ import type { Config } from '../../src/config/types.js';
 import type { LeaseEvent } from '../../src/leases/types.js';
 import { httpStatus } from '../../src/errors.js';
 import { createManualFlowSource } from '../../src/triggers/flows.js';
-import { createMemoryTriggerKernel } from '../../src/triggers/kernel.js';
+import { createMemoryTriggerKernel } from '../../src/dataplane/memory-triggers.js';
 import { createTriggerManager } from '../../src/triggers/manager.js';
 import { makeTable } from '../helpers/leases.js';
 

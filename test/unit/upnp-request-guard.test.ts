@@ -1,14 +1,14 @@
 /** The checks that keep web pages out of the UPnP front-end (src/frontends/upnp/request-guard.ts). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { checkOrigin, checkSoapHeaders, parseHostHeader } from '../../src/frontends/upnp/request-guard.js';
+import { checkOrigin, checkSoapHeaders, hostHeaderAddress } from '../../src/frontends/upnp/request-guard.js';
 
-test('parseHostHeader: address literals with an optional port; names, other spellings and junk are null', () => {
-  assert.deepEqual(parseHostHeader('192.168.1.1:5000'), { address: '192.168.1.1', port: 5000 });
-  assert.deepEqual(parseHostHeader('192.168.1.1'), { address: '192.168.1.1', port: 80 });
-  assert.deepEqual(parseHostHeader(' 192.168.1.1:5000 '), { address: '192.168.1.1', port: 5000 });
-  assert.deepEqual(parseHostHeader('[FE80::0001]:5000'), { address: 'fe80::1', port: 5000 });
-  assert.deepEqual(parseHostHeader('[::1]'), { address: '::1', port: 80 });
+test('hostHeaderAddress: address literals with an optional port; names, other spellings and junk are null', () => {
+  assert.deepEqual(hostHeaderAddress('192.168.1.1:5000'), { address: '192.168.1.1', port: 5000 });
+  assert.deepEqual(hostHeaderAddress('192.168.1.1'), { address: '192.168.1.1', port: 80 });
+  assert.deepEqual(hostHeaderAddress(' 192.168.1.1:5000 '), { address: '192.168.1.1', port: 5000 });
+  assert.deepEqual(hostHeaderAddress('[FE80::0001]:5000'), { address: 'fe80::1', port: 5000 });
+  assert.deepEqual(hostHeaderAddress('[::1]'), { address: '::1', port: 80 });
   for (const bad of [
     'router.lan:5000',
     'localhost',
@@ -30,7 +30,7 @@ test('parseHostHeader: address literals with an optional port; names, other spel
     '[]:5000',
     '[fe80::1:5000',
   ]) {
-    assert.equal(parseHostHeader(bad), null, bad);
+    assert.equal(hostHeaderAddress(bad), null, bad);
   }
 });
 

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
-import { ipInCidr } from '../../config/net.js';
+import { ipInCidr } from '../../common/net.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
 import {

@@ -24,7 +24,8 @@ import {
 } from '../../../protocols/pcp/index.js';
 import type { ConntrackApi } from './conntrack.js';
 import { createPcpHandler, type PcpFrontendConfig } from './handler.js';
-import { createGlobalLimitReport, createLogGate, createRateLimiter } from '../rate-limit.js';
+import { createLogGate } from '../../common/log-gate.js';
+import { createGlobalLimitReport, createRateLimiter } from '../rate-limit.js';
 
 export interface PcpServerOptions {
   readonly config: PcpFrontendConfig;

@@ -9,7 +9,7 @@ import {
   type SoapValue,
 } from '../../../protocols/upnp/index.js';
 import type { Config } from '../../config/types.js';
-import type { L4Protocol } from '../../dataplane/types.js';
+import type { L4Protocol } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
 import type { Endpoint } from './devices.js';

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { encodePropertySet, parseCallbackHeader, parseTimeoutHeader } from '../../../protocols/upnp/index.js';
-import { unmapIPv4 } from '../../config/net.js';
+import { unmapIPv4 } from '../../common/net.js';
 import type { Metrics } from '../../metrics.js';
-import { createPerClientCounter, type LogGate } from '../rate-limit.js';
+import type { LogGate } from '../../common/log-gate.js';
+import { createPerClientCounter } from '../rate-limit.js';
 
 export type EventVars = readonly (readonly [string, string | number])[];
 

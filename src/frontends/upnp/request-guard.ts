@@ -13,7 +13,8 @@
  *   the IP literal of the address the connection arrived on, and our port.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { unmapIPv4 } from '../../config/net.js';
+import { parseHostHeader } from '../../common/host-header.js';
+import { unmapIPv4 } from '../../common/net.js';
 
 export type GuardRefusal =
   | { readonly status: 403; readonly kind: 'foreign_host' | 'origin'; readonly why: string }
@@ -34,20 +35,17 @@ function canonical(a: string): string | null {
 }
 
 /**
- * Parses a Host header into an IP literal and a port. Only what an HTTP client writes for a URL
- * whose host is an address: `192.168.1.1`, `192.168.1.1:5000`, `[fe80::1]:5000`. Anything else is a
- * name (a DNS name, `localhost`, `192.168.1.1.` with its trailing dot, `0x7f000001`), never ours;
- * `[::ffff:192.168.1.1]` is another address than `192.168.1.1` here, as it is to a browser.
- * A missing port means 80 (RFC 9110 §4.2.1).
+ * A Host header's IP literal and port (parsed by src/common/host-header.ts). Only what an HTTP client
+ * writes for a URL whose host is an address: `192.168.1.1`, `192.168.1.1:5000`, `[fe80::1]:5000`.
+ * Anything else is a name (a DNS name, `localhost`, `192.168.1.1.` with its trailing dot,
+ * `0x7f000001`), never ours; `[::ffff:192.168.1.1]` is another address than `192.168.1.1` here, as it
+ * is to a browser. A missing port means 80 (RFC 9110 §4.2.1).
  */
-export function parseHostHeader(value: string): { address: string; port: number } | null {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3}))(?::(\d{1,5}))?$/.exec(value.trim());
-  if (!m) return null;
-  const address = m[1] !== undefined ? (isIPv6(m[1]) ? canonical(m[1]) : null) : isIPv4(m[2]!) ? m[2]! : null;
-  if (address === null) return null;
-  const port = m[3] === undefined ? 80 : Number(m[3]);
-  if (port < 1 || port > 65535) return null;
-  return { address, port };
+export function hostHeaderAddress(value: string): { address: string; port: number } | null {
+  const h = parseHostHeader(value, 80);
+  if (!h) return null;
+  const address = h.ipv6 ? (isIPv6(h.host) ? canonical(h.host) : null) : isIPv4(h.host) ? h.host : null;
+  return address === null ? null : { address, port: h.port };
 }
 
 /**
@@ -66,7 +64,7 @@ export function checkOrigin(
       why: `Origin ${JSON.stringify(headers.origin.slice(0, 100))}: requests from web pages are refused`,
     };
   if (headers.host === undefined) return null;
-  const host = parseHostHeader(headers.host);
+  const host = hostHeaderAddress(headers.host);
   // a dual-stack socket reports an IPv4 peer's local address as ::ffff:a.b.c.d; Host spells it a.b.c.d
   const ours = canonical(unmapIPv4(local.address));
   if (!host || ours === null || host.address !== ours || host.port !== local.port) {

@@ -19,8 +19,9 @@ import {
 import type { Config } from '../../config/types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
-import { normalizeAddress } from '../../policy/ip.js';
-import { createGlobalLimitReport, createLogGate, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
+import { unmapIPv4 } from '../../common/net.js';
+import { createLogGate } from '../../common/log-gate.js';
+import { createGlobalLimitReport, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
 import { createActionHandler, type WanStats } from './actions.js';
 import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
@@ -146,7 +147,8 @@ export const SERVER_HEADER = `Linux UPnP/1.1 ${SERVER_PRODUCT}`;
 /** longest a request over its client's rate is held before it is refused with 503 */
 const MAX_RATE_WAIT_MS = 2000;
 
-function parseListen(a: string): LanInterface {
+/** a LAN address as the listen options give it: `192.168.1.1/24`, or bare for /32 */
+function lanInterface(a: string): LanInterface {
   const [address, p] = a.split('/');
   return { address: address!, prefix: p === undefined ? 32 : Number(p) };
 }
@@ -190,7 +192,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     if (n !== null) log[level]({ ...fields, suppressed: n }, msg);
   };
   const startedAt = now();
-  const interfaces = opts.listen.addresses.map(parseListen);
+  const interfaces = opts.listen.addresses.map(lanInterface);
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
   const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
@@ -322,7 +324,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       .send(body);
 
   app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
-    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const client = unmapIPv4(req.socket.remoteAddress ?? '');
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       metrics.badInput.inc({ frontend: 'upnp', kind: 'too_large' });
       logOnce('warn', `large:${client}`, { client, url: req.url }, 'upnp refused oversize body');
@@ -333,7 +335,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     return reply.code(err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500).send();
   });
   app.setNotFoundHandler((req, reply) => {
-    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const client = unmapIPv4(req.socket.remoteAddress ?? '');
     metrics.badInput.inc({ frontend: 'upnp', kind: 'not_found' });
     logOnce(
       'info',
@@ -348,7 +350,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   // flight, and connections per host are capped, so few wait); only a wait over 2 s is a 503
   app.addHook('onRequest', async (req, reply) => {
     reply.header('server', serverHeader);
-    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const client = unmapIPv4(req.socket.remoteAddress ?? '');
     const wait = requestLimiter.wait(client, MAX_RATE_WAIT_MS);
     if (wait !== 0) {
       metrics.rateLimited.inc({ frontend: 'upnp' });
@@ -371,7 +373,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   });
 
   function guardRefuse(req: FastifyRequest, reply: FastifyReply, r: GuardRefusal) {
-    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const client = unmapIPv4(req.socket.remoteAddress ?? '');
     metrics.badInput.inc({ frontend: 'upnp', kind: r.kind });
     logOnce(
       'warn',
@@ -412,7 +414,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
 
   async function control(ep: Endpoint, req: FastifyRequest, reply: FastifyReply) {
     const started = performance.now();
-    const client = normalizeAddress(req.socket.remoteAddress ?? '');
+    const client = unmapIPv4(req.socket.remoteAddress ?? '');
     const answer = (status: number, body: string, result: string) => {
       metrics.requests.inc({ frontend: 'upnp', result });
       metrics.requestSeconds.observe({ frontend: 'upnp' }, (performance.now() - started) / 1000);
@@ -469,7 +471,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       url: path,
       onRequest: globalSoapLimit,
       handler: (req, reply) => {
-        const client = normalizeAddress(req.socket.remoteAddress ?? '');
+        const client = unmapIPv4(req.socket.remoteAddress ?? '');
         const h = req.headers;
         const sid = typeof h['sid'] === 'string' ? h['sid'] : undefined;
         const nt = typeof h['nt'] === 'string' ? h['nt'] : undefined;
@@ -546,7 +548,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       server.timeout = timeouts.idle;
       server.maxHeadersCount = 64;
       server.on('connection', (sock: Socket) => {
-        const peer = normalizeAddress(sock.remoteAddress ?? '');
+        const peer = unmapIPv4(sock.remoteAddress ?? '');
         // only LAN clients are answered: others see the connection closed, nothing else
         if (!opts.isLanClient(peer)) {
           metrics.badInput.inc({ frontend: 'upnp', kind: 'not_lan' });

@@ -12,9 +12,10 @@ import {
   matchSearch,
   type SsdpTarget,
 } from '../../../protocols/ssdp/index.js';
-import { inPrefix, normalizeAddress } from '../../policy/ip.js';
+import { inPrefix, unmapIPv4 } from '../../common/net.js';
 import type { Metrics } from '../../metrics.js';
-import { createGlobalLimitReport, createPerClientCounter, type LogGate, type RateLimiter } from '../rate-limit.js';
+import type { LogGate } from '../../common/log-gate.js';
+import { createGlobalLimitReport, createPerClientCounter, type RateLimiter } from '../rate-limit.js';
 
 export interface LanInterface {
   readonly address: string;
@@ -105,7 +106,7 @@ export function createSsdp(opts: SsdpOptions) {
 
   function onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, via: LanInterface | null) {
     if (closing) return;
-    const src = normalizeAddress(rinfo.address);
+    const src = unmapIPv4(rinfo.address);
     let search;
     try {
       search = decodeSearch(msg);

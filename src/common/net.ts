@@ -1,6 +1,6 @@
 /**
- * Small, dependency-free address helpers shared by the config validator, the policy and the
- * front-ends: IPv4/IPv6 parsing, CIDR parsing and membership.
+ * The one home of the address helpers (config validator, policy, lease table, dataplane,
+ * front-ends): IPv4 as integers, IPv4-mapped IPv6, CIDR parsing and membership.
  */
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 
@@ -26,6 +26,15 @@ export function ipv4Mask(prefix: number): number {
 export function unmapIPv4(ip: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   return m?.[1] ?? ip;
+}
+
+/** is IPv4 `ip` inside `network/prefix`? false when either side is not IPv4 */
+export function inPrefix(ip: string, network: string, prefix: number): boolean {
+  const a = ipv4ToInt(ip);
+  const b = ipv4ToInt(network);
+  if (a === null || b === null) return false;
+  const mask = ipv4Mask(prefix);
+  return (a & mask) >>> 0 === (b & mask) >>> 0;
 }
 
 export interface Cidr {
