@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { Config } from './config/types.js';
 import { createMemoryDataplane } from './dataplane/memory.js';
 import type { Dataplane } from './dataplane/types.js';
-import { startAdmin } from './admin/index.js';
-import { triggerRoutes } from './admin/triggers-routes.js';
+// the admin app (fastify routes, typebox/ajv schemas, dashboard) is imported at its first connection
+import { startAdmin } from './admin/start.js';
 import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
@@ -329,7 +329,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     pcpEpoch: () => pcpEpoch(),
     frontends: () => frontends,
     upnpDescriptionUrls: () => upnpDescriptionUrls(),
-    routes: [triggerRoutes(triggers)],
+    lazy: true,
+    loadRoutes: async () => [(await import('./admin/triggers-routes.js')).triggerRoutes(triggers)],
   });
   parts.push({ name: 'admin', close: () => admin.close() });
   log.info(
