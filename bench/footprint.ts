@@ -41,7 +41,8 @@ const has = (name: string) => process.argv.includes(`--${name}`);
 const LEASES = argN('leases', 10_000);
 const SETTLE_S = argN('settle', 20);
 const TARGET = { idle: 60, leases: 80 } as const;
-const STEM = 'pdfp';
+// namespaces are named <stem><part><g|l|w>; a second run at the same time needs its own (--stem, letters only)
+const STEM = argS('stem') ?? 'pdfp';
 const say = (s: string) => process.stderr.write(`footprint: ${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,7 +96,7 @@ async function portdInLab(argv: readonly string[], label: string): Promise<Resul
   const dir = mkdtempSync(join(tmpdir(), 'portd-footprint-'));
   const rm = onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   try {
-    const d = await startPortd(lab, { dir, argv, readyMsg: 'portd ready', discover: false, logLevel: 'warn' });
+    const d = await startPortd(lab, { dir, argv, readyMsg: 'portd ready', discover: false, logLevel: 'info' });
     const ready = memOf(d.pid);
     await sleep(SETTLE_S * 1000);
     const idle = memOf(d.pid);
@@ -134,14 +135,9 @@ async function portdLoopback(argv: readonly string[], label: string): Promise<Re
       cfg,
       readFileSync(join(ROOT, 'config', 'portd.yaml'), 'utf8')
         .replaceAll('./var', dir)
-        .replace(/^logLevel: .*$/m, 'logLevel: warn')
-        // the load generator is one process; the per-client and global PCP caps are not what is measured
-        .replace(
-          /^pcp:\n/m,
-          'limits: { pcpRequestsPerSecond: 0, maxActiveLeases: 100000 }\npolicy_placeholder: null\npcp:\n  rateLimit: 0\n',
-        )
-        .replace('policy_placeholder: null\n', '')
-        .replace(/^policy:\n/m, 'policy:\n  maxLeasesPerClient: 1000000\n'),
+        // one generator process: the per-client and global PCP caps and the per-client quota are not what is measured
+        .replace(/^pcp:\n/m, 'pcp:\n  rateLimit: 0\n')
+        .replace(/^policy:\n/m, 'policy:\n  maxLeasesPerClient: 1000000\n') + 'limits: { pcpRequestsPerSecond: 0 }\n',
     );
     const log = join(dir, 'portd.log');
     const { openSync, closeSync } = await import('node:fs');

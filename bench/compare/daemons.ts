@@ -244,7 +244,7 @@ export function ensureMiniupnpd(log: (s: string) => void): string {
   if (!installed().startsWith('install ok installed') || !existsSync(MINIUPNPD) || !existsSync(NFT_INIT)) {
     log('installing miniupnpd-nftables with apt-get (it starts no service)…');
     execFileSync('apt-get', ['install', '-y', '-q', 'miniupnpd-nftables'], {
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: ['ignore', 2, 'inherit'], // apt's progress to stderr: stdout carries the bench's JSON
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
       timeout: 300_000,
     });
