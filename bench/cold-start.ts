@@ -26,6 +26,7 @@ import {
   cleanupAllSync,
   createBenchLab,
   Loadgen,
+  namespaceCpuMs,
   onCleanup,
   startEcho,
   sweepStale,
@@ -130,7 +131,14 @@ async function main(): Promise<void> {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
   const g = await Loadgen.start(lab);
-  const results: { phase: string; concurrency: number; run: number; readyMs?: number; r: PhaseStats }[] = [];
+  const results: {
+    phase: string;
+    concurrency: number;
+    run: number;
+    readyMs?: number;
+    cpuUs: number | null;
+    r: PhaseStats;
+  }[] = [];
   const ceilings = new Map<string, PhaseStats>();
   try {
     // the generator's ceiling: the same jobs against trivial echo servers in the gateway namespace
@@ -158,11 +166,17 @@ async function main(): Promise<void> {
           noSoapLimits: true,
           logLevel: 'info',
         });
+        // CPU time of the gateway namespace (portd, its nft -i and helpers) per answered request: unlike the
+        // rates, it hardly moves with the machine's load, so flags and changes compare on a shared machine
+        const cpu0 = namespaceCpuMs(lab.gw);
         const r = await g.call(job(lab, p, { pcp: 5351, http: d.soap.url, st: d.soap.serviceType }), PHASE_MS + 15_000);
+        const cpuUs = r.ok > 0 ? Math.round(((namespaceCpuMs(lab.gw) - cpu0) * 1000) / r.ok) : null;
         await d.stop();
         if (r.error) throw new Error(`${p.name} c${p.concurrency}: ${r.error}`);
-        results.push({ phase: p.name, concurrency: p.concurrency, run, readyMs: d.readyMs, r });
-        say(`run ${run} ${p.name} c${p.concurrency}: ${r.perSecond}/s p99 ${r.p99ms} ms (ready in ${d.readyMs} ms)`);
+        results.push({ phase: p.name, concurrency: p.concurrency, run, readyMs: d.readyMs, cpuUs, r });
+        say(
+          `run ${run} ${p.name} c${p.concurrency}: ${r.perSecond}/s p99 ${r.p99ms} ms, ${cpuUs} µs CPU/request (ready in ${d.readyMs} ms)`,
+        );
       }
     }
   } finally {
@@ -195,6 +209,7 @@ async function main(): Promise<void> {
       )
         ? 'yes'
         : 'no',
+      'CPU µs/req': mine.map((x) => x.cpuUs).join(' · '),
       'ready ms': mine.map((x) => x.readyMs).join(' · '),
     };
   });
@@ -211,6 +226,7 @@ async function main(): Promise<void> {
       concurrency: x.concurrency,
       run: x.run,
       readyMs: x.readyMs,
+      cpuUsPerRequest: x.cpuUs,
       perSecond: x.r.perSecond,
       p50ms: x.r.p50ms,
       p99ms: x.r.p99ms,
