@@ -109,7 +109,8 @@ async function resolveExternalAddress(config: Config, log: Logger): Promise<stri
 
 export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const startedAt = Date.now();
-  const metrics = createMetrics({ defaultMetrics: true });
+  // the process metrics start with the admin app (built at its first connection): nothing can scrape them before
+  const metrics = createMetrics({ defaultMetrics: 'on-demand' });
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
   const clock = createSystemClock();
