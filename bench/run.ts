@@ -17,6 +17,10 @@ const all: { name: string; file: string; root: boolean; args?: string[] }[] = [
   { name: 'lab-upnp-100k', file: 'test/lab/upnp-bench.ts', root: true, args: ['2000', '100000'] },
   // 1k vs 100k leases, nftables and memory drivers, expiry burst; writes docs/benchmarks.md (section scale)
   { name: 'scale', file: 'bench/scale.ts', root: true },
+  // the installed package's RSS idle and with 10k leases, the loopback default, miniupnpd beside it (issue 17)
+  { name: 'footprint', file: 'bench/footprint.ts', root: true },
+  // the first 2,000 PCP MAPs / SOAP adds after `portd ready`, from a LAN host, three fresh starts each (issue 17)
+  { name: 'cold-start', file: 'bench/cold-start.ts', root: true },
 ];
 const only = process.argv.slice(2);
 let failed = false;

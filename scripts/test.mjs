@@ -20,7 +20,10 @@ const want = (layer) => only.length === 0 || only.includes(layer);
 
 const layers = [
   { name: 'unit', files: list('test/unit'), root: false, concurrency: 4 },
-  { name: 'integration', files: list('test/integration'), root: false, concurrency: 2 },
+  // forceExit: a file whose tests are all done exits even if a handle is left. admin-lazy.test.ts leaves a
+  // refed MessagePort once the admin app has been imported lazily under tsx's loader (not seen from dist/),
+  // which kept the file alive until the runner's timeout; results are still reported test by test.
+  { name: 'integration', files: list('test/integration'), root: false, concurrency: 2, forceExit: true },
   { name: 'lab', files: list('test/lab'), root: true, concurrency: 1 },
   { name: 'browser', files: list('test/browser'), root: true, concurrency: 1 },
 ].filter((l) => want(l.name));
@@ -56,7 +59,14 @@ for (const layer of layers) {
   console.error(`test: ${layer.name}: ${layer.files.length} files`);
   const r = spawnSync(
     process.execPath,
-    ['--import', 'tsx', '--test', `--test-concurrency=${layer.concurrency}`, ...layer.files],
+    [
+      '--import',
+      'tsx',
+      '--test',
+      `--test-concurrency=${layer.concurrency}`,
+      ...(layer.forceExit ? ['--test-force-exit'] : []),
+      ...layer.files,
+    ],
     {
       stdio: 'inherit',
       env: { ...process.env, PORTD_TEST_LAYER: layer.name },

@@ -7,8 +7,8 @@ import { createMemoryDataplane } from './dataplane/memory.js';
 import { createMemoryTriggerKernel } from './dataplane/memory-triggers.js';
 import type { FlowSource, TriggerKernel } from './dataplane/trigger-kernel.js';
 import type { Dataplane } from './dataplane/types.js';
-import { startAdmin } from './admin/index.js';
-import { triggerRoutes } from './admin/triggers-routes.js';
+// the admin app (fastify routes, typebox/ajv schemas, dashboard) is imported at its first connection
+import { startAdmin } from './admin/start.js';
 import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
@@ -141,7 +141,8 @@ async function resolveExternalAddress(config: Config, log: Logger): Promise<stri
 
 export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const startedAt = Date.now();
-  const metrics = createMetrics({ defaultMetrics: true });
+  // the process metrics start with the admin app (built at its first connection): nothing can scrape them before
+  const metrics = createMetrics({ defaultMetrics: 'on-demand' });
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
   const clock = createSystemClock();
@@ -376,7 +377,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     pcpEpoch: () => pcpEpoch(),
     frontends: () => frontends,
     upnpDescriptionUrls: () => upnpDescriptionUrls(),
-    routes: [triggerRoutes(triggers)],
+    lazy: true,
+    loadRoutes: async () => [(await import('./admin/triggers-routes.js')).triggerRoutes(triggers)],
   });
   parts.push({ name: 'admin', close: () => admin.close() });
   log.info(

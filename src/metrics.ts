@@ -1,11 +1,26 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-/** All portd metrics on one registry, created once per running instance (no globals: tests build their own). */
-export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+/**
+ * All portd metrics on one registry, created once per running instance (no globals: tests build their own).
+ * `defaultMetrics: 'on-demand'` registers the process metrics (CPU, memory, event loop, GC) only when
+ * startDefaultMetrics() is first called — by the admin app when it is built, before any scrape can come:
+ * their observers cost idle memory on a router nobody scrapes (docs/operation.md, "Resources").
+ */
+export function createMetrics(opts: { defaultMetrics?: boolean | 'on-demand' } = {}) {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'portd_process_' });
+  let defaultsStarted = false;
+  const startDefaultMetrics = () => {
+    if (defaultsStarted) return;
+    defaultsStarted = true;
+    collectDefaultMetrics({ register: registry, prefix: 'portd_process_' });
+  };
+  if (opts.defaultMetrics === true) startDefaultMetrics();
   const m = {
     registry,
+    /** registers the process metrics when createMetrics was asked for them on demand; idempotent */
+    startDefaultMetrics: () => {
+      if (opts.defaultMetrics) startDefaultMetrics();
+    },
     leasesActive: new Gauge({
       name: 'portd_leases_active',
       help: 'Active leases by source',

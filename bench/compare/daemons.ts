@@ -68,6 +68,17 @@ export interface PortdOptions {
   readonly driver?: 'nftables' | 'memory';
   /** extra keys of the dataplane section, e.g. `conntrackPath: /bin/true` */
   readonly dataplane?: string;
+  /** the whole command before `start --config FILE` (e.g. the package's /usr/bin/portd); replaces cli and nodeArgs */
+  readonly argv?: readonly string[];
+  /** the log line that means started (default: the admin API's, the last part up) */
+  readonly readyMsg?: string;
+  /**
+   * fetch the UPnP description to find the control URL (default true; a footprint bench leaves the daemon
+   * untouched)
+   */
+  readonly discover?: boolean;
+  /** also switch off the SOAP limits (per client and global): a cold-start bench measures portd, not its caps */
+  readonly noSoapLimits?: boolean;
 }
 
 export function portdConfig(_lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions): string {
@@ -87,11 +98,11 @@ export function portdConfig(_lab: Pick<BenchLab, 'wanPrefix'>, o: PortdOptions):
       '  maxLeasesPerClient: 1000000',
       '  lifetime: { pcp: { min: 120, max: 86400 }, natpmp: { min: 120, max: 86400 } }',
       `  rules: ["allow 1024-65535 ${LAN_PREFIX}.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535"]`,
-      `upnp: { enabled: ${o.upnp ?? true}, httpPort: 5000, ssdp: true }`,
+      `upnp: { enabled: ${o.upnp ?? true}, httpPort: 5000, ssdp: true${o.noSoapLimits ? ', rateLimit: 0' : ''} }`,
       // miniupnpd has no PCP rate limit: switch portd's (default 100/s per client) off
       'pcp: { enabled: true, port: 5351, rateLimit: 0 }',
       // nor a global PCP/NAT-PMP cap: the PCP phases run at 10k+ requests/s from 32 hosts
-      'limits: { pcpRequestsPerSecond: 0 }',
+      `limits: { pcpRequestsPerSecond: 0${o.noSoapLimits ? ', soapRequestsPerSecond: 0' : ''} }`,
       'natpmp: { enabled: true }',
       'admin: { listen: "127.0.0.1:8080", token: "bench-token-0123456789" }',
       'staticForwards: []',
@@ -131,7 +142,12 @@ export async function startPortd(lab: BenchLab, o: PortdOptions): Promise<PortdP
   const t0 = performance.now();
   const child = lab.spawnIn(
     lab.gw,
-    [process.execPath, ...(o.nodeArgs ?? []), o.cli ?? join(ROOT, 'bin', 'portd.js'), 'start', '--config', cfg],
+    [
+      ...(o.argv ?? [process.execPath, ...(o.nodeArgs ?? []), o.cli ?? join(ROOT, 'bin', 'portd.js')]),
+      'start',
+      '--config',
+      cfg,
+    ],
     { stdio: ['ignore', fd, fd], cwd: ROOT },
   );
   closeSync(fd);
@@ -143,7 +159,8 @@ export async function startPortd(lab: BenchLab, o: PortdOptions): Promise<PortdP
     () => {
       if (exited)
         throw new Error(`portd ${exited} during start; log ${logFile}:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
-      return logLines(logFile).some((l) => l['msg'] === 'admin API and dashboard listening');
+      const ready = o.readyMsg ?? 'admin API and dashboard listening';
+      return logLines(logFile).some((l) => l['msg'] === ready);
     },
     o.timeoutMs ?? 120_000,
     'portd start',
@@ -152,7 +169,7 @@ export async function startPortd(lab: BenchLab, o: PortdOptions): Promise<PortdP
   const rl = logLines(logFile).find((l) => l['msg'] === 'dataplane reconciled on start');
   const pid = child.pid!;
   const soap =
-    o.upnp === false
+    o.upnp === false || o.discover === false
       ? { url: '', serviceType: '' }
       : await discoverControl(lab, `http://${lab.gwLan}:5000/igd1/desc.xml`);
   return {
@@ -229,7 +246,7 @@ export function ensureMiniupnpd(log: (s: string) => void): string {
   if (!installed().startsWith('install ok installed') || !existsSync(MINIUPNPD) || !existsSync(NFT_INIT)) {
     log('installing miniupnpd-nftables with apt-get (it starts no service)…');
     execFileSync('apt-get', ['install', '-y', '-q', 'miniupnpd-nftables'], {
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: ['ignore', 2, 'inherit'], // apt's progress to stderr: stdout carries the bench's JSON
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
       timeout: 300_000,
     });

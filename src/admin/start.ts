@@ -1,15 +1,22 @@
 /**
  * Wiring helper for main.ts: resolve the token, build the admin server with a default
  * readiness probe (database read + dataplane health), listen, and report the address.
+ *
+ * With `lazy`, the admin port is bound at start but the fastify app (routes, schemas compiled by ajv,
+ * OpenAPI, dashboard) is built only when the first connection arrives: on a router nobody may open the
+ * API for weeks, and the app is ≈ 9 MiB of the idle RSS (docs/benchmarks.md, "footprint"). The listening
+ * socket is handed to the app's own http.Server (server.listen(handle)), so from then on it is exactly
+ * the eager server: request timeouts, connection tracking, close.
  */
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import type { Dataplane } from '../dataplane/types.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
 import type { Metrics } from '../metrics.js';
-import { resolveAdminToken } from './auth.js';
+import { ErrorCode, PortdError } from '../errors.js';
+import { isLoopbackListen, adminListen, resolveAdminToken } from './auth.js';
 import type { ResolvedAdminToken } from './auth.js';
-import { createAdminServer } from './server.js';
 import type { AdminRoutePlugin, AdminServer } from './server.js';
 
 export interface StartAdminOptions {
@@ -31,9 +38,15 @@ export interface StartAdminOptions {
   readonly routes?: readonly AdminRoutePlugin[];
   /** replaces the default probe (a database read and dataplane health) */
   readonly readyz?: () => Promise<{ ok: boolean; detail?: string }>;
+  /** build the app at the first connection (see the file's comment); `routes` may then be loaded late too */
+  readonly lazy?: boolean;
+  /** more route plugins, imported when the app is built (lazy) or at once */
+  readonly loadRoutes?: () => Promise<readonly AdminRoutePlugin[]>;
 }
 
-export type RunningAdmin = AdminServer & {
+export type RunningAdmin = Omit<AdminServer, 'app'> & {
+  /** the fastify app; undefined while a lazy admin has not had its first connection */
+  readonly app: AdminServer['app'] | undefined;
   readonly address: string;
   readonly port: number;
   readonly token: ResolvedAdminToken;
@@ -68,25 +81,145 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
         ? { ok: false, detail: problems.join('; ') }
         : { ok: true, detail: `database ok, dataplane ${o.dataplane.driver} ok` };
     });
-  const server = createAdminServer({
-    config: o.config,
-    leases: o.leases,
-    metrics: o.metrics,
-    log: o.log,
-    clock: o.clock,
-    readyz,
-    token: { value: token.value, name: token.name },
-    ...(o.routes ? { routes: o.routes } : {}),
-    status: () => ({
-      version: o.version,
-      startedAt: o.startedAt,
-      pcpEpoch: o.pcpEpoch?.() ?? null,
-      dataplane: { driver: o.dataplane.driver, ...o.dataplane.health() },
-      frontends: [...(o.frontends?.() ?? []), { name: 'admin', listening: self }],
-      upnpDescriptionUrls: o.upnpDescriptionUrls?.() ?? [],
-    }),
+  const build = async (): Promise<AdminServer> => {
+    const { createAdminServer } = await import('./server.js');
+    o.metrics.startDefaultMetrics();
+    const late = o.loadRoutes ? await o.loadRoutes() : [];
+    return createAdminServer({
+      config: o.config,
+      leases: o.leases,
+      metrics: o.metrics,
+      log: o.log,
+      clock: o.clock,
+      readyz,
+      token: { value: token.value, name: token.name },
+      routes: [...(o.routes ?? []), ...late],
+      status: () => ({
+        version: o.version,
+        startedAt: o.startedAt,
+        pcpEpoch: o.pcpEpoch?.() ?? null,
+        dataplane: { driver: o.dataplane.driver, ...o.dataplane.health() },
+        frontends: [...(o.frontends?.() ?? []), { name: 'admin', listening: self }],
+        upnpDescriptionUrls: o.upnpDescriptionUrls?.() ?? [],
+      }),
+    });
+  };
+  if (!o.lazy) {
+    const server = await build();
+    const { address, port } = await server.listen();
+    self = [`${address.includes(':') ? `[${address}]` : address}:${port}`];
+    return Object.assign(server, { address, port, token });
+  }
+  const lazy = await listenLazily(o.config.admin.listen, build, log);
+  self = [`${lazy.address.includes(':') ? `[${lazy.address}]` : lazy.address}:${lazy.port}`];
+  return {
+    get app() {
+      return lazy.app();
+    },
+    authRequired: !isLoopbackListen(o.config.admin.listen),
+    listen: async () => ({ address: lazy.address, port: lazy.port }),
+    close: () => lazy.close(),
+    address: lazy.address,
+    port: lazy.port,
+    token,
+  };
+}
+
+/**
+ * Binds `listen` with a plain net.Server whose connections wait (paused) until `build` has made the
+ * app; the first one starts the build. The bound handle then moves to the app's http.Server, and the
+ * waiting connections are given to it. A failed build closes the waiting connections and is retried
+ * at the next connection.
+ */
+async function listenLazily(
+  listen: string,
+  build: () => Promise<AdminServer>,
+  log: Logger,
+): Promise<{ address: string; port: number; app(): AdminServer['app'] | undefined; close(): Promise<void> }> {
+  const { host, port } = adminListen(listen);
+  const gate: Server = createServer({ pauseOnConnect: true });
+  const waiting: Socket[] = [];
+  let server: AdminServer | null = null;
+  let building: Promise<void> | null = null;
+  let closed = false;
+  const start = () => {
+    building ??= build()
+      .then(async (s) => {
+        await s.app.ready();
+        if (closed) {
+          await s.app.close();
+          return;
+        }
+        // the app's http.Server takes over the bound socket (Node: server.listen(handle)); gate stops accepting
+        await new Promise<void>((resolve, reject) => {
+          s.app.server.once('error', reject);
+          s.app.server.listen(gate, () => {
+            s.app.server.off('error', reject);
+            resolve();
+          });
+        });
+        server = s;
+        // paused by pauseOnConnect: the http.Server reads from it once resumed
+        for (const sock of waiting.splice(0)) {
+          s.app.server.emit('connection', sock);
+          sock.resume();
+        }
+      })
+      .catch((e) => {
+        log.error({ err: (e as Error).message }, 'admin API could not be built; closing the waiting connections');
+        for (const sock of waiting.splice(0)) sock.destroy();
+        building = null;
+      });
+  };
+  gate.on('connection', (sock: Socket) => {
+    if (server) {
+      server.app.server.emit('connection', sock);
+      sock.resume();
+      return;
+    }
+    // bounded: a flood of connections during the build is refused, not queued without end
+    if (waiting.length >= 256) {
+      sock.destroy();
+      return;
+    }
+    waiting.push(sock);
+    sock.once('close', () => {
+      const i = waiting.indexOf(sock);
+      if (i >= 0) waiting.splice(i, 1);
+    });
+    start();
   });
-  const { address, port } = await server.listen();
-  self = [`${address.includes(':') ? `[${address}]` : address}:${port}`];
-  return Object.assign(server, { address, port, token });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      gate.once('error', reject);
+      gate.listen({ host, port }, () => {
+        gate.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    throw new PortdError(
+      ErrorCode.LISTEN_FAILED,
+      `admin API cannot listen on ${listen}: ${(e as Error).message}`,
+      'pick another admin.listen address or stop the program using the port',
+    );
+  }
+  const a = gate.address();
+  const out = typeof a === 'object' && a ? { address: a.address, port: a.port } : { address: host, port };
+  log.info(
+    { ...out, auth: isLoopbackListen(listen) ? 'token for changes; reads open (loopback)' : 'token', lazy: true },
+    `admin API listening on http://${out.address.includes(':') ? `[${out.address}]` : out.address}:${out.port}/ ` +
+      '(built at the first connection)',
+  );
+  return {
+    ...out,
+    app: () => (server as AdminServer | null)?.app,
+    async close() {
+      closed = true;
+      for (const sock of waiting.splice(0)) sock.destroy();
+      if (building) await building;
+      if (server) await (server as AdminServer).close();
+      else await new Promise<void>((resolve) => gate.close(() => resolve()));
+    },
+  };
 }

@@ -1,0 +1,265 @@
+/**
+ * `npm run bench -- footprint` (root): portd's memory, as a router runs it, beside miniupnpd's in the same run.
+ *
+ * Each daemon is started for real in its own namespace lab (bench/compare/lab.ts, WAN 11.22.33.0/24, which
+ * miniupnpd requires and which exists only inside the namespaces): portd with the nftables driver, run as
+ * the installed package (bench/footprint/command.ts: pkg/root/usr/bin/portd, else its stand-in), and the
+ * loopback default (config/portd.yaml's memory driver, in a namespace of its own). Nobody touches a daemon
+ * before it is measured (no UPnP description fetch, no admin request). Figures (VmRSS, and its anonymous
+ * and file-backed parts, /proc/<pid>/status; RSS does not depend on the machine's load):
+ *   - ready: right after the `portd ready` line (miniupnpd: its pid file)
+ *   - idle: after --settle seconds more (V8's memory reducer has run by then)
+ *   - 10k: after --leases PCP MAPs from a separate load generator on the LAN host, then --settle seconds
+ * Ratios to the anchors: the targets (issue 17: idle ≤ 60 MiB, ≤ 80 MiB with 10,000 leases) and miniupnpd.
+ *
+ *   node --import tsx bench/footprint.ts [--cmd "node --flags dist/src/cli.js"] [--leases 10000] [--settle 20]
+ *                                        [--no-miniupnpd] [--no-loopback] [--json out.json]
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { printTable } from './lib.js';
+import {
+  cleanupAllSync,
+  createBenchLab,
+  Loadgen,
+  onCleanup,
+  quiesce,
+  sweepStale,
+  waitFor,
+  type BenchLab,
+} from './compare/lab.js';
+import { ensureMiniupnpd, logLines, startMiniupnpd, startPortd } from './compare/daemons.js';
+import { machineLoad, memOf, resolvePortdCommand, ROOT } from './footprint/command.js';
+
+const argS = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const argN = (name: string, d: number) => Number(argS(name) ?? d);
+const has = (name: string) => process.argv.includes(`--${name}`);
+const LEASES = argN('leases', 10_000);
+const SETTLE_S = argN('settle', 20);
+const TARGET = { idle: 60, leases: 80 } as const;
+// namespaces are named <stem><part><g|l|w>; a second run at the same time needs its own (--stem, letters only)
+const STEM = argS('stem') ?? 'pdfp';
+const say = (s: string) => process.stderr.write(`footprint: ${s}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type Mem = { rss: number; anon: number; file: number } | null;
+interface Result {
+  daemon: string;
+  command: string;
+  ready: Mem;
+  idle: Mem;
+  leases: number;
+  withLeases: Mem;
+  /** portd: its `nft -i` and other children, MiB */
+  childrenMiB?: number;
+  preload?: { perSecond: number; ok: number; lost: number | undefined };
+}
+
+function childrenMiB(pid: number): number {
+  let kib = 0;
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean))
+      kib += (memOf(Number(c))?.rss ?? 0) * 1024;
+  } catch {
+    /* gone */
+  }
+  return Math.round((kib / 1024) * 10) / 10;
+}
+
+async function preload(lab: BenchLab, hosts: readonly string[], server: string, concurrency: number) {
+  const g = await Loadgen.start(lab);
+  try {
+    const r = await g.pcp({
+      server,
+      port: 5351,
+      hosts,
+      proto: 6,
+      firstPort: 10_000,
+      count: LEASES,
+      lifetime: 7200,
+      concurrency,
+      maxMs: 600_000,
+    });
+    if (r.error) throw new Error(`preload: ${r.error}`);
+    return { perSecond: r.perSecond, ok: r.ok, lost: r.lost };
+  } finally {
+    g.stop();
+  }
+}
+
+async function portdInLab(argv: readonly string[], label: string): Promise<Result> {
+  const lab = await createBenchLab({ stem: `${STEM}p`, wanPrefix: '11.22.33', hosts: 32 });
+  const dir = mkdtempSync(join(tmpdir(), 'portd-footprint-'));
+  const rm = onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  try {
+    const d = await startPortd(lab, { dir, argv, readyMsg: 'portd ready', discover: false, logLevel: 'info' });
+    const ready = memOf(d.pid);
+    await sleep(SETTLE_S * 1000);
+    const idle = memOf(d.pid);
+    say(`portd (nftables) idle ${idle?.rss} MiB; ${LEASES} PCP MAPs from the LAN host…`);
+    const pre = await preload(lab, lab.hosts, lab.gwLan, 32);
+    await quiesce(lab.gw, { maxMs: 60_000 });
+    await sleep(SETTLE_S * 1000);
+    const withLeases = memOf(d.pid);
+    const res: Result = {
+      daemon: 'portd (nftables, lab)',
+      command: label,
+      ready,
+      idle,
+      leases: pre.ok,
+      withLeases,
+      childrenMiB: childrenMiB(d.pid),
+      preload: pre,
+    };
+    await d.stop();
+    return res;
+  } finally {
+    await lab.teardown();
+    rm();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * the loopback default (config/portd.yaml, memory driver) in a namespace with only lo: its ports collide with
+ * nobody's
+ */
+async function portdLoopback(argv: readonly string[], label: string): Promise<Result> {
+  const lab = await createBenchLab({ stem: `${STEM}o`, wanPrefix: '11.22.33', hosts: 1 });
+  const dir = mkdtempSync(join(tmpdir(), 'portd-footprint-lo-'));
+  const rm = onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  try {
+    const cfg = join(dir, 'portd.yaml');
+    writeFileSync(
+      cfg,
+      readFileSync(join(ROOT, 'config', 'portd.yaml'), 'utf8')
+        .replaceAll('./var', dir)
+        // one generator process: the per-client and global PCP caps and the per-client quota are not what is measured
+        .replace(/^pcp:\n/m, 'pcp:\n  rateLimit: 0\n')
+        .replace(/^policy:\n/m, 'policy:\n  maxLeasesPerClient: 1000000\n') + 'limits: { pcpRequestsPerSecond: 0 }\n',
+    );
+    const log = join(dir, 'portd.log');
+    const { openSync, closeSync } = await import('node:fs');
+    const fd = openSync(log, 'a');
+    const c = lab.spawnIn(lab.gw, [...argv, 'start', '--config', cfg], { stdio: ['ignore', fd, fd], cwd: ROOT });
+    closeSync(fd);
+    await waitFor(
+      () =>
+        logLines(log).some((l) => l['msg'] === 'portd ready') || readFileSync(log, 'utf8').includes('"portd ready"'),
+      60_000,
+      'loopback portd ready',
+    );
+    const pid = c.pid!;
+    const ready = memOf(pid);
+    await sleep(SETTLE_S * 1000);
+    const idle = memOf(pid);
+    const hosts = Array.from({ length: 32 }, (_, i) => `127.0.0.${2 + i}`);
+    const g = await Loadgen.start(lab, lab.gw);
+    const r = await g.pcp({
+      server: '127.0.0.1',
+      port: 5351,
+      hosts,
+      proto: 6,
+      firstPort: 10_000,
+      count: LEASES,
+      lifetime: 7200,
+      concurrency: 32,
+      maxMs: 600_000,
+    });
+    g.stop();
+    if (r.error) throw new Error(`loopback preload: ${r.error}`);
+    await sleep(SETTLE_S * 1000);
+    const withLeases = memOf(pid);
+    c.kill('SIGTERM');
+    return {
+      daemon: 'portd (loopback default, memory driver)',
+      command: label,
+      ready,
+      idle,
+      leases: r.ok,
+      withLeases,
+      preload: { perSecond: r.perSecond, ok: r.ok, lost: r.lost },
+    };
+  } finally {
+    await lab.teardown();
+    rm();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function miniupnpd(): Promise<Result> {
+  const version = ensureMiniupnpd(say);
+  const lab = await createBenchLab({ stem: `${STEM}m`, wanPrefix: '11.22.33', hosts: 32 });
+  const dir = mkdtempSync(join(tmpdir(), 'portd-footprint-mu-'));
+  const rm = onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  try {
+    const d = await startMiniupnpd(lab, dir);
+    const ready = memOf(d.pid);
+    await sleep(SETTLE_S * 1000);
+    const idle = memOf(d.pid);
+    say(
+      `miniupnpd idle ${idle?.rss} MiB; ${LEASES} PCP MAPs (concurrency 4: its cost per create grows with its rules)…`,
+    );
+    const pre = await preload(lab, lab.hosts, lab.gwLan, 4);
+    await sleep(SETTLE_S * 1000);
+    const withLeases = memOf(d.pid);
+    await d.stop();
+    return { daemon: 'miniupnpd', command: version, ready, idle, leases: pre.ok, withLeases, preload: pre };
+  } finally {
+    await lab.teardown();
+    rm();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('the footprint bench needs root (network namespaces)');
+  sweepStale(STEM);
+  const loadBefore = machineLoad();
+  const cmd = resolvePortdCommand(argS('cmd'), say);
+  say(`portd runs as: ${cmd.argv.join(' ')}`);
+  const results: Result[] = [await portdInLab(cmd.argv, cmd.label)];
+  if (!has('no-loopback')) results.push(await portdLoopback(cmd.argv, cmd.label));
+  if (!has('no-miniupnpd')) results.push(await miniupnpd());
+  const mu = results.find((r) => r.daemon === 'miniupnpd');
+  const ratio = (a: number | undefined, b: number | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : null);
+  const rows = results.map((r) => ({
+    daemon: r.daemon,
+    'ready MiB': r.ready?.rss,
+    'idle MiB (anon+file)': `${r.idle?.rss} (${r.idle?.anon}+${r.idle?.file})`,
+    'idle ÷ 60': ratio(r.idle?.rss, TARGET.idle),
+    'idle ÷ miniupnpd': ratio(r.idle?.rss, mu?.idle?.rss),
+    leases: r.leases,
+    [`with leases MiB (anon+file)`]: `${r.withLeases?.rss} (${r.withLeases?.anon}+${r.withLeases?.file})`,
+    'with ÷ 80': ratio(r.withLeases?.rss, TARGET.leases),
+    'with ÷ miniupnpd': ratio(r.withLeases?.rss, mu?.withLeases?.rss),
+    'children MiB': r.childrenMiB ?? '',
+  }));
+  const out = {
+    bench: 'footprint',
+    node: process.version,
+    settleSeconds: SETTLE_S,
+    load: { before: loadBefore, after: machineLoad() },
+    target: TARGET,
+    results,
+  };
+  process.stdout.write(JSON.stringify(out) + '\n');
+  printTable(`footprint: VmRSS of each daemon (portd: ${cmd.label}); anchors: the targets and miniupnpd`, rows);
+  const json = argS('json');
+  if (json) writeFileSync(json, JSON.stringify(out, null, 2) + '\n');
+}
+
+main()
+  .then(() => {
+    cleanupAllSync();
+    process.exit(0);
+  })
+  .catch((e) => {
+    process.stderr.write(`footprint: ${(e as Error).stack ?? e}\n`);
+    cleanupAllSync();
+    process.exit(1);
+  });
