@@ -97,7 +97,9 @@ describe("the gateway's own ports and admin precedence, real portd in a namespac
     );
     const probe = await wan.tcpProbe(EXT, SSH, { data: 'hi' });
     assert.equal(probe.reply, `gateway|${ADDR.wanHost}|hi`, JSON.stringify(probe));
-    const line = portd.logs.find((l) => l.msg === 'lease refused' && l['reason'] === 'in_use');
+    // stdout lines go out in batches of up to 100 ms (src/logger.ts): wait for it rather than look once
+    const refused = (l: (typeof portd.logs)[number]) => l.msg === 'lease refused' && l['reason'] === 'in_use';
+    const line = portd.logs.find(refused) ?? (await portd.waitForLog(refused, 2_000).catch(() => undefined));
     assert.ok(line, 'the refusal is logged with its reason');
   });
 
