@@ -1,0 +1,150 @@
+/**
+ * The one home of the IPv6 helpers (issue 15): parse to 16 bytes, the one canonical text
+ * (RFC 5952 §4: lower case, leading zeros dropped, the longest run of two or more zero groups
+ * compressed, the first such run on a tie, IPv4-mapped addresses in dotted form), prefix
+ * membership, and what kind of address it is (RFC 4291 §2.4, RFC 4193, RFC 3849, RFC 6890).
+ *
+ * Leases, policy, dataplane and front-ends store and compare IPv6 addresses in the canonical text
+ * only: `2001:DB8::01` and `2001:db8:0:0::1` must be one key, or a client could hold two pinholes
+ * for one endpoint and a quota count one host twice.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+
+/** 16 bytes of an IPv6 address; null when `text` is not one (a zone `%eth0` is not accepted here) */
+export function parseIPv6(text: string): Uint8Array | null {
+  if (text.includes('%') || !isIPv6(text)) return null; // node's isIPv6 accepts a zone
+  // a trailing dotted quad (`::ffff:192.0.2.1`, `64:ff9b::192.0.2.1`) is the last two groups
+  let hexText = text;
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
+  if (isIPv4(tail)) {
+    const q = tail.split('.').map(Number);
+    const hi = ((q[0]! << 8) | q[1]!).toString(16);
+    hexText = `${text.slice(0, lastColon + 1)}${hi}:${((q[2]! << 8) | q[3]!).toString(16)}`;
+  }
+  const groupsOf = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => Number.parseInt(g, 16)));
+  const dbl = hexText.indexOf('::');
+  let groups: number[];
+  if (dbl < 0) groups = groupsOf(hexText);
+  else {
+    const left = groupsOf(hexText.slice(0, dbl));
+    const right = groupsOf(hexText.slice(dbl + 2));
+    groups = [...left, ...new Array<number>(Math.max(0, 8 - left.length - right.length)).fill(0), ...right];
+  }
+  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) return null;
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    out[2 * i] = g >> 8;
+    out[2 * i + 1] = g & 255;
+  });
+  return out;
+}
+
+function isV4Mapped(b: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
+  return b[10] === 0xff && b[11] === 0xff;
+}
+
+/** RFC 5952 §4 text of 16 bytes */
+export function formatIPv6(b: Uint8Array): string {
+  if (b.length !== 16) throw new RangeError(`an IPv6 address has 16 bytes, got ${b.length}`);
+  if (isV4Mapped(b)) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`; // §5
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push((b[2 * i]! << 8) | b[2 * i + 1]!);
+  // the longest run of zero groups, length ≥ 2 (§4.2.2), the first on a tie (§4.2.3)
+  let bestAt = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestAt = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(':');
+  if (bestAt < 0) return hex(g);
+  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+}
+
+/** the canonical text of an IPv6 address, or null when `text` is not one */
+export function canonicalIPv6(text: string): string | null {
+  const b = parseIPv6(text);
+  return b ? formatIPv6(b) : null;
+}
+
+/** an address with an optional zone (`fe80::1%eth0`, as Node reports link-local peers) → address and zone */
+export function splitZone(text: string): { address: string; zone: string | null } {
+  const i = text.indexOf('%');
+  return i < 0 ? { address: text, zone: null } : { address: text.slice(0, i), zone: text.slice(i + 1) };
+}
+
+/** are the first `prefixLength` bits of `a` and `b` equal? */
+export function samePrefix(a: Uint8Array, b: Uint8Array, prefixLength: number): boolean {
+  if (prefixLength < 0 || prefixLength > 128)
+    throw new RangeError(`an IPv6 prefix length is 0-128, got ${prefixLength}`);
+  const full = prefixLength >> 3;
+  for (let i = 0; i < full; i++) if (a[i] !== b[i]) return false;
+  const rest = prefixLength & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return (a[full]! & mask) === (b[full]! & mask);
+}
+
+/** is IPv6 text `ip` inside `network/prefixLength`? false when either is not IPv6 */
+export function ipv6InPrefix(ip: string, network: string, prefixLength: number): boolean {
+  const a = parseIPv6(splitZone(ip).address);
+  const b = parseIPv6(network);
+  return a !== null && b !== null && samePrefix(a, b, prefixLength);
+}
+
+/** the first `prefixLength` bits of `b`, the rest zero */
+export function maskIPv6(b: Uint8Array, prefixLength: number): Uint8Array {
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) {
+    const bits = Math.max(0, Math.min(8, prefixLength - 8 * i));
+    out[i] = b[i]! & ((0xff << (8 - bits)) & 0xff);
+  }
+  return out;
+}
+
+export type IPv6Kind =
+  | 'unspecified' // ::
+  | 'loopback' // ::1
+  | 'ipv4-mapped' // ::ffff:0:0/96
+  | 'multicast' // ff00::/8
+  | 'link-local' // fe80::/10
+  | 'unique-local' // fc00::/7 (RFC 4193)
+  | 'documentation' // 2001:db8::/32 (RFC 3849): the lab's addresses, public-like for portd
+  | 'global';
+
+/** what kind of unicast/multicast address `b` is (the checks a LAN source and a pinhole target need) */
+export function classifyIPv6(b: Uint8Array): IPv6Kind {
+  let zeros = true;
+  for (let i = 0; i < 15; i++) if (b[i] !== 0) zeros = false;
+  if (zeros && b[15] === 0) return 'unspecified';
+  if (zeros && b[15] === 1) return 'loopback';
+  if (isV4Mapped(b)) return 'ipv4-mapped';
+  if (b[0] === 0xff) return 'multicast';
+  if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return 'link-local';
+  if ((b[0]! & 0xfe) === 0xfc) return 'unique-local';
+  if (b[0] === 0x20 && b[1] === 0x01 && b[2] === 0x0d && b[3] === 0xb8) return 'documentation';
+  return 'global';
+}
+
+/**
+ * An address a LAN host can have and a pinhole can point to: unicast, not unspecified, loopback,
+ * IPv4-mapped or multicast. Link-local is refused too: a pinhole from the WAN can never reach it
+ * (RFC 4291 §2.5.6: routers must not forward it).
+ */
+export function isPinholeTarget(text: string): boolean {
+  const b = parseIPv6(text);
+  if (!b) return false;
+  const k = classifyIPv6(b);
+  return k === 'global' || k === 'unique-local' || k === 'documentation';
+}
