@@ -18,6 +18,12 @@ export interface PortRange {
 
 /** the WAN → LAN opening itself: what a lease and the dataplane entry made from it share */
 export interface PortMapping {
+  /**
+   * 4 (absent): an IPv4 mapping with translation. 6: an IPv6 firewall pinhole (issue 15), no
+   * translation: externalAddress = internalAddress and externalPort = internalPort (a range: the
+   * same range), all addresses in the canonical text of src/common/ipv6.ts.
+   */
+  readonly family?: AddressFamily;
   readonly protocol: L4Protocol;
   readonly externalAddress: string;
   readonly externalPort: number;
