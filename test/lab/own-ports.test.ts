@@ -89,6 +89,7 @@ describe("the gateway's own ports and admin precedence, real portd in a namespac
     lab.exec(ns, ['upnpc', '-i', '-u', `http://${ADDR.gwLan}:5000/igd1/desc.xml`, ...args], { timeoutMs: 30_000 });
 
   test('upnpc -a for the port the gateway listens on (0.0.0.0) gets 718; the WAN host still reaches the gateway', async () => {
+    const logFrom = portd.logs.length;
     const r = await upnpc(lab.lanA, ['-e', 'steal-ssh', '-a', ADDR.hostA, String(SSH), String(SSH), 'TCP', '600']);
     assert.match(r.stdout + r.stderr, /failed with code 718/, r.stdout + r.stderr);
     assert.doesNotMatch(
@@ -99,7 +100,7 @@ describe("the gateway's own ports and admin precedence, real portd in a namespac
     assert.equal(probe.reply, `gateway|${ADDR.wanHost}|hi`, JSON.stringify(probe));
     // stdout lines go out in batches of up to 100 ms (src/logger.ts): wait for it rather than look once
     const refused = (l: (typeof portd.logs)[number]) => l.msg === 'lease refused' && l['reason'] === 'in_use';
-    const line = portd.logs.find(refused) ?? (await portd.waitForLog(refused, 2_000).catch(() => undefined));
+    const line = await portd.waitForLog(refused, 2_000, logFrom).catch(() => undefined);
     assert.ok(line, 'the refusal is logged with its reason');
   });
 

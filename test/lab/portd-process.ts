@@ -203,8 +203,14 @@ export class PortdProcess {
     if (r.level >= 60) throw new Error(`portd could not start: ${String(r['err'] ?? r.msg)}`);
   }
 
-  /** resolves with the first log line (from now on) that matches */
-  waitForLog(pred: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
+  /**
+   * resolves with the first log line that matches: from index `from` of `logs` when given (take it
+   * before the action whose line is awaited: stdout lines arrive in batches of up to 100 ms, so the
+   * line may be in before or after the call), else from now on
+   */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs: number, from?: number): Promise<LogLine> {
+    const already = from === undefined ? undefined : this.logs.slice(from).find(pred);
+    if (already) return Promise.resolve(already);
     return new Promise((resolve, reject) => {
       const w = (l: LogLine) => {
         if (pred(l)) {
