@@ -1,15 +1,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NftPlanError } from '../../src/dataplane/model.js';
+import { dataText, keyText } from '../../src/dataplane/nft-text.js';
+import { parseTableJson, parseTablesJson } from '../../src/dataplane/nftables-listing.js';
+import { NftModel, entryElements, planBatch, planReset } from '../../src/dataplane/nftables-plan.js';
 import {
-  NftModel,
-  NftPlanError,
   asFile,
   asLine,
-  fwdElements,
-  parseTableJson,
-  parseTablesJson,
-  planBatch,
-  planReset,
   renderExternalAddresses,
   renderInit,
   type RulesetOptions,
@@ -251,7 +248,7 @@ describe('nft script generation', () => {
   });
 
   test('a range with a port offset is expanded per port; a huge one is refused', () => {
-    assert.equal(fwdElements(e('s', { externalPort: 100, externalPortEnd: 102, internalPort: 200 }), 5).length, 3);
+    assert.equal(entryElements(e('s', { externalPort: 100, externalPortEnd: 102, internalPort: 200 }), 5).length, 3);
     assert.throws(
       () =>
         planBatch(
@@ -318,16 +315,28 @@ describe('parsing nft and ip output', () => {
         },
       ],
     });
-    assert.deepEqual(parseTableJson(json, 'portd'), {
-      handle: 7,
-      ext4: ['203.0.113.1'],
-      elements: [
-        { set: 'fwd4', key: 'tcp . 8080', data: '192.168.77.11 . 80', expires: 29 },
-        { set: 'fwd4', key: 'udp . 25', data: '192.168.77.12 . 25', expires: null },
-        { set: 'fwd4_range', key: 'tcp . 6113-6119', data: '192.168.77.11', expires: 19 },
-        { set: 'live_tcp', key: '8080', data: null, expires: 29 },
-      ],
-    });
+    const t = parseTableJson(json, 'portd');
+    assert.ok(t);
+    const asText = t.elements.map((el) => ({
+      set: el.set,
+      key: keyText(el),
+      data: dataText(el.data),
+      expires: el.expires,
+    }));
+    assert.deepEqual(
+      { handle: t.handle, ext4: t.ext4, elements: asText, foreign: t.foreign },
+      {
+        handle: 7,
+        ext4: ['203.0.113.1'],
+        foreign: 0,
+        elements: [
+          { set: 'fwd4', key: 'tcp . 8080', data: '192.168.77.11 . 80', expires: 29 },
+          { set: 'fwd4', key: 'udp . 25', data: '192.168.77.12 . 25', expires: null },
+          { set: 'fwd4_range', key: 'tcp . 6113-6119', data: '192.168.77.11', expires: 19 },
+          { set: 'live_tcp', key: '8080', data: null, expires: 29 },
+        ],
+      },
+    );
     assert.equal(
       parseTablesJson(
         JSON.stringify({
