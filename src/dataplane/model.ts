@@ -24,11 +24,14 @@ export type KeyField = 'remote' | 'address' | 'protocol' | 'port';
 
 export type FwdSet = 'fwd4' | 'fwd4_range' | 'fwd4_peer';
 export type LiveSet = 'live_tcp' | 'live_udp' | 'live_tcp_range' | 'live_udp_range';
-export type ElementSet = FwdSet | LiveSet;
+/** IPv6 pinholes (no translation): internal address . protocol . port, a range, or with the remote first */
+export type PinholeSet = 'pin6' | 'pin6_range' | 'pin6_peer';
+export type ElementSet = FwdSet | LiveSet | PinholeSet;
 export const FWD_SETS: readonly FwdSet[] = ['fwd4', 'fwd4_range', 'fwd4_peer'];
 export const LIVE_SETS: readonly LiveSet[] = ['live_tcp', 'live_udp', 'live_tcp_range', 'live_udp_range'];
+export const PINHOLE_SETS: readonly PinholeSet[] = ['pin6', 'pin6_range', 'pin6_peer'];
 /** every element set, in the order a tick writes them */
-export const ELEMENT_SETS: readonly ElementSet[] = [...FWD_SETS, ...LIVE_SETS];
+export const ELEMENT_SETS: readonly ElementSet[] = [...FWD_SETS, ...LIVE_SETS, ...PINHOLE_SETS];
 
 export interface SetLayout {
   /** key fields in kernel order, with their types */
@@ -51,6 +54,9 @@ export const SET_LAYOUTS: Readonly<Record<ElementSet, SetLayout>> = {
   live_udp: { key: [PORT], data: null, interval: false },
   live_tcp_range: { key: [PORT], data: null, interval: true },
   live_udp_range: { key: [PORT], data: null, interval: true },
+  pin6: { key: [['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: false },
+  pin6_range: { key: [['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: true },
+  pin6_peer: { key: [['remote', 'ipv6_addr'], ['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: false },
 };
 
 /** a map element's data: the translation target (a port is absent where the map keeps the packet's) */
@@ -208,6 +214,7 @@ function element(
 export function forwardElements(m: Mapping, timeout: number | null): NftElement[] {
   const protocol = m.protocol;
   const width = m.externalPortEnd - m.externalPort + 1;
+  if (m.family === 6) return pinholeElements(m, timeout);
   if (width === 1 && m.remote === null)
     return [
       element('fwd4', { protocol, port: m.externalPort, data: { address: m.internal, port: m.internalPort } }, timeout),
@@ -231,7 +238,28 @@ export function forwardElements(m: Mapping, timeout: number | null): NftElement[
   return out;
 }
 
-/** the live-port element of a mapping (shared by mappings on the same ports, e.g. several peer-filtered ones) */
+/**
+ * The elements of an IPv6 pinhole: the internal endpoint itself is the key (no translation, no map data). A
+ * range is one interval element; a peer-filtered range is expanded per port into pin6_peer.
+ */
+function pinholeElements(m: Mapping, timeout: number | null): NftElement[] {
+  const protocol = m.protocol;
+  const address = m.internal;
+  if (m.remote === null) {
+    const set = m.externalPortEnd === m.externalPort ? 'pin6' : 'pin6_range';
+    return [element(set, { address, protocol, port: m.externalPort, portEnd: m.externalPortEnd }, timeout)];
+  }
+  const out: NftElement[] = [];
+  for (let p = m.externalPort; p <= m.externalPortEnd; p++)
+    out.push(element('pin6_peer', { remote: m.remote.address, address, protocol, port: p }, timeout));
+  return out;
+}
+
+/**
+ * the live-port element of an IPv4 mapping (shared by mappings on the same ports, e.g. several peer-filtered
+ * ones): the forward chain drops marked DNAT'd flows whose original port is no longer live. A pinhole needs
+ * none: its own element is what the drop rule looks up.
+ */
 export function liveElement(
   m: Pick<Mapping, 'protocol' | 'externalPort' | 'externalPortEnd'>,
   timeout: number | null,

@@ -9,10 +9,11 @@
  * one addressed to BEGIN: no permission, a failed commit) means nothing was applied; an answer that cannot
  * be read means the outcome is unknown, and the caller has the kernel checked.
  *
- * Only what ticks write goes this way: elements of the plain maps and sets (fwd4, fwd4_peer,
- * live_tcp, live_udp). Interval sets (ranges), the structure and the listings stay with nft
- * (nftables-script.ts, nftables-runner.ts), which also remains the whole transport when this cannot
- * load (no libc FFI on the platform, no permission).
+ * Only what ticks write goes this way: elements of the plain maps and sets (fwd4, fwd4_peer, live_tcp,
+ * live_udp, and the IPv6 pinhole sets pin6, pin6_peer), encoded from the typed model (model.ts) by the
+ * sets' layouts. Interval sets (ranges), the structure and the listings stay with nft (nftables-script.ts,
+ * nftables-runner.ts), which also remains the whole transport when this cannot load (no libc FFI on the
+ * platform, no permission).
  *
  * The socket syscalls go through koffi (an FFI with prebuilt binaries; Node has no AF_NETLINK socket).
  * Encoding follows the kernel's uapi (linux/netfilter/nf_tables.h, nfnetlink.h): each field of a
@@ -77,7 +78,14 @@ const O_CLOEXEC = 0o2000000;
 const ELEMENTS_PER_MESSAGE = 256;
 
 /** the sets a netlink batch may touch: fixed-size keys, no intervals */
-const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>(['fwd4', 'fwd4_peer', 'live_tcp', 'live_udp']);
+const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>([
+  'fwd4',
+  'fwd4_peer',
+  'live_tcp',
+  'live_udp',
+  'pin6',
+  'pin6_peer',
+]);
 
 export class NetlinkError extends Error {
   /**

@@ -8,6 +8,7 @@ import {
   FWD_SETS,
   LIVE_SETS,
   NftPlanError,
+  PINHOLE_SETS,
   elementId,
   forwardElements,
   liveElement,
@@ -35,9 +36,11 @@ export function entryElements(e: DataplaneEntry, timeout: number | null): NftEle
   return forwardElements(mappingOf(e), timeout);
 }
 
-/** the live-port element a lease holds (its timeout left null: the holders decide it) */
-export function entryLive(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd'>): NftElement {
-  return liveElement(e, null);
+type LiveKey = Pick<DataplaneEntry, 'family' | 'protocol' | 'externalPort' | 'externalPortEnd'>;
+
+/** the live-port element an IPv4 lease holds (its timeout left null: the holders decide it); null for a pinhole */
+export function entryLive(e: LiveKey): NftElement | null {
+  return e.family === 6 ? null : liveElement(e, null);
 }
 
 /**
@@ -50,10 +53,11 @@ function liveSlot(el: NftElement): number | string {
   return elementId(el);
 }
 
-function entrySlot(e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd'>): number | string {
+function entrySlot(e: LiveKey): number | string | null {
+  if (e.family === 6) return null;
   return e.externalPortEnd === e.externalPort
     ? (e.protocol === 'udp' ? 65536 : 0) + e.externalPort
-    : elementId(entryLive(e));
+    : elementId(liveElement(e, null));
 }
 
 /** the driver's view of the kernel, indexed so a tick costs O(batch), not O(table) */
@@ -82,13 +86,15 @@ export class NftModel {
     for (const h of this.liveHolders.values()) {
       const holders = typeof h === 'string' ? [h] : [...h];
       const first = this.entries.get(holders[0]!);
-      if (first) yield [entryLive(first.entry), holders];
+      const lv = first && entryLive(first.entry);
+      if (lv) yield [lv, holders];
     }
   }
   set(k: string, m: ModelEntry): void {
     this.delete(k);
     this.entries.set(k, m);
     const id = entrySlot(m.entry);
+    if (id === null) return;
     const h = this.liveHolders.get(id);
     if (h === undefined) this.liveHolders.set(id, k);
     else if (typeof h === 'string') {
@@ -100,6 +106,7 @@ export class NftModel {
     if (!m) return;
     this.entries.delete(k);
     const id = entrySlot(m.entry);
+    if (id === null) return;
     const h = this.liveHolders.get(id);
     if (h === undefined) return;
     if (typeof h === 'string') {
@@ -201,9 +208,11 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
     const src = model.get(k)?.entry ?? e;
     for (const el of entryElements(src, 1)) touch(el);
     const lv = entryLive(src);
-    const id = elementId(lv);
-    touchedLive.set(id, lv);
-    liveOfRemovals.add(id);
+    if (lv) {
+      const id = elementId(lv);
+      touchedLive.set(id, lv);
+      liveOfRemovals.add(id);
+    }
   }
   for (const e of batch.add) {
     const els = entryElements(e, e.timeoutSeconds); // validates
@@ -225,11 +234,13 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
       newEls.push(el);
     }
     const lv = entryLive(e);
-    touchedLive.set(elementId(lv), lv);
+    if (lv) touchedLive.set(elementId(lv), lv);
   }
   const addedByLive = new Map<string, ModelEntry[]>();
   for (const m of added.values()) {
-    const id = elementId(entryLive(m.entry));
+    const lv = entryLive(m.entry);
+    if (!lv) continue;
+    const id = elementId(lv);
     const list = addedByLive.get(id);
     if (list) list.push(m);
     else addedByLive.set(id, [m]);
@@ -307,7 +318,7 @@ export function renderFill(table: string, model: NftModel, now: number): string[
  */
 export function* renderFillLines(table: string, model: NftModel, now: number, chunk = 2048): Generator<string> {
   for (const s of FWD_SETS) yield `flush map inet ${table} ${s}`;
-  for (const s of LIVE_SETS) yield `flush set inet ${table} ${s}`;
+  for (const s of [...LIVE_SETS, ...PINHOLE_SETS]) yield `flush set inet ${table} ${s}`;
   const pending = new Map<ElementSet, string[]>(ELEMENT_SETS.map((s) => [s, []]));
   const command = (s: ElementSet, list: string[]) => `add element inet ${table} ${s} { ${list.join(', ')} }`;
   for (const el of modelElements(model, now)) {

@@ -12,11 +12,13 @@
  *   live_{tcp,udp}[_range]                              external ports that have a lease now (flows of ended
  *                                                       leases are dropped)
  *   ext4                                                our external address(es)
+ *   pin6        addr . proto . port                     IPv6 pinholes (no translation); pin6_range for ranges,
+ *   pin6_peer   remote . addr . proto . port            pin6_peer for one remote peer (ranges expanded per port)
  * Ranges whose internal port differs from the external one are expanded into per-port fwd4 elements
  * (nft 1.0.6 has no port-offset dnat).
  */
 import { isIPv4 } from 'node:net';
-import { FWD_SETS, LIVE_SETS, NftPlanError, SET_LAYOUTS, type ElementSet } from './model.js';
+import { FWD_SETS, LIVE_SETS, NftPlanError, PINHOLE_SETS, SET_LAYOUTS, type ElementSet } from './model.js';
 import { renderTriggers } from './nftables-triggers.js';
 import type { TriggerKernelRule } from './trigger-kernel.js';
 
@@ -82,6 +84,7 @@ export function renderInit(o: RulesetOptions): string[] {
     ...FWD_SETS.map((s) => setDefinition(T, s)),
     `add set ${T} ext4 { type ipv4_addr; }`,
     ...LIVE_SETS.map((s) => setDefinition(T, s)),
+    ...PINHOLE_SETS.map((s) => setDefinition(T, s)),
     `add chain ${T} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
     `add chain ${T} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
     `add chain ${T} forward { type filter hook forward priority filter - 1; policy accept; }`,
@@ -98,10 +101,20 @@ export function renderInit(o: RulesetOptions): string[] {
   // flows of ended leases: drop marked flows whose external port is no longer live (holds when portd is dead)
   for (const p of ['tcp', 'udp'] as const) {
     cmds.push(
-      `add rule ${T} forward ct mark & ${M} == ${M} meta l4proto ${p} ct original proto-dst != @live_${p} ct ` +
-        `original proto-dst != @live_${p}_range drop`,
+      `add rule ${T} forward ct mark & ${M} == ${M} meta nfproto ipv4 meta l4proto ${p} ct original proto-dst != ` +
+        `@live_${p} ct original proto-dst != @live_${p}_range drop`,
     );
   }
+  // flows of ended IPv6 pinholes: no translation, so the packet's own addresses and ports are the pinhole's
+  // (reversed in the reply direction); a marked flow whose pinhole is in none of the sets is dropped
+  const inside = 'ip6 daddr . meta l4proto . th dport';
+  const insideReply = 'ip6 saddr . meta l4proto . th sport';
+  cmds.push(
+    `add rule ${T} forward ct mark & ${M} == ${M} ct direction original ${inside} != @pin6 ${inside} != ` +
+      `@pin6_range ip6 saddr . ${inside} != @pin6_peer drop`,
+    `add rule ${T} forward ct mark & ${M} == ${M} ct direction reply ${insideReply} != @pin6 ${insideReply} != ` +
+      `@pin6_range ip6 daddr . ${insideReply} != @pin6_peer drop`,
+  );
   // mark new flows that portd forwarded (original destination: our address, a live port)
   for (const p of ['tcp', 'udp'] as const) {
     for (const s of [`live_${p}`, `live_${p}_range`]) {
@@ -111,6 +124,14 @@ export function renderInit(o: RulesetOptions): string[] {
       );
     }
   }
+  // new WAN -> LAN IPv6 flows to an open pinhole: the same bit as forwarded IPv4 flows, which the admin's
+  // firewall accepts with one rule (`ct mark & 0x100 == 0x100 accept`, docs/nftables.md)
+  for (const [set, match] of [
+    ['pin6', inside],
+    ['pin6_range', inside],
+    ['pin6_peer', `ip6 saddr . ${inside}`],
+  ] as const)
+    cmds.push(`add rule ${T} forward iifname ${wan} ct state new ${match} @${set} ct mark set ct mark | ${M}`);
   if (o.hairpin) {
     const H = `0x${PORTD_CT_MARK_HAIRPIN.toString(16)}`;
     cmds.push(

@@ -18,7 +18,16 @@ import type { Logger } from 'pino';
 import { ErrorCode, PortdError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
-import { ELEMENT_SETS, FWD_SETS, LIVE_SETS, addressText, elementId, sameData, type ElementData } from './model.js';
+import {
+  ELEMENT_SETS,
+  FWD_SETS,
+  LIVE_SETS,
+  PINHOLE_SETS,
+  addressText,
+  elementId,
+  sameData,
+  type ElementData,
+} from './model.js';
 import { keyText } from './nft-text.js';
 import { NftModel, entryElements, entryLive, planBatch, planResetModel, renderFillLines } from './nftables-plan.js';
 import {
@@ -395,7 +404,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
           for (const e of [...batch.remove, ...batch.add]) {
             for (const el of entryElements(model.get(entryKey(e))?.entry ?? e, null)) auditTouched.add(elementId(el));
             for (const el of entryElements(e, null)) auditTouched.add(elementId(el));
-            auditTouched.add(elementId(entryLive(e)));
+            const lv = entryLive(e);
+            if (lv) auditTouched.add(elementId(lv));
           }
         }
         try {
@@ -443,12 +453,31 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
             out.push({ ...m.entry, timeoutSeconds });
             for (const el of els) pool.delete(elementId(el));
           }
-          pool.delete(elementId(entryLive(m.entry)));
+          const lv = entryLive(m.entry);
+          if (lv) pool.delete(elementId(lv));
         }
         // whatever is left is not ours (planted, or from before a restart): report it as the kernel has it
         const ext = externals[0] ?? '0.0.0.0';
         for (const el of pool.values()) {
-          if (el.data === null || el.protocol === null) continue;
+          if (el.protocol === null) continue;
+          if (el.address !== null) {
+            // a pinhole: the internal endpoint is the external one
+            const a = addressText(el.address);
+            out.push({
+              id: `kernel:${el.set}:${keyText(el)}`,
+              family: 6,
+              protocol: el.protocol,
+              externalAddress: a,
+              externalPort: el.port,
+              externalPortEnd: el.portEnd,
+              internalAddress: a,
+              internalPort: el.port,
+              remoteAddress: el.remote === null ? null : addressText(el.remote),
+              timeoutSeconds: el.expires,
+            });
+            continue;
+          }
+          if (el.data === null) continue;
           out.push({
             id: `kernel:${el.set}:${keyText(el)}`,
             protocol: el.protocol,
@@ -600,8 +629,9 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     // leases): so a start where the kernel kept every element costs no full listing
     kernelCount: () =>
       serial(async () => {
+        // IPv4 leases by their live ports, IPv6 pinholes by their own elements (a peer-filtered range counts per port)
         const counts = await Promise.all(
-          LIVE_SETS.map(async (set) => {
+          [...LIVE_SETS, ...PINHOLE_SETS].map(async (set) => {
             const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, set], { timeoutMs: 60_000 });
             if (r.code === 0) return countSetElements(r.stdout);
             if (/No such file or directory/.test(r.stderr)) return 0;

@@ -44,6 +44,11 @@ function entry(id: string, p: Partial<DataplaneEntry> & { externalPort: number }
   };
 }
 
+function pinhole(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
+  const address = p.internalAddress ?? '2001:db8:77::11';
+  return { ...entry(id, p), family: 6, externalAddress: address, internalAddress: address };
+}
+
 function structure(table: string): string {
   return asFile(renderInit({ table, wan: 'wan0', lan: ['br0'], hairpin: false, frontendPorts: { tcp: [], udp: [] } }));
 }
@@ -110,6 +115,19 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
         ],
       },
       { remove: [entry('b', { externalPort: 5001, protocol: 'tcp', timeoutSeconds: null })], add: [] },
+      // IPv6 pinholes (no translation): the key is the internal endpoint, with the remote first in pin6_peer
+      {
+        remove: [],
+        add: [
+          pinhole('h1', { externalPort: 8000 }),
+          pinhole('h2', { externalPort: 8000, internalAddress: '2001:db8:77::12', timeoutSeconds: null }),
+          pinhole('h3', { externalPort: 22, protocol: 'tcp', remoteAddress: '2001:db8:113::5' }),
+        ],
+      },
+      {
+        remove: [pinhole('h1', { externalPort: 8000 })],
+        add: [pinhole('h1', { externalPort: 8000, timeoutSeconds: 60 })],
+      },
     ];
     const mNl = new NftModel();
     const mNft = new NftModel();
@@ -133,6 +151,9 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
     assert.doesNotMatch(x, /203\.0\.113\.9 /);
     assert.doesNotMatch(x, /tcp \. 5001/);
     assert.match(x, /tcp \. 65535 timeout 10m : 192\.168\.77\.11 \. 65535/);
+    assert.match(x, /2001:db8:77::11 \. udp \. 8000 timeout 1m/);
+    assert.match(x, /2001:db8:77::12 \. udp \. 8000[,\s]/);
+    assert.match(x, /2001:db8:113::5 \. 2001:db8:77::11 \. tcp \. 22 timeout 10m/);
     await must(ns, ['nft', 'delete', 'table', 'inet', 'vianl']);
     await must(ns, ['nft', 'delete', 'table', 'inet', 'vianft']);
   });

@@ -51,6 +51,9 @@ describe('nft script generation', () => {
       'add set inet portd live_udp { type inet_service; flags timeout; }',
       'add set inet portd live_tcp_range { type inet_service; flags interval,timeout; }',
       'add set inet portd live_udp_range { type inet_service; flags interval,timeout; }',
+      'add set inet portd pin6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }',
+      'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; }',
+      'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; }',
       'add chain inet portd prerouting { type nat hook prerouting priority dstnat; policy accept; }',
       'add chain inet portd postrouting { type nat hook postrouting priority srcnat; policy accept; }',
       'add chain inet portd forward { type filter hook forward priority filter - 1; policy accept; }',
@@ -62,10 +65,16 @@ describe('nft script generation', () => {
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to ip saddr . meta l4proto . th dport map @fwd4_peer',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4_range',
-      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto tcp ct original proto-dst != @live_tcp ' +
-        'ct original proto-dst != @live_tcp_range drop',
-      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto udp ct original proto-dst != @live_udp ' +
-        'ct original proto-dst != @live_udp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 meta nfproto ipv4 meta l4proto tcp ct original ' +
+        'proto-dst != @live_tcp ct original proto-dst != @live_tcp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 meta nfproto ipv4 meta l4proto udp ct original ' +
+        'proto-dst != @live_udp ct original proto-dst != @live_udp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 ct direction original ip6 daddr . meta l4proto . th ' +
+        'dport != @pin6 ip6 daddr . meta l4proto . th dport != @pin6_range ip6 saddr . ip6 daddr . meta l4proto . ' +
+        'th dport != @pin6_peer drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 ct direction reply ip6 saddr . meta l4proto . th ' +
+        'sport != @pin6 ip6 saddr . meta l4proto . th sport != @pin6_range ip6 daddr . ip6 saddr . meta l4proto . ' +
+        'th sport != @pin6_peer drop',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
         'original proto-dst @live_tcp ct mark set ct mark | 0x100',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
@@ -74,6 +83,12 @@ describe('nft script generation', () => {
         'original proto-dst @live_udp ct mark set ct mark | 0x100',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto udp ct ' +
         'original proto-dst @live_udp_range ct mark set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 daddr . meta l4proto . th dport @pin6 ct mark ' +
+        'set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 daddr . meta l4proto . th dport @pin6_range ' +
+        'ct mark set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 saddr . ip6 daddr . meta l4proto . th dport ' +
+        '@pin6_peer ct mark set ct mark | 0x100',
       'add rule inet portd forward iifname { "br-lan" } oifname { "br-lan" } ct state new ct mark & 0x100 == ' +
         '0x100 ct mark set ct mark | 0x200',
       'add rule inet portd postrouting ct mark & 0x200 == 0x200 masquerade',
@@ -237,6 +252,9 @@ describe('nft script generation', () => {
       'flush set inet portd live_udp',
       'flush set inet portd live_tcp_range',
       'flush set inet portd live_udp_range',
+      'flush set inet portd pin6',
+      'flush set inet portd pin6_range',
+      'flush set inet portd pin6_peer',
       'add element inet portd fwd4 { tcp . 80 timeout 10s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 80 timeout 10s }',
     ]);
