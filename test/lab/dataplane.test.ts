@@ -371,12 +371,28 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
       assert.deepEqual(await wan.tcpSend(c.conn!, 'six'), { ok: true, reply: `hostA|${V6.wan}|six` });
       const ct = await lab.must(lab.gw, ['conntrack', '-L', '-f', 'ipv6', '--orig-dst', V6.hostA]);
       assert.match(ct, /dport=9020 .*mark=256/);
+      // audit over typed elements: a pinhole deleted and one planted from outside are found (text listing of the
+      // pinhole sets) and repaired
+      const drift =
+        `delete element inet portd pin6 { ${V6.hostA} . tcp . 9020 }\n` +
+        'add element inet portd pin6 { 2001:DB8:77::99 . tcp . 1 }\n';
+      assert.equal((await lab.nft(drift)).code, 0);
+      const a = await dp.audit();
+      assert.ok(a?.repaired && a.missing >= 1 && a.stale >= 1, JSON.stringify(a));
+      assert.match(
+        await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6']),
+        /elements = \{ 2001:db8:77::11 \. tcp \. 9020 timeout \d+s expires/,
+      );
+      assert.deepEqual(await wan.tcpSend(c.conn!, 'again'), { ok: true, reply: `hostA|${V6.wan}|again` });
       assert.equal(await dp.count(), (await dp.list()).length);
       assert.ok((await dp.list()).some((e) => e.id === 'pin20' && e.timeoutSeconds !== null));
-      // the pinhole ends: the open flow stops (conntrack -D and the kernel rule), a new one is refused
+      // the pinhole ends: the kernel rule alone stops the open flow (the admin's chain accepts it as established),
+      // a new one is refused; then conntrack -D removes the entry
       await dp.apply({ remove: [hole], add: [] });
-      await dp.endFlows([hole]);
       assert.equal((await wan.tcpSend(c.conn!, 'gone', FAIL_MS)).ok, false, 'the open flow ends with the pinhole');
+      await dp.endFlows([hole]);
+      const ctAfter = await lab.exec(lab.gw, ['conntrack', '-L', '-f', 'ipv6', '--orig-dst', V6.hostA]);
+      assert.doesNotMatch(ctAfter.stdout, /dport=9020 /, 'conntrack entries of the pinhole are gone');
       assert.equal((await wan.tcpProbe(V6.hostA, 9020, { timeoutMs: FAIL_MS })).ok, false);
       await wan.tcpClose(c.conn!);
     } finally {
