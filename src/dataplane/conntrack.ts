@@ -1,6 +1,7 @@
 /**
  * Ending the established flows of ended leases: `conntrack -D` by original destination
- * (our external address and the lease's external port). The kernel rule in our forward chain
+ * (our external address and the lease's external port; for an IPv6 pinhole its internal endpoint, which
+ * is its external one). The kernel rule in our forward chain
  * already stops marked flows whose port is no longer live; deleting the entries frees them at
  * once and keeps a later lease on the same port from inheriting the old NAT binding.
  *
@@ -36,7 +37,8 @@ function deleteArgsCollector(): { add(e: DataplaneEntry, port: number): void; ou
       const args = [
         '-D',
         '-f',
-        'ipv4',
+        // a pinhole's flows: original destination = the internal endpoint (its external one, no translation)
+        e.family === 6 ? 'ipv6' : 'ipv4',
         '-p',
         e.protocol,
         '--orig-dst',
@@ -131,10 +133,10 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
   }
 
   /** the flows to these external addresses, one `conntrack -L` each; null when listing does not work here */
-  async function listFlows(addresses: readonly string[]): Promise<ListedFlow[] | null> {
+  async function listFlows(addresses: readonly (readonly ['ipv4' | 'ipv6', string])[]): Promise<ListedFlow[] | null> {
     const out: ListedFlow[] = [];
-    for (const a of addresses) {
-      const r = await run(opts, opts.conntrackPath, ['-L', '-f', 'ipv4', '--orig-dst', a], { timeoutMs: 30_000 });
+    for (const [family, a] of addresses) {
+      const r = await run(opts, opts.conntrackPath, ['-L', '-f', family, '--orig-dst', a], { timeoutMs: 30_000 });
       if (r.code !== 0) {
         log.debug({ stderr: r.stderr.trim().slice(0, 200) }, 'conntrack -L failed; deleting by port without a listing');
         return null;
@@ -147,7 +149,10 @@ export function createFlowEnder(opts: ConntrackOptions): FlowEnder {
   async function endNow(entries: readonly DataplaneEntry[]): Promise<number> {
     let flows: ListedFlow[] | null;
     try {
-      flows = await listFlows([...new Set(entries.map((e) => e.externalAddress))]);
+      const targets = new Map<string, readonly ['ipv4' | 'ipv6', string]>();
+      for (const e of entries)
+        targets.set(`${e.family ?? 4}/${e.externalAddress}`, [e.family === 6 ? 'ipv6' : 'ipv4', e.externalAddress]);
+      flows = await listFlows([...targets.values()]);
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'conntrack not runnable; flows end by the kernel rule only');
       return flowDeleteArgs(entries).length;

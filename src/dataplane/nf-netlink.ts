@@ -9,10 +9,11 @@
  * one addressed to BEGIN: no permission, a failed commit) means nothing was applied; an answer that cannot
  * be read means the outcome is unknown, and the caller has the kernel checked.
  *
- * Only what ticks write goes this way: elements of the plain maps and sets (fwd4, fwd4_peer,
- * live_tcp, live_udp). Interval sets (ranges), the structure and the listings stay with nft
- * (nftables-script.ts, nftables-runner.ts), which also remains the whole transport when this cannot
- * load (no libc FFI on the platform, no permission).
+ * Only what ticks write goes this way: elements of the plain maps and sets (fwd4, fwd4_peer, live_tcp,
+ * live_udp, and the IPv6 pinhole sets pin6, pin6_peer), encoded from the typed model (model.ts) by the
+ * sets' layouts. Interval sets (ranges), the structure and the listings stay with nft (nftables-script.ts,
+ * nftables-runner.ts), which also remains the whole transport when this cannot load (no libc FFI on the
+ * platform, no permission).
  *
  * The socket syscalls go through koffi (an FFI with prebuilt binaries; Node has no AF_NETLINK socket).
  * Encoding follows the kernel's uapi (linux/netfilter/nf_tables.h, nfnetlink.h): each field of a
@@ -20,8 +21,17 @@
  */
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { ipv4ToInt } from '../common/net.js';
-import { timeoutSeconds, type ElementSet, type ElementStep, type NftElement } from './nftables-script.js';
+import type { L4Protocol } from '../common/net-types.js';
+import {
+  SET_LAYOUTS,
+  type ElementData,
+  type ElementSet,
+  type ElementStep,
+  type FieldType,
+  type NftElement,
+  type SetLayout,
+} from './model.js';
+import { keyText, timeoutSeconds } from './nft-text.js';
 
 // netlink / nfnetlink / nf_tables constants (uapi)
 const AF_NETLINK = 16;
@@ -68,7 +78,14 @@ const O_CLOEXEC = 0o2000000;
 const ELEMENTS_PER_MESSAGE = 256;
 
 /** the sets a netlink batch may touch: fixed-size keys, no intervals */
-const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>(['fwd4', 'fwd4_peer', 'live_tcp', 'live_udp']);
+const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>([
+  'fwd4',
+  'fwd4_peer',
+  'live_tcp',
+  'live_udp',
+  'pin6',
+  'pin6_peer',
+]);
 
 export class NetlinkError extends Error {
   /**
@@ -125,60 +142,63 @@ function errnoText(errno: number): string {
 // ---------------------------------------------------------------------------------------------------
 // encoding (pure)
 
-function protoNumber(p: string): number {
+function protoNumber(p: L4Protocol | null): number {
   if (p === 'tcp') return 6;
   if (p === 'udp') return 17;
-  throw new NetlinkError(`cannot encode protocol ${p}`, null);
+  throw new NetlinkError(`cannot encode protocol ${String(p)}`, null);
 }
 
-function portNumber(p: string): number {
-  const n = Number(p);
-  if (!/^\d{1,5}$/.test(p) || n > 65535) throw new NetlinkError(`cannot encode port ${p}`, null);
-  return n;
+function checkedPort(p: number): number {
+  if (!Number.isInteger(p) || p < 0 || p > 65535) throw new NetlinkError(`cannot encode port ${p}`, null);
+  return p;
 }
 
-function writeIpv4(b: Buffer, off: number, a: string): void {
-  const n = ipv4ToInt(a);
-  if (n === null) throw new NetlinkError(`cannot encode address ${a}`, null);
-  b.writeUInt32BE(n, off);
+function checkedAddress(type: FieldType, b: Uint8Array | null): Uint8Array {
+  const want = type === 'ipv4_addr' ? 4 : 16;
+  if (b === null || b.length !== want)
+    throw new NetlinkError(`cannot encode ${type} from ${b?.length ?? 0} bytes`, null);
+  return b;
 }
 
-/**
- * `tcp . 8080` (fwd4), `198.51.100.7 . tcp . 8080` (fwd4_peer), `8080` (live_tcp/live_udp) as the kernel holds the key
- */
-export function encodeKey(set: ElementSet, key: string): Buffer {
-  const f = key.split(' . ');
-  if (set === 'fwd4' && f.length === 2) {
-    const b = Buffer.alloc(8);
-    b[0] = protoNumber(f[0]!);
-    b.writeUInt16BE(portNumber(f[1]!), 4);
-    return b;
-  }
-  if (set === 'fwd4_peer' && f.length === 3) {
-    const b = Buffer.alloc(12);
-    writeIpv4(b, 0, f[0]!);
-    b[4] = protoNumber(f[1]!);
-    b.writeUInt16BE(portNumber(f[2]!), 8);
-    return b;
-  }
-  if ((set === 'live_tcp' || set === 'live_udp') && f.length === 1) {
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(portNumber(f[0]!), 0);
-    return b;
-  }
-  throw new NetlinkError(`cannot encode key "${key}" of set ${set}`, null);
+/** octets a field takes in a concatenation: its size, padded to 4 (uapi NFT_REG32_SIZE) */
+function fieldSize(type: FieldType): number {
+  return type === 'ipv6_addr' ? 16 : 4;
 }
 
-/** map data `192.168.77.11 . 80` (fwd4, fwd4_peer) */
-export function encodeData(set: ElementSet, data: string): Buffer {
-  const f = data.split(' . ');
-  if ((set === 'fwd4' || set === 'fwd4_peer') && f.length === 2) {
-    const b = Buffer.alloc(8);
-    writeIpv4(b, 0, f[0]!);
-    b.writeUInt16BE(portNumber(f[1]!), 4);
-    return b;
+/** a key or data field at `off`: addresses as their bytes, protocol as one octet, ports in network order */
+function writeField(b: Buffer, off: number, type: FieldType, v: Uint8Array | L4Protocol | number | null): void {
+  if (type === 'ipv4_addr' || type === 'ipv6_addr') b.set(checkedAddress(type, v as Uint8Array | null), off);
+  else if (type === 'inet_proto') b[off] = protoNumber(v as L4Protocol | null);
+  else b.writeUInt16BE(checkedPort(v as number), off);
+}
+
+/** a field of a key is padded to 4 octets, except a key of one field (a port alone: 2 octets, as nft writes it) */
+function keySize(layout: SetLayout): number {
+  if (layout.key.length === 1) return layout.key[0]![1] === 'inet_service' ? 2 : fieldSize(layout.key[0]![1]);
+  return layout.key.reduce((n, [, type]) => n + fieldSize(type), 0);
+}
+
+/** the element's key as the kernel holds it, from the typed element and its set's layout (model.ts) */
+export function encodeKey(el: NftElement): Buffer {
+  const layout = SET_LAYOUTS[el.set];
+  if (layout.interval) throw new NetlinkError(`set ${el.set} is an interval set: not written over netlink`, null);
+  const b = Buffer.alloc(keySize(layout));
+  let off = 0;
+  for (const [field, type] of layout.key) {
+    writeField(b, off, type, field === 'port' ? el.port : el[field]);
+    off += fieldSize(type);
   }
-  throw new NetlinkError(`cannot encode data "${data}" of set ${set}`, null);
+  return b;
+}
+
+/** map data (fwd4, fwd4_peer: address . port) */
+export function encodeData(set: ElementSet, data: ElementData | null): Buffer {
+  const types = SET_LAYOUTS[set].data;
+  if (types === null || data === null) throw new NetlinkError(`set ${set} element without map data`, null);
+  const b = Buffer.alloc(types.reduce((n, t) => n + fieldSize(t), 0));
+  writeField(b, 0, types[0]!, data.address);
+  if (types.length === 2) writeField(b, fieldSize(types[0]!), types[1]!, data.port);
+  return b;
 }
 
 /** whether a batch of steps can go over netlink (every set is one of the plain ones) */
@@ -231,10 +251,11 @@ function message(
 }
 
 function elementAttr(set: ElementSet, el: NftElement, verb: 'add' | 'delete'): Buffer {
-  const parts = [nest(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, encodeKey(set, el.key))])];
+  const parts = [nest(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, encodeKey(el))])];
   if (verb === 'add') {
     if (el.timeout !== null) parts.push(attr(NFTA_SET_ELEM_TIMEOUT, u64be(timeoutSeconds(el.timeout) * 1000)));
-    if (el.data !== null) parts.push(nest(NFTA_SET_ELEM_DATA, [attr(NFTA_DATA_VALUE, encodeData(set, el.data))]));
+    if (SET_LAYOUTS[set].data !== null)
+      parts.push(nest(NFTA_SET_ELEM_DATA, [attr(NFTA_DATA_VALUE, encodeData(set, el.data))]));
   }
   return nest(NFTA_LIST_ELEM, parts);
 }
@@ -250,7 +271,7 @@ export interface AckedMessage {
 export function describeMessage(m: AckedMessage): string {
   return `${m.step.verb} element ${m.step.set} { ${m.step.elements
     .slice(m.from, m.to)
-    .map((e) => e.key)
+    .map((e) => keyText(e))
     .join(', ')} }`.slice(0, 200);
 }
 

@@ -19,26 +19,32 @@ import { ErrorCode, PortdError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
 import {
+  ELEMENT_SETS,
   FWD_SETS,
   LIVE_SETS,
+  PINHOLE_SETS,
+  addressText,
+  elementId,
+  sameData,
+  type ElementData,
+} from './model.js';
+import { keyText } from './nft-text.js';
+import { NftModel, entryElements, entryLive, planBatch, planResetModel, renderFillLines } from './nftables-plan.js';
+import {
   ListedElements,
-  NftModel,
-  asFile,
-  asLine,
   countSetElements,
-  fwdElements,
-  liveOf,
   parseTableJson,
   parseTablesJson,
-  planBatch,
-  planResetModel,
+  tableOnly,
+  type KernelElement,
+} from './nftables-listing.js';
+import {
+  asFile,
+  asLine,
   renderExternalAddresses,
-  renderFillLines,
   renderInit,
   renderRecreate,
-  tableOnly,
   validateRulesetOptions,
-  type KernelElement,
   type RulesetOptions,
 } from './nftables-script.js';
 import { CommandError, NftInteractive, firstLines, nftScript, run } from './nftables-runner.js';
@@ -300,37 +306,39 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     else await script(commands);
   }
 
-  async function kernelElements(): Promise<{ elements: KernelElement[]; handle: number } | null> {
+  async function kernelElements(): Promise<{ elements: KernelElement[]; handle: number; foreign: number } | null> {
     const r = await run(prefix, nft, ['-j', 'list', 'table', 'inet', T], { timeoutMs: 120_000 });
     if (r.code !== 0) {
       if (/No such file or directory/.test(r.stderr)) return null;
       throw new CommandError(firstLines(r.stderr), r);
     }
     const t = parseTableJson(r.stdout, T);
-    return t ? { elements: t.elements, handle: t.handle } : null;
+    return t ? { elements: t.elements, handle: t.handle, foreign: t.foreign } : null;
   }
 
-  function elemId(set: string, key: string): string {
-    return `${set}/${key}`;
-  }
-
-  /** model vs kernel: expected element ids (with data) and the kernel's */
-  function diff(
-    kernel: readonly KernelElement[],
-    skip: ReadonlySet<string> = new Set(),
-  ): { missing: number; stale: number } {
-    const now = clock();
-    const expected = new Map<string, string | null>();
-    // elements whose kernel timeout ends within 2 s may be gone already: not missing when absent
+  /**
+   * What the model expects in the kernel, by typed element id (model.ts: elementId) with its data, and the
+   * ids whose kernel timeout ends within 2 s (they may be gone already: not missing when absent). Walked in
+   * slices with the event loop free between them when `breathe` is given (the audit, at 100k leases).
+   */
+  async function expectedElements(
+    now: number,
+    breathe?: () => Promise<void>,
+  ): Promise<{ expected: Map<string, ElementData | null>; fading: Set<string> }> {
+    const expected = new Map<string, ElementData | null>();
     const fading = new Set<string>();
+    let n = 0;
     for (const m of model.entries.values()) {
       const soon = m.deadline !== null && m.deadline - now < 2000;
-      for (const el of fwdElements(m.entry, null)) {
-        expected.set(elemId(el.set, el.key), el.data);
-        if (soon) fading.add(elemId(el.set, el.key));
+      for (const el of entryElements(m.entry, null)) {
+        const id = elementId(el);
+        expected.set(id, el.data);
+        if (soon) fading.add(id);
       }
+      if (breathe && ++n % 1024 === 0) await breathe();
     }
-    for (const [id, holders] of model.live()) {
+    for (const [lv, holders] of model.live()) {
+      const id = elementId(lv);
       expected.set(id, null);
       if (
         holders.every((k) => {
@@ -339,18 +347,26 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         })
       )
         fading.add(id);
+      if (breathe && ++n % 1024 === 0) await breathe();
     }
+    return { expected, fading };
+  }
+
+  /** model vs kernel over typed elements: what the model holds that the kernel lacks (or holds with other data),
+   *  and what the kernel holds that the model does not (`foreign`: elements of our sets that no lease could be) */
+  async function diff(kernel: readonly KernelElement[], foreign: number): Promise<{ missing: number; stale: number }> {
+    const { expected, fading } = await expectedElements(clock());
     const seen = new Set<string>();
-    let stale = 0;
+    let stale = foreign;
     let missing = 0;
     for (const k of kernel) {
-      const id = elemId(k.set, k.key);
-      if (skip.has(id)) continue;
+      const id = elementId(k);
       seen.add(id);
-      if (!expected.has(id)) stale++;
-      else if (expected.get(id) !== k.data) missing++;
+      const want = expected.get(id);
+      if (want === undefined && !expected.has(id)) stale++;
+      else if (!sameData(want ?? null, k.data)) missing++;
     }
-    for (const id of expected.keys()) if (!seen.has(id) && !fading.has(id) && !skip.has(id)) missing++;
+    for (const id of expected.keys()) if (!seen.has(id) && !fading.has(id)) missing++;
     return { missing, stale };
   }
 
@@ -386,11 +402,10 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         }
         if (auditTouched) {
           for (const e of [...batch.remove, ...batch.add]) {
-            for (const el of fwdElements(model.get(entryKey(e))?.entry ?? e, null))
-              auditTouched.add(elemId(el.set, el.key));
-            for (const el of fwdElements(e, null)) auditTouched.add(elemId(el.set, el.key));
-            const lv = liveOf(e);
-            auditTouched.add(elemId(lv.set, lv.key));
+            for (const el of entryElements(model.get(entryKey(e))?.entry ?? e, null)) auditTouched.add(elementId(el));
+            for (const el of entryElements(e, null)) auditTouched.add(elementId(el));
+            const lv = entryLive(e);
+            if (lv) auditTouched.add(elementId(lv));
           }
         }
         try {
@@ -427,38 +442,51 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         const k = await kernelElements();
         if (!k) return [];
         const pool = new Map<string, KernelElement>();
-        for (const el of k.elements) pool.set(elemId(el.set, el.key), el);
+        for (const el of k.elements) pool.set(elementId(el), el);
         const out: DataplaneEntry[] = [];
         for (const m of model.entries.values()) {
-          const els = fwdElements(m.entry, null);
-          const got = els.map((el) => pool.get(elemId(el.set, el.key)));
-          if (got.every((g, i) => g !== undefined && g.data === els[i]?.data)) {
+          const els = entryElements(m.entry, null);
+          const got = els.map((el) => pool.get(elementId(el)));
+          if (got.every((g, i) => g !== undefined && sameData(g.data, els[i]?.data ?? null))) {
             const expires = got.map((g) => g?.expires ?? null);
             const timeoutSeconds = expires.some((x) => x === null) ? null : Math.min(...(expires as number[]));
             out.push({ ...m.entry, timeoutSeconds });
-            for (const el of els) pool.delete(elemId(el.set, el.key));
+            for (const el of els) pool.delete(elementId(el));
           }
-          pool.delete(elemId(liveOf(m.entry).set, liveOf(m.entry).key));
+          const lv = entryLive(m.entry);
+          if (lv) pool.delete(elementId(lv));
         }
         // whatever is left is not ours (planted, or from before a restart): report it as the kernel has it
         const ext = externals[0] ?? '0.0.0.0';
         for (const el of pool.values()) {
-          if (el.set.startsWith('live_') || el.data === null) continue;
-          const keyParts = el.key.split(' . ');
-          const dataParts = el.data.split(' . ');
-          const peer = el.set === 'fwd4_peer' ? (keyParts.shift() ?? null) : null;
-          const proto = keyParts[0] === 'udp' ? 'udp' : 'tcp';
-          const [a, b] = (keyParts[1] ?? '0').split('-');
-          const start = Number(a);
+          if (el.protocol === null) continue;
+          if (el.address !== null) {
+            // a pinhole: the internal endpoint is the external one
+            const a = addressText(el.address);
+            out.push({
+              id: `kernel:${el.set}:${keyText(el)}`,
+              family: 6,
+              protocol: el.protocol,
+              externalAddress: a,
+              externalPort: el.port,
+              externalPortEnd: el.portEnd,
+              internalAddress: a,
+              internalPort: el.port,
+              remoteAddress: el.remote === null ? null : addressText(el.remote),
+              timeoutSeconds: el.expires,
+            });
+            continue;
+          }
+          if (el.data === null) continue;
           out.push({
-            id: `kernel:${el.set}:${el.key}`,
-            protocol: proto,
+            id: `kernel:${el.set}:${keyText(el)}`,
+            protocol: el.protocol,
             externalAddress: ext,
-            externalPort: start,
-            externalPortEnd: b === undefined ? start : Number(b),
-            internalAddress: dataParts[0] ?? '',
-            internalPort: dataParts[1] === undefined ? start : Number(dataParts[1]),
-            remoteAddress: peer,
+            externalPort: el.port,
+            externalPortEnd: el.portEnd,
+            internalAddress: addressText(el.data.address),
+            internalPort: el.data.port ?? el.port,
+            remoteAddress: el.remote === null ? null : addressText(el.remote),
             timeoutSeconds: el.expires,
           });
         }
@@ -601,8 +629,9 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     // leases): so a start where the kernel kept every element costs no full listing
     kernelCount: () =>
       serial(async () => {
+        // IPv4 leases by their live ports, IPv6 pinholes by their own elements (a peer-filtered range counts per port)
         const counts = await Promise.all(
-          LIVE_SETS.map(async (set) => {
+          [...LIVE_SETS, ...PINHOLE_SETS].map(async (set) => {
             const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, set], { timeoutMs: 60_000 });
             if (r.code === 0) return countSetElements(r.stdout);
             if (/No such file or directory/.test(r.stderr)) return 0;
@@ -724,41 +753,22 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
    */
   async function auditCompare(t0: number, touched: ReadonlySet<string>): Promise<{ missing: number; stale: number }> {
     model.pruneExpired(clock());
-    const now = clock();
-    const expected = new Map<string, string | null>();
-    // elements whose kernel timeout ends within 2 s may be gone already: not missing when absent
-    const fading = new Set<string>();
-    let n = 0;
-    for (const m of model.entries.values()) {
-      const soon = m.deadline !== null && m.deadline - now < 2000;
-      for (const el of fwdElements(m.entry, null)) {
-        const id = elemId(el.set, el.key);
-        expected.set(id, el.data);
-        if (soon) fading.add(id);
-      }
-      if (++n % 1024 === 0) await breathe();
-    }
-    for (const [id, holders] of model.live()) {
-      expected.set(id, null);
-      if (
-        holders.every((k) => {
-          const dl = model.get(k)?.deadline;
-          return dl !== null && dl !== undefined && dl - now < 2000;
-        })
-      )
-        fading.add(id);
-      if (++n % 1024 === 0) await breathe();
-    }
+    const { expected, fading } = await expectedElements(clock(), breathe);
     const odd: { id: string; stale: boolean }[] = [];
-    for (const set of [...FWD_SETS, ...LIVE_SETS]) {
+    let foreign = 0;
+    for (const set of ELEMENT_SETS) {
       const parser = new ListedElements(set, (el) => {
-        const id = elemId(el.set, el.key);
+        if (el === null) {
+          foreign++; // not an element any lease could be
+          return;
+        }
+        const id = elementId(el);
         const want = expected.get(id);
         const known = want !== undefined || expected.has(id);
         expected.delete(id);
         if (touched.has(id) || (el.expires !== null && el.expires <= (clock() - t0) / 1000 + 2)) return;
         if (!known) odd.push({ id, stale: true });
-        else if (want !== el.data) odd.push({ id, stale: false });
+        else if (!sameData(want ?? null, el.data)) odd.push({ id, stale: false });
       });
       const r = await run(
         prefix,
@@ -771,7 +781,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       await breathe();
     }
     let missing = 0;
-    let stale = 0;
+    let stale = foreign;
     for (const o of odd)
       if (!touched.has(o.id)) {
         if (o.stale) stale++;
@@ -788,7 +798,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       await rebuild('table missing at verify');
       return { missing: model.size, stale: 0, repaired: true };
     }
-    const d = diff(k.elements);
+    const d = await diff(k.elements, k.foreign);
     suspect = false;
     if (d.missing === 0 && d.stale === 0) {
       lastError = null;

@@ -58,9 +58,20 @@ export interface Dataplane {
   close(): Promise<void>;
 }
 
-/** key under which the kernel knows an entry: two entries with the same key cannot coexist */
+/**
+ * Key under which the kernel knows an entry: two entries with the same key cannot coexist. Family 4: the
+ * external endpoint (protocol, external port range, remote); family 6 (a pinhole, no translation): the internal
+ * endpoint and the remote. Built from the record's fields, never from nft text.
+ */
 export function entryKey(
-  e: Pick<DataplaneEntry, 'protocol' | 'externalPort' | 'externalPortEnd' | 'remoteAddress'>,
+  e: Pick<
+    DataplaneEntry,
+    'family' | 'protocol' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort' | 'remoteAddress'
+  >,
 ): string {
+  if (e.family === 6) {
+    const end = e.internalPort + (e.externalPortEnd - e.externalPort);
+    return `6/${e.protocol}/${e.internalAddress}/${e.internalPort}-${end}/${e.remoteAddress ?? '*'}`;
+  }
   return `${e.protocol}/${e.externalPort}-${e.externalPortEnd}/${e.remoteAddress ?? '*'}`;
 }

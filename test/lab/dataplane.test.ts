@@ -313,6 +313,92 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
     await lab.nft('delete element inet portd fwd4 { tcp . 8013 }\n');
     void before;
   });
+
+  test('an IPv6 pinhole: set element with its timeout, new WAN -> LAN flows marked 0x100 for a default-deny firewall, flows end with it', async () => {
+    // IPv6 by hand in this lab's own namespaces (issue 15 lab addresses), no NAT66
+    const V6 = { gwLan: '2001:db8:77::1', hostA: '2001:db8:77::11', gwWan: '2001:db8:113::1', wan: '2001:db8:113::2' };
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', `${V6.gwLan}/64`, 'dev', IF.lan, 'nodad']);
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', `${V6.gwWan}/64`, 'dev', IF.wan, 'nodad']);
+    await lab.must(lab.gw, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+    await lab.must(lab.lanA, ['ip', '-6', 'addr', 'add', `${V6.hostA}/64`, 'dev', 'eth0', 'nodad']);
+    await lab.must(lab.lanA, ['ip', '-6', 'route', 'add', 'default', 'via', V6.gwLan]);
+    await lab.must(lab.wan, ['ip', '-6', 'addr', 'add', `${V6.wan}/64`, 'dev', 'eth0', 'nodad']);
+    await lab.must(lab.wan, ['ip', '-6', 'route', 'add', 'default', 'via', V6.gwWan]);
+    assert.ok((await hostA.listen('tcp', 9020, '::')).ok);
+    // the admin's own default-deny forward chain with the one rule of the coexistence contract
+    const filter = [
+      'table inet filter {',
+      '  chain forward {',
+      '    type filter hook forward priority filter; policy drop;',
+      '    ct state established,related accept',
+      '    ct mark & 0x100 == 0x100 accept',
+      '  }',
+      '}',
+    ];
+    assert.equal((await lab.nft(filter.join('\n') + '\n')).code, 0);
+    const hole = entry('pin20', {
+      family: 6,
+      externalAddress: V6.hostA,
+      internalAddress: V6.hostA,
+      externalPort: 9020,
+      internalPort: 9020,
+      timeoutSeconds: 30,
+    });
+    try {
+      assert.equal((await wan.tcpProbe(V6.hostA, 9020, { timeoutMs: FAIL_MS })).ok, false, 'default deny before');
+      await dp.apply({ remove: [], add: [hole] });
+      // the element, keyed by address . protocol . port, with the kernel timeout
+      const set = JSON.parse(await lab.must(lab.gw, ['nft', '-j', 'list', 'set', 'inet', 'portd', 'pin6'])) as {
+        nftables: { set?: { elem?: { elem: { val: { concat: unknown[] }; timeout: number } }[] } }[];
+      };
+      const elems = set.nftables.flatMap((i) => i.set?.elem ?? []);
+      assert.deepEqual(
+        elems.map((e) => [e.elem.val.concat, e.elem.timeout]),
+        [[[V6.hostA, 'tcp', 9020], 30]],
+      );
+      // the forward rule that marks new WAN -> LAN flows to a pinhole
+      const chain = await lab.must(lab.gw, ['nft', '-j', 'list', 'chain', 'inet', 'portd', 'forward']);
+      const rules = (JSON.parse(chain) as { nftables: { rule?: { expr: unknown[] } }[] }).nftables
+        .filter((i) => i.rule)
+        .map((i) => JSON.stringify(i.rule!.expr));
+      const marking = rules.filter((r) => r.includes('"right":"@pin6"') && r.includes('"mangle"'));
+      assert.equal(marking.length, 1, rules.join('\n'));
+      assert.match(marking[0]!, /"iifname".*"wan0"/);
+      assert.match(marking[0]!, /"\|":\[\{"ct":\{"key":"mark"\}\},256\]/);
+      // through the admin's default deny, and the flow carries the mark
+      const c = await wan.tcpConnect(V6.hostA, 9020);
+      assert.ok(c.ok, c.error);
+      assert.deepEqual(await wan.tcpSend(c.conn!, 'six'), { ok: true, reply: `hostA|${V6.wan}|six` });
+      const ct = await lab.must(lab.gw, ['conntrack', '-L', '-f', 'ipv6', '--orig-dst', V6.hostA]);
+      assert.match(ct, /dport=9020 .*mark=256/);
+      // audit over typed elements: a pinhole deleted and one planted from outside are found (text listing of the
+      // pinhole sets) and repaired
+      const drift =
+        `delete element inet portd pin6 { ${V6.hostA} . tcp . 9020 }\n` +
+        'add element inet portd pin6 { 2001:DB8:77::99 . tcp . 1 }\n';
+      assert.equal((await lab.nft(drift)).code, 0);
+      const a = await dp.audit();
+      assert.ok(a?.repaired && a.missing >= 1 && a.stale >= 1, JSON.stringify(a));
+      assert.match(
+        await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6']),
+        /elements = \{ 2001:db8:77::11 \. tcp \. 9020 timeout \d+s expires/,
+      );
+      assert.deepEqual(await wan.tcpSend(c.conn!, 'again'), { ok: true, reply: `hostA|${V6.wan}|again` });
+      assert.equal(await dp.count(), (await dp.list()).length);
+      assert.ok((await dp.list()).some((e) => e.id === 'pin20' && e.timeoutSeconds !== null));
+      // the pinhole ends: the kernel rule alone stops the open flow (the admin's chain accepts it as established),
+      // a new one is refused; then conntrack -D removes the entry
+      await dp.apply({ remove: [hole], add: [] });
+      assert.equal((await wan.tcpSend(c.conn!, 'gone', FAIL_MS)).ok, false, 'the open flow ends with the pinhole');
+      await dp.endFlows([hole]);
+      const ctAfter = await lab.exec(lab.gw, ['conntrack', '-L', '-f', 'ipv6', '--orig-dst', V6.hostA]);
+      assert.doesNotMatch(ctAfter.stdout, /dport=9020 /, 'conntrack entries of the pinhole are gone');
+      assert.equal((await wan.tcpProbe(V6.hostA, 9020, { timeoutMs: FAIL_MS })).ok, false);
+      await wan.tcpClose(c.conn!);
+    } finally {
+      await lab.nft('delete table inet filter\n');
+    }
+  });
 });
 
 describe('WAN address watcher in a namespace lab', { skip, timeout: 60_000 }, () => {

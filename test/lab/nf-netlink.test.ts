@@ -12,18 +12,22 @@ import { readlinkSync } from 'node:fs';
 import pino from 'pino';
 import { NetlinkError, openNfNetlink, type NfNetlink } from '../../src/dataplane/nf-netlink.js';
 import { createNftablesDataplane } from '../../src/dataplane/nftables.js';
-import {
-  NftModel,
-  asFile,
-  planBatch,
-  renderInit,
-  stepCommands,
-  type ElementStep,
-} from '../../src/dataplane/nftables-script.js';
+import type { ElementSet, ElementStep, NftElement } from '../../src/dataplane/model.js';
+import { decodeText, stepCommands } from '../../src/dataplane/nft-text.js';
+import { NftModel, planBatch } from '../../src/dataplane/nftables-plan.js';
+import { asFile, renderInit } from '../../src/dataplane/nftables-script.js';
 import type { DataplaneBatch, DataplaneEntry } from '../../src/dataplane/types.js';
 import { exec, labSkip, must } from './harness.js';
 
 const skip = labSkip('nf-netlink');
+
+/** a typed element from nft's text of it */
+function el(set: ElementSet, key: string, data: string | null, timeout: number | null): NftElement {
+  const k = decodeText(set, key, data, null);
+  if (!k) throw new Error(`${set} ${key} does not decode`);
+  const { expires: _, ...rest } = k;
+  return { ...rest, timeout };
+}
 const ns = `pdnl${process.pid}`;
 
 function entry(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
@@ -38,6 +42,11 @@ function entry(id: string, p: Partial<DataplaneEntry> & { externalPort: number }
     timeoutSeconds: 600,
     ...p,
   };
+}
+
+function pinhole(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
+  const address = p.internalAddress ?? '2001:db8:77::11';
+  return { ...entry(id, p), family: 6, externalAddress: address, internalAddress: address };
 }
 
 function structure(table: string): string {
@@ -69,9 +78,7 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   test('the socket opens inside the namespace and this thread stays in its own', async () => {
     const mine = readlinkSync('/proc/thread-self/ns/net');
     await must(ns, ['nft', '-f', '-'], { input: structure('where') });
-    nl.commit('where', [
-      { verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '4242', data: null, timeout: 60 }] },
-    ]);
+    nl.commit('where', [{ verb: 'add', set: 'live_tcp', elements: [el('live_tcp', '4242', null, 60)] }]);
     assert.match(await must(ns, ['nft', 'list', 'set', 'inet', 'where', 'live_tcp']), /4242 timeout 1m/);
     assert.equal(readlinkSync('/proc/thread-self/ns/net'), mine, 'the main thread is back in its namespace');
     await must(ns, ['nft', 'delete', 'table', 'inet', 'where']);
@@ -108,6 +115,19 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
         ],
       },
       { remove: [entry('b', { externalPort: 5001, protocol: 'tcp', timeoutSeconds: null })], add: [] },
+      // IPv6 pinholes (no translation): the key is the internal endpoint, with the remote first in pin6_peer
+      {
+        remove: [],
+        add: [
+          pinhole('h1', { externalPort: 8000 }),
+          pinhole('h2', { externalPort: 8000, internalAddress: '2001:db8:77::12', timeoutSeconds: null }),
+          pinhole('h3', { externalPort: 22, protocol: 'tcp', remoteAddress: '2001:db8:113::5' }),
+        ],
+      },
+      {
+        remove: [pinhole('h1', { externalPort: 8000 })],
+        add: [pinhole('h1', { externalPort: 8000, timeoutSeconds: 60 })],
+      },
     ];
     const mNl = new NftModel();
     const mNft = new NftModel();
@@ -131,6 +151,9 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
     assert.doesNotMatch(x, /203\.0\.113\.9 /);
     assert.doesNotMatch(x, /tcp \. 5001/);
     assert.match(x, /tcp \. 65535 timeout 10m : 192\.168\.77\.11 \. 65535/);
+    assert.match(x, /2001:db8:77::11 \. udp \. 8000 timeout 1m/);
+    assert.match(x, /2001:db8:77::12 \. udp \. 8000[,\s]/);
+    assert.match(x, /2001:db8:113::5 \. 2001:db8:77::11 \. tcp \. 22 timeout 10m/);
     await must(ns, ['nft', 'delete', 'table', 'inet', 'vianl']);
     await must(ns, ['nft', 'delete', 'table', 'inet', 'vianft']);
   });
@@ -141,14 +164,14 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
     });
     const before = await listing('refuse');
     const clash: ElementStep[] = [
-      { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '9001', data: null, timeout: 60 }] },
+      { verb: 'add', set: 'live_udp', elements: [el('live_udp', '9001', null, 60)] },
       // same key, other data: the kernel refuses (drift must fail the tick, not be overwritten)
       {
         verb: 'add',
         set: 'fwd4',
         elements: [
-          { set: 'fwd4', key: 'udp . 9001', data: '192.168.77.11 . 9001', timeout: 60 },
-          { set: 'fwd4', key: 'udp . 9000', data: '192.168.77.99 . 9000', timeout: 60 },
+          el('fwd4', 'udp . 9001', '192.168.77.11 . 9001', 60),
+          el('fwd4', 'udp . 9000', '192.168.77.99 . 9000', 60),
         ],
       },
     ];
@@ -167,23 +190,17 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
       {
         verb: 'add',
         set: 'fwd4',
-        elements: [{ set: 'fwd4', key: 'udp . 9000', data: '192.168.77.11 . 9000', timeout: null }],
+        elements: [el('fwd4', 'udp . 9000', '192.168.77.11 . 9000', null)],
       },
     ]);
     assert.equal(await listing('refuse'), before);
     // deleting what is not there, and writing to a table that is not there: ENOENT
     assert.throws(
-      () =>
-        nl.commit('refuse', [
-          { verb: 'delete', set: 'live_udp', elements: [{ set: 'live_udp', key: '1', data: null, timeout: null }] },
-        ]),
+      () => nl.commit('refuse', [{ verb: 'delete', set: 'live_udp', elements: [el('live_udp', '1', null, null)] }]),
       (err: unknown) => err instanceof NetlinkError && err.errno === 2 && /delete element live_udp/.test(err.message),
     );
     assert.throws(
-      () =>
-        nl.commit('nosuch', [
-          { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '1', data: null, timeout: null }] },
-        ]),
+      () => nl.commit('nosuch', [{ verb: 'add', set: 'live_udp', elements: [el('live_udp', '1', null, null)] }]),
       (err: unknown) => err instanceof NetlinkError && err.errno === 2,
     );
     // ranges are not written this way: refused before anything is sent
@@ -193,15 +210,13 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
           {
             verb: 'add',
             set: 'live_udp_range',
-            elements: [{ set: 'live_udp_range', key: '1-2', data: null, timeout: null }],
+            elements: [el('live_udp_range', '1-2', null, null)],
           },
         ]),
       NetlinkError,
     );
     // and the socket still works after all that
-    nl.commit('refuse', [
-      { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '9002', data: null, timeout: 60 }] },
-    ]);
+    nl.commit('refuse', [{ verb: 'add', set: 'live_udp', elements: [el('live_udp', '9002', null, 60)] }]);
     assert.match(await listing('refuse'), /9002 timeout 1m/);
     await must(ns, ['nft', 'delete', 'table', 'inet', 'refuse']);
   });
@@ -209,12 +224,9 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
   test('a batch longer than the send buffer is not sent (false: write it another way), and nothing is applied', async () => {
     await must(ns, ['nft', '-f', '-'], { input: structure('big') });
     // ≈ 52 octets an element: 3.4 MB, past the 2 MiB send buffer
-    const els = Array.from({ length: 65_000 }, (_, i) => ({
-      set: 'fwd4_peer' as const,
-      key: `203.0.113.7 . udp . ${i + 1}`,
-      data: '192.168.77.11 . 80',
-      timeout: 60,
-    }));
+    const els = Array.from({ length: 65_000 }, (_, i) =>
+      el('fwd4_peer', `203.0.113.7 . udp . ${i + 1}`, '192.168.77.11 . 80', 60),
+    );
     assert.equal(nl.commit('big', [{ verb: 'add', set: 'fwd4_peer', elements: els }]), false);
     assert.doesNotMatch(await must(ns, ['nft', 'list', 'map', 'inet', 'big', 'fwd4_peer']), /elements/);
     // a big batch that fits (8,000 elements, 0.4 MB): one transaction
@@ -235,7 +247,8 @@ describe('nf_tables over netlink, in a namespace', { skip, timeout: 120_000 }, (
       let out;
       try {
         nl.commit('perm', [
-          { verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', key: '1', data: null, timeout: 60 }] },
+          { verb: 'add', set: 'live_tcp', elements: [{ set: 'live_tcp', remote: null, address: null, protocol: null,
+            port: 1, portEnd: 1, data: null, timeout: 60 }] },
         ]);
         out = { ok: true };
       }

@@ -13,7 +13,16 @@ import {
   netlinkCan,
   parseAnswers,
 } from '../../src/dataplane/nf-netlink.js';
-import type { ElementStep } from '../../src/dataplane/nftables-script.js';
+import type { ElementSet, ElementStep, NftElement } from '../../src/dataplane/model.js';
+import { decodeText } from '../../src/dataplane/nft-text.js';
+
+/** a typed element from nft's text of it (the text decoder is tested in nft-listing.test.ts) */
+function el(set: ElementSet, key: string, data: string | null = null, timeout: number | null = null): NftElement {
+  const k = decodeText(set, key, data, null);
+  assert.ok(k, `${set} ${key} decodes`);
+  const { expires: _, ...rest } = k;
+  return { ...rest, timeout };
+}
 
 /** netlink messages of a buffer: [type, flags, seq, family, resId, payload] */
 function messages(
@@ -53,38 +62,44 @@ function attrs(buf: Buffer): { type: number; nested: boolean; value: Buffer }[] 
 
 describe('nf-netlink encoding', () => {
   it('encodes keys as the kernel holds them: concatenated fields padded to 4 octets, network order', () => {
-    assert.deepEqual([...encodeKey('fwd4', 'tcp . 8080')], [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
-    assert.deepEqual([...encodeKey('fwd4', 'udp . 65535')], [17, 0, 0, 0, 0xff, 0xff, 0, 0]);
+    assert.deepEqual([...encodeKey(el('fwd4', 'tcp . 8080', '192.168.77.11 . 80'))], [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+    assert.deepEqual([...encodeKey(el('fwd4', 'udp . 65535', '192.168.77.11 . 80'))], [17, 0, 0, 0, 0xff, 0xff, 0, 0]);
     assert.deepEqual(
-      [...encodeKey('fwd4_peer', '198.51.100.7 . udp . 443')],
+      [...encodeKey(el('fwd4_peer', '198.51.100.7 . udp . 443', '192.168.77.11 . 80'))],
       [198, 51, 100, 7, 17, 0, 0, 0, 0x01, 0xbb, 0, 0],
     );
-    assert.deepEqual([...encodeKey('live_tcp', '1')], [0, 1]);
-    assert.deepEqual([...encodeData('fwd4', '192.168.77.11 . 80')], [192, 168, 77, 11, 0, 80, 0, 0]);
+    assert.deepEqual([...encodeKey(el('live_tcp', '1'))], [0, 1]);
+    assert.deepEqual(
+      [...encodeData('fwd4', { address: Uint8Array.of(192, 168, 77, 11), port: 80 })],
+      [192, 168, 77, 11, 0, 80, 0, 0],
+    );
   });
 
   it('refuses what it cannot encode with a NetlinkError, never a wrong value', () => {
-    for (const [set, key] of [
-      ['fwd4', 'sctp . 1'],
-      ['fwd4', 'tcp . 65536'],
-      ['fwd4', 'tcp . -1'],
-      ['fwd4', '8080'],
-      ['live_udp', 'tcp . 1'],
-      ['fwd4_peer', '1.2.3 . tcp . 1'],
-      ['fwd4_peer', '1.2.3.256 . tcp . 1'],
-      ['fwd4_range', 'tcp . 1-5'],
-      ['live_tcp_range', '1-5'],
-    ] as const) {
-      assert.throws(() => encodeKey(set, key), NetlinkError, `${set} ${key}`);
-    }
-    assert.throws(() => encodeData('fwd4', '192.168.77.11'), NetlinkError);
-    assert.throws(() => encodeData('live_tcp', '1'), NetlinkError);
+    const base = el('fwd4', 'tcp . 1', '192.168.77.11 . 1');
+    const peer = el('fwd4_peer', '198.51.100.7 . tcp . 1', '192.168.77.11 . 1');
+    const bad: [string, NftElement][] = [
+      ['sctp', { ...base, protocol: 'sctp' as 'tcp' }],
+      ['port 65536', { ...base, port: 65536, portEnd: 65536 }],
+      ['port -1', { ...base, port: -1, portEnd: -1 }],
+      ['port 1.5', { ...base, port: 1.5, portEnd: 1.5 }],
+      ['no protocol', { ...base, protocol: null }],
+      ['3-byte remote', { ...peer, remote: Uint8Array.of(1, 2, 3) }],
+      ['16-byte remote in an IPv4 set', { ...peer, remote: new Uint8Array(16) }],
+      ['no remote', { ...peer, remote: null }],
+      ['interval map', el('fwd4_range', 'tcp . 1-5', '192.168.77.11')],
+      ['interval set', el('live_tcp_range', '1-5')],
+    ];
+    for (const [what, e] of bad) assert.throws(() => encodeKey(e), NetlinkError, what);
+    assert.throws(() => encodeData('fwd4', { address: Uint8Array.of(192, 168, 77, 11), port: null }), NetlinkError);
+    assert.throws(() => encodeData('fwd4', { address: new Uint8Array(16), port: 1 }), NetlinkError);
+    assert.throws(() => encodeData('live_tcp', null), NetlinkError);
   });
 
   it('any port round-trips through the key', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 65535 }), fc.constantFrom('tcp', 'udp'), (port, p) => {
-        const b = encodeKey('fwd4', `${p} . ${port}`);
+        const b = encodeKey({ ...el('fwd4', 'tcp . 1', '192.168.77.11 . 1'), protocol: p, port, portEnd: port });
         return (
           b.length === 8 && b.readUInt16BE(4) === port && b[0] === (p === 'tcp' ? 6 : 17) && b[1] === 0 && b[6] === 0
         );
@@ -93,8 +108,7 @@ describe('nf-netlink encoding', () => {
   });
 
   it('netlinkCan: only the plain sets (no intervals)', () => {
-    const el = { key: '1', data: null, timeout: 1 };
-    assert.equal(netlinkCan([{ verb: 'add', set: 'live_tcp', elements: [{ ...el, set: 'live_tcp' }] }]), true);
+    assert.equal(netlinkCan([{ verb: 'add', set: 'live_tcp', elements: [el('live_tcp', '1', null, 1)] }]), true);
     assert.equal(
       netlinkCan([
         { verb: 'add', set: 'live_tcp', elements: [] },
@@ -110,10 +124,10 @@ describe('nf-netlink encoding', () => {
       {
         verb: 'add',
         set: 'fwd4',
-        elements: [{ set: 'fwd4', key: 'udp . 5000', data: '192.168.77.11 . 5001', timeout: 120 }],
+        elements: [el('fwd4', 'udp . 5000', '192.168.77.11 . 5001', 120)],
       },
-      { verb: 'delete', set: 'live_udp', elements: [{ set: 'live_udp', key: '5000', data: null, timeout: 1 }] },
-      { verb: 'add', set: 'live_udp', elements: [{ set: 'live_udp', key: '5000', data: null, timeout: null }] },
+      { verb: 'delete', set: 'live_udp', elements: [el('live_udp', '5000', null, 1)] },
+      { verb: 'add', set: 'live_udp', elements: [el('live_udp', '5000', null, null)] },
     ];
     const b = encodeBatch('portd', steps, 41);
     const m = messages(b.buffer);
@@ -171,12 +185,7 @@ describe('nf-netlink encoding', () => {
   });
 
   it('splits a step every 256 elements, each message acked', () => {
-    const els = Array.from({ length: 600 }, (_, i) => ({
-      set: 'live_tcp' as const,
-      key: String(i + 1),
-      data: null,
-      timeout: 30,
-    }));
+    const els = Array.from({ length: 600 }, (_, i) => el('live_tcp', String(i + 1), null, 30));
     const b = encodeBatch('t', [{ verb: 'add', set: 'live_tcp', elements: els }], 1);
     const m = messages(b.buffer);
     assert.equal(m.length, 5);

@@ -1,18 +1,14 @@
 /**
- * Reading nft's set listings (nftables-script.ts: ListedElements, durationSeconds on plain text;
+ * Reading nft's set listings (nftables-listing.ts: ListedElements, durationSeconds on plain text;
  * countSetElements on JSON). Fixtures are `nft list map|set inet portd <name>` output of nft 1.0.6, captured
  * in a namespace from a table written by renderInit + renderFill (single ports, a range, a range with
  * a port offset, peer-filtered leases, static leases without a timeout).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  ListedElements,
-  countSetElements,
-  durationSeconds,
-  type KernelElement,
-  type ElementSet,
-} from '../../src/dataplane/nftables-script.js';
+import type { ElementSet } from '../../src/dataplane/model.js';
+import { dataText, keyText } from '../../src/dataplane/nft-text.js';
+import { ListedElements, countSetElements, durationSeconds } from '../../src/dataplane/nftables-listing.js';
 
 const FWD4 = `table inet portd {
 \tmap fwd4 {
@@ -68,10 +64,22 @@ const EMPTY = `table inet portd {
 }
 `;
 
-/** feeds `text` to a parser in pieces of `size` characters */
-function parse(set: ElementSet, text: string, size: number): { elements: KernelElement[]; whole: boolean } {
-  const elements: KernelElement[] = [];
-  const p = new ListedElements(set, (e) => elements.push(e));
+interface Listed {
+  readonly set: ElementSet;
+  readonly key: string;
+  readonly data: string | null;
+  readonly expires: number | null;
+}
+
+/**
+ * feeds `text` to a parser in pieces of `size` characters; each typed element comes back as nft's text of it
+ * (the text encoder's), so the fixture's own text is the expectation; an element that does not decode is null
+ */
+function parse(set: ElementSet, text: string, size: number): { elements: (Listed | null)[]; whole: boolean } {
+  const elements: (Listed | null)[] = [];
+  const p = new ListedElements(set, (e) =>
+    elements.push(e && { set: e.set, key: keyText(e), data: dataText(e.data), expires: e.expires }),
+  );
   for (let i = 0; i < text.length; i += size) p.push(text.slice(i, i + size));
   return { elements, whole: p.end() };
 }
@@ -90,7 +98,7 @@ describe('nft text listings', () => {
       const { elements, whole } = parse('fwd4', FWD4, size);
       assert.ok(whole, `chunks of ${size}`);
       assert.deepEqual(
-        elements.map((e) => [e.set, e.key, e.data]),
+        elements.map((e) => [e!.set, e!.key, e!.data]),
         [
           ['fwd4', 'udp . 80', '192.168.77.10 . 80'],
           ['fwd4', 'udp . 7000', '192.168.77.10 . 9000'],
@@ -107,11 +115,11 @@ describe('nft text listings', () => {
 
   it('reads ranges, peer keys and plain sets', () => {
     assert.deepEqual(
-      parse('fwd4_range', FWD4_RANGE, 13).elements.map((e) => [e.key, e.data]),
+      parse('fwd4_range', FWD4_RANGE, 13).elements.map((e) => [e!.key, e!.data]),
       [['tcp . 6000-6009', '192.168.77.10']],
     );
     assert.deepEqual(
-      parse('fwd4_peer', FWD4_PEER, 13).elements.map((e) => [e.key, e.data, e.expires]),
+      parse('fwd4_peer', FWD4_PEER, 13).elements.map((e) => [e!.key, e!.data, e!.expires]),
       [
         ['203.0.113.9 . udp . 5000', '192.168.77.10 . 5000', null],
         ['203.0.113.9 . udp . 5001', '192.168.77.10 . 5001', null],
@@ -119,14 +127,14 @@ describe('nft text listings', () => {
       ],
     );
     assert.deepEqual(
-      parse('live_tcp', LIVE_TCP, 5).elements.map((e) => [e.key, e.data]),
+      parse('live_tcp', LIVE_TCP, 5).elements.map((e) => [e!.key, e!.data]),
       [
         ['4000', null],
         ['8080', null],
       ],
     );
     assert.deepEqual(
-      parse('live_udp_range', LIVE_UDP_RANGE, 5).elements.map((e) => [e.key, e.expires]),
+      parse('live_udp_range', LIVE_UDP_RANGE, 5).elements.map((e) => [e!.key, e!.expires]),
       [
         ['5000-5001', null],
         ['7000-7002', 86400 + 59 * 60 + 59.956],

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { structureFingerprint } from '../../src/dataplane/nftables-audit.js';
-import { parseTablesJson, tableOnly } from '../../src/dataplane/nftables-script.js';
+import { parseTablesJson, tableOnly } from '../../src/dataplane/nftables-listing.js';
 
 // shape of `nft -t -j list ruleset` (nft 1.0.6), trimmed: the host's own table, then ours
 const RULESET = JSON.stringify({

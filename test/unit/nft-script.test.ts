@@ -1,15 +1,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NftPlanError } from '../../src/dataplane/model.js';
+import { dataText, keyText } from '../../src/dataplane/nft-text.js';
+import { parseTableJson, parseTablesJson } from '../../src/dataplane/nftables-listing.js';
+import { NftModel, entryElements, planBatch, planReset } from '../../src/dataplane/nftables-plan.js';
 import {
-  NftModel,
-  NftPlanError,
   asFile,
   asLine,
-  fwdElements,
-  parseTableJson,
-  parseTablesJson,
-  planBatch,
-  planReset,
   renderExternalAddresses,
   renderInit,
   type RulesetOptions,
@@ -54,6 +51,9 @@ describe('nft script generation', () => {
       'add set inet portd live_udp { type inet_service; flags timeout; }',
       'add set inet portd live_tcp_range { type inet_service; flags interval,timeout; }',
       'add set inet portd live_udp_range { type inet_service; flags interval,timeout; }',
+      'add set inet portd pin6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }',
+      'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; }',
+      'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; }',
       'add chain inet portd prerouting { type nat hook prerouting priority dstnat; policy accept; }',
       'add chain inet portd postrouting { type nat hook postrouting priority srcnat; policy accept; }',
       'add chain inet portd forward { type filter hook forward priority filter - 1; policy accept; }',
@@ -65,10 +65,16 @@ describe('nft script generation', () => {
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to ip saddr . meta l4proto . th dport map @fwd4_peer',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4_range',
-      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto tcp ct original proto-dst != @live_tcp ' +
-        'ct original proto-dst != @live_tcp_range drop',
-      'add rule inet portd forward ct mark & 0x100 == 0x100 meta l4proto udp ct original proto-dst != @live_udp ' +
-        'ct original proto-dst != @live_udp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 meta nfproto ipv4 meta l4proto tcp ct original ' +
+        'proto-dst != @live_tcp ct original proto-dst != @live_tcp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 meta nfproto ipv4 meta l4proto udp ct original ' +
+        'proto-dst != @live_udp ct original proto-dst != @live_udp_range drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 ct direction original ip6 daddr . meta l4proto . th ' +
+        'dport != @pin6 ip6 daddr . meta l4proto . th dport != @pin6_range ip6 saddr . ip6 daddr . meta l4proto . ' +
+        'th dport != @pin6_peer drop',
+      'add rule inet portd forward ct mark & 0x100 == 0x100 ct direction reply ip6 saddr . meta l4proto . th ' +
+        'sport != @pin6 ip6 saddr . meta l4proto . th sport != @pin6_range ip6 daddr . ip6 saddr . meta l4proto . ' +
+        'th sport != @pin6_peer drop',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
         'original proto-dst @live_tcp ct mark set ct mark | 0x100',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
@@ -77,6 +83,12 @@ describe('nft script generation', () => {
         'original proto-dst @live_udp ct mark set ct mark | 0x100',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto udp ct ' +
         'original proto-dst @live_udp_range ct mark set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 daddr . meta l4proto . th dport @pin6 ct mark ' +
+        'set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 daddr . meta l4proto . th dport @pin6_range ' +
+        'ct mark set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 saddr . ip6 daddr . meta l4proto . th dport ' +
+        '@pin6_peer ct mark set ct mark | 0x100',
       'add rule inet portd forward iifname { "br-lan" } oifname { "br-lan" } ct state new ct mark & 0x100 == ' +
         '0x100 ct mark set ct mark | 0x200',
       'add rule inet portd postrouting ct mark & 0x200 == 0x200 masquerade',
@@ -240,6 +252,9 @@ describe('nft script generation', () => {
       'flush set inet portd live_udp',
       'flush set inet portd live_tcp_range',
       'flush set inet portd live_udp_range',
+      'flush set inet portd pin6',
+      'flush set inet portd pin6_range',
+      'flush set inet portd pin6_peer',
       'add element inet portd fwd4 { tcp . 80 timeout 10s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 80 timeout 10s }',
     ]);
@@ -251,7 +266,7 @@ describe('nft script generation', () => {
   });
 
   test('a range with a port offset is expanded per port; a huge one is refused', () => {
-    assert.equal(fwdElements(e('s', { externalPort: 100, externalPortEnd: 102, internalPort: 200 }), 5).length, 3);
+    assert.equal(entryElements(e('s', { externalPort: 100, externalPortEnd: 102, internalPort: 200 }), 5).length, 3);
     assert.throws(
       () =>
         planBatch(
@@ -318,16 +333,28 @@ describe('parsing nft and ip output', () => {
         },
       ],
     });
-    assert.deepEqual(parseTableJson(json, 'portd'), {
-      handle: 7,
-      ext4: ['203.0.113.1'],
-      elements: [
-        { set: 'fwd4', key: 'tcp . 8080', data: '192.168.77.11 . 80', expires: 29 },
-        { set: 'fwd4', key: 'udp . 25', data: '192.168.77.12 . 25', expires: null },
-        { set: 'fwd4_range', key: 'tcp . 6113-6119', data: '192.168.77.11', expires: 19 },
-        { set: 'live_tcp', key: '8080', data: null, expires: 29 },
-      ],
-    });
+    const t = parseTableJson(json, 'portd');
+    assert.ok(t);
+    const asText = t.elements.map((el) => ({
+      set: el.set,
+      key: keyText(el),
+      data: dataText(el.data),
+      expires: el.expires,
+    }));
+    assert.deepEqual(
+      { handle: t.handle, ext4: t.ext4, elements: asText, foreign: t.foreign },
+      {
+        handle: 7,
+        ext4: ['203.0.113.1'],
+        foreign: 0,
+        elements: [
+          { set: 'fwd4', key: 'tcp . 8080', data: '192.168.77.11 . 80', expires: 29 },
+          { set: 'fwd4', key: 'udp . 25', data: '192.168.77.12 . 25', expires: null },
+          { set: 'fwd4_range', key: 'tcp . 6113-6119', data: '192.168.77.11', expires: 19 },
+          { set: 'live_tcp', key: '8080', data: null, expires: 29 },
+        ],
+      },
+    );
     assert.equal(
       parseTablesJson(
         JSON.stringify({
