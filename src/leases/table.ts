@@ -12,7 +12,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Clock } from './clock.js';
 import { PortMap } from './port-map.js';
 import { PinholeIndex } from './pinhole-index.js';
-import { canonicalIPv6, splitZone } from '../common/ipv6.js';
+import { canonicalIPv6, formatEndpoint, splitZone } from '../common/ipv6.js';
 import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
@@ -93,9 +93,6 @@ interface Job<R = unknown> {
 }
 
 const unavailable = (detail: string): Refusal => ({ ok: false, reason: 'unavailable', detail });
-/** an endpoint as logs and operators write it: `[2001:db8::10]:443` for IPv6 */
-const endpoint = (family: number, address: string, port: number): string =>
-  family === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 
 export type LeaseTable = ReturnType<typeof createLeaseTable>;
 
@@ -1326,7 +1323,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           protocol: l.protocol,
           external: formatPortRange(externalPorts(l)),
           ...(l.family === 6 ? { family: 6 } : {}),
-          internal: endpoint(l.family, l.internalAddress, l.internalPort),
+          internal: formatEndpoint(l.internalAddress, l.internalPort),
           expiresAt: l.expiresAt,
           actor: e.actor ?? undefined,
           reason: e.reason ?? undefined,
@@ -1732,7 +1729,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
               protocol: req.protocol,
               externalPort: req.externalPort,
               ...(req.family === 6 ? { family: 6 } : {}),
-              internal: endpoint(req.family ?? 4, req.internalAddress, req.internalPort),
+              internal: formatEndpoint(req.internalAddress, req.internalPort),
               reason: r.reason,
               detail,
             },
