@@ -27,6 +27,13 @@ export function createMetrics(opts: { defaultMetrics?: boolean | 'on-demand' } =
       labelNames: ['source'] as const,
       registers: [registry],
     }),
+    // IPv6 pinholes (issue 15), by source; portd_leases_active counts them too (a pinhole is a lease)
+    pinholesActive: new Gauge({
+      name: 'portd_pinholes_active',
+      help: 'Active IPv6 pinholes by source (included in portd_leases_active)',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
     requests: new Counter({
       name: 'portd_requests_total',
       help: 'Requests by front-end and result code',

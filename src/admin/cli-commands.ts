@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import type { Config } from '../config/types.js';
 import type { Lease } from '../leases/types.js';
 import { externalPorts, formatPortRange } from '../common/port-range.js';
+import { formatEndpoint } from '../common/ipv6.js';
 import { adminListen } from './auth.js';
 
 export interface Writer {
@@ -28,9 +29,10 @@ export interface AdminCommandOptions {
 
 export const ADMIN_COMMANDS = ['leases', 'revoke', 'forward', 'status'] as const;
 
-export const ADMIN_USAGE = `portd leases [--source S] [--state active|ended|all] [--json]   list leases
+export const ADMIN_USAGE = `portd leases [--source S] [--state active|ended|all] [--family 4|6] [--json]   list leases
 portd revoke ID [--reason TEXT]                                  revoke a lease (closes the port now)
 portd forward add <tcp|udp> <extPort[-end]> <internal[:port]> [--description D] [--lifetime SECONDS] [--remote ADDR]
+  (internal [2001:db8::10] = a static IPv6 pinhole on that port of that host, no translation)
 portd forward rm ID                                              remove a static forward
 portd status [--json]                                            daemon status
   common: --url http://127.0.0.1:8080  --token T (or env PORTD_ADMIN_TOKEN)`;
@@ -142,12 +144,19 @@ function table(rows: string[][]): string {
 }
 
 const portsOf = (l: Pick<Lease, 'externalPort' | 'externalPortEnd'>) => formatPortRange(externalPorts(l));
+/** the first internal port, `[2001:db8::10]:443` for an IPv6 endpoint */
+const startOf = (l: Pick<Lease, 'internalAddress' | 'internalPort'>) =>
+  formatEndpoint(l.internalAddress, l.internalPort);
+/** `[2001:db8::10]:443` for an IPv6 endpoint, `192.0.2.1:443` otherwise */
+const internalOf = (l: Pick<Lease, 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort'>) => {
+  const span = l.externalPortEnd - l.externalPort;
+  return formatEndpoint(l.internalAddress, `${l.internalPort}${span ? `-${l.internalPort + span}` : ''}`);
+};
 
 export function formatLeases(list: readonly Lease[], now: number): string {
   if (list.length === 0) return 'no leases\n';
   const rows = [['ID', 'SOURCE', 'PROTO', 'EXTERNAL', 'INTERNAL', 'OWNER', 'LEFT', 'DESCRIPTION']];
   for (const l of list) {
-    const span = l.externalPortEnd - l.externalPort;
     const left =
       l.state !== 'active'
         ? (l.endReason ?? 'ended')
@@ -158,8 +167,9 @@ export function formatLeases(list: readonly Lease[], now: number): string {
       l.id,
       l.source + (l.readOnly ? '*' : ''),
       l.protocol,
-      `${l.externalAddress}:${portsOf(l)}`,
-      `${l.internalAddress}:${l.internalPort}${span ? `-${l.internalPort + span}` : ''}`,
+      // a pinhole's external endpoint is its internal one (no translation)
+      formatEndpoint(l.externalAddress, portsOf(l)),
+      internalOf(l),
       l.owner,
       left,
       (l.description || (l.rule ? `rule ${l.rule}` : '')) + (l.remoteAddress ? ` [from ${l.remoteAddress}]` : ''),
@@ -232,10 +242,10 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
   try {
     switch (cmd) {
       case 'leases': {
-        const p = parseArgs(rest, ['source', 'state', 'owner', 'limit'], ['json']);
+        const p = parseArgs(rest, ['source', 'state', 'owner', 'limit', 'family'], ['json']);
         if (p.positional.length) throw new UsageError(`unexpected argument ${p.positional[0]}`);
         const q = new URLSearchParams();
-        for (const k of ['source', 'state', 'owner'] as const) {
+        for (const k of ['source', 'state', 'owner', 'family'] as const) {
           const v = p.flags.get(k);
           if (typeof v === 'string') q.set(k, v);
         }
@@ -262,7 +272,7 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
           p.flags.get('json')
             ? JSON.stringify(r.lease, null, 2) + '\n'
             : `revoked ${id}: ${r.lease.protocol} ${portsOf(r.lease)} -> ` +
-                `${r.lease.internalAddress}:${r.lease.internalPort} (${r.lease.source}, owner ${r.lease.owner})\n`,
+                `${startOf(r.lease)} (${r.lease.source}, owner ${r.lease.owner})\n`,
         );
         return 0;
       }
@@ -276,9 +286,16 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
           if (proto !== 'tcp' && proto !== 'udp') throw new UsageError(`protocol must be tcp or udp, not ${proto}`);
           const pm = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(ports);
           if (!pm) throw new UsageError(`external port must be a number or a range like 6000-6010, not ${ports}`);
-          const im = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(internal);
-          if (!im || isIP(im[1]!) !== 4)
-            throw new UsageError(`internal must be an IPv4 address with an optional :port, not ${internal}`);
+          // an IPv6 internal address in brackets is a static pinhole: `[2001:db8::10]` or `[2001:db8::10]:443`
+          const im =
+            /^([0-9.]+)(?::(\d{1,5}))?$/.exec(internal) ?? /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(internal);
+          if (!im || isIP(im[1]!) === 0)
+            throw new UsageError(
+              `internal must be an IPv4 address or a bracketed IPv6 one ([2001:db8::10]) with an optional :port, ` +
+                `not ${internal}`,
+            );
+          if (isIP(im[1]!) === 6 && im[2] !== undefined && Number(im[2]) !== Number(pm[1]))
+            throw new UsageError(`an IPv6 pinhole has no translation: the internal port must be ${pm[1]} or left out`);
           const body: Record<string, unknown> = {
             protocol: proto,
             externalPort: Number(pm[1]),
@@ -302,8 +319,8 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
           opts.out.write(
             p.flags.get('json')
               ? JSON.stringify(l, null, 2) + '\n'
-              : `${r.created ? 'added' : 'renewed'} ${l.id}: ${l.protocol} ${l.externalAddress}:${portsOf(l)} -> ` +
-                  `${l.internalAddress}:${l.internalPort}` +
+              : `${r.created ? 'added' : 'renewed'} ${l.id}: ${l.protocol} ` +
+                  `${formatEndpoint(l.externalAddress, portsOf(l))} -> ${startOf(l)}` +
                   (l.expiresAt === null
                     ? ' (no expiry)'
                     : ' (expires in ' + `${fmtDuration((l.expiresAt - now()) / 1000)})`) +
@@ -324,9 +341,7 @@ export async function runAdminCommand(argv: string[], opts: AdminCommandOptions)
             'DELETE',
             `/api/v1/leases/${encodeURIComponent(id)}?reason=${encodeURIComponent('forward removed')}`,
           );
-          opts.out.write(
-            `removed ${id}: ${lease.protocol} ${portsOf(lease)} -> ${lease.internalAddress}:${lease.internalPort}\n`,
-          );
+          opts.out.write(`removed ${id}: ${lease.protocol} ${portsOf(lease)} -> ${startOf(lease)}\n`);
           return 0;
         }
         throw new UsageError('forward add|rm ...');

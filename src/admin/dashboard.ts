@@ -90,6 +90,8 @@ export const DASHBOARD_HTML = `<!doctype html>
       <input id="filter" type="search" placeholder="filter: address, port, description, source…" aria-label="filter">
       <select id="state" aria-label="state"><option value="active">active</option><option value="ended">ended</option>
         <option value="all">all</option></select>
+      <select id="family" aria-label="address family"><option value="">IPv4 + IPv6</option>
+        <option value="4">IPv4 mappings</option><option value="6">IPv6 pinholes</option></select>
     </div>
     <table id="leases">
       <thead><tr><th>Source</th><th>Protocol</th><th>External</th><th>Internal</th><th>Owner</th><th>Remote</th>
@@ -104,7 +106,8 @@ export const DASHBOARD_HTML = `<!doctype html>
     <form id="forward-form" class="grid">
       <label>Protocol<select name="protocol"><option>tcp</option><option>udp</option></select></label>
       <label>External port(s)<input name="ports" placeholder="8080 or 6000-6010" required></label>
-      <label>Internal address<input name="internalAddress" placeholder="192.168.1.20" required></label>
+      <label>Internal address<input name="internalAddress" placeholder="192.168.1.20 (IPv6: a pinhole)" required>
+        </label>
       <label>Internal port<input name="internalPort" placeholder="same as external" inputmode="numeric"></label>
       <label>Remote host<input name="remoteAddress" placeholder="anyone"></label>
       <label>Lifetime (s)<input name="lifetime" placeholder="no expiry" inputmode="numeric"></label>
@@ -218,6 +221,12 @@ export const DASHBOARD_JS = `'use strict';
   function ports(l) {
     return l.externalPortEnd !== l.externalPort ? l.externalPort + '-' + l.externalPortEnd : String(l.externalPort);
   }
+  // an IPv6 endpoint in brackets, so its port is not read as one more group
+  function ep(addr, port) { return addr.indexOf(':') >= 0 ? '[' + addr + ']:' + port : addr + ':' + port; }
+  function internalOf(l) {
+    var end = l.externalPortEnd !== l.externalPort ? '-' + (l.internalPort + l.externalPortEnd - l.externalPort) : '';
+    return ep(l.internalAddress, l.internalPort + end);
+  }
 
   // ---- status ----
   function loadStatus() {
@@ -257,14 +266,18 @@ export const DASHBOARD_JS = `'use strict';
     var f = $('filter').value.trim().toLowerCase();
     var st = $('state').value;
     if (st !== 'all' && l.state !== st) return false;
+    var fam = $('family').value;
+    if (fam && String(l.family || 4) !== fam) return false;
     if (!f) return true;
-    var hay = [l.id, l.source, l.protocol, l.externalAddress + ':' + ports(l), l.internalAddress + ':' + l.internalPort,
-      l.owner, l.remoteAddress || '', l.description, l.rule || ''].join(' ').toLowerCase();
+    var hay = [l.id, l.source, l.protocol, ep(l.externalAddress, ports(l)), internalOf(l),
+      l.family === 6 ? 'ipv6 pinhole' : 'ipv4', l.owner, l.remoteAddress || '', l.description, l.rule || '']
+      .join(' ').toLowerCase();
     return f.split(/\\s+/).every(function (w) { return hay.indexOf(w) >= 0; });
   }
 
   function row(l) {
-    var tr = el('tr', { 'data-id': l.id, 'data-source': l.source, cls: 'row-' + l.source });
+    var tr = el('tr', { 'data-id': l.id, 'data-source': l.source, 'data-family': String(l.family || 4),
+      cls: 'row-' + l.source });
     function td(label, text, cls) {
       var c = el('td', { 'data-label': label, text: text });
       if (cls) c.className = cls;
@@ -272,11 +285,10 @@ export const DASHBOARD_JS = `'use strict';
       return c;
     }
     var s = td('Source', ''); s.appendChild(el('span', { cls: 'chip src-' + l.source, text: l.source }));
+    if (l.family === 6) s.appendChild(el('span', { cls: 'chip', text: 'IPv6', title: 'pinhole: no translation' }));
     td('Protocol', l.protocol);
-    td('External', l.externalAddress + ':' + ports(l), 'mono');
-    var internalEnd =
-      l.externalPortEnd !== l.externalPort ? '-' + (l.internalPort + l.externalPortEnd - l.externalPort) : '';
-    td('Internal', l.internalAddress + ':' + l.internalPort + internalEnd, 'mono');
+    td('External', ep(l.externalAddress, ports(l)), 'mono');
+    td('Internal', internalOf(l), 'mono');
     td('Owner', l.owner, 'mono');
     td('Remote', l.remoteAddress || 'any', 'mono');
     td('Description', l.description || (l.rule ? 'rule ' + l.rule : ''));
@@ -323,7 +335,7 @@ export const DASHBOARD_JS = `'use strict';
   }
 
   function revoke(l) {
-    var what = l.protocol + ' ' + ports(l) + ' → ' + l.internalAddress + ':' + l.internalPort + ' (' + l.source + ')';
+    var what = l.protocol + ' ' + ports(l) + ' → ' + internalOf(l) + ' (' + l.source + ')';
     if (!window.confirm('Revoke ' + what + '?')) return;
     api('DELETE', API + '/leases/' + encodeURIComponent(l.id)).then(function (r) {
       if ($('state').value === 'active') leases.delete(l.id); else leases.set(l.id, r.lease);
@@ -382,12 +394,13 @@ export const DASHBOARD_JS = `'use strict';
       leases.set(r.lease.id, r.lease); render(); scheduleStatus();
       msg.className = 'ok';
       msg.textContent = (r.created ? 'Added ' : 'Renewed ') + r.lease.protocol + ' ' + ports(r.lease) + ' → ' +
-        r.lease.internalAddress + ':' + r.lease.internalPort + '.';
+        internalOf(r.lease) + '.';
       f.reset();
     }).catch(function (e) { msg.className = 'err'; msg.textContent = e.message; });
   });
 
   $('filter').addEventListener('input', render);
+  $('family').addEventListener('change', render);
   $('state').addEventListener('change', function () { loadLeases().catch(function () {}); });
 
   // ---- triggers (the panel fills in when the API offers /api/v1/triggers) ----

@@ -18,12 +18,22 @@ export const Source = StringEnum(LEASE_SOURCES, {
 });
 export const Protocol = StringEnum(['tcp', 'udp'] as const);
 const Port = Type.Integer({ minimum: 1, maximum: 65535 });
+/** 4: an IPv4 mapping with translation; 6: an IPv6 pinhole, no translation (docs/leases.md) */
+export const Family = Type.Unsafe<4 | 6>({
+  type: 'integer',
+  enum: [4, 6],
+  description: '4: IPv4 mapping (with translation); 6: IPv6 pinhole (external endpoint = internal endpoint)',
+});
+/** an IPv4 address, or an IPv6 one (stored and answered in its canonical RFC 5952 text) */
+const IpAddress = (description?: string) =>
+  Type.Union([Type.String({ format: 'ipv4' }), Type.String({ format: 'ipv6' })], description ? { description } : {});
 const EndReason = StringEnum(['released', 'expired', 'revoked', 'replaced', 'config'] as const);
 /** free text stays printable: no control characters (they would reach terminals through `portd leases`) */
 const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
 const EventType = StringEnum(['granted', 'renewed', 'released', 'expired', 'revoked', 'refused', 'replaced'] as const);
 
 export const LeaseSchema = Type.Object({
+  family: Family,
   id: Type.String(),
   source: Source,
   protocol: Protocol,
@@ -79,8 +89,9 @@ export const ErrorSchema = Type.Object({
 
 export const LeaseListQuery = Type.Object(
   {
+    family: Type.Optional(Family),
     source: Type.Optional(Source),
-    owner: Type.Optional(Type.String({ format: 'ipv4' })),
+    owner: Type.Optional(IpAddress('the LAN address that asked (IPv6 in any spelling)')),
     protocol: Type.Optional(Protocol),
     externalPort: Type.Optional(Port),
     internalPort: Type.Optional(Port),
@@ -102,7 +113,10 @@ export const LeaseList = Type.Object({
   offset: Type.Integer(),
 });
 
-export const EventsQuery = Type.Object({ source: Type.Optional(Source) }, { additionalProperties: false });
+export const EventsQuery = Type.Object(
+  { source: Type.Optional(Source), family: Type.Optional(Family) },
+  { additionalProperties: false },
+);
 
 export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });
 
@@ -120,14 +134,24 @@ export const LeaseDetail = Type.Object({ lease: LeaseSchema, history: Type.Array
 export const StaticForwardBody = Type.Object(
   {
     protocol: Protocol,
-    externalPort: Port,
+    externalPort: Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      description: 'the WAN port; for an IPv6 pinhole, the port opened on the host itself (no translation)',
+    }),
     externalPortEnd: Type.Optional(Port),
-    internalAddress: Type.String({ format: 'ipv4' }),
+    internalAddress: IpAddress(
+      'an IPv4 LAN address (a forward), or a global or unique-local IPv6 address (a static pinhole)',
+    ),
     internalPort: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 65535, description: 'defaults to externalPort; a range maps 1:1' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: 65535,
+        description: 'defaults to externalPort; a range maps 1:1; a pinhole has no other (leave it out or equal)',
+      }),
     ),
     remoteAddress: Type.Optional(
-      Nullable(Type.String({ format: 'ipv4', description: 'only this peer may use the forward' })),
+      Nullable(IpAddress('only this peer may use the forward (the same family as internalAddress)')),
     ),
     lifetime: Type.Optional(
       Nullable(Type.Integer({ minimum: 1, maximum: 31536000, description: 'seconds; null or absent = no expiry' })),

@@ -25,6 +25,7 @@ import {
 } from './auth.js';
 import type { AdminToken } from './auth.js';
 import { externalPorts, formatPortRange } from '../common/port-range.js';
+import { canonicalIPv6, formatEndpoint } from '../common/ipv6.js';
 import { createLogGate } from '../common/log-gate.js';
 import { createRequestGuard, isWriteMethod, proxyHeaderOf } from './request-guard.js';
 import { DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
@@ -470,8 +471,10 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       const limit = q.limit ?? 100;
       const offset = q.offset ?? 0;
       const { leases: list, total } = leases.list({
+        ...(q.family ? { family: q.family } : {}),
         ...(q.source ? { source: q.source as LeaseSource } : {}),
-        ...(q.owner ? { owner: q.owner } : {}),
+        // owners are stored in canonical text: any spelling of an IPv6 owner finds its leases
+        ...(q.owner ? { owner: canonicalIPv6(q.owner) ?? q.owner } : {}),
         ...(q.protocol ? { protocol: q.protocol } : {}),
         ...(q.externalPort ? { externalPort: q.externalPort } : {}),
         ...(q.internalPort ? { internalPort: q.internalPort } : {}),
@@ -610,6 +613,25 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
           'externalPortEnd',
           `body.externalPortEnd must be >= externalPort (${b.externalPort})`,
         );
+      // an IPv6 internal address is a static pinhole: no translation, so no other internal port
+      const family = b.internalAddress.includes(':') ? 6 : 4;
+      const internalAddress =
+        family === 6 ? (canonicalIPv6(b.internalAddress) ?? b.internalAddress) : b.internalAddress;
+      if (family === 6 && b.internalPort !== undefined && b.internalPort !== b.externalPort)
+        return badRequest(
+          req,
+          reply,
+          'internalPort',
+          `body.internalPort ${b.internalPort} differs from externalPort ${b.externalPort}: an IPv6 pinhole has ` +
+            'no translation (leave internalPort out)',
+        );
+      if (b.remoteAddress && b.remoteAddress.includes(':') !== (family === 6))
+        return badRequest(
+          req,
+          reply,
+          'remoteAddress',
+          `body.remoteAddress ${b.remoteAddress} must be an IPv${family} address like internalAddress`,
+        );
       const internalPort = b.internalPort ?? b.externalPort;
       if (internalPort + (end - b.externalPort) > 65535)
         return badRequest(
@@ -619,11 +641,12 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
           `body.internalPort ${internalPort} + range length runs past 65535`,
         );
       const res = await leases.request({
+        ...(family === 6 ? { family: 6 as const } : {}),
         source: 'static',
         identity: 'external',
         protocol: b.protocol,
-        owner: b.internalAddress,
-        internalAddress: b.internalAddress,
+        owner: internalAddress,
+        internalAddress,
         internalPort,
         externalPort: b.externalPort,
         externalPortEnd: end,
@@ -640,7 +663,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         protocol: b.protocol,
         externalPort: b.externalPort,
         externalPortEnd: end,
-        internal: `${b.internalAddress}:${internalPort}`,
+        ...(family === 6 ? { family } : {}),
+        internal: formatEndpoint(internalAddress, internalPort),
       };
       if (!res.ok) {
         log.info(
@@ -753,7 +777,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       } as Record<string, unknown>,
     },
     (req, reply) => {
-      const { source } = req.query as { source?: string };
+      const { source, family } = req.query as { source?: string; family?: 4 | 6 };
       reply.hijack();
       const res: ServerResponse = reply.raw;
       res.writeHead(200, {
@@ -788,6 +812,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       };
       const off = leases.on((e: LeaseEvent) => {
         if (source && e.source !== source) return;
+        // a refusal names no lease (none was made): it passes any family filter
+        if (family && e.lease && e.lease.family !== family) return;
         write(`id: ${++seq}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
       });
       const hb = setInterval(() => write(`: heartbeat ${clock.now()}\n\n`), heartbeatMs);
@@ -866,7 +892,10 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 
 /** exported for the CLI and tests: what the API answers for a lease, as the dashboard shows it */
 export function leaseLabel(
-  l: Pick<Lease, 'protocol' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort'>,
+  l: Pick<Lease, 'protocol' | 'externalPort' | 'externalPortEnd' | 'internalAddress' | 'internalPort'> &
+    Partial<Pick<Lease, 'family'>>,
 ): string {
+  if (l.family === 6)
+    return `${l.protocol}/${formatEndpoint(l.internalAddress, formatPortRange(externalPorts(l)))} (pinhole)`;
   return `${l.protocol}/${formatPortRange(externalPorts(l))} -> ${l.internalAddress}:${l.internalPort}`;
 }

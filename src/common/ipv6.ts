@@ -148,3 +148,11 @@ export function isPinholeTarget(text: string): boolean {
   const k = classifyIPv6(b);
   return k === 'global' || k === 'unique-local' || k === 'documentation';
 }
+
+/**
+ * An endpoint as operators write it: `[2001:db8::10]:443` for an IPv6 address (RFC 3986 §3.2.2 brackets, so
+ * the port is not read as a group), `192.0.2.1:443` otherwise. `port` may be a range text (`6000-6010`).
+ */
+export function formatEndpoint(address: string, port: number | string): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -5,6 +5,7 @@ import { type Raw, parseAt, section, suggest } from './check.js';
 import { formatPortRange, rangesOverlap } from '../common/port-range.js';
 import { parsePortRange, reservedIn } from './ports.js';
 import { isUsableIPv4Host } from '../common/net.js';
+import { canonicalIPv6, classifyIPv6, isPinholeTarget, parseIPv6, type IPv6Kind } from '../common/ipv6.js';
 
 export const STATIC_FORWARD_KEYS = ['protocol', 'externalPort', 'internal', 'remoteHost', 'description'] as const;
 
@@ -14,6 +15,10 @@ export const STATIC_FORWARD_KEYS = ['protocol', 'externalPort', 'internal', 'rem
  *     remoteHost?: "203.0.113.7", description?: "nas" }
  * A range maps 1:1 onto the internal port range starting at the internal port (or the same ports
  * when the internal port is left out). `both` yields one forward per protocol.
+ *
+ * An IPv6 internal address in brackets is a static pinhole (issue 15): no translation, so the port is the
+ * host's own and externalPort is optional (it may give a range, starting at the internal port if both are
+ * written): { protocol: tcp, internal: "[2001:db8:77::10]:443", remoteHost?: "2001:db8:113::7" }.
  */
 export function readStaticForward(
   obj: unknown,
@@ -46,11 +51,17 @@ export function readStaticForward(
   }
 
   const ep = joinPath(path, 'externalPort');
-  const ext =
+  const internal = raw['internal'];
+  // a bracketed IPv6 address: a pinhole, no translation (readPinholeTarget)
+  const v6 = typeof internal === 'string' && internal.trim().startsWith('[');
+  let ext =
     raw['externalPort'] === undefined
-      ? issues.required(ep, 'is required: a port like 8443 or a range like "8000-8010"')
+      ? v6
+        ? null
+        : issues.required(ep, 'is required: a port like 8443 or a range like "8000-8010"')
       : parseAt(ep, issues, () => parsePortRange(raw['externalPort']));
-  if (ext) {
+  // policy.reservedPorts are the gateway's own ports: a pinhole opens a port of the LAN host instead
+  if (ext && !v6) {
     const reserved = reservedIn(ext, reservedPorts);
     if (reserved.length > 0) {
       issues.add(
@@ -63,11 +74,19 @@ export function readStaticForward(
   }
 
   const ip = joinPath(path, 'internal');
-  const internal = raw['internal'];
   let internalAddress = '';
   let internalPort = ext?.start ?? 0;
   if (internal === undefined) issues.add(ip, 'is required: "192.168.1.20:443" or "192.168.1.20" (same port)');
-  else {
+  else if (v6) {
+    const t = readPinholeTarget(internal as string, ip, ext ?? null, issues);
+    if (t) {
+      internalAddress = t.address;
+      ext = t.ports;
+      internalPort = t.ports.start;
+    }
+  } else if (typeof internal === 'string' && (internal.match(/:/g)?.length ?? 0) >= 2) {
+    issues.add(ip, `an IPv6 address goes in brackets (a static pinhole): "[${internal.trim()}]" or "[address]:443"`);
+  } else {
     const m = typeof internal === 'string' ? /^(\d+\.\d+\.\d+\.\d+)(?::(\d{1,5}))?$/.exec(internal.trim()) : null;
     if (!m || !isIPv4(m[1]!)) {
       issues.add(ip, `must be "address:port" or "address" (same port) with an IPv4 LAN address, got ${show(internal)}`);
@@ -93,7 +112,16 @@ export function readStaticForward(
 
   let remoteAddress: string | null = null;
   const rh = raw['remoteHost'];
-  if (rh !== undefined && rh !== null && rh !== '') {
+  if (v6 && rh !== undefined && rh !== null && rh !== '') {
+    const a = typeof rh === 'string' ? canonicalIPv6(rh) : null;
+    const kind = a === null ? null : classifyIPv6(parseIPv6(a)!);
+    if (a === null || kind === 'multicast' || kind === 'unspecified')
+      issues.add(
+        joinPath(path, 'remoteHost'),
+        `must be an IPv6 host address (a pinhole's only peer; the internal address is IPv6) or null, got ${show(rh)}`,
+      );
+    else remoteAddress = a;
+  } else if (rh !== undefined && rh !== null && rh !== '') {
     if (typeof rh !== 'string' || !isIPv4(rh) || !isUsableIPv4Host(rh))
       issues.add(
         joinPath(path, 'remoteHost'),
@@ -113,6 +141,7 @@ export function readStaticForward(
 
   if (issues.count > before || !ext) return [];
   return protocols.map((protocol) => ({
+    ...(v6 ? { family: 6 as const } : {}),
     protocol,
     externalPort: ext.start,
     externalPortEnd: ext.end,
@@ -134,6 +163,13 @@ export function checkStaticOverlaps(
       const b = forwards[j]!;
       if (a.path === b.path) continue; // the two halves of a `both`
       if (a.fwd.protocol !== b.fwd.protocol) continue;
+      // pinholes share no external port: they overlap only on one host's ports for the same remote peer
+      if ((a.fwd.family ?? 4) !== (b.fwd.family ?? 4)) continue;
+      if (
+        a.fwd.family === 6 &&
+        (a.fwd.internalAddress !== b.fwd.internalAddress || a.fwd.remoteAddress !== b.fwd.remoteAddress)
+      )
+        continue;
       const ra = { start: a.fwd.externalPort, end: a.fwd.externalPortEnd };
       const rb = { start: b.fwd.externalPort, end: b.fwd.externalPortEnd };
       if (rangesOverlap(ra, rb)) {
@@ -144,4 +180,61 @@ export function checkStaticOverlaps(
       }
     }
   }
+}
+
+/** why an IPv6 address of this kind cannot be a pinhole's target */
+const NOT_A_TARGET: Partial<Record<IPv6Kind, string>> = {
+  'link-local': 'link-local: routers do not forward it, so no WAN peer can reach it (RFC 4291 §2.5.6)',
+  multicast: 'multicast: a pinhole opens a port of one host',
+  loopback: 'the loopback address: not a LAN host',
+  unspecified: 'the unspecified address: not a LAN host',
+  'ipv4-mapped': 'IPv4-mapped: write the IPv4 address for a forward instead',
+};
+
+/**
+ * `[address]` or `[address]:port` of a static pinhole: a global or unique-local unicast address (canonical),
+ * and its ports: the internal port, or externalPort's range when the port is left out (or equal to its start).
+ */
+function readPinholeTarget(
+  text: string,
+  ip: string,
+  ext: { start: number; end: number } | null,
+  issues: Issues,
+): { address: string; ports: { start: number; end: number } } | null {
+  const m = /^\[([^\]]*)\](?::(\d{1,5}))?$/.exec(text.trim());
+  if (!m) {
+    issues.add(ip, `must be "[IPv6 address]:port" or "[IPv6 address]" (the ports of externalPort), got ${show(text)}`);
+    return null;
+  }
+  const address = canonicalIPv6(m[1]!);
+  if (address === null) {
+    issues.add(ip, `${show(m[1])} is not an IPv6 address (a static pinhole needs a LAN host's global address)`);
+    return null;
+  }
+  if (!isPinholeTarget(address)) {
+    const why = NOT_A_TARGET[classifyIPv6(parseIPv6(address)!)] ?? 'not a unicast host address';
+    issues.add(ip, `${address} is ${why}; a static pinhole needs a global or unique-local address of a LAN host`);
+    return null;
+  }
+  if (m[2] === undefined) {
+    if (!ext) {
+      issues.add(ip, `needs a port: "[${address}]:443", or give externalPort (a port or a range)`);
+      return null;
+    }
+    return { address, ports: ext };
+  }
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) {
+    issues.add(ip, `port must be between 1 and 65535, got ${port}`);
+    return null;
+  }
+  if (ext && ext.start !== port) {
+    issues.add(
+      ip,
+      `a pinhole has no translation: its port ${port} must equal externalPort ${formatPortRange(ext)}'s start, ` +
+        'or leave one of them out',
+    );
+    return null;
+  }
+  return { address, ports: ext ?? { start: port, end: port } };
 }

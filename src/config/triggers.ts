@@ -193,7 +193,12 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
               );
           }
           for (const sf of ctx.staticForwards ?? []) {
-            if (sf.protocol === proto && rangesOverlap({ start: sf.externalPort, end: sf.externalPortEnd }, r)) {
+            // a pinhole (family 6) holds no external port a trigger could open
+            if (
+              sf.family !== 6 &&
+              sf.protocol === proto &&
+              rangesOverlap({ start: sf.externalPort, end: sf.externalPortEnd }, r)
+            ) {
               issues.add(
                 pp,
                 `${proto} ${formatPortRange(r)} overlaps static forward ` +

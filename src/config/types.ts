@@ -43,6 +43,8 @@ export interface PolicyConfig {
 }
 
 export interface StaticForwardConfig {
+  /** 6: an IPv6 pinhole (internalAddress canonical, externalPort..End = the internal ports); absent = 4 */
+  readonly family?: 4 | 6;
   readonly protocol: 'tcp' | 'udp';
   readonly externalPort: number;
   readonly externalPortEnd: number;

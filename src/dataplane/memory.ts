@@ -6,6 +6,9 @@ export interface MemoryDataplaneOptions {
   readonly failIf?: (batch: DataplaneBatch) => boolean;
 }
 
+/** entryKey, and a pinhole's own address: pinholes to two hosts on one port are two entries (issue 15) */
+const keyOf = (e: DataplaneEntry): string => (e.family === 6 ? `6/${e.internalAddress}/${entryKey(e)}` : entryKey(e));
+
 /** For tests and the loopback default: same contract as the kernel driver, no kernel. */
 export function createMemoryDataplane(
   opts: MemoryDataplaneOptions = {},
@@ -21,16 +24,16 @@ export function createMemoryDataplane(
     async apply(batch: DataplaneBatch) {
       if (opts.failIf?.(batch)) throw new Error('memory dataplane: batch refused (test hook)');
       // validate first so the batch is all-or-nothing (an add may reuse a key the same batch removes)
-      const removed = new Set(batch.remove.map(entryKey));
+      const removed = new Set(batch.remove.map(keyOf));
       const added = new Set<string>();
       for (const e of batch.add) {
-        const k = entryKey(e);
+        const k = keyOf(e);
         if ((entries.has(k) && !removed.has(k)) || added.has(k))
           throw new Error(`memory dataplane: element ${k} exists`);
         added.add(k);
       }
       for (const k of removed) entries.delete(k);
-      for (const e of batch.add) entries.set(entryKey(e), e);
+      for (const e of batch.add) entries.set(keyOf(e), e);
       self.batches++;
     },
     async list() {
@@ -41,7 +44,7 @@ export function createMemoryDataplane(
     },
     async reset(list: readonly DataplaneEntry[]) {
       entries.clear();
-      for (const e of list) entries.set(entryKey(e), e);
+      for (const e of list) entries.set(keyOf(e), e);
       lastReconcileAt = Date.now();
     },
     async endFlows() {},

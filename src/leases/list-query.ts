@@ -27,6 +27,10 @@ export interface ListQuery {
 export function listQuery(filter: LeaseFilter): ListQuery {
   const where: string[] = [];
   const args: unknown[] = [];
+  if (filter.family !== undefined) {
+    where.push('family = ?');
+    args.push(filter.family);
+  }
   if (filter.source) {
     where.push('source = ?');
     args.push(filter.source);

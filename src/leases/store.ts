@@ -110,6 +110,9 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX leases_active_created ON leases(created_at, id) WHERE state = 'active';
    CREATE INDEX leases_ended_created ON leases(created_at, id) WHERE state = 'ended';
    CREATE INDEX revocations_until ON revocations(until);`,
+  // 7: an address family (issue 15): 4 = an IPv4 mapping with translation (every lease before), 6 = an IPv6
+  // pinhole without. Ended leases stay in this table with their events, so the history keeps the family too.
+  `ALTER TABLE leases ADD COLUMN family INTEGER NOT NULL DEFAULT 4;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -140,10 +143,12 @@ export interface LeaseRow {
   renew_count: number;
   renewed_at: number | null;
   renewed_by: string | null;
+  family: number;
 }
 
 export function rowToLease(r: LeaseRow): Lease {
   return {
+    family: r.family === 6 ? 6 : 4,
     id: r.id,
     source: r.source as LeaseSource,
     protocol: r.protocol as 'tcp' | 'udp',
@@ -399,10 +404,10 @@ export function openStore(opts: OpenStoreOptions) {
   const s = {
     insert: db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end,
       internal_address, internal_port, remote_address, remote_prefix, remote_port, owner, description, nonce,
-      created_at, updated_at, expires_at, requested_lifetime, read_only, rule, state)
+      created_at, updated_at, expires_at, requested_lifetime, read_only, rule, state, family)
       VALUES (@id, @source, @protocol, @external_address, @external_port, @external_port_end,
       @internal_address, @internal_port, @remote_address, @remote_prefix, @remote_port, @owner, @description, @nonce,
-      @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active')`),
+      @created_at, @updated_at, @expires_at, @requested_lifetime, @read_only, @rule, 'active', @family)`),
     renew: db.prepare(`UPDATE leases SET updated_at = @updated_at, expires_at = @expires_at,
       requested_lifetime = @requested_lifetime, description = @description, nonce = @nonce,
       internal_port = @internal_port, remote_address = @remote_address, remote_prefix = @remote_prefix,

@@ -19,8 +19,16 @@ export interface LeaseTableApi {
   /** an admin ends any lease (also read-only ones only when force) */
   revoke(id: string, actor: string, reason?: string): Promise<ReleaseResult>;
   get(id: string): Lease | null;
-  /** the active lease for an internal key (PCP/NAT-PMP) */
-  findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null;
+  /**
+   * the active lease for an internal key (PCP/NAT-PMP); for an IPv6 address, the pinhole covering that port
+   * (with `remoteAddress` when given, else the one open to any peer, else any)
+   */
+  findByInternal(
+    protocol: 'tcp' | 'udp',
+    internalAddress: string,
+    internalPort: number,
+    remoteAddress?: string | null,
+  ): Lease | null;
   /** the active lease covering an external port (UPnP), any remote when remoteAddress undefined */
   findByExternal(protocol: 'tcp' | 'udp', externalPort: number, remoteAddress?: string | null): Lease | null;
   /** one page of leases and the matching total: from memory or an index walk, never a scan of the table */

@@ -11,6 +11,8 @@ import type { Metrics } from '../metrics.js';
 import type { Policy } from '../policy/policy.js';
 import type { Clock } from './clock.js';
 import { PortMap } from './port-map.js';
+import { PinholeIndex } from './pinhole-index.js';
+import { canonicalIPv6, formatEndpoint, splitZone } from '../common/ipv6.js';
 import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
@@ -124,6 +126,9 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return ip === null ? `${protocol}|${address}|${port}` : (ip * 2 + (protocol === 'udp' ? 1 : 0)) * 65536 + port;
   };
   const INTERNAL_SOURCES = new Set(['pcp', 'natpmp']);
+  // IPv6 pinholes (family 6) hold no external port: they are found by host instead (pinhole-index.ts)
+  const pinholes = new PinholeIndex();
+  const activePinholesBySource = new Map<string, number>();
   // external ports an admin-defined opening took from a dynamic lease: kept from that lease's owner for
   // the rest of its term ('replaced' is sticky), protocol and port -> holds; derived from the revocations table
   interface ReplacedHold {
@@ -172,8 +177,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const countEndedRows = store.db.prepare(`SELECT count(*) AS n, min(ended_at) AS t FROM leases WHERE state = 'ended'`);
   const oldestEndedRow = store.db.prepare(`SELECT min(ended_at) AS t FROM leases WHERE state = 'ended'`);
   const cacheRows = store.db
-    .prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port
-    FROM leases WHERE state = 'active'`)
+    .prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port,
+    remote_address, family FROM leases WHERE state = 'active'`)
     .raw(true);
   function rebuildCaches(): void {
     ports.clear();
@@ -181,15 +186,22 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     quotaUse.clear();
     byInternal.clear();
     byOwner.clear();
+    pinholes.clear();
+    activePinholesBySource.clear();
     // rows as arrays (no object per row) and counts kept in locals: at 100k leases this runs on start and
     // after every rolled-back tick, with the event loop blocked
     const bySource = new Map<string, number>();
-    for (const [id, protocol, start, end, source, owner, ia, ip] of cacheRows.iterate() as Iterable<
-      [string, string, number, number, string, string, string, number]
+    for (const [id, protocol, start, end, source, owner, ia, ip, remote, family] of cacheRows.iterate() as Iterable<
+      [string, string, number, number, string, string, string, number, string | null, number]
     >) {
       const proto = protocol === 'udp' ? 'udp' : 'tcp';
-      ports.take(proto, start, end, id);
-      if (INTERNAL_SOURCES.has(source)) byInternal.set(internalKey(proto, ia, ip), id);
+      if (family === 6) {
+        pinholes.add(proto, ia, { id, start, end, remote });
+        activePinholesBySource.set(source, (activePinholesBySource.get(source) ?? 0) + 1);
+      } else {
+        ports.take(proto, start, end, id);
+        if (INTERNAL_SOURCES.has(source)) byInternal.set(internalKey(proto, ia, ip), id);
+      }
       bySource.set(source, (bySource.get(source) ?? 0) + 1);
       if (QUOTA_SOURCES.has(source)) quotaUse.set(owner, (quotaUse.get(owner) ?? 0) + 1);
       const mine = byOwner.get(owner);
@@ -221,6 +233,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   function publishGauges(): void {
     if (!metrics) return;
     for (const src of LEASE_SOURCES) metrics.leasesActive.set({ source: src }, activeBySource.get(src) ?? 0);
+    for (const src of LEASE_SOURCES) metrics.pinholesActive.set({ source: src }, activePinholesBySource.get(src) ?? 0);
   }
   function count(l: Pick<Lease, 'id' | 'source' | 'owner'>, delta: number): void {
     activeBySource.set(l.source, (activeBySource.get(l.source) ?? 0) + delta);
@@ -237,6 +250,11 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       mine.delete(l.id);
       if (mine.size === 0) byOwner.delete(l.owner);
     }
+  }
+  function countPinhole(source: string, delta: number): void {
+    const n = (activePinholesBySource.get(source) ?? 0) + delta;
+    if (n > 0) activePinholesBySource.set(source, n);
+    else activePinholesBySource.delete(source);
   }
   /** active leases limits.maxActiveLeases counts */
   function dynamicActive(): number {
@@ -268,6 +286,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   function toEntry(
     l: Pick<
       Lease,
+      | 'family'
       | 'id'
       | 'protocol'
       | 'externalAddress'
@@ -281,6 +300,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     now: number,
   ): DataplaneEntry {
     return {
+      ...(l.family === 6 ? { family: 6 as const } : {}),
       id: l.id,
       protocol: l.protocol,
       externalAddress: l.externalAddress,
@@ -379,7 +399,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     now: number,
   ): JobOutcome<Lease>[] {
     return rows.map((row) => {
-      if (row.expires_at !== null && row.expires_at > now) {
+      if (row.family !== 6 && row.expires_at !== null && row.expires_at > now) {
         for (let p = row.external_port; p <= row.external_port_end; p++) {
           s.replace.run(
             row.protocol,
@@ -422,9 +442,14 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     s.end.run({ id: row.id, at, reason });
     const before = rowToLease(row);
     const lease: Lease = { ...before, state: 'ended', endedAt: at, endReason: reason };
-    ports.release(before.protocol, before.externalPort, before.externalPortEnd);
-    const ik = internalKey(before.protocol, before.internalAddress, before.internalPort);
-    if (byInternal.get(ik) === before.id) byInternal.delete(ik);
+    if (before.family === 6) {
+      pinholes.remove(before.id);
+      countPinhole(before.source, -1);
+    } else {
+      ports.release(before.protocol, before.externalPort, before.externalPortEnd);
+      const ik = internalKey(before.protocol, before.internalAddress, before.internalPort);
+      if (byInternal.get(ik) === before.id) byInternal.delete(ik);
+    }
     count(before, -1);
     endedCount++;
     if (oldestEndedAt === null || at < oldestEndedAt) oldestEndedAt = at;
@@ -438,7 +463,207 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
 
   // ---- the operations, each run inside a writer tick ----
+  /**
+   * An IPv6 pinhole (family 6, issue 15): no translation, so no external port is allocated (the ports are the
+   * internal ones, allowOtherPort does not apply) and no port map is involved. Unique on (protocol, internal
+   * address, ports, remote filter): the same owner and source asking again renew it; an admin-defined request
+   * replaces dynamic holders; anyone else gets a conflict. The global cap, revocations, quota (pinholes count
+   * as leases) and policy (secure mode) apply as to IPv4 mappings.
+   */
+  function doPinholeRequest(req0: LeaseRequest): JobOutcome<GrantResult> {
+    const now = clock.now();
+    const trusted = policy.isTrusted(req0.source);
+    const none = (r: Refusal): JobOutcome<GrantResult> => ({ result: r, add: [], remove: [], events: [] });
+    const address = canonicalIPv6(req0.internalAddress);
+    if (address === null)
+      return none({ ok: false, reason: 'invalid', detail: `internal address ${req0.internalAddress} is not IPv6` });
+    let remote: string | null = null;
+    if (req0.remoteAddress) {
+      remote = canonicalIPv6(req0.remoteAddress);
+      if (remote === null)
+        return none({ ok: false, reason: 'invalid', detail: `remote address ${req0.remoteAddress} is not IPv6` });
+    }
+    if (
+      req0.remotePrefix != null &&
+      !(Number.isInteger(req0.remotePrefix) && req0.remotePrefix >= 0 && req0.remotePrefix <= 128)
+    )
+      return none({ ok: false, reason: 'invalid', detail: `remote prefix /${req0.remotePrefix} is not 0-128` });
+    const start = req0.internalPort;
+    if (req0.externalPort && req0.externalPort !== start)
+      return none({
+        ok: false,
+        reason: 'invalid',
+        detail:
+          `a pinhole has no translation: external port ${req0.externalPort} must equal the internal port ` + `${start}`,
+      });
+    const end = req0.externalPort && req0.externalPortEnd !== undefined ? req0.externalPortEnd : start;
+    const owner = canonicalIPv6(splitZone(req0.owner).address) ?? req0.owner;
+    const req: LeaseRequest = { ...req0, internalAddress: address, owner, remoteAddress: remote };
+    const refusal = policy.check(req, start, end);
+    if (refusal) return none(refusal);
+    const lifetime = policy.clampLifetime(req.source, req.lifetime);
+    const expiresAt = lifetime === null ? null : now + lifetime * 1000;
+
+    // 1. a renewal, a conflict, or holders an admin-defined pinhole replaces
+    const holders = pinholes
+      .overlapping(req.protocol, address, start, end, remote)
+      .map((r) => s.byId.get(r.id) as LeaseRow | undefined)
+      .filter((r): r is LeaseRow => r !== undefined);
+    const same = (h: LeaseRow) =>
+      h.owner === owner &&
+      h.external_port === start &&
+      h.external_port_end === end &&
+      (h.source === req.source || (INTERNAL_SOURCES.has(h.source) && INTERNAL_SOURCES.has(req.source)));
+    const existing = holders.length === 1 && same(holders[0]!) ? holders[0] : undefined;
+    let replace: LeaseRow[] = [];
+    if (!existing && holders.length > 0) {
+      const admin = holders.find((h) => policy.isTrusted(h.source as Lease['source']));
+      if (!trusted || admin) return none(conflictOf(admin ?? holders[0]!));
+      replace = holders;
+    }
+    if (existing) {
+      const old = rowToLease(existing);
+      if (old.readOnly && !req.readOnly)
+        return none({
+          ok: false,
+          reason: 'not_authorized',
+          detail: `lease ${old.id} is read-only (defined in the configuration)`,
+        });
+      // PCP nonce rules as for IPv4 (RFC 6887 §11.3)
+      if (req.source === 'pcp' && old.nonce !== null && req.nonce && req.nonce !== old.nonce)
+        return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
+      const renewed: Lease = {
+        ...old,
+        updatedAt: now,
+        expiresAt,
+        requestedLifetime: req.lifetime,
+        description: req.description ?? old.description,
+        nonce: req.source === 'pcp' ? (req.nonce ?? old.nonce) : old.nonce,
+        remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
+        remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
+        renewCount: old.renewCount + 1,
+        lastRenewedAt: now,
+      };
+      s.renew.run({
+        id: old.id,
+        updated_at: now,
+        expires_at: expiresAt,
+        requested_lifetime: req.lifetime,
+        description: renewed.description,
+        nonce: renewed.nonce,
+        internal_port: renewed.internalPort,
+        remote_address: renewed.remoteAddress,
+        remote_prefix: renewed.remotePrefix,
+        remote_port: renewed.remotePort,
+        actor: req.actor ?? null,
+      });
+      return {
+        result: { ok: true, lease: renewed, created: false, lifetime },
+        remove: [toEntry(old, now)],
+        add: [toEntry(renewed, now)],
+        events: [event('renewed', renewed, now, req.actor ?? null, null, false)],
+      };
+    }
+
+    // 2. a new pinhole
+    if (maxActive > 0 && CAPPED_SOURCES.has(req.source)) {
+      const n = dynamicActive();
+      if (n >= maxActive) {
+        capacityHit(n);
+        return none({
+          ok: false,
+          reason: 'capacity',
+          detail: `${n} active leases (limits.maxActiveLeases ${maxActive})`,
+        });
+      }
+    }
+    if (!trusted) {
+      const rv = s.revoked.get({ now, protocol: req.protocol, ia: address, ip: start, owner, ep: start }) as
+        | { lease_id: string; until: number }
+        | undefined;
+      if (rv)
+        return none({
+          ok: false,
+          reason: 'not_authorized',
+          detail: `pinhole revoked by the admin (lease ${rv.lease_id}) until ${new Date(rv.until).toISOString()}`,
+        });
+      const n = quotaUse.get(owner) ?? 0;
+      if (n >= policy.quota())
+        return none({
+          ok: false,
+          reason: 'quota',
+          detail: `${owner} holds ${n} leases (policy.maxLeasesPerClient ${policy.quota()})`,
+        });
+    }
+    const id = newId();
+    const replaced = replaceHolders(replace, { id, source: req.source }, req.actor ?? null, now);
+    const lease: Lease = {
+      family: 6,
+      id,
+      source: req.source,
+      protocol: req.protocol,
+      // no translation: the external endpoint is the internal one
+      externalAddress: address,
+      externalPort: start,
+      externalPortEnd: end,
+      internalAddress: address,
+      internalPort: start,
+      remoteAddress: remote,
+      remotePrefix: req.remotePrefix ?? null,
+      remotePort: req.remotePort ?? null,
+      owner,
+      description: req.description ?? '',
+      nonce: req.nonce ?? null,
+      createdAt: now,
+      updatedAt: now,
+      expiresAt,
+      requestedLifetime: req.lifetime,
+      readOnly: req.readOnly ?? false,
+      rule: req.rule ?? null,
+      state: 'active',
+      endedAt: null,
+      endReason: null,
+      renewCount: 0,
+      lastRenewedAt: null,
+    };
+    s.insert.run({
+      id,
+      source: lease.source,
+      protocol: lease.protocol,
+      external_address: address,
+      external_port: start,
+      external_port_end: end,
+      internal_address: address,
+      internal_port: start,
+      remote_address: remote,
+      remote_prefix: lease.remotePrefix,
+      remote_port: lease.remotePort,
+      owner,
+      description: lease.description,
+      nonce: lease.nonce,
+      created_at: now,
+      updated_at: now,
+      expires_at: expiresAt,
+      requested_lifetime: lease.requestedLifetime,
+      read_only: lease.readOnly ? 1 : 0,
+      rule: lease.rule,
+      family: 6,
+    });
+    pinholes.add(lease.protocol, address, { id, start, end, remote });
+    countPinhole(lease.source, 1);
+    count(lease, 1);
+    const gone = replaced.flatMap((o) => o.remove);
+    return {
+      result: { ok: true, lease, created: true, lifetime },
+      remove: gone,
+      add: [toEntry(lease, now)],
+      events: [...replaced.flatMap((o) => o.events), event('granted', lease, now, req.actor ?? null, null)],
+      ...(gone.length > 0 ? { endFlows: gone } : {}),
+    };
+  }
+
   function doRequest(req: LeaseRequest): JobOutcome<GrantResult> {
+    if (req.family === 6) return doPinholeRequest(req);
     const now = clock.now();
     const trusted = policy.isTrusted(req.source);
     /** dynamic leases this admin-defined request takes the ports of (ended only once nothing can refuse it) */
@@ -651,6 +876,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       }
     }
     const lease: Lease = {
+      family: 4,
       id,
       source: req.source,
       protocol: req.protocol,
@@ -698,6 +924,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       requested_lifetime: lease.requestedLifetime,
       read_only: lease.readOnly ? 1 : 0,
       rule: lease.rule,
+      family: 4,
     });
     ports.take(lease.protocol, lease.externalPort, lease.externalPortEnd, lease.id);
     if (INTERNAL_SOURCES.has(lease.source))
@@ -718,7 +945,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const now = clock.now();
     const none = (r: ReleaseResult): JobOutcome<ReleaseResult> => ({ result: r, add: [], remove: [], events: [] });
     let row: LeaseRow | undefined;
-    if (req.identity === 'internal') {
+    if (req.family === 6) {
+      const address = canonicalIPv6(req.internalAddress ?? '') ?? '';
+      const remote = req.remoteAddress ? (canonicalIPv6(req.remoteAddress) ?? req.remoteAddress) : req.remoteAddress;
+      const ref = pinholes.find(req.protocol, address, req.internalPort ?? req.externalPort ?? 0, remote);
+      row = ref ? (s.byId.get(ref.id) as LeaseRow | undefined) : undefined;
+    } else if (req.identity === 'internal') {
       row = internalHolder(req.protocol, req.internalAddress ?? '', req.internalPort ?? 0);
     } else {
       row = overlapping(req.protocol, req.externalPort ?? 0, req.externalPort ?? 0);
@@ -893,16 +1125,19 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   /**
    * net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing
    */
+  /** entryKey, and a pinhole's own address: pinholes to two hosts on one port are two entries (issue 15) */
+  const batchKey = (e: DataplaneEntry): string =>
+    e.family === 6 ? `6/${e.internalAddress}/${entryKey(e)}` : entryKey(e);
   function netBatch(outcomes: JobOutcome<unknown>[]): { add: DataplaneEntry[]; remove: DataplaneEntry[] } {
     const removes = new Map<string, DataplaneEntry>();
     const adds = new Map<string, DataplaneEntry>();
     for (const o of outcomes) {
       for (const e of o.remove) {
-        const k = entryKey(e);
+        const k = batchKey(e);
         if (adds.has(k)) adds.delete(k);
         else removes.set(k, e);
       }
-      for (const e of o.add) adds.set(entryKey(e), e);
+      for (const e of o.add) adds.set(batchKey(e), e);
     }
     return { add: [...adds.values()], remove: [...removes.values()] };
   }
@@ -1087,7 +1322,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           owner: l.owner,
           protocol: l.protocol,
           external: formatPortRange(externalPorts(l)),
-          internal: `${l.internalAddress}:${l.internalPort}`,
+          ...(l.family === 6 ? { family: 6 } : {}),
+          internal: formatEndpoint(l.internalAddress, l.internalPort),
           expiresAt: l.expiresAt,
           actor: e.actor ?? undefined,
           reason: e.reason ?? undefined,
@@ -1242,9 +1478,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // less garbage while 100k entries are built, and fewer objects in the dataplane's model afterwards
   const activeEntryRows =
     store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
-    internal_port, remote_address, expires_at FROM leases WHERE state = 'active'`);
+    internal_port, remote_address, expires_at, family FROM leases WHERE state = 'active'`);
   type EntryRow = Pick<
     LeaseRow,
+    | 'family'
     | 'id'
     | 'protocol'
     | 'external_address'
@@ -1284,6 +1521,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           desired.push(
             toEntry(
               {
+                family: r.family === 6 ? 6 : 4,
                 id: r.id,
                 protocol: r.protocol === 'udp' ? 'udp' : 'tcp',
                 externalAddress: intern(r.external_address),
@@ -1364,6 +1602,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         'static-add',
         () =>
           doRequest({
+            ...(f.family === 6 ? { family: 6 as const } : {}),
             source: 'static',
             identity: 'external',
             protocol: f.protocol,
@@ -1411,6 +1650,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   }
   /** the SQL filter of list-query.ts, on a lease in memory (LIKE: case-insensitive for ASCII, as SQLite's) */
   function matches(l: Lease, f: LeaseFilter): boolean {
+    if (f.family !== undefined && l.family !== f.family) return false;
     if (f.source && l.source !== f.source) return false;
     if (f.owner && l.owner !== f.owner) return false;
     if (f.protocol && l.protocol !== f.protocol) return false;
@@ -1442,7 +1682,13 @@ export function createLeaseTable(opts: LeaseTableOptions) {
    */
   function countOf(f: LeaseFilter, q: ListQuery): number {
     const state = f.state ?? 'active';
-    const simple = !f.owner && !f.protocol && f.externalPort === undefined && f.internalPort === undefined && !f.search;
+    const simple =
+      f.family === undefined &&
+      !f.owner &&
+      !f.protocol &&
+      f.externalPort === undefined &&
+      f.internalPort === undefined &&
+      !f.search;
     if (simple && !(f.source && state !== 'active')) {
       const active = f.source ? (activeBySource.get(f.source) ?? 0) : table.activeCount();
       return state === 'active' ? active : state === 'ended' ? endedCount : active + endedCount;
@@ -1482,7 +1728,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
               owner: req.owner,
               protocol: req.protocol,
               externalPort: req.externalPort,
-              internal: `${req.internalAddress}:${req.internalPort}`,
+              ...(req.family === 6 ? { family: 6 } : {}),
+              internal: formatEndpoint(req.internalAddress, req.internalPort),
               reason: r.reason,
               detail,
             },
@@ -1522,8 +1769,17 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     },
     // the writer's caches say which lease; the reader connection gives its committed row (so a lease
     // whose tick is still in flight is not reported before it is acknowledged)
-    findByInternal(protocol: 'tcp' | 'udp', internalAddress: string, internalPort: number): Lease | null {
-      const id = byInternal.get(internalKey(protocol, internalAddress, internalPort));
+    findByInternal(
+      protocol: 'tcp' | 'udp',
+      internalAddress: string,
+      internalPort: number,
+      remoteAddress?: string | null,
+    ): Lease | null {
+      const v6 = canonicalIPv6(internalAddress);
+      const id =
+        v6 !== null
+          ? pinholes.find(protocol, v6, internalPort, remoteAddress ? canonicalIPv6(remoteAddress) : remoteAddress)?.id
+          : byInternal.get(internalKey(protocol, internalAddress, internalPort));
       const r = id === undefined ? undefined : (store.r.byId.get(id) as LeaseRow | undefined);
       return r && r.state === 'active' ? rowToLease(r) : null;
     },
@@ -1540,11 +1796,16 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       const offset = Math.max(filter.offset ?? 0, 0);
       // a client's leases or one port's holder: the ids come from memory (an owner holds at most its quota)
       if (state === 'active' && (filter.owner || filter.externalPort !== undefined)) {
+        const protocols = (['tcp', 'udp'] as const).filter((p) => !filter.protocol || filter.protocol === p);
         const ids =
           filter.externalPort !== undefined
-            ? (['tcp', 'udp'] as const)
-                .filter((p) => !filter.protocol || filter.protocol === p)
-                .map((p) => ports.holderIn(p, filter.externalPort!, filter.externalPort!))
+            ? [
+                ...(filter.family === 6
+                  ? []
+                  : protocols.map((p) => ports.holderIn(p, filter.externalPort!, filter.externalPort!))),
+                // a pinhole's external port is its internal one, on its own address: not in the port map
+                ...(filter.family === 4 ? [] : protocols.flatMap((p) => pinholes.onPort(p, filter.externalPort!))),
+              ]
             : [...(byOwner.get(filter.owner!) ?? [])];
         const found = activeRows(ids).filter((l) => matches(l, filter));
         found.sort(compareBy(filter));
@@ -1627,7 +1888,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       await enqueueExclusive(
         'external-address',
         async () => {
-          store.db.prepare(`UPDATE leases SET external_address = ? WHERE state = 'active'`).run(addr);
+          store.db.prepare(`UPDATE leases SET external_address = ? WHERE state = 'active' AND family = 4`).run(addr);
           await dataplane.setExternalAddresses([addr]);
           return null;
         },

@@ -1,6 +1,12 @@
-import type { L4Protocol, LeaseSource, PortMapping } from '../common/net-types.js';
+import type { AddressFamily, L4Protocol, LeaseSource, PortMapping } from '../common/net-types.js';
 
 export interface Lease extends PortMapping {
+  /**
+   * 4: an IPv4 mapping with translation; 6: an IPv6 firewall pinhole (issue 15), no translation:
+   * externalAddress = internalAddress, externalPort..externalPortEnd = the internal ports. Always set on a
+   * lease (the dataplane's PortMapping reads an absent one as 4).
+   */
+  readonly family: AddressFamily;
   readonly id: string;
   readonly source: LeaseSource;
   readonly remotePrefix: number | null;
@@ -40,6 +46,12 @@ export type EndReason = 'released' | 'expired' | 'revoked' | 'replaced' | 'confi
  *  - 'external' (UPnP, admin, trigger): (protocol, externalPort, remoteAddress)
  */
 export interface LeaseRequest {
+  /**
+   * 4 (default): an IPv4 mapping. 6: an IPv6 pinhole to internalAddress (any spelling; stored canonical),
+   * internalPort..externalPortEnd; externalPort, when given, must equal internalPort (no translation) and
+   * allowOtherPort does not apply. Unique on (protocol, internal address and ports, remoteAddress).
+   */
+  readonly family?: AddressFamily;
   readonly source: LeaseSource;
   readonly identity: 'internal' | 'external';
   readonly protocol: L4Protocol;
@@ -105,6 +117,8 @@ export type GrantResult =
 
 /** release by the holder (UPnP DeletePortMapping, PCP/NAT-PMP lifetime 0) */
 export interface ReleaseRequest {
+  /** 6: release a pinhole (by its internal endpoint, either identity: they are the same); default 4 */
+  readonly family?: AddressFamily;
   readonly source: LeaseSource;
   readonly identity: 'internal' | 'external';
   readonly protocol: L4Protocol;
@@ -127,6 +141,7 @@ export type ReleaseResult =
   | Refusal;
 
 export interface LeaseFilter {
+  readonly family?: AddressFamily;
   readonly source?: LeaseSource;
   readonly owner?: string;
   readonly protocol?: L4Protocol;

@@ -1,6 +1,7 @@
-import type { LeaseSource } from '../common/net-types.js';
+import type { AddressFamily, LeaseSource } from '../common/net-types.js';
 import type { PolicyConfig, PolicyRule } from '../config/types.js';
 import { inPrefix, ipv4ToInt } from '../common/net.js';
+import { canonicalIPv6, isPinholeTarget, splitZone } from '../common/ipv6.js';
 
 /** sources an admin configured: allow/deny rules, reserved ports and quotas don't apply to them */
 const TRUSTED: ReadonlySet<LeaseSource> = new Set(['static', 'trigger']);
@@ -10,6 +11,8 @@ const TRUSTED: ReadonlySet<LeaseSource> = new Set(['static', 'trigger']);
  * passes as is; declaring them here keeps the import direction leases → policy (no cycle).
  */
 export interface PolicyRequest {
+  /** 6: an IPv6 pinhole (no translation); absent = 4 */
+  readonly family?: AddressFamily;
   readonly source: LeaseSource;
   readonly owner: string;
   readonly internalAddress: string;
@@ -48,12 +51,61 @@ function ruleMatches(r: PolicyRule, ext: number, addr: string, iport: number): b
   return inPrefix(addr, r.address, r.prefix);
 }
 
-export function createPolicy(config: PolicyConfig): Policy {
+/** what the policy asks of the rest of the gateway; each is optional and defaults to the strict answer */
+export interface PolicyDeps {
+  /**
+   * Secure mode for IPv6 pinholes: is `target` (canonical IPv6) an address of the same host as `owner` (the
+   * canonical address the request came from)? A host with privacy/temporary addresses asks from one and opens
+   * a pinhole to another (docs/QUIRKS). Absent, or false: only the owner's own address is accepted. The LAN
+   * side (neighbour table: the same link-layer address) plugs in here.
+   */
+  readonly sameHost?: (owner: string, target: string) => boolean;
+}
+
+/** canonical text of an IPv6 owner or target (zone dropped), or the text itself when it is not IPv6 */
+const canon6 = (a: string): string => canonicalIPv6(splitZone(a).address) ?? a;
+
+export function createPolicy(config: PolicyConfig, deps: PolicyDeps = {}): Policy {
   const reserved = new Set(config.reservedPorts);
   /** first match wins; no match allows (miniupnpd's default: end the list with a deny-all rule to close it) */
   function ruleFor(req: PolicyRequest, ext: number): PolicyRule | 'none' {
     for (const r of config.rules) if (ruleMatches(r, ext, req.internalAddress, req.internalPort)) return r;
     return 'none';
+  }
+  /**
+   * An IPv6 pinhole: a target a WAN peer can reach (global or unique-local unicast), ports in range and no
+   * translation, and secure mode (the owner's own address, or one deps.sameHost says is the same host's).
+   * Reserved ports and the allow/deny rules are IPv4 only: they protect the gateway's own ports and name
+   * IPv4 prefixes, while a pinhole opens a port of the LAN host itself (docs/leases.md).
+   */
+  function checkPinhole(req: PolicyRequest, ext: number, extEnd: number): PolicyRefusal | null {
+    const target = canonicalIPv6(req.internalAddress);
+    if (target === null || !isPinholeTarget(target))
+      return {
+        ok: false,
+        reason: 'invalid',
+        detail:
+          `internal address ${req.internalAddress} is not an IPv6 address a pinhole can open to ` +
+          '(global or unique-local unicast; not link-local, multicast, loopback or IPv4-mapped)',
+      };
+    if (ext !== req.internalPort || extEnd < ext || extEnd > 65535)
+      return {
+        ok: false,
+        reason: 'invalid',
+        detail:
+          `a pinhole has no translation: its ports ${ext}-${extEnd} must start at the internal port ` +
+          `${req.internalPort}`,
+      };
+    if (config.secureMode && !req.thirdPartyAllowed) {
+      const owner = canon6(req.owner);
+      if (owner !== target && deps.sameHost?.(owner, target) !== true)
+        return {
+          ok: false,
+          reason: 'not_authorized',
+          detail: `secure mode: ${req.owner} may only open pinholes to its own addresses, not to ${target}`,
+        };
+    }
+    return null;
   }
   const policy: Policy = {
     config,
@@ -92,6 +144,7 @@ export function createPolicy(config: PolicyConfig): Policy {
     check(req, ext, extEnd) {
       if (!Number.isInteger(req.internalPort) || req.internalPort < 1 || req.internalPort > 65535)
         return { ok: false, reason: 'invalid', detail: `internal port ${req.internalPort} is not 1-65535` };
+      if (req.family === 6) return checkPinhole(req, ext, extEnd);
       if (ipv4ToInt(req.internalAddress) === null)
         return { ok: false, reason: 'invalid', detail: `internal address ${req.internalAddress} is not IPv4` };
       if (ext < 1 || extEnd > 65535 || extEnd < ext)

@@ -7,7 +7,7 @@ import { createMemoryDataplane, type MemoryDataplaneOptions } from '../../src/da
 import { createFixedClock } from '../../src/leases/clock.js';
 import { createLeaseTable, type LeaseTableOptions } from '../../src/leases/table.js';
 import { createMetrics } from '../../src/metrics.js';
-import { createPolicy } from '../../src/policy/policy.js';
+import { createPolicy, type PolicyDeps } from '../../src/policy/policy.js';
 
 export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
   return {
@@ -30,6 +30,8 @@ export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
 export function makeTable(
   opts: {
     policy?: Partial<PolicyConfig>;
+    /** the policy's injected checks (secure mode's sameHost for IPv6 pinholes) */
+    policyDeps?: PolicyDeps;
     dataplane?: MemoryDataplaneOptions;
     dir?: string;
     clock?: ReturnType<typeof createFixedClock>;
@@ -39,11 +41,11 @@ export function makeTable(
   const clock = opts.clock ?? createFixedClock();
   const dataplane = createMemoryDataplane(opts.dataplane);
   const metrics = createMetrics();
-  const { policy: _p, dataplane: _d, dir: _dir, clock: _c, ...rest } = opts;
+  const { policy: _p, policyDeps, dataplane: _d, dir: _dir, clock: _c, ...rest } = opts;
   const table = createLeaseTable({
     database: { path: join(dir, 'portd.sqlite') },
     dataplane,
-    policy: createPolicy(testPolicy(opts.policy)),
+    policy: createPolicy(testPolicy(opts.policy), policyDeps),
     clock,
     log: pino({ level: process.env.TEST_LOG ?? 'silent' }),
     metrics,

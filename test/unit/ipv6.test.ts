@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import {
   canonicalIPv6,
   classifyIPv6,
+  formatEndpoint,
   formatIPv6,
   ipv6InPrefix,
   isPinholeTarget,
@@ -100,5 +101,11 @@ describe('IPv6 helpers (src/common/ipv6.ts)', () => {
       assert.equal(isPinholeTarget(a), false, a);
     assert.deepEqual(splitZone('fe80::1%eth0'), { address: 'fe80::1', zone: 'eth0' });
     assert.deepEqual(splitZone('2001:db8::1'), { address: '2001:db8::1', zone: null });
+  });
+
+  it('formats endpoints with IPv6 addresses in brackets', () => {
+    assert.equal(formatEndpoint('2001:db8::10', 443), '[2001:db8::10]:443');
+    assert.equal(formatEndpoint('2001:db8::10', '6000-6010'), '[2001:db8::10]:6000-6010');
+    assert.equal(formatEndpoint('192.0.2.1', 443), '192.0.2.1:443');
   });
 });
