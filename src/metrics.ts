@@ -1,25 +1,29 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from './common/metrics-core.js';
 
 /**
  * All portd metrics on one registry, created once per running instance (no globals: tests build their own).
- * `defaultMetrics: 'on-demand'` registers the process metrics (CPU, memory, event loop, GC) only when
- * startDefaultMetrics() is first called — by the admin app when it is built, before any scrape can come:
- * their observers cost idle memory on a router nobody scrapes (docs/operation.md, "Resources").
+ * The metrics are portd's own (common/metrics-core.ts: the same Prometheus text as prom-client, without loading
+ * it). The process metrics (CPU, memory, event loop, GC: prom-client's default collectors, `portd_process_*`)
+ * are registered when startDefaultMetrics() is first called — by the admin app when it is built, before any
+ * scrape can come: prom-client and their observers cost idle memory on a router nobody scrapes
+ * (docs/operation.md, "Resources"). `defaultMetrics: true` starts them at once (still loaded asynchronously:
+ * await startDefaultMetrics() before reading them).
  */
 export function createMetrics(opts: { defaultMetrics?: boolean | 'on-demand' } = {}) {
   const registry = new Registry();
-  let defaultsStarted = false;
-  const startDefaultMetrics = () => {
-    if (defaultsStarted) return;
-    defaultsStarted = true;
-    collectDefaultMetrics({ register: registry, prefix: 'portd_process_' });
-  };
-  if (opts.defaultMetrics === true) startDefaultMetrics();
+  let defaults: Promise<void> | null = null;
+  const startDefaultMetrics = (): Promise<void> =>
+    (defaults ??= import('prom-client').then(({ Registry: PromRegistry, collectDefaultMetrics }) => {
+      const process = new PromRegistry();
+      collectDefaultMetrics({ register: process, prefix: 'portd_process_' });
+      registry.attach(process);
+    }));
+  if (opts.defaultMetrics === true) void startDefaultMetrics();
   const m = {
     registry,
-    /** registers the process metrics when createMetrics was asked for them on demand; idempotent */
-    startDefaultMetrics: () => {
-      if (opts.defaultMetrics) startDefaultMetrics();
+    /** registers the process metrics when createMetrics was asked for them (at once or on demand); idempotent */
+    startDefaultMetrics: async (): Promise<void> => {
+      if (opts.defaultMetrics) await startDefaultMetrics();
     },
     leasesActive: new Gauge({
       name: 'portd_leases_active',

@@ -83,7 +83,7 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
     });
   const build = async (): Promise<AdminServer> => {
     const { createAdminServer } = await import('./server.js');
-    o.metrics.startDefaultMetrics();
+    await o.metrics.startDefaultMetrics();
     const late = o.loadRoutes ? await o.loadRoutes() : [];
     return createAdminServer({
       config: o.config,

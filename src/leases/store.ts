@@ -1,12 +1,11 @@
 import Database from 'better-sqlite3';
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { ErrorCode, PortdError } from '../errors.js';
 import { PRIVATE_FILE, databaseFiles, ensurePrivateDir, tightenFile } from '../file-modes.js';
 import type { LeaseSource } from '../common/net-types.js';
 import type { EndReason, HistoryEntry, Lease, LeaseEventType } from './types.js';
+import { createCheckpointer, type Checkpointer } from './checkpointer.js';
 
 /** schema versions, applied in order; `PRAGMA user_version` records the last applied */
 export const MIGRATIONS: readonly string[] = [
@@ -183,110 +182,24 @@ export interface OpenStoreOptions {
   /**
    * Checkpoint the WAL from a worker thread every this many ms (default 500; 4x as long while the WAL
    * was empty at the last look; 0 = SQLite's own automatic checkpoints, run inside whichever commit
-   * crosses 1,000 pages, on the event loop).
+   * crosses 1,000 pages, on the event loop). The worker runs only while the WAL holds something
+   * (checkpointer.ts): from 1 MiB of WAL or 60 periods after the first write, until 20 quiet periods.
    */
   readonly checkpointIntervalMs?: number;
   /** where the store reports trouble it works around (the checkpointer failing) */
   readonly onWarning?: (message: string) => void;
 }
 
-/**
- * The background checkpointer: its own connection in a worker thread copies committed WAL pages into
- * the database file (and fsyncs it) every `intervalMs`, so no writer tick pays for that on the event
- * loop. A PASSIVE checkpoint never waits for or blocks the writer; the writer starts the WAL over from
- * its beginning by itself when it finds every frame checkpointed. The file keeps its high-water size,
- * though: past 16 MiB, and only when the last PASSIVE left nothing to copy, a TRUNCATE takes it back to
- * zero bytes (a moment's hold on the writer, nothing to copy). Past 64 MiB (a writer that never pauses)
- * the TRUNCATE happens anyway, and holds the writer while it copies what is left.
- * A WAL that was empty at the last look waits 4 intervals (a quiet router wakes less). Plain CommonJS, evaluated.
- */
-const CHECKPOINTER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { statSync } = require('node:fs');
-const Database = require(workerData.driver);
-const db = new Database(workerData.path, { fileMustExist: true });
-db.pragma('synchronous = ' + workerData.synchronous);
-db.pragma('busy_timeout = 1000');
-const MiB = 1024 * 1024;
-const walSize = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
-let lastError = '';
-let last = 0;
-let idle = false;
-let caughtUp = false;
-const timer = setInterval(() => {
-  try {
-    const now = Date.now();
-    const size = walSize();
-    if (size > 64 * MiB || (size > 16 * MiB && caughtUp)) {
-      db.pragma('wal_checkpoint(TRUNCATE)');
-      last = now;
-      idle = false;
-      caughtUp = false;
-    } else if (now - last >= (idle ? 4 : 1) * workerData.intervalMs) {
-      const r = db.pragma('wal_checkpoint(PASSIVE)')[0];
-      idle = !r || r.log === 0;
-      caughtUp = !!r && r.busy === 0 && r.log === r.checkpointed;
-      last = now;
-    }
-    lastError = '';
-  }
-  catch (e) {
-    const m = String((e && e.message) || e);
-    if (m !== lastError) { lastError = m; parentPort.postMessage(m); }
-  }
-}, Math.min(100, workerData.intervalMs));
-parentPort.on('message', (m) => {
-  if (m === 'stop') { clearInterval(timer); try { db.close(); } catch {} parentPort.close(); }
-});
-`;
-
-/** starts the checkpointer; returns its stop, which resolves once the worker has closed its connection */
-function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): () => Promise<void> {
+/** starts the checkpointer (checkpointer.ts); the store closes it first on close */
+function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): Checkpointer | null {
   const intervalMs = opts.checkpointIntervalMs ?? 500;
-  if (opts.path === ':memory:' || intervalMs <= 0) return async () => {};
-  const warn = opts.onWarning ?? (() => {});
-  let worker: Worker;
-  try {
-    worker = new Worker(CHECKPOINTER, {
-      eval: true,
-      workerData: {
-        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
-        path: opts.path,
-        intervalMs,
-        synchronous: opts.synchronous === 'full' ? 'FULL' : 'NORMAL',
-      },
-    });
-  } catch (e) {
-    warn(`WAL checkpointer not started (${(e as Error).message}); SQLite checkpoints inside commits instead`);
-    return async () => {};
-  }
-  worker.unref();
-  db.pragma('wal_autocheckpoint = 0');
-  let stopped = false;
-  worker.on('message', (m: string) => warn(`WAL checkpoint failed: ${m}`));
-  const fallBack = (why: string) => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      db.pragma('wal_autocheckpoint = 1000');
-    } catch {
-      /* closed */
-    }
-    warn(`WAL checkpointer stopped (${why}); SQLite checkpoints inside commits instead`);
-  };
-  worker.on('error', (e) => fallBack(e.message));
-  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-  worker.on('exit', (code) => fallBack(`exit ${code}`));
-  return async () => {
-    stopped = true;
-    worker.postMessage('stop');
-    // bounded: a worker stuck in a checkpoint is terminated (its connection closes with the thread)
-    const t = setTimeout(() => {
-      void worker.terminate();
-    }, 2000);
-    await exited;
-    clearTimeout(t);
-  };
+  if (opts.path === ':memory:' || intervalMs <= 0) return null;
+  return createCheckpointer(db, {
+    path: opts.path,
+    intervalMs,
+    synchronous: opts.synchronous === 'full' ? 'FULL' : 'NORMAL',
+    warn: opts.onWarning ?? (() => {}),
+  });
 }
 
 /** A lock file beside the database so two portd processes never share one table. */
@@ -399,7 +312,7 @@ export function openStore(opts: OpenStoreOptions) {
   }
   // a second connection for readers: under WAL it sees only committed state, never a tick in flight
   const reader = opts.path === ':memory:' ? db : new Database(opts.path, { readonly: true, fileMustExist: true });
-  const stopCheckpointer = startCheckpointer(db, opts);
+  const checkpointer = startCheckpointer(db, opts);
 
   const s = {
     insert: db.prepare(`INSERT INTO leases (id, source, protocol, external_address, external_port, external_port_end,
@@ -527,6 +440,8 @@ export function openStore(opts: OpenStoreOptions) {
       }
       return out;
     },
+    /** the WAL checkpointer's worker: running now, times started (null: none, SQLite's own checkpoints) */
+    checkpointer: checkpointer && { running: checkpointer.running, starts: checkpointer.starts },
     meta(key: string): string | null {
       return (s.metaGet.get(key) as { value: string } | undefined)?.value ?? null;
     },
@@ -535,7 +450,7 @@ export function openStore(opts: OpenStoreOptions) {
     },
     /** the checkpointer's connection closes first, so this one is the last and leaves no -wal/-shm behind */
     async close(): Promise<void> {
-      await stopCheckpointer();
+      await checkpointer?.stop();
       if (reader !== db) reader.close();
       db.close();
       unlock();

@@ -1,15 +1,17 @@
 /**
- * The WAL checkpointer (src/leases/store.ts): committed pages reach the database file from a worker
- * thread, not inside a writer tick. Observable: the main file grows while the writer's own automatic
- * checkpoints are off.
+ * The WAL checkpointer (src/leases/checkpointer.ts): committed pages reach the database file from a
+ * worker thread, not inside a writer tick, and that worker runs only while the WAL holds something.
+ * Observable: the main file grows while the writer's own automatic checkpoints are off; the WAL file
+ * is truncated to zero bytes when the worker stops; the thread count of the process.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createMemoryDataplane } from '../../src/dataplane/memory.js';
+import { START_BYTES } from '../../src/leases/checkpointer.js';
 import { createFixedClock } from '../../src/leases/clock.js';
 import { createLeaseTable } from '../../src/leases/table.js';
 import { createPolicy } from '../../src/policy/policy.js';
@@ -19,8 +21,25 @@ const dirs: string[] = [];
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const size = (p: string) => {
+  try {
+    return statSync(p).size;
+  } catch {
+    return 0;
+  }
+};
+const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]);
+async function until(what: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (what()) return true;
+    await sleep(20);
+  }
+  return what();
+}
 
-async function run(checkpointIntervalMs: number): Promise<{ grew: boolean; autocheckpoint: number }> {
+function open(checkpointIntervalMs: number) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-ckpt-'));
   dirs.push(dir);
   const path = join(dir, 'portd.sqlite');
@@ -32,49 +51,141 @@ async function run(checkpointIntervalMs: number): Promise<{ grew: boolean; autoc
     log: pino({ level: 'silent' }),
     externalAddress: '203.0.113.1',
   });
-  try {
-    const before = statSync(path).size;
-    const autocheckpoint = table.store.db.pragma('wal_autocheckpoint', { simple: true }) as number;
-    for (let i = 0; i < 20; i++) {
+  let next = 20000;
+  /** `ticks` writer ticks of 50 new leases each */
+  const write = async (ticks: number) => {
+    for (let i = 0; i < ticks; i++)
       await Promise.all(
-        Array.from({ length: 50 }, (_, j) =>
-          table.request({
+        Array.from({ length: 50 }, () => {
+          const port = next++;
+          return table.request({
             source: 'upnp',
             identity: 'external',
             protocol: 'tcp',
             owner: '192.168.77.11',
             internalAddress: '192.168.77.11',
-            internalPort: 20000 + i * 50 + j,
-            externalPort: 20000 + i * 50 + j,
+            internalPort: port,
+            externalPort: port,
             allowOtherPort: false,
             lifetime: 3600,
             description: 'x'.repeat(40),
-          }),
-        ),
+          });
+        }),
       );
-    }
-    const deadline = Date.now() + 3000;
-    let grew = false;
-    while (Date.now() < deadline && !grew) {
-      await new Promise((r) => setTimeout(r, 50));
-      grew = statSync(path).size > before + 64 * 1024;
-    }
-    return { grew, autocheckpoint };
-  } finally {
-    await table.close();
-  }
+  };
+  return { path, table, write };
 }
 
 describe('WAL checkpointer', () => {
   it('moves committed pages into the database file from a worker; the writer does not checkpoint itself', async () => {
-    const r = await run(50);
-    assert.equal(r.autocheckpoint, 0, 'automatic checkpoints off on the writer connection');
-    assert.ok(r.grew, 'the database file grew: pages were checkpointed');
+    const { path, table, write } = open(50);
+    try {
+      const before = size(path);
+      assert.equal(table.store.db.pragma('wal_autocheckpoint', { simple: true }), 0, 'automatic checkpoints off');
+      await write(20);
+      assert.ok(
+        await until(() => size(path) > before + 64 * 1024, 5000),
+        'the database file grew: pages were checkpointed',
+      );
+    } finally {
+      await table.close();
+    }
   });
 
   it('with the checkpointer off (0), SQLite keeps its own automatic checkpoints (1,000 pages): 1,000 leases stay in the WAL', async () => {
-    const r = await run(0);
-    assert.equal(r.autocheckpoint, 1000);
-    assert.equal(r.grew, false);
+    const { path, table, write } = open(0);
+    try {
+      const before = size(path);
+      assert.equal(table.store.db.pragma('wal_autocheckpoint', { simple: true }), 1000);
+      assert.equal(table.store.checkpointer, null);
+      await write(20);
+      await sleep(1000);
+      assert.equal(size(path) > before + 64 * 1024, false);
+    } finally {
+      await table.close();
+    }
+  });
+
+  it('not running while idle; starts when the WAL grows past 1 MiB, bounds it, stops and truncates it once quiet', async () => {
+    // 500 ms periods, as shipped: due after 30 s, quiet for 10 s to stop
+    const { path, table, write } = open(500);
+    try {
+      const ck = table.store.checkpointer!;
+      const idleThreads = threads();
+      await sleep(1200);
+      assert.equal(ck.running(), false, 'no worker at start with an empty WAL');
+      assert.equal(ck.starts(), 0);
+      // a little writing (under 1 MiB) does not start it either
+      await write(2);
+      const small = size(`${path}-wal`);
+      assert.ok(small > 0 && small < START_BYTES, `WAL ${small} B`);
+      await sleep(1200);
+      assert.equal(ck.running(), false, 'a small WAL waits until a checkpoint is due');
+      assert.equal(threads(), idleThreads, 'no extra thread');
+      const before = size(path);
+      // past 1 MiB: started within a period, and the pages reach the main file
+      for (let i = 0; i < 40 && size(`${path}-wal`) < START_BYTES; i++) await write(5);
+      assert.ok(size(`${path}-wal`) >= START_BYTES, 'the WAL grew past 1 MiB');
+      assert.ok(await until(() => ck.running(), 2000), 'started');
+      assert.ok(threads() > idleThreads, 'a worker thread runs');
+      assert.ok(await until(() => size(path) > before + 256 * 1024, 5000), 'pages checkpointed into the file');
+      // quiet: stopped after ≈ 10 s, the WAL truncated to zero bytes
+      assert.ok(await until(() => !ck.running(), 16_000), 'stopped once quiet');
+      assert.equal(size(`${path}-wal`), 0, 'WAL truncated');
+      assert.ok(await until(() => threads() === idleThreads, 2000), 'its thread is gone');
+      // and starts again for the next growth
+      for (let i = 0; i < 40 && size(`${path}-wal`) < START_BYTES; i++) await write(5);
+      assert.ok(await until(() => ck.starts() === 2 && ck.running(), 2000), 'started again');
+    } finally {
+      await table.close();
+    }
+  });
+
+  it('a small WAL is checkpointed once due (60 periods), then the worker stops again', async () => {
+    const { path, table, write } = open(50); // due after 3 s, quiet 1 s to stop
+    try {
+      const ck = table.store.checkpointer!;
+      await write(1);
+      const before = size(path);
+      assert.ok(size(`${path}-wal`) > 0);
+      await sleep(1000);
+      assert.equal(ck.running(), false, 'not yet due');
+      assert.ok(await until(() => ck.starts() === 1, 4000), 'started when due');
+      assert.ok(await until(() => !ck.running() && size(`${path}-wal`) === 0, 5000), 'stopped, WAL truncated');
+      assert.ok(size(path) > before, 'the pages are in the database file');
+    } finally {
+      await table.close();
+    }
+  });
+
+  it('a WAL left by a killed portd is checkpointed when the next one opens the database', async () => {
+    const { path, table, write } = open(0); // SQLite's own checkpoints: 1,000 pages stay in the WAL
+    await write(40);
+    // no close: copy the files as a kill -9 leaves them
+    const wal = size(`${path}-wal`);
+    assert.ok(wal >= START_BYTES, `WAL ${wal} B`);
+    const dir = mkdtempSync(join(tmpdir(), 'portd-ckpt-'));
+    dirs.push(dir);
+    const copy = join(dir, 'portd.sqlite');
+    for (const suffix of ['', '-wal']) {
+      const { copyFileSync } = await import('node:fs');
+      copyFileSync(`${path}${suffix}`, `${copy}${suffix}`);
+    }
+    await table.close();
+    const again = createLeaseTable({
+      database: { path: copy, checkpointIntervalMs: 50 },
+      dataplane: createMemoryDataplane(),
+      policy: createPolicy(testPolicy({ maxLeasesPerClient: 100_000 })),
+      clock: createFixedClock(),
+      log: pino({ level: 'silent' }),
+      externalAddress: '203.0.113.1',
+    });
+    try {
+      assert.equal(again.store.checkpointer!.starts(), 1, 'started at open');
+      assert.ok(await until(() => size(`${copy}-wal`) === 0, 5000), 'checkpointed and truncated');
+      assert.equal(again.list({ state: 'active' }).total, 2000, 'every lease of the WAL is in the table');
+    } finally {
+      await again.close();
+    }
   });
 });

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { SsdpTarget } from '../../../protocols/ssdp/index.js';
 import {
@@ -26,6 +26,7 @@ import { createActionHandler, type WanStats } from './actions.js';
 import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
 import { createGena, type EventVars } from './gena.js';
+import { createLazyFastify } from './lazy-app.js';
 import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
 import type { UpnpUuids } from './uuids.js';
 
@@ -135,7 +136,8 @@ export interface UpnpServer {
   descriptionUrls(): { address: string; v1: string; v2: string }[];
   /** re-read external address / connection status and tell GENA subscribers (call when the WAN address changes) */
   stateChanged(): void;
-  readonly app: FastifyInstance;
+  /** the fastify app, undefined until the first HTTP request has had it built (lazy-app.ts) */
+  readonly app: FastifyInstance | undefined;
 }
 
 const SERVER_PRODUCT = 'portd/0.1';
@@ -306,7 +308,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
 
   // ---- HTTP ----
   const timeouts = { request: 10_000, headers: 5_000, keepAlive: 5_000, idle: 30_000, check: 1_000, ...opts.timeouts };
-  const app = Fastify({ logger: false, bodyLimit: SOAP_MAX_BODY_BYTES, return503OnClosing: true });
+  const app = createLazyFastify({ logger: false, bodyLimit: SOAP_MAX_BODY_BYTES, return503OnClosing: true });
   app.addHttpMethod('SUBSCRIBE');
   app.addHttpMethod('UNSUBSCRIBE');
   app.removeAllContentTypeParsers();
@@ -522,25 +524,88 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     });
   }
 
-  const servers: { iface: LanInterface; server: http.Server }[] = [];
+  const servers: { iface: LanInterface; server: http.Server; gate: net.Server }[] = [];
+  /** the bound address: the gate's until the handover, then the http.Server's (the same socket) */
+  const addressOf = (s: (typeof servers)[number]) => (s.server.listening ? s.server : s.gate).address() as AddressInfo;
   let ssdp: Ssdp | null = null;
   const sockets = new Set<Socket>();
 
   function httpPortOf(iface: LanInterface): number {
     const s = servers.find((x) => x.iface.address === iface.address);
-    return s ? (s.server.address() as AddressInfo).port : opts.listen.httpPort;
+    return s ? addressOf(s).port : opts.listen.httpPort;
   }
   function targetsFor(iface: LanInterface): SsdpTarget[] {
     const base = `http://${iface.address}:${httpPortOf(iface)}`;
     return devices.advertisements.map((a) => ({ nt: a.nt, usn: a.usn, location: `${base}${a.descriptionPath}` }));
   }
 
+  /**
+   * Until the first connection has had the app built (lazy-app.ts), each address is bound by a plain
+   * net.Server that holds its connections paused (so nothing is read, not even a client's half-close);
+   * once the app is ready the bound socket moves to the address's http.Server (server.listen(handle))
+   * and the held connections are given to it. LAN check first: a WAN peer builds nothing. A failed
+   * build closes the held connections and is tried again at the next one.
+   */
+  /** only LAN clients are answered: others see the connection closed, nothing else */
+  function droppedNotLan(sock: Socket, peer: string): boolean {
+    if (opts.isLanClient(peer)) return false;
+    metrics.badInput.inc({ frontend: 'upnp', kind: 'not_lan' });
+    logOnce('warn', `wan:${peer}`, { peer }, 'upnp dropped connection from outside the LAN');
+    sock.destroy();
+    return true;
+  }
+  const held: [Socket, http.Server][] = [];
+  let handedOver = false;
+  let closing = false;
+  function hold(sock: Socket, server: http.Server) {
+    if (handedOver) {
+      // a connection accepted just before the handover
+      server.emit('connection', sock);
+      sock.resume();
+      return;
+    }
+    if (droppedNotLan(sock, unmapIPv4(sock.remoteAddress ?? ''))) return;
+    // bounded: a flood of connections during the build is refused, not queued without end
+    if (held.length >= 256) {
+      sock.destroy();
+      return;
+    }
+    held.push([sock, server]);
+    sock.once('close', () => {
+      const i = held.findIndex(([x]) => x === sock);
+      if (i >= 0) held.splice(i, 1);
+    });
+    if (held.length > 1) return;
+    app.build().then(
+      async () => {
+        if (handedOver || closing) return;
+        for (const s of servers)
+          await new Promise<void>((resolve, reject) => {
+            s.server.once('error', reject);
+            s.server.listen(s.gate, () => {
+              s.server.off('error', reject);
+              resolve();
+            });
+          });
+        handedOver = true;
+        log.debug('upnp HTTP app built at the first connection');
+        for (const [sock, server] of held.splice(0)) {
+          server.emit('connection', sock);
+          sock.resume();
+        }
+      },
+      (e: Error) => {
+        log.error({ err: e.message }, 'upnp HTTP app could not be built; closing the waiting connections');
+        for (const [sock] of held.splice(0)) sock.destroy();
+      },
+    );
+  }
+
   async function listen() {
-    await app.ready();
     for (const iface of interfaces) {
       const server = http.createServer(
         { maxHeaderSize: 8192, connectionsCheckingInterval: timeouts.check },
-        (req, res) => app.routing(req, res),
+        (req, res) => app.built()!.routing(req, res),
       );
       server.requestTimeout = timeouts.request;
       server.headersTimeout = timeouts.headers;
@@ -549,13 +614,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       server.maxHeadersCount = 64;
       server.on('connection', (sock: Socket) => {
         const peer = unmapIPv4(sock.remoteAddress ?? '');
-        // only LAN clients are answered: others see the connection closed, nothing else
-        if (!opts.isLanClient(peer)) {
-          metrics.badInput.inc({ frontend: 'upnp', kind: 'not_lan' });
-          logOnce('warn', `wan:${peer}`, { peer }, 'upnp dropped connection from outside the LAN');
-          sock.destroy();
-          return;
-        }
+        if (droppedNotLan(sock, peer)) return;
         if (!connections.take(peer)) {
           metrics.rateLimited.inc({ frontend: 'upnp' });
           logOnce(
@@ -573,14 +632,15 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
           connections.give(peer);
         });
       });
+      const gate = net.createServer({ pauseOnConnect: true }, (sock) => hold(sock, server));
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
-          server.off('error', reject);
+        gate.once('error', reject);
+        gate.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
+          gate.off('error', reject);
           resolve();
         });
       });
-      servers.push({ iface, server });
+      servers.push({ iface, server, gate });
     }
     publish(false);
     unsubscribeLeases = leases.on((e) => {
@@ -626,13 +686,13 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
 
   function httpAddresses() {
     return servers.map((s) => {
-      const a = s.server.address() as AddressInfo;
+      const a = addressOf(s);
       return { address: a.address, port: a.port };
     });
   }
   function descriptionUrls() {
     return servers.map((s) => {
-      const base = `http://${s.iface.address}:${(s.server.address() as AddressInfo).port}`;
+      const base = `http://${s.iface.address}:${addressOf(s).port}`;
       return { address: s.iface.address, v1: `${base}/igd1/desc.xml`, v2: `${base}/igd2/desc.xml` };
     });
   }
@@ -643,7 +703,11 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     if (coalesceTimer) clearTimeout(coalesceTimer);
     await ssdp?.close();
     gena.close();
-    const closed = servers.map((s) => new Promise<void>((r) => s.server.close(() => r())));
+    closing = true;
+    for (const [sock] of held.splice(0)) sock.destroy();
+    const closed = servers.map(
+      (s) => new Promise<void>((r) => (s.server.listening ? s.server : s.gate).close(() => r())),
+    );
     for (const s of servers) s.server.closeIdleConnections();
     for (const sock of sockets) sock.destroy();
     await Promise.all(closed);
@@ -658,6 +722,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     ssdpAddresses: () => ssdp?.addresses() ?? [],
     descriptionUrls,
     stateChanged: () => publish(false),
-    app,
+    get app() {
+      return app.built();
+    },
   };
 }

@@ -1,0 +1,206 @@
+/**
+ * The background WAL checkpointer of the lease store, started only while there is something to copy.
+ *
+ * Its own connection in a worker thread copies committed WAL pages into the database file (and fsyncs
+ * it), so no writer tick pays for that on the event loop (docs/operation.md, "Durability"). A worker is
+ * a second V8 isolate with its own better-sqlite3: ≈ 7.5 MiB of RSS (docs/benchmarks.md, "footprint"),
+ * for a thread that on a quiet router has nothing to do for hours. So the main thread only looks at the
+ * WAL file's size (one stat a period), and starts the worker when the WAL has grown past START_BYTES, or
+ * when it has held anything for a while (a checkpoint is due: dueMs); the worker stops itself once the
+ * WAL has been fully checkpointed and unchanged for idleMs, after truncating it to zero bytes — so while
+ * it is stopped, the WAL's size is exactly what was written since, and nothing is lost by waiting: the
+ * WAL is as durable as the database file (kill -9 and a start with a full WAL are recovered by SQLite).
+ */
+import { statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import type Database from 'better-sqlite3';
+
+/** a WAL this large starts the worker at once */
+export const START_BYTES = 1024 * 1024;
+
+export interface CheckpointerOptions {
+  readonly path: string;
+  /** PASSIVE checkpoint period of the running worker, ms; 0 = none (SQLite's own, inside commits) */
+  readonly intervalMs: number;
+  readonly synchronous: 'NORMAL' | 'FULL';
+  readonly warn: (message: string) => void;
+  /** a non-empty WAL starts the worker after this long (default 60 periods: 30 s) */
+  readonly dueMs?: number;
+  /** the worker stops after the WAL was caught up and unchanged this long (default 20 periods: 10 s) */
+  readonly idleMs?: number;
+}
+
+export interface Checkpointer {
+  /** is the worker thread running now? */
+  running(): boolean;
+  /** how many times it was started */
+  starts(): number;
+  /** stops the worker (resolves once its connection is closed) and the watch */
+  stop(): Promise<void>;
+}
+
+/**
+ * The worker: PASSIVE checkpoints every `intervalMs` (4x as long while the WAL was empty at the last
+ * look). The writer starts the WAL over from its beginning by itself when it finds every frame
+ * checkpointed; the file keeps its high-water size, though: past 16 MiB, and only when the last PASSIVE
+ * left nothing to copy, a TRUNCATE takes it back to zero bytes (a moment's hold on the writer, nothing
+ * to copy). Past 64 MiB (a writer that never pauses) the TRUNCATE happens anyway, and holds the writer
+ * while it copies what is left. Caught up and unchanged for `idleMs`: a last TRUNCATE, then it posts
+ * 'idle' and exits. Plain CommonJS, evaluated.
+ */
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { statSync } = require('node:fs');
+const Database = require(workerData.driver);
+const db = new Database(workerData.path, { fileMustExist: true });
+db.pragma('synchronous = ' + workerData.synchronous);
+db.pragma('busy_timeout = 1000');
+const MiB = 1024 * 1024;
+const walSize = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
+let lastError = '';
+let last = 0;
+let idle = false;
+let caughtUp = false;
+let lastLog = -1;
+let quietSince = Date.now();
+let done = false;
+const finish = () => { done = true; clearInterval(timer); try { db.close(); } catch {} parentPort.close(); };
+const timer = setInterval(() => {
+  if (done) return;
+  try {
+    const now = Date.now();
+    const size = walSize();
+    if (size > 64 * MiB || (size > 16 * MiB && caughtUp)) {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      last = now;
+      idle = false;
+      caughtUp = false;
+      lastLog = -1;
+      quietSince = now;
+    } else if (now - last >= (idle ? 4 : 1) * workerData.intervalMs) {
+      const r = db.pragma('wal_checkpoint(PASSIVE)')[0];
+      idle = !r || r.log === 0;
+      caughtUp = !!r && r.busy === 0 && r.log === r.checkpointed;
+      if (!caughtUp || r.log !== lastLog) quietSince = now;
+      lastLog = r ? r.log : -1;
+      last = now;
+      if (caughtUp && now - quietSince >= workerData.idleMs) {
+        const t = db.pragma('wal_checkpoint(TRUNCATE)')[0];
+        if (t && t.busy === 0 && walSize() === 0) { parentPort.postMessage('idle'); finish(); return; }
+      }
+    }
+    lastError = '';
+  }
+  catch (e) {
+    const m = String((e && e.message) || e);
+    if (m !== lastError) { lastError = m; parentPort.postMessage(m); }
+  }
+}, Math.min(100, workerData.intervalMs));
+parentPort.on('message', (m) => { if (m === 'stop') finish(); });
+`;
+
+const walSize = (path: string): number => {
+  try {
+    return statSync(`${path}-wal`).size;
+  } catch {
+    return 0;
+  }
+};
+
+/**
+ * Takes over checkpointing from SQLite's automatic one on `db` (the writer connection). If a worker
+ * cannot be started or dies, SQLite's automatic checkpoints come back (and stay).
+ */
+export function createCheckpointer(db: Database.Database, o: CheckpointerOptions): Checkpointer {
+  const dueMs = o.dueMs ?? 60 * o.intervalMs;
+  const idleMs = o.idleMs ?? 20 * o.intervalMs;
+  let worker: Worker | null = null;
+  let exited: Promise<void> = Promise.resolve();
+  let failed = false;
+  let stopping = false;
+  let starts = 0;
+  let nonEmptySince: number | null = null;
+  db.pragma('wal_autocheckpoint = 0');
+
+  const fallBack = (why: string) => {
+    if (failed || stopping) return;
+    failed = true;
+    clearInterval(watch);
+    try {
+      db.pragma('wal_autocheckpoint = 1000');
+    } catch {
+      /* closed */
+    }
+    o.warn(`WAL checkpointer stopped (${why}); SQLite checkpoints inside commits instead`);
+  };
+  const start = () => {
+    let w: Worker;
+    try {
+      w = new Worker(WORKER, {
+        eval: true,
+        workerData: {
+          driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+          path: o.path,
+          intervalMs: o.intervalMs,
+          idleMs,
+          synchronous: o.synchronous,
+        },
+      });
+    } catch (e) {
+      fallBack(`not started: ${(e as Error).message}`);
+      return;
+    }
+    starts++;
+    worker = w;
+    w.unref();
+    let wentIdle = false;
+    w.on('message', (m: string) => {
+      if (m === 'idle') wentIdle = true;
+      else o.warn(`WAL checkpoint failed: ${m}`);
+    });
+    w.on('error', (e) => fallBack(e.message));
+    exited = new Promise<void>((resolve) =>
+      w.once('exit', (code) => {
+        worker = null;
+        nonEmptySince = null;
+        if (!wentIdle) fallBack(`exit ${code}`);
+        resolve();
+      }),
+    );
+  };
+  // the watch: one stat of the WAL per period while the worker is stopped
+  const look = () => {
+    if (worker || failed || stopping) return;
+    const size = walSize(o.path);
+    if (size === 0) {
+      nonEmptySince = null;
+      return;
+    }
+    const now = Date.now();
+    nonEmptySince ??= now;
+    if (size >= START_BYTES || now - nonEmptySince >= dueMs) start();
+  };
+  const watch = setInterval(look, Math.max(20, Math.min(1000, o.intervalMs)));
+  watch.unref();
+  // a WAL left behind (kill -9, a power cut) is checkpointed at once if it is large
+  look();
+
+  return {
+    running: () => worker !== null,
+    starts: () => starts,
+    async stop() {
+      stopping = true;
+      clearInterval(watch);
+      const w = worker;
+      if (!w) return;
+      w.postMessage('stop');
+      // bounded: a worker stuck in a checkpoint is terminated (its connection closes with the thread)
+      const t = setTimeout(() => {
+        void w.terminate();
+      }, 2000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
