@@ -20,7 +20,7 @@ const TRIGGERS = '^src/triggers/';
 const FRONTENDS = '^src/frontends/';
 const ADMIN = '^src/admin/';
 const DOCTOR = '^src/doctor/';
-const WIRING = '^src/(main|cli|cli-admin)[.]ts$';
+const WIRING = '^src/(main|cli|cli-admin|warmup)[.]ts$';
 
 const layers = [
   { name: 'protocols', path: PROTOCOLS, may: [] },

@@ -16,7 +16,10 @@
  * The machine's load average is recorded before and after (the rates are load-sensitive; RSS is not).
  *
  *   node --import tsx bench/cold-start.ts [--cmd "…"] [--runs 3] [--count 2000] [--soap-count 1000] [--only pcp|soap]
- *                                         [--stem letters] [--json out.json]
+ *                                         [--stem letters] [--json out.json] [--warmup N]
+ *
+ * --warmup N sets portd's `warmup` key (PCP MAPs and SOAP adds run against scratch state before `portd ready`;
+ * 0 = none); without it the configuration's default applies. The A/B of docs/benchmarks.md ("Cold start") used it.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,6 +51,7 @@ const PHASE_MS = 120_000;
 /** --only pcp | soap: a subset of the phases (e.g. to compare node flags quickly) */
 const ONLY = argS('only');
 const STEM = argS('stem') ?? 'pdcs';
+const WARMUP = argS('warmup');
 const say = (s: string) => process.stderr.write(`cold-start: ${s}\n`);
 
 interface Phase {
@@ -170,6 +174,7 @@ async function main(): Promise<void> {
           discover: p.kind === 'soap',
           noSoapLimits: true,
           logLevel: 'info',
+          ...(WARMUP !== undefined ? { extra: [`warmup: ${Number(WARMUP)}`] } : {}),
         });
         // CPU time of the gateway namespace (portd, its nft -i and helpers) per answered request: unlike the
         // rates, it hardly moves with the machine's load, so flags and changes compare on a shared machine

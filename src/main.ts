@@ -19,6 +19,7 @@ import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createPolicy } from './policy/policy.js';
+import { warmUp } from './warmup.js';
 
 export const VERSION = '0.1.0';
 
@@ -280,6 +281,11 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const frontends: { name: string; listening: string[] }[] = [];
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
+
+  // the request paths run against scratch state before the front-ends open, so the first clients meet compiled
+  // code (src/warmup.ts; docs/benchmarks.md, "Cold start")
+  if (config.warmup > 0)
+    log.info(await warmUp({ config, requests: config.warmup, budgetMs: 2000 }), 'request paths warmed up');
 
   if (config.pcp.enabled || config.natpmp.enabled) {
     // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6 (link-local ones need a scope: skipped)

@@ -76,6 +76,11 @@ export interface Config {
    */
   readonly listenAddresses: readonly string[] | null;
   readonly stateDir: string;
+  /**
+   * PCP MAPs (and as many UPnP AddPortMapping) run against scratch state before `portd ready`, so the first clients
+   * meet compiled code (src/warmup.ts); 0 = none
+   */
+  readonly warmup: number;
   readonly database: { readonly path: string; readonly synchronous: 'normal' | 'full' };
   readonly dataplane: {
     readonly driver: 'nftables' | 'memory';

@@ -29,6 +29,7 @@ const TOP_KEYS = [
   'externalAddress',
   'listenAddresses',
   'stateDir',
+  'warmup',
   'database',
   'dataplane',
   'policy',
@@ -118,6 +119,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   }
 
   const stateDir = str(root, 'stateDir', '', DEFAULTS.stateDir, {}, issues);
+  const warmup = int(root, 'warmup', '', DEFAULTS.warmup, { min: 0, max: 100_000 }, issues);
 
   // database
   const db = section(root['database'], 'database', ['path', 'synchronous'], issues);
@@ -361,6 +363,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     externalAddress,
     listenAddresses,
     stateDir,
+    warmup,
     database,
     dataplane,
     policy,
