@@ -13,12 +13,12 @@ import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
 import { parseListen } from './common/listen.js';
-import { inPrefix, unmapIPv4 } from './common/net.js';
 import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createPolicy } from './policy/policy.js';
+import { createLanClients } from './policy/lan-clients.js';
 
 export const VERSION = '0.1.0';
 
@@ -267,14 +267,13 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   const lan = lanNetworks(config);
   const listen = lan.map((n) => n.address);
-  // interface CIDRs carry host bits (192.168.1.1/24): compare under the mask
-  const isLanClient = (a: string) => {
-    const ip = unmapIPv4(a);
-    return lan.some((n) => {
-      const [net, len] = n.cidr.split('/');
-      return inPrefix(ip, net!, Number(len));
-    });
-  };
+  // IPv4: the LAN networks; IPv6: the LAN interfaces' prefixes, link-local only with a LAN zone (policy/lan-clients)
+  const lanClients = createLanClients({
+    ipv4: lan.map((n) => n.cidr),
+    interfaces: config.listenAddresses ? [] : config.interfaces.lan,
+    read: networkInterfaces,
+  });
+  const isLanClient = (a: string) => lanClients.isLanClient(a);
   if (listen.length === 0)
     log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
@@ -282,13 +281,14 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   let upnpDescriptionUrls: () => string[] = () => [];
 
   if (config.pcp.enabled || config.natpmp.enabled) {
-    // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6 (link-local ones need a scope: skipped)
+    // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6: global, ULA, and link-local with
+    // the interface as its zone (`fe80::1%br-lan`: a link-local address means nothing without its link)
     const ipv6 =
       config.pcp.ipv6 && !config.listenAddresses
         ? config.interfaces.lan.flatMap((name) =>
             (networkInterfaces()[name] ?? [])
-              .filter((a) => a.family === 'IPv6' && !a.address.startsWith('fe80'))
-              .map((a) => a.address),
+              .filter((a) => a.family === 'IPv6' && !a.internal)
+              .map((a) => (/^fe[89ab]/i.test(a.address) ? `${a.address}%${name}` : a.address)),
           )
         : [];
     const conntrack =
