@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { checkNetAdmin, readCapabilities } from './capabilities.js';
@@ -17,7 +18,8 @@ import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { createPolicy } from './policy/policy.js';
+import { createPolicy, type PolicyDeps } from './policy/policy.js';
+import { sameHost } from './policy/same-host.js';
 import { createLanClients } from './policy/lan-clients.js';
 
 export const VERSION = '0.1.0';
@@ -146,7 +148,25 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
   const clock = createSystemClock();
-  let policy = createPolicy(config.policy);
+  // secure mode and IPv6 privacy addresses: a host's stable and temporary addresses are one host when the
+  // gateway's neighbour table gives them one link-layer address (policy/same-host.ts, docs/pcp.md). The check
+  // runs inside a tick and reads the cache; an unknown address is probed then, so the client's retry finds it
+  let neighbours: import('./dataplane/neighbours.js').NeighbourTable | null = null;
+  if (config.dataplane.driver === 'nftables' && !config.listenAddresses && config.interfaces.lan.length > 0) {
+    const { createNeighbourTable } = await import('./dataplane/neighbours.js');
+    const table = createNeighbourTable({ interfaces: config.interfaces.lan, log });
+    neighbours = table;
+    parts.push({ name: 'neighbours', close: async () => table.close() });
+  }
+  const policyDeps: PolicyDeps = {
+    sameHost: (requester, target) => {
+      if (!isIPv6(requester) || !isIPv6(target)) return null; // IPv4 secure mode compares the addresses
+      const a = sameHost(requester, target, (x) => neighbours?.lookup(x));
+      if (!a.same && a.verdict === 'unknown') void neighbours?.ensure([requester, target]);
+      return a;
+    },
+  };
+  let policy = createPolicy(config.policy, policyDeps);
   let current = config;
   /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
   const onStateLost: ((why: string) => void)[] = [];
@@ -436,7 +456,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
     }
     if (changed.length) log.warn({ keys: changed }, 'these settings change only on restart; kept the running values');
-    policy = createPolicy(next.policy);
+    policy = createPolicy(next.policy, policyDeps);
     current = next;
     const res = await leases.syncStatic(next.staticForwards);
     const tr = await triggers.reload(next);

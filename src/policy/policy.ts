@@ -48,7 +48,18 @@ function ruleMatches(r: PolicyRule, ext: number, addr: string, iport: number): b
   return inPrefix(addr, r.address, r.prefix);
 }
 
-export function createPolicy(config: PolicyConfig): Policy {
+/** what the policy may ask the rest of the gateway (all optional: without them it decides from the request alone) */
+export interface PolicyDeps {
+  /**
+   * Secure mode: is `target` an address of the host that asked from `requester` (an IPv6 host's stable and
+   * temporary addresses)? Synchronous (the check runs inside a lease-table tick); policy/same-host.ts decides
+   * it from the neighbour table. Absent, null (no opinion, e.g. IPv4) or not `same`: a client may map ports to
+   * its own address only.
+   */
+  readonly sameHost?: (requester: string, target: string) => { readonly same: boolean; readonly reason: string } | null;
+}
+
+export function createPolicy(config: PolicyConfig, deps: PolicyDeps = {}): Policy {
   const reserved = new Set(config.reservedPorts);
   /** first match wins; no match allows (miniupnpd's default: end the list with a deny-all rule to close it) */
   function ruleFor(req: PolicyRequest, ext: number): PolicyRule | 'none' {
@@ -102,12 +113,17 @@ export function createPolicy(config: PolicyConfig): Policy {
         };
       if (req.internalPort + (extEnd - ext) > 65535)
         return { ok: false, reason: 'invalid', detail: 'internal port range passes 65535' };
-      if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress)
-        return {
-          ok: false,
-          reason: 'not_authorized',
-          detail: `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}`,
-        };
+      if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress) {
+        const own = deps.sameHost?.(req.owner, req.internalAddress);
+        if (!own?.same)
+          return {
+            ok: false,
+            reason: 'not_authorized',
+            detail:
+              `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}` +
+              (own ? ` (${own.reason})` : ''),
+          };
+      }
       if (TRUSTED.has(req.source)) return null;
       for (let p = ext; p <= extEnd; p++) {
         if (reserved.has(p))
