@@ -383,6 +383,16 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     parts.push({ name: 'wan-address', close: async () => watcher.stop() });
   }
 
+  // IPv6 prefixes followed (issue 15, item 6): a renumbered LAN changes who is a LAN client at once. Ending the
+  // pinholes outside the new prefixes and a PCP epoch reset hang on the same event (prefix-watch.ts's PrefixChange)
+  if (config.pcp.ipv6 && config.dataplane.driver === 'nftables' && !config.listenAddresses) {
+    const { watchPrefixes } = await import('./dataplane/prefix-watch.js');
+    const prefixes = await watchPrefixes({ lan: config.interfaces.lan, wan: config.interfaces.wan, log }, (c) => {
+      if (c.side === 'lan') lanClients.refresh();
+    });
+    parts.push({ name: 'prefix-watch', close: async () => prefixes.stop() });
+  }
+
   // the admin server starts last, so it is closed first
   const admin = await startAdmin({
     config,

@@ -134,4 +134,18 @@ describe('PCP over IPv6 through portd start', { skip, timeout: 90_000 }, () => {
     const w2 = await ask(wan, ADDR6.gwWan, announce(ADDR6.wanHost), ADDR6.wanHost, 800);
     assert.equal(w2.ok, false, `WAN address: silence: ${JSON.stringify(w2)}`);
   });
+  test('a prefix added to the LAN counts as LAN within moments (prefix watch → LAN clients)', async () => {
+    const src = '2001:db8:78::11';
+    await lab.must(lab.lanA, ['ip', '-6', 'addr', 'add', `${src}/64`, 'dev', 'eth0', 'nodad']);
+    const before = await ask(hostA, ADDR6.gwLan, announce(src), src, 800);
+    assert.equal(before.ok, false, 'not a LAN prefix yet: silence');
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', '2001:db8:78::1/64', 'dev', IF.lan, 'nodad']);
+    let answered = false;
+    for (let i = 0; i < 10 && !answered; i++) {
+      const r = await ask(hostA, ADDR6.gwLan, announce(src), src, 500);
+      answered = r.ok && decodePcpResponse(Buffer.from(String(r.reply), 'hex')).resultCode === ResultCode.SUCCESS;
+    }
+    assert.ok(answered, 'answered once the gateway has the prefix');
+    assert.ok(portd.logs.some((l) => l.msg === 'IPv6 prefixes changed' && l['side'] === 'lan'));
+  });
 });
