@@ -6,16 +6,20 @@
  *   lanA 192.168.77.11 ─┐                              ┌─ wan 203.0.113.2
  *                       ├─ br0 [gateway: portd] wan0 ──┘
  *   lanB 192.168.77.12 ─┘ 192.168.77.1     203.0.113.1
+ *
+ * `npm run lab -- --ipv6` adds IPv6 (LAN 2001:db8:77::/64, WAN 2001:db8:113::/64, each LAN host with a
+ * stable and a temporary address, the lab's default-deny inbound IPv6 policy) and pcp.ipv6.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADDR, IF, createLab, exec, hasTool, labAvailable } from '../test/lab/harness.js';
+import { ADDR, ADDR6, IF, createLab, exec, hasTool, labAvailable } from '../test/lab/harness.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const STEM = process.env['PORTD_LAB_NAME'] ?? 'pdlab';
+const IPV6 = process.argv.includes('--ipv6');
 
 async function main(): Promise<void> {
   const a = labAvailable();
@@ -33,7 +37,7 @@ async function main(): Promise<void> {
     .filter((n) => new RegExp(`^${STEM}[gabw]$`).test(n));
   for (const n of old) await exec(null, ['ip', 'netns', 'del', n]);
 
-  const lab = await createLab({ name: STEM, signalHooks: false });
+  const lab = await createLab({ name: STEM, signalHooks: false, ...(IPV6 ? { ipv6: { temporary: true } } : {}) });
   const dir = mkdtempSync(join(tmpdir(), 'portd-lab-'));
   let portd: ChildProcess | null = null;
   let stopping = false;
@@ -75,6 +79,7 @@ async function main(): Promise<void> {
         '  lifetime: { pcp: { min: 30, max: 86400 }, natpmp: { min: 30, max: 86400 } }',
         '  rules: ["allow 1024-65535 192.168.77.0/24 1-65535", "deny 0-65535 0.0.0.0/0 0-65535"]',
         'upnp: { enabled: true, httpPort: 5000, ssdp: true }',
+        ...(IPV6 ? ['pcp: { ipv6: true }'] : []),
         'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
         'staticForwards:',
         `  - { protocol: tcp, externalPort: 2222, internal: "${ADDR.hostB}:22", description: "lab static forward" }`,
@@ -112,6 +117,13 @@ async function main(): Promise<void> {
         `gateway ${lab.gw}: LAN ${ADDR.gwLan} on ${IF.lan}, WAN ${ADDR.gwWan} on ${IF.wan}; LAN hosts ` +
           `${lab.lanA} ${ADDR.hostA} (echo servers on tcp/udp 9000, 9001), ${lab.lanB} ${ADDR.hostB}; WAN host ` +
           `${lab.wan} ${ADDR.wanHost}`,
+        ...(IPV6
+          ? [
+              `IPv6: gateway ${ADDR6.gwLan} / ${ADDR6.gwWan}; ${lab.lanA} ${ADDR6.hostA} + temporary ` +
+                `${ADDR6.hostATemp}, ${lab.lanB} ${ADDR6.hostB} + ${ADDR6.hostBTemp}; WAN host ${ADDR6.wanHost}; ` +
+                "inbound IPv6 is denied by the lab's own policy (nft list table inet lab) unless portd marks the flow",
+            ]
+          : []),
         '',
         'Map a port from a LAN host:',
         x(lab.lanA, `upnpc -i -a ${ADDR.hostA} 9000 40000 TCP 600`) +

@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { checkNetAdmin, readCapabilities } from './capabilities.js';
@@ -13,12 +14,13 @@ import { startTriggers, type TriggerManager } from './triggers/index.js';
 import { createConntrackCli, createPcpServer } from './frontends/pcp/index.js';
 import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './frontends/upnp/index.js';
 import { parseListen } from './common/listen.js';
-import { inPrefix, unmapIPv4 } from './common/net.js';
 import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { createPolicy } from './policy/policy.js';
+import { createPolicy, type PolicyDeps } from './policy/policy.js';
+import { sameHost } from './policy/same-host.js';
+import { createLanClients } from './policy/lan-clients.js';
 import { warmUp } from './warmup.js';
 
 export const VERSION = '0.1.0';
@@ -147,7 +149,25 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
   const clock = createSystemClock();
-  let policy = createPolicy(config.policy);
+  // secure mode and IPv6 privacy addresses: a host's stable and temporary addresses are one host when the
+  // gateway's neighbour table gives them one link-layer address (policy/same-host.ts, docs/pcp.md). The check
+  // runs inside a tick and reads the cache; an unknown address is probed then, so the client's retry finds it
+  let neighbours: import('./dataplane/neighbours.js').NeighbourTable | null = null;
+  if (config.dataplane.driver === 'nftables' && !config.listenAddresses && config.interfaces.lan.length > 0) {
+    const { createNeighbourTable } = await import('./dataplane/neighbours.js');
+    const table = createNeighbourTable({ interfaces: config.interfaces.lan, log });
+    neighbours = table;
+    parts.push({ name: 'neighbours', close: async () => table.close() });
+  }
+  const policyDeps: PolicyDeps = {
+    sameHost: (requester, target) => {
+      if (!isIPv6(requester) || !isIPv6(target)) return null; // IPv4 secure mode compares the addresses
+      const a = sameHost(requester, target, (x) => neighbours?.lookup(x));
+      if (!a.same && a.verdict === 'unknown') void neighbours?.ensure([requester, target]);
+      return a;
+    },
+  };
+  let policy = createPolicy(config.policy, policyDeps);
   let current = config;
   /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
   const onStateLost: ((why: string) => void)[] = [];
@@ -268,14 +288,13 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
 
   const lan = lanNetworks(config);
   const listen = lan.map((n) => n.address);
-  // interface CIDRs carry host bits (192.168.1.1/24): compare under the mask
-  const isLanClient = (a: string) => {
-    const ip = unmapIPv4(a);
-    return lan.some((n) => {
-      const [net, len] = n.cidr.split('/');
-      return inPrefix(ip, net!, Number(len));
-    });
-  };
+  // IPv4: the LAN networks; IPv6: the LAN interfaces' prefixes, link-local only with a LAN zone (policy/lan-clients)
+  const lanClients = createLanClients({
+    ipv4: lan.map((n) => n.cidr),
+    interfaces: config.listenAddresses ? [] : config.interfaces.lan,
+    read: networkInterfaces,
+  });
+  const isLanClient = (a: string) => lanClients.isLanClient(a);
   if (listen.length === 0)
     log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
@@ -288,13 +307,14 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     log.info(await warmUp({ config, requests: config.warmup, budgetMs: 2000 }), 'request paths warmed up');
 
   if (config.pcp.enabled || config.natpmp.enabled) {
-    // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6 (link-local ones need a scope: skipped)
+    // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6: global, ULA, and link-local with
+    // the interface as its zone (`fe80::1%br-lan`: a link-local address means nothing without its link)
     const ipv6 =
       config.pcp.ipv6 && !config.listenAddresses
         ? config.interfaces.lan.flatMap((name) =>
             (networkInterfaces()[name] ?? [])
-              .filter((a) => a.family === 'IPv6' && !a.address.startsWith('fe80'))
-              .map((a) => a.address),
+              .filter((a) => a.family === 'IPv6' && !a.internal)
+              .map((a) => (/^fe[89ab]/i.test(a.address) ? `${a.address}%${name}` : a.address)),
           )
         : [];
     const conntrack =
@@ -367,6 +387,16 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       });
     });
     parts.push({ name: 'wan-address', close: async () => watcher.stop() });
+  }
+
+  // IPv6 prefixes followed (issue 15, item 6): a renumbered LAN changes who is a LAN client at once. Ending the
+  // pinholes outside the new prefixes and a PCP epoch reset hang on the same event (prefix-watch.ts's PrefixChange)
+  if (config.pcp.ipv6 && config.dataplane.driver === 'nftables' && !config.listenAddresses) {
+    const { watchPrefixes } = await import('./dataplane/prefix-watch.js');
+    const prefixes = await watchPrefixes({ lan: config.interfaces.lan, wan: config.interfaces.wan, log }, (c) => {
+      if (c.side === 'lan') lanClients.refresh();
+    });
+    parts.push({ name: 'prefix-watch', close: async () => prefixes.stop() });
   }
 
   // the admin server starts last, so it is closed first
@@ -442,7 +472,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
     }
     if (changed.length) log.warn({ keys: changed }, 'these settings change only on restart; kept the running values');
-    policy = createPolicy(next.policy);
+    policy = createPolicy(next.policy, policyDeps);
     current = next;
     const res = await leases.syncStatic(next.staticForwards);
     const tr = await triggers.reload(next);

@@ -1,12 +1,11 @@
 /**
  * The WAN interface's IPv4 address(es): read with `ip -j addr show dev X`, watched with
- * `ip monitor address dev X` (any line triggers a re-read, debounced) plus a slow poll as a
- * safety net when the monitor dies. The callback gets the new list only when it changed.
+ * `ip monitor address dev X` through address-monitor.ts (any line triggers a re-read, debounced, plus a
+ * slow poll as a safety net when the monitor dies). The callback gets the new list only when it changed.
  */
-import type { ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import { run } from './nftables-runner.js';
-import { spawnTied } from '../child.js';
+import { monitorAddresses } from './address-monitor.js';
 
 export interface AddressInfo {
   readonly family?: string;
@@ -78,9 +77,6 @@ export async function watchExternalAddress(
   const log = opts.log.child({ component: 'wan-address', interface: opts.interface });
   let current: readonly string[] = await readInterfaceAddresses(opts);
   let stopped = false;
-  let monitor: ChildProcess | null = null;
-  let debounce: NodeJS.Timeout | null = null;
-  let restart: NodeJS.Timeout | null = null;
   let reading = false;
 
   log.info({ addresses: current }, current.length > 0 ? 'WAN address read' : 'WAN interface has no IPv4 address yet');
@@ -105,39 +101,12 @@ export async function watchExternalAddress(
     }
   }
 
-  function startMonitor(): void {
-    if (stopped) return;
-    const ns = opts.netns ? ['-n', opts.netns] : [];
-    const child = spawnTied(opts.ipPath ?? 'ip', [...ns, 'monitor', 'address', 'dev', opts.interface], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }); // dies with portd
-    monitor = child;
-    child.stdout?.on('data', () => {
-      if (debounce) clearTimeout(debounce);
-      debounce = setTimeout(() => {
-        debounce = null;
-        void reread();
-      }, opts.debounceMs ?? 200);
-    });
-    child.on('error', (err) => log.warn({ err: err.message }, 'ip monitor not runnable; polling only'));
-    child.on('close', () => {
-      if (monitor === child) monitor = null;
-      if (!stopped) restart = setTimeout(startMonitor, 5000);
-    });
-  }
-  startMonitor();
-  const poll = setInterval(() => void reread(), (opts.pollSeconds ?? 30) * 1000);
-  poll.unref();
-
+  const monitor = monitorAddresses({ ...opts, interfaces: [opts.interface], log }, () => void reread());
   return {
     current: () => current,
     stop() {
       stopped = true;
-      clearInterval(poll);
-      if (debounce) clearTimeout(debounce);
-      if (restart) clearTimeout(restart);
-      monitor?.kill('SIGTERM');
-      monitor = null;
+      monitor.stop();
     },
   };
 }

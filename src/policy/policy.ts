@@ -51,15 +51,15 @@ function ruleMatches(r: PolicyRule, ext: number, addr: string, iport: number): b
   return inPrefix(addr, r.address, r.prefix);
 }
 
-/** what the policy asks of the rest of the gateway; each is optional and defaults to the strict answer */
+/** what the policy may ask the rest of the gateway (all optional: without them it decides from the request alone) */
 export interface PolicyDeps {
   /**
-   * Secure mode for IPv6 pinholes: is `target` (canonical IPv6) an address of the same host as `owner` (the
-   * canonical address the request came from)? A host with privacy/temporary addresses asks from one and opens
-   * a pinhole to another (docs/QUIRKS). Absent, or false: only the owner's own address is accepted. The LAN
-   * side (neighbour table: the same link-layer address) plugs in here.
+   * Secure mode: is `target` an address of the host that asked from `requester` (an IPv6 host's stable and
+   * temporary addresses)? Synchronous (the check runs inside a lease-table tick); policy/same-host.ts decides
+   * it from the neighbour table. Absent, null (no opinion, e.g. IPv4) or not `same`: a client may map ports to
+   * its own address only.
    */
-  readonly sameHost?: (owner: string, target: string) => boolean;
+  readonly sameHost?: (requester: string, target: string) => { readonly same: boolean; readonly reason: string } | null;
 }
 
 /** canonical text of an IPv6 owner or target (zone dropped), or the text itself when it is not IPv6 */
@@ -98,11 +98,14 @@ export function createPolicy(config: PolicyConfig, deps: PolicyDeps = {}): Polic
       };
     if (config.secureMode && !req.thirdPartyAllowed) {
       const owner = canon6(req.owner);
-      if (owner !== target && deps.sameHost?.(owner, target) !== true)
+      const same = owner === target ? null : deps.sameHost?.(owner, target);
+      if (owner !== target && !same?.same)
         return {
           ok: false,
           reason: 'not_authorized',
-          detail: `secure mode: ${req.owner} may only open pinholes to its own addresses, not to ${target}`,
+          detail:
+            `secure mode: ${req.owner} may only open pinholes to its own addresses, not to ${target}` +
+            (same ? ` (${same.reason})` : ''),
         };
     }
     return null;
@@ -155,12 +158,17 @@ export function createPolicy(config: PolicyConfig, deps: PolicyDeps = {}): Polic
         };
       if (req.internalPort + (extEnd - ext) > 65535)
         return { ok: false, reason: 'invalid', detail: 'internal port range passes 65535' };
-      if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress)
-        return {
-          ok: false,
-          reason: 'not_authorized',
-          detail: `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}`,
-        };
+      if (config.secureMode && !req.thirdPartyAllowed && req.owner !== req.internalAddress) {
+        const own = deps.sameHost?.(req.owner, req.internalAddress);
+        if (!own?.same)
+          return {
+            ok: false,
+            reason: 'not_authorized',
+            detail:
+              `secure mode: ${req.owner} may only map ports to itself, not to ${req.internalAddress}` +
+              (own ? ` (${own.reason})` : ''),
+          };
+      }
       if (TRUSTED.has(req.source)) return null;
       for (let p = ext; p <= extEnd; p++) {
         if (reserved.has(p))

@@ -11,6 +11,11 @@ const socks = new Map();
 const servers = [];
 let next = 1;
 
+/** udp6 when any of the addresses is IPv6 (a zone `%eth0` included), else udp4 as before */
+function udpType(...addrs) {
+  return addrs.some((a) => typeof a === 'string' && net.isIPv6(a.split('%')[0])) ? 'udp6' : 'udp4';
+}
+
 function echoText(remote, data) {
   return `${label}|${remote}|${data}`;
 }
@@ -28,7 +33,7 @@ function listen(msg) {
         resolve({ ok: true });
       });
     } else {
-      const s = dgram.createSocket('udp4');
+      const s = dgram.createSocket(udpType(msg.host));
       s.on('message', (d, r) => s.send(echoText(r.address, d.toString()), r.port, r.address));
       s.on('error', (e) => resolve({ ok: false, error: e.message }));
       s.bind(msg.port, msg.host ?? '0.0.0.0', () => {
@@ -111,7 +116,7 @@ async function tcpProbe(msg) {
 
 function udpOpen(msg) {
   return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(udpType(msg.localAddress, msg.host));
     s.on('error', (e) => resolve({ ok: false, error: e.message }));
     s.bind(msg.port ?? 0, msg.localAddress, () => {
       const id = next++;
@@ -152,7 +157,7 @@ function udpSend(msg) {
 }
 
 async function udpProbe(msg) {
-  const o = await udpOpen({ localAddress: msg.localAddress });
+  const o = await udpOpen({ localAddress: msg.localAddress, host: msg.host });
   if (!o.ok) return o;
   const r = await udpSend({
     sock: o.sock,
@@ -170,7 +175,7 @@ async function udpProbe(msg) {
 // localAddress:localPort when given, sends `hex` to host:port and answers the first reply as hex
 function udpBytes(msg) {
   return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(udpType(msg.localAddress, msg.host));
     let done = false;
     const finish = (r) => {
       if (done) return;

@@ -7,6 +7,11 @@
  *   lanB 192.168.77.12 ─┘ 192.168.77.1   203.0.113.1
  *
  * Names are short and unique per process: pd<pid><n><role>. Traffic stays inside these namespaces.
+ *
+ * With `ipv6` (optional, off by default so the IPv4 suites stay as they were): LAN 2001:db8:77::/64
+ * (gateway ::1, hosts ::11 and ::12, and with `temporary` a second "privacy" address each), WAN
+ * 2001:db8:113::/64 (gateway ::1, WAN host ::2), forwarding on, DAD off, no NAT66, and the lab's own
+ * default-deny inbound IPv6 policy in the gateway (`table inet lab`, see LAB6_RULESET).
  */
 import { execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -23,6 +28,41 @@ export const ADDR = {
 } as const;
 
 export const IF = { lan: 'br0', wan: 'wan0' } as const;
+
+/** the IPv6 plan (RFC 3849 documentation prefixes); the temporary addresses only with `ipv6: { temporary: true }` */
+export const ADDR6 = {
+  lanPrefix: '2001:db8:77::/64',
+  wanPrefix: '2001:db8:113::/64',
+  gwLan: '2001:db8:77::1',
+  gwWan: '2001:db8:113::1',
+  hostA: '2001:db8:77::11',
+  hostB: '2001:db8:77::12',
+  /**
+   * stand-ins for RFC 8981 temporary addresses: random-looking interface identifiers on the same interface
+   * (same MAC) as the stable one; with `temporary` they are the hosts' default source address
+   */
+  hostATemp: '2001:db8:77:0:5c1e:a9f3:7b20:d411',
+  hostBTemp: '2001:db8:77:0:e2b4:16c8:3f9a:c512',
+  wanHost: '2001:db8:113::2',
+} as const;
+
+/**
+ * The lab's own inbound IPv6 policy in the gateway, as an admin's firewall would be: established and
+ * related flows pass, LAN → WAN passes, everything else forwarded to the LAN is dropped unless portd
+ * marked its flow with conntrack bit 0x100 (the coexistence contract of docs/nftables.md: portd's forward
+ * chain runs at `filter - 1`, before this one, and sets the bit on the flows it lets in). IPv4 is not
+ * touched here (the IPv4 suites bring their own policy where they need one).
+ */
+export const LAB6_RULESET = `table inet lab {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    meta nfproto ipv6 ct state established,related accept
+    meta nfproto ipv6 iifname "${IF.lan}" oifname "${IF.wan}" accept
+    meta nfproto ipv6 ct mark & 0x100 == 0x100 accept
+    meta nfproto ipv6 drop
+  }
+}
+`;
 
 const AGENT = join(dirname(fileURLToPath(import.meta.url)), 'agent.mjs');
 
@@ -329,6 +369,8 @@ export class Agent {
 
 export interface Lab {
   readonly gw: string;
+  /** IPv6 was set up (LabOptions.ipv6) */
+  readonly ipv6: boolean;
   readonly lanA: string;
   readonly lanB: string;
   readonly wan: string;
@@ -350,6 +392,8 @@ export interface LabOptions {
   readonly name?: string;
   /** log each step */
   readonly verbose?: boolean;
+  /** IPv6 too (ADDR6); `temporary`: each LAN host gets a second global address (same MAC) */
+  readonly ipv6?: boolean | { readonly temporary?: boolean };
 }
 
 export async function createLab(opts: LabOptions = {}): Promise<Lab> {
@@ -376,6 +420,8 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       liveNamespaces.add(ns);
       await step(null, ['ip', 'netns', 'add', ns]);
       await step(null, ['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+      // before any link exists: links made later inherit `default`, so link-local addresses skip DAD too
+      if (opts.ipv6) await step(ns, ['sysctl', '-qw', 'net.ipv6.conf.default.accept_dad=0']);
     }
     // gateway: LAN bridge with one veth per host, WAN veth to the WAN host
     await step(null, ['ip', '-n', gw, 'link', 'add', IF.lan, 'type', 'bridge']);
@@ -398,6 +444,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     await step(null, ['ip', '-n', wan, 'addr', 'add', `${ADDR.wanHost2}/24`, 'dev', 'eth0']);
     await step(null, ['ip', '-n', wan, 'link', 'set', 'eth0', 'up']);
     await step(gw, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    if (opts.ipv6) await setUpIPv6(step, { gw, lanA, lanB, wan }, opts.ipv6 === true ? {} : opts.ipv6);
   } catch (err) {
     await teardown();
     throw err;
@@ -405,6 +452,7 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
 
   const lab: Lab = {
     gw,
+    ipv6: !!opts.ipv6,
     lanA,
     lanB,
     wan,
@@ -428,6 +476,44 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     teardown,
   };
   return lab;
+}
+
+/**
+ * IPv6 on the lab built above. DAD is off everywhere (accept_dad=0 before the addresses, `nodad` on the
+ * static ones) so no test waits ≈ 1-2 s for tentative addresses; link-local addresses come up with the
+ * links as usual (they exist before this runs: the kernel makes them at link-up, and DAD off makes them
+ * usable at once). No router advertisements: addresses and routes are static.
+ */
+async function setUpIPv6(
+  step: (ns: string | null, argv: string[]) => Promise<void>,
+  ns: { gw: string; lanA: string; lanB: string; wan: string },
+  o: { temporary?: boolean },
+): Promise<void> {
+  // `default` was set when each namespace was made (before its links, which inherit it); the links
+  // themselves once more, in case one came up before (sysctl -e: a namespace lacks the others' names)
+  for (const n of [ns.gw, ns.lanA, ns.lanB, ns.wan]) {
+    const keys = ['all', 'eth0', IF.lan, IF.wan, 'lan1', 'lan2'].map((k) => `net.ipv6.conf.${k}.accept_dad=0`);
+    await step(n, ['sysctl', '-qwe', ...keys]);
+  }
+  await step(ns.gw, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+  const add = (n: string, addr: string, dev: string) =>
+    step(null, ['ip', '-n', n, '-6', 'addr', 'add', `${addr}/64`, 'dev', dev, 'nodad']);
+  await add(ns.gw, ADDR6.gwLan, IF.lan);
+  await add(ns.gw, ADDR6.gwWan, IF.wan);
+  for (const [n, stable, temp] of [
+    [ns.lanA, ADDR6.hostA, ADDR6.hostATemp],
+    [ns.lanB, ADDR6.hostB, ADDR6.hostBTemp],
+  ] as const) {
+    await add(n, stable, 'eth0');
+    if (o.temporary) await add(n, temp, 'eth0');
+    // a host with privacy addresses (use_tempaddr=2) sends from its temporary address (RFC 8981 §3.6):
+    // said explicitly here, so which one a client uses is no accident of the order the addresses came in
+    const src = o.temporary ? ['src', temp] : [];
+    await step(null, ['ip', '-n', n, '-6', 'route', 'add', 'default', 'via', ADDR6.gwLan, ...src]);
+  }
+  await add(ns.wan, ADDR6.wanHost, 'eth0');
+  await step(null, ['ip', '-n', ns.wan, '-6', 'route', 'add', 'default', 'via', ADDR6.gwWan]);
+  await must(ns.gw, ['nft', '-f', '-'], { input: LAB6_RULESET });
 }
 
 export interface LabProcess {

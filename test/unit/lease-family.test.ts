@@ -192,7 +192,7 @@ describe('quotas, secure mode', () => {
       policyDeps: {
         sameHost: (owner, target) => {
           seen.push([owner, target]);
-          return owner === H2 && target === H1;
+          return { same: owner === H2 && target === H1, reason: 'test' };
         },
       },
     });

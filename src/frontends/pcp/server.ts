@@ -25,6 +25,7 @@ import {
 import type { ConntrackApi } from './conntrack.js';
 import { createPcpHandler, type PcpFrontendConfig } from './handler.js';
 import { createLogGate } from '../../common/log-gate.js';
+import { splitZone } from '../../common/ipv6.js';
 import { createGlobalLimitReport, createRateLimiter } from '../rate-limit.js';
 
 export interface PcpServerOptions {
@@ -248,7 +249,8 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     if (opts.addressCheckMs === 0) checkExternalAddress();
     inFlight++;
     handler
-      .handle(msg, client)
+      // a link-local source comes with its zone (`fe80::1%br-lan`); the PCP header carries the bare address
+      .handle(msg, splitZone(client).address)
       .then((r) => {
         metrics.requests.inc({ frontend: r.frontend, result: r.result });
         metrics.requestSeconds.observe({ frontend: r.frontend }, (performance.now() - started) / 1000);
