@@ -1,4 +1,4 @@
-import type { L4Protocol, LeaseSource, PortMapping } from '../common/net-types.js';
+import type { AddressFamily, L4Protocol, LeaseSource, PortMapping } from '../common/net-types.js';
 
 export interface Lease extends PortMapping {
   readonly id: string;
@@ -40,6 +40,8 @@ export type EndReason = 'released' | 'expired' | 'revoked' | 'replaced' | 'confi
  *  - 'external' (UPnP, admin, trigger): (protocol, externalPort, remoteAddress)
  */
 export interface LeaseRequest {
+  /** 4 (default): a mapping with translation; 6: an IPv6 pinhole (externalPort = internalPort) */
+  readonly family?: AddressFamily;
   readonly source: LeaseSource;
   readonly identity: 'internal' | 'external';
   readonly protocol: L4Protocol;

@@ -25,6 +25,7 @@ import { createGlobalLimitReport, createPerClientCounter, createRateLimiter } fr
 import { createActionHandler, type WanStats } from './actions.js';
 import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
+import { createPinholeActionHandler, type PinholeDeps } from './pinhole-actions.js';
 import { createGena, type EventVars } from './gena.js';
 import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
 import type { UpnpUuids } from './uuids.js';
@@ -93,6 +94,11 @@ export interface UpnpServerOptions {
   readonly limits?: UpnpLimits;
   /** interval for "once per client" log lines of refusals and bad input, ms (default 60 s) */
   readonly logIntervalMs?: number;
+  /**
+   * IPv6 pinholes (WANIPv6FirewallControl:1 on the IGD:2 root, issue 15): the parts the handler needs
+   * besides the lease table; absent = the service is not offered
+   */
+  readonly pinholes?: Omit<PinholeDeps, 'leases' | 'log' | 'secureMode'>;
 }
 
 export interface UpnpLimits {
@@ -215,7 +221,10 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       .update(JSON.stringify([descriptionInfo, opts.uuids, SERVER_PRODUCT]))
       .digest()
       .readUIntBE(0, 3);
-  const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId);
+  const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId, { ipv6Firewall: opts.pinholes !== undefined });
+  const pinholes = opts.pinholes
+    ? createPinholeActionHandler({ ...opts.pinholes, leases, log, secureMode: config.policy.secureMode })
+    : undefined;
 
   const actions = createActionHandler({
     config,
@@ -226,6 +235,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     connectionStatus,
     wanStats: opts.wanStats ?? (() => readWanStats(config.interfaces.wan)),
     linkBitRates: opts.linkBitRates ?? { up: 1_000_000_000, down: 1_000_000_000 },
+    ...(pinholes ? { pinholes } : {}),
   });
 
   let systemUpdateId = 1;
@@ -247,6 +257,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         return [['PhysicalLinkStatus', connectionStatus() === 'Connected' ? 'Up' : 'Down']];
       case ServiceType.LAYER3_FORWARDING:
         return [['DefaultConnectionService', defaultConnectionService(ep.root)]];
+      case ServiceType.WAN_IPV6_FIREWALL_CONTROL:
+        return pinholes?.eventVars() ?? [];
     }
   }
 
