@@ -14,7 +14,7 @@
  */
 import type { Logger } from 'pino';
 import { UpnpErrorCode, type SoapValue } from '../../../protocols/upnp/index.js';
-import { canonicalIPv6, isPinholeTarget } from '../../common/ipv6.js';
+import { canonicalIPv6, isPinholeTarget, splitZone } from '../../common/ipv6.js';
 import type { L4Protocol } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
@@ -244,7 +244,10 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
     return n;
   }
 
-  async function handle(call: PinholeCall): Promise<PinholeResult> {
+  async function handle(raw: PinholeCall): Promise<PinholeResult> {
+    // owners and targets are compared in the canonical text (src/common/ipv6.ts)
+    const client = canonicalIPv6(splitZone(raw.client).address) ?? raw.client;
+    const call: PinholeCall = client === raw.client ? raw : { ...raw, client };
     const st = deps.status();
     if (call.action === 'GetFirewallStatus')
       return ok([

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { SsdpTarget } from '../../../protocols/ssdp/index.js';
@@ -19,6 +19,7 @@ import {
 import type { Config } from '../../config/types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
+import { canonicalIPv6, ipv6InPrefix, splitZone } from '../../common/ipv6.js';
 import { unmapIPv4 } from '../../common/net.js';
 import { createLogGate } from '../../common/log-gate.js';
 import { createGlobalLimitReport, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
@@ -154,10 +155,24 @@ export const SERVER_HEADER = `Linux UPnP/1.1 ${SERVER_PRODUCT}`;
 const MAX_RATE_WAIT_MS = 2000;
 
 /** a LAN address as the listen options give it: `192.168.1.1/24`, or bare for /32 */
-function lanInterface(a: string): LanInterface {
-  const [address, p] = a.split('/');
-  return { address: address!, prefix: p === undefined ? 32 : Number(p) };
+/**
+ * `192.168.1.1/24`, `127.0.0.1` (/32), `2001:db8:77::1%lan0/64` (an IPv6 address with the name of
+ * its interface, which SSDP needs to join ff02::c and ff05::c there). IPv6 addresses are kept in
+ * their canonical text: they appear in LOCATION and must match the Host header check.
+ */
+export function lanInterface(a: string): LanInterface {
+  const [left, p] = a.split('/');
+  const { address, zone } = splitZone(left!);
+  const six = isIPv6(address);
+  return {
+    address: six ? (canonicalIPv6(address) ?? address) : address,
+    prefix: p === undefined ? (six ? 128 : 32) : Number(p),
+    scope: zone,
+  };
 }
+
+/** the host part of a URL for a LAN address: IPv6 in brackets (RFC 3986 §3.2.2) */
+const urlHost = (address: string) => (isIPv6(address) ? `[${address}]` : address);
 
 async function readWanStats(iface: string): Promise<WanStats> {
   const read = async (n: string) => {
@@ -198,7 +213,11 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     if (n !== null) log[level]({ ...fields, suppressed: n }, msg);
   };
   const startedAt = now();
-  const interfaces = opts.listen.addresses.map(lanInterface);
+  // a link-local address is left out: a LOCATION URL would need its zone (RFC 6874), which clients do not
+  // take; IPv6 clients reach the service on the LAN's global or unique-local address (docs/upnp.md)
+  const interfaces = opts.listen.addresses
+    .map(lanInterface)
+    .filter((i) => !(isIPv6(i.address) && ipv6InPrefix(i.address, 'fe80::', 10)));
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
   const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
@@ -543,7 +562,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     return s ? (s.server.address() as AddressInfo).port : opts.listen.httpPort;
   }
   function targetsFor(iface: LanInterface): SsdpTarget[] {
-    const base = `http://${iface.address}:${httpPortOf(iface)}`;
+    const base = `http://${urlHost(iface.address)}:${httpPortOf(iface)}`;
     return devices.advertisements.map((a) => ({ nt: a.nt, usn: a.usn, location: `${base}${a.descriptionPath}` }));
   }
 
@@ -644,7 +663,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   }
   function descriptionUrls() {
     return servers.map((s) => {
-      const base = `http://${s.iface.address}:${(s.server.address() as AddressInfo).port}`;
+      const base = `http://${urlHost(s.iface.address)}:${(s.server.address() as AddressInfo).port}`;
       return { address: s.iface.address, v1: `${base}/igd1/desc.xml`, v2: `${base}/igd2/desc.xml` };
     });
   }
