@@ -27,6 +27,7 @@ import { createActionHandler, type WanStats } from './actions.js';
 import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
 import { createPinholeActionHandler, type PinholeDeps } from './pinhole-actions.js';
+import { createPinholeDirectory } from './pinhole-directory.js';
 import { createGena, type EventVars } from './gena.js';
 import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
 import type { UpnpUuids } from './uuids.js';
@@ -99,7 +100,10 @@ export interface UpnpServerOptions {
    * IPv6 pinholes (WANIPv6FirewallControl:1 on the IGD:2 root, issue 15): the parts the handler needs
    * besides the lease table; absent = the service is not offered
    */
-  readonly pinholes?: Omit<PinholeDeps, 'leases' | 'log' | 'secureMode'>;
+  readonly pinholes?: Omit<PinholeDeps, 'leases' | 'log' | 'secureMode' | 'directory'> & {
+    /** default: UniqueIDs derived from the lease ids (pinhole-directory.ts) */
+    readonly directory?: PinholeDeps['directory'];
+  };
 }
 
 export interface UpnpLimits {
@@ -241,8 +245,15 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       .digest()
       .readUIntBE(0, 3);
   const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId, { ipv6Firewall: opts.pinholes !== undefined });
+  const pinholeIds = opts.pinholes && !opts.pinholes.directory ? createPinholeDirectory(leases) : null;
   const pinholes = opts.pinholes
-    ? createPinholeActionHandler({ ...opts.pinholes, leases, log, secureMode: config.policy.secureMode })
+    ? createPinholeActionHandler({
+        ...opts.pinholes,
+        directory: opts.pinholes.directory ?? pinholeIds!,
+        leases,
+        log,
+        secureMode: config.policy.secureMode,
+      })
     : undefined;
 
   const actions = createActionHandler({
@@ -671,6 +682,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   async function close() {
     unsubscribeLeases?.();
     unsubscribeLeases = null;
+    pinholeIds?.close();
     if (coalesceTimer) clearTimeout(coalesceTimer);
     await ssdp?.close();
     gena.close();
