@@ -1,5 +1,7 @@
 /** SSDP constants. UDA = UPnP Device Architecture 1.1 (2008), §1 Discovery. */
 export const SSDP_MULTICAST_ADDRESS = '239.255.255.250'; // UDA 1.1 §1.1.2
+/** UDA 1.1 §1.1.2 and Annex A: IPv6 link-local and site-local scope groups */
+export const SSDP_MULTICAST_IPV6 = { linkLocal: 'ff02::c', siteLocal: 'ff05::c' } as const;
 export const SSDP_PORT = 1900; // UDA 1.1 §1.1.2
 
 /** Request methods and notification sub-types, spelled as in UDA 1.1 §1.2 and §1.3. */

@@ -1,5 +1,6 @@
 export {
   SSDP_MULTICAST_ADDRESS,
+  SSDP_MULTICAST_IPV6,
   SSDP_PORT,
   SsdpMethod,
   Nts,

@@ -33,10 +33,26 @@ export interface IgdUuids {
  *   InternetGatewayDevice:n (Layer3Forwarding:1)
  *     └ WANDevice:n (WANCommonInterfaceConfig:1)
  *         └ WANConnectionDevice:n (WANIPConnection:n)
- * Paths are rooted at `prefix` (e.g. "/igd1"); SCPDs of identical services are shared.
+ * Paths are rooted at `prefix` (e.g. "/igd1"); SCPDs of identical services are shared. With
+ * `ipv6Firewall`, an IGD:2 WANConnectionDevice also has WANIPv6FirewallControl:1 (IGD:2 §2.1, as
+ * miniupnpd places it).
  */
-export function igdTree(generation: 1 | 2, uuids: IgdUuids, prefix: string, friendlyName: string): DeviceNode {
+export function igdTree(
+  generation: 1 | 2,
+  uuids: IgdUuids,
+  prefix: string,
+  friendlyName: string,
+  opts: { readonly ipv6Firewall?: boolean } = {},
+): DeviceNode {
   const v = generation;
+  const fw6: ServiceNode = {
+    type: ServiceType.WAN_IPV6_FIREWALL_CONTROL,
+    version: 1,
+    serviceId: 'urn:upnp-org:serviceId:WANIPv6Firewall1',
+    scpdPath: '/WANIP6FC.xml',
+    controlPath: `${prefix}/ctl/IP6FCtl`,
+    eventPath: `${prefix}/evt/IP6FCtl`,
+  };
   const ipConn: ServiceNode = {
     type: ServiceType.WAN_IP_CONNECTION,
     version: v,
@@ -80,7 +96,7 @@ export function igdTree(generation: 1 | 2, uuids: IgdUuids, prefix: string, frie
             version: v,
             uuid: uuids.wanConnectionDevice,
             friendlyName: 'WANConnectionDevice',
-            services: [ipConn],
+            services: generation === 2 && opts.ipv6Firewall ? [ipConn, fw6] : [ipConn],
             devices: [],
           },
         ],

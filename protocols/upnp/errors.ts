@@ -2,7 +2,8 @@
  * UPnP control error codes, named with the specifications' own words.
  * UDA = UPnP Device Architecture 1.1 §3.2.2 (table "UPnP errors");
  * IPv1 = WANIPConnection:1 Service Template 1.01 (2001) §2.4 "Actions", the error table of each action;
- * IPv2 = WANIPConnection:2 Service Template 2.00 (2010), the error table of each action.
+ * IPv2 = WANIPConnection:2 Service Template 2.00 (2010), the error table of each action;
+ * FW6 = WANIPv6FirewallControl:1 Service Template 1.00 (2010) §2.4, the error table of each action.
  */
 export const UpnpErrorCode = {
   INVALID_ACTION: 401, // UDA: no action by that name at this service
@@ -26,6 +27,15 @@ export const UpnpErrorCode = {
   PORT_MAPPING_NOT_FOUND: 730, // IPv2 DeletePortMappingRange, GetListOfPortMappings
   WILD_CARD_NOT_PERMITTED_IN_INT_PORT: 732, // IPv2 AddPortMapping, AddAnyPortMapping
   INCONSISTENT_PARAMETERS: 733, // IPv2 DeletePortMappingRange, GetListOfPortMappings
+  PINHOLE_SPACE_EXHAUSTED: 701, // FW6 AddPinhole
+  FIREWALL_DISABLED: 702, // FW6 every action but GetFirewallStatus
+  INBOUND_PINHOLE_NOT_ALLOWED: 703, // FW6 AddPinhole, UpdatePinhole
+  NO_SUCH_ENTRY: 704, // FW6 UpdatePinhole, DeletePinhole, GetPinholePackets, CheckPinholeWorking
+  PROTOCOL_NOT_SUPPORTED: 705, // FW6 AddPinhole, GetOutboundPinholeTimeout
+  INTERNAL_PORT_WILDCARDING_NOT_ALLOWED: 706, // FW6 AddPinhole
+  PROTOCOL_WILDCARDING_NOT_ALLOWED: 707, // FW6 AddPinhole
+  WILD_CARD_NOT_PERMITTED_IN_SRC_IP_FW6: 708, // FW6 AddPinhole: InternalClient empty or a wildcard
+  NO_PACKET_SENT: 709, // FW6 CheckPinholeWorking: no packet went through the pinhole yet
 } as const;
 export type UpnpErrorCode = (typeof UpnpErrorCode)[keyof typeof UpnpErrorCode];
 
@@ -52,6 +62,15 @@ export const UpnpErrorDescription: Readonly<Record<UpnpErrorCode, string>> = {
   730: 'PortMappingNotFound',
   732: 'WildCardNotPermittedInIntPort',
   733: 'InconsistentParameters',
+  701: 'PinholeSpaceExhausted',
+  702: 'FirewallDisabled',
+  703: 'InboundPinholeNotAllowed',
+  704: 'NoSuchEntry',
+  705: 'ProtocolNotSupported',
+  706: 'InternalPortWildcardingNotAllowed',
+  707: 'ProtocolWildcardingNotAllowed',
+  708: 'WildCardNotPermittedInSrcIP',
+  709: 'NoPacketSent',
 };
 
 /** Why a SOAP request could not be decoded, with the UPnP error to answer. */

@@ -10,6 +10,7 @@ export {
   wanIpConnectionDescription,
   wanCommonInterfaceConfigDescription,
   layer3ForwardingDescription,
+  wanIpv6FirewallControlDescription,
   serviceDescription,
   encodeScpd,
   actionInArguments,

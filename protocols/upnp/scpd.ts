@@ -214,6 +214,62 @@ export function layer3ForwardingDescription(): ServiceDescription {
   };
 }
 
+/**
+ * WANIPv6FirewallControl:1 (2010) §2.2/§2.4: every action (GetOutboundPinholeTimeout and
+ * CheckPinholeWorking are optional there; portd has both). Protocol is an IANA protocol number
+ * (ui2: 6 TCP, 17 UDP, 65535 any); LeaseTime 1-86400 s; UniqueID a ui2 per pinhole.
+ */
+export function wanIpv6FirewallControlDescription(): ServiceDescription {
+  const pinholeIn = [
+    i('RemoteHost', 'A_ARG_TYPE_IPv6Address'),
+    i('RemotePort', 'A_ARG_TYPE_Port'),
+    i('InternalClient', 'A_ARG_TYPE_IPv6Address'),
+    i('InternalPort', 'A_ARG_TYPE_Port'),
+    i('Protocol', 'A_ARG_TYPE_Protocol'),
+  ];
+  return {
+    actions: [
+      {
+        name: 'GetFirewallStatus',
+        arguments: [o('FirewallEnabled', 'FirewallEnabled'), o('InboundPinholeAllowed', 'InboundPinholeAllowed')],
+      },
+      {
+        name: 'GetOutboundPinholeTimeout',
+        arguments: [...pinholeIn, o('OutboundPinholeTimeout', 'A_ARG_TYPE_OutboundPinholeTimeout')],
+      },
+      {
+        name: 'AddPinhole',
+        arguments: [...pinholeIn, i('LeaseTime', 'A_ARG_TYPE_LeaseTime'), o('UniqueID', 'A_ARG_TYPE_UniqueID')],
+      },
+      {
+        name: 'UpdatePinhole',
+        arguments: [i('UniqueID', 'A_ARG_TYPE_UniqueID'), i('NewLeaseTime', 'A_ARG_TYPE_LeaseTime')],
+      },
+      { name: 'DeletePinhole', arguments: [i('UniqueID', 'A_ARG_TYPE_UniqueID')] },
+      {
+        name: 'GetPinholePackets',
+        arguments: [i('UniqueID', 'A_ARG_TYPE_UniqueID'), o('PinholePackets', 'A_ARG_TYPE_PinholePackets')],
+      },
+      {
+        name: 'CheckPinholeWorking',
+        arguments: [i('UniqueID', 'A_ARG_TYPE_UniqueID'), o('IsWorking', 'A_ARG_TYPE_Boolean')],
+      },
+    ],
+    stateVariables: [
+      { name: 'FirewallEnabled', dataType: 'boolean', sendEvents: true },
+      { name: 'InboundPinholeAllowed', dataType: 'boolean', sendEvents: true },
+      { name: 'A_ARG_TYPE_IPv6Address', dataType: 'string', sendEvents: false },
+      { name: 'A_ARG_TYPE_Port', dataType: 'ui2', sendEvents: false },
+      { name: 'A_ARG_TYPE_Protocol', dataType: 'ui2', sendEvents: false },
+      { name: 'A_ARG_TYPE_LeaseTime', dataType: 'ui4', sendEvents: false, range: { min: 1, max: 86400 } },
+      { name: 'A_ARG_TYPE_UniqueID', dataType: 'ui2', sendEvents: false },
+      { name: 'A_ARG_TYPE_OutboundPinholeTimeout', dataType: 'ui4', sendEvents: false },
+      { name: 'A_ARG_TYPE_PinholePackets', dataType: 'ui4', sendEvents: false },
+      { name: 'A_ARG_TYPE_Boolean', dataType: 'boolean', sendEvents: false },
+    ],
+  };
+}
+
 export function serviceDescription(type: ServiceType, version: number): ServiceDescription {
   switch (type) {
     case ServiceType.WAN_IP_CONNECTION:
@@ -222,6 +278,8 @@ export function serviceDescription(type: ServiceType, version: number): ServiceD
       return wanCommonInterfaceConfigDescription();
     case ServiceType.LAYER3_FORWARDING:
       return layer3ForwardingDescription();
+    case ServiceType.WAN_IPV6_FIREWALL_CONTROL:
+      return wanIpv6FirewallControlDescription();
   }
 }
 

@@ -23,6 +23,7 @@ export const ServiceType = {
   WAN_IP_CONNECTION: 'WANIPConnection',
   WAN_COMMON_INTERFACE_CONFIG: 'WANCommonInterfaceConfig',
   LAYER3_FORWARDING: 'Layer3Forwarding',
+  WAN_IPV6_FIREWALL_CONTROL: 'WANIPv6FirewallControl', // IGD:2 only, in WANConnectionDevice:2
 } as const;
 export type ServiceType = (typeof ServiceType)[keyof typeof ServiceType];
 

@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
 import { ipInCidr } from '../../common/net.js';
+import { canonicalIPv6, isPinholeTarget } from '../../common/ipv6.js';
+import type { AddressFamily } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
 import {
@@ -72,6 +74,11 @@ export interface PcpHandlerDeps {
   readonly epoch: () => number;
   /** ms clock for the global PEER rate (the server passes its clock) */
   readonly now: () => number;
+  /**
+   * MAP for an IPv6 internal address opens a firewall pinhole (a lease of family 6, no translation;
+   * issue 15); off: such requests get NOT_AUTHORIZED, as before
+   */
+  readonly ipv6Pinholes?: boolean;
 }
 
 const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true } as const;
@@ -192,7 +199,14 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     source: string,
     data: MapData,
   ):
-    | { ok: true; internalAddress: string; thirdParty: boolean; protocol: 'tcp' | 'udp'; processed: PcpOption[] }
+    | {
+        ok: true;
+        internalAddress: string;
+        family: AddressFamily;
+        thirdParty: boolean;
+        protocol: 'tcp' | 'udp';
+        processed: PcpOption[];
+      }
     | { ok: false; result: HandleResult } {
     const processed: PcpOption[] = [];
     let internalAddress = normalizeAddress(req.clientAddress) ?? req.clientAddress;
@@ -221,21 +235,28 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const protocol = protocolName(data.protocol);
     if (!protocol)
       return { ok: false, result: pcpError(req, ResultCode.UNSUPP_PROTOCOL, processed, `protocol ${data.protocol}`) };
-    if (!isIpv4(internalAddress)) {
+    if (isIpv4(internalAddress)) return { ok: true, internalAddress, family: 4, thirdParty, protocol, processed };
+    // an IPv6 internal address: a pinhole to it (RFC 6887 §11.3: for a firewall, the assigned external
+    // address and port are the internal ones)
+    const v6 = canonicalIPv6(internalAddress);
+    const why = !deps.ipv6Pinholes
+      ? 'IPv6 pinholes are off'
+      : v6 === null || !isPinholeTarget(v6)
+        ? 'not a global or unique-local address: no pinhole can reach it'
+        : req.opcode !== Opcode.MAP
+          ? 'PEER for IPv6 flows is not supported yet'
+          : null;
+    if (why !== null)
       return {
         ok: false,
-        result: pcpError(
-          req,
-          ResultCode.NOT_AUTHORIZED,
-          processed,
-          `internal address ${internalAddress} is not IPv4 (IPv6 pinholes are not supported)`,
-        ),
+        result: pcpError(req, ResultCode.NOT_AUTHORIZED, processed, `internal address ${internalAddress}: ${why}`),
       };
-    }
-    return { ok: true, internalAddress, thirdParty, protocol, processed };
+    return { ok: true, internalAddress: v6!, family: 6, thirdParty, protocol, processed };
   }
 
-  async function handleMap(req: PcpRequest & { opcode: 1 }, source: string): Promise<HandleResult> {
+  async function handleMap(req: PcpRequest & { opcode: 1 }, from: string): Promise<HandleResult> {
+    // an IPv6 owner in the canonical text, as leases compare it (a link-local source keeps its zone)
+    const source = from.includes(':') && !from.includes('%') ? (canonicalIPv6(from) ?? from) : from;
     const m = req.map;
     const s = subject(req, source, m);
     if (!s.ok) return s.result;
@@ -245,9 +266,11 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
 
     const filters = req.options.filter((o): o is Extract<PcpOption, { kind: 'filter' }> => o.kind === 'filter');
 
-    const ext = leases.externalAddress();
+    // a pinhole has no translation: its external address is the internal one
+    const ext = s.family === 6 ? s.internalAddress : leases.externalAddress();
     const nonce = nonceHex(m.nonce);
     const common = {
+      ...(s.family === 6 ? { family: 6 as const } : {}),
       source: 'pcp' as const,
       identity: 'internal' as const,
       protocol: s.protocol,
@@ -289,7 +312,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     // the filters a renewal adds to are the mapping's own; one this client cannot renew is left to the table to refuse
     const mine = leases.findByInternal(s.protocol, s.internalAddress, m.internalPort);
     const existing = mine && mine.owner === source && (mine.nonce === null || mine.nonce === nonce) ? mine : null;
-    const f = filterOutcome(filters, s.internalAddress, existing);
+    const f = filterOutcome(filters, s.family, existing);
     // a refused FILTER is not echoed: the answer never names a filter the kernel does not apply
     if (!f.ok) return pcpError(req, f.code, processed, f.detail);
     processed.push(...filters);
@@ -303,13 +326,24 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
         `suggested external address ${m.externalAddress} is not ours (${ext})`,
       );
     }
+    // a pinhole's port is the internal port, whatever was suggested (the suggestion is a hint, §11.3)
+    if (s.family === 6 && m.externalPort !== 0 && m.externalPort !== m.internalPort && preferFailure)
+      return pcpError(
+        req,
+        ResultCode.CANNOT_PROVIDE_EXTERNAL,
+        processed,
+        `a pinhole keeps the internal port ${m.internalPort}, not ${m.externalPort}`,
+      );
     const r = await leases.request({
       ...common,
-      externalPort: m.externalPort === 0 ? undefined : m.externalPort,
-      allowOtherPort: !preferFailure,
+      externalPort: s.family === 6 ? m.internalPort : m.externalPort === 0 ? undefined : m.externalPort,
+      allowOtherPort: s.family === 6 ? false : !preferFailure,
       ...(remote ?? {}),
       lifetime: req.lifetime,
-      description: `PCP ${s.protocol.toUpperCase()} ${s.internalAddress}:${m.internalPort}`,
+      description:
+        s.family === 6
+          ? `PCP ${s.protocol.toUpperCase()} [${s.internalAddress}]:${m.internalPort}`
+          : `PCP ${s.protocol.toUpperCase()} ${s.internalAddress}:${m.internalPort}`,
     } as Parameters<LeaseTableApi['request']>[0]);
     if (!r.ok) return pcpError(req, pcpCodeFor(r, preferFailure), processed, refusalDetail(r));
     return pcpResult(
@@ -338,7 +372,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
    */
   function filterOutcome(
     filters: readonly Extract<PcpOption, { kind: 'filter' }>[],
-    internalAddress: string,
+    family: AddressFamily,
     existing: Lease | null,
   ):
     | {
@@ -347,11 +381,13 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       }
     | { ok: false; code: number; detail: string } {
     if (filters.length === 0) return { ok: true, remote: undefined }; // no FILTER: the mapping's filter stays as it is
+    // the kernel keys on one whole remote address: /32 for a mapping, /128 for a pinhole
+    const whole = family === 4 ? 32 : 128;
     const peers: { address: string; prefix: number; port: number }[] = [];
     if (existing?.remoteAddress)
       peers.push({
         address: existing.remoteAddress,
-        prefix: existing.remotePrefix ?? 32,
+        prefix: existing.remotePrefix ?? whole,
         port: existing.remotePort ?? 0,
       });
     for (const f of filters) {
@@ -360,9 +396,10 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
         continue;
       }
       const v4 = isIpv4(f.remoteAddress);
-      if (v4 !== isIpv4(internalAddress))
+      if (v4 !== (family === 4))
         return { ok: false, code: ResultCode.MALFORMED_OPTION, detail: 'FILTER of another address family' };
-      const peer = { address: f.remoteAddress, prefix: v4 ? f.prefixLength - 96 : f.prefixLength, port: f.remotePort };
+      const address = v4 ? f.remoteAddress : (canonicalIPv6(f.remoteAddress) ?? f.remoteAddress);
+      const peer = { address, prefix: v4 ? f.prefixLength - 96 : f.prefixLength, port: f.remotePort };
       if (!peers.some((p) => p.address === peer.address && p.prefix === peer.prefix && p.port === peer.port))
         peers.push(peer);
     }
@@ -375,16 +412,16 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
         detail: `FILTER would allow ${peers.length} remote peers; the kernel filters on one`,
       };
     }
-    if (peer!.prefix !== 32 || peer!.port !== 0) {
+    if (peer!.prefix !== whole || peer!.port !== 0) {
       return {
         ok: false,
         code: ResultCode.EXCESSIVE_REMOTE_PEERS,
         detail:
           `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole ` +
-          'address (/32), any remote port',
+          `address (/${whole}), any remote port`,
       };
     }
-    return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: 32, remotePort: null } };
+    return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: whole, remotePort: null } };
   }
 
   /**

@@ -58,6 +58,8 @@ export interface PcpServerOptions {
    * sources take no bucket. Default: every source (the sockets are bound to LAN addresses only).
    */
   readonly isLanClient?: (address: string) => boolean;
+  /** MAP for an IPv6 internal address opens a pinhole (issue 15); default off: NOT_AUTHORIZED */
+  readonly ipv6Pinholes?: boolean;
 }
 
 export interface PcpServer {
@@ -114,6 +116,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     leases,
     log,
     conntrack: opts.conntrack ?? null,
+    ipv6Pinholes: opts.ipv6Pinholes ?? false,
     epoch,
     now: () => clock.now(),
   });

@@ -13,6 +13,7 @@ import type { L4Protocol } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
 import type { Endpoint } from './devices.js';
+import type { PinholeActionHandler } from './pinhole-actions.js';
 
 export interface WanStats {
   readonly bytesSent: number;
@@ -31,6 +32,8 @@ export interface ActionDeps {
   readonly connectionStatus: () => 'Connected' | 'Disconnected';
   readonly wanStats: () => WanStats | Promise<WanStats>;
   readonly linkBitRates: { readonly up: number; readonly down: number };
+  /** WANIPv6FirewallControl:1, when the IGD:2 root has it */
+  readonly pinholes?: PinholeActionHandler;
 }
 
 export interface ActionCall {
@@ -449,6 +452,9 @@ export function createActionHandler(deps: ActionDeps) {
           return ok([[name, Math.floor(v) % UI4]]);
         }
       }
+    } else if (type === ServiceType.WAN_IPV6_FIREWALL_CONTROL) {
+      if (!deps.pinholes) return fail(UpnpErrorCode.INVALID_ACTION, 'no IPv6 firewall control here');
+      return deps.pinholes.handle({ action: call.action, args: call.args, client: call.client });
     } else if (type === ServiceType.LAYER3_FORWARDING) {
       switch (call.action) {
         case 'GetDefaultConnectionService':

@@ -45,9 +45,14 @@ export interface DeviceSet {
   readonly advertisements: readonly { nt: string; usn: string; descriptionPath: string }[];
 }
 
-export function buildDeviceSet(uuids: UpnpUuids, info: DescriptionInfo, configId: number): DeviceSet {
+export function buildDeviceSet(
+  uuids: UpnpUuids,
+  info: DescriptionInfo,
+  configId: number,
+  opts: { readonly ipv6Firewall?: boolean } = {},
+): DeviceSet {
   const roots: RootDevice[] = ([1, 2] as const).map((g) => {
-    const root = igdTree(g, g === 1 ? uuids.v1 : uuids.v2, `/igd${g}`, info.friendlyName);
+    const root = igdTree(g, g === 1 ? uuids.v1 : uuids.v2, `/igd${g}`, info.friendlyName, opts);
     return {
       generation: g,
       root,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
-import net, { type AddressInfo, type Socket } from 'node:net';
+import net, { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { SsdpTarget } from '../../../protocols/ssdp/index.js';
@@ -19,12 +19,15 @@ import {
 import type { Config } from '../../config/types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Metrics } from '../../metrics.js';
+import { canonicalIPv6, ipv6InPrefix, splitZone } from '../../common/ipv6.js';
 import { unmapIPv4 } from '../../common/net.js';
 import { createLogGate } from '../../common/log-gate.js';
 import { createGlobalLimitReport, createPerClientCounter, createRateLimiter } from '../rate-limit.js';
 import { createActionHandler, type WanStats } from './actions.js';
 import { checkOrigin, checkSoapHeaders, type GuardRefusal } from './request-guard.js';
 import { buildDeviceSet, type Endpoint } from './devices.js';
+import { createPinholeActionHandler, type PinholeDeps } from './pinhole-actions.js';
+import { createPinholeDirectory } from './pinhole-directory.js';
 import { createGena, type EventVars } from './gena.js';
 import { createLazyFastify } from './lazy-app.js';
 import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
@@ -94,6 +97,14 @@ export interface UpnpServerOptions {
   readonly limits?: UpnpLimits;
   /** interval for "once per client" log lines of refusals and bad input, ms (default 60 s) */
   readonly logIntervalMs?: number;
+  /**
+   * IPv6 pinholes (WANIPv6FirewallControl:1 on the IGD:2 root, issue 15): the parts the handler needs
+   * besides the lease table; absent = the service is not offered
+   */
+  readonly pinholes?: Omit<PinholeDeps, 'leases' | 'log' | 'secureMode' | 'directory'> & {
+    /** default: UniqueIDs derived from the lease ids (pinhole-directory.ts) */
+    readonly directory?: PinholeDeps['directory'];
+  };
 }
 
 export interface UpnpLimits {
@@ -150,10 +161,24 @@ export const SERVER_HEADER = `Linux UPnP/1.1 ${SERVER_PRODUCT}`;
 const MAX_RATE_WAIT_MS = 2000;
 
 /** a LAN address as the listen options give it: `192.168.1.1/24`, or bare for /32 */
-function lanInterface(a: string): LanInterface {
-  const [address, p] = a.split('/');
-  return { address: address!, prefix: p === undefined ? 32 : Number(p) };
+/**
+ * `192.168.1.1/24`, `127.0.0.1` (/32), `2001:db8:77::1%lan0/64` (an IPv6 address with the name of
+ * its interface, which SSDP needs to join ff02::c and ff05::c there). IPv6 addresses are kept in
+ * their canonical text: they appear in LOCATION and must match the Host header check.
+ */
+export function lanInterface(a: string): LanInterface {
+  const [left, p] = a.split('/');
+  const { address, zone } = splitZone(left!);
+  const six = isIPv6(address);
+  return {
+    address: six ? (canonicalIPv6(address) ?? address) : address,
+    prefix: p === undefined ? (six ? 128 : 32) : Number(p),
+    scope: zone,
+  };
 }
+
+/** the host part of a URL for a LAN address: IPv6 in brackets (RFC 3986 §3.2.2) */
+const urlHost = (address: string) => (isIPv6(address) ? `[${address}]` : address);
 
 async function readWanStats(iface: string): Promise<WanStats> {
   const read = async (n: string) => {
@@ -194,7 +219,11 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     if (n !== null) log[level]({ ...fields, suppressed: n }, msg);
   };
   const startedAt = now();
-  const interfaces = opts.listen.addresses.map(lanInterface);
+  // a link-local address is left out: a LOCATION URL would need its zone (RFC 6874), which clients do not
+  // take; IPv6 clients reach the service on the LAN's global or unique-local address (docs/upnp.md)
+  const interfaces = opts.listen.addresses
+    .map(lanInterface)
+    .filter((i) => !(isIPv6(i.address) && ipv6InPrefix(i.address, 'fe80::', 10)));
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
   const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
@@ -217,7 +246,17 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
       .update(JSON.stringify([descriptionInfo, opts.uuids, SERVER_PRODUCT]))
       .digest()
       .readUIntBE(0, 3);
-  const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId);
+  const devices = buildDeviceSet(opts.uuids, descriptionInfo, configId, { ipv6Firewall: opts.pinholes !== undefined });
+  const pinholeIds = opts.pinholes && !opts.pinholes.directory ? createPinholeDirectory(leases) : null;
+  const pinholes = opts.pinholes
+    ? createPinholeActionHandler({
+        ...opts.pinholes,
+        directory: opts.pinholes.directory ?? pinholeIds!,
+        leases,
+        log,
+        secureMode: config.policy.secureMode,
+      })
+    : undefined;
 
   const actions = createActionHandler({
     config,
@@ -228,6 +267,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     connectionStatus,
     wanStats: opts.wanStats ?? (() => readWanStats(config.interfaces.wan)),
     linkBitRates: opts.linkBitRates ?? { up: 1_000_000_000, down: 1_000_000_000 },
+    ...(pinholes ? { pinholes } : {}),
   });
 
   let systemUpdateId = 1;
@@ -249,6 +289,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         return [['PhysicalLinkStatus', connectionStatus() === 'Connected' ? 'Up' : 'Down']];
       case ServiceType.LAYER3_FORWARDING:
         return [['DefaultConnectionService', defaultConnectionService(ep.root)]];
+      case ServiceType.WAN_IPV6_FIREWALL_CONTROL:
+        return pinholes?.eventVars() ?? [];
     }
   }
 
@@ -535,7 +577,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     return s ? addressOf(s).port : opts.listen.httpPort;
   }
   function targetsFor(iface: LanInterface): SsdpTarget[] {
-    const base = `http://${iface.address}:${httpPortOf(iface)}`;
+    const base = `http://${urlHost(iface.address)}:${httpPortOf(iface)}`;
     return devices.advertisements.map((a) => ({ nt: a.nt, usn: a.usn, location: `${base}${a.descriptionPath}` }));
   }
 
@@ -692,7 +734,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   }
   function descriptionUrls() {
     return servers.map((s) => {
-      const base = `http://${s.iface.address}:${addressOf(s).port}`;
+      const base = `http://${urlHost(s.iface.address)}:${addressOf(s).port}`;
       return { address: s.iface.address, v1: `${base}/igd1/desc.xml`, v2: `${base}/igd2/desc.xml` };
     });
   }
@@ -700,6 +742,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   async function close() {
     unsubscribeLeases?.();
     unsubscribeLeases = null;
+    pinholeIds?.close();
     if (coalesceTimer) clearTimeout(coalesceTimer);
     await ssdp?.close();
     gena.close();

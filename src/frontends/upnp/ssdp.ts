@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import {
   Nts,
   SSDP_MULTICAST_ADDRESS,
+  SSDP_MULTICAST_IPV6,
   SSDP_PORT,
   SsdpDecodeError,
   decodeSearch,
@@ -12,6 +13,8 @@ import {
   matchSearch,
   type SsdpTarget,
 } from '../../../protocols/ssdp/index.js';
+import { isIPv6 } from 'node:net';
+import { ipv6InPrefix, splitZone } from '../../common/ipv6.js';
 import { inPrefix, unmapIPv4 } from '../../common/net.js';
 import type { Metrics } from '../../metrics.js';
 import type { LogGate } from '../../common/log-gate.js';
@@ -20,7 +23,11 @@ import { createGlobalLimitReport, createPerClientCounter, type RateLimiter } fro
 export interface LanInterface {
   readonly address: string;
   readonly prefix: number;
+  /** the interface name: an IPv6 address needs it to join the groups and reach link-local peers */
+  readonly scope?: string | null;
 }
+
+const v6 = (i: LanInterface) => isIPv6(i.address);
 
 export interface SsdpOptions {
   readonly interfaces: readonly LanInterface[];
@@ -62,6 +69,8 @@ export interface SsdpOptions {
 interface Bound {
   readonly iface: LanInterface | null;
   readonly socket: dgram.Socket;
+  /** a multicast socket: the IPv6 interface name it listens on (null for the IPv4 group) */
+  readonly groupScope?: string | null;
 }
 
 /**
@@ -92,10 +101,18 @@ export function createSsdp(opts: SsdpOptions) {
   let pending = 0;
   let closing = false;
 
-  function ifaceFor(src: string, via: LanInterface | null): LanInterface | null {
+  function ifaceFor(src: string, via: LanInterface | null, groupScope: string | null): LanInterface | null {
     let best: LanInterface | null = null;
-    for (const i of opts.interfaces)
-      if (inPrefix(src, i.address, i.prefix) && (!best || i.prefix > best.prefix)) best = i;
+    const { address, zone } = splitZone(src);
+    const six = isIPv6(address);
+    for (const i of opts.interfaces) {
+      const inside = six ? v6(i) && ipv6InPrefix(address, i.address, i.prefix) : inPrefix(address, i.address, i.prefix);
+      if (inside && (!best || i.prefix > best.prefix)) best = i;
+    }
+    // an IPv6 searcher usually sends from its link-local address (RFC 6724 picks it for ff02::c): the
+    // interface it came in on answers, with its global or unique-local address in LOCATION
+    if (!best && six && zone !== null) best = opts.interfaces.find((i) => v6(i) && i.scope === zone) ?? null;
+    if (!best && six && groupScope) best = opts.interfaces.find((i) => v6(i) && i.scope === groupScope) ?? null;
     // a unicast search to one of our addresses: that address answers (loopback tests, /32 configs)
     return best ?? via;
   }
@@ -104,7 +121,7 @@ export function createSsdp(opts: SsdpOptions) {
     return bound.find((b) => b.iface?.address === iface.address)?.socket ?? null;
   }
 
-  function onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, via: LanInterface | null) {
+  function onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, via: LanInterface | null, groupScope: string | null = null) {
     if (closing) return;
     const src = unmapIPv4(rinfo.address);
     let search;
@@ -123,7 +140,7 @@ export function createSsdp(opts: SsdpOptions) {
       return;
     }
     metrics.ssdp.inc({ kind: 'search' });
-    const iface = opts.isLanClient(src) ? ifaceFor(src, via) : null;
+    const iface = opts.isLanClient(src) ? ifaceFor(src, via, groupScope) : null;
     if (!iface) {
       metrics.badInput.inc({ frontend: 'ssdp', kind: 'not_lan' });
       logOnce(`ssdp-wan:${src}`, { src }, 'ssdp ignored search from outside the LAN');
@@ -183,43 +200,60 @@ export function createSsdp(opts: SsdpOptions) {
     }
   }
 
+  /** where an interface's NOTIFYs go, with the HOST header they carry (UDA 1.1 Annex A: `[FF02::C]:1900`) */
+  function notifyDestinations(iface: LanInterface): { address: string; port: number; host: string }[] {
+    const t = opts.notifyTarget;
+    if (!v6(iface)) {
+      if (t && !isIPv6(t.address)) return [{ ...t, host: `${group}:${SSDP_PORT}` }];
+      return t ? [] : [{ address: group, port: SSDP_PORT, host: `${group}:${SSDP_PORT}` }];
+    }
+    if (t)
+      return isIPv6(t.address) ? [{ ...t, host: `[${SSDP_MULTICAST_IPV6.linkLocal.toUpperCase()}]:${SSDP_PORT}` }] : [];
+    if (!iface.scope) return [];
+    return [SSDP_MULTICAST_IPV6.linkLocal, SSDP_MULTICAST_IPV6.siteLocal].map((g) => ({
+      address: `${g}%${iface.scope}`,
+      port: SSDP_PORT,
+      host: `[${g.toUpperCase()}]:${SSDP_PORT}`,
+    }));
+  }
+
   function sendAll(nts: typeof Nts.ALIVE | typeof Nts.BYEBYE): Promise<void> {
-    const dst = opts.notifyTarget ?? { address: group, port: SSDP_PORT };
     const sends: Promise<void>[] = [];
     for (const b of bound) {
       if (!b.iface) continue;
-      for (const t of opts.targetsFor(b.iface)) {
-        const bytes =
-          nts === Nts.ALIVE
-            ? encodeNotify({
-                nts,
-                nt: t.nt,
-                usn: t.usn,
-                location: t.location,
-                maxAge: opts.maxAge,
-                server: opts.server,
-                bootId: opts.bootId,
-                configId: opts.configId,
-                host: `${group}:${SSDP_PORT}`,
-              })
-            : encodeNotify({
-                nts,
-                nt: t.nt,
-                usn: t.usn,
-                bootId: opts.bootId,
-                configId: opts.configId,
-                host: `${group}:${SSDP_PORT}`,
-              });
-        sends.push(
-          new Promise((resolve) =>
-            b.socket.send(bytes, dst.port, dst.address, (err) => {
-              if (err) log.debug({ err: err.message }, 'ssdp notify not sent');
-              else metrics.ssdp.inc({ kind: 'notify' });
-              resolve();
-            }),
-          ),
-        );
-      }
+      for (const dst of notifyDestinations(b.iface))
+        for (const t of opts.targetsFor(b.iface)) {
+          const bytes =
+            nts === Nts.ALIVE
+              ? encodeNotify({
+                  nts,
+                  nt: t.nt,
+                  usn: t.usn,
+                  location: t.location,
+                  maxAge: opts.maxAge,
+                  server: opts.server,
+                  bootId: opts.bootId,
+                  configId: opts.configId,
+                  host: dst.host,
+                })
+              : encodeNotify({
+                  nts,
+                  nt: t.nt,
+                  usn: t.usn,
+                  bootId: opts.bootId,
+                  configId: opts.configId,
+                  host: dst.host,
+                });
+          sends.push(
+            new Promise((resolve) =>
+              b.socket.send(bytes, dst.port, dst.address, (err) => {
+                if (err) log.debug({ err: err.message }, 'ssdp notify not sent');
+                else metrics.ssdp.inc({ kind: 'notify' });
+                resolve();
+              }),
+            ),
+          );
+        }
     }
     return Promise.all(sends).then(() => undefined);
   }
@@ -245,24 +279,39 @@ export function createSsdp(opts: SsdpOptions) {
 
   async function start() {
     for (const iface of opts.interfaces) {
-      const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+      const six = v6(iface);
+      const socket = dgram.createSocket({ type: six ? 'udp6' : 'udp4', reuseAddr: true });
       socket.on('message', (m, r) => onMessage(m, r, iface));
       await bind(socket, iface.address);
       try {
-        socket.setMulticastInterface(iface.address);
-        socket.setMulticastTTL(2); // UDA 1.1 §1.1.2: TTL default 2
+        // IPv6 names the outgoing interface by its scope (`::%lan0`), IPv4 by its address
+        socket.setMulticastInterface(six ? `::%${iface.scope ?? ''}` : iface.address);
+        socket.setMulticastTTL(2); // UDA 1.1 §1.1.2: TTL default 2 (the IPv6 hop limit likewise)
       } catch (e) {
         log.debug({ err: (e as Error).message, address: iface.address }, 'ssdp: no multicast options on this address');
       }
       bound.push({ iface, socket });
     }
     if (opts.joinMulticast !== false) {
-      const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
-      socket.on('message', (m, r) => onMessage(m, r, null));
-      // bound to the group address: unicast datagrams to other addresses of the host never arrive here
-      await bind(socket, group);
-      for (const iface of opts.interfaces) socket.addMembership(group, iface.address);
-      bound.push({ iface: null, socket });
+      const v4 = opts.interfaces.filter((i) => !v6(i));
+      if (v4.length > 0) {
+        const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+        socket.on('message', (m, r) => onMessage(m, r, null));
+        // bound to the group address: unicast datagrams to other addresses of the host never arrive here
+        await bind(socket, group);
+        for (const iface of v4) socket.addMembership(group, iface.address);
+        bound.push({ iface: null, socket });
+      }
+      // IPv6: one socket per group and interface, bound to the scoped group, so the interface is known
+      const scopes = [...new Set(opts.interfaces.filter(v6).map((i) => i.scope ?? ''))].filter((x) => x !== '');
+      for (const scope of scopes)
+        for (const g of [SSDP_MULTICAST_IPV6.linkLocal, SSDP_MULTICAST_IPV6.siteLocal]) {
+          const socket = dgram.createSocket({ type: 'udp6', reuseAddr: true });
+          socket.on('message', (m, r) => onMessage(m, r, null, scope));
+          await bind(socket, `${g}%${scope}`);
+          socket.addMembership(g, `::%${scope}`);
+          bound.push({ iface: null, socket, groupScope: scope });
+        }
     }
     await sendAll(Nts.ALIVE);
     notifyTimer = setInterval(

@@ -1,0 +1,107 @@
+/**
+ * UPnP over IPv6 on loopback (::1): HTTP descriptions and control on an IPv6 address with
+ * bracketed URLs, SSDP unicast searches answered with an IPv6 LOCATION, and the IGD:2 root's
+ * WANIPv6FirewallControl:1 service when pinholes are offered. Multicast on ff02::c/ff05::c needs
+ * interfaces with multicast: that is the lab's (test/lab).
+ */
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { test } from 'node:test';
+import { errorCodeOf, field, soap, startUpnp } from './upnp-helpers.js';
+
+const FW6 = 'urn:schemas-upnp-org:service:WANIPv6FirewallControl:1';
+const header = (text: string, name: string) => new RegExp(`^${name}: ?(.*)$`, 'mi').exec(text)?.[1]?.trim() ?? null;
+
+const pinholes = (status = { firewallEnabled: true, inboundPinholeAllowed: true }) => ({
+  directory: { idOf: () => 1, leaseOf: () => null },
+  status: () => status,
+  packets: async () => 0,
+  outboundTimeout: (p: 'tcp' | 'udp') => (p === 'udp' ? 120 : 432000),
+});
+
+test('IPv6: descriptions, control and SSDP on [::1], with bracketed URLs', async () => {
+  const h = await startUpnp({
+    isLanClient: (a) => a === '127.0.0.1' || a === '::1',
+    extra: {
+      listen: { addresses: ['127.0.0.1/8', '::1/128'], httpPort: 0 },
+      ssdp: { enabled: true, port: 0, joinMulticast: false, maxDelayMs: 20 },
+      pinholes: pinholes(),
+    },
+  });
+  const client = createSocket('udp6');
+  const inbox: string[] = [];
+  client.on('message', (m) => inbox.push(m.toString('latin1')));
+  await new Promise<void>((r) => client.bind(0, '::1', r));
+  try {
+    const urls = h.server.descriptionUrls();
+    const v6 = urls.find((u) => u.address === '::1');
+    assert.ok(v6, JSON.stringify(urls));
+    assert.match(v6.v2, /^http:\/\/\[::1\]:\d+\/igd2\/desc\.xml$/);
+    const desc = await (await fetch(v6.v2)).text();
+    assert.match(desc, /<serviceType>urn:schemas-upnp-org:service:WANIPv6FirewallControl:1<\/serviceType>/);
+    const ctl =
+      /<serviceType>urn:schemas-upnp-org:service:WANIPv6FirewallControl:1<\/serviceType>.*?<controlURL>([^<]+)/s.exec(
+        desc,
+      )?.[1];
+    assert.ok(ctl, 'a control URL');
+    const base = v6.v2.replace(/\/igd2\/desc\.xml$/, '');
+    const scpdPath = /WANIPv6FirewallControl:1<\/serviceType>.*?<SCPDURL>([^<]+)/s.exec(desc)?.[1];
+    const scpd = await (await fetch(`${base}${scpdPath}`)).text();
+    assert.match(scpd, /<name>AddPinhole<\/name>/);
+    // the IGD:1 root has no IPv6 firewall service
+    assert.doesNotMatch(await (await fetch(v6.v1)).text(), /WANIPv6FirewallControl/);
+
+    const st = await soap(`${base}${ctl}`, FW6, 'GetFirewallStatus');
+    assert.equal(st.status, 200, st.body);
+    assert.equal(field(st.body, 'FirewallEnabled'), '1');
+    assert.equal(field(st.body, 'InboundPinholeAllowed'), '1');
+    // a bad argument gets the template's error over IPv6 too
+    const bad = await soap(`${base}${ctl}`, FW6, 'AddPinhole', {
+      RemoteHost: '',
+      RemotePort: 0,
+      InternalClient: '',
+      InternalPort: 80,
+      Protocol: 6,
+      LeaseTime: 60,
+    });
+    assert.equal(errorCodeOf(bad.body), 708);
+
+    // SSDP: a unicast search to the IPv6 socket is answered with the IPv6 LOCATION
+    const ssdp6 = h.server.ssdpAddresses().find((a) => a.address === '::1');
+    assert.ok(ssdp6, JSON.stringify(h.server.ssdpAddresses()));
+    const msearch =
+      'M-SEARCH * HTTP/1.1\r\nHOST: [FF02::C]:1900\r\nMAN: "ssdp:discover"\r\nMX: 1\r\n' +
+      'ST: urn:schemas-upnp-org:service:WANIPv6FirewallControl:1\r\n\r\n';
+    client.send(Buffer.from(msearch), ssdp6.port, '::1');
+    const deadline = Date.now() + 3000;
+    while (inbox.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(inbox.length, 1, 'one answer: only the IGD:2 tree has the service');
+    assert.equal(header(inbox[0]!, 'LOCATION'), v6.v2);
+    assert.match(header(inbox[0]!, 'USN') ?? '', /::urn:schemas-upnp-org:service:WANIPv6FirewallControl:1$/);
+  } finally {
+    client.close();
+    await h.close();
+  }
+});
+
+test('IPv6: without pinholes the service is neither described nor announced; firewall off is 702', async () => {
+  const off = await startUpnp({ extra: { listen: { addresses: ['127.0.0.1/8'], httpPort: 0 } } });
+  try {
+    assert.doesNotMatch(await (await fetch(off.descV2)).text(), /WANIPv6FirewallControl/);
+  } finally {
+    await off.close();
+  }
+  const h = await startUpnp({
+    extra: { pinholes: pinholes({ firewallEnabled: false, inboundPinholeAllowed: false }) },
+  });
+  try {
+    const desc = await (await fetch(h.descV2)).text();
+    const ctl = /WANIPv6FirewallControl:1<\/serviceType>.*?<controlURL>([^<]+)/s.exec(desc)?.[1];
+    const r = await soap(`${h.base}${ctl}`, FW6, 'DeletePinhole', { UniqueID: 1 });
+    assert.equal(errorCodeOf(r.body), 702);
+    const st = await soap(`${h.base}${ctl}`, FW6, 'GetFirewallStatus');
+    assert.equal(field(st.body, 'FirewallEnabled'), '0');
+  } finally {
+    await h.close();
+  }
+});
