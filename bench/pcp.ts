@@ -201,6 +201,7 @@ async function frontendCeiling(count: number, clients: number): Promise<PhaseRes
       limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
       policy: createPolicy({
         secureMode: true,
+        ipv6Pinholes: true,
         maxLeasesPerClient: 1,
         reservedPorts: [],
         rules: [],

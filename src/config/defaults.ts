@@ -25,6 +25,8 @@ export const DEFAULTS = {
   },
   policy: {
     secureMode: true,
+    // UPnP (WANIPv6FirewallControl) and PCP clients may open IPv6 pinholes (issue 15); static ones always
+    ipv6Pinholes: true,
     maxLeasesPerClient: 128,
     // the gateway's own services: ssh, dns, http(s) admin pages
     reservedPorts: [22, 53, 80, 443],
@@ -55,6 +57,7 @@ export const DEFAULTS = {
     listAllLeases: false,
     maxSubscriptions: 256,
     rateLimit: 50,
+    ipv6: true,
   },
   pcp: {
     enabled: true,
@@ -63,7 +66,7 @@ export const DEFAULTS = {
     thirdParty: [] as string[],
     allowAllProtocols: false,
     rateLimit: 100,
-    ipv6: false,
+    ipv6: true,
   },
   natpmp: { enabled: true },
   admin: { listen: '127.0.0.1:8080', token: null, tokenFile: null, allowedHosts: [] as string[] },

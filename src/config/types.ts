@@ -24,6 +24,8 @@ export interface PolicyRule {
 
 export interface PolicyConfig {
   readonly secureMode: boolean;
+  /** may UPnP and PCP clients open IPv6 pinholes? (static pinholes are the admin's, always) */
+  readonly ipv6Pinholes: boolean;
   readonly maxLeasesPerClient: number;
   readonly reservedPorts: readonly number[];
   readonly lifetime: {
@@ -107,6 +109,8 @@ export interface Config {
     readonly maxSubscriptions: number;
     /** SOAP/GENA requests per second per client address (bursts of 4x); 0 = no limit */
     readonly rateLimit: number;
+    /** also on the LAN's global and unique-local IPv6 addresses (SSDP on ff02::c and ff05::c) */
+    readonly ipv6: boolean;
   };
   readonly pcp: {
     readonly enabled: boolean;

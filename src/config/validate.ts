@@ -174,7 +174,16 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const pol = section(
     root['policy'],
     'policy',
-    ['secureMode', 'maxLeasesPerClient', 'reservedPorts', 'lifetime', 'rules', 'historyRetention', 'checkPortInUse'],
+    [
+      'secureMode',
+      'ipv6Pinholes',
+      'maxLeasesPerClient',
+      'reservedPorts',
+      'lifetime',
+      'rules',
+      'historyRetention',
+      'checkPortInUse',
+    ],
     issues,
   );
   let reservedPorts: number[] = [...pd.reservedPorts];
@@ -204,6 +213,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   if (rr === undefined && pol['rules'] !== undefined) rules = [];
   const policy = {
     secureMode: bool(pol, 'secureMode', 'policy', pd.secureMode, issues),
+    ipv6Pinholes: bool(pol, 'ipv6Pinholes', 'policy', pd.ipv6Pinholes, issues),
     maxLeasesPerClient: int(pol, 'maxLeasesPerClient', 'policy', pd.maxLeasesPerClient, { min: 1 }, issues),
     reservedPorts,
     lifetime: lifetimes,
@@ -228,6 +238,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
       'listAllLeases',
       'maxSubscriptions',
       'rateLimit',
+      'ipv6',
     ],
     issues,
   );
@@ -243,6 +254,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     listAllLeases: bool(up, 'listAllLeases', 'upnp', ud.listAllLeases, issues),
     maxSubscriptions: int(up, 'maxSubscriptions', 'upnp', ud.maxSubscriptions, { min: 0 }, issues),
     rateLimit: int(up, 'rateLimit', 'upnp', ud.rateLimit, { min: 0 }, issues),
+    ipv6: bool(up, 'ipv6', 'upnp', ud.ipv6, issues),
   };
 
   // pcp

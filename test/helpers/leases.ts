@@ -12,6 +12,7 @@ import { createPolicy, type PolicyDeps } from '../../src/policy/policy.js';
 export function testPolicy(over: Partial<PolicyConfig> = {}): PolicyConfig {
   return {
     secureMode: true,
+    ipv6Pinholes: true,
     maxLeasesPerClient: 128,
     reservedPorts: [22, 53, 80, 443],
     lifetime: {

@@ -26,6 +26,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const policy = createPolicy({
   secureMode: true,
+  ipv6Pinholes: true,
   maxLeasesPerClient: 100,
   reservedPorts: [],
   lifetime: {

@@ -47,6 +47,7 @@ if (mode === 'bench') {
 
 const policyConfig = {
   secureMode: true,
+  ipv6Pinholes: true,
   maxLeasesPerClient: 128,
   reservedPorts: [22, 53, 80, 443],
   rules: [],

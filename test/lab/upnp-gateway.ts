@@ -25,6 +25,7 @@ const log = pino({ level: process.env['LAB_LOG'] ?? 'silent' }, pino.destination
 const dir = mkdtempSync(join(tmpdir(), 'portd-lab-upnp-'));
 const policyConfig: Config['policy'] = {
   secureMode: true,
+  ipv6Pinholes: true,
   maxLeasesPerClient: 1000,
   reservedPorts: [22, 53, 80, 443],
   rules: [],
