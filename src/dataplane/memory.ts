@@ -4,6 +4,8 @@ import { entryKey } from './types.js';
 export interface MemoryDataplaneOptions {
   /** test hook: called before a batch is applied; throw to simulate a kernel refusal */
   readonly failIf?: (batch: DataplaneBatch) => boolean;
+  /** test hook: what packets() reports for a pinhole in effect (default 0: no kernel counts anything here) */
+  readonly packets?: (entry: DataplaneEntry) => number;
 }
 
 /** entryKey, and a pinhole's own address: pinholes to two hosts on one port are two entries (issue 15) */
@@ -48,6 +50,9 @@ export function createMemoryDataplane(
       lastReconcileAt = Date.now();
     },
     async endFlows() {},
+    async packets(e: DataplaneEntry) {
+      return e.family === 6 && entries.has(keyOf(e)) ? (opts.packets?.(e) ?? 0) : null;
+    },
     async setExternalAddresses(a: readonly string[]) {
       externalAddresses = [...a];
       void externalAddresses;

@@ -3,7 +3,7 @@
  * and plain-text set listings read as they arrive (audit). Both go through the one field decoder of
  * nft-text.ts, so what the audit compares is typed elements, never text. Pure; the driver runs nft.
  */
-import { ELEMENT_SETS, type ElementSet, type KernelElement } from './model.js';
+import { ELEMENT_SETS, elementId, type ElementSet, type KernelElement } from './model.js';
 import { decodeElement, decodeText, type ListedValue } from './nft-text.js';
 
 export type { KernelElement } from './model.js';
@@ -102,12 +102,34 @@ export class ListedElements {
     const left = colon < 0 ? s : s.slice(0, colon);
     const t = left.indexOf(' timeout ');
     const e = left.indexOf(' expires ');
-    const keyEnd = t >= 0 ? t : e >= 0 ? e : left.length;
+    // pinhole elements carry `counter packets N bytes M` before their timeout
+    const c = left.indexOf(' counter ');
+    const keyEnd = Math.min(...[c, t, e, left.length].filter((i) => i >= 0));
     let expires: number | null = null;
     if (e >= 0) expires = durationSeconds(left.slice(e + 9));
     else if (t >= 0) expires = durationSeconds(left.slice(t + 9));
     this.onElement(decodeText(this.set, left.slice(0, keyEnd), colon < 0 ? null : s.slice(colon + 3), expires));
   }
+}
+
+/**
+ * The packet counters of one pinhole set's elements from `nft -j list set inet T <set>`, by element id
+ * (elementId in model.ts): what GetPinholePackets reports.
+ */
+export function parseSetCounters(json: string, set: ElementSet): Map<string, number> {
+  const doc = JSON.parse(json) as { nftables?: Record<string, unknown>[] };
+  const out = new Map<string, number>();
+  for (const item of doc.nftables ?? []) {
+    const s = item['set'] as { name?: string; elem?: unknown[] } | undefined;
+    if (s?.name !== set) continue;
+    for (const raw of s.elem ?? []) {
+      if (!raw || typeof raw !== 'object' || !('elem' in raw)) continue;
+      const el = (raw as { elem: { val: unknown; counter?: { packets?: number } } }).elem;
+      const decoded = decodeElement(set, values(el.val), null, null);
+      if (decoded) out.set(elementId(decoded), (out.get(elementId(decoded)) ?? 0) + (el.counter?.packets ?? 0));
+    }
+  }
+  return out;
 }
 
 /** parses `nft -j list table inet T` into our elements; unknown sets are ignored */

@@ -60,7 +60,10 @@ function setDefinition(T: string, name: ElementSet): string {
   const key = l.key.map(([, type]) => type).join(' . ');
   const type = l.data === null ? key : `${key} : ${l.data.join(' . ')}`;
   const flags = l.interval ? 'interval,timeout' : 'timeout';
-  return `add ${l.data === null ? 'set' : 'map'} ${T} ${name} { type ${type}; flags ${flags}; }`;
+  // a pinhole's elements count the packets that came through it (WANIPv6FirewallControl GetPinholePackets);
+  // the kernel gives every element of a set declared with `counter` its own
+  const counter = (PINHOLE_SETS as readonly string[]).includes(name) ? ' counter;' : '';
+  return `add ${l.data === null ? 'set' : 'map'} ${T} ${name} { type ${type}; flags ${flags};${counter} }`;
 }
 
 function ifset(names: readonly string[]): string {
@@ -132,6 +135,14 @@ export function renderInit(o: RulesetOptions): string[] {
     ['pin6_peer', `ip6 saddr . ${inside}`],
   ] as const)
     cmds.push(`add rule ${T} forward iifname ${wan} ct state new ${match} @${set} ct mark set ct mark | ${M}`);
+  // every packet of a flow that came in through a pinhole, in its original direction, counts on the element
+  // (a lookup with no verdict; the marking rule above sees only each flow's first packet)
+  for (const [set, match] of [
+    ['pin6', inside],
+    ['pin6_range', inside],
+    ['pin6_peer', `ip6 saddr . ${inside}`],
+  ] as const)
+    cmds.push(`add rule ${T} forward ct direction original ct mark & ${M} == ${M} ${match} @${set}`);
   if (o.hairpin) {
     const H = `0x${PORTD_CT_MARK_HAIRPIN.toString(16)}`;
     cmds.push(

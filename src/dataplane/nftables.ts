@@ -33,6 +33,7 @@ import { NftModel, entryElements, entryLive, planBatch, planResetModel, renderFi
 import {
   ListedElements,
   countSetElements,
+  parseSetCounters,
   parseTableJson,
   parseTablesJson,
   tableOnly,
@@ -627,6 +628,21 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     // the live-port sets list fast (≈ 0.25 s per 50k elements as JSON in nft 1.0.6, both big ones side by
     // side; as text 0.3–0.4 s each), the forwarding maps slowly (2–3 s and 170–460 MB of nft memory at 100k
     // leases): so a start where the kernel kept every element costs no full listing
+    // a pinhole's packets: its elements' counters (the pinhole sets are declared with `counter`), read
+    // outside the serial chain (a read of one small set; a tick meanwhile changes no counter)
+    packets: async (e) => {
+      if (e.family !== 6) return null;
+      const els = entryElements(e, null);
+      let total = 0;
+      for (const set of new Set(els.map((x) => x.set))) {
+        const r = await run(prefix, nft, ['-j', 'list', 'set', 'inet', T, set], { timeoutMs: 10_000 });
+        if (r.code !== 0) return null;
+        const counters = parseSetCounters(r.stdout, set);
+        for (const el of els) if (el.set === set) total += counters.get(elementId(el)) ?? 0;
+      }
+      return total;
+    },
+
     kernelCount: () =>
       serial(async () => {
         // IPv4 leases by their live ports, IPv6 pinholes by their own elements (a peer-filtered range counts per port)

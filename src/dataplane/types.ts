@@ -55,6 +55,11 @@ export interface Dataplane {
    * state omit it
    */
   kernelCount?(): Promise<number>;
+  /**
+   * packets that came in through an IPv6 pinhole (kernel counters; UPnP GetPinholePackets); null when the
+   * driver cannot count or the entry is not a pinhole
+   */
+  packets?(entry: DataplaneEntry): Promise<number | null>;
   close(): Promise<void>;
 }
 

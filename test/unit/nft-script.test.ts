@@ -51,9 +51,9 @@ describe('nft script generation', () => {
       'add set inet portd live_udp { type inet_service; flags timeout; }',
       'add set inet portd live_tcp_range { type inet_service; flags interval,timeout; }',
       'add set inet portd live_udp_range { type inet_service; flags interval,timeout; }',
-      'add set inet portd pin6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }',
-      'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; }',
-      'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; }',
+      'add set inet portd pin6 { type ipv6_addr . inet_proto . inet_service; flags timeout; counter; }',
+      'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; counter; }',
+      'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; counter; }',
       'add chain inet portd prerouting { type nat hook prerouting priority dstnat; policy accept; }',
       'add chain inet portd postrouting { type nat hook postrouting priority srcnat; policy accept; }',
       'add chain inet portd forward { type filter hook forward priority filter - 1; policy accept; }',
@@ -89,6 +89,12 @@ describe('nft script generation', () => {
         'ct mark set ct mark | 0x100',
       'add rule inet portd forward iifname "eth0" ct state new ip6 saddr . ip6 daddr . meta l4proto . th dport ' +
         '@pin6_peer ct mark set ct mark | 0x100',
+      'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 daddr . meta l4proto . th ' +
+        'dport @pin6',
+      'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 daddr . meta l4proto . th ' +
+        'dport @pin6_range',
+      'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 saddr . ip6 daddr . meta ' +
+        'l4proto . th dport @pin6_peer',
       'add rule inet portd forward iifname { "br-lan" } oifname { "br-lan" } ct state new ct mark & 0x100 == ' +
         '0x100 ct mark set ct mark | 0x200',
       'add rule inet portd postrouting ct mark & 0x200 == 0x200 masquerade',
