@@ -1,4 +1,5 @@
 import { isIPv6 } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { checkNetAdmin, readCapabilities } from './capabilities.js';
@@ -16,6 +17,7 @@ import { createUpnpServer, generateUuids, isUpnpUuids, type UpnpUuids } from './
 import { parseListen } from './common/listen.js';
 import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
+import type { Lease } from './leases/types.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createPolicy, type PolicyDeps } from './policy/policy.js';
@@ -63,6 +65,50 @@ export function lanNetworks(config: Config): { address: string; cidr: string }[]
       if (a.family === 'IPv4' && a.cidr) out.push({ address: a.address, cidr: a.cidr });
   }
   return out;
+}
+
+/** the LAN interfaces' global and unique-local IPv6 addresses as `address%interface/prefix` (UPnP over IPv6) */
+export function lanIPv6Cidrs(config: Config): string[] {
+  if (config.listenAddresses) return [];
+  const named = networkInterfaces();
+  return config.interfaces.lan.flatMap((name) =>
+    (named[name] ?? [])
+      .filter((a) => a.family === 'IPv6' && !a.internal && !/^fe[89ab]/i.test(a.address) && a.cidr)
+      .map((a) => `${a.address}%${name}/${a.cidr!.split('/')[1]}`),
+  );
+}
+
+/** a conntrack timeout of the gateway, seconds (GetOutboundPinholeTimeout); the kernel's default when unreadable */
+function conntrackTimeout(name: string, dflt: number): number {
+  try {
+    const n = Number(readFileSync(`/proc/sys/net/netfilter/${name}`, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : dflt;
+  } catch {
+    return dflt;
+  }
+}
+
+/** what UPnP's WANIPv6FirewallControl needs besides the lease table (issue 15; docs/upnp.md) */
+function upnpPinholes(
+  config: Config,
+  dataplane: Dataplane,
+  neighbours: import('./dataplane/neighbours.js').NeighbourTable | null,
+) {
+  return {
+    status: () => ({ firewallEnabled: true, inboundPinholeAllowed: config.policy.ipv6Pinholes }),
+    packets: async (l: Lease) => (await dataplane.packets?.({ ...l, family: 6, timeoutSeconds: null })) ?? null,
+    // an outbound flow's state lives as long as conntrack keeps it: UDP streams, established TCP
+    outboundTimeout: (p: 'tcp' | 'udp') =>
+      p === 'udp'
+        ? conntrackTimeout('nf_conntrack_udp_timeout_stream', 120)
+        : conntrackTimeout('nf_conntrack_tcp_timeout_established', 432000),
+    sameHost: (a: string, b: string) => sameHost(a, b, (x) => neighbours?.lookup(x)).same,
+    // the neighbour table is read (and an unknown address probed) before a request for another of the
+    // client's addresses, so a privacy address is recognised on the first try
+    prepare: async (a: string, b: string) => {
+      await neighbours?.ensure([a, b]);
+    },
+  };
 }
 
 /** the dataplane driver and, beside it, the kernel side of port triggering that goes with it */
@@ -331,6 +377,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       listen: [...listen, ...ipv6],
       isLanClient,
       conntrack,
+      ipv6Pinholes: config.policy.ipv6Pinholes,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
     });
@@ -362,7 +409,12 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       clock,
       uuids: uuids as UpnpUuids,
       isLanClient,
-      listen: { addresses: lan.map((n) => n.cidr), httpPort: config.upnp.httpPort },
+      // IPv6: the LAN interfaces' global and unique-local addresses, with the interface for SSDP's groups
+      listen: {
+        addresses: [...lan.map((n) => n.cidr), ...(config.upnp.ipv6 ? lanIPv6Cidrs(config) : [])],
+        httpPort: config.upnp.httpPort,
+      },
+      ...(config.upnp.ipv6 ? { pinholes: upnpPinholes(config, dataplane, neighbours) } : {}),
       limits: { requestsPerSecond: config.upnp.rateLimit, requestBurst: config.upnp.rateLimit * 4 },
       presentationUrl: adminOnLan
         ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:` +

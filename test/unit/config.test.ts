@@ -104,6 +104,7 @@ describe('defaults', () => {
       listAllLeases: false,
       maxSubscriptions: 256,
       rateLimit: 50,
+      ipv6: true,
     });
     assert.deepEqual(c.pcp, {
       enabled: true,
@@ -112,7 +113,7 @@ describe('defaults', () => {
       thirdParty: [],
       allowAllProtocols: false,
       rateLimit: 100,
-      ipv6: false,
+      ipv6: true,
     });
     assert.deepEqual(c.natpmp, { enabled: true });
     assert.deepEqual(c.admin, { listen: '127.0.0.1:8080', token: null, tokenFile: null, allowedHosts: [] });

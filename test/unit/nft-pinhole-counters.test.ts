@@ -29,7 +29,8 @@ describe('pinhole counters in nft listings', () => {
     const got: unknown[] = [];
     const p = new ListedElements('pin6', (e) => got.push(e && { id: elementId(e), expires: e.expires }));
     p.push(
-      'table inet portd {\n\tset pin6 {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t\tcounter\n' +
+      'table inet portd {\n\tset pin6 {\n\t\ttype ipv6_addr . inet_proto . inet_service\n' +
+        '\t\tflags timeout\n\t\tcounter\n' +
         '\t\telements = { 2001:db8::10 . udp . 3478 counter packets 7 bytes 420 timeout 10m expires 9m59s808ms }\n' +
         '\t}\n}\n',
     );

@@ -53,7 +53,8 @@ describe('nft script generation', () => {
       'add set inet portd live_udp_range { type inet_service; flags interval,timeout; }',
       'add set inet portd pin6 { type ipv6_addr . inet_proto . inet_service; flags timeout; counter; }',
       'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; counter; }',
-      'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; counter; }',
+      'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; ' +
+        'counter; }',
       'add chain inet portd prerouting { type nat hook prerouting priority dstnat; policy accept; }',
       'add chain inet portd postrouting { type nat hook postrouting priority srcnat; policy accept; }',
       'add chain inet portd forward { type filter hook forward priority filter - 1; policy accept; }',

@@ -40,6 +40,8 @@ export interface PinholeDeps {
   readonly outboundTimeout: (protocol: L4Protocol) => number;
   /** may `client` act on a pinhole to `target`? (secure mode; the policy's "a host's own addresses") */
   readonly sameHost?: (client: string, target: string) => boolean;
+  /** awaited before a request for another address than the client's own (reads the neighbour table) */
+  readonly prepare?: (client: string, target: string) => Promise<void>;
 }
 
 export interface PinholeCall {
@@ -168,11 +170,13 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
   }
 
   /** the pinhole a UniqueID names, when the caller may act on it */
-  function byId(call: PinholeCall): Lease | PinholeResult {
+  async function byId(call: PinholeCall): Promise<Lease | PinholeResult> {
     const id = ui(call.args.get('UniqueID'), 65535);
     if (id === null) return fail(UpnpErrorCode.INVALID_ARGS, 'UniqueID must be a number 0-65535');
     const l = directory.leaseOf(id);
     if (l?.state !== 'active') return fail(UpnpErrorCode.NO_SUCH_ENTRY, `no pinhole ${id}`);
+    if (deps.secureMode && l.owner !== call.client && l.internalAddress !== call.client)
+      await deps.prepare?.(call.client, l.internalAddress);
     if (!mayTouch(call.client, l))
       return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, `pinhole ${id} belongs to another host (secure mode)`);
     return l;
@@ -186,6 +190,7 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
     if (typeof lt !== 'number') return lt;
     if (!deps.status().inboundPinholeAllowed)
       return fail(UpnpErrorCode.INBOUND_PINHOLE_NOT_ALLOWED, 'inbound pinholes are switched off');
+    if (t.internal !== call.client) await deps.prepare?.(call.client, t.internal);
     const res = await grant(call.client, t, lt, 'IGD2 pinhole');
     if (!res.ok) return refusal(res);
     const id = directory.idOf(res.lease);
@@ -198,7 +203,7 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
   }
 
   async function updatePinhole(call: PinholeCall): Promise<PinholeResult> {
-    const l = byId(call);
+    const l = await byId(call);
     if (!isLease(l)) return l;
     const lt = leaseTime(call.args.get('NewLeaseTime'), 'NewLeaseTime');
     if (typeof lt !== 'number') return lt;
@@ -217,7 +222,7 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
   }
 
   async function deletePinhole(call: PinholeCall): Promise<PinholeResult> {
-    const l = byId(call);
+    const l = await byId(call);
     if (!isLease(l)) return l;
     const res = await leases.release({
       source: 'upnp',
@@ -237,7 +242,7 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
   }
 
   async function packetsOf(call: PinholeCall): Promise<number | PinholeResult> {
-    const l = byId(call);
+    const l = await byId(call);
     if (!isLease(l)) return l;
     const n = await deps.packets(l);
     if (n === null) return fail(UpnpErrorCode.ACTION_FAILED, 'the dataplane keeps no packet counters');
