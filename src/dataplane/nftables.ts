@@ -20,7 +20,7 @@ import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
 import {
   ELEMENT_SETS,
-  FWD_SETS,
+  SET_LAYOUTS,
   LIVE_SETS,
   PINHOLE_SETS,
   addressText,
@@ -103,7 +103,8 @@ export interface NftablesDataplane extends Dataplane {
   verify(): Promise<VerifyResult>;
   /**
    * How many leases the kernel holds as far as a cheap count tells: the elements of the live-port sets
-   * (one per lease; peer-filtered leases on one port share one), 0 when the table is missing. For the
+   * (one per IPv4 lease; peer-filtered leases on one port share one) and of the pinhole sets (one per IPv6
+   * pinhole; a peer-filtered range one per port), 0 when the table is missing. For the
    * lease table's reconcile on start, which lists every element only when this differs from its rows.
    */
   kernelCount(): Promise<number>;
@@ -786,12 +787,10 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         if (!known) odd.push({ id, stale: true });
         else if (!sameData(want ?? null, el.data)) odd.push({ id, stale: false });
       });
-      const r = await run(
-        prefix,
-        nft,
-        ['list', (FWD_SETS as readonly string[]).includes(set) ? 'map' : 'set', 'inet', T, set],
-        { timeoutMs: 120_000, onStdout: (text) => parser.push(text) },
-      );
+      const r = await run(prefix, nft, ['list', SET_LAYOUTS[set].data === null ? 'set' : 'map', 'inet', T, set], {
+        timeoutMs: 120_000,
+        onStdout: (text) => parser.push(text),
+      });
       // a set that is gone or a listing cut short: let verify() look at the whole table
       if (r.code !== 0 || !parser.end()) return { missing: 1, stale: 0 };
       await breathe();

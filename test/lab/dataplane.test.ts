@@ -314,36 +314,48 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
     void before;
   });
 
-  test('an IPv6 pinhole: set element with its timeout, new WAN -> LAN flows marked 0x100 for a default-deny firewall, flows end with it', async () => {
-    // IPv6 by hand in this lab's own namespaces (issue 15 lab addresses), no NAT66
-    const V6 = { gwLan: '2001:db8:77::1', hostA: '2001:db8:77::11', gwWan: '2001:db8:113::1', wan: '2001:db8:113::2' };
+  // IPv6 by hand in this lab's own namespaces (issue 15 lab addresses; the harness gets IPv6 later), no NAT66
+  const V6 = {
+    gwLan: '2001:db8:77::1',
+    hostA: '2001:db8:77::11',
+    gwWan: '2001:db8:113::1',
+    wan: '2001:db8:113::2',
+    wan2: '2001:db8:113::3',
+  };
+  let ipv6Ready = false;
+  async function setupIPv6(): Promise<void> {
+    if (ipv6Ready) return;
+    ipv6Ready = true; // once, even when a step fails (the next test then fails on its own)
     await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', `${V6.gwLan}/64`, 'dev', IF.lan, 'nodad']);
     await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', `${V6.gwWan}/64`, 'dev', IF.wan, 'nodad']);
     await lab.must(lab.gw, ['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
     await lab.must(lab.lanA, ['ip', '-6', 'addr', 'add', `${V6.hostA}/64`, 'dev', 'eth0', 'nodad']);
     await lab.must(lab.lanA, ['ip', '-6', 'route', 'add', 'default', 'via', V6.gwLan]);
     await lab.must(lab.wan, ['ip', '-6', 'addr', 'add', `${V6.wan}/64`, 'dev', 'eth0', 'nodad']);
+    // the second WAN address is deprecated, so it is the source only when a test binds to it
+    await lab.must(lab.wan, ['ip', '-6', 'addr', 'add', `${V6.wan2}/64`, 'dev', 'eth0', 'nodad', 'preferred_lft', '0']);
     await lab.must(lab.wan, ['ip', '-6', 'route', 'add', 'default', 'via', V6.gwWan]);
+  }
+  /** the admin's own default-deny forward chain with the one rule of the coexistence contract (docs/nftables.md) */
+  const DEFAULT_DENY = [
+    'table inet filter {',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy drop;',
+    '    ct state established,related accept',
+    '    ct mark & 0x100 == 0x100 accept',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+  function pinhole(id: string, p: Partial<DataplaneEntry> & { externalPort: number }): DataplaneEntry {
+    return entry(id, { family: 6, externalAddress: V6.hostA, internalAddress: V6.hostA, ...p });
+  }
+
+  test('an IPv6 pinhole: set element with its timeout, new WAN -> LAN flows marked 0x100 for a default-deny firewall, flows end with it', async () => {
+    await setupIPv6();
     assert.ok((await hostA.listen('tcp', 9020, '::')).ok);
-    // the admin's own default-deny forward chain with the one rule of the coexistence contract
-    const filter = [
-      'table inet filter {',
-      '  chain forward {',
-      '    type filter hook forward priority filter; policy drop;',
-      '    ct state established,related accept',
-      '    ct mark & 0x100 == 0x100 accept',
-      '  }',
-      '}',
-    ];
-    assert.equal((await lab.nft(filter.join('\n') + '\n')).code, 0);
-    const hole = entry('pin20', {
-      family: 6,
-      externalAddress: V6.hostA,
-      internalAddress: V6.hostA,
-      externalPort: 9020,
-      internalPort: 9020,
-      timeoutSeconds: 30,
-    });
+    assert.equal((await lab.nft(DEFAULT_DENY)).code, 0);
+    const hole = pinhole('pin20', { externalPort: 9020, timeoutSeconds: 30 });
     try {
       assert.equal((await wan.tcpProbe(V6.hostA, 9020, { timeoutMs: FAIL_MS })).ok, false, 'default deny before');
       await dp.apply({ remove: [], add: [hole] });
@@ -395,6 +407,41 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
       assert.doesNotMatch(ctAfter.stdout, /dport=9020 /, 'conntrack entries of the pinhole are gone');
       assert.equal((await wan.tcpProbe(V6.hostA, 9020, { timeoutMs: FAIL_MS })).ok, false);
       await wan.tcpClose(c.conn!);
+    } finally {
+      await lab.nft('delete table inet filter\n');
+    }
+  });
+
+  test('IPv6 pinholes: a range (interval set) expires in the kernel alone; a remote-filtered one admits only its peer', async () => {
+    await setupIPv6();
+    for (const p of [9030, 9031, 9040]) assert.ok((await hostA.listen('tcp', p, '::')).ok);
+    assert.equal((await lab.nft(DEFAULT_DENY)).code, 0);
+    try {
+      const range = pinhole('r30', { externalPort: 9030, externalPortEnd: 9031, timeoutSeconds: 3 });
+      const peer = pinhole('p40', { externalPort: 9040, remoteAddress: V6.wan });
+      await dp.apply({ remove: [], add: [range, peer] });
+      const started = Date.now();
+      assert.match(
+        await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6_range']),
+        /2001:db8:77::11 \. tcp \. 9030-9031 timeout 3s/,
+      );
+      const c = await wan.tcpConnect(V6.hostA, 9031);
+      assert.ok(c.ok, c.error);
+      assert.deepEqual(await wan.tcpSend(c.conn!, 'r'), { ok: true, reply: `hostA|${V6.wan}|r` });
+      assert.deepEqual(await wan.tcpProbe(V6.hostA, 9040, { localAddress: V6.wan }), {
+        ok: true,
+        reply: `hostA|${V6.wan}|probe`,
+      });
+      assert.equal((await wan.tcpProbe(V6.hostA, 9040, { localAddress: V6.wan2, timeoutMs: FAIL_MS })).ok, false);
+      // portd "dead": no remove; the kernel's timeout closes the range and stops its open flow
+      await sleep(Math.max(0, 3600 - (Date.now() - started)));
+      assert.equal((await wan.tcpSend(c.conn!, 'late', FAIL_MS)).ok, false, 'the open flow stops at expiry');
+      assert.equal((await wan.tcpProbe(V6.hostA, 9030, { timeoutMs: FAIL_MS })).ok, false);
+      assert.doesNotMatch(await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6_range']), /9030/);
+      await wan.tcpClose(c.conn!);
+      // the late removal of what the kernel expired does not fail the tick
+      await dp.apply({ remove: [range, peer], add: [] });
+      assert.equal((await wan.tcpProbe(V6.hostA, 9040, { localAddress: V6.wan, timeoutMs: FAIL_MS })).ok, false);
     } finally {
       await lab.nft('delete table inet filter\n');
     }
