@@ -1,4 +1,5 @@
 import { networkInterfaces } from 'node:os';
+import { performance as nodePerformance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { checkNetAdmin, readCapabilities } from './capabilities.js';
 import type { Config } from './config/types.js';
@@ -18,6 +19,7 @@ import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { createIdleGc, eventLoopBusy } from './common/idle-gc.js';
 import { createPolicy } from './policy/policy.js';
 
 export const VERSION = '0.1.0';
@@ -145,6 +147,14 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
+  // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, gc under --expose-gc
+  const idleGc = createIdleGc({
+    gc: (globalThis as { gc?: () => void }).gc,
+    rss: () => process.memoryUsage.rss(),
+    busy: eventLoopBusy(nodePerformance.eventLoopUtilization),
+    onCollect: (before, after) => log.debug({ rssMiB: [before, after].map((b) => Math.round(b / 2 ** 20)) }, 'idle GC'),
+  });
+  parts.push({ name: 'idle-gc', close: async () => idleGc.stop() });
   const clock = createSystemClock();
   let policy = createPolicy(config.policy);
   let current = config;
