@@ -147,7 +147,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
-  // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, gc under --expose-gc
+  // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, --expose-gc
   const idleGc = createIdleGc({
     gc: (globalThis as { gc?: () => void }).gc,
     rss: () => process.memoryUsage.rss(),
