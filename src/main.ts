@@ -1,6 +1,7 @@
 import { isIPv6 } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import { performance as nodePerformance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { checkNetAdmin, readCapabilities } from './capabilities.js';
 import type { Config } from './config/types.js';
@@ -20,6 +21,7 @@ import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import type { Lease } from './leases/types.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { createIdleGc, eventLoopBusy } from './common/idle-gc.js';
 import { createPolicy, type PolicyDeps } from './policy/policy.js';
 import { sameHost } from './policy/same-host.js';
 import { createLanClients } from './policy/lan-clients.js';
@@ -194,6 +196,14 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
+  // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, --expose-gc
+  const idleGc = createIdleGc({
+    gc: (globalThis as { gc?: () => void }).gc,
+    rss: () => process.memoryUsage.rss(),
+    busy: eventLoopBusy(nodePerformance.eventLoopUtilization),
+    onCollect: (before, after) => log.debug({ rssMiB: [before, after].map((b) => Math.round(b / 2 ** 20)) }, 'idle GC'),
+  });
+  parts.push({ name: 'idle-gc', close: async () => idleGc.stop() });
   const clock = createSystemClock();
   // secure mode and IPv6 privacy addresses: a host's stable and temporary addresses are one host when the
   // gateway's neighbour table gives them one link-layer address (policy/same-host.ts, docs/pcp.md). The check

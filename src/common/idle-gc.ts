@@ -1,0 +1,71 @@
+/**
+ * One full garbage collection once a burst of work is over (issue 17, footprint).
+ *
+ * After 10,000 requests V8 keeps the pages its heap grew to, and its memory reducer gives them back
+ * late or not at all: 20 MiB of RSS that holds no live object (docs/benchmarks.md, "footprint": 102 →
+ * 79 MiB with 10,000 leases after one full GC). So every `intervalMs` this looks at the RSS and at how
+ * busy the event loop was: grown by `growthBytes` since the last collection and the loop under
+ * `maxUtilization` meanwhile (the burst is over) → one full GC (≈ 10–30 ms of a quiet main thread). The
+ * RSS after it is the new base, so memory that no GC frees (SQLite's page cache) never triggers another.
+ * `gc` is V8's, present when node runs with `--expose-gc` (config/node-options); without it this does nothing.
+ */
+import type { EventLoopUtilityFunction } from 'node:perf_hooks';
+
+export interface IdleGcOptions {
+  /** V8's full collection: globalThis.gc under --expose-gc */
+  readonly gc: (() => void) | undefined;
+  /** resident set size in bytes (process.memoryUsage.rss) */
+  readonly rss: () => number;
+  /** the event loop's utilization since the previous call, 0..1 (from performance.eventLoopUtilization) */
+  readonly busy: () => number;
+  /** default 10 s */
+  readonly intervalMs?: number;
+  /** default 8 MiB */
+  readonly growthBytes?: number;
+  /** default 0.05 */
+  readonly maxUtilization?: number;
+  /** tells how much one collection gave back */
+  readonly onCollect?: (before: number, after: number) => void;
+}
+
+export interface IdleGc {
+  /** one look (what the timer does); true when it collected */
+  check(): boolean;
+  stop(): void;
+}
+
+export function createIdleGc(o: IdleGcOptions): IdleGc {
+  const growth = o.growthBytes ?? 8 * 1024 * 1024;
+  const maxBusy = o.maxUtilization ?? 0.05;
+  let base = o.rss();
+  const check = (): boolean => {
+    const busy = o.busy();
+    if (!o.gc) return false;
+    const rss = o.rss();
+    // a smaller RSS (V8 gave pages back by itself) is the new base too
+    if (rss < base) base = rss;
+    if (rss < base + growth || busy >= maxBusy) return false;
+    o.gc();
+    base = o.rss();
+    o.onCollect?.(rss, base);
+    return true;
+  };
+  const timer = o.gc ? setInterval(check, o.intervalMs ?? 10_000) : null;
+  timer?.unref();
+  return {
+    check,
+    stop: () => {
+      if (timer) clearInterval(timer);
+    },
+  };
+}
+
+/** the busy() of IdleGcOptions from perf_hooks: the loop's utilization since the previous call */
+export function eventLoopBusy(elu: EventLoopUtilityFunction): () => number {
+  let last = elu();
+  return () => {
+    const u = elu(last).utilization;
+    last = elu();
+    return u;
+  };
+}
