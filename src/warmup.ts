@@ -1,8 +1,11 @@
 /**
  * The request paths run before `portd ready`, against scratch state, so V8 has compiled them when the first
- * client comes. Over the first 2,000 PCP MAPs after a cold start most of portd's CPU time went into code still
- * interpreted or baseline-compiled: 1,220 µs per request at concurrency 1 against 640 µs once warm, 715 against
- * 190 at concurrency 32 (docs/benchmarks.md, "Cold start").
+ * client comes (the `warmup` key: how many PCP MAPs, and as many SOAP AddPortMapping; 0 = none, the default).
+ * Why it exists: over the first 2,000 PCP MAPs after a cold start portd spent 1,220 µs of CPU per request at
+ * concurrency 1 against 640 µs once warm, 715 against 190 at concurrency 32. Why it is off by default: on the
+ * bench it did not lower that figure (the cold cost is mostly outside the code it warms: the SQLite commit,
+ * UDP sends, the netlink batch and the nftables driver), and it cost 1-3 s more to ready and 4-9 MiB of idle RSS
+ * (docs/benchmarks.md, "Cold start").
  *
  * What runs: PCP and NAT-PMP requests (decode → policy → lease grant, renewal and release → encode) and UPnP
  * SOAP actions (parse → handler → XML answer) through the same factories the front-ends use, on a lease table of

@@ -11,7 +11,7 @@ export const DEFAULTS = {
   externalAddress: 'auto',
   listenAddresses: null,
   stateDir: '/var/lib/portd',
-  warmup: 1000,
+  warmup: 0,
   database: { path: '/var/lib/portd/portd.sqlite', synchronous: 'normal' },
   dataplane: {
     driver: 'nftables',

@@ -80,7 +80,7 @@ export interface Config {
   readonly stateDir: string;
   /**
    * PCP MAPs (and as many UPnP AddPortMapping) run against scratch state before `portd ready`, so the first clients
-   * meet compiled code (src/warmup.ts); 0 = none
+   * meet compiled code (src/warmup.ts); 0 = none (the default: it did not pay on the bench)
    */
   readonly warmup: number;
   readonly database: { readonly path: string; readonly synchronous: 'normal' | 'full' };
