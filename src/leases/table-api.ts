@@ -1,4 +1,4 @@
-import type { LeaseSource } from '../common/net-types.js';
+import type { AddressFamily, LeaseSource } from '../common/net-types.js';
 import type {
   GrantResult,
   HistoryEntry,
@@ -40,8 +40,8 @@ export interface LeaseTableApi {
     end: number,
     opts?: { source?: LeaseSource; owner?: string },
   ): Lease[];
-  /** active leases of one source, or of all (from memory) */
-  activeCount(source?: LeaseSource): number;
+  /** active leases of one source, or of all (from memory); only IPv4 mappings or only pinholes with `family` */
+  activeCount(source?: LeaseSource, family?: AddressFamily): number;
   /** the lease's history: stored entries, its renewals as one entry at the last (renewals are counted on the lease) */
   history(id: string): HistoryEntry[];
   /** from memory: active leases in total, per source and per owner */

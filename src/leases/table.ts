@@ -2,7 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
 import { createLogGate } from '../common/log-gate.js';
-import { LEASE_SOURCES } from '../common/net-types.js';
+import { LEASE_SOURCES, type AddressFamily } from '../common/net-types.js';
 import { externalPorts, formatPortRange } from '../common/port-range.js';
 import { ipv4ToInt } from '../common/net.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
@@ -1853,11 +1853,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         .sort((a, b) => a.externalPort - b.externalPort);
     },
     /** active leases, of one source or all: from memory */
-    activeCount(source?: Lease['source']): number {
-      if (source) return activeBySource.get(source) ?? 0;
-      let n = 0;
-      for (const k of activeBySource.values()) n += k;
-      return n;
+    activeCount(source?: Lease['source'], family?: AddressFamily): number {
+      const sum = (m: Map<string, number>) => {
+        if (source) return m.get(source) ?? 0;
+        let n = 0;
+        for (const k of m.values()) n += k;
+        return n;
+      };
+      if (family === 6) return sum(activePinholesBySource);
+      return family === 4 ? sum(activeBySource) - sum(activePinholesBySource) : sum(activeBySource);
     },
     history: (id: string) => store.history(id),
     /** from memory: counts per source, and per owner (every active lease's owner, busiest first in the status) */

@@ -105,3 +105,60 @@ test('IPv6: without pinholes the service is neither described nor announced; fir
     await h.close();
   }
 });
+
+test('IPv6: AddPinhole through the real lease table; pinholes stay out of WANIPConnection listings', async () => {
+  const IPC2 = 'urn:schemas-upnp-org:service:WANIPConnection:2';
+  const h = await startUpnp({
+    policy: { secureMode: false, ipv6Pinholes: true },
+    extra: {
+      pinholes: {
+        status: () => ({ firewallEnabled: true, inboundPinholeAllowed: true }),
+        packets: async () => 3,
+        outboundTimeout: () => 120,
+      },
+    },
+  });
+  try {
+    const desc = await (await fetch(h.descV2)).text();
+    const ctl = /WANIPv6FirewallControl:1<\/serviceType>.*?<controlURL>([^<]+)/s.exec(desc)?.[1];
+    const ipc = /WANIPConnection:2<\/serviceType>.*?<controlURL>([^<]+)/s.exec(desc)?.[1];
+    const add = await soap(`${h.base}${ctl}`, FW6, 'AddPinhole', {
+      RemoteHost: '',
+      RemotePort: 0,
+      InternalClient: '2001:DB8:77::0010',
+      InternalPort: 27015,
+      Protocol: 17,
+      LeaseTime: 600,
+    });
+    assert.equal(add.status, 200, add.body);
+    const id = field(add.body, 'UniqueID');
+    assert.ok(id && Number(id) > 0, add.body);
+    const [lease] = h.env.table.list({ family: 6 }).leases;
+    assert.ok(lease, 'a family-6 lease');
+    assert.equal(lease.internalAddress, '2001:db8:77::10');
+    assert.equal(lease.externalAddress, '2001:db8:77::10');
+    assert.equal(lease.externalPort, 27015);
+    assert.equal(lease.source, 'upnp');
+    // the same five-tuple again: the same UniqueID
+    const again = await soap(`${h.base}${ctl}`, FW6, 'AddPinhole', {
+      RemoteHost: '',
+      RemotePort: 0,
+      InternalClient: '2001:db8:77::10',
+      InternalPort: 27015,
+      Protocol: 17,
+      LeaseTime: 1200,
+    });
+    assert.equal(field(again.body, 'UniqueID'), id);
+    // WANIPConnection sees no IPv4 mapping
+    const generic = await soap(`${h.base}${ipc}`, IPC2, 'GetGenericPortMappingEntry', { NewPortMappingIndex: 0 });
+    assert.equal(errorCodeOf(generic.body), 713, generic.body);
+    const packets = await soap(`${h.base}${ctl}`, FW6, 'GetPinholePackets', { UniqueID: id! });
+    assert.equal(field(packets.body, 'PinholePackets'), '3');
+    const del = await soap(`${h.base}${ctl}`, FW6, 'DeletePinhole', { UniqueID: id! });
+    assert.equal(del.status, 200, del.body);
+    assert.equal(h.env.table.list({ family: 6 }).leases.length, 0);
+    assert.equal(errorCodeOf((await soap(`${h.base}${ctl}`, FW6, 'DeletePinhole', { UniqueID: id! })).body), 704);
+  } finally {
+    await h.close();
+  }
+});

@@ -160,9 +160,7 @@ describe('IPv6 pinholes through portd start: upnpc -6, PCP over IPv6, kill -9, k
   });
 
   test('kill -9: the pinhole stays open in the kernel and in the table; its UniqueID still names it after restart', async () => {
-    const id = idOf(
-      (await upnpc(lab.lanA, ['-A', 'empty', '0', ADDR6.hostA, String(UDP_PORT), 'UDP', '600'])).stdout,
-    );
+    const id = idOf((await upnpc(lab.lanA, ['-A', 'empty', '0', ADDR6.hostA, String(UDP_PORT), 'UDP', '600'])).stdout);
     await portd.kill9();
     assert.equal(await reach('udp', ADDR6.hostA, UDP_PORT, 'k'), `hostA|${ADDR6.wanHost}|k`, 'open with portd dead');
     await portd.start();

@@ -101,7 +101,7 @@ export function createActionHandler(deps: ActionDeps) {
   const { config, leases, log } = deps;
   const secure = config.policy.secureMode;
   const visible = (l: Lease | null): l is Lease =>
-    l !== null && l.state === 'active' && (config.upnp.listAllLeases || l.source === 'upnp');
+    l !== null && l.state === 'active' && l.family !== 6 && (config.upnp.listAllLeases || l.source === 'upnp');
   const listSource = config.upnp.listAllLeases ? undefined : ('upnp' as const);
 
   const remaining = (l: Lease): number =>
@@ -123,7 +123,8 @@ export function createActionHandler(deps: ActionDeps) {
   /** the count GENA reports as PortMappingNumberOfEntries */
   function numberOfEntries(): number {
     // from the table's in-memory counts: read on every GENA event
-    return leases.activeCount(listSource);
+    // WANIPConnection lists IPv4 mappings; pinholes are WANIPv6FirewallControl's, by UniqueID
+    return leases.activeCount(listSource, 4);
   }
 
   /** refusal → UPnP error; v2 = the client speaks WANIPConnection:2 */
@@ -310,6 +311,7 @@ export function createActionHandler(deps: ActionDeps) {
     if (!/^\d{1,5}$/.test(t)) return fail(UpnpErrorCode.INVALID_ARGS, 'NewPortMappingIndex is not a number');
     const { leases: page } = leases.list({
       state: 'active',
+      family: 4,
       source: listSource,
       sort: 'createdAt',
       order: 'asc',

@@ -225,6 +225,7 @@ export function createPinholeActionHandler(deps: PinholeDeps) {
     const l = await byId(call);
     if (!isLease(l)) return l;
     const res = await leases.release({
+      family: 6,
       source: 'upnp',
       identity: 'external',
       protocol: l.protocol,
