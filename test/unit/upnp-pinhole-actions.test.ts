@@ -157,6 +157,7 @@ describe('UPnP WANIPv6FirewallControl:1 actions (src/frontends/upnp/pinhole-acti
     const cases: [Record<string, string>, number][] = [
       [{ InternalClient: '' }, 708],
       [{ InternalClient: '*' }, 708],
+      [{ InternalClient: 'empty' }, 708],
       [{ InternalClient: 'fe80::10' }, 402], // link-local: never reachable from the WAN
       [{ InternalClient: 'ff02::1' }, 402],
       [{ InternalClient: '192.168.77.10' }, 402],
@@ -167,7 +168,7 @@ describe('UPnP WANIPv6FirewallControl:1 actions (src/frontends/upnp/pinhole-acti
       [{ Protocol: '65535' }, 707],
       [{ Protocol: '1' }, 705],
       [{ Protocol: '132' }, 705],
-      [{ Protocol: 'UDP' }, 402],
+      [{ Protocol: 'ICMP' }, 402],
       [{ RemoteHost: 'example.com' }, 402], // never resolved: no DNS query on a LAN client's behalf
       [{ RemoteHost: '203.0.113.5' }, 402],
       [{ RemotePort: '-1' }, 402],
@@ -257,6 +258,9 @@ describe('UPnP WANIPv6FirewallControl:1 actions (src/frontends/upnp/pinhole-acti
     const r = await s.call('GetOutboundPinholeTimeout', add({ Protocol: '6' }));
     assert.equal(out(r, 'OutboundPinholeTimeout'), 432000);
     assert.equal(out(await s.call('GetOutboundPinholeTimeout', add()), 'OutboundPinholeTimeout'), 120);
+    // miniupnpc sends its word for the wildcard as it is here (upnpc -G empty …)
+    const mini = await s.call('GetOutboundPinholeTimeout', add({ RemoteHost: 'empty' }));
+    assert.equal(out(mini, 'OutboundPinholeTimeout'), 120);
     assert.equal(code(await s.call('GetOutboundPinholeTimeout', add({ Protocol: '50' }))), 705);
     assert.equal(code(await s.call('NoSuchAction', {})), 401);
   });

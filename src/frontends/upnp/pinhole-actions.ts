@@ -81,7 +81,9 @@ type Tuple = {
 function parseTuple(a: ReadonlyMap<string, string>): Tuple | PinholeResult {
   const rh = (a.get('RemoteHost') ?? '').trim();
   let remote: string | null = null;
-  if (rh !== '' && rh !== '*') {
+  // miniupnpc's own word for the wildcard: AddPinhole turns it into an empty field, GetOutboundPinholeTimeout
+  // sends it as it is (`upnpc -G empty …`)
+  if (rh !== '' && rh !== '*' && rh.toLowerCase() !== 'empty') {
     remote = canonicalIPv6(rh);
     if (remote === null) return fail(UpnpErrorCode.INVALID_ARGS, 'RemoteHost must be an IPv6 address, empty or *');
   }
@@ -89,7 +91,7 @@ function parseTuple(a: ReadonlyMap<string, string>): Tuple | PinholeResult {
   const rp = rpText === '' ? 0 : ui(rpText, 65535);
   if (rp === null) return fail(UpnpErrorCode.INVALID_ARGS, 'RemotePort must be a port number (0 = any)');
   const ic = (a.get('InternalClient') ?? '').trim();
-  if (ic === '' || ic === '*')
+  if (ic === '' || ic === '*' || ic.toLowerCase() === 'empty')
     return fail(UpnpErrorCode.WILD_CARD_NOT_PERMITTED_IN_SRC_IP_FW6, 'InternalClient must name one address');
   const internal = canonicalIPv6(ic);
   if (internal === null || !isPinholeTarget(internal))
@@ -100,7 +102,9 @@ function parseTuple(a: ReadonlyMap<string, string>): Tuple | PinholeResult {
   const ip = ui(a.get('InternalPort'), 65535);
   if (ip === null) return fail(UpnpErrorCode.INVALID_ARGS, 'InternalPort must be a port number');
   if (ip === 0) return fail(UpnpErrorCode.INTERNAL_PORT_WILDCARDING_NOT_ALLOWED, 'InternalPort must not be 0');
-  const proto = ui(a.get('Protocol'), 65535);
+  // an IANA number (§2.3); miniupnpc's GetOutboundPinholeTimeout sends the name as typed (`upnpc -G … UDP`)
+  const protoText = (a.get('Protocol') ?? '').trim().toUpperCase();
+  const proto = protoText === 'TCP' ? 6 : protoText === 'UDP' ? 17 : ui(protoText, 65535);
   if (proto === null) return fail(UpnpErrorCode.INVALID_ARGS, 'Protocol must be an IANA protocol number');
   if (proto === PROTOCOL_ANY)
     return fail(UpnpErrorCode.PROTOCOL_WILDCARDING_NOT_ALLOWED, 'Protocol must be 6 (TCP) or 17 (UDP)');

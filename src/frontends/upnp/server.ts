@@ -578,7 +578,13 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   }
   function targetsFor(iface: LanInterface): SsdpTarget[] {
     const base = `http://${urlHost(iface.address)}:${httpPortOf(iface)}`;
-    return devices.advertisements.map((a) => ({ nt: a.nt, usn: a.usn, location: `${base}${a.descriptionPath}` }));
+    // IGD:1 predates IPv6: on an IPv6 address only the IGD:2 root is announced, so an IGD:1 search there
+    // is answered by the IGD:2 root (its WANIPConnection:2 takes v1 actions) and a client finds the
+    // IPv6 firewall service (miniupnpc searches IGD:1 first and takes the first root that answers)
+    const roots = isIPv6(iface.address)
+      ? devices.advertisements.filter((a) => a.descriptionPath === '/igd2/desc.xml')
+      : devices.advertisements;
+    return roots.map((a) => ({ nt: a.nt, usn: a.usn, location: `${base}${a.descriptionPath}` }));
   }
 
   /**
