@@ -1,5 +1,6 @@
 import { isIPv6 } from 'node:net';
 import { readFileSync } from 'node:fs';
+import { ipv6InPrefix } from './common/ipv6.js';
 import { networkInterfaces } from 'node:os';
 import { performance as nodePerformance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -451,12 +452,38 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     parts.push({ name: 'wan-address', close: async () => watcher.stop() });
   }
 
+  /**
+   * A LAN prefix went away (renumbering): the dynamic pinholes to addresses outside the LAN's prefixes now
+   * end (a static one is the admin's to change), and PCP starts a new epoch and announces it (RFC 6887
+   * §8.5, §14.1.1), so clients map again from their new addresses; UPnP's events follow the revocations.
+   */
+  async function endPinholesOutside(
+    current: readonly { network: string; prefixLength: number }[],
+    removed: readonly { network: string; prefixLength: number }[],
+  ) {
+    const inside = (a: string) => current.some((p) => ipv6InPrefix(a, p.network, p.prefixLength));
+    const gone: Lease[] = [];
+    for (let offset = 0; ; offset += 1000) {
+      const page = leases.list({ family: 6, state: 'active', limit: 1000, offset }).leases;
+      gone.push(...page.filter((l) => l.source !== 'static' && !inside(l.internalAddress)));
+      if (page.length < 1000) break;
+    }
+    for (const l of gone) await leases.revoke(l.id, 'system:prefix', 'its LAN prefix was removed');
+    log.info(
+      { removed: removed.map((p) => `${p.network}/${p.prefixLength}`), pinholesEnded: gone.length },
+      'LAN IPv6 prefix removed: pinholes outside the LAN ended, PCP epoch reset',
+    );
+    for (const fn of onStateLost) fn('LAN IPv6 prefix removed');
+  }
+
   // IPv6 prefixes followed (issue 15, item 6): a renumbered LAN changes who is a LAN client at once. Ending the
   // pinholes outside the new prefixes and a PCP epoch reset hang on the same event (prefix-watch.ts's PrefixChange)
   if (config.pcp.ipv6 && config.dataplane.driver === 'nftables' && !config.listenAddresses) {
     const { watchPrefixes } = await import('./dataplane/prefix-watch.js');
     const prefixes = await watchPrefixes({ lan: config.interfaces.lan, wan: config.interfaces.wan, log }, (c) => {
-      if (c.side === 'lan') lanClients.refresh();
+      if (c.side !== 'lan') return;
+      lanClients.refresh();
+      if (c.removed.length > 0) void endPinholesOutside(c.current, c.removed);
     });
     parts.push({ name: 'prefix-watch', close: async () => prefixes.stop() });
   }

@@ -171,6 +171,49 @@ describe('IPv6 pinholes through portd start: upnpc -6, PCP over IPv6, kill -9, k
     assert.equal(await reach('udp', ADDR6.hostA, UDP_PORT), null);
   });
 
+  test('a LAN prefix removed (renumbering): its pinholes end, PCP starts a new epoch', async () => {
+    // a second LAN prefix, an address of hostA in it, a pinhole to that address
+    const addr = '2001:db8:78::11';
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', '2001:db8:78::1/64', 'dev', IF.lan, 'nodad']);
+    await lab.must(lab.lanA, ['ip', '-6', 'addr', 'add', `${addr}/64`, 'dev', 'eth0', 'nodad']);
+    const id = idOf((await upnpc(lab.lanA, ['-A', 'empty', '0', ADDR6.hostA, String(TCP_PORT), 'TCP', '600'])).stdout);
+    assert.ok(id, 'a pinhole on the stable prefix, which stays');
+    const nonce = nonceFromHex('1a1b1c1d1e1f202122232425');
+    const map = Buffer.from(
+      encodePcpRequest({
+        version: 2,
+        opcode: 1,
+        lifetime: 600,
+        clientAddress: addr,
+        options: [],
+        map: { nonce, protocol: 17, internalPort: UDP_PORT, externalPort: 0, externalAddress: '::' },
+      }),
+    ).toString('hex');
+    // the new prefix counts as LAN once the prefix watch has seen it: ask until then
+    let ok = false;
+    for (let i = 0; i < 20 && !ok; i++) {
+      const r = await hostA.call('udpBytes', {
+        host: ADDR6.gwLan,
+        port: 5351,
+        hex: map,
+        localAddress: addr,
+        timeoutMs: 500,
+      });
+      ok = r.ok && decodePcpResponse(Buffer.from(String(r.reply), 'hex')).resultCode === ResultCode.SUCCESS;
+    }
+    assert.ok(ok, 'PCP MAP from the new prefix granted');
+    assert.match(await pin6(), new RegExp(`${addr} \\. udp \\. ${UDP_PORT}`));
+    const from = portd.logs.length;
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'del', '2001:db8:78::1/64', 'dev', IF.lan]);
+    const line = await portd.waitForLog((l) => l.msg.startsWith('LAN IPv6 prefix removed'), 10_000, from);
+    assert.equal(line['pinholesEnded'], 1, JSON.stringify(line));
+    assert.doesNotMatch(await pin6(), new RegExp(`${addr} \\. udp`), 'the pinhole into the old prefix is gone');
+    assert.match(await pin6(), new RegExp(`${ADDR6.hostA} \\. tcp \\. ${TCP_PORT}`), 'the stable prefix keeps its own');
+    assert.ok(portd.since(from, (l) => /epoch/i.test(l.msg)).length > 0, 'PCP epoch reset');
+    await lab.must(lab.lanA, ['ip', '-6', 'addr', 'del', `${addr}/64`, 'dev', 'eth0']);
+    assert.match((await upnpc(lab.lanA, ['-D', id])).stdout, /returned : 0/);
+  });
+
   test('the kernel ends a pinhole by itself when its time is up, with portd dead', async () => {
     await upnpc(lab.lanA, ['-A', 'empty', '0', ADDR6.hostA, String(UDP_PORT), 'UDP', '2']);
     assert.match(await pin6(), new RegExp(`${ADDR6.hostA} \\. udp \\. ${UDP_PORT}`));
