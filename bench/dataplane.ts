@@ -5,7 +5,8 @@
  * For 1k, 10k and 100k existing mappings: single add and single delete latency (p50/p99, one tick
  * each, through the driver's `nft -i`), batch throughput (1000 adds / 1000 deletes in one tick),
  * and the same single add/delete with plain `add rule` / `delete rule handle` in a scratch table
- * (sent through the same kind of long-lived `nft -i`, so only the kernel/nft costs differ).
+ * (sent through the same kind of long-lived `nft -i`, so only the kernel/nft costs differ). IPv6
+ * pinholes (issue 15) the same way, with as many existing pinholes, and their ratio to the mappings.
  *
  *   node --import tsx bench/dataplane.ts [--sizes 1000,10000,100000] [--samples 100] [--json out.json]
  */
@@ -35,6 +36,8 @@ export interface SizeResult {
     readonly batchDel1000: number;
   };
   readonly rule: { readonly load: number; readonly add: Stat; readonly del: Stat };
+  /** IPv6 pinholes (no translation), as many existing as mappings above */
+  readonly pinhole: { readonly load: number; readonly add: Stat; readonly del: Stat };
 }
 export interface BenchResult {
   readonly name: 'dataplane';
@@ -72,6 +75,24 @@ function mapping(k: number, timeoutSeconds: number | null = 3600): DataplaneEntr
     externalPort: port,
     externalPortEnd: port,
     internalAddress: `10.${(k >> 16) & 255}.${(k >> 8) & 255}.${k & 255 || 1}`,
+    internalPort: port,
+    remoteAddress: null,
+    timeoutSeconds,
+  };
+}
+
+/** the k-th IPv6 pinhole: a LAN host in 2001:db8:77::/64, its own port, no translation */
+function pinhole(k: number, timeoutSeconds: number | null = 3600): DataplaneEntry {
+  const port = 1 + (k % 65000);
+  const host = `2001:db8:77::${((k >> 16) + 1).toString(16)}:${(k & 0xffff).toString(16)}`;
+  return {
+    id: `p${k}`,
+    family: 6,
+    protocol: k % 2 ? 'udp' : 'tcp',
+    externalAddress: host,
+    externalPort: port,
+    externalPortEnd: port,
+    internalAddress: host,
     internalPort: port,
     remoteAddress: null,
     timeoutSeconds,
@@ -193,6 +214,21 @@ export async function run(
           `1000 adds ${batchAdd1000.toFixed(1)} ms, 1000 dels ${batchDel1000.toFixed(1)} ms`,
       );
 
+      // --- pinholes: `size` of them in the kernel instead of the mappings, then single adds and deletes
+      const pins = Array.from({ length: size }, (_, k) => pinhole(k));
+      const pinLoad = await timed(() => dp.reset(pins));
+      const padd: number[] = [];
+      const pdel: number[] = [];
+      for (let i = 0; i < samples; i++)
+        padd.push(await timed(() => dp.apply({ remove: [], add: [pinhole(size + i)] })));
+      for (let i = 0; i < samples; i++) {
+        const e = pinhole(Math.floor((i * size) / samples));
+        pdel.push(await timed(() => dp.apply({ remove: [e], add: [] })));
+      }
+      say(
+        `pinholes @${size}: load ${pinLoad.toFixed(0)} ms, add p50 ${stat(padd).p50} ms, del p50 ${stat(pdel).p50} ms`,
+      );
+
       // --- rules: bring the chain to `size` rules
       const lines: string[] = [];
       for (let k = ruleCount; k < size; k++) lines.push(ruleText(k));
@@ -221,6 +257,7 @@ export async function run(
           batchDel1000: +batchDel1000.toFixed(2),
         },
         rule: { load: +ruleLoad.toFixed(1), add: stat(radd), del: stat(rdel) },
+        pinhole: { load: +pinLoad.toFixed(1), add: stat(padd), del: stat(pdel) },
       });
     }
     rules.kill();
@@ -248,15 +285,16 @@ export async function run(
 export function formatTable(r: BenchResult): string {
   const rows = [
     '| existing | map add p50/p99 ms | map del p50/p99 ms | 1000 adds / 1000 dels in one tick ms | map load ms | ' +
-      'rule add p50/p99 ms | rule del p50/p99 ms | rule/map del |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      'rule add p50/p99 ms | rule del p50/p99 ms | rule/map del | pinhole add / del p50 ms | pinhole/map add, del |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const s of r.sizes) {
     rows.push(
       `| ${s.size} | ${s.map.add.p50} / ${s.map.add.p99} | ${s.map.del.p50} / ${s.map.del.p99} | ` +
         `${s.map.batchAdd1000.toFixed(1)} / ${s.map.batchDel1000.toFixed(1)} | ${s.map.load.toFixed(0)} | ` +
         `${s.rule.add.p50} / ${s.rule.add.p99} | ${s.rule.del.p50} / ${s.rule.del.p99} | ` +
-        `${(s.rule.del.p50 / s.map.del.p50).toFixed(1)}× |`,
+        `${(s.rule.del.p50 / s.map.del.p50).toFixed(1)}× | ${s.pinhole.add.p50} / ${s.pinhole.del.p50} | ` +
+        `${(s.pinhole.add.p50 / s.map.add.p50).toFixed(2)}×, ${(s.pinhole.del.p50 / s.map.del.p50).toFixed(2)}× |`,
     );
   }
   rows.push('');
