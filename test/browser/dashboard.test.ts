@@ -172,7 +172,21 @@ describe('dashboard in chromium', { skip }, () => {
         description: 'NAT-PMP',
       }),
     );
-    assert.ok(u.ok && t.ok && n.ok);
+    // an IPv6 pinhole (issue 15): no translation, the endpoint bracketed, the IPv6 chip
+    const p6 = await f.table.request({
+      family: 6,
+      source: 'upnp',
+      identity: 'external',
+      protocol: 'udp',
+      owner: '2001:db8:77::16',
+      internalAddress: '2001:db8:77::16',
+      internalPort: 27015,
+      externalPort: 27015,
+      allowOtherPort: false,
+      lifetime: 3600,
+      description: 'IGD2 pinhole',
+    });
+    assert.ok(u.ok && t.ok && n.ok && p6.ok, JSON.stringify(p6));
     await page.locator(`tr[data-id="${n.lease.id}"]`).waitFor();
     await page.waitForFunction(() => document.querySelector('#counts')?.textContent?.includes('pcp 1'));
 
@@ -181,7 +195,7 @@ describe('dashboard in chromium', { skip }, () => {
     await page.waitForFunction(() => document.querySelectorAll('#lease-rows tr').length === 1);
     assert.equal(await page.locator('#lease-rows tr').getAttribute('data-id'), u.lease.id);
     await page.fill('#filter', '');
-    await page.waitForFunction(() => document.querySelectorAll('#lease-rows tr').length === 6);
+    await page.waitForFunction(() => document.querySelectorAll('#lease-rows tr').length === 7);
 
     // time left ticks
     const left1 = await pcpRow.locator('[data-left]').textContent();

@@ -393,7 +393,7 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
       assert.ok(a?.repaired && a.missing >= 1 && a.stale >= 1, JSON.stringify(a));
       assert.match(
         await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6']),
-        /elements = \{ 2001:db8:77::11 \. tcp \. 9020 timeout \d+s expires/,
+        /elements = \{ 2001:db8:77::11 \. tcp \. 9020 counter packets \d+ bytes \d+ timeout \d+s expires/,
       );
       assert.deepEqual(await wan.tcpSend(c.conn!, 'again'), { ok: true, reply: `hostA|${V6.wan}|again` });
       assert.equal(await dp.count(), (await dp.list()).length);
@@ -423,7 +423,7 @@ describe('nftables dataplane in a namespace lab', { skip, timeout: 180_000 }, ()
       const started = Date.now();
       assert.match(
         await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6_range']),
-        /2001:db8:77::11 \. tcp \. 9030-9031 timeout 3s/,
+        /2001:db8:77::11 \. tcp \. 9030-9031 counter packets \d+ bytes \d+ timeout 3s/,
       );
       const c = await wan.tcpConnect(V6.hostA, 9031);
       assert.ok(c.ok, c.error);

@@ -298,10 +298,13 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       });
     }).catch((err: Error) => {
       socket.close();
-      throw new PortdError(
-        ErrorCode.LISTEN_FAILED,
-        `PCP/NAT-PMP cannot listen on ${address}:${config.pcp.port}: ${err.message}`,
-        'another NAT-PMP/PCP daemon (miniupnpd?) may hold the port, or the address is not on this host',
+      throw Object.assign(
+        new PortdError(
+          ErrorCode.LISTEN_FAILED,
+          `PCP/NAT-PMP cannot listen on ${address}:${config.pcp.port}: ${err.message}`,
+          'another NAT-PMP/PCP daemon (miniupnpd?) may hold the port, or the address is not on this host',
+        ),
+        { cause: err },
       );
     });
     if (family === 4 && opts.announce === undefined) {
@@ -329,7 +332,21 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       if (!config.pcp.enabled && !config.natpmp.enabled) return;
       const addrs = opts.listen.filter((a) => !isIPv6(a) || config.pcp.ipv6);
       try {
-        for (const a of addrs) await bindOne(a);
+        for (const a of addrs) {
+          try {
+            await bindOne(a);
+          } catch (e) {
+            // an IPv6 address still in duplicate address detection (tentative, RFC 4862 §5.4: a router's
+            // link-local one right after boot) or gone: not bindable yet, and IPv6 is not what the LAN
+            // needs to start; the other addresses serve
+            const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as { code?: string }).code;
+            if (!isIPv6(a) || cause !== 'EADDRNOTAVAIL') throw e;
+            log.warn(
+              { address: a, port: config.pcp.port },
+              'PCP cannot listen on an IPv6 address not ready yet; skipped',
+            );
+          }
+        }
       } catch (e) {
         for (const s of sockets.splice(0)) s.socket.close();
         throw e;

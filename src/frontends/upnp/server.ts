@@ -681,13 +681,20 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         });
       });
       const gate = net.createServer({ pauseOnConnect: true }, (sock) => hold(sock, server));
-      await new Promise<void>((resolve, reject) => {
-        gate.once('error', reject);
-        gate.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
-          gate.off('error', reject);
-          resolve();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          gate.once('error', reject);
+          gate.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
+            gate.off('error', reject);
+            resolve();
+          });
         });
-      });
+      } catch (e) {
+        // an IPv6 address still in duplicate address detection (tentative) or gone: UPnP serves the others
+        if (!isIPv6(iface.address) || (e as { code?: string }).code !== 'EADDRNOTAVAIL') throw e;
+        log.warn({ address: iface.address }, 'upnp cannot listen on an IPv6 address not ready yet; skipped');
+        continue;
+      }
       servers.push({ iface, server, gate });
     }
     publish(false);
@@ -697,7 +704,8 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     if (opts.ssdp?.enabled ?? config.upnp.ssdp) {
       const ssdpLimit = opts.limits?.ssdpSearchesPerSecond ?? config.limits.ssdpSearchesPerSecond;
       ssdp = createSsdp({
-        interfaces,
+        // the addresses HTTP listens on: a LOCATION must lead somewhere
+        interfaces: servers.map((x) => x.iface),
         port: opts.ssdp?.port,
         multicastAddress: opts.ssdp?.multicastAddress,
         joinMulticast: opts.ssdp?.joinMulticast,
