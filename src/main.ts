@@ -93,12 +93,12 @@ function conntrackTimeout(name: string, dflt: number): number {
 
 /** what UPnP's WANIPv6FirewallControl needs besides the lease table (issue 15; docs/upnp.md) */
 function upnpPinholes(
-  config: Config,
+  config: () => Config,
   dataplane: Dataplane,
   neighbours: import('./dataplane/neighbours.js').NeighbourTable | null,
 ) {
   return {
-    status: () => ({ firewallEnabled: true, inboundPinholeAllowed: config.policy.ipv6Pinholes }),
+    status: () => ({ firewallEnabled: true, inboundPinholeAllowed: config().policy.ipv6Pinholes }),
     packets: async (l: Lease) => (await dataplane.packets?.({ ...l, family: 6, timeoutSeconds: null })) ?? null,
     // an outbound flow's state lives as long as conntrack keeps it: UDP streams, established TCP
     outboundTimeout: (p: 'tcp' | 'udp') =>
@@ -228,6 +228,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   let current = config;
   /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
   const onStateLost: ((why: string) => void)[] = [];
+  /** called after a configuration reload took effect (UPnP: the IPv6 firewall status is evented) */
+  const onReloaded: (() => void)[] = [];
   /** called after the external address changed (UPnP ExternalIPAddress event) */
   const onExternalAddress: ((addr: string) => void)[] = [];
 
@@ -388,7 +390,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       listen: [...listen, ...ipv6],
       isLanClient,
       conntrack,
-      ipv6Pinholes: config.policy.ipv6Pinholes,
+      ipv6Pinholes: () => current.policy.ipv6Pinholes,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
     });
@@ -425,7 +427,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
         addresses: [...lan.map((n) => n.cidr), ...(config.upnp.ipv6 ? lanIPv6Cidrs(config) : [])],
         httpPort: config.upnp.httpPort,
       },
-      ...(config.upnp.ipv6 ? { pinholes: upnpPinholes(config, dataplane, neighbours) } : {}),
+      // policy.ipv6Pinholes follows a reload (the policy does), and subscribers hear of it
+      ...(config.upnp.ipv6 ? { pinholes: upnpPinholes(() => current, dataplane, neighbours) } : {}),
       limits: { requestsPerSecond: config.upnp.rateLimit, requestBurst: config.upnp.rateLimit * 4 },
       presentationUrl: adminOnLan
         ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:` +
@@ -437,6 +440,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     frontends.push({ name: 'upnp', listening: upnp.httpAddresses().map((a) => `${a.address}:${a.port}`) });
     upnpDescriptionUrls = () => upnp.descriptionUrls().flatMap((d) => [d.v1, d.v2]);
     onExternalAddress.push(() => upnp.stateChanged());
+    onReloaded.push(() => upnp.stateChanged());
   }
 
   // a WAN address read from the interface follows the interface (PCP notices leases.externalAddress() itself)
@@ -563,6 +567,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     if (changed.length) log.warn({ keys: changed }, 'these settings change only on restart; kept the running values');
     policy = createPolicy(next.policy, policyDeps);
     current = next;
+    for (const fn of onReloaded) fn();
     const res = await leases.syncStatic(next.staticForwards);
     const tr = await triggers.reload(next);
     log.info(

@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { errorCodeOf, field, soap, startUpnp } from './upnp-helpers.js';
 
@@ -159,6 +161,53 @@ test('IPv6: AddPinhole through the real lease table; pinholes stay out of WANIPC
     assert.equal(h.env.table.list({ family: 6 }).leases.length, 0);
     assert.equal(errorCodeOf((await soap(`${h.base}${ctl}`, FW6, 'DeletePinhole', { UniqueID: id! })).body), 704);
   } finally {
+    await h.close();
+  }
+});
+
+test('IPv6: the firewall status is evented: the initial event, and a change after stateChanged()', async () => {
+  const events: string[] = [];
+  const cb = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => {
+      body += c;
+    });
+    req.on('end', () => {
+      events.push(body);
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => cb.listen(0, '127.0.0.1', r));
+  const status = { firewallEnabled: true, inboundPinholeAllowed: true };
+  const h = await startUpnp({ extra: { pinholes: pinholes(status) } });
+  const until = async (n: number) => {
+    const deadline = Date.now() + 3000;
+    while (events.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return events.length >= n;
+  };
+  try {
+    const desc = await (await fetch(h.descV2)).text();
+    const evt = /WANIPv6FirewallControl:1<\/serviceType>.*?<eventSubURL>([^<]+)/s.exec(desc)?.[1];
+    assert.ok(evt, desc);
+    const sub = await fetch(`${h.base}${evt}`, {
+      method: 'SUBSCRIBE',
+      headers: { callback: `<http://127.0.0.1:${(cb.address() as AddressInfo).port}/cb>`, nt: 'upnp:event' },
+    });
+    assert.equal(sub.status, 200);
+    assert.ok(await until(1), 'initial event');
+    assert.match(events[0]!, /<InboundPinholeAllowed>1<\/InboundPinholeAllowed>/);
+    assert.match(events[0]!, /<FirewallEnabled>1<\/FirewallEnabled>/);
+    // nothing changed: no event; then inbound pinholes switched off (a reload): one event with the new value
+    h.server.stateChanged();
+    status.inboundPinholeAllowed = false;
+    h.server.stateChanged();
+    assert.ok(await until(2), 'change event');
+    assert.match(events[1]!, /<InboundPinholeAllowed>0<\/InboundPinholeAllowed>/);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(events.length, 2, 'one event per change');
+  } finally {
+    cb.closeAllConnections();
+    await new Promise<void>((r) => cb.close(() => r()));
     await h.close();
   }
 });

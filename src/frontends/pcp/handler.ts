@@ -78,7 +78,7 @@ export interface PcpHandlerDeps {
    * MAP for an IPv6 internal address opens a firewall pinhole (a lease of family 6, no translation;
    * issue 15); off: such requests get NOT_AUTHORIZED, as before
    */
-  readonly ipv6Pinholes?: boolean;
+  readonly ipv6Pinholes?: boolean | (() => boolean);
 }
 
 const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true } as const;
@@ -239,7 +239,8 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     // an IPv6 internal address: a pinhole to it (RFC 6887 §11.3: for a firewall, the assigned external
     // address and port are the internal ones)
     const v6 = canonicalIPv6(internalAddress);
-    const why = !deps.ipv6Pinholes
+    const on = typeof deps.ipv6Pinholes === 'function' ? deps.ipv6Pinholes() : (deps.ipv6Pinholes ?? false);
+    const why = !on
       ? 'IPv6 pinholes are off'
       : v6 === null || !isPinholeTarget(v6)
         ? 'not a global or unique-local address: no pinhole can reach it'

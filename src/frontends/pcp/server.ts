@@ -59,7 +59,7 @@ export interface PcpServerOptions {
    */
   readonly isLanClient?: (address: string) => boolean;
   /** MAP for an IPv6 internal address opens a pinhole (issue 15); default off: NOT_AUTHORIZED */
-  readonly ipv6Pinholes?: boolean;
+  readonly ipv6Pinholes?: boolean | (() => boolean);
 }
 
 export interface PcpServer {

@@ -145,7 +145,10 @@ export interface UpnpServer {
   ssdpAddresses(): { address: string; port: number }[];
   /** description URLs per LAN address: v1 = IGD:1 root, v2 = IGD:2 root */
   descriptionUrls(): { address: string; v1: string; v2: string }[];
-  /** re-read external address / connection status and tell GENA subscribers (call when the WAN address changes) */
+  /**
+   * re-read external address / connection status and the IPv6 firewall status, and tell GENA subscribers what
+   * changed (call when the WAN address changes, and after a configuration reload)
+   */
   stateChanged(): void;
   /** the fastify app, undefined until the first HTTP request has had it built (lazy-app.ts) */
   readonly app: FastifyInstance | undefined;
@@ -328,6 +331,16 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         path,
         ep.service.version >= 2 && mappingsChanged ? [...changed, ['SystemUpdateID', systemUpdateId]] : changed,
       );
+  }
+  // WANIPv6FirewallControl's evented variables (§2.2.1-2): sent to its subscribers when they change
+  let lastFirewall = pinholes ? JSON.stringify(pinholes.eventVars()) : '';
+  function publishFirewall() {
+    if (!pinholes) return;
+    const vars = pinholes.eventVars();
+    if (JSON.stringify(vars) === lastFirewall) return;
+    lastFirewall = JSON.stringify(vars);
+    for (const [path, ep] of devices.events)
+      if (ep.service.type === ServiceType.WAN_IPV6_FIREWALL_CONTROL) gena.changed(path, vars);
   }
   function schedulePublish() {
     // nobody listening: nothing to compute (the count is read again when someone subscribes)
@@ -778,7 +791,10 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     httpAddresses,
     ssdpAddresses: () => ssdp?.addresses() ?? [],
     descriptionUrls,
-    stateChanged: () => publish(false),
+    stateChanged: () => {
+      publish(false);
+      publishFirewall();
+    },
     get app() {
       return app.built();
     },
