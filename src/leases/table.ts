@@ -275,6 +275,62 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     );
   }
 
+  /** the global cap on dynamic leases (limits.maxActiveLeases): a refusal for a new lease of `source`, or null */
+  function capacityRefusal(source: Lease['source']): Refusal | null {
+    if (!(maxActive > 0 && CAPPED_SOURCES.has(source))) return null;
+    const n = dynamicActive();
+    if (n < maxActive) return null;
+    capacityHit(n);
+    return { ok: false, reason: 'capacity', detail: `${n} active leases (limits.maxActiveLeases ${maxActive})` };
+  }
+
+  /**
+   * A renewal of `old` by `req` (IPv4 mappings and pinholes alike): the row is updated in place (count, time,
+   * who): a renewal adds no history row, so a client renewing every 20 s costs no storage; listeners still get
+   * the 'renewed' event. For a pinhole the internal port and remote are its identity, so they come out unchanged.
+   */
+  function renewal(
+    old: Lease,
+    req: LeaseRequest,
+    now: number,
+    lifetime: number | null,
+    expiresAt: number | null,
+  ): JobOutcome<GrantResult> {
+    const renewed: Lease = {
+      ...old,
+      updatedAt: now,
+      expiresAt,
+      requestedLifetime: req.lifetime,
+      description: req.description ?? old.description,
+      nonce: req.source === 'pcp' ? (req.nonce ?? old.nonce) : old.nonce,
+      internalPort: req.identity === 'external' ? req.internalPort : old.internalPort,
+      remoteAddress: req.remoteAddress !== undefined ? req.remoteAddress : old.remoteAddress,
+      remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
+      remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
+      renewCount: old.renewCount + 1,
+      lastRenewedAt: now,
+    };
+    s.renew.run({
+      id: old.id,
+      updated_at: now,
+      expires_at: expiresAt,
+      requested_lifetime: req.lifetime,
+      description: renewed.description,
+      nonce: renewed.nonce,
+      internal_port: renewed.internalPort,
+      remote_address: renewed.remoteAddress,
+      remote_prefix: renewed.remotePrefix,
+      remote_port: renewed.remotePort,
+      actor: req.actor ?? null,
+    });
+    return {
+      result: { ok: true, lease: renewed, created: false, lifetime },
+      remove: [toEntry(old, now)],
+      add: [toEntry(renewed, now)],
+      events: [event('renewed', renewed, now, req.actor ?? null, null, false)],
+    };
+  }
+
   // ---- helpers ----
   // ids grow with time (ms since 2020 x 256, then +1 per id; 12 hex digits) so new rows append to the
   // primary-key B-tree instead of dirtying a random page each: commit cost stays flatter at 100k leases.
@@ -533,51 +589,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       // PCP nonce rules as for IPv4 (RFC 6887 §11.3)
       if (req.source === 'pcp' && old.nonce !== null && req.nonce && req.nonce !== old.nonce)
         return none({ ok: false, reason: 'not_authorized', detail: 'nonce does not match the mapping' });
-      const renewed: Lease = {
-        ...old,
-        updatedAt: now,
-        expiresAt,
-        requestedLifetime: req.lifetime,
-        description: req.description ?? old.description,
-        nonce: req.source === 'pcp' ? (req.nonce ?? old.nonce) : old.nonce,
-        remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
-        remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
-        renewCount: old.renewCount + 1,
-        lastRenewedAt: now,
-      };
-      s.renew.run({
-        id: old.id,
-        updated_at: now,
-        expires_at: expiresAt,
-        requested_lifetime: req.lifetime,
-        description: renewed.description,
-        nonce: renewed.nonce,
-        internal_port: renewed.internalPort,
-        remote_address: renewed.remoteAddress,
-        remote_prefix: renewed.remotePrefix,
-        remote_port: renewed.remotePort,
-        actor: req.actor ?? null,
-      });
-      return {
-        result: { ok: true, lease: renewed, created: false, lifetime },
-        remove: [toEntry(old, now)],
-        add: [toEntry(renewed, now)],
-        events: [event('renewed', renewed, now, req.actor ?? null, null, false)],
-      };
+      return renewal(old, req, now, lifetime, expiresAt);
     }
 
     // 2. a new pinhole
-    if (maxActive > 0 && CAPPED_SOURCES.has(req.source)) {
-      const n = dynamicActive();
-      if (n >= maxActive) {
-        capacityHit(n);
-        return none({
-          ok: false,
-          reason: 'capacity',
-          detail: `${n} active leases (limits.maxActiveLeases ${maxActive})`,
-        });
-      }
-    }
+    const full = capacityRefusal(req.source);
+    if (full) return none(full);
     if (!trusted) {
       const rv = s.revoked.get({ now, protocol: req.protocol, ia: address, ip: start, owner, ep: start }) as
         | { lease_id: string; until: number }
@@ -742,55 +759,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         });
       const refusal = policy.check(req, old.externalPort, old.externalPortEnd);
       if (refusal) return none(refusal);
-      const renewed: Lease = {
-        ...old,
-        updatedAt: now,
-        expiresAt,
-        requestedLifetime: req.lifetime,
-        description: req.description ?? old.description,
-        nonce: req.source === 'pcp' ? (req.nonce ?? old.nonce) : old.nonce,
-        internalPort: req.identity === 'external' ? req.internalPort : old.internalPort,
-        remoteAddress: req.remoteAddress !== undefined ? req.remoteAddress : old.remoteAddress,
-        remotePrefix: req.remotePrefix !== undefined ? req.remotePrefix : old.remotePrefix,
-        remotePort: req.remotePort !== undefined ? req.remotePort : old.remotePort,
-        renewCount: old.renewCount + 1,
-        lastRenewedAt: now,
-      };
-      // the row is updated in place (count, time, who): a renewal adds no history row, so a client renewing
-      // every 20 s costs no storage; listeners still get the 'renewed' event
-      s.renew.run({
-        id: old.id,
-        updated_at: now,
-        expires_at: expiresAt,
-        requested_lifetime: req.lifetime,
-        description: renewed.description,
-        nonce: renewed.nonce,
-        internal_port: renewed.internalPort,
-        remote_address: renewed.remoteAddress,
-        remote_prefix: renewed.remotePrefix,
-        remote_port: renewed.remotePort,
-        actor: req.actor ?? null,
-      });
-      return {
-        result: { ok: true, lease: renewed, created: false, lifetime },
-        remove: [toEntry(old, now)],
-        add: [toEntry(renewed, now)],
-        events: [event('renewed', renewed, now, req.actor ?? null, null, false)],
-      };
+      return renewal(old, req, now, lifetime, expiresAt);
     }
 
     // 2. a new lease: the global cap, revocations, policy, quota, then a port
-    if (maxActive > 0 && CAPPED_SOURCES.has(req.source)) {
-      const n = dynamicActive();
-      if (n >= maxActive) {
-        capacityHit(n);
-        return none({
-          ok: false,
-          reason: 'capacity',
-          detail: `${n} active leases (limits.maxActiveLeases ${maxActive})`,
-        });
-      }
-    }
+    const full = capacityRefusal(req.source);
+    if (full) return none(full);
     if (!policy.isTrusted(req.source)) {
       const rv = s.revoked.get({
         now,
