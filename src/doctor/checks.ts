@@ -8,7 +8,7 @@ import { intToIpv4, ipv4ToInt } from '../common/net.js';
 import { PORTD_CT_MARK } from '../dataplane/nftables-script.js';
 import { evaluateHook, parseRuleset, type ChainVerdict, type PacketModel, type Ruleset } from './firewall.js';
 import type { CheckResult, CheckStatus, DoctorFacts, PathFact } from './types.js';
-import { classifyAddress } from './wan-address.js';
+import { classifyAddress } from '../common/address-kind.js';
 
 /** one line each: a tool's multi-line stderr is folded into the line */
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();

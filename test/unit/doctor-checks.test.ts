@@ -29,7 +29,7 @@ import {
 } from '../../src/doctor/checks.js';
 import { buildReport, formatReport } from '../../src/doctor/index.js';
 import type { DoctorFacts } from '../../src/doctor/types.js';
-import { classifyAddress } from '../../src/doctor/wan-address.js';
+import { classifyAddress } from '../../src/common/address-kind.js';
 
 const DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'nft-ruleset');
 const ruleset = (name: string) => ({

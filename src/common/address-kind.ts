@@ -2,7 +2,7 @@
  * What kind of IPv4 address the WAN interface has: can hosts on the internet reach it, or is another NAT
  * in front of this gateway (a home router: double NAT; the ISP: carrier-grade NAT)?
  */
-import { ipInCidr } from '../common/net.js';
+import { ipInCidr } from './net.js';
 
 export type AddressKind = 'public' | 'private' | 'shared' | 'documentation' | 'link-local' | 'loopback' | 'unusable';
 
