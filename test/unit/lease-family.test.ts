@@ -5,14 +5,14 @@
  * with every lease kept.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { LeaseEvent, LeaseRequest } from '../../src/leases/types.js';
 import { MIGRATIONS } from '../../src/leases/store.js';
-import { makeTable } from '../helpers/leases.js';
+import { makeTable, tablesForFile, upnpRequest } from '../helpers/leases.js';
 
 const H1 = '2001:db8:77::10';
 const H2 = '2001:db8:77::11';
@@ -29,28 +29,9 @@ const pinhole = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
   description: 'game',
   ...over,
 });
-const mapping = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp',
-  identity: 'external',
-  protocol: 'tcp',
-  owner: '192.168.77.11',
-  internalAddress: '192.168.77.11',
-  internalPort: 5000,
-  externalPort: 5000,
-  allowOtherPort: false,
-  lifetime: 3600,
-  ...over,
-});
+const mapping = upnpRequest;
 
-const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => {
-  for (const t of toDispose) await t.dispose();
-});
-function table(opts?: Parameters<typeof makeTable>[0]) {
-  const t = makeTable(opts);
-  toDispose.push(t);
-  return t;
-}
+const table = tablesForFile();
 const row = (t: ReturnType<typeof table>, id: string) =>
   t.table.store.db.prepare('SELECT * FROM leases WHERE id = ?').get(id) as Record<string, unknown>;
 

@@ -6,33 +6,16 @@
  *   - An expiry the database refuses is retried with back-off, not in a busy loop.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import type { LeaseRequest } from '../../src/leases/types.js';
-import { makeTable } from '../helpers/leases.js';
+import { describe, it } from 'node:test';
+import { pcpRequest, tablesForFile } from '../helpers/leases.js';
 
-const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp',
-  identity: 'internal',
-  protocol: 'tcp',
-  owner: '192.168.77.11',
-  internalAddress: '192.168.77.11',
-  internalPort: 4000,
-  externalPort: 4000,
-  allowOtherPort: true,
-  lifetime: 3600,
-  nonce: 'aa'.repeat(12),
-  ...over,
-});
+const pcp = pcpRequest;
 
-const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => {
-  for (const t of toDispose) await t.dispose();
-});
+const newTable = tablesForFile();
 
 /** a table whose COMMITs fail while `full` is set, as SQLite's do when the disk is full */
 function fullDiskTable() {
-  const t = makeTable();
-  toDispose.push(t);
+  const t = newTable();
   const commit = t.table.store.tx.commit;
   const run = commit.run.bind(commit);
   const state = { full: false, commits: 0, refusedCommits: 0 };

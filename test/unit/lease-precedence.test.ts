@@ -3,38 +3,14 @@
  * handed to dynamic clients (issue 14, items 6 and 7), at the lease table.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { DataplaneBatch, DataplaneEntry } from '../../src/dataplane/types.js';
 import type { LeaseEvent, LeaseRequest } from '../../src/leases/types.js';
-import { makeTable } from '../helpers/leases.js';
+import { pcpRequest, tablesForFile, upnpRequest } from '../helpers/leases.js';
 
 const HOST = '192.168.77.11';
-const upnp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp',
-  identity: 'external',
-  protocol: 'tcp',
-  owner: HOST,
-  internalAddress: HOST,
-  internalPort: 5000,
-  externalPort: 5000,
-  allowOtherPort: false,
-  lifetime: 3600,
-  description: 'game',
-  ...over,
-});
-const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp',
-  identity: 'internal',
-  protocol: 'udp',
-  owner: HOST,
-  internalAddress: HOST,
-  internalPort: 4000,
-  externalPort: 4000,
-  allowOtherPort: true,
-  lifetime: 3600,
-  nonce: 'aa'.repeat(12),
-  ...over,
-});
+const upnp = upnpRequest;
+const pcp = (over: Partial<LeaseRequest> = {}) => pcpRequest({ protocol: 'udp', ...over });
 const natpmp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
   source: 'natpmp',
   identity: 'internal',
@@ -80,13 +56,9 @@ const trigger = (start: number, end: number, over: Partial<LeaseRequest> = {}): 
   ...over,
 });
 
-const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => {
-  for (const t of toDispose) await t.dispose();
-});
-function table(opts?: Parameters<typeof makeTable>[0]) {
-  const t = makeTable(opts);
-  toDispose.push(t);
+const newTable = tablesForFile();
+function table(opts?: Parameters<typeof newTable>[0]) {
+  const t = newTable(opts);
   const batches: DataplaneBatch[] = [];
   const ended: DataplaneEntry[][] = [];
   const dp = t.dataplane as unknown as {

@@ -13,35 +13,10 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import type { LeaseEvent, LeaseRequest } from '../../src/leases/types.js';
 import { MIGRATIONS } from '../../src/leases/store.js';
-import { makeTable } from '../helpers/leases.js';
+import { pcpRequest, tablesForFile, upnpRequest } from '../helpers/leases.js';
 
-const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp',
-  identity: 'internal',
-  protocol: 'tcp',
-  owner: '192.168.77.11',
-  internalAddress: '192.168.77.11',
-  internalPort: 4000,
-  externalPort: 4000,
-  allowOtherPort: true,
-  lifetime: 3600,
-  nonce: 'aa'.repeat(12),
-  actor: 'pcp:192.168.77.11',
-  ...over,
-});
-const upnp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp',
-  identity: 'external',
-  protocol: 'tcp',
-  owner: '192.168.77.11',
-  internalAddress: '192.168.77.11',
-  internalPort: 5000,
-  externalPort: 5000,
-  allowOtherPort: false,
-  lifetime: 3600,
-  description: 'game',
-  ...over,
-});
+const pcp = (over: Partial<LeaseRequest> = {}) => pcpRequest({ actor: 'pcp:192.168.77.11', ...over });
+const upnp = upnpRequest;
 const releasePcp = (port: number, owner = '192.168.77.11') => ({
   source: 'pcp' as const,
   identity: 'internal' as const,
@@ -52,15 +27,7 @@ const releasePcp = (port: number, owner = '192.168.77.11') => ({
   nonce: 'aa'.repeat(12),
 });
 
-const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => {
-  for (const t of toDispose) await t.dispose();
-});
-function table(opts?: Parameters<typeof makeTable>[0]) {
-  const t = makeTable(opts);
-  toDispose.push(t);
-  return t;
-}
+const table = tablesForFile();
 const rows = (t: ReturnType<typeof table>, sql: string, ...args: unknown[]) =>
   (t.table.store.db.prepare(sql).get(...args) as { n: number }).n;
 /** lets queued prune batches (they follow commits) run */
@@ -393,11 +360,7 @@ describe('listings and counts come from memory or an index walk', () => {
 describe('migration to schema 5', () => {
   it('a schema-4 database migrates: leases survive, renewal rows fold into the counts', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'portd-v4-'));
-    toDispose.push({
-      dispose: async () => {
-        rmSync(dir, { recursive: true, force: true });
-      },
-    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
     const db = new Database(join(dir, 'portd.sqlite'));
     db.pragma('journal_mode = WAL');
     for (const m of MIGRATIONS.slice(0, 4)) db.exec(m);

@@ -1,44 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { LeaseRequest } from '../../src/leases/types.js';
-import { makeTable } from '../helpers/leases.js';
+import { pcpRequest, tablesForFile, upnpRequest } from '../helpers/leases.js';
 
-const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'pcp',
-  identity: 'internal',
-  protocol: 'tcp',
-  owner: '192.168.77.11',
-  internalAddress: '192.168.77.11',
-  internalPort: 4000,
-  externalPort: 4000,
-  allowOtherPort: true,
-  lifetime: 3600,
-  nonce: 'aa'.repeat(12),
-  ...over,
-});
-const upnp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  source: 'upnp',
-  identity: 'external',
-  protocol: 'tcp',
-  owner: '192.168.77.11',
-  internalAddress: '192.168.77.11',
-  internalPort: 5000,
-  externalPort: 5000,
-  allowOtherPort: false,
-  lifetime: 0,
-  description: 'game',
-  ...over,
-});
+const pcp = pcpRequest;
+const upnp = (over: Partial<LeaseRequest> = {}) => upnpRequest({ lifetime: 0, ...over });
 
-const toDispose: { dispose(): Promise<void> }[] = [];
-after(async () => {
-  for (const t of toDispose) await t.dispose();
-});
-function table(opts?: Parameters<typeof makeTable>[0]) {
-  const t = makeTable(opts);
-  toDispose.push(t);
-  return t;
-}
+const table = tablesForFile();
 
 describe('lease table: grants and renewals', () => {
   it('grants a lease, writes it to the dataplane and renews it by internal key', async () => {
