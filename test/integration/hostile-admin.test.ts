@@ -6,10 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { formatLeases } from '../../src/admin/cli-commands.js';
 import { counter } from '../fuzz/mutate.js';
+import { streamBigBody } from '../helpers/big-body.js';
 import { TOKEN, makeAdmin, pcpReq } from '../unit/admin-helpers.js';
 
 /** changes need the token, on loopback too */
@@ -38,50 +38,17 @@ async function start() {
   return { a, port, base, post };
 }
 
-/** streams a `total`-byte JSON body from one reused chunk; resolves with the status line and what was written */
+/** streams a `total`-byte JSON body to the admin API's lease route (see streamBigBody) */
 function bigJson(port: number, total: number, chunked: boolean) {
-  return new Promise<{ statusLine: string; written: number }>((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const chunk = Buffer.alloc(64 * 1024, 'a');
-    let data = '';
-    let written = 0;
-    let done = false;
-    const finish = () => {
-      if (!done) {
-        done = true;
-        resolve({ statusLine: data.split('\r\n')[0] ?? '', written });
-      }
-    };
-    sock.on('data', (d) => {
-      data += d.toString('latin1');
-    });
-    sock.on('error', finish);
-    sock.on('close', finish);
-    sock.write(
-      `POST /api/v1/leases HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ` +
-        `${TOKEN}\r\nContent-Type: ` +
-        `application/json\r\n${chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${total}`}\r\n\r\n`,
-    );
-    const open = '{"description":"';
-    sock.write(chunked ? `${open.length.toString(16)}\r\n${open}\r\n` : open);
-    written = open.length;
-    const pump = () => {
-      while (!done && !sock.destroyed && written < total) {
-        written += chunk.length;
-        const ok = chunked
-          ? sock.write(`${chunk.length.toString(16)}\r\n`) && sock.write(chunk) && sock.write('\r\n')
-          : sock.write(chunk);
-        if (!ok) {
-          sock.once('drain', pump);
-          return;
-        }
-      }
-    };
-    pump();
-    setTimeout(() => {
-      sock.destroy();
-      finish();
-    }, 10_000).unref();
+  return streamBigBody({
+    port,
+    head:
+      `POST /api/v1/leases HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\n` +
+      'Content-Type: application/json\r\n',
+    total,
+    chunked,
+    fill: 'a',
+    prefix: '{"description":"',
   });
 }
 

@@ -15,6 +15,7 @@ import { decodeSearch, encodeSearchResponse, matchSearch, SsdpDecodeError } from
 import { decodeSoapRequest, SoapDecodeError } from '../../protocols/upnp/index.js';
 import { captureLog, counter, fuzzSeed, mutateBytes, mutateText, percentile, prng, until } from '../fuzz/mutate.js';
 import { errorCodeOf, field, IPC1, IPC2, startUpnp, type UpnpHarness } from './upnp-helpers.js';
+import { streamBigBody } from '../helpers/big-body.js';
 
 const fixture = (f: string) => readFileSync(new URL(`../fixtures/upnp/${f}`, import.meta.url), 'utf8');
 const ENVELOPES = ['soap-miniupnpc.xml', 'soap-nat-upnp.xml', 'soap-nat-port-mapper.xml'].map(fixture);
@@ -359,51 +360,16 @@ test('DTDs and entities: billion laughs, XXE (file and http), parameter entities
   }
 });
 
-/**
- * streams `total` bytes of body from one reused chunk; resolves with the answer's status line, bytes written, and
- * whether the server closed
- */
+/** streams `total` bytes of SOAP body to the control URL (see streamBigBody) */
 function bigUpload(port: number, total: number, chunked: boolean) {
-  return new Promise<{ statusLine: string; written: number }>((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const chunk = Buffer.alloc(64 * 1024, 'A');
-    let data = '';
-    let written = 0;
-    let done = false;
-    const finish = () => {
-      if (!done) {
-        done = true;
-        resolve({ statusLine: data.split('\r\n')[0] ?? '', written });
-      }
-    };
-    sock.on('data', (d) => {
-      data += d.toString('latin1');
-    });
-    sock.on('error', finish);
-    sock.on('close', finish);
-    const head =
-      `POST /igd1/ctl/IPConn HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: text/xml\r\nSOAPAction: ` +
-      `"${IPC1}#AddPortMapping"\r\n` +
-      (chunked ? 'Transfer-Encoding: chunked\r\n\r\n' : `Content-Length: ${total}\r\n\r\n`);
-    sock.write(head);
-    const pump = () => {
-      while (!done && !sock.destroyed && written < total) {
-        written += chunk.length;
-        const ok = chunked
-          ? sock.write(`${chunk.length.toString(16)}\r\n`) && sock.write(chunk) && sock.write('\r\n')
-          : sock.write(chunk);
-        if (!ok) {
-          sock.once('drain', pump);
-          return;
-        }
-      }
-      if (!done && !sock.destroyed) sock.end(chunked ? '0\r\n\r\n' : '');
-    };
-    pump();
-    setTimeout(() => {
-      sock.destroy();
-      finish();
-    }, 10_000).unref();
+  return streamBigBody({
+    port,
+    head:
+      `POST /igd1/ctl/IPConn HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: text/xml\r\n` +
+      `SOAPAction: "${IPC1}#AddPortMapping"\r\n`,
+    total,
+    chunked,
+    fill: 'A',
   });
 }
 
