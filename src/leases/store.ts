@@ -356,6 +356,8 @@ export function openStore(opts: OpenStoreOptions) {
         `WHERE kind = 'replaced' AND until > ?`,
     ),
     pruneRevocations: db.prepare(`DELETE FROM revocations WHERE until <= ?`),
+    // the last term of an admin revoke: while none holds, a new grant need not look (src/leases/table.ts)
+    revokedUntil: db.prepare(`SELECT max(until) AS t FROM revocations WHERE kind = 'revoked'`),
     countRevocations: db.prepare(`SELECT count(*) AS n FROM revocations`),
     // the revocations ending first go first when the table is over its cap
     trimRevocations: db.prepare(

@@ -181,6 +181,11 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     .prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port,
     CASE WHEN family = 6 THEN remote_address END, family FROM leases WHERE state = 'active'`)
     .raw(true);
+  /**
+   * The latest term of an admin revoke (derived: the revocations table's own maximum, raised by each revoke):
+   * while none holds, a new grant skips the revocation lookup (one statement per grant fewer, at every grant).
+   */
+  let revokedUntil = 0;
   function rebuildCaches(): void {
     ports.clear();
     activeBySource.clear();
@@ -226,6 +231,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         bySource: (r.replaced_by_source ?? 'static') as Lease['source'],
       });
     }
+    revokedUntil = (s.revokedUntil.get() as { t: number | null }).t ?? 0;
     const e = countEndedRows.get() as { n: number; t: number | null };
     endedCount = e.n;
     oldestEndedAt = e.t;
@@ -596,9 +602,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const full = capacityRefusal(req.source);
     if (full) return none(full);
     if (!trusted) {
-      const rv = s.revoked.get({ now, protocol: req.protocol, ia: address, ip: start, owner, ep: start }) as
-        | { lease_id: string; until: number }
-        | undefined;
+      const rv =
+        revokedUntil > now
+          ? (s.revoked.get({ now, protocol: req.protocol, ia: address, ip: start, owner, ep: start }) as
+              | { lease_id: string; until: number }
+              | undefined)
+          : undefined;
       if (rv)
         return none({
           ok: false,
@@ -765,7 +774,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     // 2. a new lease: the global cap, revocations, policy, quota, then a port
     const full = capacityRefusal(req.source);
     if (full) return none(full);
-    if (!policy.isTrusted(req.source)) {
+    if (!policy.isTrusted(req.source) && revokedUntil > now) {
       const rv = s.revoked.get({
         now,
         protocol: req.protocol,
@@ -995,6 +1004,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         row.expires_at,
         row.id,
       );
+      revokedUntil = Math.max(revokedUntil, row.expires_at);
       trimRevocations();
     }
     const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
@@ -1157,13 +1167,23 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
       return;
     }
+    // a savepoint per job, so one that throws is taken back alone; a tick of one job (every tick at concurrency 1)
+    // needs none: the transaction itself is taken back (two statements fewer per lone request)
+    const alone = jobs.length === 1;
     for (const j of jobs) {
-      tx.savepoint.run();
+      if (!alone) tx.savepoint.run();
       try {
         outcomes.push(j.run());
         failures.push(null);
-        tx.release.run();
+        if (!alone) tx.release.run();
       } catch (e) {
+        if (alone) {
+          tx.rollback.run();
+          rebuildCaches();
+          log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
+          j.resolve(j.onUnavailable((e as Error).message));
+          return;
+        }
         tx.rollbackTo.run();
         tx.release.run();
         outcomes.push(null);
@@ -1272,13 +1292,15 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
     publishGauges();
     // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
+    let rearm = !expiryUnchanged(ok);
     if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) {
       expiryRetryAt = 0;
       expiryBackoffMs = 0;
+      rearm = true;
     }
     if (ended.length > 0)
       dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
-    scheduleExpiry();
+    if (rearm) scheduleExpiry();
     schedulePrune();
     if (needReconcile) {
       needReconcile = false;
@@ -1323,6 +1345,25 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   let expiryBackoffMs = 0;
   /** the expiry loop in progress: one at a time, so a burst goes one batch per tick with requests between */
   let expiring: Promise<number> | null = null;
+  /**
+   * Can the expiry timer stay as it is after these outcomes? Yes when it is armed and every change was a grant
+   * or renewal expiring no earlier than it: the earliest expiry can only have moved later (a renewal of the
+   * earliest lease), and then the timer fires early, finds nothing due and is set again from the table. Saves
+   * the next-expiry query after nearly every tick of new mappings.
+   */
+  function expiryUnchanged(outcomes: readonly JobOutcome<unknown>[]): boolean {
+    if (expiryTimer === null || expiryAt === null || expiring) return false;
+    for (const o of outcomes) {
+      if (o.remove.length > 0) return false;
+      for (const e of o.events) {
+        if (e.type !== 'granted' && e.type !== 'renewed') return false;
+        const t = e.lease?.expiresAt;
+        if (t === null || t === undefined) continue;
+        if (t < expiryAt) return false;
+      }
+    }
+    return true;
+  }
   function scheduleExpiry(): void {
     if (closed) return;
     if (expiring) return; // the loop re-arms the timer when it is done

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
-import { ipInCidr } from '../../common/net.js';
+import { ipInCidr, ipv4ToInt } from '../../common/net.js';
 import { canonicalIPv6, isPinholeTarget } from '../../common/ipv6.js';
 import type { AddressFamily } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
@@ -85,6 +85,14 @@ const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true
 
 function protocolName(p: number): 'tcp' | 'udp' | null {
   return p === IpProtocol.TCP ? 'tcp' : p === IpProtocol.UDP ? 'udp' : null;
+}
+
+/**
+ * an address in the one text form the codec reads (normalizeAddress), or as given when it is none. A dotted quad
+ * without leading zeros is that form already: no trip through 16 bytes (this runs twice per request)
+ */
+function canonicalAddress(a: string): string {
+  return ipv4ToInt(a) !== null ? a : (normalizeAddress(a) ?? a);
 }
 
 function isIpv4(a: string): boolean {
@@ -209,7 +217,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       }
     | { ok: false; result: HandleResult } {
     const processed: PcpOption[] = [];
-    let internalAddress = normalizeAddress(req.clientAddress) ?? req.clientAddress;
+    let internalAddress = canonicalAddress(req.clientAddress);
     let thirdParty = false;
     const tp = req.options.find((o): o is Extract<PcpOption, { kind: 'third_party' }> => o.kind === 'third_party');
     if (tp) {
@@ -224,7 +232,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
             `THIRD_PARTY from ${source} not allowed (pcp.thirdParty)`,
           ),
         };
-      internalAddress = normalizeAddress(tp.address) ?? tp.address;
+      internalAddress = canonicalAddress(tp.address);
       thirdParty = true;
     }
     if (data.protocol === IpProtocol.ALL) {
@@ -595,7 +603,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
         true,
       );
     }
-    const owner = normalizeAddress(source) ?? source;
+    const owner = canonicalAddress(source);
     const ext = leases.externalAddress();
     if (req.opcode === NatPmpOpcode.EXTERNAL_ADDRESS) {
       if (!isIpv4(ext) || ext === '0.0.0.0') {
@@ -684,7 +692,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
   return {
     /** handle one datagram from `source` (the packet's source address) */
     async handle(packet: Uint8Array, source: string): Promise<HandleResult> {
-      const src = normalizeAddress(source) ?? source;
+      const src = canonicalAddress(source);
       switch (classifyPacket(packet)) {
         case 'drop':
           return { ...PCP_DROP, detail: packet.length < 2 ? 'shorter than 2 octets' : 'R bit set' };
