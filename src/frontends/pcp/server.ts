@@ -179,27 +179,50 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     return null;
   }
 
+  /** the link an IPv6 socket is on: a link-local address's zone, else the interface that holds the address */
+  function linkOf(address: string): string | null {
+    const { zone } = splitZone(address);
+    return zone ?? interfaceOf(address);
+  }
+
+  /**
+   * Where each announcement goes, from which socket. IPv4: 224.0.0.1:5350 from every socket. IPv6 (RFC 6887
+   * §14.1.1, §14.1.3): the all-nodes group ff02::1 port 5350, once on each LAN link, sent from that link's
+   * link-local address (a client on the link can always reach it, whatever the global prefixes do); a link
+   * with no link-local socket bound falls back to one of its other addresses. A configured target (tests):
+   * every socket of its family.
+   */
+  function announceRoutes(): { socket: Socket; from: string; address: string; port: number }[] {
+    const out: { socket: Socket; from: string; address: string; port: number }[] = [];
+    const links = new Map<string, (typeof sockets)[number]>();
+    for (const s of sockets) {
+      if (opts.announce) {
+        if (isIPv6(opts.announce.address) === (s.family === 6))
+          out.push({ socket: s.socket, from: s.address, ...opts.announce });
+      } else if (s.family === 4) {
+        out.push({ socket: s.socket, from: s.address, address: ANNOUNCE_GROUP.ipv4, port: Port.CLIENT });
+      } else {
+        const link = linkOf(s.address);
+        if (!link) continue;
+        const had = links.get(link);
+        if (!had || (splitZone(s.address).zone !== null && splitZone(had.address).zone === null)) links.set(link, s);
+      }
+    }
+    for (const [link, s] of links)
+      out.push({ socket: s.socket, from: s.address, address: `${ANNOUNCE_GROUP.ipv6}%${link}`, port: Port.CLIENT });
+    return out;
+  }
+
   function sendAnnouncements(): void {
     if (opts.announce === null || closed) return;
     const packets = announcementPackets();
-    for (const s of sockets) {
-      let address: string;
-      let port: number;
-      if (opts.announce) {
-        if (isIPv6(opts.announce.address) !== (s.family === 6)) continue;
-        ({ address, port } = opts.announce);
-      } else if (s.family === 4) {
-        address = ANNOUNCE_GROUP.ipv4;
-        port = Port.CLIENT;
-      } else {
-        const ifname = interfaceOf(s.address);
-        if (!ifname) continue;
-        address = `${ANNOUNCE_GROUP.ipv6}%${ifname}`;
-        port = Port.CLIENT;
-      }
+    for (const r of announceRoutes()) {
+      // NAT-PMP is IPv4 only (RFC 6886): its address announcement never goes out over IPv6
+      const six = isIPv6(splitZone(r.from).address);
       for (const p of packets) {
-        s.socket.send(p, port, address, (err) => {
-          if (err) log.debug({ err: err.message, from: s.address, to: `${address}:${port}` }, 'announcement not sent');
+        if (six && p[0] === Version.NAT_PMP) continue;
+        r.socket.send(p, r.port, r.address, (err) => {
+          if (err) log.debug({ err: err.message, from: r.from, to: `${r.address}:${r.port}` }, 'announcement not sent');
         });
       }
     }
