@@ -359,6 +359,9 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const frontends: { name: string; listening: string[] }[] = [];
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
+  /** the front-ends that follow the LAN addresses after start (the LAN address watch below) */
+  const lanAddressSinks: ((list: readonly import('./dataplane/address-monitor.js').LanAddress[]) => Promise<void>)[] =
+    [];
 
   // the request paths run against scratch state before the front-ends open, so the first clients meet compiled
   // code (src/warmup.ts; docs/benchmarks.md, "Cold start")
@@ -399,6 +402,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     frontends.push({ name: 'pcp', listening: pcp.addresses().map((a) => `${a.address}:${a.port}`) });
     pcpEpoch = () => pcp.epoch();
     onStateLost.push((why) => pcp.resetEpoch(why));
+    lanAddressSinks.push((l) => pcp.setAddresses(l.map((a) => a.address)));
   }
 
   if (config.upnp.enabled) {
@@ -441,6 +445,17 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     upnpDescriptionUrls = () => upnp.descriptionUrls().flatMap((d) => [d.v1, d.v2]);
     onExternalAddress.push(() => upnp.stateChanged());
     onReloaded.push(() => upnp.stateChanged());
+    lanAddressSinks.push((l) =>
+      upnp.setAddresses(
+        l
+          .filter((a) => a.family === 4 || config.upnp.ipv6)
+          .map((a) =>
+            a.family === 4
+              ? `${a.address}/${a.prefixLength}`
+              : `${a.address.split('%')[0]}%${a.interface}/${a.prefixLength}`,
+          ),
+      ),
+    );
   }
 
   // a WAN address read from the interface follows the interface (PCP notices leases.externalAddress() itself)
@@ -490,6 +505,20 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       if (c.removed.length > 0) void endPinholesOutside(c.current, c.removed);
     });
     parts.push({ name: 'prefix-watch', close: async () => prefixes.stop() });
+  }
+
+  // LAN addresses that appear after start (or finish DAD) are served, and those removed are closed (issue 15,
+  // item 5): the same address monitor as the prefix watch, the whole list each time (address-monitor.ts)
+  if (lanAddressSinks.length > 0 && config.dataplane.driver === 'nftables' && !config.listenAddresses) {
+    const { watchLanAddresses } = await import('./dataplane/address-monitor.js');
+    const lanWatch = watchLanAddresses(
+      { lan: config.interfaces.lan, log: log.child({ component: 'lan-addresses' }) },
+      (l) => {
+        for (const sink of lanAddressSinks)
+          void sink(l).catch((e) => log.error({ err: (e as Error).message }, 'LAN address change not followed'));
+      },
+    );
+    parts.push({ name: 'lan-addresses', close: async () => lanWatch.stop() });
   }
 
   // the admin server starts last, so it is closed first

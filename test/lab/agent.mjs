@@ -199,7 +199,30 @@ function udpBytes(msg) {
   });
 }
 
+// every datagram that arrives on host:port (e.g. `::`, 5350: unsolicited PCP ANNOUNCEs to ff02::1) for
+// durationMs (bounded at 30 s): [{ from, to, hex }], `to` the local address it came in through (IPv6 only)
+function udpCollect(msg) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket({ type: String(msg.host ?? '').includes(':') ? 'udp6' : 'udp4', reuseAddr: true });
+    const got = [];
+    s.on('error', (e) => resolve({ ok: false, error: e.message }));
+    s.on('message', (d, r) => {
+      if (got.length < 1000) got.push({ from: `${r.address}:${r.port}`, hex: d.toString('hex') });
+    });
+    s.bind({ port: msg.port, address: msg.host, exclusive: false }, () => {
+      setTimeout(
+        () => {
+          s.close();
+          resolve({ ok: true, got });
+        },
+        Math.min(30_000, msg.durationMs ?? 2000),
+      );
+    });
+  });
+}
+
 const ops = {
+  udpCollect,
   listen,
   tcpConnect,
   tcpSend,

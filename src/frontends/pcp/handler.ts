@@ -159,7 +159,9 @@ function refusalDetail(r: Refusal): string {
 export function createPcpHandler(deps: PcpHandlerDeps) {
   const { config, leases, conntrack } = deps;
   const opcodes: number[] = [Opcode.ANNOUNCE, Opcode.MAP];
-  if (config.pcp.peer && conntrack) opcodes.push(Opcode.PEER);
+  // PEER: IPv4 flows need conntrack (an existing flow is extended); an IPv6 one is a pinhole for its peer
+  const pinholesConfigured = deps.ipv6Pinholes !== undefined && deps.ipv6Pinholes !== false;
+  if (config.pcp.peer && (conntrack || pinholesConfigured)) opcodes.push(Opcode.PEER);
   const pcpBounds = config.policy.lifetime.pcp;
   // every PEER request may start a `conntrack` process: a global rate across all clients, so spoofed
   // LAN sources cannot multiply it (the conntrack runner also runs one process at a time and caches)
@@ -222,7 +224,12 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const tp = req.options.find((o): o is Extract<PcpOption, { kind: 'third_party' }> => o.kind === 'third_party');
     if (tp) {
       processed.push(tp);
-      if (!thirdPartyAllowed(source))
+      const target = canonicalAddress(tp.address);
+      if (thirdPartyAllowed(source)) {
+        internalAddress = target;
+        thirdParty = true;
+      } else if (!(config.policy.secureMode && !isIpv4(target) && !isIpv4(source))) {
+        // RFC 6887 §13.1: a THIRD_PARTY the server is not configured to accept is NOT_AUTHORIZED
         return {
           ok: false,
           result: pcpError(
@@ -232,8 +239,13 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
             `THIRD_PARTY from ${source} not allowed (pcp.thirdParty)`,
           ),
         };
-      internalAddress = canonicalAddress(tp.address);
-      thirdParty = true;
+      } else {
+        // a pinhole for another address of the requester (a privacy address asking for the stable one, or
+        // the other way round): secure mode's own-address check decides, as for UPnP's AddPinhole
+        // (policy.ts, same-host.ts: one link-layer address in the neighbour table); any other host's
+        // address is refused there, and answered NOT_AUTHORIZED (§13.1)
+        internalAddress = target;
+      }
     }
     if (data.protocol === IpProtocol.ALL) {
       // whole-host mappings have no lease shape in portd; an admin who enables them still gets UNSUPP_PROTOCOL
@@ -252,9 +264,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       ? 'IPv6 pinholes are off'
       : v6 === null || !isPinholeTarget(v6)
         ? 'not a global or unique-local address: no pinhole can reach it'
-        : req.opcode !== Opcode.MAP
-          ? 'PEER for IPv6 flows is not supported yet'
-          : null;
+        : null;
     if (why !== null)
       return {
         ok: false,
@@ -456,10 +466,87 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     return { ok: true, lease: null };
   }
 
+  /**
+   * PEER for an IPv6 flow (RFC 6887 §12): portd is a pure firewall there, so PEER creates or extends the
+   * pinhole for that one remote peer (§12.3: the mapping PEER would create is, without translation, the
+   * internal endpoint itself): a family-6 lease, external = internal, with the remote filter = the peer's
+   * whole address. The kernel filters on the remote address, not its port (docs/nftables.md), so the peer is
+   * let in from any of its ports. Renewals, the nonce and lifetime 0 (delete) work as for MAP.
+   */
+  async function handlePinholePeer(
+    req: PcpRequest & { opcode: 2 },
+    from: string,
+    s: { internalAddress: string; thirdParty: boolean; protocol: 'tcp' | 'udp'; processed: PcpOption[] },
+  ): Promise<HandleResult> {
+    const source = from.includes(':') && !from.includes('%') ? (canonicalIPv6(from) ?? from) : from;
+    const p = req.peer;
+    const remoteText = normalizeAddress(p.remoteAddress) ?? p.remoteAddress;
+    // no NAT64 in portd: an IPv6 host's flow to an IPv4 peer cannot exist here, and nothing would be opened
+    if (isIpv4(remoteText))
+      return pcpError(
+        req,
+        ResultCode.NOT_AUTHORIZED,
+        s.processed,
+        `PEER from IPv6 ${s.internalAddress} to IPv4 ${remoteText}: portd does no NAT64`,
+      );
+    const remote = canonicalIPv6(remoteText);
+    if (remote === null || isUnspecified(p.remoteAddress))
+      return pcpError(req, ResultCode.MALFORMED_REQUEST, s.processed, 'PEER without a remote peer address');
+    const nonce = nonceHex(p.nonce);
+    const common = {
+      family: 6 as const,
+      source: 'pcp' as const,
+      identity: 'internal' as const,
+      protocol: s.protocol,
+      owner: source,
+      internalAddress: s.internalAddress,
+      internalPort: p.internalPort,
+      remoteAddress: remote,
+      nonce,
+      thirdPartyAllowed: s.thirdParty,
+      actor: `pcp:${source}`,
+    };
+    const answer = (lifetime: number, lease: Lease | null, detail: string) =>
+      pcpResult(
+        {
+          version: Version.PCP,
+          opcode: Opcode.PEER,
+          resultCode: ResultCode.SUCCESS,
+          lifetime,
+          epoch: deps.epoch(),
+          // no translation: the assigned external endpoint is the internal one (§12.3)
+          peer: {
+            ...p,
+            externalPort: lease?.externalPort ?? p.internalPort,
+            externalAddress: lease?.externalAddress ?? s.internalAddress,
+          },
+          options: s.processed,
+        },
+        detail,
+      );
+    if (req.lifetime === 0) {
+      const released = await leases.release(common);
+      if (!released.ok) return pcpError(req, pcpCodeFor(released, false), s.processed, refusalDetail(released));
+      return answer(0, released.lease, released.lease ? `deleted lease ${released.lease.id}` : 'nothing to delete');
+    }
+    const r = await leases.request({
+      ...common,
+      externalPort: p.internalPort,
+      allowOtherPort: false,
+      remotePrefix: 128,
+      remotePort: null,
+      lifetime: req.lifetime,
+      description: `PCP PEER ${s.protocol.toUpperCase()} [${s.internalAddress}]:${p.internalPort} from [${remote}]`,
+    } as Parameters<LeaseTableApi['request']>[0]);
+    if (!r.ok) return pcpError(req, pcpCodeFor(r, false), s.processed, refusalDetail(r));
+    return answer(r.lifetime ?? 0, r.lease, `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`);
+  }
+
   async function handlePeer(req: PcpRequest & { opcode: 2 }, source: string): Promise<HandleResult> {
     const p = req.peer;
     const s = subject(req, source, p);
     if (!s.ok) return s.result;
+    if (s.family === 6) return handlePinholePeer(req, source, s);
     if (!conntrack) return pcpError(req, ResultCode.UNSUPP_OPCODE, s.processed, 'PEER without conntrack');
     if (!peerLimiter.take('peer')) {
       // RFC 6887 §7.4: NO_RESOURCES, a short lifetime error: the client may ask again in 30 s

@@ -25,7 +25,7 @@ import {
 import type { ConntrackApi } from './conntrack.js';
 import { createPcpHandler, type PcpFrontendConfig } from './handler.js';
 import { createLogGate } from '../../common/log-gate.js';
-import { splitZone } from '../../common/ipv6.js';
+import { canonicalIPv6, splitZone } from '../../common/ipv6.js';
 import { createGlobalLimitReport, createRateLimiter } from '../rate-limit.js';
 
 export interface PcpServerOptions {
@@ -70,12 +70,24 @@ export interface PcpServer {
   epoch(): number;
   /** state may have been lost (or the external address changed): new epoch + announcements */
   resetEpoch(reason: string): void;
+  /**
+   * the LAN addresses now (the address monitor's list, after start): binds those not bound yet (an address
+   * added after start, or one that finished DAD) and closes the sockets of those gone; a line per change
+   */
+  setAddresses(addresses: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 
 const RECV_BUFFER_BYTES = 1 << 20;
 
 /** a PCP ANNOUNCE (version 2, opcode 0) or a NAT-PMP external address request (version 0, opcode 0) */
+/** one text per address: IPv6 canonical (RFC 5952), the zone kept */
+function addressKey(a: string): string {
+  if (!isIPv6(splitZone(a).address)) return a;
+  const { address, zone } = splitZone(a);
+  return `${canonicalIPv6(address) ?? address}${zone ? `%${zone}` : ''}`;
+}
+
 function isProbe(msg: Uint8Array): boolean {
   return msg.length >= 2 && msg[1] === 0 && (msg[0] === Version.PCP || msg[0] === Version.NAT_PMP);
 }
@@ -167,27 +179,50 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     return null;
   }
 
+  /** the link an IPv6 socket is on: a link-local address's zone, else the interface that holds the address */
+  function linkOf(address: string): string | null {
+    const { zone } = splitZone(address);
+    return zone ?? interfaceOf(address);
+  }
+
+  /**
+   * Where each announcement goes, from which socket. IPv4: 224.0.0.1:5350 from every socket. IPv6 (RFC 6887
+   * §14.1.1, §14.1.3): the all-nodes group ff02::1 port 5350, once on each LAN link, sent from that link's
+   * link-local address (a client on the link can always reach it, whatever the global prefixes do); a link
+   * with no link-local socket bound falls back to one of its other addresses. A configured target (tests):
+   * every socket of its family.
+   */
+  function announceRoutes(): { socket: Socket; from: string; address: string; port: number }[] {
+    const out: { socket: Socket; from: string; address: string; port: number }[] = [];
+    const links = new Map<string, (typeof sockets)[number]>();
+    for (const s of sockets) {
+      if (opts.announce) {
+        if (isIPv6(opts.announce.address) === (s.family === 6))
+          out.push({ socket: s.socket, from: s.address, ...opts.announce });
+      } else if (s.family === 4) {
+        out.push({ socket: s.socket, from: s.address, address: ANNOUNCE_GROUP.ipv4, port: Port.CLIENT });
+      } else {
+        const link = linkOf(s.address);
+        if (!link) continue;
+        const had = links.get(link);
+        if (!had || (splitZone(s.address).zone !== null && splitZone(had.address).zone === null)) links.set(link, s);
+      }
+    }
+    for (const [link, s] of links)
+      out.push({ socket: s.socket, from: s.address, address: `${ANNOUNCE_GROUP.ipv6}%${link}`, port: Port.CLIENT });
+    return out;
+  }
+
   function sendAnnouncements(): void {
     if (opts.announce === null || closed) return;
     const packets = announcementPackets();
-    for (const s of sockets) {
-      let address: string;
-      let port: number;
-      if (opts.announce) {
-        if (isIPv6(opts.announce.address) !== (s.family === 6)) continue;
-        ({ address, port } = opts.announce);
-      } else if (s.family === 4) {
-        address = ANNOUNCE_GROUP.ipv4;
-        port = Port.CLIENT;
-      } else {
-        const ifname = interfaceOf(s.address);
-        if (!ifname) continue;
-        address = `${ANNOUNCE_GROUP.ipv6}%${ifname}`;
-        port = Port.CLIENT;
-      }
+    for (const r of announceRoutes()) {
+      // NAT-PMP is IPv4 only (RFC 6886): its address announcement never goes out over IPv6
+      const six = isIPv6(splitZone(r.from).address);
       for (const p of packets) {
-        s.socket.send(p, port, address, (err) => {
-          if (err) log.debug({ err: err.message, from: s.address, to: `${address}:${port}` }, 'announcement not sent');
+        if (six && p[0] === Version.NAT_PMP) continue;
+        r.socket.send(p, r.port, r.address, (err) => {
+          if (err) log.debug({ err: err.message, from: r.from, to: `${r.address}:${r.port}` }, 'announcement not sent');
         });
       }
     }
@@ -219,11 +254,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     announceSeries();
   }
 
-  function onMessage(
-    s: { socket: Socket; address: string },
-    msg: Buffer,
-    rinfo: { address: string; port: number },
-  ): void {
+  function onMessage(s: (typeof sockets)[number], msg: Buffer, rinfo: { address: string; port: number }): void {
     const client = rinfo.address;
     if (opts.isLanClient && !opts.isLanClient(client)) {
       notLanPcp.inc();
@@ -274,7 +305,8 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
         } else {
           log.debug({ client, port: rinfo.port, frontend: r.frontend, detail: r.detail }, 'request answered');
         }
-        if (r.response && !closed) s.socket.send(r.response, rinfo.port, rinfo.address);
+        // the socket may have closed meanwhile (its address went away): the answer is dropped
+        if (r.response && !closed && sockets.includes(s)) s.socket.send(r.response, rinfo.port, rinfo.address);
       })
       .catch((err: unknown) => {
         // a bug, not the client's fault: log it, never crash the daemon
@@ -327,6 +359,31 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     sockets.push(entry);
   }
 
+  let syncing: Promise<void> = Promise.resolve();
+  async function setAddresses(list: readonly string[]): Promise<void> {
+    const want = new Map(
+      list.filter((a) => !isIPv6(splitZone(a).address) || config.pcp.ipv6).map((a) => [addressKey(a), a]),
+    );
+    for (const s of [...sockets]) {
+      if (want.has(addressKey(s.address))) continue;
+      sockets.splice(sockets.indexOf(s), 1);
+      await new Promise<void>((r) => s.socket.close(() => r()));
+      log.info({ address: s.address, port: config.pcp.port }, 'PCP stopped listening on a LAN address that went away');
+    }
+    for (const [key, a] of want) {
+      if (closed || sockets.some((s) => addressKey(s.address) === key)) continue;
+      try {
+        await bindOne(a);
+        log.info({ address: a, port: sockets.at(-1)!.socket.address().port }, 'PCP listening on a new LAN address');
+      } catch (e) {
+        log.warn(
+          { address: a, port: config.pcp.port, err: (e as Error).message },
+          'PCP cannot listen on a LAN address',
+        );
+      }
+    }
+  }
+
   return {
     async start() {
       if (!config.pcp.enabled && !config.natpmp.enabled) return;
@@ -377,6 +434,11 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     addresses: () => sockets.map((s) => ({ address: s.address, port: s.socket.address().port })),
     epoch,
     resetEpoch,
+    setAddresses(list) {
+      // one change after the other: a quick add and remove must end as the last list says
+      syncing = syncing.then(() => setAddresses(list));
+      return syncing;
+    },
     async close() {
       closed = true;
       if (announceTimer !== null) clock.clearTimeout(announceTimer);
@@ -384,6 +446,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
       announceTimer = addressTimer = null;
       // let answers in flight go out (bounded: the lease table answers or fails each request)
       for (let i = 0; i < 200 && inFlight > 0; i++) await new Promise((r) => setTimeout(r, 5));
+      await syncing;
       await Promise.all(sockets.splice(0).map((s) => new Promise<void>((r) => s.socket.close(() => r()))));
     },
   };

@@ -140,6 +140,11 @@ export interface UpnpLimits {
 export interface UpnpServer {
   listen(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * the LAN addresses now, in the listen options' form (the address monitor's list, after listen()): HTTP
+   * and SSDP bind the new ones and close the gone ones
+   */
+  setAddresses(addresses: readonly string[]): Promise<void>;
   /** bound HTTP endpoints, one per LAN address */
   httpAddresses(): { address: string; port: number }[];
   ssdpAddresses(): { address: string; port: number }[];
@@ -662,54 +667,96 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     );
   }
 
-  async function listen() {
-    for (const iface of interfaces) {
-      const server = http.createServer(
-        { maxHeaderSize: 8192, connectionsCheckingInterval: timeouts.check },
-        (req, res) => app.built()!.routing(req, res),
-      );
-      server.requestTimeout = timeouts.request;
-      server.headersTimeout = timeouts.headers;
-      server.keepAliveTimeout = timeouts.keepAlive;
-      server.timeout = timeouts.idle;
-      server.maxHeadersCount = 64;
-      server.on('connection', (sock: Socket) => {
-        const peer = unmapIPv4(sock.remoteAddress ?? '');
-        if (droppedNotLan(sock, peer)) return;
-        if (!connections.take(peer)) {
-          metrics.rateLimited.inc({ frontend: 'upnp' });
-          logOnce(
-            'warn',
-            `conns:${peer}`,
-            { peer, max: opts.limits?.connectionsPerClient ?? 16 },
-            'upnp client holds too many connections; new one closed',
-          );
-          sock.destroy();
-          return;
-        }
-        sockets.add(sock);
-        sock.once('close', () => {
-          sockets.delete(sock);
-          connections.give(peer);
+  /** an HTTP listener on one LAN address; false when an IPv6 address is not bindable yet (tentative) */
+  async function bindHttp(iface: LanInterface): Promise<boolean> {
+    const server = http.createServer({ maxHeaderSize: 8192, connectionsCheckingInterval: timeouts.check }, (req, res) =>
+      app.built()!.routing(req, res),
+    );
+    server.requestTimeout = timeouts.request;
+    server.headersTimeout = timeouts.headers;
+    server.keepAliveTimeout = timeouts.keepAlive;
+    server.timeout = timeouts.idle;
+    server.maxHeadersCount = 64;
+    server.on('connection', (sock: Socket) => {
+      const peer = unmapIPv4(sock.remoteAddress ?? '');
+      if (droppedNotLan(sock, peer)) return;
+      if (!connections.take(peer)) {
+        metrics.rateLimited.inc({ frontend: 'upnp' });
+        logOnce(
+          'warn',
+          `conns:${peer}`,
+          { peer, max: opts.limits?.connectionsPerClient ?? 16 },
+          'upnp client holds too many connections; new one closed',
+        );
+        sock.destroy();
+        return;
+      }
+      sockets.add(sock);
+      sock.once('close', () => {
+        sockets.delete(sock);
+        connections.give(peer);
+      });
+    });
+    const gate = net.createServer({ pauseOnConnect: true }, (sock) => hold(sock, server));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        gate.once('error', reject);
+        gate.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
+          gate.off('error', reject);
+          resolve();
         });
       });
-      const gate = net.createServer({ pauseOnConnect: true }, (sock) => hold(sock, server));
-      try {
-        await new Promise<void>((resolve, reject) => {
-          gate.once('error', reject);
-          gate.listen({ host: iface.address, port: opts.listen.httpPort }, () => {
-            gate.off('error', reject);
-            resolve();
-          });
-        });
-      } catch (e) {
-        // an IPv6 address still in duplicate address detection (tentative) or gone: UPnP serves the others
-        if (!isIPv6(iface.address) || (e as { code?: string }).code !== 'EADDRNOTAVAIL') throw e;
-        log.warn({ address: iface.address }, 'upnp cannot listen on an IPv6 address not ready yet; skipped');
-        continue;
-      }
-      servers.push({ iface, server, gate });
+    } catch (e) {
+      // an IPv6 address still in duplicate address detection (tentative) or gone: UPnP serves the others
+      if (!isIPv6(iface.address) || (e as { code?: string }).code !== 'EADDRNOTAVAIL') throw e;
+      log.warn({ address: iface.address }, 'upnp cannot listen on an IPv6 address not ready yet; skipped');
+      return false;
     }
+    // after the handover (the app is built) a new address's server takes its socket at once
+    if (handedOver)
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(gate, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    servers.push({ iface, server, gate });
+    return true;
+  }
+
+  /**
+   * The LAN addresses now (`192.168.1.1/24`, `2001:db8::1%lan0/64`, as the listen options), after listen():
+   * HTTP and SSDP start answering on an address added after start (or one that finished DAD) and stop on
+   * one that went away, its connections closed. A line per change.
+   */
+  async function setAddresses(list: readonly string[]): Promise<void> {
+    if (closing) return;
+    const next = list.map(lanInterface).filter((i) => !(isIPv6(i.address) && ipv6InPrefix(i.address, 'fe80::', 10)));
+    for (const s of [...servers]) {
+      if (next.some((i) => i.address === s.iface.address)) continue;
+      servers.splice(servers.indexOf(s), 1);
+      const done = new Promise<void>((r) => (s.server.listening ? s.server : s.gate).close(() => r()));
+      for (const sock of sockets) if (unmapIPv4(sock.localAddress ?? '') === s.iface.address) sock.destroy();
+      s.server.closeIdleConnections();
+      await done;
+      log.info({ address: s.iface.address }, 'upnp stopped listening on a LAN address that went away');
+    }
+    for (const i of next) {
+      if (servers.some((s) => s.iface.address === i.address)) continue;
+      try {
+        if (await bindHttp(i))
+          log.info({ address: i.address, port: httpPortOf(i) }, 'upnp listening on a new LAN address');
+      } catch (e) {
+        log.warn({ address: i.address, err: (e as Error).message }, 'upnp cannot listen on a LAN address');
+      }
+    }
+    // SSDP serves the addresses HTTP listens on: a LOCATION must lead somewhere
+    await ssdp?.setInterfaces(servers.map((s) => s.iface));
+  }
+
+  async function listen() {
+    for (const iface of interfaces) await bindHttp(iface);
     publish(false);
     unsubscribeLeases = leases.on((e) => {
       if (e.type !== 'refused') schedulePublish();
@@ -785,9 +832,18 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     await app.close();
   }
 
+  let syncing: Promise<void> = Promise.resolve();
   return {
     listen,
-    close,
+    close: async () => {
+      await syncing;
+      await close();
+    },
+    setAddresses(list: readonly string[]) {
+      // one change after the other: a quick add and remove must end as the last list says
+      syncing = syncing.then(() => setAddresses(list));
+      return syncing;
+    },
     httpAddresses,
     ssdpAddresses: () => ssdp?.addresses() ?? [],
     descriptionUrls,

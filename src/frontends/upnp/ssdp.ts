@@ -71,6 +71,8 @@ interface Bound {
   readonly socket: dgram.Socket;
   /** a multicast socket: the IPv6 interface name it listens on (null for the IPv4 group) */
   readonly groupScope?: string | null;
+  /** the IPv4 group socket: the LAN addresses it joined 239.255.255.250 on */
+  joined?: Set<string>;
 }
 
 /**
@@ -96,6 +98,8 @@ export function createSsdp(opts: SsdpOptions) {
     if (n !== null) log.info({ ...fields, suppressed: n }, msg);
   };
   const bound: Bound[] = [];
+  /** the LAN addresses served now: the options' at start, then as setInterfaces() says (addresses added later) */
+  const ifaces: LanInterface[] = [...opts.interfaces];
   const timers = new Set<NodeJS.Timeout>();
   let notifyTimer: NodeJS.Timeout | null = null;
   let pending = 0;
@@ -105,14 +109,15 @@ export function createSsdp(opts: SsdpOptions) {
     let best: LanInterface | null = null;
     const { address, zone } = splitZone(src);
     const six = isIPv6(address);
-    for (const i of opts.interfaces) {
+    for (const i of ifaces) {
       const inside = six ? v6(i) && ipv6InPrefix(address, i.address, i.prefix) : inPrefix(address, i.address, i.prefix);
-      if (inside && (!best || i.prefix > best.prefix)) best = i;
+      // a tie (two addresses of one subnet) goes to the one the search was sent to
+      if (inside && (!best || i.prefix > best.prefix || (i.prefix === best.prefix && i === via))) best = i;
     }
     // an IPv6 searcher usually sends from its link-local address (RFC 6724 picks it for ff02::c): the
     // interface it came in on answers, with its global or unique-local address in LOCATION
-    if (!best && six && zone !== null) best = opts.interfaces.find((i) => v6(i) && i.scope === zone) ?? null;
-    if (!best && six && groupScope) best = opts.interfaces.find((i) => v6(i) && i.scope === groupScope) ?? null;
+    if (!best && six && zone !== null) best = ifaces.find((i) => v6(i) && i.scope === zone) ?? null;
+    if (!best && six && groupScope) best = ifaces.find((i) => v6(i) && i.scope === groupScope) ?? null;
     // a unicast search to one of our addresses: that address answers (loopback tests, /32 configs)
     return best ?? via;
   }
@@ -174,7 +179,8 @@ export function createSsdp(opts: SsdpOptions) {
         timers.delete(t);
         pending--;
         perSource.give(src);
-        if (closing) return;
+        // closing, or this address's socket closed meanwhile (the address went away): nothing to send from
+        if (closing || !bound.some((b) => b.socket === sock)) return;
         let bytes: Uint8Array;
         try {
           bytes = encodeSearchResponse({
@@ -217,9 +223,9 @@ export function createSsdp(opts: SsdpOptions) {
     }));
   }
 
-  function sendAll(nts: typeof Nts.ALIVE | typeof Nts.BYEBYE): Promise<void> {
+  function sendAll(nts: typeof Nts.ALIVE | typeof Nts.BYEBYE, only: readonly Bound[] = bound): Promise<void> {
     const sends: Promise<void>[] = [];
-    for (const b of bound) {
+    for (const b of only) {
       if (!b.iface) continue;
       for (const dst of notifyDestinations(b.iface))
         for (const t of opts.targetsFor(b.iface)) {
@@ -277,42 +283,124 @@ export function createSsdp(opts: SsdpOptions) {
     });
   }
 
-  async function start() {
-    for (const iface of opts.interfaces) {
-      const six = v6(iface);
-      const socket = dgram.createSocket({ type: six ? 'udp6' : 'udp4', reuseAddr: true });
-      socket.on('message', (m, r) => onMessage(m, r, iface));
-      await bind(socket, iface.address);
-      try {
-        // IPv6 names the outgoing interface by its scope (`::%lan0`), IPv4 by its address
-        socket.setMulticastInterface(six ? `::%${iface.scope ?? ''}` : iface.address);
-        socket.setMulticastTTL(2); // UDA 1.1 §1.1.2: TTL default 2 (the IPv6 hop limit likewise)
-      } catch (e) {
-        log.debug({ err: (e as Error).message, address: iface.address }, 'ssdp: no multicast options on this address');
-      }
-      bound.push({ iface, socket });
+  /** the unicast socket of one LAN address (searches to it, our NOTIFYs and responses from it) */
+  async function bindUnicast(iface: LanInterface): Promise<Bound> {
+    const six = v6(iface);
+    const socket = dgram.createSocket({ type: six ? 'udp6' : 'udp4', reuseAddr: true });
+    socket.on('message', (m, r) => onMessage(m, r, iface));
+    await bind(socket, iface.address);
+    try {
+      // IPv6 names the outgoing interface by its scope (`::%lan0`), IPv4 by its address
+      socket.setMulticastInterface(six ? `::%${iface.scope ?? ''}` : iface.address);
+      socket.setMulticastTTL(2); // UDA 1.1 §1.1.2: TTL default 2 (the IPv6 hop limit likewise)
+    } catch (e) {
+      log.debug({ err: (e as Error).message, address: iface.address }, 'ssdp: no multicast options on this address');
     }
-    if (opts.joinMulticast !== false) {
-      const v4 = opts.interfaces.filter((i) => !v6(i));
-      if (v4.length > 0) {
-        const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
-        socket.on('message', (m, r) => onMessage(m, r, null));
-        // bound to the group address: unicast datagrams to other addresses of the host never arrive here
-        await bind(socket, group);
-        for (const iface of v4) socket.addMembership(group, iface.address);
-        bound.push({ iface: null, socket });
-      }
-      // IPv6: one socket per group and interface, bound to the scoped group, so the interface is known
-      const scopes = [...new Set(opts.interfaces.filter(v6).map((i) => i.scope ?? ''))].filter((x) => x !== '');
-      for (const scope of scopes)
-        for (const g of [SSDP_MULTICAST_IPV6.linkLocal, SSDP_MULTICAST_IPV6.siteLocal]) {
-          const socket = dgram.createSocket({ type: 'udp6', reuseAddr: true });
-          socket.on('message', (m, r) => onMessage(m, r, null, scope));
-          await bind(socket, `${g}%${scope}`);
-          socket.addMembership(g, `::%${scope}`);
-          bound.push({ iface: null, socket, groupScope: scope });
+    const b = { iface, socket };
+    bound.push(b);
+    return b;
+  }
+
+  /** the group sockets the current addresses need: 239.255.255.250 joined on each IPv4 one, ff02::c/ff05::c per link */
+  async function bindGroups(): Promise<void> {
+    if (opts.joinMulticast === false) return;
+    const v4 = ifaces.filter((i) => !v6(i));
+    let g4 = bound.find((b) => b.iface === null && b.groupScope === undefined);
+    if (v4.length > 0 && !g4) {
+      const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+      socket.on('message', (m, r) => onMessage(m, r, null));
+      // bound to the group address: unicast datagrams to other addresses of the host never arrive here
+      await bind(socket, group);
+      g4 = { iface: null, socket, joined: new Set() };
+      bound.push(g4);
+    }
+    if (g4) {
+      // a membership is per interface: a second address of a joined interface gets EADDRINUSE and is not
+      // recorded, so removing it never drops the interface's one membership; drops first, then joins, so an
+      // interface whose recorded address went away joins again through another of its addresses
+      if (!g4.joined) g4.joined = new Set();
+      const joined = g4.joined;
+      for (const a of [...joined])
+        if (!v4.some((i) => i.address === a)) {
+          joined.delete(a);
+          try {
+            g4.socket.dropMembership(group, a);
+          } catch {
+            /* the address is gone already, and with it the membership */
+          }
+        }
+      for (const iface of v4)
+        if (!joined.has(iface.address)) {
+          try {
+            g4.socket.addMembership(group, iface.address);
+            joined.add(iface.address);
+          } catch (e) {
+            if ((e as { code?: string }).code !== 'EADDRINUSE') throw e;
+          }
         }
     }
+    // IPv6: one socket per group and interface, bound to the scoped group, so the interface is known
+    const scopes = [...new Set(ifaces.filter(v6).map((i) => i.scope ?? ''))].filter((x) => x !== '');
+    for (const scope of scopes) {
+      if (bound.some((b) => b.groupScope === scope)) continue;
+      for (const g of [SSDP_MULTICAST_IPV6.linkLocal, SSDP_MULTICAST_IPV6.siteLocal]) {
+        const socket = dgram.createSocket({ type: 'udp6', reuseAddr: true });
+        socket.on('message', (m, r) => onMessage(m, r, null, scope));
+        await bind(socket, `${g}%${scope}`);
+        socket.addMembership(g, `::%${scope}`);
+        bound.push({ iface: null, socket, groupScope: scope });
+      }
+    }
+    for (const b of [...bound])
+      if (typeof b.groupScope === 'string' && !scopes.includes(b.groupScope)) await closeBound(b);
+  }
+
+  function closeBound(b: Bound): Promise<void> {
+    bound.splice(bound.indexOf(b), 1);
+    return new Promise<void>((r) => {
+      try {
+        b.socket.close(() => r());
+      } catch {
+        r();
+      }
+    });
+  }
+
+  /**
+   * The LAN addresses now (after start): a new one gets its socket (and its groups) and announces itself,
+   * a gone one's socket closes. A line per change.
+   */
+  async function setInterfaces(next: readonly LanInterface[]): Promise<void> {
+    if (closing) return;
+    const gone = ifaces.filter((i) => !next.some((n) => n.address === i.address));
+    const added = next.filter((n) => !ifaces.some((i) => i.address === n.address));
+    ifaces.splice(0, ifaces.length, ...next);
+    for (const i of gone) {
+      const b = bound.find((x) => x.iface?.address === i.address);
+      if (b) await closeBound(b);
+      log.info({ address: i.address }, 'ssdp stopped listening on a LAN address that went away');
+    }
+    const fresh: Bound[] = [];
+    for (const i of added) {
+      try {
+        fresh.push(await bindUnicast(i));
+        log.info({ address: i.address, port: addresses().at(-1)?.port ?? port }, 'ssdp listening on a new LAN address');
+      } catch (e) {
+        ifaces.splice(ifaces.indexOf(i), 1);
+        log.warn({ address: i.address, err: (e as Error).message }, 'ssdp cannot listen on a LAN address');
+      }
+    }
+    try {
+      await bindGroups();
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'ssdp cannot join its groups on a new LAN address');
+    }
+    if (fresh.length > 0) await sendAll(Nts.ALIVE, fresh);
+  }
+
+  async function start() {
+    for (const iface of ifaces) await bindUnicast(iface);
+    await bindGroups();
     await sendAll(Nts.ALIVE);
     notifyTimer = setInterval(
       () => {
@@ -323,7 +411,7 @@ export function createSsdp(opts: SsdpOptions) {
     notifyTimer.unref();
     log.info(
       {
-        interfaces: opts.interfaces.map((i) => `${i.address}/${i.prefix}`),
+        interfaces: ifaces.map((i) => `${i.address}/${i.prefix}`),
         port: addresses()[0]?.port ?? port,
         multicast: opts.joinMulticast !== false,
       },
@@ -366,6 +454,6 @@ export function createSsdp(opts: SsdpOptions) {
     bound.length = 0;
   }
 
-  return { start, close, addresses };
+  return { start, close, addresses, setInterfaces };
 }
 export type Ssdp = ReturnType<typeof createSsdp>;

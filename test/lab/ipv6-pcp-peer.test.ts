@@ -1,0 +1,112 @@
+/**
+ * Lab: PCP PEER for an IPv6 flow (issue 15, item 5; RFC 6887 §12) through the real `portd start`, real
+ * nftables and the lab's default-deny inbound IPv6 policy. PEER from LAN host A names the WAN host
+ * (2001:db8:113::2) as its peer: that peer then reaches A's TCP port, the WAN host's other address
+ * (2001:db8:113::3) does not; lifetime 0 closes it again. Root only; a failure under CI=true.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  decodePcpResponse,
+  encodePcpRequest,
+  IpProtocol,
+  nonceFromHex,
+  Opcode,
+  ResultCode,
+} from '../../protocols/pcp/index.js';
+import { ADDR6, IF, createLab, labSkip, type Agent, type Lab } from './harness.js';
+import { PortdProcess } from './portd-process.js';
+
+const skip = labSkip('ipv6-pcp-peer');
+const PORT = 8443;
+const FAIL_MS = 700;
+const WAN2 = '2001:db8:113::3';
+const NONCE = nonceFromHex('a1a2a3a4a5a6a7a8a9aaabac');
+
+describe('PCP PEER over IPv6: a pinhole for one remote peer', { skip, timeout: 90_000 }, () => {
+  let lab: Lab;
+  let portd: PortdProcess;
+  let dir: string;
+  let hostA: Agent, wan: Agent;
+
+  const pcp = async (bytes: Uint8Array) => {
+    const r = await hostA.call('udpBytes', {
+      host: ADDR6.gwLan,
+      port: 5351,
+      hex: Buffer.from(bytes).toString('hex'),
+      localAddress: ADDR6.hostA,
+      timeoutMs: 2000,
+    });
+    assert.ok(r.ok, JSON.stringify(r));
+    return decodePcpResponse(Buffer.from(String(r.reply), 'hex'));
+  };
+  const peer = (lifetime: number, remote = ADDR6.wanHost) =>
+    encodePcpRequest({
+      version: 2,
+      opcode: Opcode.PEER,
+      lifetime,
+      clientAddress: ADDR6.hostA,
+      options: [],
+      peer: {
+        nonce: NONCE,
+        protocol: IpProtocol.TCP,
+        internalPort: PORT,
+        externalPort: 0,
+        externalAddress: '::',
+        remotePort: 40000,
+        remoteAddress: remote,
+      },
+    });
+  const reaches = async (from: string) =>
+    (await wan.tcpProbe(ADDR6.hostA, PORT, { localAddress: from, data: 'x', timeoutMs: FAIL_MS })).ok;
+
+  before(async () => {
+    lab = await createLab({ ipv6: true });
+    await lab.must(lab.wan, ['ip', '-6', 'addr', 'add', `${WAN2}/64`, 'dev', 'eth0', 'nodad']);
+    dir = mkdtempSync(join(tmpdir(), 'portd-lab-peer6-'));
+    portd = new PortdProcess({
+      lab,
+      dir,
+      verbose: process.env['LAB_LOG'] === 'portd',
+      config:
+        [
+          'logLevel: info',
+          `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
+          'externalAddress: auto',
+          `stateDir: ${dir}`,
+          `database: { path: ${join(dir, 'portd.sqlite')} }`,
+          'dataplane: { driver: nftables, table: portd }',
+          'upnp: { enabled: false }',
+          'pcp: { ipv6: true }',
+          'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
+        ].join('\n') + '\n',
+    });
+    await portd.start();
+    hostA = await lab.agent(lab.lanA, 'hostA');
+    wan = await lab.agent(lab.wan, 'wan');
+    assert.ok((await hostA.listen('tcp', PORT, '::')).ok);
+  });
+
+  after(async () => {
+    await portd?.stop();
+    await lab?.teardown();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('PEER lets that peer in, and only it; lifetime 0 closes it', async () => {
+    assert.equal(await reaches(ADDR6.wanHost), false, 'default deny before');
+    const res = await pcp(peer(600));
+    assert.equal(res.resultCode, ResultCode.SUCCESS);
+    assert.equal(res.peer?.externalAddress, ADDR6.hostA, 'no translation');
+    assert.equal(res.peer?.externalPort, PORT);
+    assert.match(await lab.must(lab.gw, ['nft', 'list', 'set', 'inet', 'portd', 'pin6_peer']), /2001:db8:113::2/);
+    assert.equal(await reaches(ADDR6.wanHost), true, 'the peer reaches the LAN host');
+    assert.equal(await reaches(WAN2), false, 'another WAN address does not');
+    const del = await pcp(peer(0));
+    assert.equal(del.resultCode, ResultCode.SUCCESS);
+    assert.equal(await reaches(ADDR6.wanHost), false, 'closed after lifetime 0');
+  });
+});
