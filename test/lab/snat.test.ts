@@ -192,6 +192,30 @@ describe('outbound SNAT: two consoles on internal port 3074', { skip, timeout: 1
     assert.equal(seen(await udp(b, ADDR.wanHost, 7001, 'back')), `${EXT}:3075`, 'after the restart');
   });
 
+  test('an SNAT element deleted from outside is repaired by the audit, as a DNAT element is', async () => {
+    const del = await lab.exec(lab.gw, [
+      'nft',
+      'delete',
+      'element',
+      'inet',
+      'portd',
+      'snat4',
+      '{ 192.168.77.12 . udp . 3074 }',
+    ]);
+    assert.equal(del.code, 0, del.stderr);
+    const t0 = Date.now();
+    let list = '';
+    // the periodic reconcile runs every 5 s here, the audit after it
+    while (Date.now() - t0 < 30_000) {
+      list = (await lab.exec(lab.gw, ['nft', 'list', 'map', 'inet', 'portd', 'snat4'])).stdout;
+      if (list.includes('192.168.77.12 . udp . 3074')) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(list, /192\.168\.77\.12 \. udp \. 3074 timeout \S+ expires \S+ : 203\.0\.113\.1 \. 3075/);
+    await lab.exec(lab.gw, ['conntrack', '-D', '-p', 'udp', '-s', ADDR.hostB]);
+    assert.equal(seen(await udp(b, ADDR.wanHost2, 7001, 'repaired')), `${EXT}:3075`);
+  });
+
   test('after the delete, outbound falls back to the ordinary masquerade', async () => {
     const r = await upnpc(lab.lanB, ['-d', '3075', 'UDP']);
     assert.match(r.stdout, /returned : 0/, r.stdout + r.stderr);
