@@ -26,12 +26,15 @@ export type FwdSet = 'fwd4' | 'fwd4_range' | 'fwd4_peer';
 export type LiveSet = 'live_tcp' | 'live_udp' | 'live_tcp_range' | 'live_udp_range';
 /** IPv6 pinholes (no translation): internal address . protocol . port, a range, or with the remote first */
 export type PinholeSet = 'pin6' | 'pin6_range' | 'pin6_peer';
-export type ElementSet = FwdSet | LiveSet | PinholeSet;
+/** outbound source NAT of mapped internal endpoints: internal address . protocol . port -> external endpoint */
+export type SnatSet = 'snat4' | 'snat4_range';
+export type ElementSet = FwdSet | LiveSet | PinholeSet | SnatSet;
 export const FWD_SETS: readonly FwdSet[] = ['fwd4', 'fwd4_range', 'fwd4_peer'];
 export const LIVE_SETS: readonly LiveSet[] = ['live_tcp', 'live_udp', 'live_tcp_range', 'live_udp_range'];
 export const PINHOLE_SETS: readonly PinholeSet[] = ['pin6', 'pin6_range', 'pin6_peer'];
+export const SNAT_SETS: readonly SnatSet[] = ['snat4', 'snat4_range'];
 /** every element set, in the order a tick writes them */
-export const ELEMENT_SETS: readonly ElementSet[] = [...FWD_SETS, ...LIVE_SETS, ...PINHOLE_SETS];
+export const ELEMENT_SETS: readonly ElementSet[] = [...FWD_SETS, ...LIVE_SETS, ...PINHOLE_SETS, ...SNAT_SETS];
 
 export interface SetLayout {
   /** key fields in kernel order, with their types */
@@ -57,6 +60,10 @@ export const SET_LAYOUTS: Readonly<Record<ElementSet, SetLayout>> = {
   pin6: { key: [['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: false },
   pin6_range: { key: [['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: true },
   pin6_peer: { key: [['remote', 'ipv6_addr'], ['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: false },
+  // outbound: the mapped internal endpoint leaves from its external one (snat4), or a range that keeps its port
+  // numbers from the external address (snat4_range: snat to an address keeps the port)
+  snat4: { key: [['address', 'ipv4_addr'], PROTO, PORT], data: ['ipv4_addr', 'inet_service'], interval: false },
+  snat4_range: { key: [['address', 'ipv4_addr'], PROTO, PORT], data: ['ipv4_addr'], interval: true },
 };
 
 /** a map element's data: the translation target (a port is absent where the map keeps the packet's) */
@@ -114,6 +121,9 @@ export interface Mapping {
   readonly remote: RemoteFilter | null;
   /** seconds; null = no timeout (static) */
   readonly timeout: number | null;
+  /** the external IPv4 address (4 bytes) outbound flows of the internal endpoint leave from; null: no outbound
+   *  source NAT (a pinhole, or an external address that is not an IPv4 address yet) */
+  readonly external?: Uint8Array | null;
 }
 
 export class NftPlanError extends Error {
@@ -140,6 +150,12 @@ export function addressText(b: Uint8Array): string {
 
 function addressBytes(family: AddressFamily, text: string): Uint8Array | null {
   return family === 4 ? ipv4Bytes(text) : parseIPv6(text);
+}
+
+/** an external address outbound flows can leave from: an IPv4 address that is not 0.0.0.0 (not known yet) */
+function routableExternal(text: string): Uint8Array | null {
+  const b = ipv4Bytes(text);
+  return b === null || (b[0] === 0 && b[1] === 0 && b[2] === 0 && b[3] === 0) ? null : b;
 }
 
 function checkPort(p: number, id: string): void {
@@ -186,6 +202,7 @@ export function mappingOf(e: DataplaneEntry): Mapping {
     internalPort: e.internalPort,
     remote,
     timeout: e.timeoutSeconds,
+    external: family === 4 ? routableExternal(e.externalAddress) : null,
   };
 }
 
@@ -300,4 +317,52 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 export function sameData(a: ElementData | null, b: ElementData | null): boolean {
   if (a === null || b === null) return a === b;
   return a.port === b.port && sameBytes(a.address, b.address);
+}
+
+/**
+ * The outbound source-NAT element of one internal port of an IPv4 mapping (`internalPort` within the mapping's
+ * internal range), or null when the mapping translates nothing outbound (a pinhole, no IPv4 external address).
+ * Endpoint-independent (RFC 4787 REQ-1): keyed by the internal endpoint alone, whatever the destination; a
+ * remote filter restricts who may come in (RFC 6887 §13.3), not where the endpoint may send to.
+ */
+export function snatElementAt(m: Mapping, internalPort: number, timeout: number | null): NftElement | null {
+  if (m.family !== 4 || !m.external) return null;
+  const offset = internalPort - m.internalPort;
+  return element(
+    'snat4',
+    {
+      address: m.internal,
+      protocol: m.protocol,
+      port: internalPort,
+      data: { address: m.external, port: m.externalPort + offset },
+    },
+    timeout,
+  );
+}
+
+/**
+ * The outbound source-NAT elements of a mapping: one snat4 element per internal port (a range with a port offset
+ * is expanded, bounded like its DNAT elements by MAX_EXPANDED_PORTS), or one snat4_range interval element for a
+ * range that keeps its port numbers. None for a pinhole (no translation).
+ */
+export function snatElements(m: Mapping, timeout: number | null): NftElement[] {
+  if (m.family !== 4 || !m.external) return [];
+  const width = m.externalPortEnd - m.externalPort + 1;
+  if (width > 1 && m.internalPort === m.externalPort)
+    return [
+      element(
+        'snat4_range',
+        {
+          address: m.internal,
+          protocol: m.protocol,
+          port: m.internalPort,
+          portEnd: m.internalPort + width - 1,
+          data: { address: m.external, port: null },
+        },
+        timeout,
+      ),
+    ];
+  const out: NftElement[] = [];
+  for (let i = 0; i < width; i++) out.push(snatElementAt(m, m.internalPort + i, timeout)!);
+  return out;
 }

@@ -85,6 +85,7 @@ const NETLINK_SETS: ReadonlySet<ElementSet> = new Set<ElementSet>([
   'live_udp',
   'pin6',
   'pin6_peer',
+  'snat4',
 ]);
 
 export class NetlinkError extends Error {

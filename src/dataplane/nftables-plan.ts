@@ -9,10 +9,14 @@ import {
   LIVE_SETS,
   NftPlanError,
   PINHOLE_SETS,
+  SNAT_SETS,
   elementId,
   forwardElements,
+  ipv4Bytes,
   liveElement,
   mappingOf,
+  snatElementAt,
+  snatElements,
   type ElementSet,
   type ElementStep,
   type NftElement,
@@ -60,6 +64,87 @@ function entrySlot(e: LiveKey): number | string | null {
     : elementId(liveElement(e, null));
 }
 
+/**
+ * The outbound source-NAT slots of a lease: one per kernel SNAT element it would write (model.ts snatElements).
+ * A single internal port is a number (address · 2^17 + udp · 2^16 + port: below 2^49, exact in a double; a
+ * string per lease was three heap objects), a range that keeps its port numbers its snat4_range element id.
+ * Several leases may map one internal endpoint (UPnP: two external ports to one internal port; peer-filtered
+ * leases): they share the slot, and one of them (snatWinner) is the kernel element.
+ */
+export function entrySnatSlots(e: DataplaneEntry): (number | string)[] {
+  if (e.family === 6) return [];
+  const a = ipv4Bytes(e.externalAddress);
+  const b = ipv4Bytes(e.internalAddress);
+  if (a === null || b === null || (a[0] === 0 && a[1] === 0 && a[2] === 0 && a[3] === 0)) return [];
+  const width = e.externalPortEnd - e.externalPort + 1;
+  if (width > 1 && e.internalPort === e.externalPort) {
+    const el = snatElements(mappingOf(e), null)[0];
+    return el ? [elementId(el)] : [];
+  }
+  const base =
+    ((b[0]! * 2 ** 24 + b[1]! * 2 ** 16 + b[2]! * 2 ** 8 + b[3]!) * 2 + (e.protocol === 'udp' ? 1 : 0)) * 65536;
+  const out: number[] = [];
+  for (let i = 0; i < width; i++) out.push(base + e.internalPort + i);
+  return out;
+}
+
+/**
+ * Which of the leases sharing an internal endpoint its outbound flows leave from: an unfiltered lease before a
+ * peer-filtered one, then the lowest external port, then the key. Depends on the holders only, never on the
+ * order they came in, so a reset, a tick and an audit agree.
+ */
+export function snatWinner(holders: readonly ModelEntry[]): ModelEntry | null {
+  let best: ModelEntry | null = null;
+  for (const h of holders) {
+    if (best === null) {
+      best = h;
+      continue;
+    }
+    const a = h.entry;
+    const b = best.entry;
+    const ra = a.remoteAddress === null ? 0 : 1;
+    const rb = b.remoteAddress === null ? 0 : 1;
+    if (
+      ra !== rb
+        ? ra < rb
+        : a.externalPort !== b.externalPort
+          ? a.externalPort < b.externalPort
+          : entryKey(a) < entryKey(b)
+    )
+      best = h;
+  }
+  return best;
+}
+
+/** the SNAT element a lease writes for one of its slots */
+export function snatElementOf(e: DataplaneEntry, slot: number | string, timeout: number | null): NftElement | null {
+  const m = mappingOf(e);
+  if (typeof slot === 'number') return snatElementAt(m, slot % 65536, timeout);
+  return snatElements(m, timeout)[0] ?? null;
+}
+
+type Holders = Map<number | string, string | Set<string>>;
+
+function addHolder(map: Holders, slot: number | string, k: string): void {
+  const h = map.get(slot);
+  if (h === undefined) map.set(slot, k);
+  else if (typeof h === 'string') {
+    if (h !== k) map.set(slot, new Set([h, k]));
+  } else h.add(k);
+}
+
+function removeHolder(map: Holders, slot: number | string, k: string): void {
+  const h = map.get(slot);
+  if (h === undefined) return;
+  if (typeof h === 'string') {
+    if (h === k) map.delete(slot);
+    return;
+  }
+  h.delete(k);
+  if (h.size === 1) map.set(slot, h.values().next().value as string);
+  else if (h.size === 0) map.delete(slot);
+}
+
 /** the driver's view of the kernel, indexed so a tick costs O(batch), not O(table) */
 export class NftModel {
   readonly entries = new Map<string, ModelEntry>();
@@ -67,6 +152,8 @@ export class NftModel {
    *  port): one Set per lease was ≈ 15 MB at 100k leases, almost all with one holder. Single-port live
    *  elements are keyed by a number (a `live_tcp/8080` string per lease was three heap objects) */
   private readonly liveHolders = new Map<number | string, string | Set<string>>();
+  /** SNAT slot (entrySnatSlots) -> the entry keys mapping that internal endpoint */
+  private readonly snatHolders: Holders = new Map();
   get size(): number {
     return this.entries.size;
   }
@@ -90,9 +177,25 @@ export class NftModel {
       if (lv) yield [lv, holders];
     }
   }
+  /** entry keys sharing an SNAT slot */
+  snatHoldersOf(slot: number | string): readonly string[] {
+    const h = this.snatHolders.get(slot);
+    return h === undefined ? [] : typeof h === 'string' ? [h] : [...h];
+  }
+  /** every SNAT slot with its winning entry (the one whose element the kernel holds) */
+  *snat(): Generator<[number | string, ModelEntry]> {
+    for (const [slot, h] of this.snatHolders) {
+      const w =
+        typeof h === 'string'
+          ? this.entries.get(h)
+          : snatWinner([...h].map((k) => this.entries.get(k)).filter((m): m is ModelEntry => m !== undefined));
+      if (w) yield [slot, w];
+    }
+  }
   set(k: string, m: ModelEntry): void {
     this.delete(k);
     this.entries.set(k, m);
+    for (const slot of entrySnatSlots(m.entry)) addHolder(this.snatHolders, slot, k);
     const id = entrySlot(m.entry);
     if (id === null) return;
     const h = this.liveHolders.get(id);
@@ -105,6 +208,7 @@ export class NftModel {
     const m = this.entries.get(k);
     if (!m) return;
     this.entries.delete(k);
+    for (const slot of entrySnatSlots(m.entry)) removeHolder(this.snatHolders, slot, k);
     const id = entrySlot(m.entry);
     if (id === null) return;
     const h = this.liveHolders.get(id);
@@ -120,6 +224,7 @@ export class NftModel {
   clear(): void {
     this.entries.clear();
     this.liveHolders.clear();
+    this.snatHolders.clear();
   }
   apply(changes: ModelChanges): void {
     for (const k of changes.delete) this.delete(k);
@@ -260,16 +365,81 @@ export function planBatch(table: string, model: NftModel, batch: DataplaneBatch,
       : Math.max(...holders.map((h) => h.deadline as number));
     liveEls.push({ ...lv, timeout: remainingSeconds(deadline, now) });
   }
+  const snatEls = planSnat(model, batch, removed, added, now, touch);
   const pre = [...touched.values()];
-  const steps = [...grouped('add', pre), ...grouped('delete', pre), ...grouped('add', [...newEls, ...liveEls])];
+  const steps = [
+    ...grouped('add', pre),
+    ...grouped('delete', pre),
+    ...grouped('add', [...newEls, ...liveEls, ...snatEls]),
+  ];
   return {
     get commands() {
       return stepCommands(table, steps);
     },
     steps,
     changes: { delete: [...removed], set: [...added] },
-    elements: pre.length * 2 + newEls.length + liveEls.length,
+    elements: pre.length * 2 + newEls.length + liveEls.length + snatEls.length,
   };
+}
+
+/**
+ * The SNAT elements of a tick: for every slot a removed or added lease holds, the element of the slot's winner
+ * before the tick is touched (pre-add, delete) and the winner after it is written with its remaining timeout;
+ * a slot whose winner stays and is neither removed nor renewed is left alone (a second lease on a console's
+ * internal port costs nothing).
+ */
+function planSnat(
+  model: NftModel,
+  batch: DataplaneBatch,
+  removed: ReadonlySet<string>,
+  added: ReadonlyMap<string, ModelEntry>,
+  now: number,
+  touch: (el: NftElement) => void,
+): NftElement[] {
+  const slots = new Map<number | string, ModelEntry[]>(); // slot -> entries the tick adds there
+  // a removal the model does not know (out of step with the kernel): its element may be there, touch it as the
+  // fwd elements are
+  const unknown = new Map<number | string, ModelEntry>();
+  for (const e of batch.remove) {
+    const held = model.get(entryKey(e));
+    const src = held?.entry ?? e;
+    for (const slot of entrySnatSlots(src)) {
+      if (!slots.has(slot)) slots.set(slot, []);
+      if (!held && !unknown.has(slot)) unknown.set(slot, { entry: e, deadline: null });
+    }
+  }
+  for (const m of added.values())
+    for (const slot of entrySnatSlots(m.entry)) {
+      const list = slots.get(slot);
+      if (list) list.push(m);
+      else slots.set(slot, [m]);
+    }
+  const out: NftElement[] = [];
+  for (const [slot, adds] of slots) {
+    const before: ModelEntry[] = [];
+    const after: ModelEntry[] = [...adds];
+    for (const k of model.snatHoldersOf(slot)) {
+      const m = model.get(k);
+      if (!m) continue;
+      before.push(m);
+      if (!removed.has(k) && !added.has(k) && (m.deadline === null || m.deadline > now)) after.push(m);
+    }
+    const was = snatWinner(before) ?? unknown.get(slot) ?? null;
+    const will = snatWinner(after);
+    const wasKey = was && entryKey(was.entry);
+    const willKey = will && entryKey(will.entry);
+    if (wasKey !== null && wasKey === willKey && !removed.has(wasKey) && !added.has(wasKey)) continue;
+    if (!was && !will) continue;
+    if (was) {
+      const old = snatElementOf(was.entry, slot, 1);
+      if (old) touch(old);
+    }
+    if (will) {
+      const el = snatElementOf(will.entry, slot, remainingSeconds(will.deadline, now));
+      if (el) out.push(el);
+    }
+  }
+  return out;
 }
 
 /** the model a reset to `entries` leaves (the script: renderInit + renderFillLines) */
@@ -305,6 +475,43 @@ export function* modelElements(model: NftModel, now: number): Generator<NftEleme
     }
     if (any) yield { ...lv, timeout: remainingSeconds(deadline, now) };
   }
+  for (const [slot, w] of model.snat()) {
+    const el = snatElementOf(w.entry, slot, remainingSeconds(w.deadline, now));
+    if (el) yield el;
+  }
+}
+
+/**
+ * The model with every IPv4 entry's external address replaced (the WAN address changed: leases follow it), or
+ * null when no entry changes. Deadlines are kept.
+ */
+export function withExternalAddress(model: NftModel, address: string): NftModel | null {
+  let changed = false;
+  const next = new NftModel();
+  for (const [k, m] of model.entries) {
+    if (m.entry.family !== 6 && m.entry.externalAddress !== address) {
+      changed = true;
+      next.set(k, { entry: { ...m.entry, externalAddress: address }, deadline: m.deadline });
+    } else next.set(k, m);
+  }
+  return changed ? next : null;
+}
+
+/** the SNAT maps flushed and refilled from the model (after the external address changed), for one transaction */
+export function renderSnatFill(table: string, model: NftModel, now: number): string[] {
+  const out = SNAT_SETS.map((s) => `flush map inet ${table} ${s}`);
+  const by = new Map<ElementSet, string[]>();
+  for (const [slot, w] of model.snat()) {
+    const el = snatElementOf(w.entry, slot, remainingSeconds(w.deadline, now));
+    if (!el) continue;
+    const list = by.get(el.set) ?? [];
+    list.push(elementText(el));
+    by.set(el.set, list);
+  }
+  for (const [set, list] of by)
+    for (let i = 0; i < list.length; i += 2048)
+      out.push(`add element inet ${table} ${set} { ${list.slice(i, i + 2048).join(', ')} }`);
+  return out;
 }
 
 /** flush every lease map and live set, then add the model's elements with their remaining timeouts */
@@ -317,7 +524,7 @@ export function renderFill(table: string, model: NftModel, now: number): string[
  * never exists as one string or one array of element objects (the driver writes it to a file as it comes)
  */
 export function* renderFillLines(table: string, model: NftModel, now: number, chunk = 2048): Generator<string> {
-  for (const s of FWD_SETS) yield `flush map inet ${table} ${s}`;
+  for (const s of [...FWD_SETS, ...SNAT_SETS]) yield `flush map inet ${table} ${s}`;
   for (const s of [...LIVE_SETS, ...PINHOLE_SETS]) yield `flush set inet ${table} ${s}`;
   const pending = new Map<ElementSet, string[]>(ELEMENT_SETS.map((s) => [s, []]));
   const command = (s: ElementSet, list: string[]) => `add element inet ${table} ${s} { ${list.join(', ')} }`;

@@ -14,11 +14,14 @@
  *   ext4                                                our external address(es)
  *   pin6        addr . proto . port                     IPv6 pinholes (no translation); pin6_range for ranges,
  *   pin6_peer   remote . addr . proto . port            pin6_peer for one remote peer (ranges expanded per port)
+ *   snat4       addr . proto . port    -> addr . port   outbound: a mapped internal endpoint leaves from its
+ *                                                       external one (ranges with a port offset per port)
+ *   snat4_range addr . proto . port-range -> addr       outbound, ranges that keep their port numbers
  * Ranges whose internal port differs from the external one are expanded into per-port fwd4 elements
  * (nft 1.0.6 has no port-offset dnat).
  */
 import { isIPv4 } from 'node:net';
-import { FWD_SETS, LIVE_SETS, NftPlanError, PINHOLE_SETS, SET_LAYOUTS, type ElementSet } from './model.js';
+import { FWD_SETS, LIVE_SETS, NftPlanError, PINHOLE_SETS, SET_LAYOUTS, SNAT_SETS, type ElementSet } from './model.js';
 import { renderTriggers } from './nftables-triggers.js';
 import type { TriggerKernelRule } from './trigger-kernel.js';
 
@@ -27,6 +30,14 @@ export const PORTD_CT_MARK = 0x100;
 /** ct mark bit on hairpin flows (LAN -> external address -> LAN), set in forward, masqueraded in postrouting
  *  (postrouting cannot see the input interface, so the decision is made in forward) */
 export const PORTD_CT_MARK_HAIRPIN = 0x200;
+
+/**
+ * The outbound chain's priority: before the host's own masquerade (fw4, Debian's and most hand-written ones sit at
+ * `srcnat`). A flow's source NAT binding is made once, by the first NAT chain of the hook that binds it; the kernel
+ * calls no later NAT chain for that flow (nf_nat_inet_fn), so a mapped endpoint's flow leaves from its lease's port
+ * and every other flow falls through to the host's masquerade untouched.
+ */
+export const SNAT_PRIORITY = 'srcnat - 10';
 
 export interface RulesetOptions {
   readonly table: string;
@@ -88,12 +99,15 @@ export function renderInit(o: RulesetOptions): string[] {
     `add set ${T} ext4 { type ipv4_addr; }`,
     ...LIVE_SETS.map((s) => setDefinition(T, s)),
     ...PINHOLE_SETS.map((s) => setDefinition(T, s)),
+    ...SNAT_SETS.map((s) => setDefinition(T, s)),
     `add chain ${T} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
     `add chain ${T} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
+    `add chain ${T} outbound { type nat hook postrouting priority ${SNAT_PRIORITY}; policy accept; }`,
     `add chain ${T} forward { type filter hook forward priority filter - 1; policy accept; }`,
     `add chain ${T} input { type filter hook input priority filter - 1; policy accept; }`,
     `flush chain ${T} prerouting`,
     `flush chain ${T} postrouting`,
+    `flush chain ${T} outbound`,
     `flush chain ${T} forward`,
     `flush chain ${T} input`,
     // peer-filtered first: a peer lease wins over an open one on the same port
@@ -101,6 +115,11 @@ export function renderInit(o: RulesetOptions): string[] {
     `add rule ${T} prerouting ${notLan}ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4`,
     `add rule ${T} prerouting ${notLan}ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4_range`,
   ];
+  // outbound flows of a mapped internal endpoint to the WAN leave from the lease's external address and port
+  // (RFC 4787 REQ-1: one mapping whatever the destination; RFC 6887 §11). Hairpin flows leave on a LAN interface
+  // and are masqueraded in postrouting instead; IPv6 has no translation (`snat ip` matches IPv4 only).
+  for (const s of SNAT_SETS)
+    cmds.push(`add rule ${T} outbound oifname ${wan} snat ip to ip saddr . meta l4proto . th sport map @${s}`);
   // flows of ended leases: drop marked flows whose external port is no longer live (holds when portd is dead)
   for (const p of ['tcp', 'udp'] as const) {
     cmds.push(

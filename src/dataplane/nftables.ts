@@ -23,13 +23,25 @@ import {
   SET_LAYOUTS,
   LIVE_SETS,
   PINHOLE_SETS,
+  SNAT_SETS,
   addressText,
   elementId,
   sameData,
   type ElementData,
 } from './model.js';
 import { keyText } from './nft-text.js';
-import { NftModel, entryElements, entryLive, planBatch, planResetModel, renderFillLines } from './nftables-plan.js';
+import {
+  NftModel,
+  entryElements,
+  entryLive,
+  entrySnatSlots,
+  planBatch,
+  planResetModel,
+  renderFillLines,
+  renderSnatFill,
+  snatElementOf,
+  withExternalAddress,
+} from './nftables-plan.js';
 import {
   ListedElements,
   countSetElements,
@@ -351,6 +363,14 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         fading.add(id);
       if (breathe && ++n % 1024 === 0) await breathe();
     }
+    for (const [slot, w] of model.snat()) {
+      const el = snatElementOf(w.entry, slot, null);
+      if (!el) continue;
+      const id = elementId(el);
+      expected.set(id, el.data);
+      if (w.deadline !== null && w.deadline - now < 2000) fading.add(id);
+      if (breathe && ++n % 1024 === 0) await breathe();
+    }
     return { expected, fading };
   }
 
@@ -408,6 +428,10 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
             for (const el of entryElements(e, null)) auditTouched.add(elementId(el));
             const lv = entryLive(e);
             if (lv) auditTouched.add(elementId(lv));
+            for (const slot of entrySnatSlots(e)) {
+              const el = snatElementOf(e, slot, null);
+              if (el) auditTouched.add(elementId(el));
+            }
           }
         }
         try {
@@ -461,7 +485,8 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         // whatever is left is not ours (planted, or from before a restart): report it as the kernel has it
         const ext = externals[0] ?? '0.0.0.0';
         for (const el of pool.values()) {
-          if (el.protocol === null) continue;
+          // outbound SNAT elements are a lease's second half, not a lease of their own
+          if (el.protocol === null || (SNAT_SETS as readonly string[]).includes(el.set)) continue;
           if (el.address !== null) {
             // a pinhole: the internal endpoint is the external one
             const a = addressText(el.address);
@@ -573,7 +598,14 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     setExternalAddresses: (addresses: readonly string[]) =>
       serial(async () => {
         const cmds = renderExternalAddresses(T, addresses);
-        if (initialised) await applyCommands(cmds, addresses.length + 1);
+        // the leases follow a new WAN address (the lease table rewrites their rows): their outbound SNAT elements
+        // leave from it, in the same transaction as the address set
+        const moved = addresses.length === 1 ? withExternalAddress(model, addresses[0]!) : null;
+        if (initialised && moved) {
+          await script([...cmds, ...renderSnatFill(T, moved, clock())]);
+          model = moved;
+        } else if (initialised) await applyCommands(cmds, addresses.length + 1);
+        else if (moved) model = moved;
         externals = [...addresses];
         log.info({ addresses }, 'external addresses set');
       }),

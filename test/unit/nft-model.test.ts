@@ -114,6 +114,8 @@ describe('typed model: an IPv6 pinhole', () => {
         'add element inet portd fwd4 { tcp . 8080 timeout 30s : 192.168.77.11 . 80 }',
         'add element inet portd live_tcp { 8080 timeout 30s }',
         `add element inet portd pin6 { ${HOST} . tcp . 8080 timeout 60s, ${HOST2} . tcp . 8080 timeout 60s }`,
+        // the IPv4 lease's outbound half; the pinholes have none
+        'add element inet portd snat4 { 192.168.77.11 . tcp . 80 timeout 30s : 203.0.113.1 . 8080 }',
       ],
     );
   });

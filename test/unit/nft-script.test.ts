@@ -55,17 +55,25 @@ describe('nft script generation', () => {
       'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; counter; }',
       'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; ' +
         'counter; }',
+      'add map inet portd snat4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; ' +
+        'flags timeout; }',
+      'add map inet portd snat4_range { type ipv4_addr . inet_proto . inet_service : ipv4_addr; ' +
+        'flags interval,timeout; }',
       'add chain inet portd prerouting { type nat hook prerouting priority dstnat; policy accept; }',
       'add chain inet portd postrouting { type nat hook postrouting priority srcnat; policy accept; }',
+      'add chain inet portd outbound { type nat hook postrouting priority srcnat - 10; policy accept; }',
       'add chain inet portd forward { type filter hook forward priority filter - 1; policy accept; }',
       'add chain inet portd input { type filter hook input priority filter - 1; policy accept; }',
       'flush chain inet portd prerouting',
       'flush chain inet portd postrouting',
+      'flush chain inet portd outbound',
       'flush chain inet portd forward',
       'flush chain inet portd input',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to ip saddr . meta l4proto . th dport map @fwd4_peer',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4',
       'add rule inet portd prerouting ip daddr @ext4 dnat ip to meta l4proto . th dport map @fwd4_range',
+      'add rule inet portd outbound oifname "eth0" snat ip to ip saddr . meta l4proto . th sport map @snat4',
+      'add rule inet portd outbound oifname "eth0" snat ip to ip saddr . meta l4proto . th sport map @snat4_range',
       'add rule inet portd forward ct mark & 0x100 == 0x100 meta nfproto ipv4 meta l4proto tcp ct original ' +
         'proto-dst != @live_tcp ct original proto-dst != @live_tcp_range drop',
       'add rule inet portd forward ct mark & 0x100 == 0x100 meta nfproto ipv4 meta l4proto udp ct original ' +
@@ -138,6 +146,8 @@ describe('nft script generation', () => {
       [
         'add element inet portd fwd4 { tcp . 8080 timeout 3605s : 192.168.1.20 . 80 }',
         'add element inet portd live_tcp { 8080 timeout 3605s }',
+        // outbound: the internal endpoint leaves from its external one
+        'add element inet portd snat4 { 192.168.1.20 . tcp . 80 timeout 3605s : 198.51.100.7 . 8080 }',
         '',
       ].join('\n'),
     );
@@ -156,10 +166,13 @@ describe('nft script generation', () => {
     assert.deepEqual(plan.commands, [
       'add element inet portd fwd4 { tcp . 8080 timeout 1s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 8080 timeout 1s }',
+      'add element inet portd snat4 { 192.168.1.20 . tcp . 80 timeout 1s : 198.51.100.7 . 8080 }',
       'delete element inet portd fwd4 { tcp . 8080 }',
       'delete element inet portd live_tcp { 8080 }',
+      'delete element inet portd snat4 { 192.168.1.20 . tcp . 80 }',
       'add element inet portd fwd4 { tcp . 8080 timeout 60s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 8080 timeout 60s }',
+      'add element inet portd snat4 { 192.168.1.20 . tcp . 80 timeout 60s : 198.51.100.7 . 8080 }',
     ]);
   });
 
@@ -190,9 +203,12 @@ describe('nft script generation', () => {
         '192.168.1.30 . 22 }',
       'add element inet portd live_tcp { 2222 timeout 1s }',
       'add element inet portd live_udp { 3478 timeout 1s }',
+      'add element inet portd snat4 { 192.168.1.20 . udp . 3478 timeout 1s : 198.51.100.7 . 3478, ' +
+        '192.168.1.30 . tcp . 22 timeout 1s : 198.51.100.7 . 2222 }',
       'delete element inet portd fwd4 { udp . 3478, tcp . 2222 }',
       'delete element inet portd live_tcp { 2222 }',
       'delete element inet portd live_udp { 3478 }',
+      'delete element inet portd snat4 { 192.168.1.20 . udp . 3478, 192.168.1.30 . tcp . 22 }',
       'add element inet portd fwd4 { udp . 3478 timeout 120s : 192.168.1.20 . 3478, tcp . 7000 timeout 3605s : ' +
         '192.168.1.20 . 9000, tcp . 7001 timeout 3605s : 192.168.1.20 . 9001, tcp . 25 : 192.168.1.20 . 25 }',
       'add element inet portd fwd4_range { udp . 6112-6119 timeout 3605s : 192.168.1.20 }',
@@ -201,6 +217,13 @@ describe('nft script generation', () => {
       'add element inet portd live_udp { 3478 timeout 120s }',
       'add element inet portd live_tcp_range { 7000-7001 timeout 3605s }',
       'add element inet portd live_udp_range { 6112-6119 timeout 3605s }',
+      // outbound: per internal port (a shifted range expanded, like its dnat; a peer-filtered lease too: a filter
+      // limits who comes in, not where the endpoint sends), a range that keeps its ports as one interval
+      'add element inet portd snat4 { 192.168.1.20 . udp . 3478 timeout 120s : 198.51.100.7 . 3478, ' +
+        '192.168.1.20 . tcp . 9000 timeout 3605s : 198.51.100.7 . 7000, 192.168.1.20 . tcp . 9001 timeout 3605s : ' +
+        '198.51.100.7 . 7001, 192.168.1.20 . tcp . 8443 timeout 3605s : 198.51.100.7 . 443, ' +
+        '192.168.1.20 . tcp . 25 : 198.51.100.7 . 25 }',
+      'add element inet portd snat4_range { 192.168.1.20 . udp . 6112-6119 timeout 3605s : 198.51.100.7 }',
     ]);
     m.apply(plan.changes);
     assert.equal(m.size, 5);
@@ -243,8 +266,10 @@ describe('nft script generation', () => {
     assert.deepEqual(plan.commands, [
       'add element inet portd fwd4 { tcp . 9000 timeout 1s : 192.168.1.20 . 9000 }',
       'add element inet portd live_tcp { 9000 timeout 1s }',
+      'add element inet portd snat4 { 192.168.1.20 . tcp . 9000 timeout 1s : 198.51.100.7 . 9000 }',
       'delete element inet portd fwd4 { tcp . 9000 }',
       'delete element inet portd live_tcp { 9000 }',
+      'delete element inet portd snat4 { 192.168.1.20 . tcp . 9000 }',
     ]);
   });
 
@@ -255,6 +280,8 @@ describe('nft script generation', () => {
       'flush map inet portd fwd4',
       'flush map inet portd fwd4_range',
       'flush map inet portd fwd4_peer',
+      'flush map inet portd snat4',
+      'flush map inet portd snat4_range',
       'flush set inet portd live_tcp',
       'flush set inet portd live_udp',
       'flush set inet portd live_tcp_range',
@@ -264,6 +291,7 @@ describe('nft script generation', () => {
       'flush set inet portd pin6_peer',
       'add element inet portd fwd4 { tcp . 80 timeout 10s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 80 timeout 10s }',
+      'add element inet portd snat4 { 192.168.1.20 . tcp . 80 timeout 10s : 198.51.100.7 . 80 }',
     ]);
     assert.equal(asLine(['a', 'b']), 'a; b');
     assert.deepEqual(renderExternalAddresses('portd', ['198.51.100.7']), [
