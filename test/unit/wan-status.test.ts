@@ -10,6 +10,8 @@ import { validateConfig, ConfigError } from '../../src/config/index.js';
 import { parseStunServer } from '../../src/config/stun.js';
 import { createWanStatus, type WanStatusSnapshot } from '../../src/dataplane/wan-status.js';
 import { createFixedClock } from '../../src/leases/clock.js';
+import { checkDoubleNat } from '../../src/doctor/checks.js';
+import type { DoctorFacts } from '../../src/doctor/types.js';
 
 function make(stunEnabled: boolean) {
   const clock = createFixedClock();
@@ -116,4 +118,28 @@ test('config stun: defaults off; servers checked with the key named in the error
   assert.throws(() => validateConfig({ stun: { servers: '127.0.0.1:3478' } }), /stun\.servers.*list/);
   assert.equal(parseStunServer('1.2.3'), null);
   assert.deepEqual(parseStunServer('192.0.2.1:19302'), { host: '192.0.2.1', port: 19302 });
+});
+
+test('doctor: one double-NAT line with what to do, from the same verdict (STUN when configured)', () => {
+  const f = (addresses: string[], stun: DoctorFacts['stun'], config: Record<string, unknown> = {}) =>
+    checkDoubleNat({ config: validateConfig(config), wan: { addresses }, stun } as unknown as DoctorFacts);
+  const cgn = f(['100.64.77.2'], null);
+  assert.equal(cgn.status, 'warn');
+  assert.match(cgn.message, /^double NAT: .*100\.64\.0\.0\/10.*carrier-grade NAT/);
+  assert.match(cgn.fix!, /ask the ISP .*chain each mapping to the upstream NAT/);
+  const home = f(['192.168.178.20'], null);
+  assert.match(home.fix!, /DMZ/);
+  const pub = f(['198.51.100.10'], null);
+  assert.equal(pub.status, 'ok');
+  assert.match(pub.message, /no STUN servers configured/);
+  const cfg = { stun: { servers: ['192.0.2.53:3478'] } };
+  const seen = f(['198.51.100.10'], { ok: true, server: '192.0.2.53:3478', address: '203.0.113.9', port: 1 }, cfg);
+  assert.equal(seen.status, 'warn');
+  assert.match(seen.message, /STUN server 192\.0\.2\.53:3478 sees 203\.0\.113\.9/);
+  const same = f(['198.51.100.10'], { ok: true, server: '192.0.2.53:3478', address: '198.51.100.10', port: 1 }, cfg);
+  assert.equal(same.status, 'ok');
+  const silent = f(['198.51.100.10'], { ok: false, error: '192.0.2.53:3478: no answer to 3 requests' }, cfg);
+  assert.equal(silent.status, 'warn');
+  assert.match(silent.message, /unknown.*no answer to 3 requests/);
+  assert.match(silent.fix!, /stun\.servers/);
 });
