@@ -27,6 +27,7 @@ import { createPolicy, type PolicyDeps } from './policy/policy.js';
 import { sameHost } from './policy/same-host.js';
 import { createLanClients } from './policy/lan-clients.js';
 import { warmUp } from './warmup.js';
+import { createWanStatus, type WanStatus } from './dataplane/wan-status.js';
 
 export const VERSION = '0.1.0';
 
@@ -42,6 +43,8 @@ export interface Portd {
   readonly dataplane: Dataplane;
   readonly metrics: Metrics;
   readonly triggers: TriggerManager;
+  /** the WAN side: address kind, STUN, double NAT, the address clients are told (docs/double-nat.md) */
+  readonly wan: WanStatus;
   /** where the admin API listens (admin.listen may ask for port 0) */
   readonly admin: { readonly address: string; readonly port: number };
   readonly startedAt: number;
@@ -357,6 +360,44 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   if (listen.length === 0)
     log.warn({ lan: config.interfaces.lan }, 'no LAN address found: front-ends are not listening');
   const frontends: { name: string; listening: string[] }[] = [];
+
+  // double NAT (issue 16 part 3, docs/double-nat.md): the WAN address's kind, STUN when configured, and the one
+  // address the front-ends report (the WAN's, or the upstream's once upstream chaining calls setUpstreamAddress)
+  const stunConfig = config.stun ?? { servers: [], interval: 300, rto: 500, transmissions: 7 };
+  const wan = createWanStatus({
+    clock,
+    log,
+    stunEnabled: stunConfig.servers.length > 0,
+    // an answer counts for 3 intervals, plus the time one check may take with every server silent
+    stunMaxAgeMs:
+      3 * stunConfig.interval * 1000 +
+      stunConfig.servers.length * (2 ** stunConfig.transmissions + 16) * stunConfig.rto,
+  });
+  wan.onChange((s) => metrics.wanDoubleNat.set(s.doubleNat === 'yes' ? 1 : s.doubleNat === 'no' ? 0 : -1));
+  wan.setWanAddress(leases.externalAddress());
+  onExternalAddress.push((a) => wan.setWanAddress(a));
+  if (stunConfig.servers.length > 0) {
+    const [{ createStunClient }, { startStunChecks }] = await Promise.all([
+      import('./dataplane/stun-client.js'),
+      import('./dataplane/stun-checks.js'),
+    ]);
+    // sent from the WAN address when it is one of this host's (auto); a fixed externalAddress may be anybody's
+    const ownWan = config.externalAddress === 'auto' && config.dataplane.driver === 'nftables';
+    const client = createStunClient({
+      servers: stunConfig.servers,
+      rtoMs: stunConfig.rto,
+      transmissions: stunConfig.transmissions,
+      log,
+      metrics,
+      bindAddress: () => {
+        const a = leases.externalAddress();
+        return ownWan && a !== '0.0.0.0' ? a : undefined;
+      },
+    });
+    const checks = startStunChecks({ client, status: wan, intervalSeconds: stunConfig.interval, log });
+    onExternalAddress.push(() => void checks.recheck('WAN address changed'));
+    parts.push({ name: 'stun', close: async () => checks.stop() });
+  }
   let pcpEpoch: () => number | null = () => null;
   let upnpDescriptionUrls: () => string[] = () => [];
   /** the front-ends that follow the LAN addresses after start (the LAN address watch below) */
@@ -394,6 +435,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       isLanClient,
       conntrack,
       ipv6Pinholes: () => current.policy.ipv6Pinholes,
+      reportedAddress: () => wan.reportedAddress(),
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
     });
@@ -426,6 +468,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       clock,
       uuids: uuids as UpnpUuids,
       isLanClient,
+      reportedAddress: () => wan.reportedAddress(),
       // IPv6: the LAN interfaces' global and unique-local addresses, with the interface for SSDP's groups
       listen: {
         addresses: [...lan.map((n) => n.cidr), ...(config.upnp.ipv6 ? lanIPv6Cidrs(config) : [])],
@@ -535,6 +578,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     pcpEpoch: () => pcpEpoch(),
     frontends: () => frontends,
     upnpDescriptionUrls: () => upnpDescriptionUrls(),
+    wan: () => wan.snapshot(),
     lazy: true,
     loadRoutes: async () => [(await import('./admin/triggers-routes.js')).triggerRoutes(triggers)],
   });
@@ -555,6 +599,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     dataplane,
     metrics,
     triggers,
+    wan,
     startedAt,
     admin: { address: admin.address, port: admin.port },
     reload(next: Config) {

@@ -121,6 +121,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean | 'on-demand' } =
       labelNames: ['rule', 'result'] as const,
       registers: [registry],
     }),
+    // issue 16 part 3 (docs/double-nat.md): 1 behind another NAT, 0 not, -1 unknown
+    wanDoubleNat: new Gauge({
+      name: 'portd_wan_double_nat',
+      help: 'Whether the gateway is behind another NAT: 1 yes, 0 no, -1 unknown',
+      registers: [registry],
+    }),
+    stunRequests: new Counter({
+      name: 'portd_stun_requests_total',
+      help: 'STUN Binding transactions by result (success, error_response, timeout, resolve_error, send_error, ...)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
   };
   return m;
 }

@@ -70,6 +70,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <span class="kv">up <b id="s-uptime">–</b></span>
   <span class="kv">dataplane <b id="s-dataplane">–</b></span>
   <span class="kv">PCP epoch <b id="s-epoch">–</b></span>
+  <span class="kv">double NAT <b id="s-doublenat">–</b></span>
 </header>
 <div id="login" hidden>
   <section>
@@ -120,6 +121,10 @@ export const DASHBOARD_HTML = `<!doctype html>
     <h2>Port triggers</h2>
     <div id="triggers-body" class="muted">Loading…</div>
     <p id="triggers-msg"></p>
+  </section>
+  <section id="wan-box">
+    <h2>WAN</h2>
+    <div id="wan" class="muted"></div>
   </section>
   <section>
     <h2>Front-ends</h2>
@@ -250,8 +255,29 @@ export const DASHBOARD_JS = `'use strict';
         fe.appendChild(el('div', { text: f.name + ': ' + (f.listening.join(', ') || 'off') }));
       });
       s.upnpDescriptionUrls.forEach(function (u) { fe.appendChild(el('div', { text: 'UPnP description: ' + u })); });
+      showWan(s.wan);
       tickUptime();
     });
+  }
+  // the WAN block (docs/double-nat.md): address and kind, what STUN saw, double NAT and why, what clients are told
+  function showWan(w) {
+    var box = $('wan'); box.textContent = '';
+    var dn = $('s-doublenat');
+    if (!w) { dn.textContent = '–'; box.textContent = 'not reported'; return; }
+    dn.textContent = w.doubleNat; dn.className = w.doubleNat === 'yes' ? 'err' : '';
+    var line = function (k, v, cls) {
+      box.appendChild(el('div', null, [el('span', { cls: 'muted', text: k + ': ' }),
+        el('span', { cls: cls || '', text: v })]));
+    };
+    line('address', (w.address || 'none') + (w.kind ? ' (' + w.kind + (w.block ? ', ' + w.block : '') + ')' : ''));
+    if (!w.stun.enabled) line('STUN', 'off (no stun.servers configured)');
+    else if (w.stun.publicAddress)
+      line('STUN', w.stun.publicAddress + ':' + w.stun.publicPort + ' seen by ' + w.stun.server + ' at ' +
+        new Date(w.stun.learnedAt).toLocaleString());
+    else line('STUN', 'no answer' + (w.stun.lastError ? ': ' + w.stun.lastError : ''), 'err');
+    if (w.upstreamAddress) line('upstream', w.upstreamAddress);
+    line('double NAT', w.doubleNat + ': ' + w.why, w.doubleNat === 'yes' ? 'err' : '');
+    line('clients are told', w.reportedAddress + ' (' + w.reportedBecause + ')');
   }
   function scheduleStatus() {
     if (statusTimer) return;

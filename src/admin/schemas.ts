@@ -174,6 +174,39 @@ export const LoginBody = Type.Object(
 
 export const OkResponse = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 
+/** the WAN side (issue 16 part 3, docs/double-nat.md) */
+export const WanStatusSchema = Type.Object(
+  {
+    address: Nullable(Type.String({ description: "the WAN interface's IPv4 address (or the configured one)" })),
+    kind: Nullable(
+      Type.Union(
+        ['public', 'private', 'shared', 'documentation', 'link-local', 'loopback', 'unusable'].map((k) =>
+          Type.Literal(k),
+        ),
+        { description: 'what kind of address it is; documentation (RFC 5737) counts as public' },
+      ),
+    ),
+    block: Nullable(Type.String({ description: 'the special-purpose block it is in, e.g. 100.64.0.0/10' })),
+    stun: Type.Object({
+      enabled: Type.Boolean({ description: 'STUN servers are configured' }),
+      publicAddress: Nullable(Type.String({ description: 'the address a STUN server saw, while fresh' })),
+      publicPort: Nullable(Type.Integer()),
+      server: Nullable(Type.String({ description: 'host:port of the server that answered' })),
+      learnedAt: Nullable(Type.Integer({ description: 'epoch ms of that answer' })),
+      checkedAt: Nullable(Type.Integer({ description: 'epoch ms of the last check' })),
+      lastError: Nullable(Type.String({ description: 'why the last check learned nothing' })),
+    }),
+    upstreamAddress: Nullable(
+      Type.String({ description: "the upstream NAT's public address while upstream chaining holds our mappings" }),
+    ),
+    doubleNat: Type.Union([Type.Literal('yes'), Type.Literal('no'), Type.Literal('unknown')]),
+    why: Type.String({ description: 'the reason for doubleNat, in words' }),
+    reportedAddress: Type.String({ description: 'what UPnP GetExternalIPAddress and NAT-PMP report' }),
+    reportedBecause: Type.String(),
+  },
+  { description: 'the WAN side: double NAT, STUN, the address clients are told' },
+);
+
 export const StatusResponse = Type.Object({
   version: Type.String(),
   startedAt: Type.Integer({ description: 'epoch ms' }),
@@ -204,6 +237,7 @@ export const StatusResponse = Type.Object({
     }),
   ),
   upnpDescriptionUrls: Type.Array(Type.String()),
+  wan: Nullable(WanStatusSchema),
   auth: Type.Object({ required: Type.Boolean(), caller: Type.String() }),
 });
 export type StatusResponse = Static<typeof StatusResponse>;

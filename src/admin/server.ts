@@ -56,7 +56,12 @@ export interface StatusInfo {
   readonly dataplane: { readonly driver: string } & DataplaneHealth;
   readonly frontends: readonly { readonly name: string; readonly listening: readonly string[] }[];
   readonly upnpDescriptionUrls: readonly string[];
+  /** the WAN side (double NAT, STUN); null when the wiring gives none */
+  readonly wan?: WanStatusInfo | null;
 }
+
+/** the WAN block as the status route sends it (dataplane/wan-status.ts builds it) */
+export type WanStatusInfo = StatusResponse['wan'];
 
 /** what a route plugin (e.g. triggers) gets besides the fastify instance */
 export interface AdminRouteContext {
@@ -716,6 +721,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         },
         frontends: s.frontends.map((f) => ({ name: f.name, listening: [...f.listening] })),
         upnpDescriptionUrls: [...s.upnpDescriptionUrls],
+        wan: s.wan ?? null,
         auth: { required: authRequired, caller: req.portdCaller },
       };
     },

@@ -17,7 +17,7 @@ import type { Metrics } from '../metrics.js';
 import { ErrorCode, PortdError } from '../errors.js';
 import { isLoopbackListen, adminListen, resolveAdminToken } from './auth.js';
 import type { ResolvedAdminToken } from './auth.js';
-import type { AdminRoutePlugin, AdminServer } from './server.js';
+import type { AdminRoutePlugin, AdminServer, WanStatusInfo } from './server.js';
 
 export interface StartAdminOptions {
   readonly config: Config;
@@ -35,6 +35,8 @@ export interface StartAdminOptions {
   /** other listening front-ends; the admin API adds itself */
   readonly frontends?: () => readonly { name: string; listening: readonly string[] }[];
   readonly upnpDescriptionUrls?: () => readonly string[];
+  /** the WAN block of /api/v1/status (dataplane/wan-status.ts snapshot) */
+  readonly wan?: () => WanStatusInfo;
   readonly routes?: readonly AdminRoutePlugin[];
   /** replaces the default probe (a database read and dataplane health) */
   readonly readyz?: () => Promise<{ ok: boolean; detail?: string }>;
@@ -101,6 +103,7 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
         dataplane: { driver: o.dataplane.driver, ...o.dataplane.health() },
         frontends: [...(o.frontends?.() ?? []), { name: 'admin', listening: self }],
         upnpDescriptionUrls: o.upnpDescriptionUrls?.() ?? [],
+        wan: o.wan?.() ?? null,
       }),
     });
   };

@@ -133,8 +133,21 @@ export interface Config {
     readonly allowedHosts?: readonly string[];
   };
   readonly limits: LimitsConfig;
+  /** STUN checks of the public address (docs/double-nat.md); optional so hand-built test configs may leave it out */
+  readonly stun?: StunConfig;
   readonly staticForwards: readonly StaticForwardConfig[];
   readonly triggers: readonly TriggerConfig[];
+}
+
+export interface StunConfig {
+  /** "host:port" of each server, tried in order; empty: no STUN traffic */
+  readonly servers: readonly string[];
+  /** seconds between checks */
+  readonly interval: number;
+  /** RFC 8489 §6.2.1 initial retransmission timeout, ms */
+  readonly rto: number;
+  /** RFC 8489 §6.2.1 Rc: Binding requests sent at most per server and check */
+  readonly transmissions: number;
 }
 
 /** global limits beside the per-client ones (0 = no limit): spoofed source addresses cannot multiply these */

@@ -20,6 +20,7 @@ import { isUsableIPv4Host } from '../common/net.js';
 import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';
+import { readStun } from './stun.js';
 
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -38,6 +39,7 @@ const TOP_KEYS = [
   'natpmp',
   'admin',
   'limits',
+  'stun',
   'staticForwards',
   'triggers',
 ] as const;
@@ -329,6 +331,8 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     peerLookupsPerSecond: int(lm, 'peerLookupsPerSecond', 'limits', ld.peerLookupsPerSecond, { min: 0 }, issues),
   };
 
+  const stun = readStun(root['stun'], issues);
+
   const adminPort = parseListen(listen)?.port ?? 0;
   if (upnp.enabled && upnp.httpPort !== 0 && upnp.httpPort === adminPort) {
     issues.add('upnp.httpPort', `${upnp.httpPort} is also the admin port (admin.listen ${listen}): choose another`);
@@ -384,6 +388,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     natpmp,
     admin,
     limits,
+    stun,
     staticForwards,
     triggers,
   };

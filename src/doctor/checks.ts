@@ -9,6 +9,8 @@ import { PORTD_CT_MARK } from '../dataplane/nftables-script.js';
 import { evaluateHook, parseRuleset, type ChainVerdict, type PacketModel, type Ruleset } from './firewall.js';
 import type { CheckResult, CheckStatus, DoctorFacts, PathFact } from './types.js';
 import { classifyAddress } from '../common/address-kind.js';
+import { createWanStatus } from '../dataplane/wan-status.js';
+import pino from 'pino';
 
 /** one line each: a tool's multi-line stderr is folded into the line */
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
@@ -185,6 +187,47 @@ export function checkWanAddress(f: DoctorFacts): CheckResult {
         'or set interfaces.wan to the interface facing the internet';
   }
   return result('wan-address', status, notes.join('; '), fix);
+}
+
+// ---------- double NAT (issue 16 part 3, docs/double-nat.md) ----------
+
+/**
+ * One line: is this gateway behind another NAT, and what to do. The same verdict as the running daemon's
+ * (dataplane/wan-status.ts) from the WAN address's kind and, when stun.servers are configured, a STUN answer.
+ */
+export function checkDoubleNat(f: DoctorFacts): CheckResult {
+  const fixed = f.config.externalAddress !== 'auto' ? f.config.externalAddress : null;
+  const address = fixed ?? ('addresses' in f.wan ? (f.wan.addresses[0] ?? null) : null);
+  const stunOn = (f.config.stun?.servers.length ?? 0) > 0;
+  const wan = createWanStatus({
+    clock: { now: () => 0 },
+    log: pino({ level: 'silent' }), // the verdict's own log line is not wanted in a report
+    stunEnabled: stunOn,
+    stunMaxAgeMs: Number.POSITIVE_INFINITY,
+  });
+  wan.setWanAddress(address);
+  if (f.stun?.ok) wan.stunLearned({ server: f.stun.server, address: f.stun.address, port: f.stun.port });
+  else if (f.stun) wan.stunFailed(f.stun.error);
+  const s = wan.snapshot();
+  if (s.doubleNat === 'no') return result('double-nat', 'ok', `no double NAT: ${s.why}`, null);
+  if (s.doubleNat === 'unknown') {
+    if (!address) return result('double-nat', 'info', `double NAT unknown: ${s.why}`, null);
+    return result(
+      'double-nat',
+      'warn',
+      `double NAT unknown: ${s.why}`,
+      'check stun.servers (host:port of a STUN server) and that outbound UDP to it leaves the WAN interface',
+    );
+  }
+  const upstream =
+    'or let portd chain each mapping to the upstream NAT (PCP, NAT-PMP or UPnP there; docs/double-nat.md)';
+  const fix =
+    s.kind === 'shared'
+      ? `ask the ISP for a public IPv4 address or a port-forwarding option on its CGN (PCP), ${upstream}`
+      : s.kind === 'private'
+        ? `bridge the modem, or make this gateway the upstream router's DMZ / exposed host, ${upstream}`
+        : `another NAT sits in front of the WAN address; if it is a 1:1 NAT nothing is needed, else ${upstream}`;
+  return result('double-nat', 'warn', `double NAT: ${s.why}`, fix);
 }
 
 // ---------- the firewall ----------
@@ -803,6 +846,7 @@ export function runChecks(f: DoctorFacts): CheckResult[] {
     checkIpv6Forwarding(f),
     checkConntrackTable(f),
     checkWanAddress(f),
+    checkDoubleNat(f),
     checkForwardChain(f),
     checkIptables(f),
     checkNft(f),

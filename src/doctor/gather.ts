@@ -178,6 +178,28 @@ async function socketsFact(): Promise<DoctorFacts['sockets']> {
   return read > 0 ? out : null;
 }
 
+/**
+ * One STUN check (stun.servers), sent from the WAN address like portd's own: fewer and shorter retransmissions
+ * than the daemon's (3 requests, rto ≤ 200 ms: under 4 s a silent server), so doctor stays quick.
+ */
+async function stunFact(c: GatherOptions['config'], wanAddress: string | undefined): Promise<DoctorFacts['stun']> {
+  const servers = c.stun?.servers ?? [];
+  if (servers.length === 0) return null;
+  const { createStunClient } = await import('../dataplane/stun-client.js');
+  const pino = (await import('pino')).default;
+  const client = createStunClient({
+    servers,
+    rtoMs: Math.min(c.stun!.rto, 200),
+    transmissions: Math.min(c.stun!.transmissions, 3),
+    log: pino({ level: 'silent' }),
+    bindAddress: () => (c.externalAddress === 'auto' ? wanAddress : undefined),
+  });
+  const o = await client.check();
+  return o.ok
+    ? { ok: true, server: o.server, address: o.mapped.address, port: o.mapped.port }
+    : { ok: false, error: o.error };
+}
+
 export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   const t = o.timeoutMs ?? 10_000;
   const c = o.config;
@@ -188,7 +210,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     (e: Error) => ({ error: e.message.split('\n')[0] ?? e.message }),
   );
   const nft = c.dataplane.nftPath;
-  const [wanFact, rulesetRun, nftVersion, check, conntrackVersion, iptables, netlink, daemon, sockets] =
+  const [wanFact, rulesetRun, nftVersion, check, conntrackVersion, iptables, netlink, daemon, sockets, stun] =
     await Promise.all([
       wan,
       command(nft, ['-j', '-t', 'list', 'ruleset'], t), // terse: no set elements (portd's maps may hold 100k)
@@ -199,6 +221,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
       netlinkFact(c),
       daemonStatus(o, Math.min(t, 3000)),
       socketsFact(),
+      wan.then((w) => stunFact(c, 'addresses' in w ? w.addresses[0] : undefined)),
     ]);
   let ruleset: DoctorFacts['ruleset'];
   if (rulesetRun.error || rulesetRun.code !== 0)
@@ -251,5 +274,6 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     lock: dbPath === ':memory:' ? null : lockFact(dbPath),
     sockets,
     daemon,
+    stun,
   };
 }

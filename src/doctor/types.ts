@@ -89,6 +89,14 @@ export interface DoctorFacts {
   } | null;
   /** sockets accepting new traffic now (/proc/net/{tcp,udp}{,6}); null when unreadable */
   readonly sockets: readonly LocalSocket[] | null;
+  /**
+   * one STUN check from the WAN address (stun.servers; docs/double-nat.md): what a server saw, or why nothing;
+   * null or absent when no servers are configured
+   */
+  readonly stun?:
+    | { readonly ok: true; readonly server: string; readonly address: string; readonly port: number }
+    | { readonly ok: false; readonly error: string }
+    | null;
   /** GET /api/v1/status of a running portd (admin.listen); null when not tried */
   readonly daemon:
     | { readonly reachable: false; readonly error: string }

@@ -79,6 +79,8 @@ export interface PcpHandlerDeps {
    * issue 15); off: such requests get NOT_AUTHORIZED, as before
    */
   readonly ipv6Pinholes?: boolean | (() => boolean);
+  /** the address NAT-PMP's external address answer reports (dataplane/wan-status.ts); default the WAN's */
+  readonly reportedAddress?: () => string;
 }
 
 const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true } as const;
@@ -691,7 +693,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       );
     }
     const owner = canonicalAddress(source);
-    const ext = leases.externalAddress();
+    const ext = deps.reportedAddress?.() ?? leases.externalAddress();
     if (req.opcode === NatPmpOpcode.EXTERNAL_ADDRESS) {
       if (!isIpv4(ext) || ext === '0.0.0.0') {
         return natResult(

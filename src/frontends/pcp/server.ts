@@ -60,6 +60,11 @@ export interface PcpServerOptions {
   readonly isLanClient?: (address: string) => boolean;
   /** MAP for an IPv6 internal address opens a pinhole (issue 15); default off: NOT_AUTHORIZED */
   readonly ipv6Pinholes?: boolean | (() => boolean);
+  /**
+   * the external address NAT-PMP reports and announces, whose change starts a new epoch (dataplane/wan-status.ts,
+   * docs/double-nat.md); default leases.externalAddress()
+   */
+  readonly reportedAddress?: () => string;
 }
 
 export interface PcpServer {
@@ -118,7 +123,8 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
   const announceRepeats = Math.max(1, Math.min(10, opts.announceRepeats ?? 10));
   let announceTimer: unknown = null;
   let addressTimer: unknown = null;
-  let lastExternal = leases.externalAddress();
+  const reportedAddress = opts.reportedAddress ?? (() => leases.externalAddress());
+  let lastExternal = reportedAddress();
   let closed = false;
   let inFlight = 0;
 
@@ -129,12 +135,13 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     log,
     conntrack: opts.conntrack ?? null,
     ipv6Pinholes: opts.ipv6Pinholes ?? false,
+    reportedAddress,
     epoch,
     now: () => clock.now(),
   });
 
   function checkExternalAddress(): void {
-    const now = leases.externalAddress();
+    const now = reportedAddress();
     if (now !== lastExternal) {
       const from = lastExternal;
       lastExternal = now;
@@ -157,7 +164,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
         }),
       );
     }
-    const ext = leases.externalAddress();
+    const ext = reportedAddress();
     if (config.natpmp.enabled && /^\d{1,3}(\.\d{1,3}){3}$/.test(ext) && ext !== '0.0.0.0') {
       // RFC 6886 §3.2.1: the external address response, sent unsolicited
       out.push(
@@ -249,7 +256,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
 
   function resetEpoch(reason: string): void {
     epochStart = clock.now();
-    lastExternal = leases.externalAddress();
+    lastExternal = reportedAddress();
     log.warn({ reason }, 'PCP/NAT-PMP epoch reset; announcing');
     announceSeries();
   }
@@ -409,7 +416,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
         throw e;
       }
       if (opts.epochStart === undefined) epochStart = clock.now();
-      lastExternal = leases.externalAddress();
+      lastExternal = reportedAddress();
       log.info(
         {
           listen: sockets.map((s) => `${s.address}:${s.socket.address().port}`),

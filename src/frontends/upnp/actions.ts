@@ -34,6 +34,8 @@ export interface ActionDeps {
   readonly linkBitRates: { readonly up: number; readonly down: number };
   /** WANIPv6FirewallControl:1, when the IGD:2 root has it */
   readonly pinholes?: PinholeActionHandler;
+  /** the address GetExternalIPAddress reports (dataplane/wan-status.ts; docs/double-nat.md); default the WAN's */
+  readonly reportedAddress?: () => string;
 }
 
 export interface ActionCall {
@@ -369,7 +371,7 @@ export function createActionHandler(deps: ActionDeps) {
     if (type === ServiceType.WAN_IP_CONNECTION) {
       switch (call.action) {
         case 'GetExternalIPAddress':
-          return ok([['NewExternalIPAddress', leases.externalAddress()]]);
+          return ok([['NewExternalIPAddress', deps.reportedAddress?.() ?? leases.externalAddress()]]);
         case 'GetStatusInfo':
           return ok([
             ['NewConnectionStatus', deps.connectionStatus()],

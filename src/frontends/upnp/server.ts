@@ -81,6 +81,8 @@ export interface UpnpServerOptions {
   /** WAN counters; default: /sys/class/net/<interfaces.wan>/statistics */
   readonly wanStats?: () => WanStats | Promise<WanStats>;
   readonly connectionStatus?: () => 'Connected' | 'Disconnected';
+  /** the external address told to clients (dataplane/wan-status.ts, docs/double-nat.md); default the WAN's */
+  readonly reportedAddress?: () => string;
   readonly linkBitRates?: { readonly up: number; readonly down: number };
   /**
    * HTTP timeouts in ms. `check` is how often Node looks for connections past the request and
@@ -235,6 +237,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   const bootId = opts.bootId ?? Math.floor(Date.now() / 1000) % 2 ** 31;
   const serverHeader = SERVER_HEADER;
   const connectionStatus = opts.connectionStatus ?? (() => 'Connected' as const);
+  const reportedAddress = opts.reportedAddress ?? (() => leases.externalAddress());
   const descriptionInfo = {
     friendlyName: config.upnp.friendlyName,
     manufacturer: config.upnp.manufacturer,
@@ -273,6 +276,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     now,
     startedAt,
     connectionStatus,
+    reportedAddress,
     wanStats: opts.wanStats ?? (() => readWanStats(config.interfaces.wan)),
     linkBitRates: opts.linkBitRates ?? { up: 1_000_000_000, down: 1_000_000_000 },
     ...(pinholes ? { pinholes } : {}),
@@ -287,7 +291,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         const vars: [string, string | number][] = [
           ['PossibleConnectionTypes', 'IP_Routed'],
           ['ConnectionStatus', connectionStatus()],
-          ['ExternalIPAddress', leases.externalAddress()],
+          ['ExternalIPAddress', reportedAddress()],
           ['PortMappingNumberOfEntries', actions.numberOfEntries()],
         ];
         if (ep.service.version >= 2) vars.push(['SystemUpdateID', systemUpdateId]);
@@ -323,7 +327,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
   let coalesceTimer: NodeJS.Timeout | null = null;
   let lastMappingEvent = -Infinity;
   function publish(mappingsChanged: boolean) {
-    const cur = { entries: actions.numberOfEntries(), ext: leases.externalAddress(), status: connectionStatus() };
+    const cur = { entries: actions.numberOfEntries(), ext: reportedAddress(), status: connectionStatus() };
     const changed: [string, string | number][] = [];
     if (cur.entries !== last.entries || mappingsChanged) changed.push(['PortMappingNumberOfEntries', cur.entries]);
     if (cur.ext !== last.ext) changed.push(['ExternalIPAddress', cur.ext]);
