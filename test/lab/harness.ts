@@ -153,6 +153,16 @@ function killNamespaceSync(ns: string): void {
   liveNamespaces.delete(ns);
 }
 
+/**
+ * For labs built on top of createLab (test/lab/upstream-lab.ts): a namespace made outside createLab is
+ * removed with the others on exit / signals; the returned function removes it now.
+ */
+export function trackNamespace(ns: string): () => void {
+  installHooks(true);
+  liveNamespaces.add(ns);
+  return () => killNamespaceSync(ns);
+}
+
 function cleanupAllSync(): void {
   for (const a of liveAgents) {
     try {
