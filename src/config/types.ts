@@ -1,3 +1,4 @@
+import type { UpstreamConfig } from './upstream.js';
 /** The effective configuration, frozen after load. Keys match config/router.example.yaml. */
 import type { PortRange } from '../common/net-types.js';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -135,6 +136,8 @@ export interface Config {
   readonly limits: LimitsConfig;
   readonly staticForwards: readonly StaticForwardConfig[];
   readonly triggers: readonly TriggerConfig[];
+  /** chaining leases to the NAT the gateway sits behind (src/config/upstream.ts); absent in hand-built configs = off */
+  readonly upstream?: UpstreamConfig;
 }
 
 /** global limits beside the per-client ones (0 = no limit): spoofed source addresses cannot multiply these */

@@ -20,6 +20,7 @@ import { isUsableIPv4Host } from '../common/net.js';
 import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';
+import { readUpstream } from './upstream.js';
 
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -40,6 +41,7 @@ const TOP_KEYS = [
   'limits',
   'staticForwards',
   'triggers',
+  'upstream',
 ] as const;
 
 /** Linux interface names: 1-15 characters, no '/', ':' or whitespace */
@@ -369,6 +371,8 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     if (t) triggers.push(t);
   });
 
+  const upstream = readUpstream(root['upstream'], issues);
+
   const config: Config = {
     logLevel,
     interfaces: { wan, lan },
@@ -386,6 +390,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     limits,
     staticForwards,
     triggers,
+    upstream,
   };
   return { config, issues };
 }
