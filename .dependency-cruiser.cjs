@@ -19,6 +19,7 @@ const LEASES = '^src/leases/';
 const TRIGGERS = '^src/triggers/';
 const FRONTENDS = '^src/frontends/';
 const ADMIN = '^src/admin/';
+const UPSTREAM = '^src/upstream/';
 const DOCTOR = '^src/doctor/';
 const WIRING = '^src/(main|cli|cli-admin|warmup)[.]ts$';
 
@@ -32,6 +33,8 @@ const layers = [
   { name: 'leases', path: LEASES, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, DATAPLANE_API] },
   { name: 'triggers', path: TRIGGERS, may: [COMMON, BASE, CONFIG, PROTOCOLS, LEASES, DATAPLANE_API] },
   { name: 'frontends', path: FRONTENDS, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, LEASES, DATAPLANE_API] },
+  // chaining to an upstream NAT: clients beside the lease table (they talk to the WAN, never to the kernel)
+  { name: 'upstream', path: UPSTREAM, may: [COMMON, BASE, CONFIG, PROTOCOLS, LEASES] },
   { name: 'admin', path: ADMIN, may: [COMMON, BASE, CONFIG, PROTOCOLS, POLICY, LEASES, DATAPLANE_API, TRIGGERS] },
   // `portd doctor` inspects the kernel state the driver owns (its ct marks, its runner) and asks a running portd
   // through the admin API's client (admin/cli-commands.ts); it never opens the lease table itself

@@ -6,6 +6,8 @@ export const TOOLS = [
   { bin: 'upnpc', pkg: 'miniupnpc', for: 'integration' },
   { bin: 'natpmpc', pkg: 'natpmpc', for: 'integration' },
   { bin: 'gssdp-discover', pkg: 'gupnp-tools', for: 'integration' },
+  // test/lab/upstream.test.ts: miniupnpd as the upstream NAT of the three-tier lab (the package starts no service)
+  { bin: 'miniupnpd', pkg: 'miniupnpd-nftables', for: 'lab' },
   { bin: 'chromium', pkg: 'chromium', for: 'browser' },
   // npm run package (test/lab/package.test.ts): lintian checks the .deb; node-gyp compiles better-sqlite3
   { bin: 'lintian', pkg: 'lintian', for: 'lab' },

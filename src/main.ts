@@ -1,3 +1,4 @@
+import { createConnector, createUpstreamManager, type UpstreamManager } from './upstream/index.js';
 import { isIPv6 } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { ipv6InPrefix } from './common/ipv6.js';
@@ -409,6 +410,29 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   if (config.warmup > 0)
     log.info(await warmUp({ config, requests: config.warmup, budgetMs: 2000 }), 'request paths warmed up');
 
+  // behind another NAT (issue 16): each IPv4 lease is also requested from the upstream NAT, outside the writer's
+  // transaction; the front-ends answer with the public endpoint it gave (docs/double-nat.md, "Chaining upstream")
+  let upstream: UpstreamManager | null = null;
+  if (config.upstream && config.upstream.mode !== 'off') {
+    const u = config.upstream;
+    upstream = createUpstreamManager({
+      config: u,
+      table: leases,
+      connect: createConnector({
+        config: u,
+        wanInterface: config.interfaces.wan,
+        wanAddress: () => leases.externalAddress(),
+        log,
+      }),
+      log,
+      metrics,
+    });
+    await upstream.start();
+    const up = upstream;
+    parts.push({ name: 'upstream', close: () => up.close() });
+  }
+  const upstreamHook = upstream ? { upstream } : {};
+
   if (config.pcp.enabled || config.natpmp.enabled) {
     // PCP also answers on the LAN interfaces' IPv6 addresses when pcp.ipv6: global, ULA, and link-local with
     // the interface as its zone (`fe80::1%br-lan`: a link-local address means nothing without its link)
@@ -436,6 +460,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       conntrack,
       ipv6Pinholes: () => current.policy.ipv6Pinholes,
       reportedAddress: () => wan.reportedAddress(),
+      ...upstreamHook,
       // no multicast on loopback: announcements only when listening on real LAN addresses
       ...(listen.every((a) => a.startsWith('127.') || a === '::1') ? { announce: null } : {}),
     });
@@ -477,6 +502,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       // policy.ipv6Pinholes follows a reload (the policy does), and subscribers hear of it
       ...(config.upnp.ipv6 ? { pinholes: upnpPinholes(() => current, dataplane, neighbours) } : {}),
       limits: { requestsPerSecond: config.upnp.rateLimit, requestBurst: config.upnp.rateLimit * 4 },
+      ...upstreamHook,
       presentationUrl: adminOnLan
         ? `http://${adminHost === '0.0.0.0' ? (listen[0] ?? adminHost) : adminHost}:` +
           `${config.admin.listen.replace(/^.*:/, '')}/`
@@ -576,6 +602,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     version: VERSION,
     env: process.env,
     pcpEpoch: () => pcpEpoch(),
+    ...upstreamHook,
     frontends: () => frontends,
     upnpDescriptionUrls: () => upnpDescriptionUrls(),
     wan: () => wan.snapshot(),

@@ -115,6 +115,19 @@ export function createMetrics(opts: { defaultMetrics?: boolean | 'on-demand' } =
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
+    // chaining to an upstream NAT (src/upstream/, docs/double-nat.md): mappings by state, requests by outcome
+    upstreamMappings: new Gauge({
+      name: 'portd_upstream_mappings',
+      help: 'Upstream mappings of active leases by state (pending, active, failed)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+    }),
+    upstreamRequests: new Counter({
+      name: 'portd_upstream_requests_total',
+      help: 'Requests to the upstream NAT by protocol (pcp, natpmp, upnp) and result',
+      labelNames: ['protocol', 'result'] as const,
+      registers: [registry],
+    }),
     triggerFirings: new Counter({
       name: 'portd_trigger_firings_total',
       help: 'Trigger firings by rule and result',

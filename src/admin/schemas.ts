@@ -32,6 +32,21 @@ const EndReason = StringEnum(['released', 'expired', 'revoked', 'replaced', 'con
 const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
 const EventType = StringEnum(['granted', 'renewed', 'released', 'expired', 'revoked', 'refused', 'replaced'] as const);
 
+/** the lease's mapping on the NAT the gateway sits behind (src/upstream/, docs/double-nat.md) */
+export const UpstreamSchema = Type.Object({
+  state: StringEnum(['pending', 'active', 'failed'] as const),
+  protocol: StringEnum(['pcp', 'natpmp', 'upnp'] as const),
+  server: Type.String(),
+  externalAddress: Nullable(Type.String({ description: 'the public address the upstream gave' })),
+  externalPort: Nullable(Type.Integer({ description: 'the public port the upstream gave' })),
+  lifetime: Nullable(Type.Integer({ description: 'seconds the upstream granted at its last answer' })),
+  expiresAt: Nullable(Type.Integer({ description: 'epoch ms' })),
+  nonce: Nullable(Type.String()),
+  epoch: Nullable(Type.Integer({ description: 'the upstream epoch (PCP / NAT-PMP) at its last answer' })),
+  detail: Nullable(Type.String()),
+  updatedAt: Type.Integer({ description: 'epoch ms' }),
+});
+
 export const LeaseSchema = Type.Object({
   family: Family,
   id: Type.String(),
@@ -59,6 +74,7 @@ export const LeaseSchema = Type.Object({
   endReason: Nullable(EndReason),
   renewCount: Type.Integer({ description: 'renewals so far (each updates the lease; the history shows the last)' }),
   lastRenewedAt: Nullable(Type.Integer({ description: 'epoch ms of the last renewal; null = never renewed' })),
+  upstream: Type.Optional(Nullable(UpstreamSchema)),
 });
 
 export const HistoryEntrySchema = Type.Object({

@@ -3,6 +3,7 @@
  * health probes and the dashboard. Every change an admin makes goes through the lease
  * table with `actor: 'admin:<token name>'`, so it is logged and kept in the lease history.
  */
+import type { UpstreamRecord } from '../leases/upstream.js';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
@@ -99,6 +100,8 @@ export interface AdminServerOptions {
    */
   readonly requireAuth?: boolean;
   readonly routes?: readonly AdminRoutePlugin[];
+  /** behind another NAT: each lease's upstream mapping (src/upstream/); leases show `upstream: null` without it */
+  readonly upstream?: { recordFor(leaseId: string): UpstreamRecord | null };
   /** SSE heartbeat comment interval (default 15 s) */
   readonly heartbeatMs?: number;
   /** dashboard session lifetime (default 12 h) */
@@ -214,6 +217,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
     if (n !== null) log.info({ ...fields, suppressed: n }, msg);
   };
   const streams = new Set<() => void>();
+  // the lease JSON carries its upstream mapping (docs/double-nat.md): null when not chained
+  const withUpstream = (l: Lease) => ({ ...l, upstream: opts.upstream?.recordFor(l.id) ?? null });
 
   if (authRequired && !token.value) {
     throw new PortdError(
@@ -490,7 +495,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         limit,
         offset,
       });
-      return { leases: list, total, limit, offset };
+      return { leases: list.map(withUpstream), total, limit, offset };
     },
   );
 
@@ -508,7 +513,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       const { id } = req.params as { id: string };
       const lease = leases.get(id);
       if (!lease) return sendError(reply, ErrorCode.LEASE_NOT_FOUND, `no lease ${id}`);
-      return { lease, history: leases.history(id) };
+      return { lease: withUpstream(lease), history: leases.history(id) };
     },
   );
 

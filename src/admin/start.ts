@@ -8,6 +8,7 @@
  * socket is handed to the app's own http.Server (server.listen(handle)), so from then on it is exactly
  * the eager server: request timeouts, connection tracking, close.
  */
+import type { UpstreamRecord } from '../leases/upstream.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
@@ -32,6 +33,8 @@ export interface StartAdminOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** the PCP epoch in seconds, or null when PCP is off */
   readonly pcpEpoch?: () => number | null;
+  /** behind another NAT: each lease's upstream mapping (the lease JSON's `upstream`) */
+  readonly upstream?: { recordFor(leaseId: string): UpstreamRecord | null };
   /** other listening front-ends; the admin API adds itself */
   readonly frontends?: () => readonly { name: string; listening: readonly string[] }[];
   readonly upnpDescriptionUrls?: () => readonly string[];
@@ -96,6 +99,7 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
       readyz,
       token: { value: token.value, name: token.name },
       routes: [...(o.routes ?? []), ...late],
+      ...(o.upstream ? { upstream: o.upstream } : {}),
       status: () => ({
         version: o.version,
         startedAt: o.startedAt,

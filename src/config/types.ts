@@ -1,3 +1,4 @@
+import type { UpstreamConfig } from './upstream.js';
 /** The effective configuration, frozen after load. Keys match config/router.example.yaml. */
 import type { PortRange } from '../common/net-types.js';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -137,6 +138,8 @@ export interface Config {
   readonly stun?: StunConfig;
   readonly staticForwards: readonly StaticForwardConfig[];
   readonly triggers: readonly TriggerConfig[];
+  /** chaining leases to the NAT the gateway sits behind (src/config/upstream.ts); absent in hand-built configs = off */
+  readonly upstream?: UpstreamConfig;
 }
 
 export interface StunConfig {

@@ -21,6 +21,7 @@ import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';
 import { readStun } from './stun.js';
+import { readUpstream } from './upstream.js';
 
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -42,6 +43,7 @@ const TOP_KEYS = [
   'stun',
   'staticForwards',
   'triggers',
+  'upstream',
 ] as const;
 
 /** Linux interface names: 1-15 characters, no '/', ':' or whitespace */
@@ -373,6 +375,8 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     if (t) triggers.push(t);
   });
 
+  const upstream = readUpstream(root['upstream'], issues);
+
   const config: Config = {
     logLevel,
     interfaces: { wan, lan },
@@ -391,6 +395,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     stun,
     staticForwards,
     triggers,
+    upstream,
   };
   return { config, issues };
 }

@@ -17,7 +17,7 @@ export interface LeaseTableApi {
   /** the holder ends its own lease */
   release(req: ReleaseRequest): Promise<ReleaseResult>;
   /** an admin ends any lease (also read-only ones only when force) */
-  revoke(id: string, actor: string, reason?: string): Promise<ReleaseResult>;
+  revoke(id: string, actor: string, reason?: string, opts?: { sticky?: boolean }): Promise<ReleaseResult>;
   get(id: string): Lease | null;
   /**
    * the active lease for an internal key (PCP/NAT-PMP); for an IPv6 address, the pinhole covering that port

@@ -1,3 +1,5 @@
+import { createUpstreamStore } from './upstream-store.js';
+import type { UpstreamRecord } from './upstream.js';
 import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { StaticForwardConfig } from '../config/types.js';
@@ -111,6 +113,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const pruneBatch = Math.max(1, opts.pruneBatch ?? 256);
   const store: Store = openStore({ ...opts.database, onWarning: (m) => log.warn(m) });
   const { s } = store;
+  const upstreamRows = createUpstreamStore(store);
   let externalAddress = opts.externalAddress;
 
   // ---- derived caches (rebuilt from the database, never a second truth) ----
@@ -1916,6 +1919,22 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       );
       log.warn({ from: old, to: addr }, 'external address changed; leases follow');
     },
+    /**
+     * The lease's upstream mapping (src/upstream/): written in a writer tick of its own kind (rows only, no
+     * kernel change), so it never joins another tick's transaction half-way. null deletes it. Resolves false
+     * when the lease row is gone.
+     */
+    setUpstream(leaseId: string, rec: UpstreamRecord | null): Promise<boolean> {
+      return enqueue<boolean>(
+        'upstream',
+        () => ({ result: upstreamRows.write(leaseId, rec), add: [], remove: [], events: [] }),
+        () => false,
+      );
+    },
+    /** committed state: the lease's upstream mapping, or null */
+    upstreamOf: (leaseId: string): UpstreamRecord | null => upstreamRows.get(leaseId),
+    /** committed state: the upstream mappings of every active lease */
+    upstreamActive: (): UpstreamRecord[] => upstreamRows.active(),
     expireDue,
     reconcile,
     syncStatic,

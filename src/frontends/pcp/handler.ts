@@ -3,6 +3,7 @@
  * turned into lease-table calls, and the answers (or typed refusals) turned back into result
  * codes. No sockets here; the server in server.ts feeds it.
  */
+import type { UpstreamChain, UpstreamRefusal } from '../../leases/upstream.js';
 import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
@@ -81,6 +82,8 @@ export interface PcpHandlerDeps {
   readonly ipv6Pinholes?: boolean | (() => boolean);
   /** the address NAT-PMP's external address answer reports (dataplane/wan-status.ts); default the WAN's */
   readonly reportedAddress?: () => string;
+  /** behind another NAT: each IPv4 grant is also requested upstream (src/upstream/); absent = not chained */
+  readonly upstream?: UpstreamChain;
 }
 
 const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true } as const;
@@ -151,6 +154,37 @@ export function natPmpCodeFor(r: Refusal): number {
     case 'not_authorized':
     case 'invalid':
       return NatPmpResultCode.NOT_AUTHORIZED;
+  }
+}
+
+/**
+ * An upstream refusal (src/upstream/, chaining behind another NAT) → PCP result code (RFC 6887 §7.4); the
+ * table is in docs/double-nat.md. unavailable (no answer in time) is NO_RESOURCES, a short-lifetime error:
+ * the client retries, and by then the upstream answer is usually in.
+ */
+export function pcpCodeForUpstream(r: UpstreamRefusal): number {
+  switch (r) {
+    case 'not_authorized':
+      return ResultCode.NOT_AUTHORIZED;
+    case 'cannot_provide_external':
+      return ResultCode.CANNOT_PROVIDE_EXTERNAL;
+    case 'no_resources':
+      return ResultCode.NO_RESOURCES;
+    case 'unavailable':
+      return ResultCode.NO_RESOURCES;
+  }
+}
+
+/** An upstream refusal → NAT-PMP result code (RFC 6886 §3.5); unavailable is NETWORK_FAILURE (3) */
+export function natPmpCodeForUpstream(r: UpstreamRefusal): number {
+  switch (r) {
+    case 'not_authorized':
+      return NatPmpResultCode.NOT_AUTHORIZED;
+    case 'cannot_provide_external':
+    case 'no_resources':
+      return NatPmpResultCode.OUT_OF_RESOURCES;
+    case 'unavailable':
+      return NatPmpResultCode.NETWORK_FAILURE;
   }
 }
 
@@ -367,17 +401,24 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
           : `PCP ${s.protocol.toUpperCase()} ${s.internalAddress}:${m.internalPort}`,
     } as Parameters<LeaseTableApi['request']>[0]);
     if (!r.ok) return pcpError(req, pcpCodeFor(r, preferFailure), processed, refusalDetail(r));
+    // behind another NAT: the answer names the public endpoint the upstream gave (src/upstream/)
+    const up = s.family === 6 || !deps.upstream ? null : await deps.upstream.chain(r.lease);
+    if (up?.kind === 'refused') return pcpError(req, pcpCodeForUpstream(up.reason), processed, up.detail);
+    const mapped = up?.kind === 'mapped' ? up : null;
     return pcpResult(
       {
         version: Version.PCP,
         opcode: Opcode.MAP,
         resultCode: ResultCode.SUCCESS,
-        lifetime: r.lifetime ?? 0,
+        lifetime: mapped ? Math.min(r.lifetime ?? 0, mapped.lifetime) : (r.lifetime ?? 0),
         epoch: deps.epoch(),
-        map: { ...m, externalPort: r.lease.externalPort, externalAddress: r.lease.externalAddress },
+        map: mapped
+          ? { ...m, externalPort: mapped.externalPort, externalAddress: mapped.externalAddress }
+          : { ...m, externalPort: r.lease.externalPort, externalAddress: r.lease.externalAddress },
         options: processed,
       },
-      `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`,
+      `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}` +
+        (mapped ? ` (public ${mapped.externalAddress}:${mapped.externalPort})` : ''),
     );
   }
 
@@ -765,16 +806,20 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       description: `NAT-PMP ${protocol.toUpperCase()} ${owner}:${req.internalPort}`,
     } as Parameters<LeaseTableApi['request']>[0]);
     if (!r.ok) return fail(natPmpCodeFor(r), refusalDetail(r));
+    const up = deps.upstream ? await deps.upstream.chain(r.lease) : null;
+    if (up?.kind === 'refused') return fail(natPmpCodeForUpstream(up.reason), up.detail);
+    const mapped = up?.kind === 'mapped' ? up : null;
     return natResult(
       {
         opcode: req.opcode,
         resultCode: NatPmpResultCode.SUCCESS,
         epoch: deps.epoch(),
         internalPort: req.internalPort,
-        externalPort: r.lease.externalPort,
-        lifetime: r.lifetime ?? 0,
+        externalPort: mapped ? mapped.externalPort : r.lease.externalPort,
+        lifetime: mapped ? Math.min(r.lifetime ?? 0, mapped.lifetime) : (r.lifetime ?? 0),
       },
-      `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}`,
+      `${r.created ? 'granted' : 'renewed'} lease ${r.lease.id}` +
+        (mapped ? ` (public port ${mapped.externalPort})` : ''),
     );
   }
 

@@ -3,6 +3,7 @@
  * limit in front of the handler, the epoch (RFC 6887 §8.5, RFC 6886 §3.6) and the unsolicited
  * announcements sent on start, on epoch reset and when the external address changes.
  */
+import type { UpstreamChain } from '../../leases/upstream.js';
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -65,6 +66,8 @@ export interface PcpServerOptions {
    * docs/double-nat.md); default leases.externalAddress()
    */
   readonly reportedAddress?: () => string;
+  /** behind another NAT: IPv4 grants are chained upstream (src/upstream/) */
+  readonly upstream?: UpstreamChain;
 }
 
 export interface PcpServer {
@@ -136,6 +139,7 @@ export function createPcpServer(opts: PcpServerOptions): PcpServer {
     conntrack: opts.conntrack ?? null,
     ipv6Pinholes: opts.ipv6Pinholes ?? false,
     reportedAddress,
+    ...(opts.upstream ? { upstream: opts.upstream } : {}),
     epoch,
     now: () => clock.now(),
   });

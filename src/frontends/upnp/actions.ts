@@ -1,3 +1,4 @@
+import type { UpstreamChain, UpstreamRefusal } from '../../leases/upstream.js';
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import {
@@ -36,6 +37,8 @@ export interface ActionDeps {
   readonly pinholes?: PinholeActionHandler;
   /** the address GetExternalIPAddress reports (dataplane/wan-status.ts; docs/double-nat.md); default the WAN's */
   readonly reportedAddress?: () => string;
+  /** behind another NAT: IPv4 grants are chained upstream (src/upstream/) */
+  readonly upstream?: UpstreamChain;
 }
 
 export interface ActionCall {
@@ -160,6 +163,20 @@ export function createActionHandler(deps: ActionDeps) {
     }
   }
 
+  /** an upstream refusal → UPnP error (docs/double-nat.md, "Chaining upstream") */
+  function upstreamRefusal(r: UpstreamRefusal, v2: boolean, detail: string): ActionResult {
+    switch (r) {
+      case 'not_authorized':
+        return fail(UpnpErrorCode.ACTION_NOT_AUTHORIZED, detail);
+      case 'cannot_provide_external':
+        return fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, detail);
+      case 'no_resources':
+        return v2 ? fail(UpnpErrorCode.NO_PORT_MAPS_AVAILABLE, detail) : fail(UpnpErrorCode.ACTION_FAILED, detail);
+      case 'unavailable':
+        return fail(UpnpErrorCode.ACTION_FAILED, detail);
+    }
+  }
+
   async function addPortMapping(call: ActionCall, any: boolean): Promise<ActionResult> {
     const a = call.args;
     const v2 = call.version >= 2;
@@ -215,6 +232,14 @@ export function createActionHandler(deps: ActionDeps) {
       actor: `upnp:${call.client}`,
     });
     if (!res.ok) return refusal(res, v2, any ? 'addAny' : 'add');
+    // behind another NAT: the mapping is also made upstream (src/upstream/); the client's port is the public one
+    const up = deps.upstream ? await deps.upstream.chain(res.lease) : null;
+    if (up?.kind === 'refused') return upstreamRefusal(up.reason, v2, up.detail);
+    if (up?.kind === 'mapped' && !any && up.externalPort !== res.lease.externalPort) {
+      // AddPortMapping names its external port: another public one would be a lie (AddAnyPortMapping may say it)
+      await leases.revoke(res.lease.id, 'upstream', `the upstream gave port ${up.externalPort}`, { sticky: false });
+      return fail(UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, `the upstream NAT gave port ${up.externalPort}, not ${ext}`);
+    }
     // the lease table logs the decision at info (`lease granted`, with actor upnp:<client>); this line adds
     // the UPnP side (action, requested vs granted lifetime) for debugging, like PCP's `request answered`
     log.debug(
@@ -231,7 +256,7 @@ export function createActionHandler(deps: ActionDeps) {
       },
       res.created ? 'upnp mapping granted' : 'upnp mapping renewed',
     );
-    return any ? ok([['NewReservedPort', res.lease.externalPort]]) : ok();
+    return any ? ok([['NewReservedPort', up?.kind === 'mapped' ? up.externalPort : res.lease.externalPort]]) : ok();
   }
 
   async function releaseOne(call: ActionCall, l: Lease): Promise<ActionResult> {

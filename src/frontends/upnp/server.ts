@@ -1,3 +1,4 @@
+import type { UpstreamChain } from '../../leases/upstream.js';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -34,6 +35,8 @@ import { createSsdp, type LanInterface, type Ssdp } from './ssdp.js';
 import type { UpnpUuids } from './uuids.js';
 
 export interface UpnpServerOptions {
+  /** behind another NAT: IPv4 grants are chained upstream (src/upstream/) */
+  readonly upstream?: UpstreamChain;
   readonly config: Config;
   readonly leases: LeaseTableApi;
   readonly log: Logger;
@@ -280,6 +283,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
     wanStats: opts.wanStats ?? (() => readWanStats(config.interfaces.wan)),
     linkBitRates: opts.linkBitRates ?? { up: 1_000_000_000, down: 1_000_000_000 },
     ...(pinholes ? { pinholes } : {}),
+    ...(opts.upstream ? { upstream: opts.upstream } : {}),
   });
 
   let systemUpdateId = 1;
