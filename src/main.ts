@@ -662,6 +662,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       'admin',
       'listenAddresses',
       'stateDir',
+      'stun',
     ] as const) {
       if (JSON.stringify(next[k]) !== JSON.stringify(current[k])) changed.push(k);
     }

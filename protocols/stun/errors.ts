@@ -25,7 +25,9 @@ export type StunDecodeReason =
   /** a success response without XOR-MAPPED-ADDRESS or MAPPED-ADDRESS */
   | 'no_address'
   /** an ERROR-CODE attribute that does not parse (§14.8) */
-  | 'bad_error_code';
+  | 'bad_error_code'
+  /** not the codec's: the client's label for any other failure while reading a datagram */
+  | 'internal';
 
 export class StunDecodeError extends Error {
   override readonly name = 'StunDecodeError';

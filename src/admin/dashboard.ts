@@ -535,7 +535,8 @@ export const DASHBOARD_JS = `'use strict';
       $('login').hidden = true; $('app').hidden = false;
       connect();
       loadTriggers();
-      if (!started) { started = true; setInterval(tickLeft, 1000); }
+      // the WAN block changes without a lease event (STUN, the WAN address): the status is re-read each minute
+      if (!started) { started = true; setInterval(tickLeft, 1000); setInterval(scheduleStatus, 60000); }
       return loadLeases();
     }).catch(function (e) {
       if (e.message !== 'unauthorized') {

@@ -24,6 +24,8 @@ import type { Metrics } from '../metrics.js';
 const RM = 16;
 /** one check logs at most this many dropped datagrams (a hostile server cannot flood the log) */
 const MAX_DROP_LINES = 3;
+/** a host name that does not resolve within this is a failed server, not a stuck check */
+const RESOLVE_TIMEOUT_MS = 5000;
 
 export type StunOutcome =
   | { readonly ok: true; readonly server: string; readonly mapped: MappedAddress; readonly rttMs: number }
@@ -72,7 +74,12 @@ export function createStunClient(opts: StunClientOptions): StunClient {
     if (!parsed) return { ok: false, error: `${server}: not host:port` };
     let ip: string;
     try {
-      ip = await resolve(parsed.host);
+      let t: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        t = setTimeout(() => reject(new Error(`no answer in ${RESOLVE_TIMEOUT_MS} ms`)), RESOLVE_TIMEOUT_MS);
+        t.unref();
+      });
+      ip = await Promise.race([resolve(parsed.host), timeout]).finally(() => clearTimeout(t));
     } catch (e) {
       count('resolve_error');
       return { ok: false, error: `${server}: cannot resolve (${(e as Error).message})` };
@@ -109,8 +116,9 @@ export function createStunClient(opts: StunClientOptions): StunClient {
         let r: ReturnType<typeof decodeBindingResponse>;
         try {
           r = decodeBindingResponse(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), tx);
-        } catch (e) {
-          if (!(e instanceof StunDecodeError)) throw e;
+        } catch (err) {
+          // the codec throws only StunDecodeError (fuzzed); anything else is still a dropped datagram, never a crash
+          const e = err instanceof StunDecodeError ? err : new StunDecodeError('internal', 0, String(err));
           opts.metrics?.badInput.inc({ frontend: 'stun', kind: e.reason });
           if (drops++ < MAX_DROP_LINES)
             log.warn(

@@ -97,6 +97,10 @@ describe('double NAT: the gateway behind an upstream NAT, STUN on the Internet h
     ].join('\n');
     portd = new PortdProcess({ lab: lab.base, dir, config, verbose: process.env['LAB_LOG'] === 'portd' });
     await portd.start();
+    // the admin app is built at its first request (seconds on a loaded machine; curl gives up after 5 s)
+    const end = Date.now() + 30_000;
+    while ((await portd.api('/healthz', TOKEN)).status !== 200)
+      if (Date.now() > end) throw new Error('the admin API did not answer within 30 s');
   });
 
   after(async () => {
@@ -125,6 +129,7 @@ describe('double NAT: the gateway behind an upstream NAT, STUN on the Internet h
     const m = await portd.api('/metrics', TOKEN);
     assert.match(String(m.body), /^portd_wan_double_nat 1$/m);
     assert.match(String(m.body), /^portd_stun_requests_total\{result="success"\} 1$/m);
+    await portd.waitForLog((l) => l.msg === 'double NAT detected', 5000, 0);
     const lines = portd.since(0, (l) => l.msg === 'double NAT detected' || l.msg === 'double NAT state changed');
     assert.ok(lines.length >= 1 && lines.length <= 2, JSON.stringify(lines));
     assert.equal(lines[0]!['doubleNat'], 'yes');
@@ -140,6 +145,20 @@ describe('double NAT: the gateway behind an upstream NAT, STUN on the Internet h
     assert.equal((await wan()).reportedAddress, ADDR3.gwWan);
   });
 
+  test('portd doctor: the double-nat line from its own STUN check through the upstream NAT, with what to do', async () => {
+    const r = await lab.exec(
+      lab.gw,
+      [process.execPath, join(ROOT, 'bin', 'portd.js'), 'doctor', '--config', portd.configPath, '--json'],
+      { timeoutMs: 60_000 },
+    );
+    const report = JSON.parse(r.stdout) as { checks: { id: string; status: string; message: string; fix: string }[] };
+    const line = report.checks.find((c) => c.id === 'double-nat');
+    assert.ok(line, r.stdout + r.stderr);
+    assert.equal(line.status, 'warn');
+    assert.match(line.message, /^double NAT: the WAN address 100\.64\.77\.2 is shared .*sees 203\.0\.113\.1/);
+    assert.match(line.fix, /ask the ISP/);
+  });
+
   test('a new WAN address is followed and checked with STUN at once', async () => {
     const before = await wan();
     const from = portd.logs.length;
@@ -153,7 +172,8 @@ describe('double NAT: the gateway behind an upstream NAT, STUN on the Internet h
     assert.equal(w.doubleNat, 'yes');
     assert.equal(w.stun.publicAddress, ADDR3.upWan);
     assert.equal(w.reportedAddress, '100.64.77.3');
-    assert.ok(portd.since(from, (l) => l.msg === 'WAN address changed').length >= 1);
+    // stdout arrives in batches: the line may come a moment after the status shows the change
+    await portd.waitForLog((l) => l.msg === 'WAN address changed', 5000, from);
     const m = await portd.api('/metrics', TOKEN);
     assert.match(String(m.body), /^portd_stun_requests_total\{result="success"\} 2$/m);
   });
