@@ -219,7 +219,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
       command(c.dataplane.conntrackPath, ['--version'], t),
       iptablesFact(t),
       netlinkFact(c),
-      daemonStatus(o, Math.min(t, 3000)),
+      daemonStatus(o, t), // the first admin request builds the lazy admin app: seconds on a busy small CPU
       socketsFact(),
       wan.then((w) => stunFact(c, 'addresses' in w ? w.addresses[0] : undefined)),
     ]);
