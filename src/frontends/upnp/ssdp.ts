@@ -176,11 +176,7 @@ export function createSsdp(opts: SsdpOptions) {
       }
       // at once by default; with mxDelay, UDA 1.1 §1.3.3: a random delay within MX (no MX, a unicast search: at once)
       const delay = !mxDelay || search.mx === null ? 0 : Math.floor(random() * Math.min(search.mx * 1000, maxDelayMs));
-      pending++;
-      const t = setTimeout(() => {
-        timers.delete(t);
-        pending--;
-        perSource.give(src);
+      const respond = () => {
         if (closing) return;
         let bytes: Uint8Array;
         try {
@@ -202,6 +198,20 @@ export function createSsdp(opts: SsdpOptions) {
           if (err) log.debug({ err: err.message, dst: src }, 'ssdp response not sent');
           else metrics.ssdp.inc({ kind: 'response' });
         });
+      };
+      if (delay === 0) {
+        // in this turn of the event loop: a timer of 0 ms waits behind whatever else the loop has queued (under
+        // load, tens of ms)
+        perSource.give(src);
+        respond();
+        continue;
+      }
+      pending++;
+      const t = setTimeout(() => {
+        timers.delete(t);
+        pending--;
+        perSource.give(src);
+        respond();
       }, delay);
       timers.add(t);
     }
