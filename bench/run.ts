@@ -21,6 +21,9 @@ const all: { name: string; file: string; root: boolean; args?: string[] }[] = [
   { name: 'footprint', file: 'bench/footprint.ts', root: true },
   // the first 2,000 PCP MAPs / SOAP adds after `portd ready`, from a LAN host, three fresh starts each (issue 17)
   { name: 'cold-start', file: 'bench/cold-start.ts', root: true },
+  // answer times of the probes Tailscale (at once) and libp2p/Syncthing (one after another) send, idle and under a
+  // PCP/SOAP load from another LAN host, against the 250 ms budget and a UDP echo (issue 16)
+  { name: 'probes', file: 'bench/probes.ts', root: true },
 ];
 const only = process.argv.slice(2);
 let failed = false;

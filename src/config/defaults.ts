@@ -54,6 +54,7 @@ export const DEFAULTS = {
     manufacturer: 'portd',
     modelName: 'portd',
     notifyInterval: 900,
+    ssdpMxDelay: false,
     listAllLeases: false,
     maxSubscriptions: 256,
     rateLimit: 50,

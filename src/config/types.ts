@@ -106,6 +106,8 @@ export interface Config {
     readonly manufacturer: string;
     readonly modelName: string;
     readonly notifyInterval: number;
+    /** delay search answers randomly within the search's MX (UDA 1.1 §1.3.3); false = answer at once */
+    readonly ssdpMxDelay: boolean;
     readonly listAllLeases: boolean;
     readonly maxSubscriptions: number;
     /** SOAP/GENA requests per second per client address (bursts of 4x); 0 = no limit */

@@ -12,7 +12,6 @@ import {
   SNAT_SETS,
   elementId,
   forwardElements,
-  ipv4Bytes,
   liveElement,
   mappingOf,
   snatElementAt,
@@ -64,6 +63,30 @@ function entrySlot(e: LiveKey): number | string | null {
     : elementId(liveElement(e, null));
 }
 
+/** a dotted quad as a number, or null; by hand: the model indexes every lease with it (isIPv4 and a split per
+ *  lease cost more than the rest of the index) */
+function quadInt(text: string): number | null {
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return null;
+      n = n * 256 + part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      part = part * 10 + (c - 48);
+      digits++;
+      if (part > 255) return null;
+    } else return null;
+  }
+  if (dots !== 3 || digits === 0) return null;
+  return n * 256 + part;
+}
+
 /**
  * The outbound source-NAT slots of a lease: one per kernel SNAT element it would write (model.ts snatElements).
  * A single internal port is a number (address · 2^17 + udp · 2^16 + port: below 2^49, exact in a double; a
@@ -73,16 +96,15 @@ function entrySlot(e: LiveKey): number | string | null {
  */
 export function entrySnatSlots(e: DataplaneEntry): (number | string)[] {
   if (e.family === 6) return [];
-  const a = ipv4Bytes(e.externalAddress);
-  const b = ipv4Bytes(e.internalAddress);
-  if (a === null || b === null || (a[0] === 0 && a[1] === 0 && a[2] === 0 && a[3] === 0)) return [];
+  const a = quadInt(e.externalAddress);
+  const b = quadInt(e.internalAddress);
+  if (a === null || b === null || a === 0) return [];
   const width = e.externalPortEnd - e.externalPort + 1;
   if (width > 1 && e.internalPort === e.externalPort) {
     const el = snatElements(mappingOf(e), null)[0];
     return el ? [elementId(el)] : [];
   }
-  const base =
-    ((b[0]! * 2 ** 24 + b[1]! * 2 ** 16 + b[2]! * 2 ** 8 + b[3]!) * 2 + (e.protocol === 'udp' ? 1 : 0)) * 65536;
+  const base = (b * 2 + (e.protocol === 'udp' ? 1 : 0)) * 65536;
   const out: number[] = [];
   for (let i = 0; i < width; i++) out.push(base + e.internalPort + i);
   return out;

@@ -101,6 +101,7 @@ describe('defaults', () => {
       manufacturer: 'portd',
       modelName: 'portd',
       notifyInterval: 900,
+      ssdpMxDelay: false,
       listAllLeases: false,
       maxSubscriptions: 256,
       rateLimit: 50,

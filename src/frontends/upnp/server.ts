@@ -778,6 +778,7 @@ export function createUpnpServer(opts: UpnpServerOptions): UpnpServer {
         multicastAddress: opts.ssdp?.multicastAddress,
         joinMulticast: opts.ssdp?.joinMulticast,
         notifyTarget: opts.ssdp?.notifyTarget,
+        mxDelay: config.upnp.ssdpMxDelay,
         maxDelayMs: opts.ssdp?.maxDelayMs,
         random: opts.ssdp?.random,
         targetsFor,

@@ -44,7 +44,13 @@ export interface SsdpOptions {
   readonly metrics: Metrics;
   readonly now: () => number;
   readonly random?: () => number;
-  /** cap on the random response delay (MX seconds at most); tests lower it */
+  /**
+   * delay each search answer randomly within the search's MX (UDA 1.1 §1.3.3), default false: answer at once. The
+   * delay spreads the answers of many devices to one multicast search; a gateway is one device answering a few
+   * searches, and probing clients wait only 250 ms (config upnp.ssdpMxDelay, docs/upnp.md)
+   */
+  readonly mxDelay?: boolean;
+  /** cap on the random response delay when mxDelay (MX seconds at most); tests lower it */
   readonly maxDelayMs?: number;
   /** CACHE-CONTROL max-age; NOTIFY alive is repeated every maxAge/2 */
   readonly maxAge: number;
@@ -87,6 +93,7 @@ export function createSsdp(opts: SsdpOptions) {
   const group = opts.multicastAddress ?? SSDP_MULTICAST_ADDRESS;
   const random = opts.random ?? Math.random;
   const maxDelayMs = opts.maxDelayMs ?? 5000;
+  const mxDelay = opts.mxDelay ?? false;
   const maxPending = opts.maxPending ?? 512;
   const perSource = createPerClientCounter(opts.maxPendingPerSource ?? Math.max(1, Math.floor(maxPending / 8)));
   const logOnce = (key: string, fields: Record<string, unknown>, msg: string) => {
@@ -172,13 +179,9 @@ export function createSsdp(opts: SsdpOptions) {
         metrics.rateLimited.inc({ frontend: 'ssdp' });
         return;
       }
-      // UDA 1.1 §1.3.3: answer after a random delay within MX; no MX (unicast search) = at once
-      const delay = search.mx === null ? 0 : Math.floor(random() * Math.min(search.mx * 1000, maxDelayMs));
-      pending++;
-      const t = setTimeout(() => {
-        timers.delete(t);
-        pending--;
-        perSource.give(src);
+      // at once by default; with mxDelay, UDA 1.1 §1.3.3: a random delay within MX (no MX, a unicast search: at once)
+      const delay = !mxDelay || search.mx === null ? 0 : Math.floor(random() * Math.min(search.mx * 1000, maxDelayMs));
+      const respond = () => {
         // closing, or this address's socket closed meanwhile (the address went away): nothing to send from
         if (closing || !bound.some((b) => b.socket === sock)) return;
         let bytes: Uint8Array;
@@ -201,6 +204,20 @@ export function createSsdp(opts: SsdpOptions) {
           if (err) log.debug({ err: err.message, dst: src }, 'ssdp response not sent');
           else metrics.ssdp.inc({ kind: 'response' });
         });
+      };
+      if (delay === 0) {
+        // in this turn of the event loop: a timer of 0 ms waits behind whatever else the loop has queued (under
+        // load, tens of ms)
+        perSource.give(src);
+        respond();
+        continue;
+      }
+      pending++;
+      const t = setTimeout(() => {
+        timers.delete(t);
+        pending--;
+        perSource.give(src);
+        respond();
       }, delay);
       timers.add(t);
     }
