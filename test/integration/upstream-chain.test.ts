@@ -221,6 +221,26 @@ describe('chaining leases upstream over PCP (loopback)', () => {
     assert.equal(retry.map?.externalPort, 8004);
   });
 
+  test('a static forward is chained too (no client waits: on its grant event); IPv6 would not be', async () => {
+    const r = await h.env.table.request({
+      source: 'static',
+      identity: 'external',
+      protocol: 'udp',
+      owner: 'admin',
+      internalAddress: '192.168.1.20',
+      internalPort: 27015,
+      externalPort: 27015,
+      allowOtherPort: false,
+      lifetime: null,
+      thirdPartyAllowed: true,
+      actor: 'admin:test',
+    });
+    assert.ok(r.ok);
+    await waitFor('static chained', 3000, () => h.env.table.upstreamOf(r.lease.id)?.state === 'active');
+    assert.equal(up.maps()[0]?.map.internalPort, 27015);
+    assert.equal(up.maps()[0]?.lifetime, 3600, 'no expiry: an hour upstream, renewed at half');
+  });
+
   test('an upstream epoch going backwards re-creates every mapping (same nonce)', async () => {
     await client.ask(mapRequest({ internalPort: 5005, externalPort: 7005 }), h.port);
     await client.ask(mapRequest({ internalPort: 5006, externalPort: 7006, nonce: 'aaaaaaaaaaaaaaaaaaaaaaaa' }), h.port);
