@@ -423,15 +423,19 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
       });
       probeTimer = setInterval(() => void probe(), config.probeInterval * 1000);
       probeTimer.unref();
-      const c = await getClient();
-      if (c) {
-        const p = await c.probe(config.timeout);
-        if (p.ok) {
-          if (p.externalAddress) publicAddress = p.externalAddress;
-          sawEpoch(p.epoch);
+      // in the background: discovery in `auto` may take a few timeouts, and the front-ends must not wait for it
+      // (a client that asks meanwhile shares the same connect)
+      void (async () => {
+        const c = await getClient();
+        if (c) {
+          const p = await c.probe(config.timeout);
+          if (p.ok) {
+            if (p.externalAddress) publicAddress = p.externalAddress;
+            sawEpoch(p.epoch);
+          }
         }
-      }
-      void recreateAll('start');
+        await recreateAll('start');
+      })();
     },
     recreateAll,
     async close(): Promise<void> {
