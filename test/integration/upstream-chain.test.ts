@@ -37,6 +37,8 @@ async function fakeUpstream() {
     portShift: 1000,
     requests: [] as PcpRequest[],
     lateMs: 1500,
+    /** when set, the lifetime every successful MAP is granted (else the one asked) */
+    lifetime: null as number | null,
   };
   let closed = false;
   sock.on('message', (m, rinfo) => {
@@ -53,7 +55,12 @@ async function fakeUpstream() {
         req.opcode === Opcode.MAP
           ? encodePcpResponse({
               ...base,
-              lifetime: resultCode === ResultCode.SUCCESS ? req.lifetime : 30,
+              lifetime:
+                resultCode !== ResultCode.SUCCESS
+                  ? 30
+                  : req.lifetime > 0 && state.lifetime
+                    ? state.lifetime
+                    : req.lifetime,
               map: {
                 ...req.map,
                 externalPort: req.lifetime === 0 ? 0 : req.map.internalPort + state.portShift,
@@ -219,6 +226,17 @@ describe('chaining leases upstream over PCP (loopback)', () => {
     const retry = decodePcpResponse(await client.ask(mapRequest({ internalPort: 5004, externalPort: 7004 }), h.port));
     assert.equal(retry.resultCode, ResultCode.SUCCESS);
     assert.equal(retry.map?.externalPort, 8004);
+  });
+
+  test('the upstream mapping is renewed upstream at half its lifetime, with the same nonce', async () => {
+    up.state.lifetime = 4; // the upstream grants 4 s whatever was asked
+    const res = decodePcpResponse(await client.ask(mapRequest({ internalPort: 5007, externalPort: 7007 }), h.port));
+    assert.equal(res.lifetime, 4, 'the client is told no more than the upstream mapping lives');
+    await waitFor('a renewal upstream', 4000, () => up.maps().length >= 2);
+    const [first, renew] = up.maps();
+    assert.equal(renew!.map.internalPort, 7007);
+    assert.ok(renew!.lifetime > 0);
+    assert.deepEqual(renew!.map.nonce, first!.map.nonce);
   });
 
   test('a static forward is chained too (no client waits: on its grant event); IPv6 would not be', async () => {
