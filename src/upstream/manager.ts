@@ -438,6 +438,16 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
       })();
     },
     recreateAll,
+    /** the gateway's WAN address changed: the client left from the old one, and every mapping pointed at it */
+    async wanAddressChanged(): Promise<void> {
+      if (!enabled || closed) return;
+      const old = client;
+      client = null;
+      lastConnectFailure = 0;
+      await old?.close();
+      log.warn('upstream: the WAN address changed; re-creating every mapping for the new one');
+      await recreateAll('wan address');
+    },
     async close(): Promise<void> {
       closed = true;
       unsubscribe?.();

@@ -239,6 +239,14 @@ describe('chaining leases upstream over PCP (loopback)', () => {
     assert.deepEqual(renew!.map.nonce, first!.map.nonce);
   });
 
+  test('a new WAN address re-creates every mapping from a new client', async () => {
+    await client.ask(mapRequest({ internalPort: 5008, externalPort: 7008 }), h.port);
+    assert.equal(up.maps().length, 1);
+    await manager.wanAddressChanged();
+    assert.equal(up.maps().length, 2);
+    assert.equal(up.maps()[1]!.map.internalPort, 7008);
+  });
+
   test('a static forward is chained too (no client waits: on its grant event); IPv6 would not be', async () => {
     const r = await h.env.table.request({
       source: 'static',
