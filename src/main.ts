@@ -430,6 +430,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
     await upstream.start();
     const up = upstream;
     parts.push({ name: 'upstream', close: () => up.close() });
+    onExternalAddress.push(() => void up.wanAddressChanged());
   }
   const upstreamHook = upstream ? { upstream } : {};
 

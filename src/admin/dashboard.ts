@@ -27,6 +27,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   h2 { font-size:15px; margin:0 0 10px; }
   .counts span { display:inline-block; margin:0 10px 4px 0; }
   .chip { display:inline-block; padding:1px 8px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
+  .up-active { background:#2e7d32; } .up-pending { background:#b7791f; } .up-failed { background:#c62828; }
   .src-upnp { background:var(--upnp); } .src-pcp { background:var(--pcp); } .src-natpmp { background:var(--natpmp); }
   .src-trigger { background:var(--trigger); } .src-static { background:var(--static); }
   tr.row-upnp td:first-child { border-left:4px solid var(--upnp); }
@@ -313,7 +314,17 @@ export const DASHBOARD_JS = `'use strict';
     var s = td('Source', ''); s.appendChild(el('span', { cls: 'chip src-' + l.source, text: l.source }));
     if (l.family === 6) s.appendChild(el('span', { cls: 'chip', text: 'IPv6', title: 'pinhole: no translation' }));
     td('Protocol', l.protocol);
-    td('External', ep(l.externalAddress, ports(l)), 'mono');
+    var ext = td('External', ep(l.externalAddress, ports(l)), 'mono');
+    // behind another NAT: the public endpoint the upstream gave, or its state (docs/double-nat.md)
+    if (l.upstream) {
+      var u = l.upstream;
+      ext.appendChild(document.createTextNode(' '));
+      ext.appendChild(el('span', { cls: 'chip up-' + u.state, 'data-upstream': u.state,
+        text: u.state === 'active'
+          ? 'public ' + ep(u.externalAddress || '?', String(u.externalPort))
+          : 'upstream ' + u.state,
+        title: u.protocol + ' via ' + u.server + (u.detail ? ': ' + u.detail : '') }));
+    }
     td('Internal', internalOf(l), 'mono');
     td('Owner', l.owner, 'mono');
     td('Remote', l.remoteAddress || 'any', 'mono');

@@ -109,6 +109,7 @@ export function configToDocument(config: Config, opts: DescribeOptions = {}): Re
       description: f.description,
     })),
     triggers: config.triggers.map(triggerToDocument),
+    ...(config.upstream ? { upstream: { ...config.upstream } } : {}),
   };
 }
 

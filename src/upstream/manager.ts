@@ -423,17 +423,31 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
       });
       probeTimer = setInterval(() => void probe(), config.probeInterval * 1000);
       probeTimer.unref();
-      const c = await getClient();
-      if (c) {
-        const p = await c.probe(config.timeout);
-        if (p.ok) {
-          if (p.externalAddress) publicAddress = p.externalAddress;
-          sawEpoch(p.epoch);
+      // in the background: discovery in `auto` may take a few timeouts, and the front-ends must not wait for it
+      // (a client that asks meanwhile shares the same connect)
+      void (async () => {
+        const c = await getClient();
+        if (c) {
+          const p = await c.probe(config.timeout);
+          if (p.ok) {
+            if (p.externalAddress) publicAddress = p.externalAddress;
+            sawEpoch(p.epoch);
+          }
         }
-      }
-      void recreateAll('start');
+        await recreateAll('start');
+      })();
     },
     recreateAll,
+    /** the gateway's WAN address changed: the client left from the old one, and every mapping pointed at it */
+    async wanAddressChanged(): Promise<void> {
+      if (!enabled || closed) return;
+      const old = client;
+      client = null;
+      lastConnectFailure = 0;
+      await old?.close();
+      log.warn('upstream: the WAN address changed; re-creating every mapping for the new one');
+      await recreateAll('wan address');
+    },
     async close(): Promise<void> {
       closed = true;
       unsubscribe?.();

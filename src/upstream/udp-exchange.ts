@@ -31,6 +31,7 @@ export async function openUdpExchange(opts: {
   });
   const waiting = new Set<{ match: (b: Uint8Array) => boolean; done: (b: Uint8Array | null) => void }>();
   let unsolicited: (b: Uint8Array) => void = () => {};
+  let closed = false;
   sock.on('error', () => {
     /* a send to an unreachable server: the request times out */
   });
@@ -48,6 +49,7 @@ export async function openUdpExchange(opts: {
   });
   return {
     request(packet, match, timeoutMs) {
+      if (closed) return Promise.resolve(null);
       return new Promise((resolve) => {
         const timers: NodeJS.Timeout[] = [];
         const w = {
@@ -59,7 +61,14 @@ export async function openUdpExchange(opts: {
           },
         };
         waiting.add(w);
-        const send = () => sock.send(packet, opts.port, opts.server, () => {});
+        const send = () => {
+          if (closed) return;
+          try {
+            sock.send(packet, opts.port, opts.server, () => {});
+          } catch {
+            /* closed meanwhile: the request times out */
+          }
+        };
         send();
         // retransmissions at 250 ms, 750 ms, 1750 ms ... inside the bound
         for (let at = 250, step = 500; at < timeoutMs; at += step, step *= 2) timers.push(setTimeout(send, at));
@@ -71,6 +80,8 @@ export async function openUdpExchange(opts: {
     },
     close: () =>
       new Promise<void>((resolve) => {
+        if (closed) return resolve();
+        closed = true;
         for (const w of [...waiting]) w.done(null);
         sock.close(() => resolve());
       }),

@@ -138,7 +138,10 @@ async function until<T>(what: string, ms: number, fn: () => Promise<T | null | f
   throw new Error(`${what}: not within ${ms} ms`);
 }
 
-describe('chaining upstream to portd over PCP (three tiers)', { skip: labSkipped, timeout: 180_000 }, () => {
+describe('chaining upstream to portd over PCP, found by auto discovery (three tiers)', {
+  skip: labSkipped,
+  timeout: 180_000,
+}, () => {
   let lab: UpstreamLab;
   let dir: string;
   let gw: PortdProcess;
@@ -162,7 +165,8 @@ describe('chaining upstream to portd over PCP (three tiers)', { skip: labSkipped
     gw = new PortdProcess({
       lab: lab.base,
       dir: join(dir, 'gw'),
-      config: gatewayConfig(join(dir, 'gw'), '{ mode: pcp, server: 100.64.77.1, timeout: 1500, probeInterval: 2 }'),
+      // auto, no server: discovery finds PCP at the WAN's default gateway (100.64.77.1)
+      config: gatewayConfig(join(dir, 'gw'), '{ mode: auto, server: null, timeout: 1500, probeInterval: 2 }'),
       verbose,
     });
     await gw.start();
@@ -210,6 +214,9 @@ describe('chaining upstream to portd over PCP (three tiers)', { skip: labSkipped
     assert.equal(l.upstream?.externalPort, 8001);
     const one = await gw.api(`/api/v1/leases/${l.id}`, TOKEN);
     assert.equal((one.body as { lease: LeaseJson }).lease.upstream?.state, 'active');
+    const m = await gw.api('/metrics', TOKEN);
+    assert.match(String(m.body), /portd_upstream_mappings\{state="active"\} 1/);
+    assert.match(String(m.body), /portd_upstream_requests_total\{protocol="pcp",result="success"\} \d+/);
   });
 
   test('an upstream that restarts without its state gets the mapping back (epoch reset)', async () => {
@@ -228,10 +235,8 @@ describe('chaining upstream to portd over PCP (three tiers)', { skip: labSkipped
     );
     const t = await inet.tcpProbe(lab.addr.upWan, 8001, { data: 'again' });
     assert.ok(t.ok, t.error);
-    assert.ok(
-      gw.since(from).some((l) => /re-creating/.test(l.msg)),
-      'the gateway logged why it re-created the mappings',
-    );
+    // the gateway logged why it re-created the mappings (its stdout comes in batches: wait for the line)
+    await gw.waitForLog((l) => /re-creating/.test(l.msg), 5000, from);
   });
 
   test('a delete (lifetime 0) closes both NATs', async () => {
@@ -474,7 +479,8 @@ for (const mode of ['pcp', 'natpmp', 'upnp'] as const) {
         dir: join(dir, 'gw'),
         config: gatewayConfig(
           join(dir, 'gw'),
-          `{ mode: ${mode}, server: ${lab.addr.upLan}, timeout: 1500, probeInterval: 2 }`,
+          // UPnP without a server: the IGD is found by SSDP multicast on the WAN interface
+          `{ mode: ${mode}, server: ${mode === 'upnp' ? 'null' : lab.addr.upLan}, timeout: 1500, probeInterval: 2 }`,
         ),
         verbose: process.env['LAB_LOG'] === 'portd',
       });
