@@ -426,6 +426,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       }),
       log,
       metrics,
+      // what UPnP GetExternalIPAddress and NAT-PMP report from then on (docs/double-nat.md, "What clients are told")
+      onPublicAddress: (a) => wan.setUpstreamAddress(a),
     });
     await upstream.start();
     const up = upstream;

@@ -43,6 +43,8 @@ export interface UpstreamManagerDeps {
   readonly metrics?: Metrics;
   /** wall clock, ms */
   readonly now?: () => number;
+  /** the upstream's public address as it is learned or changes (main.ts: WAN status, the reported address) */
+  readonly onPublicAddress?: (address: string) => void;
 }
 
 const CHAINED_SOURCES = new Set(['upnp', 'pcp', 'natpmp', 'static']);
@@ -64,6 +66,11 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
   let connecting: Promise<UpstreamClient | null> | null = null;
   let lastConnectFailure = 0;
   let publicAddress: string | null = null;
+  const learnPublic = (a: string): void => {
+    if (a === publicAddress) return;
+    publicAddress = a;
+    deps.onPublicAddress?.(a);
+  };
   let lastProbeOk = true;
   let recreating: Promise<void> | null = null;
   let closed = false;
@@ -204,7 +211,7 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
       sawEpoch(r.epoch);
       const still = table.get(lease.id);
       if (r.ok) {
-        if (r.externalAddress) publicAddress = r.externalAddress;
+        if (r.externalAddress) learnPublic(r.externalAddress);
         const rec: UpstreamRecord = {
           ...base,
           state: 'active',
@@ -347,7 +354,7 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
       lastProbeOk = false;
       return;
     }
-    if (r.externalAddress) publicAddress = r.externalAddress;
+    if (r.externalAddress) learnPublic(r.externalAddress);
     const back = !lastProbeOk;
     lastProbeOk = true;
     if (back) {
@@ -430,7 +437,7 @@ export function createUpstreamManager(deps: UpstreamManagerDeps) {
         if (c) {
           const p = await c.probe(config.timeout);
           if (p.ok) {
-            if (p.externalAddress) publicAddress = p.externalAddress;
+            if (p.externalAddress) learnPublic(p.externalAddress);
             sawEpoch(p.epoch);
           }
         }

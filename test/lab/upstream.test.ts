@@ -217,6 +217,11 @@ describe('chaining upstream to portd over PCP, found by auto discovery (three ti
     const m = await gw.api('/metrics', TOKEN);
     assert.match(String(m.body), /portd_upstream_mappings\{state="active"\} 1/);
     assert.match(String(m.body), /portd_upstream_requests_total\{protocol="pcp",result="success"\} \d+/);
+    // the upstream's public address is what UPnP GetExternalIPAddress and NAT-PMP report from now on
+    const st = await gw.api('/api/v1/status', TOKEN);
+    const w = (st.body as { wan: { upstreamAddress: string | null; reportedAddress: string } }).wan;
+    assert.equal(w.upstreamAddress, lab.addr.upWan);
+    assert.equal(w.reportedAddress, lab.addr.upWan);
   });
 
   test('an upstream that restarts without its state gets the mapping back (epoch reset)', async () => {
