@@ -13,7 +13,7 @@
  */
 import type { AddressFamily, L4Protocol } from '../common/net-types.js';
 import { ipv4ToInt } from '../common/net.js';
-import { formatIPv6, parseIPv6 } from '../common/ipv6.js';
+import { formatIPv6, maskIPv6, parseIPv6 } from '../common/ipv6.js';
 import type { DataplaneEntry } from './types.js';
 
 /** the kernel's name of a field type (nft's `type` words) */
@@ -24,14 +24,18 @@ export type KeyField = 'remote' | 'address' | 'protocol' | 'port';
 
 export type FwdSet = 'fwd4' | 'fwd4_range' | 'fwd4_peer';
 export type LiveSet = 'live_tcp' | 'live_udp' | 'live_tcp_range' | 'live_udp_range';
-/** IPv6 pinholes (no translation): internal address . protocol . port, a range, or with the remote first */
-export type PinholeSet = 'pin6' | 'pin6_range' | 'pin6_peer';
+/**
+ * IPv6 pinholes (no translation): internal address . protocol . port, a range, or with the remote first: one
+ * whole remote address (pin6_peer, no interval: netlink writes it) or a remote prefix (pin6_net, an interval
+ * set: PCP FILTER with a prefix length < 128, RFC 6887 §13.3)
+ */
+export type PinholeSet = 'pin6' | 'pin6_range' | 'pin6_peer' | 'pin6_net';
 /** outbound source NAT of mapped internal endpoints: internal address . protocol . port -> external endpoint */
 export type SnatSet = 'snat4' | 'snat4_range';
 export type ElementSet = FwdSet | LiveSet | PinholeSet | SnatSet;
 export const FWD_SETS: readonly FwdSet[] = ['fwd4', 'fwd4_range', 'fwd4_peer'];
 export const LIVE_SETS: readonly LiveSet[] = ['live_tcp', 'live_udp', 'live_tcp_range', 'live_udp_range'];
-export const PINHOLE_SETS: readonly PinholeSet[] = ['pin6', 'pin6_range', 'pin6_peer'];
+export const PINHOLE_SETS: readonly PinholeSet[] = ['pin6', 'pin6_range', 'pin6_peer', 'pin6_net'];
 export const SNAT_SETS: readonly SnatSet[] = ['snat4', 'snat4_range'];
 /** every element set, in the order a tick writes them */
 export const ELEMENT_SETS: readonly ElementSet[] = [...FWD_SETS, ...LIVE_SETS, ...PINHOLE_SETS, ...SNAT_SETS];
@@ -41,8 +45,10 @@ export interface SetLayout {
   readonly key: readonly (readonly [KeyField, FieldType])[];
   /** map data types (address, then port when the map keeps one); null for a plain set */
   readonly data: readonly FieldType[] | null;
-  /** the last key field (the port) is a range: an interval set */
+  /** the last key field (the port) is a range, or the remote a prefix: an interval set */
   readonly interval: boolean;
+  /** the remote key field is a prefix (`2001:db8:113::/64`): the element's remotePrefix */
+  readonly remotePrefix?: boolean;
 }
 
 const PROTO: readonly [KeyField, FieldType] = ['protocol', 'inet_proto'];
@@ -60,6 +66,13 @@ export const SET_LAYOUTS: Readonly<Record<ElementSet, SetLayout>> = {
   pin6: { key: [['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: false },
   pin6_range: { key: [['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: true },
   pin6_peer: { key: [['remote', 'ipv6_addr'], ['address', 'ipv6_addr'], PROTO, PORT], data: null, interval: false },
+  // a prefix in a concatenation needs an interval set (nft's pipapo); its other fields are single values
+  pin6_net: {
+    key: [['remote', 'ipv6_addr'], ['address', 'ipv6_addr'], PROTO, PORT],
+    data: null,
+    interval: true,
+    remotePrefix: true,
+  },
   // outbound: the mapped internal endpoint leaves from its external one (snat4), or a range that keeps its port
   // numbers from the external address (snat4_range: snat to an address keeps the port)
   snat4: { key: [['address', 'ipv4_addr'], PROTO, PORT], data: ['ipv4_addr', 'inet_service'], interval: false },
@@ -79,6 +92,8 @@ export interface ElementData {
 export interface NftElement {
   readonly set: ElementSet;
   readonly remote: Uint8Array | null;
+  /** the remote's prefix length in a set whose layout has remotePrefix (the remote is then the network) */
+  readonly remotePrefix?: number;
   readonly address: Uint8Array | null;
   readonly protocol: L4Protocol | null;
   readonly port: number;
@@ -103,7 +118,7 @@ export interface ElementStep {
   readonly elements: readonly NftElement[];
 }
 
-/** the remote filter of a mapping: one peer (prefix = the full length) or, later, a prefix */
+/** the remote filter of a mapping: one peer (prefix = the full length) or a prefix (the address is its network) */
 export interface RemoteFilter {
   readonly address: Uint8Array;
   readonly prefix: number;
@@ -181,7 +196,12 @@ export function mappingOf(e: DataplaneEntry): Mapping {
   if (e.remoteAddress !== null) {
     const r = addressBytes(family, e.remoteAddress);
     if (!r) throw new NftPlanError(`bad remote address ${e.remoteAddress} in ${e.id}`);
-    remote = { address: r, prefix: r.length * 8 };
+    const full = r.length * 8;
+    // IPv4's peer map is a dnat map, and nft 1.0.6 refuses an interval map there: a whole address only, as before
+    const prefix = family === 4 ? full : (e.remotePrefix ?? full);
+    if (!Number.isInteger(prefix) || prefix < 1 || prefix > full)
+      throw new NftPlanError(`bad remote prefix /${prefix} in ${e.id}`);
+    remote = { address: prefix === full ? r : maskIPv6(r, prefix), prefix };
   }
   if (e.timeoutSeconds !== null && !(Number.isFinite(e.timeoutSeconds) && e.timeoutSeconds > 0))
     throw new NftPlanError(`bad timeout ${e.timeoutSeconds} in ${e.id}`);
@@ -267,8 +287,16 @@ function pinholeElements(m: Mapping, timeout: number | null): NftElement[] {
     return [element(set, { address, protocol, port: m.externalPort, portEnd: m.externalPortEnd }, timeout)];
   }
   const out: NftElement[] = [];
+  const net = m.remote.prefix < 128;
   for (let p = m.externalPort; p <= m.externalPortEnd; p++)
-    out.push(element('pin6_peer', { remote: m.remote.address, address, protocol, port: p }, timeout));
+    out.push(
+      net
+        ? {
+            ...element('pin6_net', { remote: m.remote.address, address, protocol, port: p }, timeout),
+            remotePrefix: m.remote.prefix,
+          }
+        : element('pin6_peer', { remote: m.remote.address, address, protocol, port: p }, timeout),
+    );
   return out;
 }
 
@@ -300,11 +328,12 @@ function bytesId(b: Uint8Array | null): string {
  * the typed fields; a live single port is `live_tcp/8080` (the model's holder index relies on that form).
  */
 export function elementId(
-  el: Pick<NftElement, 'set' | 'remote' | 'address' | 'protocol' | 'port' | 'portEnd'>,
+  el: Pick<NftElement, 'set' | 'remote' | 'remotePrefix' | 'address' | 'protocol' | 'port' | 'portEnd'>,
 ): string {
   const ports = el.portEnd === el.port ? String(el.port) : `${el.port}-${el.portEnd}`;
   if (el.remote === null && el.address === null && el.protocol === null) return `${el.set}/${ports}`;
-  return `${el.set}/${bytesId(el.remote)}/${bytesId(el.address)}/${el.protocol ?? ''}/${ports}`;
+  const len = el.remotePrefix === undefined ? '' : `/${el.remotePrefix}`;
+  return `${el.set}/${bytesId(el.remote)}${len}/${bytesId(el.address)}/${el.protocol ?? ''}/${ports}`;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

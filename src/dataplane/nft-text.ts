@@ -27,12 +27,17 @@ function timeoutText(t: number | null): string {
 }
 
 /** the key as nft writes it: the layout's fields joined by ` . ` */
-export function keyText(el: Pick<NftElement, 'set' | 'remote' | 'address' | 'protocol' | 'port' | 'portEnd'>): string {
+export function keyText(
+  el: Pick<NftElement, 'set' | 'remote' | 'remotePrefix' | 'address' | 'protocol' | 'port' | 'portEnd'>,
+): string {
   const layout = SET_LAYOUTS[el.set];
   let out = '';
   for (const [field] of layout.key) {
     if (out !== '') out += ' . ';
-    if (field === 'remote') out += addressText(el.remote!);
+    if (field === 'remote')
+      out += layout.remotePrefix
+        ? `${addressText(el.remote!)}/${el.remotePrefix ?? el.remote!.length * 8}`
+        : addressText(el.remote!);
     else if (field === 'address') out += addressText(el.address!);
     else if (field === 'protocol') out += el.protocol!;
     else out += layout.interval && el.portEnd !== el.port ? `${el.port}-${el.portEnd}` : String(el.port);
@@ -107,6 +112,7 @@ export function decodeElement(
   const layout = SET_LAYOUTS[set];
   if (key.length !== layout.key.length) return null;
   let remote: Uint8Array | null = null;
+  let remotePrefix: number | undefined;
   let address: Uint8Array | null = null;
   let protocol: 'tcp' | 'udp' | null = null;
   let port = 0;
@@ -114,7 +120,16 @@ export function decodeElement(
   for (let i = 0; i < key.length; i++) {
     const [field, type] = layout.key[i]!;
     const v = key[i]!;
-    if (field === 'remote' || field === 'address') {
+    if (field === 'remote' && layout.remotePrefix) {
+      // `2001:db8:113::/64` (nft lists a whole address without the length)
+      const text = typeof v === 'string' ? v : '';
+      const slash = text.indexOf('/');
+      const b = addressOf(type, slash < 0 ? text : text.slice(0, slash));
+      const len = slash < 0 ? (b?.length ?? 0) * 8 : Number(text.slice(slash + 1));
+      if (!b || !Number.isInteger(len) || len < 1 || len > b.length * 8) return null;
+      remote = b;
+      remotePrefix = len;
+    } else if (field === 'remote' || field === 'address') {
       const b = addressOf(type, v);
       if (!b) return null;
       if (field === 'remote') remote = b;
@@ -141,7 +156,17 @@ export function decodeElement(
     }
     d = { address: a, port: p };
   } else if (data !== null) return null;
-  return { set, remote, address, protocol, port, portEnd, data: d, expires };
+  return {
+    set,
+    remote,
+    ...(remotePrefix !== undefined ? { remotePrefix } : {}),
+    address,
+    protocol,
+    port,
+    portEnd,
+    data: d,
+    expires,
+  };
 }
 
 /** decodeElement from nft's text of a key and data (`tcp . 8080`, `192.168.77.11 . 80`) */

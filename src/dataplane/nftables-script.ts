@@ -13,7 +13,8 @@
  *                                                       leases are dropped)
  *   ext4                                                our external address(es)
  *   pin6        addr . proto . port                     IPv6 pinholes (no translation); pin6_range for ranges,
- *   pin6_peer   remote . addr . proto . port            pin6_peer for one remote peer (ranges expanded per port)
+ *   pin6_peer   remote . addr . proto . port            pin6_peer for one remote peer (ranges expanded per port),
+ *   pin6_net    remote/len . addr . proto . port        pin6_net for a remote prefix (PCP FILTER < /128; interval)
  *   snat4       addr . proto . port    -> addr . port   outbound: a mapped internal endpoint leaves from its
  *                                                       external one (ranges with a port offset per port)
  *   snat4_range addr . proto . port-range -> addr       outbound, ranges that keep their port numbers
@@ -133,9 +134,9 @@ export function renderInit(o: RulesetOptions): string[] {
   const insideReply = 'ip6 saddr . meta l4proto . th sport';
   cmds.push(
     `add rule ${T} forward ct mark & ${M} == ${M} ct direction original ${inside} != @pin6 ${inside} != ` +
-      `@pin6_range ip6 saddr . ${inside} != @pin6_peer drop`,
+      `@pin6_range ip6 saddr . ${inside} != @pin6_peer ip6 saddr . ${inside} != @pin6_net drop`,
     `add rule ${T} forward ct mark & ${M} == ${M} ct direction reply ${insideReply} != @pin6 ${insideReply} != ` +
-      `@pin6_range ip6 daddr . ${insideReply} != @pin6_peer drop`,
+      `@pin6_range ip6 daddr . ${insideReply} != @pin6_peer ip6 daddr . ${insideReply} != @pin6_net drop`,
   );
   // mark new flows that portd forwarded (original destination: our address, a live port)
   for (const p of ['tcp', 'udp'] as const) {
@@ -152,6 +153,7 @@ export function renderInit(o: RulesetOptions): string[] {
     ['pin6', inside],
     ['pin6_range', inside],
     ['pin6_peer', `ip6 saddr . ${inside}`],
+    ['pin6_net', `ip6 saddr . ${inside}`],
   ] as const)
     cmds.push(`add rule ${T} forward iifname ${wan} ct state new ${match} @${set} ct mark set ct mark | ${M}`);
   // every packet of a flow that came in through a pinhole, in its original direction, counts on the element
@@ -160,6 +162,7 @@ export function renderInit(o: RulesetOptions): string[] {
     ['pin6', inside],
     ['pin6_range', inside],
     ['pin6_peer', `ip6 saddr . ${inside}`],
+    ['pin6_net', `ip6 saddr . ${inside}`],
   ] as const)
     cmds.push(`add rule ${T} forward ct direction original ct mark & ${M} == ${M} ${match} @${set}`);
   if (o.hairpin) {

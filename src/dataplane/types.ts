@@ -9,6 +9,11 @@ export interface DataplaneEntry extends PortMapping {
   readonly id: string;
   /** kernel timeout in whole seconds (remaining lifetime + grace); null = no timeout (static) */
   readonly timeoutSeconds: number | null;
+  /**
+   * the remote filter's prefix length when shorter than the whole address (an IPv6 pinhole's PCP FILTER by
+   * prefix, RFC 6887 §13.3; remoteAddress is then the prefix's network); absent or null = one whole address
+   */
+  readonly remotePrefix?: number | null;
 }
 
 /** One writer tick's changes. Removals are applied before additions; a renewal is remove + add of the same key. */

@@ -361,6 +361,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       | 'internalAddress'
       | 'internalPort'
       | 'remoteAddress'
+      | 'remotePrefix'
       | 'expiresAt'
     >,
     now: number,
@@ -375,6 +376,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       internalAddress: l.internalAddress,
       internalPort: l.internalPort,
       remoteAddress: l.remoteAddress,
+      // a pinhole's remote filter may be a prefix (PCP FILTER, RFC 6887 §13.3): the dataplane keys on it
+      ...(l.family === 6 && l.remotePrefix !== null && l.remotePrefix < 128 ? { remotePrefix: l.remotePrefix } : {}),
       timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
     };
   }
@@ -1497,7 +1500,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // less garbage while 100k entries are built, and fewer objects in the dataplane's model afterwards
   const activeEntryRows =
     store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
-    internal_port, remote_address, expires_at, family FROM leases WHERE state = 'active'`);
+    internal_port, remote_address, remote_prefix, expires_at, family FROM leases WHERE state = 'active'`);
   type EntryRow = Pick<
     LeaseRow,
     | 'family'
@@ -1509,6 +1512,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     | 'internal_address'
     | 'internal_port'
     | 'remote_address'
+    | 'remote_prefix'
     | 'expires_at'
   >;
   async function reconcile(why: string, full = true): Promise<{ drift: number }> {
@@ -1549,6 +1553,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
                 internalAddress: intern(r.internal_address),
                 internalPort: r.internal_port,
                 remoteAddress: r.remote_address === null ? null : intern(r.remote_address),
+                remotePrefix: r.remote_prefix,
                 expiresAt: r.expires_at,
               },
               now,

@@ -126,4 +126,40 @@ describe('LAN addresses added and removed after portd is ready', { skip, timeout
     assert.ok((await http(ADDR.gwLan)).ok);
     assert.equal(portd.running, true);
   });
+
+  test('an address still in DAD is bound once DAD ends; a link-local one is bound with its zone', async () => {
+    const from = portd.logs.length;
+    // DAD on for the bridge: the address is tentative for about a second (RFC 4862 §5.4), not bindable
+    await lab.must(lab.gw, ['sysctl', '-qw', `net.ipv6.conf.${IF.lan}.accept_dad=1`]);
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', '2001:db8:77::3/64', 'dev', IF.lan]);
+    const tentative = await lab.must(lab.gw, ['ip', '-6', 'addr', 'show', 'dev', IF.lan, 'tentative']);
+    assert.match(tentative, /2001:db8:77::3/, 'tentative right after it was added');
+    const bound = await logged('PCP listening on a new LAN address', '2001:db8:77::3', from);
+    assert.doesNotMatch(
+      await lab.must(lab.gw, ['ip', '-6', 'addr', 'show', 'dev', IF.lan, 'tentative']),
+      /2001:db8:77::3/,
+      'bound only after DAD',
+    );
+    assert.ok(bound);
+    const r = await pcp('2001:db8:77::3', ADDR6.hostA);
+    assert.ok(r.ok, JSON.stringify(r));
+    // a link-local address added later: bound as fe80::…%br0, answered to a link-local client on the link
+    await lab.must(lab.gw, ['ip', '-6', 'addr', 'add', 'fe80::99/64', 'dev', IF.lan, 'nodad']);
+    const ll = await logged('PCP listening on a new LAN address', 'fe80::99', from);
+    assert.equal(ll['address'], `fe80::99%${IF.lan}`);
+    const doc = JSON.parse(
+      await lab.must(lab.lanA, ['ip', '-j', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']),
+    ) as { addr_info: { local?: string }[] }[];
+    const mine = doc[0]?.addr_info.find((x) => x.local)?.local;
+    assert.ok(mine);
+    const l = await hostA.call('udpBytes', {
+      host: 'fe80::99%eth0',
+      port: 5351,
+      hex: announce(mine),
+      localAddress: `${mine}%eth0`,
+      timeoutMs: 1500,
+    });
+    assert.ok(l.ok, `link-local: ${JSON.stringify(l)}`);
+    assert.equal(decodePcpResponse(Buffer.from(String(l.reply), 'hex')).resultCode, ResultCode.SUCCESS);
+  });
 });

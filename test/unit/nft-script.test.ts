@@ -55,6 +55,8 @@ describe('nft script generation', () => {
       'add set inet portd pin6_range { type ipv6_addr . inet_proto . inet_service; flags interval,timeout; counter; }',
       'add set inet portd pin6_peer { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; ' +
         'counter; }',
+      'add set inet portd pin6_net { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags ' +
+        'interval,timeout; counter; }',
       'add map inet portd snat4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; ' +
         'flags timeout; }',
       'add map inet portd snat4_range { type ipv4_addr . inet_proto . inet_service : ipv4_addr; ' +
@@ -80,10 +82,10 @@ describe('nft script generation', () => {
         'proto-dst != @live_udp ct original proto-dst != @live_udp_range drop',
       'add rule inet portd forward ct mark & 0x100 == 0x100 ct direction original ip6 daddr . meta l4proto . th ' +
         'dport != @pin6 ip6 daddr . meta l4proto . th dport != @pin6_range ip6 saddr . ip6 daddr . meta l4proto . ' +
-        'th dport != @pin6_peer drop',
+        'th dport != @pin6_peer ip6 saddr . ip6 daddr . meta l4proto . th dport != @pin6_net drop',
       'add rule inet portd forward ct mark & 0x100 == 0x100 ct direction reply ip6 saddr . meta l4proto . th ' +
         'sport != @pin6 ip6 saddr . meta l4proto . th sport != @pin6_range ip6 daddr . ip6 saddr . meta l4proto . ' +
-        'th sport != @pin6_peer drop',
+        'th sport != @pin6_peer ip6 daddr . ip6 saddr . meta l4proto . th sport != @pin6_net drop',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
         'original proto-dst @live_tcp ct mark set ct mark | 0x100',
       'add rule inet portd forward ct status dnat ct state new ct original ip daddr @ext4 meta l4proto tcp ct ' +
@@ -98,12 +100,16 @@ describe('nft script generation', () => {
         'ct mark set ct mark | 0x100',
       'add rule inet portd forward iifname "eth0" ct state new ip6 saddr . ip6 daddr . meta l4proto . th dport ' +
         '@pin6_peer ct mark set ct mark | 0x100',
+      'add rule inet portd forward iifname "eth0" ct state new ip6 saddr . ip6 daddr . meta l4proto . th dport ' +
+        '@pin6_net ct mark set ct mark | 0x100',
       'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 daddr . meta l4proto . th ' +
         'dport @pin6',
       'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 daddr . meta l4proto . th ' +
         'dport @pin6_range',
       'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 saddr . ip6 daddr . meta ' +
         'l4proto . th dport @pin6_peer',
+      'add rule inet portd forward ct direction original ct mark & 0x100 == 0x100 ip6 saddr . ip6 daddr . meta ' +
+        'l4proto . th dport @pin6_net',
       'add rule inet portd forward iifname { "br-lan" } oifname { "br-lan" } ct state new ct mark & 0x100 == ' +
         '0x100 ct mark set ct mark | 0x200',
       'add rule inet portd postrouting ct mark & 0x200 == 0x200 masquerade',
@@ -289,6 +295,7 @@ describe('nft script generation', () => {
       'flush set inet portd pin6',
       'flush set inet portd pin6_range',
       'flush set inet portd pin6_peer',
+      'flush set inet portd pin6_net',
       'add element inet portd fwd4 { tcp . 80 timeout 10s : 192.168.1.20 . 80 }',
       'add element inet portd live_tcp { 80 timeout 10s }',
       'add element inet portd snat4 { 192.168.1.20 . tcp . 80 timeout 10s : 198.51.100.7 . 80 }',

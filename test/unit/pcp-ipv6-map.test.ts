@@ -115,7 +115,7 @@ describe('PCP MAP for an IPv6 internal address: a pinhole', () => {
     assert.equal(h.requests.length, 0);
   });
 
-  it('FILTER: one whole IPv6 remote address (/128) is kept; a prefix or an IPv4 peer is refused', async () => {
+  it('FILTER: a whole IPv6 remote address (/128) or a prefix (its network) is kept; a remote port or an IPv4 peer is refused', async () => {
     const h = setup();
     const ok = await answer(
       h,
@@ -125,19 +125,28 @@ describe('PCP MAP for an IPv6 internal address: a pinhole', () => {
     assert.equal(ok.resultCode, ResultCode.SUCCESS);
     assert.equal(h.requests[0]!.remoteAddress, WAN_PEER, 'canonical text');
     assert.equal(h.requests[0]!.remotePrefix, 128);
+    // RFC 6887 §13.3: a prefix; the address is kept as the prefix's network, host bits cleared
     const wide = await answer(
       h,
-      map(HOST, {}, [{ kind: 'filter', prefixLength: 64, remotePort: 0, remoteAddress: '2001:db8:113::' }]),
+      map(HOST, {}, [{ kind: 'filter', prefixLength: 64, remotePort: 0, remoteAddress: '2001:db8:113::2' }]),
       HOST,
     );
-    assert.equal(wide.resultCode, ResultCode.EXCESSIVE_REMOTE_PEERS);
+    assert.equal(wide.resultCode, ResultCode.SUCCESS);
+    assert.equal(h.requests[1]!.remoteAddress, '2001:db8:113::');
+    assert.equal(h.requests[1]!.remotePrefix, 64);
+    const port = await answer(
+      h,
+      map(HOST, {}, [{ kind: 'filter', prefixLength: 64, remotePort: 80, remoteAddress: '2001:db8:113::' }]),
+      HOST,
+    );
+    assert.equal(port.resultCode, ResultCode.EXCESSIVE_REMOTE_PEERS);
     const v4 = await answer(
       h,
       map(HOST, {}, [{ kind: 'filter', prefixLength: 128, remotePort: 0, remoteAddress: '203.0.113.2' }]),
       HOST,
     );
     assert.equal(v4.resultCode, ResultCode.MALFORMED_OPTION);
-    assert.equal(h.requests.length, 1);
+    assert.equal(h.requests.length, 2);
   });
 
   it('lifetime 0 releases the pinhole by its internal endpoint', async () => {

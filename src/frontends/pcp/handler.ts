@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
 import { ipInCidr, ipv4ToInt } from '../../common/net.js';
-import { canonicalIPv6, isPinholeTarget } from '../../common/ipv6.js';
+import { canonicalIPv6, formatIPv6, isPinholeTarget, maskIPv6, parseIPv6 } from '../../common/ipv6.js';
 import type { AddressFamily } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
@@ -372,6 +372,19 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     if (!f.ok) return pcpError(req, f.code, processed, f.detail);
     processed.push(...filters);
     const remote = f.remote;
+    // a pinhole's remote filter is part of its identity (a lease per peer): a FILTER that changes this
+    // client's own pinhole replaces it (ended, then granted with the new filter below), rather than leaving
+    // the old filter open beside the new one
+    if (
+      s.family === 6 &&
+      existing &&
+      remote &&
+      (existing.remoteAddress !== remote.remoteAddress ||
+        (existing.remoteAddress !== null && (existing.remotePrefix ?? 128) !== remote.remotePrefix))
+    ) {
+      const ended = await leases.release({ ...common, remoteAddress: existing.remoteAddress });
+      if (!ended.ok) return pcpError(req, pcpCodeFor(ended, preferFailure), processed, refusalDetail(ended));
+    }
 
     if (!isUnspecified(m.externalAddress) && !sameAddress(m.externalAddress, ext) && preferFailure) {
       return pcpError(
@@ -460,8 +473,11 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       const v4 = isIpv4(f.remoteAddress);
       if (v4 !== (family === 4))
         return { ok: false, code: ResultCode.MALFORMED_OPTION, detail: 'FILTER of another address family' };
-      const address = v4 ? f.remoteAddress : (canonicalIPv6(f.remoteAddress) ?? f.remoteAddress);
-      const peer = { address, prefix: v4 ? f.prefixLength - 96 : f.prefixLength, port: f.remotePort };
+      const prefix = v4 ? f.prefixLength - 96 : f.prefixLength;
+      // an IPv6 prefix is kept as its network (host bits zero), so one prefix is one filter however it was spelt
+      const six = v4 ? null : parseIPv6(f.remoteAddress);
+      const address = v4 ? f.remoteAddress : six ? formatIPv6(maskIPv6(six, prefix)) : f.remoteAddress;
+      const peer = { address, prefix, port: f.remotePort };
       if (!peers.some((p) => p.address === peer.address && p.prefix === peer.prefix && p.port === peer.port))
         peers.push(peer);
     }
@@ -474,16 +490,17 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
         detail: `FILTER would allow ${peers.length} remote peers; the kernel filters on one`,
       };
     }
-    if (peer!.prefix !== whole || peer!.port !== 0) {
+    // IPv6: a prefix too (the pin6_net set, RFC 6887 §13.3); IPv4: one whole address (the dnat peer map)
+    if ((family === 4 && peer!.prefix !== whole) || peer!.port !== 0) {
       return {
         ok: false,
         code: ResultCode.EXCESSIVE_REMOTE_PEERS,
         detail:
-          `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on one whole ` +
-          `address (/${whole}), any remote port`,
+          `FILTER ${peer!.address}/${peer!.prefix} port ${peer!.port || 'any'}: the kernel filters on ` +
+          (family === 4 ? 'one whole address (/32), any remote port' : 'a remote address or prefix, any remote port'),
       };
     }
-    return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: whole, remotePort: null } };
+    return { ok: true, remote: { remoteAddress: peer!.address, remotePrefix: peer!.prefix, remotePort: null } };
   }
 
   /**
