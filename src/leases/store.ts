@@ -112,9 +112,7 @@ export const MIGRATIONS: readonly string[] = [
   // 7: an address family (issue 15): 4 = an IPv4 mapping with translation (every lease before), 6 = an IPv6
   // pinhole without. Ended leases stay in this table with their events, so the history keeps the family too.
   `ALTER TABLE leases ADD COLUMN family INTEGER NOT NULL DEFAULT 4;`,
-  // 8: kept for another change of this session (the lead merges it here); a no-op so 9 keeps its number
-  `SELECT 1;`,
-  // 9: the upstream mapping of a lease when the gateway is behind another NAT (issue 16, src/upstream/):
+  // 8: the upstream mapping of a lease when the gateway is behind another NAT (issue 16, src/upstream/):
   // one row per chained lease, gone with the lease's row when the history is pruned
   `CREATE TABLE upstream_mappings (
      lease_id TEXT PRIMARY KEY REFERENCES leases(id) ON DELETE CASCADE,
