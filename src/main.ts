@@ -24,6 +24,7 @@ import type { Lease } from './leases/types.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createIdleGc, eventLoopBusy } from './common/idle-gc.js';
+import { loadMallocTrim } from './common/malloc-trim.js';
 import { createPolicy, type PolicyDeps } from './policy/policy.js';
 import { sameHost } from './policy/same-host.js';
 import { createLanClients } from './policy/lan-clients.js';
@@ -201,9 +202,13 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
-  // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, --expose-gc
+  // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, --expose-gc;
+  // the start is the first burst, and malloc's freed pages go back too (malloc_trim through koffi, which the
+  // nftables driver loads anyway for netlink; docs/benchmarks.md, "Session 7: footprint")
   const idleGc = createIdleGc({
     gc: (globalThis as { gc?: () => void }).gc,
+    afterStart: true,
+    ...(config.dataplane.driver === 'nftables' ? { trim: loadMallocTrim() ?? undefined } : {}),
     rss: () => process.memoryUsage.rss(),
     busy: eventLoopBusy(nodePerformance.eventLoopUtilization),
     onCollect: (before, after) => log.debug({ rssMiB: [before, after].map((b) => Math.round(b / 2 ** 20)) }, 'idle GC'),
@@ -686,5 +691,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
       'configuration reloaded',
     );
   }
+  // the start's garbage goes once the loop is quiet (common/idle-gc.ts)
+  idleGc.started();
   return portd;
 }

@@ -11,13 +11,15 @@ const BLOCKS = 65536 / BLOCK;
 export class PortMap {
   private readonly used = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
   private readonly free = { tcp: new Uint16Array(BLOCKS).fill(BLOCK), udp: new Uint16Array(BLOCKS).fill(BLOCK) };
-  private readonly holders = { tcp: new Array<string | undefined>(65536), udp: new Array<string | undefined>(65536) };
+  // a Map, not a 65,536-slot array per protocol: the arrays were 1 MiB of the idle heap (docs/benchmarks.md,
+  // "Session 7: footprint"); a home router holds tens of leases, 100,000 leases are 100,000 entries either way
+  private readonly holders = { tcp: new Map<number, string>(), udp: new Map<number, string>() };
 
   clear(): void {
     for (const p of ['tcp', 'udp'] as const) {
       this.used[p].fill(0);
       this.free[p].fill(BLOCK);
-      this.holders[p].fill(undefined);
+      this.holders[p].clear();
     }
   }
 
@@ -28,7 +30,8 @@ export class PortMap {
     for (let p = start; p <= end; p++) {
       if (u[p] === 0) f[p >> 8]!--;
       u[p] = 1;
-      h[p] = holder;
+      if (holder === undefined) h.delete(p);
+      else h.set(p, holder);
     }
   }
 
@@ -39,7 +42,7 @@ export class PortMap {
     for (let p = start; p <= end; p++) {
       if (u[p] === 1) f[p >> 8]!++;
       u[p] = 0;
-      h[p] = undefined;
+      h.delete(p);
     }
   }
 
@@ -47,7 +50,7 @@ export class PortMap {
   holderIn(protocol: 'tcp' | 'udp', start: number, end: number): string | undefined {
     const u = this.used[protocol],
       h = this.holders[protocol];
-    for (let p = Math.max(0, start); p <= Math.min(65535, end); p++) if (u[p] !== 0) return h[p];
+    for (let p = Math.max(0, start); p <= Math.min(65535, end); p++) if (u[p] !== 0) return h.get(p);
     return undefined;
   }
 

@@ -58,6 +58,56 @@ describe('idle GC', () => {
     g.stop();
   });
 
+  it('afterStart: the first quiet look collects whatever the RSS (the start was the first burst), then trims', () => {
+    let rss = 50 * MiB;
+    let busy = 0.5;
+    const calls: string[] = [];
+    const g = createIdleGc({
+      gc: () => {
+        calls.push('gc');
+        rss -= 3 * MiB;
+      },
+      trim: () => calls.push('trim'),
+      rss: () => rss,
+      busy: () => busy,
+      afterStart: true,
+      intervalMs: 3_600_000,
+    });
+    try {
+      assert.equal(g.check(), false, 'still starting: the loop is busy');
+      busy = 0;
+      assert.equal(g.check(), true, 'no growth needed after start');
+      assert.deepEqual(calls, ['gc', 'trim'], 'malloc memory is trimmed after the collection');
+      assert.equal(g.check(), false, 'then only growth since that collection counts');
+    } finally {
+      g.stop();
+    }
+    // without afterStart the same quiet start is left alone
+    const h = createIdleGc({ gc: () => calls.push('gc2'), rss: () => rss, busy: () => 0, intervalMs: 3_600_000 });
+    assert.equal(h.check(), false);
+    h.stop();
+  });
+
+  it('started(): one look shortly after, with the loop measured from then', async () => {
+    let gcs = 0;
+    let measured = 0;
+    const g = createIdleGc({
+      gc: () => gcs++,
+      rss: () => 50 * MiB,
+      // the first call (started) resets the measurement: the start's business does not count
+      busy: () => (measured++ === 0 ? 0.9 : 0),
+      afterStart: true,
+      intervalMs: 3_600_000,
+    });
+    try {
+      g.started(50);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(gcs, 1);
+    } finally {
+      g.stop();
+    }
+  });
+
   it('for real, under --expose-gc: the RSS a burst of garbage left is given back', () => {
     const script = `
       import { createIdleGc } from './src/common/idle-gc.ts';
