@@ -10,6 +10,7 @@ import type { FastifyReply } from 'fastify';
 import { ErrorCode } from '../errors.js';
 import type { MutationResult, TriggerManager } from '../triggers/manager.js';
 import { isUsableIPv4Host } from '../common/net.js';
+import { canonicalIPv6 } from '../common/ipv6.js';
 import { LeaseSchema } from './schemas.js';
 import type { AdminRoutePlugin } from './server.js';
 
@@ -99,7 +100,7 @@ const RuleBody = Type.Object(
   },
 );
 const FireBody = Type.Object(
-  { host: Type.String({ description: 'the LAN host (IPv4) the rule fires for' }) },
+  { host: Type.String({ description: 'the LAN host (IPv4, or IPv6: pinholes) the rule fires for' }) },
   { additionalProperties: false },
 );
 const FireResponse = Type.Object({
@@ -216,11 +217,12 @@ export function triggerRoutes(manager: TriggerManager): AdminRoutePlugin {
       async (req, reply) => {
         const { name } = req.params as { name: string };
         const { host } = req.body as { host: string };
-        if (!isUsableIPv4Host(host))
+        // an IPv6 host gets pinholes (issue 15); the manager refuses addresses a pinhole cannot open to
+        if (!isUsableIPv4Host(host) && canonicalIPv6(host) === null)
           return ctx.sendError(
             reply,
             ErrorCode.ADMIN_BAD_REQUEST,
-            `body.host must be a LAN host's IPv4 address, got ${JSON.stringify(host)}`,
+            `body.host must be a LAN host's IPv4 or IPv6 address, got ${JSON.stringify(host)}`,
             { field: 'host' },
           );
         const r = await manager.fire(name, host, ctx.actorOf(req));
@@ -231,8 +233,10 @@ export function triggerRoutes(manager: TriggerManager): AdminRoutePlugin {
           case 'conflict':
             return ctx.sendError(reply, ErrorCode.LEASE_CONFLICT, r.detail, { holder: r.holder });
           case 'not_allowed':
+          case 'not_target':
             return ctx.sendError(reply, ErrorCode.TRIGGER_HOST_NOT_ALLOWED, r.detail);
           case 'disabled':
+          case 'pinholes_off':
             return ctx.sendError(reply, ErrorCode.TRIGGER_DISABLED, r.detail);
           case 'max_lifetime':
             return ctx.sendError(reply, ErrorCode.LEASE_CONFLICT, r.detail);

@@ -5,10 +5,12 @@
 import type { PortRange } from '../common/net-types.js';
 import type { LifetimeBounds, StaticForwardConfig, TriggerConfig } from './types.js';
 import { type ConfigIssue, Issues, joinPath, show } from './errors.js';
-import { type Raw, bool, cidrList, describeInt, int, parseAt, section, suggest, checkStr } from './check.js';
+import { type Raw, bool, describeInt, int, list, parseAt, section, suggest, checkStr } from './check.js';
 import { externalPorts, formatPortRange, formatPortRanges, rangesOverlap } from '../common/port-range.js';
 import { parsePortRanges, reservedIn } from './ports.js';
 import { deepFreeze } from './freeze.js';
+import { formatCidr, parseCidr } from '../common/net.js';
+import { canonicalIPv6, formatIPv6, maskIPv6, parseIPv6 } from '../common/ipv6.js';
 import { TRIGGER_PRESETS, TRIGGER_PRESET_NAMES } from './trigger-presets.js';
 import { DEFAULTS } from './defaults.js';
 
@@ -88,6 +90,42 @@ function applyPreset(raw: Raw, path: string, issues: Issues): { merged: Raw; pre
  * Validates one trigger rule. `path` prefixes every issue (`triggers[2]` in a file, `body` or ``
  * for the API). Overlaps are checked against `ctx.existing` and `ctx.staticForwards`.
  */
+/**
+ * `hosts`: IPv4 networks and, for IPv6 LAN hosts (issue 15), IPv6 addresses or prefixes; stored in canonical
+ * text with a prefix (`192.168.1.0/24`, `2001:db8:77::/64`, `2001:db8:77::11/128`), so the kernel rule, the
+ * API and the comparison with a firing host all read one spelling. Host bits beyond the prefix are refused
+ * (a typo would silently widen the rule).
+ */
+function hostList(obj: Raw, path: string, issues: Issues): string[] {
+  const out: string[] = [];
+  const what = 'networks like 192.168.1.0/24 or 2001:db8:1::/64';
+  list(obj, 'hosts', path, issues, what)?.forEach((v, i) => {
+    const p = joinPath(joinPath(path, 'hosts'), i);
+    if (typeof v !== 'string') {
+      issues.add(p, `must be an IPv4 or IPv6 network like 192.168.1.0/24 or 2001:db8:1::/64, got ${show(v)}`);
+      return;
+    }
+    const c = parseAt(p, issues, () => parseCidr(v));
+    if (!c) return;
+    if (c.family === 4) {
+      out.push(formatCidr(c));
+      return;
+    }
+    const b = parseIPv6(c.address);
+    if (!b || canonicalIPv6(c.address) === null) {
+      issues.add(p, `must be an IPv6 address or prefix like 2001:db8:1::/64, got ${show(v)}`);
+      return;
+    }
+    const masked = formatIPv6(maskIPv6(b, c.prefix));
+    if (masked !== formatIPv6(b)) {
+      issues.add(p, `has host bits set beyond /${c.prefix}: did you mean ${masked}/${c.prefix}?`);
+      return;
+    }
+    out.push(`${masked}/${c.prefix}`);
+  });
+  return out;
+}
+
 export function validateTrigger(obj: unknown, path: string, ctx: TriggerContext): ValidationResult<TriggerConfig> {
   const issues = new Issues();
   const value = readTrigger(obj, path, ctx, issues);
@@ -251,7 +289,7 @@ export function readTrigger(obj: unknown, path: string, ctx: TriggerContext, iss
   }
 
   // hosts
-  const hosts = cidrList(merged, 'hosts', path, issues);
+  const hosts = hostList(merged, path, issues);
 
   const enabled = bool(merged, 'enabled', path, true, issues);
   if (issues.count > before || !match) return null;

@@ -7,18 +7,31 @@
  * Tests and the memory driver use an injected source instead (src/triggers/flows.ts).
  */
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { isIPv4 } from 'node:net';
+import { canonicalIPv6 } from '../common/ipv6.js';
 import type { Logger } from 'pino';
 import { argvFor, run, type CommandPrefix } from './nftables-runner.js';
 import { TRIGGER_CT_FLAG, TRIGGER_CT_MASK, triggerIdOfMark, triggerMark } from './nftables-triggers.js';
 import type { FlowSource, TriggerFlow } from './trigger-kernel.js';
 import { spawnTied } from '../child.js';
 
-/** parses one `conntrack -E -o timestamp` line; null for anything that is not a marked NEW tcp/udp flow */
+/** `src=`/`dst=` of the original direction (the first one on the line): IPv4, or IPv6 in canonical text */
+function addressOf(line: string, key: 'src' | 'dst'): string | undefined {
+  const word = new RegExp(`\\b${key}=(\\S+)`).exec(line)?.[1];
+  if (word === undefined) return undefined;
+  return isIPv4(word) ? word : (canonicalIPv6(word) ?? undefined);
+}
+
+/**
+ * parses one `conntrack -E -o timestamp` line; null for anything that is not a marked NEW tcp/udp flow.
+ * `conntrack -E` reports both families when no `-f` is given (conntrack-tools 1.4.7), in the same layout:
+ * `[NEW] udp 17 30 src=2001:db8:77::11 dst=2001:db8:113::2 sport=… dport=6112 … mark=66560`.
+ */
 export function parseConntrackEvent(line: string, now: number): TriggerFlow | null {
   if (!line.includes('[NEW]')) return null;
   const proto = /\[NEW\]\s+(tcp|udp)\s/.exec(line)?.[1] as 'tcp' | 'udp' | undefined;
-  const src = /\bsrc=(\d+\.\d+\.\d+\.\d+)/.exec(line)?.[1];
-  const dst = /\bdst=(\d+\.\d+\.\d+\.\d+)/.exec(line)?.[1];
+  const src = addressOf(line, 'src');
+  const dst = addressOf(line, 'dst');
   const dport = /\bdport=(\d+)/.exec(line)?.[1];
   const markText = /\bmark=(\d+)/.exec(line)?.[1];
   if (!proto || !src || !dst || !dport || !markText) return null;
@@ -117,20 +130,24 @@ export function createConntrackFlowSource(opts: ConntrackFlowSourceOptions): Flo
       return child !== null;
     },
     async forget(ruleId, host) {
-      const args = [
-        '-D',
-        '-f',
-        'ipv4',
-        ...(host ? ['--orig-src', host] : []),
-        '--mark',
-        `0x${triggerMark(ruleId).toString(16)}/0x${TRIGGER_CT_MASK.toString(16)}`,
-      ];
-      try {
-        const r = await run(opts, tool, args, { timeoutMs: 10_000 });
-        if (r.code !== 0 && !/0 flow entries/.test(r.stderr))
-          log.warn({ args: args.join(' '), stderr: r.stderr.trim().slice(0, 200) }, 'could not forget trigger flows');
-      } catch (e) {
-        log.warn({ err: (e as Error).message }, 'could not forget trigger flows');
+      // `conntrack -D` takes one family at a time (ipv4 without -f): a host's own, or both for the whole rule
+      const families = host ? [isIPv4(host) ? 'ipv4' : 'ipv6'] : ['ipv4', 'ipv6'];
+      for (const family of families) {
+        const args = [
+          '-D',
+          '-f',
+          family,
+          ...(host ? ['--orig-src', host] : []),
+          '--mark',
+          `0x${triggerMark(ruleId).toString(16)}/0x${TRIGGER_CT_MASK.toString(16)}`,
+        ];
+        try {
+          const r = await run(opts, tool, args, { timeoutMs: 10_000 });
+          if (r.code !== 0 && !/0 flow entries/.test(r.stderr))
+            log.warn({ args: args.join(' '), stderr: r.stderr.trim().slice(0, 200) }, 'could not forget trigger flows');
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'could not forget trigger flows');
+        }
       }
     },
     start(onFlow) {

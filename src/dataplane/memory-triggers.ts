@@ -2,6 +2,9 @@
  * The trigger kernel in memory, beside the memory dataplane (the loopback default and tests): no
  * packets, so touch() is the only activity (API firings, or a test calling it).
  */
+import { isIPv4 } from 'node:net';
+import { canonicalIPv6 } from '../common/ipv6.js';
+import type { AddressFamily } from '../common/net-types.js';
 import type { TriggerKernel, TriggerKernelRule } from './trigger-kernel.js';
 
 export function createMemoryTriggerKernel(now: () => number): TriggerKernel & { rules: readonly TriggerKernelRule[] } {
@@ -14,12 +17,13 @@ export function createMemoryTriggerKernel(now: () => number): TriggerKernel & { 
       self.rules = [...rules];
       for (const name of [...deadlines.keys()]) if (!rules.some((r) => r.name === name)) deadlines.delete(name);
     },
-    async activity(rules: readonly string[]) {
+    async activity(rules: readonly string[], family: AddressFamily = 4) {
       const t = now();
       const out = new Map<string, Map<string, number | null>>();
       for (const name of rules) {
         const m = new Map<string, number | null>();
-        for (const [host, d] of deadlines.get(name) ?? []) if (d > t) m.set(host, d - t);
+        for (const [host, d] of deadlines.get(name) ?? [])
+          if (d > t && isIPv4(host) === (family === 4)) m.set(host, d - t);
         out.set(name, m);
       }
       return out;
@@ -30,7 +34,8 @@ export function createMemoryTriggerKernel(now: () => number): TriggerKernel & { 
         m = new Map();
         deadlines.set(rule, m);
       }
-      m.set(host, now() + seconds * 1000);
+      // IPv6 hosts under their canonical text, as the kernel's listing gives them
+      m.set(isIPv4(host) ? host : (canonicalIPv6(host) ?? host), now() + seconds * 1000);
     },
   };
   return self;

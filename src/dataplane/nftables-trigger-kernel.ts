@@ -10,7 +10,7 @@ export function nftablesTriggerKernel(
     // the `update @trig_<rule>_active` rules mark the host from its packets
     packetActivity: true,
     setRules: (rules) => dp.setTriggers(rules),
-    activity: (rules) => dp.triggerActivity(rules),
+    activity: (rules, family) => dp.triggerActivity(rules, family),
     touch: (rule, host, seconds) => dp.touchTrigger(rule, host, seconds),
   };
 }

@@ -65,6 +65,7 @@ import { netlinkCan, openNfNetlink, type NfNetlink } from './nf-netlink.js';
 import { auditDue, setElements, structureFingerprint } from './nftables-audit.js';
 import { parseActivity, renderTouch, renderTriggers, triggerSetName } from './nftables-triggers.js';
 import type { TriggerKernelRule } from './trigger-kernel.js';
+import type { AddressFamily } from '../common/net-types.js';
 import type { Dataplane, DataplaneBatch, DataplaneEntry, DataplaneHealth } from './types.js';
 import { entryKey } from './types.js';
 
@@ -131,7 +132,7 @@ export interface NftablesDataplane extends Dataplane {
    */
   setTriggers(rules: readonly TriggerKernelRule[]): Promise<void>;
   /** per rule: LAN host -> ms until the host counts as idle (null: no timeout), read from the small trig_* sets */
-  triggerActivity(rules: readonly string[]): Promise<Map<string, Map<string, number | null>>>;
+  triggerActivity(rules: readonly string[], family?: AddressFamily): Promise<Map<string, Map<string, number | null>>>;
   /** marks a host active on a rule for `seconds` (a firing that did not come from a packet) */
   touchTrigger(rule: string, host: string, seconds: number): Promise<void>;
 }
@@ -746,7 +747,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
             try {
               const doc = JSON.parse(r.stdout) as { nftables?: { set?: { table: string; name: string } }[] };
               for (const it of doc.nftables ?? []) {
-                const m = it.set && it.set.table === T ? /^trig_(.+)_active$/.exec(it.set.name) : null;
+                const m = it.set && it.set.table === T ? /^trig_(.+)_active6?$/.exec(it.set.name) : null;
                 if (m && !removed.includes(m[1]!) && !rules.some((x) => x.name === m[1])) removed.push(m[1]!);
               }
             } catch {
@@ -761,11 +762,13 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       }),
 
     // not serialised: reading a few small sets never conflicts with a tick, and must not wait behind a big reset
-    triggerActivity: async (rules: readonly string[]) => {
+    triggerActivity: async (rules: readonly string[], family: AddressFamily = 4) => {
       const out = new Map<string, Map<string, number | null>>();
       await Promise.all(
         rules.map(async (name) => {
-          const r = await run(prefix, nft, ['list', 'set', 'inet', T, triggerSetName(name)], { timeoutMs: 10_000 });
+          const r = await run(prefix, nft, ['list', 'set', 'inet', T, triggerSetName(name, family)], {
+            timeoutMs: 10_000,
+          });
           // a missing set (table deleted, rebuild pending) reads as no activity
           out.set(name, r.code === 0 ? parseActivity(r.stdout) : new Map());
         }),

@@ -4,7 +4,7 @@
  * Implemented by the nftables driver (nftables-trigger-kernel.ts, conntrack-flows.ts) and in memory
  * (memory-triggers.ts); src/main.ts picks one and injects it, so triggers import no driver.
  */
-import type { L4Protocol, PortRange } from '../common/net-types.js';
+import type { AddressFamily, L4Protocol, PortRange } from '../common/net-types.js';
 
 /** rule ids are 1..TRIGGER_ID_MAX: they travel in 12 bits of the ct mark (nftables-triggers.ts) */
 export const TRIGGER_ID_MAX = 0xfff;
@@ -16,7 +16,7 @@ export interface TriggerKernelRule {
   readonly id: number;
   readonly match: { readonly protocol: L4Protocol | 'both'; readonly ports: readonly PortRange[] };
   readonly open: readonly { readonly protocol: L4Protocol; readonly ports: PortRange }[];
-  /** IPv4 CIDRs allowed to fire the rule; empty = any LAN host */
+  /** IPv4 and IPv6 networks (canonical text) allowed to fire the rule; empty = any LAN host */
   readonly hosts: readonly string[];
   /** seconds of silence after which a host counts as idle */
   readonly idleTimeout: number;
@@ -31,8 +31,11 @@ export interface TriggerKernel {
    */
   readonly packetActivity: boolean;
   setRules(rules: readonly TriggerKernelRule[]): Promise<void>;
-  /** rule -> host -> ms left before the host counts as idle (null = no timeout) */
-  activity(rules: readonly string[]): Promise<Map<string, Map<string, number | null>>>;
+  /**
+   * rule -> host -> ms left before the host counts as idle (null = no timeout), for the hosts of one
+   * address family (default 4; 6: IPv6 hosts, canonical text). One read per rule and family.
+   */
+  activity(rules: readonly string[], family?: AddressFamily): Promise<Map<string, Map<string, number | null>>>;
   touch(rule: string, host: string, seconds: number): Promise<void>;
 }
 
@@ -41,7 +44,7 @@ export interface TriggerFlow {
   /** the rule id from the ct mark */
   readonly ruleId: number;
   readonly protocol: L4Protocol;
-  /** the LAN host that opened the flow */
+  /** the LAN host that opened the flow (IPv4, or IPv6 in canonical text) */
   readonly host: string;
   readonly dst: string;
   readonly dport: number;

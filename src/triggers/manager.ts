@@ -14,12 +14,19 @@
  *   the idle timeout, or when the lease is about to end). When traffic stops, nobody renews and the
  *   lease table expires the leases at last packet + idleTimeout (`expired` in their history).
  * - Holdings (which host holds which rule) are a cache derived from the lease table's events.
+ * - IPv6 LAN hosts (issue 15): a firing by an IPv6 host opens the rule's ranges as pinholes to that host
+ *   (family-6 leases: no translation, so each host has its own and two hosts never conflict). Only pinhole
+ *   targets (global or unique-local unicast, isPinholeTarget) fire; with policy.ipv6Pinholes off IPv6
+ *   firings are refused (`pinholes_off`). The kernel keeps a second activity set per rule for them.
  */
+import { isIPv4 } from 'node:net';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/errors.js';
 import { triggerContext, validateTrigger } from '../config/triggers.js';
 import { externalPorts, formatPortRange } from '../common/port-range.js';
+import { canonicalIPv6, isPinholeTarget, splitZone } from '../common/ipv6.js';
+import type { AddressFamily } from '../common/net-types.js';
 import type { Config, TriggerConfig } from '../config/types.js';
 import { ErrorCode, type HttpErrorCode } from '../errors.js';
 import type { LeaseTableApi } from '../leases/table-api.js';
@@ -97,7 +104,15 @@ export type FireResult =
     }
   | {
       readonly ok: false;
-      readonly result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused' | 'unknown_rule';
+      /** not_target: an IPv6 host a pinhole cannot open to (link-local...); pinholes_off: policy.ipv6Pinholes false */
+      readonly result:
+        | 'not_allowed'
+        | 'disabled'
+        | 'max_lifetime'
+        | 'refused'
+        | 'unknown_rule'
+        | 'not_target'
+        | 'pinholes_off';
       readonly host: string;
       readonly detail: string;
     };
@@ -115,6 +130,13 @@ export type MutationResult =
 
 interface Holding {
   readonly ids: Set<string>;
+}
+
+/** a firing host's family and its one spelling (IPv6: canonical, zone dropped); null when it is neither */
+function hostKey(host: string): { family: AddressFamily; host: string } | null {
+  if (isIPv4(host)) return { family: 4, host };
+  const v6 = canonicalIPv6(splitZone(host).address);
+  return v6 === null ? null : { family: 6, host: v6 };
 }
 
 export function createTriggerManager(opts: TriggerManagerOptions) {
@@ -320,7 +342,10 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
 
   // ---- firing ----
   function requestsFor(t: TriggerConfig, host: string, lifetime: number, actor: string): LeaseRequest[] {
+    // an IPv6 host gets pinholes: the same ports on its own address, no translation
+    const family = host.includes(':') ? { family: 6 as const } : {};
     return t.open.map((o) => ({
+      ...family,
       source: 'trigger',
       identity: 'external',
       protocol: o.protocol,
@@ -353,7 +378,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     const c = counterOf(t.name);
     const started = performance.now();
     const refuse = (
-      result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused',
+      result: 'not_allowed' | 'disabled' | 'max_lifetime' | 'refused' | 'not_target' | 'pinholes_off',
       detail: string,
       reason: string,
     ): FireResult => {
@@ -367,6 +392,20 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       return { ok: false, result, host, detail };
     };
     if (!t.enabled) return refuse('disabled', `rule ${t.name} is disabled`, 'disabled');
+    if (host.includes(':')) {
+      if (!settings.policy.ipv6Pinholes)
+        return refuse(
+          'pinholes_off',
+          `${host} is an IPv6 host and policy.ipv6Pinholes is false: IPv6 firings are ignored`,
+          'pinholes_off',
+        );
+      if (!isPinholeTarget(host))
+        return refuse(
+          'not_target',
+          `${host} is not an IPv6 address a pinhole can open to (global or unique-local unicast only)`,
+          'not_target',
+        );
+    }
     if (!hostAllowed(t, host))
       return refuse('not_allowed', `${host} is not in the rule's hosts (${t.hosts.join(', ')})`, 'not_allowed');
     const now = clock.now();
@@ -485,7 +524,12 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
       log.debug({ flow: f }, 'marked flow matches no trigger rule');
       return;
     }
-    void fireRule(rule, f.host, 'kernel', `trigger:${rule.config.name}`, f);
+    const k = hostKey(f.host);
+    if (!k) {
+      log.debug({ flow: f }, 'marked flow from an address that is neither IPv4 nor IPv6');
+      return;
+    }
+    void fireRule(rule, k.host, 'kernel', `trigger:${rule.config.name}`, f);
   }
 
   // ---- idleness: follow the kernel's activity sets ----
@@ -496,9 +540,18 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     try {
       const names = [...holdings.keys()].filter((n) => rules.has(n));
       if (names.length === 0) return { renewed: 0 };
-      let act: Map<string, Map<string, number | null>>;
+      // one read per rule and family, and only for the families that hold it (one nft process each)
+      const holdsFamily = (n: string, v6: boolean) =>
+        [...(holdings.get(n)?.keys() ?? [])].some((h) => h.includes(':') === v6);
+      const names4 = names.filter((n) => holdsFamily(n, false));
+      const names6 = names.filter((n) => holdsFamily(n, true));
+      const act = new Map<string, Map<string, number | null>>();
       try {
-        act = await kernel.activity(names);
+        const [a4, a6] = await Promise.all([
+          names4.length > 0 ? kernel.activity(names4, 4) : new Map<string, Map<string, number | null>>(),
+          names6.length > 0 ? kernel.activity(names6, 6) : new Map<string, Map<string, number | null>>(),
+        ]);
+        for (const a of [a4, a6]) for (const [n, m] of a) act.set(n, new Map([...(act.get(n) ?? []), ...m]));
       } catch (e) {
         log.warn(
           { err: (e as Error).message },
@@ -822,7 +875,7 @@ export function createTriggerManager(opts: TriggerManagerOptions) {
     async fire(name: string, host: string, actor: string): Promise<FireResult> {
       const rule = rules.get(name);
       if (!rule) return { ok: false, result: 'unknown_rule', host, detail: `no trigger rule ${name} in force` };
-      return fireRule(rule, host, 'api', actor, null);
+      return fireRule(rule, hostKey(host)?.host ?? host, 'api', actor, null);
     },
 
     /**

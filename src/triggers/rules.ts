@@ -5,6 +5,7 @@
 import type { TriggerConfig } from '../config/types.js';
 import { formatPortRange, formatPortRanges } from '../common/port-range.js';
 import { inPrefix } from '../common/net.js';
+import { ipv6InPrefix } from '../common/ipv6.js';
 import { TRIGGER_ID_MAX, type TriggerKernelRule } from '../dataplane/trigger-kernel.js';
 
 /** config-file rules are read-only through the API; API rules live in the database */
@@ -19,12 +20,16 @@ export interface TriggerRule {
 
 export { type TriggerDocument, triggerToDocument as toDocument } from '../config/triggers.js';
 
-/** may this LAN host fire the rule? (empty hosts = any) */
+/** may this LAN host (IPv4 or IPv6) fire the rule? (empty hosts = any; a network matches its own family only) */
 export function hostAllowed(t: TriggerConfig, host: string): boolean {
   if (t.hosts.length === 0) return true;
+  const v6 = host.includes(':');
   return t.hosts.some((c) => {
     const [net, len] = c.split('/');
-    return inPrefix(host, net!, len === undefined ? 32 : Number(len));
+    if (net!.includes(':') !== v6) return false;
+    return v6
+      ? ipv6InPrefix(host, net!, len === undefined ? 128 : Number(len))
+      : inPrefix(host, net!, len === undefined ? 32 : Number(len));
   });
 }
 

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  FORWARD_CT_MARK,
   TRIGGER_CT_FLAG,
   TriggerPlanError,
   parseActivity,
@@ -39,6 +40,7 @@ describe('trigger ruleset text', () => {
       'add chain inet portd triggers { type filter hook forward priority filter - 2; policy accept; }',
       'flush chain inet portd triggers',
       'add set inet portd trig_game_active { type ipv4_addr; flags dynamic,timeout; size 4096; }',
+      'add set inet portd trig_game_active6 { type ipv6_addr; flags dynamic,timeout; size 4096; }',
       'add rule inet portd triggers iifname { "br0" } oifname "wan0" meta l4proto udp th dport { 6112 } update ' +
         '@trig_game_active { ip saddr timeout 600s } ct state new ct mark set ct mark | 0x00010400',
       'add rule inet portd triggers iifname "wan0" ct mark & 0x0fff0400 == 0x00010400 update @trig_game_active { ' +
@@ -51,7 +53,47 @@ describe('trigger ruleset text', () => {
         '@trig_game_active { ip daddr timeout 600s }',
       'add rule inet portd triggers iifname { "br0" } ct status dnat meta l4proto udp th sport { 6113-6119 } ' +
         'update @trig_game_active { ip saddr timeout 600s }',
+      // IPv6 hosts (issue 15): their own set; the openings are pinholes, known by the forwarding bit 0x100
+      'add rule inet portd triggers iifname { "br0" } oifname "wan0" meta l4proto udp th dport { 6112 } update ' +
+        '@trig_game_active6 { ip6 saddr timeout 600s } ct state new ct mark set ct mark | 0x00010400',
+      'add rule inet portd triggers iifname "wan0" ct mark & 0x0fff0400 == 0x00010400 update @trig_game_active6 { ' +
+        'ip6 daddr timeout 600s }',
+      'add rule inet portd triggers iifname "wan0" ct mark & 0x00000100 == 0x00000100 meta l4proto tcp th dport ' +
+        '{ 6113-6119 } update @trig_game_active6 { ip6 daddr timeout 600s }',
+      'add rule inet portd triggers iifname { "br0" } ct mark & 0x00000100 == 0x00000100 meta l4proto tcp th ' +
+        'sport { 6113-6119 } update @trig_game_active6 { ip6 saddr timeout 600s }',
+      'add rule inet portd triggers iifname "wan0" ct mark & 0x00000100 == 0x00000100 meta l4proto udp th dport ' +
+        '{ 6113-6119 } update @trig_game_active6 { ip6 daddr timeout 600s }',
+      'add rule inet portd triggers iifname { "br0" } ct mark & 0x00000100 == 0x00000100 meta l4proto udp th ' +
+        'sport { 6113-6119 } update @trig_game_active6 { ip6 saddr timeout 600s }',
     ]);
+    assert.equal(FORWARD_CT_MARK, PORTD_CT_MARK, 'the bit the forward chain sets on the flows portd lets in');
+  });
+
+  it('IPv6 hosts: ip6 saddr for IPv6 networks; a hosts list of one family leaves out the other firing rule', () => {
+    const fire = (cmds: string[], set: string) =>
+      cmds.filter((c) => c.includes('oifname "wan0"') && c.includes(`update @${set} `));
+    const mixed = renderTriggers(io, [{ ...game, hosts: ['192.168.77.0/24', '2001:db8:77::/64'] }]);
+    assert.deepEqual(
+      fire(mixed, 'trig_game_active').map((c) => /(ip6? saddr \{[^}]*\})/.exec(c)?.[1]),
+      ['ip saddr { 192.168.77.0/24 }'],
+    );
+    assert.deepEqual(
+      fire(mixed, 'trig_game_active6').map((c) => /(ip6? saddr \{[^}]*\})/.exec(c)?.[1]),
+      ['ip6 saddr { 2001:db8:77::/64 }'],
+    );
+    const only6 = renderTriggers(io, [{ ...game, hosts: ['2001:db8:77::11/128'] }]);
+    assert.equal(fire(only6, 'trig_game_active').length, 0, 'no IPv4 host may fire');
+    assert.equal(fire(only6, 'trig_game_active6').length, 1);
+    const only4 = renderTriggers(io, [{ ...game, hosts: ['192.168.77.0/24'] }]);
+    assert.equal(fire(only4, 'trig_game_active6').length, 0, 'no IPv6 host may fire');
+    // not canonical, host bits, zones: refused before they reach the script
+    for (const h of ['2001:DB8::/64', '2001:db8::1/64', 'fe80::1%eth0', '2001:db8::/129', '::1 } accept'])
+      assert.throws(() => renderTriggers(io, [{ ...game, hosts: [h] }]), TriggerPlanError, h);
+    // a dropped rule loses both its sets
+    const cmds = renderTriggers(io, [], ['game']);
+    assert.ok(cmds.includes('delete set inet portd trig_game_active6'));
+    assert.ok(cmds.includes('delete set inet portd trig_game_active'));
   });
 
   it('limits firing to the rule hosts, matches both protocols, removes sets of dropped rules after the flush', () => {
@@ -109,6 +151,14 @@ describe('trigger ruleset text', () => {
     assert.throws(() => renderTouch('portd', 'game', '1.2.3.4; flush', 5), TriggerPlanError);
   });
 
+  it('touching an IPv6 host writes its canonical address into the IPv6 set', () => {
+    assert.deepEqual(renderTouch('portd', 'game', '2001:DB8:77:0::11', 5), [
+      'add element inet portd trig_game_active6 { 2001:db8:77::11 timeout 5s }',
+      'delete element inet portd trig_game_active6 { 2001:db8:77::11 }',
+      'add element inet portd trig_game_active6 { 2001:db8:77::11 timeout 5s }',
+    ]);
+  });
+
   it('touching a host re-adds its element with a fresh timeout', () => {
     assert.deepEqual(renderTouch('portd', 'game', '192.168.77.11', 4.2), [
       'add element inet portd trig_game_active { 192.168.77.11 timeout 5s }',
@@ -141,6 +191,45 @@ describe('reading activity', () => {
       ],
     );
     assert.equal(parseActivity('table inet portd {\n\tset trig_game_active {\n\t\ttype ipv4_addr\n\t}\n}').size, 0);
+  });
+
+  it('parses an IPv6 activity set (canonical text)', () => {
+    const text = `table inet portd {
+\tset trig_game_active6 {
+\t\ttype ipv6_addr
+\t\tsize 4096
+\t\tflags dynamic,timeout
+\t\telements = { 2001:db8:77::11 timeout 10s expires 7s12ms,
+\t\t\t     2001:db8:77:0:5c1e:a9f3:7b20:d411 timeout 10s expires 980ms }
+\t}
+}`;
+    assert.deepEqual(
+      [...parseActivity(text)],
+      [
+        ['2001:db8:77::11', 7012],
+        ['2001:db8:77:0:5c1e:a9f3:7b20:d411', 980],
+      ],
+    );
+  });
+
+  it('parses conntrack NEW events of IPv6 flows (conntrack -E reports both families without -f)', () => {
+    // conntrack-tools 1.4.7 in the lab gateway: the same layout as IPv4, IPv6 addresses
+    const udp =
+      '[1796665381.889791]\t    [NEW] udp      17 30 src=2001:db8:77::11 dst=2001:db8:113::2 sport=44425 ' +
+      'dport=7777 [UNREPLIED] src=2001:db8:113::2 dst=2001:db8:77::11 sport=7777 dport=44425 mark=66560';
+    assert.deepEqual(parseConntrackEvent(udp, 0), {
+      ruleId: 1,
+      protocol: 'udp',
+      host: '2001:db8:77::11',
+      dst: '2001:db8:113::2',
+      dport: 7777,
+      at: 1796665381889,
+    });
+    const tcp =
+      '    [NEW] tcp      6 120 SYN_SENT src=2001:db8:77:0:0:0:0:12 dst=2001:db8:113::2 sport=38560 dport=7777 ' +
+      '[UNREPLIED] src=2001:db8:113::2 dst=2001:db8:77::12 sport=7777 dport=38560 mark=66560';
+    assert.equal(parseConntrackEvent(tcp, 5)?.host, '2001:db8:77::12', 'canonical');
+    assert.equal(parseConntrackEvent(tcp.replace('src=2001:db8:77:0:0:0:0:12', 'src=zz::1'), 5), null);
   });
 
   it('parses conntrack NEW events of marked flows', () => {
