@@ -20,7 +20,6 @@ import type { Metrics } from '../metrics.js';
 import { createFlowEnder } from './conntrack.js';
 import {
   ELEMENT_SETS,
-  SET_LAYOUTS,
   LIVE_SETS,
   PINHOLE_SETS,
   SNAT_SETS,
@@ -43,7 +42,7 @@ import {
   withExternalAddress,
 } from './nftables-plan.js';
 import {
-  ListedElements,
+  ListedTable,
   countSetElements,
   parseSetCounters,
   parseTableJson,
@@ -799,7 +798,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   const breathe = () => new Promise<void>((r) => setImmediate(r));
 
   /**
-   * The audit's compare: what the model expects (walked in slices), then each element set listed as text
+   * The audit's compare: what the model expects (walked in slices), then the table listed as text (one nft)
    * and checked as it arrives. Mismatches on elements the ticks touched meanwhile (`touched` grows while
    * this runs) do not count, nor elements whose kernel timeout ends within the time this has taken + 2 s.
    */
@@ -808,28 +807,27 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
     const { expected, fading } = await expectedElements(clock(), breathe);
     const odd: { id: string; stale: boolean }[] = [];
     let foreign = 0;
-    for (const set of ELEMENT_SETS) {
-      const parser = new ListedElements(set, (el) => {
-        if (el === null) {
-          foreign++; // not an element any lease could be
-          return;
-        }
-        const id = elementId(el);
-        const want = expected.get(id);
-        const known = want !== undefined || expected.has(id);
-        expected.delete(id);
-        if (touched.has(id) || (el.expires !== null && el.expires <= (clock() - t0) / 1000 + 2)) return;
-        if (!known) odd.push({ id, stale: true });
-        else if (!sameData(want ?? null, el.data)) odd.push({ id, stale: false });
-      });
-      const r = await run(prefix, nft, ['list', SET_LAYOUTS[set].data === null ? 'set' : 'map', 'inet', T, set], {
-        timeoutMs: 120_000,
-        onStdout: (text) => parser.push(text),
-      });
-      // a set that is gone or a listing cut short: let verify() look at the whole table
-      if (r.code !== 0 || !parser.end()) return { missing: 1, stale: 0 };
-      await breathe();
-    }
+    const parser = new ListedTable((_set, el) => {
+      if (el === null) {
+        foreign++; // not an element any lease could be
+        return;
+      }
+      const id = elementId(el);
+      const want = expected.get(id);
+      const known = want !== undefined || expected.has(id);
+      expected.delete(id);
+      if (touched.has(id) || (el.expires !== null && el.expires <= (clock() - t0) / 1000 + 2)) return;
+      if (!known) odd.push({ id, stale: true });
+      else if (!sameData(want ?? null, el.data)) odd.push({ id, stale: false });
+    });
+    // one nft process for every set (chains listed too: a few lines)
+    const r = await run(prefix, nft, ['list', 'table', 'inet', T], {
+      timeoutMs: 120_000,
+      onStdout: (text) => parser.push(text),
+    });
+    const seen = parser.end();
+    // a set that is gone or a listing cut short: let verify() look at the whole table
+    if (r.code !== 0 || !seen || ELEMENT_SETS.some((s) => !seen.has(s))) return { missing: 1, stale: 0 };
     let missing = 0;
     let stale = foreign;
     for (const o of odd)

@@ -1,5 +1,5 @@
 /**
- * Reading nft's set listings (nftables-listing.ts: ListedElements, durationSeconds on plain text;
+ * Reading nft's set listings (nftables-listing.ts: ListedElements, ListedTable, durationSeconds on plain text;
  * countSetElements on JSON). Fixtures are `nft list map|set inet portd <name>` output of nft 1.0.6, captured
  * in a namespace from a table written by renderInit + renderFill (single ports, a range, a range with
  * a port offset, peer-filtered leases, static leases without a timeout).
@@ -8,7 +8,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ElementSet } from '../../src/dataplane/model.js';
 import { dataText, keyText } from '../../src/dataplane/nft-text.js';
-import { ListedElements, countSetElements, durationSeconds } from '../../src/dataplane/nftables-listing.js';
+import {
+  ListedElements,
+  ListedTable,
+  countSetElements,
+  durationSeconds,
+} from '../../src/dataplane/nftables-listing.js';
 
 const FWD4 = `table inet portd {
 \tmap fwd4 {
@@ -146,6 +151,50 @@ describe('nft text listings', () => {
     assert.deepEqual(parse('live_udp', EMPTY, 8), { elements: [], whole: true });
     const cut = parse('fwd4', FWD4.slice(0, FWD4.indexOf('udp . 7001')), 16);
     assert.equal(cut.whole, false);
+  });
+
+  it('ListedTable reads every element set of one table listing, skips chains and other sets, in any chunking', () => {
+    const body = (t: string) => t.slice(t.indexOf('\n') + 1, t.lastIndexOf('}\n'));
+    const table = `table inet portd {
+${body(FWD4)}
+\tset trig_game_active {
+\t\ttype ipv4_addr
+\t\tflags timeout
+\t\telements = { 192.168.77.10 timeout 5m expires 4m }
+\t}
+
+${body(FWD4_RANGE)}
+\tset live_tcp {
+\t\ttype inet_service
+\t\tflags timeout
+\t}
+
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat - 10; policy accept;
+\t\ttcp dport { 1, 2 } accept
+\t}
+}
+`;
+    for (const size of [1, 5, 64, 100_000]) {
+      const got: string[] = [];
+      const p = new ListedTable((set, e) => got.push(`${set}:${e ? keyText(e) : 'foreign'}`));
+      for (let i = 0; i < table.length; i += size) p.push(table.slice(i, i + size));
+      const seen = p.end();
+      assert.ok(seen, `chunks of ${size}`);
+      assert.deepEqual([...seen].sort(), ['fwd4', 'fwd4_range', 'live_tcp'], `chunks of ${size}`);
+      assert.deepEqual(got, [
+        'fwd4:udp . 80',
+        'fwd4:udp . 7000',
+        'fwd4:udp . 7001',
+        'fwd4:udp . 7002',
+        'fwd4:tcp . 8080',
+        'fwd4_range:tcp . 6000-6009',
+      ]);
+    }
+    // cut inside a set: not whole
+    const p = new ListedTable(() => {});
+    p.push(table.slice(0, table.indexOf('udp . 7001')));
+    assert.equal(p.end(), null);
   });
 
   it('countSetElements counts the elements of a JSON set listing', () => {
