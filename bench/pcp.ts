@@ -1,6 +1,9 @@
 // PCP front-end throughput on loopback: MAP creates at 1 and 32 requests in flight (fresh ports),
 // renewals and deletes, through the real lease table (memory dataplane unless one is passed in),
 // next to the ceiling of a trivial UDP echo server measured with the same load generator.
+// Pinholes (issue 15): MAP for an IPv6 internal address (2001:db8:77::/64, named in a THIRD_PARTY option by
+// the loopback clients, which pcp.thirdParty trusts here) creates and deletes IPv6 pinholes at the same
+// concurrency as the IPv4 creates and deletes; the ratios pinhole / mapping are printed.
 // The generator runs in a worker thread (its own core), the server in this thread.
 //   node --import tsx bench/pcp.ts [--count 2000] [--preload 0] [--clients 32]
 import { createSocket } from 'node:dgram';
@@ -126,16 +129,41 @@ async function generate(
   };
 }
 
-function mapPacket(internalPort: number, lifetime: number, host: string): Uint8Array {
+function mapPacket(internalPort: number, lifetime: number, host: string, pinholeTo?: string): Uint8Array {
   const nonce = new Uint8Array(12).fill(1);
   return encodePcpRequest({
     version: 2,
     opcode: 1,
     lifetime,
     clientAddress: host,
-    options: [],
-    map: { nonce, protocol: 6, internalPort, externalPort: internalPort, externalAddress: '0.0.0.0' },
+    // a pinhole: the IPv6 internal address in THIRD_PARTY (RFC 6887 §13.1), suggested external = internal
+    options: pinholeTo ? [{ kind: 'third_party', address: pinholeTo }] : [],
+    map: {
+      nonce,
+      protocol: 6,
+      internalPort,
+      externalPort: internalPort,
+      externalAddress: pinholeTo ? '::' : '0.0.0.0',
+    },
   });
+}
+
+/** the IPv6 LAN host of pinhole request i (the lab's LAN prefix: traffic never leaves a namespace or loopback) */
+const pinholeHost = (i: number): string => `2001:db8:77::${(0x100 + (i % 256)).toString(16)}`;
+
+/** pinhole ÷ mapping for the phases measured side by side (perSecond and p50) */
+export function pinholeRatios(phases: readonly PhaseResult[]): Record<string, { perSecond: number; p50: number }> {
+  const out: Record<string, { perSecond: number; p50: number }> = {};
+  for (const [key, v4, v6] of [
+    ['create', 'MAP create', 'pinhole MAP create'],
+    ['delete', 'MAP delete', 'pinhole MAP delete'],
+  ] as const) {
+    const a = phases.find((p) => p.phase === v4 && p.concurrency === 32);
+    const b = phases.find((p) => p.phase === v6 && p.concurrency === 32);
+    if (a && b && a.perSecond > 0 && a.p50ms > 0)
+      out[key] = { perSecond: round(b.perSecond / a.perSecond), p50: round(b.p50ms / a.p50ms) };
+  }
+  return out;
 }
 
 /** a trivial UDP echo server: the ceiling of what the generator can measure on this machine */
@@ -295,13 +323,23 @@ export async function run(opts: PcpBenchOptions = {}) {
   });
   const server = createPcpServer({
     config: {
-      pcp: { enabled: true, port: 0, peer: false, thirdParty: [], allowAllProtocols: false, rateLimit: 0, ipv6: false },
+      pcp: {
+        enabled: true,
+        port: 0,
+        peer: false,
+        // the loopback clients name the pinholes' IPv6 hosts in THIRD_PARTY
+        thirdParty: ['127.0.0.0/8'],
+        allowAllProtocols: false,
+        rateLimit: 0,
+        ipv6: false,
+      },
       natpmp: { enabled: true },
       // the bench drives 10-17k requests/s: no global cap (limits.pcpRequestsPerSecond), like no per-client one
       limits: { pcpRequestsPerSecond: 0, peerLookupsPerSecond: 0 },
       policy: policy.config,
     },
     leases: table,
+    ipv6Pinholes: true,
     log,
     metrics,
     clock,
@@ -353,6 +391,10 @@ export async function run(opts: PcpBenchOptions = {}) {
     results.push(await generate('MAP renew', port, count, 32, c, (i, h) => mapPacket(30000 + i, 7200, h)));
     results.push(await generate('MAP delete', port, count, 32, c, (i, h) => mapPacket(30000 + i, 0, h)));
     results.push(await generate('MAP delete', port, count, 1, c, (i, h) => mapPacket(10000 + i, 0, h)));
+    // the same create and delete as IPv6 pinholes (fresh ports on 256 IPv6 hosts)
+    const pin = (i: number, h: string, lifetime: number) => mapPacket(30000 + i, lifetime, h, pinholeHost(i));
+    results.push(await generate('pinhole MAP create', port, count, 32, c, (i, h) => pin(i, h, 3600)));
+    results.push(await generate('pinhole MAP delete', port, count, 32, c, (i, h) => pin(i, h, 0)));
     // a host asking for ports in its only allowed block, which is full (every answer NO_RESOURCES), at 16 in
     // flight, while 16 other clients create mappings: theirs should look like the concurrency-32 creates
     for (let p = 50000; p <= 50255; p++) {
@@ -399,6 +441,8 @@ export async function run(opts: PcpBenchOptions = {}) {
     clients,
     cpus: (await import('node:os')).cpus().length,
     phases: results,
+    /** pinhole ÷ IPv4 mapping at 32 in flight: requests per second and median latency */
+    pinholeRatio: pinholeRatios(results),
     frontend,
     echo,
   };
@@ -415,5 +459,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     `PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients ` +
       `(${res.cpus} CPUs)`,
     [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[],
+  );
+  printTable(
+    'pinhole ÷ IPv4 mapping (32 in flight)',
+    Object.entries(res.pinholeRatio).map(([op, r]) => ({ op, perSecond: r.perSecond, p50: r.p50 })),
   );
 }
