@@ -126,6 +126,7 @@ test('limits.soapRequestsPerSecond: 12 addresses, each under its per-client rate
   const h = await startUpnp({ extra: { log: cap.log, limits: { soapRequestsPerSecond: 20 } } });
   try {
     const hosts = Array.from({ length: 12 }, (_, i) => `127.0.0.${20 + i}`);
+    const t0 = performance.now();
     const results = await Promise.all(
       hosts.flatMap((from, i) =>
         Array.from({ length: 8 }, (_, j) => {
@@ -142,8 +143,9 @@ test('limits.soapRequestsPerSecond: 12 addresses, each under its per-client rate
     const ok = results.filter((r) => r.status === 200);
     const busy = results.filter((r) => r.status === 503);
     assert.equal(ok.length + busy.length, results.length, `statuses ${[...new Set(results.map((r) => r.status))]}`);
-    // the bucket holds 40 and refills 20/s while the 96 requests are served
-    assert.ok(ok.length >= 40 && ok.length <= 60, `${ok.length} answered`);
+    // the bucket holds 40 and refills 20/s while the 96 requests are served (longer on a loaded machine)
+    const refill = Math.ceil(((performance.now() - t0) / 1000) * 20);
+    assert.ok(ok.length >= 40 && ok.length <= 40 + refill + 1, `${ok.length} answered, bucket 40 + refill ${refill}`);
     assert.ok(busy.every((r) => r.headers['retry-after'] === '1'));
     assert.equal(
       h.env.table.list({ state: 'active' }).total,
