@@ -41,15 +41,27 @@ export function setElements(json: string): string[] {
 }
 
 /**
- * Whether a full element audit may run now: `last` is when the previous one started and how long
- * it took (ms). It may take at most `share` of the time (default 1 %), and runs at most every `minGapMs`.
+ * What an audit of `elements` kernel elements costs at most on an idle machine (ms): one nft process
+ * (≈ 10-30 ms) plus ≈ 0.01 ms per element listed and compared (≈ 1 s at 100k), with a 2× margin. The wall
+ * time of an audit on a loaded machine is mostly waiting for a CPU, not work of ours: without this ceiling a
+ * load of 10 stretched a 50-element audit to 140 ms and pushed the next look 14 s out.
+ */
+export function auditCostCeiling(elements: number): number {
+  return 30 + 0.02 * elements;
+}
+
+/**
+ * Whether a full element audit may run now: `last` is when the previous one started, how long it took (ms)
+ * and how many elements the model held. Its cost (the time taken, but never more than auditCostCeiling of
+ * its size) may be at most `share` of the time (default 1 %), and it runs at most every `minGapMs`.
  */
 export function auditDue(
   now: number,
-  last: { readonly at: number; readonly ms: number } | null,
+  last: { readonly at: number; readonly ms: number; readonly elements?: number } | null,
   share = 0.01,
   minGapMs = 1000,
 ): boolean {
   if (!last) return true;
-  return now - last.at >= Math.max(minGapMs, last.ms / share);
+  const cost = last.elements === undefined ? last.ms : Math.min(last.ms, auditCostCeiling(last.elements));
+  return now - last.at >= Math.max(minGapMs, cost / share);
 }

@@ -190,7 +190,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
   /** our table's structure as we last wrote it (nftables-audit.ts), and for which ruleset */
   let structure: string | null = null;
   let structureOf: RulesetOptions | null = null;
-  let lastAudit: { at: number; ms: number } | null = null;
+  let lastAudit: { at: number; ms: number; elements: number } | null = null;
   /** element ids that ticks wrote while an audit listing ran beside them (null: no listing running) */
   let auditTouched: Set<string> | null = null;
   /** bumped by everything that rewrites the table wholesale: an audit listing that spans one is void */
@@ -711,7 +711,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
       if (gen === bulkGen && d.missing === 0 && d.stale === 0) v = { ...d, repaired: false };
       v ??= await serial(verifyNow);
       // the budget is the cost of looking, not of a repair (rare, and it must not push the next look out)
-      lastAudit = { at: t0, ms: v.repaired ? (lastAudit?.ms ?? 0) : clock() - t0 };
+      lastAudit = { at: t0, ms: v.repaired ? (lastAudit?.ms ?? 0) : clock() - t0, elements: model.size };
       return v;
     },
 

@@ -106,5 +106,11 @@ describe('nftables audit: small sets and pacing', () => {
     assert.equal(auditDue(500, { at: 0, ms: 10 }), false);
     assert.equal(auditDue(60_000, { at: 0, ms: 1000 }), false, '1 s audit (100k elements): not every minute');
     assert.equal(auditDue(100_000, { at: 0, ms: 1000 }), true, '... but every 100 s');
+    // a loaded machine stretches the wall time, not the work: the cost is capped by what the size costs idle
+    assert.equal(auditDue(3200, { at: 0, ms: 140, elements: 50 }), true, '50 elements, 140 ms under load: every 3.1 s');
+    assert.equal(auditDue(3200, { at: 0, ms: 140 }), false, 'without the size, 140 ms counts whole');
+    assert.equal(auditDue(100_000, { at: 0, ms: 1000, elements: 100_000 }), true, '100k: the measured 1 s counts');
+    assert.equal(auditDue(60_000, { at: 0, ms: 9000, elements: 100_000 }), false, '100k, 9 s under load: capped at 2 s');
+    assert.equal(auditDue(205_000, { at: 0, ms: 9000, elements: 100_000 }), true);
   });
 });
