@@ -18,6 +18,8 @@ import { canonicalIPv6, formatEndpoint, splitZone } from '../common/ipv6.js';
 import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
+import { createWriter, type JobOutcome } from './writer.js';
+import { createMetaStore } from './meta-store.js';
 import type {
   EndReason,
   GrantResult,
@@ -70,28 +72,6 @@ export interface LeaseTableOptions {
   readonly historyPerLease?: number;
   /** at most this many ended leases are deleted per writer tick (default 256) */
   readonly pruneBatch?: number;
-}
-
-/** what one job did inside a tick: rows are written already (inside the tick's transaction) */
-interface JobOutcome<R> {
-  result: R;
-  add: DataplaneEntry[];
-  remove: DataplaneEntry[];
-  events: LeaseEvent[];
-  /** removals only: a failed kernel delete must not keep the row alive (the element may be gone already) */
-  removalOnly?: boolean;
-  /** leases this job ended besides its own change (replaced by an admin-defined opening): their flows end too */
-  endFlows?: DataplaneEntry[];
-}
-
-interface Job<R = unknown> {
-  readonly name: string;
-  readonly run: () => JobOutcome<R>;
-  /** runs alone, between ticks, with nothing else touching the table or the dataplane (reconcile) */
-  readonly exclusive?: () => Promise<R>;
-  readonly onUnavailable: (detail: string) => R;
-  resolve(r: R): void;
-  solo?: boolean;
 }
 
 const unavailable = (detail: string): Refusal => ({ ok: false, reason: 'unavailable', detail });
@@ -1065,7 +1045,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   let pruneQueued = false;
   /** after a commit: one prune batch queued when due (it rides in the next tick beside whatever requests come) */
   function schedulePrune(): void {
-    if (pruneQueued || closing || !pruneDue(clock.now())) return;
+    if (pruneQueued || writer.closing() || !pruneDue(clock.now())) return;
     pruneQueued = true;
     void enqueue('prune', doPrune, () => -1).then((n) => {
       pruneQueued = false;
@@ -1073,247 +1053,44 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     });
   }
 
-  // ---- the single writer: one transaction and one dataplane batch per tick ----
-  const queue: Job[] = [];
-  let running = false;
-  let closed = false;
-  /** close() is waiting for the queue: no more prune batches */
-  let closing = false;
-  let scheduled = false;
+  // ---- the single writer (writer.ts): one transaction and one dataplane batch per tick ----
   const listeners = new Set<(e: LeaseEvent) => void>();
-
-  function enqueue<R>(name: string, run: () => JobOutcome<R>, onUnavailable: (d: string) => R): Promise<R> {
-    if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
-    return new Promise<R>((resolve) => {
-      queue.push({ name, run, onUnavailable, resolve: resolve as (r: unknown) => void } as Job);
-      kick();
-    });
-  }
-  function enqueueExclusive<R>(name: string, fn: () => Promise<R>, onUnavailable: (d: string) => R): Promise<R> {
-    if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
-    return new Promise<R>((resolve) => {
-      queue.push({
-        name,
-        run: () => {
-          throw new Error('exclusive');
-        },
-        exclusive: fn,
-        onUnavailable,
-        resolve: resolve as (r: unknown) => void,
-      } as Job);
-      kick();
-    });
-  }
-  function kick(): void {
-    if (running || scheduled || queue.length === 0) return;
-    scheduled = true;
-    setImmediate(() => {
-      scheduled = false;
-      void tick();
-    });
-  }
-
-  /**
-   * net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing
-   */
-  /** entryKey, and a pinhole's own address: pinholes to two hosts on one port are two entries (issue 15) */
-  const batchKey = (e: DataplaneEntry): string =>
-    e.family === 6 ? `6/${e.internalAddress}/${entryKey(e)}` : entryKey(e);
-  function netBatch(outcomes: JobOutcome<unknown>[]): { add: DataplaneEntry[]; remove: DataplaneEntry[] } {
-    const removes = new Map<string, DataplaneEntry>();
-    const adds = new Map<string, DataplaneEntry>();
-    for (const o of outcomes) {
-      for (const e of o.remove) {
-        const k = batchKey(e);
-        if (adds.has(k)) adds.delete(k);
-        else removes.set(k, e);
+  const writer = createWriter({
+    tx: store.tx,
+    transaction: (fn) => store.db.transaction(fn),
+    prepare: (sql) => store.db.prepare(sql),
+    dataplane,
+    log,
+    ...(metrics ? { metrics } : {}),
+    rebuild: rebuildCaches,
+    restore(removed) {
+      const now = clock.now();
+      const back: DataplaneEntry[] = [];
+      for (const e of removed) {
+        const row = s.byId.get(e.id) as LeaseRow | undefined;
+        if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now))
+          back.push(toEntry(rowToLease(row), now));
       }
-      for (const e of o.add) adds.set(batchKey(e), e);
-    }
-    return { add: [...adds.values()], remove: [...removes.values()] };
-  }
-
-  async function tick(): Promise<void> {
-    if (running) return;
-    running = true;
-    try {
-      while (queue.length > 0) {
-        const head = queue[0]!;
-        if (head.exclusive) {
-          queue.shift();
-          try {
-            head.resolve(await head.exclusive());
-          } catch (e) {
-            log.error({ job: head.name, err: (e as Error).message }, 'exclusive job failed');
-            head.resolve(head.onUnavailable((e as Error).message));
-          }
-          continue;
-        }
-        // a job retried alone after a failed batch runs in a tick of its own
-        const jobs: Job[] = head.solo ? [queue.shift()!] : [];
-        while (!jobs[0]?.solo && queue.length > 0 && !queue[0]!.solo && !queue[0]!.exclusive && jobs.length < 1024)
-          jobs.push(queue.shift()!);
-        await runTick(jobs);
+      return back;
+    },
+    emit,
+    committed(ok) {
+      publishGauges();
+      // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
+      let rearm = !expiryUnchanged(ok);
+      if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) {
+        expiryRetryAt = 0;
+        expiryBackoffMs = 0;
+        rearm = true;
       }
-    } finally {
-      running = false;
-      kick();
-    }
-  }
-
-  const { tx } = store;
-
-  async function runTick(jobs: Job[]): Promise<void> {
-    const outcomes: (JobOutcome<unknown> | null)[] = [];
-    const failures: (string | null)[] = [];
-    try {
-      tx.begin.run();
-    } catch (e) {
-      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
-      log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
-      return;
-    }
-    // a savepoint per job, so one that throws is taken back alone; a tick of one job (every tick at concurrency 1)
-    // needs none: the transaction itself is taken back (two statements fewer per lone request)
-    const alone = jobs.length === 1;
-    for (const j of jobs) {
-      if (!alone) tx.savepoint.run();
-      try {
-        outcomes.push(j.run());
-        failures.push(null);
-        if (!alone) tx.release.run();
-      } catch (e) {
-        if (alone) {
-          tx.rollback.run();
-          rebuildCaches();
-          log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
-          j.resolve(j.onUnavailable((e as Error).message));
-          return;
-        }
-        tx.rollbackTo.run();
-        tx.release.run();
-        outcomes.push(null);
-        failures.push((e as Error).message);
-        log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
-      }
-    }
-    const ok = outcomes.filter((o): o is JobOutcome<unknown> => o !== null);
-    const batch = netBatch(ok);
-    let applied = true;
-    let dpError = '';
-    if (batch.add.length + batch.remove.length > 0) {
-      const t0 = performance.now();
-      try {
-        await dataplane.apply(batch);
-      } catch (e) {
-        applied = false;
-        dpError = (e as Error).message;
-        metrics?.dataplaneErrors.inc();
-      }
-      metrics?.dataplaneBatchSeconds.observe((performance.now() - t0) / 1000);
-    }
-    metrics?.writerTickSize.observe(jobs.length);
-    if (!applied) {
-      const allRemovals = ok.every((o) => o.removalOnly);
-      if (jobs.length > 1) {
-        tx.rollback.run();
-        rebuildCaches();
-        log.warn({ jobs: jobs.length, err: dpError }, 'dataplane refused a batch; retrying its requests one by one');
-        for (const j of jobs.reverse()) {
-          j.solo = true;
-          queue.unshift(j);
-        }
-        return;
-      }
-      if (allRemovals) {
-        // the element is most likely gone from the kernel already (timed out): the row must end anyway; reconcile
-        // repairs the rest
-        log.warn(
-          { job: jobs[0]?.name, err: dpError },
-          'dataplane refused a removal; ending the lease anyway and scheduling a reconcile',
-        );
-        needReconcile = true;
-      } else {
-        tx.rollback.run();
-        rebuildCaches();
-        log.error({ job: jobs[0]?.name, err: dpError }, 'dataplane refused the change; request refused');
-        for (const j of jobs) j.resolve(j.onUnavailable(`dataplane: ${dpError}`));
-        return;
-      }
-    }
-    try {
-      tx.commit.run();
-    } catch (e) {
-      try {
-        tx.rollback.run();
-      } catch {
-        /* already rolled back */
-      }
-      rebuildCaches();
-      log.error(
-        { err: (e as Error).message },
-        'database commit failed (disk full or not writable?); tick refused, kernel changes taken back',
-      );
-      // the batch reached the kernel before the commit: undo it before anyone is answered, so a refused
-      // request leaves no open port and a refused renewal does not cut the lease it renews. Removed
-      // entries come back only when the (rolled back) table still holds them unexpired.
-      if (applied && batch.add.length + batch.remove.length > 0) {
-        const now = clock.now();
-        const back: DataplaneEntry[] = [];
-        for (const e of batch.remove) {
-          const row = s.byId.get(e.id) as LeaseRow | undefined;
-          if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now))
-            back.push(toEntry(rowToLease(row), now));
-        }
-        try {
-          await dataplane.apply({ remove: batch.add, add: back });
-        } catch (u) {
-          log.error({ err: (u as Error).message }, 'could not undo the kernel changes of a refused tick; reconciling');
-          needReconcile = true;
-        }
-      }
-      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
-      if (needReconcile) {
-        needReconcile = false;
-        void reconcile('after a failed commit');
-      }
-      return;
-    }
-    // a job that threw was rolled back to its savepoint, but may have touched the derived caches first
-    if (failures.some((f) => f !== null)) rebuildCaches();
-    // committed: now, and only now, answer
-    const ended: DataplaneEntry[] = [];
-    let oi = 0;
-    for (let i = 0; i < jobs.length; i++) {
-      const j = jobs[i]!;
-      if (failures[i] !== null) {
-        j.resolve(j.onUnavailable(failures[i]!));
-        continue;
-      }
-      const o = ok[oi++]!;
-      j.resolve(o.result);
-      for (const e of o.events) emit(e);
-      if (o.removalOnly) ended.push(...o.remove);
-      else if (o.endFlows) ended.push(...o.endFlows);
-    }
-    publishGauges();
-    // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
-    let rearm = !expiryUnchanged(ok);
-    if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) {
-      expiryRetryAt = 0;
-      expiryBackoffMs = 0;
-      rearm = true;
-    }
-    if (ended.length > 0)
-      dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
-    if (rearm) scheduleExpiry();
-    schedulePrune();
-    if (needReconcile) {
-      needReconcile = false;
-      void reconcile('after a refused dataplane change');
-    }
-  }
-  let needReconcile = false;
+      if (rearm) scheduleExpiry();
+      schedulePrune();
+    },
+    reconcile: (why) => void reconcile(why),
+  });
+  const enqueue = writer.submit;
+  const enqueueExclusive = writer.exclusive;
+  const meta = createMetaStore(writer.door);
 
   function emit(e: LeaseEvent): void {
     metrics?.leaseEvents.inc({ type: e.type, source: e.source });
@@ -1371,7 +1148,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return true;
   }
   function scheduleExpiry(): void {
-    if (closed) return;
+    if (writer.closed()) return;
     if (expiring) return; // the loop re-arms the timer when it is done
     let next = (s.nextExpiry.get() as { t: number | null }).t;
     if (next !== null && next < expiryRetryAt) next = expiryRetryAt;
@@ -1403,7 +1180,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       // requests that queued during the last batch go first, in a tick without one (an empty job marks
       // when they are through), so none waits for more than the batch that was running when it came; and
       // while requests keep coming the batches are small (a tick of ≈ 10–20 ms instead of 40–100 at 100k)
-      const busy = total > 0 && queue.length > 0;
+      const busy = total > 0 && writer.queued() > 0;
       if (busy) await enqueue('expire-yield', noop, () => 0);
       const limit = busy ? Math.min(expiryBatch, 64) : expiryBatch;
       const n = await enqueue(
@@ -1436,7 +1213,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const CLOCK_META = 'clock.lastSeen';
   let runStart = clock.now();
   {
-    const lastSeen = Number(store.meta(CLOCK_META) ?? NaN);
+    const lastSeen = Number(meta.get(CLOCK_META) ?? NaN);
     if (clock.rebase && Number.isFinite(lastSeen) && lastSeen - clock.now() > 2000) {
       const behind = lastSeen - clock.now();
       clock.rebase(behind);
@@ -1455,14 +1232,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     lastOffset = offset;
     if (!stepped || Math.abs(offset) < 2000) {
       // remember how far time has come, so a restart with a clock behind never goes back before it
-      await enqueueExclusive(
-        'clock-mark',
-        async () => {
-          store.setMeta(CLOCK_META, String(clock.now()));
-          return 0;
-        },
-        () => 0,
-      );
+      await meta.set(CLOCK_META, String(clock.now())).catch((e) => {
+        // closed: nothing to mark (as any job after close)
+        if (!writer.closed()) log.error({ job: 'clock-mark', err: (e as Error).message }, 'exclusive job failed');
+      });
       return 0;
     }
     const shift = offset;
@@ -1734,7 +1507,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // ---- public face ----
   rebuildCaches();
   const table = {
+    /** the storage itself, for tests; parts of portd go through the writer (door, meta) */
     store,
+    /** the writer's door for the small stores beside the leases (the trigger store) */
+    door: writer.door,
+    /** the UPnP UUIDs and other named values; writes are writer jobs */
+    meta,
     request: (req: LeaseRequest) => {
       const p = enqueue<GrantResult>('request', () => doRequest(req), unavailable);
       return p.then((r) => {
@@ -1950,7 +1728,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
      */
     async prune(): Promise<number> {
       let total = 0;
-      for (let i = 0; i < 100_000 && !closing; i++) {
+      for (let i = 0; i < 100_000 && !writer.closing(); i++) {
         const n = await enqueue('prune', doPrune, () => -1);
         if (n <= 0) break;
         total += n;
@@ -1959,12 +1737,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     },
     scheduleExpiry,
     /** queued + in-flight jobs, for tests and status */
-    pending: () => queue.length + (running ? 1 : 0),
+    pending: writer.pending,
     async close(): Promise<void> {
       // let queued work finish, then stop accepting
-      closing = true;
-      while (running || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
-      closed = true;
+      await writer.close();
       if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
       expiryTimer = null;
       await store.close();
