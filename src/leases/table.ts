@@ -2,13 +2,11 @@ import { createUpstreamStore } from './upstream-store.js';
 import type { UpstreamRecord } from './upstream.js';
 import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
-import type { StaticForwardConfig } from '../config/types.js';
 import { createLogGate } from '../common/log-gate.js';
 import { LEASE_SOURCES, type AddressFamily } from '../common/net-types.js';
 import { externalPorts, formatPortRange } from '../common/port-range.js';
 import { ipv4ToInt } from '../common/net.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
-import { entryKey } from '../dataplane/types.js';
 import type { Metrics } from '../metrics.js';
 import type { Policy } from '../policy/policy.js';
 import type { Clock } from './clock.js';
@@ -20,6 +18,8 @@ import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
 import { createWriter, type JobOutcome } from './writer.js';
 import { createMetaStore } from './meta-store.js';
+import { createReconciler } from './reconcile.js';
+import { createStaticSync } from './static-sync.js';
 import type {
   EndReason,
   GrantResult,
@@ -1265,174 +1265,26 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return shift;
   }
 
-  // ---- reconcile: the kernel gets exactly the table ----
-  // the periodic check compares counts only: no rows are read unless they differ (100k rows every minute
-  // cost ≈ 0.3 s of blocked event loop and 100+ MB of garbage)
-  const countActiveRows = store.db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'active'`);
-  // only the columns an entry needs, and one string per distinct address (100k rows hold a few hundred):
-  // less garbage while 100k entries are built, and fewer objects in the dataplane's model afterwards
-  const activeEntryRows =
-    store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
-    internal_port, remote_address, remote_prefix, expires_at, family FROM leases WHERE state = 'active'`);
-  type EntryRow = Pick<
-    LeaseRow,
-    | 'family'
-    | 'id'
-    | 'protocol'
-    | 'external_address'
-    | 'external_port'
-    | 'external_port_end'
-    | 'internal_address'
-    | 'internal_port'
-    | 'remote_address'
-    | 'remote_prefix'
-    | 'expires_at'
-  >;
-  async function reconcile(why: string, full = true): Promise<{ drift: number }> {
-    return enqueueExclusive(
-      'reconcile',
-      async () => {
-        const now = clock.now();
-        if (!full) {
-          const rows = (countActiveRows.get() as { n: number }).n;
-          const n = await dataplane.count();
-          if (n === rows) return { drift: 0 };
-        }
-        // the kernel's count is read while the rows are (nft runs beside us: one turn of the loop lets the
-        // driver start it before the rows are read): when it equals the entries, no element is listed (a
-        // restart where the kernel kept everything), and when it is 0 nothing need be
-        const kernelCount = dataplane.kernelCount ? dataplane.kernelCount().catch(() => null) : null;
-        if (kernelCount) await new Promise((r) => setImmediate(r));
-        // row by row: only the entries are kept, not 100k row objects and Leases besides them
-        const desired: DataplaneEntry[] = [];
-        const strings = new Map<string, string>();
-        const intern = (x: string) => {
-          const y = strings.get(x);
-          if (y !== undefined) return y;
-          strings.set(x, x);
-          return x;
-        };
-        for (const r of activeEntryRows.iterate() as IterableIterator<EntryRow>) {
-          if (r.expires_at !== null && r.expires_at <= now) continue;
-          desired.push(
-            toEntry(
-              {
-                family: r.family === 6 ? 6 : 4,
-                id: r.id,
-                protocol: r.protocol === 'udp' ? 'udp' : 'tcp',
-                externalAddress: intern(r.external_address),
-                externalPort: r.external_port,
-                externalPortEnd: r.external_port_end,
-                internalAddress: intern(r.internal_address),
-                internalPort: r.internal_port,
-                remoteAddress: r.remote_address === null ? null : intern(r.remote_address),
-                remotePrefix: r.remote_prefix,
-                expiresAt: r.expires_at,
-              },
-              now,
-            ),
-          );
-        }
-        let drift = 0;
-        const counted = kernelCount === null ? null : await kernelCount;
-        if (counted === 0) drift = desired.length;
-        else if (counted === null || counted !== desired.length) {
-          try {
-            const current = await dataplane.list();
-            const want = new Map(desired.map((e) => [entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort, e]));
-            const have = new Set(current.map((e) => entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort));
-            for (const k of want.keys()) if (!have.has(k)) drift++;
-            for (const k of have) if (!want.has(k)) drift++;
-          } catch {
-            drift = -1;
-          }
-        }
-        await dataplane.reset(desired);
-        if (drift !== 0) {
-          metrics?.reconcileDrift.inc(Math.max(drift, 0));
-          log.warn({ why, drift, entries: desired.length }, 'reconcile repaired the dataplane');
-        } else {
-          log.debug({ why, entries: desired.length, kernelCount: counted }, 'reconcile: dataplane matches the table');
-        }
-        return { drift };
-      },
-      () => ({ drift: -1 }),
-    );
-  }
+  // ---- reconcile: the kernel gets exactly the table (reconcile.ts) ----
+  const reconcile = createReconciler({
+    prepare: (sql) => store.db.prepare(sql),
+    dataplane,
+    clock,
+    log,
+    ...(metrics ? { metrics } : {}),
+    toEntry,
+    writer,
+  });
 
-  // ---- static forwards from the configuration ----
-  const activeStatic = store.db.prepare(
-    `SELECT * FROM leases WHERE state = 'active' AND source = 'static' AND read_only = 1`,
-  );
-  async function syncStatic(
-    forwards: readonly StaticForwardConfig[],
-  ): Promise<{ added: number; removed: number; refused: string[] }> {
-    const want = new Map(
-      forwards.map((f) => [
-        `${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}` +
-          `/${f.remoteAddress ?? ''}/${f.description}`,
-        f,
-      ]),
-    );
-    // only the static rows (a handful), not every active lease: at 100k leases reading all of them
-    // cost ≈ 0.6 s of blocked start-up and 100+ MB of garbage; none at all when the cache counts none
-    const rows = (activeBySource.get('static') ?? 0) === 0 ? [] : (activeStatic.all() as LeaseRow[]);
-    let removed = 0;
-    for (const r of rows) {
-      const k =
-        `${r.protocol}/${r.external_port}-${r.external_port_end}>${r.internal_address}:${r.internal_port}` +
-        `/${r.remote_address ?? ''}/${r.description}`;
-      if (want.has(k)) want.delete(k);
-      else {
-        await enqueue(
-          'static-remove',
-          () => doRevoke(r.id, 'config', 'removed from the configuration', true),
-          unavailable,
-        );
-        removed++;
-      }
-    }
-    const refused: string[] = [];
-    let added = 0;
-    for (const f of want.values()) {
-      const res = await enqueue(
-        'static-add',
-        () =>
-          doRequest({
-            ...(f.family === 6 ? { family: 6 as const } : {}),
-            source: 'static',
-            identity: 'external',
-            protocol: f.protocol,
-            owner: f.internalAddress,
-            internalAddress: f.internalAddress,
-            internalPort: f.internalPort,
-            externalPort: f.externalPort,
-            externalPortEnd: f.externalPortEnd,
-            allowOtherPort: false,
-            remoteAddress: f.remoteAddress,
-            lifetime: null,
-            description: f.description,
-            thirdPartyAllowed: true,
-            readOnly: true,
-            actor: 'config',
-          }),
-        unavailable,
-      );
-      if (res.ok) added++;
-      else {
-        const why =
-          res.reason === 'conflict'
-            ? `port held by ${res.holder.source} lease ${res.holder.id} (${res.holder.owner})`
-            : res.detail;
-        refused.push(`${f.protocol} ${f.externalPort}: ${why}`);
-        log.error(
-          { protocol: f.protocol, externalPort: f.externalPort, why },
-          'static forward from the configuration refused',
-        );
-      }
-    }
-    return { added, removed, refused };
-  }
+  // ---- static forwards from the configuration (static-sync.ts) ----
+  const syncStatic = createStaticSync({
+    prepare: (sql) => store.db.prepare(sql),
+    staticCount: () => activeBySource.get('static') ?? 0,
+    writer,
+    revoke: (id) => doRevoke(id, 'config', 'removed from the configuration', true),
+    request: doRequest,
+    log,
+  });
 
   // ---- listings: from memory, or SQL that walks an index (list-query.ts) ----
   /** committed rows (the reader connection) of these ids that are still active */
