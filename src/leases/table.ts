@@ -20,6 +20,8 @@ import { createWriter, type JobOutcome } from './writer.js';
 import { createMetaStore } from './meta-store.js';
 import { createReconciler } from './reconcile.js';
 import { createStaticSync } from './static-sync.js';
+import { createExpiry } from './expiry.js';
+import { CLOCK_META, createClockRebase } from './clock-rebase.js';
 import type {
   EndReason,
   GrantResult,
@@ -1076,14 +1078,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     emit,
     committed(ok) {
       publishGauges();
-      // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
-      let rearm = !expiryUnchanged(ok);
-      if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) {
-        expiryRetryAt = 0;
-        expiryBackoffMs = 0;
-        rearm = true;
-      }
-      if (rearm) scheduleExpiry();
+      expiry.afterCommit(ok);
       schedulePrune();
     },
     reconcile: (why) => void reconcile(why),
@@ -1120,150 +1115,36 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
   }
 
-  // ---- expiry: one timer at the earliest expiresAt ----
-  let expiryTimer: unknown = null;
-  let expiryAt: number | null = null;
-  /** after an expiry the database refused: not again before this (portd ms), doubling up to 30 s */
-  let expiryRetryAt = 0;
-  let expiryBackoffMs = 0;
-  /** the expiry loop in progress: one at a time, so a burst goes one batch per tick with requests between */
-  let expiring: Promise<number> | null = null;
-  /**
-   * Can the expiry timer stay as it is after these outcomes? Yes when it is armed and every change was a grant
-   * or renewal expiring no earlier than it: the earliest expiry can only have moved later (a renewal of the
-   * earliest lease), and then the timer fires early, finds nothing due and is set again from the table. Saves
-   * the next-expiry query after nearly every tick of new mappings.
-   */
-  function expiryUnchanged(outcomes: readonly JobOutcome<unknown>[]): boolean {
-    if (expiryTimer === null || expiryAt === null || expiring) return false;
-    for (const o of outcomes) {
-      if (o.remove.length > 0) return false;
-      for (const e of o.events) {
-        if (e.type !== 'granted' && e.type !== 'renewed') return false;
-        const t = e.lease?.expiresAt;
-        if (t === null || t === undefined) continue;
-        if (t < expiryAt) return false;
-      }
-    }
-    return true;
-  }
-  function scheduleExpiry(): void {
-    if (writer.closed()) return;
-    if (expiring) return; // the loop re-arms the timer when it is done
-    let next = (s.nextExpiry.get() as { t: number | null }).t;
-    if (next !== null && next < expiryRetryAt) next = expiryRetryAt;
-    if (next === expiryAt && expiryTimer !== null) return;
-    if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-    expiryTimer = null;
-    expiryAt = next;
-    if (next === null) return;
-    expiryTimer = clock.setTimeout(
-      () => {
-        expiryTimer = null;
-        expiryAt = null;
-        void expireDue();
-      },
-      Math.max(0, next - clock.now()),
-    );
-  }
-  function expireDue(): Promise<number> {
-    expiring ??= expireLoop().finally(() => {
-      expiring = null;
-      scheduleExpiry();
-    });
-    return expiring;
-  }
-  const noop = (): JobOutcome<number> => ({ result: 0, add: [], remove: [], events: [] });
-  async function expireLoop(): Promise<number> {
-    let total = 0;
-    for (;;) {
-      // requests that queued during the last batch go first, in a tick without one (an empty job marks
-      // when they are through), so none waits for more than the batch that was running when it came; and
-      // while requests keep coming the batches are small (a tick of ≈ 10–20 ms instead of 40–100 at 100k)
-      const busy = total > 0 && writer.queued() > 0;
-      if (busy) await enqueue('expire-yield', noop, () => 0);
-      const limit = busy ? Math.min(expiryBatch, 64) : expiryBatch;
-      const n = await enqueue(
-        'expire',
-        () => doExpire(limit),
-        () => -1,
-      );
-      if (n < 0) {
-        // the database refused (disk full, not writable): the kernel closes the ports on its own (element
-        // timeouts); retry with back-off instead of spinning on the same overdue lease
-        expiryBackoffMs = Math.min(30_000, Math.max(1000, expiryBackoffMs * 2));
-        expiryRetryAt = clock.now() + expiryBackoffMs;
-        log.warn({ retryInMs: expiryBackoffMs }, 'expiry could not be written; retrying later');
-        break;
-      }
-      expiryBackoffMs = 0;
-      expiryRetryAt = 0;
-      total += n;
-      if (n < limit) break;
-    }
-    return total;
-  }
+  // ---- expiry: one timer at the earliest expiresAt (expiry.ts) ----
+  const expiry = createExpiry({
+    clock,
+    log,
+    writer,
+    nextExpiry: () => (s.nextExpiry.get() as { t: number | null }).t,
+    expire: (limit) => doExpire(limit),
+    batch: expiryBatch,
+  });
+  const scheduleExpiry = expiry.schedule;
+  const expireDue = expiry.expireDue;
 
-  // ---- wall-clock steps ----
-  // portd time runs on the monotonic clock. When the wall clock *steps* (NTP after boot on a router with no
-  // clock chip), rows written in this run's frame are moved onto the wall clock with the clock itself, so
-  // no remaining lifetime changes; rows from before a restart are in the true frame already and stay.
-  // A wall clock that is merely behind at start (no step yet) changes nothing: portd then starts from the
-  // last time it saw (meta clock.lastSeen), never before it.
-  const CLOCK_META = 'clock.lastSeen';
-  let runStart = clock.now();
-  {
-    const lastSeen = Number(meta.get(CLOCK_META) ?? NaN);
-    if (clock.rebase && Number.isFinite(lastSeen) && lastSeen - clock.now() > 2000) {
-      const behind = lastSeen - clock.now();
-      clock.rebase(behind);
-      runStart = clock.now();
-      log.warn(
-        { behindMs: behind },
-        'wall clock is behind the last time portd ran; lease times start from then until the clock is set',
-      );
-    }
-  }
-  let lastOffset = clock.wall() - clock.now();
-  async function checkWallClock(): Promise<number> {
-    if (!clock.rebase) return 0;
-    const offset = clock.wall() - clock.now();
-    const stepped = Math.abs(offset - lastOffset) >= 2000;
-    lastOffset = offset;
-    if (!stepped || Math.abs(offset) < 2000) {
-      // remember how far time has come, so a restart with a clock behind never goes back before it
-      await meta.set(CLOCK_META, String(clock.now())).catch((e) => {
-        // closed: nothing to mark (as any job after close)
-        if (!writer.closed()) log.error({ job: 'clock-mark', err: (e as Error).message }, 'exclusive job failed');
-      });
-      return 0;
-    }
-    const shift = offset;
-    const moved = await enqueueExclusive(
-      'wall-clock',
-      async () => {
-        // inside the writer, between ticks: no tick can roll this back, and the clock moves only after the commit
-        store.db.transaction(() => {
-          s.rebaseActive.run({ d: shift, since: runStart });
-          store.setMeta(CLOCK_META, String(clock.now() + shift));
-        })();
-        clock.rebase!(shift);
-        runStart += shift;
-        lastOffset = clock.wall() - clock.now();
-        return shift;
-      },
-      () => 0,
-    );
-    if (moved === 0) return 0;
-    log.warn({ stepMs: shift }, 'wall clock stepped; lease times re-based, lifetimes unchanged');
-    if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-    expiryTimer = null;
-    expiryAt = null;
-    scheduleExpiry();
-    // kernel timeouts were computed in the old frame when the table held rows from before a restart
-    await reconcile('wall clock stepped');
-    return shift;
-  }
+  // ---- wall-clock steps (clock-rebase.ts) ----
+  const checkWallClock = createClockRebase({
+    clock,
+    log,
+    meta,
+    writer,
+    rebaseRows(shift, since, mark) {
+      store.db.transaction(() => {
+        s.rebaseActive.run({ d: shift, since });
+        store.setMeta(CLOCK_META, String(mark));
+      })();
+    },
+    async afterStep() {
+      expiry.reset();
+      // kernel timeouts were computed in the old frame when the table held rows from before a restart
+      await reconcile('wall clock stepped');
+    },
+  });
 
   // ---- reconcile: the kernel gets exactly the table (reconcile.ts) ----
   const reconcile = createReconciler({
@@ -1593,8 +1474,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     async close(): Promise<void> {
       // let queued work finish, then stop accepting
       await writer.close();
-      if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-      expiryTimer = null;
+      expiry.stop();
       await store.close();
     },
   };
