@@ -21,6 +21,7 @@ import { createMetaStore } from './meta-store.js';
 import { createReconciler } from './reconcile.js';
 import { createStaticSync } from './static-sync.js';
 import { createExpiry } from './expiry.js';
+import { createPruner } from './prune.js';
 import { CLOCK_META, createClockRebase } from './clock-rebase.js';
 import type {
   EndReason,
@@ -153,14 +154,6 @@ export function createLeaseTable(opts: LeaseTableOptions) {
    * an index
    */
   const byOwner = new Map<string, Set<string>>();
-  /**
-   * ended rows in the table and the oldest end among them: what pruning is due (writer's view, recounted after a
-   * rollback)
-   */
-  let endedCount = 0;
-  let oldestEndedAt: number | null = null;
-  const countEndedRows = store.db.prepare(`SELECT count(*) AS n, min(ended_at) AS t FROM leases WHERE state = 'ended'`);
-  const oldestEndedRow = store.db.prepare(`SELECT min(ended_at) AS t FROM leases WHERE state = 'ended'`);
   const cacheRows = store.db
     // the remote address only for pinholes (their key): no string per IPv4 row on a 100k-lease start
     .prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port,
@@ -217,9 +210,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       });
     }
     revokedUntil = (s.revokedUntil.get() as { t: number | null }).t ?? 0;
-    const e = countEndedRows.get() as { n: number; t: number | null };
-    endedCount = e.n;
-    oldestEndedAt = e.t;
+    pruner.recount();
     publishGauges();
   }
   function publishGauges(): void {
@@ -502,8 +493,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (byInternal.get(ik) === before.id) byInternal.delete(ik);
     }
     count(before, -1);
-    endedCount++;
-    if (oldestEndedAt === null || at < oldestEndedAt) oldestEndedAt = at;
+    pruner.ended(at);
     return {
       result: lease,
       add: [],
@@ -993,7 +983,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         row.id,
       );
       revokedUntil = Math.max(revokedUntil, row.expires_at);
-      trimRevocations();
+      pruner.trimRevocations();
     }
     const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
     return { ...out, result: { ok: true, lease: out.result } };
@@ -1010,49 +1000,6 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
     s.pruneRevocations.run(now);
     return out;
-  }
-
-  // ---- bounded storage: ended leases by count and age, revocations by term and count ----
-  /** revocations past the cap (one per ended lease's remaining term at most): the ones ending first go */
-  function trimRevocations(): void {
-    if (maxEnded <= 0) return;
-    const n = (s.countRevocations.get() as { n: number }).n;
-    if (n > maxEnded) s.trimRevocations.run(n - maxEnded);
-  }
-  function pruneDue(now: number): boolean {
-    if (maxEnded > 0 && endedCount > maxEnded) return true;
-    return retentionMs > 0 && oldestEndedAt !== null && oldestEndedAt < now - retentionMs;
-  }
-  /**
-   * One bounded batch, inside a writer tick: the oldest ended leases over limits.maxEndedLeases or past
-   * policy.historyRetention, with their history. More batches follow in later ticks (schedulePrune), with
-   * requests between them, so a backlog (a database from before the caps) never blocks one long tick.
-   */
-  function doPrune(): JobOutcome<number> {
-    const now = clock.now();
-    const excess = maxEnded > 0 ? endedCount - maxEnded : 0;
-    let n = 0;
-    if (excess > 0 || pruneDue(now)) {
-      for (const [id, endedAt] of s.oldestEnded.all(pruneBatch) as [string, number][]) {
-        if (!(n < excess || (retentionMs > 0 && endedAt < now - retentionMs))) break;
-        s.deleteEvents.run(id);
-        n += s.deleteLease.run(id).changes;
-      }
-      endedCount -= n;
-      oldestEndedAt = (oldestEndedRow.get() as { t: number | null }).t;
-    }
-    s.pruneRevocations.run(now);
-    return { result: n, add: [], remove: [], events: [] };
-  }
-  let pruneQueued = false;
-  /** after a commit: one prune batch queued when due (it rides in the next tick beside whatever requests come) */
-  function schedulePrune(): void {
-    if (pruneQueued || writer.closing() || !pruneDue(clock.now())) return;
-    pruneQueued = true;
-    void enqueue('prune', doPrune, () => -1).then((n) => {
-      pruneQueued = false;
-      if (n > 0) schedulePrune();
-    });
   }
 
   // ---- the single writer (writer.ts): one transaction and one dataplane batch per tick ----
@@ -1079,13 +1026,23 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     committed(ok) {
       publishGauges();
       expiry.afterCommit(ok);
-      schedulePrune();
+      pruner.schedule();
     },
     reconcile: (why) => void reconcile(why),
   });
   const enqueue = writer.submit;
   const enqueueExclusive = writer.exclusive;
   const meta = createMetaStore(writer.door);
+  // ---- bounded storage: ended leases by count and age, revocations by term and count (prune.ts) ----
+  const pruner = createPruner({
+    s,
+    prepare: (sql) => store.db.prepare(sql),
+    clock,
+    writer,
+    maxEnded,
+    retentionMs,
+    batch: pruneBatch,
+  });
 
   function emit(e: LeaseEvent): void {
     metrics?.leaseEvents.inc({ type: e.type, source: e.source });
@@ -1221,7 +1178,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       !f.search;
     if (simple && !(f.source && state !== 'active')) {
       const active = f.source ? (activeBySource.get(f.source) ?? 0) : table.activeCount();
-      return state === 'active' ? active : state === 'ended' ? endedCount : active + endedCount;
+      return state === 'active' ? active : state === 'ended' ? pruner.endedCount() : active + pruner.endedCount();
     }
     return (readerStatement(q.count).get(...(q.args as unknown[])) as { n: number }).n;
   }
@@ -1459,15 +1416,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
      * ended leases over the cap or past the retention, with their history, and revocations past their term:
      * one bounded batch per tick until none is due (batches also follow every commit that leaves one due)
      */
-    async prune(): Promise<number> {
-      let total = 0;
-      for (let i = 0; i < 100_000 && !writer.closing(); i++) {
-        const n = await enqueue('prune', doPrune, () => -1);
-        if (n <= 0) break;
-        total += n;
-      }
-      return total;
-    },
+    prune: pruner.run,
     scheduleExpiry,
     /** queued + in-flight jobs, for tests and status */
     pending: writer.pending,
