@@ -483,13 +483,13 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   if (config.upnp.enabled) {
     let uuids: unknown = null;
     try {
-      uuids = JSON.parse(leases.store.meta('upnp.uuids') ?? 'null');
+      uuids = JSON.parse(leases.meta.get('upnp.uuids') ?? 'null');
     } catch {
       /* regenerate */
     }
     if (!isUpnpUuids(uuids)) {
       uuids = generateUuids();
-      leases.store.setMeta('upnp.uuids', JSON.stringify(uuids));
+      await leases.meta.set('upnp.uuids', JSON.stringify(uuids));
     }
     const adminHost = config.admin.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
     const adminOnLan = !['127.0.0.1', '::1', 'localhost'].includes(adminHost);

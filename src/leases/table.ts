@@ -2,13 +2,11 @@ import { createUpstreamStore } from './upstream-store.js';
 import type { UpstreamRecord } from './upstream.js';
 import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
-import type { StaticForwardConfig } from '../config/types.js';
 import { createLogGate } from '../common/log-gate.js';
 import { LEASE_SOURCES, type AddressFamily } from '../common/net-types.js';
 import { externalPorts, formatPortRange } from '../common/port-range.js';
 import { ipv4ToInt } from '../common/net.js';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
-import { entryKey } from '../dataplane/types.js';
 import type { Metrics } from '../metrics.js';
 import type { Policy } from '../policy/policy.js';
 import type { Clock } from './clock.js';
@@ -18,6 +16,13 @@ import { canonicalIPv6, formatEndpoint, splitZone } from '../common/ipv6.js';
 import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
+import { createWriter, type JobOutcome } from './writer.js';
+import { createMetaStore } from './meta-store.js';
+import { createReconciler } from './reconcile.js';
+import { createStaticSync } from './static-sync.js';
+import { createExpiry } from './expiry.js';
+import { createPruner } from './prune.js';
+import { CLOCK_META, createClockRebase } from './clock-rebase.js';
 import type {
   EndReason,
   GrantResult,
@@ -70,28 +75,6 @@ export interface LeaseTableOptions {
   readonly historyPerLease?: number;
   /** at most this many ended leases are deleted per writer tick (default 256) */
   readonly pruneBatch?: number;
-}
-
-/** what one job did inside a tick: rows are written already (inside the tick's transaction) */
-interface JobOutcome<R> {
-  result: R;
-  add: DataplaneEntry[];
-  remove: DataplaneEntry[];
-  events: LeaseEvent[];
-  /** removals only: a failed kernel delete must not keep the row alive (the element may be gone already) */
-  removalOnly?: boolean;
-  /** leases this job ended besides its own change (replaced by an admin-defined opening): their flows end too */
-  endFlows?: DataplaneEntry[];
-}
-
-interface Job<R = unknown> {
-  readonly name: string;
-  readonly run: () => JobOutcome<R>;
-  /** runs alone, between ticks, with nothing else touching the table or the dataplane (reconcile) */
-  readonly exclusive?: () => Promise<R>;
-  readonly onUnavailable: (detail: string) => R;
-  resolve(r: R): void;
-  solo?: boolean;
 }
 
 const unavailable = (detail: string): Refusal => ({ ok: false, reason: 'unavailable', detail });
@@ -171,14 +154,6 @@ export function createLeaseTable(opts: LeaseTableOptions) {
    * an index
    */
   const byOwner = new Map<string, Set<string>>();
-  /**
-   * ended rows in the table and the oldest end among them: what pruning is due (writer's view, recounted after a
-   * rollback)
-   */
-  let endedCount = 0;
-  let oldestEndedAt: number | null = null;
-  const countEndedRows = store.db.prepare(`SELECT count(*) AS n, min(ended_at) AS t FROM leases WHERE state = 'ended'`);
-  const oldestEndedRow = store.db.prepare(`SELECT min(ended_at) AS t FROM leases WHERE state = 'ended'`);
   const cacheRows = store.db
     // the remote address only for pinholes (their key): no string per IPv4 row on a 100k-lease start
     .prepare(`SELECT id, protocol, external_port, external_port_end, source, owner, internal_address, internal_port,
@@ -235,9 +210,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       });
     }
     revokedUntil = (s.revokedUntil.get() as { t: number | null }).t ?? 0;
-    const e = countEndedRows.get() as { n: number; t: number | null };
-    endedCount = e.n;
-    oldestEndedAt = e.t;
+    pruner.recount();
     publishGauges();
   }
   function publishGauges(): void {
@@ -520,8 +493,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       if (byInternal.get(ik) === before.id) byInternal.delete(ik);
     }
     count(before, -1);
-    endedCount++;
-    if (oldestEndedAt === null || at < oldestEndedAt) oldestEndedAt = at;
+    pruner.ended(at);
     return {
       result: lease,
       add: [],
@@ -1011,7 +983,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
         row.id,
       );
       revokedUntil = Math.max(revokedUntil, row.expires_at);
-      trimRevocations();
+      pruner.trimRevocations();
     }
     const out = endLease(row, allowReadOnly ? 'config' : 'revoked', now, actor, 'revoked', reason);
     return { ...out, result: { ok: true, lease: out.result } };
@@ -1030,290 +1002,47 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return out;
   }
 
-  // ---- bounded storage: ended leases by count and age, revocations by term and count ----
-  /** revocations past the cap (one per ended lease's remaining term at most): the ones ending first go */
-  function trimRevocations(): void {
-    if (maxEnded <= 0) return;
-    const n = (s.countRevocations.get() as { n: number }).n;
-    if (n > maxEnded) s.trimRevocations.run(n - maxEnded);
-  }
-  function pruneDue(now: number): boolean {
-    if (maxEnded > 0 && endedCount > maxEnded) return true;
-    return retentionMs > 0 && oldestEndedAt !== null && oldestEndedAt < now - retentionMs;
-  }
-  /**
-   * One bounded batch, inside a writer tick: the oldest ended leases over limits.maxEndedLeases or past
-   * policy.historyRetention, with their history. More batches follow in later ticks (schedulePrune), with
-   * requests between them, so a backlog (a database from before the caps) never blocks one long tick.
-   */
-  function doPrune(): JobOutcome<number> {
-    const now = clock.now();
-    const excess = maxEnded > 0 ? endedCount - maxEnded : 0;
-    let n = 0;
-    if (excess > 0 || pruneDue(now)) {
-      for (const [id, endedAt] of s.oldestEnded.all(pruneBatch) as [string, number][]) {
-        if (!(n < excess || (retentionMs > 0 && endedAt < now - retentionMs))) break;
-        s.deleteEvents.run(id);
-        n += s.deleteLease.run(id).changes;
-      }
-      endedCount -= n;
-      oldestEndedAt = (oldestEndedRow.get() as { t: number | null }).t;
-    }
-    s.pruneRevocations.run(now);
-    return { result: n, add: [], remove: [], events: [] };
-  }
-  let pruneQueued = false;
-  /** after a commit: one prune batch queued when due (it rides in the next tick beside whatever requests come) */
-  function schedulePrune(): void {
-    if (pruneQueued || closing || !pruneDue(clock.now())) return;
-    pruneQueued = true;
-    void enqueue('prune', doPrune, () => -1).then((n) => {
-      pruneQueued = false;
-      if (n > 0) schedulePrune();
-    });
-  }
-
-  // ---- the single writer: one transaction and one dataplane batch per tick ----
-  const queue: Job[] = [];
-  let running = false;
-  let closed = false;
-  /** close() is waiting for the queue: no more prune batches */
-  let closing = false;
-  let scheduled = false;
+  // ---- the single writer (writer.ts): one transaction and one dataplane batch per tick ----
   const listeners = new Set<(e: LeaseEvent) => void>();
-
-  function enqueue<R>(name: string, run: () => JobOutcome<R>, onUnavailable: (d: string) => R): Promise<R> {
-    if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
-    return new Promise<R>((resolve) => {
-      queue.push({ name, run, onUnavailable, resolve: resolve as (r: unknown) => void } as Job);
-      kick();
-    });
-  }
-  function enqueueExclusive<R>(name: string, fn: () => Promise<R>, onUnavailable: (d: string) => R): Promise<R> {
-    if (closed) return Promise.resolve(onUnavailable('portd is shutting down'));
-    return new Promise<R>((resolve) => {
-      queue.push({
-        name,
-        run: () => {
-          throw new Error('exclusive');
-        },
-        exclusive: fn,
-        onUnavailable,
-        resolve: resolve as (r: unknown) => void,
-      } as Job);
-      kick();
-    });
-  }
-  function kick(): void {
-    if (running || scheduled || queue.length === 0) return;
-    scheduled = true;
-    setImmediate(() => {
-      scheduled = false;
-      void tick();
-    });
-  }
-
-  /**
-   * net effect of a tick's ops on the kernel: a remove then add of one key is a replace; an add then remove is nothing
-   */
-  /** entryKey, and a pinhole's own address: pinholes to two hosts on one port are two entries (issue 15) */
-  const batchKey = (e: DataplaneEntry): string =>
-    e.family === 6 ? `6/${e.internalAddress}/${entryKey(e)}` : entryKey(e);
-  function netBatch(outcomes: JobOutcome<unknown>[]): { add: DataplaneEntry[]; remove: DataplaneEntry[] } {
-    const removes = new Map<string, DataplaneEntry>();
-    const adds = new Map<string, DataplaneEntry>();
-    for (const o of outcomes) {
-      for (const e of o.remove) {
-        const k = batchKey(e);
-        if (adds.has(k)) adds.delete(k);
-        else removes.set(k, e);
+  const writer = createWriter({
+    tx: store.tx,
+    transaction: (fn) => store.db.transaction(fn),
+    prepare: (sql) => store.db.prepare(sql),
+    dataplane,
+    log,
+    ...(metrics ? { metrics } : {}),
+    rebuild: rebuildCaches,
+    restore(removed) {
+      const now = clock.now();
+      const back: DataplaneEntry[] = [];
+      for (const e of removed) {
+        const row = s.byId.get(e.id) as LeaseRow | undefined;
+        if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now))
+          back.push(toEntry(rowToLease(row), now));
       }
-      for (const e of o.add) adds.set(batchKey(e), e);
-    }
-    return { add: [...adds.values()], remove: [...removes.values()] };
-  }
-
-  async function tick(): Promise<void> {
-    if (running) return;
-    running = true;
-    try {
-      while (queue.length > 0) {
-        const head = queue[0]!;
-        if (head.exclusive) {
-          queue.shift();
-          try {
-            head.resolve(await head.exclusive());
-          } catch (e) {
-            log.error({ job: head.name, err: (e as Error).message }, 'exclusive job failed');
-            head.resolve(head.onUnavailable((e as Error).message));
-          }
-          continue;
-        }
-        // a job retried alone after a failed batch runs in a tick of its own
-        const jobs: Job[] = head.solo ? [queue.shift()!] : [];
-        while (!jobs[0]?.solo && queue.length > 0 && !queue[0]!.solo && !queue[0]!.exclusive && jobs.length < 1024)
-          jobs.push(queue.shift()!);
-        await runTick(jobs);
-      }
-    } finally {
-      running = false;
-      kick();
-    }
-  }
-
-  const { tx } = store;
-
-  async function runTick(jobs: Job[]): Promise<void> {
-    const outcomes: (JobOutcome<unknown> | null)[] = [];
-    const failures: (string | null)[] = [];
-    try {
-      tx.begin.run();
-    } catch (e) {
-      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
-      log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
-      return;
-    }
-    // a savepoint per job, so one that throws is taken back alone; a tick of one job (every tick at concurrency 1)
-    // needs none: the transaction itself is taken back (two statements fewer per lone request)
-    const alone = jobs.length === 1;
-    for (const j of jobs) {
-      if (!alone) tx.savepoint.run();
-      try {
-        outcomes.push(j.run());
-        failures.push(null);
-        if (!alone) tx.release.run();
-      } catch (e) {
-        if (alone) {
-          tx.rollback.run();
-          rebuildCaches();
-          log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
-          j.resolve(j.onUnavailable((e as Error).message));
-          return;
-        }
-        tx.rollbackTo.run();
-        tx.release.run();
-        outcomes.push(null);
-        failures.push((e as Error).message);
-        log.error({ job: j.name, err: (e as Error).message }, 'job failed inside the writer');
-      }
-    }
-    const ok = outcomes.filter((o): o is JobOutcome<unknown> => o !== null);
-    const batch = netBatch(ok);
-    let applied = true;
-    let dpError = '';
-    if (batch.add.length + batch.remove.length > 0) {
-      const t0 = performance.now();
-      try {
-        await dataplane.apply(batch);
-      } catch (e) {
-        applied = false;
-        dpError = (e as Error).message;
-        metrics?.dataplaneErrors.inc();
-      }
-      metrics?.dataplaneBatchSeconds.observe((performance.now() - t0) / 1000);
-    }
-    metrics?.writerTickSize.observe(jobs.length);
-    if (!applied) {
-      const allRemovals = ok.every((o) => o.removalOnly);
-      if (jobs.length > 1) {
-        tx.rollback.run();
-        rebuildCaches();
-        log.warn({ jobs: jobs.length, err: dpError }, 'dataplane refused a batch; retrying its requests one by one');
-        for (const j of jobs.reverse()) {
-          j.solo = true;
-          queue.unshift(j);
-        }
-        return;
-      }
-      if (allRemovals) {
-        // the element is most likely gone from the kernel already (timed out): the row must end anyway; reconcile
-        // repairs the rest
-        log.warn(
-          { job: jobs[0]?.name, err: dpError },
-          'dataplane refused a removal; ending the lease anyway and scheduling a reconcile',
-        );
-        needReconcile = true;
-      } else {
-        tx.rollback.run();
-        rebuildCaches();
-        log.error({ job: jobs[0]?.name, err: dpError }, 'dataplane refused the change; request refused');
-        for (const j of jobs) j.resolve(j.onUnavailable(`dataplane: ${dpError}`));
-        return;
-      }
-    }
-    try {
-      tx.commit.run();
-    } catch (e) {
-      try {
-        tx.rollback.run();
-      } catch {
-        /* already rolled back */
-      }
-      rebuildCaches();
-      log.error(
-        { err: (e as Error).message },
-        'database commit failed (disk full or not writable?); tick refused, kernel changes taken back',
-      );
-      // the batch reached the kernel before the commit: undo it before anyone is answered, so a refused
-      // request leaves no open port and a refused renewal does not cut the lease it renews. Removed
-      // entries come back only when the (rolled back) table still holds them unexpired.
-      if (applied && batch.add.length + batch.remove.length > 0) {
-        const now = clock.now();
-        const back: DataplaneEntry[] = [];
-        for (const e of batch.remove) {
-          const row = s.byId.get(e.id) as LeaseRow | undefined;
-          if (row && row.state === 'active' && (row.expires_at === null || row.expires_at > now))
-            back.push(toEntry(rowToLease(row), now));
-        }
-        try {
-          await dataplane.apply({ remove: batch.add, add: back });
-        } catch (u) {
-          log.error({ err: (u as Error).message }, 'could not undo the kernel changes of a refused tick; reconciling');
-          needReconcile = true;
-        }
-      }
-      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
-      if (needReconcile) {
-        needReconcile = false;
-        void reconcile('after a failed commit');
-      }
-      return;
-    }
-    // a job that threw was rolled back to its savepoint, but may have touched the derived caches first
-    if (failures.some((f) => f !== null)) rebuildCaches();
-    // committed: now, and only now, answer
-    const ended: DataplaneEntry[] = [];
-    let oi = 0;
-    for (let i = 0; i < jobs.length; i++) {
-      const j = jobs[i]!;
-      if (failures[i] !== null) {
-        j.resolve(j.onUnavailable(failures[i]!));
-        continue;
-      }
-      const o = ok[oi++]!;
-      j.resolve(o.result);
-      for (const e of o.events) emit(e);
-      if (o.removalOnly) ended.push(...o.remove);
-      else if (o.endFlows) ended.push(...o.endFlows);
-    }
-    publishGauges();
-    // a write went through: the database takes writes again, so a held-back expiry need not wait out its back-off
-    let rearm = !expiryUnchanged(ok);
-    if (expiryRetryAt > 0 && ok.some((o) => o.events.length > 0)) {
-      expiryRetryAt = 0;
-      expiryBackoffMs = 0;
-      rearm = true;
-    }
-    if (ended.length > 0)
-      dataplane.endFlows(ended).catch((e) => log.warn({ err: (e as Error).message }, 'could not end flows'));
-    if (rearm) scheduleExpiry();
-    schedulePrune();
-    if (needReconcile) {
-      needReconcile = false;
-      void reconcile('after a refused dataplane change');
-    }
-  }
-  let needReconcile = false;
+      return back;
+    },
+    emit,
+    committed(ok) {
+      publishGauges();
+      expiry.afterCommit(ok);
+      pruner.schedule();
+    },
+    reconcile: (why) => void reconcile(why),
+  });
+  const enqueue = writer.submit;
+  const enqueueExclusive = writer.exclusive;
+  const meta = createMetaStore(writer.door);
+  // ---- bounded storage: ended leases by count and age, revocations by term and count (prune.ts) ----
+  const pruner = createPruner({
+    s,
+    prepare: (sql) => store.db.prepare(sql),
+    clock,
+    writer,
+    maxEnded,
+    retentionMs,
+    batch: pruneBatch,
+  });
 
   function emit(e: LeaseEvent): void {
     metrics?.leaseEvents.inc({ type: e.type, source: e.source });
@@ -1343,323 +1072,57 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     }
   }
 
-  // ---- expiry: one timer at the earliest expiresAt ----
-  let expiryTimer: unknown = null;
-  let expiryAt: number | null = null;
-  /** after an expiry the database refused: not again before this (portd ms), doubling up to 30 s */
-  let expiryRetryAt = 0;
-  let expiryBackoffMs = 0;
-  /** the expiry loop in progress: one at a time, so a burst goes one batch per tick with requests between */
-  let expiring: Promise<number> | null = null;
-  /**
-   * Can the expiry timer stay as it is after these outcomes? Yes when it is armed and every change was a grant
-   * or renewal expiring no earlier than it: the earliest expiry can only have moved later (a renewal of the
-   * earliest lease), and then the timer fires early, finds nothing due and is set again from the table. Saves
-   * the next-expiry query after nearly every tick of new mappings.
-   */
-  function expiryUnchanged(outcomes: readonly JobOutcome<unknown>[]): boolean {
-    if (expiryTimer === null || expiryAt === null || expiring) return false;
-    for (const o of outcomes) {
-      if (o.remove.length > 0) return false;
-      for (const e of o.events) {
-        if (e.type !== 'granted' && e.type !== 'renewed') return false;
-        const t = e.lease?.expiresAt;
-        if (t === null || t === undefined) continue;
-        if (t < expiryAt) return false;
-      }
-    }
-    return true;
-  }
-  function scheduleExpiry(): void {
-    if (closed) return;
-    if (expiring) return; // the loop re-arms the timer when it is done
-    let next = (s.nextExpiry.get() as { t: number | null }).t;
-    if (next !== null && next < expiryRetryAt) next = expiryRetryAt;
-    if (next === expiryAt && expiryTimer !== null) return;
-    if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-    expiryTimer = null;
-    expiryAt = next;
-    if (next === null) return;
-    expiryTimer = clock.setTimeout(
-      () => {
-        expiryTimer = null;
-        expiryAt = null;
-        void expireDue();
-      },
-      Math.max(0, next - clock.now()),
-    );
-  }
-  function expireDue(): Promise<number> {
-    expiring ??= expireLoop().finally(() => {
-      expiring = null;
-      scheduleExpiry();
-    });
-    return expiring;
-  }
-  const noop = (): JobOutcome<number> => ({ result: 0, add: [], remove: [], events: [] });
-  async function expireLoop(): Promise<number> {
-    let total = 0;
-    for (;;) {
-      // requests that queued during the last batch go first, in a tick without one (an empty job marks
-      // when they are through), so none waits for more than the batch that was running when it came; and
-      // while requests keep coming the batches are small (a tick of ≈ 10–20 ms instead of 40–100 at 100k)
-      const busy = total > 0 && queue.length > 0;
-      if (busy) await enqueue('expire-yield', noop, () => 0);
-      const limit = busy ? Math.min(expiryBatch, 64) : expiryBatch;
-      const n = await enqueue(
-        'expire',
-        () => doExpire(limit),
-        () => -1,
-      );
-      if (n < 0) {
-        // the database refused (disk full, not writable): the kernel closes the ports on its own (element
-        // timeouts); retry with back-off instead of spinning on the same overdue lease
-        expiryBackoffMs = Math.min(30_000, Math.max(1000, expiryBackoffMs * 2));
-        expiryRetryAt = clock.now() + expiryBackoffMs;
-        log.warn({ retryInMs: expiryBackoffMs }, 'expiry could not be written; retrying later');
-        break;
-      }
-      expiryBackoffMs = 0;
-      expiryRetryAt = 0;
-      total += n;
-      if (n < limit) break;
-    }
-    return total;
-  }
+  // ---- expiry: one timer at the earliest expiresAt (expiry.ts) ----
+  const expiry = createExpiry({
+    clock,
+    log,
+    writer,
+    nextExpiry: () => (s.nextExpiry.get() as { t: number | null }).t,
+    expire: (limit) => doExpire(limit),
+    batch: expiryBatch,
+  });
+  const scheduleExpiry = expiry.schedule;
+  const expireDue = expiry.expireDue;
 
-  // ---- wall-clock steps ----
-  // portd time runs on the monotonic clock. When the wall clock *steps* (NTP after boot on a router with no
-  // clock chip), rows written in this run's frame are moved onto the wall clock with the clock itself, so
-  // no remaining lifetime changes; rows from before a restart are in the true frame already and stay.
-  // A wall clock that is merely behind at start (no step yet) changes nothing: portd then starts from the
-  // last time it saw (meta clock.lastSeen), never before it.
-  const CLOCK_META = 'clock.lastSeen';
-  let runStart = clock.now();
-  {
-    const lastSeen = Number(store.meta(CLOCK_META) ?? NaN);
-    if (clock.rebase && Number.isFinite(lastSeen) && lastSeen - clock.now() > 2000) {
-      const behind = lastSeen - clock.now();
-      clock.rebase(behind);
-      runStart = clock.now();
-      log.warn(
-        { behindMs: behind },
-        'wall clock is behind the last time portd ran; lease times start from then until the clock is set',
-      );
-    }
-  }
-  let lastOffset = clock.wall() - clock.now();
-  async function checkWallClock(): Promise<number> {
-    if (!clock.rebase) return 0;
-    const offset = clock.wall() - clock.now();
-    const stepped = Math.abs(offset - lastOffset) >= 2000;
-    lastOffset = offset;
-    if (!stepped || Math.abs(offset) < 2000) {
-      // remember how far time has come, so a restart with a clock behind never goes back before it
-      await enqueueExclusive(
-        'clock-mark',
-        async () => {
-          store.setMeta(CLOCK_META, String(clock.now()));
-          return 0;
-        },
-        () => 0,
-      );
-      return 0;
-    }
-    const shift = offset;
-    const moved = await enqueueExclusive(
-      'wall-clock',
-      async () => {
-        // inside the writer, between ticks: no tick can roll this back, and the clock moves only after the commit
-        store.db.transaction(() => {
-          s.rebaseActive.run({ d: shift, since: runStart });
-          store.setMeta(CLOCK_META, String(clock.now() + shift));
-        })();
-        clock.rebase!(shift);
-        runStart += shift;
-        lastOffset = clock.wall() - clock.now();
-        return shift;
-      },
-      () => 0,
-    );
-    if (moved === 0) return 0;
-    log.warn({ stepMs: shift }, 'wall clock stepped; lease times re-based, lifetimes unchanged');
-    if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-    expiryTimer = null;
-    expiryAt = null;
-    scheduleExpiry();
-    // kernel timeouts were computed in the old frame when the table held rows from before a restart
-    await reconcile('wall clock stepped');
-    return shift;
-  }
+  // ---- wall-clock steps (clock-rebase.ts) ----
+  const checkWallClock = createClockRebase({
+    clock,
+    log,
+    meta,
+    writer,
+    rebaseRows(shift, since, mark) {
+      store.db.transaction(() => {
+        s.rebaseActive.run({ d: shift, since });
+        store.setMeta(CLOCK_META, String(mark));
+      })();
+    },
+    async afterStep() {
+      expiry.reset();
+      // kernel timeouts were computed in the old frame when the table held rows from before a restart
+      await reconcile('wall clock stepped');
+    },
+  });
 
-  // ---- reconcile: the kernel gets exactly the table ----
-  // the periodic check compares counts only: no rows are read unless they differ (100k rows every minute
-  // cost ≈ 0.3 s of blocked event loop and 100+ MB of garbage)
-  const countActiveRows = store.db.prepare(`SELECT count(*) AS n FROM leases WHERE state = 'active'`);
-  // only the columns an entry needs, and one string per distinct address (100k rows hold a few hundred):
-  // less garbage while 100k entries are built, and fewer objects in the dataplane's model afterwards
-  const activeEntryRows =
-    store.db.prepare(`SELECT id, protocol, external_address, external_port, external_port_end, internal_address,
-    internal_port, remote_address, remote_prefix, expires_at, family FROM leases WHERE state = 'active'`);
-  type EntryRow = Pick<
-    LeaseRow,
-    | 'family'
-    | 'id'
-    | 'protocol'
-    | 'external_address'
-    | 'external_port'
-    | 'external_port_end'
-    | 'internal_address'
-    | 'internal_port'
-    | 'remote_address'
-    | 'remote_prefix'
-    | 'expires_at'
-  >;
-  async function reconcile(why: string, full = true): Promise<{ drift: number }> {
-    return enqueueExclusive(
-      'reconcile',
-      async () => {
-        const now = clock.now();
-        if (!full) {
-          const rows = (countActiveRows.get() as { n: number }).n;
-          const n = await dataplane.count();
-          if (n === rows) return { drift: 0 };
-        }
-        // the kernel's count is read while the rows are (nft runs beside us: one turn of the loop lets the
-        // driver start it before the rows are read): when it equals the entries, no element is listed (a
-        // restart where the kernel kept everything), and when it is 0 nothing need be
-        const kernelCount = dataplane.kernelCount ? dataplane.kernelCount().catch(() => null) : null;
-        if (kernelCount) await new Promise((r) => setImmediate(r));
-        // row by row: only the entries are kept, not 100k row objects and Leases besides them
-        const desired: DataplaneEntry[] = [];
-        const strings = new Map<string, string>();
-        const intern = (x: string) => {
-          const y = strings.get(x);
-          if (y !== undefined) return y;
-          strings.set(x, x);
-          return x;
-        };
-        for (const r of activeEntryRows.iterate() as IterableIterator<EntryRow>) {
-          if (r.expires_at !== null && r.expires_at <= now) continue;
-          desired.push(
-            toEntry(
-              {
-                family: r.family === 6 ? 6 : 4,
-                id: r.id,
-                protocol: r.protocol === 'udp' ? 'udp' : 'tcp',
-                externalAddress: intern(r.external_address),
-                externalPort: r.external_port,
-                externalPortEnd: r.external_port_end,
-                internalAddress: intern(r.internal_address),
-                internalPort: r.internal_port,
-                remoteAddress: r.remote_address === null ? null : intern(r.remote_address),
-                remotePrefix: r.remote_prefix,
-                expiresAt: r.expires_at,
-              },
-              now,
-            ),
-          );
-        }
-        let drift = 0;
-        const counted = kernelCount === null ? null : await kernelCount;
-        if (counted === 0) drift = desired.length;
-        else if (counted === null || counted !== desired.length) {
-          try {
-            const current = await dataplane.list();
-            const want = new Map(desired.map((e) => [entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort, e]));
-            const have = new Set(current.map((e) => entryKey(e) + '>' + e.internalAddress + ':' + e.internalPort));
-            for (const k of want.keys()) if (!have.has(k)) drift++;
-            for (const k of have) if (!want.has(k)) drift++;
-          } catch {
-            drift = -1;
-          }
-        }
-        await dataplane.reset(desired);
-        if (drift !== 0) {
-          metrics?.reconcileDrift.inc(Math.max(drift, 0));
-          log.warn({ why, drift, entries: desired.length }, 'reconcile repaired the dataplane');
-        } else {
-          log.debug({ why, entries: desired.length, kernelCount: counted }, 'reconcile: dataplane matches the table');
-        }
-        return { drift };
-      },
-      () => ({ drift: -1 }),
-    );
-  }
+  // ---- reconcile: the kernel gets exactly the table (reconcile.ts) ----
+  const reconcile = createReconciler({
+    prepare: (sql) => store.db.prepare(sql),
+    dataplane,
+    clock,
+    log,
+    ...(metrics ? { metrics } : {}),
+    toEntry,
+    writer,
+  });
 
-  // ---- static forwards from the configuration ----
-  const activeStatic = store.db.prepare(
-    `SELECT * FROM leases WHERE state = 'active' AND source = 'static' AND read_only = 1`,
-  );
-  async function syncStatic(
-    forwards: readonly StaticForwardConfig[],
-  ): Promise<{ added: number; removed: number; refused: string[] }> {
-    const want = new Map(
-      forwards.map((f) => [
-        `${f.protocol}/${f.externalPort}-${f.externalPortEnd}>${f.internalAddress}:${f.internalPort}` +
-          `/${f.remoteAddress ?? ''}/${f.description}`,
-        f,
-      ]),
-    );
-    // only the static rows (a handful), not every active lease: at 100k leases reading all of them
-    // cost ≈ 0.6 s of blocked start-up and 100+ MB of garbage; none at all when the cache counts none
-    const rows = (activeBySource.get('static') ?? 0) === 0 ? [] : (activeStatic.all() as LeaseRow[]);
-    let removed = 0;
-    for (const r of rows) {
-      const k =
-        `${r.protocol}/${r.external_port}-${r.external_port_end}>${r.internal_address}:${r.internal_port}` +
-        `/${r.remote_address ?? ''}/${r.description}`;
-      if (want.has(k)) want.delete(k);
-      else {
-        await enqueue(
-          'static-remove',
-          () => doRevoke(r.id, 'config', 'removed from the configuration', true),
-          unavailable,
-        );
-        removed++;
-      }
-    }
-    const refused: string[] = [];
-    let added = 0;
-    for (const f of want.values()) {
-      const res = await enqueue(
-        'static-add',
-        () =>
-          doRequest({
-            ...(f.family === 6 ? { family: 6 as const } : {}),
-            source: 'static',
-            identity: 'external',
-            protocol: f.protocol,
-            owner: f.internalAddress,
-            internalAddress: f.internalAddress,
-            internalPort: f.internalPort,
-            externalPort: f.externalPort,
-            externalPortEnd: f.externalPortEnd,
-            allowOtherPort: false,
-            remoteAddress: f.remoteAddress,
-            lifetime: null,
-            description: f.description,
-            thirdPartyAllowed: true,
-            readOnly: true,
-            actor: 'config',
-          }),
-        unavailable,
-      );
-      if (res.ok) added++;
-      else {
-        const why =
-          res.reason === 'conflict'
-            ? `port held by ${res.holder.source} lease ${res.holder.id} (${res.holder.owner})`
-            : res.detail;
-        refused.push(`${f.protocol} ${f.externalPort}: ${why}`);
-        log.error(
-          { protocol: f.protocol, externalPort: f.externalPort, why },
-          'static forward from the configuration refused',
-        );
-      }
-    }
-    return { added, removed, refused };
-  }
+  // ---- static forwards from the configuration (static-sync.ts) ----
+  const syncStatic = createStaticSync({
+    prepare: (sql) => store.db.prepare(sql),
+    staticCount: () => activeBySource.get('static') ?? 0,
+    writer,
+    revoke: (id) => doRevoke(id, 'config', 'removed from the configuration', true),
+    request: doRequest,
+    log,
+  });
 
   // ---- listings: from memory, or SQL that walks an index (list-query.ts) ----
   /** committed rows (the reader connection) of these ids that are still active */
@@ -1715,7 +1178,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       !f.search;
     if (simple && !(f.source && state !== 'active')) {
       const active = f.source ? (activeBySource.get(f.source) ?? 0) : table.activeCount();
-      return state === 'active' ? active : state === 'ended' ? endedCount : active + endedCount;
+      return state === 'active' ? active : state === 'ended' ? pruner.endedCount() : active + pruner.endedCount();
     }
     return (readerStatement(q.count).get(...(q.args as unknown[])) as { n: number }).n;
   }
@@ -1734,7 +1197,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // ---- public face ----
   rebuildCaches();
   const table = {
+    /** the storage itself, for tests; parts of portd go through the writer (door, meta) */
     store,
+    /** the writer's door for the small stores beside the leases (the trigger store) */
+    door: writer.door,
+    /** the UPnP UUIDs and other named values; writes are writer jobs */
+    meta,
     request: (req: LeaseRequest) => {
       const p = enqueue<GrantResult>('request', () => doRequest(req), unavailable);
       return p.then((r) => {
@@ -1948,25 +1416,14 @@ export function createLeaseTable(opts: LeaseTableOptions) {
      * ended leases over the cap or past the retention, with their history, and revocations past their term:
      * one bounded batch per tick until none is due (batches also follow every commit that leaves one due)
      */
-    async prune(): Promise<number> {
-      let total = 0;
-      for (let i = 0; i < 100_000 && !closing; i++) {
-        const n = await enqueue('prune', doPrune, () => -1);
-        if (n <= 0) break;
-        total += n;
-      }
-      return total;
-    },
+    prune: pruner.run,
     scheduleExpiry,
     /** queued + in-flight jobs, for tests and status */
-    pending: () => queue.length + (running ? 1 : 0),
+    pending: writer.pending,
     async close(): Promise<void> {
       // let queued work finish, then stop accepting
-      closing = true;
-      while (running || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
-      closed = true;
-      if (expiryTimer !== null) clock.clearTimeout(expiryTimer);
-      expiryTimer = null;
+      await writer.close();
+      expiry.stop();
       await store.close();
     },
   };

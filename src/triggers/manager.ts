@@ -20,7 +20,6 @@
  *   firings are refused (`pinholes_off`). The kernel keeps a second activity set per rule for them.
  */
 import { isIPv4 } from 'node:net';
-import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { ConfigIssue } from '../config/errors.js';
 import { triggerContext, validateTrigger } from '../config/triggers.js';
@@ -45,11 +44,13 @@ import {
   type TriggerRule,
 } from './rules.js';
 import { createTriggerStore, emptyCounters, type TriggerCounters } from './store.js';
+import type { WriteDoor } from '../leases/writer.js';
 
 export type TriggerSettings = Pick<Config, 'policy' | 'staticForwards' | 'triggers'>;
 
 /** the lease table as the trigger manager uses it: the API plus its database (for the rules table) */
-export type TriggerLeases = LeaseTableApi & { readonly store: { readonly db: Database.Database } };
+/** the lease table, and its writer's door for the trigger rules and counters (src/leases/writer.ts) */
+export type TriggerLeases = LeaseTableApi & { readonly door: WriteDoor };
 
 export interface TriggerManagerOptions {
   readonly leases: TriggerLeases;
@@ -142,7 +143,7 @@ function hostKey(host: string): { family: AddressFamily; host: string } | null {
 export function createTriggerManager(opts: TriggerManagerOptions) {
   const { leases, kernel, clock, metrics } = opts;
   const log = opts.log.child({ component: 'triggers' });
-  const store = createTriggerStore(leases.store.db);
+  const store = createTriggerStore(leases.door);
   const pollMs = opts.pollMs ?? 1000;
   const statsFlushMs = opts.statsFlushMs ?? 10_000;
   let settings = opts.config;

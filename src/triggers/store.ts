@@ -3,10 +3,11 @@
  * (tables `trigger_rules`, `trigger_stats`: migration 2 in src/leases/store.ts).
  *
  * The lease table's writer keeps a transaction open while it awaits the kernel; a write on the same
- * connection at that moment would join (and could be rolled back with) its tick. So writes here wait
- * until no transaction is open (better-sqlite3's `inTransaction`), which is between two ticks.
+ * connection at that moment would join (and could be rolled back with) its tick. So every write here is a
+ * job of the writer (src/leases/writer.ts, through its `WriteDoor`): it runs in a transaction of its own,
+ * between two ticks.
  */
-import type Database from 'better-sqlite3';
+import type { WriteDoor } from '../leases/writer.js';
 import type { TriggerDocument } from './rules.js';
 
 export interface StoredRule {
@@ -42,7 +43,7 @@ export const emptyCounters = (): TriggerCounters => ({
   lastRefusal: null,
 });
 
-export function createTriggerStore(db: Database.Database) {
+export function createTriggerStore(db: WriteDoor) {
   const s = {
     rules: db.prepare(`SELECT name, spec, created_at, updated_at, actor FROM trigger_rules ORDER BY created_at, name`),
     upsert: db.prepare(`INSERT INTO trigger_rules (name, spec, created_at, updated_at, actor)
@@ -58,32 +59,8 @@ export function createTriggerStore(db: Database.Database) {
     removeStats: db.prepare(`DELETE FROM trigger_stats WHERE name = ?`),
   };
 
-  /** runs fn when no transaction is open on the connection (at most ~5 s of waiting) */
-  function whenIdle<T>(fn: () => T): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const deadline = Date.now() + 5000;
-      const attempt = () => {
-        if (!db.open) {
-          reject(new Error('database closed'));
-          return;
-        }
-        if (!db.inTransaction) {
-          try {
-            resolve(fn());
-          } catch (e) {
-            reject(e as Error);
-          }
-          return;
-        }
-        if (Date.now() > deadline) {
-          reject(new Error('database busy: the lease writer kept a transaction open for 5 s'));
-          return;
-        }
-        setTimeout(attempt, 2);
-      };
-      attempt();
-    });
-  }
+  /** a write, as a job of the writer between two ticks; rejects when the database refused or is closed */
+  const whenIdle = <T>(fn: () => T): Promise<T> => db.write('trigger-store', fn);
 
   return {
     /** synchronous: at start, before the writer runs */
@@ -140,20 +117,19 @@ export function createTriggerStore(db: Database.Database) {
       return out;
     },
     saveStats(all: ReadonlyMap<string, TriggerCounters>): Promise<void> {
+      // one transaction for all of them: the writer's door gives each write its own
       return whenIdle(() => {
-        db.transaction(() => {
-          for (const [name, c] of all) {
-            s.saveStats.run({
-              name,
-              fired: c.fired,
-              renewed: c.renewed,
-              refused: c.refused,
-              last_fired_at: c.lastFiredAt,
-              last_host: c.lastHost,
-              last_refusal: c.lastRefusal ? JSON.stringify(c.lastRefusal) : null,
-            });
-          }
-        })();
+        for (const [name, c] of all) {
+          s.saveStats.run({
+            name,
+            fired: c.fired,
+            renewed: c.renewed,
+            refused: c.refused,
+            last_fired_at: c.lastFiredAt,
+            last_host: c.lastHost,
+            last_refusal: c.lastRefusal ? JSON.stringify(c.lastRefusal) : null,
+          });
+        }
       });
     },
   };
