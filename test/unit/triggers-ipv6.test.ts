@@ -6,18 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import pino from 'pino';
-import { parseConfig } from '../../src/config/index.js';
-import { createManualFlowSource } from '../../src/triggers/flows.js';
-import { createMemoryTriggerKernel } from '../../src/dataplane/memory-triggers.js';
-import { createTriggerManager } from '../../src/triggers/manager.js';
 import { hostAllowed } from '../../src/triggers/rules.js';
-import { makeTable } from '../helpers/leases.js';
+import { parseConfig } from '../../src/config/index.js';
+import { setupTriggers } from '../helpers/triggers.js';
 
 const A6 = '2001:db8:77::11';
 const B6 = '2001:db8:77::12';
 const A4 = '192.168.77.11';
-const log = pino({ level: process.env['TEST_LOG'] ?? 'silent' });
 const settle = () => new Promise((r) => setTimeout(r, 20));
 
 const GAME = `
@@ -32,34 +27,7 @@ after(async () => {
   for (const d of disposers.reverse()) await d();
 });
 
-function setup(triggers = GAME, extra = '') {
-  let portRule: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
-  const t = makeTable({ triggerPort: (p, port) => portRule(p, port) });
-  const kernel = createMemoryTriggerKernel(() => t.clock.now());
-  const flows = createManualFlowSource();
-  const cfg = parseConfig(
-    `interfaces: { wan: lo, lan: [lo] }\nexternalAddress: 203.0.113.1\ndataplane: { driver: memory }\n${extra}` +
-      `triggers:\n${triggers}\n`,
-  );
-  const m = createTriggerManager({
-    leases: t.table,
-    kernel,
-    flows,
-    config: cfg,
-    log,
-    metrics: t.metrics,
-    clock: t.clock,
-    pollMs: 0,
-    statsFlushMs: 0,
-  });
-  portRule = (p, port) => m.portRule(p, port);
-  disposers.push(async () => {
-    await m.close();
-    await t.close();
-    await t.dispose();
-  });
-  return { ...t, m, kernel, flows, cfg };
-}
+const setup = (triggers = GAME, extra = '') => setupTriggers(disposers, triggers, { extra });
 
 const metric = async (s: ReturnType<typeof setup>) =>
   s.metrics.registry.getSingleMetricAsString('portd_trigger_firings_total');
