@@ -45,8 +45,8 @@ export async function startLoopbackPortd(
 }
 
 /**
- * `count` PCP MAPs (TCP, 7200 s, from port 10000 on, `concurrency` in flight, 32 unless told) to `server` from `hosts`, sent by a load
- * generator in namespace `ns`; throws when the generator reports an error
+ * `count` PCP MAPs (TCP, 7200 s, from port 10000 on, `concurrency` in flight, 32 unless told) to `server` from
+ * `hosts`, sent by a load generator in namespace `ns`; throws when the generator reports an error
  */
 export async function pcpPreload(
   lab: BenchLab,
