@@ -1,8 +1,9 @@
 /**
  * A trigger manager on a real lease table (test/helpers/leases.ts: temp SQLite, memory dataplane, fixed clock)
  * and the memory trigger kernel, wired as src/main.ts wires them: the lease table asks the manager which ports
- * are a trigger's. The caller collects the disposers and runs them in its `after` hook.
+ * are a trigger's. `triggerSetups` registers the file's `after` hook that closes every setup it made.
  */
+import { after } from 'node:test';
 import pino from 'pino';
 import { parseConfig } from '../../src/config/index.js';
 import type { Config } from '../../src/config/types.js';
@@ -59,4 +60,13 @@ export function setupTriggers(disposers: (() => Promise<void>)[], triggers: stri
     await t.dispose();
   });
   return { ...t, m, kernel, flows, cfg, events, close };
+}
+
+/** a `setup(triggers = defaults, opts)` for one test file; every setup it made is closed in the file's `after` */
+export function triggerSetups(defaults: string) {
+  const disposers: (() => Promise<void>)[] = [];
+  after(async () => {
+    for (const d of disposers.reverse()) await d();
+  });
+  return (triggers = defaults, opts: TriggerSetupOptions = {}) => setupTriggers(disposers, triggers, opts);
 }

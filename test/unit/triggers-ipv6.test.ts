@@ -5,10 +5,10 @@
  * link-local and other non-targets, and any IPv6 host with policy.ipv6Pinholes off, open nothing (metric).
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { hostAllowed } from '../../src/triggers/rules.js';
 import { parseConfig } from '../../src/config/index.js';
-import { setupTriggers } from '../helpers/triggers.js';
+import { triggerSetups } from '../helpers/triggers.js';
 
 const A6 = '2001:db8:77::11';
 const B6 = '2001:db8:77::12';
@@ -22,12 +22,7 @@ const GAME = `
     idleTimeout: 60
 `;
 
-const disposers: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const d of disposers.reverse()) await d();
-});
-
-const setup = (triggers = GAME, extra = '') => setupTriggers(disposers, triggers, { extra });
+const setup = triggerSetups(GAME);
 
 const metric = async (s: ReturnType<typeof setup>) =>
   s.metrics.registry.getSingleMetricAsString('portd_trigger_firings_total');
@@ -163,7 +158,7 @@ describe('IPv6 trigger firings open pinholes', () => {
   });
 
   it('policy.ipv6Pinholes false: IPv6 firings are refused, IPv4 ones still open', async () => {
-    const s = setup(GAME, 'policy: { ipv6Pinholes: false }\n');
+    const s = setup(GAME, { extra: 'policy: { ipv6Pinholes: false }\n' });
     await s.m.start();
     const r = await s.m.fire('game', A6, 'admin:test');
     assert.equal(r.result, 'pinholes_off');

@@ -4,9 +4,9 @@
  * the activity the kernel reports, API rules persist, config rules are read-only.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { httpStatus } from '../../src/errors.js';
-import { setupTriggers, triggerConfig, type TriggerSetupOptions } from '../helpers/triggers.js';
+import { triggerConfig, triggerSetups } from '../helpers/triggers.js';
 
 const A = '192.168.77.11';
 const B = '192.168.77.12';
@@ -19,12 +19,7 @@ const GAME = `
     idleTimeout: 60
 `;
 
-const disposers: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const d of disposers.reverse()) await d();
-});
-
-const setup = (triggers = GAME, opts: TriggerSetupOptions = {}) => setupTriggers(disposers, triggers, opts);
+const setup = triggerSetups(GAME);
 
 describe('trigger firing', () => {
   it('a firing opens every range to the host as trigger leases named after the rule', async () => {
