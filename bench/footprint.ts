@@ -22,18 +22,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { printTable } from './lib.js';
-import {
-  cleanupAllSync,
-  createBenchLab,
-  Loadgen,
-  onCleanup,
-  quiesce,
-  sweepStale,
-  waitFor,
-  type BenchLab,
-} from './compare/lab.js';
-import { ensureMiniupnpd, logLines, startMiniupnpd, startPortd } from './compare/daemons.js';
-import { machineLoad, memOf, resolvePortdCommand, ROOT } from './footprint/command.js';
+import { cleanupAllSync, createBenchLab, onCleanup, quiesce, sweepStale, type BenchLab } from './compare/lab.js';
+import { ensureMiniupnpd, startMiniupnpd, startPortd } from './compare/daemons.js';
+import { machineLoad, memOf, resolvePortdCommand } from './footprint/command.js';
+import { LOOPBACK_HOSTS, pcpPreload, startLoopbackPortd } from './footprint/loopback.js';
 
 const argS = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -74,25 +66,16 @@ function childrenMiB(pid: number): number {
   return Math.round((kib / 1024) * 10) / 10;
 }
 
-async function preload(lab: BenchLab, hosts: readonly string[], server: string, concurrency: number, maxMs = 600_000) {
-  const g = await Loadgen.start(lab);
-  try {
-    const r = await g.pcp({
-      server,
-      port: 5351,
-      hosts,
-      proto: 6,
-      firstPort: 10_000,
-      count: LEASES,
-      lifetime: 7200,
-      concurrency,
-      maxMs,
-    });
-    if (r.error) throw new Error(`preload: ${r.error}`);
-    return { perSecond: r.perSecond, ok: r.ok, lost: r.lost };
-  } finally {
-    g.stop();
-  }
+/** LEASES PCP MAPs from the lab's LAN hosts to the gateway */
+async function preload(lab: BenchLab, concurrency: number, maxMs?: number) {
+  const r = await pcpPreload(lab, {
+    server: lab.gwLan,
+    hosts: lab.hosts,
+    count: LEASES,
+    concurrency,
+    ...(maxMs ? { maxMs } : {}),
+  });
+  return { perSecond: r.perSecond, ok: r.ok, lost: r.lost };
 }
 
 async function portdInLab(argv: readonly string[], label: string): Promise<Result> {
@@ -105,7 +88,7 @@ async function portdInLab(argv: readonly string[], label: string): Promise<Resul
     await sleep(SETTLE_S * 1000);
     const idle = memOf(d.pid);
     say(`portd (nftables) idle ${idle?.rss} MiB; ${LEASES} PCP MAPs from the LAN host…`);
-    const pre = await preload(lab, lab.hosts, lab.gwLan, 32);
+    const pre = await preload(lab, 32);
     await quiesce(lab.gw, { maxMs: 60_000 });
     await sleep(SETTLE_S * 1000);
     const withLeases = memOf(d.pid);
@@ -137,48 +120,14 @@ async function portdLoopback(argv: readonly string[], label: string): Promise<Re
   const dir = mkdtempSync(join(tmpdir(), 'portd-footprint-lo-'));
   const rm = onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   try {
-    const cfg = join(dir, 'portd.yaml');
-    writeFileSync(
-      cfg,
-      readFileSync(join(ROOT, 'config', 'portd.yaml'), 'utf8')
-        .replaceAll('./var', dir)
-        // one generator process: the per-client and global PCP caps and the per-client quota are not what is measured
-        .replace(/^pcp:\n/m, 'pcp:\n  rateLimit: 0\n')
-        .replace(/^policy:\n/m, 'policy:\n  maxLeasesPerClient: 1000000\n') + 'limits: { pcpRequestsPerSecond: 0 }\n',
-    );
-    const log = join(dir, 'portd.log');
-    const { openSync, closeSync } = await import('node:fs');
-    const fd = openSync(log, 'a');
-    const c = lab.spawnIn(lab.gw, [...argv, 'start', '--config', cfg], { stdio: ['ignore', fd, fd], cwd: ROOT });
-    closeSync(fd);
-    await waitFor(
-      () =>
-        logLines(log).some((l) => l['msg'] === 'portd ready') || readFileSync(log, 'utf8').includes('"portd ready"'),
-      60_000,
-      'loopback portd ready',
-    );
-    const pid = c.pid!;
+    const { pid, stop } = await startLoopbackPortd(lab, dir, argv);
     const ready = memOf(pid);
     await sleep(SETTLE_S * 1000);
     const idle = memOf(pid);
-    const hosts = Array.from({ length: 32 }, (_, i) => `127.0.0.${2 + i}`);
-    const g = await Loadgen.start(lab, lab.gw);
-    const r = await g.pcp({
-      server: '127.0.0.1',
-      port: 5351,
-      hosts,
-      proto: 6,
-      firstPort: 10_000,
-      count: LEASES,
-      lifetime: 7200,
-      concurrency: 32,
-      maxMs: 600_000,
-    });
-    g.stop();
-    if (r.error) throw new Error(`loopback preload: ${r.error}`);
+    const r = await pcpPreload(lab, { server: '127.0.0.1', hosts: LOOPBACK_HOSTS, count: LEASES, ns: lab.gw });
     await sleep(SETTLE_S * 1000);
     const withLeases = memOf(pid);
-    c.kill('SIGTERM');
+    stop();
     return {
       daemon: 'portd (loopback default, memory driver)',
       command: label,
@@ -209,7 +158,7 @@ async function miniupnpd(): Promise<Result> {
       `miniupnpd idle ${idle?.rss} MiB; ${LEASES} PCP MAPs (concurrency 4: its cost per create grows with its rules; ` +
         `at most ${MINIUPNPD_S} s)…`,
     );
-    const pre = await preload(lab, lab.hosts, lab.gwLan, 4, MINIUPNPD_S * 1000);
+    const pre = await preload(lab, 4, MINIUPNPD_S * 1000);
     say(`miniupnpd made ${pre.ok} of ${LEASES} mappings`);
     await sleep(SETTLE_S * 1000);
     const withLeases = memOf(d.pid);

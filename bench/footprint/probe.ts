@@ -9,12 +9,13 @@
  *   node --import tsx bench/footprint/probe.ts [--cmd "node --flags dist/src/cli.js"] [--env K=V,K2=V2]
  *        [--settle 20] [--runs 2] [--loopback] [--leases 0] [--smaps] [--log copy-of-portd-log] [--json out.json]
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cleanupAllSync, createBenchLab, Loadgen, onCleanup, quiesce, sweepStale, waitFor } from '../compare/lab.js';
-import { logLines, startPortd } from '../compare/daemons.js';
-import { machineLoad, memOf, resolvePortdCommand, ROOT } from './command.js';
+import { cleanupAllSync, createBenchLab, onCleanup, quiesce, sweepStale } from '../compare/lab.js';
+import { startPortd } from '../compare/daemons.js';
+import { machineLoad, memOf, resolvePortdCommand } from './command.js';
+import { LOOPBACK_HOSTS, pcpPreload, startLoopbackPortd } from './loopback.js';
 
 const argS = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -84,25 +85,7 @@ async function once(argv: readonly string[], run: number): Promise<Sample> {
     let stop: () => void;
     let logFile: string;
     if (has('loopback')) {
-      const cfg = join(dir, 'portd.yaml');
-      writeFileSync(
-        cfg,
-        readFileSync(join(ROOT, 'config', 'portd.yaml'), 'utf8')
-          .replaceAll('./var', dir)
-          .replace(/^pcp:\n/m, 'pcp:\n  rateLimit: 0\n')
-          .replace(/^policy:\n/m, 'policy:\n  maxLeasesPerClient: 1000000\n') + 'limits: { pcpRequestsPerSecond: 0 }\n',
-      );
-      const log = join(dir, 'portd.log');
-      const fd = openSync(log, 'a');
-      const c = lab.spawnIn(lab.gw, [...envArgv, ...argv, 'start', '--config', cfg], {
-        stdio: ['ignore', fd, fd],
-        cwd: ROOT,
-      });
-      closeSync(fd);
-      await waitFor(() => logLines(log).some((l) => l['msg'] === 'portd ready'), 60_000, 'loopback portd ready');
-      pid = c.pid!;
-      logFile = log;
-      stop = () => c.kill('SIGTERM');
+      ({ pid, logFile, stop } = await startLoopbackPortd(lab, dir, [...envArgv, ...argv]));
     } else {
       const d = await startPortd(lab, {
         dir,
@@ -120,20 +103,13 @@ async function once(argv: readonly string[], run: number): Promise<Sample> {
     const m = memOf(pid)!;
     const s: Sample = { ...m, threads: threads(pid), ...(has('smaps') ? { smaps: smaps(pid) } : {}) };
     if (LEASES > 0) {
-      const g = await Loadgen.start(lab);
-      const r = await g.pcp({
+      // the loopback portd listens on the gateway's lo: the generator runs there too
+      await pcpPreload(lab, {
         server: has('loopback') ? '127.0.0.1' : lab.gwLan,
-        port: 5351,
-        hosts: has('loopback') ? Array.from({ length: 32 }, (_, i) => `127.0.0.${2 + i}`) : lab.hosts,
-        proto: 6,
-        firstPort: 10_000,
+        hosts: has('loopback') ? LOOPBACK_HOSTS : lab.hosts,
         count: LEASES,
-        lifetime: 7200,
-        concurrency: 32,
-        maxMs: 600_000,
+        ...(has('loopback') ? { ns: lab.gw } : {}),
       });
-      g.stop();
-      if (r.error) throw new Error(r.error);
       await quiesce(lab.gw, { maxMs: 60_000 });
       await sleep(SETTLE_S * 1000);
       s.withLeases = memOf(pid);

@@ -79,6 +79,25 @@ export async function startUpnp(
 }
 
 /** runs a command with a time bound; resolves with its output and exit code, never rejects */
+/** ends every active lease of the harness (between tests), not sticky */
+export async function revokeAll(h: UpnpHarness): Promise<void> {
+  for (const l of h.env.table.list({ state: 'active' }).leases)
+    await h.env.table.revoke(l.id, 'test', 'reset between tests', { sticky: false });
+}
+
+/** AddPortMapping's arguments as the control tests send them: TCP 20000 → 127.0.0.1:2000 for an hour */
+export const addMappingArgs = (over: Record<string, string | number> = {}) => ({
+  NewRemoteHost: '',
+  NewExternalPort: 20000,
+  NewProtocol: 'TCP',
+  NewInternalPort: 2000,
+  NewInternalClient: '127.0.0.1',
+  NewEnabled: 1,
+  NewPortMappingDescription: 'test',
+  NewLeaseDuration: 3600,
+  ...over,
+});
+
 export function run(
   cmd: string,
   args: readonly string[],

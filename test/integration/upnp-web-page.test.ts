@@ -10,7 +10,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import { captureLog, counter } from '../fuzz/mutate.js';
-import { IPC1, IPC2, startUpnp, type UpnpHarness } from './upnp-helpers.js';
+import { IPC1, IPC2, startUpnp, type UpnpHarness, revokeAll } from './upnp-helpers.js';
 
 const ADD = (port: number, urn = IPC1) =>
   '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" ' +
@@ -92,10 +92,7 @@ before(async () => {
 after(async () => {
   await h?.close();
 });
-beforeEach(async () => {
-  for (const l of h.env.table.list({ state: 'active' }).leases)
-    await h.env.table.revoke(l.id, 'test', 'reset between tests', { sticky: false });
-});
+beforeEach(() => revokeAll(h));
 const leases = () => h.env.table.list({ state: 'active' }).total;
 const SA = `SOAPAction: "${IPC1}#AddPortMapping"\n`;
 

@@ -5,7 +5,17 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { UpstreamChain, UpstreamOutcome } from '../../src/leases/upstream.js';
-import { IPC1, IPC2, errorCodeOf, field, soap, startUpnp, type UpnpHarness } from './upnp-helpers.js';
+import {
+  IPC1,
+  IPC2,
+  errorCodeOf,
+  field,
+  soap,
+  startUpnp,
+  type UpnpHarness,
+  revokeAll,
+  addMappingArgs,
+} from './upnp-helpers.js';
 
 let h: UpnpHarness;
 let next: (port: number) => UpstreamOutcome = () => ({ kind: 'local' });
@@ -19,24 +29,11 @@ before(async () => {
 after(async () => {
   await h?.close();
 });
-beforeEach(async () => {
-  for (const l of h.env.table.list({ state: 'active' }).leases)
-    await h.env.table.revoke(l.id, 'test', 'reset between tests', { sticky: false });
-});
+beforeEach(() => revokeAll(h));
 
 const c1 = () => `${h.base}/igd1/ctl/IPConn`;
 const c2 = () => `${h.base}/igd2/ctl/IPConn`;
-const add = (over: Record<string, string | number> = {}) => ({
-  NewRemoteHost: '',
-  NewExternalPort: 20000,
-  NewProtocol: 'TCP',
-  NewInternalPort: 2000,
-  NewInternalClient: '127.0.0.1',
-  NewEnabled: 1,
-  NewPortMappingDescription: 'test',
-  NewLeaseDuration: 3600,
-  ...over,
-});
+const add = addMappingArgs;
 
 test('mapped upstream on the same port: AddPortMapping succeeds; AddAnyPortMapping reports the public port', async () => {
   next = (p) => ({ kind: 'mapped', externalAddress: '198.51.100.7', externalPort: p, lifetime: 3600 });

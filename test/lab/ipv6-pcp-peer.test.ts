@@ -8,9 +8,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   decodePcpResponse,
   encodePcpRequest,
@@ -20,8 +17,9 @@ import {
   ResultCode,
   type PcpOption,
 } from '../../protocols/pcp/index.js';
-import { ADDR6, IF, createLab, labSkip, type Agent, type Lab } from './harness.js';
-import { PortdProcess } from './portd-process.js';
+import { ADDR6, createLab, labSkip, type Agent, type Lab } from './harness.js';
+import { startIPv6Gateway, type IPv6Gateway } from './ipv6-gateway.js';
+import type { PortdProcess } from './portd-process.js';
 
 const skip = labSkip('ipv6-pcp-peer');
 const PORT = 8443;
@@ -32,7 +30,7 @@ const NONCE = nonceFromHex('a1a2a3a4a5a6a7a8a9aaabac');
 describe('PCP PEER over IPv6: a pinhole for one remote peer', { skip, timeout: 90_000 }, () => {
   let lab: Lab;
   let portd: PortdProcess;
-  let dir: string;
+  let gw: IPv6Gateway | undefined;
   let hostA: Agent, wan: Agent;
 
   const pcp = async (bytes: Uint8Array) => {
@@ -84,34 +82,20 @@ describe('PCP PEER over IPv6: a pinhole for one remote peer', { skip, timeout: 9
   before(async () => {
     lab = await createLab({ ipv6: true });
     await lab.must(lab.wan, ['ip', '-6', 'addr', 'add', `${WAN2}/64`, 'dev', 'eth0', 'nodad']);
-    dir = mkdtempSync(join(tmpdir(), 'portd-lab-peer6-'));
-    portd = new PortdProcess({
-      lab,
-      dir,
-      verbose: process.env['LAB_LOG'] === 'portd',
-      config:
-        [
-          'logLevel: info',
-          `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-          'externalAddress: auto',
-          `stateDir: ${dir}`,
-          `database: { path: ${join(dir, 'portd.sqlite')} }`,
-          'dataplane: { driver: nftables, table: portd, reconcileInterval: 1 }',
-          'upnp: { enabled: false }',
-          'pcp: { ipv6: true }',
-          'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
-        ].join('\n') + '\n',
+    gw = await startIPv6Gateway(lab, {
+      name: 'peer6',
+      dataplane: 'reconcileInterval: 1',
+      config: ['upnp: { enabled: false }', 'pcp: { ipv6: true }'],
     });
-    await portd.start();
+    portd = gw.portd;
     hostA = await lab.agent(lab.lanA, 'hostA');
     wan = await lab.agent(lab.wan, 'wan');
     assert.ok((await hostA.listen('tcp', PORT, '::')).ok);
   });
 
   after(async () => {
-    await portd?.stop();
+    await gw?.stop();
     await lab?.teardown();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('PEER lets that peer in, and only it; lifetime 0 closes it', async () => {

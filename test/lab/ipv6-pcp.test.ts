@@ -7,19 +7,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { decodePcpResponse, encodePcpRequest, nonceFromHex, ResultCode } from '../../protocols/pcp/index.js';
 import { ADDR, ADDR6, IF, createLab, labSkip, type Agent, type Lab } from './harness.js';
-import { PortdProcess } from './portd-process.js';
+import { startIPv6Gateway, type IPv6Gateway } from './ipv6-gateway.js';
+import type { PortdProcess } from './portd-process.js';
 
 const skip = labSkip('ipv6-pcp');
 
 describe('PCP over IPv6 through portd start', { skip, timeout: 90_000 }, () => {
   let lab: Lab;
   let portd: PortdProcess;
-  let dir: string;
+  let gw: IPv6Gateway | undefined;
   let hostA: Agent, wan: Agent;
   let gwLinkLocal: string, hostALinkLocal: string;
 
@@ -38,26 +36,15 @@ describe('PCP over IPv6 through portd start', { skip, timeout: 90_000 }, () => {
 
   before(async () => {
     lab = await createLab({ ipv6: true });
-    dir = mkdtempSync(join(tmpdir(), 'portd-lab-pcp6-'));
-    portd = new PortdProcess({
-      lab,
-      dir,
-      verbose: process.env['LAB_LOG'] === 'portd',
-      config:
-        [
-          'logLevel: info',
-          `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-          'externalAddress: auto',
-          `stateDir: ${dir}`,
-          `database: { path: ${join(dir, 'portd.sqlite')} }`,
-          'dataplane: { driver: nftables, table: portd }',
-          'policy: { secureMode: true, rules: ["allow 1024-65535 192.168.77.0/24 1-65535"] }',
-          'upnp: { enabled: false }',
-          'pcp: { ipv6: true }',
-          'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
-        ].join('\n') + '\n',
+    gw = await startIPv6Gateway(lab, {
+      name: 'pcp6',
+      config: [
+        'policy: { secureMode: true, rules: ["allow 1024-65535 192.168.77.0/24 1-65535"] }',
+        'upnp: { enabled: false }',
+        'pcp: { ipv6: true }',
+      ],
     });
-    await portd.start();
+    portd = gw.portd;
     gwLinkLocal = await linkLocal(lab.gw, IF.lan);
     hostALinkLocal = await linkLocal(lab.lanA, 'eth0');
     hostA = await lab.agent(lab.lanA, 'hostA');
@@ -65,9 +52,8 @@ describe('PCP over IPv6 through portd start', { skip, timeout: 90_000 }, () => {
   });
 
   after(async () => {
-    await portd?.stop();
+    await gw?.stop();
     await lab?.teardown();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('portd listens for PCP on the LAN global and link-local (scoped) IPv6 addresses', () => {

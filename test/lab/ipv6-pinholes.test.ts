@@ -10,12 +10,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { decodePcpResponse, encodePcpRequest, nonceFromHex, ResultCode } from '../../protocols/pcp/index.js';
 import { ADDR6, IF, createLab, labSkip, type Agent, type Lab } from './harness.js';
-import { PortdProcess } from './portd-process.js';
+import { startIPv6Gateway, type IPv6Gateway } from './ipv6-gateway.js';
+import type { PortdProcess } from './portd-process.js';
 
 const skip = labSkip('ipv6-pinholes');
 const FAIL_MS = 700;
@@ -28,7 +26,7 @@ describe('IPv6 pinholes through portd start: upnpc -6, PCP over IPv6, kill -9, k
 }, () => {
   let lab: Lab;
   let portd: PortdProcess;
-  let dir: string;
+  let gw: IPv6Gateway | undefined;
   let hostA: Agent, hostB: Agent, wan: Agent;
 
   const upnpc = (ns: string, args: string[]) =>
@@ -49,25 +47,12 @@ describe('IPv6 pinholes through portd start: upnpc -6, PCP over IPv6, kill -9, k
 
   before(async () => {
     lab = await createLab({ ipv6: { temporary: true } });
-    dir = mkdtempSync(join(tmpdir(), 'portd-lab-pin6-'));
-    portd = new PortdProcess({
-      lab,
-      dir,
-      verbose: process.env['LAB_LOG'] === 'portd',
-      config:
-        [
-          'logLevel: info',
-          `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-          'externalAddress: auto',
-          `stateDir: ${dir}`,
-          `database: { path: ${join(dir, 'portd.sqlite')} }`,
-          'dataplane: { driver: nftables, table: portd, grace: 1 }',
-          'policy: { secureMode: true, lifetime: { upnp: { min: 1, max: 604800 } } }',
-          'upnp: { httpPort: 5000 }',
-          'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
-        ].join('\n') + '\n',
+    gw = await startIPv6Gateway(lab, {
+      name: 'pin6',
+      dataplane: 'grace: 1',
+      config: ['policy: { secureMode: true, lifetime: { upnp: { min: 1, max: 604800 } } }', 'upnp: { httpPort: 5000 }'],
     });
-    await portd.start();
+    portd = gw.portd;
     hostA = await lab.agent(lab.lanA, 'hostA');
     hostB = await lab.agent(lab.lanB, 'hostB');
     wan = await lab.agent(lab.wan, 'wan');
@@ -78,9 +63,8 @@ describe('IPv6 pinholes through portd start: upnpc -6, PCP over IPv6, kill -9, k
   });
 
   after(async () => {
-    await portd?.stop();
+    await gw?.stop();
     await lab?.teardown();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('upnpc -6 finds the IGD:2 root over SSDP on ff02::c and reads the firewall status (-S)', async () => {

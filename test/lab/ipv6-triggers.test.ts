@@ -9,11 +9,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ADDR, ADDR6, IF, createLab, hasTool, labSkip, type Agent, type Lab } from './harness.js';
-import { PortdProcess } from './portd-process.js';
+import { startIPv6Gateway, type IPv6Gateway } from './ipv6-gateway.js';
+import type { PortdProcess } from './portd-process.js';
 
 const skip = labSkip('ipv6-triggers') || (hasTool('conntrack') ? false : 'conntrack not installed');
 const FAIL_MS = 700;
@@ -41,7 +39,7 @@ interface LeaseJson {
 describe('port triggering for IPv6 LAN hosts through the nftables gateway', { skip, timeout: 180_000 }, () => {
   let lab: Lab;
   let portd: PortdProcess;
-  let dir: string;
+  let gw: IPv6Gateway | undefined;
   let hostA: Agent, hostB: Agent, wan: Agent;
 
   /** the trigger leases through the admin API (retried: curl's 5 s limit can pass on a loaded machine) */
@@ -81,32 +79,23 @@ describe('port triggering for IPv6 LAN hosts through the nftables gateway', { sk
         `accept;\n    oifname "${IF.wan}" masquerade\n  }\n}\n`,
     );
     assert.equal(nat.code, 0, nat.stderr);
-    dir = mkdtempSync(join(tmpdir(), 'portd-lab-trig6-'));
-    portd = new PortdProcess({
-      lab,
-      dir,
-      verbose: process.env['LAB_LOG'] === 'portd',
-      config:
-        [
-          'logLevel: info',
-          `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-          'externalAddress: auto',
-          `stateDir: ${dir}`,
-          `database: { path: ${join(dir, 'portd.sqlite')} }`,
-          'dataplane: { driver: nftables, table: portd, grace: 1 }',
-          'upnp: { enabled: false }',
-          'pcp: { enabled: false }',
-          'natpmp: { enabled: false }',
-          `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
-          'triggers:',
-          '  - name: labgame',
-          `    match: { protocol: both, ports: "${TRIGGER_PORT}" }`,
-          `    open: [{ protocol: tcp, ports: "${OPEN[0]}-${OPEN[1]}" }, { protocol: udp, ports: ` +
-            `"${OPEN[0]}-${OPEN[1]}" }]`,
-          `    idleTimeout: ${IDLE}`,
-        ].join('\n') + '\n',
+    gw = await startIPv6Gateway(lab, {
+      name: 'trig6',
+      dataplane: 'grace: 1',
+      token: TOKEN,
+      config: [
+        'upnp: { enabled: false }',
+        'pcp: { enabled: false }',
+        'natpmp: { enabled: false }',
+        'triggers:',
+        '  - name: labgame',
+        `    match: { protocol: both, ports: "${TRIGGER_PORT}" }`,
+        `    open: [{ protocol: tcp, ports: "${OPEN[0]}-${OPEN[1]}" }, { protocol: udp, ports: ` +
+          `"${OPEN[0]}-${OPEN[1]}" }]`,
+        `    idleTimeout: ${IDLE}`,
+      ],
     });
-    await portd.start();
+    portd = gw.portd;
     hostA = await lab.agent(lab.lanA, 'hostA');
     hostB = await lab.agent(lab.lanB, 'hostB');
     wan = await lab.agent(lab.wan, 'wan');
@@ -121,9 +110,8 @@ describe('port triggering for IPv6 LAN hosts through the nftables gateway', { sk
   });
 
   after(async () => {
-    await portd?.stop();
+    await gw?.stop();
     await lab?.teardown();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('the rule has IPv6 lines and its own IPv6 set; before a firing the WAN host cannot reach the LAN hosts', async () => {

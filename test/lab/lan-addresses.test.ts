@@ -7,12 +7,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { decodePcpResponse, encodePcpRequest, ResultCode } from '../../protocols/pcp/index.js';
 import { ADDR, ADDR6, IF, createLab, labSkip, type Agent, type Lab } from './harness.js';
-import { PortdProcess } from './portd-process.js';
+import { startIPv6Gateway, type IPv6Gateway } from './ipv6-gateway.js';
+import type { PortdProcess } from './portd-process.js';
 
 const skip = labSkip('lan-addresses');
 const NEW6 = '2001:db8:77::2';
@@ -23,7 +21,7 @@ const SEARCH =
 describe('LAN addresses added and removed after portd is ready', { skip, timeout: 90_000 }, () => {
   let lab: Lab;
   let portd: PortdProcess;
-  let dir: string;
+  let gw: IPv6Gateway | undefined;
   let hostA: Agent;
 
   const announce = (clientAddress: string) =>
@@ -42,33 +40,21 @@ describe('LAN addresses added and removed after portd is ready', { skip, timeout
 
   before(async () => {
     lab = await createLab({ ipv6: true });
-    dir = mkdtempSync(join(tmpdir(), 'portd-lab-lanaddr-'));
-    portd = new PortdProcess({
-      lab,
-      dir,
-      verbose: process.env['LAB_LOG'] === 'portd',
-      config:
-        [
-          'logLevel: info',
-          `interfaces: { wan: ${IF.wan}, lan: [${IF.lan}] }`,
-          'externalAddress: auto',
-          `stateDir: ${dir}`,
-          `database: { path: ${join(dir, 'portd.sqlite')} }`,
-          'dataplane: { driver: nftables, table: portd }',
-          'policy: { secureMode: true, rules: ["allow 1024-65535 192.168.77.0/24 1-65535"] }',
-          'upnp: { enabled: true, httpPort: 5000, ssdp: true, ipv6: true }',
-          'pcp: { ipv6: true }',
-          'admin: { listen: "127.0.0.1:8080", token: "lab-token-0123456789" }',
-        ].join('\n') + '\n',
+    gw = await startIPv6Gateway(lab, {
+      name: 'lanaddr',
+      config: [
+        'policy: { secureMode: true, rules: ["allow 1024-65535 192.168.77.0/24 1-65535"] }',
+        'upnp: { enabled: true, httpPort: 5000, ssdp: true, ipv6: true }',
+        'pcp: { ipv6: true }',
+      ],
     });
-    await portd.start();
+    portd = gw.portd;
     hostA = await lab.agent(lab.lanA, 'hostA');
   });
 
   after(async () => {
-    await portd?.stop();
+    await gw?.stop();
     await lab?.teardown();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('an address added after ready is answered on by PCP, SSDP and HTTP; removed, its sockets close', async () => {

@@ -5,19 +5,14 @@
  * link-local and other non-targets, and any IPv6 host with policy.ipv6Pinholes off, open nothing (metric).
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import pino from 'pino';
-import { parseConfig } from '../../src/config/index.js';
-import { createManualFlowSource } from '../../src/triggers/flows.js';
-import { createMemoryTriggerKernel } from '../../src/dataplane/memory-triggers.js';
-import { createTriggerManager } from '../../src/triggers/manager.js';
+import { describe, it } from 'node:test';
 import { hostAllowed } from '../../src/triggers/rules.js';
-import { makeTable } from '../helpers/leases.js';
+import { parseConfig } from '../../src/config/index.js';
+import { triggerSetups } from '../helpers/triggers.js';
 
 const A6 = '2001:db8:77::11';
 const B6 = '2001:db8:77::12';
 const A4 = '192.168.77.11';
-const log = pino({ level: process.env['TEST_LOG'] ?? 'silent' });
 const settle = () => new Promise((r) => setTimeout(r, 20));
 
 const GAME = `
@@ -27,39 +22,7 @@ const GAME = `
     idleTimeout: 60
 `;
 
-const disposers: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const d of disposers.reverse()) await d();
-});
-
-function setup(triggers = GAME, extra = '') {
-  let portRule: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
-  const t = makeTable({ triggerPort: (p, port) => portRule(p, port) });
-  const kernel = createMemoryTriggerKernel(() => t.clock.now());
-  const flows = createManualFlowSource();
-  const cfg = parseConfig(
-    `interfaces: { wan: lo, lan: [lo] }\nexternalAddress: 203.0.113.1\ndataplane: { driver: memory }\n${extra}` +
-      `triggers:\n${triggers}\n`,
-  );
-  const m = createTriggerManager({
-    leases: t.table,
-    kernel,
-    flows,
-    config: cfg,
-    log,
-    metrics: t.metrics,
-    clock: t.clock,
-    pollMs: 0,
-    statsFlushMs: 0,
-  });
-  portRule = (p, port) => m.portRule(p, port);
-  disposers.push(async () => {
-    await m.close();
-    await t.close();
-    await t.dispose();
-  });
-  return { ...t, m, kernel, flows, cfg };
-}
+const setup = triggerSetups(GAME);
 
 const metric = async (s: ReturnType<typeof setup>) =>
   s.metrics.registry.getSingleMetricAsString('portd_trigger_firings_total');
@@ -195,7 +158,7 @@ describe('IPv6 trigger firings open pinholes', () => {
   });
 
   it('policy.ipv6Pinholes false: IPv6 firings are refused, IPv4 ones still open', async () => {
-    const s = setup(GAME, 'policy: { ipv6Pinholes: false }\n');
+    const s = setup(GAME, { extra: 'policy: { ipv6Pinholes: false }\n' });
     await s.m.start();
     const r = await s.m.fire('game', A6, 'admin:test');
     assert.equal(r.result, 'pinholes_off');

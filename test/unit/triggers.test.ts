@@ -4,31 +4,13 @@
  * the activity the kernel reports, API rules persist, config rules are read-only.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import pino from 'pino';
-import { parseConfig } from '../../src/config/index.js';
-import type { Config } from '../../src/config/types.js';
-import type { LeaseEvent } from '../../src/leases/types.js';
+import { describe, it } from 'node:test';
 import { httpStatus } from '../../src/errors.js';
-import { createManualFlowSource } from '../../src/triggers/flows.js';
-import { createMemoryTriggerKernel } from '../../src/dataplane/memory-triggers.js';
-import { createTriggerManager } from '../../src/triggers/manager.js';
-import { makeTable } from '../helpers/leases.js';
+import { triggerConfig, triggerSetups } from '../helpers/triggers.js';
 
 const A = '192.168.77.11';
 const B = '192.168.77.12';
-const log = pino({ level: process.env['TEST_LOG'] ?? 'silent' });
 const settle = () => new Promise((r) => setTimeout(r, 20));
-
-function config(triggers: string): Config {
-  return parseConfig(`
-interfaces: { wan: lo, lan: [lo] }
-externalAddress: 203.0.113.1
-dataplane: { driver: memory }
-triggers:
-${triggers}
-`);
-}
 
 const GAME = `
   - name: game
@@ -37,45 +19,7 @@ const GAME = `
     idleTimeout: 60
 `;
 
-const disposers: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const d of disposers.reverse()) await d();
-});
-
-function setup(triggers = GAME, opts: { dir?: string } = {}) {
-  // the lease table asks the manager which ports are a trigger's, as src/main.ts wires it
-  let portRule: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
-  const t = makeTable({ ...(opts.dir ? { dir: opts.dir } : {}), triggerPort: (p, port) => portRule(p, port) });
-  const kernel = createMemoryTriggerKernel(() => t.clock.now());
-  const flows = createManualFlowSource();
-  const cfg = config(triggers);
-  const m = createTriggerManager({
-    leases: t.table,
-    kernel,
-    flows,
-    config: cfg,
-    log,
-    metrics: t.metrics,
-    clock: t.clock,
-    pollMs: 0,
-    statsFlushMs: 0,
-  });
-  portRule = (p, port) => m.portRule(p, port);
-  const events: LeaseEvent[] = [];
-  t.table.on((e) => events.push(e));
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await m.close();
-    await t.close();
-  };
-  disposers.push(async () => {
-    await close();
-    await t.dispose();
-  });
-  return { ...t, m, kernel, flows, cfg, events, close };
-}
+const setup = triggerSetups(GAME);
 
 describe('trigger firing', () => {
   it('a firing opens every range to the host as trigger leases named after the rule', async () => {
@@ -443,7 +387,7 @@ describe('trigger rules: API and config', () => {
     const r = await s.m.fire('game', A, 'admin:test');
     assert.ok(r.ok);
     await s.m.reload(
-      config(`
+      triggerConfig(`
   - name: extra
     match: { protocol: tcp, ports: "9200" }
     open: [{ protocol: tcp, ports: "9201" }]

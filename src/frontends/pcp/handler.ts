@@ -7,7 +7,8 @@ import type { UpstreamChain, UpstreamRefusal } from '../../leases/upstream.js';
 import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
-import { ipInCidr, ipv4ToInt } from '../../common/net.js';
+import { canonicalAddress } from './canonical-address.js';
+import { ipInCidr } from '../../common/net.js';
 import { canonicalIPv6, formatIPv6, isPinholeTarget, maskIPv6, parseIPv6 } from '../../common/ipv6.js';
 import type { AddressFamily } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
@@ -26,7 +27,6 @@ import {
   NatPmpOpcode,
   NatPmpResultCode,
   nonceHex,
-  normalizeAddress,
   Opcode,
   PcpDecodeError,
   RESULT_CODE_NAMES,
@@ -90,14 +90,6 @@ const PCP_DROP = { response: null, frontend: 'pcp', result: 'DROPPED', bad: true
 
 function protocolName(p: number): 'tcp' | 'udp' | null {
   return p === IpProtocol.TCP ? 'tcp' : p === IpProtocol.UDP ? 'udp' : null;
-}
-
-/**
- * an address in the one text form the codec reads (normalizeAddress), or as given when it is none. A dotted quad
- * without leading zeros is that form already: no trip through 16 bytes (this runs twice per request)
- */
-function canonicalAddress(a: string): string {
-  return ipv4ToInt(a) !== null ? a : (normalizeAddress(a) ?? a);
 }
 
 function isIpv4(a: string): boolean {
@@ -540,7 +532,7 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
   ): Promise<HandleResult> {
     const source = from.includes(':') && !from.includes('%') ? (canonicalIPv6(from) ?? from) : from;
     const p = req.peer;
-    const remoteText = normalizeAddress(p.remoteAddress) ?? p.remoteAddress;
+    const remoteText = canonicalAddress(p.remoteAddress);
     // no NAT64 in portd: an IPv6 host's flow to an IPv4 peer cannot exist here, and nothing would be opened
     if (isIpv4(remoteText))
       return pcpError(
