@@ -5,6 +5,9 @@
 // The generator runs in a worker thread (its own core). Columns besides rate and latency: loopMs =
 // portd's main thread busy per request (event-loop utilisation, includes time descheduled in syscalls),
 // perTick = requests per writer tick (group commit), batchMs = mean dataplane batch time.
+// Pinholes (issue 15): WANIPv6FirewallControl:1 AddPinhole and DeletePinhole (keep-alive, the same concurrencies
+// and ports) for 2001:db8:77::10, which the loopback client owns as far as secure mode is told; pinholeRatio is
+// pinhole ÷ mapping.
 //   node --import tsx bench/upnp.ts [--count 2000] [--preload 0] [--subscribe]   (--subscribe: one GENA subscriber)
 // In the lab with the nftables driver (root): node --import tsx test/lab/upnp-bench.ts [count] [preload]
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,6 +24,7 @@ import type { Config } from '../src/config/types.js';
 import { createMemoryDataplane } from '../src/dataplane/memory.js';
 import type { Dataplane } from '../src/dataplane/types.js';
 import { createUpnpServer, generateUuids } from '../src/frontends/upnp/index.js';
+import { createPinholeDirectory } from '../src/frontends/upnp/pinhole-directory.js';
 import { createSystemClock } from '../src/leases/clock.js';
 import { createLeaseTable } from '../src/leases/table.js';
 import type { LeaseTableApi } from '../src/leases/table-api.js';
@@ -34,14 +38,14 @@ import { testPolicy } from '../test/helpers/leases.js';
 const GENERATOR = `
 const { parentPort, workerData } = require('node:worker_threads');
 const http = require('node:http');
-const { url, template, headers, count, concurrency, keepAlive, maxMs, first } = workerData;
+const { url, template, headers, count, concurrency, keepAlive, maxMs, first, ids } = workerData;
 const u = new URL(url);
 const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: concurrency }) : false;
 const lat = []; const codes = {};
 let next = 0; const t0 = performance.now(); const deadline = t0 + maxMs;
 function one(i) {
   return new Promise((resolve) => {
-    const body = template.replace(/\\{PORT\\}/g, String(first + i));
+    const body = template.replace(/\\{PORT\\}/g, String(first + i)).replace(/\\{ID\\}/g, ids ? String(ids[i]) : '');
     const s = performance.now();
     const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent,
       headers: { ...headers, 'content-length': Buffer.byteLength(body), ...(keepAlive ? {} : { connection: 'close' }) },
@@ -95,10 +99,11 @@ async function generate(
   keepAlive: boolean,
   first: number,
   maxMs = 30_000,
+  ids: readonly number[] | null = null,
 ): Promise<Phase> {
   const w = new Worker(GENERATOR, {
     eval: true,
-    workerData: { url, template, headers, count, concurrency, keepAlive, maxMs, first },
+    workerData: { url, template, headers, count, concurrency, keepAlive, maxMs, first, ids },
   });
   const r = await new Promise<{ lat: number[]; codes: Record<string, number>; wallMs: number }>((resolve, reject) => {
     w.once('message', resolve);
@@ -137,7 +142,40 @@ const DEL = envelope(
   'DeletePortMapping',
   '<NewRemoteHost></NewRemoteHost><NewExternalPort>{PORT}</NewExternalPort><NewProtocol>TCP</NewProtocol>',
 );
-const hdr = (action: string) => ({ 'content-type': 'text/xml; charset="utf-8"', soapaction: `"${IPC2}#${action}"` });
+const hdr = (action: string, service = IPC2) => ({
+  'content-type': 'text/xml; charset="utf-8"',
+  soapaction: `"${service}#${action}"`,
+});
+
+// IPv6 pinholes (issue 15 item 9): WANIPv6FirewallControl:1 AddPinhole and DeletePinhole (by UniqueID) beside
+// AddPortMapping and DeletePortMapping, same ports, same concurrency; the ratios are printed
+const FW6 = 'urn:schemas-upnp-org:service:WANIPv6FirewallControl:1';
+const fw6Envelope = (action: string, args: string) =>
+  envelope(action, args).replace(`xmlns:u="${IPC2}"`, `xmlns:u="${FW6}"`);
+/** the LAN host the pinholes open to (the lab's LAN prefix; no IPv6 packet is sent) */
+const PINHOLE_HOST = '2001:db8:77::10';
+const ADD_PINHOLE = fw6Envelope(
+  'AddPinhole',
+  `<RemoteHost></RemoteHost><RemotePort>0</RemotePort><InternalClient>${PINHOLE_HOST}</InternalClient>` +
+    '<InternalPort>{PORT}</InternalPort><Protocol>6</Protocol><LeaseTime>3600</LeaseTime>',
+);
+const DEL_PINHOLE = fw6Envelope('DeletePinhole', '<UniqueID>{ID}</UniqueID>');
+
+/** pinhole ÷ IPv4 mapping, keep-alive, at each concurrency both were measured (perSecond and p50) */
+export function pinholeRatios(phases: readonly Phase[]): Record<string, { perSecond: number; p50: number }> {
+  const out: Record<string, { perSecond: number; p50: number }> = {};
+  for (const [op, v4, v6] of [
+    ['add', 'AddPortMapping', 'AddPinhole'],
+    ['delete', 'DeletePortMapping', 'DeletePinhole'],
+  ] as const) {
+    for (const b of phases.filter((p) => p.phase === v6 && p.keepAlive)) {
+      const a = phases.find((p) => p.phase === v4 && p.keepAlive && p.concurrency === b.concurrency);
+      if (a && a.perSecond > 0 && a.p50ms > 0)
+        out[`${op} c${b.concurrency}`] = { perSecond: round(b.perSecond / a.perSecond), p50: round(b.p50ms / a.p50ms) };
+    }
+  }
+  return out;
+}
 
 /** a trivial HTTP server that reads the body and answers a fixed SOAP-sized reply: the ceiling of node http here */
 async function echoCeiling(count: number): Promise<Phase[]> {
@@ -286,7 +324,12 @@ export async function run(opts: UpnpBenchOptions = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-upnp-'));
   const dataplane = opts.dataplane ?? createMemoryDataplane();
   const policyConfig = testPolicy({ maxLeasesPerClient: 1_000_000, reservedPorts: [] });
-  const policy = createPolicy(policyConfig);
+  // secure mode stays on; the loopback client stands for the LAN host whose address PINHOLE_HOST is (in portd the
+  // neighbour table says so, policy/same-host.ts): PCP's bench names its pinholes' hosts in a trusted THIRD_PARTY
+  const ownsPinholeHost = (client: string, target: string) => client.startsWith('127.') && target === PINHOLE_HOST;
+  const policy = createPolicy(policyConfig, {
+    sameHost: (a, b) => ({ same: ownsPinholeHost(a, b), reason: 'the bench: the loopback client owns it' }),
+  });
   const clock = createSystemClock();
   const metrics = createMetrics();
   const log = opts.log ?? pino({ level: 'silent' });
@@ -300,6 +343,8 @@ export async function run(opts: UpnpBenchOptions = {}) {
     externalAddress: '203.0.113.1',
   });
   const config: Config = { ...validateConfig({ upnp: { httpPort: 0, ssdp: false } }, 'bench'), policy: policyConfig };
+  // the server's UniqueIDs, so the DeletePinhole phase can name each pinhole the AddPinhole phase made
+  const pinholeIds = createPinholeDirectory(table);
   const server = createUpnpServer({
     config,
     leases: table,
@@ -314,6 +359,13 @@ export async function run(opts: UpnpBenchOptions = {}) {
     // one load generator is one client: measure portd, not the per-client or global limits (upnp.rateLimit: 0,
     // limits.soapRequestsPerSecond: 0)
     limits: { requestsPerSecond: 0, connectionsPerClient: 0, soapRequestsPerSecond: 0 },
+    pinholes: {
+      directory: pinholeIds,
+      status: () => ({ firewallEnabled: true, inboundPinholeAllowed: true }),
+      packets: async () => null,
+      outboundTimeout: () => 120,
+      sameHost: ownsPinholeHost,
+    },
   });
   const phases: Phase[] = [];
   let preloadMs = 0;
@@ -381,7 +433,15 @@ export async function run(opts: UpnpBenchOptions = {}) {
     // distinct external ports per phase (tcp, below the preload's tcp ports)
     let base = 2000;
     /** one phase, with what portd's main thread and its writer did meanwhile */
-    const measured = async (phase: string, template: string, c: number, keepAlive: boolean): Promise<Phase> => {
+    const measured = async (
+      phase: string,
+      template: string,
+      c: number,
+      keepAlive: boolean,
+      ids: readonly number[] | null = null,
+      target = url,
+      service = IPC2,
+    ): Promise<Phase> => {
       const sum = async () => {
         const h = await metrics.writerTickSize.get();
         const d = await metrics.dataplaneBatchSeconds.get();
@@ -394,7 +454,7 @@ export async function run(opts: UpnpBenchOptions = {}) {
       };
       const m0 = await sum();
       const elu0 = perfHooks.eventLoopUtilization();
-      const r = await generate(phase, url, template, hdr(phase), count, c, keepAlive, base);
+      const r = await generate(phase, target, template, hdr(phase, service), count, c, keepAlive, base, 30_000, ids);
       const elu = perfHooks.eventLoopUtilization(elu0);
       const m1 = await sum();
       const batches = m1.batches - m0.batches;
@@ -414,7 +474,20 @@ export async function run(opts: UpnpBenchOptions = {}) {
         base += count;
       }
     }
+    // pinholes on the same ports as the first (keep-alive) mapping phases, at the same concurrencies
+    const fw6Url = url.replace('/ctl/IPConn', '/ctl/IP6FCtl');
+    base = 2000;
+    for (const c of opts.concurrencies ?? [1, 8]) {
+      phases.push(await measured('AddPinhole', ADD_PINHOLE, c, true, null, fw6Url, FW6));
+      const ids = Array.from({ length: count }, (_, i) => {
+        const l = table.findByInternal('tcp', PINHOLE_HOST, base + i);
+        return l ? (pinholeIds.idOf(l) ?? 0) : 0;
+      });
+      phases.push(await measured('DeletePinhole', DEL_PINHOLE, c, true, ids, fw6Url, FW6));
+      base += count;
+    }
   } finally {
+    pinholeIds.close();
     await server.close();
     if (callback) {
       callback.closeAllConnections();
@@ -436,6 +509,8 @@ export async function run(opts: UpnpBenchOptions = {}) {
     subscriber: opts.subscribe ? { notifies } : null,
     cpus: os.cpus().length,
     phases,
+    /** pinhole ÷ IPv4 mapping, keep-alive, per concurrency: requests per second and median latency */
+    pinholeRatio: pinholeRatios(phases),
     frontend,
     echo,
   };
@@ -457,4 +532,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     ...res.frontend,
     ...res.echo,
   ] as unknown as Record<string, unknown>[]);
+  printTable(
+    'pinhole ÷ IPv4 mapping (keep-alive)',
+    Object.entries(res.pinholeRatio).map(([op, r]) => ({ op, perSecond: r.perSecond, p50: r.p50 })),
+  );
 }

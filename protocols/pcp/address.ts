@@ -38,72 +38,114 @@ export function readAddress(b: Uint8Array, offset: number): string {
     }
     i = j;
   }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  const head = hex.slice(0, bestStart).join(':');
-  const tail = hex.slice(bestStart + bestLen).join(':');
-  return `${head}::${tail}`;
-}
-
-function parseIpv4(s: string): number[] | null {
-  const parts = s.split('.');
-  if (parts.length !== 4) return null;
-  const out: number[] = [];
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out.push(n);
+  // a loop, not map/join: every PCP request and answer with an IPv6 address comes through here
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      out += '::';
+      i += bestLen - 1;
+      continue;
+    }
+    if (out !== '' && !out.endsWith(':')) out += ':';
+    out += groups[i]!.toString(16);
   }
   return out;
 }
 
-function parseIpv6(s: string): number[] | null {
-  let text = s;
-  const pct = text.indexOf('%');
-  if (pct >= 0) text = text.slice(0, pct); // zone id is not part of the address
-  let tailV4: number[] | null = null;
-  const lastColon = text.lastIndexOf(':');
-  if (text.includes('.', lastColon)) {
-    tailV4 = parseIpv4(text.slice(lastColon + 1));
-    if (!tailV4) return null;
-    text = `${text.slice(0, lastColon + 1)}0:0`;
-  }
-  const halves = text.split('::');
-  if (halves.length > 2) return null;
-  const parse = (h: string): number[] | null => {
-    if (h === '') return [];
-    const out: number[] = [];
-    for (const g of h.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
-      out.push(parseInt(g, 16));
+// The parsers below scan characters instead of splitting and testing regular expressions: every PCP request
+// and response goes through them (the THIRD_PARTY option, the assigned external address), and a pinhole's
+// IPv6 address cost ≈ 10 µs a parse the old way (issue 15 item 9, docs/benchmarks.md session 8).
+
+/** a hex digit's value, or -1 */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 97 && c <= 102) return c - 87; // a-f
+  if (c >= 65 && c <= 70) return c - 55; // A-F
+  return -1;
+}
+
+/** a dotted quad (four parts of 1-3 decimal digits, each ≤ 255) in s[from, to) into out[at..at+3] */
+function ipv4Into(s: string, from: number, to: number, out: Uint8Array, at: number): boolean {
+  let i = from;
+  for (let part = 0; part < 4; part++) {
+    if (part > 0) {
+      if (i >= to || s.charCodeAt(i) !== 46) return false; // '.'
+      i++;
     }
-    return out;
-  };
-  const left = parse(halves[0] ?? '');
-  const right = halves.length === 2 ? parse(halves[1] ?? '') : [];
-  if (!left || !right) return null;
-  let groups: number[];
-  if (halves.length === 2) {
-    const fill = 8 - left.length - right.length;
-    if (fill < 1) return null;
-    groups = [...left, ...new Array<number>(fill).fill(0), ...right];
-  } else {
-    groups = left;
+    const first = i;
+    let v = 0;
+    while (i < to && i - first < 4) {
+      const c = s.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      v = v * 10 + (c - 48);
+      i++;
+    }
+    if (i === first || i - first > 3 || v > 255) return false;
+    out[at + part] = v;
   }
-  if (groups.length !== 8) return null;
-  const bytes: number[] = [];
-  for (const g of groups) bytes.push(g >> 8, g & 0xff);
-  if (tailV4) bytes.splice(12, 4, ...tailV4);
-  return bytes;
+  return i === to;
+}
+
+/** IPv6 text (a zone id after '%' ignored, a dotted-quad tail allowed) into 16 octets, or null */
+function parseIpv6(s: string): Uint8Array | null {
+  const pct = s.indexOf('%');
+  const n = pct >= 0 ? pct : s.length; // the zone id is not part of the address
+  if (n < 2) return null;
+  const out = new Uint8Array(16);
+  let count = 0; // groups written so far, from the front; those after '::' move to the back at the end
+  let gap = -1;
+  let i = 0;
+  if (s.charCodeAt(0) === 58) {
+    if (s.charCodeAt(1) !== 58) return null;
+    gap = 0;
+    i = 2;
+  }
+  while (i < n) {
+    if (count === 8) return null;
+    const first = i;
+    let v = 0;
+    while (i < n && i - first < 5) {
+      const h = hexDigit(s.charCodeAt(i));
+      if (h < 0) break;
+      v = v * 16 + h;
+      i++;
+    }
+    if (i < n && s.charCodeAt(i) === 46) {
+      // a dotted-quad tail: the last two groups
+      if (count > 6 || !ipv4Into(s, first, n, out, 2 * count)) return null;
+      count += 2;
+      break;
+    }
+    if (i === first || i - first > 4) return null;
+    out[2 * count] = v >> 8;
+    out[2 * count + 1] = v & 255;
+    count++;
+    if (i === n) break;
+    if (s.charCodeAt(i) !== 58) return null;
+    i++;
+    if (i < n && s.charCodeAt(i) === 58) {
+      if (gap >= 0) return null; // a second '::'
+      gap = count;
+      i++;
+    } else if (i === n) return null; // a trailing lone ':'
+  }
+  if (gap < 0) return count === 8 ? out : null;
+  if (count > 7) return null; // '::' stands for at least one zero group
+  const tail = 2 * (count - gap);
+  out.copyWithin(16 - tail, 2 * gap, 2 * count);
+  out.fill(0, 2 * gap, 16 - tail);
+  return out;
 }
 
 /** text → 16 octets; IPv4 becomes IPv4-mapped. Returns null for text that is no address. */
 export function addressBytes(address: string): Uint8Array | null {
-  const v4 = parseIpv4(address);
-  if (v4) return Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4]);
-  const v6 = parseIpv6(address);
-  return v6 ? Uint8Array.from(v6) : null;
+  if (address.indexOf(':') < 0) {
+    const out = new Uint8Array(16);
+    out[10] = 0xff;
+    out[11] = 0xff;
+    return ipv4Into(address, 0, address.length, out, 12) ? out : null;
+  }
+  return parseIpv6(address);
 }
 
 /** writes `address` into 16 octets at `offset`; throws TypeError for text that is no address (encoder misuse) */

@@ -8,35 +8,94 @@
  * only: `2001:DB8::01` and `2001:db8:0:0::1` must be one key, or a client could hold two pinholes
  * for one endpoint and a quota count one host twice.
  */
-import { isIPv4, isIPv6 } from 'node:net';
+/** a hex digit's value, or -1 */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 97 && c <= 102) return c - 87; // a-f
+  if (c >= 65 && c <= 70) return c - 55; // A-F
+  return -1;
+}
 
-/** 16 bytes of an IPv6 address; null when `text` is not one (a zone `%eth0` is not accepted here) */
+/**
+ * A dotted quad from `i` to the end of `text` into out[at..at+3], as node's isIPv4 accepts it (four decimal
+ * parts 0-255, no leading zeros); false when it is not one.
+ */
+function dottedQuadInto(text: string, i: number, out: Uint8Array, at: number): boolean {
+  const n = text.length;
+  for (let part = 0; part < 4; part++) {
+    if (part > 0) {
+      if (i >= n || text.charCodeAt(i) !== 46) return false; // '.'
+      i++;
+    }
+    const first = i;
+    let v = 0;
+    while (i < n && i - first < 4) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      v = v * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - first;
+    if (digits === 0 || digits > 3 || v > 255 || (digits > 1 && text.charCodeAt(first) === 48)) return false;
+    out[at + part] = v;
+  }
+  return i === n;
+}
+
+/**
+ * 16 bytes of an IPv6 address; null when `text` is not one (a zone `%eth0` is not accepted here).
+ * Accepts what node's `isIPv6` accepts (groups of 1-4 hex digits, one `::`, a dotted-quad tail in place of the
+ * last two groups), without its regular expression: this runs several times on every pinhole request, and
+ * `isIPv6` plus a split-and-map parse was ≈ 15 µs a call (issue 15 item 9, docs/benchmarks.md session 8).
+ */
 export function parseIPv6(text: string): Uint8Array | null {
-  if (text.includes('%') || !isIPv6(text)) return null; // node's isIPv6 accepts a zone
-  // a trailing dotted quad (`::ffff:192.0.2.1`, `64:ff9b::192.0.2.1`) is the last two groups
-  let hexText = text;
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (isIPv4(tail)) {
-    const q = tail.split('.').map(Number);
-    const hi = ((q[0]! << 8) | q[1]!).toString(16);
-    hexText = `${text.slice(0, lastColon + 1)}${hi}:${((q[2]! << 8) | q[3]!).toString(16)}`;
-  }
-  const groupsOf = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => Number.parseInt(g, 16)));
-  const dbl = hexText.indexOf('::');
-  let groups: number[];
-  if (dbl < 0) groups = groupsOf(hexText);
-  else {
-    const left = groupsOf(hexText.slice(0, dbl));
-    const right = groupsOf(hexText.slice(dbl + 2));
-    groups = [...left, ...new Array<number>(Math.max(0, 8 - left.length - right.length)).fill(0), ...right];
-  }
-  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) return null;
+  const n = text.length;
+  if (n < 2 || n > 45) return null;
   const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 255;
-  });
+  // groups are written from the front; the ones after `::` are moved to the back at the end
+  let count = 0;
+  let gap = -1;
+  let i = 0;
+  if (text.charCodeAt(0) === 58) {
+    if (text.charCodeAt(1) !== 58) return null; // a lone leading ':'
+    gap = 0;
+    i = 2;
+  }
+  while (i < n) {
+    if (count === 8) return null;
+    const first = i;
+    let v = 0;
+    while (i < n && i - first < 5) {
+      const h = hexDigit(text.charCodeAt(i));
+      if (h < 0) break;
+      v = v * 16 + h;
+      i++;
+    }
+    if (i < n && text.charCodeAt(i) === 46) {
+      // a dotted-quad tail: the last two groups (RFC 4291 §2.2 form 3)
+      if (count > 6 || !dottedQuadInto(text, first, out, 2 * count)) return null;
+      count += 2;
+      break;
+    }
+    const digits = i - first;
+    if (digits === 0 || digits > 4) return null;
+    out[2 * count] = v >> 8;
+    out[2 * count + 1] = v & 255;
+    count++;
+    if (i === n) break;
+    if (text.charCodeAt(i) !== 58) return null; // not ':' (a zone '%', a stray character)
+    i++;
+    if (i < n && text.charCodeAt(i) === 58) {
+      if (gap >= 0) return null; // a second '::'
+      gap = count;
+      i++;
+    } else if (i === n) return null; // a trailing lone ':'
+  }
+  if (gap < 0) return count === 8 ? out : null;
+  if (count > 7) return null; // '::' stands for at least one zero group
+  const tail = 2 * (count - gap);
+  out.copyWithin(16 - tail, 2 * gap, 2 * count);
+  out.fill(0, 2 * gap, 16 - tail);
   return out;
 }
 
@@ -49,27 +108,33 @@ function isV4Mapped(b: Uint8Array): boolean {
 export function formatIPv6(b: Uint8Array): string {
   if (b.length !== 16) throw new RangeError(`an IPv6 address has 16 bytes, got ${b.length}`);
   if (isV4Mapped(b)) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`; // §5
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((b[2 * i]! << 8) | b[2 * i + 1]!);
   // the longest run of zero groups, length ≥ 2 (§4.2.2), the first on a tie (§4.2.3)
   let bestAt = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
+    if (b[2 * i] !== 0 || b[2 * i + 1] !== 0) {
       i++;
       continue;
     }
     let j = i;
-    while (j < 8 && g[j] === 0) j++;
+    while (j < 8 && b[2 * j] === 0 && b[2 * j + 1] === 0) j++;
     if (j - i > bestLen) {
       bestAt = i;
       bestLen = j - i;
     }
     i = j;
   }
-  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(':');
-  if (bestAt < 0) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestAt) {
+      out += '::';
+      i += bestLen - 1;
+      continue;
+    }
+    if (out !== '' && !out.endsWith(':')) out += ':';
+    out += (((b[2 * i]! << 8) | b[2 * i + 1]!) >>> 0).toString(16);
+  }
+  return out;
 }
 
 /** the canonical text of an IPv6 address, or null when `text` is not one */

@@ -339,8 +339,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     >,
     now: number,
   ): DataplaneEntry {
+    // the optional keys come last: a spread that opens an object literal (`{ ...(six ? { family: 6 } : {}), id… }`)
+    // takes V8's slow path, 15-40 µs an object in node 20, and made every pinhole grant cost 1.5× a mapping's
+    // (issue 15 item 9, docs/benchmarks.md session 8)
     return {
-      ...(l.family === 6 ? { family: 6 as const } : {}),
       id: l.id,
       protocol: l.protocol,
       externalAddress: l.externalAddress,
@@ -349,9 +351,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       internalAddress: l.internalAddress,
       internalPort: l.internalPort,
       remoteAddress: l.remoteAddress,
+      timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
+      ...(l.family === 6 ? { family: 6 as const } : {}),
       // a pinhole's remote filter may be a prefix (PCP FILTER, RFC 6887 §13.3): the dataplane keys on it
       ...(l.family === 6 && l.remotePrefix !== null && l.remotePrefix < 128 ? { remotePrefix: l.remotePrefix } : {}),
-      timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
     };
   }
   /** the active lease holding any external port in [start, end] (the lowest such port's holder) */

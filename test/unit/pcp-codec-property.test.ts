@@ -1,7 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { isIP } from 'node:net';
 import {
+  addressBytes,
+  readAddress,
   decodeNatPmpRequest,
   decodeNatPmpResponse,
   decodePcpRequest,
@@ -210,4 +213,27 @@ test('property: NAT-PMP request/response round trip', () => {
     }),
     { numRuns: RUNS },
   );
+});
+
+// addressBytes scans characters (issue 15 item 9: split-and-regex parsing was a pinhole request's extra cost):
+// it accepts a dotted quad (leading zeros allowed) or IPv6 text with an optional zone, as node:net says
+test('property: addressBytes accepts the IPv4 and IPv6 text node:net accepts, and round-trips it', () => {
+  const group = fc.oneof(
+    fc.constant('0'),
+    fc.stringMatching(/^[0-9a-fA-F]{1,5}$/),
+    fc.constant(''),
+    fc.constant('g'),
+    fc.tuple(fc.integer({ min: 0, max: 300 }), fc.nat(255), fc.nat(255)).map(([a, b, c]) => `${a}.${b}.${c}.9`),
+  );
+  fc.assert(
+    fc.property(fc.array(group, { maxLength: 10 }), fc.boolean(), fc.boolean(), (groups, lead, zone) => {
+      const text = (lead ? ':' : '') + groups.join(':') + (zone && groups.length > 1 ? '%eth0' : '');
+      const bytes = addressBytes(text);
+      assert.equal(bytes !== null, isIP(text) !== 0, text);
+      if (bytes) assert.deepEqual(addressBytes(readAddress(bytes, 0)), bytes, text);
+    }),
+    { numRuns: 20000 },
+  );
+  assert.deepEqual([...addressBytes('010.1.2.3')!].slice(10), [0xff, 0xff, 10, 1, 2, 3]);
+  assert.equal(addressBytes('1.2.3.4%eth0'), null);
 });

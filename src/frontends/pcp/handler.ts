@@ -317,7 +317,6 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     const ext = s.family === 6 ? s.internalAddress : leases.externalAddress();
     const nonce = nonceHex(m.nonce);
     const common = {
-      ...(s.family === 6 ? { family: 6 as const } : {}),
       source: 'pcp' as const,
       identity: 'internal' as const,
       protocol: s.protocol,
@@ -327,6 +326,8 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
       nonce,
       thirdPartyAllowed: s.thirdParty,
       actor: `pcp:${source}`,
+      // last: a spread that opens an object literal takes V8's slow path (15-40 µs; table.ts toEntry)
+      ...(s.family === 6 ? { family: 6 as const } : {}),
     };
 
     if (req.lifetime === 0) {
