@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createMemoryDataplane } from '../../src/dataplane/memory.js';
-import { START_BYTES } from '../../src/leases/checkpointer.js';
+import { MAIN_BYTES, START_BYTES } from '../../src/leases/checkpointer.js';
 import { createFixedClock } from '../../src/leases/clock.js';
 import { createLeaseTable } from '../../src/leases/table.js';
 import { createPolicy } from '../../src/policy/policy.js';
@@ -141,16 +141,36 @@ describe('WAL checkpointer', () => {
     }
   });
 
-  it('a small WAL is checkpointed once due (60 periods), then the worker stops again', async () => {
+  it('a small WAL (up to 256 KiB) is checkpointed once due (60 periods) by the main thread, without a worker', async () => {
+    const { path, table, write } = open(50); // due after 3 s
+    try {
+      const ck = table.store.checkpointer!;
+      const idleThreads = threads();
+      await write(1);
+      const before = size(path);
+      const wal = size(`${path}-wal`);
+      assert.ok(wal > 0 && wal <= MAIN_BYTES, `WAL ${wal} B`);
+      await sleep(1000);
+      assert.equal(size(`${path}-wal`), wal, 'not yet due');
+      assert.ok(await until(() => size(`${path}-wal`) === 0, 4000), 'checkpointed and truncated when due');
+      assert.ok(size(path) > before, 'the pages are in the database file');
+      assert.equal(ck.starts(), 0, 'no worker was started');
+      assert.equal(threads(), idleThreads, 'no extra thread');
+      assert.equal(table.list({ state: 'active' }).total, 50);
+    } finally {
+      await table.close();
+    }
+  });
+
+  it('a due WAL between 256 KiB and 1 MiB is checkpointed by the worker, which then stops again', async () => {
     const { path, table, write } = open(50); // due after 3 s, quiet 1 s to stop
     try {
       const ck = table.store.checkpointer!;
-      await write(1);
+      for (let i = 0; i < 20 && size(`${path}-wal`) <= MAIN_BYTES; i++) await write(1);
+      const wal = size(`${path}-wal`);
+      assert.ok(wal > MAIN_BYTES && wal < START_BYTES, `WAL ${wal} B`);
       const before = size(path);
-      assert.ok(size(`${path}-wal`) > 0);
-      await sleep(1000);
-      assert.equal(ck.running(), false, 'not yet due');
-      assert.ok(await until(() => ck.starts() === 1, 4000), 'started when due');
+      assert.ok(await until(() => ck.starts() === 1, 5000), 'started when due');
       assert.ok(await until(() => !ck.running() && size(`${path}-wal`) === 0, 5000), 'stopped, WAL truncated');
       assert.ok(size(path) > before, 'the pages are in the database file');
     } finally {
