@@ -37,6 +37,8 @@ export interface CheckpointerOptions {
   readonly dueMs?: number;
   /** the worker stops after the WAL was caught up and unchanged this long (default 20 periods: 10 s) */
   readonly idleMs?: number;
+  /** the worker went idle and exited: its isolate and malloc arena are free, a GC and malloc_trim get them back */
+  readonly onStopped?: () => void;
 }
 
 export interface Checkpointer {
@@ -177,6 +179,7 @@ export function createCheckpointer(db: Database.Database, o: CheckpointerOptions
         worker = null;
         nonEmptySince = null;
         if (!wentIdle) fallBack(`exit ${code}`);
+        else if (!stopping) o.onStopped?.();
         resolve();
       }),
     );

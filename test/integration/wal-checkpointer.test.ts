@@ -39,12 +39,12 @@ async function until(what: () => boolean, ms: number): Promise<boolean> {
   return what();
 }
 
-function open(checkpointIntervalMs: number) {
+function open(checkpointIntervalMs: number, onCheckpointerStopped?: () => void) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-ckpt-'));
   dirs.push(dir);
   const path = join(dir, 'portd.sqlite');
   const table = createLeaseTable({
-    database: { path, checkpointIntervalMs },
+    database: { path, checkpointIntervalMs, ...(onCheckpointerStopped ? { onCheckpointerStopped } : {}) },
     dataplane: createMemoryDataplane(),
     policy: createPolicy(testPolicy({ maxLeasesPerClient: 100_000 })),
     clock: createFixedClock(),
@@ -162,8 +162,9 @@ describe('WAL checkpointer', () => {
     }
   });
 
-  it('a due WAL between 256 KiB and 1 MiB is checkpointed by the worker, which then stops again', async () => {
-    const { path, table, write } = open(50); // due after 3 s, quiet 1 s to stop
+  it('a due WAL between 256 KiB and 1 MiB is checkpointed by the worker, which then stops again and says so', async () => {
+    let stopped = 0;
+    const { path, table, write } = open(50, () => stopped++); // due after 3 s, quiet 1 s to stop
     try {
       const ck = table.store.checkpointer!;
       for (let i = 0; i < 20 && size(`${path}-wal`) <= MAIN_BYTES; i++) await write(1);
@@ -171,11 +172,14 @@ describe('WAL checkpointer', () => {
       assert.ok(wal > MAIN_BYTES && wal < START_BYTES, `WAL ${wal} B`);
       const before = size(path);
       assert.ok(await until(() => ck.starts() === 1, 5000), 'started when due');
+      assert.equal(stopped, 0, 'no onCheckpointerStopped while it runs');
       assert.ok(await until(() => !ck.running() && size(`${path}-wal`) === 0, 5000), 'stopped, WAL truncated');
       assert.ok(size(path) > before, 'the pages are in the database file');
+      assert.ok(await until(() => stopped === 1, 1000), 'onCheckpointerStopped once it exited (main.ts: idle GC)');
     } finally {
       await table.close();
     }
+    assert.equal(stopped, 1, 'not again for the close');
   });
 
   it('a WAL left by a killed portd is checkpointed when the next one opens the database', async () => {
