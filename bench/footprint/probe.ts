@@ -7,7 +7,8 @@
  * megabyte, not a bench with a target: bench/footprint.ts is that.
  *
  *   node --import tsx bench/footprint/probe.ts [--cmd "node --flags dist/src/cli.js"] [--env K=V,K2=V2]
- *        [--settle 20] [--late 50] [--runs 2] [--loopback] [--leases 0] [--smaps] [--log copy-of-portd-log] [--json out.json]
+ *        [--settle 20] [--late 50] [--runs 2] [--loopback] [--leases 0] [--smaps] [--log copy-of-portd-log]
+ *        [--json out.json]
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
