@@ -273,7 +273,8 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   // trigger rules are known once the manager runs (after the table): until then no port is a trigger's
   let triggerPort: (protocol: 'tcp' | 'udp', port: number) => string | null = () => null;
   const leases = createLeaseTable({
-    database: config.database,
+    // the WAL checkpointer's worker leaves its arena behind (≈ 2 MiB): docs/benchmarks.md, "Session 8: footprint"
+    database: { ...config.database, onCheckpointerStopped: () => idleGc.released() },
     dataplane,
     policy: policyRef,
     clock,

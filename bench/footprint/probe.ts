@@ -7,7 +7,8 @@
  * megabyte, not a bench with a target: bench/footprint.ts is that.
  *
  *   node --import tsx bench/footprint/probe.ts [--cmd "node --flags dist/src/cli.js"] [--env K=V,K2=V2]
- *        [--settle 20] [--runs 2] [--loopback] [--leases 0] [--smaps] [--log copy-of-portd-log] [--json out.json]
+ *        [--settle 20] [--late 50] [--runs 2] [--loopback] [--leases 0] [--smaps] [--log copy-of-portd-log]
+ *        [--json out.json]
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +26,8 @@ const has = (name: string) => process.argv.includes(`--${name}`);
 const SETTLE_S = Number(argS('settle') ?? 20);
 const RUNS = Number(argS('runs') ?? 2);
 const LEASES = Number(argS('leases') ?? 0);
+/** a second idle sample this long after ready (0: none): past the WAL checkpointer's due point (30 s) */
+const LATE_S = Number(argS('late') ?? 0);
 const STEM = argS('stem') ?? 'pdpr';
 const ENV = Object.fromEntries(
   (argS('env') ?? '')
@@ -73,6 +76,7 @@ interface Sample {
   threads: Record<string, number>;
   smaps?: Record<string, number>;
   withLeases?: { rss: number; anon: number; file: number } | null;
+  late?: { rss: number; anon: number; file: number } | null;
 }
 
 async function once(argv: readonly string[], run: number): Promise<Sample> {
@@ -102,6 +106,10 @@ async function once(argv: readonly string[], run: number): Promise<Sample> {
     await sleep(SETTLE_S * 1000);
     const m = memOf(pid)!;
     const s: Sample = { ...m, threads: threads(pid), ...(has('smaps') ? { smaps: smaps(pid) } : {}) };
+    if (LATE_S > SETTLE_S) {
+      await sleep((LATE_S - SETTLE_S) * 1000);
+      s.late = memOf(pid);
+    }
     if (LEASES > 0) {
       // the loopback portd listens on the gateway's lo: the generator runs there too
       await pcpPreload(lab, {
@@ -134,6 +142,7 @@ async function main(): Promise<void> {
     const s = await once(cmd.argv, i);
     say(
       `run ${i + 1}: rss ${s.rss} (anon ${s.anon} + file ${s.file})` +
+        (s.late ? `; at ${LATE_S} s: ${s.late.rss} (${s.late.anon}+${s.late.file})` : '') +
         (s.withLeases ? `; ${LEASES} leases: ${s.withLeases.rss} (${s.withLeases.anon}+${s.withLeases.file})` : '') +
         ` threads ${JSON.stringify(s.threads)}`,
     );
@@ -151,6 +160,7 @@ async function main(): Promise<void> {
     rss: range('rss'),
     anon: range('anon'),
     file: range('file'),
+    late: samples.map((s) => s.late?.rss ?? null),
     withLeases: samples.map((s) => s.withLeases?.rss ?? null),
     samples,
   };

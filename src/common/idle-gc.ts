@@ -45,6 +45,12 @@ export interface IdleGc {
    * business measured from now (the start itself was busy)
    */
   started(delayMs?: number): void;
+  /**
+   * memory outside this heap was just given up (the WAL checkpointer's worker exited: its isolate and malloc
+   * arena, leases/checkpointer.ts): the next quiet look, in `delayMs` (default 1 s) or later, collects and
+   * trims whatever the RSS — the RSS fell rather than grew, so the growth rule would never look again
+   */
+  released(delayMs?: number): void;
   stop(): void;
 }
 
@@ -73,6 +79,13 @@ export function createIdleGc(o: IdleGcOptions): IdleGc {
     started: (delayMs = 3000) => {
       if (!o.gc) return;
       o.busy();
+      soon = setTimeout(check, delayMs);
+      soon.unref();
+    },
+    released: (delayMs = 1000) => {
+      if (!o.gc) return;
+      base = 0;
+      if (soon) clearTimeout(soon);
       soon = setTimeout(check, delayMs);
       soon.unref();
     },

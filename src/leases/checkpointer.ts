@@ -10,6 +10,12 @@
  * WAL has been fully checkpointed and unchanged for idleMs, after truncating it to zero bytes — so while
  * it is stopped, the WAL's size is exactly what was written since, and nothing is lost by waiting: the
  * WAL is as durable as the database file (kill -9 and a start with a full WAL are recovered by SQLite).
+ *
+ * A due WAL of at most MAIN_BYTES (the start's few writes, a renewal now and then: the usual case on a
+ * quiet router) is not worth a worker: once it has not changed for one period and no transaction is open,
+ * the main thread checkpoints it itself (TRUNCATE: at most 64 pages copied and one fsync of the database
+ * file, a few ms on the event loop, at a moment nothing was written). Anything larger, a checkpoint that
+ * finds a reader in the way, or a WAL that keeps changing for another dueMs, starts the worker as before.
  */
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,6 +24,8 @@ import type Database from 'better-sqlite3';
 
 /** a WAL this large starts the worker at once */
 export const START_BYTES = 1024 * 1024;
+/** a due WAL up to this size is checkpointed on the main thread, at a quiet moment, without a worker */
+export const MAIN_BYTES = 256 * 1024;
 
 export interface CheckpointerOptions {
   readonly path: string;
@@ -29,6 +37,8 @@ export interface CheckpointerOptions {
   readonly dueMs?: number;
   /** the worker stops after the WAL was caught up and unchanged this long (default 20 periods: 10 s) */
   readonly idleMs?: number;
+  /** the worker went idle and exited: its isolate and malloc arena are free, a GC and malloc_trim get them back */
+  readonly onStopped?: () => void;
 }
 
 export interface Checkpointer {
@@ -36,6 +46,8 @@ export interface Checkpointer {
   running(): boolean;
   /** how many times it was started */
   starts(): number;
+  /** how many small WALs the main thread checkpointed itself (MAIN_BYTES) */
+  checkpointedHere(): number;
   /** stops the worker (resolves once its connection is closed) and the watch */
   stop(): Promise<void>;
 }
@@ -120,7 +132,9 @@ export function createCheckpointer(db: Database.Database, o: CheckpointerOptions
   let failed = false;
   let stopping = false;
   let starts = 0;
+  let here = 0;
   let nonEmptySince: number | null = null;
+  let lastSize = -1;
   db.pragma('wal_autocheckpoint = 0');
 
   const fallBack = (why: string) => {
@@ -165,21 +179,53 @@ export function createCheckpointer(db: Database.Database, o: CheckpointerOptions
         worker = null;
         nonEmptySince = null;
         if (!wentIdle) fallBack(`exit ${code}`);
+        else if (!stopping) o.onStopped?.();
         resolve();
       }),
     );
+  };
+  /** a TRUNCATE checkpoint of a small WAL on this connection; false: not done (the worker's turn) */
+  const checkpointHere = (): boolean => {
+    if (db.inTransaction) return false;
+    // no waiting on the event loop for a reader (another process's) to finish: busy is the worker's case
+    const timeout = db.pragma('busy_timeout', { simple: true }) as number;
+    try {
+      db.pragma('busy_timeout = 0');
+      const r = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      if (r[0]?.busy !== 0 || walSize(o.path) !== 0) return false;
+    } catch {
+      return false;
+    } finally {
+      try {
+        db.pragma(`busy_timeout = ${timeout}`);
+      } catch {
+        /* closed */
+      }
+    }
+    here++;
+    nonEmptySince = null;
+    return true;
   };
   // the watch: one stat of the WAL per period while the worker is stopped
   const look = () => {
     if (worker || failed || stopping) return;
     const size = walSize(o.path);
+    const quiet = size === lastSize;
+    lastSize = size;
     if (size === 0) {
       nonEmptySince = null;
       return;
     }
     const now = Date.now();
     nonEmptySince ??= now;
-    if (size >= START_BYTES || now - nonEmptySince >= dueMs) start();
+    if (size >= START_BYTES) start();
+    else if (now - nonEmptySince >= dueMs) {
+      if (size > MAIN_BYTES || now - nonEmptySince >= 2 * dueMs) start();
+      else if (quiet) {
+        if (checkpointHere()) lastSize = 0;
+        else start();
+      }
+    }
   };
   const watch = setInterval(look, Math.max(20, Math.min(1000, o.intervalMs)));
   watch.unref();
@@ -189,6 +235,7 @@ export function createCheckpointer(db: Database.Database, o: CheckpointerOptions
   return {
     running: () => worker !== null,
     starts: () => starts,
+    checkpointedHere: () => here,
     async stop() {
       stopping = true;
       clearInterval(watch);

@@ -204,6 +204,8 @@ export interface OpenStoreOptions {
   readonly checkpointIntervalMs?: number;
   /** where the store reports trouble it works around (the checkpointer failing) */
   readonly onWarning?: (message: string) => void;
+  /** the checkpointer's worker went idle and exited (main.ts: the idle GC collects and trims what it left) */
+  readonly onCheckpointerStopped?: () => void;
 }
 
 /** starts the checkpointer (checkpointer.ts); the store closes it first on close */
@@ -215,6 +217,7 @@ function startCheckpointer(db: Database.Database, opts: OpenStoreOptions): Check
     intervalMs,
     synchronous: opts.synchronous === 'full' ? 'FULL' : 'NORMAL',
     warn: opts.onWarning ?? (() => {}),
+    ...(opts.onCheckpointerStopped ? { onStopped: opts.onCheckpointerStopped } : {}),
   });
 }
 

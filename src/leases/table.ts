@@ -41,6 +41,7 @@ export interface LeaseTableOptions {
     readonly path: string;
     readonly synchronous?: 'normal' | 'full';
     readonly checkpointIntervalMs?: number;
+    readonly onCheckpointerStopped?: () => void;
   };
   readonly dataplane: Dataplane;
   readonly policy: Policy;

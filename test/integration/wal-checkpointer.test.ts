@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createMemoryDataplane } from '../../src/dataplane/memory.js';
-import { START_BYTES } from '../../src/leases/checkpointer.js';
+import { MAIN_BYTES, START_BYTES } from '../../src/leases/checkpointer.js';
 import { createFixedClock } from '../../src/leases/clock.js';
 import { createLeaseTable } from '../../src/leases/table.js';
 import { createPolicy } from '../../src/policy/policy.js';
@@ -39,12 +39,12 @@ async function until(what: () => boolean, ms: number): Promise<boolean> {
   return what();
 }
 
-function open(checkpointIntervalMs: number) {
+function open(checkpointIntervalMs: number, onCheckpointerStopped?: () => void) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-ckpt-'));
   dirs.push(dir);
   const path = join(dir, 'portd.sqlite');
   const table = createLeaseTable({
-    database: { path, checkpointIntervalMs },
+    database: { path, checkpointIntervalMs, ...(onCheckpointerStopped ? { onCheckpointerStopped } : {}) },
     dataplane: createMemoryDataplane(),
     policy: createPolicy(testPolicy({ maxLeasesPerClient: 100_000 })),
     clock: createFixedClock(),
@@ -141,21 +141,45 @@ describe('WAL checkpointer', () => {
     }
   });
 
-  it('a small WAL is checkpointed once due (60 periods), then the worker stops again', async () => {
-    const { path, table, write } = open(50); // due after 3 s, quiet 1 s to stop
+  it('a small WAL (up to 256 KiB) is checkpointed once due (60 periods) by the main thread, without a worker', async () => {
+    const { path, table, write } = open(50); // due after 3 s
     try {
       const ck = table.store.checkpointer!;
+      const idleThreads = threads();
       await write(1);
       const before = size(path);
-      assert.ok(size(`${path}-wal`) > 0);
+      const wal = size(`${path}-wal`);
+      assert.ok(wal > 0 && wal <= MAIN_BYTES, `WAL ${wal} B`);
       await sleep(1000);
-      assert.equal(ck.running(), false, 'not yet due');
-      assert.ok(await until(() => ck.starts() === 1, 4000), 'started when due');
-      assert.ok(await until(() => !ck.running() && size(`${path}-wal`) === 0, 5000), 'stopped, WAL truncated');
+      assert.equal(size(`${path}-wal`), wal, 'not yet due');
+      assert.ok(await until(() => size(`${path}-wal`) === 0, 4000), 'checkpointed and truncated when due');
       assert.ok(size(path) > before, 'the pages are in the database file');
+      assert.equal(ck.starts(), 0, 'no worker was started');
+      assert.equal(threads(), idleThreads, 'no extra thread');
+      assert.equal(table.list({ state: 'active' }).total, 50);
     } finally {
       await table.close();
     }
+  });
+
+  it('a due WAL between 256 KiB and 1 MiB is checkpointed by the worker, which then stops again and says so', async () => {
+    let stopped = 0;
+    const { path, table, write } = open(50, () => stopped++); // due after 3 s, quiet 1 s to stop
+    try {
+      const ck = table.store.checkpointer!;
+      for (let i = 0; i < 20 && size(`${path}-wal`) <= MAIN_BYTES; i++) await write(1);
+      const wal = size(`${path}-wal`);
+      assert.ok(wal > MAIN_BYTES && wal < START_BYTES, `WAL ${wal} B`);
+      const before = size(path);
+      assert.ok(await until(() => ck.starts() === 1, 5000), 'started when due');
+      assert.equal(stopped, 0, 'no onCheckpointerStopped while it runs');
+      assert.ok(await until(() => !ck.running() && size(`${path}-wal`) === 0, 5000), 'stopped, WAL truncated');
+      assert.ok(size(path) > before, 'the pages are in the database file');
+      assert.ok(await until(() => stopped === 1, 1000), 'onCheckpointerStopped once it exited (main.ts: idle GC)');
+    } finally {
+      await table.close();
+    }
+    assert.equal(stopped, 1, 'not again for the close');
   });
 
   it('a WAL left by a killed portd is checkpointed when the next one opens the database', async () => {

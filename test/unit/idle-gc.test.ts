@@ -88,6 +88,40 @@ describe('idle GC', () => {
     h.stop();
   });
 
+  it('released(): the next quiet look collects and trims though the RSS fell; while busy it waits', async () => {
+    let rss = 80 * MiB;
+    let busy = 0;
+    const calls: string[] = [];
+    const g = createIdleGc({
+      gc: () => calls.push('gc'),
+      trim: () => {
+        calls.push('trim');
+        rss -= 2 * MiB;
+      },
+      rss: () => rss,
+      busy: () => busy,
+      intervalMs: 3_600_000,
+    });
+    try {
+      rss = 72 * MiB; // the worker's isolate went
+      assert.equal(g.check(), false, 'a smaller RSS alone does not collect');
+      busy = 0.5;
+      g.released(30);
+      await new Promise((r) => setTimeout(r, 150));
+      assert.deepEqual(calls, [], 'not while the loop is busy');
+      busy = 0;
+      assert.equal(g.check(), true, 'the next quiet look collects');
+      assert.deepEqual(calls, ['gc', 'trim']);
+      assert.equal(rss, 70 * MiB);
+      assert.equal(g.check(), false, 'once');
+      g.released(30);
+      await new Promise((r) => setTimeout(r, 150));
+      assert.deepEqual(calls, ['gc', 'trim', 'gc', 'trim'], 'by its own timer when quiet');
+    } finally {
+      g.stop();
+    }
+  });
+
   it('started(): one look shortly after, with the loop measured from then', async () => {
     let gcs = 0;
     let measured = 0;
