@@ -18,6 +18,7 @@ import type { Metrics } from '../metrics.js';
 import { ErrorCode, PortdError } from '../errors.js';
 import { isLoopbackListen, adminListen, resolveAdminToken } from './auth.js';
 import type { ResolvedAdminToken } from './auth.js';
+import { createRequestGuard, proxyHeaderOf } from './request-guard.js';
 import type { AdminRoutePlugin, AdminServer, WanStatusInfo } from './server.js';
 
 export interface StartAdminOptions {
@@ -117,7 +118,7 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
     self = [`${address.includes(':') ? `[${address}]` : address}:${port}`];
     return Object.assign(server, { address, port, token });
   }
-  const lazy = await listenLazily(o.config.admin.listen, build, log);
+  const lazy = await listenLazily(o.config.admin.listen, build, log, o.config.admin.allowedHosts);
   self = [`${lazy.address.includes(':') ? `[${lazy.address}]` : lazy.address}:${lazy.port}`];
   return {
     get app() {
@@ -132,16 +133,50 @@ export async function startAdmin(o: StartAdminOptions): Promise<RunningAdmin> {
   };
 }
 
+/** the liveness answer of the lazy gate: the same body and type as the app's /healthz route */
+const HEALTHZ_BODY = '{"ok":true}';
+const HEALTHZ_HEAD =
+  'HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\n' +
+  `content-length: ${HEALTHZ_BODY.length}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n`;
+
+/**
+ * Reads a whole `GET|HEAD /healthz` request head from the first chunk of a connection; null for
+ * anything else (another request, a head split over chunks, a body): those go to the app.
+ */
+function healthzRequest(chunk: Buffer): { method: string; headers: Record<string, string> } | null {
+  const end = chunk.indexOf('\r\n\r\n');
+  if (end < 0 || end + 4 !== chunk.length) return null;
+  const lines = chunk.subarray(0, end).toString('latin1').split('\r\n');
+  const m = /^(GET|HEAD) \/healthz HTTP\/1\.[01]$/.exec(lines[0] ?? '');
+  if (!m) return null;
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(':');
+    if (i <= 0) return null;
+    const name = line.slice(0, i).trim().toLowerCase();
+    // a repeated header, or a body announced: the app's parser decides, not this shortcut
+    if (name in headers || name === 'content-length' || name === 'transfer-encoding') return null;
+    headers[name] = line.slice(i + 1).trim();
+  }
+  return { method: m[1]!, headers };
+}
+
 /**
  * Binds `listen` with a plain net.Server whose connections wait (paused) until `build` has made the
  * app; the first one starts the build. The bound handle then moves to the app's http.Server, and the
  * waiting connections are given to it. A failed build closes the waiting connections and is retried
  * at the next connection.
+ *
+ * A liveness probe (`GET /healthz`, passing the same Host/Origin guard as the app) is answered by the
+ * gate itself while the app is not built: building it imports and compiles the whole admin API (1-2 s
+ * idle, 4-6 s on a loaded machine, under tsx more), so the first probe timed out (curl -m 5), and a
+ * probe every few seconds would have built the app on a router nobody administers.
  */
-async function listenLazily(
+export async function listenLazily(
   listen: string,
   build: () => Promise<AdminServer>,
   log: Logger,
+  allowedHosts?: readonly string[],
 ): Promise<{ address: string; port: number; app(): AdminServer['app'] | undefined; close(): Promise<void> }> {
   const { host, port } = adminListen(listen);
   const gate: Server = createServer({ pauseOnConnect: true });
@@ -149,6 +184,16 @@ async function listenLazily(
   let server: AdminServer | null = null;
   let building: Promise<void> | null = null;
   let closed = false;
+  /** connections whose first chunk is awaited */
+  let reading = 0;
+  const guard = createRequestGuard({
+    listen,
+    ...(allowedHosts ? { allowedHosts } : {}),
+    boundPort: () => {
+      const a = gate.address();
+      return typeof a === 'object' && a ? a.port : null;
+    },
+  });
   const start = () => {
     building ??= build()
       .then(async (s) => {
@@ -178,14 +223,14 @@ async function listenLazily(
         building = null;
       });
   };
-  gate.on('connection', (sock: Socket) => {
+  const handOver = (sock: Socket) => {
     if (server) {
       server.app.server.emit('connection', sock);
       sock.resume();
       return;
     }
     // bounded: a flood of connections during the build is refused, not queued without end
-    if (waiting.length >= 256) {
+    if (waiting.length >= 256 || closed) {
       sock.destroy();
       return;
     }
@@ -195,6 +240,51 @@ async function listenLazily(
       if (i >= 0) waiting.splice(i, 1);
     });
     start();
+  };
+  gate.on('connection', (sock: Socket) => {
+    if (server) {
+      handOver(sock);
+      return;
+    }
+    // the first chunk decides: a liveness probe is answered here, anything else waits for the app;
+    // bounded like the wait for the build: a connection that sends nothing is closed after 10 s
+    if (reading >= 256) {
+      sock.destroy();
+      return;
+    }
+    reading++;
+    let decided = false;
+    const onError = () => sock.destroy();
+    sock.once('error', onError);
+    sock.setTimeout(10_000, () => sock.destroy());
+    sock.once('close', () => {
+      if (!decided) reading--;
+      decided = true;
+    });
+    sock.once('data', (chunk: Buffer) => {
+      sock.pause();
+      sock.setTimeout(0);
+      sock.off('error', onError);
+      if (!decided) reading--;
+      decided = true;
+      const probe = server ? null : healthzRequest(chunk);
+      if (
+        probe &&
+        proxyHeaderOf(probe.headers) === null &&
+        guard.check({
+          method: probe.method,
+          headers: probe.headers,
+          localAddress: sock.localAddress,
+          localPort: sock.localPort,
+        }).ok
+      ) {
+        sock.end(probe.method === 'HEAD' ? HEALTHZ_HEAD : HEALTHZ_HEAD + HEALTHZ_BODY);
+        return;
+      }
+      sock.unshift(chunk);
+      handOver(sock);
+    });
+    sock.resume();
   });
   try {
     await new Promise<void>((resolve, reject) => {

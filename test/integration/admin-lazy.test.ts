@@ -74,6 +74,48 @@ describe('the admin app, built at the first connection', () => {
     });
   });
 
+  it('a liveness probe is answered at once without building the app; a forged Host still meets the guard', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'portd-admin-lazy-'));
+    dirs.push(dir);
+    const portd = await startPortd(config(dir, '127.0.0.1:0'), pino({ level: 'silent' }));
+    try {
+      const base = `http://127.0.0.1:${portd.admin.port}`;
+      // building the app takes 1-2 s idle and 4-6 s on a loaded machine (the faults lab's first /healthz,
+      // curl -m 5, on a full disk): the probe must not wait for it
+      const t0 = performance.now();
+      const h = await fetch(`${base}/healthz`);
+      const ms = performance.now() - t0;
+      assert.equal(h.status, 200);
+      assert.deepEqual(await h.json(), { ok: true });
+      assert.match(h.headers.get('content-type') ?? '', /^application\/json/);
+      assert.equal((await fetch(`${base}/healthz`, { method: 'HEAD' })).status, 200);
+      const built = () =>
+        portd.metrics.registry.getSingleMetric('portd_process_process_resident_memory_bytes') !== undefined;
+      assert.equal(built(), false, `the probe built the app (${ms.toFixed(0)} ms)`);
+      // a Host the guard refuses is not answered by the shortcut: the app is built and refuses it
+      const forged = await new Promise<string>((resolve, reject) => {
+        const s = createConnection({ host: '127.0.0.1', port: portd.admin.port }, () =>
+          s.write('GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n'),
+        );
+        let out = '';
+        s.on('data', (d) => {
+          out += d.toString();
+        });
+        s.once('end', () => resolve(out));
+        s.once('error', reject);
+        s.setTimeout(30_000, () => s.destroy(new Error('no answer')));
+      });
+      assert.match(forged, /^HTTP\/1\.1 421 [\s\S]*PORTD_ADMIN_FORBIDDEN_HOST/);
+      assert.equal(built(), true);
+      // built: the app's own /healthz answers
+      const again = await fetch(`${base}/healthz`);
+      assert.equal(again.status, 200);
+      assert.deepEqual(await again.json(), { ok: true });
+    } finally {
+      await portd.close();
+    }
+  });
+
   it('a port in use is an error at start, naming admin.listen', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'portd-admin-lazy-'));
     dirs.push(dir);
