@@ -8,6 +8,9 @@ export const TOOLS = [
   { bin: 'gssdp-discover', pkg: 'gupnp-tools', for: 'integration' },
   // test/lab/upstream.test.ts: miniupnpd as the upstream NAT of the three-tier lab (the package starts no service)
   { bin: 'miniupnpd', pkg: 'miniupnpd-nftables', for: 'lab' },
+  // test/helpers/postgres.ts: a throwaway PostgreSQL cluster for the second storage backend (issue 18 item 2).
+  // Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin (dir: where to look).
+  { bin: 'initdb', pkg: 'postgresql', for: 'integration', dir: '/usr/lib/postgresql/*/bin' },
   { bin: 'chromium', pkg: 'chromium', for: 'browser' },
   // npm run package (test/lab/package.test.ts): lintian checks the .deb; node-gyp compiles better-sqlite3
   { bin: 'lintian', pkg: 'lintian', for: 'lab' },
@@ -15,3 +18,23 @@ export const TOOLS = [
   { bin: 'make', pkg: 'make', for: 'lab' },
   { bin: 'strip', pkg: 'binutils', for: 'lab' },
 ];
+
+/**
+ * The bin directory of the newest PostgreSQL server Debian installed (/usr/lib/postgresql/<version>/bin with
+ * initdb, pg_ctl and postgres), or null when there is none.
+ */
+export async function findPostgresBin(root = '/usr/lib/postgresql') {
+  const { existsSync, readdirSync } = await import('node:fs');
+  let versions = [];
+  try {
+    versions = readdirSync(root).filter((v) => /^\d+$/.test(v));
+  } catch {
+    return null;
+  }
+  versions.sort((a, b) => Number(b) - Number(a));
+  for (const v of versions) {
+    const bin = `${root}/${v}/bin`;
+    if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(`${bin}/${b}`))) return bin;
+  }
+  return null;
+}
