@@ -18,23 +18,3 @@ export const TOOLS = [
   { bin: 'make', pkg: 'make', for: 'lab' },
   { bin: 'strip', pkg: 'binutils', for: 'lab' },
 ];
-
-/**
- * The bin directory of the newest PostgreSQL server Debian installed (/usr/lib/postgresql/<version>/bin with
- * initdb, pg_ctl and postgres), or null when there is none.
- */
-export async function findPostgresBin(root = '/usr/lib/postgresql') {
-  const { existsSync, readdirSync } = await import('node:fs');
-  let versions = [];
-  try {
-    versions = readdirSync(root).filter((v) => /^\d+$/.test(v));
-  } catch {
-    return null;
-  }
-  versions.sort((a, b) => Number(b) - Number(a));
-  for (const v of versions) {
-    const bin = `${root}/${v}/bin`;
-    if (['initdb', 'pg_ctl', 'postgres'].every((b) => existsSync(`${bin}/${b}`))) return bin;
-  }
-  return null;
-}
