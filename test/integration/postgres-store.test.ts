@@ -3,9 +3,11 @@
 // Under CI=true a machine that cannot start PostgreSQL fails this file instead of skipping it.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
 import pg from 'pg';
 import { PG_MIGRATIONS } from '../../src/leases/pg/migrations.js';
 import { type LeaseInsert, openPostgresStore } from '../../src/leases/pg/store.js';
+import { MIGRATIONS } from '../../src/leases/store.js';
 import { postgresOrSkip } from '../helpers/postgres.js';
 
 const { cluster, skip } = postgresOrSkip();
@@ -58,19 +60,50 @@ describe('PostgreSQL lease store', { skip, timeout: 20_000 }, () => {
       const tables = await c.query(
         `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`,
       );
-      assert.deepEqual(
-        tables.rows.map((r) => r.table_name),
-        [
-          'events',
-          'leases',
-          'meta',
-          'revocations',
-          'schema_version',
-          'trigger_rules',
-          'trigger_stats',
-          'upstream_mappings',
-        ],
+      assert.deepEqual(tables.rows.map((r) => r.table_name).sort(), [
+        'events',
+        'leases',
+        'meta',
+        'revocations',
+        'schema_version',
+        'trigger_rules',
+        'trigger_stats',
+        'upstream_mappings',
+      ]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  test('the PostgreSQL schema has the columns of the SQLite schema, table by table', async () => {
+    const lite = new Database(':memory:');
+    for (const m of MIGRATIONS) lite.exec(m);
+    const liteTables = (
+      lite.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).all() as { name: string }[]
+    ).map((t) => t.name);
+    const liteColumns = Object.fromEntries(
+      liteTables.map((t) => [
+        t,
+        (lite.prepare(`SELECT name FROM pragma_table_info(?) ORDER BY name`).all(t) as { name: string }[]).map(
+          (c) => c.name,
+        ),
+      ]),
+    );
+    lite.close();
+    // SQLite's implicit rowid is a column of its own on PostgreSQL where a statement needs it
+    liteColumns.revocations = [...(liteColumns.revocations ?? []), 'id'].sort();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      const cols = await c.query<{ table_name: string; column_name: string }>(
+        `SELECT table_name, column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name <> 'schema_version' ORDER BY table_name, column_name`,
       );
+      const pgColumns: Record<string, string[]> = {};
+      for (const r of cols.rows) (pgColumns[r.table_name] ??= []).push(r.column_name);
+      // sorted here: the cluster's collation (from the environment's locale) need not order as bytes do
+      for (const k of Object.keys(pgColumns)) pgColumns[k]!.sort();
+      assert.deepEqual(pgColumns, liteColumns);
     } finally {
       await c.end();
     }
