@@ -100,7 +100,7 @@ describe('PostgreSQL lease store', { skip, timeout: 20_000 }, () => {
          WHERE table_schema = 'public' AND table_name <> 'schema_version' ORDER BY table_name, column_name`,
       );
       const pgColumns: Record<string, string[]> = {};
-      for (const r of cols.rows) (pgColumns[r.table_name] ??= []).push(r.column_name);
+      for (const r of cols.rows) pgColumns[r.table_name] = [...(pgColumns[r.table_name] ?? []), r.column_name];
       // sorted here: the cluster's collation (from the environment's locale) need not order as bytes do
       for (const k of Object.keys(pgColumns)) pgColumns[k]!.sort();
       assert.deepEqual(pgColumns, liteColumns);
