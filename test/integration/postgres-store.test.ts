@@ -236,4 +236,33 @@ describe('PostgreSQL lease store', { skip, timeout: 20_000 }, () => {
       await store.close();
     }
   });
+  test('a tick whose connection the server ends is refused; the store goes on with a fresh connection', async () => {
+    const warnings: string[] = [];
+    const store = await openPostgresStore({ url, poolSize: 1, onWarning: (m) => warnings.push(m) });
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await tx.insertLease(row('K1', { external_port: 42000 }));
+          // an administrator (or a failover) ends the tick's backend: its statements and its rollback fail
+          await c.query(
+            `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()`,
+          );
+          await tx.insertLease(row('K2', { external_port: 42001 }));
+        }),
+      );
+      assert.equal((await c.query(`SELECT 1 FROM leases WHERE id IN ('K1', 'K2')`)).rowCount, 0);
+      // the one pooled connection was the dead one: the pool must not lend it again
+      await store.setMeta('after.kill', 'ok');
+      assert.equal(await store.meta('after.kill'), 'ok');
+      // said once, not thrown into the process (an uncaught client error would end portd)
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]!, /^PostgreSQL connection lost in a transaction: /);
+    } finally {
+      await c.end();
+      await store.close();
+    }
+  });
 });

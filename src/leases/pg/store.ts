@@ -183,9 +183,47 @@ export interface PostgresTx extends PostgresStatements {
   job<T>(fn: () => Promise<T>): Promise<T>;
 }
 
-/** applies the migrations not yet applied, in one transaction, under the migration lock; returns the version */
-async function migrate(pool: pg.Pool, url: string): Promise<number> {
+/**
+ * Takes back the open transaction; the error when even that failed (the connection is lost), which the caller
+ * hands to `release` so the pool drops that client instead of lending it out again
+ */
+async function rollback(c: pg.PoolClient): Promise<Error | undefined> {
+  try {
+    await c.query('ROLLBACK');
+    return undefined;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+/**
+ * A client out of the pool with an error listener for as long as it is out: a connection the server ends
+ * between two statements (an administrator, a failover) emits `error` on the client, and with no listener
+ * that would end the process. The error is kept and makes `done` drop the client.
+ */
+async function checkout(pool: pg.Pool, warn: (m: string) => void) {
   const c = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (e: Error) => {
+    if (lost) return; // the socket's reset after the server's own message: said once
+    lost = e;
+    warn(`PostgreSQL connection lost in a transaction: ${e.message}`);
+  };
+  c.on('error', onError);
+  return {
+    c,
+    /** back to the pool, or dropped when it failed (`broken`, or lost while out) */
+    done(broken?: Error) {
+      c.off('error', onError);
+      c.release(broken ?? lost);
+    },
+  };
+}
+
+/** applies the migrations not yet applied, in one transaction, under the migration lock; returns the version */
+async function migrate(pool: pg.Pool, url: string, warn: (m: string) => void): Promise<number> {
+  const { c, done } = await checkout(pool, warn);
+  let broken: Error | undefined;
   try {
     await c.query('BEGIN');
     await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
@@ -207,20 +245,21 @@ async function migrate(pool: pg.Pool, url: string): Promise<number> {
     await c.query('COMMIT');
     return PG_MIGRATIONS.length;
   } catch (e) {
-    await c.query('ROLLBACK').catch(() => {});
+    broken = await rollback(c);
     throw e;
   } finally {
-    c.release();
+    done(broken);
   }
 }
 
 export async function openPostgresStore(opts: PostgresStoreOptions) {
   const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 4, types });
   // an idle connection the server drops emits here; unhandled, it would end the process
-  pool.on('error', (e) => opts.onWarning?.(`PostgreSQL connection lost: ${e.message}`));
+  const warn = (m: string) => opts.onWarning?.(m);
+  pool.on('error', (e) => warn(`PostgreSQL connection lost: ${e.message}`));
   let schemaVersion: number;
   try {
-    schemaVersion = await migrate(pool, opts.url);
+    schemaVersion = await migrate(pool, opts.url, warn);
   } catch (e) {
     await pool.end().catch(() => {});
     if (e instanceof PortdError) throw e;
@@ -239,7 +278,8 @@ export async function openPostgresStore(opts: PostgresStoreOptions) {
      * statement; the commit is the tick's one durable wait.
      */
     async transaction<T>(fn: (tx: PostgresTx) => Promise<T>): Promise<T> {
-      const c = await pool.connect();
+      const { c, done } = await checkout(pool, warn);
+      let broken: Error | undefined;
       try {
         await c.query('BEGIN');
         const tx: PostgresTx = {
@@ -260,10 +300,10 @@ export async function openPostgresStore(opts: PostgresStoreOptions) {
         await c.query('COMMIT');
         return out;
       } catch (e) {
-        await c.query('ROLLBACK').catch(() => {});
+        broken = await rollback(c);
         throw e;
       } finally {
-        c.release();
+        done(broken);
       }
     },
     async close(): Promise<void> {
