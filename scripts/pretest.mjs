@@ -3,10 +3,15 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { TOOLS } from './tools.mjs';
 
-const has = (bin) =>
-  spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0 ||
-  spawnSync('sh', ['-c', `test -x /usr/sbin/${bin} || test -x /sbin/${bin}`], { stdio: 'ignore' }).status === 0;
-const missing = TOOLS.filter((t) => !has(t.bin));
+// a tool with a `dir` (a shell glob: PostgreSQL's versioned bin directory) is found there, not on PATH
+const has = (t) =>
+  spawnSync('sh', ['-c', `command -v ${t.bin}`], { stdio: 'ignore' }).status === 0 ||
+  spawnSync('sh', ['-c', `test -x /usr/sbin/${t.bin} || test -x /sbin/${t.bin}`], { stdio: 'ignore' }).status === 0 ||
+  (t.dir !== undefined &&
+    spawnSync('sh', ['-c', `for d in ${t.dir}; do test -x "$d/${t.bin}" && exit 0; done; exit 1`], {
+      stdio: 'ignore',
+    }).status === 0);
+const missing = TOOLS.filter((t) => !has(t));
 if (missing.length === 0) process.exit(0);
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) {
@@ -29,7 +34,7 @@ try {
   console.error(`pretest: apt-get failed: ${e.message}`);
   if (process.env.CI === 'true') process.exit(1);
 }
-const still = TOOLS.filter((t) => !has(t.bin));
+const still = TOOLS.filter((t) => !has(t));
 if (still.length > 0) {
   console.error(`pretest: still missing after apt: ${still.map((t) => t.bin).join(', ')}`);
   if (process.env.CI === 'true') process.exit(1);

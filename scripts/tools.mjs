@@ -8,6 +8,9 @@ export const TOOLS = [
   { bin: 'gssdp-discover', pkg: 'gupnp-tools', for: 'integration' },
   // test/lab/upstream.test.ts: miniupnpd as the upstream NAT of the three-tier lab (the package starts no service)
   { bin: 'miniupnpd', pkg: 'miniupnpd-nftables', for: 'lab' },
+  // test/helpers/postgres.ts: a throwaway PostgreSQL cluster for the second storage backend (issue 18 item 2).
+  // Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin (dir: where to look).
+  { bin: 'initdb', pkg: 'postgresql', for: 'integration', dir: '/usr/lib/postgresql/*/bin' },
   { bin: 'chromium', pkg: 'chromium', for: 'browser' },
   // npm run package (test/lab/package.test.ts): lintian checks the .deb; node-gyp compiles better-sqlite3
   { bin: 'lintian', pkg: 'lintian', for: 'lab' },

@@ -197,6 +197,14 @@ async function resolveExternalAddress(config: Config, log: Logger): Promise<stri
 }
 
 export async function startPortd(config: Config, log: Logger): Promise<Portd> {
+  // issue 18 item 2: the PostgreSQL store (src/leases/pg/) exists, the writer does not drive it yet
+  if (config.database.driver !== 'sqlite') {
+    throw new PortdError(
+      ErrorCode.CONFIG_INVALID,
+      `database.driver: ${config.database.driver} is not yet supported: portd keeps its lease table in SQLite only`,
+      'remove database.driver and database.url (or set database.driver: sqlite) and use database.path',
+    );
+  }
   const startedAt = Date.now();
   // the process metrics start with the admin app (built at its first connection): nothing can scrape them before
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });

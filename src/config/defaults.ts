@@ -12,7 +12,7 @@ export const DEFAULTS = {
   listenAddresses: null,
   stateDir: '/var/lib/portd',
   warmup: 0,
-  database: { path: '/var/lib/portd/portd.sqlite', synchronous: 'normal' },
+  database: { path: '/var/lib/portd/portd.sqlite', synchronous: 'normal', driver: 'sqlite', url: null },
   dataplane: {
     driver: 'nftables',
     table: 'portd',

@@ -84,7 +84,14 @@ export interface Config {
    * meet compiled code (src/warmup.ts); 0 = none (the default: it did not pay on the bench)
    */
   readonly warmup: number;
-  readonly database: { readonly path: string; readonly synchronous: 'normal' | 'full' };
+  readonly database: {
+    readonly path: string;
+    readonly synchronous: 'normal' | 'full';
+    /** sqlite (the embedded default, `path`) or postgres (`url`; issue 18 item 2: refused at start until wired) */
+    readonly driver: 'sqlite' | 'postgres';
+    /** the PostgreSQL connection string; null with the sqlite driver */
+    readonly url: string | null;
+  };
   readonly dataplane: {
     readonly driver: 'nftables' | 'memory';
     readonly table: string;

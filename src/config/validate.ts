@@ -126,8 +126,24 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   const warmup = int(root, 'warmup', '', DEFAULTS.warmup, { min: 0, max: 100_000 }, issues);
 
   // database
-  const db = section(root['database'], 'database', ['path', 'synchronous'], issues);
+  const db = section(root['database'], 'database', ['path', 'synchronous', 'driver', 'url'], issues);
+  const driver = oneOf(db, 'driver', 'database', DEFAULTS.database.driver, ['sqlite', 'postgres'] as const, issues);
+  const url = nullableStr(
+    db,
+    'url',
+    'database',
+    DEFAULTS.database.url,
+    { pattern: /^postgres(ql)?:\/\/\S+$/, expected: 'must be a postgresql:// connection URL' },
+    issues,
+  );
+  if (driver === 'postgres' && url === null) {
+    issues.add('database.url', 'is required with database.driver: postgres (a postgresql:// connection URL)');
+  } else if (driver === 'sqlite' && url !== null) {
+    issues.add('database.url', 'applies only with database.driver: postgres (the sqlite driver uses database.path)');
+  }
   const database = {
+    driver,
+    url,
     path: str(db, 'path', 'database', DEFAULTS.database.path, {}, issues),
     synchronous: oneOf(
       db,

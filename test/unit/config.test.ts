@@ -61,7 +61,12 @@ describe('defaults', () => {
     assert.equal(c.externalAddress, 'auto');
     assert.equal(c.listenAddresses, null);
     assert.equal(c.stateDir, '/var/lib/portd');
-    assert.deepEqual(c.database, { path: '/var/lib/portd/portd.sqlite', synchronous: 'normal' });
+    assert.deepEqual(c.database, {
+      path: '/var/lib/portd/portd.sqlite',
+      synchronous: 'normal',
+      driver: 'sqlite',
+      url: null,
+    });
     assert.deepEqual(c.dataplane, {
       driver: 'nftables',
       table: 'portd',
@@ -236,6 +241,10 @@ describe('errors name the key path and what is expected', () => {
     ['external address', { externalAddress: '300.1.1.1' }, 'externalAddress', 'auto or a unicast IPv4'],
     ['listen addresses', { listenAddresses: ['127.0.0.1', 'localhost'] }, 'listenAddresses[1]', 'IP address'],
     ['synchronous', { database: { synchronous: 'off' } }, 'database.synchronous', 'normal, full'],
+    ['database driver', { database: { driver: 'mysql' } }, 'database.driver', 'sqlite, postgres'],
+    ['postgres without url', { database: { driver: 'postgres' } }, 'database.url', 'is required with'],
+    ['database url scheme', { database: { driver: 'postgres', url: 'mysql://x/y' } }, 'database.url', 'postgresql://'],
+    ['url with sqlite', { database: { url: 'postgresql://h/db' } }, 'database.url', 'applies only with'],
     ['driver', { dataplane: { driver: 'iptables' } }, 'dataplane.driver', 'nftables, memory'],
     ['table name', { dataplane: { table: 'port-d' } }, 'dataplane.table', 'nftables table name'],
     [
