@@ -18,7 +18,7 @@ import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
 import type { LeaseTableApi } from './table-api.js';
 import { createWriter, type JobOutcome } from './writer.js';
 import { createMetaStore } from './meta-store.js';
-import { createReconciler } from './reconcile.js';
+import { createReconciler, type EntryFields } from './reconcile.js';
 import { createStaticSync } from './static-sync.js';
 import { createExpiry } from './expiry.js';
 import { createPruner } from './prune.js';
@@ -323,23 +323,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     lastId = Math.max(lastId + 1, (Date.now() - Date.UTC(2020, 0, 1)) * 256);
     return lastId.toString(16).padStart(12, '0');
   };
-  function toEntry(
-    l: Pick<
-      Lease,
-      | 'family'
-      | 'id'
-      | 'protocol'
-      | 'externalAddress'
-      | 'externalPort'
-      | 'externalPortEnd'
-      | 'internalAddress'
-      | 'internalPort'
-      | 'remoteAddress'
-      | 'remotePrefix'
-      | 'expiresAt'
-    >,
-    now: number,
-  ): DataplaneEntry {
+  function toEntry(l: EntryFields, now: number): DataplaneEntry {
     // the optional keys come last: a spread that opens an object literal (`{ ...(six ? { family: 6 } : {}), id… }`)
     // takes V8's slow path, 15-40 µs an object in node 20, and made every pinhole grant cost 1.5× a mapping's
     // (issue 15 item 9, docs/benchmarks.md session 8)
