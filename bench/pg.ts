@@ -275,14 +275,21 @@ async function table(cluster: PostgresCluster | null, backend: 'sqlite-table' | 
     backend === 'pg-table'
       ? { driver: 'postgres', url: cluster!.url }
       : { path: join(dir, 't.sqlite'), synchronous: mode === 'durable' ? 'full' : 'normal' };
-  const t = createLeaseTable({
-    database: database as { path: string },
-    dataplane: createMemoryDataplane(),
-    policy: createPolicy(testPolicy({ maxLeasesPerClient: 1_000_000 })),
-    clock: createSystemClock(),
-    log: pino({ level: 'silent' }),
-    externalAddress: '203.0.113.1',
-  });
+  let t: ReturnType<typeof createLeaseTable>;
+  try {
+    t = createLeaseTable({
+      database: database as { path: string },
+      dataplane: createMemoryDataplane(),
+      policy: createPolicy(testPolicy({ maxLeasesPerClient: 1_000_000 })),
+      clock: createSystemClock(),
+      log: pino({ level: 'silent' }),
+      externalAddress: '203.0.113.1',
+    });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    if (backend === 'sqlite-table') throw e;
+    throw new Error(`createLeaseTable takes no PostgreSQL yet (issue 18 item 2): ${(e as Error).message}`);
+  }
   const target: Target = {
     grant: async (i) => {
       const r = await t.request(tableRequest(i));
@@ -320,13 +327,24 @@ async function setPostgresMode(cluster: PostgresCluster, mode: Mode) {
   await c.end();
 }
 
-export async function run(opts: { level?: 'store' | 'table'; ops?: number; concurrency?: number[] } = {}) {
+export async function run(
+  opts: {
+    level?: 'store' | 'table';
+    ops?: number;
+    concurrency?: number[];
+    /** grants before each cell, not measured (JIT, plans, the pool's connections) */
+    warmup?: number;
+    /** a cluster to use (and leave running: the caller stops it); default a throwaway one of our own */
+    cluster?: PostgresCluster;
+  } = {},
+) {
   const level = opts.level ?? 'store';
   const ops = opts.ops ?? 3000;
+  const warmup = opts.warmup ?? 200;
   const concurrencies = opts.concurrency ?? [1, 32];
   const backends: Backend[] =
     level === 'store' ? ['sqlite-store', 'pg-literal', 'pg-set', 'pg-one'] : ['sqlite-table', 'pg-table'];
-  const cluster = startPostgres();
+  const cluster = opts.cluster ?? startPostgres();
   // the schema, once (the migrations), before any mode change truncates it
   await (await openPostgresStore({ url: cluster.url, poolSize: 1 })).close();
   const results: Record<string, unknown>[] = [];
@@ -349,7 +367,7 @@ export async function run(opts: { level?: 'store' | 'table'; ops?: number; concu
           }
           // warm-up (JIT, prepared plans, the pool's connections), not measured
           const base = results.length * 1_000_000;
-          await load(200, concurrency, (i) => target.grant(base + 900_000 + i));
+          await load(warmup, concurrency, (i) => target.grant(base + 900_000 + i));
           const before = { ...target.counters() };
           const cpu0 = process.cpuUsage();
           const srv0 = target.serverCpuUs();
@@ -379,7 +397,7 @@ export async function run(opts: { level?: 'store' | 'table'; ops?: number; concu
       }
     }
   } finally {
-    cluster.stop();
+    if (!opts.cluster) cluster.stop();
   }
   const anchorName = level === 'store' ? 'sqlite-store' : 'sqlite-table';
   for (const r of results) {
@@ -389,7 +407,7 @@ export async function run(opts: { level?: 'store' | 'table'; ops?: number; concu
         ? round(r.perSecond / a.perSecond, 3)
         : null;
   }
-  return { bench: 'pg', level, opsPerCell: ops, anchor: anchorName, loadAtEnd: la(), results };
+  return { bench: 'pg', level, opsPerCell: ops, warmupPerCell: warmup, anchor: anchorName, loadAtEnd: la(), results };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]!).href) {
