@@ -224,8 +224,8 @@ async function pgStore(cluster: PostgresCluster, backend: 'pg-literal' | 'pg-set
             try {
               await counted(c.query('BEGIN'));
               const cols = columns(jobs.map((i) => row('t', i)));
-              await counted(c.query(INSERT_LEASES, cols));
-              await counted(c.query(INSERT_EVENTS, cols));
+              await counted(c.query({ name: 'bench-leases', text: INSERT_LEASES, values: cols }));
+              await counted(c.query({ name: 'bench-events', text: INSERT_EVENTS, values: cols }));
               await counted(c.query('COMMIT'));
             } catch (e) {
               await c.query('ROLLBACK').catch(() => {});
@@ -235,7 +235,10 @@ async function pgStore(cluster: PostgresCluster, backend: 'pg-literal' | 'pg-set
             }
           }
         : async (jobs: number[]) => {
-            await counted(pool.query(INSERT_BOTH, columns(jobs.map((i) => row('o', i)))));
+            await counted(
+              // named: parsed once per connection, as a prepared statement (the literal store's are not)
+              pool.query({ name: 'bench-both', text: INSERT_BOTH, values: columns(jobs.map((i) => row('o', i))) }),
+            );
           };
   const gc = groupCommit(runTick);
   return {
