@@ -16,11 +16,14 @@
 // each in two durability modes: `fast` (SQLite synchronous=NORMAL; PostgreSQL fsync and synchronous_commit off,
 // the cluster as the tests start it) and `durable` (SQLite synchronous=FULL; PostgreSQL fsync=on,
 // synchronous_commit=on, set by ALTER SYSTEM and a reload).
+// `--rtt 2,10`: the three PostgreSQL tick shapes again (fast mode) with the store that many ms away: a TCP delay
+// proxy on 127.0.0.1 in a child process holds each chunk rtt/2 each way (`npm run bench` passes 2 and 10).
 // `--level table`: the whole lease table (createLeaseTable, memory dataplane) on each driver; PostgreSQL there
 // needs the storage interface (issue 18 item 2) and is reported as not available until it exists.
 //
 // The machine has 2 shared cores: every figure comes with the load average, and the CPU time per grant is the
 // figure to compare across runs; wall rates are for the ratio within one run.
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -194,11 +197,15 @@ function columns(rows: LeaseInsert[]): unknown[][] {
   return COLUMNS.map(([c]) => rows.map((r) => r[c as keyof LeaseInsert]));
 }
 
-async function pgStore(cluster: PostgresCluster, backend: 'pg-literal' | 'pg-set' | 'pg-one'): Promise<Target> {
-  const store = await openPostgresStore({ url: cluster.url, poolSize: 2 });
+async function pgStore(
+  cluster: PostgresCluster,
+  backend: 'pg-literal' | 'pg-set' | 'pg-one',
+  url = cluster.url,
+): Promise<Target> {
+  const store = await openPostgresStore({ url, poolSize: 2 });
   // a plain pool beside the store for the set-based statements (the store has none yet), counted the same way
   const pg = (await import('pg')).default;
-  const pool = new pg.Pool({ connectionString: cluster.url, max: 1 });
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
   let roundTrips = 0;
   const counted = <T>(p: Promise<T>) => {
     roundTrips++;
@@ -308,6 +315,40 @@ async function table(cluster: PostgresCluster | null, backend: 'sqlite-table' | 
   return target;
 }
 
+/**
+ * A TCP port on 127.0.0.1 in front of the cluster's socket that holds every chunk `oneWayMs` in each direction:
+ * a store `2 × oneWayMs` away. In a child process, so its CPU is not the bench's; order is kept (timers of one
+ * duration fire in order).
+ */
+async function startDelayProxy(cluster: PostgresCluster, oneWayMs: number) {
+  const code = `const net = require('net');
+const d = Number(process.env.PROXY_DELAY);
+const srv = net.createServer((c) => {
+  const u = net.connect(process.env.PROXY_SOCK);
+  c.setNoDelay(true);
+  const end = () => { c.destroy(); u.destroy(); };
+  for (const [a, b] of [[c, u], [u, c]]) {
+    a.on('data', (x) => setTimeout(() => { if (!b.destroyed) b.write(x); }, d));
+    a.on('close', end);
+    a.on('error', end);
+  }
+});
+srv.listen(0, '127.0.0.1', () => process.stdout.write(srv.address().port + '\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], {
+    env: { ...process.env, PROXY_SOCK: join(cluster.dir, '.s.PGSQL.5432'), PROXY_DELAY: String(oneWayMs) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('delay proxy did not start in 5 s')), 5000);
+    child.stdout.once('data', (b: Buffer) => {
+      clearTimeout(timer);
+      resolve(Number(b.toString().trim()));
+    });
+    child.once('exit', (c) => reject(new Error(`delay proxy exited (${c})`)));
+  });
+  return { url: `postgresql://portd@127.0.0.1:${port}/postgres`, stop: () => child.kill('SIGKILL') };
+}
+
 async function setPostgresMode(cluster: PostgresCluster, mode: Mode) {
   const pg = (await import('pg')).default;
   const c = new pg.Client({ connectionString: cluster.url });
@@ -339,6 +380,8 @@ export async function run(
     warmup?: number;
     /** a cluster to use (and leave running: the caller stops it); default a throwaway one of our own */
     cluster?: PostgresCluster;
+    /** round trips (ms) to simulate for the PostgreSQL tick shapes, fast mode, behind a delay proxy */
+    rttMs?: number[];
   } = {},
 ) {
   const level = opts.level ?? 'store';
@@ -351,52 +394,77 @@ export async function run(
   // the schema, once (the migrations), before any mode change truncates it
   await (await openPostgresStore({ url: cluster.url, poolSize: 1 })).close();
   const results: Record<string, unknown>[] = [];
+  const measure = async (
+    mode: string,
+    backend: Backend,
+    concurrency: number,
+    rttMs: number,
+    make: () => Promise<Target>,
+  ) => {
+    let target: Target;
+    try {
+      target = await make();
+    } catch (e) {
+      results.push({ mode, backend, concurrency, rttMs, perSecond: null, note: (e as Error).message.slice(0, 80) });
+      return;
+    }
+    // warm-up (JIT, prepared plans, the pool's connections), not measured
+    const base = results.length * 1_000_000;
+    await load(rttMs > 0 ? Math.min(warmup, 20) : warmup, concurrency, (i) => target.grant(base + 900_000 + i));
+    const before = { ...target.counters() };
+    const cpu0 = process.cpuUsage();
+    const srv0 = target.serverCpuUs();
+    const load0 = la();
+    const s = await load(ops, concurrency, (i) => target.grant(base + i), rttMs > 0 ? 10_000 : 20_000);
+    const cpu = process.cpuUsage(cpu0);
+    const srv = target.serverCpuUs() - srv0;
+    const after = target.counters();
+    const ticks = after.ticks - before.ticks;
+    await target.close();
+    results.push({
+      mode,
+      backend,
+      concurrency,
+      rttMs,
+      n: s.n,
+      perSecond: s.perSecond,
+      p50ms: s.p50ms,
+      p99ms: s.p99ms,
+      cpuUsPerGrant: round((cpu.user + cpu.system) / s.n, 1),
+      serverCpuUsPerGrant: backend.startsWith('pg') ? round(srv / s.n, 1) : null,
+      jobsPerTick: ticks > 0 ? round(s.n / ticks, 1) : null,
+      roundTripsPerTick:
+        ticks > 0 && backend.startsWith('pg') ? round((after.roundTrips - before.roundTrips) / ticks, 1) : null,
+      load: load0,
+    });
+  };
   try {
     for (const mode of ['fast', 'durable'] as const) {
       await setPostgresMode(cluster, mode);
       for (const backend of backends) {
         for (const concurrency of concurrencies) {
-          let target: Target;
-          try {
-            target =
-              backend === 'sqlite-store'
-                ? await sqliteStore(mode)
-                : backend === 'sqlite-table' || backend === 'pg-table'
-                  ? await table(cluster, backend, mode)
-                  : await pgStore(cluster, backend);
-          } catch (e) {
-            results.push({ mode, backend, concurrency, perSecond: null, note: (e as Error).message.slice(0, 80) });
-            continue;
-          }
-          // warm-up (JIT, prepared plans, the pool's connections), not measured
-          const base = results.length * 1_000_000;
-          await load(warmup, concurrency, (i) => target.grant(base + 900_000 + i));
-          const before = { ...target.counters() };
-          const cpu0 = process.cpuUsage();
-          const srv0 = target.serverCpuUs();
-          const load0 = la();
-          const s = await load(ops, concurrency, (i) => target.grant(base + i), 20_000);
-          const cpu = process.cpuUsage(cpu0);
-          const srv = target.serverCpuUs() - srv0;
-          const after = target.counters();
-          const ticks = after.ticks - before.ticks;
-          await target.close();
-          results.push({
-            mode,
-            backend,
-            concurrency,
-            n: s.n,
-            perSecond: s.perSecond,
-            p50ms: s.p50ms,
-            p99ms: s.p99ms,
-            cpuUsPerGrant: round((cpu.user + cpu.system) / s.n, 1),
-            serverCpuUsPerGrant: backend.startsWith('pg') ? round(srv / s.n, 1) : null,
-            jobsPerTick: ticks > 0 ? round(s.n / ticks, 1) : null,
-            roundTripsPerTick:
-              ticks > 0 && backend.startsWith('pg') ? round((after.roundTrips - before.roundTrips) / ticks, 1) : null,
-            load: load0,
-          });
+          await measure(mode, backend, concurrency, 0, () =>
+            backend === 'sqlite-store'
+              ? sqliteStore(mode)
+              : backend === 'sqlite-table' || backend === 'pg-table'
+                ? table(cluster, backend, mode)
+                : pgStore(cluster, backend),
+          );
         }
+      }
+    }
+    // the store a network away: the same ticks through the delay proxy (fast mode: the wait is the network's)
+    if (level === 'store' && (opts.rttMs ?? []).length > 0) await setPostgresMode(cluster, 'fast');
+    for (const rtt of level === 'store' ? (opts.rttMs ?? []) : []) {
+      const proxy = await startDelayProxy(cluster, rtt / 2);
+      try {
+        for (const backend of ['pg-literal', 'pg-set', 'pg-one'] as const) {
+          for (const concurrency of concurrencies) {
+            await measure('fast', backend, concurrency, rtt, () => pgStore(cluster, backend, proxy.url));
+          }
+        }
+      } finally {
+        proxy.stop();
       }
     }
   } finally {
@@ -417,7 +485,8 @@ if (import.meta.url === pathToFileURL(process.argv[1]!).href) {
   const args = process.argv.slice(2);
   const level = args.includes('--level') ? (args[args.indexOf('--level') + 1] as 'store' | 'table') : 'store';
   const ops = args.includes('--ops') ? Number(args[args.indexOf('--ops') + 1]) : undefined;
-  const out = await run({ level, ops });
+  const rttMs = args.includes('--rtt') ? args[args.indexOf('--rtt') + 1]!.split(',').map(Number) : undefined;
+  const out = await run({ level, ops, ...(rttMs ? { rttMs } : {}) });
   console.log(JSON.stringify(out));
   printTable(
     `grants on PostgreSQL beside SQLite (${level} level, throwaway cluster on a Unix socket, 2 shared CPUs); ` +

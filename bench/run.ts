@@ -9,8 +9,9 @@ const all: { name: string; file: string; root: boolean; args?: string[] }[] = [
   { name: 'upnp', file: 'bench/upnp.ts', root: false },
   // one host at its rate limits for ≈ 0.5 h of fast clock: database size and another client's p99, end ÷ start
   { name: 'churn', file: 'bench/churn.ts', root: false },
-  // grants on PostgreSQL (a throwaway cluster) beside SQLite, literal statements vs set-based ticks (issue 18)
-  { name: 'pg', file: 'bench/pg.ts', root: false },
+  // grants on PostgreSQL (a throwaway cluster) beside SQLite, literal statements vs set-based ticks, on the socket
+  // and 2 and 10 ms away behind a delay proxy (issue 18)
+  { name: 'pg', file: 'bench/pg.ts', root: false, args: ['--rtt', '2,10'] },
   { name: 'dataplane', file: 'bench/dataplane.ts', root: true },
   // the PCP and UPnP benches in a namespace lab with the nftables driver, with 0 and 100k leases held
   { name: 'lab-pcp', file: 'test/lab/pcp-bench.ts', root: true, args: ['2000', '0'] },
