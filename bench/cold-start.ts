@@ -16,7 +16,7 @@
  * The machine's load average is recorded before and after (the rates are load-sensitive; RSS is not).
  *
  *   node --import tsx bench/cold-start.ts [--cmd "…"] [--runs 3] [--count 2000] [--soap-count 1000] [--only pcp|soap]
- *                                         [--stem letters] [--json out.json] [--warmup N]
+ *                                         [--c N] [--stem letters] [--json out.json] [--warmup N]
  *
  * --warmup N sets portd's `warmup` key (PCP MAPs and SOAP adds run against scratch state before `portd ready`;
  * 0 = none); without it the configuration's default applies. The A/B of docs/benchmarks.md ("Cold start") used it.
@@ -90,7 +90,11 @@ const addBody = (st: string) =>
       '<NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>',
   );
 
-const PHASES = ALL_PHASES.filter((p) => !ONLY || p.kind === ONLY);
+/** --c N: only the phases of that concurrency (e.g. to profile one phase under --cmd "perf record …") */
+const ONLY_C = argS('c');
+const PHASES = ALL_PHASES.filter(
+  (p) => (!ONLY || p.kind === ONLY) && (ONLY_C === undefined || p.concurrency === Number(ONLY_C)),
+);
 
 const pcpHosts = (lab: BenchLab) => lab.hosts.slice(0, 32);
 const soapHosts = (lab: BenchLab) => lab.hosts.slice(32, 64);
