@@ -16,7 +16,7 @@
  * The machine's load average is recorded before and after (the rates are load-sensitive; RSS is not).
  *
  *   node --import tsx bench/cold-start.ts [--cmd "…"] [--runs 3] [--count 2000] [--soap-count 1000] [--only pcp|soap]
- *                                         [--c N] [--stem letters] [--json out.json] [--warmup N]
+ *                                         [--c N] [--phase TEXT] [--stem letters] [--json out.json] [--warmup N]
  *
  * --warm: after the cold requests, as many again (fresh ports) to the same portd, reported beside them: what the
  * same request path does once warm, so a figure short of its target shows whether the cold start or the path is
@@ -99,8 +99,13 @@ const addBody = (st: string) =>
 
 /** --c N: only the phases of that concurrency (e.g. to profile one phase under --cmd "perf record …") */
 const ONLY_C = argS('c');
+/** --phase TEXT: only the phases whose name contains it (e.g. keep-alive) */
+const ONLY_NAME = argS('phase');
 const PHASES = ALL_PHASES.filter(
-  (p) => (!ONLY || p.kind === ONLY) && (ONLY_C === undefined || p.concurrency === Number(ONLY_C)),
+  (p) =>
+    (!ONLY || p.kind === ONLY) &&
+    (ONLY_C === undefined || p.concurrency === Number(ONLY_C)) &&
+    (ONLY_NAME === undefined || p.name.includes(ONLY_NAME)),
 );
 
 const pcpHosts = (lab: BenchLab) => lab.hosts.slice(0, 32);
