@@ -16,7 +16,12 @@
  * The machine's load average is recorded before and after (the rates are load-sensitive; RSS is not).
  *
  *   node --import tsx bench/cold-start.ts [--cmd "…"] [--runs 3] [--count 2000] [--soap-count 1000] [--only pcp|soap]
- *                                         [--stem letters] [--json out.json] [--warmup N]
+ *                                         [--c N] [--phase TEXT] [--stem letters] [--json out.json] [--warmup N]
+ *
+ * --warm: after the cold requests, as many again (fresh ports) to the same portd, reported beside them: what the
+ * same request path does once warm, so a figure short of its target shows whether the cold start or the path is
+ * what is missing. --timeline: the latency of each request by its place in the phase (the first tick, windows
+ * of 100: median and worst), to find where a p99 comes from.
  *
  * --warmup N sets portd's `warmup` key (PCP MAPs and SOAP adds run against scratch state before `portd ready`;
  * 0 = none); without it the configuration's default applies. The A/B of docs/benchmarks.md ("Cold start") used it.
@@ -52,6 +57,8 @@ const PHASE_MS = 120_000;
 const ONLY = argS('only');
 const STEM = argS('stem') ?? 'pdcs';
 const WARMUP = argS('warmup');
+const WARM = process.argv.includes('--warm');
+const TIMELINE = process.argv.includes('--timeline');
 const say = (s: string) => process.stderr.write(`cold-start: ${s}\n`);
 
 interface Phase {
@@ -90,12 +97,21 @@ const addBody = (st: string) =>
       '<NewPortMappingDescription>bench</NewPortMappingDescription><NewLeaseDuration>3600</NewLeaseDuration>',
   );
 
-const PHASES = ALL_PHASES.filter((p) => !ONLY || p.kind === ONLY);
+/** --c N: only the phases of that concurrency (e.g. to profile one phase under --cmd "perf record …") */
+const ONLY_C = argS('c');
+/** --phase TEXT: only the phases whose name contains it (e.g. keep-alive) */
+const ONLY_NAME = argS('phase');
+const PHASES = ALL_PHASES.filter(
+  (p) =>
+    (!ONLY || p.kind === ONLY) &&
+    (ONLY_C === undefined || p.concurrency === Number(ONLY_C)) &&
+    (ONLY_NAME === undefined || p.name.includes(ONLY_NAME)),
+);
 
 const pcpHosts = (lab: BenchLab) => lab.hosts.slice(0, 32);
 const soapHosts = (lab: BenchLab) => lab.hosts.slice(32, 64);
 
-function job(lab: BenchLab, p: Phase, target: { pcp: number; http: string; st: string }) {
+function job(lab: BenchLab, p: Phase, target: { pcp: number; http: string; st: string }, shift = 0) {
   return p.kind === 'pcp'
     ? {
         op: 'pcp',
@@ -103,8 +119,9 @@ function job(lab: BenchLab, p: Phase, target: { pcp: number; http: string; st: s
         port: target.pcp,
         hosts: pcpHosts(lab),
         proto: 6,
-        firstPort: 10_000,
+        firstPort: 10_000 + shift,
         count: COUNT,
+        samples: TIMELINE,
         lifetime: 3600,
         concurrency: p.concurrency,
         maxMs: PHASE_MS,
@@ -115,12 +132,25 @@ function job(lab: BenchLab, p: Phase, target: { pcp: number; http: string; st: s
         soapAction: `${target.st}#AddPortMapping`,
         template: addBody(target.st),
         hosts: soapHosts(lab),
-        firstPort: 20_000,
+        firstPort: 20_000 + shift,
         count: SOAP_COUNT,
+        samples: TIMELINE,
         concurrency: p.concurrency,
         keepAlive: p.keepAlive,
         maxMs: PHASE_MS,
       };
+}
+
+/** latency by the request's place in the phase: the first `c` (the first tick), then windows of 100 */
+function timeline(samples: NonNullable<PhaseStats['samples']>, c: number): string {
+  const byStart = [...samples].sort((a, b) => a[0] - b[0]);
+  const part = (xs: typeof byStart, label: string) => {
+    const l = xs.map((x) => x[1]).sort((a, b) => a - b);
+    return `${label}: p50 ${l[Math.floor(l.length / 2)]?.toFixed(1)} max ${l[l.length - 1]?.toFixed(1)}`;
+  };
+  const out = [part(byStart.slice(0, c), `first ${c}`)];
+  for (let i = c; i < byStart.length; i += 100) out.push(part(byStart.slice(i, i + 100), `${i}-`));
+  return out.join(' | ');
 }
 
 function failures(r: PhaseStats): number {
@@ -147,6 +177,7 @@ async function main(): Promise<void> {
     readyMs?: number;
     cpuUs: number | null;
     r: PhaseStats;
+    warm?: { cpuUs: number | null; r: PhaseStats };
   }[] = [];
   const ceilings = new Map<string, PhaseStats>();
   try {
@@ -181,13 +212,34 @@ async function main(): Promise<void> {
         const cpu0 = namespaceCpuMs(lab.gw);
         const r = await g.call(job(lab, p, { pcp: 5351, http: d.soap.url, st: d.soap.serviceType }), PHASE_MS + 15_000);
         const cpuUs = r.ok > 0 ? Math.round(((namespaceCpuMs(lab.gw) - cpu0) * 1000) / r.ok) : null;
+        let warm: { cpuUs: number | null; r: PhaseStats } | undefined;
+        if (WARM && !r.error) {
+          const cpu1 = namespaceCpuMs(lab.gw);
+          const shift = p.kind === 'pcp' ? COUNT : SOAP_COUNT;
+          const w = await g.call(
+            job(lab, p, { pcp: 5351, http: d.soap.url, st: d.soap.serviceType }, shift),
+            PHASE_MS + 15_000,
+          );
+          warm = { r: w, cpuUs: w.ok > 0 ? Math.round(((namespaceCpuMs(lab.gw) - cpu1) * 1000) / w.ok) : null };
+        }
         await d.stop();
         if (r.error) throw new Error(`${p.name} c${p.concurrency}: ${r.error}`);
-        results.push({ phase: p.name, concurrency: p.concurrency, run, readyMs: d.readyMs, cpuUs, r });
+        results.push({
+          phase: p.name,
+          concurrency: p.concurrency,
+          run,
+          readyMs: d.readyMs,
+          cpuUs,
+          r,
+          ...(warm ? { warm } : {}),
+        });
         say(
           `run ${run} ${p.name} c${p.concurrency}: ${r.perSecond}/s p99 ${r.p99ms} ms, ${cpuUs} µs CPU/request ` +
-            `(ready in ${d.readyMs} ms)`,
+            `(ready in ${d.readyMs} ms)` +
+            (warm ? `; warm: ${warm.r.perSecond}/s p99 ${warm.r.p99ms} ms, ${warm.cpuUs} µs CPU/request` : '') +
+            `; load ${machineLoad().loadavg1}`,
         );
+        if (TIMELINE && r.samples) say(`timeline ${p.name} c${p.concurrency}: ${timeline(r.samples, p.concurrency)}`);
       }
     }
   } finally {
@@ -221,6 +273,13 @@ async function main(): Promise<void> {
         ? 'yes'
         : 'no',
       'CPU µs/req': mine.map((x) => x.cpuUs).join(' · '),
+      ...(WARM
+        ? {
+            'warm /s': mine.map((x) => x.warm?.r.perSecond).join(' · '),
+            'warm p99 ms': mine.map((x) => x.warm?.r.p99ms).join(' · '),
+            'warm CPU µs/req': mine.map((x) => x.warm?.cpuUs).join(' · '),
+          }
+        : {}),
       'ready ms': mine.map((x) => x.readyMs).join(' · '),
     };
   });
@@ -244,6 +303,17 @@ async function main(): Promise<void> {
       maxms: x.r.maxms,
       timeouts: x.r.timeouts ?? 0,
       failures: failures(x.r),
+      ...(x.warm
+        ? {
+            warm: {
+              perSecond: x.warm.r.perSecond,
+              p99ms: x.warm.r.p99ms,
+              cpuUsPerRequest: x.warm.cpuUs,
+              timeouts: x.warm.r.timeouts ?? 0,
+              failures: failures(x.warm.r),
+            },
+          }
+        : {}),
     })),
   };
   process.stdout.write(JSON.stringify(out) + '\n');

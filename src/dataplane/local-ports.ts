@@ -17,16 +17,9 @@ import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import type { Logger } from 'pino';
 import { ipv4ToInt } from '../common/net.js';
+import { openSockDiag, type LocalSocket, type SockDiag, type SocketProtocol } from './sock-diag.js';
 
-export type SocketProtocol = 'tcp' | 'udp';
-
-/** one socket that accepts new inbound traffic */
-export interface LocalSocket {
-  readonly protocol: SocketProtocol;
-  readonly port: number;
-  /** the IPv4 address it is bound to (0 = 0.0.0.0; also for `::`), or null: bound to an IPv6 address only */
-  readonly ipv4: number | null;
-}
+export type { LocalSocket, SocketProtocol } from './sock-diag.js';
 
 const TCP_LISTEN = '0A';
 const UDP_UNCONNECTED = '07'; // TCP_CLOSE: a UDP socket without a peer (a connected one shows 01)
@@ -98,6 +91,11 @@ export interface LocalPortsOptions {
   readonly now?: () => number;
   /** tests: the tables' text (default: read the files; a sync read the first time, in the background after) */
   readonly readFile?: (path: string) => string;
+  /**
+   * ask the kernel over netlink sock_diag (sock-diag.ts) instead of reading the files: default true unless
+   * procNet or readFile is given; it falls back to the files when sock_diag cannot open or answer
+   */
+  readonly sockDiag?: boolean;
   readonly log?: Logger;
 }
 
@@ -123,7 +121,9 @@ const FILES = [
  * ≈ 50 ms for the four files at 10,000 sockets (measured); parsing 10,000 lines adds ≈ 2 ms. So only
  * the first reading blocks: later ones run in the background (libuv's pool) when the last is older
  * than the ttl, and the last one answers meanwhile (a reading older than 5 ttl is renewed at once).
- * netlink sock_diag, which can ask for listening sockets only, would be the cheaper source.
+ * So by default the kernel is asked over netlink sock_diag instead (sock-diag.ts): TCP in LISTEN and unconnected
+ * UDP only, ≈ 0.1 ms of CPU for both against ≈ 12 ms for the files on the bench machine, read synchronously once
+ * per ttl; the files remain the fallback (no FFI, no udp_diag in the kernel).
  */
 export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
   const dir = opts.procNet ?? '/proc/net';
@@ -135,6 +135,12 @@ export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
   let used = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
   let refreshing: Promise<void> | null = null;
   const warned = new Set<string>();
+  let diag: SockDiag | null = null;
+  if (opts.sockDiag ?? (opts.procNet === undefined && opts.readFile === undefined)) {
+    const d = openSockDiag();
+    if (typeof d === 'string') opts.log?.debug({ reason: d }, 'no sock_diag; reading /proc/net for local ports');
+    else diag = d;
+  }
 
   function unreadable(f: string, e: unknown): void {
     // no IPv6 in the kernel: no tcp6/udp6, nothing bound there. Anything else: say so once, hand ports out
@@ -147,13 +153,16 @@ export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
       );
     }
   }
-  function build(texts: readonly (string | null)[]): void {
-    const exts = new Set(
+  function externalInts(): Set<number> {
+    return new Set(
       opts
         .externalAddresses()
         .map((a) => ipv4ToInt(a))
         .filter((n): n is number => n !== null && n !== 0),
     );
+  }
+  function build(texts: readonly (string | null)[]): void {
+    const exts = externalInts();
     const next = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
     texts.forEach((text, i) => {
       if (text === null) return;
@@ -190,9 +199,29 @@ export function createLocalPorts(opts: LocalPortsOptions): LocalPorts {
     build(texts);
     at = Math.max(at, t);
   }
+  /** one sock_diag reading; false (and the files from now on) when the kernel did not answer */
+  function refreshDiag(): boolean {
+    const t = now();
+    const exts = externalInts();
+    const next = { tcp: new Uint8Array(65536), udp: new Uint8Array(65536) };
+    try {
+      for (const protocol of ['tcp', 'udp'] as const)
+        for (const s of diag!.list(protocol))
+          if (s.ipv4 === 0 || (s.ipv4 !== null && exts.has(s.ipv4))) next[protocol][s.port] = 1;
+    } catch (e) {
+      opts.log?.warn({ err: (e as Error).message }, 'sock_diag failed; reading /proc/net for local ports from now on');
+      diag?.close();
+      diag = null;
+      return false;
+    }
+    used = next;
+    at = t;
+    return true;
+  }
   function fresh(): void {
     const age = now() - at;
     if (age < ttl) return;
+    if (diag && refreshDiag()) return;
     if (age >= 5 * ttl) {
       refreshSync();
       return;

@@ -412,7 +412,7 @@ export function parseAnswers(buf: Buffer, length: number): NetlinkAnswer[] {
 // ---------------------------------------------------------------------------------------------------
 // the socket
 
-interface Libc {
+export interface Libc {
   socket(domain: number, type: number, protocol: number): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number;
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
@@ -427,7 +427,7 @@ interface Libc {
 let libc: Libc | null | undefined;
 let libcError = '';
 
-function loadLibc(): Libc | null {
+export function loadLibc(): Libc | null {
   if (libc !== undefined) return libc;
   try {
     const require = createRequire(import.meta.url);

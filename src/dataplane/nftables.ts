@@ -419,7 +419,7 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
         try {
           plan = planBatch(T, model, batch, now);
         } catch (err) {
-          opts.metrics?.dataplaneErrors.inc();
+          // counted by the writer, whose batch this is (portd_dataplane_errors_total, and the batch duration)
           throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables batch refused: ${errText(err)}`);
         }
         if (auditTouched) {
@@ -439,7 +439,6 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
             netlink !== null && plan.elements <= maxNetlink && netlinkCan(plan.steps) && netlink.commit(T, plan.steps);
           if (!viaNetlink) await applyCommands(plan.commands, plan.elements);
         } catch (err) {
-          opts.metrics?.dataplaneErrors.inc();
           lastError = errText(err);
           // a vanished table or an unknown outcome: the next check() looks closer
           suspect = true;
@@ -451,7 +450,6 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
           );
         }
         model.apply(plan.changes);
-        opts.metrics?.dataplaneBatchSeconds.observe((performance.now() - t0) / 1000);
         log.debug(
           {
             add: batch.add.length,
@@ -566,7 +564,6 @@ export function createNftablesDataplane(opts: NftablesDataplaneOptions): Nftable
             })(),
           );
         } catch (err) {
-          opts.metrics?.dataplaneErrors.inc();
           lastError = errText(err);
           log.error({ err: lastError }, 'nft reset failed');
           throw new PortdError(ErrorCode.DATAPLANE_BATCH, `nftables reset failed: ${lastError}`);

@@ -11,6 +11,12 @@
  * it is stopped, the WAL's size is exactly what was written since, and nothing is lost by waiting: the
  * WAL is as durable as the database file (kill -9 and a start with a full WAL are recovered by SQLite).
  *
+ * A WAL past START_BYTES that is still growing (a burst of requests: every lease commit appends ≈ 7 pages) waits
+ * for the first period it did not grow, for dueMs, or for BURST_BYTES, whichever comes first. Why: the worker's
+ * start (a second isolate, better-sqlite3 loaded again) took ≈ 0.2 s of CPU, and its checkpoints then copied
+ * the same few hot pages again every period; on a 2-core router both ran in the middle of the first 2,000 PCP
+ * MAPs after a start (docs/benchmarks.md, "Cold start"). After the burst, one checkpoint copies each page once.
+ *
  * A due WAL of at most MAIN_BYTES (the start's few writes, a renewal now and then: the usual case on a
  * quiet router) is not worth a worker: once it has not changed for one period and no transaction is open,
  * the main thread checkpoints it itself (TRUNCATE: at most 64 pages copied and one fsync of the database
@@ -26,6 +32,8 @@ import type Database from 'better-sqlite3';
 export const START_BYTES = 1024 * 1024;
 /** a due WAL up to this size is checkpointed on the main thread, at a quiet moment, without a worker */
 export const MAIN_BYTES = 256 * 1024;
+/** a WAL past START_BYTES waits for a quiet period, but never past this size (the worker's own TRUNCATE bound) */
+export const BURST_BYTES = 64 * 1024 * 1024;
 
 export interface CheckpointerOptions {
   readonly path: string;
@@ -37,6 +45,8 @@ export interface CheckpointerOptions {
   readonly dueMs?: number;
   /** the worker stops after the WAL was caught up and unchanged this long (default 20 periods: 10 s) */
   readonly idleMs?: number;
+  /** a growing WAL starts the worker at once from this size (default BURST_BYTES; tests set less) */
+  readonly burstBytes?: number;
   /** the worker went idle and exited: its isolate and malloc arena are free, a GC and malloc_trim get them back */
   readonly onStopped?: () => void;
 }
@@ -127,6 +137,7 @@ const walSize = (path: string): number => {
 export function createCheckpointer(db: Database.Database, o: CheckpointerOptions): Checkpointer {
   const dueMs = o.dueMs ?? 60 * o.intervalMs;
   const idleMs = o.idleMs ?? 20 * o.intervalMs;
+  const burstBytes = o.burstBytes ?? BURST_BYTES;
   let worker: Worker | null = null;
   let exited: Promise<void> = Promise.resolve();
   let failed = false;
@@ -210,7 +221,8 @@ export function createCheckpointer(db: Database.Database, o: CheckpointerOptions
   const look = () => {
     if (worker || failed || stopping) return;
     const size = walSize(o.path);
-    const quiet = size === lastSize;
+    // the first look (a WAL left behind by kill -9 or a power cut) counts as quiet: nobody writes yet
+    const quiet = size === lastSize || lastSize === -1;
     lastSize = size;
     if (size === 0) {
       nonEmptySince = null;
@@ -218,8 +230,10 @@ export function createCheckpointer(db: Database.Database, o: CheckpointerOptions
     }
     const now = Date.now();
     nonEmptySince ??= now;
-    if (size >= START_BYTES) start();
-    else if (now - nonEmptySince >= dueMs) {
+    if (size >= START_BYTES) {
+      // a burst still writing: the worker starts when it pauses (one checkpoint of each page, not one a period)
+      if (quiet || size >= burstBytes || now - nonEmptySince >= dueMs) start();
+    } else if (now - nonEmptySince >= dueMs) {
       if (size > MAIN_BYTES || now - nonEmptySince >= 2 * dueMs) start();
       else if (quiet) {
         if (checkpointHere()) lastSize = 0;

@@ -9,9 +9,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import pino from 'pino';
 import { createMemoryDataplane } from '../../src/dataplane/memory.js';
-import { MAIN_BYTES, START_BYTES } from '../../src/leases/checkpointer.js';
+import { createCheckpointer, MAIN_BYTES, START_BYTES } from '../../src/leases/checkpointer.js';
 import { createFixedClock } from '../../src/leases/clock.js';
 import { createLeaseTable } from '../../src/leases/table.js';
 import { createPolicy } from '../../src/policy/policy.js';
@@ -210,6 +211,60 @@ describe('WAL checkpointer', () => {
       assert.equal(again.list({ state: 'active' }).total, 2000, 'every lease of the WAL is in the table');
     } finally {
       await again.close();
+    }
+  });
+
+  it('a WAL past 1 MiB that is still growing (a burst) starts the worker only once it pauses, or past burstBytes', async () => {
+    const opened: { db: Database.Database; ck: ReturnType<typeof createCheckpointer> }[] = [];
+    /** a fresh WAL database with a checkpointer of 100 ms periods, due after 60 s: only a pause or the size bound */
+    const fresh = (burstBytes: number) => {
+      const dir = mkdtempSync(join(tmpdir(), 'portd-ckpt-'));
+      dirs.push(dir);
+      const path = join(dir, 'burst.sqlite');
+      const db = new Database(path);
+      db.pragma('journal_mode = WAL');
+      db.exec('CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)');
+      const ck = createCheckpointer(db, {
+        path,
+        intervalMs: 100,
+        synchronous: 'NORMAL',
+        warn: () => {},
+        dueMs: 60_000,
+        burstBytes,
+      });
+      opened.push({ db, ck });
+      const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+      const blob = Buffer.alloc(3000, 7);
+      /** a commit of ≈ 1 page every ms or so, for `ms` */
+      const burst = async (ms: number) => {
+        const end = Date.now() + ms;
+        while (Date.now() < end) {
+          insert.run(blob);
+          await sleep(1);
+        }
+      };
+      return { ck, burst, wal: () => size(`${path}-wal`) };
+    };
+    try {
+      const a = fresh(32 * 1024 * 1024);
+      for (let i = 0; i < 200 && a.wal() < START_BYTES; i++) await a.burst(20);
+      assert.ok(a.wal() >= START_BYTES, 'the WAL grew past 1 MiB');
+      // still writing, for 10 periods: no worker
+      await a.burst(1000);
+      assert.ok(a.wal() < 32 * 1024 * 1024, `WAL ${a.wal()} B under burstBytes`);
+      assert.equal(a.ck.starts(), 0, 'no worker while the burst writes');
+      // the pause: started within a period or two
+      assert.ok(await until(() => a.ck.running(), 1000), 'started once the WAL stopped growing');
+      // a burst that does not pause: started once past burstBytes
+      const b = fresh(3 * 1024 * 1024);
+      for (let i = 0; i < 400 && !b.ck.running(); i++) await b.burst(20);
+      assert.ok(b.ck.running(), 'started while the burst still wrote');
+      assert.ok(b.wal() >= 3 * 1024 * 1024, `and only once past burstBytes (WAL ${b.wal()} B)`);
+    } finally {
+      for (const o of opened) {
+        await o.ck.stop();
+        o.db.close();
+      }
     }
   });
 });

@@ -15,6 +15,7 @@ import { createLeaseTable, type LeaseTable } from '../../src/leases/table.js';
 import { createSystemClock } from '../../src/leases/clock.js';
 import { createPolicy } from '../../src/policy/policy.js';
 import type { LeaseRequest } from '../../src/leases/types.js';
+import { createMetrics } from '../../src/metrics.js';
 import { ADDR, IF, createLab, labSkip, type Agent, type Lab } from './harness.js';
 
 const skip = labSkip('lease-table');
@@ -60,6 +61,8 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
   let dp: NftablesDataplane;
   let table: LeaseTable;
   let hostA: Agent, wan: Agent;
+  // one registry for the driver and the table, as main.ts wires them
+  const metrics = createMetrics();
 
   async function start(): Promise<void> {
     dp = createNftablesDataplane({
@@ -69,9 +72,11 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
       hairpin: true,
       frontendPorts: { tcp: [5000], udp: [1900, 5351] },
       log,
+      metrics,
       netns: lab.gw,
     });
     table = createLeaseTable({
+      metrics,
       database: { path: join(dir, 'portd.sqlite') },
       dataplane: dp,
       policy,
@@ -108,6 +113,17 @@ describe('lease table + nftables driver in a namespace lab', { skip, timeout: 12
     await dp?.close();
     await lab?.teardown();
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('one tick is one dataplane batch in the metrics (the driver and the writer do not both count it)', async () => {
+    const count = async () =>
+      (await metrics.dataplaneBatchSeconds.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    const before = await count();
+    const r = await table.request(pcp('tcp', 9199, 8199, 30));
+    assert.ok(r.ok);
+    assert.equal(await count(), before + 1, 'one observation for the one batch of the grant');
+    assert.ok((await table.revoke(r.lease.id, 'admin:test', 'lab')).ok);
+    assert.equal(await count(), before + 2, 'and one for the revocation');
   });
 
   test('a granted lease opens the port; at its expiry the table closes it and its open flows', async () => {
