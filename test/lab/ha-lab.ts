@@ -69,6 +69,8 @@ export interface HaLab {
   };
   /** node-postgres URL of the lab's database (TCP 192.168.77.250:5432, user portd, trust on the LAN) */
   readonly pgUrl: string;
+  /** runs one SQL statement through psql on the server's Unix socket (from the test's own namespace); rows as lines */
+  sql(statement: string): Promise<string[]>;
   /** the fifo keepalived writes that node's state changes to */
   fifo(node: NodeName): string;
   exec(ns: string, argv: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<ExecResult>;
@@ -197,6 +199,21 @@ export async function createHaLab(opts: HaLabOptions = {}): Promise<HaLab> {
     ns,
     pgUrl: `postgresql://portd@${HA.pg}:${HA.pgPort}/postgres`,
     fifo,
+    async sql(statement) {
+      const outText = await must(null, [
+        'psql',
+        '-h',
+        join(dir, 'pg'),
+        '-U',
+        'portd',
+        '-d',
+        'postgres',
+        '-At',
+        '-c',
+        statement,
+      ]);
+      return outText.split('\n').filter(Boolean);
+    },
     exec: (n, argv, o) => exec(n, argv, o),
     must: (n, argv, o) => must(n, argv, o),
     async startKeepalived(node) {
