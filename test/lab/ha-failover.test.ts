@@ -123,6 +123,10 @@ describe('HA pair: failover with the lease in both kernels', { skip, timeout: 15
   });
 
   test('kill -9 of A: the WAN host reaches the port through B within 3 s; a renewal through B renews the same lease', async () => {
+    // an established flow through A, to see what becomes of it (no conntrackd: B has no conntrack entry for it)
+    const flow = await wan.tcpConnect(HA.vipWan, 8100, { timeoutMs: 1000 });
+    assert.ok(flow.ok, JSON.stringify(flow));
+    assert.equal((await wan.tcpSend(flow.conn!, 'before')).reply, `client|${HA.wanHost}|before`);
     const t0 = Date.now();
     nodes.A!.proc.child.kill('SIGKILL');
     const ms = await reachable(t0);
@@ -132,6 +136,11 @@ describe('HA pair: failover with the lease in both kernels', { skip, timeout: 15
     figures.push(`addresses on B ${moved} ms after the kill`);
     assert.ok(moved <= BUDGET_MS, `${moved} ms`);
     assert.ok((await reachable(Date.now())) < BUDGET_MS, 'through B');
+    const sent = await wan.tcpSend(flow.conn!, 'after', 2000);
+    figures.push(`established flow after kill -9 (no conntrackd): ${sent.ok ? 'kept' : sent.error}`);
+    // B has no conntrack entry for it; the kernel's loose TCP pickup (nf_conntrack_tcp_loose=1, the default) makes
+    // one from the next segment, and B's own copy of the mapping DNATs it to the same LAN host
+    assert.equal(sent.reply, `client|${HA.wanHost}|after`, 'the established flow carries on through B');
     const s = await waitRole('B', 'active');
     figures.push(`B active (fence taken) ${Date.now() - t0} ms after the kill`);
     assert.equal(await lab.vipHolder(), 'B');
@@ -164,11 +173,17 @@ describe('HA pair: failover with the lease in both kernels', { skip, timeout: 15
   });
 
   test("B's links go down: A takes over within 3 s and the lease still reaches the LAN host", async () => {
+    const flow = await wan.tcpConnect(HA.vipWan, 8100, { timeoutMs: 1000 });
+    assert.ok(flow.ok, JSON.stringify(flow));
+    assert.equal((await wan.tcpSend(flow.conn!, 'before')).reply, `client|${HA.wanHost}|before`);
     const t0 = Date.now();
     await lab.linksDown('B');
     const ms = await reachable(t0);
     figures.push(`B's links down → WAN reaches the mapped port through A in ${ms} ms`);
     assert.equal(await lab.vipHolder(), 'A');
+    const sent = await wan.tcpSend(flow.conn!, 'after', 2000);
+    figures.push(`established flow after links down (no conntrackd): ${sent.ok ? 'kept' : sent.error}`);
+    assert.equal(sent.reply, `client|${HA.wanHost}|after`, 'the established flow carries on through A');
     assert.ok(ms <= BUDGET_MS, `${ms} ms`);
     await waitRole('A', 'active');
     figures.push(`A active (fence taken) ${Date.now() - t0} ms after B's links went down`);
@@ -179,5 +194,20 @@ describe('HA pair: failover with the lease in both kernels', { skip, timeout: 15
     await waitRole('B', 'standby');
     await new Promise((r) => setTimeout(r, 1000));
     assert.deepEqual((await call('B', { op: 'kernel' })).entries, await tableEntries());
+  });
+
+  test('without loose TCP pickup (nf_conntrack_tcp_loose=0) an established flow does not survive the failover', async () => {
+    for (const n of ['A', 'B'] as const)
+      await lab.must(lab.ns[n], ['sysctl', '-qw', 'net.netfilter.nf_conntrack_tcp_loose=0']);
+    const flow = await wan.tcpConnect(HA.vipWan, 8100, { timeoutMs: 1000 });
+    assert.ok(flow.ok, JSON.stringify(flow));
+    assert.equal((await wan.tcpSend(flow.conn!, 'before')).reply, `client|${HA.wanHost}|before`);
+    const t0 = Date.now();
+    nodes.A!.proc.child.kill('SIGKILL');
+    await vipMoved('B', t0);
+    assert.ok((await reachable(Date.now())) < BUDGET_MS, 'new connections pass through B');
+    const sent = await wan.tcpSend(flow.conn!, 'after', 2000);
+    figures.push(`established flow after kill -9, tcp_loose=0, no conntrackd: ${sent.ok ? 'kept' : sent.error}`);
+    assert.equal(sent.ok, false, 'B drops a mid-stream segment it has no conntrack entry for');
   });
 });
