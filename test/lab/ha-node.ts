@@ -4,7 +4,8 @@
  * (the node name last: keepalived's check script finds this process by it).
  *
  * The HA parts are portd's own: the nftables dataplane (table portd, lan0/wan0, the WAN virtual address as the
- * external address), the fence, the follower and the role controller following keepalived's notify_fifo. The
+ * external address) and `startHaNode` (src/ha/node.ts: the fence, the follower and the role controller
+ * following keepalived's notify_fifo), as portd start will compose them. The
  * active side is a stand-in for the PostgreSQL writer of issue 18 item 2 (not on main yet): `grant`/`renew`
  * commands run one writer transaction as that writer will — the fence's guard first, the row, the kernel
  * before the commit — so the takeover, the follower and the fence are exercised end to end.
@@ -16,10 +17,9 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import pino from 'pino';
 import { createNftablesDataplane } from '../../src/dataplane/nftables.js';
-import { createFence, FencedError } from '../../src/ha/fence.js';
-import { createFollower } from '../../src/ha/follower.js';
-import { watchNotifyFifo } from '../../src/ha/keepalived.js';
-import { createHaRole, type HaRole } from '../../src/ha/role.js';
+import { FencedError } from '../../src/ha/fence.js';
+import { startHaNode } from '../../src/ha/node.js';
+import type { HaRole } from '../../src/ha/role.js';
 import { leaseEntry } from '../../src/leases/entry.js';
 import { openPostgresStore } from '../../src/leases/pg/store.js';
 import { type LeaseRow, rowToLease } from '../../src/leases/store.js';
@@ -44,30 +44,21 @@ await dataplane.setExternalAddresses([VIP_WAN]);
 const store = await openPostgresStore({ url, onWarning: (m) => log.warn(m) });
 await store.close();
 
-const fence = createFence({ node, now: Date.now, lockTimeoutMs: 2000, idleInTransactionMs: 1000 });
 const newClient = () => {
   const c = new pg.Client({ connectionString: url, application_name: `portd-${node}` });
   c.on('error', (e) => log.warn({ err: e.message }, 'database connection'));
   return c;
 };
-const follower = createFollower({ client: newClient, dataplane, now: Date.now, log, retryMinMs: 200 });
 
 /** the writer stand-in's connection while active */
 let writer: pg.Client | null = null;
 let lastToken: number | null = null;
 let roleNow: HaRole = 'standby';
-const role = createHaRole({
+const ha = startHaNode({
+  ha: { node, keepalived: { fifo, instance: 'gw' }, lockTimeout: 2000, idleInTransactionTimeout: 1000 },
+  url,
+  dataplane,
   log,
-  follower,
-  takeFence: async () => {
-    const c = newClient();
-    await c.connect();
-    try {
-      return await fence.take(c);
-    } finally {
-      await c.end().catch(() => {});
-    }
-  },
   activate: async (token) => {
     const c = newClient();
     await c.connect();
@@ -88,14 +79,7 @@ const role = createHaRole({
     out({ event: 'role', role: r, token, at: Date.now() });
   },
 });
-role.start();
-const watcher = watchNotifyFifo({
-  path: fifo,
-  instance: 'gw',
-  onState: (s) => role.vrrp(s),
-  onError: (m) => log.warn(m),
-  retryMs: 100,
-});
+const { fence, role, follower } = ha;
 
 interface Cmd {
   id: number;
@@ -191,8 +175,7 @@ rl.on('line', (line) => {
   );
 });
 rl.on('close', async () => {
-  watcher.close();
-  await role.stop();
+  await ha.stop();
   await dataplane.destroy();
   await dataplane.close();
   process.exit(0);
