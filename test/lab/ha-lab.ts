@@ -55,6 +55,12 @@ export interface HaLabOptions {
   /** the check keepalived runs every second on each node (vrrp_script, no spaces: no shell); fails → FAULT */
   readonly trackScript?: (node: NodeName) => string;
   readonly verbose?: boolean;
+  /**
+   * conntrackd on both gateways (FTFW, unicast UDP over lan0): the master's conntrack table is synced to the
+   * backup's external cache, and keepalived's notify_master commits it into the new master's kernel (as
+   * Debian's primary-backup.sh example does)
+   */
+  readonly conntrackd?: boolean;
 }
 
 export interface HaLab {
@@ -88,7 +94,13 @@ export interface HaLab {
 const AGENT = join(dirname(fileURLToPath(import.meta.url)), 'agent.mjs');
 let seq = 0;
 
-function keepalivedConf(o: { node: NodeName; fifo: string; advertInt: number; track: string | null }): string {
+function keepalivedConf(o: {
+  node: NodeName;
+  fifo: string;
+  advertInt: number;
+  track: string | null;
+  notifyMaster: string | null;
+}): string {
   const me = o.node === 'A' ? { lan: HA.aLan, prio: 150 } : { lan: HA.bLan, prio: 100 };
   const peer = o.node === 'A' ? HA.bLan : HA.aLan;
   // keepalived's process tracking (vrrp_track_process) needs the process events connector, which the kernel
@@ -130,7 +142,7 @@ ${track}vrrp_instance gw {
   track_interface {
     wan0
   }
-${o.track ? '  track_script {\n    portd\n  }\n' : ''}}
+${o.notifyMaster ? `  notify_master "${o.notifyMaster}"\n` : ''}${o.track ? '  track_script {\n    portd\n  }\n' : ''}}
 `;
 }
 
@@ -142,6 +154,7 @@ export async function createHaLab(opts: HaLabOptions = {}): Promise<HaLab> {
   const dir = mkdtempSync(join(tmpdir(), 'portd-ha-lab-'));
   chmodSync(dir, 0o711); // the postgres user walks through it to its data dir
   const keepalived = new Map<NodeName, ChildProcessWithoutNullStreams>();
+  const conntrackds = new Map<NodeName, ReturnType<typeof spawn>>();
   const agents: Agent[] = [];
   const step = async (n: string | null, argv: string[]) => {
     if (opts.verbose) process.stderr.write(`ha-lab: ${n ? `[${n}] ` : ''}${argv.join(' ')}\n`);
@@ -151,6 +164,8 @@ export async function createHaLab(opts: HaLabOptions = {}): Promise<HaLab> {
     for (const a of agents.splice(0)) a.stop();
     for (const k of keepalived.values()) k.kill('SIGKILL');
     keepalived.clear();
+    for (const k of conntrackds.values()) k.kill('SIGKILL');
+    conntrackds.clear();
     // killing the namespaces' processes takes postgres and anything else started inside with it
     for (const r of removers) r();
     rmSync(dir, { recursive: true, force: true });
@@ -194,6 +209,62 @@ export async function createHaLab(opts: HaLabOptions = {}): Promise<HaLab> {
     throw e;
   }
   const fifo = (node: NodeName) => join(dir, `keepalived-${node}.fifo`);
+  /** starts conntrackd in the node's namespace; returns the script keepalived runs on becoming master */
+  const startConntrackd = async (node: NodeName): Promise<string> => {
+    const d = join(dir, `ctd-${node}`);
+    mkdirSync(d, { recursive: true });
+    const [me, peer] = node === 'A' ? [HA.aLan, HA.bLan] : [HA.bLan, HA.aLan];
+    const conf = join(d, 'conntrackd.conf');
+    writeFileSync(
+      conf,
+      `Sync {
+  Mode FTFW {
+  }
+  UDP {
+    IPv4_address ${me}
+    IPv4_Destination_Address ${peer}
+    Port 3780
+    Interface lan0
+    Checksum on
+  }
+}
+General {
+  HashSize 8192
+  HashLimit 65536
+  LogFile ${join(d, 'conntrackd.log')}
+  Syslog off
+  LockFile ${join(d, 'lock')}
+  UNIX {
+    Path ${join(d, 'ctl')}
+  }
+  Filter From Userspace {
+    Protocol Accept {
+      TCP
+      UDP
+    }
+    Address Ignore {
+      IPv4_address 127.0.0.1
+      IPv4_address ${HA.vipLan}
+      IPv4_address ${HA.aLan}
+      IPv4_address ${HA.bLan}
+      IPv4_address ${HA.pg}
+    }
+  }
+}
+`,
+    );
+    const ctd = spawn('ip', ['netns', 'exec', ns[node], 'conntrackd', '-C', conf], { stdio: 'ignore' });
+    conntrackds.set(node, ctd);
+    await new Promise((r) => setTimeout(r, 300));
+    if (ctd.exitCode !== null) throw new Error(`conntrackd on ${node} exited ${ctd.exitCode}`);
+    const script = join(d, 'primary.sh');
+    // Debian's primary-backup.sh "primary": commit the external cache, flush it, resync the internal cache
+    // from the kernel, and send a bulk update to the peer
+    writeFileSync(script, `#!/bin/sh\nfor o in -c -f -R -B; do /usr/sbin/conntrackd -C ${conf} $o; done\nexit 0\n`, {
+      mode: 0o755,
+    });
+    return script;
+  };
   return {
     dir,
     ns,
@@ -227,6 +298,7 @@ export async function createHaLab(opts: HaLabOptions = {}): Promise<HaLab> {
           fifo: fifo(node),
           advertInt: opts.advertInt ?? 0.2,
           track: opts.trackScript?.(node) ?? null,
+          notifyMaster: opts.conntrackd ? await startConntrackd(node) : null,
         }),
       );
       const child = spawn(
