@@ -21,6 +21,7 @@ const FRONTENDS = '^src/frontends/';
 const ADMIN = '^src/admin/';
 const UPSTREAM = '^src/upstream/';
 const DOCTOR = '^src/doctor/';
+const HA = '^src/ha/';
 const WIRING = '^src/(main|cli|cli-admin|warmup)[.]ts$';
 
 const layers = [
@@ -39,6 +40,9 @@ const layers = [
   // `portd doctor` inspects the kernel state the driver owns (its ct marks, its runner) and asks a running portd
   // through the admin API's client (admin/cli-commands.ts); it never opens the lease table itself
   { name: 'doctor', path: DOCTOR, may: [COMMON, BASE, CONFIG, PROTOCOLS, DATAPLANE, ADMIN] },
+  // the HA pair (docs/ha.md): follows keepalived, fences writers, keeps a standby's dataplane in step through its
+  // interface; the active side it starts is handed in by the wiring
+  { name: 'ha', path: HA, may: [COMMON, BASE, CONFIG, LEASES, DATAPLANE_API] },
 ];
 
 const OURS = '^(src|protocols|bin)/';

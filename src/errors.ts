@@ -17,6 +17,7 @@ export const errorRegistry = {
   DATABASE_OPEN: { code: 'PORTD_DATABASE_OPEN', status: null },
   DATABASE_SCHEMA: { code: 'PORTD_DATABASE_SCHEMA', status: null },
   DATABASE_WRITE: { code: 'PORTD_DATABASE_WRITE', status: null },
+  HA_FENCED: { code: 'PORTD_HA_FENCED', status: 503 },
   DATAPLANE_UNAVAILABLE: { code: 'PORTD_DATAPLANE_UNAVAILABLE', status: null },
   DATAPLANE_BATCH: { code: 'PORTD_DATAPLANE_BATCH', status: 503 },
   NFT_MISSING: { code: 'PORTD_NFT_MISSING', status: null },

@@ -145,6 +145,8 @@ export interface Config {
   readonly limits: LimitsConfig;
   /** STUN checks of the public address (docs/double-nat.md); optional so hand-built test configs may leave it out */
   readonly stun?: StunConfig;
+  /** the HA pair (src/config/ha.ts, docs/ha.md); optional so hand-built test configs may leave it out (= off) */
+  readonly ha?: HaConfig;
   readonly staticForwards: readonly StaticForwardConfig[];
   readonly triggers: readonly TriggerConfig[];
   /** chaining leases to the NAT the gateway sits behind (src/config/upstream.ts); absent in hand-built configs = off */
@@ -178,4 +180,17 @@ export interface LimitsConfig {
   readonly ssdpSearchesPerSecond: number;
   /** PCP PEER conntrack lookups per second from all clients together */
   readonly peerLookupsPerSecond: number;
+}
+
+/** `ha:` (src/config/ha.ts, docs/ha.md) */
+export interface HaConfig {
+  readonly enabled: boolean;
+  /** this node's name, stored as the fence's holder */
+  readonly node: string | null;
+  /** keepalived's notify_fifo (global_defs) and the vrrp_instance whose state portd follows */
+  readonly keepalived: { readonly fifo: string; readonly instance: string };
+  /** ms one takeover try waits for the old writer's transaction in flight */
+  readonly lockTimeout: number;
+  /** ms the server lets a writer session sit idle inside a transaction before ending it (bounds a takeover) */
+  readonly idleInTransactionTimeout: number;
 }

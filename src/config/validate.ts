@@ -21,6 +21,7 @@ import { checkStaticOverlaps, readStaticForward } from './static-forwards.js';
 import { readTrigger } from './triggers.js';
 import { deepFreeze } from './freeze.js';
 import { readStun } from './stun.js';
+import { readHa } from './ha.js';
 import { readUpstream } from './upstream.js';
 
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -41,6 +42,7 @@ const TOP_KEYS = [
   'admin',
   'limits',
   'stun',
+  'ha',
   'staticForwards',
   'triggers',
   'upstream',
@@ -352,6 +354,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
   };
 
   const stun = readStun(root['stun'], issues);
+  const ha = readHa(root['ha'], database.driver, issues);
 
   const adminPort = parseListen(listen)?.port ?? 0;
   if (upnp.enabled && upnp.httpPort !== 0 && upnp.httpPort === adminPort) {
@@ -411,6 +414,7 @@ export function readConfig(doc: unknown): { config: Config; issues: Issues } {
     admin,
     limits,
     stun,
+    ha,
     staticForwards,
     triggers,
     upstream,

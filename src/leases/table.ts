@@ -19,6 +19,7 @@ import type { LeaseTableApi } from './table-api.js';
 import { createWriter, type JobOutcome } from './writer.js';
 import { createMetaStore } from './meta-store.js';
 import { createReconciler, type EntryFields } from './reconcile.js';
+import { leaseEntry } from './entry.js';
 import { createStaticSync } from './static-sync.js';
 import { createExpiry } from './expiry.js';
 import { createPruner } from './prune.js';
@@ -324,23 +325,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     return lastId.toString(16).padStart(12, '0');
   };
   function toEntry(l: EntryFields, now: number): DataplaneEntry {
-    // the optional keys come last: a spread that opens an object literal (`{ ...(six ? { family: 6 } : {}), id… }`)
-    // takes V8's slow path, 15-40 µs an object in node 20, and made every pinhole grant cost 1.5× a mapping's
-    // (issue 15 item 9, docs/benchmarks.md session 8)
-    return {
-      id: l.id,
-      protocol: l.protocol,
-      externalAddress: l.externalAddress,
-      externalPort: l.externalPort,
-      externalPortEnd: l.externalPortEnd,
-      internalAddress: l.internalAddress,
-      internalPort: l.internalPort,
-      remoteAddress: l.remoteAddress,
-      timeoutSeconds: l.expiresAt === null ? null : Math.max(1, Math.ceil((l.expiresAt - now) / 1000)) + grace,
-      ...(l.family === 6 ? { family: 6 as const } : {}),
-      // a pinhole's remote filter may be a prefix (PCP FILTER, RFC 6887 §13.3): the dataplane keys on it
-      ...(l.family === 6 && l.remotePrefix !== null && l.remotePrefix < 128 ? { remotePrefix: l.remotePrefix } : {}),
-    };
+    return leaseEntry(l, now, grace);
   }
   /** the active lease holding any external port in [start, end] (the lowest such port's holder) */
   function overlapping(protocol: 'tcp' | 'udp', start: number, end: number): LeaseRow | undefined {

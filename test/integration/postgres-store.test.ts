@@ -62,6 +62,7 @@ describe('PostgreSQL lease store', { skip, timeout: 20_000 }, () => {
       );
       assert.deepEqual(tables.rows.map((r) => r.table_name).sort(), [
         'events',
+        'ha_fence', // migration v2: the HA pair's writer fence (src/ha/fence.ts), PostgreSQL only
         'leases',
         'meta',
         'revocations',
@@ -97,7 +98,8 @@ describe('PostgreSQL lease store', { skip, timeout: 20_000 }, () => {
     try {
       const cols = await c.query<{ table_name: string; column_name: string }>(
         `SELECT table_name, column_name FROM information_schema.columns
-         WHERE table_schema = 'public' AND table_name <> 'schema_version' ORDER BY table_name, column_name`,
+         WHERE table_schema = 'public' AND table_name NOT IN ('schema_version', 'ha_fence')
+         ORDER BY table_name, column_name`,
       );
       const pgColumns: Record<string, string[]> = {};
       for (const r of cols.rows) pgColumns[r.table_name] = [...(pgColumns[r.table_name] ?? []), r.column_name];

@@ -105,5 +105,24 @@ export const PG_MIGRATIONS: readonly string[] = [
      detail TEXT,
      updated_at BIGINT NOT NULL
    );`,
+  // v2, the HA pair (issue 18 item 3, src/ha/): the writers' fence and the standby's change feed.
+  // ha_fence is one row; its generation goes up by one each time a node becomes the writer (src/ha/fence.ts),
+  // and every writer transaction first reads it FOR SHARE and gives up when it is not its own (the fencing
+  // argument is in docs/ha.md). The trigger tells LISTENers on channel portd_leases the id of every lease
+  // row a transaction wrote; PostgreSQL delivers the notifications at commit, none for a rolled-back one.
+  `CREATE TABLE ha_fence (
+     one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+     generation BIGINT NOT NULL,
+     holder TEXT,
+     taken_at BIGINT
+   );
+   INSERT INTO ha_fence (generation, holder, taken_at) VALUES (0, NULL, NULL);
+   CREATE FUNCTION portd_lease_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_notify('portd_leases', CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END);
+     RETURN NULL;
+   END $$;
+   CREATE TRIGGER leases_notify AFTER INSERT OR UPDATE OR DELETE ON leases
+     FOR EACH ROW EXECUTE FUNCTION portd_lease_notify();`,
 ];
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
