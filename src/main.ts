@@ -197,14 +197,20 @@ async function resolveExternalAddress(config: Config, log: Logger): Promise<stri
 }
 
 export async function startPortd(config: Config, log: Logger): Promise<Portd> {
-  // issue 18 item 2: the PostgreSQL store (src/leases/pg/) exists, the writer does not drive it yet
-  if (config.database.driver !== 'sqlite') {
-    throw new PortdError(
-      ErrorCode.CONFIG_INVALID,
-      `database.driver: ${config.database.driver} is not yet supported: portd keeps its lease table in SQLite only`,
-      'remove database.driver and database.url (or set database.driver: sqlite) and use database.path',
-    );
-  }
+  // issue 18 item 2: database.driver postgres: the lease table's storage on PostgreSQL (src/leases/pg/storage.ts),
+  // opened first, before any kernel work: its writer lock (an advisory lock, pg/fence.ts) refuses a second portd
+  const storage =
+    config.database.driver === 'postgres'
+      ? await (await import('./leases/pg/storage.js')).openPostgresStorage({
+          url: config.database.url ?? '',
+          onWarning: (m) => log.warn({ component: 'database' }, m),
+          onFenceLost: (e) =>
+            log.error(
+              { component: 'database', err: e.message },
+              'PostgreSQL writer lock lost: another portd may write the lease table now; restart portd',
+            ),
+        })
+      : undefined;
   const startedAt = Date.now();
   // the process metrics start with the admin app (built at its first connection): nothing can scrape them before
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });
@@ -283,6 +289,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const leases = createLeaseTable({
     // the WAL checkpointer's worker leaves its arena behind (≈ 2 MiB): docs/benchmarks.md, "Session 8: footprint"
     database: { ...config.database, onCheckpointerStopped: () => idleGc.released() },
+    ...(storage ? { storage } : {}),
     dataplane,
     policy: policyRef,
     clock,

@@ -194,7 +194,10 @@ export function rowToLease(r: LeaseRow): Lease {
 
 export interface OpenStoreOptions {
   readonly path: string;
-  readonly synchronous?: 'normal' | 'full';
+  /** 'off' only for PostgreSQL's local image (pg/storage.ts), whose durable copy is PostgreSQL's */
+  readonly synchronous?: 'normal' | 'full' | 'off';
+  /** no lock file (PostgreSQL's image: its fence is an advisory lock in PostgreSQL, pg/fence.ts) */
+  readonly noLock?: boolean;
   /**
    * Checkpoint the WAL from a worker thread every this many ms (default 500; 4x as long while the WAL
    * was empty at the last look; 0 = SQLite's own automatic checkpoints, run inside whichever commit
@@ -289,7 +292,7 @@ export function openStore(opts: OpenStoreOptions) {
       );
     }
   }
-  const unlock = acquireLock(opts.path);
+  const unlock = opts.noLock ? () => {} : acquireLock(opts.path);
   let db: Database.Database;
   try {
     if (opts.path !== ':memory:') {
@@ -299,7 +302,7 @@ export function openStore(opts: OpenStoreOptions) {
     }
     db = new Database(opts.path);
     db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+    db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : opts.synchronous === 'off' ? 'OFF' : 'NORMAL'}`);
     db.pragma('busy_timeout = 2000');
     // 100k leases with their indexes are ~40 MiB: keep them in the page cache so cost stays flat with size
     db.pragma('cache_size = -65536');
@@ -415,11 +418,16 @@ export function openStore(opts: OpenStoreOptions) {
     renewals: reader.prepare(`SELECT renew_count, renewed_at, renewed_by FROM leases WHERE id = ?`),
   };
   return {
+    driver: 'sqlite' as const,
     db,
     reader,
     s,
     r,
     tx,
+    /** the writer's `between`: better-sqlite3's own transaction wrapper, synchronous */
+    transaction: <T>(fn: () => T) => db.transaction(fn) as () => T,
+    /** every write is durable at its own commit already */
+    settle: async () => {},
     /**
      * The stored history, with the lease's renewals as one entry at the last renewal (renewals are counted
      * on the lease, not stored one by one): `reason` says how many there were.

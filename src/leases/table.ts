@@ -14,7 +14,8 @@ import { PortMap } from './port-map.js';
 import { PinholeIndex } from './pinhole-index.js';
 import { canonicalIPv6, formatEndpoint, splitZone } from '../common/ipv6.js';
 import { listQuery, type ListQuery } from './list-query.js';
-import { openStore, rowToLease, type LeaseRow, type Store } from './store.js';
+import { openStore, rowToLease, type LeaseRow } from './store.js';
+import type { LeaseStorage } from './storage.js';
 import type { LeaseTableApi } from './table-api.js';
 import { createWriter, type JobOutcome } from './writer.js';
 import { createMetaStore } from './meta-store.js';
@@ -38,6 +39,11 @@ import type {
 } from './types.js';
 
 export interface LeaseTableOptions {
+  /**
+   * the storage, opened already (PostgreSQL: pg/storage.ts `openPostgresStorage`, async); absent = SQLite at
+   * `database.path`, opened here. The table closes it.
+   */
+  readonly storage?: LeaseStorage;
   readonly database: {
     readonly path: string;
     readonly synchronous?: 'normal' | 'full';
@@ -96,7 +102,7 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const maxEnded = opts.maxEndedLeases ?? 10000;
   const historyCap = opts.historyPerLease ?? 32;
   const pruneBatch = Math.max(1, opts.pruneBatch ?? 256);
-  const store: Store = openStore({ ...opts.database, onWarning: (m) => log.warn(m) });
+  const store: LeaseStorage = opts.storage ?? openStore({ ...opts.database, onWarning: (m) => log.warn(m) });
   const { s } = store;
   const upstreamRows = createUpstreamStore(store);
   let externalAddress = opts.externalAddress;
@@ -979,7 +985,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   const listeners = new Set<(e: LeaseEvent) => void>();
   const writer = createWriter({
     tx: store.tx,
-    transaction: (fn) => store.db.transaction(fn),
+    transaction: (fn) => store.transaction(fn),
+    settle: store.driver === 'sqlite' ? undefined : () => store.settle(),
     prepare: (sql) => store.db.prepare(sql),
     dataplane,
     log,

@@ -2,7 +2,7 @@
  * Rows of `upstream_mappings` (schema version 9): written only inside the writer's ticks (the lease
  * table's setUpstream job), read from the reader connection (committed state only).
  */
-import type { Store } from './store.js';
+import type { LeaseStorage } from './storage.js';
 import type { UpstreamProtocol, UpstreamRecord, UpstreamState } from './upstream.js';
 
 interface UpstreamRow {
@@ -37,7 +37,7 @@ function toRecord(r: UpstreamRow): UpstreamRecord {
   };
 }
 
-export function createUpstreamStore(store: Store) {
+export function createUpstreamStore(store: Pick<LeaseStorage, 'db' | 'reader'>) {
   const upsert = store.db.prepare(`INSERT INTO upstream_mappings (lease_id, state, protocol, server, external_address,
       external_port, lifetime, expires_at, nonce, epoch, detail, updated_at)
     VALUES (@leaseId, @state, @protocol, @server, @externalAddress, @externalPort, @lifetime, @expiresAt, @nonce,

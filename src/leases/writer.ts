@@ -32,8 +32,9 @@
  * - **Close** lets the queued work finish, then refuses new jobs (answered with `onUnavailable`).
  *
  * The writer knows transactions and the dataplane, not leases: what a job means is its owner's (table.ts).
- * The storage it drives is the `WriterTx` interface below, so a second backend (issue 18 item 2) need only give
- * the same six statements' meaning.
+ * The storage it drives is the `WriterTx` interface below (storage.ts `StorageTx`): SQLite's six statements are
+ * synchronous; PostgreSQL's `commit` returns a promise (the tick's rows go to PostgreSQL and commit there, one
+ * round trip), which the tick awaits — only then, so SQLite's tick has no await it did not have before.
  */
 import type { Logger } from 'pino';
 import type { Dataplane, DataplaneEntry } from '../dataplane/types.js';
@@ -53,7 +54,7 @@ export interface JobOutcome<R> {
   endFlows?: DataplaneEntry[];
 }
 
-/** the transaction control the writer drives (store.ts prepares it once) */
+/** the transaction control the writer drives (store.ts prepares it once); commit may return a promise */
 export interface WriterTx {
   readonly begin: { run(): unknown };
   readonly commit: { run(): unknown };
@@ -79,8 +80,13 @@ export interface WriteDoor {
 
 export interface WriterOptions {
   readonly tx: WriterTx;
-  /** the connection's own transaction wrapper, for `between` (better-sqlite3 `db.transaction`) */
-  readonly transaction: <T>(fn: () => T) => () => T;
+  /**
+   * the connection's own transaction wrapper, for `between` (better-sqlite3 `db.transaction`; PostgreSQL's
+   * returns a promise that settles when the write is durable there)
+   */
+  readonly transaction: <T>(fn: () => T) => () => T | Promise<T>;
+  /** after every exclusive job: writes it made outside a transaction reach the durable store (storage.ts) */
+  readonly settle?: () => Promise<void>;
   readonly prepare: WriteDoor['prepare'];
   readonly dataplane: Pick<Dataplane, 'apply' | 'endFlows'>;
   readonly log: Logger;
@@ -149,7 +155,7 @@ export function createWriter(opts: WriterOptions) {
       name,
       async () => {
         try {
-          return { ok: true, v: opts.transaction(fn)() };
+          return { ok: true, v: await opts.transaction(fn)() };
         } catch (e) {
           return { ok: false, e: e as Error };
         }
@@ -198,7 +204,9 @@ export function createWriter(opts: WriterOptions) {
         if (head.exclusive) {
           queue.shift();
           try {
-            head.resolve(await head.exclusive());
+            const r = await head.exclusive();
+            if (opts.settle) await opts.settle();
+            head.resolve(r);
           } catch (e) {
             log.error({ job: head.name, err: (e as Error).message }, 'exclusive job failed');
             head.resolve(head.onUnavailable((e as Error).message));
@@ -302,7 +310,9 @@ export function createWriter(opts: WriterOptions) {
       }
     }
     try {
-      tx.commit.run();
+      // PostgreSQL: the rows go out and commit there; SQLite returns no promise and nothing is awaited
+      const c = tx.commit.run();
+      if (c instanceof Promise) await c;
     } catch (e) {
       try {
         tx.rollback.run();

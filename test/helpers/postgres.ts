@@ -90,7 +90,7 @@ export function startPostgres(): PostgresCluster {
     writeFileSync(
       join(data, 'postgresql.conf'),
       `\nlisten_addresses = ''\nunix_socket_directories = '${dir}'\nfsync = off\nsynchronous_commit = off\n` +
-        'full_page_writes = off\nmax_connections = 20\nshared_buffers = 16MB\n',
+        'full_page_writes = off\nmax_connections = 100\nshared_buffers = 16MB\n',
       { flag: 'a' },
     );
     run('pg_ctl', ['-D', data, '-l', log, '-w', '-t', '20', 'start']);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { LeaseEvent, LeaseRequest } from '../../src/leases/types.js';
 import { MIGRATIONS } from '../../src/leases/store.js';
-import { makeTable, tablesForFile, upnpRequest } from '../helpers/leases.js';
+import { makeTable, makeTableOn, tablesForFile, testBackend, upnpRequest, type TestTable } from '../helpers/leases.js';
 
 const H1 = '2001:db8:77::10';
 const H2 = '2001:db8:77::11';
@@ -32,12 +32,12 @@ const pinhole = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
 const mapping = upnpRequest;
 
 const table = tablesForFile();
-const row = (t: ReturnType<typeof table>, id: string) =>
+const row = (t: TestTable, id: string) =>
   t.table.store.db.prepare('SELECT * FROM leases WHERE id = ?').get(id) as Record<string, unknown>;
 
 describe('an IPv6 pinhole is a lease without translation', () => {
   it('is stored with family 6, canonical addresses and external endpoint = internal endpoint', async () => {
-    const t = table();
+    const t = await table();
     const g = await t.table.request(
       pinhole({ internalAddress: '2001:DB8:77:0:0::10', owner: '2001:db8:77:0::10', remoteAddress: '2001:DB8:113::7' }),
     );
@@ -66,7 +66,7 @@ describe('an IPv6 pinhole is a lease without translation', () => {
   });
 
   it('allocates no external port: a reserved or taken IPv4 port number is no obstacle', async () => {
-    const t = table();
+    const t = await table();
     const m = await t.table.request(mapping({ internalPort: 443, externalPort: 8443 }));
     assert.ok(m.ok);
     // 443 is in policy.reservedPorts (the gateway's own): a pinhole opens the LAN host's port, not the gateway's
@@ -79,7 +79,7 @@ describe('an IPv6 pinhole is a lease without translation', () => {
   });
 
   it('refuses an external port other than the internal one (no translation)', async () => {
-    const t = table();
+    const t = await table();
     const r = await t.table.request(pinhole({ externalPort: 6000, allowOtherPort: true }));
     assert.ok(!r.ok && r.reason === 'invalid', JSON.stringify(r));
     assert.match(r.detail, /no translation/);
@@ -87,7 +87,7 @@ describe('an IPv6 pinhole is a lease without translation', () => {
   });
 
   it('refuses targets a WAN peer cannot reach, saying why', async () => {
-    const t = table({ policy: { secureMode: false } });
+    const t = await table({ policy: { secureMode: false } });
     for (const bad of ['fe80::10', 'ff02::1', '::1', '::ffff:192.168.77.11', 'not-an-address', '192.168.77.11']) {
       const r = await t.table.request(pinhole({ internalAddress: bad }));
       assert.ok(!r.ok && r.reason === 'invalid', `${bad}: ${JSON.stringify(r)}`);
@@ -99,7 +99,7 @@ describe('an IPv6 pinhole is a lease without translation', () => {
 
 describe('uniqueness: protocol, internal endpoint, remote', () => {
   it('a pinhole and an IPv4 mapping on the same port number coexist', async () => {
-    const t = table();
+    const t = await table();
     assert.ok((await t.table.request(mapping())).ok);
     const p = await t.table.request(pinhole());
     assert.ok(p.ok && p.created, JSON.stringify(p));
@@ -107,7 +107,7 @@ describe('uniqueness: protocol, internal endpoint, remote', () => {
   });
 
   it('two hosts on the same port, and one host for two remotes, do not conflict (also within one tick)', async () => {
-    const t = table();
+    const t = await table();
     const [a, b, c] = await Promise.all([
       t.table.request(pinhole()),
       t.table.request(pinhole({ owner: H2, internalAddress: H2 })),
@@ -119,7 +119,7 @@ describe('uniqueness: protocol, internal endpoint, remote', () => {
   });
 
   it('the same owner asking again renews; another owner (secure mode off) gets a conflict', async () => {
-    const t = table({ policy: { secureMode: false } });
+    const t = await table({ policy: { secureMode: false } });
     const a = await t.table.request(pinhole());
     assert.ok(a.ok);
     // any spelling of the address is one key
@@ -138,7 +138,7 @@ describe('uniqueness: protocol, internal endpoint, remote', () => {
   });
 
   it('a static pinhole replaces a dynamic one on the same door', async () => {
-    const t = table();
+    const t = await table();
     const a = await t.table.request(pinhole());
     assert.ok(a.ok);
     const s = await t.table.request(
@@ -153,7 +153,7 @@ describe('uniqueness: protocol, internal endpoint, remote', () => {
 
 describe('quotas, secure mode', () => {
   it("an owner's pinholes count in policy.maxLeasesPerClient", async () => {
-    const t = table({ policy: { maxLeasesPerClient: 2 } });
+    const t = await table({ policy: { maxLeasesPerClient: 2 } });
     assert.ok((await t.table.request(pinhole({ internalPort: 5000 }))).ok);
     assert.ok((await t.table.request(pinhole({ internalPort: 5001 }))).ok);
     const r = await t.table.request(pinhole({ internalPort: 5002 }));
@@ -161,7 +161,7 @@ describe('quotas, secure mode', () => {
   });
 
   it('secure mode: only to the owner itself (any spelling), unless sameHost says it is the same host', async () => {
-    const t = table();
+    const t = await table();
     const r = await t.table.request(pinhole({ owner: H2 }));
     assert.ok(!r.ok && r.reason === 'not_authorized', JSON.stringify(r));
     assert.match(r.detail, /secure mode/);
@@ -169,7 +169,7 @@ describe('quotas, secure mode', () => {
     assert.ok(own.ok, JSON.stringify(own));
 
     const seen: [string, string][] = [];
-    const u = table({
+    const u = await table({
       policyDeps: {
         sameHost: (owner, target) => {
           seen.push([owner, target]);
@@ -189,7 +189,7 @@ describe('quotas, secure mode', () => {
 
 describe('release, revoke, history, events, metrics, listings', () => {
   it('release by internal endpoint, revoke, history rows and events carry the family', async () => {
-    const t = table();
+    const t = await table();
     const events: LeaseEvent[] = [];
     t.table.on((e) => events.push(e));
     const a = await t.table.request(pinhole());
@@ -229,7 +229,7 @@ describe('release, revoke, history, events, metrics, listings', () => {
   });
 
   it('findByInternal finds a pinhole by its endpoint and remote', async () => {
-    const t = table();
+    const t = await table();
     const any = await t.table.request(pinhole());
     const peer = await t.table.request(pinhole({ remoteAddress: '2001:db8:113::7' }));
     assert.ok(any.ok && peer.ok);
@@ -239,7 +239,7 @@ describe('release, revoke, history, events, metrics, listings', () => {
   });
 
   it('list filters by family; the port filter finds pinholes too; portd_pinholes_active counts them', async () => {
-    const t = table();
+    const t = await table();
     const m = await t.table.request(mapping());
     const p = await t.table.request(pinhole());
     const q = await t.table.request(pinhole({ source: 'pcp', internalPort: 7000, nonce: 'ab'.repeat(12) }));
@@ -279,7 +279,7 @@ describe('release, revoke, history, events, metrics, listings', () => {
   });
 
   it('a new WAN address moves IPv4 mappings only', async () => {
-    const t = table();
+    const t = await table();
     const m = await t.table.request(mapping());
     const p = await t.table.request(pinhole());
     assert.ok(m.ok && p.ok);
@@ -289,7 +289,7 @@ describe('release, revoke, history, events, metrics, listings', () => {
   });
 
   it('a dataplane that refuses a pinhole refuses the grant, and nothing is stored', async () => {
-    const t = table({ dataplane: { failIf: (b) => b.add.some((e) => e.family === 6) } });
+    const t = await table({ dataplane: { failIf: (b) => b.add.some((e) => e.family === 6) } });
     const r = await t.table.request(pinhole());
     assert.ok(!r.ok && r.reason === 'unavailable', JSON.stringify(r));
     assert.equal(t.table.activeCount(), 0);
@@ -304,11 +304,11 @@ describe('storage', () => {
   it('pinholes survive a restart: the cache is rebuilt, conflicts and reconcile see them', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'portd-family-'));
     try {
-      const t1 = makeTable({ dir, policy: { secureMode: false } });
+      const t1 = await makeTableOn(testBackend(), { dir, policy: { secureMode: false } });
       const p = await t1.table.request(pinhole());
       assert.ok(p.ok);
       await t1.close();
-      const t2 = makeTable({ dir, policy: { secureMode: false } });
+      const t2 = await makeTableOn(testBackend(), { dir, policy: { secureMode: false } });
       try {
         const other = await t2.table.request(pinhole({ owner: H2 }));
         assert.ok(!other.ok && other.reason === 'conflict', JSON.stringify(other));

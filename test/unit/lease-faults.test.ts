@@ -14,8 +14,8 @@ const pcp = pcpRequest;
 const newTable = tablesForFile();
 
 /** a table whose COMMITs fail while `full` is set, as SQLite's do when the disk is full */
-function fullDiskTable() {
-  const t = newTable();
+async function fullDiskTable() {
+  const t = await newTable();
   const commit = t.table.store.tx.commit;
   const run = commit.run.bind(commit);
   const state = { full: false, commits: 0, refusedCommits: 0 };
@@ -34,7 +34,7 @@ const settle = () => new Promise((r) => setTimeout(r, 20));
 
 describe('lease table: database refuses the commit', () => {
   it('a refused grant leaves nothing in the dataplane and answers unavailable', async () => {
-    const { table, dataplane, state } = fullDiskTable();
+    const { table, dataplane, state } = await fullDiskTable();
     state.full = true;
     const r = await table.request(pcp());
     assert.equal(r.ok, false);
@@ -48,7 +48,7 @@ describe('lease table: database refuses the commit', () => {
   });
 
   it('a refused renewal keeps the lease in the dataplane with its old timeout', async () => {
-    const { table, dataplane, state, clock } = fullDiskTable();
+    const { table, dataplane, state, clock } = await fullDiskTable();
     const g = await table.request(pcp());
     assert.ok(g.ok);
     const before = [...dataplane.entries.values()][0]!;
@@ -66,7 +66,7 @@ describe('lease table: database refuses the commit', () => {
   });
 
   it('a refused release keeps the lease in the dataplane (the table still holds it)', async () => {
-    const { table, dataplane, state } = fullDiskTable();
+    const { table, dataplane, state } = await fullDiskTable();
     const g = await table.request(pcp());
     assert.ok(g.ok);
     state.full = true;
@@ -85,7 +85,7 @@ describe('lease table: database refuses the commit', () => {
   });
 
   it('an expiry the database refuses is retried with back-off, then done when space returns', async () => {
-    const { table, dataplane, state, clock } = fullDiskTable();
+    const { table, dataplane, state, clock } = await fullDiskTable();
     const g = await table.request(pcp({ lifetime: 200 })); // clamped to the policy minimum, 120 s
     assert.ok(g.ok);
     state.full = true;

@@ -57,8 +57,8 @@ const trigger = (start: number, end: number, over: Partial<LeaseRequest> = {}): 
 });
 
 const newTable = tablesForFile();
-function table(opts?: Parameters<typeof newTable>[0]) {
-  const t = newTable(opts);
+async function table(opts?: Parameters<typeof newTable>[0]) {
+  const t = await newTable(opts);
   const batches: DataplaneBatch[] = [];
   const ended: DataplaneEntry[][] = [];
   const dp = t.dataplane as unknown as {
@@ -80,7 +80,7 @@ function table(opts?: Parameters<typeof newTable>[0]) {
 
 describe('admin-defined openings replace dynamic leases', () => {
   it('a static forward on a UPnP-held port ends that lease as replaced, in one kernel batch, and ends its flows', async () => {
-    const { table: t, batches, ended, events, dataplane } = table();
+    const { table: t, batches, ended, events, dataplane } = await table();
     const u = await t.request(upnp());
     assert.ok(u.ok);
     batches.length = 0;
@@ -118,7 +118,7 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('replaced is sticky: the UPnP renewal gets a conflict, also after the static forward is gone', async () => {
-    const { table: t, clock } = table();
+    const { table: t, clock } = await table();
     const u = await t.request(upnp());
     assert.ok(u.ok);
     const s = await t.request(statik(5000, { readOnly: false }));
@@ -150,7 +150,7 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('PCP: the renewal of a replaced mapping gets another port; with PREFER_FAILURE a conflict', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const p = await t.request(pcp());
     assert.ok(p.ok);
     const s = await t.request(statik(4000, { protocol: 'udp' }));
@@ -165,7 +165,7 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('PCP and NAT-PMP keep off the replaced port after the forward is gone, for the term', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const n = await t.request(natpmp());
     assert.ok(n.ok);
     const s = await t.request(statik(4100, { protocol: 'udp', readOnly: false }));
@@ -179,7 +179,7 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('a trigger replaces every dynamic lease in its range; a static one in it refuses the trigger', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const a = await t.request(upnp({ externalPort: 6113, internalPort: 6113 }));
     const b = await t.request(
       upnp({ externalPort: 6115, internalPort: 6115, owner: '192.168.77.13', internalAddress: '192.168.77.13' }),
@@ -197,7 +197,7 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('a replacement that is then refused changes nothing', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const u = await t.request(upnp());
     assert.ok(u.ok);
     // secure mode: a forward asked by one host for another, without thirdPartyAllowed, is not authorized
@@ -211,7 +211,7 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('syncStatic replaces the UPnP lease instead of skipping the forward', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const u = await t.request(upnp({ externalPort: 8443 }));
     assert.ok(u.ok);
     const r = await t.syncStatic([
@@ -231,14 +231,14 @@ describe('admin-defined openings replace dynamic leases', () => {
   });
 
   it('sticky holds survive a restart', async () => {
-    const first = table();
+    const first = await table();
     const u = await first.table.request(upnp());
     assert.ok(u.ok);
     const s = await first.table.request(statik(5000, { readOnly: false }));
     assert.ok(s.ok);
     assert.ok((await first.table.revoke(s.lease.id, 'admin:ops')).ok);
     await first.close();
-    const second = table({ dir: first.dir, clock: first.clock });
+    const second = await table({ dir: first.dir, clock: first.clock });
     const again = await second.table.request(upnp());
     assert.ok(!again.ok && again.reason === 'conflict');
   });
@@ -251,7 +251,7 @@ describe('ports dynamic clients never get', () => {
     protocol === 'tcp' && port >= 6113 && port <= 6119 ? 'game' : null;
 
   it("the gateway's own port: in_use for an explicit request, skipped when another port may do", async () => {
-    const { table: t } = table({ policy: { checkPortInUse: true }, portInUse });
+    const { table: t } = await table({ policy: { checkPortInUse: true }, portInUse });
     const a = await t.request(upnp({ externalPort: 2222 }));
     assert.ok(!a.ok && a.reason === 'in_use', JSON.stringify(a));
     const b = await t.request(upnp({ externalPort: 2222, allowOtherPort: true }));
@@ -267,7 +267,7 @@ describe('ports dynamic clients never get', () => {
 
   it('allocation walks past in-use ports', async () => {
     const busy = (_p: 'tcp' | 'udp', port: number) => port >= 30000 && port < 30010;
-    const { table: t } = table({
+    const { table: t } = await table({
       policy: { checkPortInUse: true },
       portInUse: busy,
       allocationRange: { start: 30000, end: 30010 },
@@ -280,19 +280,19 @@ describe('ports dynamic clients never get', () => {
   });
 
   it('policy.checkPortInUse off (or absent): the checker is not asked', async () => {
-    const { table: t } = table({ portInUse });
+    const { table: t } = await table({ portInUse });
     const a = await t.request(upnp({ externalPort: 2222 }));
     assert.ok(a.ok);
   });
 
   it("a static forward onto the gateway's own port is granted", async () => {
-    const { table: t } = table({ policy: { checkPortInUse: true }, portInUse });
+    const { table: t } = await table({ policy: { checkPortInUse: true }, portInUse });
     const s = await t.request(statik(2222));
     assert.ok(s.ok);
   });
 
   it("a trigger's ports: a conflict for an explicit request even while no host holds the trigger, skipped otherwise", async () => {
-    const { table: t } = table({ triggerPort });
+    const { table: t } = await table({ triggerPort });
     const a = await t.request(upnp({ externalPort: 6115 }));
     assert.ok(!a.ok && a.reason === 'conflict', JSON.stringify(a));
     assert.equal(a.holder.source, 'trigger');

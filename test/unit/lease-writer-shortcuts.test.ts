@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { LeaseRequest } from '../../src/leases/types.js';
-import { makeTable } from '../helpers/leases.js';
+import { makeTableOn, testBackend, type TableOptions } from '../helpers/leases.js';
 
 const pcp = (over: Partial<LeaseRequest> = {}): LeaseRequest => ({
   source: 'pcp',
@@ -27,8 +27,8 @@ const toDispose: { dispose(): Promise<void> }[] = [];
 after(async () => {
   for (const t of toDispose) await t.dispose();
 });
-function table(opts?: Parameters<typeof makeTable>[0]) {
-  const t = makeTable(opts);
+async function table(opts?: TableOptions) {
+  const t = await makeTableOn(testBackend(), opts);
   toDispose.push(t);
   return t;
 }
@@ -36,7 +36,7 @@ const settle = () => new Promise((r) => setTimeout(r, 20));
 
 describe('lease table: the writer tick shortcuts', () => {
   it('a lone job that throws inside the writer is taken back whole and refused; the next request is served', async () => {
-    const { table: t, dataplane } = table();
+    const { table: t, dataplane } = await table();
     // the lease row goes in, its history row cannot: the job throws after its first write
     t.store.db.exec(`CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.lease_id IN
       (SELECT id FROM leases WHERE internal_port = 6667) BEGIN SELECT RAISE(ABORT, 'boom'); END`);
@@ -61,7 +61,7 @@ describe('lease table: the writer tick shortcuts', () => {
   });
 
   it('a lease granted after a longer one moves the expiry timer earlier', async () => {
-    const { table: t, dataplane, clock } = table();
+    const { table: t, dataplane, clock } = await table();
     await t.request(pcp({ lifetime: 3000 }));
     await t.request(pcp({ internalPort: 4001, externalPort: 4001, lifetime: 3600 }));
     const short = await t.request(pcp({ internalPort: 4002, externalPort: 4002, lifetime: 200 }));
@@ -77,7 +77,7 @@ describe('lease table: the writer tick shortcuts', () => {
   });
 
   it('renewing the earliest lease to later: not expired at its old time, expired at its new one', async () => {
-    const { table: t, dataplane, clock } = table();
+    const { table: t, dataplane, clock } = await table();
     const a = await t.request(pcp({ lifetime: 200 }));
     const b = await t.request(pcp({ internalPort: 4001, externalPort: 4001, lifetime: 1000 }));
     assert.ok(a.ok && b.ok);
@@ -99,12 +99,12 @@ describe('lease table: the writer tick shortcuts', () => {
   });
 
   it('a revoke read back after a restart still refuses the holder until its term ends', async () => {
-    const first = makeTable();
+    const first = await makeTableOn(testBackend());
     const a = await first.table.request(pcp({ lifetime: 600 }));
     assert.ok(a.ok);
     assert.ok((await first.table.revoke(a.lease.id, 'admin:ops')).ok);
     await first.close();
-    const second = table({ dir: first.dir, clock: first.clock });
+    const second = await table({ dir: first.dir, clock: first.clock });
     toDispose.push(first);
     const again = await second.table.request(pcp({ lifetime: 600 }));
     assert.ok(!again.ok && again.reason === 'not_authorized', JSON.stringify(again));

@@ -10,7 +10,7 @@ const table = tablesForFile();
 
 describe('lease table: grants and renewals', () => {
   it('grants a lease, writes it to the dataplane and renews it by internal key', async () => {
-    const { table: t, dataplane, clock } = table();
+    const { table: t, dataplane, clock } = await table();
     const r = await t.request(pcp());
     assert.ok(r.ok);
     assert.equal(r.lease.externalPort, 4000);
@@ -32,7 +32,7 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('clamps lifetimes per source and caps UPnP permanent (0)', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const a = await t.request(pcp({ lifetime: 3_600_000 })); // milliseconds sent as seconds
     assert.ok(a.ok);
     assert.equal(a.lifetime, 86400);
@@ -46,7 +46,7 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('identical UPnP repeats are renewals, not conflicts', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const a = await t.request(upnp());
     const b = await t.request(upnp());
     assert.ok(a.ok && b.ok);
@@ -55,7 +55,7 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('another owner gets a typed conflict naming the holder source', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const a = await t.request(pcp({ externalPort: 6000, allowOtherPort: false }));
     assert.ok(a.ok);
     const b = await t.request(upnp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 6000 }));
@@ -66,7 +66,7 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('ranges conflict on overlap, not only on their first port', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const s = await t.request({
       source: 'static',
       identity: 'external',
@@ -91,7 +91,7 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('allocates another port when allowed, and refuses with PREFER_FAILURE semantics otherwise', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     await t.request(upnp({ externalPort: 9000 }));
     const other = await t.request(
       pcp({ owner: '192.168.77.12', internalAddress: '192.168.77.12', externalPort: 9000 }),
@@ -105,7 +105,10 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('finds the last free port quickly when the range is almost full', async () => {
-    const { table: t } = table({ allocationRange: { start: 20000, end: 20999 }, policy: { maxLeasesPerClient: 5000 } });
+    const { table: t } = await table({
+      allocationRange: { start: 20000, end: 20999 },
+      policy: { maxLeasesPerClient: 5000 },
+    });
     for (let p = 20000; p <= 20999; p++)
       if (p !== 20777) {
         const r = await t.request(upnp({ externalPort: p, internalPort: p, lifetime: 3600 }));
@@ -119,7 +122,7 @@ describe('lease table: grants and renewals', () => {
   });
 
   it('PCP adopts a NAT-PMP lease for the same internal key, then enforces its nonce', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const pmp = await t.request(pcp({ source: 'natpmp', nonce: null }));
     assert.ok(pmp.ok);
     const adopt = await t.request(pcp({ nonce: 'bb'.repeat(12) }));
@@ -137,12 +140,12 @@ describe('lease table: grants and renewals', () => {
 
 describe('lease table: policy', () => {
   it('secure mode: a client may only map to itself', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const r = await t.request(upnp({ internalAddress: '192.168.77.99' }));
     assert.ok(!r.ok && r.reason === 'not_authorized');
   });
   it('reserved ports are refused', async () => {
-    const { table: t } = table();
+    const { table: t } = await table();
     const r = await t.request(upnp({ externalPort: 22 }));
     assert.ok(!r.ok && r.reason === 'reserved');
   });
@@ -179,7 +182,7 @@ describe('lease table: policy', () => {
         text: 'deny 0-65535 0.0.0.0/0 0-65535',
       },
     ];
-    const { table: t } = table({ policy: { rules } });
+    const { table: t } = await table({ policy: { rules } });
     const denied = await t.request(upnp({ externalPort: 5000 }));
     assert.ok(!denied.ok && denied.reason === 'denied');
     assert.match(denied.detail, /deny 5000/);
@@ -212,7 +215,7 @@ describe('lease table: policy', () => {
         text: 'deny 0-65535 192.168.77.11/32 0-65535',
       },
     ];
-    const { table: t } = table({ policy: { rules } });
+    const { table: t } = await table({ policy: { rules } });
     const got: number[] = [];
     for (let i = 0; i < 4; i++) {
       const r = await t.request(pcp({ internalPort: 5000 + i, externalPort: 0 }));
@@ -232,7 +235,7 @@ describe('lease table: policy', () => {
   });
 
   it('per-client quota', async () => {
-    const { table: t } = table({ policy: { maxLeasesPerClient: 3 } });
+    const { table: t } = await table({ policy: { maxLeasesPerClient: 3 } });
     for (let i = 0; i < 3; i++) assert.ok((await t.request(upnp({ externalPort: 30000 + i }))).ok);
     const r = await t.request(upnp({ externalPort: 30010 }));
     assert.ok(!r.ok && r.reason === 'quota');
@@ -245,7 +248,7 @@ describe('lease table: policy', () => {
 
 describe('lease table: release, revoke, expiry', () => {
   it('release checks the nonce; releasing nothing succeeds', async () => {
-    const { table: t, dataplane } = table();
+    const { table: t, dataplane } = await table();
     await t.request(pcp());
     const bad = await t.release({
       source: 'pcp',
@@ -282,7 +285,7 @@ describe('lease table: release, revoke, expiry', () => {
   });
 
   it('revoke ends a lease with the actor in its history; read-only leases refuse', async () => {
-    const { table: t, dataplane } = table();
+    const { table: t, dataplane } = await table();
     const a = await t.request(upnp());
     assert.ok(a.ok);
     const r = await t.revoke(a.lease.id, 'admin:ops', 'abuse');
@@ -318,7 +321,7 @@ describe('lease table: release, revoke, expiry', () => {
   });
 
   it('expires with one timer at the earliest expiry and removes from the dataplane', async () => {
-    const { table: t, dataplane, clock } = table();
+    const { table: t, dataplane, clock } = await table();
     await t.request(pcp({ lifetime: 200 }));
     await t.request(pcp({ internalPort: 4001, externalPort: 4001, lifetime: 300 }));
     assert.equal(dataplane.entries.size, 2);
@@ -339,7 +342,7 @@ describe('lease table: release, revoke, expiry', () => {
   });
 
   it('a wall-clock jump of hours neither expires nor extends leases', async () => {
-    const { table: t, dataplane, clock } = table();
+    const { table: t, dataplane, clock } = await table();
     const a = await t.request(pcp({ lifetime: 600 }));
     assert.ok(a.ok);
     clock.jumpWall(5 * 3600_000); // NTP sets the time after boot
@@ -360,7 +363,7 @@ describe('lease table: release, revoke, expiry', () => {
 
 describe('lease table: time across restarts, sticky revokes', () => {
   it('a restart with the wall clock hours behind neither extends leases nor moves them when NTP steps', async () => {
-    const first = table();
+    const first = await table();
     const a = await first.table.request(pcp({ lifetime: 600 }));
     assert.ok(a.ok);
     first.clock.advance(60_000);
@@ -369,7 +372,7 @@ describe('lease table: time across restarts, sticky revokes', () => {
     await first.close();
     const { createFixedClock } = await import('../../src/leases/clock.js');
     const slow = createFixedClock(lastSeen - 3 * 3600_000); // router booted without a clock chip
-    const second = table({ dir: first.dir, clock: slow });
+    const second = await table({ dir: first.dir, clock: slow });
     assert.equal(slow.now(), lastSeen, 'portd time starts from the last time it saw, not from the slow wall clock');
     const l = second.table.get(a.lease.id)!;
     assert.equal(l.expiresAt! - slow.now(), 540_000, '540 s left, not 3 h more');
@@ -381,7 +384,7 @@ describe('lease table: time across restarts, sticky revokes', () => {
   });
 
   it('a revoke sticks for the rest of the lease term: the holder cannot simply take it back', async () => {
-    const { table: t, clock } = table();
+    const { table: t, clock } = await table();
     const a = await t.request(pcp({ lifetime: 600 }));
     assert.ok(a.ok);
     assert.ok((await t.revoke(a.lease.id, 'admin:ops')).ok);
@@ -400,7 +403,9 @@ describe('lease table: time across restarts, sticky revokes', () => {
 
 describe('lease table: group commit and durability', () => {
   it('a failed batch is rolled back and retried one by one: only the culprit fails', async () => {
-    const { table: t, dataplane } = table({ dataplane: { failIf: (b) => b.add.some((e) => e.internalPort === 6666) } });
+    const { table: t, dataplane } = await table({
+      dataplane: { failIf: (b) => b.add.some((e) => e.internalPort === 6666) },
+    });
     const reqs = [4100, 4101, 6666, 4102].map((p) => t.request(pcp({ internalPort: p, externalPort: p })));
     const res = await Promise.all(reqs);
     assert.deepEqual(
@@ -414,7 +419,7 @@ describe('lease table: group commit and durability', () => {
   });
 
   it('many requests in flight share ticks', async () => {
-    const { table: t, dataplane } = table({ policy: { maxLeasesPerClient: 1000 } });
+    const { table: t, dataplane } = await table({ policy: { maxLeasesPerClient: 1000 } });
     const res = await Promise.all(
       Array.from({ length: 200 }, (_, i) => t.request(pcp({ internalPort: 10000 + i, externalPort: 10000 + i }))),
     );
@@ -424,11 +429,11 @@ describe('lease table: group commit and durability', () => {
   });
 
   it('persists across reopen and reconcile restores the dataplane', async () => {
-    const first = table();
+    const first = await table();
     const a = await first.table.request(pcp());
     assert.ok(a.ok);
     await first.close();
-    const second = table({ dir: first.dir, clock: first.clock });
+    const second = await table({ dir: first.dir, clock: first.clock });
     assert.equal(second.table.get(a.lease.id)?.externalPort, 4000);
     assert.equal(second.dataplane.entries.size, 0);
     const r = await second.table.reconcile('start');
@@ -437,14 +442,14 @@ describe('lease table: group commit and durability', () => {
   });
 
   it('after a reopen, who holds a port or an internal endpoint is known again (from the rows, not an index)', async () => {
-    const first = table();
+    const first = await table();
     const a = await first.table.request(pcp());
     const u = await first.table.request(
       upnp({ externalPort: 6000, externalPortEnd: 6009, source: 'static', identity: 'external', readOnly: true }),
     );
     assert.ok(a.ok && u.ok);
     await first.close();
-    const second = table({ dir: first.dir, clock: first.clock });
+    const second = await table({ dir: first.dir, clock: first.clock });
     const indexes = (
       second.table.store.db
         .prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'leases'`)
@@ -487,8 +492,8 @@ describe('lease table: group commit and durability', () => {
   });
 
   it('a second table on the same database is refused', async () => {
-    const first = table();
-    assert.throws(() => table({ dir: first.dir }), /PORTD_DATABASE_LOCKED|in use by another portd/);
+    const first = await table();
+    await assert.rejects(() => table({ dir: first.dir }), /PORTD_DATABASE_LOCKED|in use by another portd/);
   });
 });
 
@@ -515,7 +520,7 @@ describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', ()
   } as const;
 
   it('NAT-PMP may neither renew nor release a lease that carries a PCP nonce; the lease is unchanged', async () => {
-    const { table: t, dataplane, clock } = table();
+    const { table: t, dataplane, clock } = await table();
     const g = await t.request(pcp({ lifetime: 3600 }));
     assert.ok(g.ok);
     clock.advance(60_000);
@@ -540,7 +545,7 @@ describe('lease table: NAT-PMP and PCP nonces (RFC 6887 §11.2, Appendix A)', ()
   });
 
   it('a NAT-PMP-created lease (no nonce) is still renewed by NAT-PMP, adopted by PCP, and then belongs to the nonce', async () => {
-    const { table: t, clock } = table();
+    const { table: t, clock } = await table();
     const a = await t.request(natpmp());
     assert.ok(a.ok && a.lease.nonce === null);
     clock.advance(10_000);

@@ -50,7 +50,7 @@ interface Queryable {
 
 const INT8_OID = 20;
 // epoch ms and counts come back as int8, which node-postgres gives as strings; they fit a double exactly
-const types = {
+export const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
     oid === INT8_OID && format !== 'binary'
       ? (v: string) => Number(v)
@@ -272,6 +272,10 @@ export async function openPostgresStore(opts: PostgresStoreOptions) {
   return {
     ...statements(pool),
     schemaVersion,
+    /** one statement on a pooled connection (autocommit unless inside `transaction`): the image's flush */
+    query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+      return pool.query<R>(text, values);
+    },
     /**
      * One transaction on one connection: fn's statements all commit, or (it threw) none does. This is the
      * shape of a writer tick: `BEGIN`, a `job` per queued job, `COMMIT` — one connection, one round trip per
