@@ -87,7 +87,7 @@ export interface Config {
   readonly database: {
     readonly path: string;
     readonly synchronous: 'normal' | 'full';
-    /** sqlite (the embedded default, `path`) or postgres (`url`; issue 18 item 2: refused at start until wired) */
+    /** sqlite (the embedded default, `path`) or postgres (`url`; src/leases/pg/storage.ts, issue 18 item 2) */
     readonly driver: 'sqlite' | 'postgres';
     /** the PostgreSQL connection string; null with the sqlite driver */
     readonly url: string | null;

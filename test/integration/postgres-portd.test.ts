@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,6 +128,10 @@ describe('portd on PostgreSQL', { skip, timeout: 90_000 }, () => {
       // restarted: the lease is loaded, and the client's renewal renews that lease (no second row)
       const b = start(cfg);
       assert.match(await b.ready, /"active":1/);
+      // the killed portd's image (a copy under /dev/shm) was removed by the next start
+      const images = (pid: number | undefined) =>
+        existsSync('/dev/shm') ? readdirSync('/dev/shm').filter((n) => n.startsWith(`portd-pg-image-${pid}-`)) : [];
+      assert.deepEqual(images(a.child.pid), []);
       const again = await natpmpMap(pcpPort, 40123, 0, 3600);
       assert.equal(again.result, 0);
       assert.equal(again.external, 40123, 'the same external port: the same lease');
@@ -138,6 +142,7 @@ describe('portd on PostgreSQL', { skip, timeout: 90_000 }, () => {
       );
       b.child.kill('SIGTERM');
       assert.equal(await new Promise((r) => b.child.once('exit', r)), 0);
+      assert.deepEqual(images(b.child.pid), [], 'a clean stop removes its image');
     } finally {
       await c.end();
     }

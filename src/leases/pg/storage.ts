@@ -16,10 +16,9 @@
  * At open: the migrations (./store.ts), the writer fence (./fence.ts), then every row of PostgreSQL into a fresh
  * image. On close: the pending notes go out, then the image is removed.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
 import { openStore } from '../store.js';
 import type { LeaseStorage } from '../storage.js';
 import { acquireFence, type Fence } from './fence.js';
@@ -60,13 +59,45 @@ const TABLES: readonly TableSpec[] = [
   { name: 'upstream_mappings', key: 'lease_id', pgKey: 'lease_id', keyType: 'text' },
 ];
 
+/**
+ * A fresh dir for the image, named by this pid: a portd killed with SIGKILL leaves its image behind, and the next
+ * open removes every image whose process is gone (the rows are PostgreSQL's; an image is only ever a copy)
+ */
 function imageDirFor(opts: PostgresStorageOptions): string {
-  if (opts.imageDir) return mkdtempSync(join(opts.imageDir, 'portd-pg-image-'));
-  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  const prefix = `portd-pg-image-${process.pid}-`;
+  const bases = opts.imageDir ? [opts.imageDir] : [...(existsSync('/dev/shm') ? ['/dev/shm'] : []), tmpdir()];
+  for (const base of bases) {
+    removeStaleImages(base);
+    try {
+      return mkdtempSync(join(base, prefix));
+    } catch {
+      /* not writable: the next base */
+    }
+  }
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+function removeStaleImages(base: string): void {
+  let names: string[];
   try {
-    return mkdtempSync(join(base, 'portd-pg-image-'));
+    names = readdirSync(base);
   } catch {
-    return mkdtempSync(join(tmpdir(), 'portd-pg-image-'));
+    return;
+  }
+  for (const n of names) {
+    const m = /^portd-pg-image-(\d+)-/.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (e) {
+        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) rmSync(join(base, n), { recursive: true, force: true });
   }
 }
 
