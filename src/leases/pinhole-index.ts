@@ -16,10 +16,19 @@ export interface PinholeRef {
   readonly remote: string | null;
 }
 
+/** one host's pinholes for one protocol */
+interface HostList {
+  readonly protocol: string;
+  readonly address: string;
+  readonly refs: PinholeRef[];
+}
+
 export class PinholeIndex {
-  // `proto|address` -> the pinholes of that host: a host holds at most its quota, so a scan of its list is short
-  private readonly byHost = new Map<string, PinholeRef[]>();
-  private readonly byId = new Map<string, string>();
+  // protocol -> address -> the pinholes of that host: a host holds at most its quota, so a scan of its list is
+  // short. Two levels of maps, not one keyed by `${protocol}|${address}`: a lookup builds no string (every pinhole
+  // request and release looks here; issue 15 item 9)
+  private readonly byHost = new Map<string, Map<string, HostList>>();
+  private readonly byId = new Map<string, HostList>();
 
   get size(): number {
     return this.byId.size;
@@ -30,28 +39,44 @@ export class PinholeIndex {
     this.byId.clear();
   }
 
+  private list(protocol: string, address: string): HostList | undefined {
+    return this.byHost.get(protocol)?.get(address);
+  }
+
   add(protocol: string, address: string, ref: PinholeRef): void {
-    const k = `${protocol}|${address}`;
-    const list = this.byHost.get(k);
-    if (list) list.push(ref);
-    else this.byHost.set(k, [ref]);
-    this.byId.set(ref.id, k);
+    let hosts = this.byHost.get(protocol);
+    if (!hosts) {
+      hosts = new Map();
+      this.byHost.set(protocol, hosts);
+    }
+    let list = hosts.get(address);
+    if (!list) {
+      list = { protocol, address, refs: [] };
+      hosts.set(address, list);
+    }
+    list.refs.push(ref);
+    this.byId.set(ref.id, list);
   }
 
   remove(id: string): void {
-    const k = this.byId.get(id);
-    if (k === undefined) return;
+    const list = this.byId.get(id);
+    if (list === undefined) return;
     this.byId.delete(id);
-    const list = this.byHost.get(k)?.filter((r) => r.id !== id) ?? [];
-    if (list.length > 0) this.byHost.set(k, list);
-    else this.byHost.delete(k);
+    const i = list.refs.findIndex((r) => r.id === id);
+    if (i >= 0) list.refs.splice(i, 1);
+    if (list.refs.length === 0) {
+      const hosts = this.byHost.get(list.protocol);
+      hosts?.delete(list.address);
+      if (hosts?.size === 0) this.byHost.delete(list.protocol);
+    }
   }
 
   /** the pinholes that open the same door as [start, end] with this remote filter: a renewal or a conflict */
   overlapping(protocol: string, address: string, start: number, end: number, remote: string | null): PinholeRef[] {
-    return (this.byHost.get(`${protocol}|${address}`) ?? []).filter(
-      (r) => r.remote === remote && r.start <= end && r.end >= start,
-    );
+    const out: PinholeRef[] = [];
+    const refs = this.list(protocol, address)?.refs;
+    if (refs) for (const r of refs) if (r.remote === remote && r.start <= end && r.end >= start) out.push(r);
+    return out;
   }
 
   /**
@@ -59,18 +84,26 @@ export class PinholeIndex {
    * `remote` when given, else the one open to any peer, else the first.
    */
   find(protocol: string, address: string, port: number, remote?: string | null): PinholeRef | undefined {
-    const here = (this.byHost.get(`${protocol}|${address}`) ?? []).filter((r) => r.start <= port && r.end >= port);
-    if (remote !== undefined) return here.find((r) => r.remote === remote);
-    return here.find((r) => r.remote === null) ?? here[0];
+    const refs = this.list(protocol, address)?.refs;
+    if (!refs) return undefined;
+    let first: PinholeRef | undefined;
+    for (const r of refs) {
+      if (r.start > port || r.end < port) continue;
+      if (remote !== undefined) {
+        if (r.remote === remote) return r;
+      } else if (r.remote === null) return r;
+      first ??= r;
+    }
+    return remote !== undefined ? undefined : first;
   }
 
   /** the ids of every pinhole covering `port` (the admin API's port filter; a walk over all pinholes) */
   onPort(protocol: string, port: number): string[] {
     const out: string[] = [];
-    for (const [k, list] of this.byHost) {
-      if (!k.startsWith(`${protocol}|`)) continue;
-      for (const r of list) if (r.start <= port && r.end >= port) out.push(r.id);
-    }
+    const hosts = this.byHost.get(protocol);
+    if (hosts)
+      for (const list of hosts.values())
+        for (const r of list.refs) if (r.start <= port && r.end >= port) out.push(r.id);
     return out;
   }
 }
