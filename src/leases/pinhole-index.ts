@@ -16,19 +16,30 @@ export interface PinholeRef {
   readonly remote: string | null;
 }
 
-/** one host's pinholes for one protocol */
-interface HostList {
-  readonly protocol: string;
-  readonly address: string;
-  readonly refs: PinholeRef[];
+/** a pinhole in a host's lists, with its place in the order they were added (answers keep that order) */
+interface Entry {
+  readonly ref: PinholeRef;
+  readonly seq: number;
 }
 
+/** one host's pinholes for one protocol: single ports by port, ranges (static pinholes) in a list */
+interface Host {
+  readonly protocol: string;
+  readonly address: string;
+  readonly singles: Map<number, Entry[]>;
+  readonly ranges: Entry[];
+  count: number;
+}
+
+const bySeq = (a: Entry, b: Entry) => a.seq - b.seq;
+
 export class PinholeIndex {
-  // protocol -> address -> the pinholes of that host: a host holds at most its quota, so a scan of its list is
-  // short. Two levels of maps, not one keyed by `${protocol}|${address}`: a lookup builds no string (every pinhole
-  // request and release looks here; issue 15 item 9)
-  private readonly byHost = new Map<string, Map<string, HostList>>();
-  private readonly byId = new Map<string, HostList>();
+  // protocol -> address -> that host's pinholes. Two levels of maps, not one keyed by `${protocol}|${address}`
+  // (a lookup builds no string), and a host's single-port pinholes by port, so a host with many (UPnP's bench
+  // holds 2,000 on one address) costs one lookup, not a scan of its list (issue 15 item 9)
+  private readonly byHost = new Map<string, Map<string, Host>>();
+  private readonly byId = new Map<string, { readonly host: Host; readonly entry: Entry }>();
+  private seq = 0;
 
   get size(): number {
     return this.byId.size;
@@ -39,7 +50,7 @@ export class PinholeIndex {
     this.byId.clear();
   }
 
-  private list(protocol: string, address: string): HostList | undefined {
+  private host(protocol: string, address: string): Host | undefined {
     return this.byHost.get(protocol)?.get(address);
   }
 
@@ -49,33 +60,60 @@ export class PinholeIndex {
       hosts = new Map();
       this.byHost.set(protocol, hosts);
     }
-    let list = hosts.get(address);
-    if (!list) {
-      list = { protocol, address, refs: [] };
-      hosts.set(address, list);
+    let host = hosts.get(address);
+    if (!host) {
+      host = { protocol, address, singles: new Map(), ranges: [], count: 0 };
+      hosts.set(address, host);
     }
-    list.refs.push(ref);
-    this.byId.set(ref.id, list);
+    const entry = { ref, seq: this.seq++ };
+    if (ref.start === ref.end) {
+      const at = host.singles.get(ref.start);
+      if (at) at.push(entry);
+      else host.singles.set(ref.start, [entry]);
+    } else host.ranges.push(entry);
+    host.count++;
+    this.byId.set(ref.id, { host, entry });
   }
 
   remove(id: string): void {
-    const list = this.byId.get(id);
-    if (list === undefined) return;
+    const found = this.byId.get(id);
+    if (found === undefined) return;
     this.byId.delete(id);
-    const i = list.refs.findIndex((r) => r.id === id);
-    if (i >= 0) list.refs.splice(i, 1);
-    if (list.refs.length === 0) {
-      const hosts = this.byHost.get(list.protocol);
-      hosts?.delete(list.address);
-      if (hosts?.size === 0) this.byHost.delete(list.protocol);
+    const { host, entry } = found;
+    const ref = entry.ref;
+    const list = ref.start === ref.end ? host.singles.get(ref.start) : host.ranges;
+    const i = list ? list.indexOf(entry) : -1;
+    if (list && i >= 0) {
+      list.splice(i, 1);
+      if (list.length === 0 && ref.start === ref.end) host.singles.delete(ref.start);
     }
+    if (--host.count === 0) {
+      const hosts = this.byHost.get(host.protocol);
+      hosts?.delete(host.address);
+      if (hosts?.size === 0) this.byHost.delete(host.protocol);
+    }
+  }
+
+  /** the host's pinholes covering any port of [start, end], in the order they were added */
+  private covering(host: Host, start: number, end: number): Entry[] {
+    const out: Entry[] = [];
+    if (end - start < host.singles.size) {
+      for (let p = start; p <= end; p++) {
+        const at = host.singles.get(p);
+        if (at) for (const e of at) out.push(e);
+      }
+    } else for (const [p, at] of host.singles) if (p >= start && p <= end) for (const e of at) out.push(e);
+    for (const e of host.ranges) if (e.ref.start <= end && e.ref.end >= start) out.push(e);
+    if (out.length > 1) out.sort(bySeq);
+    return out;
   }
 
   /** the pinholes that open the same door as [start, end] with this remote filter: a renewal or a conflict */
   overlapping(protocol: string, address: string, start: number, end: number, remote: string | null): PinholeRef[] {
+    const host = this.host(protocol, address);
+    if (!host) return [];
     const out: PinholeRef[] = [];
-    const refs = this.list(protocol, address)?.refs;
-    if (refs) for (const r of refs) if (r.remote === remote && r.start <= end && r.end >= start) out.push(r);
+    for (const e of this.covering(host, start, end)) if (e.ref.remote === remote) out.push(e.ref);
     return out;
   }
 
@@ -84,26 +122,18 @@ export class PinholeIndex {
    * `remote` when given, else the one open to any peer, else the first.
    */
   find(protocol: string, address: string, port: number, remote?: string | null): PinholeRef | undefined {
-    const refs = this.list(protocol, address)?.refs;
-    if (!refs) return undefined;
-    let first: PinholeRef | undefined;
-    for (const r of refs) {
-      if (r.start > port || r.end < port) continue;
-      if (remote !== undefined) {
-        if (r.remote === remote) return r;
-      } else if (r.remote === null) return r;
-      first ??= r;
-    }
-    return remote !== undefined ? undefined : first;
+    const host = this.host(protocol, address);
+    if (!host) return undefined;
+    const here = this.covering(host, port, port);
+    if (remote !== undefined) return here.find((e) => e.ref.remote === remote)?.ref;
+    return (here.find((e) => e.ref.remote === null) ?? here[0])?.ref;
   }
 
-  /** the ids of every pinhole covering `port` (the admin API's port filter; a walk over all pinholes) */
+  /** the ids of every pinhole covering `port` (the admin API's port filter; a walk over the hosts) */
   onPort(protocol: string, port: number): string[] {
     const out: string[] = [];
     const hosts = this.byHost.get(protocol);
-    if (hosts)
-      for (const list of hosts.values())
-        for (const r of list.refs) if (r.start <= port && r.end >= port) out.push(r.id);
+    if (hosts) for (const host of hosts.values()) for (const e of this.covering(host, port, port)) out.push(e.ref.id);
     return out;
   }
 }
