@@ -1,4 +1,5 @@
 /** small shared helpers for benchmarks: percentiles, a table printer */
+import { readFileSync } from 'node:fs';
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -44,4 +45,17 @@ export async function load(count: number, concurrency: number, fn: (i: number) =
   }
   await Promise.all(Array.from({ length: concurrency }, worker));
   return summarize(lat, performance.now() - t0);
+}
+
+/**
+ * CPU time the main thread has run, in ns (Linux /proc/<pid>/task/<pid>/schedstat, first field), or null elsewhere.
+ * The server of an in-process bench runs on the main thread and its load generator in a worker: this counts the
+ * server alone, and unlike rates or event-loop utilisation it does not grow when other processes take the CPU.
+ */
+export function mainThreadCpuNs(): number | null {
+  try {
+    return Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return null;
+  }
 }

@@ -3,12 +3,13 @@
 // next to the ceiling of a trivial UDP echo server measured with the same load generator.
 // Pinholes (issue 15): MAP for an IPv6 internal address (2001:db8:77::/64, named in a THIRD_PARTY option by
 // the loopback clients, which pcp.thirdParty trusts here) creates and deletes IPv6 pinholes at the same
-// concurrency as the IPv4 creates and deletes; the ratios pinhole / mapping are printed.
+// concurrency and in the same order as the IPv4 phases (c1 create first: both families are measured warm); the
+// ratios pinhole / mapping are printed, with the server's CPU time per request (cpuUs, main thread) and the load.
 // The generator runs in a worker thread (its own core), the server in this thread.
 //   node --import tsx bench/pcp.ts [--count 2000] [--preload 0] [--clients 32]
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -22,7 +23,7 @@ import type { LeaseRequest } from '../src/leases/types.js';
 import { createMetrics } from '../src/metrics.js';
 import { createPolicy } from '../src/policy/policy.js';
 import { encodePcpRequest } from '../protocols/pcp/index.js';
-import { percentile, printTable, round } from './lib.js';
+import { mainThreadCpuNs, percentile, printTable, round } from './lib.js';
 import { testPolicy } from '../test/helpers/leases.js';
 
 /** The load generator (plain JS, run with eval in a worker): `concurrency` sockets, one request in flight on each. */
@@ -82,6 +83,8 @@ interface PhaseResult {
   p99ms: number;
   timeouts: number;
   failed: number;
+  /** the server's CPU time per request in µs (main thread; the generator is a worker), null off Linux */
+  cpuUs: number | null;
 }
 
 /** the LAN host whose allowed block is full in the last phase */
@@ -108,6 +111,7 @@ async function generate(
     const slot = slots[i % concurrency]!;
     slot.packets.push(packet(i, slot.host));
   }
+  const cpu0 = mainThreadCpuNs();
   const w = new Worker(GENERATOR, {
     eval: true,
     workerData: {
@@ -129,6 +133,7 @@ async function generate(
     w.once('message', resolve);
     w.once('error', reject);
   });
+  const cpu1 = mainThreadCpuNs();
   await w.terminate();
   if (r.gaveUp)
     throw new Error(
@@ -147,6 +152,7 @@ async function generate(
     p99ms: round(percentile(ok, 99)),
     timeouts: r.timeouts,
     failed: ok.length - success + (n - ok.length),
+    cpuUs: cpu0 === null || cpu1 === null ? null : round((cpu1 - cpu0) / 1000 / Math.max(1, ok.length), 1),
   };
 }
 
@@ -173,16 +179,26 @@ function mapPacket(internalPort: number, lifetime: number, host: string, pinhole
 const pinholeHost = (i: number): string => `2001:db8:77::${(0x100 + (i % 256)).toString(16)}`;
 
 /** pinhole ÷ mapping for the phases measured side by side (perSecond and p50) */
-export function pinholeRatios(phases: readonly PhaseResult[]): Record<string, { perSecond: number; p50: number }> {
-  const out: Record<string, { perSecond: number; p50: number }> = {};
-  for (const [key, v4, v6] of [
-    ['create', 'MAP create', 'pinhole MAP create'],
-    ['delete', 'MAP delete', 'pinhole MAP delete'],
+export function pinholeRatios(
+  phases: readonly PhaseResult[],
+): Record<string, { perSecond: number; p50: number; cpu: number | null }> {
+  const out: Record<string, { perSecond: number; p50: number; cpu: number | null }> = {};
+  for (const [key, op, concurrency] of [
+    ['create', 'create', 32],
+    ['renew', 'renew', 32],
+    ['delete', 'delete', 32],
+    ['create c1', 'create', 1],
+    ['delete c1', 'delete', 1],
   ] as const) {
-    const a = phases.find((p) => p.phase === v4 && p.concurrency === 32);
-    const b = phases.find((p) => p.phase === v6 && p.concurrency === 32);
+    const a = phases.find((p) => p.phase === `MAP ${op}` && p.concurrency === concurrency);
+    const b = phases.find((p) => p.phase === `pinhole MAP ${op}` && p.concurrency === concurrency);
     if (a && b && a.perSecond > 0 && a.p50ms > 0)
-      out[key] = { perSecond: round(b.perSecond / a.perSecond), p50: round(b.p50ms / a.p50ms) };
+      out[key] = {
+        perSecond: round(b.perSecond / a.perSecond),
+        p50: round(b.p50ms / a.p50ms),
+        // CPU per request: the figure that holds while other processes share the machine
+        cpu: a.cpuUs && b.cpuUs !== null ? round(b.cpuUs / a.cpuUs) : null,
+      };
   }
   return out;
 }
@@ -305,6 +321,7 @@ export interface PcpBenchOptions {
 }
 
 export async function run(opts: PcpBenchOptions = {}) {
+  const loadAtStart = loadavg().map((x) => round(x, 2));
   const count = opts.count ?? 2000;
   const preload = opts.preload ?? 0;
   const clients = Math.max(1, opts.clients ?? 32);
@@ -421,10 +438,16 @@ export async function run(opts: PcpBenchOptions = {}) {
     results.push(await generate('MAP renew', port, count, 32, c, (i, h) => mapPacket(30000 + i, 7200, h)));
     results.push(await generate('MAP delete', port, count, 32, c, (i, h) => mapPacket(30000 + i, 0, h)));
     results.push(await generate('MAP delete', port, count, 1, c, (i, h) => mapPacket(10000 + i, 0, h)));
-    // the same create and delete as IPv6 pinholes (fresh ports on 256 IPv6 hosts)
-    const pin = (i: number, h: string, lifetime: number) => mapPacket(30000 + i, lifetime, h, pinholeHost(i));
-    results.push(await generate('pinhole MAP create', port, count, 32, c, (i, h) => pin(i, h, 3600)));
-    results.push(await generate('pinhole MAP delete', port, count, 32, c, (i, h) => pin(i, h, 0)));
+    // the same phases as IPv6 pinholes (fresh ports on 256 IPv6 hosts), in the same order: the concurrency-1
+    // create comes first for the pinholes too, so the concurrency-32 creates compare warm code with warm code
+    // (measured first, the pinhole c32 create paid the JIT's warm-up of every IPv6 path, and IPv4's did not)
+    const pin = (base: number, i: number, h: string, lifetime: number) =>
+      mapPacket(base + i, lifetime, h, pinholeHost(i));
+    results.push(await generate('pinhole MAP create', port, count, 1, c, (i, h) => pin(10000, i, h, 3600)));
+    results.push(await generate('pinhole MAP create', port, count, 32, c, (i, h) => pin(30000, i, h, 3600)));
+    results.push(await generate('pinhole MAP renew', port, count, 32, c, (i, h) => pin(30000, i, h, 7200)));
+    results.push(await generate('pinhole MAP delete', port, count, 32, c, (i, h) => pin(30000, i, h, 0)));
+    results.push(await generate('pinhole MAP delete', port, count, 1, c, (i, h) => pin(10000, i, h, 0)));
     // a host asking for ports in its only allowed block, which is full (every answer NO_RESOURCES), at 16 in
     // flight, while 16 other clients create mappings: theirs should look like the concurrency-32 creates
     for (let p = 50000; p <= 50255; p++) {
@@ -470,8 +493,10 @@ export async function run(opts: PcpBenchOptions = {}) {
     preloaded,
     clients,
     cpus: (await import('node:os')).cpus().length,
+    /** the load average at the start and at the end: rates are only comparable on a quiet machine */
+    load: { start: loadAtStart, end: loadavg().map((x) => round(x, 2)) },
     phases: results,
-    /** pinhole ÷ IPv4 mapping at 32 in flight: requests per second and median latency */
+    /** pinhole ÷ IPv4 mapping, phase by phase (32 in flight unless the key says c1): rate, median latency, CPU */
     pinholeRatio: pinholeRatios(results),
     frontend,
     echo,
@@ -487,11 +512,11 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   console.log(JSON.stringify(res, null, 2));
   printTable(
     `PCP on loopback, ${res.driver} dataplane, ${res.preload} leases preloaded, up to ${res.clients} clients ` +
-      `(${res.cpus} CPUs)`,
+      `(${res.cpus} CPUs, load ${res.load.start.join(' ')} at the start, ${res.load.end.join(' ')} at the end)`,
     [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[],
   );
   printTable(
-    'pinhole ÷ IPv4 mapping (32 in flight)',
-    Object.entries(res.pinholeRatio).map(([op, r]) => ({ op, perSecond: r.perSecond, p50: r.p50 })),
+    'pinhole ÷ IPv4 mapping (32 in flight; c1: one)',
+    Object.entries(res.pinholeRatio).map(([op, r]) => ({ op, perSecond: r.perSecond, p50: r.p50, cpuUs: r.cpu })),
   );
 }

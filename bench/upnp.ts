@@ -31,7 +31,7 @@ import type { LeaseTableApi } from '../src/leases/table-api.js';
 import type { Lease, LeaseRequest } from '../src/leases/types.js';
 import { createMetrics } from '../src/metrics.js';
 import { createPolicy } from '../src/policy/policy.js';
-import { printTable, round } from './lib.js';
+import { mainThreadCpuNs, printTable, round } from './lib.js';
 import { testPolicy } from '../test/helpers/leases.js';
 
 /** HTTP load generator (plain JS, eval'd in a worker): `concurrency` requests in flight, bodies from a template. */
@@ -77,6 +77,8 @@ interface Phase {
   errors: number;
   /** portd's main thread busy per request (event-loop utilisation), ms */
   loopMs?: number;
+  /** portd's main-thread CPU time per request, µs (the generator is a worker); null off Linux */
+  cpuUs?: number | null;
   /** requests per writer tick (group commit) and mean dataplane batch time, ms */
   perTick?: number;
   batchMs?: number;
@@ -101,6 +103,7 @@ async function generate(
   maxMs = 30_000,
   ids: readonly number[] | null = null,
 ): Promise<Phase> {
+  const cpu0 = mainThreadCpuNs();
   const w = new Worker(GENERATOR, {
     eval: true,
     workerData: { url, template, headers, count, concurrency, keepAlive, maxMs, first, ids },
@@ -109,6 +112,7 @@ async function generate(
     w.once('message', resolve);
     w.once('error', reject);
   });
+  const cpu1 = mainThreadCpuNs();
   await w.terminate();
   const s = [...r.lat].sort((a, b) => a - b);
   const errors = Object.entries(r.codes)
@@ -123,6 +127,7 @@ async function generate(
     p50ms: round(pct(s, 50)),
     p99ms: round(pct(s, 99)),
     errors,
+    cpuUs: cpu0 === null || cpu1 === null ? null : round((cpu1 - cpu0) / 1000 / Math.max(1, s.length), 1),
   };
 }
 
@@ -162,8 +167,10 @@ const ADD_PINHOLE = fw6Envelope(
 const DEL_PINHOLE = fw6Envelope('DeletePinhole', '<UniqueID>{ID}</UniqueID>');
 
 /** pinhole ÷ IPv4 mapping, keep-alive, at each concurrency both were measured (perSecond and p50) */
-export function pinholeRatios(phases: readonly Phase[]): Record<string, { perSecond: number; p50: number }> {
-  const out: Record<string, { perSecond: number; p50: number }> = {};
+export function pinholeRatios(
+  phases: readonly Phase[],
+): Record<string, { perSecond: number; p50: number; cpu: number | null }> {
+  const out: Record<string, { perSecond: number; p50: number; cpu: number | null }> = {};
   for (const [op, v4, v6] of [
     ['add', 'AddPortMapping', 'AddPinhole'],
     ['delete', 'DeletePortMapping', 'DeletePinhole'],
@@ -171,7 +178,12 @@ export function pinholeRatios(phases: readonly Phase[]): Record<string, { perSec
     for (const b of phases.filter((p) => p.phase === v6 && p.keepAlive)) {
       const a = phases.find((p) => p.phase === v4 && p.keepAlive && p.concurrency === b.concurrency);
       if (a && a.perSecond > 0 && a.p50ms > 0)
-        out[`${op} c${b.concurrency}`] = { perSecond: round(b.perSecond / a.perSecond), p50: round(b.p50ms / a.p50ms) };
+        out[`${op} c${b.concurrency}`] = {
+          perSecond: round(b.perSecond / a.perSecond),
+          p50: round(b.p50ms / a.p50ms),
+          // CPU per request: the figure that holds while other processes share the machine
+          cpu: a.cpuUs && b.cpuUs != null ? round(b.cpuUs / a.cpuUs) : null,
+        };
     }
   }
   return out;
@@ -319,6 +331,7 @@ export interface UpnpBenchOptions {
 }
 
 export async function run(opts: UpnpBenchOptions = {}) {
+  const loadAtStart = os.loadavg().map((x) => round(x, 2));
   const count = opts.count ?? 2000;
   const preload = opts.preload ?? 0;
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-upnp-'));
@@ -508,6 +521,8 @@ export async function run(opts: UpnpBenchOptions = {}) {
     preloadMs,
     subscriber: opts.subscribe ? { notifies } : null,
     cpus: os.cpus().length,
+    /** the load average at the start and at the end: rates are only comparable on a quiet machine */
+    load: { start: loadAtStart, end: os.loadavg().map((x) => round(x, 2)) },
     phases,
     /** pinhole ÷ IPv4 mapping, keep-alive, per concurrency: requests per second and median latency */
     pinholeRatio: pinholeRatios(phases),
@@ -527,13 +542,13 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     subscribe: process.argv.includes('--subscribe'),
   });
   console.log(JSON.stringify(res, null, 2));
-  printTable(`UPnP on loopback, ${res.driver} dataplane, ${res.preloaded} leases preloaded (${res.cpus} CPUs)`, [
-    ...res.phases,
-    ...res.frontend,
-    ...res.echo,
-  ] as unknown as Record<string, unknown>[]);
+  printTable(
+    `UPnP on loopback, ${res.driver} dataplane, ${res.preloaded} leases preloaded (${res.cpus} CPUs, load ` +
+      `${res.load.start.join(' ')} at the start, ${res.load.end.join(' ')} at the end)`,
+    [...res.phases, ...res.frontend, ...res.echo] as unknown as Record<string, unknown>[],
+  );
   printTable(
     'pinhole ÷ IPv4 mapping (keep-alive)',
-    Object.entries(res.pinholeRatio).map(([op, r]) => ({ op, perSecond: r.perSecond, p50: r.p50 })),
+    Object.entries(res.pinholeRatio).map(([op, r]) => ({ op, perSecond: r.perSecond, p50: r.p50, cpuUs: r.cpu })),
   );
 }

@@ -86,22 +86,25 @@ function ipv4Into(s: string, from: number, to: number, out: Uint8Array, at: numb
   return i === to;
 }
 
-/** IPv6 text (a zone id after '%' ignored, a dotted-quad tail allowed) into 16 octets, or null */
-function parseIpv6(s: string): Uint8Array | null {
+/**
+ * IPv6 text (a zone id after '%' ignored, a dotted-quad tail allowed) into out[at..at+15]; false when it is not one
+ * (out may then hold part of it). In place, so an encoder writes an address without a 16-octet array of its own.
+ */
+function ipv6Into(s: string, out: Uint8Array, at: number): boolean {
   const pct = s.indexOf('%');
   const n = pct >= 0 ? pct : s.length; // the zone id is not part of the address
-  if (n < 2) return null;
-  const out = new Uint8Array(16);
+  if (n < 2) return false;
+  // every octet is written below (the groups, the zeros of '::', the moved tail): no clearing first
   let count = 0; // groups written so far, from the front; those after '::' move to the back at the end
   let gap = -1;
   let i = 0;
   if (s.charCodeAt(0) === 58) {
-    if (s.charCodeAt(1) !== 58) return null;
+    if (s.charCodeAt(1) !== 58) return false;
     gap = 0;
     i = 2;
   }
   while (i < n) {
-    if (count === 8) return null;
+    if (count === 8) return false;
     const first = i;
     let v = 0;
     while (i < n && i - first < 5) {
@@ -112,47 +115,56 @@ function parseIpv6(s: string): Uint8Array | null {
     }
     if (i < n && s.charCodeAt(i) === 46) {
       // a dotted-quad tail: the last two groups
-      if (count > 6 || !ipv4Into(s, first, n, out, 2 * count)) return null;
+      if (count > 6 || !ipv4Into(s, first, n, out, at + 2 * count)) return false;
       count += 2;
       break;
     }
-    if (i === first || i - first > 4) return null;
-    out[2 * count] = v >> 8;
-    out[2 * count + 1] = v & 255;
+    if (i === first || i - first > 4) return false;
+    out[at + 2 * count] = v >> 8;
+    out[at + 2 * count + 1] = v & 255;
     count++;
     if (i === n) break;
-    if (s.charCodeAt(i) !== 58) return null;
+    if (s.charCodeAt(i) !== 58) return false;
     i++;
     if (i < n && s.charCodeAt(i) === 58) {
-      if (gap >= 0) return null; // a second '::'
+      if (gap >= 0) return false; // a second '::'
       gap = count;
       i++;
-    } else if (i === n) return null; // a trailing lone ':'
+    } else if (i === n) return false; // a trailing lone ':'
   }
-  if (gap < 0) return count === 8 ? out : null;
-  if (count > 7) return null; // '::' stands for at least one zero group
+  if (gap < 0) return count === 8;
+  if (count > 7) return false; // '::' stands for at least one zero group
   const tail = 2 * (count - gap);
-  out.copyWithin(16 - tail, 2 * gap, 2 * count);
-  out.fill(0, 2 * gap, 16 - tail);
-  return out;
+  out.copyWithin(at + 16 - tail, at + 2 * gap, at + 2 * count);
+  out.fill(0, at + 2 * gap, at + 16 - tail);
+  return true;
 }
 
 /** text → 16 octets; IPv4 becomes IPv4-mapped. Returns null for text that is no address. */
 export function addressBytes(address: string): Uint8Array | null {
-  if (address.indexOf(':') < 0) {
-    const out = new Uint8Array(16);
-    out[10] = 0xff;
-    out[11] = 0xff;
-    return ipv4Into(address, 0, address.length, out, 12) ? out : null;
-  }
-  return parseIpv6(address);
+  const out = new Uint8Array(16);
+  return addressInto(address, out, 0) ? out : null;
 }
 
-/** writes `address` into 16 octets at `offset`; throws TypeError for text that is no address (encoder misuse) */
+/** text into out[at..at+15] (IPv4 as IPv4-mapped); false for text that is no address (out may hold part of it) */
+function addressInto(address: string, out: Uint8Array, at: number): boolean {
+  if (address.indexOf(':') < 0) {
+    out.fill(0, at, at + 10);
+    out[at + 10] = 0xff;
+    out[at + 11] = 0xff;
+    return ipv4Into(address, 0, address.length, out, at + 12);
+  }
+  return ipv6Into(address, out, at);
+}
+
+/**
+ * writes `address` into 16 octets at `offset`; throws TypeError for text that is no address (encoder misuse).
+ * In place: every PCP answer writes one or two addresses, and a 16-octet array each was most of an IPv6
+ * answer's extra cost (issue 15 item 9)
+ */
 export function writeAddress(b: Uint8Array, offset: number, address: string): void {
-  const bytes = addressBytes(address);
-  if (!bytes) throw new TypeError(`not an IP address: ${JSON.stringify(address)}`);
-  b.set(bytes, offset);
+  if (offset < 0 || offset + 16 > b.length) throw new RangeError(`no room for an address at offset ${offset}`);
+  if (!addressInto(address, b, offset)) throw new TypeError(`not an IP address: ${JSON.stringify(address)}`);
 }
 
 /** same address in any spelling ("::ffff:1.2.3.4" and "1.2.3.4" are equal) */

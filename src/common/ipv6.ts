@@ -214,6 +214,59 @@ export function isPinholeTarget(text: string): boolean {
   return k === 'global' || k === 'unique-local' || k === 'documentation';
 }
 
+/** what an IPv6 text is, as canonicalIPv6 and isPinholeTarget would say */
+export interface IPv6Facts {
+  /** the canonical text, or null when the text is not an IPv6 address */
+  readonly canonical: string | null;
+  /** isPinholeTarget of it: global, unique-local or documentation unicast */
+  readonly pinholeTarget: boolean;
+}
+
+export interface IPv6Memo {
+  /** canonicalIPv6(text), remembered */
+  canonical(text: string): string | null;
+  /** isPinholeTarget(text), remembered */
+  pinholeTarget(text: string): boolean;
+  /** both at once */
+  facts(text: string): IPv6Facts;
+  readonly size: number;
+}
+
+/**
+ * canonicalIPv6 and isPinholeTarget with a memory of the texts they were last asked about. One pinhole request
+ * checks its address in the front-end, the policy and the lease table, and each must canonicalise what it is
+ * given (a caller may spell it any way): a parse and a format each time, ≈ 1-2 µs, against ≈ 40 ns for a
+ * remembered text (issue 15 item 9). The answers are pure functions of the text, so a remembered one is never
+ * stale; `limit` bounds the memory (all forgotten when it is reached: a flood of spoofed addresses costs the
+ * plain parse, never memory). Each owner (front-end, policy, lease table) makes its own: no module-level state.
+ */
+export function createIPv6Memo(limit = 1024): IPv6Memo {
+  const known = new Map<string, IPv6Facts>();
+  function facts(text: string): IPv6Facts {
+    let f = known.get(text);
+    if (f === undefined) {
+      const b = parseIPv6(text);
+      let target = false;
+      if (b !== null) {
+        const k = classifyIPv6(b);
+        target = k === 'global' || k === 'unique-local' || k === 'documentation';
+      }
+      f = { canonical: b === null ? null : formatIPv6(b), pinholeTarget: target };
+      if (known.size >= limit) known.clear();
+      known.set(text, f);
+    }
+    return f;
+  }
+  return {
+    canonical: (text) => facts(text).canonical,
+    pinholeTarget: (text) => facts(text).pinholeTarget,
+    facts,
+    get size() {
+      return known.size;
+    },
+  };
+}
+
 /**
  * An endpoint as operators write it: `[2001:db8::10]:443` for an IPv6 address (RFC 3986 §3.2.2 brackets, so
  * the port is not read as a group), `192.0.2.1:443` otherwise. `port` may be a range text (`6000-6010`).

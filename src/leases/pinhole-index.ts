@@ -16,10 +16,30 @@ export interface PinholeRef {
   readonly remote: string | null;
 }
 
+/** a pinhole in a host's lists, with its place in the order they were added (answers keep that order) */
+interface Entry {
+  readonly ref: PinholeRef;
+  readonly seq: number;
+}
+
+/** one host's pinholes for one protocol: single ports by port, ranges (static pinholes) in a list */
+interface Host {
+  readonly protocol: string;
+  readonly address: string;
+  readonly singles: Map<number, Entry[]>;
+  readonly ranges: Entry[];
+  count: number;
+}
+
+const bySeq = (a: Entry, b: Entry) => a.seq - b.seq;
+
 export class PinholeIndex {
-  // `proto|address` -> the pinholes of that host: a host holds at most its quota, so a scan of its list is short
-  private readonly byHost = new Map<string, PinholeRef[]>();
-  private readonly byId = new Map<string, string>();
+  // protocol -> address -> that host's pinholes. Two levels of maps, not one keyed by `${protocol}|${address}`
+  // (a lookup builds no string), and a host's single-port pinholes by port, so a host with many (UPnP's bench
+  // holds 2,000 on one address) costs one lookup, not a scan of its list (issue 15 item 9)
+  private readonly byHost = new Map<string, Map<string, Host>>();
+  private readonly byId = new Map<string, { readonly host: Host; readonly entry: Entry }>();
+  private seq = 0;
 
   get size(): number {
     return this.byId.size;
@@ -30,28 +50,71 @@ export class PinholeIndex {
     this.byId.clear();
   }
 
+  private host(protocol: string, address: string): Host | undefined {
+    return this.byHost.get(protocol)?.get(address);
+  }
+
   add(protocol: string, address: string, ref: PinholeRef): void {
-    const k = `${protocol}|${address}`;
-    const list = this.byHost.get(k);
-    if (list) list.push(ref);
-    else this.byHost.set(k, [ref]);
-    this.byId.set(ref.id, k);
+    let hosts = this.byHost.get(protocol);
+    if (!hosts) {
+      hosts = new Map();
+      this.byHost.set(protocol, hosts);
+    }
+    let host = hosts.get(address);
+    if (!host) {
+      host = { protocol, address, singles: new Map(), ranges: [], count: 0 };
+      hosts.set(address, host);
+    }
+    const entry = { ref, seq: this.seq++ };
+    if (ref.start === ref.end) {
+      const at = host.singles.get(ref.start);
+      if (at) at.push(entry);
+      else host.singles.set(ref.start, [entry]);
+    } else host.ranges.push(entry);
+    host.count++;
+    this.byId.set(ref.id, { host, entry });
   }
 
   remove(id: string): void {
-    const k = this.byId.get(id);
-    if (k === undefined) return;
+    const found = this.byId.get(id);
+    if (found === undefined) return;
     this.byId.delete(id);
-    const list = this.byHost.get(k)?.filter((r) => r.id !== id) ?? [];
-    if (list.length > 0) this.byHost.set(k, list);
-    else this.byHost.delete(k);
+    const { host, entry } = found;
+    const ref = entry.ref;
+    const list = ref.start === ref.end ? host.singles.get(ref.start) : host.ranges;
+    const i = list ? list.indexOf(entry) : -1;
+    if (list && i >= 0) {
+      list.splice(i, 1);
+      if (list.length === 0 && ref.start === ref.end) host.singles.delete(ref.start);
+    }
+    if (--host.count === 0) {
+      const hosts = this.byHost.get(host.protocol);
+      hosts?.delete(host.address);
+      if (hosts?.size === 0) this.byHost.delete(host.protocol);
+    }
+  }
+
+  /** the host's pinholes covering any port of [start, end], in the order they were added */
+  private covering(host: Host, start: number, end: number): Entry[] {
+    const out: Entry[] = [];
+    if (end - start < host.singles.size) {
+      for (let p = start; p <= end; p++) {
+        const at = host.singles.get(p);
+        if (at) for (const e of at) out.push(e);
+      }
+    } else for (const [p, at] of host.singles) if (p >= start && p <= end) for (const e of at) out.push(e);
+    for (const e of host.ranges) if (e.ref.start <= end && e.ref.end >= start) out.push(e);
+    if (out.length > 1) out.sort(bySeq);
+    return out;
   }
 
   /** the pinholes that open the same door as [start, end] with this remote filter: a renewal or a conflict */
   overlapping(protocol: string, address: string, start: number, end: number, remote: string | null): PinholeRef[] {
-    return (this.byHost.get(`${protocol}|${address}`) ?? []).filter(
-      (r) => r.remote === remote && r.start <= end && r.end >= start,
-    );
+    const host = this.host(protocol, address);
+    if (!host) return [];
+    const out: PinholeRef[] = [];
+    for (const e of this.covering(host, start, end)) if (e.ref.remote === remote) out.push(e.ref);
+    return out;
   }
 
   /**
@@ -59,18 +122,18 @@ export class PinholeIndex {
    * `remote` when given, else the one open to any peer, else the first.
    */
   find(protocol: string, address: string, port: number, remote?: string | null): PinholeRef | undefined {
-    const here = (this.byHost.get(`${protocol}|${address}`) ?? []).filter((r) => r.start <= port && r.end >= port);
-    if (remote !== undefined) return here.find((r) => r.remote === remote);
-    return here.find((r) => r.remote === null) ?? here[0];
+    const host = this.host(protocol, address);
+    if (!host) return undefined;
+    const here = this.covering(host, port, port);
+    if (remote !== undefined) return here.find((e) => e.ref.remote === remote)?.ref;
+    return (here.find((e) => e.ref.remote === null) ?? here[0])?.ref;
   }
 
-  /** the ids of every pinhole covering `port` (the admin API's port filter; a walk over all pinholes) */
+  /** the ids of every pinhole covering `port` (the admin API's port filter; a walk over the hosts) */
   onPort(protocol: string, port: number): string[] {
     const out: string[] = [];
-    for (const [k, list] of this.byHost) {
-      if (!k.startsWith(`${protocol}|`)) continue;
-      for (const r of list) if (r.start <= port && r.end >= port) out.push(r.id);
-    }
+    const hosts = this.byHost.get(protocol);
+    if (hosts) for (const host of hosts.values()) for (const e of this.covering(host, port, port)) out.push(e.ref.id);
     return out;
   }
 }

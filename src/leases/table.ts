@@ -12,7 +12,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Clock } from './clock.js';
 import { PortMap } from './port-map.js';
 import { PinholeIndex } from './pinhole-index.js';
-import { canonicalIPv6, formatEndpoint, splitZone } from '../common/ipv6.js';
+import { createIPv6Memo, formatEndpoint, splitZone } from '../common/ipv6.js';
 import { listQuery, type ListQuery } from './list-query.js';
 import { openStore, rowToLease, type LeaseRow } from './store.js';
 import type { LeaseStorage } from './storage.js';
@@ -123,6 +123,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
   // IPv6 pinholes (family 6) hold no external port: they are found by host instead (pinhole-index.ts)
   const pinholes = new PinholeIndex();
   const activePinholesBySource = new Map<string, number>();
+  // each pinhole request, release and lookup canonicalises its addresses: remembered, not parsed each time
+  const ipv6 = createIPv6Memo();
   // external ports an admin-defined opening took from a dynamic lease: kept from that lease's owner for
   // the rest of its term ('replaced' is sticky), protocol and port -> holds; derived from the revocations table
   interface ReplacedHold {
@@ -494,12 +496,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const now = clock.now();
     const trusted = policy.isTrusted(req0.source);
     const none = (r: Refusal): JobOutcome<GrantResult> => ({ result: r, add: [], remove: [], events: [] });
-    const address = canonicalIPv6(req0.internalAddress);
+    const address = ipv6.canonical(req0.internalAddress);
     if (address === null)
       return none({ ok: false, reason: 'invalid', detail: `internal address ${req0.internalAddress} is not IPv6` });
     let remote: string | null = null;
     if (req0.remoteAddress) {
-      remote = canonicalIPv6(req0.remoteAddress);
+      remote = ipv6.canonical(req0.remoteAddress);
       if (remote === null)
         return none({ ok: false, reason: 'invalid', detail: `remote address ${req0.remoteAddress} is not IPv6` });
     }
@@ -517,8 +519,12 @@ export function createLeaseTable(opts: LeaseTableOptions) {
           `a pinhole has no translation: external port ${req0.externalPort} must equal the internal port ` + `${start}`,
       });
     const end = req0.externalPort && req0.externalPortEnd !== undefined ? req0.externalPortEnd : start;
-    const owner = canonicalIPv6(splitZone(req0.owner).address) ?? req0.owner;
-    const req: LeaseRequest = { ...req0, internalAddress: address, owner, remoteAddress: remote };
+    const owner = ipv6.canonical(splitZone(req0.owner).address) ?? req0.owner;
+    // a copy only when a spelling changed (the front-ends pass canonical text)
+    const req: LeaseRequest =
+      address === req0.internalAddress && owner === req0.owner && remote === (req0.remoteAddress ?? null)
+        ? req0
+        : { ...req0, internalAddress: address, owner, remoteAddress: remote };
     const refusal = policy.check(req, start, end);
     if (refusal) return none(refusal);
     const lifetime = policy.clampLifetime(req.source, req.lifetime);
@@ -887,8 +893,8 @@ export function createLeaseTable(opts: LeaseTableOptions) {
     const none = (r: ReleaseResult): JobOutcome<ReleaseResult> => ({ result: r, add: [], remove: [], events: [] });
     let row: LeaseRow | undefined;
     if (req.family === 6) {
-      const address = canonicalIPv6(req.internalAddress ?? '') ?? '';
-      const remote = req.remoteAddress ? (canonicalIPv6(req.remoteAddress) ?? req.remoteAddress) : req.remoteAddress;
+      const address = ipv6.canonical(req.internalAddress ?? '') ?? '';
+      const remote = req.remoteAddress ? (ipv6.canonical(req.remoteAddress) ?? req.remoteAddress) : req.remoteAddress;
       const ref = pinholes.find(req.protocol, address, req.internalPort ?? req.externalPort ?? 0, remote);
       row = ref ? (s.byId.get(ref.id) as LeaseRow | undefined) : undefined;
     } else if (req.identity === 'internal') {
@@ -1247,10 +1253,10 @@ export function createLeaseTable(opts: LeaseTableOptions) {
       internalPort: number,
       remoteAddress?: string | null,
     ): Lease | null {
-      const v6 = canonicalIPv6(internalAddress);
+      const v6 = ipv6.canonical(internalAddress);
       const id =
         v6 !== null
-          ? pinholes.find(protocol, v6, internalPort, remoteAddress ? canonicalIPv6(remoteAddress) : remoteAddress)?.id
+          ? pinholes.find(protocol, v6, internalPort, remoteAddress ? ipv6.canonical(remoteAddress) : remoteAddress)?.id
           : byInternal.get(internalKey(protocol, internalAddress, internalPort));
       const r = id === undefined ? undefined : (store.r.byId.get(id) as LeaseRow | undefined);
       return r && r.state === 'active' ? rowToLease(r) : null;

@@ -90,8 +90,12 @@ export function createLanClients(opts: LanClientsOptions): LanClients {
   let prefixes: { p: LanPrefix; bytes: Uint8Array }[] = [];
   /** zones a link-local LAN source may carry: the LAN interfaces' names and their indexes */
   let zones = new Set<string>();
+  // the answer per source text until the next refresh: every request is checked, and an IPv6 source was a parse,
+  // a classification and a prefix walk each time (issue 15 item 9); bounded, and forgotten when the prefixes change
+  const known = new Map<string, boolean>();
 
   function refresh(): void {
+    known.clear();
     const table = opts.read();
     prefixes = lanIPv6Prefixes(table, opts.interfaces).map((p) => ({ p, bytes: parseIPv6(p.network)! }));
     zones = new Set(opts.interfaces);
@@ -100,17 +104,27 @@ export function createLanClients(opts: LanClientsOptions): LanClients {
   }
   refresh();
 
+  function decide(address: string): boolean {
+    const plain = unmapIPv4(address);
+    if (ipv4ToInt(plain) !== null) return v4.some((n) => inPrefix(plain, n.net, n.len));
+    const { address: ip, zone } = splitZone(address);
+    const b = parseIPv6(ip);
+    if (!b) return false;
+    const kind = classifyIPv6(b);
+    if (kind === 'link-local') return zone !== null && zones.has(zone);
+    if (kind !== 'global' && kind !== 'unique-local' && kind !== 'documentation') return false;
+    return prefixes.some(({ p, bytes }) => samePrefix(b, bytes, p.prefixLength));
+  }
+
   return {
     isLanClient(address) {
-      const plain = unmapIPv4(address);
-      if (ipv4ToInt(plain) !== null) return v4.some((n) => inPrefix(plain, n.net, n.len));
-      const { address: ip, zone } = splitZone(address);
-      const b = parseIPv6(ip);
-      if (!b) return false;
-      const kind = classifyIPv6(b);
-      if (kind === 'link-local') return zone !== null && zones.has(zone);
-      if (kind !== 'global' && kind !== 'unique-local' && kind !== 'documentation') return false;
-      return prefixes.some(({ p, bytes }) => samePrefix(b, bytes, p.prefixLength));
+      let lan = known.get(address);
+      if (lan === undefined) {
+        lan = decide(address);
+        if (known.size >= 1024) known.clear();
+        known.set(address, lan);
+      }
+      return lan;
     },
     ipv6Prefixes: () => prefixes.map((x) => x.p),
     refresh,

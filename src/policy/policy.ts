@@ -1,7 +1,7 @@
 import type { AddressFamily, LeaseSource } from '../common/net-types.js';
 import type { PolicyConfig, PolicyRule } from '../config/types.js';
 import { inPrefix, ipv4ToInt } from '../common/net.js';
-import { canonicalIPv6, isPinholeTarget, splitZone } from '../common/ipv6.js';
+import { createIPv6Memo, splitZone } from '../common/ipv6.js';
 
 /** sources an admin configured: allow/deny rules, reserved ports and quotas don't apply to them */
 const TRUSTED: ReadonlySet<LeaseSource> = new Set(['static', 'trigger']);
@@ -62,11 +62,12 @@ export interface PolicyDeps {
   readonly sameHost?: (requester: string, target: string) => { readonly same: boolean; readonly reason: string } | null;
 }
 
-/** canonical text of an IPv6 owner or target (zone dropped), or the text itself when it is not IPv6 */
-const canon6 = (a: string): string => canonicalIPv6(splitZone(a).address) ?? a;
-
 export function createPolicy(config: PolicyConfig, deps: PolicyDeps = {}): Policy {
   const reserved = new Set(config.reservedPorts);
+  // a pinhole's check canonicalises its target and owner: remembered, not parsed on every request
+  const ipv6 = createIPv6Memo();
+  /** canonical text of an IPv6 owner or target (zone dropped), or the text itself when it is not IPv6 */
+  const canon6 = (a: string): string => ipv6.canonical(splitZone(a).address) ?? a;
   /** first match wins; no match allows (miniupnpd's default: end the list with a deny-all rule to close it) */
   function ruleFor(req: PolicyRequest, ext: number): PolicyRule | 'none' {
     for (const r of config.rules) if (ruleMatches(r, ext, req.internalAddress, req.internalPort)) return r;
@@ -79,8 +80,9 @@ export function createPolicy(config: PolicyConfig, deps: PolicyDeps = {}): Polic
    * IPv4 prefixes, while a pinhole opens a port of the LAN host itself (docs/leases.md).
    */
   function checkPinhole(req: PolicyRequest, ext: number, extEnd: number): PolicyRefusal | null {
-    const target = canonicalIPv6(req.internalAddress);
-    if (target === null || !isPinholeTarget(target))
+    const facts = ipv6.facts(req.internalAddress);
+    const target = facts.canonical;
+    if (target === null || !facts.pinholeTarget)
       return {
         ok: false,
         reason: 'invalid',

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import {
   canonicalIPv6,
   classifyIPv6,
+  createIPv6Memo,
   formatEndpoint,
   formatIPv6,
   ipv6InPrefix,
@@ -59,6 +60,36 @@ describe('IPv6 helpers (src/common/ipv6.ts)', () => {
       }),
       { numRuns: 20000 },
     );
+  });
+  // the memo is a fast path of the two (issue 15 item 9): a remembered answer must be the one the slow path gives,
+  // for any spelling, valid or not, and after it forgot everything (a small limit forgets often)
+  it('createIPv6Memo answers what canonicalIPv6 and isPinholeTarget answer, before and after it forgets', () => {
+    const group = fc.oneof(
+      fc.constant('0'),
+      fc.stringMatching(/^[0-9a-fA-F]{1,4}$/),
+      fc.constant(''),
+      fc.constantFrom('2001', 'db8', 'fd00', 'fe80', 'ff02', 'ffff', 'g'),
+      fc.tuple(fc.nat(255), fc.nat(255)).map(([a, b]) => `192.0.${a}.${b}`),
+    );
+    const text = fc.oneof(
+      fc.array(group, { maxLength: 9 }).map((g) => g.join(':')),
+      fc.constantFrom('::', '::1', '::ffff:192.0.2.1', 'fe80::1%eth0', '192.0.2.1', '2001:DB8::01', '2001:db8::1'),
+    );
+    for (const limit of [1, 3, 1024]) {
+      const memo = createIPv6Memo(limit);
+      fc.assert(
+        fc.property(fc.array(text, { minLength: 1, maxLength: 12 }), (texts) => {
+          // each text twice over: asked first (parsed) and again (remembered, unless forgotten in between)
+          for (const t of [...texts, ...texts]) {
+            assert.equal(memo.canonical(t), canonicalIPv6(t), t);
+            assert.equal(memo.pinholeTarget(t), isPinholeTarget(t), t);
+            assert.deepEqual(memo.facts(t), { canonical: canonicalIPv6(t), pinholeTarget: isPinholeTarget(t) }, t);
+            assert.ok(memo.size <= limit);
+          }
+        }),
+        { numRuns: 3000 },
+      );
+    }
   });
   it('formats as RFC 5952 §4 says', () => {
     const cases: [string, string][] = [

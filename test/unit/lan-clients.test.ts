@@ -1,5 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { createLanClients, lanIPv6Prefixes, type InterfaceAddress } from '../../src/policy/lan-clients.js';
 
 const v6 = (address: string, cidr: string, scopeid = 0): InterfaceAddress => ({
@@ -75,5 +76,45 @@ describe('LAN clients: IPv4 and IPv6', () => {
       { interface: 'br-lan', network: '2001:db8:77::', prefixLength: 64 },
       { interface: 'br-lan', network: 'fd00:1:2:3::', prefixLength: 64 },
     ]);
+  });
+
+  // isLanClient remembers its answer per source until the next refresh (issue 15 item 9): it must answer as a
+  // fresh instance on the same interfaces would, asked again or after a renumbering
+  test('remembered answers are the ones a fresh instance gives, across refreshes', () => {
+    const renumbered: NodeJS.Dict<InterfaceAddress[]> = {
+      'br-lan': [v6('2001:db8:78::1', '2001:db8:78::1/64'), v6('fe80::1', 'fe80::1/64', 7)],
+    };
+    const source = fc.constantFrom(
+      '192.168.1.20',
+      '::ffff:192.168.1.20',
+      '10.0.0.1',
+      '2001:db8:77::11',
+      '2001:DB8:77::11',
+      '2001:db8:78::11',
+      'fd00:1:2:3::9',
+      'fe80::9%br-lan',
+      'fe80::9%4',
+      'fe80::9%7',
+      'fe80::9',
+      '::1',
+      'nonsense',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.oneof(source, fc.constant('refresh')), { maxLength: 40 }), (steps) => {
+        let current = table;
+        const read = () => current;
+        const lan = createLanClients({ ipv4: ['192.168.1.1/24'], interfaces: ['br-lan'], read });
+        for (const step of steps) {
+          if (step === 'refresh') {
+            current = current === table ? renumbered : table;
+            lan.refresh();
+            continue;
+          }
+          const fresh = createLanClients({ ipv4: ['192.168.1.1/24'], interfaces: ['br-lan'], read });
+          assert.equal(lan.isLanClient(step), fresh.isLanClient(step), step);
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

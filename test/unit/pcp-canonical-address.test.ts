@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { canonicalAddress } from '../../src/frontends/pcp/canonical-address.js';
+import fc from 'fast-check';
+import { canonicalAddress, createCanonicalAddress } from '../../src/frontends/pcp/canonical-address.js';
 
 describe('canonicalAddress', () => {
   it('gives an IPv4-mapped IPv6 address and its dotted quad the same text', () => {
@@ -35,5 +36,30 @@ describe('canonicalAddress', () => {
   it('keeps IPv4 and IPv6 apart, and returns text that is no address as given', () => {
     assert.notEqual(canonicalAddress('::192.168.77.10'), '192.168.77.10');
     assert.equal(canonicalAddress('not-an-address'), 'not-an-address');
+  });
+  // the handler's remembered form is a fast path of canonicalAddress (issue 15 item 9): the same answer for every
+  // spelling, asked once or again, and after it forgot (a small limit forgets often)
+  it('createCanonicalAddress answers what canonicalAddress answers, before and after it forgets', () => {
+    const group = fc.oneof(
+      fc.constant('0'),
+      fc.stringMatching(/^[0-9a-fA-F]{1,4}$/),
+      fc.constant(''),
+      fc.constantFrom('ffff', 'FFFF', '2001', 'DB8', 'fe80', 'g'),
+      fc.tuple(fc.nat(300), fc.nat(255)).map(([a, b]) => `192.168.${a}.${b}`),
+    );
+    const text = fc.oneof(
+      fc.array(group, { maxLength: 9 }).map((g) => g.join(':')),
+      fc.tuple(fc.nat(255), fc.nat(255)).map(([a, b]) => `10.0.${a}.${b}`),
+      fc.constantFrom('::ffff:192.168.77.10', '::FFFF:c0a8:4d0a', 'fe80::1%eth0', '192.168.077.10', 'not-an-address'),
+    );
+    for (const limit of [1, 4, 1024]) {
+      const canon = createCanonicalAddress(limit);
+      fc.assert(
+        fc.property(fc.array(text, { minLength: 1, maxLength: 12 }), (texts) => {
+          for (const t of [...texts, ...texts]) assert.equal(canon(t), canonicalAddress(t), t);
+        }),
+        { numRuns: 3000 },
+      );
+    }
   });
 });

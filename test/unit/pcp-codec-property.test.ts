@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import {
   addressBytes,
   readAddress,
+  writeAddress,
   decodeNatPmpRequest,
   decodeNatPmpResponse,
   decodePcpRequest,
@@ -236,4 +237,37 @@ test('property: addressBytes accepts the IPv4 and IPv6 text node:net accepts, an
   );
   assert.deepEqual([...addressBytes('010.1.2.3')!].slice(10), [0xff, 0xff, 10, 1, 2, 3]);
   assert.equal(addressBytes('1.2.3.4%eth0'), null);
+});
+
+// writeAddress parses into the message in place (issue 15 item 9): the octets it writes must be addressBytes', over
+// whatever the buffer held before, and nothing else of the buffer may change; text that is no address throws
+test('property: writeAddress writes what addressBytes gives, in place, and touches nothing else', () => {
+  const group = fc.oneof(
+    fc.constant('0'),
+    fc.stringMatching(/^[0-9a-fA-F]{1,5}$/),
+    fc.constant(''),
+    fc.constant('g'),
+    fc.tuple(fc.integer({ min: 0, max: 300 }), fc.nat(255), fc.nat(255)).map(([a, b, c]) => `${a}.${b}.${c}.9`),
+  );
+  const text = fc.oneof(
+    fc.tuple(fc.array(group, { maxLength: 10 }), fc.boolean()).map(([g, lead]) => (lead ? ':' : '') + g.join(':')),
+    fc.constantFrom('::', '::1', '::ffff:192.0.2.1', 'fe80::1%eth0', '192.0.2.1', '0.0.0.0', '2001:db8::1'),
+  );
+  fc.assert(
+    fc.property(text, fc.uint8Array({ minLength: 16, maxLength: 40 }), fc.nat(24), (t, before, at) => {
+      const offset = Math.min(at, before.length - 16);
+      const b = Uint8Array.from(before);
+      const want = addressBytes(t);
+      if (want === null) {
+        assert.throws(() => writeAddress(b, offset, t), TypeError, t);
+        return;
+      }
+      writeAddress(b, offset, t);
+      assert.deepEqual(b.subarray(offset, offset + 16), want, t);
+      assert.deepEqual(b.subarray(0, offset), before.subarray(0, offset));
+      assert.deepEqual(b.subarray(offset + 16), before.subarray(offset + 16));
+    }),
+    { numRuns: 20000 },
+  );
+  assert.throws(() => writeAddress(new Uint8Array(20), 8, '::1'), RangeError);
 });

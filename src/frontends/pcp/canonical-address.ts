@@ -10,3 +10,23 @@ import { normalizeAddress } from '../../../protocols/pcp/index.js';
 export function canonicalAddress(a: string): string {
   return ipv4ToInt(a) !== null ? a : (normalizeAddress(a) ?? a);
 }
+
+/**
+ * canonicalAddress with a memory of the last texts (up to `limit`, then all forgotten): a request from an IPv6
+ * client canonicalises its source, its client address and a THIRD_PARTY address, ≈ 1 µs each as a parse and a
+ * format, ≈ 40 ns remembered (issue 15 item 9). A dotted quad is answered as before, without the memory. One per
+ * PCP handler (no module-level state).
+ */
+export function createCanonicalAddress(limit = 1024): (a: string) => string {
+  const known = new Map<string, string>();
+  return (a) => {
+    if (ipv4ToInt(a) !== null) return a;
+    let c = known.get(a);
+    if (c === undefined) {
+      c = normalizeAddress(a) ?? a;
+      if (known.size >= limit) known.clear();
+      known.set(a, c);
+    }
+    return c;
+  };
+}

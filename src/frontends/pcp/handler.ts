@@ -7,9 +7,9 @@ import type { UpstreamChain, UpstreamRefusal } from '../../leases/upstream.js';
 import type { Logger } from 'pino';
 import type { Config, LimitsConfig } from '../../config/types.js';
 import { createRateLimiter } from '../rate-limit.js';
-import { canonicalAddress } from './canonical-address.js';
+import { createCanonicalAddress } from './canonical-address.js';
 import { ipInCidr } from '../../common/net.js';
-import { canonicalIPv6, formatIPv6, isPinholeTarget, maskIPv6, parseIPv6 } from '../../common/ipv6.js';
+import { createIPv6Memo, formatIPv6, maskIPv6, parseIPv6 } from '../../common/ipv6.js';
 import type { AddressFamily } from '../../common/net-types.js';
 import type { LeaseTableApi } from '../../leases/table-api.js';
 import type { Lease, Refusal } from '../../leases/types.js';
@@ -195,9 +195,22 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
   // LAN sources cannot multiply it (the conntrack runner also runs one process at a time and caches)
   const peerRate = config.limits.peerLookupsPerSecond;
   const peerLimiter = createRateLimiter({ rate: peerRate, now: deps.now, maxClients: 1 });
+  // the addresses of every request are canonicalised, and a pinhole's checked, several times: remembered, not
+  // parsed again (issue 15 item 9); both bounded
+  const canonicalAddress = createCanonicalAddress();
+  const ipv6 = createIPv6Memo();
+  const canonicalIPv6 = ipv6.canonical;
 
+  // pcp.thirdParty is fixed for the handler's life: a requester's answer is remembered, as for the addresses
+  const thirdPartyByRequester = new Map<string, boolean>();
   function thirdPartyAllowed(requester: string): boolean {
-    return config.pcp.thirdParty.some((c) => ipInCidr(requester, c));
+    let ok = thirdPartyByRequester.get(requester);
+    if (ok === undefined) {
+      ok = config.pcp.thirdParty.some((c) => ipInCidr(requester, c));
+      if (thirdPartyByRequester.size >= 1024) thirdPartyByRequester.clear();
+      thirdPartyByRequester.set(requester, ok);
+    }
+    return ok;
   }
 
   function pcpResult(res: PcpResponse, detail?: string): HandleResult {
@@ -286,11 +299,12 @@ export function createPcpHandler(deps: PcpHandlerDeps) {
     if (isIpv4(internalAddress)) return { ok: true, internalAddress, family: 4, thirdParty, protocol, processed };
     // an IPv6 internal address: a pinhole to it (RFC 6887 §11.3: for a firewall, the assigned external
     // address and port are the internal ones)
-    const v6 = canonicalIPv6(internalAddress);
+    const facts = ipv6.facts(internalAddress);
+    const v6 = facts.canonical;
     const on = typeof deps.ipv6Pinholes === 'function' ? deps.ipv6Pinholes() : (deps.ipv6Pinholes ?? false);
     const why = !on
       ? 'IPv6 pinholes are off'
-      : v6 === null || !isPinholeTarget(v6)
+      : v6 === null || !facts.pinholeTarget
         ? 'not a global or unique-local address: no pinhole can reach it'
         : null;
     if (why !== null)
