@@ -8,11 +8,15 @@
  * before it is measured (no UPnP description fetch, no admin request). Figures (VmRSS, and its anonymous
  * and file-backed parts, /proc/<pid>/status; RSS does not depend on the machine's load):
  *   - ready: right after the `portd ready` line (miniupnpd: its pid file)
- *   - idle: after --settle seconds more (V8's memory reducer has run by then)
- *   - 10k: after --leases PCP MAPs from a separate load generator on the LAN host, then --settle seconds
+ *   - idle: --samples samples 10 s apart from --settle seconds on (default 40: past the WAL checkpointer's
+ *     due point at 30 s and V8's memory reducer); the table gives their range, the ratios use the largest
+ *   - 10k: after --leases PCP MAPs from a separate load generator on the LAN host, then the same samples
+ * Beside them the daemon's CPU time per MAP of the preload (/proc/<pid>/stat), to show a memory change did not
+ * make requests dearer, and the machine's load before and after.
  * Ratios to the anchors: the targets (issue 17: idle ≤ 60 MiB, ≤ 80 MiB with 10,000 leases) and miniupnpd.
  *
- *   node --import tsx bench/footprint.ts [--cmd "node --flags dist/src/cli.js"] [--leases 10000] [--settle 20]
+ *   node --import tsx bench/footprint.ts [--cmd "node --flags dist/src/cli.js"] [--leases 10000] [--settle 40]
+ *                                        [--samples 3]
  *                                        [--no-miniupnpd] [--no-loopback] [--json out.json]
  *                                        [--miniupnpd-seconds 300]
  * miniupnpd's preload is bounded in time (--miniupnpd-seconds): its cost per mapping grows with its rules
@@ -34,7 +38,8 @@ const argS = (name: string): string | undefined => {
 const argN = (name: string, d: number) => Number(argS(name) ?? d);
 const has = (name: string) => process.argv.includes(`--${name}`);
 const LEASES = argN('leases', 10_000);
-const SETTLE_S = argN('settle', 20);
+const SETTLE_S = argN('settle', 40);
+const SAMPLES = Math.max(1, argN('samples', 3));
 const MINIUPNPD_S = argN('miniupnpd-seconds', 300);
 const TARGET = { idle: 60, leases: 80 } as const;
 // namespaces are named <stem><part><g|l|w>; a second run at the same time needs its own (--stem, letters only)
@@ -47,9 +52,14 @@ interface Result {
   daemon: string;
   command: string;
   ready: Mem;
+  /** the largest of the idle samples (by rss) */
   idle: Mem;
+  idleSamples: Mem[];
   leases: number;
   withLeases: Mem;
+  withLeasesSamples: Mem[];
+  /** the daemon's CPU time (user + system) per MAP of the preload, µs */
+  cpuUsPerMap?: number;
   /** portd: its `nft -i` and other children, MiB */
   childrenMiB?: number;
   preload?: { perSecond: number; ok: number; lost: number | undefined };
@@ -65,6 +75,35 @@ function childrenMiB(pid: number): number {
   }
   return Math.round((kib / 1024) * 10) / 10;
 }
+
+/** SAMPLES samples of a pid, the first SETTLE_S seconds from now, then 10 s apart */
+async function samples(pid: number): Promise<Mem[]> {
+  const out: Mem[] = [];
+  await sleep(SETTLE_S * 1000);
+  for (let i = 0; i < SAMPLES; i++) {
+    if (i > 0) await sleep(10_000);
+    out.push(memOf(pid));
+  }
+  return out;
+}
+const largest = (m: Mem[]): Mem => m.reduce((a, b) => ((b?.rss ?? 0) > (a?.rss ?? 0) ? b : a), null);
+const rangeOf = (m: Mem[]) => {
+  const v = m.map((x) => x?.rss ?? NaN);
+  return Math.min(...v) === Math.max(...v) ? `${v[0]}` : `${Math.min(...v)}–${Math.max(...v)}`;
+};
+
+/** user + system CPU seconds of a pid so far (/proc/<pid>/stat, clock ticks of 1/100 s) */
+function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      .replace(/^.*\) /, '')
+      .split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+const usPer = (cpu: number, n: number) => (n > 0 ? Math.round((cpu * 1e6) / n) : undefined);
 
 /** LEASES PCP MAPs from the lab's LAN hosts to the gateway */
 async function preload(lab: BenchLab, concurrency: number, maxMs?: number) {
@@ -85,20 +124,23 @@ async function portdInLab(argv: readonly string[], label: string): Promise<Resul
   try {
     const d = await startPortd(lab, { dir, argv, readyMsg: 'portd ready', discover: false, logLevel: 'info' });
     const ready = memOf(d.pid);
-    await sleep(SETTLE_S * 1000);
-    const idle = memOf(d.pid);
-    say(`portd (nftables) idle ${idle?.rss} MiB; ${LEASES} PCP MAPs from the LAN host…`);
+    const idleSamples = await samples(d.pid);
+    say(`portd (nftables) idle ${rangeOf(idleSamples)} MiB; ${LEASES} PCP MAPs from the LAN host…`);
+    const cpu0 = cpuSeconds(d.pid);
     const pre = await preload(lab, 32);
+    const cpuUsPerMap = usPer(cpuSeconds(d.pid) - cpu0, pre.ok);
     await quiesce(lab.gw, { maxMs: 60_000 });
-    await sleep(SETTLE_S * 1000);
-    const withLeases = memOf(d.pid);
+    const withLeasesSamples = await samples(d.pid);
     const res: Result = {
       daemon: 'portd (nftables, lab)',
       command: label,
       ready,
-      idle,
+      idle: largest(idleSamples),
+      idleSamples,
       leases: pre.ok,
-      withLeases,
+      withLeases: largest(withLeasesSamples),
+      withLeasesSamples,
+      ...(cpuUsPerMap ? { cpuUsPerMap } : {}),
       childrenMiB: childrenMiB(d.pid),
       preload: pre,
     };
@@ -122,19 +164,22 @@ async function portdLoopback(argv: readonly string[], label: string): Promise<Re
   try {
     const { pid, stop } = await startLoopbackPortd(lab, dir, argv);
     const ready = memOf(pid);
-    await sleep(SETTLE_S * 1000);
-    const idle = memOf(pid);
+    const idleSamples = await samples(pid);
+    const cpu0 = cpuSeconds(pid);
     const r = await pcpPreload(lab, { server: '127.0.0.1', hosts: LOOPBACK_HOSTS, count: LEASES, ns: lab.gw });
-    await sleep(SETTLE_S * 1000);
-    const withLeases = memOf(pid);
+    const cpuUsPerMap = usPer(cpuSeconds(pid) - cpu0, r.ok);
+    const withLeasesSamples = await samples(pid);
     stop();
     return {
       daemon: 'portd (loopback default, memory driver)',
       command: label,
       ready,
-      idle,
+      idle: largest(idleSamples),
+      idleSamples,
       leases: r.ok,
-      withLeases,
+      withLeases: largest(withLeasesSamples),
+      withLeasesSamples,
+      ...(cpuUsPerMap ? { cpuUsPerMap } : {}),
       preload: { perSecond: r.perSecond, ok: r.ok, lost: r.lost },
     };
   } finally {
@@ -152,18 +197,30 @@ async function miniupnpd(): Promise<Result> {
   try {
     const d = await startMiniupnpd(lab, dir);
     const ready = memOf(d.pid);
-    await sleep(SETTLE_S * 1000);
-    const idle = memOf(d.pid);
+    const idleSamples = await samples(d.pid);
+    const idle = largest(idleSamples);
     say(
       `miniupnpd idle ${idle?.rss} MiB; ${LEASES} PCP MAPs (concurrency 4: its cost per create grows with its rules; ` +
         `at most ${MINIUPNPD_S} s)…`,
     );
+    const cpu0 = cpuSeconds(d.pid);
     const pre = await preload(lab, 4, MINIUPNPD_S * 1000);
+    const cpuUsPerMap = usPer(cpuSeconds(d.pid) - cpu0, pre.ok);
     say(`miniupnpd made ${pre.ok} of ${LEASES} mappings`);
-    await sleep(SETTLE_S * 1000);
-    const withLeases = memOf(d.pid);
+    const withLeasesSamples = await samples(d.pid);
     await d.stop();
-    return { daemon: 'miniupnpd', command: version, ready, idle, leases: pre.ok, withLeases, preload: pre };
+    return {
+      daemon: 'miniupnpd',
+      command: version,
+      ready,
+      idle,
+      idleSamples,
+      leases: pre.ok,
+      withLeases: largest(withLeasesSamples),
+      withLeasesSamples,
+      ...(cpuUsPerMap ? { cpuUsPerMap } : {}),
+      preload: pre,
+    };
   } finally {
     await lab.teardown();
     rm();
@@ -185,25 +242,33 @@ async function main(): Promise<void> {
   const rows = results.map((r) => ({
     daemon: r.daemon,
     'ready MiB': r.ready?.rss,
-    'idle MiB (anon+file)': `${r.idle?.rss} (${r.idle?.anon}+${r.idle?.file})`,
+    'idle MiB': rangeOf(r.idleSamples),
+    'largest (anon+file)': `${r.idle?.rss} (${r.idle?.anon}+${r.idle?.file})`,
     'idle ÷ 60': ratio(r.idle?.rss, TARGET.idle),
     'idle ÷ miniupnpd': ratio(r.idle?.rss, mu?.idle?.rss),
     leases: r.leases,
-    [`with leases MiB (anon+file)`]: `${r.withLeases?.rss} (${r.withLeases?.anon}+${r.withLeases?.file})`,
+    'with leases MiB': rangeOf(r.withLeasesSamples),
+    'largest (anon+file) ': `${r.withLeases?.rss} (${r.withLeases?.anon}+${r.withLeases?.file})`,
     'with ÷ 80': ratio(r.withLeases?.rss, TARGET.leases),
     'with ÷ miniupnpd': ratio(r.withLeases?.rss, mu?.withLeases?.rss),
     'children MiB': r.childrenMiB ?? '',
+    'CPU µs/MAP': r.cpuUsPerMap ?? '',
   }));
   const out = {
     bench: 'footprint',
     node: process.version,
     settleSeconds: SETTLE_S,
+    samples: SAMPLES,
     load: { before: loadBefore, after: machineLoad() },
     target: TARGET,
     results,
   };
   process.stdout.write(JSON.stringify(out) + '\n');
-  printTable(`footprint: VmRSS of each daemon (portd: ${cmd.label}); anchors: the targets and miniupnpd`, rows);
+  printTable(
+    `footprint: VmRSS of each daemon (portd: ${cmd.label}); anchors: the targets and miniupnpd; ` +
+      `load ${out.load.before.loadavg1} → ${out.load.after.loadavg1} on ${out.load.after.cpus} CPUs`,
+    rows,
+  );
   const json = argS('json');
   if (json) writeFileSync(json, JSON.stringify(out, null, 2) + '\n');
 }

@@ -25,6 +25,7 @@ import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createIdleGc, eventLoopBusy } from './common/idle-gc.js';
 import { loadMallocTrim } from './common/malloc-trim.js';
+import { loadDropFilePages } from './common/file-pages.js';
 import { createPolicy, type PolicyDeps } from './policy/policy.js';
 import { sameHost } from './policy/same-host.js';
 import { createLanClients } from './policy/lan-clients.js';
@@ -217,12 +218,18 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   const parts: Part[] = [];
   const timers: NodeJS.Timeout[] = [];
   // one full GC once a burst of requests is over (V8 keeps the pages it grew to): common/idle-gc.ts, --expose-gc;
-  // the start is the first burst, and malloc's freed pages go back too (malloc_trim through koffi, which the
-  // nftables driver loads anyway for netlink; docs/benchmarks.md, "Session 7: footprint")
+  // the start is the first burst. After it malloc's freed pages go back (malloc_trim) and so do the file pages
+  // the start read once (common/file-pages.ts: ≈ 30 of the idle 63 MiB), both through koffi (the nftables
+  // driver's FFI; docs/benchmarks.md, "Footprint")
+  const mallocTrim = loadMallocTrim();
+  const dropFilePages = loadDropFilePages();
   const idleGc = createIdleGc({
     gc: (globalThis as { gc?: () => void }).gc,
     afterStart: true,
-    ...(config.dataplane.driver === 'nftables' ? { trim: loadMallocTrim() ?? undefined } : {}),
+    trim: () => {
+      mallocTrim?.();
+      dropFilePages?.();
+    },
     rss: () => process.memoryUsage.rss(),
     busy: eventLoopBusy(nodePerformance.eventLoopUtilization),
     onCollect: (before, after) => log.debug({ rssMiB: [before, after].map((b) => Math.round(b / 2 ** 20)) }, 'idle GC'),

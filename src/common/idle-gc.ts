@@ -13,6 +13,9 @@
  * front-ends' setup leave garbage behind, and nothing else would collect it on a router nobody talks to.
  * `trim` (glibc's malloc_trim(0)) then gives the freed malloc memory back to the kernel: glibc returns only
  * the top of its heaps by itself, the holes the start leaves in the middle stay resident (≈ 2 MiB idle).
+ * It also drops the file pages the start read once (src/common/file-pages.ts); those a quiet daemon still
+ * uses come back within seconds, so the base is the RSS at the next look after a collection, not the one
+ * right after it: else their return (≈ 10 MiB) counts as growth and every look collects again.
  */
 import type { EventLoopUtilityFunction } from 'node:perf_hooks';
 
@@ -58,16 +61,24 @@ export function createIdleGc(o: IdleGcOptions): IdleGc {
   const growth = o.growthBytes ?? 8 * 1024 * 1024;
   const maxBusy = o.maxUtilization ?? 0.05;
   let base = o.afterStart ? 0 : o.rss();
+  /** a collection was the last thing done: the next look sets the base (the file pages back) */
+  let settling = false;
   const check = (): boolean => {
     const busy = o.busy();
     if (!o.gc) return false;
     const rss = o.rss();
+    if (settling) {
+      settling = false;
+      base = rss;
+      return false;
+    }
     // a smaller RSS (V8 gave pages back by itself) is the new base too
     if (rss < base) base = rss;
     if (rss < base + growth || busy >= maxBusy) return false;
     o.gc();
     o.trim?.();
     base = o.rss();
+    settling = true;
     o.onCollect?.(rss, base);
     return true;
   };
@@ -85,6 +96,7 @@ export function createIdleGc(o: IdleGcOptions): IdleGc {
     released: (delayMs = 1000) => {
       if (!o.gc) return;
       base = 0;
+      settling = false;
       if (soon) clearTimeout(soon);
       soon = setTimeout(check, delayMs);
       soon.unref();

@@ -88,6 +88,35 @@ describe('idle GC', () => {
     h.stop();
   });
 
+  it('the base is the RSS at the look after a collection: file pages coming back are not growth', () => {
+    // the trim drops ≈ 30 MiB of file pages (common/file-pages.ts); ≈ 12 of them come back within a look
+    let rss = 70 * MiB;
+    let gcs = 0;
+    const g = createIdleGc({
+      gc: () => gcs++,
+      trim: () => {
+        rss -= 30 * MiB;
+      },
+      rss: () => rss,
+      busy: () => 0,
+      afterStart: true,
+      intervalMs: 3_600_000,
+    });
+    try {
+      assert.equal(g.check(), true, 'after the start');
+      assert.equal(rss, 40 * MiB);
+      rss += 12 * MiB;
+      assert.equal(g.check(), false, 'the pages a quiet daemon uses came back: that is the base');
+      for (let i = 0; i < 5; i++) assert.equal(g.check(), false, 'and no collection for them later either');
+      assert.equal(gcs, 1);
+      rss += 9 * MiB;
+      assert.equal(g.check(), true, 'real growth past the settled base still collects');
+      assert.equal(gcs, 2);
+    } finally {
+      g.stop();
+    }
+  });
+
   it('released(): the next quiet look collects and trims though the RSS fell; while busy it waits', async () => {
     let rss = 80 * MiB;
     let busy = 0;
