@@ -278,7 +278,8 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
       .filter((g) => g.hex.startsWith('0280') && g.from.startsWith(`${HA.vipLan}:`));
     const invalid = epochInvalid(pcpBefore!, { server: p.res.epoch, client: p.at });
     figures.push(
-      `PCP: ${fromB.length} ANNOUNCE(s) from the virtual address; epoch ${pcpBefore!.server} → ${p.res.epoch} (${invalid ? 'invalid: re-map' : 'valid'})`,
+      `PCP: ${fromB.length} ANNOUNCE(s) from the virtual address; ` +
+        `epoch ${pcpBefore!.server} → ${p.res.epoch} (${invalid ? 'invalid: re-map' : 'valid'})`,
     );
     assert.ok(fromB.length > 0, `B announces from the virtual address: ${JSON.stringify(got.slice(0, 6))}`);
     assert.ok(
