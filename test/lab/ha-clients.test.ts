@@ -7,7 +7,9 @@
  * - kill -9 of portd on A: within 3 s the WAN host reaches the ports through B; natpmpc's renewal through B renews
  *   the same lease (same id, renew_count 1); the PCP client sees B's ANNOUNCE or an epoch that RFC 6887 §8.5 calls
  *   invalid, re-maps, and gets the same lease; no acknowledged lease lost;
- * - A's portd started again: the standby, its kernel matching the table, VRRP still on B (nopreempt).
+ * - A's portd started again: the standby, its kernel matching the table, VRRP still on B (nopreempt);
+ * - the fence raised behind keepalived's back: B's next grant is refused (nothing in PostgreSQL or its kernel),
+ *   B logs `ha: fenced` and stops answering.
  * Root only; a failure under CI=true. ≈ 40 s.
  */
 import assert from 'node:assert/strict';
@@ -313,5 +315,21 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(await lab.vipHolder(), 'B', 'nopreempt: B stays master');
     assert.ok(!nodes.A.lines.some(isRole('active')), 'A did not become active');
+  });
+
+  test("a takeover behind keepalived's back fences B: its next grant changes nothing and it stops answering", async () => {
+    // someone else raised the generation (a partitioned peer that took over): keepalived still says MASTER on B
+    const from = nodes.B.lines.length;
+    await lab.sql(`UPDATE ha_fence SET generation = generation + 1, holder = 'intruder'`);
+    const n = await lab.exec(lab.ns.client, ['natpmpc', '-g', HA.vipLan, '-a', '8400', '9400', 'tcp', '600'], {
+      timeoutMs: 15_000,
+    });
+    assert.doesNotMatch(n.stdout, /Mapped public port 8400/, 'the fenced writer acknowledges nothing');
+    await nodes.B.wait((l) => l.msg.startsWith('ha: fenced'), 5000, from);
+    await nodes.B.wait(isRole('standby'), 5000, from);
+    assert.deepEqual(await lab.sql(`SELECT id FROM leases WHERE external_port = 8400`), [], 'nothing in PostgreSQL');
+    assert.ok(!(await kernelOf('B')).some((e) => e.startsWith('8400>')), "nor in B's kernel");
+    const silent = await client.call('udpBytes', { host: HA.vipLan, port: 5351, hex: '0000', timeoutMs: 700 });
+    assert.equal(silent.ok, false, 'B holds the addresses but answers nothing');
   });
 });
