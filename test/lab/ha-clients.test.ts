@@ -8,8 +8,10 @@
  *   the same lease (same id, renew_count 1); the PCP client sees B's ANNOUNCE or an epoch that RFC 6887 §8.5 calls
  *   invalid, re-maps, and gets the same lease; no acknowledged lease lost;
  * - A's portd started again: the standby, its kernel matching the table, VRRP still on B (nopreempt);
- * - the fence raised behind keepalived's back: B's next grant is refused (nothing in PostgreSQL or its kernel),
- *   B logs `ha: fenced` and stops answering.
+ * - B's links down: A serves within 3 s, natpmpc renews the same lease through A; B, links up, is the standby
+ *   with its kernel matching the table;
+ * - the fence raised behind keepalived's back: A's next grant is refused (nothing in PostgreSQL or its kernel),
+ *   A logs `ha: fenced` and stops answering.
  * Root only; a failure under CI=true. ≈ 40 s.
  */
 import assert from 'node:assert/strict';
@@ -317,19 +319,55 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
     assert.ok(!nodes.A.lines.some(isRole('active')), 'A did not become active');
   });
 
-  test("a takeover behind keepalived's back fences B: its next grant changes nothing and it stops answering", async () => {
-    // someone else raised the generation (a partitioned peer that took over): keepalived still says MASTER on B
-    const from = nodes.B.lines.length;
+  test("B's links go down: A serves within 3 s and renews the same lease; B comes back as the standby", async () => {
+    const fromA = nodes.A.lines.length;
+    const fromB = nodes.B.lines.length;
+    const t0 = Date.now();
+    await lab.linksDown('B');
+    const ms = await reach(8100, t0);
+    figures.push(`B's links down → WAN reaches 8100 through A in ${ms} ms`);
+    assert.ok(ms <= BUDGET_MS, `${ms} ms`);
+    assert.equal(await lab.vipHolder(), 'A');
+    await nodes.A.wait(frontendsUp, 10_000, fromA);
+    figures.push(`A active with its front-ends up ${Date.now() - t0} ms after B's links went down`);
+    const n = await lab.exec(lab.ns.client, ['natpmpc', '-g', HA.vipLan, '-a', '8100', '9100', 'tcp', '900'], {
+      timeoutMs: 15_000,
+    });
+    assert.match(n.stdout, /Mapped public port 8100 protocol TCP to local port 9100/, n.stdout + n.stderr);
+    const rows = await activeRows();
+    assert.deepEqual(
+      rows.map((r) => r.split(' ')[0]),
+      ids,
+      'the same leases',
+    );
+    assert.equal(rows.find((r) => r.split(' ')[2] === '8100')!.split(' ')[3], '2', 'renewed again, through A');
+    await lab.linksUp('B');
+    await nodes.B.wait(isRole('standby'), 15_000, fromB);
+    const want = (
+      await lab.sql(
+        `SELECT external_port || '>' || internal_address || ':' || internal_port FROM leases
+         WHERE state = 'active' AND protocol = 'tcp' ORDER BY 1`,
+      )
+    ).sort();
+    for (let i = 0; i < 60 && (await kernelOf('B')).join() !== want.join(); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await kernelOf('B'), want);
+    assert.equal(await lab.vipHolder(), 'A', 'nopreempt: A stays master');
+  });
+
+  test("a takeover behind keepalived's back fences the master: its next grant changes nothing and it stops answering", async () => {
+    // someone else raised the generation (a partitioned peer that took over): keepalived still says MASTER on A
+    const from = nodes.A.lines.length;
     await lab.sql(`UPDATE ha_fence SET generation = generation + 1, holder = 'intruder'`);
     const n = await lab.exec(lab.ns.client, ['natpmpc', '-g', HA.vipLan, '-a', '8400', '9400', 'tcp', '600'], {
       timeoutMs: 15_000,
     });
     assert.doesNotMatch(n.stdout, /Mapped public port 8400/, 'the fenced writer acknowledges nothing');
-    await nodes.B.wait((l) => l.msg.startsWith('ha: fenced'), 5000, from);
-    await nodes.B.wait(isRole('standby'), 5000, from);
+    await nodes.A.wait((l) => l.msg.startsWith('ha: fenced'), 5000, from);
+    await nodes.A.wait(isRole('standby'), 5000, from);
     assert.deepEqual(await lab.sql(`SELECT id FROM leases WHERE external_port = 8400`), [], 'nothing in PostgreSQL');
-    assert.ok(!(await kernelOf('B')).some((e) => e.startsWith('8400>')), "nor in B's kernel");
+    assert.ok(!(await kernelOf('A')).some((e) => e.startsWith('8400>')), "nor in A's kernel");
     const silent = await client.call('udpBytes', { host: HA.vipLan, port: 5351, hex: '0000', timeoutMs: 700 });
-    assert.equal(silent.ok, false, 'B holds the addresses but answers nothing');
+    assert.equal(silent.ok, false, 'A holds the addresses but answers nothing');
   });
 });
