@@ -200,7 +200,12 @@ async function resolveExternalAddress(config: Config, log: Logger): Promise<stri
 export async function startPortd(
   config: Config,
   log: Logger,
-  given: { readonly storage?: LeaseStorage; readonly kernel?: Kernel } = {},
+  given: {
+    readonly storage?: LeaseStorage;
+    readonly kernel?: Kernel;
+    /** HA: the node's dataplane (made once, above) reports a rebuild here: PCP resets its epoch */
+    readonly onRepaired?: (fn: (why: string) => void) => void;
+  } = {},
 ): Promise<Portd> {
   // issue 18 items 3-4: ha.enabled: one node of the HA pair (src/ha/portd.ts, docs/ha.md). This node's dataplane
   // is made here, once: the follower fills it while standby, and on keepalived MASTER the active side (this very
@@ -208,12 +213,16 @@ export async function startPortd(
   // lease already in it; `init`/`close` are the HA node's, not the active side's, so a takeover never empties it
   if (config.ha?.enabled && !given.kernel) {
     const haMetrics = createMetrics();
+    let repaired: ((why: string) => void) | null = null;
     const kernel = await createDataplane(
       config,
       log.child({ component: 'dataplane' }),
       haMetrics,
       createSystemClock(),
-      (why) => log.warn({ why }, 'ha: dataplane rebuilt'),
+      (why) => {
+        log.warn({ why }, 'ha: dataplane rebuilt');
+        if (ha.active()) repaired?.(why);
+      },
     );
     await kernel.dataplane.init();
     await kernel.dataplane.setExternalAddresses([await resolveExternalAddress(config, log)]);
@@ -225,7 +234,14 @@ export async function startPortd(
       config,
       log,
       dataplane: kernel.dataplane,
-      startActive: (c, storage) => startPortd(c, log, { storage, kernel: shared }),
+      startActive: (c, storage) =>
+        startPortd(c, log, {
+          storage,
+          kernel: shared,
+          onRepaired: (fn) => {
+            repaired = fn;
+          },
+        }),
     });
     const standbyLeases = { countActive: () => ({ total: ha.node.follower.status().entries }) };
     const none = { address: '', port: 0 };
@@ -313,6 +329,9 @@ export async function startPortd(
   let current = config;
   /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
   const onStateLost: ((why: string) => void)[] = [];
+  given.onRepaired?.((why) => {
+    for (const fn of onStateLost) fn(why);
+  });
   /** called after a configuration reload took effect (UPnP: the IPv6 firewall status is evented) */
   const onReloaded: (() => void)[] = [];
   /** called after the external address changed (UPnP ExternalIPAddress event) */

@@ -10,6 +10,7 @@
  * - A's portd started again: the standby, its kernel matching the table, VRRP still on B (nopreempt);
  * - B's links down: A serves within 3 s, natpmpc renews the same lease through A; B, links up, is the standby
  *   with its kernel matching the table;
+ * - A's nftables table deleted from outside: rebuilt, and A's PCP server starts a new epoch (announced);
  * - the fence raised behind keepalived's back: A's next grant is refused (nothing in PostgreSQL or its kernel),
  *   A logs `ha: fenced` and stops answering.
  * Root only; a failure under CI=true. ≈ 40 s.
@@ -182,7 +183,7 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
           `externalAddress: ${HA.vipWan}`,
           `stateDir: ${dir}`,
           `database: { driver: postgres, url: "${lab.pgUrl}" }`,
-          'dataplane: { driver: nftables, table: portd }',
+          'dataplane: { driver: nftables, table: portd, reconcileInterval: 2 }',
           `logLevel: ${process.env['HA_LOG_LEVEL'] ?? 'info'}`,
           'policy: { rules: ["allow 1024-65535 192.168.77.0/24 1-65535"] }',
           'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
@@ -353,6 +354,15 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
       await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(await kernelOf('B'), want);
     assert.equal(await lab.vipHolder(), 'A', 'nopreempt: A stays master');
+  });
+
+  test("A's nftables table deleted from outside: rebuilt from the shared dataplane, PCP announces a new epoch", async () => {
+    const from = nodes.A.lines.length;
+    await lab.must(lab.ns.A, ['nft', 'delete', 'table', 'inet', 'portd']);
+    // the check runs every min(10 s, dataplane.reconcileInterval) = 2 s here
+    await nodes.A.wait((l) => l.msg === 'ha: dataplane rebuilt', 8000, from);
+    await nodes.A.wait((l) => l.msg === 'PCP/NAT-PMP epoch reset; announcing', 2000, from);
+    assert.ok((await reach(8100, Date.now())) < BUDGET_MS, 'the mapping forwards again');
   });
 
   test("a takeover behind keepalived's back fences the master: its next grant changes nothing and it stops answering", async () => {
