@@ -15,6 +15,9 @@
  *
  * At open: the migrations (./store.ts), the writer fence (./fence.ts), then every row of PostgreSQL into a fresh
  * image. On close: the pending notes go out, then the image is removed.
+ *
+ * The HA pair (`generation`, src/ha/portd.ts) takes no advisory lock: the flush statement itself checks the writer's
+ * generation in `ha_fence` and writes nothing when another node took the fence (docs/ha.md, "One fence").
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
