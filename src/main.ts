@@ -21,6 +21,7 @@ import { parseListen } from './common/listen.js';
 import { createSystemClock, type Clock } from './leases/clock.js';
 import { createLeaseTable, type LeaseTable } from './leases/table.js';
 import type { Lease } from './leases/types.js';
+import type { LeaseStorage } from './leases/storage.js';
 import { createLocalPorts } from './dataplane/local-ports.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createIdleGc, eventLoopBusy } from './common/idle-gc.js';
@@ -197,11 +198,88 @@ async function resolveExternalAddress(config: Config, log: Logger): Promise<stri
   return a;
 }
 
-export async function startPortd(config: Config, log: Logger): Promise<Portd> {
+export async function startPortd(
+  config: Config,
+  log: Logger,
+  given: {
+    readonly storage?: LeaseStorage;
+    readonly kernel?: Kernel;
+    /** HA: the node's dataplane (made once, above) reports a rebuild here: PCP resets its epoch */
+    readonly onRepaired?: (fn: (why: string) => void) => void;
+  } = {},
+): Promise<Portd> {
+  // issue 18 items 3-4: ha.enabled: one node of the HA pair (src/ha/portd.ts, docs/ha.md). This node's dataplane
+  // is made here, once: the follower fills it while standby, and on keepalived MASTER the active side (this very
+  // function, given the dataplane and a PostgreSQL storage whose writes carry the fence's generation) finds every
+  // lease already in it; `init`/`close` are the HA node's, not the active side's, so a takeover never empties it
+  if (config.ha?.enabled && !given.kernel) {
+    const haMetrics = createMetrics();
+    let repaired: ((why: string) => void) | null = null;
+    const kernel = await createDataplane(
+      config,
+      log.child({ component: 'dataplane' }),
+      haMetrics,
+      createSystemClock(),
+      (why) => {
+        log.warn({ why }, 'ha: dataplane rebuilt');
+        if (ha.active()) repaired?.(why);
+      },
+    );
+    await kernel.dataplane.init();
+    await kernel.dataplane.setExternalAddresses([await resolveExternalAddress(config, log)]);
+    const shared: Kernel = {
+      ...kernel,
+      dataplane: { ...kernel.dataplane, init: async () => {}, close: async () => {} },
+    };
+    const ha = await (await import('./ha/portd.js')).startHaPortd<Portd>({
+      config,
+      log,
+      dataplane: kernel.dataplane,
+      startActive: (c, storage) =>
+        startPortd(c, log, {
+          storage,
+          kernel: shared,
+          onRepaired: (fn) => {
+            repaired = fn;
+          },
+        }),
+    });
+    const standbyLeases = { countActive: () => ({ total: ha.node.follower.status().entries }) };
+    const none = { address: '', port: 0 };
+    return {
+      get config() {
+        return ha.active()?.config ?? config;
+      },
+      // a standby has no lease table of its own (the follower reads PostgreSQL): only the count is offered
+      get leases() {
+        return ha.active()?.leases ?? (standbyLeases as unknown as LeaseTable);
+      },
+      dataplane: kernel.dataplane,
+      get metrics() {
+        return ha.active()?.metrics ?? haMetrics;
+      },
+      get triggers() {
+        return ha.active()!.triggers;
+      },
+      get wan() {
+        return ha.active()!.wan;
+      },
+      get admin() {
+        return ha.active()?.admin ?? none;
+      },
+      startedAt: Date.now(),
+      reload: (next) => ha.reload(next),
+      async close() {
+        await ha.close();
+        await kernel.dataplane.close();
+      },
+    };
+  }
   // issue 18 item 2: database.driver postgres: the lease table's storage on PostgreSQL (src/leases/pg/storage.ts),
   // opened first, before any kernel work: its writer lock (an advisory lock, pg/fence.ts) refuses a second portd
   const storage =
-    config.database.driver === 'postgres'
+    given.storage ??
+    (config.database.driver === 'postgres'
       ? await (await import('./leases/pg/storage.js')).openPostgresStorage({
           url: config.database.url ?? '',
           onWarning: (m) => log.warn({ component: 'database' }, m),
@@ -211,7 +289,7 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
               'PostgreSQL writer lock lost: another portd may write the lease table now; restart portd',
             ),
         })
-      : undefined;
+      : undefined);
   const startedAt = Date.now();
   // the process metrics start with the admin app (built at its first connection): nothing can scrape them before
   const metrics = createMetrics({ defaultMetrics: 'on-demand' });
@@ -258,21 +336,20 @@ export async function startPortd(config: Config, log: Logger): Promise<Portd> {
   let current = config;
   /** called when kernel state may have been lost (table rebuilt): PCP resets its epoch */
   const onStateLost: ((why: string) => void)[] = [];
+  given.onRepaired?.((why) => {
+    for (const fn of onStateLost) fn(why);
+  });
   /** called after a configuration reload took effect (UPnP: the IPv6 firewall status is evented) */
   const onReloaded: (() => void)[] = [];
   /** called after the external address changed (UPnP ExternalIPAddress event) */
   const onExternalAddress: ((addr: string) => void)[] = [];
 
   // the driver rewrote kernel state that was lost or altered from outside: PCP clients must re-map (new epoch)
-  const { dataplane, triggerKernel, triggerFlows } = await createDataplane(
-    config,
-    log.child({ component: 'dataplane' }),
-    metrics,
-    clock,
-    (why) => {
+  const { dataplane, triggerKernel, triggerFlows } =
+    given.kernel ??
+    (await createDataplane(config, log.child({ component: 'dataplane' }), metrics, clock, (why) => {
       for (const fn of onStateLost) fn(why);
-    },
-  );
+    }));
   await dataplane.init();
   const externalAddress = await resolveExternalAddress(config, log);
   await dataplane.setExternalAddresses([externalAddress]);

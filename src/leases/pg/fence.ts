@@ -4,8 +4,10 @@
  * finds it taken and refuses to start. The server drops the lock with the connection (portd killed, the link cut),
  * so a dead node never holds it.
  *
- * This is the fence for one writer per database, not yet the HA pair's (issue 18 item 3, src/ha/): there a standby
- * waits for the lock instead of refusing, and `onLost` tells the active node its lock is gone.
+ * This is the fence of a single node (no `ha.enabled`): a second portd is refused at once. The HA pair does not take
+ * it: there the fence is the generation of `ha_fence` (src/ha/fence.ts), carried by every flush of the lease table
+ * (./storage.ts `generation`), because a session lock of a node whose links went down stays held until the server
+ * notices the dead session, and says nothing inside that node's late statements (docs/ha.md, "One fence").
  */
 import pg from 'pg';
 import { ErrorCode, PortdError } from '../../errors.js';

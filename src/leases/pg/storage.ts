@@ -15,6 +15,9 @@
  *
  * At open: the migrations (./store.ts), the writer fence (./fence.ts), then every row of PostgreSQL into a fresh
  * image. On close: the pending notes go out, then the image is removed.
+ *
+ * The HA pair (`generation`, src/ha/portd.ts) takes no advisory lock: the flush statement itself checks the writer's
+ * generation in `ha_fence` and writes nothing when another node took the fence (docs/ha.md, "One fence").
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,6 +39,15 @@ export interface PostgresStorageOptions {
   readonly onFenceLost?: (err: Error) => void;
   /** the fence's lock key (tests) */
   readonly fenceKey?: readonly [number, number];
+  /**
+   * The HA pair's writer generation (src/ha/fence.ts, docs/ha.md "One fence"): every write to PostgreSQL carries
+   * `token` and changes nothing unless `ha_fence` still holds it; the commit then throws `fenced(…)`'s error (the
+   * writer rolls the image back and undoes the kernel batch, as for any failed commit). Used with `fence: false`.
+   */
+  readonly generation?: {
+    readonly token: number;
+    readonly fenced: (current: number | null, holder: string | null) => Error;
+  };
 }
 
 /** a table of the image and how PostgreSQL names its key */
@@ -219,6 +231,16 @@ export async function openPostgresStorage(opts: PostgresStorageOptions): Promise
     const ctes: string[] = [];
     const params: unknown[] = [];
     let i = 0;
+    // HA: the generation check folded into the one statement. `f` locks the fence row FOR SHARE only while it
+    // still holds our token; every write below runs only when `f` has its row (a one-time filter, evaluated before
+    // the first row is written). A takeover's UPDATE waits for this statement; a check that waited on a committed
+    // takeover re-reads the row (READ COMMITTED), finds another generation, and nothing is written.
+    const gate = opts.generation ? ' AND EXISTS (SELECT 1 FROM f)' : '';
+    const gateRows = opts.generation ? ' WHERE EXISTS (SELECT 1 FROM f)' : '';
+    if (opts.generation) {
+      params.push(opts.generation.token);
+      ctes.push('f AS (SELECT generation FROM ha_fence WHERE generation = $1::bigint FOR SHARE)');
+    }
     for (const t of TABLES) {
       const ks = byTable.get(t.name);
       if (!ks) continue;
@@ -227,7 +249,9 @@ export async function openPostgresStorage(opts: PostgresStorageOptions): Promise
       const gone = ks.filter((k) => !here.has(k));
       if (gone.length > 0) {
         params.push(gone);
-        ctes.push(`d${i++} AS (DELETE FROM ${t.name} WHERE ${t.pgKey} = ANY($${params.length}::${t.keyType}[]))`);
+        ctes.push(
+          `d${i++} AS (DELETE FROM ${t.name} WHERE ${t.pgKey} = ANY($${params.length}::${t.keyType}[])${gate})`,
+        );
       }
       if (rows.length > 0) {
         const cols = t.key === 'rowid' ? [t.pgKey, ...columns.get(t.name)!] : columns.get(t.name)!;
@@ -239,11 +263,16 @@ export async function openPostgresStorage(opts: PostgresStorageOptions): Promise
             : `DO UPDATE SET (${rest.join(', ')}) = ROW(${rest.map((c) => `EXCLUDED.${c}`).join(', ')})`;
         ctes.push(
           `u${i++} AS (INSERT INTO ${t.name} (${cols.join(', ')}) SELECT ${cols.join(', ')} FROM ` +
-            `json_populate_recordset(NULL::${t.name}, $${params.length}::json) ON CONFLICT (${t.pgKey}) ${set})`,
+            `json_populate_recordset(NULL::${t.name}, $${params.length}::json)${gateRows} ` +
+            `ON CONFLICT (${t.pgKey}) ${set})`,
         );
       }
     }
-    return { sql: `WITH ${ctes.join(',\n')} SELECT 1`, params, keys };
+    const tail = opts.generation
+      ? 'SELECT EXISTS (SELECT 1 FROM f) AS ok, (SELECT generation FROM ha_fence) AS current, ' +
+        '(SELECT holder FROM ha_fence) AS holder'
+      : 'SELECT true AS ok';
+    return { sql: `WITH ${ctes.join(',\n')} ${tail}`, params, keys };
   }
 
   /** keys whose write to PostgreSQL failed: noted again after the image's rollback */
@@ -253,7 +282,10 @@ export async function openPostgresStorage(opts: PostgresStorageOptions): Promise
     const g = gather();
     if (g) {
       try {
-        await pgs.query(g.sql, g.params);
+        const res = await pgs.query(g.sql, g.params);
+        const r = res.rows[0] as { ok: boolean; current?: string | number | null; holder?: string | null };
+        if (opts.generation && !r.ok)
+          throw opts.generation.fenced(r.current == null ? null : Number(r.current), r.holder ?? null);
       } catch (e) {
         failedKeys = g.keys;
         throw e;
