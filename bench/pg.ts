@@ -31,6 +31,7 @@ import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 import { createMemoryDataplane } from '../src/dataplane/memory.js';
 import { createSystemClock } from '../src/leases/clock.js';
+import { openPostgresStorage } from '../src/leases/pg/storage.js';
 import { openPostgresStore, type LeaseInsert } from '../src/leases/pg/store.js';
 import { openStore } from '../src/leases/store.js';
 import { createLeaseTable } from '../src/leases/table.js';
@@ -275,20 +276,15 @@ function tableRequest(i: number): LeaseRequest {
   };
 }
 
-/**
- * The whole lease table on a driver. PostgreSQL needs `database: { driver: 'postgres', url }` to be taken by
- * createLeaseTable (issue 18 item 2): until then the cell is reported as not available.
- */
+/** The whole lease table on a driver: SQLite opened by the table itself, PostgreSQL through openPostgresStorage */
 async function table(cluster: PostgresCluster | null, backend: 'sqlite-table' | 'pg-table', mode: Mode) {
   const dir = mkdtempSync(join(tmpdir(), 'portd-bench-pg-'));
-  const database =
-    backend === 'pg-table'
-      ? { driver: 'postgres', url: cluster!.url }
-      : { path: join(dir, 't.sqlite'), synchronous: mode === 'durable' ? 'full' : 'normal' };
   let t: ReturnType<typeof createLeaseTable>;
   try {
+    const storage = backend === 'pg-table' ? await openPostgresStorage({ url: cluster!.url, imageDir: dir }) : null;
     t = createLeaseTable({
-      database: database as { path: string },
+      database: { path: join(dir, 't.sqlite'), synchronous: mode === 'durable' ? 'full' : 'normal' },
+      ...(storage ? { storage } : {}),
       dataplane: createMemoryDataplane(),
       policy: createPolicy(testPolicy({ maxLeasesPerClient: 1_000_000 })),
       clock: createSystemClock(),
@@ -297,8 +293,7 @@ async function table(cluster: PostgresCluster | null, backend: 'sqlite-table' | 
     });
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
-    if (backend === 'sqlite-table') throw e;
-    throw new Error(`createLeaseTable takes no PostgreSQL yet (issue 18 item 2): ${(e as Error).message}`);
+    throw e;
   }
   const target: Target = {
     grant: async (i) => {
