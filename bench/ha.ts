@@ -4,9 +4,10 @@
  * through the active node, then per series `--kills` rounds of:
  *   1. the failure on the active node: `kill` (SIGKILL of its node process) or `links` (lan0 and wan0 down);
  *   2. from that instant, three clocks at once, each a bounded poll:
- *      reach — the WAN host's TCP probes of the mapped port (every 25 ms, 250 ms timeout) answered by the LAN
- *              host, counting only probes sent once the virtual addresses are on the peer (before that a killed
- *              node's kernel still forwards: its elements outlive it, so an early answer is not the peer's);
+ *      reach — the WAN host's TCP probes of the mapped port (one sent every 25 ms, overlapping, 250 ms timeout
+ *              each) answered by the LAN host, counting only probes sent once the virtual addresses are on the
+ *              peer (before that a killed node's kernel still forwards: its elements outlive it, so an early
+ *              answer is not the peer's);
  *      vip   — the LAN virtual address on the peer (`ip addr`, every 25 ms);
  *      fence — the peer's node reporting `active` (it took the ha_fence generation), every 50 ms;
  *   3. the failed node back (restarted, or links up) as the standby, and its kernel's entries equal to the table
@@ -187,20 +188,31 @@ async function main(): Promise<void> {
             }
             return null;
           })();
+          // a probe every 25 ms without waiting for the previous one (each times out after 250 ms): a probe lost
+          // in the switch-over does not hide the next 250 ms
           const reach = (async () => {
-            let lastOk = t0;
-            let gap = 0;
-            for (let k = 0; k < CLOCK_MS / 25 && within(); k++) {
+            const oks: number[] = [];
+            // an object, not a `let`: it is set in the probes' callbacks
+            const hit: { at: number | null } = { at: null };
+            const inFlight: Promise<void>[] = [];
+            for (let k = 0; k < CLOCK_MS / 25 && within() && hit.at === null; k++) {
               const sent = Date.now();
-              const ok = await probe();
-              if (ok) {
-                gap = Math.max(gap, Date.now() - lastOk);
-                lastOk = Date.now();
-                if (vipAt !== null && sent >= vipAt) return { ms: Date.now() - t0, gap };
-              }
+              inFlight.push(
+                probe().then((ok) => {
+                  if (!ok) return;
+                  const at = Date.now();
+                  oks.push(at);
+                  if (vipAt !== null && sent >= vipAt && (hit.at === null || at < hit.at)) hit.at = at;
+                }),
+              );
               await sleep(25);
             }
-            return { ms: null, gap: null };
+            await Promise.all(inFlight);
+            const until = hit.at;
+            if (until === null) return { ms: null, gap: null };
+            const seen = [t0, ...oks.filter((x) => x <= until).sort((x, y) => x - y)];
+            const gap = Math.max(...seen.slice(1).map((x, j) => x - seen[j]!));
+            return { ms: until - t0, gap };
           })();
           const [v, f, a] = await Promise.all([vip, fence, reach]);
           Object.assign(r, { vipMs: v, fenceMs: f, reachMs: a.ms, gapMs: a.gap });
