@@ -22,7 +22,7 @@
  *   node --import tsx bench/ha.ts [--kills 20] [--series kill,links] [--json out.json]
  *   npm run bench -- ha
  */
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -91,6 +91,10 @@ async function main(): Promise<void> {
   if (!avail.ok) throw new Error(`bench ha needs the lab: ${avail.why}`);
   if (!hasTool('keepalived')) throw new Error('bench ha needs keepalived (apt-get install keepalived)');
   const lab = await createHaLab({ advertInt: 0.2, trackScript, verbose: !!process.env['LAB_LOG'] });
+  // the harness removes the namespaces (and everything in them) on SIGINT/SIGTERM and exits; the lab's temp dir
+  // (PostgreSQL's data, ≈ 40 MiB) goes with the exit too
+  const removeDir = () => rmSync(lab.dir, { recursive: true, force: true });
+  process.on('exit', removeDir);
   const nodes: Partial<Record<NodeName, { proc: LabProcess; ch: JsonLineChannel<Reply> }>> = {};
   const rounds: Round[] = [];
   const load: Record<string, { before: number[]; after: number[] }> = {};
