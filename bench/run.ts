@@ -27,6 +27,8 @@ const all: { name: string; file: string; root: boolean; args?: string[] }[] = [
   // answer times of the probes Tailscale (at once) and libp2p/Syncthing (one after another) send, idle and under a
   // PCP/SOAP load from another LAN host, against the 250 ms budget and a UDP echo (issue 16)
   { name: 'probes', file: 'bench/probes.ts', root: true },
+  // the HA pair lab: kill -9 / links down of the active node, 20 rounds each: reach, addresses, fence (issue 18)
+  { name: 'ha', file: 'bench/ha.ts', root: true },
 ];
 const only = process.argv.slice(2);
 let failed = false;
