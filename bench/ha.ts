@@ -19,7 +19,6 @@
  * Printed: JSON (every round), and per series n, min, median, p90, max of each clock with its ratio to the 3 s
  * budget, and the load average (this machine is shared: wall-clock figures carry the load beside them).
  *
- *
  *   node --import tsx bench/ha.ts [--kills 20] [--series kill,links] [--json out.json]
  *   npm run bench -- ha
  */
