@@ -1,43 +1,42 @@
 /**
  * Failover time over 20 kills (issue 18 item 5): the HA pair lab (test/lab/ha-lab.ts: gateways A and B under
- * keepalived VRRPv3 unicast, advert_int 0.2, nopreempt; PostgreSQL in a namespace of its own), one mapping made
- * through the active node, then per series `--kills` rounds of:
- *   1. the failure on the active node: `kill` (SIGKILL of its node process) or `links` (lan0 and wan0 down);
+ * keepalived VRRPv3 unicast, advert_int 0.2, nopreempt; PostgreSQL in a namespace of its own) running the real
+ * `portd start` with `ha.enabled` on each gateway (test/lab/ha-portd.ts, as test/lab/ha-clients.test.ts runs
+ * it), one mapping made by natpmpc on the LAN host through the LAN virtual address, then per series `--kills`
+ * rounds of:
+ *   1. the failure on the active node: `kill` (kill -9 of its portd) or `links` (lan0 and wan0 down);
  *   2. from that instant, three clocks at once, each a bounded poll:
  *      reach — the WAN host's TCP probes of the mapped port (one sent every 25 ms, overlapping, 250 ms timeout
  *              each) answered by the LAN host, counting only probes sent once the virtual addresses are on the
  *              peer (before that a killed node's kernel still forwards: its elements outlive it, so an early
  *              answer is not the peer's);
  *      vip   — the LAN virtual address on the peer (`ip addr`, every 25 ms);
- *      fence — the peer's node reporting `active` (it took the ha_fence generation), every 50 ms;
- *   3. the failed node back (restarted, or links up) as the standby, and its kernel's entries equal to the table
- *      before the next round; the peer is now the active node, so the roles alternate.
+ *      fence — the peer's portd logging `ha: node is active` (it took the ha_fence generation): the line's own
+ *              time (pino's epoch ms) minus the failure's instant, the log polled every 25 ms;
+ *   3. the failed node back (portd started again, or links up): its latest role line `ha: node is standby`, and
+ *      its kernel's TCP forwards (`nft list map inet portd fwd4` in its namespace) equal to the table, before
+ *      the next round; the peer is now the active node, so the roles alternate.
  * Printed: JSON (every round), and per series n, min, median, p90, max of each clock with its ratio to the 3 s
  * budget, and the load average (this machine is shared: wall-clock figures carry the load beside them).
- *
- * The node is the lab's (test/lab/ha-node.ts: portd's dataplane, fence, follower and role controller around a
- * stand-in writer), started by `nodeCommand` below: the one place to change when the lab runs the real
- * `portd start` with `ha.enabled`.
  *
  *   node --import tsx bench/ha.ts [--kills 20] [--series kill,links] [--json out.json]
  *   npm run bench -- ha
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createHaLab, HA, type HaLab, type NodeName } from '../test/lab/ha-lab.js';
+import { createHaLab, HA, type NodeName } from '../test/lab/ha-lab.js';
 import {
-  type Agent,
-  hasTool,
-  JsonLineChannel,
-  labAvailable,
-  type LabProcess,
-  startLabProcess,
-} from '../test/lab/harness.js';
+  frontendsUp,
+  isRole,
+  kernelTcp,
+  PortdNode,
+  portdTrackScript,
+  tableTcp,
+  writePortdConfig,
+} from '../test/lab/ha-portd.js';
+import { type Agent, hasTool, labAvailable } from '../test/lab/harness.js';
 import { percentile, printTable, round } from './lib.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const argOf = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : undefined;
@@ -52,22 +51,7 @@ const INT_PORT = 9100;
 
 type Series = 'kill' | 'links';
 
-interface Reply {
-  ok: boolean;
-  error?: string;
-  role?: string;
-  entries?: string[];
-}
-
-/**
- * How a node is started: the one place to change when the lab runs the real portd. The check keepalived runs
- * every second finds the process by the node name its command line ends with.
- */
-const nodeCommand = (lab: HaLab, node: NodeName) => ({
-  script: join(HERE, '..', 'test', 'lab', 'ha-node.ts'),
-  args: [lab.pgUrl, lab.fifo(node), node],
-});
-const trackScript = (node: NodeName) => `/usr/bin/pgrep -f ha-node.ts.+.${node}$`;
+const TOKEN = 'bench-ha-admin-token-0123456789';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const peerOf = (n: NodeName): NodeName => (n === 'A' ? 'B' : 'A');
@@ -90,22 +74,23 @@ async function main(): Promise<void> {
   const avail = labAvailable();
   if (!avail.ok) throw new Error(`bench ha needs the lab: ${avail.why}`);
   if (!hasTool('keepalived')) throw new Error('bench ha needs keepalived (apt-get install keepalived)');
-  const lab = await createHaLab({ advertInt: 0.2, trackScript, verbose: !!process.env['LAB_LOG'] });
+  if (!hasTool('natpmpc')) throw new Error('bench ha needs natpmpc (apt-get install natpmpc)');
+  const lab = await createHaLab({ advertInt: 0.2, trackScript: portdTrackScript, verbose: !!process.env['LAB_LOG'] });
   // the harness removes the namespaces (and everything in them) on SIGINT/SIGTERM and exits; the lab's temp dir
   // (PostgreSQL's data, ≈ 40 MiB) goes with the exit too
   const removeDir = () => rmSync(lab.dir, { recursive: true, force: true });
   process.on('exit', removeDir);
-  const nodes: Partial<Record<NodeName, { proc: LabProcess; ch: JsonLineChannel<Reply> }>> = {};
+  const nodes = {
+    A: new PortdNode(lab.ns.A, writePortdConfig(lab, 'A', TOKEN)),
+    B: new PortdNode(lab.ns.B, writePortdConfig(lab, 'B', TOKEN)),
+  } satisfies Record<NodeName, PortdNode>;
+  // an interrupted run: no portd outlives the bench (the harness removes the namespaces)
+  process.on('exit', () => {
+    for (const n of Object.values(nodes)) if (n.running) n.child?.kill('SIGKILL');
+  });
   const rounds: Round[] = [];
   const load: Record<string, { before: number[]; after: number[] }> = {};
   try {
-    const startNode = async (node: NodeName) => {
-      const c = nodeCommand(lab, node);
-      const proc = await startLabProcess(lab.ns[node], c.script, c.args, { timeoutMs: 40_000 });
-      nodes[node] = { proc, ch: new JsonLineChannel<Reply>(proc.child, (w) => ({ ok: false, error: `node ${w}` })) };
-    };
-    const call = (node: NodeName, msg: Record<string, unknown>, ms = 5000): Promise<Reply> =>
-      nodes[node]?.ch.call(msg, ms) ?? Promise.resolve({ ok: false, error: `${node} not running` });
     const waitFor = async (what: string, ms: number, stepMs: number, ok: () => Promise<boolean>) => {
       const t0 = Date.now();
       for (let i = 0; i < Math.ceil(ms / stepMs) + 1 && Date.now() - t0 < ms; i++) {
@@ -114,35 +99,32 @@ async function main(): Promise<void> {
       }
       throw new Error(`${what}: not within ${ms} ms`);
     };
-    const tableEntries = async () =>
-      (
-        await lab.sql(
-          `SELECT protocol || '/' || external_port || '>' || internal_address || ':' || internal_port
-           FROM leases WHERE state = 'active'`,
-        )
-      ).sort();
-    const kernelMatches = async (node: NodeName) =>
-      ((await call(node, { op: 'kernel' })).entries ?? []).join() === (await tableEntries()).join();
-    const isRole = async (node: NodeName, role: string) => (await call(node, { op: 'status' })).role === role;
+    const kernelMatches = async (node: NodeName) => {
+      try {
+        return (await kernelTcp(lab, node)).join() === (await tableTcp(lab)).join();
+      } catch {
+        return false; // its table not (yet) there
+      }
+    };
 
     const wan: Agent = await lab.agent(lab.ns.wan, 'wan');
     const client: Agent = await lab.agent(lab.ns.client, 'client');
     if (!(await client.listen('tcp', INT_PORT)).ok) throw new Error('the LAN host could not listen');
-    await startNode('A');
-    await startNode('B');
+    nodes.A.start();
+    nodes.B.start();
+    await nodes.A.wait(isRole('standby'), 40_000);
+    await nodes.B.wait(isRole('standby'), 40_000);
     await lab.startKeepalived('A');
-    await waitFor('A active', 15_000, 100, () => isRole('A', 'active'));
+    await nodes.A.wait(isRole('active'), 15_000);
+    await nodes.A.wait(frontendsUp, 15_000);
     await lab.startKeepalived('B');
-    await waitFor('B standby', 15_000, 100, () => isRole('B', 'standby'));
-    const g = await call('A', {
-      op: 'grant',
-      leaseId: `lease-${EXT_PORT}`,
-      externalPort: EXT_PORT,
-      internalAddress: HA.client,
-      internalPort: INT_PORT,
-      lifetime: 3600,
-    });
-    if (!g.ok) throw new Error(`grant through A: ${g.error}`);
+    // the mapping, made by a real client through the LAN virtual address (NAT-PMP, an hour: longer than the run)
+    const n = await lab.exec(
+      lab.ns.client,
+      ['natpmpc', '-g', HA.vipLan, '-a', String(EXT_PORT), String(INT_PORT), 'tcp', '3600'],
+      { timeoutMs: 15_000 },
+    );
+    if (!/Mapped public port \d+ protocol TCP/.test(n.stdout)) throw new Error(`natpmpc through A: ${n.stdout}`);
     const probe = async () => {
       const r = await wan.tcpProbe(HA.vipWan, EXT_PORT, { timeoutMs: 250, data: 'x' });
       return r.ok && r.reply === `client|${HA.wanHost}|x`;
@@ -168,11 +150,13 @@ async function main(): Promise<void> {
         };
         rounds.push(r);
         try {
-          if ((await lab.vipHolder()) !== failed || !(await isRole(failed, 'active')))
+          if ((await lab.vipHolder()) !== failed || nodes[failed].role() !== 'active')
             throw new Error(`${failed} is not the active node before the round`);
           let vipAt: number | null = null;
+          const fromPeer = nodes[peer].lines.length;
+          const fromFailed = nodes[failed].lines.length;
           const t0 = Date.now();
-          if (series === 'kill') nodes[failed]!.proc.child.kill('SIGKILL');
+          if (series === 'kill') nodes[failed].child?.kill('SIGKILL');
           else await lab.linksDown(failed);
           const within = () => Date.now() - t0 < CLOCK_MS;
           const vip = (async () => {
@@ -186,9 +170,10 @@ async function main(): Promise<void> {
             return null;
           })();
           const fence = (async () => {
-            for (let k = 0; k < CLOCK_MS / 50 && within(); k++) {
-              if (await isRole(peer, 'active')) return Date.now() - t0;
-              await sleep(50);
+            for (let k = 0; k < CLOCK_MS / 25 && within(); k++) {
+              const l = nodes[peer].lines.slice(fromPeer).find(isRole('active'));
+              if (l) return l.time - t0;
+              await sleep(25);
             }
             return null;
           })();
@@ -223,10 +208,16 @@ async function main(): Promise<void> {
           if (v === null || f === null || a.ms === null) throw new Error('a clock ran out');
           // the failed node back as the standby, its kernel equal to the table
           const tb = Date.now();
-          if (series === 'kill') await startNode(failed);
-          else await lab.linksUp(failed);
-          await waitFor(`${failed} standby`, 20_000, 100, () => isRole(failed, 'standby'));
-          await waitFor(`${failed}'s kernel matches the table`, 10_000, 100, () => kernelMatches(failed));
+          if (series === 'kill') {
+            await nodes[failed].kill9(); // gone (the SIGKILL above), its exit seen
+            nodes[failed].start();
+          } else await lab.linksUp(failed);
+          // a standby line of this run of the node (start() clears the lines) after the failure, and the latest
+          const from = series === 'kill' ? 0 : fromFailed;
+          const standby = async () =>
+            nodes[failed].role() === 'standby' && nodes[failed].lines.slice(from).some(isRole('standby'));
+          await waitFor(`${failed} standby`, 40_000, 50, standby);
+          await waitFor(`${failed}'s kernel matches the table`, 10_000, 50, () => kernelMatches(failed));
           r.backMs = Date.now() - tb;
           // keepalived on the failed node is BACKUP again (its check passes) before the next failure
           await sleep(1500);
@@ -246,7 +237,7 @@ async function main(): Promise<void> {
       if (rounds.some((x) => x.error)) break;
     }
   } finally {
-    for (const n of Object.values(nodes)) await n?.proc.stop();
+    for (const n of Object.values(nodes)) await n.kill9();
     await lab.teardown();
   }
   report(rounds, load);
@@ -273,7 +264,7 @@ function report(rounds: Round[], load: Record<string, { before: number[]; after:
       load: load[series],
     };
   });
-  const out = { bench: 'ha', budgetMs: BUDGET_MS, advertInt: 0.2, kills: KILLS, summary, rounds };
+  const out = { bench: 'ha', node: 'portd start', budgetMs: BUDGET_MS, advertInt: 0.2, kills: KILLS, summary, rounds };
   process.stdout.write(`${JSON.stringify(out)}\n`);
   if (JSON_OUT) writeFileSync(JSON_OUT, `${JSON.stringify(out, null, 2)}\n`);
   const ratio = (x: number | null) => (x === null ? '' : String(round(x / BUDGET_MS, 2)));

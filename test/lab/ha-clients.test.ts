@@ -16,16 +16,12 @@
  * Root only; a failure under CI=true. ≈ 40 s.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { decodePcpResponse, encodePcpRequest, nonceFromHex, ResultCode } from '../../protocols/pcp/index.js';
 import { createHaLab, HA, type HaLab, type NodeName } from './ha-lab.js';
 import { type Agent, hasTool, labSkip } from './harness.js';
+import { frontendsUp, isRole, kernelTcp, PortdNode, portdTrackScript, tableTcp, writePortdConfig } from './ha-portd.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const missing = ['keepalived', 'natpmpc', 'upnpc'].filter((t) => !hasTool(t));
 // under CI=true a lab that cannot run fails (scripts/pretest.mjs installs the tools), never skips
 if (missing.length > 0 && process.env['CI'] === 'true') throw new Error(`ha-clients needs ${missing.join(', ')}`);
@@ -33,71 +29,6 @@ const skip = labSkip('ha-clients') || (missing.length > 0 && `${missing.join(', 
 const BUDGET_MS = 3000;
 const TOKEN = 'ha-clients-admin-token-0123456789';
 const NONCE = '6a6a6a6a6a6a6a6a6a6a6a6a';
-
-interface Line {
-  level: number;
-  msg: string;
-  time: number;
-  role?: string;
-  generation?: number | null;
-  [k: string]: unknown;
-}
-
-/** `portd start` inside a gateway namespace; its JSON log lines kept */
-class Node {
-  child: ChildProcess | null = null;
-  lines: Line[] = [];
-  out = '';
-  constructor(
-    readonly ns: string,
-    readonly config: string,
-  ) {}
-  start(): void {
-    this.lines = [];
-    this.out = '';
-    const c = spawn(
-      'ip',
-      ['netns', 'exec', this.ns, process.execPath, join(ROOT, 'bin', 'portd.js'), 'start', '--config', this.config],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.child = c;
-    let buf = '';
-    c.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const l = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (process.env['LAB_LOG']) process.stderr.write(`[${this.ns}] ${l}\n`);
-        try {
-          this.lines.push(JSON.parse(l) as Line);
-        } catch {
-          /* not JSON */
-        }
-      }
-    });
-    c.stderr!.on('data', (d: Buffer) => {
-      this.out = (this.out + d.toString()).slice(-4000);
-    });
-  }
-  /** the first log line from index `from` on that matches, within ms */
-  async wait(pred: (l: Line) => boolean, ms: number, from = 0): Promise<Line> {
-    const t0 = Date.now();
-    for (;;) {
-      const l = this.lines.slice(from).find(pred);
-      if (l) return l;
-      if (this.child?.exitCode !== null) throw new Error(`portd in ${this.ns} exited: ${this.out}`);
-      if (Date.now() - t0 > ms) throw new Error(`no such log line from portd in ${this.ns} within ${ms} ms`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-  async kill9(): Promise<void> {
-    const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const gone = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await gone;
-  }
-}
 
 /** RFC 6887 §8.5: the client's check of the server's epoch against the previous answer; true: state was lost */
 function epochInvalid(prev: { server: number; client: number }, cur: { server: number; client: number }): boolean {
@@ -110,13 +41,11 @@ function epochInvalid(prev: { server: number; client: number }, cur: { server: n
 describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', { skip, timeout: 180_000 }, () => {
   let lab: HaLab;
   let wan: Agent, client: Agent;
-  const nodes = {} as Record<NodeName, Node>;
+  const nodes = {} as Record<NodeName, PortdNode>;
   const figures: string[] = [];
   let pcpBefore: { server: number; client: number } | null = null;
   let ids: string[] = [];
 
-  const isRole = (role: string) => (l: Line) => l.msg === `ha: node is ${role}`;
-  const frontendsUp = (l: Line) => l.msg === 'admin API and dashboard listening';
   const reach = async (port: number, t0: number, limitMs = 10_000): Promise<number> => {
     for (let i = 0; i < 400 && Date.now() - t0 < limitMs; i++) {
       const r = await wan.tcpProbe(HA.vipWan, port, { timeoutMs: 250, data: 'x' });
@@ -153,46 +82,18 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
       from: (r as { from?: string }).from,
     };
   };
-  const kernelOf = async (node: NodeName) =>
-    (await lab.must(lab.ns[node], ['nft', 'list', 'map', 'inet', 'portd', 'fwd4']))
-      .split(/[,{}\n]/)
-      .map((s) => s.trim().match(/^tcp \. (\d+) .*?: ([\d.]+) \. (\d+)/))
-      .filter((m) => m !== null)
-      .map((m) => `${m![1]}>${m![2]}:${m![3]}`)
-      .sort();
+  const kernelOf = (node: NodeName) => kernelTcp(lab, node);
 
   before(async () => {
     lab = await createHaLab({
       advertInt: 0.2,
-      // keepalived's check (no shell, no spaces): this node's portd, found by its configuration file
-      trackScript: (node) => `/usr/bin/pgrep -f portd-${node}.yaml`,
+      trackScript: portdTrackScript,
       verbose: !!process.env['LAB_LOG'],
     });
     wan = await lab.agent(lab.ns.wan, 'wan');
     client = await lab.agent(lab.ns.client, 'client');
     for (const p of [9100, 9200, 9300]) assert.ok((await client.listen('tcp', p)).ok);
-    for (const n of ['A', 'B'] as const) {
-      const dir = join(lab.dir, `portd-${n}`);
-      mkdirSync(dir, { recursive: true });
-      const cfg = join(dir, `portd-${n}.yaml`);
-      writeFileSync(
-        cfg,
-        [
-          'interfaces: { wan: wan0, lan: [lan0] }',
-          `externalAddress: ${HA.vipWan}`,
-          `stateDir: ${dir}`,
-          `database: { driver: postgres, url: "${lab.pgUrl}" }`,
-          'dataplane: { driver: nftables, table: portd, reconcileInterval: 2 }',
-          `logLevel: ${process.env['HA_LOG_LEVEL'] ?? 'info'}`,
-          'policy: { rules: ["allow 1024-65535 192.168.77.0/24 1-65535"] }',
-          'upnp: { enabled: true, httpPort: 5000, ssdp: false }',
-          `admin: { listen: "127.0.0.1:8080", token: "${TOKEN}" }`,
-          `ha: { enabled: true, node: ${n}, keepalived: { fifo: ${lab.fifo(n)}, instance: gw }, ` +
-            'idleInTransactionTimeout: 1000 }',
-        ].join('\n'),
-      );
-      nodes[n] = new Node(lab.ns[n], cfg);
-    }
+    for (const n of ['A', 'B'] as const) nodes[n] = new PortdNode(lab.ns[n], writePortdConfig(lab, n, TOKEN));
     nodes.A.start();
     nodes.B.start();
     await nodes.A.wait(isRole('standby'), 40_000);
@@ -305,12 +206,7 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
   test("A's portd started again: the standby, its kernel matching the table; B stays master", async () => {
     nodes.A.start();
     await nodes.A.wait(isRole('standby'), 40_000);
-    const want = (
-      await lab.sql(
-        `SELECT external_port || '>' || internal_address || ':' || internal_port FROM leases
-       WHERE state = 'active' AND protocol = 'tcp' ORDER BY 1`,
-      )
-    ).sort();
+    const want = await tableTcp(lab);
     for (let i = 0; i < 60 && (await kernelOf('A')).join() !== want.join(); i++)
       await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(await kernelOf('A'), want);
@@ -343,12 +239,7 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
     assert.equal(rows.find((r) => r.split(' ')[2] === '8100')!.split(' ')[3], '2', 'renewed again, through A');
     await lab.linksUp('B');
     await nodes.B.wait(isRole('standby'), 15_000, fromB);
-    const want = (
-      await lab.sql(
-        `SELECT external_port || '>' || internal_address || ':' || internal_port FROM leases
-         WHERE state = 'active' AND protocol = 'tcp' ORDER BY 1`,
-      )
-    ).sort();
+    const want = await tableTcp(lab);
     for (let i = 0; i < 60 && (await kernelOf('B')).join() !== want.join(); i++)
       await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(await kernelOf('B'), want);
