@@ -80,6 +80,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean | 'on-demand' } =
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024],
       registers: [registry],
     }),
+    writerBusyRetries: new Counter({
+      name: 'portd_writer_busy_retries_total',
+      help: 'Writer ticks begun again because another connection held the database write lock (SQLITE_BUSY)',
+      registers: [registry],
+    }),
     reconcileDrift: new Counter({
       name: 'portd_reconcile_drift_total',
       help: 'Kernel entries added or removed by reconcile',

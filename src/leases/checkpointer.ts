@@ -70,6 +70,13 @@ export interface Checkpointer {
  * to copy). Past 64 MiB (a writer that never pauses) the TRUNCATE happens anyway, and holds the writer
  * while it copies what is left. Caught up and unchanged for `idleMs`: a last TRUNCATE, then it posts
  * 'idle' and exits. Plain CommonJS, evaluated.
+ *
+ * A TRUNCATE (like FULL and RESTART) takes SQLite's write lock and keeps it while it copies, and while its busy
+ * handler waits for readers to leave the old snapshot: the writer's BEGIN IMMEDIATE waits on it. So the
+ * caught-up and idle TRUNCATEs wait for nobody (busy_timeout 0: busy is tried again next period; their hold is
+ * the truncate alone), and only the forced one past 64 MiB waits up to 1 s for readers. A hold past the writer's
+ * busy_timeout (2 s: a 64 MiB copy on a loaded machine) makes the writer begin its tick again, not refuse it
+ * (writer.ts, "Busy is a wait"; portd_writer_busy_retries_total).
  */
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -80,6 +87,11 @@ db.pragma('synchronous = ' + workerData.synchronous);
 db.pragma('busy_timeout = 1000');
 const MiB = 1024 * 1024;
 const walSize = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
+// a TRUNCATE holds the write lock while it waits (busy handler) for readers: only the forced one waits
+const truncate = (waitMs) => {
+  db.pragma('busy_timeout = ' + waitMs);
+  try { return db.pragma('wal_checkpoint(TRUNCATE)')[0]; } finally { db.pragma('busy_timeout = 1000'); }
+};
 let lastError = '';
 let last = 0;
 let idle = false;
@@ -94,7 +106,7 @@ const timer = setInterval(() => {
     const now = Date.now();
     const size = walSize();
     if (size > 64 * MiB || (size > 16 * MiB && caughtUp)) {
-      db.pragma('wal_checkpoint(TRUNCATE)');
+      truncate(size > 64 * MiB ? 1000 : 0);
       last = now;
       idle = false;
       caughtUp = false;
@@ -108,7 +120,7 @@ const timer = setInterval(() => {
       lastLog = r ? r.log : -1;
       last = now;
       if (caughtUp && now - quietSince >= workerData.idleMs) {
-        const t = db.pragma('wal_checkpoint(TRUNCATE)')[0];
+        const t = truncate(0);
         if (t && t.busy === 0 && walSize() === 0) { parentPort.postMessage('idle'); finish(); return; }
       }
     }

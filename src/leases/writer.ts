@@ -21,6 +21,9 @@
  *   is retried in a tick of its own, in order, so one bad request does not refuse its neighbours. A lone job the
  *   kernel refuses is refused (`unavailable`), except a job of removals only: its rows end anyway (the element
  *   is most likely gone already) and a reconcile is asked for.
+ * - **Busy is a wait.** A tick whose `BEGIN` meets SQLITE_BUSY (another connection — the WAL checkpointer's
+ *   TRUNCATE — kept the write lock past busy_timeout) has done nothing yet: it begins again after a pause, up to
+ *   BUSY_RETRIES times (`portd_writer_busy_retries_total`), and only then refuses its jobs.
  * - **Undo.** When the commit fails (disk full, not writable) after the kernel took the batch, the batch is
  *   undone in the kernel before anyone is answered: added entries are removed, removed entries come back when
  *   the (rolled back) rows still hold them unexpired (`restore`). If even that fails, a reconcile is asked for.
@@ -115,6 +118,12 @@ interface Job<R = unknown> {
 
 /** the most jobs in one tick */
 const TICK_MAX = 1024;
+/**
+ * a tick whose BEGIN meets SQLITE_BUSY (after busy_timeout, 2 s) begins again this many times, after 50, 100, 200,
+ * 400, 800 ms: at worst ≈ 13.5 s (six busy_timeouts and the pauses) before its requests are refused
+ */
+const BUSY_RETRIES = 5;
+const BUSY_DELAY_MS = 50;
 
 export function createWriter(opts: WriterOptions) {
   const { tx, dataplane, log, metrics } = opts;
@@ -234,12 +243,27 @@ export function createWriter(opts: WriterOptions) {
   async function runTick(jobs: Job[]): Promise<void> {
     const outcomes: (JobOutcome<unknown> | null)[] = [];
     const failures: (string | null)[] = [];
-    try {
-      tx.begin.run();
-    } catch (e) {
-      for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
-      log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
-      return;
+    // another connection holding SQLite's write lock past busy_timeout (the checkpointer's TRUNCATE on a loaded
+    // machine) is a wait, not a refusal: nothing was done yet, so the tick begins again a little later (bounded)
+    for (let attempt = 0; ; attempt++) {
+      try {
+        tx.begin.run();
+        break;
+      } catch (e) {
+        const busy = (e as { code?: string }).code === 'SQLITE_BUSY';
+        if (busy && attempt < BUSY_RETRIES) {
+          metrics?.writerBusyRetries.inc();
+          log.warn(
+            { jobs: jobs.length, attempt: attempt + 1, err: (e as Error).message },
+            'database write lock held by another connection (WAL checkpoint?); retrying the tick',
+          );
+          await new Promise((r) => setTimeout(r, BUSY_DELAY_MS * 2 ** attempt));
+          continue;
+        }
+        for (const j of jobs) j.resolve(j.onUnavailable(`database: ${(e as Error).message}`));
+        log.error({ err: (e as Error).message }, 'database unavailable: cannot begin a transaction');
+        return;
+      }
     }
     // a savepoint per job, so one that throws is taken back alone; a tick of one job (every tick at concurrency 1)
     // needs none: the transaction itself is taken back (two statements fewer per lone request)
