@@ -26,11 +26,11 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { createHaLab, HA, type NodeName } from '../test/lab/ha-lab.js';
 import {
-  frontendsUp,
   isRole,
   kernelTcp,
   PortdNode,
   portdTrackScript,
+  startPair,
   tableTcp,
   writePortdConfig,
 } from '../test/lab/ha-portd.js';
@@ -110,14 +110,7 @@ async function main(): Promise<void> {
     const wan: Agent = await lab.agent(lab.ns.wan, 'wan');
     const client: Agent = await lab.agent(lab.ns.client, 'client');
     if (!(await client.listen('tcp', INT_PORT)).ok) throw new Error('the LAN host could not listen');
-    nodes.A.start();
-    nodes.B.start();
-    await nodes.A.wait(isRole('standby'), 40_000);
-    await nodes.B.wait(isRole('standby'), 40_000);
-    await lab.startKeepalived('A');
-    await nodes.A.wait(isRole('active'), 15_000);
-    await nodes.A.wait(frontendsUp, 15_000);
-    await lab.startKeepalived('B');
+    await startPair(lab, nodes);
     // the mapping, made by a real client through the LAN virtual address (NAT-PMP, an hour: longer than the run)
     const n = await lab.exec(
       lab.ns.client,

@@ -20,7 +20,16 @@ import { after, before, describe, test } from 'node:test';
 import { decodePcpResponse, encodePcpRequest, nonceFromHex, ResultCode } from '../../protocols/pcp/index.js';
 import { createHaLab, HA, type HaLab, type NodeName } from './ha-lab.js';
 import { type Agent, hasTool, labSkip } from './harness.js';
-import { frontendsUp, isRole, kernelTcp, PortdNode, portdTrackScript, tableTcp, writePortdConfig } from './ha-portd.js';
+import {
+  frontendsUp,
+  isRole,
+  kernelTcp,
+  PortdNode,
+  portdTrackScript,
+  startPair,
+  tableTcp,
+  writePortdConfig,
+} from './ha-portd.js';
 
 const missing = ['keepalived', 'natpmpc', 'upnpc'].filter((t) => !hasTool(t));
 // under CI=true a lab that cannot run fails (scripts/pretest.mjs installs the tools), never skips
@@ -94,14 +103,7 @@ describe('HA pair through portd start: natpmpc, upnpc and PCP across kill -9', {
     client = await lab.agent(lab.ns.client, 'client');
     for (const p of [9100, 9200, 9300]) assert.ok((await client.listen('tcp', p)).ok);
     for (const n of ['A', 'B'] as const) nodes[n] = new PortdNode(lab.ns[n], writePortdConfig(lab, n, TOKEN));
-    nodes.A.start();
-    nodes.B.start();
-    await nodes.A.wait(isRole('standby'), 40_000);
-    await nodes.B.wait(isRole('standby'), 40_000);
-    await lab.startKeepalived('A');
-    await nodes.A.wait(isRole('active'), 15_000);
-    await nodes.A.wait(frontendsUp, 15_000);
-    await lab.startKeepalived('B');
+    await startPair(lab, nodes);
   });
 
   after(async () => {

@@ -7,49 +7,30 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { type Agent, hasTool, JsonLineChannel, labSkip, type LabProcess, startLabProcess } from './harness.js';
-import { createHaLab, HA, type HaLab, type NodeName } from './ha-lab.js';
+import { type Agent, hasTool, labSkip } from './harness.js';
+import { createHaLab, HA, type HaLab } from './ha-lab.js';
+import { createStandIns, standInTrackScript } from './ha-stand-in.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const skip =
   labSkip('ha-conntrackd') ||
   (hasTool('keepalived') && hasTool('conntrackd') ? false : 'keepalived or conntrackd not installed');
 
-interface Reply {
-  ok: boolean;
-  error?: string;
-  role?: string;
-}
-
 describe('HA pair with conntrackd: an established flow survives the failover', { skip, timeout: 120_000 }, () => {
   let lab: HaLab;
   let wan: Agent, client: Agent;
-  const nodes: Partial<Record<NodeName, { proc: LabProcess; ch: JsonLineChannel<Reply> }>> = {};
+  const { nodes, startNode, call, waitRole } = createStandIns(() => lab);
   const figures: string[] = [];
-  const call = (node: NodeName, msg: Record<string, unknown>) => nodes[node]!.ch.call(msg, 10_000);
-  const waitRole = async (node: NodeName, role: string) => {
-    for (let i = 0; i < 100; i++) {
-      if ((await call(node, { op: 'status' })).role === role) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`${node} never became ${role}`);
-  };
 
   before(async () => {
     lab = await createHaLab({
       advertInt: 0.2,
       conntrackd: true,
-      trackScript: (node) => `/usr/bin/pgrep -f ha-node.ts.+.${node}$`,
+      trackScript: standInTrackScript,
       verbose: !!process.env['LAB_LOG'],
     });
     for (const n of ['A', 'B'] as const) {
       await lab.must(lab.ns[n], ['sysctl', '-qw', 'net.netfilter.nf_conntrack_tcp_loose=0']);
-      const proc = await startLabProcess(lab.ns[n], join(HERE, 'ha-node.ts'), [lab.pgUrl, lab.fifo(n), n], {
-        timeoutMs: 40_000,
-      });
-      nodes[n] = { proc, ch: new JsonLineChannel<Reply>(proc.child, (w) => ({ ok: false, error: `node ${w}` })) };
+      await startNode(n);
     }
     wan = await lab.agent(lab.ns.wan, 'wan');
     client = await lab.agent(lab.ns.client, 'client');

@@ -11,47 +11,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { type Agent, hasTool, JsonLineChannel, labSkip, type LabProcess, startLabProcess } from './harness.js';
+import { type Agent, hasTool, labSkip } from './harness.js';
 import { createHaLab, HA, type HaLab, type NodeName } from './ha-lab.js';
+import { createStandIns, standInTrackScript } from './ha-stand-in.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const skip = labSkip('ha-failover') || (hasTool('keepalived') ? false : 'keepalived not installed');
 const BUDGET_MS = 3000;
-
-interface Reply {
-  ok: boolean;
-  error?: string;
-  fenced?: boolean;
-  role?: string;
-  token?: number | null;
-  entries?: string[];
-  lease?: { id: string; renewCount: number; expiresAt: number };
-}
 
 describe('HA pair: failover with the lease in both kernels', { skip, timeout: 150_000 }, () => {
   let lab: HaLab;
   let wan: Agent, client: Agent;
-  const nodes: Partial<Record<NodeName, { proc: LabProcess; ch: JsonLineChannel<Reply> }>> = {};
+  const { nodes, startNode, call, waitRole } = createStandIns(() => lab);
   const figures: string[] = [];
-
-  const startNode = async (node: NodeName) => {
-    const proc = await startLabProcess(lab.ns[node], join(HERE, 'ha-node.ts'), [lab.pgUrl, lab.fifo(node), node], {
-      timeoutMs: 40_000,
-    });
-    nodes[node] = { proc, ch: new JsonLineChannel<Reply>(proc.child, (w) => ({ ok: false, error: `node ${w}` })) };
-  };
-  const call = (node: NodeName, msg: Record<string, unknown>) => nodes[node]!.ch.call(msg, 10_000);
-  const waitRole = async (node: NodeName, role: string, ms = 10_000) => {
-    const t0 = Date.now();
-    for (;;) {
-      const s = await call(node, { op: 'status' });
-      if (s.role === role) return s;
-      if (Date.now() - t0 > ms) throw new Error(`${node} is ${s.role}, not ${role}: ${JSON.stringify(s)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
   const reachable = async (t0: number): Promise<number> => {
     for (let i = 0; i < 300 && Date.now() - t0 < 10_000; i++) {
       const r = await wan.tcpProbe(HA.vipWan, 8100, { timeoutMs: 250, data: 'x' });
@@ -79,7 +50,7 @@ describe('HA pair: failover with the lease in both kernels', { skip, timeout: 15
   before(async () => {
     lab = await createHaLab({
       advertInt: 0.2,
-      trackScript: (node) => `/usr/bin/pgrep -f ha-node.ts.+.${node}$`,
+      trackScript: standInTrackScript,
       verbose: !!process.env['LAB_LOG'],
     });
     wan = await lab.agent(lab.ns.wan, 'wan');

@@ -148,3 +148,18 @@ export async function tableTcp(lab: HaLab): Promise<string[]> {
     )
   ).sort();
 }
+
+/**
+ * The pair brought up as every HA lab wants it: both portds started (each a standby), keepalived on A (A active,
+ * its front-ends up), then keepalived on B (B the backup)
+ */
+export async function startPair(lab: HaLab, nodes: Record<NodeName, PortdNode>): Promise<void> {
+  nodes.A.start();
+  nodes.B.start();
+  await nodes.A.wait(isRole('standby'), 40_000);
+  await nodes.B.wait(isRole('standby'), 40_000);
+  await lab.startKeepalived('A');
+  await nodes.A.wait(isRole('active'), 15_000);
+  await nodes.A.wait(frontendsUp, 15_000);
+  await lab.startKeepalived('B');
+}
